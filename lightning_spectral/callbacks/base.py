@@ -1,0 +1,205 @@
+"""``SpectralMonitor``: the shared base of every monitor (schedule, measurement batch, logging, state).
+
+A monitor subclass only says *what* to measure, in :meth:`SpectralMonitor.measure`, returning a mapping of
+metric names to numbers. The base class decides *when* (a :class:`Schedule` over optimizer steps and
+epochs), *on what* (a fixed measurement batch drawn once at fit start, or the user's), and *where the
+numbers go*: every logger of the trainer under ``spectral/<monitor_name>/<metric>``, keyed by
+``trainer.global_step``, and ``trainer.callback_metrics`` for ``EarlyStopping``/``ModelCheckpoint``.
+
+Every measurement runs inside :func:`preserved_training_state`, so the training trajectory with the
+monitor is bit-identical to the one without it. A failing measurement is reported once with its traceback
+and the monitor switches itself off for the rest of the run (training goes on), unless ``strict=True``.
+
+Example (a complete monitor)::
+
+    class ParameterNormMonitor(SpectralMonitor):
+        monitor_name = "param_norm"
+        needs_batch = False
+
+        def measure(self, trainer, pl_module, batches):
+            return {"l2": torch.cat([p.flatten() for p in pl_module.parameters()]).norm().item()}
+
+    trainer = Trainer(callbacks=[ParameterNormMonitor(every_n_steps=10)])
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import torch
+from pytorch_lightning import Callback
+from pytorch_lightning.utilities import rank_zero_warn
+
+from lightning_spectral.callbacks.measurement_batch import draw_measurement_batches, to_module_device
+from lightning_spectral.callbacks.metric_logging import log_figure, log_histogram, log_scalars
+from lightning_spectral.callbacks.schedule import Schedule
+from lightning_spectral.callbacks.training_state_guard import preserved_training_state
+
+
+class SpectralMonitor(Callback):
+    """Base class of the spectral monitors.
+
+    Args:
+        every_n_steps: measure whenever ``trainer.global_step`` is a multiple of this.
+        every_n_epochs: measure at the end of every ``every_n_epochs``-th training epoch.
+        log_spacing: also measure at steps 1, 2, 4, 8, ... below ``every_n_steps`` (dense early).
+        at_train_start: measure the initial model (step 0) from ``on_train_start``.
+        batch: a fixed measurement batch (as ``training_step`` receives it); ``None`` draws ``num_batches``
+            batches from the train dataloader at fit start, under ``seed``.
+        num_batches: how many batches to draw when ``batch`` is ``None``.
+        seed: seeds the measurement batch draw and every random probe of the measurements (a generator of
+            the monitor's own; the training run's random state is never consumed).
+        strict: re-raise errors raised inside a measurement instead of reporting them once and disabling
+            the monitor for the rest of the run.
+    """
+
+    #: The ``<monitor>`` part of the metric keys ``spectral/<monitor>/<metric>``.
+    monitor_name: ClassVar[str] = ""
+    #: Whether :meth:`measure` needs the measurement batch (the weight monitor does not).
+    needs_batch: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        *,
+        every_n_steps: int | None = None,
+        every_n_epochs: int | None = None,
+        log_spacing: bool = False,
+        at_train_start: bool = True,
+        batch: Any = None,
+        num_batches: int = 1,
+        seed: int = 0,
+        strict: bool = False,
+    ) -> None:
+        super().__init__()
+        if not self.monitor_name:
+            raise TypeError(f"{type(self).__name__} must set the class attribute `monitor_name`.")
+        self.schedule = Schedule(
+            every_n_steps=every_n_steps,
+            every_n_epochs=every_n_epochs,
+            log_spacing=log_spacing,
+            at_train_start=at_train_start,
+        )
+        if isinstance(num_batches, bool) or not isinstance(num_batches, int) or num_batches < 1:
+            raise ValueError(f"`num_batches` must be a positive integer, got {num_batches!r}.")
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"`seed` must be a non-negative integer, got {seed!r}.")
+        if not isinstance(strict, bool):
+            raise ValueError(f"`strict` must be True or False, got {strict!r}.")
+        self.user_batch = batch
+        self.num_batches = num_batches
+        self.seed = seed
+        self.strict = strict
+        self._batches: list[Any] = []
+        self._last_measured_step: int | None = None
+        self._num_measurements = 0
+        self._disabled = False
+
+    # ------------------------------------------------------------------ subclass interface
+    def measure(self, trainer: Any, pl_module: Any, batches: list[Any]) -> Mapping[str, float]:
+        """Measure the model; return ``{metric: value}`` (logged as ``spectral/<monitor_name>/<metric>``).
+
+        Runs inside :func:`preserved_training_state`: the model may be put in eval mode, gradients may be
+        computed with ``torch.autograd.grad``; everything is restored afterwards.
+        """
+        raise NotImplementedError
+
+    def extra_state(self) -> dict[str, Any]:
+        """Subclass state to checkpoint (e.g. warm-start vectors); tensors are fine."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`extra_state` returned."""
+
+    # ------------------------------------------------------------------ helpers for subclasses
+    @property
+    def metric_prefix(self) -> str:
+        return f"spectral/{self.monitor_name}/"
+
+    @property
+    def num_measurements(self) -> int:
+        """How many measurements this monitor has completed (across resumes)."""
+        return self._num_measurements
+
+    def make_generator(self, device: torch.device | str) -> torch.Generator:
+        """A generator of the monitor's own, seeded by ``seed`` and the measurement count (reproducible)."""
+        generator = torch.Generator(device=torch.device(device))
+        generator.manual_seed(self.seed * 1_000_003 + self._num_measurements)
+        return generator
+
+    def log_histogram(self, trainer: Any, name: str, values: torch.Tensor) -> None:
+        """Histogram ``spectral/<monitor>/<name>`` to the loggers that support it."""
+        log_histogram(trainer, self.metric_prefix + name, values, trainer.global_step)
+
+    def log_figure(self, trainer: Any, name: str, figure: Any) -> None:
+        """Matplotlib figure ``spectral/<monitor>/<name>`` to the loggers that support it."""
+        log_figure(trainer, self.metric_prefix + name, figure, trainer.global_step)
+
+    # ------------------------------------------------------------------ Lightning hooks
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(
+            every_n_steps=self.schedule.every_n_steps,
+            every_n_epochs=self.schedule.every_n_epochs,
+            log_spacing=self.schedule.log_spacing,
+            seed=self.seed,
+        )
+
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        if self.needs_batch:
+            if self.user_batch is not None:
+                self._batches = [to_module_device(trainer, self.user_batch)]
+            else:
+                self._batches = draw_measurement_batches(trainer, self.num_batches, self.seed)
+        if self.schedule.is_measurement_step(trainer.global_step):
+            self._measure_and_log(trainer, pl_module)
+
+    def on_train_batch_end(
+        self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if self.schedule.is_measurement_step(trainer.global_step):
+            self._measure_and_log(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        if self.schedule.is_measurement_epoch(trainer.current_epoch):
+            self._measure_and_log(trainer, pl_module)
+
+    def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
+        self._batches = []
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "last_measured_step": self._last_measured_step,
+            "num_measurements": self._num_measurements,
+            "disabled": self._disabled,
+            "extra": self.extra_state(),
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._last_measured_step = state_dict["last_measured_step"]
+        self._num_measurements = state_dict["num_measurements"]
+        self._disabled = state_dict["disabled"]
+        self.load_extra_state(state_dict["extra"])
+
+    # ------------------------------------------------------------------ the measurement
+    def _measure_and_log(self, trainer: Any, pl_module: Any) -> None:
+        step = trainer.global_step
+        if self._disabled or trainer.sanity_checking or step == self._last_measured_step:
+            return
+        try:
+            with preserved_training_state(pl_module):
+                values = dict(self.measure(trainer, pl_module, self._batches))
+        except Exception:
+            if self.strict:
+                raise
+            self._disabled = True
+            rank_zero_warn(
+                f"{type(self).__name__}: the measurement at step {step} failed; the monitor is disabled for the "
+                f"rest of the run and training continues. Pass `strict=True` to raise instead.\n"
+                f"{traceback.format_exc()}"
+            )
+            return
+        self._last_measured_step = step
+        self._num_measurements += 1
+        log_scalars(trainer, {self.metric_prefix + name: value for name, value in values.items()}, step)

@@ -1,0 +1,71 @@
+"""Send monitor values to every logger of a trainer, and to ``trainer.callback_metrics``.
+
+Scalars go to **all** of ``trainer.loggers`` (TensorBoard, W&B, CSV, MLflow, ...) through the generic
+``Logger.log_metrics(metrics, step=trainer.global_step)``, from global rank zero only, exactly like
+Lightning's ``LearningRateMonitor``. They are also written into ``trainer.callback_metrics`` on every rank,
+as tensors, so the stock ``EarlyStopping`` and ``ModelCheckpoint`` can monitor a key such as
+``spectral/hessian/lambda_1``.
+
+Histograms and figures go only to the loggers that have a native form for them (TensorBoard's
+``add_histogram``/``add_figure``, W&B's ``wandb.Histogram``/``wandb.Image``); other loggers skip them silently.
+Loggers are recognised by class name so both ``pytorch_lightning`` and ``lightning.pytorch`` loggers work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+
+def _logger_kind(logger: Any) -> str:
+    names = {cls.__name__ for cls in type(logger).__mro__}
+    if "TensorBoardLogger" in names:
+        return "tensorboard"
+    if "WandbLogger" in names:
+        return "wandb"
+    return "other"
+
+
+def log_scalars(trainer: Any, metrics: Mapping[str, float], step: int) -> None:
+    """Log ``metrics`` to every logger (rank zero) and put them in ``trainer.callback_metrics`` (all ranks)."""
+    if not metrics:
+        return
+    values = {key: float(value) for key, value in metrics.items()}
+    for key, value in values.items():
+        trainer.callback_metrics[key] = torch.tensor(value)
+    if trainer.is_global_zero:
+        for logger in trainer.loggers:
+            logger.log_metrics(values, step=step)
+
+
+def log_histogram(trainer: Any, key: str, values: torch.Tensor, step: int) -> None:
+    """Log a histogram of ``values`` to the loggers that support histograms (rank zero only)."""
+    if not trainer.is_global_zero:
+        return
+    data = values.detach().float().cpu()
+    for logger in trainer.loggers:
+        kind = _logger_kind(logger)
+        if kind == "tensorboard":
+            logger.experiment.add_histogram(key, data, global_step=step)
+        elif kind == "wandb":
+            import wandb
+
+            logger.log_metrics({key: wandb.Histogram(data.numpy())}, step=step)
+
+
+def log_figure(trainer: Any, key: str, figure: Any, step: int) -> None:
+    """Log a matplotlib figure to the loggers that support images (rank zero only); the figure is closed."""
+    if trainer.is_global_zero:
+        for logger in trainer.loggers:
+            kind = _logger_kind(logger)
+            if kind == "tensorboard":
+                logger.experiment.add_figure(key, figure, global_step=step, close=False)
+            elif kind == "wandb":
+                import wandb
+
+                logger.log_metrics({key: wandb.Image(figure)}, step=step)
+    import matplotlib.pyplot as plt
+
+    plt.close(figure)

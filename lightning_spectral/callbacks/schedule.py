@@ -1,0 +1,73 @@
+"""When a monitor measures: a small, testable schedule over optimizer steps and epochs.
+
+A measurement "at step ``s``" happens after ``s`` optimizer steps, i.e. when ``trainer.global_step == s``.
+Step 0 is the model at initialisation (measured from ``on_train_start``).
+
+With ``log_spacing=True`` the schedule is dense early, where training dynamics change fastest, and regular
+later: steps ``0, 1, 2, 4, 8, ...`` (powers of two) below ``every_n_steps``, then every ``every_n_steps``::
+
+    >>> Schedule(every_n_steps=50, log_spacing=True).steps_up_to(200)
+    [0, 1, 2, 4, 8, 16, 32, 50, 100, 150, 200]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+def _check_optional_positive_int(name: str, value: int | None) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"`{name}` must be a positive integer or None, got {value!r}.")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The steps and epochs at which a monitor measures.
+
+    Args:
+        every_n_steps: measure whenever ``global_step`` is a multiple of this (``None``: not step-based).
+        every_n_epochs: measure at the end of every ``every_n_epochs``-th training epoch (``None``: not
+            epoch-based). Both may be given; a step is never measured twice.
+        log_spacing: also measure at the powers of two below ``every_n_steps`` (needs ``every_n_steps``).
+        at_train_start: measure the model at step 0 (initialisation), from ``on_train_start``.
+    """
+
+    every_n_steps: int | None = None
+    every_n_epochs: int | None = None
+    log_spacing: bool = False
+    at_train_start: bool = True
+
+    def __post_init__(self) -> None:
+        _check_optional_positive_int("every_n_steps", self.every_n_steps)
+        _check_optional_positive_int("every_n_epochs", self.every_n_epochs)
+        if self.every_n_steps is None and self.every_n_epochs is None:
+            raise ValueError(
+                "At least one of `every_n_steps` or `every_n_epochs` must be a positive integer, got None for both."
+            )
+        if self.log_spacing and self.every_n_steps is None:
+            raise ValueError(
+                "`log_spacing=True` needs `every_n_steps` (the regular interval after the dense start)."
+            )
+        for name in ("log_spacing", "at_train_start"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"`{name}` must be True or False, got {getattr(self, name)!r}.")
+
+    def is_measurement_step(self, step: int) -> bool:
+        """Whether the step-based schedule measures when ``global_step == step``."""
+        if step == 0:
+            return self.at_train_start
+        if self.every_n_steps is None:
+            return False
+        if step % self.every_n_steps == 0:
+            return True
+        return self.log_spacing and step < self.every_n_steps and (step & (step - 1)) == 0
+
+    def is_measurement_epoch(self, epoch: int) -> bool:
+        """Whether the epoch-based schedule measures at the end of (0-based) training epoch ``epoch``."""
+        return self.every_n_epochs is not None and (epoch + 1) % self.every_n_epochs == 0
+
+    def steps_up_to(self, last_step: int) -> list[int]:
+        """The step-based measurement steps in ``[0, last_step]`` (epoch-based ones depend on epoch length)."""
+        return [s for s in range(last_step + 1) if self.is_measurement_step(s)]

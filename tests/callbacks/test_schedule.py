@@ -1,0 +1,68 @@
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from lightning_spectral.callbacks.schedule import Schedule
+
+
+def test_every_n_steps_includes_initialisation():
+    assert Schedule(every_n_steps=5).steps_up_to(16) == [0, 5, 10, 15]
+
+
+def test_no_step_zero_without_train_start_measurement():
+    assert Schedule(every_n_steps=5, at_train_start=False).steps_up_to(10) == [5, 10]
+
+
+def test_log_spacing_is_dense_early_then_regular():
+    assert Schedule(every_n_steps=50, log_spacing=True).steps_up_to(200) == [
+        0,
+        1,
+        2,
+        4,
+        8,
+        16,
+        32,
+        50,
+        100,
+        150,
+        200,
+    ]
+
+
+def test_epoch_schedule():
+    schedule = Schedule(every_n_epochs=2)
+    assert [e for e in range(6) if schedule.is_measurement_epoch(e)] == [1, 3, 5]
+    assert schedule.steps_up_to(100) == [0]  # only the initial model on the step side
+
+
+@pytest.mark.parametrize(
+    "kwargs, argument",
+    [
+        ({}, "every_n_steps"),
+        ({"every_n_steps": 0}, "every_n_steps"),
+        ({"every_n_steps": -3}, "every_n_steps"),
+        ({"every_n_steps": 2.5}, "every_n_steps"),
+        ({"every_n_steps": True}, "every_n_steps"),
+        ({"every_n_epochs": 0}, "every_n_epochs"),
+        ({"every_n_epochs": 1, "log_spacing": True}, "log_spacing"),
+        ({"every_n_steps": 1, "at_train_start": "yes"}, "at_train_start"),
+    ],
+)
+def test_invalid_arguments_name_the_argument(kwargs, argument):
+    with pytest.raises(ValueError, match=argument):
+        Schedule(**kwargs)
+
+
+@given(n=st.integers(1, 300), log_spacing=st.booleans(), last=st.integers(0, 2000))
+def test_schedule_properties(n, log_spacing, last):
+    steps = Schedule(every_n_steps=n, log_spacing=log_spacing).steps_up_to(last)
+    assert steps[0] == 0
+    assert steps == sorted(set(steps))
+    multiples = [s for s in range(0, last + 1, n)]
+    assert set(multiples) <= set(steps)
+    extra = set(steps) - set(multiples)
+    if not log_spacing:
+        assert not extra
+    else:
+        assert all(s < n and (s & (s - 1)) == 0 for s in extra)
+        assert {1 << i for i in range(12) if (1 << i) < n and (1 << i) <= last} <= set(steps)

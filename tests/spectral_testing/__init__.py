@@ -1,0 +1,1 @@
+"""Test support shared by the test files: tiny models, data and log readers (not part of the package)."""

@@ -1,0 +1,86 @@
+"""Tiny LightningModules and data used across the tests."""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+
+def classification_data(num_examples: int = 64, num_features: int = 8, num_classes: int = 3, seed: int = 0):
+    """A fixed synthetic classification set (generated, no downloads)."""
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(num_examples, num_features, generator=generator)
+    w = torch.randn(num_features, num_classes, generator=generator)
+    y = (x @ w).argmax(dim=1)
+    return TensorDataset(x, y)
+
+
+class TinyClassifier(pl.LightningModule):
+    """An MLP with BatchNorm and dropout (the two places a careless monitor changes training) and SGD."""
+
+    def __init__(
+        self,
+        num_features: int = 8,
+        hidden: int = 16,
+        num_classes: int = 3,
+        lr: float = 0.1,
+        batch_size: int = 16,
+        num_examples: int = 64,
+        shuffle: bool = True,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = nn.Sequential(
+            nn.Linear(num_features, hidden),
+            nn.BatchNorm1d(hidden),
+            nn.ReLU(),
+            nn.Dropout(0.3),
+            nn.Linear(hidden, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = nn.functional.cross_entropy(self(x), y)
+        self.log("train_loss", loss)
+        return loss
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=self.hparams.lr, momentum=0.9)
+
+    def train_dataloader(self):
+        data = classification_data(
+            self.hparams.num_examples, self.hparams.num_features, self.hparams.num_classes
+        )
+        return DataLoader(data, batch_size=self.hparams.batch_size, shuffle=self.hparams.shuffle)
+
+
+class LossRecorder(pl.Callback):
+    """Records every training loss as the training loop produced it (outside any monitor)."""
+
+    def __init__(self) -> None:
+        self.losses: list[torch.Tensor] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.losses.append(outputs["loss"].detach().clone())
+
+
+def trainer_kwargs(tmp_path, **overrides):
+    """Quiet, CPU-only, deterministic Trainer arguments."""
+    kwargs = dict(
+        default_root_dir=str(tmp_path),
+        accelerator="cpu",
+        devices=1,
+        max_epochs=2,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        logger=False,
+        deterministic=True,
+    )
+    kwargs.update(overrides)
+    return kwargs
