@@ -1,0 +1,7 @@
+"""Lightning callbacks: the spectral monitors and their shared base class."""
+
+from lightning_spectral.callbacks.base import SpectralMonitor
+from lightning_spectral.callbacks.schedule import Schedule
+from lightning_spectral.callbacks.weight_spectrum_monitor import WeightSpectrumMonitor
+
+__all__ = ["Schedule", "SpectralMonitor", "WeightSpectrumMonitor"]

@@ -31,3 +31,54 @@ def read_tensorboard_histogram_tags(log_dir: str | Path) -> set[str]:
         accumulator.Reload()
         tags.update(accumulator.Tags()["histograms"])
     return tags
+
+
+def read_wandb_records(save_dir: str | Path) -> list:
+    """Every ``wandb_internal_pb2.Record`` of the offline run(s) under ``save_dir``.
+
+    The ``run-*.wandb`` file is a 7-byte header followed by leveldb-log framing: 32 KiB blocks of chunks, each
+    with a 7-byte header (crc u32, length u16, type u8: 1 full, 2 first, 3 middle, 4 last).
+    """
+    import struct
+
+    from wandb.proto import wandb_internal_pb2
+
+    files = sorted(Path(save_dir).rglob("run-*.wandb"))
+    if not files:
+        raise FileNotFoundError(f"no W&B run file under {save_dir}")
+    records = []
+    for path in files:
+        data = path.read_bytes()
+        position, block_size, pending = 7, 32768, b""
+        while position + 7 <= len(data):
+            room = block_size - (position % block_size)
+            if room < 7:  # block trailer padding
+                position += room
+                continue
+            _, length, kind = struct.unpack("<IHB", data[position : position + 7])
+            payload = data[position + 7 : position + 7 + length]
+            position += 7 + length
+            if kind == 0 and length == 0:
+                continue
+            pending = payload if kind in (1, 2) else pending + payload
+            if kind in (1, 4):
+                record = wandb_internal_pb2.Record()
+                record.ParseFromString(pending)
+                records.append(record)
+                pending = b""
+    return records
+
+
+def read_wandb_history(save_dir: str | Path) -> list[dict[str, object]]:
+    """The logged history rows of the offline W&B run(s) under ``save_dir``, values decoded from JSON."""
+    import json
+
+    rows = []
+    for record in read_wandb_records(save_dir):
+        if record.WhichOneof("record_type") == "history":
+            row = {}
+            for item in record.history.item:
+                key = item.key or "/".join(item.nested_key)
+                row[key] = json.loads(item.value_json)
+            rows.append(row)
+    return rows

@@ -1,0 +1,199 @@
+"""``WeightSpectrumMonitor``: singular values and singular-vector rotation of every weight matrix during fit.
+
+Per layer, under ``spectral/weights/<name>/``: ``sigma_max``, ``sigma_1 .. sigma_k``,
+``frobenius_norm``, ``stable_rank``, ``effective_rank``, ``alpha`` (where a power-law fit is possible),
+``rotation`` (from the second measurement on) and ``condition_number`` (when asked for); the aggregates
+``spectral/weights/mean_stable_rank`` and ``spectral/weights/max_sigma_max``; and a histogram of each layer's
+singular values every ``histogram_every_n`` measurements on loggers that draw histograms. The numerics are in
+:mod:`lightning_spectral.functional.weight_spectrum` (definitions and formulas there).
+
+Example::
+
+    trainer = Trainer(callbacks=[WeightSpectrumMonitor(every_n_steps=100, log_spacing=True)])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from lightning_spectral.callbacks.base import SpectralMonitor
+from lightning_spectral.functional.weight_matrices import CONV_MODES, weight_matrices
+from lightning_spectral.functional.weight_spectrum import METHODS, WeightSpectrum, weight_spectra
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
+
+
+class WeightSpectrumMonitor(SpectralMonitor):
+    """Randomized SVD of every weight matrix of the model on a schedule.
+
+    Args:
+        every_n_steps: measure every n optimizer steps (see :class:`SpectralMonitor`); default 100 when
+            neither ``every_n_steps`` nor ``every_n_epochs`` is given.
+        every_n_epochs: measure at the end of every n-th epoch.
+        log_spacing: also measure at steps 1, 2, 4, ... below ``every_n_steps``.
+        at_train_start: measure the initial weights.
+        k: leading singular triplets computed per matrix, logged as ``sigma_1 .. sigma_k``; also the
+            dimension of the subspace whose ``rotation`` is reported (clipped to ``min(m, n)`` per layer).
+        method: ``"auto"`` (exact SVD for small matrices, randomized above a measured threshold),
+            ``"exact"`` or ``"randomized"``.
+        n_iter: power iterations of the randomized SVD.
+        oversample: extra sketch columns of the randomized SVD.
+        exact_threshold: ``"auto"`` is exact when ``min(m, n) <= exact_threshold`` (default: measured
+            crossover, see :func:`~lightning_spectral.functional.weight_spectrum.weight_spectrum`).
+        warm_start: seed each range finder with the layer's previous right singular vectors.
+        include: glob pattern(s) on parameter names to keep (default: every supported layer).
+        exclude: glob pattern(s) on parameter names to drop.
+        trainable_only: skip parameters with ``requires_grad=False``.
+        conv_mode: ``"flatten"`` (``(out, in·∏k)`` per convolution) or ``"per_position"``.
+        compute_condition_number: also log ``condition_number`` = σ_1/σ_k of the top-k block.
+        histogram_every_n: log singular-value histograms every n-th measurement (0: never).
+        seed: seeds the random sketches.
+        strict: re-raise measurement errors instead of disabling the monitor.
+    """
+
+    monitor_name = "weights"
+    needs_batch = False
+
+    def __init__(
+        self,
+        *,
+        every_n_steps: int | None = None,
+        every_n_epochs: int | None = None,
+        log_spacing: bool = False,
+        at_train_start: bool = True,
+        k: int = 5,
+        method: str = "auto",
+        n_iter: int = 2,
+        oversample: int = 10,
+        exact_threshold: int | None = None,
+        warm_start: bool = True,
+        include: str | Sequence[str] | None = None,
+        exclude: str | Sequence[str] | None = None,
+        trainable_only: bool = False,
+        conv_mode: str = "flatten",
+        compute_condition_number: bool = False,
+        histogram_every_n: int = 1,
+        seed: int = 0,
+        strict: bool = False,
+    ) -> None:
+        if every_n_steps is None and every_n_epochs is None:
+            every_n_steps = 100
+        super().__init__(
+            every_n_steps=every_n_steps,
+            every_n_epochs=every_n_epochs,
+            log_spacing=log_spacing,
+            at_train_start=at_train_start,
+            seed=seed,
+            strict=strict,
+        )
+        _check_int("k", k, 1)
+        if method not in METHODS:
+            raise ValueError(f"`method` must be one of {METHODS}, got {method!r}.")
+        _check_int("n_iter", n_iter, 0)
+        _check_int("oversample", oversample, 0)
+        if exact_threshold is not None:
+            _check_int("exact_threshold", exact_threshold, 0)
+        if conv_mode not in CONV_MODES:
+            raise ValueError(f"`conv_mode` must be one of {CONV_MODES}, got {conv_mode!r}.")
+        _check_int("histogram_every_n", histogram_every_n, 0)
+        for name, flag in (
+            ("warm_start", warm_start),
+            ("trainable_only", trainable_only),
+            ("compute_condition_number", compute_condition_number),
+        ):
+            if not isinstance(flag, bool):
+                raise ValueError(f"`{name}` must be True or False, got {flag!r}.")
+        self.k = k
+        self.method = method
+        self.n_iter = n_iter
+        self.oversample = oversample
+        self.exact_threshold = exact_threshold
+        self.warm_start = warm_start
+        self.include = include
+        self.exclude = exclude
+        self.trainable_only = trainable_only
+        self.conv_mode = conv_mode
+        self.compute_condition_number = compute_condition_number
+        self.histogram_every_n = histogram_every_n
+        self._previous: dict[str, WeightSpectrum] = {}
+
+    def measure(self, trainer: Any, pl_module: Any, batches: list[Any]) -> Mapping[str, float]:
+        with warnings.catch_warnings():
+            if self.num_measurements > 0:  # unmatched include/exclude patterns are reported once
+                warnings.simplefilter("ignore", UserWarning)
+            matrices = weight_matrices(
+                pl_module,
+                include=self.include,
+                exclude=self.exclude,
+                trainable_only=self.trainable_only,
+                conv_mode=self.conv_mode,
+            )
+        if not matrices:
+            return {}
+        previous = [self._previous.get(m.name) for m in matrices] if self.warm_start else None
+        previous = [
+            p if p is not None and p.shape == tuple(m.matrix.shape) else None
+            for p, m in zip(previous or [None] * len(matrices), matrices)
+        ]
+        spectra = weight_spectra(
+            [m.matrix for m in matrices],
+            self.k,
+            method=self.method,
+            previous=previous,
+            n_iter=self.n_iter,
+            oversample=self.oversample,
+            generator=self.make_generator(matrices[0].matrix.device),
+            exact_threshold=self.exact_threshold,
+        )
+        values: dict[str, float] = {}
+        draw_histograms = self.histogram_every_n > 0 and self.num_measurements % self.histogram_every_n == 0
+        for matrix, spectrum in zip(matrices, spectra):
+            values.update(
+                {f"{matrix.name}/{key}": value for key, value in self._layer_values(spectrum).items()}
+            )
+            if draw_histograms:
+                singular_values = (
+                    spectrum.all_singular_values
+                    if spectrum.all_singular_values is not None
+                    else spectrum.singular_values
+                )
+                self.log_histogram(trainer, f"{matrix.name}/singular_values", singular_values)
+        self._previous = {m.name: s for m, s in zip(matrices, spectra)}
+        values["mean_stable_rank"] = sum(s.stable_rank for s in spectra) / len(spectra)
+        values["max_sigma_max"] = max(s.sigma_max for s in spectra)
+        return values
+
+    def _layer_values(self, spectrum: WeightSpectrum) -> dict[str, float]:
+        values = {
+            "sigma_max": spectrum.sigma_max,
+            "frobenius_norm": spectrum.frobenius_norm,
+            "stable_rank": spectrum.stable_rank,
+            "effective_rank": spectrum.effective_rank,
+        }
+        for i, sigma in enumerate(spectrum.singular_values.tolist(), start=1):
+            values[f"sigma_{i}"] = sigma
+        if spectrum.alpha is not None and math.isfinite(spectrum.alpha):
+            values["alpha"] = spectrum.alpha
+        if spectrum.rotation is not None:
+            values["rotation"] = spectrum.rotation
+        if self.compute_condition_number:
+            values["condition_number"] = spectrum.condition_number
+        return values
+
+    # Warm-start state: the last spectrum of every layer, as plain tensors/floats for the checkpoint.
+    def extra_state(self) -> dict[str, Any]:
+        return {
+            name: {**dataclasses.asdict(spectrum), "power_law": None}
+            | {"left_vectors": spectrum.left_vectors.cpu(), "right_vectors": spectrum.right_vectors.cpu()}
+            for name, spectrum in self._previous.items()
+        }
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self._previous = {name: WeightSpectrum(**fields) for name, fields in state.items()}

@@ -1,0 +1,166 @@
+"""WeightSpectrumMonitor in a real Trainer.fit, read back from TensorBoard and W&B offline files."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
+from spectral_testing.log_readers import (
+    read_tensorboard_histogram_tags,
+    read_tensorboard_scalars,
+    read_wandb_history,
+)
+from spectral_testing.models import trainer_kwargs
+from spectral_testing.zoo import LayerZoo
+
+from lightning_spectral.callbacks import WeightSpectrumMonitor
+from lightning_spectral.functional.weight_matrices import weight_matrices
+
+EXPECTED_LAYERS = [
+    "embedding.weight",
+    "lstm.weight_ih_l0.i",
+    "lstm.weight_hh_l0.o",
+    "gru.weight_ih_l0.r",
+    "gru.weight_hh_l0.n",
+    "attention.in_proj_weight.q",
+    "attention.in_proj_weight.k",
+    "attention.in_proj_weight.v",
+    "attention.out_proj.weight",
+    "conv.weight",
+    "head.weight",
+]
+
+
+def _fit(tmp_path, monitor, logger, max_epochs=2, **kwargs):
+    pl.seed_everything(0)
+    model = LayerZoo()
+    trainer = pl.Trainer(
+        callbacks=[monitor], **trainer_kwargs(tmp_path, logger=logger, max_epochs=max_epochs, **kwargs)
+    )
+    trainer.fit(model)
+    return trainer, model
+
+
+def test_every_layer_kind_is_logged_with_exact_values(tmp_path):
+    monitor = WeightSpectrumMonitor(every_n_steps=4, k=3, compute_condition_number=True)
+    logger = TensorBoardLogger(str(tmp_path), name="tb")
+    trainer, model = _fit(tmp_path, monitor, logger)
+    scalars = read_tensorboard_scalars(logger.log_dir)
+    assert trainer.global_step == 8
+    for layer in EXPECTED_LAYERS:
+        for metric in (
+            "sigma_max",
+            "sigma_1",
+            "sigma_2",
+            "sigma_3",
+            "frobenius_norm",
+            "stable_rank",
+            "effective_rank",
+            "condition_number",
+        ):
+            assert [s for s, _ in scalars[f"spectral/weights/{layer}/{metric}"]] == [0, 4, 8], (layer, metric)
+        # rotation needs a previous measurement: from the second one on
+        assert [s for s, _ in scalars[f"spectral/weights/{layer}/rotation"]] == [4, 8]
+    # The last logged values are those of the final weights: check against dense references.
+    matrices = {m.name: m.matrix for m in weight_matrices(model)}
+    assert set(EXPECTED_LAYERS) <= set(matrices)
+    for layer in EXPECTED_LAYERS:
+        exact = torch.linalg.svdvals(matrices[layer].double())
+        logged = {
+            metric: scalars[f"spectral/weights/{layer}/{metric}"][-1][1]
+            for metric in ("sigma_1", "sigma_2", "sigma_3", "frobenius_norm", "stable_rank", "effective_rank")
+        }
+        assert logged["sigma_1"] == pytest.approx(exact[0].item(), rel=1e-3)
+        assert logged["sigma_3"] == pytest.approx(exact[2].item(), rel=1e-3)
+        assert logged["frobenius_norm"] == pytest.approx(exact.norm().item(), rel=1e-4)
+        assert logged["stable_rank"] == pytest.approx((exact.norm() ** 2 / exact[0] ** 2).item(), rel=1e-3)
+        p = exact / exact.sum()
+        assert logged["effective_rank"] == pytest.approx(math.exp(-(p * p.log()).sum().item()), rel=1e-3)
+    # the Q/K/V blocks are the three row blocks of in_proj_weight
+    q = model.attention.in_proj_weight.detach()[:12]
+    q_sigma = scalars["spectral/weights/attention.in_proj_weight.q/sigma_max"][-1][1]
+    assert q_sigma == pytest.approx(torch.linalg.svdvals(q)[0].item(), rel=1e-4)
+    # aggregates
+    last_stable = [scalars[f"spectral/weights/{name}/stable_rank"][-1][1] for name in matrices]
+    assert scalars["spectral/weights/mean_stable_rank"][-1][1] == pytest.approx(
+        sum(last_stable) / len(last_stable), rel=1e-5
+    )
+    last_sigma = [scalars[f"spectral/weights/{name}/sigma_max"][-1][1] for name in matrices]
+    assert scalars["spectral/weights/max_sigma_max"][-1][1] == pytest.approx(max(last_sigma), rel=1e-6)
+    histograms = read_tensorboard_histogram_tags(logger.log_dir)
+    assert {f"spectral/weights/{layer}/singular_values" for layer in EXPECTED_LAYERS} <= histograms
+
+
+def test_rotation_reflects_training_movement(tmp_path):
+    monitor = WeightSpectrumMonitor(every_n_steps=1, k=2, include=["head.*"])
+    logger = TensorBoardLogger(str(tmp_path), name="tb")
+    _fit(tmp_path, monitor, logger, max_epochs=1)
+    scalars = read_tensorboard_scalars(logger.log_dir)
+    assert set(scalars) >= {"spectral/weights/head.weight/rotation"}
+    assert not any("lstm" in tag for tag in scalars)
+    rotations = [v for _, v in scalars["spectral/weights/head.weight/rotation"]]
+    assert all(0.0 <= r <= 1.0 for r in rotations) and max(rotations) > 1e-6  # SGD at lr 0.5 moves the head
+
+
+def test_wandb_offline_run_contains_the_metrics(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    logger = WandbLogger(save_dir=str(tmp_path), project="spectral-test")
+    monitor = WeightSpectrumMonitor(every_n_steps=4, include=["head.weight", "conv.weight"])
+    _fit(tmp_path, monitor, logger)
+    logger.experiment.finish()
+    rows = read_wandb_history(tmp_path)
+    steps = [row["trainer/global_step"] for row in rows if "spectral/weights/head.weight/sigma_max" in row]
+    assert steps == [0, 4, 8]
+    final = [row for row in rows if "spectral/weights/conv.weight/stable_rank" in row][-1]
+    assert final["spectral/weights/conv.weight/stable_rank"] >= 1.0
+    assert any(row.get("spectral/weights/head.weight/singular_values/_type") == "histogram" for row in rows)
+
+
+def test_warm_start_state_survives_resume(tmp_path):
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=4, save_top_k=-1)
+    first = WeightSpectrumMonitor(
+        every_n_steps=4, method="randomized", k=2, oversample=2, include=["head.weight"]
+    )
+    pl.seed_everything(0)
+    trainer = pl.Trainer(
+        callbacks=[first, checkpoint],
+        **trainer_kwargs(tmp_path / "a", max_epochs=1, enable_checkpointing=True),
+    )
+    trainer.fit(LayerZoo())
+    state = torch.load(tmp_path / "ckpt" / "epoch=0-step=4.ckpt", weights_only=False)["callbacks"][
+        first.state_key
+    ]
+    assert state["num_measurements"] == 2
+    saved = state["extra"]["head.weight"]
+    resumed = WeightSpectrumMonitor(
+        every_n_steps=4, method="randomized", k=2, oversample=2, include=["head.weight"]
+    )
+    resumed.load_state_dict(state)
+    assert torch.equal(resumed._previous["head.weight"].right_vectors, saved["right_vectors"])
+    logger = TensorBoardLogger(str(tmp_path), name="resumed")
+    trainer = pl.Trainer(callbacks=[resumed], **trainer_kwargs(tmp_path / "b", max_epochs=2, logger=logger))
+    trainer.fit(LayerZoo(), ckpt_path=str(tmp_path / "ckpt" / "epoch=0-step=4.ckpt"))
+    scalars = read_tensorboard_scalars(logger.log_dir)
+    # the first measurement after resume already has a previous spectrum to rotate against
+    assert [s for s, _ in scalars["spectral/weights/head.weight/rotation"]] == [8]
+
+
+@pytest.mark.parametrize(
+    "kwargs, argument",
+    [
+        ({"k": 0}, "k"),
+        ({"method": "svd"}, "method"),
+        ({"n_iter": -1}, "n_iter"),
+        ({"conv_mode": "patches"}, "conv_mode"),
+        ({"histogram_every_n": -1}, "histogram_every_n"),
+        ({"warm_start": "yes"}, "warm_start"),
+    ],
+)
+def test_constructor_validation(kwargs, argument):
+    with pytest.raises(ValueError, match=argument):
+        WeightSpectrumMonitor(**kwargs)
