@@ -1,0 +1,347 @@
+"""Extreme eigenpairs of a symmetric operator by the Lanczos iteration with full reorthogonalisation.
+
+Only products ``v ↦ A v`` are needed (a Hessian-vector product, for instance). Starting from
+``q_1 = v_0 / ‖v_0‖`` the iteration builds an orthonormal basis ``V_j = [q_1, …, q_j]`` of the Krylov
+space ``span{v_0, A v_0, …, A^{j−1} v_0}`` and the tridiagonal ``T_j = V_jᵀ A V_j``::
+
+    w = A q_j;  α_j = q_jᵀ w;  w ← w − V_j (V_jᵀ w)  (twice);  β_{j+1} = ‖w‖;  q_{j+1} = w / β_{j+1}
+
+so that ``A V_j = V_j T_j + β_{j+1} q_{j+1} e_jᵀ``. Orthogonalising ``w`` against the *whole* basis
+(classical Gram–Schmidt, applied twice: "twice is enough") instead of only against ``q_j, q_{j−1}`` costs
+``O(j·dim)`` per step but prevents the loss of orthogonality that makes plain Lanczos return spurious
+copies of converged eigenvalues (Paige 1971; Parlett 1998, ch. 13).
+
+Rayleigh–Ritz. ``T_j = S diag(θ) Sᵀ`` is solved in float64 on the CPU (``torch.linalg.eigh``; ``j`` is small).
+The Ritz pairs ``(θ_i, V_j s_i)`` approximate eigenpairs of ``A`` and their residual norms are known without
+extra products: ``‖A V_j s_i − θ_i V_j s_i‖ = |β_{j+1}| · |s_{j,i}|`` (the last component of ``s_i``). These
+*estimates* are what ``residuals`` reports; they equal the explicit residuals up to rounding.
+
+Convergence. A Ritz pair is converged when its residual estimate is ``<= max(tol·|θ_i|, noise)``, where
+``noise = min(10·sqrt(dim)·ε, sqrt(ε))·‖T_j‖`` is the rounding level below which residuals cannot be
+resolved (``ε`` the machine epsilon of the working dtype). Convergence is checked after every step once
+``j >= k``, and beyond 32 steps every ``⌊j/16⌋`` steps (at most ~6% extra products; the small ``eigh``
+starts to cost more than a cheap product there).
+
+Invariant subspaces and restarts. A Krylov space holds a single direction of each eigenspace, so the
+recurrence itself never produces the second copy of a repeated eigenvalue. When the current Krylov space
+becomes invariant -- ``β_{j+1}`` at the rounding level, or so small that every Ritz pair of the current
+block is converged -- its Ritz pairs are eigenpairs and the rest of the spectrum lives in the orthogonal
+complement. The iteration then restarts from a Gaussian vector orthogonalised against the basis (``T``
+becomes block diagonal). The dropped coupling is kept in the residual estimates, which become
+``Σ_b β_b |s_{e_b,i}|`` over the last rows ``e_b`` of the blocks: still a bound on the true residual in exact
+arithmetic. The run stops when all ``k`` wanted pairs are converged and
+
+* the current block is not invariant and its own most wanted Ritz pair has converged (for the first block
+  this is the usual Lanczos criterion; after a restart it is the same evidence -- extreme Ritz values find
+  the extreme eigenvalues first -- that the complement holds nothing more wanted), or
+* the current block is invariant, the earlier blocks already supply ``k`` Ritz values and this block's most
+  wanted value is not better than the ``k``-th of them.
+
+So exact multiplicities are found (a top eigenvalue of multiplicity 2 with ``k = 2`` on a low-rank operator
+costs about 5 products) and an operator of rank ``r`` finishes after about ``r + 2`` products. The price is
+paid by a start vector that is, to within ``tol``, an eigenvector: the complement is then checked as
+thoroughly as a cold start would check the whole space (a stale warm start at the second eigenvector still
+returns the top one). A start vector merely close to an eigenvector converges in a few products. Like every
+single-vector Krylov method, copies of a repeated eigenvalue are found only through such invariant
+subspaces; if the Krylov space does not become invariant within ``max_iter`` steps they can be missed. When
+``j`` reaches ``dim`` the result is exact.
+
+Cost: ``num_matvecs`` products, ``O(max_iter·dim)`` memory for the basis.
+
+Example::
+
+    >>> import torch
+    >>> A = torch.diag(torch.arange(1.0, 101.0, dtype=torch.float64))
+    >>> res = lanczos(lambda v: A @ v, dim=100, k=2, max_iter=100, dtype=torch.float64,
+    ...               generator=torch.Generator().manual_seed(0))
+    >>> [round(x, 6) for x in res.eigenvalues.tolist()], res.converged
+    ([100.0, 99.0], True)
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import numbers
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from ._checks import check_int, resolve_dtype_device
+from ._matvec import Matvec, apply_matvec, check_matvec
+from .orthonormalize import project_out
+from .results import LanczosResult
+
+__all__ = ["lanczos"]
+
+_WHICH = ("LA", "SA", "LM")
+
+
+def _noise_level(dim: int, dtype: torch.dtype) -> float:
+    """Relative rounding level of a length-``dim`` computation in ``dtype`` (see module docstring)."""
+    eps = torch.finfo(dtype).eps
+    return min(10.0 * math.sqrt(dim) * eps, math.sqrt(eps))
+
+
+class _Action(enum.Enum):
+    """What the Lanczos core does after a step."""
+
+    CONTINUE = "continue"
+    RESTART = "restart"
+    STOP = "stop"
+
+
+@dataclass
+class _LanczosState:
+    """The state of a (possibly restarted) Lanczos run after ``num_steps`` steps.
+
+    ``basis[:num_steps]`` holds the orthonormal Lanczos vectors as rows. ``alphas[i]`` is the diagonal of
+    ``T``; ``betas[i]`` is the norm of the residual after step ``i`` (``β_{i+1}``). ``restarts`` lists the steps
+    after which the run broke down and continued with a fresh random vector: the coupling between steps
+    ``i`` and ``i+1`` is zero there, so ``T`` is block diagonal.
+    """
+
+    basis: Tensor
+    alphas: list[float] = field(default_factory=list)
+    betas: list[float] = field(default_factory=list)
+    restarts: list[int] = field(default_factory=list)
+    breakdown: bool = False
+    anorm: float = 0.0
+
+    @property
+    def num_steps(self) -> int:
+        return len(self.alphas)
+
+    @property
+    def block_start(self) -> int:
+        """First step of the current block (the one started by the most recent restart)."""
+        return self.restarts[-1] + 1 if self.restarts else 0
+
+    @property
+    def block_ends(self) -> list[int]:
+        """Last step of every block; the residual of the Ritz pairs is carried by these rows."""
+        return [*self.restarts, self.num_steps - 1]
+
+    def tridiagonal(self) -> Tensor:
+        """``T`` as a dense float64 CPU matrix."""
+        j = self.num_steps
+        alphas = torch.tensor(self.alphas, dtype=torch.float64)
+        off = torch.tensor(self.betas[: j - 1], dtype=torch.float64)
+        if self.restarts:
+            off[torch.tensor(self.restarts, dtype=torch.long)] = 0.0
+        return torch.diag(alphas) + torch.diag(off, 1) + torch.diag(off, -1)
+
+
+def _lanczos_tridiagonal(
+    matvec: Matvec,
+    v0: Tensor,
+    max_steps: int,
+    *,
+    generator: torch.Generator | None = None,
+    policy: Callable[[_LanczosState], _Action] | None = None,
+) -> _LanczosState:
+    """Run up to ``max_steps`` Lanczos steps with full reorthogonalisation from ``v0`` (the one implementation
+    of the recurrence in this package; used by :func:`lanczos` and :func:`~lightning_spectral.linalg.slq_density`).
+
+    After each step except the last, ``policy(state)`` (default: always ``CONTINUE``) decides whether to stop,
+    continue the recurrence or restart. The run restarts -- from a Gaussian vector drawn from ``generator``
+    and orthogonalised against the basis, with the coupling to the previous block set to zero -- when the
+    policy asks for it or when ``β`` is at the rounding level (``state.breakdown``), where ``w/β`` would be
+    noise. ``max_steps`` is clamped to ``dim``.
+    """
+    dim = v0.shape[0]
+    max_steps = min(max_steps, dim)
+    basis = torch.empty(max_steps, dim, dtype=v0.dtype, device=v0.device)
+    basis[0] = v0 / torch.linalg.vector_norm(v0)
+    state = _LanczosState(basis=basis)
+    noise = _noise_level(dim, v0.dtype)
+    for j in range(max_steps):
+        q = basis[j]
+        w = apply_matvec(matvec, q)
+        alpha = torch.dot(q, w)
+        w_norm = torch.linalg.vector_norm(w)
+        w = project_out(w, basis[: j + 1].mT)
+        beta = torch.linalg.vector_norm(w)
+        alpha_f, beta_f, w_norm_f = (float(x) for x in torch.stack([alpha, beta, w_norm]).tolist())
+        if not (math.isfinite(alpha_f) and math.isfinite(beta_f) and math.isfinite(w_norm_f)):
+            raise ValueError(f"`matvec` returned non-finite values at Lanczos step {j + 1}.")
+        state.anorm = max(state.anorm, w_norm_f, abs(alpha_f))
+        state.alphas.append(alpha_f)
+        state.betas.append(beta_f)
+        state.breakdown = beta_f <= noise * state.anorm
+        if j + 1 == max_steps:
+            break
+        action = _Action.CONTINUE if policy is None else policy(state)
+        if action is _Action.STOP:
+            break
+        if action is _Action.RESTART or state.breakdown:
+            fresh = torch.randn(dim, dtype=v0.dtype, device=v0.device, generator=generator)
+            fresh = project_out(fresh, basis[: j + 1].mT)
+            fresh_norm = torch.linalg.vector_norm(fresh)
+            if not float(fresh_norm) > 0.0:  # pragma: no cover - j + 1 < dim leaves a non-trivial complement
+                raise RuntimeError("Lanczos restart vector vanished after orthogonalisation.")
+            basis[j + 1] = fresh / fresh_norm
+            state.restarts.append(j)
+        else:
+            basis[j + 1] = w / beta
+    return state
+
+
+def _order(theta: Tensor, which: str) -> Tensor:
+    """Indices sorting Ritz values from most to least wanted."""
+    if which == "LA":
+        return torch.argsort(theta, descending=True, stable=True)
+    if which == "SA":
+        return torch.argsort(theta, descending=False, stable=True)
+    return torch.argsort(theta.abs(), descending=True, stable=True)
+
+
+def _better(a: float, b: float, margin: float, which: str) -> bool:
+    """Whether Ritz value ``a`` is more wanted than ``b`` by more than ``margin``."""
+    if which == "LA":
+        return a > b + margin
+    if which == "SA":
+        return a < b - margin
+    return abs(a) > abs(b) + margin
+
+
+def _ritz(state: _LanczosState) -> tuple[Tensor, Tensor, Tensor]:
+    """Ritz values, eigenvectors of ``T`` and residual estimates (all float64, CPU)."""
+    theta, S = torch.linalg.eigh(state.tridiagonal())
+    ends = torch.tensor(state.block_ends, dtype=torch.long)
+    betas = torch.tensor(state.betas, dtype=torch.float64)[ends]
+    residuals = (betas[:, None] * S[ends].abs()).sum(dim=0)
+    return theta, S, residuals
+
+
+def _resolve_start(
+    dim: int,
+    v0: Tensor | None,
+    dtype: torch.dtype | None,
+    device: torch.device | str | None,
+    generator: torch.Generator | None,
+) -> Tensor:
+    """The starting vector: ``v0`` (validated) or a Gaussian vector in ``dtype`` on ``device``."""
+    if v0 is None:
+        dtype, device = resolve_dtype_device(dtype, device)
+        return torch.randn(dim, dtype=dtype, device=device, generator=generator)
+    if not isinstance(v0, Tensor) or v0.shape != (dim,):
+        shape = tuple(v0.shape) if isinstance(v0, Tensor) else type(v0).__name__
+        raise ValueError(f"`v0` must be a tensor of shape (dim,) = ({dim},), got {shape}.")
+    if not v0.is_floating_point():
+        raise ValueError(f"`v0` must have a floating-point dtype, got {v0.dtype}.")
+    if dtype is not None and dtype != v0.dtype:
+        raise ValueError(f"`dtype` ({dtype}) conflicts with `v0.dtype` ({v0.dtype}); pass one of them.")
+    if device is not None and torch.device(device) != v0.device:
+        raise ValueError(f"`device` ({device}) conflicts with `v0.device` ({v0.device}); pass one of them.")
+    norm = float(torch.linalg.vector_norm(v0))
+    if not (math.isfinite(norm) and norm > 0.0):
+        raise ValueError("`v0` must be a finite, non-zero vector.")
+    return v0.detach()
+
+
+def lanczos(
+    matvec: Matvec,
+    dim: int,
+    k: int,
+    *,
+    max_iter: int | None = None,
+    tol: float = 1e-6,
+    v0: Tensor | None = None,
+    which: str = "LA",
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+    generator: torch.Generator | None = None,
+) -> LanczosResult:
+    """``k`` extreme eigenpairs of the symmetric operator ``v ↦ matvec(v)`` (see the module docstring).
+
+    Args:
+        matvec: maps a 1-D tensor of length ``dim`` to a 1-D tensor of length ``dim`` (same dtype/device).
+            It must represent a symmetric matrix. It receives a copy of the basis vector.
+        dim: size of the operator (``>= 1``).
+        k: number of eigenpairs, ``1 <= k <= dim``.
+        max_iter: maximum number of products with the operator (``>= k``); values above ``dim`` are
+            clamped to ``dim``. Default ``min(dim, max(2k + 20, 40))``.
+        tol: relative residual tolerance ``> 0``: pair ``i`` is converged when its residual estimate is
+            ``<= max(tol·|θ_i|, noise)``.
+        v0: optional start vector of shape ``(dim,)`` (e.g. the previous top eigenvector, for a warm start);
+            its dtype and device are used. Default: a Gaussian vector from ``generator``.
+        which: ``"LA"`` largest algebraic (descending), ``"SA"`` smallest algebraic (ascending) or ``"LM"``
+            largest magnitude (descending ``|θ|``).
+        dtype: working dtype when ``v0`` is not given (default ``torch.get_default_dtype()``).
+        device: working device when ``v0`` is not given (default CPU).
+        generator: source of the start and restart vectors; ``None`` uses the global torch RNG. Must live
+            on the working device.
+
+    Returns:
+        :class:`LanczosResult` with eigenvalues ``(k,)``, orthonormal eigenvectors ``(dim, k)`` and residual
+        estimates ``(k,)`` in the working dtype, the number of products and whether all ``k`` converged.
+    """
+    check_matvec(matvec)
+    dim = check_int("dim", dim, 1)
+    k = check_int("k", k, 1)
+    if k > dim:
+        raise ValueError(f"`k` must satisfy 1 <= k <= dim = {dim}, got {k}.")
+    if max_iter is None:
+        max_iter = min(dim, max(2 * k + 20, 40))
+    else:
+        max_iter = check_int("max_iter", max_iter, 1)
+        if max_iter < k:
+            raise ValueError(f"`max_iter` must be >= k = {k}, got {max_iter}.")
+        max_iter = min(max_iter, dim)
+    if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not (math.isfinite(tol) and tol > 0):
+        raise ValueError(f"`tol` must be a positive finite number, got {tol!r}.")
+    if which not in _WHICH:
+        raise ValueError(f"`which` must be one of {_WHICH}, got {which!r}.")
+    start = _resolve_start(dim, v0, dtype, device, generator)
+    noise = _noise_level(dim, start.dtype)
+
+    def thresholds(values: Tensor, scale: float) -> Tensor:
+        return torch.clamp(tol * values.abs(), min=noise * scale)
+
+    def policy(state: _LanczosState) -> _Action:
+        j = state.num_steps
+        scheduled = j <= 32 or (j - k) % max(1, j // 16) == 0
+        if j < k or not (state.breakdown or scheduled):
+            return _Action.CONTINUE
+        theta, S, residuals = _ritz(state)
+        scale = max(float(theta.abs().max()), state.anorm)
+        wanted = _order(theta, which)[:k]
+        wanted_converged = bool((residuals[wanted] <= thresholds(theta[wanted], scale)).all())
+        T = state.tridiagonal()
+        first = state.block_start
+        block_theta, block_S = (theta, S) if first == 0 else torch.linalg.eigh(T[first:, first:])
+        block_converged = state.betas[-1] * block_S[-1].abs() <= thresholds(block_theta, scale)
+        best = int(_order(block_theta, which)[0])
+        if not (state.breakdown or bool(block_converged.all())):
+            # The block's own extreme Ritz pair must have converged too: for the first block it is among the
+            # wanted ones; after a restart it is the evidence that the complement holds nothing more wanted.
+            return _Action.STOP if wanted_converged and bool(block_converged[best]) else _Action.CONTINUE
+        # The current block is invariant: explore the complement unless the earlier blocks already hold k
+        # Ritz values and this block added nothing better than the k-th of them.
+        if not wanted_converged or first < k:
+            return _Action.RESTART
+        earlier = torch.linalg.eigvalsh(T[:first, :first])
+        kth_earlier = float(earlier[_order(earlier, which)[k - 1]])
+        margin = max(tol * abs(kth_earlier), noise * scale)
+        if _better(float(block_theta[best]), kth_earlier, margin, which):
+            return _Action.RESTART
+        return _Action.STOP
+
+    state = _lanczos_tridiagonal(matvec, start, max_iter, generator=generator, policy=policy)
+    theta, S, residuals = _ritz(state)
+    scale = max(float(theta.abs().max()), state.anorm)
+    wanted = _order(theta, which)[:k]
+    converged = bool((residuals[wanted] <= thresholds(theta[wanted], scale)).all())
+    j = state.num_steps
+    coefficients = S[:, wanted].to(dtype=start.dtype, device=start.device)
+    eigenvectors = state.basis[:j].mT @ coefficients
+    return LanczosResult(
+        eigenvalues=theta[wanted].to(dtype=start.dtype, device=start.device),
+        eigenvectors=eigenvectors,
+        residuals=residuals[wanted].to(dtype=start.dtype, device=start.device),
+        num_matvecs=j,
+        converged=converged,
+    )

@@ -1,0 +1,52 @@
+"""Orthonormalisation helpers shared by the randomized SVD and the Lanczos iteration.
+
+* :func:`orthonormalize` returns an orthonormal basis ``Q`` (Householder QR, ``Q`` is orthonormal even when
+  the input is rank deficient) for the columns of a batch of tall matrices.
+* :func:`project_out` removes from a vector its component in the span of an orthonormal basis with classical
+  Gram–Schmidt applied twice ("twice is enough", Giraud, Langou & Rozložník 2005):
+  ``w ← w − V (Vᵀ w)``, twice. One pass leaves a component of size ``O(ε ‖w_0‖)`` in ``span(V)``, which is
+  large relative to ``w`` when ``w`` was almost in ``span(V)``; the second pass reduces it to
+  ``O(ε ‖w‖)``.
+
+Example::
+
+    >>> import torch
+    >>> Q = orthonormalize(torch.randn(5, 2, dtype=torch.float64))
+    >>> torch.allclose(Q.mT @ Q, torch.eye(2, dtype=torch.float64))
+    True
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = ["orthonormalize", "project_out"]
+
+
+def orthonormalize(X: Tensor) -> Tensor:
+    """Orthonormal basis of the column space of ``X`` (``(..., m, l)`` with ``l <= m``), via reduced QR.
+
+    Householder QR returns ``Q`` with orthonormal columns for any input, so rank-deficient ``X`` gives
+    arbitrary (but orthonormal) extra columns rather than NaNs.
+    """
+    if X.shape[-1] > X.shape[-2]:
+        raise ValueError(f"`X` must be tall (..., m, l) with l <= m, got shape {tuple(X.shape)}.")
+    return torch.linalg.qr(X, mode="reduced").Q
+
+
+def project_out(w: Tensor, basis: Tensor) -> Tensor:
+    """``w`` minus its orthogonal projection onto ``span(basis)`` (orthonormal columns), CGS applied twice.
+
+    Args:
+        w: ``(n,)`` vector.
+        basis: ``(n, j)`` matrix with orthonormal columns (``j`` may be 0).
+
+    Returns:
+        ``(n,)`` vector orthogonal to ``basis`` up to rounding.
+    """
+    if basis.shape[-1] == 0:
+        return w
+    for _ in range(2):
+        w = w - basis @ (basis.mT @ w)
+    return w

@@ -1,0 +1,118 @@
+"""Result types returned by the numerical routines of :mod:`lightning_spectral.linalg`.
+
+They are plain :class:`typing.NamedTuple` s (unpackable, printable, cheap) except :class:`SpectralDensity`,
+a frozen dataclass that also knows how to evaluate its Gaussian-smoothed density.
+
+Example::
+
+    >>> import torch
+    >>> from lightning_spectral.linalg import randomized_svd
+    >>> U, S, Vh = randomized_svd(torch.eye(4, dtype=torch.float64), k=2)
+    >>> S.tolist()
+    [1.0, 1.0]
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+__all__ = ["LanczosResult", "SVDResult", "SpectralDensity", "TraceEstimate"]
+
+
+class SVDResult(NamedTuple):
+    """A (truncated) singular value decomposition ``A ≈ U diag(S) Vh``.
+
+    Attributes:
+        U: ``(..., m, k)`` left singular vectors, orthonormal columns.
+        S: ``(..., k)`` singular values, descending.
+        Vh: ``(..., k, n)`` right singular vectors (transposed), orthonormal rows.
+    """
+
+    U: Tensor
+    S: Tensor
+    Vh: Tensor
+
+
+class LanczosResult(NamedTuple):
+    """Ritz pairs returned by :func:`~lightning_spectral.linalg.lanczos`.
+
+    Attributes:
+        eigenvalues: ``(k,)`` Ritz values, ordered as requested by ``which``.
+        eigenvectors: ``(dim, k)`` orthonormal Ritz vectors, column ``i`` belongs to ``eigenvalues[i]``.
+        residuals: ``(k,)`` residual-norm estimates ``‖A v_i − θ_i v_i‖`` (see ``lanczos``).
+        num_matvecs: number of calls to ``matvec``.
+        converged: whether all ``k`` residuals met the tolerance.
+    """
+
+    eigenvalues: Tensor
+    eigenvectors: Tensor
+    residuals: Tensor
+    num_matvecs: int
+    converged: bool
+
+
+class TraceEstimate(NamedTuple):
+    """A stochastic trace estimate.
+
+    Attributes:
+        estimate: the estimate of ``tr(A)``.
+        std_error: its standard error (``0.0`` when the estimate is exact, ``nan`` when it cannot be
+            estimated from a single sample).
+        num_matvecs: number of calls to ``matvec`` actually made.
+    """
+
+    estimate: float
+    std_error: float
+    num_matvecs: int
+
+
+@dataclass(frozen=True)
+class SpectralDensity:
+    """A spectral density as a sum of weighted point masses (the output of stochastic Lanczos quadrature).
+
+    The density is ``φ(t) = Σ_{p,i} weights[p, i] · δ(t − nodes[p, i])``; row ``p`` holds the Gauss
+    quadrature rule of probe ``p``. In the output of ``slq_density`` all weights are non-negative and sum to
+    one over both axes (each probe's row sums to ``1/num_probes``).
+
+    Attributes:
+        nodes: ``(num_probes, m)`` quadrature nodes (Ritz values).
+        weights: ``(num_probes, m)`` quadrature weights.
+    """
+
+    nodes: Tensor
+    weights: Tensor
+
+    def __post_init__(self) -> None:
+        if self.nodes.shape != self.weights.shape or self.nodes.ndim != 2:
+            raise ValueError(
+                "`nodes` and `weights` must both have shape (num_probes, m), got "
+                f"{tuple(self.nodes.shape)} and {tuple(self.weights.shape)}."
+            )
+
+    def smoothed(self, grid: Tensor, sigma: float) -> Tensor:
+        """The density convolved with a Gaussian of standard deviation ``sigma``, evaluated on ``grid``.
+
+        ``φ_σ(t) = Σ_{p,i} w_{p,i} · exp(−(t − θ_{p,i})² / (2σ²)) / (σ √(2π))``. It integrates to one
+        over the real line (approximately so over a grid that extends a few ``sigma`` past the nodes).
+
+        Args:
+            grid: 1-D tensor of evaluation points.
+            sigma: positive kernel width.
+
+        Returns:
+            1-D tensor of the same length (and dtype/device) as ``grid``.
+        """
+        if not isinstance(grid, Tensor) or grid.ndim != 1 or not grid.is_floating_point():
+            raise ValueError("`grid` must be a 1-D floating-point tensor.")
+        if not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma > 0):
+            raise ValueError(f"`sigma` must be a positive finite number, got {sigma!r}.")
+        nodes = self.nodes.reshape(-1).to(dtype=grid.dtype, device=grid.device)
+        weights = self.weights.reshape(-1).to(dtype=grid.dtype, device=grid.device)
+        z = (grid[:, None] - nodes[None, :]) / sigma
+        kernel = torch.exp(-0.5 * z**2) / (sigma * math.sqrt(2.0 * math.pi))
+        return kernel @ weights

@@ -1,0 +1,360 @@
+"""lanczos against torch.linalg.eigh on symmetric matrices with known spectra ``Q diag(λ) Qᵀ``."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lightning_spectral.linalg import lanczos
+
+F64 = torch.float64
+
+
+def _gen(seed: int = 1) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+class CountingMatvec:
+    """``v ↦ A v`` that counts its calls (to check ``num_matvecs``)."""
+
+    def __init__(self, A: torch.Tensor) -> None:
+        self.A = A
+        self.calls = 0
+
+    def __call__(self, v: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.A @ v
+
+
+def _explicit_residuals(A: torch.Tensor, theta: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
+    return torch.linalg.vector_norm(A @ V - V * theta, dim=0)
+
+
+def _assert_orthonormal(V: torch.Tensor, atol: float) -> None:
+    torch.testing.assert_close(V.mT @ V, torch.eye(V.shape[1], dtype=V.dtype), atol=atol, rtol=0)
+
+
+# 96 bulk eigenvalues in [-3, 2] and four outliers of both signs.
+OUTLIERS = [8.0, 6.0, -7.0, -5.0]
+MIXED_SPECTRUM = torch.cat([torch.tensor(OUTLIERS, dtype=F64), torch.linspace(-3.0, 2.0, 96, dtype=F64)])
+EXPECTED = {
+    "LA": [8.0, 6.0, 2.0, 2.0 - 5.0 / 95],
+    "SA": [-7.0, -5.0, -3.0, -3.0 + 5.0 / 95],
+    "LM": [8.0, -7.0, 6.0, -5.0],
+}
+
+
+@pytest.mark.parametrize("which", ["LA", "SA", "LM"])
+def test_extreme_eigenpairs_float64(symmetric_with_eigenvalues, which):
+    A = symmetric_with_eigenvalues(MIXED_SPECTRUM, seed=1)
+    matvec = CountingMatvec(A)
+    k = 4
+    result = lanczos(matvec, 100, k, max_iter=90, tol=1e-10, which=which, dtype=F64, generator=_gen())
+    assert result.converged
+    assert result.num_matvecs == matvec.calls <= 90
+    expected = torch.tensor(EXPECTED[which], dtype=F64)
+    # Requirement: relative error <= 1e-4; with tol = 1e-10 the Ritz values are accurate to ~1e-12.
+    torch.testing.assert_close(result.eigenvalues, expected, rtol=1e-10, atol=0)
+    assert (
+        result.eigenvalues.shape == (k,)
+        and result.eigenvectors.shape == (100, k)
+        and result.residuals.shape == (k,)
+    )
+    _assert_orthonormal(result.eigenvectors, 1e-12)
+    explicit = _explicit_residuals(A, result.eigenvalues, result.eigenvectors)
+    assert bool((explicit <= 1e-10 * result.eigenvalues.abs() + 1e-12).all())
+
+
+def test_near_degenerate_top_eigenvalues(symmetric_with_eigenvalues):
+    top = torch.tensor([10.0, 10.0 - 1e-3, 10.0 - 2e-3], dtype=F64)
+    spectrum = torch.cat([top, torch.linspace(0.0, 5.0, 117, dtype=F64)])
+    A = symmetric_with_eigenvalues(spectrum, seed=2)
+    result = lanczos(lambda v: A @ v, 120, 3, max_iter=120, tol=1e-10, dtype=F64, generator=_gen())
+    assert result.converged
+    torch.testing.assert_close(result.eigenvalues, top, rtol=1e-10, atol=0)
+    # The eigenvectors of the cluster are resolved individually (gap 1e-3 >> residual 1e-9).
+    true_vectors = torch.linalg.eigh(A).eigenvectors[:, -3:].flip(1)
+    overlaps = (true_vectors.T @ result.eigenvectors).abs().diagonal()
+    torch.testing.assert_close(overlaps, torch.ones(3, dtype=F64), atol=1e-8, rtol=0)
+
+
+@pytest.mark.parametrize("bulk", [0.0, 1.0])
+def test_exactly_repeated_top_eigenvalue_is_found_twice(symmetric_with_eigenvalues, bulk):
+    """A Krylov space holds one direction per eigenspace: the second copy of 10 is only found through the
+    restart after the Krylov space became invariant (it has dimension 2 here)."""
+    dim = 60
+    A = symmetric_with_eigenvalues([10.0, 10.0] + [bulk] * (dim - 2), seed=3)
+    matvec = CountingMatvec(A)
+    result = lanczos(matvec, dim, 2, dtype=F64, generator=_gen())
+    assert result.converged
+    torch.testing.assert_close(result.eigenvalues, torch.tensor([10.0, 10.0], dtype=F64), rtol=1e-12, atol=0)
+    # Both Ritz vectors lie in the 2-D eigenspace and are orthonormal: they span it.
+    eigenvectors = torch.linalg.eigh(A).eigenvectors[:, -2:]
+    in_space = torch.linalg.vector_norm(eigenvectors.T @ result.eigenvectors, dim=0)
+    torch.testing.assert_close(in_space, torch.ones(2, dtype=F64), atol=1e-12, rtol=0)
+    _assert_orthonormal(result.eigenvectors, 1e-12)
+    assert result.num_matvecs == matvec.calls <= 6
+
+
+def test_multiple_of_identity():
+    dim = 30
+    result = lanczos(lambda v: 3.0 * v, dim, 4, dtype=F64, generator=_gen())
+    assert result.converged
+    torch.testing.assert_close(result.eigenvalues, torch.full((4,), 3.0, dtype=F64), rtol=1e-14, atol=0)
+    _assert_orthonormal(result.eigenvectors, 1e-12)
+    assert result.num_matvecs <= 5
+
+
+@pytest.mark.parametrize("which", ["LA", "LM"])
+def test_low_rank_operator_stops_after_a_few_products(symmetric_with_eigenvalues, which):
+    dim = 200
+    A = symmetric_with_eigenvalues([5.0, 3.0, -2.0] + [0.0] * (dim - 3), seed=4)
+    matvec = CountingMatvec(A)
+    result = lanczos(matvec, dim, 3 if which == "LM" else 2, dtype=F64, generator=_gen(), which=which)
+    assert result.converged
+    expected = [5.0, 3.0, -2.0] if which == "LM" else [5.0, 3.0]
+    torch.testing.assert_close(result.eigenvalues, torch.tensor(expected, dtype=F64), rtol=1e-12, atol=0)
+    # The Krylov space of a random vector is 4-dimensional (3 eigen-directions + the null-space component);
+    # it breaks down after 4 products and one restart product confirms that nothing is left.
+    assert result.num_matvecs == matvec.calls <= 5
+
+
+def test_k_equal_dim_is_exact(symmetric_with_eigenvalues):
+    dim = 30
+    spectrum = torch.linspace(-1.0, 4.0, dim, dtype=F64)
+    A = symmetric_with_eigenvalues(spectrum, seed=5)
+    for which, expected in (("LA", spectrum.flip(0)), ("SA", spectrum)):
+        result = lanczos(lambda v: A @ v, dim, dim, which=which, dtype=F64, generator=_gen())
+        assert result.converged and result.num_matvecs == dim
+        torch.testing.assert_close(result.eigenvalues, expected, atol=1e-12, rtol=0)
+        _assert_orthonormal(result.eigenvectors, 1e-12)
+        torch.testing.assert_close(
+            A @ result.eigenvectors, result.eigenvectors * result.eigenvalues, atol=1e-12, rtol=0
+        )
+
+
+@pytest.mark.parametrize("dim", [1, 2])
+def test_tiny_operators(dim):
+    A = torch.tensor([[2.0, 1.0], [1.0, 2.0]], dtype=F64)[:dim, :dim]
+    result = lanczos(lambda v: A @ v, dim, dim, which="SA", dtype=F64, generator=_gen())
+    assert result.converged and result.num_matvecs == dim
+    torch.testing.assert_close(result.eigenvalues, torch.linalg.eigvalsh(A), atol=1e-14, rtol=0)
+
+
+def test_zero_operator():
+    result = lanczos(lambda v: torch.zeros_like(v), 20, 2, dtype=F64, generator=_gen())
+    assert result.converged and result.eigenvalues.tolist() == [0.0, 0.0]
+    assert result.num_matvecs <= 3
+    _assert_orthonormal(result.eigenvectors, 1e-12)
+
+
+def test_residual_estimates_match_explicit_residuals(symmetric_with_eigenvalues):
+    """Stop early (unconverged) and compare |β_{j+1} s_{j,i}| with ‖A v_i − θ_i v_i‖."""
+    dim = 150
+    A = symmetric_with_eigenvalues(torch.linspace(0.0, 1.0, dim, dtype=F64) ** 2, seed=6)
+    result = lanczos(lambda v: A @ v, dim, 5, max_iter=15, tol=1e-12, dtype=F64, generator=_gen())
+    assert not result.converged and result.num_matvecs == 15
+    explicit = _explicit_residuals(A, result.eigenvalues, result.eigenvectors)
+    assert float(explicit.min()) > 1e-6  # genuinely unconverged, so the comparison is meaningful
+    torch.testing.assert_close(result.residuals, explicit, rtol=1e-8, atol=1e-13)
+    # Every Ritz value is within its residual of a true eigenvalue (Kahan–Parlett–Jiang / Weyl bound).
+    distance = (result.eigenvalues[:, None] - torch.linalg.eigvalsh(A)[None, :]).abs().min(dim=1).values
+    assert bool((distance <= result.residuals * (1 + 1e-8)).all())
+
+
+def test_unconverged_flag_reports_residuals_above_tolerance(symmetric_with_eigenvalues):
+    A = symmetric_with_eigenvalues(torch.linspace(1.0, 2.0, 80, dtype=F64), seed=7)
+    result = lanczos(lambda v: A @ v, 80, 3, max_iter=6, tol=1e-8, dtype=F64, generator=_gen())
+    assert not result.converged
+    assert bool((result.residuals > 1e-8 * result.eigenvalues.abs()).any())
+
+
+# Top eigenvalue 10 separated from a bulk in [1, 9].
+WARM_SPECTRUM = torch.cat([torch.tensor([10.0], dtype=F64), torch.linspace(1.0, 9.0, 99, dtype=F64)])
+
+
+def test_warm_start_near_the_top_eigenvector_converges_fast(symmetric_with_eigenvalues):
+    dim = 100
+    A = symmetric_with_eigenvalues(WARM_SPECTRUM, seed=8)
+    top = torch.linalg.eigh(A).eigenvectors[:, -1]
+    v0 = top + 1e-5 * torch.randn(dim, generator=_gen(3), dtype=F64)
+    cold = lanczos(lambda v: A @ v, dim, 1, dtype=F64, generator=_gen())
+    warm = lanczos(lambda v: A @ v, dim, 1, v0=v0, generator=_gen())
+    for result in (cold, warm):
+        assert result.converged
+        torch.testing.assert_close(result.eigenvalues, torch.tensor([10.0], dtype=F64), rtol=1e-10, atol=0)
+    assert cold.num_matvecs >= 15
+    assert warm.num_matvecs <= 8
+
+
+@pytest.mark.parametrize("index", [-1, -2])
+def test_warm_start_at_an_exact_eigenvector_checks_the_complement(symmetric_with_eigenvalues, index):
+    """``v0`` exactly an eigenvector: the Krylov space is invariant after one product and the restart
+    explores the complement. From the *second* eigenvector (a stale warm start after two eigenvalues
+    crossed) the top one is still found."""
+    dim = 100
+    A = symmetric_with_eigenvalues(WARM_SPECTRUM, seed=8)
+    v0 = torch.linalg.eigh(A).eigenvectors[:, index].clone()
+    result = lanczos(lambda v: A @ v, dim, 1, v0=v0, max_iter=dim, generator=_gen())
+    assert result.converged
+    torch.testing.assert_close(result.eigenvalues, torch.tensor([10.0], dtype=F64), rtol=1e-10, atol=0)
+    assert result.num_matvecs < dim
+
+
+def test_hessian_vector_product_with_autograd_graph():
+    """A matvec that returns graph-carrying tensors (HVP with ``create_graph=True``): the result matches the
+    dense Hessian from torch.autograd.functional.hessian and carries no graph."""
+    x = torch.randn(12, 4, generator=_gen(5), dtype=F64)
+    y = torch.randn(12, generator=_gen(6), dtype=F64)
+    theta0 = torch.randn(4 * 3 + 3, generator=_gen(7), dtype=F64)
+
+    def loss(theta: torch.Tensor) -> torch.Tensor:
+        hidden = torch.tanh(x @ theta[:12].reshape(4, 3))
+        return ((hidden @ theta[12:] - y) ** 2).mean()
+
+    theta = theta0.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(loss(theta), theta, create_graph=True)
+
+    def hvp(v: torch.Tensor) -> torch.Tensor:
+        (out,) = torch.autograd.grad(grad, theta, v, retain_graph=True, create_graph=True)
+        return out
+
+    hessian = torch.autograd.functional.hessian(loss, theta0)
+    result = lanczos(hvp, 15, 2, which="LM", max_iter=15, tol=1e-10, dtype=F64, generator=_gen())
+    assert not result.eigenvalues.requires_grad and not result.eigenvectors.requires_grad
+    expected = _wanted(torch.linalg.eigvalsh(hessian), 2, "LM")
+    torch.testing.assert_close(result.eigenvalues, expected, rtol=1e-10, atol=1e-12)
+
+
+def test_float32_with_looser_tolerance(symmetric_with_eigenvalues):
+    dim = 100
+    spectrum = 10.0 * 0.8 ** torch.arange(dim, dtype=F64)
+    A = symmetric_with_eigenvalues(spectrum, seed=9, dtype=torch.float32)
+    result = lanczos(lambda v: A @ v, dim, 3, generator=_gen(), dtype=torch.float32)
+    assert result.converged
+    assert result.eigenvalues.dtype == result.eigenvectors.dtype == result.residuals.dtype == torch.float32
+    torch.testing.assert_close(result.eigenvalues.double(), spectrum[:3], rtol=1e-5, atol=0)
+    _assert_orthonormal(result.eigenvectors, 1e-5)
+
+
+def test_max_iter_is_clamped_to_dim_and_default_budget(symmetric_with_eigenvalues):
+    A = symmetric_with_eigenvalues(torch.arange(1.0, 11.0, dtype=F64), seed=10)
+    result = lanczos(lambda v: A @ v, 10, 2, max_iter=1000, dtype=F64, generator=_gen())
+    assert result.num_matvecs <= 10 and result.converged
+    big = symmetric_with_eigenvalues(torch.linspace(0.0, 1.0, 300, dtype=F64), seed=11)
+    slow = lanczos(lambda v: big @ v, 300, 2, tol=1e-14, dtype=F64, generator=_gen())
+    assert slow.num_matvecs == 40  # default max_iter = min(dim, max(2k + 20, 40))
+
+
+def test_generator_reproducibility_and_copy_protection(symmetric_with_eigenvalues):
+    A = symmetric_with_eigenvalues(torch.linspace(0.0, 1.0, 50, dtype=F64), seed=12)
+    a = lanczos(lambda v: A @ v, 50, 2, max_iter=10, dtype=F64, generator=_gen(4))
+    b = lanczos(lambda v: A @ v, 50, 2, max_iter=10, dtype=F64, generator=_gen(4))
+    assert torch.equal(a.eigenvalues, b.eigenvalues)
+
+    def destructive(v: torch.Tensor) -> torch.Tensor:
+        out = A @ v
+        v.zero_()  # must not corrupt the Lanczos basis
+        return out
+
+    c = lanczos(destructive, 50, 2, max_iter=10, dtype=F64, generator=_gen(4))
+    assert torch.equal(a.eigenvalues, c.eigenvalues)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"k": 0}, ValueError, r"`k` must be >= 1"),
+        ({"k": 11}, ValueError, r"`k` must satisfy 1 <= k <= dim = 10"),
+        ({"k": 1.5}, TypeError, r"`k` must be an int"),
+        ({"k": 3, "max_iter": 2}, ValueError, r"`max_iter` must be >= k = 3"),
+        ({"k": 1, "max_iter": 0}, ValueError, r"`max_iter` must be >= 1"),
+        ({"k": 1, "tol": 0.0}, ValueError, r"`tol` must be a positive finite number"),
+        ({"k": 1, "tol": float("nan")}, ValueError, r"`tol`"),
+        ({"k": 1, "which": "BE"}, ValueError, r"`which` must be one of \('LA', 'SA', 'LM'\)"),
+        ({"k": 1, "v0": torch.zeros(10)}, ValueError, r"`v0` must be a finite, non-zero vector"),
+        ({"k": 1, "v0": torch.ones(9)}, ValueError, r"`v0` must be a tensor of shape \(dim,\) = \(10,\)"),
+        (
+            {"k": 1, "v0": torch.ones(10, dtype=F64), "dtype": torch.float32},
+            ValueError,
+            r"conflicts with `v0.dtype`",
+        ),
+        ({"k": 1, "dtype": torch.int64}, ValueError, r"`dtype` must be a real floating-point torch.dtype"),
+    ],
+)
+def test_invalid_arguments(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        lanczos(lambda v: v, 10, **kwargs)
+
+
+def test_invalid_matvecs():
+    with pytest.raises(TypeError, match=r"`matvec` must be callable"):
+        lanczos("not callable", 10, 1)
+    with pytest.raises(ValueError, match=r"`dim` must be >= 1"):
+        lanczos(lambda v: v, 0, 1)
+    with pytest.raises(ValueError, match=r"`matvec` must return a tensor of shape \(10,\)"):
+        lanczos(lambda v: v[:5], 10, 1)
+    with pytest.raises(TypeError, match=r"`matvec` returned dtype torch.float64"):
+        lanczos(lambda v: v.double(), 10, 1, dtype=torch.float32)
+    with pytest.raises(ValueError, match=r"non-finite"):
+        lanczos(lambda v: v * float("nan"), 10, 1)
+
+
+def _wanted(true: torch.Tensor, k: int, which: str) -> torch.Tensor:
+    key = {"LA": -true, "SA": true, "LM": -true.abs()}[which]
+    return true[torch.argsort(key, stable=True)[:k]]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    dim=st.integers(3, 40),
+    k_fraction=st.floats(0.0, 1.0),
+    which=st.sampled_from(["LA", "SA", "LM"]),
+    seed=st.integers(0, 2**16),
+    levels=st.one_of(st.none(), st.integers(1, 6)),
+    max_iter=st.one_of(st.none(), st.integers(6, 40)),
+)
+def test_property_ritz_pairs_are_honest(
+    symmetric_with_eigenvalues, dim, k_fraction, which, seed, levels, max_iter
+):
+    """Random Gaussian spectra, either with distinct eigenvalues (``levels=None``) or drawn from a few
+    ``levels`` (so eigenvalues repeat). Whatever the budget, the returned pairs must be honest: residual
+    estimates equal the explicit residuals, each Ritz value lies within its residual of an eigenvalue
+    (symmetric Bauer–Fike bound), the vectors are orthonormal and the order is the requested one. When the
+    run converged on distinct eigenvalues, the pairs are the wanted ones."""
+    k = 1 + int(k_fraction * (min(dim, 6) - 1))
+    max_iter = None if max_iter is None else max(k, max_iter)
+    gaussian = torch.randn(dim if levels is None else levels, generator=_gen(seed), dtype=F64)
+    spectrum = (
+        gaussian if levels is None else gaussian[torch.randint(0, levels, (dim,), generator=_gen(seed + 1))]
+    )
+    A = symmetric_with_eigenvalues(spectrum, seed=seed)
+    result = lanczos(
+        lambda v: A @ v, dim, k, max_iter=max_iter, tol=1e-10, which=which, dtype=F64, generator=_gen(seed)
+    )
+
+    budget = min(dim, max(2 * k + 20, 40) if max_iter is None else max_iter)
+    assert (
+        result.eigenvalues.shape == (k,)
+        and result.eigenvectors.shape == (dim, k)
+        and result.residuals.shape == (k,)
+    )
+    assert k <= result.num_matvecs <= budget
+    assert result.converged or result.num_matvecs == budget
+    _assert_orthonormal(result.eigenvectors, 1e-10)
+    scale = float(spectrum.abs().max())
+    explicit = _explicit_residuals(A, result.eigenvalues, result.eigenvectors)
+    torch.testing.assert_close(result.residuals, explicit, atol=1e-10 * scale, rtol=1e-6)
+    true = torch.linalg.eigvalsh(A)
+    distance = (result.eigenvalues[:, None] - true[None, :]).abs().min(dim=1).values
+    assert bool((distance <= explicit + 1e-12 * scale).all())
+    key = {"LA": result.eigenvalues, "SA": -result.eigenvalues, "LM": result.eigenvalues.abs()}[which]
+    assert bool((key[:-1] >= key[1:] - 1e-12 * scale).all())
+    if result.converged and levels is None:
+        expected = _wanted(true, k, which)
+        got = result.eigenvalues.abs() if which == "LM" else result.eigenvalues
+        torch.testing.assert_close(
+            got, expected.abs() if which == "LM" else expected, atol=1e-8 * scale, rtol=0
+        )
