@@ -1,0 +1,219 @@
+"""``NTKTraceMonitor``: the trace of the empirical NTK and the stochastic edge of stability during fit.
+
+Logged under ``spectral/ntk/``: ``trace`` (``tr Θ = Σ_i Σ_k ‖∂f_k(x_i)/∂θ‖²`` over the measurement batch),
+``trace_per_example`` (``tr Θ / n``), ``trace_std_error`` (stochastic methods), ``lambda_max`` and
+``alignment`` when enabled, and ``sgd_stability``, the noise-kernel norm 𝒦 of Agarwala & Pennington (2024)
+for the run's learning rate and training batch size (``≥ 1`` marks the stochastic edge of stability; see
+:mod:`lightning_spectral.functional.sgd_stability` for the formula and its assumptions: MSE loss, plain SGD,
+linearised model). The measurement runs in eval mode (the per-example Jacobians need examples that do not
+interact, so BatchNorm uses its running statistics and dropout is off).
+
+Example::
+
+    trainer = Trainer(callbacks=[NTKTraceMonitor(every_n_steps=100, compute_alignment=True)])
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from pytorch_lightning.utilities import rank_zero_warn
+
+from lightning_spectral.callbacks.base import SpectralMonitor
+from lightning_spectral.callbacks.batch_parts import BatchFn, concatenated, default_inputs, default_targets
+from lightning_spectral.callbacks.optimizer_info import sgd_settings, training_batch_size
+from lightning_spectral.functional.ntk_alignment import ntk_alignment
+from lightning_spectral.functional.ntk_eigenvalues import ntk_lambda_max
+from lightning_spectral.functional.ntk_trace import ntk_trace
+from lightning_spectral.functional.sgd_stability import sgd_stability
+
+NTK_METHODS = ("auto", "exact", "hutchinson", "hutchpp")
+
+
+class NTKTraceMonitor(SpectralMonitor):
+    """Trace (and optionally top eigenvalue and label alignment) of the empirical NTK on a schedule.
+
+    Args:
+        every_n_steps: measure every n optimizer steps; default 100 when neither schedule is given.
+        every_n_epochs: measure at the end of every n-th epoch.
+        log_spacing: also measure at steps 1, 2, 4, ... below ``every_n_steps``.
+        at_train_start: measure the initial model.
+        method: ``"auto"`` (exact when ``B·K`` is small, else Hutchinson), ``"exact"``, ``"hutchinson"``,
+            ``"hutchpp"``.
+        num_probes: probes of the stochastic methods.
+        compute_alignment: log the kernel-target alignment ``⟨Θ, yyᵀ⟩_F / (‖Θ‖_F ‖yyᵀ‖_F)`` (forms the
+            ``B·K × B·K`` kernel: small measurement batches only).
+        compute_lambda_max: log the top NTK eigenvalue (Lanczos on ``J Jᵀ`` products, warm-started).
+        lambda_max_tol: relative residual tolerance of that Lanczos.
+        chunk_size: examples per vectorised Jacobian chunk (``None``: a memory-bounded default).
+        loss_scale: the training loss over ``(1/(2B)) Σ ‖f − y‖²`` for ``sgd_stability``; ``None`` means
+            ``torch.nn.MSELoss()`` (mean over ``B·K`` entries), i.e. ``2/K``.
+        input_fn: ``batch -> inputs`` (default: the batch tensor, its first element, or an input key).
+        target_fn: ``batch -> targets`` for the alignment (default: the second element or a target key).
+        output_fn: ``(model, inputs) -> outputs`` (default: ``model(inputs)``).
+        batch, num_batches, seed, strict: see :class:`~lightning_spectral.callbacks.SpectralMonitor`.
+    """
+
+    monitor_name = "ntk"
+
+    def __init__(
+        self,
+        *,
+        every_n_steps: int | None = None,
+        every_n_epochs: int | None = None,
+        log_spacing: bool = False,
+        at_train_start: bool = True,
+        method: str = "auto",
+        num_probes: int = 8,
+        compute_alignment: bool = False,
+        compute_lambda_max: bool = False,
+        lambda_max_tol: float = 1e-3,
+        chunk_size: int | None = None,
+        loss_scale: float | None = None,
+        input_fn: BatchFn | None = None,
+        target_fn: BatchFn | None = None,
+        output_fn: Callable[[torch.nn.Module, torch.Tensor], torch.Tensor] | None = None,
+        batch: Any = None,
+        num_batches: int = 1,
+        seed: int = 0,
+        strict: bool = False,
+    ) -> None:
+        if every_n_steps is None and every_n_epochs is None:
+            every_n_steps = 100
+        super().__init__(
+            every_n_steps=every_n_steps,
+            every_n_epochs=every_n_epochs,
+            log_spacing=log_spacing,
+            at_train_start=at_train_start,
+            batch=batch,
+            num_batches=num_batches,
+            seed=seed,
+            strict=strict,
+        )
+        if method not in NTK_METHODS:
+            raise ValueError(f"`method` must be one of {NTK_METHODS}, got {method!r}.")
+        if isinstance(num_probes, bool) or not isinstance(num_probes, int) or num_probes < 1:
+            raise ValueError(f"`num_probes` must be a positive integer, got {num_probes!r}.")
+        if method == "hutchpp" and num_probes < 3:
+            raise ValueError(f"`num_probes` must be at least 3 for method='hutchpp', got {num_probes}.")
+        for name, flag in (
+            ("compute_alignment", compute_alignment),
+            ("compute_lambda_max", compute_lambda_max),
+        ):
+            if not isinstance(flag, bool):
+                raise ValueError(f"`{name}` must be True or False, got {flag!r}.")
+        if not (isinstance(lambda_max_tol, float) and 0 < lambda_max_tol < 1):
+            raise ValueError(f"`lambda_max_tol` must be a float in (0, 1), got {lambda_max_tol!r}.")
+        if chunk_size is not None and (
+            isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
+        ):
+            raise ValueError(f"`chunk_size` must be a positive integer or None, got {chunk_size!r}.")
+        if loss_scale is not None and not (
+            isinstance(loss_scale, (int, float)) and 0 < loss_scale < math.inf
+        ):
+            raise ValueError(f"`loss_scale` must be a positive finite number or None, got {loss_scale!r}.")
+        for name, fn in (("input_fn", input_fn), ("target_fn", target_fn), ("output_fn", output_fn)):
+            if fn is not None and not callable(fn):
+                raise ValueError(f"`{name}` must be callable or None, got {fn!r}.")
+        self.method = method
+        self.num_probes = num_probes
+        self.compute_alignment = compute_alignment
+        self.compute_lambda_max = compute_lambda_max
+        self.lambda_max_tol = lambda_max_tol
+        self.chunk_size = chunk_size
+        self.loss_scale = loss_scale
+        self.input_fn = input_fn or default_inputs
+        self.target_fn = target_fn or default_targets
+        self.output_fn = output_fn
+        self._lambda_max_vector: torch.Tensor | None = None
+        self._warned_stability = False
+
+    def measure(self, trainer: Any, pl_module: Any, batches: list[Any]) -> Mapping[str, float]:
+        pl_module.eval()
+        inputs = concatenated(batches, self.input_fn)
+        device = next(pl_module.parameters()).device
+        result = ntk_trace(
+            pl_module,
+            inputs,
+            method=self.method,
+            num_probes=self.num_probes,
+            output_fn=self.output_fn,
+            chunk_size=self.chunk_size,
+            generator=self.make_generator(device),
+        )
+        values = {"trace": result.trace, "trace_per_example": result.trace / result.num_examples}
+        if result.method_used != "exact":
+            values["trace_std_error"] = result.std_error
+        lambda_max = None
+        if self.compute_lambda_max:
+            lambda_max = self._lambda_max(pl_module, inputs, device, result.num_examples * result.num_outputs)
+            values["lambda_max"] = lambda_max
+        if self.compute_alignment:
+            targets = concatenated(batches, self.target_fn)
+            values["alignment"] = ntk_alignment(
+                pl_module, inputs, targets, output_fn=self.output_fn, chunk_size=self.chunk_size
+            )
+        values.update(
+            self._stability(trainer, result.trace, lambda_max, result.num_examples, result.num_outputs)
+        )
+        return values
+
+    def _lambda_max(self, pl_module: Any, inputs: torch.Tensor, device: torch.device, dim: int) -> float:
+        v0 = (
+            self._lambda_max_vector
+            if self._lambda_max_vector is not None and self._lambda_max_vector.numel() == dim
+            else None
+        )
+        eigen = ntk_lambda_max(
+            pl_module,
+            inputs,
+            k=1,
+            tol=self.lambda_max_tol,
+            v0=v0.to(device) if v0 is not None else None,
+            output_fn=self.output_fn,
+            generator=self.make_generator(device),
+        )
+        self._lambda_max_vector = eigen.eigenvectors[:, 0].detach().clone()
+        return float(eigen.eigenvalues[0])
+
+    def _stability(
+        self, trainer: Any, trace: float, lambda_max: float | None, num_examples: int, num_outputs: int
+    ) -> dict[str, float]:
+        settings = sgd_settings(trainer)
+        batch_size = training_batch_size(trainer)
+        if settings is None or settings.momentum != 0.0 or batch_size is None:
+            if not self._warned_stability:
+                self._warned_stability = True
+                rank_zero_warn(
+                    "NTKTraceMonitor: `spectral/ntk/sgd_stability` is defined for plain SGD (no momentum) with a "
+                    "known training batch size, so it is not logged for this run."
+                )
+            return {}
+        global_batch = batch_size * trainer.world_size * trainer.accumulate_grad_batches
+        dataset = getattr(trainer.train_dataloader, "dataset", None)
+        dataset_size = len(dataset) if hasattr(dataset, "__len__") else None
+        stability = sgd_stability(
+            lr=settings.lr,
+            batch_size=global_batch,
+            ntk_num_examples=num_examples,
+            num_outputs=num_outputs,
+            ntk_trace=trace,
+            ntk_lambda_max=lambda_max,
+            dataset_size=dataset_size if dataset_size is not None and dataset_size >= global_batch else None,
+            loss_scale=self.loss_scale if self.loss_scale is not None else 2.0 / num_outputs,
+        )
+        values = {"sgd_stability": stability.noise_kernel_norm_lower}
+        if lambda_max is not None:
+            values["sgd_stability_upper"] = stability.noise_kernel_norm_upper
+        return values
+
+    def extra_state(self) -> dict[str, Any]:
+        return {
+            "lambda_max_vector": None if self._lambda_max_vector is None else self._lambda_max_vector.cpu()
+        }
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self._lambda_max_vector = state.get("lambda_max_vector")

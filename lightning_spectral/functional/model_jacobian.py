@@ -1,0 +1,234 @@
+"""A model's outputs as a pure function of (a subset of) its parameters: the plumbing of the NTK estimators.
+
+Every NTK quantity in this package is built from the Jacobian ``J = ∂f/∂θ`` of the flattened model outputs
+``f(θ) ∈ R^{B·K}`` (``B`` examples, ``K`` outputs per example, example-major: row ``i·K + k`` is output
+``k`` of example ``i``) with respect to the selected parameters ``θ ∈ R^P``. This module turns an
+``nn.Module`` into that function with :func:`torch.func.functional_call`, so that :mod:`torch.func`
+transforms (``vmap``, ``jacrev``, ``vjp``, ``jvp``) can differentiate it without touching the module:
+parameters are passed in as detached tensors, so ``.grad`` is never written, ``requires_grad`` flags are
+never changed, buffers are read but never updated, and the train/eval mode is left as it is.
+
+Examples are assumed independent: ``f(x_i)`` may depend on ``x_i`` only. That is what makes per-example
+Jacobians (``vmap`` over examples) equal to the rows of the whole-batch Jacobian. BatchNorm in train mode
+couples the examples of a batch (and writes its running statistics), and dropout in train mode makes ``f``
+random, so :func:`make_functional_model` refuses a model with either in training mode: call
+``model.eval()`` first (the NTK callback does). The model's forward must also be traceable by
+:mod:`torch.func` (no ``.item()`` or Python branching on tensor values, no in-place writes to its inputs).
+
+Example::
+
+    >>> import torch
+    >>> model = torch.nn.Linear(3, 2)
+    >>> fm = make_functional_model(model, output_fn=None, params=None)
+    >>> fm.names
+    ('weight', 'bias')
+    >>> fm.batch_outputs(fm.params, torch.randn(5, 3)).shape
+    torch.Size([5, 2])
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+OutputFn = Callable[[nn.Module, Tensor], Tensor]
+ParamSpec = str | Sequence[str] | None
+
+__all__ = [
+    "FunctionalModel",
+    "OutputFn",
+    "ParamSpec",
+    "check_examples_independent",
+    "make_functional_model",
+    "ntk_products",
+    "select_parameters",
+    "validate_inputs",
+]
+
+
+def _default_output_fn(model: nn.Module, inputs: Tensor) -> Tensor:
+    return model(inputs)
+
+
+class _OutputModule(nn.Module):
+    """Wraps ``output_fn(model, x)`` so that functional_call can swap the parameters of ``model`` in it."""
+
+    def __init__(self, model: nn.Module, output_fn: OutputFn) -> None:
+        super().__init__()
+        self.model = model
+        self.output_fn = output_fn
+
+    def forward(self, inputs: Tensor) -> Tensor:
+        return self.output_fn(self.model, inputs)
+
+
+def select_parameters(model: nn.Module, params: ParamSpec = None) -> dict[str, Tensor]:
+    """The parameters the Jacobian is taken with respect to, as ``{name: detached tensor}``.
+
+    ``params=None`` selects every parameter with ``requires_grad=True``. Otherwise ``params`` is a name or a
+    list of names / :mod:`fnmatch` globs, matched against ``model.named_parameters()`` (frozen parameters
+    included: naming one selects it). A pattern also matches every parameter below a module prefix, so
+    ``"net.0"`` selects ``net.0.weight`` and ``net.0.bias``. Every pattern must match at least one
+    parameter. Tied parameters appear once, under their first name.
+    """
+    named = dict(model.named_parameters())
+    if params is None:
+        selected = [name for name, p in named.items() if p.requires_grad]
+        if not selected:
+            raise ValueError(
+                "`params`: the model has no trainable parameters (requires_grad=True); name some."
+            )
+    else:
+        patterns = [params] if isinstance(params, str) else list(params)
+        if not patterns or not all(isinstance(p, str) for p in patterns):
+            raise TypeError(
+                f"`params` must be None, a string or a non-empty sequence of strings, got {params!r}."
+            )
+        selected = []
+        for pattern in patterns:
+            hits = [
+                name
+                for name in named
+                if fnmatch.fnmatchcase(name, pattern) or name.startswith(pattern.rstrip(".") + ".")
+            ]
+            if not hits:
+                raise ValueError(
+                    f"`params`: pattern {pattern!r} matches no parameter; available: {sorted(named)[:20]}."
+                )
+            selected.extend(name for name in hits if name not in selected)
+        selected = [name for name in named if name in selected]  # model order
+    for name in selected:
+        if not named[name].is_floating_point():
+            raise ValueError(f"`params`: parameter {name!r} is not floating point ({named[name].dtype}).")
+    return {name: named[name].detach() for name in selected}
+
+
+def check_examples_independent(model: nn.Module) -> None:
+    """Raise ``ValueError`` if a module in ``model`` couples examples or is random: BatchNorm or dropout in
+    training mode, or BatchNorm with ``track_running_stats=False`` (batch statistics even in eval mode).
+    Call ``model.eval()`` first. Functional dropout / normalisation inside ``forward`` cannot be detected."""
+    offenders = []
+    for name, module in model.named_modules():
+        label = f"{name or type(model).__name__} ({type(module).__name__})"
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and not module.track_running_stats:
+            offenders.append(label + " without running statistics, normalising by batch statistics")
+        elif module.training and isinstance(
+            module, (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd)
+        ):
+            offenders.append(label)
+    if offenders:
+        raise ValueError(
+            "`model`: the NTK needs examples processed independently and deterministically, but these "
+            f"modules are in training mode or couple examples: {', '.join(offenders[:5])}"
+            + (" ..." if len(offenders) > 5 else "")
+            + ". Call model.eval() first (BatchNorm in train mode couples the examples of a batch and "
+            "updates its running statistics; dropout in train mode makes the outputs random)."
+        )
+
+
+def validate_inputs(inputs: Tensor) -> int:
+    """Check ``inputs`` is a tensor with a non-empty leading batch dimension; return the batch size."""
+    if not isinstance(inputs, Tensor):
+        raise TypeError(
+            f"`inputs` must be a torch.Tensor with a leading batch dimension, got {type(inputs)}."
+        )
+    if inputs.dim() == 0 or inputs.shape[0] == 0:
+        raise ValueError(
+            f"`inputs` must have a non-empty leading batch dimension, got shape {tuple(inputs.shape)}."
+        )
+    return int(inputs.shape[0])
+
+
+@dataclass(frozen=True)
+class FunctionalModel:
+    """``f(θ; x)``: the outputs of ``output_fn(model, x)`` as a pure function of the selected parameters.
+
+    ``params`` holds the current values (detached) of the parameters named in ``names``; the other
+    parameters enter as constants (detached). ``batch_outputs`` flattens the outputs of a batch to
+    ``(B, K)``; ``example_outputs`` evaluates one example (given without its batch dimension) as a batch of
+    one and returns its ``K`` outputs.
+    """
+
+    module: nn.Module
+    names: tuple[str, ...]
+    params: dict[str, Tensor]
+    constants: dict[str, Tensor]
+
+    @property
+    def num_params(self) -> int:
+        """``P``, the number of scalar parameters the Jacobian is taken with respect to."""
+        return sum(p.numel() for p in self.params.values())
+
+    def _call(self, params: dict[str, Tensor], inputs: Tensor) -> Tensor:
+        state = {**self.constants, **{"model." + name: value for name, value in params.items()}}
+        out = torch.func.functional_call(self.module, state, (inputs,))
+        if not isinstance(out, Tensor):
+            raise TypeError(f"`output_fn` must return a Tensor, got {type(out)}.")
+        if not out.is_floating_point():
+            raise TypeError(f"`output_fn` must return a floating-point tensor, got dtype {out.dtype}.")
+        return out
+
+    def batch_outputs(self, params: dict[str, Tensor], inputs: Tensor) -> Tensor:
+        """Outputs of the batch ``inputs`` flattened to ``(B, K)``."""
+        out = self._call(params, inputs)
+        batch = inputs.shape[0]
+        if out.dim() == 0 or out.shape[0] != batch:
+            raise ValueError(
+                f"`output_fn` must return a tensor whose first dimension is the batch size {batch}, "
+                f"got shape {tuple(out.shape)}."
+            )
+        return out.reshape(batch, -1)
+
+    def example_outputs(self, params: dict[str, Tensor], example: Tensor) -> Tensor:
+        """The ``K`` outputs of one example (``example`` has no batch dimension)."""
+        return self.batch_outputs(params, example.unsqueeze(0)).reshape(-1)
+
+
+def make_functional_model(
+    model: nn.Module, *, output_fn: OutputFn | None = None, params: ParamSpec = None
+) -> FunctionalModel:
+    """Build the :class:`FunctionalModel` of ``model`` (see the module docstring).
+
+    ``output_fn(model, inputs)`` chooses the output (default ``model(inputs)``); ``params`` selects the
+    parameters (see :func:`select_parameters`). Raises ``ValueError`` for BatchNorm / dropout in train mode.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"`model` must be a torch.nn.Module, got {type(model)}.")
+    if output_fn is not None and not callable(output_fn):
+        raise TypeError(
+            f"`output_fn` must be a callable (model, inputs) -> Tensor or None, got {output_fn!r}."
+        )
+    check_examples_independent(model)
+    selected = select_parameters(model, params)
+    constants = {"model." + name: p.detach() for name, p in model.named_parameters() if name not in selected}
+    module = _OutputModule(model, output_fn if output_fn is not None else _default_output_fn)
+    return FunctionalModel(module=module, names=tuple(selected), params=selected, constants=constants)
+
+
+def ntk_products(
+    fm: FunctionalModel, inputs: Tensor
+) -> tuple[Tensor, Callable[[Tensor], dict[str, Tensor]], Callable[[Tensor], Tensor]]:
+    """One forward pass of the batch, kept for reuse: returns ``(outputs, vjp, ntk_matvec)``.
+
+    ``outputs`` is ``(B, K)``; ``vjp(v)`` maps ``v`` of shape ``(B, K)`` to ``Jᵀ v`` as ``{name: tensor}`` (a
+    backward pass; callable many times); ``ntk_matvec(v)`` maps a flat ``v ∈ R^{B·K}`` (example-major) to
+    ``Θ v = J (Jᵀ v)`` (a backward pass, then a forward-mode pass).
+    """
+
+    def batch_outputs(p: dict[str, Tensor]) -> Tensor:
+        return fm.batch_outputs(p, inputs)
+
+    outputs, vjp_fn = torch.func.vjp(batch_outputs, fm.params)
+
+    def vjp(cotangent: Tensor) -> dict[str, Tensor]:
+        return vjp_fn(cotangent.to(dtype=outputs.dtype, device=outputs.device))[0]
+
+    def ntk_matvec(vector: Tensor) -> Tensor:
+        tangent = vjp(vector.reshape(outputs.shape))
+        return torch.func.jvp(batch_outputs, (fm.params,), (tangent,))[1].reshape(-1)
+
+    return outputs.detach(), vjp, ntk_matvec

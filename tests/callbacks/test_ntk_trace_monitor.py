@@ -1,0 +1,131 @@
+"""NTKTraceMonitor in a real Trainer.fit: logged values against an explicit Jacobian of the trained model."""
+
+from __future__ import annotations
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers import TensorBoardLogger
+from spectral_testing.log_readers import read_tensorboard_scalars
+from spectral_testing.models import trainer_kwargs
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from lightning_spectral.callbacks import NTKTraceMonitor
+
+
+class Regressor(pl.LightningModule):
+    """A tanh MLP with MSE loss (nn.MSELoss convention), plain SGD; the S-EOS setting."""
+
+    def __init__(self, lr=0.05, batch_size=8, momentum=0.0, num_examples=64, use_bn=False):
+        super().__init__()
+        self.save_hyperparameters()
+        layers = [nn.Linear(5, 16)] + ([nn.BatchNorm1d(16)] if use_bn else []) + [nn.Tanh(), nn.Linear(16, 2)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.net(x)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return nn.functional.mse_loss(self(x), y)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=self.hparams.lr, momentum=self.hparams.momentum)
+
+    def train_dataloader(self):
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(self.hparams.num_examples, 5, generator=g)
+        y = torch.stack([x[:, 0] * x[:, 1], x[:, 2].sin()], dim=1)
+        return DataLoader(TensorDataset(x, y), batch_size=self.hparams.batch_size, shuffle=True)
+
+
+def explicit_jacobian(model, x):
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    jac = torch.func.jacrev(lambda p: torch.func.functional_call(model, p, (x,)))(params)
+    return torch.cat([j.reshape(x.shape[0] * 2, -1) for j in jac.values()], dim=1)  # (B·K, P)
+
+
+@pytest.mark.parametrize("use_bn", [False, True])
+def test_logged_values_equal_explicit_jacobian_references(tmp_path, use_bn):
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(6, 5, generator=g)
+    y = torch.randn(6, 2, generator=g)
+    monitor = NTKTraceMonitor(
+        every_n_steps=4,
+        method="exact",
+        batch=(x, y),
+        compute_alignment=True,
+        compute_lambda_max=True,
+        lambda_max_tol=1e-6,
+        strict=True,
+    )
+    logger = TensorBoardLogger(str(tmp_path), name="tb")
+    pl.seed_everything(0)
+    model = Regressor(use_bn=use_bn)
+    trainer = pl.Trainer(callbacks=[monitor], **trainer_kwargs(tmp_path, logger=logger, max_epochs=1))
+    trainer.fit(model)
+    assert trainer.global_step == 8
+    scalars = read_tensorboard_scalars(logger.log_dir)
+    for key in (
+        "trace",
+        "trace_per_example",
+        "lambda_max",
+        "alignment",
+        "sgd_stability",
+        "sgd_stability_upper",
+    ):
+        assert [s for s, _ in scalars[f"spectral/ntk/{key}"]] == [0, 4, 8], key
+    assert "spectral/ntk/trace_std_error" not in scalars  # exact method
+    assert model.training  # the eval-mode measurement at the last step restored train mode
+    model.eval()
+    J = explicit_jacobian(model, x).double()
+    kernel = J @ J.T
+    last = {key: values[-1][1] for key, values in scalars.items()}
+    trace = torch.trace(kernel).item()
+    assert last["spectral/ntk/trace"] == pytest.approx(trace, rel=1e-5)
+    assert last["spectral/ntk/trace_per_example"] == pytest.approx(trace / 6, rel=1e-5)
+    lambda_max = torch.linalg.eigvalsh(kernel)[-1].item()
+    assert last["spectral/ntk/lambda_max"] == pytest.approx(lambda_max, rel=1e-4)
+    yy = torch.outer(y.flatten(), y.flatten()).double()
+    alignment = ((kernel * yy).sum() / (kernel.norm() * yy.norm())).item()
+    assert last["spectral/ntk/alignment"] == pytest.approx(alignment, rel=1e-4)
+    # 𝒦_lower = (1 − B/D)·η·(tr Θ / n)/(2BK) with η = lr·2/K for nn.MSELoss, B = 8, D = 64, K = 2, n = 6
+    eta = 0.05 * 2 / 2
+    expected = (1 - 8 / 64) * eta * (trace / 6) / (2 * 8 * 2)
+    assert last["spectral/ntk/sgd_stability"] == pytest.approx(expected, rel=1e-5)
+    assert last["spectral/ntk/sgd_stability_upper"] == pytest.approx(
+        expected * 2 / (2 - eta * lambda_max / 6), rel=1e-4
+    )
+
+
+def test_stochastic_trace_logs_its_standard_error_and_skips_stability_for_momentum(tmp_path):
+    monitor = NTKTraceMonitor(every_n_steps=8, method="hutchinson", num_probes=16, strict=True)
+    logger = TensorBoardLogger(str(tmp_path), name="tb")
+    pl.seed_everything(0)
+    with pytest.warns(UserWarning, match="plain SGD"):
+        pl.Trainer(callbacks=[monitor], **trainer_kwargs(tmp_path, logger=logger, max_epochs=1)).fit(
+            Regressor(momentum=0.9)
+        )
+    scalars = read_tensorboard_scalars(logger.log_dir)
+    assert [s for s, _ in scalars["spectral/ntk/trace_std_error"]] == [0, 8]
+    assert all(v > 0 for _, v in scalars["spectral/ntk/trace_std_error"])
+    assert "spectral/ntk/sgd_stability" not in scalars
+
+
+@pytest.mark.parametrize(
+    "kwargs, argument",
+    [
+        ({"method": "svd"}, "method"),
+        ({"num_probes": 0}, "num_probes"),
+        ({"method": "hutchpp", "num_probes": 2}, "num_probes"),
+        ({"compute_alignment": 1}, "compute_alignment"),
+        ({"lambda_max_tol": 0.0}, "lambda_max_tol"),
+        ({"chunk_size": 0}, "chunk_size"),
+        ({"loss_scale": -1.0}, "loss_scale"),
+        ({"input_fn": 3}, "input_fn"),
+    ],
+)
+def test_constructor_validation(kwargs, argument):
+    with pytest.raises(ValueError, match=argument):
+        NTKTraceMonitor(**kwargs)

@@ -1,0 +1,260 @@
+"""ntk_matrix, ntk_alignment and ntk_lambda_max against a dense reference, in float64.
+
+The reference Jacobian here is built row by row with ``torch.autograd.grad`` on the whole-batch output
+(no torch.func at all), so it checks the per-example vmap plumbing and the example-major ordering too.
+Tolerances: kernel entries to 1e-12 of the kernel's largest entry; eigenvalues to 1e-6 relative (the
+Lanczos tolerance); alignments to 1e-12.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from lightning_spectral.functional.ntk_alignment import kernel_target_alignment, ntk_alignment, ntk_targets
+from lightning_spectral.functional.ntk_eigenvalues import ntk_lambda_max, ntk_operator
+from lightning_spectral.functional.ntk_matrix import NTK_MATRIX_MAX_ROWS, ntk_matrix
+from lightning_spectral.functional.ntk_trace import ntk_trace
+
+DTYPE = torch.float64
+
+
+def tiny_mlp() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3)).to(DTYPE)
+
+
+def tiny_cnn() -> nn.Module:
+    """Conv → BatchNorm (eval mode, non-trivial running statistics) → ReLU → Linear."""
+    torch.manual_seed(1)
+    model = nn.Sequential(
+        nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 4 * 4, 2)
+    ).to(DTYPE)
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.randn(8, 2, 6, 6, dtype=DTYPE) * 2 + 1)
+    return model.eval()
+
+
+CASES = {
+    "mlp": (tiny_mlp, lambda: torch.randn(7, 4, dtype=DTYPE, generator=torch.Generator().manual_seed(2))),
+    "cnn": (
+        tiny_cnn,
+        lambda: torch.randn(5, 2, 6, 6, dtype=DTYPE, generator=torch.Generator().manual_seed(3)),
+    ),
+}
+
+
+def autograd_jacobian(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+    """Rows ``∂ out[i, k] / ∂θ`` (example-major), one ``torch.autograd.grad`` call per row."""
+    params = list(model.parameters())
+    outputs = model(inputs)
+    rows = []
+    for i in range(outputs.shape[0]):
+        for k in range(outputs.shape[1]):
+            grads = torch.autograd.grad(outputs[i, k], params, retain_graph=True)
+            rows.append(torch.cat([g.reshape(-1) for g in grads]))
+    return torch.stack(rows)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("chunk_size", [None, 1, 2, 3])
+def test_ntk_matrix_equals_explicit_jacobian_gram(case, chunk_size):
+    make_model, make_inputs = CASES[case]
+    model, inputs = make_model(), make_inputs()
+    jacobian = autograd_jacobian(model, inputs)
+    reference = jacobian @ jacobian.T
+    kernel = ntk_matrix(model, inputs, chunk_size=chunk_size)  # chunk_size < B: the blocked JVP path
+    assert kernel.shape == reference.shape and kernel.dtype == DTYPE
+    assert (kernel - reference).abs().max() <= 1e-12 * reference.abs().max()
+    assert torch.equal(kernel, kernel.T)
+    eigenvalues = torch.linalg.eigvalsh(kernel)
+    assert eigenvalues.min() >= -1e-12 * eigenvalues.max()
+    exact_trace = ntk_trace(model, inputs, method="exact").trace
+    assert torch.trace(kernel).item() == pytest.approx(exact_trace, rel=1e-12)
+
+
+def test_ntk_matrix_ordering_is_example_major():
+    model, inputs = CASES["mlp"][0](), CASES["mlp"][1]()
+    kernel = ntk_matrix(model, inputs).reshape(7, 3, 7, 3)
+    params = list(model.parameters())
+
+    def grad_of(i, k):
+        return torch.cat([g.reshape(-1) for g in torch.autograd.grad(model(inputs)[i, k], params)])
+
+    assert kernel[4, 2, 1, 0].item() == pytest.approx(
+        torch.dot(grad_of(4, 2), grad_of(1, 0)).item(), rel=1e-12
+    )
+
+
+def test_ntk_matrix_params_subset():
+    model, inputs = CASES["mlp"][0](), CASES["mlp"][1]()
+    jacobian = autograd_jacobian(model, inputs)[:, -(6 * 3 + 3) :]  # the last Linear's weight and bias
+    kernel = ntk_matrix(model, inputs, params="2.*")
+    assert torch.allclose(kernel, jacobian @ jacobian.T, rtol=0, atol=1e-12 * kernel.abs().max().item())
+
+
+def test_ntk_matrix_refuses_large_batches():
+    model = nn.Linear(1, 1).to(DTYPE)
+    with pytest.raises(ValueError, match="inputs"):
+        ntk_matrix(model, torch.zeros(NTK_MATRIX_MAX_ROWS + 1, 1, dtype=DTYPE))
+    assert ntk_matrix(model, torch.zeros(3, 1, dtype=DTYPE)).shape == (3, 3)
+    with pytest.raises(ValueError, match="chunk_size"):
+        ntk_matrix(model, torch.zeros(3, 1, dtype=DTYPE), chunk_size=0)
+
+
+# ----------------------------------------------------------------------------------------------- alignment
+
+
+def test_alignment_of_supplied_kernels():
+    y = torch.tensor([1.0, -2.0, 0.5, 3.0], dtype=DTYPE)
+    assert kernel_target_alignment(2.5 * torch.outer(y, y), y) == pytest.approx(1.0, abs=1e-12)
+    assert kernel_target_alignment(torch.outer(y, y), -y) == pytest.approx(1.0, abs=1e-12)
+    # Identity: ⟨I, yyᵀ⟩ = ‖y‖², ‖I‖_F = √N, ‖yyᵀ‖_F = ‖y‖²  →  1/√N.
+    assert kernel_target_alignment(torch.eye(4, dtype=DTYPE), y) == pytest.approx(0.5, abs=1e-12)
+    # A kernel orthogonal to the target direction.
+    u = torch.tensor([2.0, 1.0, 0.0, 0.0], dtype=DTYPE)  # u ⟂ y
+    assert kernel_target_alignment(torch.outer(u, u), y) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_centered_alignment_matches_the_formula():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(6, 3, dtype=DTYPE, generator=g)
+    kernel, y = a @ a.T, torch.randn(6, dtype=DTYPE, generator=g)
+    h = torch.eye(6, dtype=DTYPE) - torch.full((6, 6), 1 / 6, dtype=DTYPE)
+    kc, yc = h @ kernel @ h, h @ torch.outer(y, y) @ h
+    expected = (kc * yc).sum() / (torch.linalg.norm(kc) * torch.linalg.norm(yc))
+    assert kernel_target_alignment(kernel, y, centered=True) == pytest.approx(expected.item(), abs=1e-12)
+    # Centring removes a constant offset: yyᵀ + c·11ᵀ with centred y is perfectly aligned again.
+    yc_vec = y - y.mean()
+    shifted = torch.outer(yc_vec, yc_vec) + 5.0
+    assert kernel_target_alignment(shifted, yc_vec) < 0.9
+    assert kernel_target_alignment(shifted, yc_vec, centered=True) == pytest.approx(1.0, abs=1e-12)
+
+
+def test_model_whose_ntk_is_rank_one_along_the_targets_has_alignment_one():
+    """f(x) = w·x with inputs x_i = t_i·u: Θ = ‖u‖² t tᵀ, exactly rank one along t."""
+    model = nn.Linear(3, 1, bias=False).to(DTYPE)
+    t = torch.tensor([1.0, -0.5, 2.0, 0.25, -1.5], dtype=DTYPE)
+    inputs = t[:, None] * torch.tensor([0.3, -1.2, 0.7], dtype=DTYPE)
+    assert ntk_alignment(model, inputs, 4.0 * t) == pytest.approx(1.0, abs=1e-12)
+    assert ntk_alignment(model, inputs, -t[:, None]) == pytest.approx(1.0, abs=1e-12)
+    assert ntk_alignment(
+        model, inputs, torch.tensor([2.0, 4.0, 0.0, 0.0, 0.0], dtype=DTYPE)
+    ) == pytest.approx(0.0, abs=1e-12)  # ⟂ t
+
+
+@pytest.mark.parametrize("centered", [False, True])
+def test_model_alignment_matches_formula_on_ntk_matrix(centered):
+    model, inputs = CASES["cnn"][0](), CASES["cnn"][1]()  # K = 2 logits
+    kernel = ntk_matrix(model, inputs)
+    classes = torch.tensor([0, 1, 1, 0, 1])
+    one_hot = torch.zeros(5, 2, dtype=DTYPE)
+    one_hot[torch.arange(5), classes] = 1.0
+    expected = kernel_target_alignment(kernel, one_hot.reshape(-1), centered=centered)
+    assert ntk_alignment(model, inputs, classes, centered=centered) == pytest.approx(expected, abs=1e-12)
+    regression = torch.randn(5, 2, dtype=DTYPE, generator=torch.Generator().manual_seed(4))
+    y = regression.reshape(-1)
+    if centered:
+        n = y.numel()
+        h = torch.eye(n, dtype=DTYPE) - 1.0 / n
+        kc, yc = h @ kernel @ h, h @ torch.outer(y, y) @ h
+    else:
+        kc, yc = kernel, torch.outer(y, y)
+    formula = ((kc * yc).sum() / (torch.linalg.norm(kc) * torch.linalg.norm(yc))).item()
+    assert ntk_alignment(model, inputs, regression, centered=centered) == pytest.approx(formula, abs=1e-12)
+
+
+@pytest.mark.parametrize(
+    "targets, message",
+    [
+        (torch.tensor([0, 1, 3]), "targets"),  # class index out of range for K = 3
+        (torch.tensor([[0, 1, 2]]), "targets"),  # integer targets must be (B,)
+        (torch.zeros(3, 2, dtype=DTYPE), "targets"),  # B·K mismatch
+        (torch.zeros(3, 3, dtype=DTYPE), "`targets` is zero"),  # undefined alignment
+    ],
+)
+def test_alignment_validation(targets, message):
+    with pytest.raises(ValueError, match=message):
+        ntk_alignment(tiny_mlp(), torch.randn(3, 4, dtype=DTYPE), targets)
+
+
+def test_ntk_targets_one_hot_encoding():
+    assert ntk_targets(torch.tensor([2, 0]), 2, 3).tolist() == [0, 0, 1, 1, 0, 0]
+    with pytest.raises(ValueError, match="targets"):
+        kernel_target_alignment(torch.eye(3), torch.ones(4))
+    with pytest.raises(ValueError, match="kernel"):
+        kernel_target_alignment(torch.ones(3, 2), torch.ones(3))
+
+
+# ------------------------------------------------------------------------------------------- eigenvalues
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("k", [1, 3])
+def test_lambda_max_equals_dense_eigvalsh(case, k):
+    make_model, make_inputs = CASES[case]
+    model, inputs = make_model(), make_inputs()
+    jacobian = autograd_jacobian(model, inputs)
+    reference = torch.linalg.eigvalsh(jacobian @ jacobian.T).flip(0)[:k]
+    result = ntk_lambda_max(model, inputs, k=k, tol=1e-10, generator=torch.Generator().manual_seed(0))
+    assert result.converged
+    assert torch.allclose(result.eigenvalues, reference, rtol=1e-6, atol=0)
+    top = result.eigenvectors[:, 0]
+    assert torch.allclose(
+        jacobian @ (jacobian.T @ top), result.eigenvalues[0] * top, atol=1e-6 * reference[0]
+    )
+
+
+def test_lambda_max_warm_start_and_operator():
+    model, inputs = CASES["mlp"][0](), CASES["mlp"][1]()
+    first = ntk_lambda_max(model, inputs, generator=torch.Generator().manual_seed(0))
+    warm = ntk_lambda_max(model, inputs, v0=first.eigenvectors[:, 0])
+    assert warm.eigenvalues[0].item() == pytest.approx(first.eigenvalues[0].item(), rel=1e-6)
+    operator = ntk_operator(model, inputs)
+    jacobian = autograd_jacobian(model, inputs)
+    v = torch.randn(operator.dim, dtype=DTYPE, generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(operator.matvec(v), jacobian @ (jacobian.T @ v), rtol=1e-12, atol=1e-12)
+
+
+def test_gauss_newton_relation_of_lambda_max():
+    """At zero residual the MSE Hessian is the Gauss–Newton matrix: λ_max(H) = λ_max(Θ)/B for
+    (1/(2B)) Σ‖f − y‖², and 2 λ_max(Θ)/(B·K) for torch.nn.MSELoss() (as the docstring states)."""
+    model, inputs = CASES["mlp"][0](), CASES["mlp"][1]()
+    batch, k = inputs.shape[0], 3
+    names = [n for n, _ in model.named_parameters()]
+    shapes = [p.shape for p in model.parameters()]
+    flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    targets = model(inputs).detach()  # zero residual
+
+    def unflatten(theta):
+        out, offset = {}, 0
+        for name, shape in zip(names, shapes):
+            out[name] = theta[offset : offset + shape.numel()].reshape(shape)
+            offset += shape.numel()
+        return out
+
+    def half_sum_loss(theta):
+        f = torch.func.functional_call(model, unflatten(theta), (inputs,))
+        return 0.5 * (f - targets).pow(2).sum() / batch
+
+    def torch_mse_loss(theta):
+        return nn.functional.mse_loss(torch.func.functional_call(model, unflatten(theta), (inputs,)), targets)
+
+    lam = ntk_lambda_max(model, inputs, tol=1e-10, generator=torch.Generator().manual_seed(0)).eigenvalues[0]
+    for loss, factor in [(half_sum_loss, 1.0 / batch), (torch_mse_loss, 2.0 / (batch * k))]:
+        hessian = torch.autograd.functional.hessian(loss, flat)
+        assert torch.linalg.eigvalsh(hessian)[-1].item() == pytest.approx(factor * lam.item(), rel=1e-6)
+
+
+def test_lambda_max_validation():
+    model, inputs = tiny_mlp(), torch.randn(2, 4, dtype=DTYPE)
+    with pytest.raises(ValueError, match="`k`"):
+        ntk_lambda_max(model, inputs, k=0)
+    with pytest.raises(ValueError, match="`k`"):
+        ntk_lambda_max(model, inputs, k=7)  # B·K = 6
+    model.train()
+    bn = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3)).to(DTYPE)
+    with pytest.raises(ValueError, match="model.eval"):
+        ntk_lambda_max(bn, inputs)
