@@ -25,7 +25,7 @@ starts to cost more than a cheap product there).
 Invariant subspaces and restarts. A Krylov space holds a single direction of each eigenspace, so the
 recurrence itself never produces the second copy of a repeated eigenvalue. When the current Krylov space
 becomes invariant -- ``β_{j+1}`` at the rounding level, or so small that every Ritz pair of the current
-block is converged -- its Ritz pairs are eigenpairs and the rest of the spectrum lives in the orthogonal
+block has a residual at the rounding level -- its Ritz pairs are eigenpairs and the rest of the spectrum lives in the orthogonal
 complement. The iteration then restarts from a Gaussian vector orthogonalised against the basis (``T``
 becomes block diagonal). The dropped coupling is kept in the residual estimates, which become
 ``Σ_b β_b |s_{e_b,i}|`` over the last rows ``e_b`` of the blocks: still a bound on the true residual in exact
@@ -313,9 +313,13 @@ def lanczos(
         T = state.tridiagonal()
         first = state.block_start
         block_theta, block_S = (theta, S) if first == 0 else torch.linalg.eigh(T[first:, first:])
-        block_converged = state.betas[-1] * block_S[-1].abs() <= thresholds(block_theta, scale)
+        block_residuals = state.betas[-1] * block_S[-1].abs()
+        block_converged = block_residuals <= thresholds(block_theta, scale)
         best = int(_order(block_theta, which)[0])
-        if not (state.breakdown or bool(block_converged.all())):
+        # Invariant means at the rounding level, not merely within `tol`: a warm start close to the top
+        # eigenvector converges in a step or two and must not trigger a search of the complement.
+        block_invariant = state.breakdown or bool((block_residuals <= noise * scale).all())
+        if not block_invariant:
             # The block's own extreme Ritz pair must have converged too: for the first block it is among the
             # wanted ones; after a restart it is the evidence that the complement holds nothing more wanted.
             return _Action.STOP if wanted_converged and bool(block_converged[best]) else _Action.CONTINUE
