@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from spectral_testing.references import dense_hessian
 from torch import nn
 
 from lightning_spectral.functional.batch_sharpness import batch_sharpness
@@ -42,25 +43,6 @@ def mse(model, batch):
 
 def cross_entropy(model, batch):
     return nn.functional.cross_entropy(model(batch[0]), batch[1])
-
-
-def dense_hessian(model, loss_fn, batch, names=None):
-    """The reference: torch.autograd.functional.hessian of the loss as a function of the flat parameters."""
-    named = {
-        n: p.detach()
-        for n, p in model.named_parameters()
-        if (names is None and p.requires_grad) or (names is not None and n in names)
-    }
-    shapes = [p.shape for p in named.values()]
-    flat = torch.cat([p.reshape(-1) for p in named.values()])
-    buffers = {n: b.clone() for n, b in model.named_buffers()}
-
-    def loss_of(flat_params):
-        pieces = torch.split(flat_params, [s.numel() for s in shapes])
-        params = {n: piece.view(s) for n, piece, s in zip(named, pieces, shapes)}
-        return loss_fn(lambda x: torch.func.functional_call(model, {**params, **buffers}, (x,)), batch)
-
-    return torch.autograd.functional.hessian(loss_of, flat)
 
 
 def mse_fn(forward, batch):

@@ -1,0 +1,193 @@
+"""``HessianEigenMonitor``: top Hessian eigenvalues, trace, density and edge-of-stability indicators.
+
+Logged under ``spectral/hessian/``: ``lambda_1 .. lambda_k`` (``lambda_1`` = λ_max, the sharpness),
+``residual_max`` (the largest ``‖Hv − λv‖`` of the returned pairs), ``num_hvps``, ``eos_ratio`` (λ_max over
+the optimizer's stability limit: ``lr·λ_max/2`` for plain SGD, SGD optimizers only), ``batch_sharpness``
+(Andreyev & Beneventano: ``mean_B g_Bᵀ H_B g_B / ‖g_B‖²`` over the measurement batches; it sits at ``2/η``
+at the edge of stochastic stability), ``batch_sharpness_ratio`` (``batch_sharpness`` over the same limit),
+``trace`` and an eigenvalue-density figure when enabled. Numerics: :mod:`lightning_spectral.functional`.
+
+Example::
+
+    trainer = Trainer(callbacks=[HessianEigenMonitor(k=3, every_n_steps=100, compute_trace=True)])
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from lightning_spectral.callbacks.base import SpectralMonitor
+from lightning_spectral.callbacks.optimizer_info import sgd_settings
+from lightning_spectral.callbacks.training_loss import LossFn, resolve_loss_fn
+from lightning_spectral.functional.batch_sharpness import batch_sharpness
+from lightning_spectral.functional.edge_of_stability import stability_limit
+from lightning_spectral.functional.hessian_operator import HVP_METHODS, HessianOperator
+from lightning_spectral.functional.hessian_spectrum import hessian_density, hessian_eigenvalues, hessian_trace
+
+WHICH = ("LA", "SA", "LM")
+MEASUREMENT_MODES = ("eval", "train")
+
+
+class HessianEigenMonitor(SpectralMonitor):
+    """Top-k eigenvalues of the training-loss Hessian by Lanczos on exact Hessian-vector products.
+
+    Args:
+        k: how many eigenvalues (``lambda_1 .. lambda_k``).
+        every_n_steps: measure every n optimizer steps; default 100 when neither schedule is given.
+        every_n_epochs: measure at the end of every n-th epoch.
+        log_spacing: also measure at steps 1, 2, 4, ... below ``every_n_steps``.
+        at_train_start: measure the initial model.
+        tol: Lanczos stops when every residual ``‖Hv − λv‖ ≤ tol·|λ|``.
+        max_iter: at most this many Hessian-vector products per eigenvalue solve.
+        which: ``"LA"`` (largest, default), ``"SA"`` (most negative) or ``"LM"`` (largest magnitude).
+        num_batches: measurement batches drawn at fit start; the Hessian is their average (more faithful
+            full-batch curvature), and batch sharpness is averaged over them.
+        loss_fn: ``loss_fn(pl_module, batch) -> scalar``; default: the module's own ``training_step``
+            output (called with logging silenced).
+        params: names / globs of the parameters whose Hessian is measured (default: all trainable).
+        compute_trace: also log ``trace`` (Hutch++ with ``trace_matvecs`` products).
+        trace_matvecs: products spent on the trace.
+        compute_density: also log an eigenvalue-density figure (stochastic Lanczos quadrature).
+        density_probes: probe vectors of the density.
+        density_steps: Lanczos steps per probe of the density.
+        compute_batch_sharpness: log ``batch_sharpness`` (one gradient and one product per batch).
+        warm_start: start Lanczos from the previous top eigenvectors.
+        measurement_mode: ``"eval"`` (dropout off, BatchNorm on running statistics; default) or
+            ``"train"`` (the stochastic training-mode loss, BatchNorm on batch statistics). The module's
+            mode, buffers and RNG are restored afterwards either way.
+        hvp_method: ``"auto"``, ``"double_backward"`` or ``"forward_over_reverse"``.
+        batch, seed, strict: see :class:`~lightning_spectral.callbacks.SpectralMonitor`.
+    """
+
+    monitor_name = "hessian"
+
+    def __init__(
+        self,
+        k: int = 1,
+        *,
+        every_n_steps: int | None = None,
+        every_n_epochs: int | None = None,
+        log_spacing: bool = False,
+        at_train_start: bool = True,
+        tol: float = 1e-3,
+        max_iter: int = 50,
+        which: str = "LA",
+        num_batches: int = 1,
+        loss_fn: LossFn | None = None,
+        params: str | Sequence[str] | None = None,
+        compute_trace: bool = False,
+        trace_matvecs: int = 30,
+        compute_density: bool = False,
+        density_probes: int = 2,
+        density_steps: int = 40,
+        compute_batch_sharpness: bool = True,
+        warm_start: bool = True,
+        measurement_mode: str = "eval",
+        hvp_method: str = "auto",
+        batch: Any = None,
+        seed: int = 0,
+        strict: bool = False,
+    ) -> None:
+        if every_n_steps is None and every_n_epochs is None:
+            every_n_steps = 100
+        super().__init__(
+            every_n_steps=every_n_steps,
+            every_n_epochs=every_n_epochs,
+            log_spacing=log_spacing,
+            at_train_start=at_train_start,
+            batch=batch,
+            num_batches=num_batches,
+            seed=seed,
+            strict=strict,
+        )
+        for name, value, minimum in (("k", k, 1), ("max_iter", max_iter, 1), ("trace_matvecs", trace_matvecs, 3),
+                                     ("density_probes", density_probes, 1), ("density_steps", density_steps, 2)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
+        if max_iter < k:
+            raise ValueError(f"`max_iter` must be at least `k` ({k}), got {max_iter}.")
+        if not (isinstance(tol, float) and 0 < tol < 1):
+            raise ValueError(f"`tol` must be a float in (0, 1), got {tol!r}.")
+        if which not in WHICH:
+            raise ValueError(f"`which` must be one of {WHICH}, got {which!r}.")
+        if measurement_mode not in MEASUREMENT_MODES:
+            raise ValueError(f"`measurement_mode` must be one of {MEASUREMENT_MODES}, got {measurement_mode!r}.")
+        if hvp_method not in HVP_METHODS:
+            raise ValueError(f"`hvp_method` must be one of {HVP_METHODS}, got {hvp_method!r}.")
+        if loss_fn is not None and not callable(loss_fn):
+            raise ValueError(f"`loss_fn` must be callable or None, got {loss_fn!r}.")
+        for name, flag in (("compute_trace", compute_trace), ("compute_density", compute_density),
+                           ("compute_batch_sharpness", compute_batch_sharpness), ("warm_start", warm_start)):
+            if not isinstance(flag, bool):
+                raise ValueError(f"`{name}` must be True or False, got {flag!r}.")
+        self.k = k
+        self.tol = tol
+        self.max_iter = max_iter
+        self.which = which
+        self.loss_fn = loss_fn
+        self.params = params
+        self.compute_trace = compute_trace
+        self.trace_matvecs = trace_matvecs
+        self.compute_density = compute_density
+        self.density_probes = density_probes
+        self.density_steps = density_steps
+        self.compute_batch_sharpness = compute_batch_sharpness
+        self.warm_start = warm_start
+        self.measurement_mode = measurement_mode
+        self.hvp_method = hvp_method
+        self._eigenvectors: torch.Tensor | None = None
+
+    def measure(self, trainer: Any, pl_module: Any, batches: list[Any]) -> Mapping[str, float]:
+        pl_module.train(self.measurement_mode == "train")
+        loss_fn = resolve_loss_fn(pl_module, self.loss_fn)
+        operator = HessianOperator.from_batches(pl_module, loss_fn, batches, params=self.params, method=self.hvp_method)
+        generator = self.make_generator(operator.device)
+        previous = self._eigenvectors if self.warm_start else None
+        if previous is not None and previous.shape[0] != operator.dim:
+            previous = None
+        result = hessian_eigenvalues(
+            k=min(self.k, operator.dim),
+            which=self.which,
+            tol=self.tol,
+            max_iter=self.max_iter,
+            v0=previous,
+            generator=generator,
+            operator=operator,
+        )
+        self._eigenvectors = result.eigenvectors.detach().clone()
+        values: dict[str, float] = {f"lambda_{i}": float(v) for i, v in enumerate(result.eigenvalues.tolist(), 1)}
+        values["residual_max"] = float(result.residuals.max())
+        values["num_hvps"] = float(result.num_hvps)
+        settings = sgd_settings(trainer)
+        limit = stability_limit(settings.lr, settings.momentum, settings.nesterov) if settings else None
+        if limit is not None and self.which == "LA":
+            values["eos_ratio"] = values["lambda_1"] / limit
+        if self.compute_batch_sharpness:
+            sharpness = batch_sharpness(pl_module, loss_fn, batches, params=self.params, method=self.hvp_method)
+            if not math.isnan(sharpness.value):
+                values["batch_sharpness"] = sharpness.value
+                if limit is not None:
+                    values["batch_sharpness_ratio"] = sharpness.value / limit
+        if self.compute_trace:
+            trace = hessian_trace(num_matvecs=self.trace_matvecs, generator=generator, operator=operator)
+            values["trace"] = trace.estimate
+            values["trace_std_error"] = trace.std_error
+        if self.compute_density:
+            density = hessian_density(
+                num_probes=self.density_probes, num_steps=self.density_steps, generator=generator, operator=operator
+            )
+            from lightning_spectral.plotting import density_figure
+
+            self.log_figure(trainer, "density", density_figure(density, step=trainer.global_step))
+        return values
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"eigenvectors": None if self._eigenvectors is None else self._eigenvectors.cpu()}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        vectors = state.get("eigenvectors")
+        self._eigenvectors = vectors

@@ -1,0 +1,145 @@
+"""HessianEigenMonitor in a real Trainer.fit: logged eigenvalues against eigvalsh of the dense Hessian."""
+
+from __future__ import annotations
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import TensorBoardLogger
+from spectral_testing.log_readers import read_tensorboard_scalars
+from spectral_testing.models import trainer_kwargs
+from spectral_testing.references import dense_hessian
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from lightning_spectral.callbacks import HessianEigenMonitor
+
+
+def squared_error(forward, batch):
+    x, y = batch
+    return ((forward(x) - y) ** 2).mean()
+
+
+class TinyRegressor(pl.LightningModule):
+    """tanh MLP (optionally with BatchNorm and dropout) on generated regression data, plain SGD."""
+
+    def __init__(self, lr=0.05, optimizer="sgd", use_bn=False, manual=False):
+        super().__init__()
+        self.save_hyperparameters()
+        self.automatic_optimization = not manual
+        layers = [nn.Linear(3, 8)]
+        layers += [nn.BatchNorm1d(8), nn.Dropout(0.2)] if use_bn else []
+        layers += [nn.Tanh(), nn.Linear(8, 1)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.net(x)
+
+    def training_step(self, batch, batch_idx):
+        loss = squared_error(self, batch)
+        self.log("train_loss", loss)
+        if self.hparams.manual:
+            optimizer = self.optimizers()
+            optimizer.zero_grad()
+            self.manual_backward(loss)
+            optimizer.step()
+        return loss
+
+    def configure_optimizers(self):
+        if self.hparams.optimizer == "adam":
+            return torch.optim.Adam(self.parameters(), lr=1e-3)
+        return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
+
+    def train_dataloader(self):
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(48, 3, generator=g)
+        y = torch.tanh(x @ torch.tensor([[1.0], [-2.0], [0.5]]))
+        return DataLoader(TensorDataset(x, y), batch_size=12, shuffle=True)
+
+
+def fit(tmp_path, monitor, model, max_epochs=1, **kwargs):
+    logger = TensorBoardLogger(str(tmp_path), name="tb")
+    pl.seed_everything(0)
+    trainer = pl.Trainer(callbacks=[monitor], **trainer_kwargs(tmp_path, logger=logger, max_epochs=max_epochs, **kwargs))
+    trainer.fit(model)
+    return trainer, read_tensorboard_scalars(logger.log_dir)
+
+
+@pytest.mark.parametrize("use_bn", [False, True])
+def test_logged_eigenvalues_match_the_dense_hessian(tmp_path, use_bn):
+    g = torch.Generator().manual_seed(3)
+    batch = (torch.randn(10, 3, generator=g), torch.randn(10, 1, generator=g))
+    monitor = HessianEigenMonitor(k=3, every_n_steps=2, tol=1e-6, max_iter=49, batch=batch, compute_trace=True,
+                                  trace_matvecs=64, compute_density=True, strict=True)
+    model = TinyRegressor(use_bn=use_bn)
+    trainer, scalars = fit(tmp_path, monitor, model)
+    assert trainer.global_step == 4
+    for key in ("lambda_1", "lambda_2", "lambda_3", "residual_max", "num_hvps", "eos_ratio", "batch_sharpness",
+                "batch_sharpness_ratio", "trace"):
+        assert [s for s, _ in scalars[f"spectral/hessian/{key}"]] == [0, 2, 4], key
+    model.eval()  # the default measurement mode: dropout off, BatchNorm on running statistics
+    H = dense_hessian(model, squared_error, batch)
+    exact = torch.linalg.eigvalsh(H.double()).flip(0)
+    last = {key: values[-1][1] for key, values in scalars.items()}
+    for i in range(3):
+        assert last[f"spectral/hessian/lambda_{i + 1}"] == pytest.approx(exact[i].item(), rel=1e-3)
+    assert last["spectral/hessian/eos_ratio"] == pytest.approx(0.05 * exact[0].item() / 2, rel=1e-3)
+    assert last["spectral/hessian/trace"] == pytest.approx(torch.trace(H).item(), rel=1e-4)  # 64 ≥ dim: exact
+    params = list(model.parameters())
+    grad = torch.cat([t.reshape(-1) for t in torch.autograd.grad(squared_error(model, batch), params)])
+    assert last["spectral/hessian/batch_sharpness"] == pytest.approx((grad @ H @ grad / (grad @ grad)).item(), rel=1e-3)
+    assert last["spectral/hessian/residual_max"] <= 1e-6 * abs(exact[0].item()) * 10
+
+
+def test_default_measurement_batch_and_warm_start(tmp_path):
+    monitor = HessianEigenMonitor(k=1, every_n_steps=1, num_batches=2, strict=True)
+    trainer, scalars = fit(tmp_path, monitor, TinyRegressor(), max_epochs=2)
+    hvps = [v for _, v in scalars["spectral/hessian/num_hvps"]]
+    assert len(hvps) == 9
+    # warm starts from the previous eigenvector: later solves need fewer products than the cold first one
+    assert max(hvps[1:]) < hvps[0]
+    assert monitor._eigenvectors is not None and monitor._eigenvectors.shape == (41, 1)
+
+
+def test_adam_gets_no_eos_ratio_and_resume_restores_the_eigenvectors(tmp_path):
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=2, save_top_k=-1)
+    monitor = HessianEigenMonitor(every_n_steps=2, strict=True)
+    logger = TensorBoardLogger(str(tmp_path), name="tb")
+    pl.seed_everything(0)
+    trainer = pl.Trainer(callbacks=[monitor, checkpoint],
+                         **trainer_kwargs(tmp_path, logger=logger, max_epochs=1, enable_checkpointing=True))
+    trainer.fit(TinyRegressor(optimizer="adam"))
+    scalars = read_tensorboard_scalars(logger.log_dir)
+    assert "spectral/hessian/lambda_1" in scalars and "spectral/hessian/eos_ratio" not in scalars
+    state = torch.load(tmp_path / "ckpt" / "epoch=0-step=2.ckpt", weights_only=False)["callbacks"][monitor.state_key]
+    resumed = HessianEigenMonitor(every_n_steps=2)
+    resumed.load_state_dict(state)
+    assert resumed._eigenvectors.shape == (41, 1) and resumed.num_measurements == 2
+
+
+def test_manual_optimization_needs_a_loss_fn(tmp_path):
+    with pytest.raises(ValueError, match="loss_fn"):
+        fit(tmp_path, HessianEigenMonitor(every_n_steps=2, strict=True), TinyRegressor(manual=True))
+    monitor = HessianEigenMonitor(every_n_steps=2, strict=True, loss_fn=lambda module, batch: squared_error(module, batch))
+    _, scalars = fit(tmp_path, monitor, TinyRegressor(manual=True))
+    assert [s for s, _ in scalars["spectral/hessian/lambda_1"]] == [0, 2, 4]
+
+
+@pytest.mark.parametrize(
+    "kwargs, argument",
+    [
+        ({"k": 0}, "k"),
+        ({"k": 5, "max_iter": 3}, "max_iter"),
+        ({"tol": 0.0}, "tol"),
+        ({"which": "BE"}, "which"),
+        ({"measurement_mode": "test"}, "measurement_mode"),
+        ({"hvp_method": "fd"}, "hvp_method"),
+        ({"trace_matvecs": 2}, "trace_matvecs"),
+        ({"compute_trace": "yes"}, "compute_trace"),
+        ({"loss_fn": 3}, "loss_fn"),
+    ],
+)
+def test_constructor_validation(kwargs, argument):
+    with pytest.raises(ValueError, match=argument):
+        HessianEigenMonitor(**kwargs)
