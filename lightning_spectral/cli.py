@@ -5,6 +5,18 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
+DEMO_SUMMARY_KEYS = (
+    "spectral/hessian/lambda_1",
+    "spectral/hessian/eos_ratio",
+    "spectral/hessian/batch_sharpness_ratio",
+    "spectral/ntk/trace",
+    "spectral/ntk/sgd_stability",
+    "spectral/weights/mean_stable_rank",
+    "spectral/weights/max_sigma_max",
+    "train/loss",
+    "train/accuracy",
+)
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -30,9 +42,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if args.max_steps < 1:
             raise SystemExit("lightning-spectral demo: --max-steps must be a positive integer")
-        log_dir = run_demo(log_dir=args.log_dir, max_steps=args.max_steps, seed=args.seed)
+        log_dir, last = run_demo(log_dir=args.log_dir, max_steps=args.max_steps, seed=args.seed)
+        print("\nLast values:")
+        for key in DEMO_SUMMARY_KEYS:
+            if key in last:
+                print(f"  {key:<42} {last[key]:.4g}")
         print(
-            f"Spectral metrics written to {log_dir}\nLook at them with:  tensorboard --logdir {args.log_dir}"
+            f"\nSpectral metrics written to {log_dir}\nLook at them with:  tensorboard --logdir {args.log_dir}"
         )
     return 0
 

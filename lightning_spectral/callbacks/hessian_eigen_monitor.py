@@ -104,8 +104,13 @@ class HessianEigenMonitor(SpectralMonitor):
             seed=seed,
             strict=strict,
         )
-        for name, value, minimum in (("k", k, 1), ("max_iter", max_iter, 1), ("trace_matvecs", trace_matvecs, 3),
-                                     ("density_probes", density_probes, 1), ("density_steps", density_steps, 2)):
+        for name, value, minimum in (
+            ("k", k, 1),
+            ("max_iter", max_iter, 1),
+            ("trace_matvecs", trace_matvecs, 3),
+            ("density_probes", density_probes, 1),
+            ("density_steps", density_steps, 2),
+        ):
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
         if max_iter < k:
@@ -115,13 +120,19 @@ class HessianEigenMonitor(SpectralMonitor):
         if which not in WHICH:
             raise ValueError(f"`which` must be one of {WHICH}, got {which!r}.")
         if measurement_mode not in MEASUREMENT_MODES:
-            raise ValueError(f"`measurement_mode` must be one of {MEASUREMENT_MODES}, got {measurement_mode!r}.")
+            raise ValueError(
+                f"`measurement_mode` must be one of {MEASUREMENT_MODES}, got {measurement_mode!r}."
+            )
         if hvp_method not in HVP_METHODS:
             raise ValueError(f"`hvp_method` must be one of {HVP_METHODS}, got {hvp_method!r}.")
         if loss_fn is not None and not callable(loss_fn):
             raise ValueError(f"`loss_fn` must be callable or None, got {loss_fn!r}.")
-        for name, flag in (("compute_trace", compute_trace), ("compute_density", compute_density),
-                           ("compute_batch_sharpness", compute_batch_sharpness), ("warm_start", warm_start)):
+        for name, flag in (
+            ("compute_trace", compute_trace),
+            ("compute_density", compute_density),
+            ("compute_batch_sharpness", compute_batch_sharpness),
+            ("warm_start", warm_start),
+        ):
             if not isinstance(flag, bool):
                 raise ValueError(f"`{name}` must be True or False, got {flag!r}.")
         self.k = k
@@ -144,7 +155,9 @@ class HessianEigenMonitor(SpectralMonitor):
     def measure(self, trainer: Any, pl_module: Any, batches: list[Any]) -> Mapping[str, float]:
         pl_module.train(self.measurement_mode == "train")
         loss_fn = resolve_loss_fn(pl_module, self.loss_fn)
-        operator = HessianOperator.from_batches(pl_module, loss_fn, batches, params=self.params, method=self.hvp_method)
+        operator = HessianOperator.from_batches(
+            pl_module, loss_fn, batches, params=self.params, method=self.hvp_method
+        )
         generator = self.make_generator(operator.device)
         previous = self._eigenvectors if self.warm_start else None
         if previous is not None and previous.shape[0] != operator.dim:
@@ -159,7 +172,9 @@ class HessianEigenMonitor(SpectralMonitor):
             operator=operator,
         )
         self._eigenvectors = result.eigenvectors.detach().clone()
-        values: dict[str, float] = {f"lambda_{i}": float(v) for i, v in enumerate(result.eigenvalues.tolist(), 1)}
+        values: dict[str, float] = {
+            f"lambda_{i}": float(v) for i, v in enumerate(result.eigenvalues.tolist(), 1)
+        }
         values["residual_max"] = float(result.residuals.max())
         values["num_hvps"] = float(result.num_hvps)
         settings = sgd_settings(trainer)
@@ -167,7 +182,9 @@ class HessianEigenMonitor(SpectralMonitor):
         if limit is not None and self.which == "LA":
             values["eos_ratio"] = values["lambda_1"] / limit
         if self.compute_batch_sharpness:
-            sharpness = batch_sharpness(pl_module, loss_fn, batches, params=self.params, method=self.hvp_method)
+            sharpness = batch_sharpness(
+                pl_module, loss_fn, batches, params=self.params, method=self.hvp_method
+            )
             if not math.isnan(sharpness.value):
                 values["batch_sharpness"] = sharpness.value
                 if limit is not None:
@@ -178,7 +195,10 @@ class HessianEigenMonitor(SpectralMonitor):
             values["trace_std_error"] = trace.std_error
         if self.compute_density:
             density = hessian_density(
-                num_probes=self.density_probes, num_steps=self.density_steps, generator=generator, operator=operator
+                num_probes=self.density_probes,
+                num_steps=self.density_steps,
+                generator=generator,
+                operator=operator,
             )
             from lightning_spectral.plotting import density_figure
 

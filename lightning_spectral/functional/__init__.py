@@ -1,0 +1,47 @@
+"""Spectral estimators on a model, usable without Lightning (the numerics behind the callbacks)."""
+
+from lightning_spectral.functional.batch_sharpness import BatchSharpness, batch_sharpness
+from lightning_spectral.functional.edge_of_stability import edge_of_stability_ratio, stability_limit
+from lightning_spectral.functional.hessian_operator import HessianOperator
+from lightning_spectral.functional.hessian_spectrum import (
+    HessianEigenResult,
+    hessian_density,
+    hessian_eigenvalues,
+    hessian_trace,
+)
+from lightning_spectral.functional.ntk_alignment import kernel_target_alignment, ntk_alignment
+from lightning_spectral.functional.ntk_eigenvalues import ntk_lambda_max, ntk_operator
+from lightning_spectral.functional.ntk_matrix import ntk_matrix
+from lightning_spectral.functional.ntk_trace import NTKTrace, ntk_trace
+from lightning_spectral.functional.power_law import PowerLawFit, power_law_alpha
+from lightning_spectral.functional.sgd_stability import SGDStability, sgd_stability
+from lightning_spectral.functional.weight_matrices import WeightMatrix, weight_matrices
+from lightning_spectral.functional.weight_spectrum import WeightSpectrum, weight_spectra, weight_spectrum
+
+__all__ = [
+    "BatchSharpness",
+    "HessianEigenResult",
+    "HessianOperator",
+    "NTKTrace",
+    "PowerLawFit",
+    "SGDStability",
+    "WeightMatrix",
+    "WeightSpectrum",
+    "batch_sharpness",
+    "edge_of_stability_ratio",
+    "hessian_density",
+    "hessian_eigenvalues",
+    "hessian_trace",
+    "kernel_target_alignment",
+    "ntk_alignment",
+    "ntk_lambda_max",
+    "ntk_matrix",
+    "ntk_operator",
+    "ntk_trace",
+    "power_law_alpha",
+    "sgd_stability",
+    "stability_limit",
+    "weight_matrices",
+    "weight_spectra",
+    "weight_spectrum",
+]

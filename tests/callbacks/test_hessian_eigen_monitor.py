@@ -61,7 +61,9 @@ class TinyRegressor(pl.LightningModule):
 def fit(tmp_path, monitor, model, max_epochs=1, **kwargs):
     logger = TensorBoardLogger(str(tmp_path), name="tb")
     pl.seed_everything(0)
-    trainer = pl.Trainer(callbacks=[monitor], **trainer_kwargs(tmp_path, logger=logger, max_epochs=max_epochs, **kwargs))
+    trainer = pl.Trainer(
+        callbacks=[monitor], **trainer_kwargs(tmp_path, logger=logger, max_epochs=max_epochs, **kwargs)
+    )
     trainer.fit(model)
     return trainer, read_tensorboard_scalars(logger.log_dir)
 
@@ -70,13 +72,31 @@ def fit(tmp_path, monitor, model, max_epochs=1, **kwargs):
 def test_logged_eigenvalues_match_the_dense_hessian(tmp_path, use_bn):
     g = torch.Generator().manual_seed(3)
     batch = (torch.randn(10, 3, generator=g), torch.randn(10, 1, generator=g))
-    monitor = HessianEigenMonitor(k=3, every_n_steps=2, tol=1e-6, max_iter=49, batch=batch, compute_trace=True,
-                                  trace_matvecs=64, compute_density=True, strict=True)
+    monitor = HessianEigenMonitor(
+        k=3,
+        every_n_steps=2,
+        tol=1e-6,
+        max_iter=49,
+        batch=batch,
+        compute_trace=True,
+        trace_matvecs=64,
+        compute_density=True,
+        strict=True,
+    )
     model = TinyRegressor(use_bn=use_bn)
     trainer, scalars = fit(tmp_path, monitor, model)
     assert trainer.global_step == 4
-    for key in ("lambda_1", "lambda_2", "lambda_3", "residual_max", "num_hvps", "eos_ratio", "batch_sharpness",
-                "batch_sharpness_ratio", "trace"):
+    for key in (
+        "lambda_1",
+        "lambda_2",
+        "lambda_3",
+        "residual_max",
+        "num_hvps",
+        "eos_ratio",
+        "batch_sharpness",
+        "batch_sharpness_ratio",
+        "trace",
+    ):
         assert [s for s, _ in scalars[f"spectral/hessian/{key}"]] == [0, 2, 4], key
     model.eval()  # the default measurement mode: dropout off, BatchNorm on running statistics
     H = dense_hessian(model, squared_error, batch)
@@ -88,7 +108,9 @@ def test_logged_eigenvalues_match_the_dense_hessian(tmp_path, use_bn):
     assert last["spectral/hessian/trace"] == pytest.approx(torch.trace(H).item(), rel=1e-4)  # 64 ≥ dim: exact
     params = list(model.parameters())
     grad = torch.cat([t.reshape(-1) for t in torch.autograd.grad(squared_error(model, batch), params)])
-    assert last["spectral/hessian/batch_sharpness"] == pytest.approx((grad @ H @ grad / (grad @ grad)).item(), rel=1e-3)
+    assert last["spectral/hessian/batch_sharpness"] == pytest.approx(
+        (grad @ H @ grad / (grad @ grad)).item(), rel=1e-3
+    )
     assert last["spectral/hessian/residual_max"] <= 1e-6 * abs(exact[0].item()) * 10
 
 
@@ -107,12 +129,16 @@ def test_adam_gets_no_eos_ratio_and_resume_restores_the_eigenvectors(tmp_path):
     monitor = HessianEigenMonitor(every_n_steps=2, strict=True)
     logger = TensorBoardLogger(str(tmp_path), name="tb")
     pl.seed_everything(0)
-    trainer = pl.Trainer(callbacks=[monitor, checkpoint],
-                         **trainer_kwargs(tmp_path, logger=logger, max_epochs=1, enable_checkpointing=True))
+    trainer = pl.Trainer(
+        callbacks=[monitor, checkpoint],
+        **trainer_kwargs(tmp_path, logger=logger, max_epochs=1, enable_checkpointing=True),
+    )
     trainer.fit(TinyRegressor(optimizer="adam"))
     scalars = read_tensorboard_scalars(logger.log_dir)
     assert "spectral/hessian/lambda_1" in scalars and "spectral/hessian/eos_ratio" not in scalars
-    state = torch.load(tmp_path / "ckpt" / "epoch=0-step=2.ckpt", weights_only=False)["callbacks"][monitor.state_key]
+    state = torch.load(tmp_path / "ckpt" / "epoch=0-step=2.ckpt", weights_only=False)["callbacks"][
+        monitor.state_key
+    ]
     resumed = HessianEigenMonitor(every_n_steps=2)
     resumed.load_state_dict(state)
     assert resumed._eigenvectors.shape == (41, 1) and resumed.num_measurements == 2
@@ -121,7 +147,9 @@ def test_adam_gets_no_eos_ratio_and_resume_restores_the_eigenvectors(tmp_path):
 def test_manual_optimization_needs_a_loss_fn(tmp_path):
     with pytest.raises(ValueError, match="loss_fn"):
         fit(tmp_path, HessianEigenMonitor(every_n_steps=2, strict=True), TinyRegressor(manual=True))
-    monitor = HessianEigenMonitor(every_n_steps=2, strict=True, loss_fn=lambda module, batch: squared_error(module, batch))
+    monitor = HessianEigenMonitor(
+        every_n_steps=2, strict=True, loss_fn=lambda module, batch: squared_error(module, batch)
+    )
     _, scalars = fit(tmp_path, monitor, TinyRegressor(manual=True))
     assert [s for s, _ in scalars["spectral/hessian/lambda_1"]] == [0, 2, 4]
 

@@ -23,6 +23,8 @@ def dense_hessian(model, loss_of_forward, batch, names=None):
     def loss_of(flat_params):
         pieces = torch.split(flat_params, [s.numel() for s in shapes])
         params = {n: piece.view(s) for n, piece, s in zip(named, pieces, shapes)}
-        return loss_of_forward(lambda x: torch.func.functional_call(model, {**params, **buffers}, (x,)), batch)
+        return loss_of_forward(
+            lambda x: torch.func.functional_call(model, {**params, **buffers}, (x,)), batch
+        )
 
     return torch.autograd.functional.hessian(loss_of, flat)

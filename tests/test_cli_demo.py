@@ -1,0 +1,37 @@
+"""The README's demo command, shortened: every monitor logs to TensorBoard under ./runs."""
+
+from __future__ import annotations
+
+import pytest
+from spectral_testing.log_readers import read_tensorboard_scalars
+
+from lightning_spectral.cli import main
+
+
+def test_demo_logs_every_monitor(tmp_path, capsys):
+    assert main(["demo", "--log-dir", str(tmp_path / "runs"), "--max-steps", "20"]) == 0
+    out = capsys.readouterr().out
+    assert "tensorboard --logdir" in out and "spectral/hessian/lambda_1" in out
+    scalars = read_tensorboard_scalars(tmp_path / "runs")
+    for key in (
+        "spectral/hessian/lambda_1",
+        "spectral/hessian/eos_ratio",
+        "spectral/hessian/batch_sharpness",
+        "spectral/hessian/trace",
+        "spectral/ntk/trace",
+        "spectral/ntk/sgd_stability",
+        "spectral/ntk/lambda_max",
+        "spectral/ntk/alignment",
+        "spectral/weights/mean_stable_rank",
+        "spectral/weights/net.0.weight/sigma_max",
+        "spectral/weights/net.3.weight/effective_rank",
+    ):
+        assert key in scalars, key
+    assert [s for s, _ in scalars["spectral/weights/mean_stable_rank"]] == [0, 1, 2, 4, 8, 16]
+
+
+def test_cli_rejects_bad_arguments():
+    with pytest.raises(SystemExit):
+        main(["demo", "--max-steps", "0"])
+    with pytest.raises(SystemExit):
+        main(["no-such-command"])
