@@ -36,6 +36,7 @@ from lightning_spectral.callbacks.measurement_batch import draw_measurement_batc
 from lightning_spectral.callbacks.metric_logging import log_figure, log_histogram, log_scalars
 from lightning_spectral.callbacks.schedule import Schedule
 from lightning_spectral.callbacks.training_state_guard import preserved_training_state
+from lightning_spectral.validation import check_bool, check_int
 
 
 class SpectralMonitor(Callback):
@@ -59,6 +60,8 @@ class SpectralMonitor(Callback):
     monitor_name: ClassVar[str] = ""
     #: Whether :meth:`measure` needs the measurement batch (the weight monitor does not).
     needs_batch: ClassVar[bool] = True
+    #: ``every_n_steps`` used when neither ``every_n_steps`` nor ``every_n_epochs`` is given (None: required).
+    default_every_n_steps: ClassVar[int | None] = None
 
     def __init__(
         self,
@@ -75,18 +78,17 @@ class SpectralMonitor(Callback):
         super().__init__()
         if not self.monitor_name:
             raise TypeError(f"{type(self).__name__} must set the class attribute `monitor_name`.")
+        if every_n_steps is None and every_n_epochs is None:
+            every_n_steps = self.default_every_n_steps
         self.schedule = Schedule(
             every_n_steps=every_n_steps,
             every_n_epochs=every_n_epochs,
             log_spacing=log_spacing,
             at_train_start=at_train_start,
         )
-        if isinstance(num_batches, bool) or not isinstance(num_batches, int) or num_batches < 1:
-            raise ValueError(f"`num_batches` must be a positive integer, got {num_batches!r}.")
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"`seed` must be a non-negative integer, got {seed!r}.")
-        if not isinstance(strict, bool):
-            raise ValueError(f"`strict` must be True or False, got {strict!r}.")
+        check_int("num_batches", num_batches, 1)
+        check_int("seed", seed, 0)
+        check_bool("strict", strict)
         self.user_batch = batch
         self.num_batches = num_batches
         self.seed = seed

@@ -27,6 +27,13 @@ from lightning_spectral.functional.batch_sharpness import batch_sharpness
 from lightning_spectral.functional.edge_of_stability import stability_limit
 from lightning_spectral.functional.hessian_operator import HVP_METHODS, HessianOperator
 from lightning_spectral.functional.hessian_spectrum import hessian_density, hessian_eigenvalues, hessian_trace
+from lightning_spectral.validation import (
+    check_bool,
+    check_callable,
+    check_choice,
+    check_int,
+    check_open_unit_interval,
+)
 
 WHICH = ("LA", "SA", "LM")
 MEASUREMENT_MODES = ("eval", "train")
@@ -64,6 +71,7 @@ class HessianEigenMonitor(SpectralMonitor):
     """
 
     monitor_name = "hessian"
+    default_every_n_steps = 100
 
     def __init__(
         self,
@@ -92,8 +100,6 @@ class HessianEigenMonitor(SpectralMonitor):
         seed: int = 0,
         strict: bool = False,
     ) -> None:
-        if every_n_steps is None and every_n_epochs is None:
-            every_n_steps = 100
         super().__init__(
             every_n_steps=every_n_steps,
             every_n_epochs=every_n_epochs,
@@ -104,37 +110,20 @@ class HessianEigenMonitor(SpectralMonitor):
             seed=seed,
             strict=strict,
         )
-        for name, value, minimum in (
-            ("k", k, 1),
-            ("max_iter", max_iter, 1),
-            ("trace_matvecs", trace_matvecs, 3),
-            ("density_probes", density_probes, 1),
-            ("density_steps", density_steps, 2),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
-        if max_iter < k:
-            raise ValueError(f"`max_iter` must be at least `k` ({k}), got {max_iter}.")
-        if not (isinstance(tol, float) and 0 < tol < 1):
-            raise ValueError(f"`tol` must be a float in (0, 1), got {tol!r}.")
-        if which not in WHICH:
-            raise ValueError(f"`which` must be one of {WHICH}, got {which!r}.")
-        if measurement_mode not in MEASUREMENT_MODES:
-            raise ValueError(
-                f"`measurement_mode` must be one of {MEASUREMENT_MODES}, got {measurement_mode!r}."
-            )
-        if hvp_method not in HVP_METHODS:
-            raise ValueError(f"`hvp_method` must be one of {HVP_METHODS}, got {hvp_method!r}.")
-        if loss_fn is not None and not callable(loss_fn):
-            raise ValueError(f"`loss_fn` must be callable or None, got {loss_fn!r}.")
-        for name, flag in (
-            ("compute_trace", compute_trace),
-            ("compute_density", compute_density),
-            ("compute_batch_sharpness", compute_batch_sharpness),
-            ("warm_start", warm_start),
-        ):
-            if not isinstance(flag, bool):
-                raise ValueError(f"`{name}` must be True or False, got {flag!r}.")
+        check_int("k", k, 1)
+        check_int("max_iter", max_iter, k)
+        check_int("trace_matvecs", trace_matvecs, 3)
+        check_int("density_probes", density_probes, 1)
+        check_int("density_steps", density_steps, 2)
+        check_open_unit_interval("tol", tol)
+        check_choice("which", which, WHICH)
+        check_choice("measurement_mode", measurement_mode, MEASUREMENT_MODES)
+        check_choice("hvp_method", hvp_method, HVP_METHODS)
+        check_callable("loss_fn", loss_fn)
+        check_bool("compute_trace", compute_trace)
+        check_bool("compute_density", compute_density)
+        check_bool("compute_batch_sharpness", compute_batch_sharpness)
+        check_bool("warm_start", warm_start)
         self.k = k
         self.tol = tol
         self.max_iter = max_iter

@@ -15,7 +15,6 @@ Example::
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -29,6 +28,14 @@ from lightning_spectral.functional.ntk_alignment import ntk_alignment
 from lightning_spectral.functional.ntk_eigenvalues import ntk_lambda_max
 from lightning_spectral.functional.ntk_trace import ntk_trace
 from lightning_spectral.functional.sgd_stability import sgd_stability
+from lightning_spectral.validation import (
+    check_bool,
+    check_callable,
+    check_choice,
+    check_int,
+    check_open_unit_interval,
+    check_positive_finite,
+)
 
 NTK_METHODS = ("auto", "exact", "hutchinson", "hutchpp")
 
@@ -58,6 +65,7 @@ class NTKTraceMonitor(SpectralMonitor):
     """
 
     monitor_name = "ntk"
+    default_every_n_steps = 100
 
     def __init__(
         self,
@@ -81,8 +89,6 @@ class NTKTraceMonitor(SpectralMonitor):
         seed: int = 0,
         strict: bool = False,
     ) -> None:
-        if every_n_steps is None and every_n_epochs is None:
-            every_n_steps = 100
         super().__init__(
             every_n_steps=every_n_steps,
             every_n_epochs=every_n_epochs,
@@ -93,31 +99,17 @@ class NTKTraceMonitor(SpectralMonitor):
             seed=seed,
             strict=strict,
         )
-        if method not in NTK_METHODS:
-            raise ValueError(f"`method` must be one of {NTK_METHODS}, got {method!r}.")
-        if isinstance(num_probes, bool) or not isinstance(num_probes, int) or num_probes < 1:
-            raise ValueError(f"`num_probes` must be a positive integer, got {num_probes!r}.")
-        if method == "hutchpp" and num_probes < 3:
-            raise ValueError(f"`num_probes` must be at least 3 for method='hutchpp', got {num_probes}.")
-        for name, flag in (
-            ("compute_alignment", compute_alignment),
-            ("compute_lambda_max", compute_lambda_max),
-        ):
-            if not isinstance(flag, bool):
-                raise ValueError(f"`{name}` must be True or False, got {flag!r}.")
-        if not (isinstance(lambda_max_tol, float) and 0 < lambda_max_tol < 1):
-            raise ValueError(f"`lambda_max_tol` must be a float in (0, 1), got {lambda_max_tol!r}.")
-        if chunk_size is not None and (
-            isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
-        ):
-            raise ValueError(f"`chunk_size` must be a positive integer or None, got {chunk_size!r}.")
-        if loss_scale is not None and not (
-            isinstance(loss_scale, (int, float)) and 0 < loss_scale < math.inf
-        ):
-            raise ValueError(f"`loss_scale` must be a positive finite number or None, got {loss_scale!r}.")
+        check_choice("method", method, NTK_METHODS)
+        check_int("num_probes", num_probes, 3 if method == "hutchpp" else 1)
+        check_bool("compute_alignment", compute_alignment)
+        check_bool("compute_lambda_max", compute_lambda_max)
+        check_open_unit_interval("lambda_max_tol", lambda_max_tol)
+        if chunk_size is not None:
+            check_int("chunk_size", chunk_size, 1)
+        if loss_scale is not None:
+            check_positive_finite("loss_scale", loss_scale)
         for name, fn in (("input_fn", input_fn), ("target_fn", target_fn), ("output_fn", output_fn)):
-            if fn is not None and not callable(fn):
-                raise ValueError(f"`{name}` must be callable or None, got {fn!r}.")
+            check_callable(name, fn)
         self.method = method
         self.num_probes = num_probes
         self.compute_alignment = compute_alignment

@@ -23,11 +23,7 @@ from typing import Any
 from lightning_spectral.callbacks.base import SpectralMonitor
 from lightning_spectral.functional.weight_matrices import CONV_MODES, weight_matrices
 from lightning_spectral.functional.weight_spectrum import METHODS, WeightSpectrum, weight_spectra
-
-
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
+from lightning_spectral.validation import check_bool, check_choice, check_int
 
 
 class WeightSpectrumMonitor(SpectralMonitor):
@@ -60,6 +56,7 @@ class WeightSpectrumMonitor(SpectralMonitor):
 
     monitor_name = "weights"
     needs_batch = False
+    default_every_n_steps = 100
 
     def __init__(
         self,
@@ -83,8 +80,6 @@ class WeightSpectrumMonitor(SpectralMonitor):
         seed: int = 0,
         strict: bool = False,
     ) -> None:
-        if every_n_steps is None and every_n_epochs is None:
-            every_n_steps = 100
         super().__init__(
             every_n_steps=every_n_steps,
             every_n_epochs=every_n_epochs,
@@ -93,23 +88,17 @@ class WeightSpectrumMonitor(SpectralMonitor):
             seed=seed,
             strict=strict,
         )
-        _check_int("k", k, 1)
-        if method not in METHODS:
-            raise ValueError(f"`method` must be one of {METHODS}, got {method!r}.")
-        _check_int("n_iter", n_iter, 0)
-        _check_int("oversample", oversample, 0)
+        check_int("k", k, 1)
+        check_choice("method", method, METHODS)
+        check_int("n_iter", n_iter, 0)
+        check_int("oversample", oversample, 0)
         if exact_threshold is not None:
-            _check_int("exact_threshold", exact_threshold, 0)
-        if conv_mode not in CONV_MODES:
-            raise ValueError(f"`conv_mode` must be one of {CONV_MODES}, got {conv_mode!r}.")
-        _check_int("histogram_every_n", histogram_every_n, 0)
-        for name, flag in (
-            ("warm_start", warm_start),
-            ("trainable_only", trainable_only),
-            ("compute_condition_number", compute_condition_number),
-        ):
-            if not isinstance(flag, bool):
-                raise ValueError(f"`{name}` must be True or False, got {flag!r}.")
+            check_int("exact_threshold", exact_threshold, 0)
+        check_choice("conv_mode", conv_mode, CONV_MODES)
+        check_int("histogram_every_n", histogram_every_n, 0)
+        check_bool("warm_start", warm_start)
+        check_bool("trainable_only", trainable_only)
+        check_bool("compute_condition_number", compute_condition_number)
         self.k = k
         self.method = method
         self.n_iter = n_iter
