@@ -24,6 +24,8 @@ Example (a complete monitor)::
 
 from __future__ import annotations
 
+import fnmatch
+import inspect
 import traceback
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -33,7 +35,13 @@ from pytorch_lightning import Callback
 from pytorch_lightning.utilities import rank_zero_warn
 
 from lightning_spectral.callbacks.measurement_batch import draw_measurement_batches, to_module_device
-from lightning_spectral.callbacks.metric_logging import log_figure, log_histogram, log_scalars
+from lightning_spectral.callbacks.metric_logging import (
+    declare_metrics,
+    log_config,
+    log_figure,
+    log_histogram,
+    log_scalars,
+)
 from lightning_spectral.callbacks.schedule import Schedule
 from lightning_spectral.callbacks.training_state_guard import preserved_training_state
 from lightning_spectral.validation import check_bool, check_int
@@ -62,6 +70,8 @@ class SpectralMonitor(Callback):
     needs_batch: ClassVar[bool] = True
     #: ``every_n_steps`` used when neither ``every_n_steps`` nor ``every_n_epochs`` is given (None: required).
     default_every_n_steps: ClassVar[int | None] = None
+    #: W&B run summary per metric name (fnmatch patterns, first match wins; unmatched metrics: ``"last"``).
+    metric_summaries: ClassVar[dict[str, str]] = {}
 
     def __init__(
         self,
@@ -97,6 +107,7 @@ class SpectralMonitor(Callback):
         self._last_measured_step: int | None = None
         self._num_measurements = 0
         self._disabled = False
+        self._declared_metrics: set[str] = set()
 
     # ------------------------------------------------------------------ subclass interface
     def measure(self, trainer: Any, pl_module: Any, batches: list[Any]) -> Mapping[str, float]:
@@ -138,6 +149,28 @@ class SpectralMonitor(Callback):
         """Matplotlib figure ``spectral/<monitor>/<name>`` to the loggers that support it."""
         log_figure(trainer, self.metric_prefix + name, figure, trainer.global_step)
 
+    def summary_for(self, name: str) -> str:
+        """The W&B run summary of metric ``name`` (see :attr:`metric_summaries`)."""
+        return next(
+            (summary for pattern, summary in self.metric_summaries.items() if fnmatch.fnmatch(name, pattern)),
+            "last",
+        )
+
+    def config(self) -> dict[str, Any]:
+        """The constructor arguments, as plain values for a run config (callables by qualified name)."""
+        config: dict[str, Any] = {}
+        for name in inspect.signature(type(self).__init__).parameters:
+            if name in ("self", "batch"):
+                continue
+            value = getattr(self.schedule, name, getattr(self, name, None))
+            if callable(value):
+                value = getattr(value, "__qualname__", repr(value))
+            elif isinstance(value, (list, tuple)):
+                value = ",".join(map(str, value))
+            config[name] = value
+        config["batch"] = "user" if self.user_batch is not None else "drawn from the train dataloader"
+        return config
+
     # ------------------------------------------------------------------ Lightning hooks
     @property
     def state_key(self) -> str:
@@ -147,6 +180,9 @@ class SpectralMonitor(Callback):
             log_spacing=self.schedule.log_spacing,
             seed=self.seed,
         )
+
+    def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+        log_config(trainer, {f"{self.metric_prefix}{name}": value for name, value in self.config().items()})
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         if self.needs_batch:
@@ -204,4 +240,7 @@ class SpectralMonitor(Callback):
             return
         self._last_measured_step = step
         self._num_measurements += 1
+        new_names = [name for name in values if name not in self._declared_metrics]
+        declare_metrics(trainer, {self.metric_prefix + name: self.summary_for(name) for name in new_names})
+        self._declared_metrics.update(new_names)
         log_scalars(trainer, {self.metric_prefix + name: value for name, value in values.items()}, step)

@@ -72,6 +72,7 @@ class HessianEigenMonitor(SpectralMonitor):
 
     monitor_name = "hessian"
     default_every_n_steps = 100
+    metric_summaries = {"lambda_*": "max", "eos_ratio": "max", "batch_sharpness*": "max", "trace": "max"}
 
     def __init__(
         self,

@@ -40,6 +40,28 @@ def log_scalars(trainer: Any, metrics: Mapping[str, float], step: int) -> None:
             logger.log_metrics(values, step=step)
 
 
+def declare_metrics(trainer: Any, summaries: Mapping[str, str]) -> None:
+    """Declare ``{key: summary}`` to the W&B loggers (rank zero), once per key, before the key is first logged.
+
+    Each key gets ``trainer/global_step`` as its step metric and a run summary (``"max"``, ``"min"``,
+    ``"last"``, ...) so W&B's run comparison and parallel-coordinates views work without setup. Other
+    loggers have no such notion and are skipped.
+    """
+    if not trainer.is_global_zero or not summaries:
+        return
+    for logger in trainer.loggers:
+        if _logger_kind(logger) == "wandb":
+            for key, summary in summaries.items():
+                logger.experiment.define_metric(key, step_metric="trainer/global_step", summary=summary)
+
+
+def log_config(trainer: Any, config: Mapping[str, Any]) -> None:
+    """Write a monitor's configuration into every logger's run config / hyperparameters (rank zero)."""
+    if trainer.is_global_zero and config:
+        for logger in trainer.loggers:
+            logger.log_hyperparams(dict(config))
+
+
 def log_histogram(trainer: Any, key: str, values: torch.Tensor, step: int) -> None:
     """Log a histogram of ``values`` to the loggers that support histograms (rank zero only)."""
     if not trainer.is_global_zero:

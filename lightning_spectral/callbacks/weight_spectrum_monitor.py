@@ -57,6 +57,13 @@ class WeightSpectrumMonitor(SpectralMonitor):
     monitor_name = "weights"
     needs_batch = False
     default_every_n_steps = 100
+    metric_summaries = {
+        "*sigma_max": "max",
+        "*/sigma_*": "max",
+        "*stable_rank": "min",
+        "*/effective_rank": "min",
+        "*/rotation": "max",
+    }
 
     def __init__(
         self,
