@@ -40,5 +40,12 @@ SpectralMonitor = _for_unified_lightning(_callbacks.SpectralMonitor)
 WeightSpectrumMonitor = _for_unified_lightning(_callbacks.WeightSpectrumMonitor)
 HessianEigenMonitor = _for_unified_lightning(_callbacks.HessianEigenMonitor)
 NTKTraceMonitor = _for_unified_lightning(_callbacks.NTKTraceMonitor)
+SpectralEarlyStopping = _for_unified_lightning(_callbacks.SpectralEarlyStopping)
 
-__all__ = ["HessianEigenMonitor", "NTKTraceMonitor", "SpectralMonitor", "WeightSpectrumMonitor"]
+__all__ = [
+    "HessianEigenMonitor",
+    "NTKTraceMonitor",
+    "SpectralEarlyStopping",
+    "SpectralMonitor",
+    "WeightSpectrumMonitor",
+]

@@ -4,6 +4,14 @@ from lightning_spectral.callbacks.base import SpectralMonitor
 from lightning_spectral.callbacks.hessian_eigen_monitor import HessianEigenMonitor
 from lightning_spectral.callbacks.ntk_trace_monitor import NTKTraceMonitor
 from lightning_spectral.callbacks.schedule import Schedule
+from lightning_spectral.callbacks.spectral_early_stopping import SpectralEarlyStopping
 from lightning_spectral.callbacks.weight_spectrum_monitor import WeightSpectrumMonitor
 
-__all__ = ["HessianEigenMonitor", "NTKTraceMonitor", "Schedule", "SpectralMonitor", "WeightSpectrumMonitor"]
+__all__ = [
+    "HessianEigenMonitor",
+    "NTKTraceMonitor",
+    "Schedule",
+    "SpectralEarlyStopping",
+    "SpectralMonitor",
+    "WeightSpectrumMonitor",
+]

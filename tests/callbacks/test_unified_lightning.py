@@ -37,7 +37,9 @@ class UnifiedRegressor(L.LightningModule):
         return DataLoader(TensorDataset(x, x.sum(dim=1, keepdim=True)), batch_size=8)
 
 
-@pytest.mark.parametrize("name", ["WeightSpectrumMonitor", "HessianEigenMonitor", "NTKTraceMonitor"])
+@pytest.mark.parametrize(
+    "name", ["WeightSpectrumMonitor", "HessianEigenMonitor", "NTKTraceMonitor", "SpectralEarlyStopping"]
+)
 def test_classes_derive_from_both_callback_bases(name):
     cls = getattr(unified, name)
     assert issubclass(cls, L.Callback) and issubclass(cls, pl.Callback)

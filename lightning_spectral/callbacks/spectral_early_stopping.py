@@ -1,0 +1,477 @@
+"""``SpectralEarlyStopping``: stop (or warn, or checkpoint and stop) when a spectral quantity crosses a line.
+
+The callback reads ``trainer.callback_metrics[monitor]`` -- any key, e.g. ``spectral/hessian/lambda_1`` written
+by :class:`~lightning_spectral.callbacks.HessianEigenMonitor`, or a key the module logs itself; ``monitor``
+may also be an ``fnmatch`` pattern (``*``, ``?``, ``[...]``), and then every matching key is watched.
+
+**The compared quantity** ``q`` of a measured value ``v`` (``relative_to``):
+
+- ``None``: ``q = v``.
+- ``"lr"``: ``q = v / L``, where ``L`` is the optimizer's stability limit
+  (:func:`~lightning_spectral.functional.edge_of_stability.stability_limit`): ``L = 2/η`` for plain SGD,
+  ``(2 + 2β)/η`` with heavy-ball momentum β, ``(2 + 2β)/(η(1 + 2β))`` with Nesterov momentum, so
+  ``q = η·λ_max/2`` for plain SGD and ``q > 1`` means λ_max is past the edge of stability. For optimizers
+  other than ``torch.optim.SGD`` (Adam, RMSprop, ...) ``q = η·v/2`` with the first param group's learning
+  rate: only a heuristic there, since adaptive optimizers are stable relative to the *preconditioned*
+  sharpness, not λ_max of the raw Hessian. The learning rate is read at every evaluation (schedulers are
+  followed); ``η = 0`` gives ``q = 0``. The threshold defaults to 1.
+- ``"previous"``: ``q = v / v_prev`` with ``v_prev`` the previous measurement of the same key; a measurement
+  whose previous value is missing, non-finite or ``≤ 0`` cannot fire (there is no scale to compare with).
+
+A measurement *fires* when ``q > threshold`` (``mode="above"``) or ``q < threshold`` (``mode="below"``).
+
+**Patience.** At each evaluation point with at least one new measurement of a watched key (on any rank), a
+counter ``c`` becomes ``c + 1`` if any new measurement fires on any rank and ``0`` otherwise; the callback
+acts when ``c`` reaches ``patience``, i.e. after ``patience`` *consecutive measurements* (not steps) fire.
+With ``check_finite=True`` a NaN/Inf value acts at once, without waiting for the patience. Measurements
+taken before ``warmup_steps`` optimizer steps are ignored (they only serve as ``v_prev`` for
+``relative_to="previous"``). A *firing episode* lasts until a measurement does not fire; the callback acts
+once per episode. The counter and the last evaluated value of each key are checkpointed, so a resumed run
+stops at the step the uninterrupted one would have (the episode itself is not: a run resumed past an
+action acts again at its first firing measurement, as the stock ``EarlyStopping`` would).
+
+**New measurements.** Values stay in ``callback_metrics`` until overwritten, so each measurement is evaluated
+exactly once: a key under the ``spectral/<monitor>/`` prefix of a
+:class:`~lightning_spectral.callbacks.SpectralMonitor` of the trainer is new when a new tensor was written
+(each measurement writes a fresh one, so equal values at consecutive measurements still count); any other
+key (e.g. from ``self.log``, which can re-wrap an unchanged value) is new when its value changed since the
+last evaluation. The callback moves itself right after the last ``SpectralMonitor`` in ``trainer.callbacks``
+(at ``setup``, the way Lightning moves ``ModelCheckpoint`` callbacks last), so a measurement is judged in the
+hook that produced it, whatever the order of the callbacks list, and the stop happens at the step measured.
+
+**When it evaluates.** When ``monitor`` (up to its first wildcard) lies under a monitor's prefix, only that
+monitor can write matching keys, and the callback evaluates exactly where the monitor's schedule measures:
+``on_train_start``/``on_train_batch_end`` at its measurement steps, ``on_train_epoch_end`` at its
+measurement epochs. For any other key it evaluates after every training batch, at the end of every
+training epoch and at the end of validation.
+
+**Distributed runs.** Every rank evaluates at the same points (they depend on ``global_step`` and the epoch
+only) and each decision goes through ``trainer.strategy.reduce_boolean_decision(..., all=False)``: whether
+any rank has a new measurement, whether any rank's new measurement fires, whether any is non-finite. So
+the patience counter is the same on every rank, and all ranks stop at the same step; the cost is one
+all-reduce of a boolean per evaluation point (two or three at a measurement). The one message (rank zero)
+describes the firing measurement of the lowest firing rank. Checkpoints hold rank zero's state: after a
+resume every rank compares ``relative_to="previous"`` with rank zero's last value.
+
+**Actions.** ``"stop"`` sets ``trainer.should_stop`` (training ends after the current batch; Lightning still
+honours ``min_steps``/``min_epochs``) and logs one line with ``rank_zero_info``; ``"warn"`` only calls
+``rank_zero_warn``; ``"checkpoint_and_stop"`` first saves ``trainer.save_checkpoint`` to
+``<dirpath>/spectral-early-stop-step=<global_step>.ckpt``, where ``<dirpath>`` is the trainer's
+``ModelCheckpoint`` directory when it has one and ``trainer.default_root_dir`` otherwise.
+
+Example::
+
+    trainer = Trainer(callbacks=[
+        HessianEigenMonitor(every_n_steps=10),
+        SpectralEarlyStopping.edge_of_stability(patience=3),       # η·λ_max/2 > 1 three times in a row
+        SpectralEarlyStopping("spectral/hessian/lambda_1", threshold=1e4, action="warn"),
+    ])
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Sequence
+from fnmatch import fnmatchcase
+from typing import Any, Literal
+
+import torch
+from pytorch_lightning import Callback
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
+
+from lightning_spectral.callbacks.base import SpectralMonitor
+from lightning_spectral.callbacks.optimizer_info import learning_rate, sgd_settings
+from lightning_spectral.functional.edge_of_stability import stability_limit
+from lightning_spectral.validation import check_bool, check_choice, check_int, check_positive_finite
+
+MODES = ("above", "below")
+ACTIONS = ("stop", "warn", "checkpoint_and_stop")
+RELATIVE_TO = (None, "lr", "previous")
+#: File name of the checkpoint written by ``action="checkpoint_and_stop"``.
+CHECKPOINT_FILENAME = "spectral-early-stop-step={step}.ckpt"
+
+_NOT_FIRED, _FIRED, _NOT_FINITE = 0, 1, 2
+
+
+def _as_float(key: str, value: Any) -> float:
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise ValueError(
+                f"SpectralEarlyStopping needs a scalar in trainer.callback_metrics[{key!r}], got a tensor of "
+                f"shape {tuple(value.shape)}."
+            )
+        return float(value.detach().reshape(()))
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    raise ValueError(
+        f"SpectralEarlyStopping needs a number in trainer.callback_metrics[{key!r}], got {type(value).__name__}."
+    )
+
+
+def _same(a: float, b: float) -> bool:
+    return a == b or (math.isnan(a) and math.isnan(b))
+
+
+class SpectralEarlyStopping(Callback):
+    """Stop training (or warn, or checkpoint and stop) when a spectral metric crosses a threshold.
+
+    See the module documentation for the exact rules (compared quantity, patience, DDP behaviour).
+
+    Args:
+        monitor: a key of ``trainer.callback_metrics`` (e.g. ``"spectral/hessian/lambda_1"``) or an
+            ``fnmatch`` pattern over the keys; a pattern fires when any matching key fires. A warning is
+            given at the end of training if no key ever matched.
+        threshold: the line to cross. Required, except with ``relative_to="lr"`` (default 1.0: the edge of
+            stability itself). Must be positive with ``relative_to`` set (it is a ratio then).
+        relative_to: ``None`` (compare the value itself), ``"lr"`` (compare the value over the optimizer's
+            stability limit, ``η·v/2`` for plain SGD) or ``"previous"`` (compare the value over the previous
+            measurement of the same key: a spike detector).
+        mode: ``"above"`` fires when the compared quantity is ``> threshold``, ``"below"`` when ``< threshold``.
+        patience: act after this many consecutive firing measurements (``>= 1``).
+        warmup_steps: ignore measurements taken before this many optimizer steps (``>= 0``).
+        check_finite: a NaN or infinite value acts at once, without waiting for ``patience``.
+        action: ``"stop"`` (set ``trainer.should_stop``), ``"warn"`` (only warn, once per firing episode)
+            or ``"checkpoint_and_stop"`` (save ``spectral-early-stop-step=<N>.ckpt`` to the ``ModelCheckpoint``
+            directory, or ``default_root_dir`` without one, then stop).
+
+    Attributes:
+        wait_count: the current number of consecutive firing measurements (kept across resume).
+        stopped_step: the ``global_step`` at which this callback stopped training (``None`` if it did not).
+        reason: the last message this callback logged or warned (``None`` if it never acted).
+    """
+
+    def __init__(
+        self,
+        monitor: str,
+        *,
+        threshold: float | None = None,
+        relative_to: Literal["lr", "previous"] | None = None,
+        mode: Literal["above", "below"] = "above",
+        patience: int = 1,
+        warmup_steps: int = 0,
+        check_finite: bool = True,
+        action: Literal["stop", "warn", "checkpoint_and_stop"] = "stop",
+    ) -> None:
+        super().__init__()
+        if not isinstance(monitor, str) or not monitor:
+            raise ValueError(
+                f"`monitor` must be a non-empty string (a callback_metrics key or an fnmatch pattern), got {monitor!r}."
+            )
+        check_choice("mode", mode, MODES)
+        check_choice("action", action, ACTIONS)
+        check_choice("relative_to", relative_to, RELATIVE_TO)
+        check_int("patience", patience, 1)
+        check_int("warmup_steps", warmup_steps, 0)
+        check_bool("check_finite", check_finite)
+        if threshold is None:
+            if relative_to != "lr":
+                raise ValueError(
+                    "`threshold` is required unless relative_to='lr' (where it defaults to 1.0, the edge of "
+                    f"stability); got threshold=None with relative_to={relative_to!r}."
+                )
+            threshold = 1.0
+        if (
+            isinstance(threshold, bool)
+            or not isinstance(threshold, (int, float))
+            or not math.isfinite(threshold)
+        ):
+            raise ValueError(f"`threshold` must be a finite number, got {threshold!r}.")
+        if relative_to is not None and threshold <= 0:
+            raise ValueError(
+                f"`threshold` must be positive with relative_to={relative_to!r} (it is a ratio), got {threshold!r}."
+            )
+        self.monitor = monitor
+        self.threshold = float(threshold)
+        self.relative_to = relative_to
+        self.mode = mode
+        self.patience = patience
+        self.warmup_steps = warmup_steps
+        self.check_finite = check_finite
+        self.action = action
+        self.wait_count = 0
+        self.stopped_step: int | None = None
+        self.reason: str | None = None
+        self._name: str | None = None  # set by the ready-made constructors, used in messages
+        self._last: dict[str, tuple[int, float]] = {}  # key -> (global_step, value) last evaluated
+        self._last_objects: dict[str, Any] = {}  # key -> the object last evaluated (identity; not saved)
+        self._owned_prefixes: tuple[str, ...] = ()
+        self._owners: list[SpectralMonitor] | None = (
+            None  # monitors whose keys alone can match (set at setup)
+        )
+        self._in_episode = False
+        self._matched_any = False
+        self._warned_unmatched = False
+
+    # ------------------------------------------------------------------ ready-made criteria
+    @classmethod
+    def edge_of_stability(
+        cls, patience: int = 3, monitor: str = "spectral/hessian/lambda_1", **kwargs: Any
+    ) -> SpectralEarlyStopping:
+        """Stop when λ_max passes the optimizer's stability limit, ``η·λ_max/2 > 1`` for plain SGD.
+
+        Gradient descent with step size η is unstable along directions of curvature above ``2/η``
+        (``(2 + 2β)/η`` with momentum β): once the sharpness measured by ``HessianEigenMonitor`` stays past
+        this edge for ``patience`` consecutive measurements, training has left the stable regime.
+        ``kwargs`` go to the constructor (``threshold`` defaults to 1.0, ``action``, ``warmup_steps``, ...).
+        """
+        instance = cls(monitor, relative_to="lr", mode="above", patience=patience, **kwargs)
+        instance._name = "edge_of_stability"
+        return instance
+
+    @classmethod
+    def rank_collapse(cls, layer_glob: str, min_stable_rank: float, **kwargs: Any) -> SpectralEarlyStopping:
+        """Stop when the stable rank ``‖W‖_F² / ‖W‖_2²`` of any layer matching ``layer_glob`` drops below
+        ``min_stable_rank``.
+
+        Watches the keys ``spectral/weights/<layer_glob>/stable_rank`` of ``WeightSpectrumMonitor``
+        (``fnmatch`` pattern, e.g. ``"encoder.*"``). ``kwargs`` go to the constructor (``patience``, ...).
+        """
+        if not isinstance(layer_glob, str) or not layer_glob:
+            raise ValueError(f"`layer_glob` must be a non-empty fnmatch pattern, got {layer_glob!r}.")
+        check_positive_finite("min_stable_rank", min_stable_rank)
+        instance = cls(
+            f"spectral/weights/{layer_glob}/stable_rank", threshold=min_stable_rank, mode="below", **kwargs
+        )
+        instance._name = "rank_collapse"
+        return instance
+
+    @classmethod
+    def sharpness_spike(
+        cls, factor: float = 2.0, monitor: str = "spectral/hessian/lambda_1", **kwargs: Any
+    ) -> SpectralEarlyStopping:
+        """Stop when the value jumps above ``factor`` times its previous measurement (``relative_to="previous"``).
+
+        A sudden jump of λ_max (a catapult, a loss spike) often precedes divergence. ``factor`` must exceed 1.
+        ``kwargs`` go to the constructor (``patience``, ``action``, ...).
+        """
+        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not 1.0 < factor < math.inf:
+            raise ValueError(f"`factor` must be a finite number > 1, got {factor!r}.")
+        instance = cls(monitor, threshold=factor, relative_to="previous", mode="above", **kwargs)
+        instance._name = "sharpness_spike"
+        return instance
+
+    # ------------------------------------------------------------------ description
+    @property
+    def criterion(self) -> str:
+        """The firing rule in words, e.g. ``"spectral/hessian/lambda_1 / stability limit > 1"``."""
+        quantity = {
+            None: self.monitor,
+            "lr": f"{self.monitor} / stability limit",
+            "previous": f"{self.monitor} / its previous value",
+        }[self.relative_to]
+        return f"{quantity} {'>' if self.mode == 'above' else '<'} {self.threshold:g}"
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(
+            monitor=self.monitor,
+            mode=self.mode,
+            threshold=self.threshold,
+            relative_to=self.relative_to,
+            action=self.action,
+        )
+
+    def checkpoint_path(self, trainer: Any) -> str:
+        """Where ``action="checkpoint_and_stop"`` saves at the current step (see the module documentation)."""
+        directory = getattr(trainer.checkpoint_callback, "dirpath", None) or trainer.default_root_dir
+        return os.path.join(directory, CHECKPOINT_FILENAME.format(step=trainer.global_step))
+
+    # ------------------------------------------------------------------ Lightning hooks
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        if stage != "fit":
+            return
+        callbacks = list(trainer.callbacks)
+        monitors = [c for c in callbacks if isinstance(c, SpectralMonitor)]
+        self._owned_prefixes = tuple(m.metric_prefix for m in monitors)
+        # A pattern whose literal start lies under a monitor's prefix can only match that monitor's keys:
+        # new values then appear only at that monitor's scheduled measurements.
+        literal = re.split(r"[*?\[]", self.monitor, maxsplit=1)[0]
+        owners = [m for m in monitors if literal.startswith(m.metric_prefix)]
+        self._owners = owners or None
+        position = next(i for i, c in enumerate(callbacks) if c is self)
+        last_monitor = max((i for i, c in enumerate(callbacks) if isinstance(c, SpectralMonitor)), default=-1)
+        if last_monitor > position:
+            callbacks.insert(last_monitor, callbacks.pop(position))  # right after the last monitor
+            trainer.callbacks = callbacks  # a new list: the hook loop running now keeps the old one
+
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        self._evaluate(trainer, self._owners_measure_at_step(trainer))
+
+    def on_train_batch_end(
+        self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        self._evaluate(trainer, self._owners_measure_at_step(trainer))
+
+    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        owners = self._owners
+        scheduled = owners is None or any(
+            m.schedule.is_measurement_epoch(trainer.current_epoch) for m in owners
+        )
+        self._evaluate(trainer, scheduled)
+
+    def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+        self._evaluate(trainer, self._owners is None)  # monitors do not measure during validation
+
+    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+        if not self._matched_any and not self._warned_unmatched and not trainer.fast_dev_run:
+            self._warned_unmatched = True
+            rank_zero_warn(
+                f"SpectralEarlyStopping: no key of trainer.callback_metrics matched monitor={self.monitor!r} "
+                "during training, so it never checked anything. Is the monitor that writes it in the callbacks, "
+                "and does its schedule measure?"
+            )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "wait_count": self.wait_count,
+            "last": {key: [step, value] for key, (step, value) in self._last.items()},
+            "stopped_step": self.stopped_step,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.wait_count = int(state_dict["wait_count"])
+        self._last = {key: (int(step), float(value)) for key, (step, value) in state_dict["last"].items()}
+        self.stopped_step = state_dict["stopped_step"]
+        self._last_objects = {}
+
+    # ------------------------------------------------------------------ evaluation
+    def _owners_measure_at_step(self, trainer: Any) -> bool:
+        owners = self._owners
+        return owners is None or any(m.schedule.is_measurement_step(trainer.global_step) for m in owners)
+
+    def _evaluate(self, trainer: Any, scheduled: bool) -> None:
+        """Judge the new measurements, if any. ``scheduled``: whether any can exist now, decided from the
+        global step and epoch alone (so equal on every rank); the collectives run only then."""
+        if not scheduled or trainer.state.fn != "fit" or trainer.sanity_checking or trainer.fast_dev_run:
+            return
+        new = self._new_measurements(trainer)
+        if trainer.global_step < self.warmup_steps:  # the same step on every rank: no collective needed
+            return
+        strategy = trainer.strategy
+        # Every rank reaches every reduction below: each condition is the result of the previous reduction.
+        if not strategy.reduce_boolean_decision(bool(new), all=False):
+            return
+        verdict, description = self._judge(trainer, new)
+        if not strategy.reduce_boolean_decision(verdict != _NOT_FIRED, all=False):
+            self.wait_count = 0
+            self._in_episode = False
+            return
+        self.wait_count += 1
+        not_finite = strategy.reduce_boolean_decision(verdict == _NOT_FINITE, all=False)
+        if self._in_episode or not (not_finite or self.wait_count >= self.patience):
+            return
+        self._in_episode = True
+        description, rank = self._shared_description(trainer, verdict, description)
+        self._act(trainer, description, rank, not_finite)
+
+    def _new_measurements(self, trainer: Any) -> list[tuple[str, float, float | None]]:
+        """``(key, value, previous value)`` of every watched key measured since the last evaluation."""
+        step = trainer.global_step
+        metrics = trainer.callback_metrics
+        new = []
+        for key in sorted(metrics):
+            if not (key == self.monitor or fnmatchcase(key, self.monitor)):
+                continue
+            self._matched_any = True
+            obj = metrics[key]
+            if self._last_objects.get(key) is obj:
+                continue
+            value = _as_float(key, obj)
+            last = self._last.get(key)
+            if last is not None:
+                if key.startswith(self._owned_prefixes):
+                    # a monitor writes a fresh tensor per measurement; after a resume there is no object
+                    # to compare with, and only the very measurement evaluated last is not new
+                    if key not in self._last_objects and last[0] == step and _same(value, last[1]):
+                        self._last_objects[key] = obj
+                        continue
+                elif _same(value, last[1]):
+                    self._last_objects[key] = obj
+                    continue
+            new.append((key, value, None if last is None else last[1]))
+            self._last[key] = (step, value)
+            self._last_objects[key] = obj
+        return new
+
+    def _quantity(self, trainer: Any, value: float, previous: float | None) -> tuple[float | None, str]:
+        """The compared quantity ``q`` (``None``: this measurement cannot fire) and what it is, in words."""
+        if self.relative_to is None:
+            return value, ""
+        if self.relative_to == "previous":
+            if previous is None or not math.isfinite(previous) or previous <= 0:
+                return None, ""
+            return value / previous, f"ratio to its previous measurement {previous:.6g}"
+        settings = sgd_settings(trainer)
+        if settings is not None:
+            if settings.lr == 0:
+                return 0.0, "ratio to the stability limit of SGD with lr=0"
+            limit = stability_limit(settings.lr, settings.momentum, settings.nesterov)
+            optimizer = (
+                f"SGD(lr={settings.lr:g}, momentum={settings.momentum:g}, nesterov={settings.nesterov})"
+            )
+            return value / limit, f"ratio to the stability limit {limit:.6g} of {optimizer}"
+        lr = learning_rate(trainer)
+        if lr is None or not lr >= 0:
+            raise ValueError(
+                f"SpectralEarlyStopping(relative_to='lr') needs an optimizer with a learning rate, got lr={lr!r}."
+            )
+        return lr * value / 2, f"lr·value/2 with lr={lr:g} (not SGD: the plain-SGD limit 2/lr)"
+
+    def _judge(self, trainer: Any, new: Sequence[tuple[str, float, float | None]]) -> tuple[int, str]:
+        """This rank's verdict on its new measurements and a description of the most extreme firing one."""
+        comparison = ">" if self.mode == "above" else "<"
+        worst: tuple[float, str] | None = None
+        for key, value, previous in new:
+            if not math.isfinite(value):
+                if self.check_finite:
+                    return _NOT_FINITE, f"`{key}` = {value} is not finite"
+                continue
+            q, how = self._quantity(trainer, value, previous)
+            fires = q is not None and (q > self.threshold if self.mode == "above" else q < self.threshold)
+            if not fires:
+                continue
+            described = f"`{key}` = {value:.6g}" + (f", {how} = {q:.4g}" if how else "")
+            described += f" {comparison} {self.threshold:g}"
+            score = q if self.mode == "above" else -q
+            if worst is None or score > worst[0]:
+                worst = (score, described)
+        return (_NOT_FIRED, "") if worst is None else (_FIRED, worst[1])
+
+    def _shared_description(self, trainer: Any, verdict: int, description: str) -> tuple[str, int]:
+        """The description of the lowest rank with the strongest verdict (non-finite over firing), on every rank."""
+        world_size = trainer.world_size
+        if world_size == 1:
+            return description, 0
+        strategy = trainer.strategy
+        # one max-reduction picks the strongest verdict and, among its ranks, the lowest one
+        code = torch.tensor(
+            verdict * world_size + (world_size - 1 - trainer.global_rank), device=strategy.root_device
+        )
+        source = world_size - 1 - int(strategy.reduce(code, reduce_op="max")) % world_size
+        return strategy.broadcast(description, src=source), source
+
+    def _act(self, trainer: Any, description: str, rank: int, not_finite: bool) -> None:
+        step = trainer.global_step
+        name = f"[{self._name}]" if self._name else ""
+        where = f" on rank {rank}" if trainer.world_size > 1 else ""
+        if not_finite:
+            count = "non-finite values act at once, without patience"
+        else:
+            count = f"{self.wait_count} consecutive firing measurement(s), patience {self.patience}"
+        message = (
+            f"SpectralEarlyStopping{name} ({self.criterion}): {description} at step {step}{where}; {count}."
+        )
+        if self.action == "warn":
+            self.reason = f"{message} Training continues (action='warn')."
+            rank_zero_warn(self.reason)
+            return
+        if self.action == "checkpoint_and_stop":
+            path = self.checkpoint_path(trainer)
+            trainer.save_checkpoint(path)
+            message += f" Saved the checkpoint {path}."
+        self.reason = f"{message} Stopping training."
+        self.stopped_step = step
+        trainer.should_stop = True
+        rank_zero_info(self.reason)
