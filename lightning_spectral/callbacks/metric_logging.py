@@ -77,6 +77,14 @@ def log_histogram(trainer: Any, key: str, values: torch.Tensor, step: int) -> No
             logger.log_metrics({key: wandb.Histogram(data.numpy())}, step=step)
 
 
+def log_table(trainer: Any, key: str, columns: list[str], rows: list[list[Any]]) -> None:
+    """Log a table to the loggers that hold tables (W&B ``wandb.Table``; rank zero only)."""
+    if trainer.is_global_zero and rows:
+        for logger in trainer.loggers:
+            if _logger_kind(logger) == "wandb":
+                logger.log_table(key=key, columns=columns, data=rows)
+
+
 def log_figure(trainer: Any, key: str, figure: Any, step: int) -> None:
     """Log a matplotlib figure to the loggers that support images (rank zero only); the figure is closed."""
     if trainer.is_global_zero:

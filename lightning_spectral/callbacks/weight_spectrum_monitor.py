@@ -21,9 +21,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from lightning_spectral.callbacks.base import SpectralMonitor
+from lightning_spectral.callbacks.metric_logging import log_table
 from lightning_spectral.functional.weight_matrices import CONV_MODES, weight_matrices
 from lightning_spectral.functional.weight_spectrum import METHODS, WeightSpectrum, weight_spectra
 from lightning_spectral.validation import check_bool, check_choice, check_int
+
+TABLE_COLUMNS = ("step", "layer", "sigma_max", "stable_rank", "effective_rank", "alpha")
 
 
 class WeightSpectrumMonitor(SpectralMonitor):
@@ -119,6 +122,7 @@ class WeightSpectrumMonitor(SpectralMonitor):
         self.compute_condition_number = compute_condition_number
         self.histogram_every_n = histogram_every_n
         self._previous: dict[str, WeightSpectrum] = {}
+        self._table_rows: list[list[Any]] = []
 
     def measure(self, trainer: Any, pl_module: Any, batches: list[Any]) -> Mapping[str, float]:
         with warnings.catch_warnings():
@@ -162,6 +166,10 @@ class WeightSpectrumMonitor(SpectralMonitor):
                 )
                 self.log_histogram(trainer, f"{matrix.name}/singular_values", singular_values)
         self._previous = {m.name: s for m, s in zip(matrices, spectra)}
+        self._table_rows += [
+            [trainer.global_step, m.name, s.sigma_max, s.stable_rank, s.effective_rank, s.alpha]
+            for m, s in zip(matrices, spectra)
+        ]
         values["mean_stable_rank"] = sum(s.stable_rank for s in spectra) / len(spectra)
         values["max_sigma_max"] = max(s.sigma_max for s in spectra)
         return values
@@ -182,6 +190,12 @@ class WeightSpectrumMonitor(SpectralMonitor):
         if self.compute_condition_number:
             values["condition_number"] = spectrum.condition_number
         return values
+
+    def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
+        """Per-layer spectra of the whole run as one table (``spectral/weights/per_layer``, W&B only)."""
+        super().on_fit_end(trainer, pl_module)
+        log_table(trainer, self.metric_prefix + "per_layer", list(TABLE_COLUMNS), self._table_rows)
+        self._table_rows = []
 
     # Warm-start state: the last spectrum of every layer, as plain tensors/floats for the checkpoint.
     def extra_state(self) -> dict[str, Any]:

@@ -119,6 +119,8 @@ def test_wandb_offline_run_contains_the_metrics(tmp_path, monkeypatch):
     final = [row for row in rows if "spectral/weights/conv.weight/stable_rank" in row][-1]
     assert final["spectral/weights/conv.weight/stable_rank"] >= 1.0
     assert any(row.get("spectral/weights/head.weight/singular_values/_type") == "histogram" for row in rows)
+    table = [row for row in rows if row.get("spectral/weights/per_layer/_type") == "table-file"]
+    assert len(table) == 1 and table[0]["spectral/weights/per_layer/nrows"] == 6  # 2 layers × 3 measurements
 
 
 def test_warm_start_state_survives_resume(tmp_path):
