@@ -66,7 +66,10 @@ class HessianEigenMonitor(SpectralMonitor):
         measurement_mode: ``"eval"`` (dropout off, BatchNorm on running statistics; default) or
             ``"train"`` (the stochastic training-mode loss, BatchNorm on batch statistics). The module's
             mode, buffers and RNG are restored afterwards either way.
-        hvp_method: ``"auto"``, ``"double_backward"`` or ``"forward_over_reverse"``.
+        hvp_method: ``"double_backward"`` (default: the gradient graph is built once per measurement and each
+            product is one more backward pass, about 2× faster than forward-over-reverse on CPU, at the memory
+            of one training step), ``"forward_over_reverse"`` (``torch.func``; keeps no graph between
+            products) or ``"auto"`` (forward-over-reverse where ``torch.func`` can transform the loss).
         batch, seed, strict: see :class:`~lightning_spectral.callbacks.SpectralMonitor`.
     """
 
@@ -96,7 +99,7 @@ class HessianEigenMonitor(SpectralMonitor):
         compute_batch_sharpness: bool = True,
         warm_start: bool = True,
         measurement_mode: str = "eval",
-        hvp_method: str = "auto",
+        hvp_method: str = "double_backward",
         batch: Any = None,
         seed: int = 0,
         strict: bool = False,
@@ -173,7 +176,7 @@ class HessianEigenMonitor(SpectralMonitor):
             values["eos_ratio"] = values["lambda_1"] / limit
         if self.compute_batch_sharpness:
             sharpness = batch_sharpness(
-                pl_module, loss_fn, batches, params=self.params, method=self.hvp_method
+                pl_module, loss_fn, batches, params=self.params, hvp_method=self.hvp_method
             )
             if not math.isnan(sharpness.value):
                 values["batch_sharpness"] = sharpness.value

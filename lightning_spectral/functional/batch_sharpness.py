@@ -1,69 +1,109 @@
-"""Batch sharpness (Andreyev & Beneventano, "Edge of Stochastic Stability", arXiv:2412.20553).
+"""Batch sharpness: the curvature of each mini-batch loss along its own gradient (Andreyev & Beneventano 2024).
 
-Under mini-batch SGD the top eigenvalue of the full-batch Hessian stays below ``2/η``; what stabilises at
-``2/η`` is the *batch sharpness*, the expected curvature of the mini-batch loss along its own gradient
-(their Definition 3, Eq. 3):
+Under mini-batch SGD with step ``η`` the top eigenvalue of the full-batch Hessian usually stays below
+``2/η``. What rises to ``2/η`` and hovers there -- the *edge of stochastic stability* -- is the batch
+sharpness (A. Andreyev, P. Beneventano, "Edge of Stochastic Stability: Revisiting the Edge of Stability for
+SGD", arXiv:2412.20553, Definition 3, Eq. (3)):
 
     BatchSharpness(θ) = E_B [ ∇L_B(θ)ᵀ ∇²L_B(θ) ∇L_B(θ) / ‖∇L_B(θ)‖² ]
 
-— the expectation of the Rayleigh quotient over mini-batches ``B`` of the training batch size, estimated
-here by the mean over the given batches (one gradient and one Hessian-vector product per batch). A batch
-whose gradient is exactly zero has no direction and is left out of the mean.
+the expectation over mini-batches ``B`` (of the training batch size) of the Rayleigh quotient of the
+mini-batch Hessian ``H_B`` at the mini-batch gradient ``g_B`` -- the expectation is *outside* the ratio (the
+authors' reference code computes ``E[g_BᵀH_Bg_B] / E[‖g_B‖²]`` only as an exploratory variant). It is
+estimated by the mean over the given batches, with its standard error; each batch costs one gradient and
+one Hessian-vector product. Each Rayleigh quotient lies in ``[λ_min(H_B), λ_max(H_B)]``.
+
+A batch whose gradient is exactly zero has no direction: its value is ``nan`` and it is left out of the mean
+(``nan`` if every batch is). With a ``reduce_fn`` (all-reduce mean in data-parallel training) ``g_B`` and
+``H_B g_B`` are those of the union of the processes' batches, the batch SGD actually steps on.
 
 Example::
 
     >>> import torch
     >>> model = torch.nn.Linear(3, 1)
     >>> batches = [(torch.randn(4, 3), torch.randn(4, 1)) for _ in range(3)]
-    >>> loss_fn = lambda m, b: torch.nn.functional.mse_loss(m(b[0]), b[1])
+    >>> loss_fn = lambda m, b: ((m(b[0]) - b[1]) ** 2).mean()
     >>> result = batch_sharpness(model, loss_fn, batches)
-    >>> len(result.per_batch)
-    3
+    >>> len(result.per_batch), result.num_hvps
+    (3, 3)
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
-from lightning_spectral.functional.hessian_operator import HessianOperator, LossFn
-from lightning_spectral.functional.model_jacobian import ParamSpec
+from lightning_spectral.functional.hessian_operator import HVP_METHODS, HessianOperator, LossFn
+from lightning_spectral.functional.parameter_selection import ParamSpec
 from lightning_spectral.linalg import mean_and_std_error
+
+__all__ = ["BatchSharpness", "batch_sharpness"]
 
 
 class BatchSharpness(NamedTuple):
-    """The mean Rayleigh quotient over the batches, its standard error and the per-batch values."""
+    """The result of :func:`batch_sharpness`.
+
+    Attributes:
+        value: the mean of the per-batch Rayleigh quotients (``nan`` if no batch has a non-zero gradient).
+        std_error: its standard error ``s/√n`` (``nan`` with fewer than two usable batches).
+        per_batch: ``g_Bᵀ H_B g_B / ‖g_B‖²`` for each batch, in order (``nan`` for a zero gradient).
+        num_hvps: Hessian-vector products spent (one per batch).
+    """
 
     value: float
     std_error: float
     per_batch: list[float]
+    num_hvps: int
 
 
 def batch_sharpness(
     model: nn.Module,
     loss_fn: LossFn,
-    batches: Sequence[Any],
+    batches: list[Any],
     *,
     params: ParamSpec = None,
-    method: str = "auto",
+    hvp_method: str = "auto",
     reduce_fn: Callable[[Tensor], Tensor] | None = None,
 ) -> BatchSharpness:
-    """``mean_B gᵀ H_B g / ‖g‖²`` with ``g = ∇L_B`` over ``batches`` (a list of mini-batches)."""
-    if isinstance(batches, (str, bytes)) or not isinstance(batches, Sequence) or len(batches) == 0:
-        raise ValueError("`batches` must be a non-empty list of mini-batches.")
+    """``mean_B g_Bᵀ H_B g_B / ‖g_B‖²`` over ``batches`` (module docstring).
+
+    Args:
+        model: the network (left untouched).
+        loss_fn: ``loss_fn(model, batch) -> scalar tensor``.
+        batches: a non-empty ``list`` of mini-batches, each of the training batch size.
+        params: the parameters (see :class:`~lightning_spectral.functional.hessian_operator.HessianOperator`).
+        hvp_method: ``"auto"``, ``"forward_over_reverse"`` or ``"double_backward"``; ``"auto"`` is resolved on
+            the first batch and reused for the others.
+        reduce_fn: applied to each gradient and product (e.g. an all-reduce mean across processes).
+
+    Returns:
+        :class:`BatchSharpness`.
+    """
+    if not isinstance(batches, list):
+        hint = " (wrap one batch as [batch])" if isinstance(batches, tuple) else ""
+        raise TypeError(f"`batches` must be a list of mini-batches, got {type(batches).__name__}{hint}.")
+    if not batches:
+        raise ValueError("`batches` must hold at least one mini-batch, got an empty list.")
+    if hvp_method not in HVP_METHODS:
+        raise ValueError(f"`hvp_method` must be one of {HVP_METHODS}, got {hvp_method!r}.")
     quotients = []
+    method = hvp_method
     for batch in batches:
-        op = HessianOperator(model, loss_fn, batch, params=params, method=method, reduce_fn=reduce_fn)
-        _, gradient = op.loss_and_gradient()
-        squared_norm = float(gradient.double().pow(2).sum())
+        operator = HessianOperator(model, loss_fn, batch, params=params, method=method, reduce_fn=reduce_fn)
+        _, gradient = operator.loss_and_gradient()
+        squared_norm = float(gradient.double().square().sum())
         if squared_norm == 0.0:
+            quotients.append(math.nan)
             continue
-        quotients.append(float(gradient.double() @ op.matvec(gradient).double()) / squared_norm)
-    if not quotients:
-        return BatchSharpness(math.nan, math.nan, [])
-    mean, std_error = mean_and_std_error(torch.tensor(quotients, dtype=torch.float64))
-    return BatchSharpness(float(mean), float(std_error), quotients)
+        curvature = float(torch.dot(gradient.double(), operator.matvec(gradient).double()))
+        quotients.append(curvature / squared_norm)
+        method = operator.method  # "auto" resolved once
+    usable = [q for q in quotients if not math.isnan(q)]
+    if not usable:
+        return BatchSharpness(math.nan, math.nan, quotients, 0)
+    value, std_error = mean_and_std_error(torch.tensor(usable, dtype=torch.float64))
+    return BatchSharpness(value, std_error, quotients, len(usable))

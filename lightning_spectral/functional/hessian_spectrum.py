@@ -1,22 +1,30 @@
-"""Top eigenvalues, trace and spectral density of a loss Hessian, from exact Hessian-vector products.
+"""Extreme eigenvalues, trace and spectral density of a loss Hessian, from exact Hessian-vector products.
 
-- :func:`hessian_eigenvalues`: Lanczos (:func:`lightning_spectral.linalg.lanczos`) on
-  :class:`~lightning_spectral.functional.hessian_operator.HessianOperator`: the ``k`` extreme eigenvalues
-  ``λ_1 ≥ λ_2 ≥ …`` ("sharpness" is ``λ_1 = λ_max``), their eigenvectors and residuals ``‖Hv − λv‖``.
-  ``which="SA"`` gives the most negative ones (saddles), ``"LM"`` the largest in magnitude.
-- :func:`hessian_trace`: ``tr H`` by Hutch++ (default) or Hutchinson, with a standard error.
-- :func:`hessian_density`: the eigenvalue density by stochastic Lanczos quadrature (nodes and weights).
+- :func:`hessian_eigenvalues`: the ``k`` extreme eigenpairs by Lanczos
+  (:func:`lightning_spectral.linalg.lanczos`) on a
+  :class:`~lightning_spectral.functional.hessian_operator.HessianOperator`. With ``which="LA"`` they are
+  ``λ_1 ≥ λ_2 ≥ … ≥ λ_k``, the top of the spectrum; ``λ_1 = λ_max`` is the *sharpness*, which under
+  full-batch gradient descent with step ``η`` rises (progressive sharpening) until it hovers at ``2/η``
+  (the edge of stability, Cohen et al. 2021). ``which="SA"`` gives the most negative eigenvalues (saddle
+  directions), ``"LM"`` the largest in magnitude. Each pair comes with its residual ``‖Hv − λv‖``.
+- :func:`hessian_trace`: ``tr H = Σ_i λ_i`` by Hutch++ (default) or Hutchinson, with a standard error.
+- :func:`hessian_density`: the eigenvalue density ``φ(t) = (1/P) Σ_i δ(t − λ_i)`` by stochastic Lanczos
+  quadrature, as nodes ``θ`` and weights ``w`` (all weights sum to one) with
+  ``E[Σ w f(θ)] = (1/P) Σ_i f(λ_i)`` for every polynomial ``f`` of degree ``< 2·num_steps``.
 
-Each takes either ``(model, loss_fn, batch)`` or a ready ``operator=`` (to share one operator, e.g. one built
-with :meth:`HessianOperator.from_batches` or with a distributed ``reduce_fn``).
+Each takes ``(model, loss_fn, batch)`` (one batch; see ``HessianOperator`` for ``params`` and ``hvp_method``)
+or a ready ``operator=`` instead, to average several batches (:meth:`HessianOperator.from_batches`), to use a
+distributed ``reduce_fn``, or to share one operator (and its cached gradient graphs) between estimators.
+Randomness (start vector, probes) comes only from ``generator``; ``None`` uses the global torch RNG. A
+generator must live on the parameters' device.
 
 Example::
 
     >>> import torch
     >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
     >>> batch = (torch.randn(32, 4), torch.randn(32, 1))
-    >>> loss_fn = lambda m, b: torch.nn.functional.mse_loss(m(b[0]), b[1])
-    >>> result = hessian_eigenvalues(model, loss_fn, batch, k=2)
+    >>> loss_fn = lambda m, b: ((m(b[0]) - b[1]) ** 2).mean()
+    >>> result = hessian_eigenvalues(model, loss_fn, batch, k=2, generator=torch.Generator().manual_seed(0))
     >>> result.eigenvalues.shape, bool(result.eigenvalues[0] >= result.eigenvalues[1])
     (torch.Size([2]), True)
 """
@@ -28,8 +36,8 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from lightning_spectral.functional.hessian_operator import HessianOperator, LossFn
-from lightning_spectral.functional.model_jacobian import ParamSpec
+from lightning_spectral.functional.hessian_operator import HVP_METHODS, HessianOperator, LossFn
+from lightning_spectral.functional.parameter_selection import ParamSpec
 from lightning_spectral.linalg import (
     SpectralDensity,
     TraceEstimate,
@@ -39,11 +47,32 @@ from lightning_spectral.linalg import (
     slq_density,
 )
 
+WHICH = ("LA", "SA", "LM")
 TRACE_METHODS = ("hutchpp", "hutchinson")
+
+__all__ = [
+    "TRACE_METHODS",
+    "WHICH",
+    "HessianEigenResult",
+    "hessian_density",
+    "hessian_eigenvalues",
+    "hessian_trace",
+    "warm_start_vector",
+]
 
 
 class HessianEigenResult(NamedTuple):
-    """Eigenvalues (ordered per ``which``), eigenvectors ``(P, k)``, residual norms, HVPs used, convergence."""
+    """The result of :func:`hessian_eigenvalues`.
+
+    Attributes:
+        eigenvalues: ``(k,)``, ordered as ``which`` asks (``"LA"``: descending; ``"SA"``: ascending;
+            ``"LM"``: descending magnitude).
+        eigenvectors: ``(P, k)`` orthonormal, column ``i`` belonging to ``eigenvalues[i]``; flattened like
+            the operator's ``layout``.
+        residuals: ``(k,)`` residual norms ``‖H v_i − λ_i v_i‖`` (Lanczos estimates).
+        num_hvps: operator products spent (each is one Hessian-vector product per batch of the operator).
+        converged: whether every residual met ``tol``.
+    """
 
     eigenvalues: Tensor
     eigenvectors: Tensor
@@ -52,36 +81,51 @@ class HessianEigenResult(NamedTuple):
     converged: bool
 
 
-def _operator(
+def _resolve_operator(
     operator: HessianOperator | None,
     model: nn.Module | None,
     loss_fn: LossFn | None,
     batch: Any,
     params: ParamSpec,
-    method: str,
+    hvp_method: str,
 ) -> HessianOperator:
+    """``operator`` if given (then ``model``, ``loss_fn``, ``batch``, ``params`` and ``hvp_method`` must be
+    left out), else a new operator on the one ``batch``."""
+    if hvp_method not in HVP_METHODS:
+        raise ValueError(f"`hvp_method` must be one of {HVP_METHODS}, got {hvp_method!r}.")
     if operator is not None:
         if not isinstance(operator, HessianOperator):
             raise TypeError(f"`operator` must be a HessianOperator, got {type(operator).__name__}.")
+        given = [
+            name
+            for name, value in (("model", model), ("loss_fn", loss_fn), ("batch", batch))
+            if value is not None
+        ]
+        if params is not None:
+            given.append("params")
+        if hvp_method != "auto":
+            given.append("hvp_method")
+        if given:
+            raise ValueError(f"`operator` was given together with {given}: pass one or the other.")
         return operator
-    if model is None or loss_fn is None:
-        raise ValueError("Give `model`, `loss_fn` and `batch`, or a ready `operator`.")
-    return HessianOperator(model, loss_fn, batch, params=params, method=method)
+    if model is None or loss_fn is None or batch is None:
+        raise ValueError("Pass `model`, `loss_fn` and `batch`, or a ready `operator`.")
+    return HessianOperator(model, loss_fn, batch, params=params, method=hvp_method)
 
 
-def start_vector(v0: Tensor | None, dim: int) -> Tensor | None:
-    """One Lanczos start vector from a warm start: a flat vector, or the sum of the columns of ``(dim, j)``.
+def warm_start_vector(v0: Tensor, operator: HessianOperator) -> Tensor:
+    """The single Lanczos start vector made from a warm start ``v0``, in the operator's dtype and device.
 
-    The sum of the previous top eigenvectors has a component along each of them, so the Krylov space
-    recovers all of them in a few steps while the spectrum moves slowly.
+    ``v0`` is a flat vector ``(P,)`` (e.g. the previous top eigenvector) or a block ``(P, j)`` of previous
+    eigenvectors, which is reduced to the sum of its columns: that vector has a component along each of them,
+    so the Krylov space recovers all ``j`` in a few steps while the spectrum moves slowly between calls (a
+    single-vector Lanczos cannot start from a block).
     """
-    if v0 is None:
-        return None
-    if v0.dim() == 2:
-        v0 = v0.sum(dim=1)
-    if v0.shape != (dim,):
-        raise ValueError(f"`v0` must have shape ({dim},) or ({dim}, j), got {tuple(v0.shape)}.")
-    return v0 if bool(v0.norm() > 0) else None
+    if not isinstance(v0, Tensor) or v0.ndim not in (1, 2) or v0.shape[0] != operator.dim:
+        shape = tuple(v0.shape) if isinstance(v0, Tensor) else type(v0).__name__
+        raise ValueError(f"`v0` must have shape ({operator.dim},) or ({operator.dim}, j), got {shape}.")
+    v0 = v0.detach().to(dtype=operator.dtype, device=operator.device)
+    return v0.sum(dim=1) if v0.ndim == 2 else v0.clone()
 
 
 def hessian_eigenvalues(
@@ -95,24 +139,43 @@ def hessian_eigenvalues(
     max_iter: int = 50,
     v0: Tensor | None = None,
     params: ParamSpec = None,
-    method: str = "auto",
+    hvp_method: str = "auto",
     generator: torch.Generator | None = None,
     operator: HessianOperator | None = None,
 ) -> HessianEigenResult:
-    """The ``k`` extreme Hessian eigenvalues by Lanczos (``which``: ``"LA"`` largest, ``"SA"`` smallest,
-    ``"LM"`` largest magnitude), stopping when every residual ``‖Hv − λv‖ ≤ tol·|λ|`` or after ``max_iter``
-    products. ``v0`` warm-starts (a previous eigenvector, or ``(P, j)`` previous eigenvectors)."""
-    op = _operator(operator, model, loss_fn, batch, params, method)
+    """The ``k`` extreme eigenpairs of the loss Hessian by Lanczos with full reorthogonalisation.
+
+    Args:
+        model, loss_fn, batch: the loss ``loss_fn(model, batch)`` (or pass ``operator``).
+        k: number of eigenpairs, ``1 <= k <= P``.
+        which: ``"LA"`` largest algebraic (default), ``"SA"`` smallest algebraic, ``"LM"`` largest magnitude.
+        tol: stop when every residual ``‖Hv − λv‖ <= tol·|λ|`` (or at the rounding level).
+        max_iter: at most this many Hessian-vector products (``>= k``; clamped to ``P``).
+        v0: warm start, ``(P,)`` or ``(P, j)`` previous eigenvectors (see :func:`warm_start_vector`);
+            default a Gaussian vector from ``generator``.
+        params, hvp_method: parameter selection and HVP method of the operator built here.
+        generator: source of the start (and restart) vectors; ``None`` uses the global torch RNG.
+        operator: a ready :class:`HessianOperator` instead of ``model``/``loss_fn``/``batch``/``params``.
+
+    Returns:
+        :class:`HessianEigenResult`.
+    """
+    if which not in WHICH:
+        raise ValueError(f"`which` must be one of {WHICH}, got {which!r}.")
+    op = _resolve_operator(operator, model, loss_fn, batch, params, hvp_method)
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= op.dim:
-        raise ValueError(f"`k` must be an integer in [1, {op.dim}] (the number of parameters), got {k!r}.")
+        raise ValueError(
+            f"`k` must be an integer with 1 <= k <= dim = {op.dim} (the parameter count), got {k!r}."
+        )
+    start = None if v0 is None else warm_start_vector(v0, op)
     before = op.num_matvecs
     result = lanczos(
         op.matvec,
         op.dim,
         k,
-        max_iter=min(max_iter, op.dim) if isinstance(max_iter, int) and max_iter >= k else max_iter,
+        max_iter=max_iter,
         tol=tol,
-        v0=start_vector(v0.to(device=op.device, dtype=op.dtype) if v0 is not None else None, op.dim),
+        v0=start,
         which=which,
         dtype=op.dtype,
         device=op.device,
@@ -135,10 +198,16 @@ def hessian_trace(
     generator: torch.Generator | None = None,
     operator: HessianOperator | None = None,
 ) -> TraceEstimate:
-    """``tr H`` by Hutch++ (``method="hutchpp"``) or Hutchinson with ``num_matvecs`` products."""
+    """``tr H`` from ``num_matvecs`` Hessian-vector products.
+
+    ``method="hutchpp"`` (default, ``num_matvecs >= 3``): Hutch++, exact once ``num_matvecs >= P``;
+    ``"hutchinson"``: the plain Rademacher estimator ``(1/n) Σ zᵀHz``. Both are unbiased and return a
+    :class:`~lightning_spectral.linalg.TraceEstimate` ``(estimate, std_error, num_matvecs)``. The other
+    arguments are as in :func:`hessian_eigenvalues`.
+    """
     if method not in TRACE_METHODS:
         raise ValueError(f"`method` must be one of {TRACE_METHODS}, got {method!r}.")
-    op = _operator(operator, model, loss_fn, batch, params, hvp_method)
+    op = _resolve_operator(operator, model, loss_fn, batch, params, hvp_method)
     estimator = hutchpp_trace if method == "hutchpp" else hutchinson_trace
     return estimator(op.matvec, op.dim, num_matvecs, dtype=op.dtype, device=op.device, generator=generator)
 
@@ -148,20 +217,26 @@ def hessian_density(
     loss_fn: LossFn | None = None,
     batch: Any = None,
     *,
-    num_probes: int = 2,
+    num_probes: int = 4,
     num_steps: int = 30,
     params: ParamSpec = None,
     hvp_method: str = "auto",
     generator: torch.Generator | None = None,
     operator: HessianOperator | None = None,
 ) -> SpectralDensity:
-    """The Hessian eigenvalue density by stochastic Lanczos quadrature (``num_probes·num_steps`` products)."""
-    op = _operator(operator, model, loss_fn, batch, params, hvp_method)
+    """The Hessian eigenvalue density by stochastic Lanczos quadrature.
+
+    ``num_probes`` Rademacher probes ``z`` (drawn first from ``generator``), ``m = min(num_steps, P)`` Lanczos
+    steps (and products) each. Returns a :class:`~lightning_spectral.linalg.SpectralDensity` with nodes and
+    weights of shape ``(num_probes, m)``, all weights summing to one. The quadrature reproduces the moments
+    of each probe exactly: ``Σ w θ^p = mean_z zᵀ H^p z / P`` for ``p < 2m``, so the first moment is
+    Hutchinson's estimate of ``tr(H)/P``. Other arguments as in :func:`hessian_eigenvalues`."""
+    op = _resolve_operator(operator, model, loss_fn, batch, params, hvp_method)
     return slq_density(
         op.matvec,
         op.dim,
         num_probes=num_probes,
-        num_steps=min(num_steps, op.dim),
+        num_steps=num_steps,
         dtype=op.dtype,
         device=op.device,
         generator=generator,
