@@ -28,15 +28,16 @@ Example::
 
 from __future__ import annotations
 
-import fnmatch
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
+from lightning_spectral.functional.parameter_selection import ParamSpec
+from lightning_spectral.functional.parameter_selection import select_parameters as select_live_parameters
+
 OutputFn = Callable[[nn.Module, Tensor], Tensor]
-ParamSpec = str | Sequence[str] | None
 
 __all__ = [
     "FunctionalModel",
@@ -67,44 +68,9 @@ class _OutputModule(nn.Module):
 
 
 def select_parameters(model: nn.Module, params: ParamSpec = None) -> dict[str, Tensor]:
-    """The parameters the Jacobian is taken with respect to, as ``{name: detached tensor}``.
-
-    ``params=None`` selects every parameter with ``requires_grad=True``. Otherwise ``params`` is a name or a
-    list of names / :mod:`fnmatch` globs, matched against ``model.named_parameters()`` (frozen parameters
-    included: naming one selects it). A pattern also matches every parameter below a module prefix, so
-    ``"net.0"`` selects ``net.0.weight`` and ``net.0.bias``. Every pattern must match at least one
-    parameter. Tied parameters appear once, under their first name.
-    """
-    named = dict(model.named_parameters())
-    if params is None:
-        selected = [name for name, p in named.items() if p.requires_grad]
-        if not selected:
-            raise ValueError(
-                "`params`: the model has no trainable parameters (requires_grad=True); name some."
-            )
-    else:
-        patterns = [params] if isinstance(params, str) else list(params)
-        if not patterns or not all(isinstance(p, str) for p in patterns):
-            raise TypeError(
-                f"`params` must be None, a string or a non-empty sequence of strings, got {params!r}."
-            )
-        selected = []
-        for pattern in patterns:
-            hits = [
-                name
-                for name in named
-                if fnmatch.fnmatchcase(name, pattern) or name.startswith(pattern.rstrip(".") + ".")
-            ]
-            if not hits:
-                raise ValueError(
-                    f"`params`: pattern {pattern!r} matches no parameter; available: {sorted(named)[:20]}."
-                )
-            selected.extend(name for name in hits if name not in selected)
-        selected = [name for name in named if name in selected]  # model order
-    for name in selected:
-        if not named[name].is_floating_point():
-            raise ValueError(f"`params`: parameter {name!r} is not floating point ({named[name].dtype}).")
-    return {name: named[name].detach() for name in selected}
+    """The parameters the Jacobian is taken with respect to, as ``{name: detached tensor}`` (selection rules:
+    :func:`lightning_spectral.functional.parameter_selection.select_parameters`)."""
+    return {name: p.detach() for name, p in select_live_parameters(model, params).items()}
 
 
 def check_examples_independent(model: nn.Module) -> None:
