@@ -14,6 +14,7 @@ import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
+import lightning_utilities.core.rank_zero as lightning_utilities_rank_zero
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -55,11 +56,16 @@ class ScriptedWeightsMonitor(ScriptedMonitor):
 
 @contextmanager
 def rank_zero_info_messages():
-    """The messages of ``rank_zero_info`` (Lightning's logger does not propagate to pytest's caplog)."""
+    """The messages of ``rank_zero_info`` (Lightning's logger does not propagate to pytest's caplog).
+
+    ``rank_zero_info`` writes to ``lightning_utilities.core.rank_zero.log``, which whichever Lightning
+    flavour was imported last (``pytorch_lightning`` or ``lightning.pytorch``) replaces with its own
+    logger: hook the one in place now, not a name.
+    """
     messages: list[str] = []
     handler = logging.Handler(level=logging.INFO)
     handler.emit = lambda record: messages.append(record.getMessage())
-    logger = logging.getLogger("pytorch_lightning.utilities.rank_zero")
+    logger = lightning_utilities_rank_zero.log
     logger.addHandler(handler)
     try:
         yield messages

@@ -1,0 +1,929 @@
+"""Hessian eigenvalue benchmarks: our Lanczos against PyHessian, hessian-eigenthings and curvlinops + eigsh.
+
+Run from the repository root::
+
+    python -m benchmarks.bench_hessian [--quick] [--no-write]
+
+and the ``hessian`` section of ``benchmarks/RESULTS.md`` is rewritten with the tables below (``--no-write``
+prints it instead). Everything runs in one process on the same float32 models and the same fixed batch, so
+the ratios are comparable even on a noisy machine.
+
+Problems. scikit-learn's ``load_digits`` (1797 images of 8×8 pixels, shipped with the package, no download),
+pixels scaled to ``[0, 1]``, mean cross-entropy loss on a fixed batch (the first ``MLP_BATCH`` / ``CNN_BATCH``
+images):
+
+- MLP 64→160→128→10 (tanh), 32,298 parameters;
+- CNN conv 1→4→8 (3×3, padding 1, tanh) on ``1×8×8`` images, then 512→576→10 (tanh), 301,594 parameters.
+
+Both are first trained for ``PRETRAIN_STEPS`` steps of minibatch SGD (batch 64, learning rate 0.1, fixed seed,
+all 1797 images) so that the Hessian has the outliers of a network in training, not those of the
+initialisation.
+
+1. **Reference.** ``λ_1 ≥ λ_2 ≥ λ_3`` of the Hessian of a float64 copy of model and batch, by our Lanczos at
+   ``tol=1e-10`` (residual ``‖Hv − λv‖ ≤ 1e-10·|λ|``), cross-checked by ``scipy.sparse.linalg.eigsh``
+   (ARPACK, float64, ``tol=1e-10``) on the same operator. A dense ``eigvalsh`` is out of reach: the MLP
+   Hessian alone would be ``32,298²`` float64 entries, 8.3 GB.
+2. **Cost of one Hessian-vector product (HVP)** in each tool, timed round-robin (so that load from other
+   processes hits every tool alike), and the relative difference of each tool's product with a fixed vector
+   from ours: every tool differentiates the same loss.
+3. **Time to 1e-3.** Each tool's knob is swept from cheap to expensive (ours and PyHessian: ``tol``;
+   hessian-eigenthings: its fixed number of Lanczos steps ``max_iter``; eigsh: ``tol`` for each of a few
+   ``ncv``). A setting qualifies when *every* one of ``repeats`` runs, each from its own seeded random start
+   vector, has relative error ``max_{i≤k} |λ̂_i − λ_i| / |λ_i| ≤ 1e-3``; a setting is abandoned at its first
+   failing run, and a run is stopped (failed) past ``HVP_CAP`` products. The first qualifying setting of each
+   tool is then run again for the same seeds, round-robin over the tools, and the table gives the median wall
+   time of those runs (operator construction included: every run builds its operator afresh, as a
+   re-measurement during training does) and the median HVP count. HVPs are counted by wrapping each tool's
+   operator (PyHessian: its ``hessian_vector_product`` function; eigsh: the SciPy operator), not read from the
+   tools' own counters. Target: our time ≤ 1/3 of the best reference tool's.
+4. **Defaults.** Each tool with its own defaults except ``k`` (and ``cuda=False`` for PyHessian).
+5. **Warm start.** At the trained state the top-``k`` pairs are measured with our defaults (``tol=1e-3``);
+   training goes on for 10 and for 100 SGD steps and the new Hessian is measured cold (random start) and
+   warm (``v0=`` the previous eigenvectors). Errors against a float64 reference at the new point. Target:
+   ≥ 2× fewer HVPs warm.
+
+The reference tools are imported lazily; without them their rows say "not installed" and the rest runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import importlib
+import importlib.metadata
+import math
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from benchmarks.common import machine_description, markdown_table, median_time, write_section
+from lightning_spectral.functional import HessianOperator, hessian_eigenvalues
+
+TARGET_ERROR = 1e-3
+TARGET_TIME_RATIO = 1 / 3
+TARGET_WARM_RATIO = 2.0
+SEED = 0
+PRETRAIN_STEPS = 300
+SGD_BATCH, SGD_LR = 64, 0.1
+MLP_BATCH, CNN_BATCH = 512, 256
+REFERENCE_TOL = 1e-10
+REFERENCE_MAX_ITER = 400
+#: A run past this many HVPs is stopped and counts as failed (bounds a slowly converging setting).
+HVP_CAP = 400
+PYHESSIAN_MAX_ITER = 1000  # per eigenvalue: its own default of 100 would cap the sweep below HVP_CAP
+WARM_STEPS = (10, 100)
+HVP_TIMING_CALLS = 3  # products per timing round in the per-HVP table
+
+Setting = dict[str, Any]
+OURS = "ours (Lanczos, default hvp_method=auto)"
+OURS_DB = "ours (Lanczos, hvp_method=double_backward)"
+Matvec = Callable[[Tensor], Tensor]
+
+
+def log(message: str) -> None:
+    print(message, flush=True)
+
+
+def seeded(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+# ------------------------------------------------------------------------------------------ problems
+
+
+def loss_fn(model: nn.Module, batch: tuple[Tensor, Tensor]) -> Tensor:
+    return nn.functional.cross_entropy(model(batch[0]), batch[1])
+
+
+def digits() -> tuple[Tensor, Tensor]:
+    """scikit-learn's 8×8 digits: ``x (1797, 64)`` in ``[0, 1]`` (float32) and labels ``y (1797,)``."""
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    return torch.tensor(data.data, dtype=torch.float32) / 16.0, torch.tensor(data.target, dtype=torch.long)
+
+
+def make_mlp() -> nn.Module:
+    torch.manual_seed(SEED)
+    return nn.Sequential(nn.Linear(64, 160), nn.Tanh(), nn.Linear(160, 128), nn.Tanh(), nn.Linear(128, 10))
+
+
+def make_cnn() -> nn.Module:
+    torch.manual_seed(SEED)
+    return nn.Sequential(
+        nn.Unflatten(1, (1, 8, 8)),
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.Tanh(),
+        nn.Conv2d(4, 8, 3, padding=1),
+        nn.Tanh(),
+        nn.Flatten(),
+        nn.Linear(512, 576),
+        nn.Tanh(),
+        nn.Linear(576, 10),
+    )
+
+
+def sgd_steps(model: nn.Module, x: Tensor, y: Tensor, steps: int, generator: torch.Generator) -> None:
+    """``steps`` steps of minibatch SGD (batch ``SGD_BATCH``, learning rate ``SGD_LR``) on ``(x, y)``."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=SGD_LR)
+    for _ in range(steps):
+        index = torch.randint(0, x.shape[0], (SGD_BATCH,), generator=generator)
+        optimizer.zero_grad(set_to_none=True)
+        loss_fn(model, (x[index], y[index])).backward()
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+@dataclass
+class Reference:
+    """Float64 top eigenvalues (descending) and eigenvectors ``(P, k)``, the HVPs they took, the cross-check."""
+
+    values: Tensor
+    vectors: Tensor
+    hvps: int
+    crosscheck: str
+
+
+@dataclass
+class Problem:
+    name: str
+    description: str
+    model: nn.Module
+    batch: tuple[Tensor, Tensor]
+    data: tuple[Tensor, Tensor]
+    reference: Reference | None = None
+
+    @property
+    def dim(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+
+def build_problem(name: str) -> Problem:
+    x, y = digits()
+    if name == "MLP":
+        model, size = make_mlp(), MLP_BATCH
+        description = f"MLP 64→160→128→10 (tanh); batch: first {size} digits"
+    else:
+        model, size = make_cnn(), CNN_BATCH
+        description = f"CNN conv 1→4→8 (3×3) → 512→576→10 (tanh); batch: first {size} digits as 1×8×8"
+    sgd_steps(model, x, y, PRETRAIN_STEPS, seeded(SEED))
+    return Problem(name, description, model, (x[:size], y[:size]), (x, y))
+
+
+def float64_reference(model: nn.Module, batch: tuple[Tensor, Tensor], k: int, crosscheck: bool) -> Reference:
+    """Top-``k`` eigenvalues of the float64 Hessian by our Lanczos at ``REFERENCE_TOL`` (+ an eigsh check)."""
+    model64 = copy.deepcopy(model).double()
+    op = HessianOperator(model64, loss_fn, (batch[0].double(), batch[1]), method="double_backward")
+    result = hessian_eigenvalues(
+        operator=op, k=k, tol=REFERENCE_TOL, max_iter=REFERENCE_MAX_ITER, generator=seeded(SEED + 7)
+    )
+    if not result.converged:
+        raise RuntimeError(f"the float64 reference did not converge in {REFERENCE_MAX_ITER} HVPs")
+    values = result.eigenvalues.double()
+    note = "not cross-checked"
+    if crosscheck:
+        try:
+            from scipy.sparse.linalg import LinearOperator, eigsh
+        except ImportError:
+            note = "scipy not installed: not cross-checked"
+        else:
+            scipy_op = LinearOperator(
+                (op.dim, op.dim),
+                matvec=lambda v: op.matvec(torch.from_numpy(v).reshape(-1)).numpy(),
+                dtype=np.float64,
+            )
+            v0 = np.random.default_rng(SEED + 11).standard_normal(op.dim)
+            before = op.num_matvecs
+            other = eigsh(scipy_op, k=k, which="LA", tol=REFERENCE_TOL, v0=v0, return_eigenvectors=False)
+            other = torch.from_numpy(np.sort(other)[::-1].copy())
+            difference = float(((values - other).abs() / values.abs()).max())
+            note = f"eigsh (float64) agrees to {difference:.1e} ({op.num_matvecs - before} HVPs)"
+    return Reference(values, result.eigenvectors.double(), result.num_hvps, note)
+
+
+def relative_error(values: list[float] | None, reference: Tensor, k: int) -> float:
+    """``max_{i<k} |values_i − reference_i| / |reference_i|`` (descending order); ``inf`` if missing."""
+    if values is None or len(values) < k or not all(math.isfinite(v) for v in values[:k]):
+        return math.inf
+    mine = torch.tensor(sorted(values, reverse=True)[:k], dtype=torch.float64)
+    return float(((mine - reference[:k]).abs() / reference[:k].abs()).max())
+
+
+# ------------------------------------------------------------------------------------------ tools
+
+
+class BudgetExceeded(Exception):
+    """A run used more than its cap of products."""
+
+
+class Counter:
+    """Counts products; raises :class:`BudgetExceeded` past ``cap``."""
+
+    def __init__(self, cap: int | None) -> None:
+        self.count, self.cap = 0, cap
+
+    def add(self, n: int = 1) -> None:
+        self.count += n
+        if self.cap is not None and self.count > self.cap:
+            raise BudgetExceeded
+
+
+@dataclass
+class Run:
+    values: list[float] | None  # descending; None when stopped
+    hvps: int
+    stopped: bool = False
+
+
+RunFn = Callable[[Problem, int, Setting, int | None, int | None], Run]
+
+
+@dataclass
+class Tool:
+    """One eigensolver: how to run it, its sweeps, its defaults and its bare product."""
+
+    name: str
+    distribution: str
+    module: str | None
+    run: RunFn
+    sweeps: Callable[[int, bool], list[list[Setting]]]
+    default_label: str
+    matvec: Callable[[Problem], Matvec]
+    status: str = "ok"
+
+    @property
+    def available(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def is_ours(self) -> bool:
+        return self.module is None
+
+
+def label(setting: Setting) -> str:
+    return ", ".join(
+        f"{key}={value:g}" if isinstance(value, float) else f"{key}={value}" for key, value in setting.items()
+    )
+
+
+# --- ours
+
+
+def our_run(method: str) -> RunFn:
+    def run(problem: Problem, k: int, setting: Setting, seed: int | None, cap: int | None) -> Run:
+        op = HessianOperator(problem.model, loss_fn, problem.batch, method=method)
+        generator = None if seed is None else seeded(seed)
+        result = hessian_eigenvalues(operator=op, k=k, generator=generator, **setting)  # max_iter bounds it
+        return Run(sorted(result.eigenvalues.tolist(), reverse=True), op.num_matvecs)
+
+    return run
+
+
+def our_matvec(method: str) -> Callable[[Problem], Matvec]:
+    def build(problem: Problem) -> Matvec:
+        return HessianOperator(problem.model, loss_fn, problem.batch, method=method).matvec
+
+    return build
+
+
+def our_sweeps(k: int, quick: bool) -> list[list[Setting]]:
+    tols = (1e-1, 1e-2, 1e-3, 1e-4) if quick else (1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 1e-4, 1e-5)
+    return [[{"tol": tol, "max_iter": HVP_CAP} for tol in tols]]
+
+
+# --- PyHessian: power iteration, with deflation for k > 1
+
+
+def pyhessian_run(problem: Problem, k: int, setting: Setting, seed: int | None, cap: int | None) -> Run:
+    module = importlib.import_module("pyhessian.hessian")
+    counter = Counter(cap)
+    original = module.hessian_vector_product
+
+    def counted(grads, params, v):
+        counter.add()
+        return original(grads, params, v)
+
+    model = problem.model
+    model.zero_grad(set_to_none=True)  # PyHessian reads p.grad: a stale one would add a second Hessian
+    module.hessian_vector_product = counted
+    try:
+        if seed is not None:
+            torch.manual_seed(seed)  # PyHessian draws its start vectors from the global RNG
+        solver = module.hessian(model, nn.CrossEntropyLoss(), data=problem.batch, cuda=False)
+        values, _ = solver.eigenvalues(top_n=k, **setting)
+        return Run(sorted(values, reverse=True), counter.count)
+    except BudgetExceeded:
+        return Run(None, counter.count, stopped=True)
+    finally:
+        module.hessian_vector_product = original
+        model.zero_grad(set_to_none=True)
+
+
+def pyhessian_matvec(problem: Problem) -> Matvec:
+    module = importlib.import_module("pyhessian.hessian")
+    problem.model.zero_grad(set_to_none=True)
+    solver = module.hessian(problem.model, nn.CrossEntropyLoss(), data=problem.batch, cuda=False)
+    problem.model.zero_grad(set_to_none=True)  # the solver keeps its own reference to the gradient graph
+    sizes = [p.numel() for p in solver.params]
+
+    def matvec(v: Tensor) -> Tensor:
+        pieces = [piece.view_as(p) for piece, p in zip(torch.split(v, sizes), solver.params)]
+        return torch.cat(
+            [h.reshape(-1) for h in module.hessian_vector_product(solver.gradsH, solver.params, pieces)]
+        )
+
+    return matvec
+
+
+def pyhessian_sweeps(k: int, quick: bool) -> list[list[Setting]]:
+    tols = (
+        (1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
+        if quick
+        else (1e-1, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 3e-6, 1e-6)
+    )
+    return [[{"tol": tol, "maxIter": PYHESSIAN_MAX_ITER} for tol in tols]]
+
+
+# --- hessian-eigenthings: Lanczos with a fixed number of steps
+
+
+def eigenthings_operator(problem: Problem, counter: Counter | None):
+    he = importlib.import_module("hessian_eigenthings")
+    op = he.HessianOperator(problem.model, [problem.batch], loss_fn)
+    if counter is None:
+        return op
+
+    def matvec(v: Tensor) -> Tensor:
+        counter.add()
+        return op.matvec(v)
+
+    return he.LambdaOperator(matvec, op.size, device=op.device, dtype=op.dtype)
+
+
+def eigenthings_run(problem: Problem, k: int, setting: Setting, seed: int | None, cap: int | None) -> Run:
+    he = importlib.import_module("hessian_eigenthings")
+    counter = Counter(cap)
+    try:
+        result = he.lanczos(eigenthings_operator(problem, counter), k=k, seed=seed, **setting)
+    except BudgetExceeded:
+        return Run(None, counter.count, stopped=True)
+    return Run(sorted(result.eigenvalues.tolist(), reverse=True), counter.count)
+
+
+def eigenthings_matvec(problem: Problem) -> Matvec:
+    return eigenthings_operator(problem, None).matvec
+
+
+def eigenthings_sweeps(k: int, quick: bool) -> list[list[Setting]]:
+    steps = (4, 8, 12, 16, 24, 32, 64) if quick else (*range(2, 17), 18, 20, 24, 28, 32, 40, 48, 64, 96, 128)
+    return [[{"max_iter": m, "which": "LA"} for m in steps if m >= k]]
+
+
+# --- curvlinops + scipy eigsh: ARPACK's implicitly restarted Lanczos
+
+
+def curvlinops_operator(problem: Problem, counter: Counter | None):
+    from curvlinops import HessianLinearOperator
+    from scipy.sparse.linalg import LinearOperator
+
+    params = [p for p in problem.model.parameters() if p.requires_grad]
+    op = HessianLinearOperator(
+        problem.model, nn.CrossEntropyLoss(), params, [problem.batch], check_deterministic=False
+    )
+    scipy_op = op.to_scipy()
+    if counter is None:
+        return scipy_op
+
+    def matmat(block: np.ndarray) -> np.ndarray:
+        counter.add(1 if block.ndim == 1 else block.shape[1])
+        return scipy_op @ block
+
+    return LinearOperator(scipy_op.shape, matvec=matmat, matmat=matmat, dtype=scipy_op.dtype)
+
+
+def curvlinops_run(problem: Problem, k: int, setting: Setting, seed: int | None, cap: int | None) -> Run:
+    from scipy.sparse.linalg import eigsh
+
+    counter = Counter(cap)
+    scipy_op = curvlinops_operator(problem, counter)
+    v0 = None if seed is None else np.random.default_rng(seed).standard_normal(scipy_op.shape[0])
+    try:
+        values, _ = eigsh(scipy_op, k=k, v0=v0, **setting)
+    except BudgetExceeded:
+        return Run(None, counter.count, stopped=True)
+    return Run(sorted(values.tolist(), reverse=True), counter.count)
+
+
+def curvlinops_matvec(problem: Problem) -> Matvec:
+    scipy_op = curvlinops_operator(problem, None)
+    return lambda v: torch.from_numpy(scipy_op @ v.double().numpy()).float()
+
+
+def curvlinops_sweeps(k: int, quick: bool) -> list[list[Setting]]:
+    tols = (1e-1, 1e-2, 1e-3, 1e-4) if quick else (1e-1, 1e-2, 1e-3, 1e-4, 1e-6)
+    ncvs = (2 * k + 4, max(2 * k + 1, 20)) if quick else (k + 2, k + 4, 2 * k + 6, max(2 * k + 1, 20))
+    return [[{"which": "LA", "ncv": ncv, "tol": tol} for tol in tols] for ncv in ncvs]
+
+
+def make_tools() -> list[Tool]:
+    tools = [
+        Tool(
+            OURS,
+            "lightning-spectral",
+            None,
+            our_run("auto"),
+            our_sweeps,
+            "tol=1e-3, max_iter=50",
+            our_matvec("auto"),
+        ),
+        Tool(
+            OURS_DB,
+            "lightning-spectral",
+            None,
+            our_run("double_backward"),
+            our_sweeps,
+            "tol=1e-3, max_iter=50",
+            our_matvec("double_backward"),
+        ),
+        Tool(
+            "PyHessian (power iteration)",
+            "PyHessian",
+            "pyhessian",
+            pyhessian_run,
+            pyhessian_sweeps,
+            "maxIter=100, tol=1e-3",
+            pyhessian_matvec,
+        ),
+        Tool(
+            "hessian-eigenthings (lanczos)",
+            "hessian-eigenthings",
+            "hessian_eigenthings",
+            eigenthings_run,
+            eigenthings_sweeps,
+            "max_iter=2k, which=LM",
+            eigenthings_matvec,
+        ),
+        Tool(
+            "curvlinops + eigsh",
+            "curvlinops-for-pytorch",
+            "curvlinops",
+            curvlinops_run,
+            curvlinops_sweeps,
+            "which=LM, tol=0 (machine precision), ncv=max(2k+1, 20)",
+            curvlinops_matvec,
+        ),
+    ]
+    for tool in tools:
+        if tool.module is None:
+            continue
+        try:
+            importlib.import_module(tool.module)
+            if tool.module == "curvlinops":
+                importlib.import_module("scipy.sparse.linalg")
+        except ModuleNotFoundError as error:
+            tool.status = f"not installed ({error.name})"
+        except Exception as error:  # a broken install: report it and benchmark the others
+            tool.status = f"import failed: {type(error).__name__}: {error}"
+    return tools
+
+
+def package_versions(tools: list[Tool]) -> str:
+    parts = []
+    for name in ("torch", "numpy", "scipy", "scikit-learn", *(t.distribution for t in tools if t.module)):
+        try:
+            parts.append(f"{name} {importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            parts.append(f"{name} not installed")
+    return ", ".join(parts)
+
+
+# ------------------------------------------------------------------------------------------ measurements
+
+
+def fmt_error(error: float) -> str:
+    return "—" if not math.isfinite(error) else f"{error:.1e}"
+
+
+def hvp_costs(problem: Problem, tools: list[Tool], rounds: int) -> str:
+    """Time per HVP of every tool (round-robin over tools, median over rounds) and agreement with ours."""
+    v = torch.randn(problem.dim, generator=seeded(SEED + 3))
+    matvecs: dict[str, Matvec] = {}
+    for method in ("double_backward", "forward_over_reverse"):
+        matvecs[f"ours, hvp_method={method}"] = our_matvec(method)(problem)
+    auto = HessianOperator(problem.model, loss_fn, problem.batch)
+    auto.matvec(v)
+    for tool in tools:
+        if tool.available and not tool.is_ours:
+            matvecs[tool.name] = tool.matvec(problem)
+    exact = matvecs["ours, hvp_method=double_backward"](v)
+    agreement = {name: float((matvec(v) - exact).norm() / exact.norm()) for name, matvec in matvecs.items()}
+    times: dict[str, list[float]] = {name: [] for name in matvecs}
+    for _ in range(rounds):
+        for name, matvec in matvecs.items():
+            times[name].append(
+                median_time(lambda matvec=matvec: matvec(v), repeats=HVP_TIMING_CALLS, warmup=0)
+            )
+    per_hvp = {name: statistics.median(values) for name, values in times.items()}
+    rows = [[name, f"{1e3 * per_hvp[name]:.1f}", f"{agreement[name]:.1e}"] for name in matvecs]
+    table = markdown_table(["HVP of", "ms per HVP", "relative difference from ours (double backward)"], rows)
+    note = f'`hvp_method="auto"` (our default) resolves to `{auto.method}` here.'
+    return f"{table}\n\n{note}"
+
+
+@dataclass
+class Timed:
+    time: float
+    run: Run
+    error: float
+
+
+def timed_run(tool: Tool, problem: Problem, k: int, setting: Setting, seed: int | None) -> Timed:
+    box: dict[str, Run] = {}
+    seconds = median_time(
+        lambda: box.update(run=tool.run(problem, k, setting, seed, HVP_CAP)), repeats=1, warmup=0
+    )
+    run = box["run"]
+    return Timed(seconds, run, relative_error(run.values, problem.reference.values, k))
+
+
+def round_robin(
+    jobs: dict[str, tuple[Tool, Setting]], problem: Problem, k: int, repeats: int
+) -> dict[str, list[Timed]]:
+    """Every job once per seed, the jobs taken in turn (load from other processes hits all of them alike)."""
+    results: dict[str, list[Timed]] = {name: [] for name in jobs}
+    for seed in range(repeats):
+        for name, (tool, setting) in jobs.items():
+            results[name].append(timed_run(tool, problem, k, setting, seed))
+    return results
+
+
+@dataclass
+class Candidate:
+    """A setting all of whose search runs reached ``TARGET_ERROR``."""
+
+    setting: Setting
+    hvps: float
+
+
+def qualifying(
+    tool: Tool, problem: Problem, k: int, sweep: list[Setting], repeats: int
+) -> tuple[Candidate | None, int]:
+    """The first setting of ``sweep`` whose runs for seeds ``0…repeats-1`` all reach ``TARGET_ERROR`` (each
+    setting abandoned at its first failing run), and the number of runs spent."""
+    spent = 0
+    for setting in sweep:
+        hvps = []
+        for seed in range(repeats):
+            run = tool.run(problem, k, setting, seed, HVP_CAP)
+            spent += 1
+            if not relative_error(run.values, problem.reference.values, k) <= TARGET_ERROR:
+                break
+            hvps.append(run.hvps)
+        if len(hvps) == repeats:
+            return Candidate(setting, statistics.median(hvps)), spent
+    return None, spent
+
+
+@dataclass
+class Best:
+    setting: Setting
+    time: float
+    hvps: float
+    error: float
+
+
+def time_to_target(problem: Problem, tools: list[Tool], k: int, repeats: int, quick: bool) -> tuple[str, str]:
+    """Search each tool's cheapest qualifying setting, then time all of them round-robin over the same seeds."""
+    candidates: dict[str, Candidate | None] = {}
+    for tool in tools:
+        if not tool.available:
+            continue
+        start, spent, found = time.perf_counter(), 0, []
+        for sweep in tool.sweeps(k, quick):
+            candidate, runs = qualifying(tool, problem, k, sweep, repeats)
+            spent += runs
+            if candidate is not None:
+                found.append(candidate)
+        candidates[tool.name] = min(found, key=lambda c: c.hvps) if found else None
+        log(
+            f"[hessian] {problem.name} k={k} search {tool.name}: {spent} runs, {time.perf_counter() - start:.0f} s"
+        )
+    by_name = {tool.name: tool for tool in tools}
+    jobs = {name: (by_name[name], c.setting) for name, c in candidates.items() if c is not None}
+    start = time.perf_counter()
+    results = round_robin(jobs, problem, k, repeats)
+    log(f"[hessian] {problem.name} k={k} timing: {time.perf_counter() - start:.0f} s")
+    rows, bests = [], {}
+    for tool in tools:
+        if not tool.available:
+            rows.append([tool.name, tool.status, "", "", "", ""])
+            continue
+        if tool.name not in jobs:
+            rows.append([tool.name, f"none in the sweep (runs stopped past {HVP_CAP} HVPs)", "", "", "", ""])
+            continue
+        runs = results[tool.name]
+        best = Best(
+            jobs[tool.name][1],
+            statistics.median(r.time for r in runs),
+            statistics.median(r.run.hvps for r in runs),
+            max(r.error for r in runs),
+        )
+        bests[tool.name] = best
+        per_hvp = f"{1e3 * best.time / best.hvps:.1f}"
+        rows.append([tool.name, label(best.setting), best.time, best.hvps, fmt_error(best.error), per_hvp])
+    header = [
+        "tool",
+        "cheapest setting reaching 1e-3",
+        "median time (s)",
+        "median HVPs",
+        "worst error",
+        "ms / HVP",
+    ]
+    return markdown_table(header, rows), verdict(bests, tools)
+
+
+def verdict(bests: dict[str, Best], tools: list[Tool]) -> str:
+    ours_names = [tool.name for tool in tools if tool.is_ours]
+    anchors = {name: best for name, best in bests.items() if name not in ours_names}
+    if not anchors:
+        return "Target: no reference tool reached 1e-3 (or none is installed): no comparison."
+    anchor_name, anchor = min(anchors.items(), key=lambda item: item[1].time)
+    lines = [
+        f"Target: ours ≤ {TARGET_TIME_RATIO:.2f}× the time of the best reference tool, here {anchor_name} "
+        f"({anchor.time:.3g} s, {anchor.hvps:g} HVPs)."
+    ]
+    for name in ours_names:
+        ours = bests.get(name)
+        if ours is None:
+            lines.append(f"- {name}: **missed**, no tried setting reached 1e-3.")
+            continue
+        ratio, hvp_ratio = ours.time / anchor.time, ours.hvps / anchor.hvps
+        word = (
+            "**met**"
+            if ratio <= TARGET_TIME_RATIO
+            else f"**missed** by a factor {ratio / TARGET_TIME_RATIO:.2f}"
+        )
+        lines.append(
+            f"- {name}: {word}: {ratio:.2f}× its time = {hvp_ratio:.2f}× its HVPs × {ratio / hvp_ratio:.2f}× its "
+            "time per HVP (construction and solver overhead included)."
+        )
+    return "\n".join(lines)
+
+
+def defaults_table(problem: Problem, tools: list[Tool], k: int, repeats: int) -> str:
+    jobs = {tool.name: (tool, {}) for tool in tools if tool.available and tool.name != OURS_DB}
+    results = round_robin(jobs, problem, k, repeats)
+    rows = []
+    for tool in tools:
+        if tool.name == OURS_DB:
+            continue  # the same algorithm and defaults as the row above, with another product
+        if not tool.available:
+            rows.append([tool.name, tool.status, "", "", "", ""])
+            continue
+        runs = results[tool.name]
+        errors = [r.error for r in runs]
+        stopped = sum(r.run.stopped for r in runs)
+        note = f"; {stopped}/{repeats} runs stopped at {HVP_CAP} HVPs" if stopped else ""
+        rows.append(
+            [
+                tool.name,
+                tool.default_label + note,
+                statistics.median(r.time for r in runs),
+                statistics.median(r.run.hvps for r in runs),
+                fmt_error(statistics.median(errors)),
+                fmt_error(max(errors)),
+            ]
+        )
+    header = ["tool", "defaults", "median time (s)", "median HVPs", "median error", "worst error"]
+    return markdown_table(header, rows)
+
+
+def warm_start(problem: Problem, k: int, repeats: int) -> list[list[Any]]:
+    """Cold vs warm re-measurement with our defaults after ``WARM_STEPS`` more SGD steps.
+
+    Double-backward products (the cheaper ones in the HVP-cost table): HVP counts do not depend on how a
+    product is made, up to rounding.
+    """
+    run = our_run("double_backward")
+    previous = []
+    for seed in range(repeats):
+        op = HessianOperator(problem.model, loss_fn, problem.batch, method="double_backward")
+        previous.append(hessian_eigenvalues(operator=op, k=k, generator=seeded(seed)).eigenvectors)
+    rows = []
+    for steps in WARM_STEPS:
+        moved = copy.deepcopy(problem)
+        moved.model.zero_grad(set_to_none=True)
+        sgd_steps(moved.model, *moved.data, steps, seeded(SEED + steps))
+        moved.reference = float64_reference(moved.model, moved.batch, k, crosscheck=False)
+        cold = [run(moved, k, {}, seed, None) for seed in range(repeats)]
+        warm = []
+        for vectors in previous:
+            op = HessianOperator(moved.model, loss_fn, moved.batch, method="double_backward")
+            result = hessian_eigenvalues(operator=op, k=k, v0=vectors, generator=seeded(SEED))
+            warm.append(Run(sorted(result.eigenvalues.tolist(), reverse=True), op.num_matvecs))
+        cold_hvps = statistics.median(r.hvps for r in cold)
+        warm_hvps = statistics.median(r.hvps for r in warm)
+        overlaps = (problem.reference.vectors[:, :k] * moved.reference.vectors).sum(dim=0).abs()
+        rows.append(
+            [
+                problem.name,
+                k,
+                steps,
+                f"{float(problem.reference.values[0]):.4f} → {float(moved.reference.values[0]):.4f}",
+                ", ".join(f"{float(o):.3f}" for o in overlaps),
+                cold_hvps,
+                warm_hvps,
+                f"{cold_hvps / warm_hvps:.2f}×",
+                fmt_error(max(relative_error(r.values, moved.reference.values, k) for r in cold)),
+                fmt_error(max(relative_error(r.values, moved.reference.values, k) for r in warm)),
+            ]
+        )
+    return rows
+
+
+# ------------------------------------------------------------------------------------------ main
+
+
+@dataclass(frozen=True)
+class Settings:
+    quick: bool
+    repeats: int
+    problems: tuple[str, ...]
+    ks: tuple[int, ...]
+
+
+def settings(quick: bool) -> Settings:
+    if quick:
+        return Settings(True, 3, ("MLP",), (1,))
+    return Settings(False, 5, ("MLP", "CNN"), (1, 3))
+
+
+@dataclass
+class Report:
+    problems: list[list[Any]] = field(default_factory=list)
+    costs: list[str] = field(default_factory=list)
+    sections: list[str] = field(default_factory=list)
+    warm: list[list[Any]] = field(default_factory=list)
+
+
+def benchmark_problem(name: str, tools: list[Tool], cfg: Settings, report: Report) -> None:
+    start = time.perf_counter()
+    problem = build_problem(name)
+    problem.reference = float64_reference(problem.model, problem.batch, 3, crosscheck=True)
+    values = problem.reference.values
+    log(
+        f"[hessian] {name}: reference {[round(v, 6) for v in values.tolist()]}, {time.perf_counter() - start:.0f} s"
+    )
+    report.problems.append(
+        [
+            name,
+            problem.description,
+            f"{problem.dim:,}",
+            ", ".join(f"{v:.5f}" for v in values.tolist()),
+            f"{float(values[1] / values[0]):.3f}",
+            f"{problem.reference.hvps}; {problem.reference.crosscheck}",
+        ]
+    )
+    for tool in tools:  # one untimed run each: first-call costs (allocations, torch.func set-up) stay out
+        if tool.available:
+            tool.run(problem, 1, {}, 1000, HVP_CAP)
+    costs = hvp_costs(problem, tools, cfg.repeats)
+    report.costs.append(f"#### {name}\n\n{costs}")
+    log(f"[hessian] {name}: HVP costs done, {time.perf_counter() - start:.0f} s")
+    for k in cfg.ks:
+        table, text = time_to_target(problem, tools, k, cfg.repeats, cfg.quick)
+        defaults = defaults_table(problem, tools, k, cfg.repeats)
+        what = "λ_max" if k == 1 else f"top-{k}"
+        report.sections.append(
+            f"#### {name}, k = {k} ({what})\n\n{table}\n\n{text}\n\nAt each tool's defaults (k = {k}):\n\n{defaults}"
+        )
+        log(f"[hessian] {name} k={k}: done, {time.perf_counter() - start:.0f} s")
+    for k in cfg.ks:
+        report.warm += warm_start(problem, k, cfg.repeats)
+    log(f"[hessian] {name}: warm start done, {time.perf_counter() - start:.0f} s")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="MLP only, k=1, 3 repeats, coarser sweeps")
+    parser.add_argument(
+        "--no-write", action="store_true", help="print the section instead of writing RESULTS.md"
+    )
+    args = parser.parse_args(argv)
+    cfg = settings(args.quick)
+    wall = time.perf_counter()
+    tools = make_tools()
+    for tool in tools:
+        if not tool.available:
+            log(f"[hessian] {tool.name}: {tool.status}")
+    report = Report()
+    for name in cfg.problems:
+        benchmark_problem(name, tools, cfg, report)
+    total = time.perf_counter() - wall
+
+    header = [
+        "model",
+        "k",
+        "SGD steps",
+        "λ_max before → after",
+        "overlap abs(v_i before · v_i after)",
+        "cold HVPs",
+    ]
+    header += ["warm HVPs", "cold / warm", "worst error cold", "worst error warm"]
+    warm_table = markdown_table(header, report.warm)
+    ratios = [row[5] / row[6] for row in report.warm]  # cold / warm HVPs
+    if min(ratios) >= TARGET_WARM_RATIO:
+        warm_verdict = f"**met** in every row (smallest ratio {min(ratios):.2f}×)."
+    else:
+        missed = sum(r < TARGET_WARM_RATIO for r in ratios)
+        warm_verdict = f"**missed** in {missed} of {len(ratios)} rows (smallest ratio {min(ratios):.2f}×)."
+    command = "python -m benchmarks.bench_hessian" + (" --quick" if cfg.quick else "")
+    quick_note = " (quick mode: MLP only, k = 1, 3 repeats, coarser sweeps)" if cfg.quick else ""
+    problems_table = markdown_table(
+        ["model", "setup", "parameters", "λ_1, λ_2, λ_3 (float64)", "λ_2/λ_1", "reference HVPs; cross-check"],
+        report.problems,
+    )
+    body = f"""## Hessian eigenvalues (`benchmarks/bench_hessian.py`)
+
+Command: `{command}` (interpreter `{sys.executable}`), {total:.0f} s in all{quick_note}.
+Machine: {machine_description()} ({platform.system()}); `torch.get_num_threads()` = {torch.get_num_threads()}, left as
+it was. Packages: {package_versions(tools)}.
+
+Models trained {PRETRAIN_STEPS} steps of SGD (batch {SGD_BATCH}, lr {SGD_LR}) on scikit-learn's digits, then
+frozen; mean cross-entropy on a fixed batch; float32 in every timed run. Reference: our float64 Lanczos
+(`tol={REFERENCE_TOL:g}`) on a float64 copy of model and batch, cross-checked with ARPACK (`eigsh`, float64, same
+operator); a dense `eigvalsh` is out of reach (the MLP Hessian alone is 8.3 GB in float64).
+
+{problems_table}
+
+### Cost of one HVP
+
+{HVP_TIMING_CALLS} products per round, tools taken in turn, median over {cfg.repeats} rounds; the last column checks
+that every tool differentiates the same loss (float32 rounding is ~1e-7).
+
+{(2 * chr(10)).join(report.costs)}
+
+### Time and HVPs to reach 1e-3 relative error
+
+Error = worst relative error over the top k against the float64 reference. Search: each tool's knob is swept
+from cheap to expensive; a setting qualifies when its runs from start-vector seeds 0…{cfg.repeats - 1} are all
+within 1e-3 (it is abandoned at its first failing run; runs past {HVP_CAP} HVPs are stopped), and the first
+qualifying one is the tool's setting (eigsh: the one with the fewest HVPs over the `ncv` values). Timing: the
+chosen settings are then run again round-robin (tool after tool, seed after seed), so that load from other
+processes hits every tool alike; the table gives the median wall time of those {cfg.repeats} runs (operator
+construction included), their median HVP count and their worst error. Ours:
+`hessian_eigenvalues(operator=HessianOperator(..., method=…), k, tol=…)` (Lanczos with full reorthogonalisation, convergence checked after every product). PyHessian:
+`hessian(...).eigenvalues(top_n=k, tol=…, maxIter={PYHESSIAN_MAX_ITER})` (power iteration, deflated restarts for
+k > 1, stops when the estimate changes by less than tol). hessian-eigenthings: `lanczos(HessianOperator(...),
+k, max_iter=…, which="LA")` (always exactly `max_iter` steps; every HVP re-runs forward and backward).
+curvlinops: `eigsh(HessianLinearOperator(..., check_deterministic=False).to_scipy(), k, which="LA", ncv=…,
+tol=…)` (forward-over-reverse HVPs; ARPACK in float64 on the float32 operator). Target: ours ≤ 1/3 of the best
+reference tool's time.
+
+{(2 * chr(10)).join(report.sections)}
+
+Reading these tables. Ours, hessian-eigenthings and ARPACK are all Lanczos methods started from a random
+vector: they build the same Krylov space, so the HVPs each needs for 1e-3 differ by a step or two, and a
+1/3 time ratio against them would need HVPs three times cheaper than theirs. PyHessian's power iteration needs
+more HVPs, the more so for k = 3 (each deflated eigenvalue converges at its own gap), but each of its HVPs is
+one backward pass through a kept gradient graph, like ours with `hvp_method="double_backward"`.
+hessian-eigenthings rebuilds the graph for every product; curvlinops and our default `"auto"` (which picks
+forward-over-reverse, `torch.func.jvp` of `torch.func.grad`, whenever `torch.func` can transform the model)
+pay for a forward-mode pass (see "Cost of one HVP"). The sweep also gives each reference tool its best setting
+in hindsight; hessian-eigenthings has no stopping test at all, so in use its `max_iter` is a guess (its default,
+2k steps, is in the defaults rows), while ours stops on its own residual test.
+
+### Warm start
+
+Our defaults (`tol=1e-3`, `max_iter=50`; double-backward products, which change no count) at the trained
+state, then {" and ".join(map(str, WARM_STEPS))} more SGD steps; cold = fresh Gaussian start (seeds 0…{cfg.repeats - 1}), warm = `v0=` the previous eigenvectors (one
+set from each of those seeds). Medians over {cfg.repeats}; errors against a float64 reference at the new point.
+
+{warm_table}
+
+Target ≥ {TARGET_WARM_RATIO:g}× fewer HVPs warm: {warm_verdict}
+
+Reading this table. A warm start saves the steps the Krylov space needs to find the wanted directions: from a
+random start their component is about 1/√P, from the previous eigenvectors it is the overlap in the table.
+After that the residual still has to shrink from about the sine of the angle between old and new eigenvector to
+`tol·λ`, at a rate set by the eigenvalue gaps, so the saving is a number of steps rather than a factor: a
+factor 2 needs cold runs much longer than a warm run's floor. The overlap column shows how far the
+eigenvectors turn under minibatch SGD between measurements; the closer the eigenvalues, the further they turn.
+"""
+    if args.no_write:
+        print(body)
+    else:
+        write_section("hessian", body)
+    log(f"[hessian] done in {total:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
