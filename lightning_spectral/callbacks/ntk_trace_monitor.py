@@ -48,14 +48,15 @@ class NTKTraceMonitor(SpectralMonitor):
         every_n_epochs: measure at the end of every n-th epoch.
         log_spacing: also measure at steps 1, 2, 4, ... below ``every_n_steps``.
         at_train_start: measure the initial model.
-        method: ``"auto"`` (exact when ``B·K`` is small, else Hutchinson), ``"exact"``, ``"hutchinson"``,
-            ``"hutchpp"``.
+        method: ``"auto"`` (exact when ``K ≤ num_probes`` or ``B·K ≤ 128``, else Hutchinson), ``"exact"``,
+            ``"hutchinson"``, ``"hutchpp"`` (see :func:`lightning_spectral.functional.ntk_trace`).
         num_probes: probes of the stochastic methods.
         compute_alignment: log the kernel-target alignment ``⟨Θ, yyᵀ⟩_F / (‖Θ‖_F ‖yyᵀ‖_F)`` (forms the
             ``B·K × B·K`` kernel: small measurement batches only).
         compute_lambda_max: log the top NTK eigenvalue (Lanczos on ``J Jᵀ`` products, warm-started).
         lambda_max_tol: relative residual tolerance of that Lanczos.
-        chunk_size: examples per vectorised Jacobian chunk (``None``: a memory-bounded default).
+        chunk_size: examples per vectorised chunk of per-example gradients, for parameters outside linear and
+            convolution layers, and of the Jacobian when the kernel is formed (``None``: memory-bounded).
         loss_scale: the training loss over ``(1/(2B)) Σ ‖f − y‖²`` for ``sgd_stability``; ``None`` means
             ``torch.nn.MSELoss()`` (mean over ``B·K`` entries), i.e. ``2/K``.
         input_fn: ``batch -> inputs`` (default: the batch tensor, its first element, or an input key).

@@ -9,21 +9,27 @@ a sum over the batch (not a mean; divide by ``num_examples`` for the per-example
 stochastic edge of stability of small-batch SGD (Agarwala & Pennington 2024, arXiv:2404.19261; see
 :mod:`lightning_spectral.functional.sgd_stability`). Methods:
 
-- ``"exact"``: per-example Jacobians with ``torch.func.vmap`` over examples of ``torch.func.jacrev``, reduced
-  to ``Σ_i ‖J_i‖_F²`` chunk by chunk: ``chunk_size`` examples at a time, so at most ``chunk_size·K·P``
-  Jacobian entries live at once. The default chunk holds about ``VECTORIZED_BUDGET = 2**24`` entries
-  (``chunk_size = max(1, 2**24 // (K·P))``: 128 MiB in float64, 64 MiB in float32, plus activations).
-  Cost: ``B·K`` backward passes, vectorised. ``std_error`` is 0.
-- ``"hutchinson"``: ``tr Θ = E_v ‖Jᵀ v‖²`` for Rademacher ``v ∈ {±1}^{B·K}``; one forward, then one VJP
-  (backward) per probe, vectorised over groups of ``max(1, VECTORIZED_BUDGET // P)`` probes; the estimate is
-  the mean of the ``num_probes`` samples and ``std_error`` their standard error
+- ``"exact"``: ``Σ_i Σ_k ‖∂f_k(x_i)/∂θ‖²`` from
+  :func:`lightning_spectral.functional.per_example_gradient_norms.per_example_squared_gradient_norms` with
+  one-hot cotangents: for ``nn.Linear`` / ``nn.Conv1d`` / ``nn.Conv2d`` layers one vectorised backward pass of
+  the whole batch per output ``k`` (``K`` passes, not ``B·K``) and the per-example norms by the layer-wise
+  identity ``‖Σ_t δ_t a_tᵀ‖² = Σ_{t,s} (δ_t·δ_s)(a_t·a_s)``, without forming per-example gradients; every other
+  parameter by ``torch.func.vmap`` over examples of per-example gradients, ``chunk_size`` examples at a time
+  (default about ``VECTORIZED_BUDGET / P``). ``std_error`` is 0.
+- ``"hutchinson"``: per-example Hutchinson. For Rademacher ``v ∈ {±1}^{B×K}``,
+  ``Σ_i ‖J_iᵀ v_i‖²`` (``J_i = ∂f(x_i)/∂θ``, ``K × P``) has expectation ``Σ_i tr(J_i J_iᵀ) = tr Θ``; each probe
+  costs one backward pass of the batch (the per-example norms come from the same layer-wise identity).
+  Its variance, ``2 Σ_i Σ_{k≠l} (J_i J_iᵀ)_{kl}²`` per probe, involves only the NTK blocks of single examples,
+  where the plain estimator ``‖Jᵀv‖²`` also carries every cross-example entry ``2 Σ_{(i,k)≠(j,l)} Θ²``
+  — the dominant part for a batch whose examples share a kernel direction. The estimate is the mean of the
+  ``num_probes`` samples and ``std_error`` their standard error
   (``lightning_spectral.linalg.mean_and_std_error``).
 - ``"hutchpp"``: Hutch++ (Meyer, Musco, Musco & Woodruff 2021, ``lightning_spectral.linalg.hutchpp_trace``)
-  on the operator ``v ↦ J (Jᵀ v)`` (a VJP, then a JVP), with ``num_probes`` operator products. Lower
-  variance than Hutchinson when a few NTK eigenvalues dominate (typical of trained classifiers), at two
-  passes per product; needs forward-mode AD support for every operation of the model.
-- ``"auto"``: ``"exact"`` when ``B·K ≤ AUTO_EXACT_MAX_ROWS = 128``, else ``"hutchinson"`` (reverse mode only,
-  an honest sample standard error, one pass per probe). ``method_used`` says which ran.
+  on the whole-batch operator ``v ↦ J (Jᵀ v)`` (a VJP, then a JVP), with ``num_probes`` operator products.
+  Lower variance than plain Hutchinson when a few NTK eigenvalues dominate, at two passes per product; needs
+  forward-mode AD support for every operation of the model.
+- ``"auto"``: ``"exact"`` when ``K ≤ num_probes`` (the exact trace then costs no more passes than the
+  estimate) or ``B·K ≤ AUTO_EXACT_MAX_ROWS = 128``, else ``"hutchinson"``. ``method_used`` says which ran.
 
 Distributed use: ``reduce_fn`` receives a float64 tensor ``[trace, std_error², num_examples]`` of this
 process's batch and must return the element-wise sum over processes (an all-reduce-sum). Traces add over
@@ -49,23 +55,22 @@ import torch
 from torch import Tensor, nn
 
 from lightning_spectral.functional.model_jacobian import (
-    FunctionalModel,
     OutputFn,
     ParamSpec,
     make_functional_model,
     ntk_products,
     validate_inputs,
 )
+from lightning_spectral.functional.per_example_gradient_norms import (
+    VECTORIZED_BUDGET,
+    per_example_squared_gradient_norms,
+)
 from lightning_spectral.linalg import hutchpp_trace, mean_and_std_error, rademacher
 
 __all__ = ["AUTO_EXACT_MAX_ROWS", "VECTORIZED_BUDGET", "NTKTrace", "ntk_trace"]
 
 AUTO_EXACT_MAX_ROWS = 128
-"""``method="auto"`` computes the trace exactly when ``B·K`` is at most this, else uses Hutchinson."""
-
-VECTORIZED_BUDGET = 2**24
-"""Entries held at once by one vectorised chunk: ``chunk_size·K·P`` Jacobian entries (exact, default
-``chunk_size``) or ``probes·P`` gradient entries (Hutchinson probe groups)."""
+"""``method="auto"`` computes the trace exactly when ``B·K`` is at most this (or ``K ≤ num_probes``)."""
 
 _METHODS = ("auto", "exact", "hutchinson", "hutchpp")
 
@@ -87,20 +92,6 @@ def _check_positive_int(value: object, name: str, allow_none: bool = False) -> N
         return
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
-
-
-def _exact_trace(fm: FunctionalModel, inputs: Tensor, num_outputs: int, chunk_size: int | None) -> Tensor:
-    if chunk_size is None:
-        chunk_size = max(1, VECTORIZED_BUDGET // max(1, num_outputs * fm.num_params))
-
-    def squared_jacobian_norm(params: dict[str, Tensor], example: Tensor) -> Tensor:
-        jacobian = torch.func.jacrev(fm.example_outputs)(params, example)
-        return sum(j.pow(2).sum() for j in jacobian.values())
-
-    per_example = torch.func.vmap(squared_jacobian_norm, in_dims=(None, 0), chunk_size=chunk_size)(
-        fm.params, inputs
-    )
-    return per_example.to(torch.float64).sum()
 
 
 def ntk_trace(
@@ -127,7 +118,8 @@ def ntk_trace(
             sketch); ignored by ``"exact"``.
         output_fn: ``output_fn(model, inputs)`` returns the outputs (default ``model(inputs)``, the logits for
             a classifier); its first dimension must be ``B``, the rest is flattened to ``K``.
-        chunk_size: examples per vectorised Jacobian chunk of the exact method (default: see module doc).
+        chunk_size: examples per vectorised chunk of per-example gradients, for the parameters outside
+            linear and convolution layers (default: see module doc).
         params: parameter names / globs (default: all with ``requires_grad=True``).
         generator: random source of the probes; ``None`` uses the global torch RNG.
         reduce_fn: all-reduce-sum over processes of ``[trace, std_error², num_examples]`` (float64).
@@ -148,33 +140,37 @@ def ntk_trace(
         raise TypeError(f"`reduce_fn` must be a callable Tensor -> Tensor or None, got {reduce_fn!r}.")
     num_examples = validate_inputs(inputs)
     fm = make_functional_model(model, output_fn=output_fn, params=params)
+    with torch.no_grad():
+        num_outputs = fm.example_outputs(fm.params, inputs[0]).numel()
+    if method == "auto":
+        small = num_outputs <= num_probes or num_examples * num_outputs <= AUTO_EXACT_MAX_ROWS
+        method = "exact" if small else "hutchinson"
 
     if method == "exact":
-        with torch.no_grad():
-            num_outputs = fm.example_outputs(fm.params, inputs[0]).numel()
-        trace, variance, method_used = _exact_trace(fm, inputs, num_outputs, chunk_size), 0.0, "exact"
+        norms = per_example_squared_gradient_norms(fm, inputs, None, chunk_size=chunk_size)
+        trace, variance = norms.to(torch.float64).sum(), 0.0
+    elif method == "hutchinson":
+        device = next(iter(fm.params.values())).device
+        dtype = next(iter(fm.params.values())).dtype
+        probes = rademacher(
+            (num_probes, num_examples, num_outputs), dtype=dtype, device=device, generator=generator
+        )
+        norms = per_example_squared_gradient_norms(fm, inputs, probes, chunk_size=chunk_size)
+        mean, std_error = mean_and_std_error(norms.to(torch.float64).sum(1))
+        trace, variance = torch.tensor(mean, dtype=torch.float64), std_error**2
     else:
-        outputs, vjp, ntk_matvec = ntk_products(fm, inputs)
-        num_outputs = outputs.shape[1]
-        rows = num_examples * num_outputs
-        if method == "auto" and rows <= AUTO_EXACT_MAX_ROWS:
-            del vjp, ntk_matvec  # frees the kept forward pass before the exact computation
-            trace, variance, method_used = _exact_trace(fm, inputs, num_outputs, chunk_size), 0.0, "exact"
-        elif method in ("auto", "hutchinson"):
-            probes = rademacher(
-                (num_probes, *outputs.shape), dtype=outputs.dtype, device=outputs.device, generator=generator
-            )
-            group = max(1, VECTORIZED_BUDGET // max(1, fm.num_params))
-            squared_norm = torch.func.vmap(lambda v: sum(g.pow(2).sum() for g in vjp(v).values()))
-            samples = torch.cat([squared_norm(probes[i : i + group]) for i in range(0, num_probes, group)])
-            mean, std_error = mean_and_std_error(samples.to(torch.float64))
-            trace, variance, method_used = torch.tensor(mean, dtype=torch.float64), std_error**2, "hutchinson"
-        else:
-            estimate = hutchpp_trace(
-                ntk_matvec, rows, num_probes, dtype=outputs.dtype, device=outputs.device, generator=generator
-            )
-            trace = torch.tensor(estimate.estimate, dtype=torch.float64)
-            variance, method_used = estimate.std_error**2, "hutchpp"
+        outputs, _, ntk_matvec = ntk_products(fm, inputs)
+        estimate = hutchpp_trace(
+            ntk_matvec,
+            outputs.numel(),
+            num_probes,
+            dtype=outputs.dtype,
+            device=outputs.device,
+            generator=generator,
+        )
+        trace = torch.tensor(estimate.estimate, dtype=torch.float64)
+        variance = estimate.std_error**2
+    method_used = method
 
     device = next(iter(fm.params.values())).device
     pieces = torch.tensor(

@@ -8,6 +8,7 @@ import torch
 from pytorch_lightning.loggers import TensorBoardLogger
 from spectral_testing.log_readers import read_tensorboard_scalars
 from spectral_testing.models import trainer_kwargs
+from spectral_testing.references import explicit_jacobian
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -38,12 +39,6 @@ class Regressor(pl.LightningModule):
         x = torch.randn(self.hparams.num_examples, 5, generator=g)
         y = torch.stack([x[:, 0] * x[:, 1], x[:, 2].sin()], dim=1)
         return DataLoader(TensorDataset(x, y), batch_size=self.hparams.batch_size, shuffle=True)
-
-
-def explicit_jacobian(model, x):
-    params = {n: p.detach() for n, p in model.named_parameters()}
-    jac = torch.func.jacrev(lambda p: torch.func.functional_call(model, p, (x,)))(params)
-    return torch.cat([j.reshape(x.shape[0] * 2, -1) for j in jac.values()], dim=1)  # (B·K, P)
 
 
 @pytest.mark.parametrize("use_bn", [False, True])

@@ -11,6 +11,7 @@ import math
 
 import pytest
 import torch
+from spectral_testing.references import explicit_jacobian
 from torch import nn
 
 from lightning_spectral.functional.ntk_trace import AUTO_EXACT_MAX_ROWS, NTKTrace, ntk_trace
@@ -41,37 +42,6 @@ def mlp_inputs(batch: int = 7, seed: int = 2) -> torch.Tensor:
 
 def cnn_inputs(batch: int = 5, seed: int = 3) -> torch.Tensor:
     return torch.randn(batch, 2, 6, 6, dtype=DTYPE, generator=torch.Generator().manual_seed(seed))
-
-
-def explicit_jacobian(model, inputs, output_fn=None, names=None) -> torch.Tensor:
-    """``∂ vec(f) / ∂θ`` of the whole batch as a (B·K, P) matrix, by jacrev on the flat parameter vector."""
-    named = dict(model.named_parameters())
-    names = list(named) if names is None else names
-    shapes = [named[n].shape for n in names]
-    flat = torch.cat([named[n].detach().reshape(-1) for n in names])
-    output_fn = output_fn or (lambda m, x: m(x))
-
-    def outputs(theta):
-        state, offset = {}, 0
-        for name, shape in zip(names, shapes):
-            size = math.prod(shape)
-            state[name] = theta[offset : offset + size].reshape(shape)
-            offset += size
-        return torch.func.functional_call(
-            wrapper, {"model." + k: v for k, v in state.items()}, (inputs,)
-        ).reshape(-1)
-
-    wrapper = _OutputOf(model, output_fn)
-    return torch.func.jacrev(outputs)(flat)
-
-
-class _OutputOf(nn.Module):
-    def __init__(self, model, output_fn):
-        super().__init__()
-        self.model, self.output_fn = model, output_fn
-
-    def forward(self, inputs):
-        return self.output_fn(self.model, inputs)
 
 
 CASES = {"mlp": (tiny_mlp, mlp_inputs), "cnn": (tiny_cnn, cnn_inputs)}
@@ -178,14 +148,18 @@ def test_reported_standard_error_is_honest(method, num_probes, lowest):
 
 
 def test_auto_picks_exact_for_small_outputs_and_hutchinson_above_the_threshold():
+    """Exact when B·K ≤ AUTO_EXACT_MAX_ROWS or K ≤ num_probes (K = 3 here), Hutchinson otherwise."""
     model = tiny_mlp()
     small = mlp_inputs(batch=AUTO_EXACT_MAX_ROWS // 3)
-    result = ntk_trace(model, small)
+    result = ntk_trace(model, small, num_probes=2)
     assert result.method_used == "exact"
     assert result.trace == pytest.approx(explicit_jacobian(model, small).pow(2).sum().item(), rel=1e-12)
     large = mlp_inputs(batch=AUTO_EXACT_MAX_ROWS // 3 + 1)
-    result = ntk_trace(model, large, num_probes=3, generator=torch.Generator().manual_seed(0))
+    result = ntk_trace(model, large, num_probes=2, generator=torch.Generator().manual_seed(0))
     assert result.method_used == "hutchinson" and result.std_error > 0
+    result = ntk_trace(model, large, num_probes=3)
+    assert result.method_used == "exact"
+    assert result.trace == pytest.approx(explicit_jacobian(model, large).pow(2).sum().item(), rel=1e-12)
 
 
 def test_generator_makes_estimates_reproducible_and_leaves_global_rng_alone():

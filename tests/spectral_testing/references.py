@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
+from torch import nn
 
 
 def dense_hessian(model, loss_of_forward, batch, names=None):
@@ -28,3 +31,34 @@ def dense_hessian(model, loss_of_forward, batch, names=None):
         )
 
     return torch.autograd.functional.hessian(loss_of, flat)
+
+
+def explicit_jacobian(model, inputs, output_fn=None, names=None) -> torch.Tensor:
+    """``∂ vec(f) / ∂θ`` of the whole batch as a (B·K, P) matrix, by jacrev on the flat parameter vector."""
+    named = dict(model.named_parameters())
+    names = list(named) if names is None else names
+    shapes = [named[n].shape for n in names]
+    flat = torch.cat([named[n].detach().reshape(-1) for n in names])
+    output_fn = output_fn or (lambda m, x: m(x))
+
+    def outputs(theta):
+        state, offset = {}, 0
+        for name, shape in zip(names, shapes):
+            size = math.prod(shape)
+            state[name] = theta[offset : offset + size].reshape(shape)
+            offset += size
+        return torch.func.functional_call(
+            wrapper, {"model." + k: v for k, v in state.items()}, (inputs,)
+        ).reshape(-1)
+
+    wrapper = _OutputOf(model, output_fn)
+    return torch.func.jacrev(outputs)(flat)
+
+
+class _OutputOf(nn.Module):
+    def __init__(self, model, output_fn):
+        super().__init__()
+        self.model, self.output_fn = model, output_fn
+
+    def forward(self, inputs):
+        return self.output_fn(self.model, inputs)
