@@ -9,6 +9,9 @@ numbers go*: every logger of the trainer under ``spectral/<monitor_name>/<metric
 Every measurement runs inside :func:`preserved_training_state`, so the training trajectory with the
 monitor is bit-identical to the one without it. A failing measurement is reported once with its traceback
 and the monitor switches itself off for the rest of the run (training goes on), unless ``strict=True``.
+Under DDP the decision is collective: a measurement that raises on one rank raises (``strict=True``) or
+disables the monitor on every rank, with no rank left waiting in a collective
+(:mod:`lightning_spectral.callbacks.collectives`).
 
 Example (a complete monitor)::
 
@@ -27,6 +30,7 @@ from __future__ import annotations
 import fnmatch
 import inspect
 import traceback
+import warnings
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -34,6 +38,7 @@ import torch
 from pytorch_lightning import Callback
 from pytorch_lightning.utilities import rank_zero_warn
 
+from lightning_spectral.callbacks.collectives import MeasurementCollectives, PeerMeasurementFailed
 from lightning_spectral.callbacks.measurement_batch import draw_measurement_batches, to_module_device
 from lightning_spectral.callbacks.metric_logging import (
     declare_metrics,
@@ -108,6 +113,7 @@ class SpectralMonitor(Callback):
         self._num_measurements = 0
         self._disabled = False
         self._declared_metrics: set[str] = set()
+        self._collectives: MeasurementCollectives | None = None
 
     # ------------------------------------------------------------------ subclass interface
     def measure(self, trainer: Any, pl_module: Any, batches: list[Any]) -> Mapping[str, float]:
@@ -126,6 +132,15 @@ class SpectralMonitor(Callback):
         """Restore what :meth:`extra_state` returned."""
 
     # ------------------------------------------------------------------ helpers for subclasses
+    @property
+    def collectives(self) -> MeasurementCollectives:
+        """The failure-aware collectives of the measurement in progress (identity on one process): combine the
+        ranks' pieces of a measurement only through these, so a rank that fails cannot leave the others
+        waiting (see :mod:`lightning_spectral.callbacks.collectives`)."""
+        if self._collectives is None:
+            raise RuntimeError("`collectives` is only available inside `measure`.")
+        return self._collectives
+
     @property
     def metric_prefix(self) -> str:
         return f"spectral/{self.monitor_name}/"
@@ -225,22 +240,45 @@ class SpectralMonitor(Callback):
         step = trainer.global_step
         if self._disabled or trainer.sanity_checking or step == self._last_measured_step:
             return
+        collectives = MeasurementCollectives(trainer)
+        self._collectives = collectives
         try:
-            with preserved_training_state(pl_module):
-                values = dict(self.measure(trainer, pl_module, self._batches))
-        except Exception:
+            try:
+                with preserved_training_state(pl_module):
+                    values = dict(self.measure(trainer, pl_module, self._batches))
+            except PeerMeasurementFailed:
+                raise
+            except Exception:
+                collectives.report_failure()
+                raise
+            collectives.finish()
+        except Exception as error:
             if self.strict:
                 raise
             self._disabled = True
-            rank_zero_warn(
-                f"{type(self).__name__}: the measurement at step {step} failed; the monitor is disabled for the "
-                f"rest of the run and training continues. Pass `strict=True` to raise instead.\n"
-                f"{traceback.format_exc()}"
-            )
+            self._report_failure(trainer, step, error)
             return
+        finally:
+            self._collectives = None
         self._last_measured_step = step
         self._num_measurements += 1
         new_names = [name for name in values if name not in self._declared_metrics]
         declare_metrics(trainer, {self.metric_prefix + name: self.summary_for(name) for name in new_names})
         self._declared_metrics.update(new_names)
         log_scalars(trainer, {self.metric_prefix + name: value for name, value in values.items()}, step)
+
+    def _report_failure(self, trainer: Any, step: int, error: Exception) -> None:
+        """One warning per failure: the failing rank shows its traceback, rank zero says that it followed."""
+        consequence = (
+            "the monitor is disabled for the rest of the run and training continues. Pass `strict=True` to "
+            "raise instead."
+        )
+        if isinstance(error, PeerMeasurementFailed):
+            rank_zero_warn(f"{type(self).__name__}: at step {step} {error} {consequence}")
+            return
+        where = f" on rank {trainer.global_rank}" if trainer.world_size > 1 else ""
+        warnings.warn(
+            f"{type(self).__name__}: the measurement at step {step} failed{where}; {consequence}\n"
+            f"{traceback.format_exc()}",
+            stacklevel=2,
+        )

@@ -149,7 +149,12 @@ class HessianEigenMonitor(SpectralMonitor):
         pl_module.train(self.measurement_mode == "train")
         loss_fn = resolve_loss_fn(pl_module, self.loss_fn)
         operator = HessianOperator.from_batches(
-            pl_module, loss_fn, batches, params=self.params, method=self.hvp_method
+            pl_module,
+            loss_fn,
+            batches,
+            params=self.params,
+            method=self.hvp_method,
+            reduce_fn=self.collectives.mean,  # DDP: the Hessian of the loss on the union of the shards
         )
         generator = self.make_generator(operator.device)
         previous = self._eigenvectors if self.warm_start else None
@@ -176,7 +181,12 @@ class HessianEigenMonitor(SpectralMonitor):
             values["eos_ratio"] = values["lambda_1"] / limit
         if self.compute_batch_sharpness:
             sharpness = batch_sharpness(
-                pl_module, loss_fn, batches, params=self.params, hvp_method=self.hvp_method
+                pl_module,
+                loss_fn,
+                batches,
+                params=self.params,
+                hvp_method=self.hvp_method,
+                reduce_fn=self.collectives.mean,
             )
             if not math.isnan(sharpness.value):
                 values["batch_sharpness"] = sharpness.value

@@ -137,8 +137,13 @@ class NTKTraceMonitor(SpectralMonitor):
             output_fn=self.output_fn,
             chunk_size=self.chunk_size,
             generator=self.make_generator(device),
+            reduce_fn=self.collectives.sum,  # DDP: traces add over the ranks' disjoint shards
         )
         values = {"trace": result.trace, "trace_per_example": result.trace / result.num_examples}
+        # λ_max and the alignment need the kernel of the union of the shards, cross-rank entries included:
+        # every rank computes them on the gathered inputs (identity on one process).
+        if self.compute_lambda_max or self.compute_alignment:
+            inputs = self.collectives.gather(inputs)
         if result.method_used != "exact":
             values["trace_std_error"] = result.std_error
         lambda_max = None
@@ -146,7 +151,7 @@ class NTKTraceMonitor(SpectralMonitor):
             lambda_max = self._lambda_max(pl_module, inputs, device, result.num_examples * result.num_outputs)
             values["lambda_max"] = lambda_max
         if self.compute_alignment:
-            targets = concatenated(batches, self.target_fn)
+            targets = self.collectives.gather(concatenated(batches, self.target_fn))
             values["alignment"] = ntk_alignment(
                 pl_module, inputs, targets, output_fn=self.output_fn, chunk_size=self.chunk_size
             )

@@ -125,6 +125,12 @@ class WeightSpectrumMonitor(SpectralMonitor):
         self._table_rows: list[list[Any]] = []
 
     def measure(self, trainer: Any, pl_module: Any, batches: list[Any]) -> Mapping[str, float]:
+        # Weights are replicated across DDP ranks: rank 0 decomposes them, the others receive its numbers (so
+        # `callback_metrics`, and any stopping decision on them, agree on every rank).
+        values = self._measure_weights(trainer, pl_module) if self.collectives.rank == 0 else None
+        return self.collectives.broadcast(values, src=0)
+
+    def _measure_weights(self, trainer: Any, pl_module: Any) -> dict[str, float]:
         with warnings.catch_warnings():
             if self.num_measurements > 0:  # unmatched include/exclude patterns are reported once
                 warnings.simplefilter("ignore", UserWarning)

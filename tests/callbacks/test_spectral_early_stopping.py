@@ -5,11 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import signal
-import socket
-import subprocess
-import sys
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +16,7 @@ import torch
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from pytorch_lightning.callbacks.early_stopping import EarlyStoppingReason
 from pytorch_lightning.strategies import SingleDeviceStrategy
+from spectral_testing.ddp import run_ddp_script
 from spectral_testing.models import TinyClassifier, trainer_kwargs
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -452,30 +448,9 @@ def test_works_alongside_stock_early_stopping_on_the_same_key(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- DDP
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_ddp_all_ranks_stop_at_the_same_step(tmp_path):
-    script = Path(__file__).with_name("ddp_early_stopping_script.py")
-    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
-    env.pop("LOCAL_RANK", None)
-    process = subprocess.Popen(
-        [sys.executable, str(script), str(tmp_path)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,  # rank 1 is a child of this process: one group to end on a timeout
-    )
-    try:
-        output, _ = process.communicate(timeout=180)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        output, _ = process.communicate()
-        pytest.fail(f"the DDP run did not finish in 180 s (ranks out of step?):\n{output[-3000:]}")
+    process = run_ddp_script(Path(__file__).with_name("ddp_early_stopping_script.py"), str(tmp_path))
+    output = process.stdout
     assert process.returncode == 0, output[-3000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     # only rank 1 fires (from step 3, patience 2): both ranks stop at step 4

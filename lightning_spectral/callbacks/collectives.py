@@ -1,0 +1,111 @@
+"""The collective operations of one measurement under data parallelism, safe against a failing rank.
+
+Under DDP every rank measures its own shard of the measurement batch (Lightning shards the training data, and
+the measurement batch is drawn from it), and the monitors combine the ranks' pieces with the strategy's
+collectives: the mean of Hessian-vector products and gradients (so Lanczos sees the Hessian of the loss on the
+union of the shards and runs identically on every rank), the sum of NTK traces, a broadcast of rank 0's
+weight spectra (weights are replicated), an all-gather of inputs where the union itself is needed.
+
+Collectives must match across ranks: a rank that raises in the middle of a measurement would leave the others
+waiting in their next collective until the process group times out. The protocol here prevents that:
+
+- every collective is preceded by a one-element all-reduce (sum) of a failure flag;
+- a rank whose measurement raises contributes 1 to one flag all-reduce (from its error handler) and leaves;
+- a rank that sees a non-zero flag raises :class:`PeerMeasurementFailed` without any further collective;
+- every measurement ends with a flag all-reduce (:meth:`MeasurementCollectives.finish`), so a failure after
+  the last data collective is seen too.
+
+So all ranks leave a measurement together: all with values, or all with an error (the original one on the
+failing rank, :class:`PeerMeasurementFailed` on the others). With one process every method is the identity
+and no collective runs.
+
+Example (inside a monitor's ``measure``)::
+
+    local_sum = torch.tensor([loss_sum, count])
+    total = self.collectives.sum(local_sum)  # the same tensor on every rank
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import torch
+from torch import Tensor
+
+__all__ = ["MeasurementCollectives", "PeerMeasurementFailed"]
+
+T = TypeVar("T")
+
+
+class PeerMeasurementFailed(RuntimeError):
+    """Raised on the ranks whose measurement went fine when another rank's measurement raised."""
+
+
+class MeasurementCollectives:
+    """Failure-aware collectives of one measurement (see the module docstring); identity on one process.
+
+    Args:
+        trainer: the running trainer; its ``strategy`` performs the collectives.
+    """
+
+    def __init__(self, trainer: Any) -> None:
+        self._strategy = trainer.strategy
+        self.world_size = int(trainer.world_size)
+        self.rank = int(trainer.global_rank)
+
+    @property
+    def distributed(self) -> bool:
+        """Whether there is more than one process (and so any collective at all)."""
+        return self.world_size > 1
+
+    def _failure_count(self, failed: bool) -> int:
+        flag = torch.tensor([1.0 if failed else 0.0], device=self._strategy.root_device)
+        return round(float(self._strategy.reduce(flag, reduce_op="sum")))
+
+    def _check_peers(self) -> None:
+        failures = self._failure_count(False)
+        if failures:
+            raise PeerMeasurementFailed(
+                f"the measurement failed on {failures} other rank(s); rank {self.rank} stops it as well "
+                "(see the failing rank's error)."
+            )
+
+    def mean(self, tensor: Tensor) -> Tensor:
+        """The element-wise mean of ``tensor`` over the ranks (a new tensor; the argument is not changed)."""
+        if not self.distributed:
+            return tensor
+        self._check_peers()
+        return self._strategy.reduce(tensor.detach().clone(), reduce_op="mean")
+
+    def sum(self, tensor: Tensor) -> Tensor:
+        """The element-wise sum of ``tensor`` over the ranks (a new tensor; the argument is not changed)."""
+        if not self.distributed:
+            return tensor
+        self._check_peers()
+        return self._strategy.reduce(tensor.detach().clone(), reduce_op="sum")
+
+    def broadcast(self, obj: T, src: int = 0) -> T:
+        """Rank ``src``'s ``obj`` (any picklable object) on every rank."""
+        if not self.distributed:
+            return obj
+        self._check_peers()
+        return self._strategy.broadcast(obj, src=src)
+
+    def gather(self, tensor: Tensor) -> Tensor:
+        """The ranks' tensors concatenated along the first dimension, in rank order, on every rank. Every rank
+        must pass the same shape (Lightning's distributed sampler gives every rank equally many examples)."""
+        if not self.distributed:
+            return tensor
+        self._check_peers()
+        gathered = self._strategy.all_gather(tensor.detach())
+        return gathered.reshape(-1, *tensor.shape[1:])
+
+    def report_failure(self) -> None:
+        """Called by the failing rank's error handler: lets the other ranks' next collective raise."""
+        if self.distributed:
+            self._failure_count(True)
+
+    def finish(self) -> None:
+        """The closing flag all-reduce of a measurement that went fine on this rank."""
+        if self.distributed:
+            self._check_peers()

@@ -1,0 +1,148 @@
+"""Two-process CPU DDP fits with every monitor; run by test_ddp_monitors.py as a script.
+
+``strategy="ddp"`` relaunches ``sys.argv`` for rank 1, which a pytest process cannot survive, so the test runs
+``python ddp_monitors_script.py <mode> <out_dir>`` (with ``MASTER_ADDR`` and a free ``MASTER_PORT``). Modes:
+
+- ``measure`` (``strategy="ddp"``) / ``measure-spawn`` (``"ddp_spawn"``): the Hessian, NTK and weight
+  monitors measure the initial model (step 0) on each rank's shard. The launching process saves the initial
+  weights; each rank saves its measurement batch and its ``callback_metrics``, so the test can compare them
+  with a single-process measurement on the union of the shards. TensorBoard logs go to ``<out_dir>/tb``.
+- ``fail-strict`` / ``fail-lenient``: the Hessian monitor's loss raises on rank 1 at its third evaluation, in
+  the middle of Lanczos (forward-over-reverse products evaluate the loss once per product), with
+  ``strict=True`` / ``False``. Each rank that finishes writes ``rank<r>.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers import TensorBoardLogger
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from lightning_spectral.callbacks import HessianEigenMonitor, NTKTraceMonitor, WeightSpectrumMonitor
+
+NUM_EXAMPLES, BATCH_SIZE, MAX_STEPS = 32, 4, 3
+HESSIAN_K, HESSIAN_TOL = 2, 1e-6
+
+
+def loss_fn(model: nn.Module, batch) -> torch.Tensor:
+    x, y = batch
+    return ((model(x) - y) ** 2).mean()
+
+
+class Regressor(pl.LightningModule):
+    """3 → 5 → 2 tanh MLP (32 parameters) on a fixed regression problem; plain SGD."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 2))
+
+    def forward(self, x):
+        return self.net(x)
+
+    def training_step(self, batch, batch_idx):
+        return loss_fn(self, batch)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.05)
+
+    def train_dataloader(self):
+        generator = torch.Generator().manual_seed(1)
+        x = torch.randn(NUM_EXAMPLES, 3, generator=generator)
+        y = torch.stack([x[:, 0] * x[:, 1], x[:, 2].sin()], dim=1)
+        return DataLoader(TensorDataset(x, y), batch_size=BATCH_SIZE)
+
+
+class FailingLoss:
+    """``loss_fn`` that raises on rank 1 from its third call on."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, model, batch):
+        self.calls += 1
+        if torch.distributed.get_rank() == 1 and self.calls >= 3:
+            raise ValueError("injected failure on rank 1")
+        return loss_fn(model, batch)
+
+
+class SaveOutcome(pl.Callback):
+    """At train end, on every rank (also in ``ddp_spawn``'s workers): the measurement batches of a monitor (it
+    drops them at fit end) and the ``spectral/`` callback metrics."""
+
+    def __init__(self, monitor, out_dir: str) -> None:
+        self.monitor, self.out_dir = monitor, out_dir
+
+    def on_train_end(self, trainer, pl_module):
+        rank = trainer.global_rank
+        torch.save(self.monitor._batches, Path(self.out_dir, f"rank{rank}_batches.pt"))
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("spectral/")}
+        Path(self.out_dir, f"rank{rank}.json").write_text(json.dumps(metrics))
+
+
+def trainer(out_dir: str, callbacks, logger=False, strategy: str = "ddp") -> pl.Trainer:
+    return pl.Trainer(
+        accelerator="cpu",
+        devices=2,
+        strategy=strategy,
+        max_steps=MAX_STEPS,
+        callbacks=callbacks,
+        default_root_dir=out_dir,
+        logger=logger,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+
+
+def measure(out_dir: str, strategy: str) -> None:
+    monitors = [
+        HessianEigenMonitor(
+            k=HESSIAN_K,
+            tol=HESSIAN_TOL,
+            max_iter=32,
+            every_n_steps=100,
+            compute_batch_sharpness=True,
+            strict=True,
+        ),
+        NTKTraceMonitor(
+            every_n_steps=100, method="exact", compute_lambda_max=True, compute_alignment=True, strict=True
+        ),
+        WeightSpectrumMonitor(every_n_steps=100, strict=True),
+    ]
+    model = Regressor()
+    if int(os.environ.get("LOCAL_RANK", 0)) == 0:  # the launching process (before ddp_spawn's workers)
+        torch.save(model.state_dict(), Path(out_dir, "initial.pt"))
+    callbacks = [*monitors, SaveOutcome(monitors[0], out_dir)]
+    logger = TensorBoardLogger(out_dir, name="tb", version=0)
+    trainer(out_dir, callbacks, logger=logger, strategy=strategy).fit(model)
+
+
+def fail(out_dir: str, strict: bool) -> None:
+    monitor = HessianEigenMonitor(
+        k=1,
+        every_n_steps=1,
+        loss_fn=FailingLoss(),
+        hvp_method="forward_over_reverse",
+        compute_batch_sharpness=False,
+        strict=strict,
+    )
+    fit = trainer(out_dir, [monitor])
+    fit.fit(Regressor())
+    result = {"global_step": fit.global_step, "disabled": monitor._disabled}
+    Path(out_dir, f"rank{fit.global_rank}.json").write_text(json.dumps(result))
+
+
+if __name__ == "__main__":
+    mode, directory = sys.argv[1], sys.argv[2]
+    if mode.startswith("measure"):
+        measure(directory, strategy="ddp_spawn" if mode == "measure-spawn" else "ddp")
+    else:
+        fail(directory, strict=mode == "fail-strict")
