@@ -51,6 +51,24 @@ from lightning_spectral.callbacks.schedule import Schedule
 from lightning_spectral.callbacks.training_state_guard import preserved_training_state
 from lightning_spectral.validation import check_bool, check_int
 
+SHARDED_STRATEGIES = ("FSDPStrategy", "DeepSpeedStrategy", "ModelParallelStrategy")
+"""Strategies (of either Lightning distribution, matched by class name) that shard parameters across ranks."""
+
+
+def check_strategy_supported(strategy: Any, monitor: str) -> None:
+    """Raise ``NotImplementedError`` for a strategy that shards the parameters (FSDP, DeepSpeed, model
+    parallel): every monitor reads whole parameters, which such a strategy holds on no single rank."""
+    names = {cls.__name__ for cls in type(strategy).__mro__}
+    sharded = next((name for name in SHARDED_STRATEGIES if name in names), None)
+    if sharded is not None:
+        raise NotImplementedError(
+            f"{monitor} does not support {sharded}: it shards the parameters across ranks, and the monitors "
+            "need whole parameters (weight matrices, parameter-space Hessian-vector products, per-example "
+            "gradients). Use strategy='ddp' (or 'ddp_spawn') for runs you monitor, or measure checkpoints "
+            "offline with lightning_spectral.functional (weight_spectrum, hessian_eigenvalues, ntk_trace) on a "
+            "model with the consolidated state dict."
+        )
+
 
 class SpectralMonitor(Callback):
     """Base class of the spectral monitors.
@@ -195,6 +213,9 @@ class SpectralMonitor(Callback):
             log_spacing=self.schedule.log_spacing,
             seed=self.seed,
         )
+
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        check_strategy_supported(trainer.strategy, type(self).__name__)
 
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
         log_config(trainer, {f"{self.metric_prefix}{name}": value for name, value in self.config().items()})

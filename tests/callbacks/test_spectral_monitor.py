@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib
 import warnings
 from pathlib import Path
 
@@ -11,10 +12,11 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+from pytorch_lightning.strategies import SingleDeviceStrategy
 from spectral_testing.log_readers import read_tensorboard_scalars
 from spectral_testing.models import LossRecorder, TinyClassifier, trainer_kwargs
 
-from lightning_spectral.callbacks.base import SpectralMonitor
+from lightning_spectral.callbacks.base import SpectralMonitor, check_strategy_supported
 
 
 class ParameterNormMonitor(SpectralMonitor):
@@ -191,3 +193,14 @@ def test_constructor_validation(kwargs, argument):
 def test_num_batches_larger_than_the_dataloader_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="num_batches"):
         fit(tmp_path, [ParameterNormMonitor(every_n_steps=1, num_batches=5, strict=True)], max_epochs=1)
+
+
+@pytest.mark.parametrize("package", ["pytorch_lightning", "lightning.pytorch"])
+@pytest.mark.parametrize("name", ["FSDPStrategy", "DeepSpeedStrategy", "ModelParallelStrategy"])
+def test_sharded_strategies_are_refused_with_the_alternatives(package, name):
+    """Lightning's FSDP needs CUDA, so no CPU fit can reach this: the check runs on the strategy classes."""
+    strategy_class = getattr(importlib.import_module(f"{package}.strategies"), name)
+    strategy = strategy_class.__new__(strategy_class)  # no process group or device needed for the check
+    with pytest.raises(NotImplementedError, match=rf"does not support {name}.*strategy='ddp'"):
+        check_strategy_supported(strategy, "HessianEigenMonitor")
+    check_strategy_supported(SingleDeviceStrategy(device="cpu"), "HessianEigenMonitor")  # fine
