@@ -1,8 +1,9 @@
-"""The ``lightning-spectral`` command line: ``lightning-spectral demo`` (and more subcommands over time)."""
+"""The ``lightning-spectral`` command line: ``lightning-spectral demo`` and ``lightning-spectral report``."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 
 DEMO_SUMMARY_KEYS = (
@@ -32,11 +33,60 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--log-dir", default="runs", help="TensorBoard root directory (default: ./runs)")
     demo.add_argument("--max-steps", type=int, default=300, help="optimizer steps to train (default: 300)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    report = commands.add_parser(
+        "report",
+        help="compare runs offline: an HTML page of spectral figures from TensorBoard event files",
+        description="Read the spectral/ metrics of one or more runs from their TensorBoard event files and "
+        "write OUT/index.html with one PNG per figure, the runs overlaid.",
+    )
+    report.add_argument(
+        "run_dirs",
+        nargs="+",
+        metavar="RUN_DIR",
+        help="a run's folder, with event files anywhere below it (e.g. lightning_logs/version_0)",
+    )
+    report.add_argument(
+        "-o", "--out", required=True, metavar="OUT", help="output folder (created if missing)"
+    )
+    report.add_argument(
+        "--steps",
+        type=_steps,
+        default=None,
+        metavar="S1,S2,...",
+        help="steps at which to show Hessian densities and singular-value histograms (the nearest logged "
+        "ones; default: the last)",
+    )
+    report.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
     return parser
+
+
+def _steps(text: str) -> list[int]:
+    """``"0,100,300"`` → ``[0, 100, 300]``."""
+    try:
+        steps = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not steps or min(steps) < 0:
+        raise argparse.ArgumentTypeError(f"expected comma-separated non-negative integers, got {text!r}")
+    return steps
+
+
+def _report(args: argparse.Namespace) -> int:
+    from lightning_spectral.report import ReportError, build_report
+
+    try:
+        page = build_report(args.run_dirs, args.out, steps=args.steps, progress=not args.quiet)
+    except ReportError as error:
+        print(f"lightning-spectral report: error: {error}", file=sys.stderr)
+        return 2
+    print(f"Report written to {page}")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "report":
+        return _report(args)
     if args.command == "demo":
         from lightning_spectral.demo import run_demo
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import fnmatch
 import inspect
+import math
 import traceback
 import warnings
 from collections.abc import Mapping
@@ -49,6 +50,7 @@ from lightning_spectral.callbacks.metric_logging import (
 )
 from lightning_spectral.callbacks.schedule import Schedule
 from lightning_spectral.callbacks.training_state_guard import preserved_training_state
+from lightning_spectral.linalg import NonFiniteError
 from lightning_spectral.validation import check_bool, check_int
 
 SHARDED_STRATEGIES = ("FSDPStrategy", "DeepSpeedStrategy", "ModelParallelStrategy")
@@ -93,6 +95,8 @@ class SpectralMonitor(Callback):
     needs_batch: ClassVar[bool] = True
     #: ``every_n_steps`` used when neither ``every_n_steps`` nor ``every_n_epochs`` is given (None: required).
     default_every_n_steps: ClassVar[int | None] = None
+    #: Metrics logged as NaN when the first measurement already meets non-finite numbers.
+    primary_metrics: ClassVar[tuple[str, ...]] = ()
     #: W&B run summary per metric name (fnmatch patterns, first match wins; unmatched metrics: ``"last"``).
     metric_summaries: ClassVar[dict[str, str]] = {}
 
@@ -132,6 +136,7 @@ class SpectralMonitor(Callback):
         self._disabled = False
         self._declared_metrics: set[str] = set()
         self._collectives: MeasurementCollectives | None = None
+        self._warned_non_finite = False
 
     # ------------------------------------------------------------------ subclass interface
     def measure(self, trainer: Any, pl_module: Any, batches: list[Any]) -> Mapping[str, float]:
@@ -269,10 +274,13 @@ class SpectralMonitor(Callback):
                     values = dict(self.measure(trainer, pl_module, self._batches))
             except PeerMeasurementFailed:
                 raise
-            except Exception:
-                collectives.report_failure()
+            except Exception as error:
+                collectives.report_failure(non_finite=isinstance(error, NonFiniteError))
                 raise
             collectives.finish()
+        except NonFiniteError as error:  # NaN / inf met (here or on another rank): a finding, not a failure
+            values = {name: math.nan for name in self.non_finite_metrics()}
+            self._warn_non_finite(step, str(error))
         except Exception as error:
             if self.strict:
                 raise
@@ -281,12 +289,32 @@ class SpectralMonitor(Callback):
             return
         finally:
             self._collectives = None
+        bad = sorted(name for name, value in values.items() if not math.isfinite(value))
+        if bad:
+            self._warn_non_finite(
+                step, f"non-finite values of {', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}"
+            )
         self._last_measured_step = step
         self._num_measurements += 1
         new_names = [name for name in values if name not in self._declared_metrics]
         declare_metrics(trainer, {self.metric_prefix + name: self.summary_for(name) for name in new_names})
         self._declared_metrics.update(new_names)
         log_scalars(trainer, {self.metric_prefix + name: value for name, value in values.items()}, step)
+
+    def non_finite_metrics(self) -> list[str]:
+        """The metrics logged as NaN when a measurement meets non-finite numbers (NaN / inf weights, loss or
+        products): every metric this monitor has logged so far, or :attr:`primary_metrics` before the first."""
+        return sorted(self._declared_metrics) or list(self.primary_metrics)
+
+    def _warn_non_finite(self, step: int, what: str) -> None:
+        if self._warned_non_finite:
+            return
+        self._warned_non_finite = True
+        rank_zero_warn(
+            f"{type(self).__name__}: {what} at step {step} (NaN or inf in the weights, the loss or the "
+            "gradients?); the affected metrics are logged as NaN, training continues, and later occurrences "
+            "are not reported again. SpectralEarlyStopping(check_finite=True) can stop the run on them."
+        )
 
     def _report_failure(self, trainer: Any, step: int, error: Exception) -> None:
         """One warning per failure: the failing rank shows its traceback, rank zero says that it followed."""

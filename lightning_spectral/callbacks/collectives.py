@@ -10,8 +10,9 @@ Collectives must match across ranks: a rank that raises in the middle of a measu
 waiting in their next collective until the process group times out. The protocol here prevents that:
 
 - every collective is preceded by a one-element all-reduce (sum) of a failure flag;
-- a rank whose measurement raises contributes 1 to one flag all-reduce (from its error handler) and leaves;
-- a rank that sees a non-zero flag raises :class:`PeerMeasurementFailed` without any further collective;
+- a rank whose measurement raises contributes to one flag all-reduce (from its error handler) and leaves;
+- a rank that sees a non-zero flag raises :class:`PeerMeasurementFailed` without any further collective
+  (:class:`PeerNonFinite` when the other ranks only met NaN / inf, so that every rank logs NaN alike);
 - every measurement ends with a flag all-reduce (:meth:`MeasurementCollectives.finish`), so a failure after
   the last data collective is seen too.
 
@@ -32,13 +33,23 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor
 
-__all__ = ["MeasurementCollectives", "PeerMeasurementFailed"]
+from lightning_spectral.linalg import NonFiniteError
+
+__all__ = ["MeasurementCollectives", "PeerMeasurementFailed", "PeerNonFinite"]
+
+_ERROR_FLAG = 1024.0
+"""A failing rank's contribution to the failure flag; a rank that met non-finite numbers contributes 1."""
 
 T = TypeVar("T")
 
 
 class PeerMeasurementFailed(RuntimeError):
     """Raised on the ranks whose measurement went fine when another rank's measurement raised."""
+
+
+class PeerNonFinite(PeerMeasurementFailed, NonFiniteError):
+    """Raised on the ranks whose measurement went fine when another rank met non-finite numbers (and no rank
+    failed otherwise): every rank then logs NaN, as the rank that met them does."""
 
 
 class MeasurementCollectives:
@@ -58,17 +69,19 @@ class MeasurementCollectives:
         """Whether there is more than one process (and so any collective at all)."""
         return self.world_size > 1
 
-    def _failure_count(self, failed: bool) -> int:
-        flag = torch.tensor([1.0 if failed else 0.0], device=self._strategy.root_device)
-        return round(float(self._strategy.reduce(flag, reduce_op="sum")))
+    def _flag_sum(self, contribution: float) -> float:
+        flag = torch.tensor([contribution], dtype=torch.float64, device=self._strategy.root_device)
+        return float(self._strategy.reduce(flag, reduce_op="sum"))
 
     def _check_peers(self) -> None:
-        failures = self._failure_count(False)
-        if failures:
+        total = self._flag_sum(0.0)
+        if total >= _ERROR_FLAG:
             raise PeerMeasurementFailed(
-                f"the measurement failed on {failures} other rank(s); rank {self.rank} stops it as well "
-                "(see the failing rank's error)."
+                f"the measurement failed on {int(total // _ERROR_FLAG)} other rank(s); rank {self.rank} stops "
+                "it as well (see the failing rank's error)."
             )
+        if total > 0:
+            raise PeerNonFinite(f"{round(total)} other rank(s) met non-finite values (NaN or inf).")
 
     def mean(self, tensor: Tensor) -> Tensor:
         """The element-wise mean of ``tensor`` over the ranks (a new tensor; the argument is not changed)."""
@@ -100,10 +113,11 @@ class MeasurementCollectives:
         gathered = self._strategy.all_gather(tensor.detach())
         return gathered.reshape(-1, *tensor.shape[1:])
 
-    def report_failure(self) -> None:
-        """Called by the failing rank's error handler: lets the other ranks' next collective raise."""
+    def report_failure(self, non_finite: bool = False) -> None:
+        """Called by the failing rank's error handler: lets the other ranks' next collective raise
+        (:class:`PeerNonFinite` if every failing rank only met non-finite numbers)."""
         if self.distributed:
-            self._failure_count(True)
+            self._flag_sum(1.0 if non_finite else _ERROR_FLAG)
 
     def finish(self) -> None:
         """The closing flag all-reduce of a measurement that went fine on this rank."""

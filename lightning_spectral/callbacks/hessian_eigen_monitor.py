@@ -74,6 +74,7 @@ class HessianEigenMonitor(SpectralMonitor):
     """
 
     monitor_name = "hessian"
+    primary_metrics = ("lambda_1",)
     default_every_n_steps = 100
     metric_summaries = {"lambda_*": "max", "eos_ratio": "max", "batch_sharpness*": "max", "trace": "max"}
 

@@ -66,6 +66,7 @@ class NTKTraceMonitor(SpectralMonitor):
     """
 
     monitor_name = "ntk"
+    primary_metrics = ("trace", "trace_per_example")
     default_every_n_steps = 100
     metric_summaries = {"trace*": "max", "lambda_max": "max", "sgd_stability*": "max", "alignment": "max"}
 

@@ -20,9 +20,11 @@ import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import torch
+
 from lightning_spectral.callbacks.base import SpectralMonitor
 from lightning_spectral.callbacks.metric_logging import log_table
-from lightning_spectral.functional.weight_matrices import CONV_MODES, weight_matrices
+from lightning_spectral.functional.weight_matrices import CONV_MODES, WeightMatrix, weight_matrices
 from lightning_spectral.functional.weight_spectrum import METHODS, WeightSpectrum, weight_spectra
 from lightning_spectral.validation import check_bool, check_choice, check_int
 
@@ -58,6 +60,7 @@ class WeightSpectrumMonitor(SpectralMonitor):
     """
 
     monitor_name = "weights"
+    primary_metrics = ("max_sigma_max", "mean_stable_rank")
     needs_batch = False
     default_every_n_steps = 100
     metric_summaries = {
@@ -143,22 +146,15 @@ class WeightSpectrumMonitor(SpectralMonitor):
             )
         if not matrices:
             return {}
-        previous = [self._previous.get(m.name) for m in matrices] if self.warm_start else None
-        previous = [
-            p if p is not None and p.shape == tuple(m.matrix.shape) else None
-            for p, m in zip(previous or [None] * len(matrices), matrices)
-        ]
-        spectra = weight_spectra(
-            [m.matrix for m in matrices],
-            self.k,
-            method=self.method,
-            previous=previous,
-            n_iter=self.n_iter,
-            oversample=self.oversample,
-            generator=self.make_generator(matrices[0].matrix.device),
-            exact_threshold=self.exact_threshold,
-        )
-        values: dict[str, float] = {}
+        # A layer with NaN / inf entries gets NaN metrics (the base class warns once); the others are measured.
+        broken = [m for m in matrices if not bool(torch.isfinite(m.matrix).all())]
+        matrices = [m for m in matrices if all(m is not b for b in broken)]
+        values: dict[str, float] = {
+            f"{m.name}/{key}": math.nan
+            for m in broken
+            for key in ("sigma_max", "frobenius_norm", "stable_rank", "effective_rank")
+        }
+        spectra = self._spectra(matrices) if matrices else []
         draw_histograms = self.histogram_every_n > 0 and self.num_measurements % self.histogram_every_n == 0
         for matrix, spectrum in zip(matrices, spectra):
             values.update(
@@ -176,9 +172,27 @@ class WeightSpectrumMonitor(SpectralMonitor):
             [trainer.global_step, m.name, s.sigma_max, s.stable_rank, s.effective_rank, s.alpha]
             for m, s in zip(matrices, spectra)
         ]
-        values["mean_stable_rank"] = sum(s.stable_rank for s in spectra) / len(spectra)
-        values["max_sigma_max"] = max(s.sigma_max for s in spectra)
+        stable_ranks = [s.stable_rank for s in spectra] + [math.nan] * len(broken)
+        values["mean_stable_rank"] = sum(stable_ranks) / len(stable_ranks)
+        values["max_sigma_max"] = math.nan if broken else max(s.sigma_max for s in spectra)
         return values
+
+    def _spectra(self, matrices: list[WeightMatrix]) -> list[WeightSpectrum]:
+        previous = [self._previous.get(m.name) for m in matrices] if self.warm_start else None
+        previous = [
+            p if p is not None and p.shape == tuple(m.matrix.shape) else None
+            for p, m in zip(previous or [None] * len(matrices), matrices)
+        ]
+        return weight_spectra(
+            [m.matrix for m in matrices],
+            self.k,
+            method=self.method,
+            previous=previous,
+            n_iter=self.n_iter,
+            oversample=self.oversample,
+            generator=self.make_generator(matrices[0].matrix.device),
+            exact_threshold=self.exact_threshold,
+        )
 
     def _layer_values(self, spectrum: WeightSpectrum) -> dict[str, float]:
         values = {

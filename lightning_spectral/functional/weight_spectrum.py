@@ -83,7 +83,7 @@ import torch
 from torch import Tensor
 
 from lightning_spectral.functional.power_law import DEFAULT_MIN_TAIL, PowerLawFit, power_law_alpha
-from lightning_spectral.linalg import randomized_svd
+from lightning_spectral.linalg import NonFiniteError, randomized_svd
 
 __all__ = ["CROSSOVER_FACTOR", "DEFAULT_K", "METHODS", "WeightSpectrum", "weight_spectra", "weight_spectrum"]
 
@@ -405,7 +405,7 @@ def _spectra(
             for i, fro in zip(chunk, frobenius):
                 if not math.isfinite(fro):
                     if not bool(torch.isfinite(matrices[i]).all()):
-                        raise ValueError(f"`{labels[i]}` contains non-finite values (NaN or inf).")
+                        raise NonFiniteError(f"`{labels[i]}` contains non-finite values (NaN or inf).")
                     raise ValueError(f"`{labels[i]}` is too large: its Frobenius norm overflows {dtype}.")
             spectra = _decompose_chunk(
                 stack,

@@ -8,6 +8,7 @@
 Randomness comes only from an optional ``generator: torch.Generator``; ``None`` means the global torch RNG.
 """
 
+from ._checks import NonFiniteError
 from .lanczos import lanczos
 from .orthonormalize import orthonormalize, project_out
 from .probes import rademacher
@@ -18,6 +19,7 @@ from .trace_estimators import hutchinson_trace, hutchpp_trace, mean_and_std_erro
 
 __all__ = [
     "LanczosResult",
+    "NonFiniteError",
     "SVDResult",
     "SpectralDensity",
     "TraceEstimate",

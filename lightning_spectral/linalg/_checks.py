@@ -11,6 +11,14 @@ import numbers
 import torch
 
 
+class NonFiniteError(ValueError):
+    """An input or an intermediate result (a matrix-vector product, a weight, a loss) is NaN or infinite.
+
+    A ``ValueError`` subclass, so existing handlers keep working; the callbacks catch it separately: they log
+    the affected metrics as NaN and let training go on (a NaN is a finding, not a failure of the monitor).
+    """
+
+
 def check_int(name: str, value: object, minimum: int) -> int:
     """``value`` as an ``int`` after checking that it is an integer (not a bool) and ``>= minimum``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):

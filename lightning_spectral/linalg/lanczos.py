@@ -69,7 +69,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from ._checks import check_int, resolve_dtype_device
+from ._checks import NonFiniteError, check_int, resolve_dtype_device
 from ._matvec import Matvec, apply_matvec, check_matvec
 from .orthonormalize import project_out
 from .results import LanczosResult
@@ -166,7 +166,7 @@ def _lanczos_tridiagonal(
         beta = torch.linalg.vector_norm(w)
         alpha_f, beta_f, w_norm_f = (float(x) for x in torch.stack([alpha, beta, w_norm]).tolist())
         if not (math.isfinite(alpha_f) and math.isfinite(beta_f) and math.isfinite(w_norm_f)):
-            raise ValueError(f"`matvec` returned non-finite values at Lanczos step {j + 1}.")
+            raise NonFiniteError(f"`matvec` returned non-finite values at Lanczos step {j + 1}.")
         state.anorm = max(state.anorm, w_norm_f, abs(alpha_f))
         state.alphas.append(alpha_f)
         state.betas.append(beta_f)

@@ -1,0 +1,231 @@
+"""The monitors inside someone's training job: bad numbers, odd models and batches, no perturbation, no leaks."""
+
+from __future__ import annotations
+
+import gc
+import math
+import warnings
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers import TensorBoardLogger
+from spectral_testing.log_readers import read_tensorboard_scalars
+from spectral_testing.models import LossRecorder, TinyClassifier, trainer_kwargs
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from lightning_spectral.callbacks import (
+    HessianEigenMonitor,
+    NTKTraceMonitor,
+    SpectralEarlyStopping,
+    WeightSpectrumMonitor,
+)
+
+
+def every_monitor(**schedule):
+    schedule = schedule or {"every_n_steps": 1}
+    return [
+        HessianEigenMonitor(k=2, compute_trace=True, compute_batch_sharpness=True, strict=True, **schedule),
+        NTKTraceMonitor(
+            method="exact", compute_lambda_max=True, compute_alignment=True, strict=True, **schedule
+        ),
+        WeightSpectrumMonitor(strict=True, histogram_every_n=1, **schedule),
+    ]
+
+
+def fit(tmp_path, callbacks, model=None, **overrides):
+    """``model``: a module, or a class to instantiate after seeding (so that two runs start alike)."""
+    pl.seed_everything(7, workers=True)
+    model = (model or TinyClassifier)() if model is None or isinstance(model, type) else model
+    trainer = pl.Trainer(callbacks=callbacks, **trainer_kwargs(tmp_path, **overrides))
+    trainer.fit(model)
+    return trainer, model
+
+
+# ---------------------------------------------------------------------------------------------- bad numbers
+class PoisonWeights(pl.Callback):
+    """Writes a NaN into the first layer's weight at the end of the batch after which ``global_step == step``
+    (before the monitors, listed after it, measure that step)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step == self.step:
+            with torch.no_grad():
+                pl_module.net[0].weight[0, 0] = float("nan")
+
+
+def test_non_finite_weights_are_logged_as_nan_with_one_warning_and_training_continues(tmp_path):
+    logger = TensorBoardLogger(str(tmp_path), name="tb")
+    monitors = every_monitor()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer, _ = fit(tmp_path, [PoisonWeights(step=2), *monitors], logger=logger, max_epochs=2)
+    assert trainer.global_step == 8  # training went on (strict=True: NaN is a finding, not a failure)
+    assert not any(m._disabled for m in monitors)
+    scalars = read_tensorboard_scalars(logger.log_dir)
+    for key in ("spectral/hessian/lambda_1", "spectral/ntk/trace", "spectral/weights/net.0.weight/sigma_max"):
+        steps = [step for step, _ in scalars[key]]
+        values = dict(scalars[key])
+        assert steps == list(range(9)), key  # every step logged, none skipped
+        assert all(math.isfinite(values[s]) for s in (0, 1)), (key, values)  # before the poison
+        assert all(math.isnan(values[s]) for s in range(2, 9)), (key, values)
+    # the other layer's metrics stay finite at the poisoned step (only net.0 holds the NaN then)
+    assert math.isfinite(dict(scalars["spectral/weights/net.4.weight/sigma_max"])[2])
+    for monitor in monitors:
+        name = type(monitor).__name__
+        ours = [w for w in caught if str(w.message).startswith(f"{name}:") and "NaN" in str(w.message)]
+        assert len(ours) == 1, (name, [str(w.message)[:100] for w in ours])
+
+
+def test_check_finite_stops_the_run_on_the_first_nan_measurement(tmp_path):
+    stopper = SpectralEarlyStopping("spectral/hessian/lambda_1", threshold=1e9, check_finite=True)
+    trainer, _ = fit(
+        tmp_path,
+        [PoisonWeights(step=2), HessianEigenMonitor(every_n_steps=1, compute_batch_sharpness=False), stopper],
+        max_epochs=5,
+    )
+    assert stopper.stopped_step == 2 and trainer.global_step == 2  # the poisoned step, without patience
+
+
+# ---------------------------------------------------------------------------------------------- odd models
+class DictData(Dataset):
+    def __init__(self, n: int = 16) -> None:
+        g = torch.Generator().manual_seed(0)
+        self.x, self.y = torch.randn(n, 4, generator=g), torch.randn(n, 2, generator=g)
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return {"x": self.x[i], "y": self.y[i]}
+
+
+class DictModule(pl.LightningModule):
+    """Dict batches, a dict returned by ``training_step``, ``self.log`` inside it."""
+
+    def __init__(self, batch_size: int = 4) -> None:
+        super().__init__()
+        self.batch_size = batch_size
+        self.net = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 2))
+
+    def forward(self, x):
+        return self.net(x)
+
+    def training_step(self, batch, batch_idx):
+        loss = ((self(batch["x"]) - batch["y"]) ** 2).mean()
+        self.log("train_loss", loss)
+        return {"loss": loss, "extra": loss.detach()}
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.05)
+
+    def train_dataloader(self):
+        return DataLoader(DictData(), batch_size=self.batch_size)
+
+
+class NoMatrices(DictModule):
+    """Parameters, but no weight matrix: an elementwise affine map."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = None
+        self.scale = nn.Parameter(torch.ones(4))
+        self.shift = nn.Parameter(torch.zeros(4))
+
+    def forward(self, x):
+        return (x * self.scale + self.shift)[:, :2]
+
+
+class ReturnsNone(DictModule):
+    """``training_step`` returns None (Lightning skips the step): there is no loss to measure."""
+
+    def training_step(self, batch, batch_idx):
+        super().training_step(batch, batch_idx)
+        return None
+
+
+@pytest.mark.parametrize(
+    "model, expected",
+    [
+        (
+            DictModule(),
+            {"spectral/hessian/lambda_1", "spectral/ntk/trace", "spectral/weights/net.0.weight/sigma_max"},
+        ),
+        (
+            DictModule(batch_size=1),
+            {"spectral/hessian/lambda_1", "spectral/ntk/trace", "spectral/ntk/alignment"},
+        ),
+        (NoMatrices(), {"spectral/hessian/lambda_1", "spectral/ntk/trace"}),
+    ],
+    ids=["dict-batches", "batch-of-one", "no-weight-matrices"],
+)
+def test_odd_models_and_batches_are_measured(tmp_path, model, expected):
+    trainer, _ = fit(tmp_path, every_monitor(every_n_steps=2), model=model, max_epochs=1)
+    metrics = trainer.callback_metrics
+    assert expected <= set(metrics)
+    assert all(math.isfinite(float(v)) for k, v in metrics.items() if k.startswith("spectral/"))
+    assert "train_loss" in metrics  # the user's own logging still works
+    if isinstance(model, NoMatrices):
+        assert not any(k.startswith("spectral/weights/") for k in metrics)
+
+
+def test_training_step_returning_none_disables_the_hessian_monitor_with_a_clear_warning(tmp_path):
+    monitor = HessianEigenMonitor(every_n_steps=1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer, _ = fit(tmp_path, [monitor], model=ReturnsNone(), max_epochs=1)
+    assert monitor._disabled and trainer.global_step == 4  # the epoch ran through; no crash
+    ours = [str(w.message) for w in caught if str(w.message).startswith("HessianEigenMonitor:")]
+    assert len(ours) == 1 and "must return a scalar loss tensor" in ours[0] and "loss_fn=" in ours[0]
+
+
+# ---------------------------------------------------------------------------------------------- no perturbation
+class ScheduledClassifier(TinyClassifier):
+    def configure_optimizers(self):
+        optimizer = torch.optim.SGD(self.parameters(), lr=self.hparams.lr, momentum=0.9)
+        return [optimizer], [torch.optim.lr_scheduler.StepLR(optimizer, step_size=2, gamma=0.5)]
+
+
+@pytest.mark.parametrize("accumulate_grad_batches", [1, 2])
+def test_every_monitor_together_leaves_training_bit_identical(tmp_path, accumulate_grad_batches):
+    """Dropout, BatchNorm, gradient accumulation, gradient clipping and a learning-rate scheduler."""
+    common = dict(max_epochs=2, accumulate_grad_batches=accumulate_grad_batches, gradient_clip_val=0.5)
+    baseline_losses, monitored_losses = LossRecorder(), LossRecorder()
+    _, baseline = fit(tmp_path / "a", [baseline_losses], model=ScheduledClassifier, **common)
+    monitors = every_monitor()
+    stopper = SpectralEarlyStopping("spectral/hessian/lambda_1", threshold=1e9)
+    trainer, monitored = fit(
+        tmp_path / "b", [monitored_losses, *monitors, stopper], model=ScheduledClassifier, **common
+    )
+    assert all(m.num_measurements == 8 // accumulate_grad_batches + 1 for m in monitors)  # they really ran
+    assert torch.equal(torch.stack(baseline_losses.losses), torch.stack(monitored_losses.losses))
+    for (name, a), b in zip(baseline.state_dict().items(), monitored.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert trainer.lr_scheduler_configs[0].scheduler.get_last_lr() == [0.05]  # the scheduler did step
+
+
+# ---------------------------------------------------------------------------------------------- memory
+class TensorCensus(pl.Callback):
+    """Live tensors (after a full garbage collection) at chosen steps, right after the monitors measured."""
+
+    def __init__(self, steps) -> None:
+        self.steps, self.counts = set(steps), {}
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step in self.steps:
+            gc.collect()
+            self.counts[trainer.global_step] = sum(1 for o in gc.get_objects() if isinstance(o, torch.Tensor))
+
+
+def test_two_hundred_measurements_keep_no_tensors_alive(tmp_path):
+    """Every monitor measures at every one of 200 steps: the number of live tensors does not grow (no graphs
+    kept by ``create_graph=True``, no per-step state beyond the documented warm-start vectors)."""
+    census = TensorCensus(steps=(20, 200))
+    monitors = every_monitor()
+    monitors[2].histogram_every_n = 0
+    fit(tmp_path, [*monitors, census], max_steps=200, max_epochs=-1)  # callbacks run in order: census last
+    assert all(m.num_measurements == 201 for m in monitors)
+    assert census.counts[200] <= census.counts[20], census.counts

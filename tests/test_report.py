@@ -1,0 +1,214 @@
+"""``lightning-spectral report``: two real TensorBoard runs (different learning rates) → one HTML page.
+
+The runs come from a real ``Trainer.fit`` with every monitor and a ``TensorBoardLogger``; the page is checked
+for every figure kind, the figures for their data and legends, the command line for its exit codes, and
+headless Chromium for a clean render (no console message, a non-blank screenshot).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers import TensorBoardLogger
+from spectral_testing.models import TinyClassifier, trainer_kwargs
+
+from lightning_spectral.callbacks import HessianEigenMonitor, NTKTraceMonitor, WeightSpectrumMonitor
+from lightning_spectral.cli import main
+from lightning_spectral.report import build_report, read_runs
+from lightning_spectral.report.figures import legend_labels, make_figures, run_colors, stability_limit
+
+CHROMIUM = Path("/usr/bin/chromium")
+LEARNING_RATES = {"lr_small": 0.05, "lr_large": 0.5}
+LAST_STEP = 16  # 64 examples, batch 16, 4 epochs
+LAYERS = ("net.0.weight", "net.4.weight")
+
+
+class PlainSGDClassifier(TinyClassifier):
+    """``TinyClassifier`` with plain SGD (no momentum): the optimizer ``sgd_stability`` is defined for."""
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
+
+
+def fit(root: Path, name: str, callbacks: list | None = None, lr: float = 0.1) -> Path:
+    """A real short fit logging to ``root/name/version_0``; returns that folder."""
+    pl.seed_everything(0)
+    logger = TensorBoardLogger(str(root), name=name)
+    trainer = pl.Trainer(**trainer_kwargs(root, logger=logger, callbacks=callbacks or [], max_epochs=4))
+    trainer.fit(PlainSGDClassifier(lr=lr))
+    return Path(logger.log_dir)
+
+
+def monitors() -> list[pl.Callback]:
+    return [
+        WeightSpectrumMonitor(every_n_steps=4, strict=True),
+        HessianEigenMonitor(k=2, every_n_steps=8, compute_density=True, density_steps=10, strict=True),
+        NTKTraceMonitor(every_n_steps=4, compute_lambda_max=True, strict=True),
+    ]
+
+
+@pytest.fixture(scope="module")
+def run_dirs(tmp_path_factory) -> list[Path]:
+    """The first run by its parent folder (event files found below it), the second by its version folder."""
+    root = tmp_path_factory.mktemp("runs")
+    dirs = [fit(root, name, monitors(), lr) for name, lr in LEARNING_RATES.items()]
+    return [dirs[0].parent, dirs[1]]
+
+
+@pytest.fixture(scope="module")
+def report(run_dirs, tmp_path_factory) -> Path:
+    return build_report(run_dirs, tmp_path_factory.mktemp("report") / "out", progress=False)
+
+
+def expected_images() -> list[str]:
+    figures = ["hessian_eigenvalues", "batch_sharpness", "ntk_trace", "sgd_stability"]
+    figures += [
+        "weights_sigma_max",
+        "weights_stable_rank",
+        "weights_effective_rank",
+        "weights_singular_values",
+    ]
+    figures += [f"weights_heatmap_{layer}" for layer in LAYERS]
+    figures += [f"hessian_density_run{i}_step{LAST_STEP}" for i in (1, 2)]
+    return [f"{name}.png" for name in figures]
+
+
+def test_report_page_has_every_figure_and_no_external_resource(report):
+    import matplotlib.image
+
+    text = report.read_text(encoding="utf-8")
+    sources = re.findall(r'<img src="([^"]+)"', text)
+    for name in expected_images():
+        assert name in sources, name
+    for source in sources:
+        assert "/" not in source and (report.parent / source).is_file(), source
+        assert matplotlib.image.imread(report.parent / source).shape[0] > 100, source
+    for forbidden in ("<script", "http://", "https://", "url(", "@import", "@font-face", "<link", "<iframe"):
+        assert forbidden not in text.lower(), forbidden
+    assert ">lr_small</td>" in text and ">version_0</td>" in text  # the runs table
+
+
+def test_figures_overlay_both_runs_with_their_data(run_dirs):
+    runs = read_runs(run_dirs)
+    assert [run.name for run in runs] == ["lr_small", "version_0"]  # each named after the folder given
+    figures, notes = make_figures(runs, run_colors(runs))
+    assert notes == []
+    by_name = {figure.name: figure for figure in figures}
+    assert set(by_name) == {name.removesuffix(".png") for name in expected_images() if "density" not in name}
+    for figure in figures:  # every figure names both runs (legend, or panel titles of the heatmaps)
+        labels = legend_labels(figure.figure)
+        assert all(any(run.name in label for label in labels) for run in runs), (figure.name, labels)
+        assert figure.title and figure.caption
+
+    # The stability limit drawn is 2/η of each run (λ_1 / eos_ratio), and it is in the eigenvalue figure.
+    eigen_lines = [line.get_ydata() for line in by_name["hessian_eigenvalues"].figure.axes[0].get_lines()]
+    for run, lr in zip(runs, LEARNING_RATES.values()):
+        limit = stability_limit(run)
+        np.testing.assert_allclose(limit.values, 2 / lr, rtol=1e-5)
+        assert list(limit.steps) == [0, 8, 16]
+        assert any(np.allclose(y, 2 / lr, rtol=1e-5) for y in eigen_lines)
+    assert "stability limit $2/\\eta$" in legend_labels(by_name["hessian_eigenvalues"].figure)
+
+    # sgd_stability: each run's values, and the edge at 1.
+    axes = by_name["sgd_stability"].figure.axes[0]
+    ys = [np.asarray(line.get_ydata(), dtype=float) for line in axes.get_lines()]
+    assert any(np.all(y == 1.0) for y in ys)
+    for run in runs:
+        assert any(np.array_equal(y, run.scalars["spectral/ntk/sgd_stability"].values) for y in ys)
+
+    # The heatmap holds sigma_1..sigma_k of each run (rows: index, columns: measurement).
+    heatmap = by_name["weights_heatmap_net.0.weight"].figure
+    for run, ax in zip(runs, heatmap.axes):
+        cells = np.asarray(ax.collections[0].get_array()).reshape(5, -1)
+        for i in range(5):
+            np.testing.assert_allclose(
+                cells[i], run.scalars[f"spectral/weights/net.0.weight/sigma_{i + 1}"].values
+            )
+
+    # Per-layer curves: one panel per layer, one line per run.
+    for metric in ("sigma_max", "stable_rank", "effective_rank"):
+        panels = [ax for ax in by_name[f"weights_{metric}"].figure.axes if ax.get_title()]
+        assert [ax.get_title() for ax in panels] == list(LAYERS)
+        assert all(len(ax.get_lines()) == 2 for ax in panels)
+
+
+def test_cli_report_steps_and_errors(run_dirs, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["report", *map(str, run_dirs), "-o", str(out), "--steps", "0,9"]) == 0
+    captured = capsys.readouterr()
+    assert f"Report written to {out / 'index.html'}" in captured.out
+    assert captured.err.count("reading ") == 2  # one progress line per event file
+    for step in (0, 8):  # the nearest logged steps (the Hessian is measured every 8 steps)
+        for i in (1, 2):
+            assert (out / f"hessian_density_run{i}_step{step}.png").is_file()
+
+    # The same folder twice: names made unique.
+    assert [run.name for run in read_runs([run_dirs[1], run_dirs[1]])] == ["version_0", "version_0 (2)"]
+
+    empty = tmp_path / "empty_run"
+    empty.mkdir()
+    assert main(["report", str(run_dirs[1]), str(empty), "-o", str(tmp_path / "bad")]) == 2
+    assert f"error: {empty}: no TensorBoard event files" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+    no_spectral = fit(tmp_path / "plain", "plain").parent  # a real run without monitors
+    process = subprocess.run(
+        [sys.executable, "-m", "lightning_spectral", "report", str(no_spectral), "-o", str(tmp_path / "bad")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert process.returncode == 2, process.stderr
+    assert f"error: {no_spectral}: its 1 event file(s) hold no `spectral/` metrics" in process.stderr
+
+
+def chromium(page: Path, screenshot: Path, profile: Path) -> list[str]:
+    """Render ``page`` headless into ``screenshot``; return Chromium's console-message lines."""
+    process = subprocess.run(
+        [
+            str(CHROMIUM),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            f"--user-data-dir={profile}",
+            "--enable-logging=stderr",
+            "--v=0",
+            f"--screenshot={screenshot}",
+            "--window-size=1200,2000",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert process.returncode == 0, process.stderr[-3000:]
+    return [line for line in process.stderr.splitlines() if ":CONSOLE" in line or "Uncaught" in line]
+
+
+def test_report_renders_in_headless_chromium(report, tmp_path):
+    import matplotlib.image
+
+    if not CHROMIUM.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{CHROMIUM} is missing (CI installs it in .ci/run)")
+        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
+
+    # The console check sees errors: a page with a script error is caught.
+    broken = tmp_path / "broken.html"
+    broken.write_text("<!DOCTYPE html><p>x</p><script>undefinedFunction();</script>", encoding="utf-8")
+    assert any("Uncaught" in line for line in chromium(broken, tmp_path / "broken.png", tmp_path / "profile"))
+
+    screenshot = tmp_path / "report.png"
+    assert chromium(report, screenshot, tmp_path / "profile") == []
+    pixels = matplotlib.image.imread(screenshot)
+    assert pixels.shape[:2] == (2000, 1200)
+    colours = np.unique(pixels[..., :3].reshape(-1, 3), axis=0)
+    assert len(colours) > 50  # text and plots, not a blank page
