@@ -229,3 +229,41 @@ def test_two_hundred_measurements_keep_no_tensors_alive(tmp_path):
     fit(tmp_path, [*monitors, census], max_steps=200, max_epochs=-1)  # callbacks run in order: census last
     assert all(m.num_measurements == 201 for m in monitors)
     assert census.counts[200] <= census.counts[20], census.counts
+
+
+# ---------------------------------------------------------------------------------------------- resume
+def test_resume_continues_every_monitor_like_an_uninterrupted_run(tmp_path):
+    """A run checkpointed at step 8 (an epoch end: mid-epoch resumes replay the epoch's data differently) and
+    resumed to step 12 logs the same series as one run to step 12: no step
+    duplicated or missing, and the same values (schedule, warm-start vectors and the measurement count that
+    seeds the probes come back from the checkpoint; the data order is fixed, so training is identical)."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    def run(name, max_steps, ckpt_path=None, checkpoint=None):
+        logger = TensorBoardLogger(str(tmp_path), name=name, version=0)
+        pl.seed_everything(7, workers=True)
+        callbacks = every_monitor(every_n_steps=2) + ([checkpoint] if checkpoint else [])
+        trainer = pl.Trainer(
+            callbacks=callbacks,
+            **trainer_kwargs(
+                tmp_path / name, max_steps=max_steps, max_epochs=-1, logger=logger, enable_checkpointing=True
+            ),
+        )
+        trainer.fit(DictModule(), ckpt_path=ckpt_path)
+        return read_tensorboard_scalars(logger.log_dir)
+
+    full = run("full", 12)
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=8, save_top_k=-1)
+    first = run("first", 8, checkpoint=checkpoint)
+    resumed = run("resumed", 12, ckpt_path=str(tmp_path / "ckpt" / "epoch=1-step=8.ckpt"))
+    keys = [k for k in full if k.startswith("spectral/")]
+    assert {
+        "spectral/hessian/lambda_2",
+        "spectral/ntk/lambda_max",
+        "spectral/weights/net.0.weight/rotation",
+    } <= set(keys)
+    for key in keys:
+        combined = first.get(key, []) + resumed.get(key, [])
+        assert [s for s, _ in combined] == [s for s, _ in full[key]], key
+        for (_, a), (_, b) in zip(combined, full[key]):
+            assert a == pytest.approx(b, rel=1e-5, abs=1e-8), key
