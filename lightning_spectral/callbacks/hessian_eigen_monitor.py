@@ -116,7 +116,12 @@ class HessianEigenMonitor(SpectralMonitor):
             strict=strict,
         )
         check_int("k", k, 1)
-        check_int("max_iter", max_iter, k)
+        check_int("max_iter", max_iter, 1)
+        if max_iter < k:
+            raise ValueError(
+                f"`max_iter` must be >= `k` (Lanczos needs at least k steps for k eigenvalues), got "
+                f"max_iter={max_iter}, k={k}."
+            )
         check_int("trace_matvecs", trace_matvecs, 3)
         check_int("density_probes", density_probes, 1)
         check_int("density_steps", density_steps, 2)

@@ -15,6 +15,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -206,7 +207,8 @@ class NTKTraceMonitor(SpectralMonitor):
             loss_scale=self.loss_scale if self.loss_scale is not None else 2.0 / num_outputs,
         )
         values = {"sgd_stability": stability.noise_kernel_norm_lower}
-        if lambda_max is not None:
+        if lambda_max is not None and math.isfinite(stability.noise_kernel_norm_upper):
+            # infinite once η·λ̂_max ≥ 2 (the mean itself is past its edge): not logged then
             values["sgd_stability_upper"] = stability.noise_kernel_norm_upper
         return values
 
