@@ -25,8 +25,8 @@ import torch
 from lightning_spectral.callbacks.base import SpectralMonitor
 from lightning_spectral.callbacks.metric_logging import log_table
 from lightning_spectral.functional.weight_matrices import CONV_MODES, WeightMatrix, weight_matrices
-from lightning_spectral.functional.weight_spectrum import METHODS, WeightSpectrum, weight_spectra
-from lightning_spectral.validation import check_bool, check_choice, check_int
+from lightning_spectral.functional.weight_spectrum import DEFAULT_TOL, METHODS, WeightSpectrum, weight_spectra
+from lightning_spectral.validation import check_bool, check_choice, check_int, check_open_unit_interval
 
 TABLE_COLUMNS = ("step", "layer", "sigma_max", "stable_rank", "effective_rank", "alpha")
 
@@ -48,6 +48,8 @@ class WeightSpectrumMonitor(SpectralMonitor):
         oversample: extra sketch columns of the randomized SVD.
         exact_threshold: ``"auto"`` is exact when ``min(m, n) <= exact_threshold`` (default: measured
             crossover, see :func:`~lightning_spectral.functional.weight_spectrum.weight_spectrum`).
+        tol: accuracy check of randomized results: above this relative residual ``max_i ρ_i/σ_i`` the top
+            ``k`` are recomputed by Lanczos (flat spectra, e.g. at initialisation); ``None`` turns it off.
         warm_start: seed each range finder with the layer's previous right singular vectors.
         include: glob pattern(s) on parameter names to keep (default: every supported layer).
         exclude: glob pattern(s) on parameter names to drop.
@@ -83,6 +85,7 @@ class WeightSpectrumMonitor(SpectralMonitor):
         n_iter: int = 2,
         oversample: int = 10,
         exact_threshold: int | None = None,
+        tol: float | None = DEFAULT_TOL,
         warm_start: bool = True,
         include: str | Sequence[str] | None = None,
         exclude: str | Sequence[str] | None = None,
@@ -107,6 +110,8 @@ class WeightSpectrumMonitor(SpectralMonitor):
         check_int("oversample", oversample, 0)
         if exact_threshold is not None:
             check_int("exact_threshold", exact_threshold, 0)
+        if tol is not None:
+            check_open_unit_interval("tol", tol)
         check_choice("conv_mode", conv_mode, CONV_MODES)
         check_int("histogram_every_n", histogram_every_n, 0)
         check_bool("warm_start", warm_start)
@@ -117,6 +122,7 @@ class WeightSpectrumMonitor(SpectralMonitor):
         self.n_iter = n_iter
         self.oversample = oversample
         self.exact_threshold = exact_threshold
+        self.tol = tol
         self.warm_start = warm_start
         self.include = include
         self.exclude = exclude
@@ -192,6 +198,7 @@ class WeightSpectrumMonitor(SpectralMonitor):
             oversample=self.oversample,
             generator=self.make_generator(matrices[0].matrix.device),
             exact_threshold=self.exact_threshold,
+            tol=self.tol,
         )
 
     def _layer_values(self, spectrum: WeightSpectrum) -> dict[str, float]:

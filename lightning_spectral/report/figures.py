@@ -121,41 +121,26 @@ def eigen_tags(run: RunData, prefix: str) -> list[tuple[int, str]]:
 
 
 def hessian_eigenvalues(runs: Sequence[RunData], colors: dict[str, str]) -> ReportFigure | None:
-    """``λ_1 .. λ_k`` against step, line style per index, with each run's stability limit ``2/η``."""
-    figure, ax = _single()
-    values, max_k, any_limit, shown = [], 0, False, []
-    for run in runs:
-        tags = eigen_tags(run, HESSIAN + "lambda_")
-        shown += [run] if tags else []
-        for i, tag in tags:
+    """``λ_1 .. λ_k`` against step (line style per index) with each run's stability limit ``2/η``, and
+    ``eos_ratio = λ_1 / limit`` below it with the edge at 1."""
+    shown = [run for run in runs if eigen_tags(run, HESSIAN + "lambda_")]
+    if not shown:
+        return None
+    figure, ax, ratio_ax = _curvature_axes(shown, HESSIAN + "eos_ratio")
+    values, max_k = [], 0
+    for run in shown:
+        for i, tag in eigen_tags(run, HESSIAN + "lambda_"):
             series = run.scalars[tag]
             _plot(ax, series, colors[run.name], linestyle=EIGEN_STYLES[(i - 1) % len(EIGEN_STYLES)])
             values.append(series.values)
             max_k = max(max_k, i)
-        limit = stability_limit(run)
-        if limit is not None:
-            ax.plot(limit.steps, limit.values, color=colors[run.name], **LIMIT_STYLE)
-            values.append(limit.values)
-            any_limit = True
-    if not max_k:
-        return None
-    extra = (
-        [
-            Line2D(
-                [],
-                [],
-                color="0.2",
-                linestyle=EIGEN_STYLES[(i - 1) % len(EIGEN_STYLES)],
-                label=rf"$\lambda_{i}$",
-            )
-            for i in range(1, max_k + 1)
-        ]
-        if max_k > 1
-        else []
+    styles = (
+        [(i, EIGEN_STYLES[(i - 1) % len(EIGEN_STYLES)]) for i in range(1, max_k + 1)] if max_k > 1 else []
     )
-    if any_limit:
-        extra.append(Line2D([], [], color="0.4", label=r"stability limit $2/\eta$", **LIMIT_STYLE))
-    _axes(ax, values, r"eigenvalue of $\nabla^2 L$")
+    extra = [Line2D([], [], color="0.2", linestyle=style, label=rf"$\lambda_{{{i}}}$") for i, style in styles]
+    extra += _limits(ax, shown, colors, values)
+    _axes(ax, values, r"eigenvalue of $\nabla^2 L$", xlabel=None if ratio_ax else STEP_LABEL)
+    extra += _ratio_panel(ratio_ax, shown, colors, HESSIAN + "eos_ratio", r"$\lambda_1/\lambda_{\rm crit}$")
     _legend(figure, shown, colors, extra)
     title = "Top Hessian eigenvalues and the stability limit"
     figure.suptitle(title)
@@ -164,40 +149,36 @@ def hessian_eigenvalues(runs: Sequence[RunData], colors: dict[str, str]) -> Repo
         "colour: run). The wide faint line is the run's stability limit λ_crit = λ_1/eos_ratio: 2/η for plain "
         "SGD ((2+2β)/η with momentum β). Gradient descent on a quadratic of curvature λ multiplies the error "
         "along that direction by 1 − ηλ each step, so it is stable iff λ < 2/η: λ_1 reaching the line is the "
-        "edge of stability (Cohen et al. 2021)."
+        "edge of stability (Cohen et al. 2021). Below: eos_ratio = λ_1/λ_crit, which puts runs with different "
+        "step sizes on one scale with the edge at 1."
     )
     return ReportFigure("hessian_eigenvalues", "Curvature", title, caption, figure)
 
 
 def batch_sharpness(runs: Sequence[RunData], colors: dict[str, str]) -> ReportFigure | None:
-    """The batch sharpness against step, with each run's stability limit."""
-    figure, ax = _single()
-    values, any_limit, shown = [], False, []
-    for run in runs:
-        series = run.scalars.get(HESSIAN + "batch_sharpness")
-        if series is None:
-            continue
-        shown.append(run)
+    """The batch sharpness against step with each run's stability limit, and its ratio to the limit below."""
+    shown = [run for run in runs if HESSIAN + "batch_sharpness" in run.scalars]
+    if not shown:
+        return None
+    figure, ax, ratio_ax = _curvature_axes(shown, HESSIAN + "batch_sharpness_ratio")
+    values = []
+    for run in shown:
+        series = run.scalars[HESSIAN + "batch_sharpness"]
         _plot(ax, series, colors[run.name])
         values.append(series.values)
-        limit = stability_limit(run)
-        if limit is not None:
-            ax.plot(limit.steps, limit.values, color=colors[run.name], **LIMIT_STYLE)
-            values.append(limit.values)
-            any_limit = True
-    if not values:
-        return None
-    extra = (
-        [Line2D([], [], color="0.4", label=r"stability limit $2/\eta$", **LIMIT_STYLE)] if any_limit else []
+    extra = _limits(ax, shown, colors, values)
+    _axes(ax, values, "batch sharpness", xlabel=None if ratio_ax else STEP_LABEL)
+    extra += _ratio_panel(
+        ratio_ax, shown, colors, HESSIAN + "batch_sharpness_ratio", r"ratio to $\lambda_{\rm crit}$"
     )
-    _axes(ax, values, r"batch sharpness $\mathbb{E}_B\,[g_B^{\top} H_B\, g_B / \|g_B\|^2]$")
     _legend(figure, shown, colors, extra)
     title = "Batch sharpness"
     figure.suptitle(title)
     caption = (
         "The curvature of each mini-batch loss along its own gradient, E_B[g_Bᵀ H_B g_B / ‖g_B‖²] "
         "(Andreyev & Beneventano 2024). Under mini-batch SGD it, rather than λ_1, rises to the stability "
-        "limit 2/η (wide faint line) and hovers there: the edge of stochastic stability."
+        "limit 2/η (wide faint line) and hovers there: the edge of stochastic stability. Below: "
+        "batch_sharpness_ratio = batch sharpness / λ_crit, with the edge at 1."
     )
     return ReportFigure("batch_sharpness", "Curvature", title, caption, figure)
 
@@ -236,18 +217,17 @@ def sgd_stability(runs: Sequence[RunData], colors: dict[str, str]) -> ReportFigu
         _plot(ax, lower, color)
         values.append(lower.values)
         upper = run.scalars.get(NTK + "sgd_stability_upper")
-        if upper is not None:
-            _plot(ax, upper, color, linestyle="--", marker=None)
-            steps, i, j = np.intersect1d(lower.steps, upper.steps, return_indices=True)
-            ax.fill_between(steps, lower.values[i], upper.values[j], color=color, alpha=0.12, linewidth=0)
-            values.append(upper.values)
+        if upper is not None:  # on the steps of the lower bound, NaN (a gap) where it was not logged
+            aligned = np.full(len(lower.steps), np.nan)
+            _, i, j = np.intersect1d(lower.steps, upper.steps, return_indices=True)
+            aligned[i] = upper.values[j]
+            _plot(ax, Series(lower.steps, aligned), color, linestyle="--", marker=None)
+            ax.fill_between(lower.steps, lower.values, aligned, color=color, alpha=0.12, linewidth=0)
+            values.append(aligned)
             any_upper = True
     if len(values) == 1:
         return None
-    ax.axhline(1.0, color="black", linestyle="--", linewidth=1.2)
-    extra = [
-        Line2D([], [], color="black", linestyle="--", linewidth=1.2, label=r"S-EOS edge $\mathcal{K} = 1$")
-    ]
+    extra = [_edge(ax, r"S-EOS edge $\mathcal{K} = 1$")]
     if any_upper:
         extra.insert(0, Line2D([], [], color="0.3", linestyle="--", label="upper bound"))
     _axes(ax, values, r"noise-kernel norm $\mathcal{K}$")
@@ -258,7 +238,8 @@ def sgd_stability(runs: Sequence[RunData], colors: dict[str, str]) -> ReportFigu
         "The noise-kernel norm 𝒦 ≈ (1 − B/D)·η·tr(Θ̂)/(2BK) of SGD with step η and batch size B (solid: the "
         "trace-based value, a lower bound; dashed with a shaded band: the upper bound, where logged). The "
         "second moment of SGD's residual grows without bound once 𝒦 > 1, so 𝒦 = 1 (black dashes) is the "
-        "stochastic edge of stability (Agarwala & Pennington 2024). Logged for plain SGD only."
+        "stochastic edge of stability (Agarwala & Pennington 2024). Logged for plain SGD only; the upper "
+        "bound is undefined (a gap) where η·λ_max of the kernel per example reaches 2."
     )
     return ReportFigure("sgd_stability", "Kernel", title, caption, figure)
 
@@ -452,6 +433,47 @@ def _grid(panels: int, panel_height: float = 2.6, sharex: bool = True) -> tuple[
     for spare in axes[panels:]:
         spare.remove()
     return figure, axes[:panels]
+
+
+def _curvature_axes(runs: Sequence[RunData], ratio_tag: str) -> tuple[Figure, object, object | None]:
+    """A value panel, and below it a ratio panel when any run logged ``ratio_tag`` (else ``None``)."""
+    if not any(ratio_tag in run.scalars for run in runs):
+        return (*_single(), None)
+    figure = Figure(figsize=(WIDTH_IN, 6.0), dpi=DPI, layout="constrained")
+    top, bottom = figure.subplots(2, 1, sharex=True, height_ratios=[2.2, 1])
+    return figure, top, bottom
+
+
+def _limits(ax, runs: Sequence[RunData], colors: dict[str, str], values: list) -> list[Line2D]:
+    """Draw each run's stability limit (added to ``values``); the legend entry, if any was drawn."""
+    drawn = False
+    for run in runs:
+        limit = stability_limit(run)
+        if limit is not None:
+            ax.plot(limit.steps, limit.values, color=colors[run.name], **LIMIT_STYLE)
+            values.append(limit.values)
+            drawn = True
+    return [Line2D([], [], color="0.4", label=r"stability limit $2/\eta$", **LIMIT_STYLE)] if drawn else []
+
+
+def _edge(ax, label: str) -> Line2D:
+    """A black dashed line at 1 on ``ax``; its legend entry."""
+    style = dict(color="black", linestyle="--", linewidth=1.2)
+    ax.axhline(1.0, **style)
+    return Line2D([], [], label=label, **style)
+
+
+def _ratio_panel(ax, runs: Sequence[RunData], colors: dict[str, str], tag: str, ylabel: str) -> list[Line2D]:
+    """Each run's ``tag`` against step on ``ax`` with the edge at 1 (nothing when ``ax`` is ``None``)."""
+    if ax is None:
+        return []
+    values = [np.array([1.0])]
+    for run in runs:
+        if tag in run.scalars:
+            _plot(ax, run.scalars[tag], colors[run.name])
+            values.append(run.scalars[tag].values)
+    _axes(ax, values, ylabel)
+    return [_edge(ax, "edge of stability (ratio 1)")]
 
 
 def _plot(ax, series: Series, color: str, linestyle="-", marker="auto") -> None:

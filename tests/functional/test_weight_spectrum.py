@@ -274,11 +274,18 @@ def test_warm_start_needs_no_power_iteration() -> None:
     earlier = weight_spectrum(W.float(), k=5, method="exact")
     W_next = (W + 1e-3 * torch.randn(400, 300, generator=g, dtype=torch.float64)).float()
     reference = torch.linalg.svdvals(W_next.double())[:5]
-    cold = weight_spectrum(W_next, k=5, method="randomized", n_iter=0, generator=g)
-    warm = weight_spectrum(W_next, k=5, method="randomized", n_iter=0, previous=earlier, generator=g)
+    raw = dict(k=5, method="randomized", n_iter=0, generator=g, tol=None)  # the sketch alone, unchecked
+    cold = weight_spectrum(W_next, **raw)
+    warm = weight_spectrum(W_next, previous=earlier, **raw)
     assert _rel_err(warm.singular_values, reference) <= 1e-4
     assert _rel_err(cold.singular_values, reference) >= 1e-2  # the flat spectrum defeats a cold single pass
     assert warm.rotation <= 1e-4
+    # with the default check the cold result is caught by its residual and refined; the warm one passes
+    checked_cold = weight_spectrum(W_next, k=5, method="randomized", n_iter=0, generator=g)
+    checked_warm = weight_spectrum(W_next, k=5, method="randomized", n_iter=0, previous=earlier, generator=g)
+    assert checked_cold.refined and not checked_warm.refined
+    assert cold.relative_residual > ws_module.DEFAULT_TOL >= checked_cold.relative_residual
+    assert _rel_err(checked_cold.singular_values, reference) <= 1e-4
 
 
 def test_warm_start_passes_previous_right_vectors(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,0 +1,130 @@
+"""Checking a truncated SVD by its residuals, and refining it by Lanczos where the check fails.
+
+A randomized SVD (Halko, Martinsson & Tropp) is accurate when the singular values decay past the sketch size;
+on a flat spectrum — a freshly initialised layer has a Marchenko–Pastur spectrum whose top is nearly flat —
+a few power iterations leave the top singular values several percent low (measured: 6–10 % for Gaussian
+256² … 4096² matrices with ``k = 5``, ``oversample = 10``, ``n_iter = 2``). A demanding user needs to know
+the numbers are right whatever the spectrum, so every randomized result is checked:
+
+For a computed triplet ``(σ̃_i, u_i, v_i)`` (unit vectors) the residual
+
+    ρ_i = sqrt(‖W v_i − σ̃_i u_i‖² + ‖Wᵀ u_i − σ̃_i v_i‖²)
+
+bounds its error: some singular value ``σ_j`` of ``W`` lies within ``ρ_i / √2`` of ``σ̃_i`` (the symmetric
+dilation ``[[0, W], [Wᵀ, 0]]`` has eigenvalue residual ``ρ_i/√2`` at ``(u_i, v_i)/√2``). The relative residual
+is ``max_i ρ_i / σ̃_i``; computing it costs two products of ``W`` with ``k`` vectors.
+
+Where it exceeds ``tol`` the top ``k`` are recomputed by Lanczos (:func:`lightning_spectral.linalg.lanczos`)
+on the smaller Gram matrix, ``WᵀW`` (``n ≤ m``) or ``WWᵀ``, started from the randomized subspace plus a
+Gaussian vector and converging ``k + GUARD_PAIRS`` pairs (a single-vector Krylov method that converged only
+``k`` pairs can have skipped one, on flat spectra), to a relative eigen-residual ``tol``: with ``θ = σ²``, ``‖WᵀW v − θ v‖ ≤ tol·θ`` gives ``u = Wv/σ``,
+``W v − σ u = 0`` and ``‖Wᵀ u − σ v‖ ≤ tol·σ``, so the refined triplets pass the same check. Krylov
+subspaces converge far faster than power iterations on flat spectra (1024² Gaussian: 70 products, 5e-6
+error, 33 ms on one CPU thread). If Lanczos does not converge within its budget, the dense SVD is used.
+
+Example::
+
+    >>> import torch
+    >>> from lightning_spectral.linalg import randomized_svd
+    >>> W = torch.randn(300, 200, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    >>> U, S, Vh = randomized_svd(W[None], 5, n_iter=0)
+    >>> bool(relative_residuals(W[None], U, S, Vh)[0] > 1e-3)  # a flat spectrum: the sketch is off
+    True
+    >>> U, S, Vh, residual, refined = refine_truncated_svd(W[None], U, S, Vh, tol=1e-3)
+    >>> refined, bool(residual[0] <= 1e-3)
+    ([True], True)
+    >>> bool(torch.allclose(S[0], torch.linalg.svdvals(W)[:5], rtol=1e-6))
+    True
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from lightning_spectral.linalg import lanczos
+
+__all__ = ["GUARD_PAIRS", "LANCZOS_MAX_ITER", "refine_truncated_svd", "relative_residuals"]
+
+GUARD_PAIRS = 5
+"""Extra Ritz pairs a refinement converges beyond the ``k`` it reports (guards against a missed vector)."""
+
+LANCZOS_MAX_ITER = 500
+"""Most products with the Gram matrix one refinement may take before the dense SVD is used instead."""
+
+
+def relative_residuals(stack: Tensor, U: Tensor, S: Tensor, Vh: Tensor) -> Tensor:
+    """``(B,)``: ``max_i ρ_i / σ̃_i`` of each matrix of ``stack`` (``(B, m, n)``) for the triplets
+    ``U (B, m, k)``, ``S (B, k)``, ``Vh (B, k, n)`` (0 where ``ρ_i = 0``, ``inf`` where only ``σ̃_i = 0``)."""
+    V = Vh.mT
+    left = stack @ V - U * S[:, None, :]
+    right = stack.mT @ U - V * S[:, None, :]
+    rho = (left.pow(2).sum(1) + right.pow(2).sum(1)).sqrt()
+    ratio = torch.where(rho == 0, torch.zeros_like(rho), rho / S)
+    return ratio.amax(dim=1)
+
+
+def _lanczos_triplets(
+    W: Tensor, k: int, tol: float, start: Tensor, generator: torch.Generator | None
+) -> tuple[Tensor, Tensor, Tensor] | None:
+    """Top-``k`` ``(U (m, k), S (k,), Vh (k, n))`` of ``W`` by Lanczos on its smaller Gram matrix, or
+    ``None`` if Lanczos did not converge. ``start`` is a vector on the Gram side (length ``min(m, n)``)."""
+    tall = W.shape[0] >= W.shape[1]
+    A = W if tall else W.mT  # A has the fewer columns: the Gram matrix AᵀA is the smaller one
+    dim = A.shape[1]
+    # The start: the sketch's subspace plus an equal share of a Gaussian vector. The sketch alone can be
+    # nearly orthogonal to a top singular vector it missed, and Lanczos would then converge to the next one
+    # and report it (small residual, wrong index); the Gaussian part has a component along every vector.
+    noise = torch.randn(dim, dtype=W.dtype, device=W.device, generator=generator)
+    start = noise / noise.norm() + (start / start.norm() if float(start.norm()) > 0 else 0.0)
+    result = lanczos(
+        lambda v: A.mT @ (A @ v),
+        dim,
+        min(dim, k + GUARD_PAIRS),  # guard pairs: the k-th must have converged with others beyond it
+        tol=tol,
+        max_iter=min(dim, max(LANCZOS_MAX_ITER, 2 * (k + GUARD_PAIRS))),
+        v0=start,
+        dtype=W.dtype,
+        device=W.device,
+        generator=generator,
+    )
+    if not result.converged:
+        return None
+    sigma = result.eigenvalues[:k].clamp(min=0).sqrt()
+    X = result.eigenvectors[:, :k]
+    Y = (A @ X) / sigma.clamp(min=torch.finfo(W.dtype).tiny) * (sigma > 0)  # u = A v / σ; 0 for σ = 0
+    U, V = (Y, X) if tall else (X, Y)
+    return U, sigma, V.mT
+
+
+def refine_truncated_svd(
+    stack: Tensor,
+    U: Tensor,
+    S: Tensor,
+    Vh: Tensor,
+    *,
+    tol: float,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, list[bool]]:
+    """Check the truncated SVDs ``(U, S, Vh)`` of ``stack`` (``(B, m, n)``) and recompute those whose
+    relative residual exceeds ``tol`` (module docstring). Returns ``(U, S, Vh, residuals (B,), refined)``
+    with ``refined[b]`` telling whether matrix ``b`` was recomputed (new tensors; the inputs are not changed).
+    """
+    residuals = relative_residuals(stack, U, S, Vh)
+    refined = [False] * stack.shape[0]
+    failing = [b for b, r in enumerate(residuals.tolist()) if not r <= tol]
+    if not failing:
+        return U, S, Vh, residuals, refined
+    U, S, Vh, residuals = U.clone(), S.clone(), Vh.clone(), residuals.clone()
+    k = S.shape[1]
+    for b in failing:
+        W = stack[b]
+        start = (Vh[b].sum(0) if W.shape[0] >= W.shape[1] else U[b].sum(1)).to(W.dtype)
+        triplets = _lanczos_triplets(W, k, tol, start, generator)
+        if triplets is None:  # not converged within the budget: the dense SVD is always right
+            full_U, full_S, full_Vh = torch.linalg.svd(W, full_matrices=False)
+            triplets = full_U[:, :k], full_S[:k], full_Vh[:k]
+        U[b], S[b], Vh[b] = triplets
+        residuals[b] = relative_residuals(W[None], U[b : b + 1], S[b : b + 1], Vh[b : b + 1])[0]
+        refined[b] = True
+    return U, S, Vh, residuals, refined
