@@ -43,6 +43,8 @@ import torch
 from torch import Tensor
 
 from lightning_spectral.linalg import lanczos
+from lightning_spectral.linalg.device_fallback import on_cpu_if_unsupported
+from lightning_spectral.linalg.randomized_svd import thin_svd
 
 __all__ = ["GUARD_PAIRS", "LANCZOS_MAX_ITER", "refine_truncated_svd", "relative_residuals"]
 
@@ -122,7 +124,7 @@ def refine_truncated_svd(
         start = (Vh[b].sum(0) if W.shape[0] >= W.shape[1] else U[b].sum(1)).to(W.dtype)
         triplets = _lanczos_triplets(W, k, tol, start, generator)
         if triplets is None:  # not converged within the budget: the dense SVD is always right
-            full_U, full_S, full_Vh = torch.linalg.svd(W, full_matrices=False)
+            full_U, full_S, full_Vh = on_cpu_if_unsupported(thin_svd, W)
             triplets = full_U[:, :k], full_S[:k], full_Vh[:k]
         U[b], S[b], Vh[b] = triplets
         residuals[b] = relative_residuals(W[None], U[b : b + 1], S[b : b + 1], Vh[b : b + 1])[0]

@@ -93,6 +93,8 @@ from torch import Tensor
 from lightning_spectral.functional.power_law import DEFAULT_MIN_TAIL, PowerLawFit, power_law_alpha
 from lightning_spectral.functional.singular_refinement import refine_truncated_svd, relative_residuals
 from lightning_spectral.linalg import NonFiniteError, randomized_svd
+from lightning_spectral.linalg.device_fallback import on_cpu_if_unsupported
+from lightning_spectral.linalg.randomized_svd import thin_svd
 
 __all__ = [
     "CROSSOVER_FACTOR",
@@ -265,7 +267,7 @@ def _decompose_chunk(
     batch, m, n = stack.shape
     has_previous = previous[0] is not None  # all or none within a chunk (see the grouping key)
     if exact:
-        U, S, Vh = torch.linalg.svd(stack, full_matrices=False)
+        U, S, Vh = on_cpu_if_unsupported(thin_svd, stack)
         # copy the top-k out so that the full (B, m, r) / (B, r, n) factors can be freed
         U_k, Vh_k = U[..., :k].contiguous(), Vh[..., :k, :].contiguous()
         del U, Vh

@@ -21,6 +21,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .device_fallback import on_cpu_if_unsupported
+
 __all__ = ["orthonormalize", "project_out"]
 
 
@@ -32,6 +34,10 @@ def orthonormalize(X: Tensor) -> Tensor:
     """
     if X.shape[-1] > X.shape[-2]:
         raise ValueError(f"`X` must be tall (..., m, l) with l <= m, got shape {tuple(X.shape)}.")
+    return on_cpu_if_unsupported(_reduced_q, X)
+
+
+def _reduced_q(X: Tensor) -> Tensor:
     return torch.linalg.qr(X, mode="reduced").Q
 
 

@@ -46,6 +46,7 @@ import torch
 from torch import Tensor
 
 from ._checks import check_int
+from .device_fallback import on_cpu_if_unsupported
 from .orthonormalize import orthonormalize
 from .results import SVDResult
 
@@ -53,6 +54,11 @@ __all__ = ["randomized_svd"]
 
 # No QR/SVD kernels exist for these dtypes; they are factorised in float32.
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def thin_svd(A: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``torch.linalg.svd(A, full_matrices=False)`` as a plain tuple ``(U, S, Vh)``."""
+    return tuple(torch.linalg.svd(A, full_matrices=False))  # type: ignore[return-value]
 
 
 def randomized_svd(
@@ -115,7 +121,7 @@ def randomized_svd(
         A = A.float()
     sketch = k + oversample
     if sketch >= min(m, n):
-        U, S, Vh = torch.linalg.svd(A, full_matrices=False)
+        U, S, Vh = on_cpu_if_unsupported(thin_svd, A)
         return SVDResult(U[..., :k], S[..., :k], Vh[..., :k, :])
 
     omega = torch.randn(*batch, n, sketch, dtype=A.dtype, device=A.device, generator=generator)
@@ -129,6 +135,6 @@ def randomized_svd(
     for _ in range(n_iter):
         Q = orthonormalize(A @ orthonormalize(At @ Q))
     B = Q.mT @ A
-    U_small, S, Vh = torch.linalg.svd(B, full_matrices=False)
+    U_small, S, Vh = on_cpu_if_unsupported(thin_svd, B)
     U = Q @ U_small[..., :k]
     return SVDResult(U, S[..., :k], Vh[..., :k, :])

@@ -1,0 +1,46 @@
+"""Dense factorizations on devices that lack them: run on the CPU and move the result back.
+
+Apple's MPS backend does not implement several ``torch.linalg`` factorizations (``svd`` among them: it
+raises ``NotImplementedError`` unless ``PYTORCH_ENABLE_MPS_FALLBACK=1`` is set for the whole process). The
+numerical core calls its dense factorizations (QR in the range finder, the small and the full SVDs) through
+:func:`on_cpu_if_unsupported`: first where the tensors live; if the device raises ``NotImplementedError``,
+again on CPU copies, with the results moved back to the original device. CPU errors are never retried.
+(The Lanczos tridiagonal eigenproblems are small and always solved on the CPU in float64.)
+
+Example::
+
+    >>> import torch
+    >>> Q = on_cpu_if_unsupported(lambda X: torch.linalg.qr(X).Q, torch.randn(5, 3))
+    >>> Q.shape
+    torch.Size([5, 3])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+from torch import Tensor
+
+__all__ = ["on_cpu_if_unsupported"]
+
+T = TypeVar("T")
+
+
+def _on_cpu(tensor: Tensor) -> bool:
+    return tensor.device.type == "cpu"
+
+
+def on_cpu_if_unsupported(op: Callable[..., T], *tensors: Tensor) -> T:
+    """``op(*tensors)`` on the tensors' device, or on CPU copies if that device raises ``NotImplementedError``
+    (see the module docstring). ``op`` returns a tensor or a tuple of tensors."""
+    try:
+        return op(*tensors)
+    except NotImplementedError:
+        if all(_on_cpu(t) for t in tensors):
+            raise
+    device = tensors[0].device
+    result = op(*(t.cpu() for t in tensors))
+    if isinstance(result, Tensor):
+        return result.to(device)  # type: ignore[return-value]
+    return type(result)(r.to(device) for r in result)  # type: ignore[call-arg, return-value]
