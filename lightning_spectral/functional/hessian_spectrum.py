@@ -41,6 +41,7 @@ from lightning_spectral.functional.parameter_selection import ParamSpec
 from lightning_spectral.linalg import (
     SpectralDensity,
     TraceEstimate,
+    guarded_start,
     hutchinson_trace,
     hutchpp_trace,
     lanczos,
@@ -113,19 +114,26 @@ def _resolve_operator(
     return HessianOperator(model, loss_fn, batch, params=params, method=hvp_method)
 
 
-def warm_start_vector(v0: Tensor, operator: HessianOperator) -> Tensor:
+def warm_start_vector(
+    v0: Tensor, operator: HessianOperator, generator: torch.Generator | None = None
+) -> Tensor:
     """The single Lanczos start vector made from a warm start ``v0``, in the operator's dtype and device.
 
     ``v0`` is a flat vector ``(P,)`` (e.g. the previous top eigenvector) or a block ``(P, j)`` of previous
     eigenvectors, which is reduced to the sum of its columns: that vector has a component along each of them,
     so the Krylov space recovers all ``j`` in a few steps while the spectrum moves slowly between calls (a
-    single-vector Lanczos cannot start from a block).
+    single-vector Lanczos cannot start from a block). An equal share of a Gaussian vector from ``generator``
+    is added (:func:`lightning_spectral.linalg.guarded_start`): without it, an eigenvalue that rose past the
+    old top (a crossing) would go unseen.
     """
     if not isinstance(v0, Tensor) or v0.ndim not in (1, 2) or v0.shape[0] != operator.dim:
         shape = tuple(v0.shape) if isinstance(v0, Tensor) else type(v0).__name__
         raise ValueError(f"`v0` must have shape ({operator.dim},) or ({operator.dim}, j), got {shape}.")
     v0 = v0.detach().to(dtype=operator.dtype, device=operator.device)
-    return v0.sum(dim=1) if v0.ndim == 2 else v0.clone()
+    warm = v0.sum(dim=1) if v0.ndim == 2 else v0
+    if not (bool(torch.isfinite(warm).all()) and float(warm.norm()) > 0):
+        raise ValueError("`v0` must be a finite warm start whose columns do not sum to zero.")
+    return guarded_start(warm, generator)
 
 
 def hessian_eigenvalues(
@@ -167,7 +175,7 @@ def hessian_eigenvalues(
         raise ValueError(
             f"`k` must be an integer with 1 <= k <= dim = {op.dim} (the parameter count), got {k!r}."
         )
-    start = None if v0 is None else warm_start_vector(v0, op)
+    start = None if v0 is None else warm_start_vector(v0, op, generator)
     before = op.num_matvecs
     result = lanczos(
         op.matvec,

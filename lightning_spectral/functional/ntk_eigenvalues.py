@@ -39,7 +39,7 @@ from lightning_spectral.functional.model_jacobian import (
     ntk_products,
     validate_inputs,
 )
-from lightning_spectral.linalg import LanczosResult, lanczos
+from lightning_spectral.linalg import LanczosResult, guarded_start, lanczos
 
 __all__ = ["NTKOperator", "ntk_lambda_max", "ntk_operator"]
 
@@ -107,7 +107,9 @@ def ntk_lambda_max(
         k,
         max_iter=max_iter,
         tol=tol,
-        v0=v0,
+        v0=None
+        if v0 is None
+        else guarded_start(v0.to(dtype=operator.dtype, device=operator.device), generator),
         which="LA",
         dtype=operator.dtype,
         device=operator.device,

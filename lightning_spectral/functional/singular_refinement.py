@@ -42,7 +42,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lightning_spectral.linalg import lanczos
+from lightning_spectral.linalg import guarded_start, lanczos
 from lightning_spectral.linalg.device_fallback import on_cpu_if_unsupported
 from lightning_spectral.linalg.randomized_svd import thin_svd
 
@@ -74,11 +74,9 @@ def _lanczos_triplets(
     tall = W.shape[0] >= W.shape[1]
     A = W if tall else W.mT  # A has the fewer columns: the Gram matrix AᵀA is the smaller one
     dim = A.shape[1]
-    # The start: the sketch's subspace plus an equal share of a Gaussian vector. The sketch alone can be
-    # nearly orthogonal to a top singular vector it missed, and Lanczos would then converge to the next one
-    # and report it (small residual, wrong index); the Gaussian part has a component along every vector.
-    noise = torch.randn(dim, dtype=W.dtype, device=W.device, generator=generator)
-    start = noise / noise.norm() + (start / start.norm() if float(start.norm()) > 0 else 0.0)
+    # The sketch alone can be nearly orthogonal to a top singular vector it missed, and Lanczos would then
+    # converge to the next one and report it (small residual, wrong index): add a Gaussian share.
+    start = guarded_start(start, generator)
     result = lanczos(
         lambda v: A.mT @ (A @ v),
         dim,

@@ -16,6 +16,7 @@ from .randomized_svd import randomized_svd
 from .results import LanczosResult, SpectralDensity, SVDResult, TraceEstimate
 from .slq import gaussian_smoothed_density, slq_density
 from .trace_estimators import hutchinson_trace, hutchpp_trace, mean_and_std_error
+from .warm_start import guarded_start
 
 __all__ = [
     "LanczosResult",
@@ -24,6 +25,7 @@ __all__ = [
     "SpectralDensity",
     "TraceEstimate",
     "gaussian_smoothed_density",
+    "guarded_start",
     "hutchinson_trace",
     "hutchpp_trace",
     "lanczos",

@@ -358,3 +358,30 @@ def test_property_ritz_pairs_are_honest(
         torch.testing.assert_close(
             got, expected.abs() if which == "LM" else expected, atol=1e-8 * scale, rtol=0
         )
+
+
+def test_guarded_warm_start_finds_an_eigenvalue_that_crossed_the_old_top():
+    """A warm start from the old top eigenvector alone misses a direction that rose above it (Lanczos
+    converges to the old pair, a true eigenpair, in a few steps); the guarded start finds the new top."""
+    from lightning_spectral.linalg import guarded_start
+
+    dim = 600
+    g = torch.Generator().manual_seed(0)
+    Q, _ = torch.linalg.qr(torch.randn(dim, dim, generator=g, dtype=torch.float64))
+    before = torch.linspace(0, 4, dim, dtype=torch.float64)
+    before[-1], before[-2], before[-3] = 10.0, 9.0, 5.0
+    after = before.clone()
+    after[-3] = 12.0  # crossing: the third direction is now the top one
+    A = (Q * after) @ Q.T
+    old_top = Q[:, -1] + 1e-2 * torch.randn(dim, generator=g, dtype=torch.float64) / dim**0.5
+    unguarded = [
+        lanczos(lambda v: A @ v, dim, 1, tol=1e-3, v0=old_top, generator=torch.Generator().manual_seed(s))
+        for s in range(5)
+    ]
+    assert all(abs(r.eigenvalues[0].item() - 10.0) < 1e-3 for r in unguarded)  # the failure being guarded
+    for seed in range(5):
+        start = guarded_start(old_top, torch.Generator().manual_seed(seed))
+        result = lanczos(
+            lambda v: A @ v, dim, 1, tol=1e-3, v0=start, generator=torch.Generator().manual_seed(seed)
+        )
+        assert result.eigenvalues[0].item() == pytest.approx(12.0, rel=1e-6)
