@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import importlib.metadata
 import platform
 import re
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,13 +50,89 @@ def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
-def write_section(name: str, body: str) -> None:
-    """Replace the text between ``<!-- name:start -->`` and ``<!-- name:end -->`` in RESULTS.md."""
+def write_section(name: str, body: str, *, first: bool = False) -> None:
+    """Replace the text between ``<!-- name:start -->`` and ``<!-- name:end -->`` in RESULTS.md.
+
+    A section not there yet is appended, or with ``first=True`` put before every other section.
+    """
     text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
     block = f"{start}\n{body.strip()}\n{end}"
     if start in text:
         text = re.sub(re.escape(start) + r".*?" + re.escape(end), lambda _: block, text, flags=re.S)
+    elif first and (other := re.search(r"<!-- [\w-]+:start -->", text)):
+        text = text[: other.start()] + block + "\n\n" + text[other.start() :]
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
     RESULTS.write_text(text)
+
+
+def read_section(name: str) -> str | None:
+    """The text of section ``name`` of RESULTS.md (without its markers), ``None`` if it is not there."""
+    text = RESULTS.read_text() if RESULTS.exists() else ""
+    found = re.search(
+        re.escape(f"<!-- {name}:start -->") + r"\n?(.*?)\n?" + re.escape(f"<!-- {name}:end -->"), text, re.S
+    )
+    return found.group(1) if found else None
+
+
+@dataclass(frozen=True)
+class Target:
+    """One target of a benchmark module, as its ``run`` returns it to the runner (``python -m benchmarks``).
+
+    ``name`` says what is measured, ``goal`` the threshold (``"≤ 5 %"``), ``measured`` the value found,
+    formatted (``"+3.1 %"``), and ``met`` the verdict: ``True`` / ``False``, or ``None`` when nothing was
+    judged (a comparison skipped because its reference tool is missing; ``note`` then says why, with the
+    install command).
+    """
+
+    name: str
+    goal: str
+    measured: str
+    met: bool | None
+    note: str = ""
+
+    @property
+    def verdict(self) -> str:
+        if self.met is None:
+            return self.note or "not judged"
+        word = "met" if self.met else "**missed**"
+        return f"{word} ({self.note})" if self.note else word
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Target:
+        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
+
+
+#: ``pip`` names of the optional reference tools (the ``bench`` extra of ``pyproject.toml``).
+REFERENCE_TOOLS = ("weightwatcher", "pyhessian", "hessian-eigenthings", "curvlinops-for-pytorch", "scipy")
+#: How to install them next to the CPU build of torch (curvlinops pulls a torchvision that breaks beside it).
+INSTALL_RECIPE = (
+    '`pip install torch==2.13.0`, then `pip install -c constraints.txt -e ".[bench]"` with `torch==2.13.0` in '
+    "`constraints.txt`, then `pip uninstall -y torchvision`"
+)
+
+
+def skipped(name: str, distribution: str) -> Target:
+    """The :class:`Target` row of a comparison skipped because ``distribution`` is not installed."""
+    return Target(
+        name,
+        "reference tool installed",
+        "not installed",
+        None,
+        f"skipped: `pip install {distribution.lower()}`",
+    )
+
+
+def package_versions(names: Iterable[str]) -> str:
+    """``"name version, ..."`` for the installed distributions, ``"name not installed"`` for the others."""
+    parts = []
+    for name in names:
+        try:
+            parts.append(f"{name} {importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            parts.append(f"{name} not installed")
+    return ", ".join(parts)

@@ -1,0 +1,365 @@
+"""Training-time overhead of the monitors: the wall time of a realistic ``Trainer.fit`` with and without them.
+
+Run from the repository root::
+
+    python -m benchmarks.bench_overhead [--quick]
+
+and the ``overhead`` section of ``benchmarks/RESULTS.md`` is rewritten with the tables below.
+
+The run: a small CNN (conv 1→16 and 16→32, 3×3, ReLU, 2×2 max-pool, then 512→64→10; 38,282 parameters) on
+scikit-learn's 8×8 digits (1797 images shipped with scikit-learn, pixels / 16, no download), cross-entropy,
+plain SGD (lr 0.05), batch 8, shuffled, one epoch = 225 optimizer steps, on the CPU with
+``torch.set_num_threads(1)``. ``Trainer(max_epochs=1, enable_progress_bar=False, logger=False,
+enable_checkpointing=False, enable_model_summary=False)``; the timed span is ``trainer.fit(...)`` alone
+(model, data loader and trainer are built before it, afresh for every run, from the same seeds).
+
+Configurations: no monitor; ``HessianEigenMonitor()``; ``NTKTraceMonitor()``; ``WeightSpectrumMonitor()``;
+all three together. Every monitor with its defaults: ``every_n_steps=100`` and ``at_train_start=True``,
+i.e. 3 measurements in the epoch (steps 0, 100 and 200), each on one measurement batch of 8 images drawn
+at fit start (the Hessian monitor also computes its batch sharpness by default). Every run checks that
+each monitor made exactly those measurements (a monitor that failed and switched itself off would make
+the run look cheap).
+
+Timing: one untimed warm-up round of every configuration (first-call costs), then ``repeats`` rounds; each
+round runs every configuration once, in an order rotated from round to round (round robin, so that load
+from other processes hits every configuration alike). Reported per configuration: the median fit time,
+the overhead ``median / median(no monitor) − 1`` (the target's number), the median over rounds of the
+paired overhead ``t / t(no monitor, same round) − 1`` (a check against drift), and the time spent inside
+the monitors' own hooks (each instance's Lightning hooks wrapped with a clock) over the median
+no-monitor time, which is free of the run-to-run noise but leaves out Lightning's own per-hook cost of
+having one more callback. Target: all three together ≤ 5 %.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import math
+import platform
+import statistics
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from benchmarks.common import Target, machine_description, markdown_table, package_versions, write_section
+from lightning_spectral.callbacks import HessianEigenMonitor, NTKTraceMonitor, WeightSpectrumMonitor
+from lightning_spectral.callbacks.base import SpectralMonitor
+
+TARGET_OVERHEAD = 0.05
+BATCH_SIZE, LR, SEED = 8, 0.05, 0
+BASELINE, ALL = "no monitor", "all three"
+MONITORS: dict[str, Callable[[], SpectralMonitor]] = {
+    "HessianEigenMonitor()": HessianEigenMonitor,
+    "NTKTraceMonitor()": NTKTraceMonitor,
+    "WeightSpectrumMonitor()": WeightSpectrumMonitor,
+}
+CONFIGS = (BASELINE, *MONITORS, ALL)
+#: The Lightning hooks of a monitor whose time is added up (everything it does during ``fit``).
+HOOKS = ("setup", "on_fit_start", "on_train_start", "on_train_batch_end", "on_train_epoch_end", "on_fit_end")
+LOGGERS = ("pytorch_lightning", "lightning.pytorch", "lightning.fabric", "lightning_fabric")
+
+
+@dataclass(frozen=True)
+class Settings:
+    quick: bool
+    repeats: int
+
+
+def settings(quick: bool) -> Settings:
+    return Settings(True, 5) if quick else Settings(False, 15)
+
+
+def log(message: str) -> None:
+    print(message, flush=True)
+
+
+class DigitsCNN(pl.LightningModule):
+    """conv 1→16 → conv 16→32 (3×3, padding 1, ReLU) → 2×2 max-pool → 512→64→10, cross-entropy, plain SGD."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(1, 16, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(16, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(32 * 4 * 4, 64),
+            nn.ReLU(),
+            nn.Linear(64, 10),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        x, y = batch
+        loss = nn.functional.cross_entropy(self(x), y)
+        self.log("train_loss", loss)
+        return loss
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=LR)
+
+
+def digits() -> TensorDataset:
+    """scikit-learn's 8×8 digits as ``(1797, 1, 8, 8)`` images in ``[0, 1]`` and their labels."""
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    x = torch.tensor(data.data, dtype=torch.float32).reshape(-1, 1, 8, 8) / 16.0
+    return TensorDataset(x, torch.tensor(data.target, dtype=torch.long))
+
+
+class HookClock:
+    """Adds up the wall time spent in a callback's own Lightning hooks (instance attributes shadow the
+    methods, and Lightning looks the hooks up on the instance)."""
+
+    def __init__(self, callback: pl.Callback) -> None:
+        self.seconds = 0.0
+        for name in HOOKS:
+            setattr(callback, name, self._timed(getattr(callback, name)))
+
+    def _timed(self, hook: Callable) -> Callable:
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return hook(*args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - start
+
+        return timed
+
+
+@dataclass
+class Run:
+    seconds: float
+    hook_seconds: dict[str, float] = field(default_factory=dict)
+    measurements: dict[str, int] = field(default_factory=dict)
+
+
+def fit_once(config: str, data: TensorDataset) -> Run:
+    """One timed ``trainer.fit`` of a fresh model under ``config``; checks every monitor measured as scheduled."""
+    torch.manual_seed(SEED)
+    model = DigitsCNN()
+    loader = DataLoader(
+        data, batch_size=BATCH_SIZE, shuffle=True, generator=torch.Generator().manual_seed(SEED)
+    )
+    names = list(MONITORS) if config == ALL else [config] if config in MONITORS else []
+    monitors = {name: MONITORS[name]() for name in names}
+    clocks = {name: HookClock(monitor) for name, monitor in monitors.items()}
+    trainer = pl.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        devices=1,
+        callbacks=list(monitors.values()),
+        enable_progress_bar=False,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+    )
+    start = time.perf_counter()
+    trainer.fit(model, loader)
+    seconds = time.perf_counter() - start
+    for name, monitor in monitors.items():
+        expected = len(monitor.schedule.steps_up_to(trainer.global_step))
+        if monitor._disabled or monitor.num_measurements != expected:
+            raise RuntimeError(
+                f"{name} made {monitor.num_measurements} measurements, {expected} scheduled "
+                f"(disabled: {monitor._disabled}): the timing would not be that of the monitor at work."
+            )
+    return Run(
+        seconds,
+        {name: clock.seconds for name, clock in clocks.items()},
+        {name: monitor.num_measurements for name, monitor in monitors.items()},
+    )
+
+
+@contextlib.contextmanager
+def quiet_and_single_threaded() -> Iterator[None]:
+    """One torch thread; Lightning's info messages and warnings (num_workers, ...) silenced; all restored."""
+    threads = torch.get_num_threads()
+    levels = {name: logging.getLogger(name).level for name in LOGGERS}
+    torch.set_num_threads(1)
+    for name in LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        torch.set_num_threads(threads)
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+
+
+def round_robin(data: TensorDataset, repeats: int) -> dict[str, list[Run]]:
+    """One warm-up round, then ``repeats`` rounds of every configuration in a rotated order."""
+    for config in CONFIGS:
+        fit_once(config, data)
+    runs: dict[str, list[Run]] = {config: [] for config in CONFIGS}
+    for round_index in range(repeats):
+        shift = round_index % len(CONFIGS)
+        for config in CONFIGS[shift:] + CONFIGS[:shift]:
+            runs[config].append(fit_once(config, data))
+        times = ", ".join(f"{c.split('(')[0]} {runs[c][-1].seconds:.2f}" for c in CONFIGS)
+        log(f"[overhead] round {round_index + 1}/{repeats}: {times} s")
+    return runs
+
+
+def fmt_percent(value: float) -> str:
+    return f"{value:+.1%}"
+
+
+def tables(runs: dict[str, list[Run]], steps: int) -> tuple[str, str, tuple[float, float, float]]:
+    """The per-configuration table, the per-measurement table, and for all three together the overhead,
+    the median paired overhead and the hook-time share."""
+    base = [r.seconds for r in runs[BASELINE]]
+    t_base = statistics.median(base)
+    rows, overheads, checks = [], {}, {}
+    for config in CONFIGS:
+        times = [r.seconds for r in runs[config]]
+        t = statistics.median(times)
+        overheads[config] = t / t_base - 1.0
+        paired = statistics.median(r / b - 1.0 for r, b in zip(times, base))
+        hooks = statistics.median(sum(r.hook_seconds.values()) for r in runs[config])
+        count = sum(runs[config][0].measurements.values())
+        checks[config] = (paired, hooks / t_base)
+        rows.append(
+            [
+                config,
+                t,
+                "–" if config == BASELINE else fmt_percent(overheads[config]),
+                "–" if config == BASELINE else fmt_percent(paired),
+                "–" if config == BASELINE else f"{hooks / t_base:.1%}",
+                count,
+            ]
+        )
+    fit_table = markdown_table(
+        [
+            "configuration",
+            "median fit time [s]",
+            "overhead (median / median(no monitor) − 1)",
+            "median paired overhead",
+            "time in the monitors' hooks / no-monitor time",
+            "measurements",
+        ],
+        rows,
+    )
+    step_time = t_base / steps
+    per_measurement, total_cost = [], 0.0
+    for name in MONITORS:
+        alone = runs[name]
+        count = alone[0].measurements[name]
+        seconds = statistics.median(r.hook_seconds[name] for r in alone) / count
+        together = statistics.median(r.hook_seconds[name] for r in runs[ALL]) / count
+        in_steps = seconds / step_time
+        total_cost += in_steps
+        per_measurement.append(
+            [
+                name,
+                seconds * 1e3,
+                together * 1e3,
+                f"{in_steps:.1f}",
+                f"{in_steps / 100:.1%}",
+                math.ceil(in_steps / TARGET_OVERHEAD),
+            ]
+        )
+    per_measurement.append(
+        [ALL, "", "", f"{total_cost:.1f}", f"{total_cost / 100:.1%}", math.ceil(total_cost / TARGET_OVERHEAD)]
+    )
+    measurement_table = markdown_table(
+        [
+            "monitor",
+            "ms per measurement (alone)",
+            "ms per measurement (all three)",
+            "training steps per measurement",
+            "≈ overhead of a long run at every_n_steps=100",
+            f"every_n_steps for ≤ {TARGET_OVERHEAD:.0%}",
+        ],
+        per_measurement,
+    )
+    return fit_table, measurement_table, (overheads[ALL], *checks[ALL])
+
+
+def main(argv: list[str] | None = None) -> list[Target]:
+    """Parse ``argv``, run, rewrite the ``overhead`` section; returns the targets for ``python -m benchmarks``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="5 rounds instead of 15 (about 1 min)")
+    args = parser.parse_args(argv)
+    with quiet_and_single_threaded():
+        return run(args)
+
+
+def run(args: argparse.Namespace) -> list[Target]:
+    cfg = settings(args.quick)
+    wall = time.perf_counter()
+    data = digits()
+    steps = math.ceil(len(data) / BATCH_SIZE)
+    parameters = sum(p.numel() for p in DigitsCNN().parameters())
+    runs = round_robin(data, cfg.repeats)
+    fit_table, measurement_table, (overhead, paired, hooks) = tables(runs, steps)
+    total = time.perf_counter() - wall
+    met = overhead <= TARGET_OVERHEAD
+    word = "**met**" if met else f"**missed** ({overhead / TARGET_OVERHEAD:.1f}× the allowed overhead)"
+    command = "python -m benchmarks.bench_overhead" + (" --quick" if cfg.quick else "")
+    body = f"""## Training overhead of the monitors (`benchmarks/bench_overhead.py`)
+
+Command: `{command}` (interpreter `{sys.executable}`), {total:.0f} s in all{" (quick mode: 5 rounds)" if cfg.quick else ""}.
+Machine: {machine_description()} ({platform.system()}); `torch.set_num_threads(1)` for the whole run (the 2 cores are
+shared with other jobs). Packages: {package_versions(("torch", "pytorch-lightning", "scikit-learn", "lightning-spectral"))}.
+
+`Trainer.fit` of a CNN with {parameters:,} parameters (conv 1→16→32, 3×3, max-pool, 512→64→10) on scikit-learn's
+8×8 digits (1797 images), cross-entropy, plain SGD (lr {LR}), batch {BATCH_SIZE}: one epoch = {steps} steps, CPU.
+`Trainer(max_epochs=1, enable_progress_bar=False, logger=False, enable_checkpointing=False,
+enable_model_summary=False)`; only `trainer.fit` is timed, a fresh model and loader from the same seeds every
+run. Monitors at their defaults (`every_n_steps=100`, `at_train_start=True`: steps 0, 100, 200; one
+measurement batch of {BATCH_SIZE} images; the Hessian monitor includes its default batch sharpness); each run
+checks that every monitor made those measurements. One warm-up round, then {cfg.repeats} rounds of the five
+configurations, round robin in a rotated order; medians over the rounds.
+
+{fit_table}
+
+Columns: overhead = median fit time / median no-monitor fit time − 1 (the target's number); paired = the
+median over rounds of `t / t(no monitor, same round) − 1`; hooks = the median time spent inside the monitors'
+own Lightning hooks (measurements, the batch draw, the per-step schedule checks) over the median no-monitor
+time, which the run-to-run noise does not touch; what it leaves out is Lightning's own cost of calling one more
+callback's hooks every step.
+
+**Target (all three together ≤ {TARGET_OVERHEAD:.0%}):** {word}: {fmt_percent(overhead)} (paired
+{fmt_percent(paired)}, time in the monitors' hooks {hooks:.1%} of the no-monitor time).
+
+### Cost of one measurement
+
+From the hook times: per measurement (the hook time of a run over its 3 measurements, so the batch draw and the
+per-step checks are spread over them), in units of the no-monitor run's wall time per training step
+(median fit time / {steps}), and the overhead this makes at the default schedule and the `every_n_steps` that
+would bring it to {TARGET_OVERHEAD:.0%} in a run like this one. The cost of a measurement is fixed by the model
+and the measurement batch, the cost of a step by the model and the training batch: with steps this cheap (a
+{parameters / 1e3:.0f}k-parameter model, batch {BATCH_SIZE}) a measurement costs many steps.
+
+{measurement_table}
+"""
+    write_section("overhead", body)
+    log(f"[overhead] done in {total:.0f} s; RESULTS.md section 'overhead' rewritten")
+    return [
+        Target(
+            f"overhead: all three monitors at their defaults, `Trainer.fit` of a CNN on digits ({steps} steps)",
+            f"≤ {TARGET_OVERHEAD:.0%}",
+            fmt_percent(overhead),
+            met,
+        )
+    ]
+
+
+if __name__ == "__main__":
+    main()
