@@ -21,7 +21,9 @@ Gaussian vector and converging ``k + GUARD_PAIRS`` pairs (a single-vector Krylov
 ``ε = tol·REFINED_TOL_FACTOR``: with ``θ = σ²``, ``‖WᵀW v − θ v‖ ≤ ε·θ`` gives ``u = Wv/σ``,
 ``W v − σ u = 0`` and ``‖Wᵀ u − σ v‖ ≤ ε·σ``, so the refined triplets pass the same check with room. Krylov
 subspaces converge far faster than power iterations on flat spectra (1024² Gaussian: 70 products, 5e-6
-error, 33 ms on one CPU thread). If Lanczos does not converge within its budget, the dense SVD is used.
+error, 33 ms on one CPU thread). Lanczos runs in the weight's dtype, then (if its result fails the check:
+the Gram matrix squares the dynamic range, which float32 cannot always resolve) in float64; if it does not
+converge within its budget or still fails the check, the dense SVD is used.
 
 Example::
 
@@ -131,9 +133,20 @@ def refine_truncated_svd(
     k = S.shape[1]
     for b in failing:
         W = stack[b]
-        start = (Vh[b].sum(0) if W.shape[0] >= W.shape[1] else U[b].sum(1)).to(W.dtype)
-        triplets = _lanczos_triplets(W, k, tol * REFINED_TOL_FACTOR, start, generator)
-        if triplets is None:  # not converged within the budget: the dense SVD is always right
+        warm = Vh[b].sum(0) if W.shape[0] >= W.shape[1] else U[b].sum(1)
+        triplets = None
+        # The Gram matrix squares the dynamic range (σ_k²/σ_1²): in float32 its rounding floor can exceed
+        # tol·σ_k² (4096², σ_i = 1/i, k = 32: residual 1.5e-2 after a float32 refinement). So: Lanczos in the
+        # weight's dtype; if its triplets fail the check, in float64; if those fail too, the dense SVD.
+        dtypes = [W.dtype] + ([torch.float64] if W.dtype != torch.float64 else [])
+        for dtype in dtypes:
+            found = _lanczos_triplets(W.to(dtype), k, tol * REFINED_TOL_FACTOR, warm.to(dtype), generator)
+            if found is not None:
+                found = tuple(t.to(W.dtype) for t in found)
+                if relative_residuals(W[None], found[0][None], found[1][None], found[2][None])[0] <= tol:
+                    triplets = found
+                    break
+        if triplets is None:  # not converged, or not good enough: the dense SVD is always right
             full_U, full_S, full_Vh = on_cpu_if_unsupported(thin_svd, W)
             triplets = full_U[:, :k], full_S[:k], full_Vh[:k]
         U[b], S[b], Vh[b] = triplets

@@ -83,3 +83,23 @@ def test_batched_refinement_touches_only_the_failing_matrices():
     assert [r.refined for r in results] == [False, True, False]
     for W, r in zip([decaying, flat], results):
         assert rel_err(r.singular_values, torch.linalg.svdvals(W.double())[:5]) <= 1e-3
+
+
+def test_a_float32_refinement_that_fails_the_check_is_redone_in_float64(monkeypatch):
+    """The Gram matrix squares the dynamic range: when the weight-dtype Lanczos result fails the residual
+    check, the refinement runs again in float64 (and its result is the one kept)."""
+    real = refinement._lanczos_triplets
+    dtypes = []
+
+    def spoiled_in_float32(W, k, tol, start, generator):
+        dtypes.append(W.dtype)
+        U, S, Vh = real(W, k, tol, start, generator)
+        return (U, S * 1.05, Vh) if W.dtype == torch.float32 else (U, S, Vh)  # 5 % off: fails the check
+
+    monkeypatch.setattr(refinement, "_lanczos_triplets", spoiled_in_float32)
+    W = gaussian(150, 100, 5)
+    U, S, Vh = randomized_svd(W[None], 5, n_iter=0, generator=torch.Generator().manual_seed(0))
+    U, S, Vh, residuals, refined = refinement.refine_truncated_svd(W[None], U, S, Vh, tol=1e-2)
+    assert dtypes == [torch.float32, torch.float64] and refined == [True]
+    assert S.dtype == torch.float32 and residuals[0] <= 1e-3
+    assert rel_err(S[0], torch.linalg.svdvals(W.double())[:5]) <= 1e-5
