@@ -15,11 +15,32 @@ Hessian (Lanczos on Hessian-vector products, warm-started from the previous top 
 and logs it to TensorBoard under ``runs/edge_of_stability/lr=<η>``. One run per learning rate; the script
 then reads the series back from the event files and plots ``λ_max`` against the step with ``2/η`` dashed.
 
+**The stochastic case** (right-hand panels; ``--sgd-batch-size 0`` skips it). Mini-batch SGD does not settle
+at ``λ_max = 2/η``: Andreyev & Beneventano (2024, "Edge of Stochastic Stability: Revisiting the Edge of
+Stability for SGD") found that what hovers at ``2/η`` is the *batch sharpness*
+``E_B[g_Bᵀ H_B g_B / ‖g_B‖²]``, the curvature of a mini-batch loss along its own gradient, while the
+full-batch ``λ_max`` stays below ``2/η`` (the smaller the batch, the further below). The same model is trained
+with SGD on shuffled mini-batches of ``--sgd-batch-size`` examples at step ``--sgd-learning-rate``, logged
+under ``runs/edge_of_stability/lr=<η>_batch=<B>``; the monitor draws ``n/B`` fixed mini-batches at fit start
+(``num_batches``: together the whole training set), so ``λ_max`` is that of the full-batch Hessian and
+``batch_sharpness`` the mean Rayleigh quotient over those mini-batches.
+
+Measured with the defaults (seed 0, 2 CPU cores, about 80 s in all). Full batch: λ_max rises from 2.3 and
+ends at 8.1, 5.81 and 4.12 for η = 0.25, 0.35, 0.5 (2/η = 8, 5.71, 4). SGD with batch size 8 at η = 0.65
+(2/η = 3.08): both quantities drop in the first few hundred steps (λ_max from 0.75 to 0.46 of 2/η, the batch
+sharpness from 1.02 to 0.63), then climb back; over the last quarter of the 6000 steps the batch sharpness
+averages 2.72 = 0.88·2/η (0.83-0.92) while λ_max stays at 2.10 = 0.68·2/η. After 2000 steps, over seeds 0-7:
+batch sharpness 0.82-0.91 and λ_max 0.54-0.65 of 2/η. A larger step is not sustainable: at η = 0.7 the SGD
+run diverged for seeds 1 and 3 of 0-4 (the other three ended with batch sharpness 0.90-0.94 of 2/η). At
+batch size 32 the gap closes on this data set (at η = 0.9, λ_max ≈ 0.96 and batch sharpness ≈ 0.91 of 2/η):
+it opens as the batch shrinks.
+
 Usage::
 
-    python examples/edge_of_stability.py                  # η = 0.25, 0.35, 0.5; about a minute on 2 CPU cores
-    python examples/edge_of_stability.py --learning-rates 0.5 --steps 300 --plot eos.png
-    tensorboard --logdir runs/edge_of_stability            # spectral/hessian/lambda_1, eos_ratio, train_loss
+    python examples/edge_of_stability.py                  # η = 0.25, 0.35, 0.5 + SGD (batch 8, η = 0.65)
+    python examples/edge_of_stability.py --learning-rates 0.5 --steps 300 --sgd-batch-size 0 --plot eos.png
+    python examples/edge_of_stability.py --sgd-batch-size 16 --sgd-learning-rate 0.9
+    tensorboard --logdir runs/edge_of_stability            # spectral/hessian/lambda_1, batch_sharpness, ...
 
 Requires scikit-learn (``pip install scikit-learn``; it is in the ``dev`` extra).
 """
@@ -42,7 +63,12 @@ from lightning_spectral.callbacks import HessianEigenMonitor
 #: The default step sizes: their stability limits 2/η = 8, 5.7 and 4 all lie above the initial sharpness (≈ 2.3).
 DEFAULT_LEARNING_RATES = (0.25, 0.35, 0.5)
 LAMBDA_MAX = "spectral/hessian/lambda_1"
+BATCH_SHARPNESS = "spectral/hessian/batch_sharpness"
 TRAIN_LOSS = "train_loss"
+#: The mini-batch loss of an SGD run is plotted as a running mean over this many steps.
+LOSS_WINDOW = 100
+
+Series = dict[str, list[tuple[int, float]]]
 
 
 def digits_data(num_examples: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
@@ -61,15 +87,19 @@ def digits_data(num_examples: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class DigitsMLP(pl.LightningModule):
-    """``64 → hidden → hidden → 10`` tanh MLP on the squared error to one-hot targets, full-batch plain SGD.
+    """``64 → hidden → hidden → 10`` tanh MLP on the squared error to one-hot targets, plain SGD.
 
     Args:
-        lr: the step size η of gradient descent.
+        lr: the step size η.
         hidden: width of the two hidden layers.
-        num_examples: size of the training set, which is also the batch size (one batch per epoch).
+        num_examples: size of the training set.
+        batch_size: ``None`` for full-batch gradient descent (one batch per epoch, the whole training set);
+            otherwise mini-batch SGD on shuffled batches of this size (the last, incomplete one dropped).
     """
 
-    def __init__(self, lr: float, hidden: int = 64, num_examples: int = 1000) -> None:
+    def __init__(
+        self, lr: float, hidden: int = 64, num_examples: int = 1000, batch_size: int | None = None
+    ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.net = nn.Sequential(
@@ -90,9 +120,11 @@ class DigitsMLP(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
 
     def train_dataloader(self) -> DataLoader:
+        dataset = TensorDataset(*self.data)
+        if self.hparams.batch_size is not None:
+            return DataLoader(dataset, batch_size=self.hparams.batch_size, shuffle=True, drop_last=True)
         # One batch per epoch: every index at once. ``batch_size=None`` with a batch sampler indexes the
         # dataset with the whole index list in one go instead of collating n single examples each step.
-        dataset = TensorDataset(*self.data)
         whole_set = BatchSampler(SequentialSampler(dataset), batch_size=len(dataset), drop_last=False)
         return DataLoader(dataset, sampler=whole_set, batch_size=None)
 
@@ -106,19 +138,36 @@ def train(
     num_examples: int = 1000,
     every_n_steps: int = 10,
     seed: int = 0,
+    batch_size: int | None = None,
 ) -> Path:
-    """Full-batch gradient descent for ``steps`` steps at step size ``lr``, measuring the full-batch λ_max
-    every ``every_n_steps`` steps (and at step 0). Returns the TensorBoard directory of this run,
-    ``<log_dir>/lr=<lr>/version_<i>``."""
+    """``steps`` steps of plain SGD at step size ``lr``, full-batch (``batch_size=None``) or on mini-batches,
+    measuring the full-batch λ_max every ``every_n_steps`` steps (and at step 0); mini-batch runs also measure
+    the batch sharpness. Returns the TensorBoard directory of this run, ``<log_dir>/lr=<lr>/version_<i>``
+    (``<log_dir>/lr=<lr>_batch=<batch_size>/version_<i>`` for mini-batches)."""
+    if batch_size is not None and not 1 <= batch_size <= num_examples:
+        raise ValueError(f"batch_size must be between 1 and num_examples={num_examples}, got {batch_size}")
     pl.seed_everything(seed, verbose=False)
-    model = DigitsMLP(lr, hidden=hidden, num_examples=num_examples)
-    monitor = HessianEigenMonitor(
-        k=1,
-        every_n_steps=every_n_steps,
-        batch=model.data,  # the whole training set: λ_max is the full-batch sharpness
-        compute_batch_sharpness=False,
-    )
-    logger = TensorBoardLogger(str(log_dir), name=f"lr={lr:g}", default_hp_metric=False)
+    model = DigitsMLP(lr, hidden=hidden, num_examples=num_examples, batch_size=batch_size)
+    if batch_size is None:
+        name = f"lr={lr:g}"
+        monitor = HessianEigenMonitor(
+            k=1,
+            every_n_steps=every_n_steps,
+            batch=model.data,  # the whole training set: λ_max is the full-batch sharpness
+            compute_batch_sharpness=False,
+        )
+    else:
+        name = f"lr={lr:g}_batch={batch_size}"
+        # n/B mini-batches of the training batch size, drawn once at fit start: together they are the
+        # whole training set (less the n mod B examples SGD drops too), so λ_max is the full-batch
+        # sharpness, and the batch sharpness is the mean of g_BᵀH_Bg_B/‖g_B‖² over them.
+        monitor = HessianEigenMonitor(
+            k=1,
+            every_n_steps=every_n_steps,
+            num_batches=num_examples // batch_size,
+            compute_batch_sharpness=True,
+        )
+    logger = TensorBoardLogger(str(log_dir), name=name, default_hp_metric=False)
     trainer = pl.Trainer(
         max_steps=steps,
         max_epochs=-1,
@@ -135,11 +184,11 @@ def train(
     return Path(logger.log_dir)
 
 
-def read_scalars(run_dir: str | Path, tags: Sequence[str]) -> dict[str, list[tuple[int, float]]]:
+def read_scalars(run_dir: str | Path, tags: Sequence[str]) -> Series:
     """``{tag: [(step, value), ...]}`` sorted by step, read back from the TensorBoard event files of a run."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    series: dict[str, list[tuple[int, float]]] = {tag: [] for tag in tags}
+    series: Series = {tag: [] for tag in tags}
     event_files = sorted(Path(run_dir).glob("events.out.tfevents.*"))
     if not event_files:
         raise FileNotFoundError(f"no TensorBoard event file in {run_dir}")
@@ -151,16 +200,45 @@ def read_scalars(run_dir: str | Path, tags: Sequence[str]) -> dict[str, list[tup
     return {tag: sorted(values) for tag, values in series.items()}
 
 
-def plot(runs: dict[float, dict[str, list[tuple[int, float]]]], path: str | Path) -> Path:
-    """Training loss (top) and λ_max with its limit 2/η dashed (bottom) against the step, one colour per η."""
+def last_quarter_mean(values: Sequence[tuple[int, float]]) -> float:
+    """The mean value over the last quarter of a ``[(step, value), ...]`` series (at least one point)."""
+    tail = values[-max(1, len(values) // 4) :]
+    return sum(value for _, value in tail) / len(tail)
+
+
+def running_mean(values: Sequence[tuple[int, float]], window: int) -> tuple[list[int], list[float]]:
+    """Steps and the mean of the last ``window`` values at each step (fewer at the start)."""
+    steps, means, total = [], [], 0.0
+    for index, (step, value) in enumerate(values):
+        total += value - (values[index - window][1] if index >= window else 0.0)
+        steps.append(step)
+        means.append(total / min(index + 1, window))
+    return steps, means
+
+
+def plot(
+    runs: dict[float, Series],
+    path: str | Path,
+    stochastic: tuple[float, int, Series] | None = None,
+) -> Path:
+    """Training loss (top) and λ_max with its limit 2/η dashed (bottom) against the step, one colour per η.
+    With ``stochastic = (η, batch size, series)`` of an SGD run, a second column shows its loss (a running
+    mean over ``LOSS_WINDOW`` mini-batches), its λ_max and its batch sharpness against the same limit."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, (loss_axes, sharpness_axes) = plt.subplots(
-        2, 1, figsize=(7, 6), sharex=True, gridspec_kw={"height_ratios": [1, 2]}
+    columns = 1 if stochastic is None else 2
+    figure, axes = plt.subplots(
+        2,
+        columns,
+        figsize=(7 * columns, 6),
+        sharex="col",
+        squeeze=False,
+        gridspec_kw={"height_ratios": [1, 2]},
     )
+    loss_axes, sharpness_axes = axes[0, 0], axes[1, 0]
     for index, (lr, series) in enumerate(sorted(runs.items())):
         colour = f"C{index}"
         if series[TRAIN_LOSS]:
@@ -169,14 +247,36 @@ def plot(runs: dict[float, dict[str, list[tuple[int, float]]]], path: str | Path
         steps, values = zip(*series[LAMBDA_MAX])
         sharpness_axes.plot(steps, values, color=colour, linewidth=1.5, label=f"λ_max, η = {lr:g}")
         sharpness_axes.axhline(2 / lr, color=colour, linestyle="--", linewidth=1, label=f"2/η = {2 / lr:.3g}")
-    loss_axes.set_yscale("log")
-    loss_axes.set_ylabel("training loss")
-    loss_axes.legend(loc="upper right", fontsize="small")
+    loss_axes.set_title("Full-batch gradient descent: λ_max rises to 2/η and hovers there", fontsize="medium")
     sharpness_axes.set_xlabel("step (full-batch gradient descent)")
     sharpness_axes.set_ylabel("sharpness λ_max(∇²L)")
-    sharpness_axes.set_ylim(bottom=0)
-    sharpness_axes.legend(loc="lower right", fontsize="small", ncol=2)
-    loss_axes.set_title("Full-batch gradient descent: λ_max rises to 2/η and hovers there", fontsize="medium")
+    if stochastic is not None:
+        lr, batch_size, series = stochastic
+        sgd_loss_axes, sgd_sharpness_axes = axes[0, 1], axes[1, 1]
+        if series[TRAIN_LOSS]:
+            label = f"η = {lr:g}, mean of {LOSS_WINDOW} batches"
+            sgd_loss_axes.plot(
+                *running_mean(series[TRAIN_LOSS], LOSS_WINDOW), color="C3", linewidth=1, label=label
+            )
+        steps, values = zip(*series[LAMBDA_MAX])
+        sgd_sharpness_axes.plot(steps, values, color="C3", linewidth=1.5, label="λ_max (full batch)")
+        steps, values = zip(*series[BATCH_SHARPNESS])
+        sgd_sharpness_axes.plot(steps, values, color="C4", linewidth=1.5, label="batch sharpness")
+        sgd_sharpness_axes.axhline(
+            2 / lr, color="C3", linestyle="--", linewidth=1, label=f"2/η = {2 / lr:.3g}"
+        )
+        sgd_loss_axes.set_title(
+            f"SGD, batch size {batch_size}: batch sharpness near 2/η, λ_max well below it", fontsize="medium"
+        )
+        sgd_sharpness_axes.set_xlabel(f"step (SGD, batch size {batch_size})")
+        sgd_sharpness_axes.set_ylabel("sharpness")
+    for axes_ in axes[0]:
+        axes_.set_yscale("log")
+        axes_.set_ylabel("training loss")
+        axes_.legend(loc="upper right", fontsize="small")
+    for axes_ in axes[1]:
+        axes_.set_ylim(bottom=0)
+        axes_.legend(loc="lower right", fontsize="small", ncol=2)
     figure.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -206,8 +306,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--steps", type=positive_int, default=1000, help="gradient-descent steps per run")
     parser.add_argument("--every-n-steps", type=positive_int, default=10, help="measure λ_max this often")
+    parser.add_argument(
+        "--sgd-batch-size",
+        type=int,
+        default=8,
+        help="mini-batch size of the stochastic (SGD) run; 0 skips it",
+    )
+    parser.add_argument(
+        "--sgd-learning-rate", type=positive_float, default=0.65, help="step size of the SGD run"
+    )
+    parser.add_argument("--sgd-steps", type=positive_int, default=6000, help="steps of the SGD run")
+    parser.add_argument(
+        "--sgd-every-n-steps",
+        type=positive_int,
+        default=100,
+        help="measure λ_max and the batch sharpness of the SGD run this often",
+    )
     parser.add_argument("--hidden", type=positive_int, default=64, help="width of the hidden layers")
-    parser.add_argument("--num-examples", type=positive_int, default=1000, help="training set = one batch")
+    parser.add_argument("--num-examples", type=positive_int, default=1000, help="size of the training set")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--threads",
@@ -221,30 +337,49 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.threads < 0:
         parser.error(f"--threads must be 0 (torch's setting) or a positive integer, got {args.threads}")
+    if not 0 <= args.sgd_batch_size <= args.num_examples:
+        parser.error(f"--sgd-batch-size must be between 0 and --num-examples, got {args.sgd_batch_size}")
 
-    runs = {}
+    common = {
+        "log_dir": args.log_dir,
+        "hidden": args.hidden,
+        "num_examples": args.num_examples,
+        "seed": args.seed,
+    }
+    runs, stochastic = {}, None
     previous_threads = torch.get_num_threads()
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
         for lr in args.learning_rates:
-            run_dir = train(
-                lr,
-                steps=args.steps,
-                log_dir=args.log_dir,
-                hidden=args.hidden,
-                num_examples=args.num_examples,
-                every_n_steps=args.every_n_steps,
-                seed=args.seed,
-            )
+            run_dir = train(lr, steps=args.steps, every_n_steps=args.every_n_steps, **common)
             runs[lr] = read_scalars(run_dir, [LAMBDA_MAX, TRAIN_LOSS])
             (_, first), (last_step, last) = runs[lr][LAMBDA_MAX][0], runs[lr][LAMBDA_MAX][-1]
             print(
                 f"η = {lr:g}: λ_max {first:.3g} at step 0 → {last:.3g} at step {last_step} (2/η = {2 / lr:.3g})"
             )
+        if args.sgd_batch_size:
+            lr, batch_size = args.sgd_learning_rate, args.sgd_batch_size
+            run_dir = train(
+                lr,
+                steps=args.sgd_steps,
+                every_n_steps=args.sgd_every_n_steps,
+                batch_size=batch_size,
+                **common,
+            )
+            series = read_scalars(run_dir, [LAMBDA_MAX, BATCH_SHARPNESS, TRAIN_LOSS])
+            stochastic = (lr, batch_size, series)
+            limit = 2 / lr
+            sharpness = last_quarter_mean(series[LAMBDA_MAX])
+            batch_sharpness = last_quarter_mean(series[BATCH_SHARPNESS])
+            print(
+                f"SGD, batch size {batch_size}, η = {lr:g} (2/η = {limit:.3g}), mean over the last quarter: "
+                f"batch sharpness {batch_sharpness:.3g} = {batch_sharpness / limit:.2f}·2/η, "
+                f"λ_max {sharpness:.3g} = {sharpness / limit:.2f}·2/η"
+            )
     finally:
         torch.set_num_threads(previous_threads)
-    print(f"plot: {plot(runs, args.plot)}; logs: tensorboard --logdir {args.log_dir}")
+    print(f"plot: {plot(runs, args.plot, stochastic)}; logs: tensorboard --logdir {args.log_dir}")
     return 0
 
 

@@ -1,0 +1,402 @@
+"""Grokking: the training pairs are fitted within 30 steps, the held-out pairs only thousands of steps later.
+
+Power et al. (2022, "Grokking: Generalization Beyond Overfitting on Small Algorithmic Datasets") trained small
+networks on modular arithmetic and saw validation accuracy jump from chance to 100 % long after training
+accuracy had reached 100 %; weight decay hastens the jump most. Its spectral signature: Yunis et al. (2024,
+"Approaching Deep Learning through the Spectral Dynamics of Weights") found that weight decay pulls the weight
+matrices towards low rank while the network moves from the memorising to the generalising solution, and that
+their top singular vectors stop rotating; Kumar et al. (2024, "Grokking as the Transition from Lazy to Rich
+Training Dynamics") describe the jump as the network leaving the kernel (lazy) regime for feature learning,
+which shows as a change of its neural tangent kernel (NTK) and of the kernel's alignment with the labels.
+
+The task is ``(a, b) ↦ (a + b) mod p`` over all ``p²`` pairs, of which a random ``--train-fraction`` is the
+training set and the rest the validation set. The model embeds both operands with one shared table,
+concatenates the two embeddings, and applies one ReLU hidden layer and a linear read-out to ``p`` logits
+(``embed`` ``p × d``, ``hidden`` ``h × 2d``, ``readout`` ``p × h``); cross-entropy, full-batch AdamW with
+weight decay 1.0. Monitors, logged to TensorBoard under ``runs/grokking``:
+
+- :class:`~lightning_spectral.callbacks.WeightSpectrumMonitor` every ``--weights-every`` steps:
+  ``spectral/weights/<layer>/stable_rank``, ``effective_rank``, ``rotation`` (of the top-``k`` left singular
+  subspace since the previous measurement) and ``spectral/weights/mean_stable_rank``;
+- :class:`~lightning_spectral.callbacks.NTKTraceMonitor` every ``--ntk-every`` steps, on a fixed batch of
+  ``--ntk-examples`` held-out pairs: ``spectral/ntk/trace`` and ``spectral/ntk/alignment`` (kernel-target
+  alignment of the NTK of all ``p`` logits with the one-hot labels);
+- the module itself logs ``train_acc`` / ``train_loss`` every step and ``val_acc`` / ``val_loss`` every
+  ``--val-every`` steps.
+
+The script reads the series back from the event files and plots them against the step (``docs/grokking.png``).
+
+Measured with the defaults (p = 59, 30 % of the pairs = 1044 for training, d = 64, h = 128, AdamW lr 1e-2,
+weight decay 1.0, 6000 steps, seed 0; 54 s on 2 CPU cores):
+
+- train accuracy is 100 % from step 28 on; validation accuracy is 0.000 at the first validation (step 50),
+  0.001 at step 1000, passes 5 % near step 1650, 50 % at step 2700 and 99 % at step 3550 (1.000 at the end);
+- the mean stable rank goes from 24.3 at initialisation up to 25.7 while the network memorises (step 1050),
+  then down to 18.7 at the 50 % point and 14.9 after the jump (step 5050); the embedding and the read-out
+  fall from 22.3 and 25.6 at their peaks to 13.0 and 12.9, the hidden layer from 32.7 to 17-21. (The
+  effective ranks move by only 5-7 %: the change is in the few top singular values.)
+- the rotation of the top-8 left singular subspace between measurements 50 steps apart (median over a
+  stretch) is 0.03-0.06 while the network memorises (steps 50-500), 5e-4 to 2e-3 just before the jump
+  (steps 2200-2600), 2e-3 to 4e-3 while validation accuracy climbs (steps 2700-3700), and below 1e-4 for the
+  embedding and the read-out once it has grokked (steps 5000-6000; the hidden layer keeps turning at 2e-3);
+- the NTK is not lazy here: its trace grows 19-fold during memorisation (4.2e4 → 7.8e5 by step 1000). Its
+  label alignment rises with it (0.0235 → 0.0245) and then *falls* while validation accuracy jumps (to
+  0.0221 at step 4500): with all 59 logits in the kernel, the kernel-target alignment does not show a
+  lazy-to-rich rise in this setting. In our trials neither did the centred alignment nor batches of training
+  pairs or of few classes; with a squared-error loss it rose by a quarter, but then training and validation
+  accuracy rose almost together (no grokking delay to speak of).
+
+Usage::
+
+    python examples/grokking.py                                   # the figure, about a minute
+    python examples/grokking.py --train-fraction 0.4 --steps 1500  # groks sooner (val. 50 % near step 800)
+    tensorboard --logdir runs/grokking
+"""
+
+from __future__ import annotations
+
+import argparse
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers import TensorBoardLogger
+from torch import nn
+from torch.utils.data import BatchSampler, DataLoader, SequentialSampler, TensorDataset
+
+from lightning_spectral.callbacks import NTKTraceMonitor, WeightSpectrumMonitor
+from lightning_spectral.functional.ntk_matrix import NTK_MATRIX_MAX_ROWS
+
+LAYERS = ("embed.weight", "hidden.weight", "readout.weight")
+TRAIN_ACC, VAL_ACC = "train_acc", "val_acc"
+MEAN_STABLE_RANK = "spectral/weights/mean_stable_rank"
+NTK_ALIGNMENT, NTK_TRACE = "spectral/ntk/alignment", "spectral/ntk/trace"
+#: Rotations below this are drawn at it, on the logarithmic axis (a subspace at rest gives 0 up to rounding).
+ROTATION_FLOOR = 1e-4
+
+Series = dict[str, list[tuple[int, float]]]
+
+
+def modular_addition(p: int, train_fraction: float, seed: int = 0) -> tuple[TensorDataset, TensorDataset]:
+    """All pairs ``(a, b)`` with ``0 ≤ a, b < p`` and their labels ``(a + b) mod p``, split at random (under
+    ``seed``) into a training set of ``round(train_fraction · p²)`` pairs and a validation set of the rest."""
+    if not 0 < train_fraction < 1:
+        raise ValueError(f"train_fraction must lie strictly between 0 and 1, got {train_fraction}")
+    pairs = torch.cartesian_prod(torch.arange(p), torch.arange(p))
+    labels = (pairs[:, 0] + pairs[:, 1]) % p
+    order = torch.randperm(p * p, generator=torch.Generator().manual_seed(seed))
+    num_train = round(train_fraction * p * p)
+    if not 0 < num_train < p * p:
+        raise ValueError(
+            f"train_fraction={train_fraction} leaves an empty training or validation set for p={p}"
+        )
+    train, val = order[:num_train], order[num_train:]
+    return TensorDataset(pairs[train], labels[train]), TensorDataset(pairs[val], labels[val])
+
+
+def whole_set_loader(dataset: TensorDataset) -> DataLoader:
+    """One batch per epoch, the whole dataset, indexed in one go (no collation of single examples)."""
+    whole_set = BatchSampler(SequentialSampler(dataset), batch_size=len(dataset), drop_last=False)
+    return DataLoader(dataset, sampler=whole_set, batch_size=None)
+
+
+class ModularAdditionMLP(pl.LightningModule):
+    """Shared embedding of both operands, concatenated; one ReLU hidden layer; linear read-out to p logits.
+
+    Args:
+        p: the modulus (and the number of classes).
+        train_fraction: the fraction of all ``p²`` pairs used for training; the rest is validation.
+        embedding_dim: ``d``, the width of the embedding of each operand.
+        hidden: ``h``, the width of the hidden layer.
+        lr: AdamW's learning rate.
+        weight_decay: AdamW's (decoupled) weight decay.
+        data_seed: seeds the train / validation split.
+    """
+
+    def __init__(
+        self,
+        p: int = 59,
+        train_fraction: float = 0.3,
+        embedding_dim: int = 64,
+        hidden: int = 128,
+        lr: float = 1e-2,
+        weight_decay: float = 1.0,
+        data_seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.embed = nn.Embedding(p, embedding_dim)
+        self.hidden = nn.Linear(2 * embedding_dim, hidden)
+        self.readout = nn.Linear(hidden, p)
+        self.train_set, self.val_set = modular_addition(p, train_fraction, data_seed)
+
+    def forward(self, pairs: torch.Tensor) -> torch.Tensor:
+        return self.readout(torch.relu(self.hidden(self.embed(pairs).flatten(start_dim=1))))
+
+    def _loss_and_accuracy(
+        self, batch: tuple[torch.Tensor, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        pairs, labels = batch
+        logits = self(pairs)
+        return nn.functional.cross_entropy(logits, labels), (logits.argmax(dim=1) == labels).float().mean()
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss, accuracy = self._loss_and_accuracy(batch)
+        self.log("train_loss", loss)
+        self.log(TRAIN_ACC, accuracy)
+        return loss
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        loss, accuracy = self._loss_and_accuracy(batch)
+        self.log("val_loss", loss)
+        self.log(VAL_ACC, accuracy)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(
+            self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay, betas=(0.9, 0.98)
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return whole_set_loader(self.train_set)
+
+    def val_dataloader(self) -> DataLoader:
+        return whole_set_loader(self.val_set)
+
+
+def train(
+    model: ModularAdditionMLP,
+    *,
+    steps: int,
+    log_dir: str | Path,
+    val_every: int = 50,
+    weights_every: int = 50,
+    ntk_every: int = 250,
+    ntk_examples: int = 16,
+    top_k: int = 8,
+) -> Path:
+    """Full-batch training for ``steps`` steps with the weight and NTK monitors; returns the run's TensorBoard
+    directory ``<log_dir>/p=<p>_train=<fraction>/version_<i>``."""
+    pairs, labels = model.val_set.tensors
+    monitors = [
+        WeightSpectrumMonitor(every_n_steps=weights_every, k=top_k, histogram_every_n=10),
+        # The alignment forms the (n·p) × (n·p) kernel of all p logits: a small fixed batch of held-out pairs.
+        NTKTraceMonitor(
+            every_n_steps=ntk_every,
+            compute_alignment=True,
+            batch=(pairs[:ntk_examples], labels[:ntk_examples]),
+        ),
+    ]
+    name = f"p={model.hparams.p}_train={model.hparams.train_fraction:g}"
+    logger = TensorBoardLogger(str(log_dir), name=name, default_hp_metric=False)
+    trainer = pl.Trainer(
+        max_steps=steps,
+        max_epochs=-1,
+        check_val_every_n_epoch=val_every,  # one step per epoch: validate every `val_every` steps
+        num_sanity_val_steps=0,
+        callbacks=monitors,
+        logger=logger,
+        log_every_n_steps=1,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        # The NTK monitor's SGD stability indicator is defined for plain SGD only; this is AdamW.
+        warnings.filterwarnings("ignore", message=".*sgd_stability.*")
+        trainer.fit(model)
+    return Path(logger.log_dir)
+
+
+def read_scalars(run_dir: str | Path) -> Series:
+    """Every scalar series of a run, ``{tag: [(step, value), ...]}`` sorted by step, from its event files."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    series: Series = {}
+    event_files = sorted(Path(run_dir).glob("events.out.tfevents.*"))
+    if not event_files:
+        raise FileNotFoundError(f"no TensorBoard event file in {run_dir}")
+    for event_file in event_files:
+        accumulator = EventAccumulator(str(event_file), size_guidance={"scalars": 0})
+        accumulator.Reload()
+        for tag in accumulator.Tags()["scalars"]:
+            series.setdefault(tag, []).extend((event.step, event.value) for event in accumulator.Scalars(tag))
+    return {tag: sorted(values) for tag, values in series.items()}
+
+
+def first_step(values: Sequence[tuple[int, float]], threshold: float) -> int | None:
+    """The first step at which the value reaches ``threshold`` (``None`` if it never does)."""
+    return next((step for step, value in values if value >= threshold), None)
+
+
+def value_at(values: Sequence[tuple[int, float]], step: int) -> float:
+    """The last value logged at or before ``step`` (the first value if none was)."""
+    earlier = [value for s, value in values if s <= step]
+    return earlier[-1] if earlier else values[0][1]
+
+
+def plot(series: Series, path: str | Path, title: str) -> Path:
+    """Accuracy, stable rank, singular-vector rotation (drawn at ``ROTATION_FLOOR`` where smaller) and NTK
+    alignment (with the NTK trace) against the step, one panel each; dotted lines mark the steps where train
+    accuracy reaches 100 % and validation accuracy 50 %."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(4, 1, figsize=(8, 9), sharex=True)
+    accuracy_axes, rank_axes, rotation_axes, ntk_axes = axes
+    for tag, label, colour in ((TRAIN_ACC, "train", "C0"), (VAL_ACC, "validation", "C1")):
+        accuracy_axes.plot(*zip(*series[tag]), color=colour, linewidth=1.5, label=label)
+    accuracy_axes.set_ylabel("accuracy")
+    accuracy_axes.set_ylim(-0.02, 1.02)
+    for index, layer in enumerate(LAYERS):
+        colour = f"C{index + 2}"
+        rank_axes.plot(*zip(*series[f"spectral/weights/{layer}/stable_rank"]), color=colour, label=layer)
+        steps, rotation = zip(*series[f"spectral/weights/{layer}/rotation"])
+        rotation_axes.plot(
+            steps, [max(value, ROTATION_FLOOR) for value in rotation], color=colour, linewidth=1, label=layer
+        )
+    rank_axes.plot(*zip(*series[MEAN_STABLE_RANK]), color="k", linewidth=2, label="mean")
+    rank_axes.set_ylabel("stable rank\n(‖W‖_F / ‖W‖_2)²")
+    rotation_axes.set_yscale("log")
+    rotation_axes.set_ylabel("rotation of the top\nsingular vectors")
+    ntk_axes.plot(*zip(*series[NTK_ALIGNMENT]), color="C5", marker=".", linewidth=1.5, label="alignment")
+    ntk_axes.set_ylabel("NTK-label alignment")
+    trace_axes = ntk_axes.twinx()
+    trace_axes.plot(*zip(*series[NTK_TRACE]), color="0.5", linestyle="--", linewidth=1, label="trace (right)")
+    trace_axes.set_yscale("log")
+    trace_axes.set_ylabel("NTK trace")
+    ntk_axes.legend(
+        handles=ntk_axes.get_lines() + trace_axes.get_lines(), loc="center right", fontsize="small", ncol=2
+    )
+    ntk_axes.set_xlabel("step (full-batch AdamW)")
+    fitted, grokked = first_step(series[TRAIN_ACC], 1.0), first_step(series[VAL_ACC], 0.5)
+    for step, label, colour in ((fitted, "train acc. 100 %", "C0"), (grokked, "val. acc. 50 %", "C1")):
+        if step is not None:
+            for axes_ in axes:
+                axes_.axvline(
+                    step,
+                    color=colour,
+                    linestyle=":",
+                    linewidth=1,
+                    label=label if axes_ is accuracy_axes else None,
+                )
+    for axes_ in axes[:3]:
+        axes_.legend(loc="best", fontsize="small", ncol=2)
+    accuracy_axes.set_title(title, fontsize="medium")
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def fraction(text: str) -> float:
+    value = float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must lie strictly between 0 and 1, got {text}")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--p", type=positive_int, default=59, help="the modulus")
+    parser.add_argument(
+        "--train-fraction", type=fraction, default=0.3, help="fraction of the p² pairs trained on"
+    )
+    parser.add_argument("--embedding-dim", type=positive_int, default=64)
+    parser.add_argument("--hidden", type=positive_int, default=128)
+    parser.add_argument("--lr", type=positive_float, default=1e-2, help="AdamW learning rate")
+    parser.add_argument("--weight-decay", type=float, default=1.0, help="AdamW weight decay")
+    parser.add_argument("--steps", type=positive_int, default=6000, help="full-batch steps")
+    parser.add_argument("--val-every", type=positive_int, default=50, help="validate this often (steps)")
+    parser.add_argument("--weights-every", type=positive_int, default=50, help="weight spectra this often")
+    parser.add_argument(
+        "--ntk-every", type=positive_int, default=250, help="NTK trace and alignment this often"
+    )
+    parser.add_argument(
+        "--ntk-examples", type=positive_int, default=16, help="held-out pairs in the NTK batch"
+    )
+    parser.add_argument(
+        "--top-k", type=positive_int, default=8, help="singular vectors whose rotation is logged"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seeds the split and the initialisation")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (a model this small gains nothing from more); 0 keeps torch's setting",
+    )
+    parser.add_argument("--log-dir", default="runs/grokking")
+    parser.add_argument("--plot", default="grokking.png", help="where to save the figure (PNG)")
+    args = parser.parse_args(argv)
+    if args.threads < 0:
+        parser.error(f"--threads must be 0 (torch's setting) or a positive integer, got {args.threads}")
+    if args.ntk_examples * args.p > NTK_MATRIX_MAX_ROWS:
+        parser.error(
+            f"--ntk-examples × --p = {args.ntk_examples * args.p} kernel rows, more than the alignment's "
+            f"limit of {NTK_MATRIX_MAX_ROWS}"
+        )
+
+    previous_threads = torch.get_num_threads()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        pl.seed_everything(args.seed, verbose=False)
+        model = ModularAdditionMLP(
+            p=args.p,
+            train_fraction=args.train_fraction,
+            embedding_dim=args.embedding_dim,
+            hidden=args.hidden,
+            lr=args.lr,
+            weight_decay=args.weight_decay,
+            data_seed=args.seed,
+        )
+        run_dir = train(
+            model,
+            steps=args.steps,
+            log_dir=args.log_dir,
+            val_every=args.val_every,
+            weights_every=args.weights_every,
+            ntk_every=args.ntk_every,
+            ntk_examples=args.ntk_examples,
+            top_k=args.top_k,
+        )
+    finally:
+        torch.set_num_threads(previous_threads)
+    series = read_scalars(run_dir)
+    fitted, grokked = first_step(series[TRAIN_ACC], 1.0), first_step(series[VAL_ACC], 0.5)
+    val_then = value_at(series[VAL_ACC], fitted or 0)
+    (last_val_step, last_val) = series[VAL_ACC][-1]
+    print(f"train accuracy 100 % at step {fitted}; validation accuracy then {val_then:.3f}")
+    print(f"validation accuracy 50 % at step {grokked}, {last_val:.3f} at step {last_val_step}")
+    (_, first_rank), (last_step, last_rank) = series[MEAN_STABLE_RANK][0], series[MEAN_STABLE_RANK][-1]
+    print(f"mean stable rank {first_rank:.3g} at step 0 → {last_rank:.3g} at step {last_step}")
+    title = (
+        f"(a + b) mod {args.p}, trained on {args.train_fraction:.0%} of the pairs: train accuracy 100 % at "
+        f"step {fitted},\nvalidation accuracy 50 % at step {grokked}"
+    )
+    print(f"plot: {plot(series, args.plot, title)}; logs: tensorboard --logdir {args.log_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,105 @@
+"""``examples/grokking.py``, shortened: memorisation first, the jump in validation accuracy much later, with
+the weight matrices losing stable rank and their top singular vectors coming to rest.
+
+The full example trains on 30 % of the p = 59 pairs for 6000 steps (validation accuracy 50 % near step 2700).
+Here the training fraction is 40 %, which groks sooner, and 1500 steps, so the whole transition fits in a
+short run. Over seeds 0-4 (reference machine): train accuracy 100 % at step 32-34, validation accuracy 0.000
+at the first validation (step 50), 50 % at steps 700-850, 1.000 at the end; the mean stable rank ends at
+0.56-0.70 of its initial value; the median rotation of the last five measurements is at most 0.001
+(embedding), 0.047 (hidden layer) and 0.011 (read-out), against at least 0.12, 0.80 and 0.74 in the first
+five. The tolerances below leave room around those ranges. The NTK alignment does not rise at the jump (it
+ends 6-10 % below its first value in seeds 1-4), so only its logging is checked.
+
+The values are read back from the TensorBoard event files with the tests' own reader, not the example's.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import statistics
+from pathlib import Path
+
+import pytest
+from spectral_testing.log_readers import read_tensorboard_scalars
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "grokking.py"
+STEPS, VAL_EVERY, WEIGHTS_EVERY, NTK_EVERY = 1500, 50, 50, 250
+LAYERS = ("embed.weight", "hidden.weight", "readout.weight")
+
+
+def load_example():
+    spec = importlib.util.spec_from_file_location("grokking_example", EXAMPLE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory):
+    """One shortened run of the example's ``main``: its scalars and the PNG path."""
+    root = tmp_path_factory.mktemp("grokking")
+    log_dir, png = root / "runs", root / "plot" / "grokking.png"
+    argv = ["--train-fraction", "0.4", "--steps", str(STEPS), "--val-every", str(VAL_EVERY)]
+    argv += ["--weights-every", str(WEIGHTS_EVERY), "--ntk-every", str(NTK_EVERY)]
+    assert load_example().main([*argv, "--log-dir", str(log_dir), "--plot", str(png)]) == 0
+    return read_tensorboard_scalars(log_dir), png
+
+
+def first_step(series, threshold):
+    return next(step for step, value in series if value >= threshold)
+
+
+def test_train_accuracy_saturates_long_before_validation_accuracy_jumps(short_run):
+    scalars, _ = short_run
+    train_acc, val_acc = scalars["train_acc"], scalars["val_acc"]
+    assert len(train_acc) == STEPS and len(val_acc) == STEPS // VAL_EVERY
+    fitted = first_step(train_acc, 1.0)
+    # Memorisation: the training set is fitted within a hundred steps, and at the first validation after
+    # that the held-out pairs are still at chance (1/59) or below.
+    assert fitted <= 100, fitted
+    first_val_step, first_val = next((step, value) for step, value in val_acc if step >= fitted)
+    assert first_val < 0.05, (first_val_step, first_val)
+    # Grokking: validation accuracy passes 50 % only many times later, and ends near 100 %.
+    grokked = first_step(val_acc, 0.5)
+    assert grokked >= 10 * max(fitted, first_val_step), (fitted, grokked)
+    assert val_acc[-1][1] > 0.95, val_acc[-1]
+
+
+def test_stable_rank_falls_and_singular_vectors_stop_rotating(short_run):
+    scalars, _ = short_run
+    mean_rank = scalars["spectral/weights/mean_stable_rank"]
+    assert [step for step, _ in mean_rank] == list(range(0, STEPS + 1, WEIGHTS_EVERY))
+    # Weight decay pulls the matrices towards low rank as the network generalises.
+    assert mean_rank[-1][1] < 0.8 * mean_rank[0][1], (mean_rank[0], mean_rank[-1])
+    for layer in LAYERS:
+        rotation = [value for _, value in scalars[f"spectral/weights/{layer}/rotation"]]
+        # The top singular subspace turns fast while the network memorises, and hardly at all at the end.
+        assert statistics.median(rotation[-5:]) < 0.1 * max(rotation[:5]), (
+            layer,
+            rotation[:5],
+            rotation[-5:],
+        )
+
+
+def test_ntk_alignment_is_logged(short_run):
+    scalars, _ = short_run
+    steps, alignment = zip(*scalars["spectral/ntk/alignment"])
+    assert list(steps) == list(range(0, STEPS + 1, NTK_EVERY))
+    assert all(0 < value < 1 and math.isfinite(value) for value in alignment), alignment
+
+
+def test_plot_is_written(short_run):
+    _, png = short_run
+    data = png.read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 10_000
+
+
+def test_bad_arguments_are_rejected():
+    example = load_example()
+    bad = (["--train-fraction", "1.0"], ["--steps", "0"], ["--lr", "0"], ["--threads", "-1"])
+    for argv in (*bad, ["--ntk-examples", "70"]):  # 70 · 59 kernel rows: more than ntk_matrix accepts
+        with pytest.raises(SystemExit):
+            example.main(argv)
+    with pytest.raises(ValueError, match="train_fraction"):
+        example.modular_addition(5, 0.01)
