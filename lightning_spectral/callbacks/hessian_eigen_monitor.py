@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
+from pytorch_lightning.utilities import rank_zero_warn
 
 from lightning_spectral.callbacks.base import SpectralMonitor
 from lightning_spectral.callbacks.optimizer_info import sgd_settings
@@ -27,6 +28,7 @@ from lightning_spectral.functional.batch_sharpness import batch_sharpness
 from lightning_spectral.functional.edge_of_stability import stability_limit
 from lightning_spectral.functional.hessian_operator import HVP_METHODS, HessianOperator
 from lightning_spectral.functional.hessian_spectrum import hessian_density, hessian_eigenvalues, hessian_trace
+from lightning_spectral.functional.parameter_selection import unmatched_patterns
 from lightning_spectral.validation import (
     check_bool,
     check_callable,
@@ -150,6 +152,24 @@ class HessianEigenMonitor(SpectralMonitor):
         self.measurement_mode = measurement_mode
         self.hvp_method = hvp_method
         self._eigenvectors: torch.Tensor | None = None
+        self._params = params
+
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        self._params = self.params
+        unmatched = unmatched_patterns(pl_module, self.params)
+        if unmatched:
+            patterns = [self.params] if isinstance(self.params, str) else list(self.params)
+            kept = [p for p in patterns if p not in unmatched]
+            if not kept:
+                raise ValueError(
+                    f"HessianEigenMonitor: `params` patterns {unmatched} match no parameter of the model."
+                )
+            rank_zero_warn(
+                f"HessianEigenMonitor: `params` patterns {unmatched} match no parameter of the model and are "
+                f"ignored; measuring the parameters matched by {kept}."
+            )
+            self._params = kept
 
     def measure(self, trainer: Any, pl_module: Any, batches: list[Any]) -> Mapping[str, float]:
         pl_module.train(self.measurement_mode == "train")
@@ -158,7 +178,7 @@ class HessianEigenMonitor(SpectralMonitor):
             pl_module,
             loss_fn,
             batches,
-            params=self.params,
+            params=self._params,
             method=self.hvp_method,
             reduce_fn=self.collectives.mean,  # DDP: the Hessian of the loss on the union of the shards
         )
@@ -190,7 +210,7 @@ class HessianEigenMonitor(SpectralMonitor):
                 pl_module,
                 loss_fn,
                 batches,
-                params=self.params,
+                params=self._params,
                 hvp_method=self.hvp_method,
                 reduce_fn=self.collectives.mean,
             )

@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 ParamSpec = str | Sequence[str] | None
 
-__all__ = ["ParamSpec", "ParameterLayout", "select_parameters"]
+__all__ = ["ParamSpec", "ParameterLayout", "select_parameters", "unmatched_patterns"]
 
 
 def _matches(name: str, pattern: str) -> bool:
@@ -98,6 +98,16 @@ def select_parameters(model: nn.Module, params: ParamSpec = None) -> dict[str, n
         if not named[name].is_floating_point():
             raise ValueError(f"`params`: parameter {name!r} is not floating point ({named[name].dtype}).")
     return {name: named[name] for name in selected}
+
+
+def unmatched_patterns(model: nn.Module, params: ParamSpec) -> list[str]:
+    """The patterns of ``params`` (a name / glob / module prefix or a sequence of them) that match no
+    parameter of ``model`` (``[]`` for ``None``). Callbacks use it to warn at setup, naming the patterns."""
+    if params is None:
+        return []
+    patterns = [params] if isinstance(params, str) else list(params)
+    names = [name for name, _ in model.named_parameters()]
+    return [pattern for pattern in patterns if not any(_matches(name, pattern) for name in names)]
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 from spectral_testing.log_readers import read_tensorboard_scalars
-from spectral_testing.models import trainer_kwargs
+from spectral_testing.models import TinyClassifier, trainer_kwargs
 from spectral_testing.references import dense_hessian
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -171,3 +171,18 @@ def test_manual_optimization_needs_a_loss_fn(tmp_path):
 def test_constructor_validation(kwargs, argument):
     with pytest.raises(ValueError, match=argument):
         HessianEigenMonitor(**kwargs)
+
+
+def test_params_patterns_that_match_nothing_are_warned_about_at_setup(tmp_path):
+    """One unmatched pattern: a warning naming it, and the measurement uses the others; none matched: a
+    ValueError at setup naming them (a configuration error, before any training)."""
+    monitor = HessianEigenMonitor(every_n_steps=2, params=["net.0.*", "encoder.*"], strict=True)
+    with pytest.warns(UserWarning, match=r"\['encoder\.\*'\] match no parameter"):
+        trainer = pl.Trainer(callbacks=[monitor], **trainer_kwargs(tmp_path, max_steps=2, max_epochs=1))
+        trainer.fit(TinyClassifier())
+    assert "spectral/hessian/lambda_1" in trainer.callback_metrics
+    with pytest.raises(ValueError, match=r"\['nothing\*'\] match no parameter"):
+        trainer = pl.Trainer(
+            callbacks=[HessianEigenMonitor(params="nothing*")], **trainer_kwargs(tmp_path, max_steps=2)
+        )
+        trainer.fit(TinyClassifier())
