@@ -64,7 +64,15 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from benchmarks.common import Target, machine_description, markdown_table, median_time, skipped, write_section
+from benchmarks.common import (
+    Target,
+    machine_description,
+    markdown_table,
+    median_time,
+    package_versions,
+    skipped,
+    write_section,
+)
 from lightning_spectral.functional import HessianOperator, hessian_eigenvalues
 
 TARGET_ERROR = 1e-3
@@ -495,14 +503,11 @@ def make_tools() -> list[Tool]:
     return tools
 
 
-def package_versions(tools: list[Tool]) -> str:
-    parts = []
-    for name in ("torch", "numpy", "scipy", "scikit-learn", *(t.distribution for t in tools if t.module)):
-        try:
-            parts.append(f"{name} {importlib.metadata.version(name)}")
-        except importlib.metadata.PackageNotFoundError:
-            parts.append(f"{name} not installed")
-    return ", ".join(parts)
+def tool_versions(tools: list[Tool]) -> str:
+    """Versions of the base packages and of the reference tools that are importable."""
+    return package_versions(
+        ("torch", "numpy", "scipy", "scikit-learn", *(t.distribution for t in tools if t.module))
+    )
 
 
 # ------------------------------------------------------------------------------------------ measurements
@@ -888,7 +893,7 @@ def run(args: argparse.Namespace) -> list[Target]:
 
 Command: `{command}` (interpreter `{sys.executable}`), {total:.0f} s in all{quick_note}.
 Machine: {machine_description()} ({platform.system()}); `torch.get_num_threads()` = {torch.get_num_threads()}, left as
-it was. Packages: {package_versions(tools)}.
+it was. Packages: {tool_versions(tools)}.
 
 Models trained {PRETRAIN_STEPS} steps of SGD (batch {SGD_BATCH}, lr {SGD_LR}) on scikit-learn's digits, then
 frozen; mean cross-entropy on a fixed batch; float32 in every timed run. Reference: our float64 Lanczos

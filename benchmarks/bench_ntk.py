@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import importlib.metadata
 import math
 import platform
 import statistics
@@ -39,7 +38,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from benchmarks.common import Target, machine_description, markdown_table, median_time, write_section
+from benchmarks.common import (
+    Target,
+    machine_description,
+    markdown_table,
+    median_time,
+    package_versions,
+    write_section,
+)
 from lightning_spectral.functional import ntk_matrix, ntk_trace
 
 B_TARGET, K, WIDTH = 128, 10, 256
@@ -362,14 +368,7 @@ def scaling(cfg: Settings, x: Tensor) -> str:
 # ---------------------------------------------------------------------------------------------- main
 
 
-def package_versions() -> str:
-    parts = []
-    for name in ("torch", "numpy", "scikit-learn", "lightning-spectral"):
-        try:
-            parts.append(f"{name} {importlib.metadata.version(name)}")
-        except importlib.metadata.PackageNotFoundError:
-            parts.append(f"{name} not installed")
-    return ", ".join(parts)
+PACKAGES = ("torch", "numpy", "scikit-learn", "lightning-spectral")
 
 
 @contextlib.contextmanager
@@ -418,7 +417,7 @@ def run(args: argparse.Namespace) -> list[Target]:
     body = f"""## NTK trace (`benchmarks/bench_ntk.py`)
 
 Command: `{command}` (interpreter `{sys.executable}`), {total:.0f} s in all{" (quick mode: fewer seeds, sizes and repeats)" if cfg.quick else ""}.
-Machine: {machine_description()} ({platform.system()}). Packages: {package_versions()}.
+Machine: {machine_description()} ({platform.system()}). Packages: {package_versions(PACKAGES)}.
 Times are medians of {cfg.repeats} runs after one warm-up run. {THREADS_NOTE}
 Model: MLP 64→w→w→10 (ReLU, PyTorch default init), inputs: {source}; float32.
 

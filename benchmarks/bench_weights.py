@@ -40,7 +40,15 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from benchmarks.common import Target, machine_description, markdown_table, median_time, skipped, write_section
+from benchmarks.common import (
+    Target,
+    machine_description,
+    markdown_table,
+    median_time,
+    package_versions,
+    skipped,
+    write_section,
+)
 from lightning_spectral.functional import power_law_alpha, weight_matrices, weight_spectra, weight_spectrum
 from lightning_spectral.functional.weight_spectrum import DEFAULT_TOL
 
@@ -492,15 +500,7 @@ def compare_with_watcher(ww, cfg: Settings) -> str:
 # ---------------------------------------------------------------------------------------------- main
 
 
-def package_versions() -> str:
-    names = ["torch", "numpy", "scipy", "lightning-spectral", "weightwatcher"]
-    parts = []
-    for name in names:
-        try:
-            parts.append(f"{name} {importlib.metadata.version(name)}")
-        except importlib.metadata.PackageNotFoundError:
-            parts.append(f"{name} not installed")
-    return ", ".join(parts)
+PACKAGES = ("torch", "numpy", "scipy", "lightning-spectral", "weightwatcher")
 
 
 def timed(title: str, fn: Callable[[], str]) -> str:
@@ -561,7 +561,7 @@ def run(args: argparse.Namespace, blas_note: str) -> list[Target]:
     body = f"""## Weight spectra (`benchmarks/bench_weights.py`)
 
 Command: `{command}` (interpreter `{sys.executable}`), {total:.0f} s in all{" (quick mode: smaller shapes, 3 repeats)" if cfg.quick else ""}.
-Machine: {machine_description()} ({platform.system()}). Packages: {package_versions()}.
+Machine: {machine_description()} ({platform.system()}). Packages: {package_versions(PACKAGES)}.
 Times are medians of {cfg.repeats} runs after one warm-up run{"" if cfg.quick else f", except the exact SVDs of the 4096-row matrices (minutes each here): 3 runs for 4096×4096 and a single run for the largest, {largest[0]}×{largest[1]}, without warm-up (column `repeats`)"}.
 {THREADS_NOTE} {blas_note}
 

@@ -45,6 +45,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from lightning_spectral.argument_types import positive_float, positive_int
 from lightning_spectral.callbacks import (
     HessianEigenMonitor,
     NTKTraceMonitor,
@@ -102,20 +103,6 @@ def digits_loaders(batch_size: int, seed: int = 0) -> tuple[DataLoader, DataLoad
         DataLoader(TensorDataset(x[train], y[train]), batch_size=batch_size, shuffle=True),
         DataLoader(TensorDataset(x[val], y[val]), batch_size=len(val)),
     )
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:

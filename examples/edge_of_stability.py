@@ -58,7 +58,9 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, SequentialSampler, TensorDataset
 
+from lightning_spectral.argument_types import positive_float, positive_int
 from lightning_spectral.callbacks import HessianEigenMonitor
+from lightning_spectral.report.reader import read_scalars as read_event_scalars
 
 #: The default step sizes: their stability limits 2/η = 8, 5.7 and 4 all lie above the initial sharpness (≈ 2.3).
 DEFAULT_LEARNING_RATES = (0.25, 0.35, 0.5)
@@ -186,18 +188,8 @@ def train(
 
 def read_scalars(run_dir: str | Path, tags: Sequence[str]) -> Series:
     """``{tag: [(step, value), ...]}`` sorted by step, read back from the TensorBoard event files of a run."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    series: Series = {tag: [] for tag in tags}
-    event_files = sorted(Path(run_dir).glob("events.out.tfevents.*"))
-    if not event_files:
-        raise FileNotFoundError(f"no TensorBoard event file in {run_dir}")
-    for event_file in event_files:
-        accumulator = EventAccumulator(str(event_file), size_guidance={"scalars": 0})
-        accumulator.Reload()
-        for tag in set(tags) & set(accumulator.Tags()["scalars"]):
-            series[tag].extend((event.step, event.value) for event in accumulator.Scalars(tag))
-    return {tag: sorted(values) for tag, values in series.items()}
+    logged = read_event_scalars(run_dir)
+    return {tag: logged.get(tag, []) for tag in tags}
 
 
 def last_quarter_mean(values: Sequence[tuple[int, float]]) -> float:
@@ -283,20 +275,6 @@ def plot(
     figure.savefig(path, dpi=120)
     plt.close(figure)
     return path
-
-
-def positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -66,8 +66,10 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, SequentialSampler, TensorDataset
 
+from lightning_spectral.argument_types import fraction, positive_float, positive_int
 from lightning_spectral.callbacks import NTKTraceMonitor, WeightSpectrumMonitor
 from lightning_spectral.functional.ntk_matrix import NTK_MATRIX_MAX_ROWS
+from lightning_spectral.report.reader import read_scalars
 
 LAYERS = ("embed.weight", "hidden.weight", "readout.weight")
 TRAIN_ACC, VAL_ACC = "train_acc", "val_acc"
@@ -210,22 +212,6 @@ def train(
     return Path(logger.log_dir)
 
 
-def read_scalars(run_dir: str | Path) -> Series:
-    """Every scalar series of a run, ``{tag: [(step, value), ...]}`` sorted by step, from its event files."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    series: Series = {}
-    event_files = sorted(Path(run_dir).glob("events.out.tfevents.*"))
-    if not event_files:
-        raise FileNotFoundError(f"no TensorBoard event file in {run_dir}")
-    for event_file in event_files:
-        accumulator = EventAccumulator(str(event_file), size_guidance={"scalars": 0})
-        accumulator.Reload()
-        for tag in accumulator.Tags()["scalars"]:
-            series.setdefault(tag, []).extend((event.step, event.value) for event in accumulator.Scalars(tag))
-    return {tag: sorted(values) for tag, values in series.items()}
-
-
 def first_step(values: Sequence[tuple[int, float]], threshold: float) -> int | None:
     """The first step at which the value reaches ``threshold`` (``None`` if it never does)."""
     return next((step for step, value in values if value >= threshold), None)
@@ -293,27 +279,6 @@ def plot(series: Series, path: str | Path, title: str) -> Path:
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return path
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
-
-
-def fraction(text: str) -> float:
-    value = float(text)
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"must lie strictly between 0 and 1, got {text}")
-    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -209,7 +209,7 @@ def _cotangent_column(cotangents: Tensor | None, example: int, like: Tensor) -> 
     """The cotangents of one example as ``(N, 1, K)``."""
     if cotangents is not None:
         return cotangents[:, example : example + 1]
-    return torch.eye(like.shape[1], dtype=like.dtype, device=like.device)[:, None, :]
+    return _cotangent_block(None, 0, like.shape[1], like[example : example + 1])
 
 
 def _single_example_norms(fm: FunctionalModel, example: Tensor, cotangents: Tensor) -> Tensor:

@@ -90,8 +90,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from lightning_spectral.functional.power_law import DEFAULT_MIN_TAIL, PowerLawFit, power_law_alpha
+from lightning_spectral.functional.power_law import DEFAULT_MIN_TAIL, PowerLawFit
 from lightning_spectral.functional.singular_refinement import refine_truncated_svd, relative_residuals
+from lightning_spectral.functional.spectrum_metrics import summarise_singular_values
 from lightning_spectral.linalg import NonFiniteError, randomized_svd
 from lightning_spectral.linalg.device_fallback import on_cpu_if_unsupported
 from lightning_spectral.linalg.randomized_svd import thin_svd
@@ -173,59 +174,6 @@ def _compute_dtype(weight: Tensor) -> torch.dtype:
     return torch.float64 if weight.dtype == torch.float64 else torch.float32
 
 
-def _effective_rank(top: Tensor, tail_count: int, tail_mass: float) -> float:
-    """``exp(H)`` of ``σ/Σσ`` for the known values ``top`` plus ``tail_count`` values ``sqrt(mass/count)``."""
-    sigma_tail = math.sqrt(tail_mass / tail_count) if tail_count > 0 else 0.0
-    total = float(top.sum()) + tail_count * sigma_tail
-    if total <= 0.0:
-        return 0.0
-    p = top / total
-    entropy = -float(torch.special.xlogy(p, p).sum())
-    if sigma_tail > 0.0:
-        p_tail = sigma_tail / total
-        entropy -= tail_count * p_tail * math.log(p_tail)
-    return math.exp(entropy)
-
-
-def _summarise(
-    values: Tensor,
-    k: int,
-    shape: tuple[int, int],
-    frobenius: float,
-    full: bool,
-    min_tail: int,
-) -> dict[str, object]:
-    """Scalar metrics of one matrix from its (all or top-k) singular values (CPU, compute dtype).
-
-    The sums run in float64; the power-law fit gets the eigenvalues in the compute dtype so that its
-    numerical-rank floor matches the precision the singular values were computed in.
-    """
-    r = min(shape)
-    eigenvalues = values**2
-    values = values.double()
-    top = values[:k]
-    sigma_max = float(top[0])
-    fro_sq = frobenius * frobenius
-    if full:
-        effective_rank = _effective_rank(values, 0, 0.0)
-        fit = power_law_alpha(eigenvalues, min_tail=min_tail) if r >= min_tail else None
-    else:
-        tail_mass = max(fro_sq - float((top**2).sum()), 0.0)
-        effective_rank = _effective_rank(top, r - k, tail_mass)
-        fit = None
-    sigma_k = float(top[-1])
-    return {
-        "sigma_max": sigma_max,
-        "frobenius_norm": frobenius,
-        "stable_rank": fro_sq / sigma_max**2 if sigma_max > 0 else 0.0,
-        "effective_rank": effective_rank,
-        "effective_rank_is_estimate": not full,
-        "condition_number": sigma_max / sigma_k if sigma_k > 0 else (math.inf if sigma_max > 0 else math.nan),
-        "alpha": None if fit is None else fit.alpha,
-        "power_law": fit,
-    }
-
-
 def _check_previous(previous: object, shape: tuple[int, int], where: str) -> WeightSpectrum | None:
     if previous is None:
         return None
@@ -295,7 +243,7 @@ def _decompose_chunk(
     values = S.to(device="cpu")
     results = []
     for b in range(batch):
-        metrics = _summarise(values[b], k, (m, n), frobenius[b], exact, min_tail)
+        metrics = summarise_singular_values(values[b], k, (m, n), frobenius[b], exact, min_tail)
         results.append(
             WeightSpectrum(
                 singular_values=values[b, :k],
