@@ -14,9 +14,9 @@ model and batch, each through the functional API the monitors call:
 
 - ``step``: one training step, ``zero_grad()``, forward, ``backward()``, ``torch.optim.SGD(lr=0.01).step()``
   (the reference every other row is divided by);
-- ``1 HVP``: ``HessianOperator(model, loss_fn, batch, method="double_backward")`` and one ``matvec``: the
-  gradient graph that ``HessianEigenMonitor`` (``hvp_method="double_backward"`` by default) builds once per
-  measurement, and one product through it;
+- ``1 HVP``: ``HessianOperator(model, loss_fn, batch, method="double_backward", copy_params=False)`` and one
+  ``matvec``: the gradient graph that ``HessianEigenMonitor`` (``hvp_method="double_backward"`` by default, no
+  parameter copy) builds once per measurement, and one product through it;
 - ``λ_max``: ``hessian_eigenvalues(model, loss_fn, batch, k=1, hvp_method="double_backward")`` at its defaults
   (``tol=1e-3``, ``max_iter=50``): Lanczos with full reorthogonalisation, the Hessian monitor's measurement
   (without its batch sharpness);
@@ -150,7 +150,9 @@ def measurement(name: str, model: nn.Module, batch: tuple[Tensor, Tensor]) -> Ca
         return step
     if name == "hvp":
         v = torch.randn(num_params(model), generator=seeded(SEED))
-        return lambda: HessianOperator(model, loss_fn, batch, method="double_backward").matvec(v)
+        return lambda: HessianOperator(
+            model, loss_fn, batch, method="double_backward", copy_params=False
+        ).matvec(v)
     if name == "hessian":
         return lambda: hessian_eigenvalues(
             model, loss_fn, batch, k=1, hvp_method="double_backward", generator=seeded(SEED)
@@ -390,8 +392,9 @@ Machine: {machine_description()} ({platform.system()}); `torch.set_num_threads(1
 
 One measurement of each monitor, through the functional API it calls, against one training step (forward,
 backward, SGD step) on the same model and batch: MLPs 64→w→w→10 (ReLU, float32, CPU), one batch of {BATCH}
-standardised digits, cross-entropy. `1 HVP`: `HessianOperator(..., method="double_backward")` and one
-`matvec` (the Hessian monitor's default product: it builds the gradient graph once per measurement);
+standardised digits, cross-entropy. `1 HVP`: `HessianOperator(..., method="double_backward", copy_params=False)`
+and one `matvec` (the Hessian monitor's default product: it builds the gradient graph once per measurement and
+reads the parameters without copying them);
 `λ_max`: `hessian_eigenvalues(model, loss_fn, batch, k=1, hvp_method="double_backward")` at its defaults
 (tol 1e-3, max_iter 50; without the monitor's batch sharpness); `NTK trace`: `ntk_trace(model, inputs)`;
 `weight spectra`: `weight_spectra([m.matrix for m in weight_matrices(model)], 5)`.

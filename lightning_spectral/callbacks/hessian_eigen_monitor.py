@@ -182,6 +182,7 @@ class HessianEigenMonitor(SpectralMonitor):
             params=self._params,
             method=self.hvp_method,
             reduce_fn=self.collectives.mean,  # DDP: the Hessian of the loss on the union of the shards
+            copy_params=False,  # used and dropped within this hook: nothing steps the model meanwhile
         )
         generator = self.make_generator(operator.device)
         previous = self._eigenvectors if self.warm_start else None

@@ -93,7 +93,9 @@ def batch_sharpness(
     quotients = []
     method = hvp_method
     for batch in batches:
-        operator = HessianOperator(model, loss_fn, batch, params=params, method=method, reduce_fn=reduce_fn)
+        operator = HessianOperator(
+            model, loss_fn, batch, params=params, method=method, reduce_fn=reduce_fn, copy_params=False
+        )
         _, gradient = operator.loss_and_gradient()
         squared_norm = float(gradient.double().square().sum())
         if squared_norm == 0.0:

@@ -27,9 +27,22 @@ gradient took 5.5 ms, a double-backward product 7.7 ms (13.7 ms for the first, w
 forward-over-reverse product 17 ms; for a 2-layer CNN (10k parameters, batch 128) 16, 34 (53) and 55 ms.
 Choose ``method="double_backward"`` when many products are taken and the memory is there.
 
+Memory of a double-backward product, beyond the model and the batch: the graph of each batch's gradient
+(the activations of a training step; the gradient values themselves are not kept, only the graph's
+edges), the partial products autograd adds up inside the backward pass (for a layer reached by several
+paths, two or three parameter-sized buffers at once), and the flat result; with ``copy_params=False``
+measured at about 3 parameter-sized vectors above a step's activations for a 10⁷-parameter MLP
+(``benchmarks/bench_scaling.py``); the default copy adds one. The product is taken as the vector-Jacobian
+product of the kept gradient with ``v`` (``H v = J_{∇L}ᵀ v``, ``H`` symmetric), so no parameter-sized
+``∇L ⊙ v`` is formed on the way.
+
 What the operator never changes. It evaluates the loss through :func:`torch.func.functional_call` on
 copies of the model's parameters and buffers taken at construction, so the operator is the Hessian at the
-parameter values of that moment (a later optimizer step does not change it), ``.grad`` is never written
+parameter values of that moment (a later optimizer step does not change it; with ``copy_params=False`` it
+reads the model's own parameter storage instead, which saves one parameter-sized copy but lets an in-place
+update of the model change the operator -- or, once a double-backward graph holds the old values, make the
+next product raise autograd's "modified by an inplace operation" error: for operators used and dropped
+before the model changes, as the functional helpers and the monitors do), ``.grad`` is never written
 (only :func:`torch.autograd.grad` and :mod:`torch.func` are used), ``requires_grad`` flags and the train/eval
 mode are left alone, and BatchNorm in train mode updates copies of its running statistics that are thrown
 away. Unselected parameters (by default the frozen ones) are constants. Random layers (dropout in train
@@ -56,10 +69,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.autograd.graph import GradientEdge, get_gradient_edge
 
 from lightning_spectral.functional.parameter_selection import ParameterLayout, ParamSpec, select_parameters
 
@@ -131,6 +146,19 @@ class _ReplayedRandomness:
             self._restore(saved)
 
 
+@dataclass(frozen=True)
+class _GradientGraphs:
+    """The double-backward cache: the differentiable aliases of θ, each batch's loss, the autograd edges of
+    every batch's gradient pieces that depend on θ (with the index of their parameter) and, if asked for,
+    the batch-summed gradient."""
+
+    leaves: tuple[Tensor, ...]
+    losses: list[Tensor]
+    edges: list[GradientEdge]
+    tangent_indices: list[int]
+    gradient_sum: Tensor | None
+
+
 class HessianOperator:
     """``v ↦ ∇²L(θ) v`` for ``L = loss_fn(model, batch)`` (averaged over batches with :meth:`from_batches`).
 
@@ -148,6 +176,10 @@ class HessianOperator:
         method: ``"auto"``, ``"forward_over_reverse"`` or ``"double_backward"`` (module docstring).
         reduce_fn: applied to every product and to :meth:`loss_and_gradient`'s loss and gradient before they
             are returned, e.g. an all-reduce mean across processes; default none.
+        copy_params: ``True`` (default): the operator keeps copies of the selected parameters taken at
+            construction (later changes of the model do not reach it). ``False``: it reads the model's own
+            parameter storage (no copy; an in-place update of the model, e.g. an optimizer step, changes the
+            operator). Buffers are copied for every evaluation either way.
 
     Attributes:
         dim: ``P``, the number of selected scalar parameters (the operator is ``P × P``).
@@ -169,8 +201,9 @@ class HessianOperator:
         params: ParamSpec = None,
         method: str = "auto",
         reduce_fn: Callable[[Tensor], Tensor] | None = None,
+        copy_params: bool = True,
     ) -> None:
-        self._setup(model, loss_fn, [batch], params, method, reduce_fn)
+        self._setup(model, loss_fn, [batch], params, method, reduce_fn, copy_params)
 
     @classmethod
     def from_batches(
@@ -182,6 +215,7 @@ class HessianOperator:
         params: ParamSpec = None,
         method: str = "auto",
         reduce_fn: Callable[[Tensor], Tensor] | None = None,
+        copy_params: bool = True,
     ) -> HessianOperator:
         """The average Hessian ``(1/N) Σ_b ∇²L_b(θ)`` over ``batches``, a non-empty ``list`` of batches.
 
@@ -193,7 +227,7 @@ class HessianOperator:
         if not batches:
             raise ValueError("`batches` must hold at least one batch, got an empty list.")
         operator = cls.__new__(cls)
-        operator._setup(model, loss_fn, list(batches), params, method, reduce_fn)
+        operator._setup(model, loss_fn, list(batches), params, method, reduce_fn, copy_params)
         return operator
 
     def _setup(
@@ -204,6 +238,7 @@ class HessianOperator:
         params: ParamSpec,
         method: str,
         reduce_fn: Callable[[Tensor], Tensor] | None,
+        copy_params: bool,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"`model` must be a torch.nn.Module, got {type(model).__name__}.")
@@ -213,6 +248,8 @@ class HessianOperator:
             raise ValueError(f"`method` must be one of {HVP_METHODS}, got {method!r}.")
         if reduce_fn is not None and not callable(reduce_fn):
             raise TypeError(f"`reduce_fn` must be callable or None, got {reduce_fn!r}.")
+        if not isinstance(copy_params, bool):
+            raise TypeError(f"`copy_params` must be a bool, got {copy_params!r}.")
         selected = select_parameters(model, params)
         self.layout = ParameterLayout.from_tensors(selected)
         self.names = self.layout.names
@@ -225,17 +262,21 @@ class HessianOperator:
         self._module = _LossOfModel(model, loss_fn)
         self._batches = batches
         self._reduce = reduce_fn
-        # Copies taken now: the operator is the Hessian at these values, and nothing touches the model's own.
+
+        # Copies taken now (or aliases of the model's storage with copy_params=False): the operator is the
+        # Hessian at these values, and nothing writes to the model's own tensors.
+        def take(tensor: Tensor) -> Tensor:
+            return tensor.detach().clone() if copy_params else tensor.detach()
+
         self._keys = tuple(f"model.{name}" for name in self.names)
-        self._point = {f"model.{name}": p.detach().clone() for name, p in selected.items()}
+        self._point = {f"model.{name}": take(p) for name, p in selected.items()}
         self._constants = {
-            f"model.{name}": p.detach().clone()
-            for name, p in model.named_parameters()
-            if name not in selected
+            f"model.{name}": take(p) for name, p in model.named_parameters() if name not in selected
         }
-        self._buffers = {f"model.{name}": b.detach().clone() for name, b in model.named_buffers()}
+        # Buffers are cloned again for every evaluation (BatchNorm in train mode writes them).
+        self._buffers = {f"model.{name}": take(b) for name, b in model.named_buffers()}
         self._randomness = _ReplayedRandomness(self.device, self.num_batches)
-        self._graphs: tuple[tuple[Tensor, ...], list[Tensor], list[tuple[Tensor, ...]]] | None = None
+        self._graphs: _GradientGraphs | None = None
 
     # ------------------------------------------------------------------ evaluation
     def _loss(self, params: dict[str, Tensor], index: int) -> Tensor:
@@ -245,25 +286,37 @@ class HessianOperator:
         return torch.func.functional_call(self._module, state, (self._batches[index],))
 
     def _finish(self, total: Tensor) -> Tensor:
-        total = total / self.num_batches
-        return (total if self._reduce is None else self._reduce(total)).detach()
+        """The batch average of a sum over batches that the operator owns (divided in place)."""
+        total = total.detach()
+        if self.num_batches > 1:
+            total.div_(self.num_batches)
+        return total if self._reduce is None else self._reduce(total).detach()
 
     def _hvp_forward_over_reverse(self, v: Tensor) -> Tensor:
         tangent = dict(zip(self._keys, self.layout.unflatten(v).values()))
-        total = torch.zeros(self.dim, dtype=self.dtype, device=self.device)
+        total: Tensor | None = None
         for index in range(self.num_batches):
             gradient_fn = torch.func.grad(lambda p, i=index: self._loss(p, i))
             with self._randomness.replay(index):
                 _, hv = torch.func.jvp(gradient_fn, (self._point,), (tangent,))
-            total += self.layout.flatten([hv[key] for key in self._keys])
+            flat = self.layout.flatten([hv.pop(key) for key in self._keys])
+            total = flat if total is None else total.add_(flat)
+        assert total is not None  # num_batches >= 1
         return total
 
-    def _gradient_graphs(self) -> tuple[tuple[Tensor, ...], list[Tensor], list[tuple[Tensor, ...]]]:
-        """``(leaves, losses, gradients)``: per batch the gradient built with ``create_graph=True`` (cached)."""
+    def _gradient_graphs(self, keep_gradient: bool = False) -> _GradientGraphs:
+        """Per batch the gradient built with ``create_graph=True`` (cached), kept as autograd edges.
+
+        Only the graph edges of the gradient are kept, not its values: the products need the graph, not the
+        gradient itself, and dropping it saves one parameter-sized vector per batch. With
+        ``keep_gradient=True`` (asked by :meth:`loss_and_gradient` before the first product) the
+        batch-summed flat gradient is kept as well.
+        """
         if self._graphs is None:
-            # Aliases of the copies (no new memory) that autograd can differentiate; shared by all batches.
+            # Aliases of the point (no new memory) that autograd can differentiate; shared by all batches.
             leaves = {key: p.detach().requires_grad_(True) for key, p in self._point.items()}
-            losses, gradients = [], []
+            losses, edges, tangent_indices = [], [], []
+            gradient_sum: Tensor | None = None
             with torch.enable_grad():
                 for index in range(self.num_batches):
                     with self._randomness.replay(index):
@@ -272,20 +325,35 @@ class HessianOperator:
                         loss, tuple(leaves.values()), create_graph=True, materialize_grads=True
                     )
                     losses.append(loss.detach())
-                    gradients.append(grads)
-            self._graphs = (tuple(leaves.values()), losses, gradients)
+                    if keep_gradient:
+                        flat = self.layout.flatten([g.detach() for g in grads])
+                        gradient_sum = flat if gradient_sum is None else gradient_sum.add_(flat)
+                    for position, g in enumerate(grads):
+                        if g.requires_grad:  # a gradient that does not depend on θ adds nothing to H v
+                            edges.append(get_gradient_edge(g))
+                            tangent_indices.append(position)
+                    del grads
+            self._graphs = _GradientGraphs(
+                tuple(leaves.values()), losses, edges, tangent_indices, gradient_sum
+            )
         return self._graphs
 
     def _hvp_double_backward(self, v: Tensor) -> Tensor:
-        leaves, _, gradients = self._gradient_graphs()
+        graphs = self._gradient_graphs()
+        if not graphs.edges:  # the gradient does not depend on θ: the Hessian is zero
+            return torch.zeros(self.dim, dtype=self.dtype, device=self.device)
         tangent = tuple(self.layout.unflatten(v).values())
+        # Σ_b H_b v = Σ_b J_{∇L_b}ᵀ v (each H_b symmetric): one vector-Jacobian product of all the kept
+        # gradients with v as their output gradient, without forming ∇L_b ⊙ v.
         with torch.enable_grad():
-            # Σ_b ∇L_b · v in one scalar: a single backward pass gives Σ_b H_b v.
-            terms = [(g * t).sum() for grads in gradients for g, t in zip(grads, tangent) if g.requires_grad]
-            if not terms:  # the gradient does not depend on θ: the Hessian is zero
-                return torch.zeros(self.dim, dtype=self.dtype, device=self.device)
-            hv = torch.autograd.grad(
-                torch.stack(terms).sum(), leaves, retain_graph=True, materialize_grads=True
+            hv = list(
+                torch.autograd.grad(
+                    graphs.edges,
+                    graphs.leaves,
+                    [tangent[i] for i in graphs.tangent_indices],
+                    retain_graph=True,
+                    materialize_grads=True,
+                )
             )
         return self.layout.flatten(hv)
 
@@ -323,11 +391,16 @@ class HessianOperator:
 
     def loss_and_gradient(self) -> tuple[float, Tensor]:
         """The batch-averaged loss ``L(θ)`` and its flat gradient ``∇L(θ)`` (both passed through
-        ``reduce_fn``). With double backward the cached gradient graphs are reused (no extra pass)."""
-        if self.method == "double_backward":
-            _, losses, gradients = self._gradient_graphs()
-            loss_sum = torch.stack(losses).sum()
-            gradient_sum = sum(self.layout.flatten([g.detach() for g in grads]) for grads in gradients)
+        ``reduce_fn``). With double backward, called before the first product, it builds the gradient graphs
+        the products use and keeps their gradient (no extra pass); called later it takes one more gradient
+        evaluation, because the graphs keep no gradient values."""
+        graphs = self._graphs
+        if self.method == "double_backward" and (graphs is None or graphs.gradient_sum is not None):
+            graphs = self._gradient_graphs(keep_gradient=True)
+            assert graphs.gradient_sum is not None
+            loss_sum = torch.stack(graphs.losses).sum()
+            gradient_sum = graphs.gradient_sum  # handed out, not kept: a later call evaluates it again
+            self._graphs = replace(graphs, gradient_sum=None)
         else:
             loss_sum, gradient_sum = 0.0, 0.0
             leaves = {key: p.detach().requires_grad_(True) for key, p in self._point.items()}

@@ -111,7 +111,8 @@ def _resolve_operator(
         return operator
     if model is None or loss_fn is None or batch is None:
         raise ValueError("Pass `model`, `loss_fn` and `batch`, or a ready `operator`.")
-    return HessianOperator(model, loss_fn, batch, params=params, method=hvp_method)
+    # Used and dropped inside the call: no parameter copy needed (the model cannot change meanwhile).
+    return HessianOperator(model, loss_fn, batch, params=params, method=hvp_method, copy_params=False)
 
 
 def warm_start_vector(

@@ -161,6 +161,56 @@ def test_the_operator_is_the_hessian_at_construction_time():
         torch.testing.assert_close(op.matvec(v), H @ v, **EXACT)
 
 
+def test_copy_params_false_reads_the_models_own_storage():
+    model, batch = mlp(), regression_batch()
+    H = dense_hessian(model, squared_error, batch)
+    v = random_vector(44)
+    operators = {
+        m: HessianOperator(model, squared_error, batch, method=m, copy_params=False) for m in METHODS
+    }
+    for op in operators.values():  # before any change: the same Hessian as with copies
+        torch.testing.assert_close(op.matvec(v), H @ v, **EXACT)
+    before = snapshot(model)
+    assert_unchanged(model, before)  # products with aliased storage write nothing to the model
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(1.5)  # an in-place step reaches an operator without copies ...
+    H_moved = dense_hessian(model, squared_error, batch)
+    torch.testing.assert_close(
+        HessianOperator(model, squared_error, batch, method="forward_over_reverse", copy_params=False).matvec(
+            v
+        ),
+        H_moved @ v,
+        **EXACT,
+    )
+    # ... and a double-backward graph built before the step refuses to mix the two points (autograd's
+    # version counter) rather than return a wrong product.
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        operators["double_backward"].matvec(v)
+    with pytest.raises(TypeError, match="`copy_params`"):
+        HessianOperator(model, squared_error, batch, copy_params=1)
+
+
+@pytest.mark.parametrize("method", ["forward_over_reverse", "double_backward"])
+def test_loss_and_gradient_before_after_and_between_products(method):
+    model, batch = mlp(), regression_batch()
+    H = dense_hessian(model, squared_error, batch)
+    expected = torch.cat(
+        [g.reshape(-1) for g in torch.autograd.grad(squared_error(model, batch), list(model.parameters()))]
+    )
+    op = HessianOperator(model, squared_error, batch, method=method)
+    first = op.loss_and_gradient()  # double backward: builds the graph and hands out its gradient
+    v = random_vector(44)
+    torch.testing.assert_close(op.matvec(v), H @ v, **EXACT)
+    second = op.loss_and_gradient()  # evaluated again: the graph keeps no gradient values
+    torch.testing.assert_close(op.matvec(v), H @ v, **EXACT)
+    for loss, gradient in (first, second):
+        assert loss == pytest.approx(squared_error(model, batch).item(), rel=1e-13)
+        torch.testing.assert_close(gradient, expected, **EXACT)
+    assert first[1] is not second[1]
+    assert op.num_matvecs == 2
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_frozen_parameters_are_excluded(method):
     model, batch = mlp(), regression_batch()
