@@ -50,6 +50,7 @@ from lightning_spectral.linalg.device_fallback import on_cpu_if_unsupported
 from lightning_spectral.linalg.randomized_svd import thin_svd
 
 __all__ = [
+    "DENSE_MAX_DIM",
     "GUARD_PAIRS",
     "LANCZOS_MAX_ITER",
     "REFINED_TOL_FACTOR",
@@ -67,6 +68,11 @@ itself the closely spaced top-32 of a ``1/i`` spectrum kept ~3e-3 errors, with `
 
 LANCZOS_MAX_ITER = 500
 """Most products with the Gram matrix one refinement may take before the dense SVD is used instead."""
+
+DENSE_MAX_DIM = 128
+"""A failing result of a matrix with ``min(m, n) <= DENSE_MAX_DIM`` is recomputed by the dense SVD, not by
+Lanczos: on the flat spectra that fail the check Lanczos needs a good fraction of ``min(m, n)`` products
+there, and the dense SVD is cheaper (module docstring)."""
 
 
 def relative_residuals(stack: Tensor, U: Tensor, S: Tensor, Vh: Tensor) -> Tensor:
@@ -139,7 +145,7 @@ def refine_truncated_svd(
         # tol·σ_k² (4096², σ_i = 1/i, k = 32: residual 1.5e-2 after a float32 refinement). So: Lanczos in the
         # weight's dtype; if its triplets fail the check, in float64; if those fail too, the dense SVD.
         dtypes = [W.dtype] + ([torch.float64] if W.dtype != torch.float64 else [])
-        for dtype in dtypes:
+        for dtype in dtypes if min(W.shape) > DENSE_MAX_DIM else []:
             found = _lanczos_triplets(W.to(dtype), k, tol * REFINED_TOL_FACTOR, warm.to(dtype), generator)
             if found is not None:
                 found = tuple(t.to(W.dtype) for t in found)

@@ -127,11 +127,17 @@ class _LanczosState:
     def tridiagonal(self) -> Tensor:
         """``T`` as a dense float64 CPU matrix."""
         j = self.num_steps
-        alphas = torch.tensor(self.alphas, dtype=torch.float64)
-        off = torch.tensor(self.betas[: j - 1], dtype=torch.float64)
+        off = self.betas[: j - 1]
         if self.restarts:
-            off[torch.tensor(self.restarts, dtype=torch.long)] = 0.0
-        return torch.diag(alphas) + torch.diag(off, 1) + torch.diag(off, -1)
+            off = list(off)
+            for i in self.restarts:
+                off[i] = 0.0
+        T = torch.diag(torch.tensor(self.alphas, dtype=torch.float64))
+        if j > 1:
+            coupling = torch.tensor(off, dtype=torch.float64)
+            T.diagonal(1).copy_(coupling)
+            T.diagonal(-1).copy_(coupling)
+        return T
 
 
 def _lanczos_tridiagonal(
@@ -207,9 +213,12 @@ def _better(a: float, b: float, margin: float, which: str) -> bool:
     return abs(a) > abs(b) + margin
 
 
-def _ritz(state: _LanczosState) -> tuple[Tensor, Tensor, Tensor]:
-    """Ritz values, eigenvectors of ``T`` and residual estimates (all float64, CPU)."""
-    theta, S = torch.linalg.eigh(state.tridiagonal())
+def _ritz(state: _LanczosState, T: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """Ritz values, eigenvectors of ``T`` (``state.tridiagonal()`` unless given) and residual estimates (all
+    float64, CPU)."""
+    theta, S = torch.linalg.eigh(state.tridiagonal() if T is None else T)
+    if not state.restarts:  # one block: the classical estimate |β_{j+1}|·|s_{j,i}|
+        return theta, S, abs(state.betas[-1]) * S[-1].abs()
     ends = torch.tensor(state.block_ends, dtype=torch.long)
     betas = torch.tensor(state.betas, dtype=torch.float64)[ends]
     residuals = (betas[:, None] * S[ends].abs()).sum(dim=0)
@@ -306,14 +315,17 @@ def lanczos(
         scheduled = j <= 32 or (j - k) % max(1, j // 16) == 0
         if j < k or not (state.breakdown or scheduled):
             return _Action.CONTINUE
-        theta, S, residuals = _ritz(state)
+        T = state.tridiagonal()
+        theta, S, residuals = _ritz(state, T)
         scale = max(float(theta.abs().max()), state.anorm)
         wanted = _order(theta, which)[:k]
         wanted_converged = bool((residuals[wanted] <= thresholds(theta[wanted], scale)).all())
-        T = state.tridiagonal()
         first = state.block_start
-        block_theta, block_S = (theta, S) if first == 0 else torch.linalg.eigh(T[first:, first:])
-        block_residuals = state.betas[-1] * block_S[-1].abs()
+        if first == 0:  # one block: its Ritz pairs and residuals are the ones above
+            block_theta, block_residuals = theta, residuals
+        else:
+            block_theta, block_S = torch.linalg.eigh(T[first:, first:])
+            block_residuals = abs(state.betas[-1]) * block_S[-1].abs()
         block_converged = block_residuals <= thresholds(block_theta, scale)
         best = int(_order(block_theta, which)[0])
         # Invariant means at the rounding level, not merely within `tol`: a warm start close to the top
