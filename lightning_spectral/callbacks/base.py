@@ -37,7 +37,7 @@ from typing import Any, ClassVar
 
 import torch
 from pytorch_lightning import Callback
-from pytorch_lightning.utilities import rank_zero_warn
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
 from lightning_spectral.callbacks.collectives import MeasurementCollectives, PeerMeasurementFailed
 from lightning_spectral.callbacks.measurement_batch import draw_measurement_batches, to_module_device
@@ -48,10 +48,11 @@ from lightning_spectral.callbacks.metric_logging import (
     log_histogram,
     log_scalars,
 )
+from lightning_spectral.callbacks.overhead_budget import OverheadBudget
 from lightning_spectral.callbacks.schedule import Schedule
 from lightning_spectral.callbacks.training_state_guard import preserved_training_state
 from lightning_spectral.linalg import NonFiniteError
-from lightning_spectral.validation import check_bool, check_int
+from lightning_spectral.validation import check_bool, check_int, check_open_unit_interval
 
 SHARDED_STRATEGIES = ("FSDPStrategy", "DeepSpeedStrategy", "ModelParallelStrategy")
 """Strategies (of either Lightning distribution, matched by class name) that shard parameters across ranks."""
@@ -87,6 +88,11 @@ class SpectralMonitor(Callback):
             the monitor's own; the training run's random state is never consumed).
         strict: re-raise errors raised inside a measurement instead of reporting them once and disabling
             the monitor for the rest of the run.
+        max_overhead: a time budget, a float in (0, 1): a scheduled measurement is skipped while this
+            monitor's measuring time exceeds ``max_overhead`` times the training time so far (see
+            :mod:`~lightning_spectral.callbacks.overhead_budget`); the overhead then stays within the budget
+            plus one measurement, and ``spectral/<monitor>/overhead`` logs the ratio of measuring to training
+            time after each measurement. ``None`` (default): every scheduled step is measured.
     """
 
     #: The ``<monitor>`` part of the metric keys ``spectral/<monitor>/<metric>``.
@@ -111,6 +117,7 @@ class SpectralMonitor(Callback):
         num_batches: int = 1,
         seed: int = 0,
         strict: bool = False,
+        max_overhead: float | None = None,
     ) -> None:
         super().__init__()
         if not self.monitor_name:
@@ -126,6 +133,10 @@ class SpectralMonitor(Callback):
         check_int("num_batches", num_batches, 1)
         check_int("seed", seed, 0)
         check_bool("strict", strict)
+        if max_overhead is not None:
+            check_open_unit_interval("max_overhead", max_overhead)
+        self.max_overhead = max_overhead
+        self.budget = OverheadBudget(max_overhead) if max_overhead is not None else None
         self.user_batch = batch
         self.num_batches = num_batches
         self.seed = seed
@@ -226,6 +237,8 @@ class SpectralMonitor(Callback):
         log_config(trainer, {f"{self.metric_prefix}{name}": value for name, value in self.config().items()})
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        if self.budget is not None:
+            self.budget.start()
         if self.needs_batch:
             if self.user_batch is not None:
                 self._batches = [to_module_device(trainer, self.user_batch)]
@@ -246,6 +259,12 @@ class SpectralMonitor(Callback):
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
         self._batches = []
+        if self.budget is not None and self.budget.num_skipped:
+            rank_zero_info(
+                f"{type(self).__name__}: {self.budget.num_skipped} scheduled measurement(s) skipped to keep the "
+                f"time spent measuring within max_overhead={self.max_overhead} of the training time "
+                f"({self._num_measurements} taken, overhead {self.budget.overhead():.3f})."
+            )
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -253,6 +272,7 @@ class SpectralMonitor(Callback):
             "num_measurements": self._num_measurements,
             "disabled": self._disabled,
             "extra": self.extra_state(),
+            "budget": None if self.budget is None else self.budget.state_dict(),
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -260,12 +280,17 @@ class SpectralMonitor(Callback):
         self._num_measurements = state_dict["num_measurements"]
         self._disabled = state_dict["disabled"]
         self.load_extra_state(state_dict["extra"])
+        if self.budget is not None and state_dict.get("budget"):
+            self.budget.load_state_dict(state_dict["budget"])
 
     # ------------------------------------------------------------------ the measurement
     def _measure_and_log(self, trainer: Any, pl_module: Any) -> None:
         step = trainer.global_step
         if self._disabled or trainer.sanity_checking or step == self._last_measured_step:
             return
+        if self.budget is not None and not self._budget_allows(trainer):
+            return
+        started = self.budget.clock() if self.budget is not None else 0.0
         collectives = MeasurementCollectives(trainer)
         self._collectives = collectives
         try:
@@ -296,10 +321,26 @@ class SpectralMonitor(Callback):
             )
         self._last_measured_step = step
         self._num_measurements += 1
+        if self.budget is not None:
+            self.budget.add_measurement(self.budget.clock() - started)
+            if self.budget.train_seconds() > 0:  # none yet at train start
+                values["overhead"] = self.budget.overhead()
         new_names = [name for name in values if name not in self._declared_metrics]
         declare_metrics(trainer, {self.metric_prefix + name: self.summary_for(name) for name in new_names})
         self._declared_metrics.update(new_names)
         log_scalars(trainer, {self.metric_prefix + name: value for name, value in values.items()}, step)
+
+    def _budget_allows(self, trainer: Any) -> bool:
+        """Whether the time budget lets this scheduled step be measured; rank 0 decides for every rank (the
+        ranks' clocks differ, and every rank must take the same measurements: they hold collectives)."""
+        assert self.budget is not None
+        step = trainer.global_step
+        allowed = self.budget.allows(step) if trainer.global_rank == 0 else True
+        if trainer.world_size > 1:
+            allowed = bool(trainer.strategy.broadcast(allowed, src=0))
+            if not allowed and trainer.global_rank != 0:
+                self.budget.skip(step)
+        return allowed
 
     def non_finite_metrics(self) -> list[str]:
         """The metrics logged as NaN when a measurement meets non-finite numbers (NaN / inf weights, loss or

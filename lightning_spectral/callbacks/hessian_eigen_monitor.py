@@ -73,7 +73,7 @@ class HessianEigenMonitor(SpectralMonitor):
             product is one more backward pass, about 2× faster than forward-over-reverse on CPU, at the memory
             of one training step), ``"forward_over_reverse"`` (``torch.func``; keeps no graph between
             products) or ``"auto"`` (forward-over-reverse where ``torch.func`` can transform the loss).
-        batch, seed, strict: see :class:`~lightning_spectral.callbacks.SpectralMonitor`.
+        batch, seed, strict, max_overhead: see :class:`~lightning_spectral.callbacks.SpectralMonitor`.
     """
 
     monitor_name = "hessian"
@@ -107,6 +107,7 @@ class HessianEigenMonitor(SpectralMonitor):
         batch: Any = None,
         seed: int = 0,
         strict: bool = False,
+        max_overhead: float | None = None,
     ) -> None:
         super().__init__(
             every_n_steps=every_n_steps,
@@ -117,6 +118,7 @@ class HessianEigenMonitor(SpectralMonitor):
             num_batches=num_batches,
             seed=seed,
             strict=strict,
+            max_overhead=max_overhead,
         )
         check_int("k", k, 1)
         check_int("max_iter", max_iter, 1)

@@ -63,7 +63,7 @@ class NTKTraceMonitor(SpectralMonitor):
         input_fn: ``batch -> inputs`` (default: the batch tensor, its first element, or an input key).
         target_fn: ``batch -> targets`` for the alignment (default: the second element or a target key).
         output_fn: ``(model, inputs) -> outputs`` (default: ``model(inputs)``).
-        batch, num_batches, seed, strict: see :class:`~lightning_spectral.callbacks.SpectralMonitor`.
+        batch, num_batches, seed, strict, max_overhead: see :class:`~lightning_spectral.callbacks.SpectralMonitor`.
     """
 
     monitor_name = "ntk"
@@ -92,6 +92,7 @@ class NTKTraceMonitor(SpectralMonitor):
         num_batches: int = 1,
         seed: int = 0,
         strict: bool = False,
+        max_overhead: float | None = None,
     ) -> None:
         super().__init__(
             every_n_steps=every_n_steps,
@@ -102,6 +103,7 @@ class NTKTraceMonitor(SpectralMonitor):
             num_batches=num_batches,
             seed=seed,
             strict=strict,
+            max_overhead=max_overhead,
         )
         check_choice("method", method, NTK_METHODS)
         check_int("num_probes", num_probes, 3 if method == "hutchpp" else 1)

@@ -59,6 +59,7 @@ class WeightSpectrumMonitor(SpectralMonitor):
         histogram_every_n: log singular-value histograms every n-th measurement (0: never).
         seed: seeds the random sketches.
         strict: re-raise measurement errors instead of disabling the monitor.
+        max_overhead: a time budget (see :class:`~lightning_spectral.callbacks.SpectralMonitor`).
     """
 
     monitor_name = "weights"
@@ -95,6 +96,7 @@ class WeightSpectrumMonitor(SpectralMonitor):
         histogram_every_n: int = 1,
         seed: int = 0,
         strict: bool = False,
+        max_overhead: float | None = None,
     ) -> None:
         super().__init__(
             every_n_steps=every_n_steps,
@@ -103,6 +105,7 @@ class WeightSpectrumMonitor(SpectralMonitor):
             at_train_start=at_train_start,
             seed=seed,
             strict=strict,
+            max_overhead=max_overhead,
         )
         check_int("k", k, 1)
         check_choice("method", method, METHODS)

@@ -79,3 +79,5 @@ def main(out_dir: str) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1])
+    if torch.distributed.is_initialized():  # tear gloo down before the interpreter does (an abort under load)
+        torch.distributed.destroy_process_group()

@@ -10,6 +10,10 @@
 - ``fail-strict`` / ``fail-lenient``: the Hessian monitor's loss raises on rank 1 at its third evaluation, in
   the middle of Lanczos (forward-over-reverse products evaluate the loss once per product), with
   ``strict=True`` / ``False``. Each rank that finishes writes ``rank<r>.json``.
+- ``budget``: the Hessian monitor (all-reduced products) with ``max_overhead`` and a hand-driven clock per rank
+  that disagrees: on rank 1 a measurement "takes" 100× longer. Rank 0's budget decides for both, so both
+  measure the same steps (a rank that skipped alone would leave the other waiting in a collective). Each rank
+  writes ``rank<r>.json`` with its measured steps and skip count.
 """
 
 from __future__ import annotations
@@ -140,9 +144,91 @@ def fail(out_dir: str, strict: bool) -> None:
     Path(out_dir, f"rank{fit.global_rank}.json").write_text(json.dumps(result))
 
 
+class HandClock:
+    """A clock that advances only when told: 1 s per training step, ``measurement_cost`` per measurement."""
+
+    def __init__(self, measurement_cost: float) -> None:
+        self.now, self.measurement_cost = 0.0, measurement_cost
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class AdvanceClock(pl.Callback):
+    def __init__(self, clock: HandClock, monitor) -> None:
+        self.clock, self.monitor, self.measured = clock, monitor, 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.clock.now += 1.0  # runs before the monitor's hook: the step's training time
+        self.measured = self.monitor.num_measurements
+
+
+class RecordMeasuredSteps(pl.Callback):
+    """After the monitor's hook: notes the steps it measured and charges their cost to the clock."""
+
+    def __init__(self, clock: HandClock, monitor) -> None:
+        self.clock, self.monitor, self.count, self.steps = clock, monitor, 0, []
+
+    def _after(self, trainer) -> None:
+        if self.monitor.num_measurements > self.count:
+            self.count = self.monitor.num_measurements
+            self.steps.append(trainer.global_step)
+
+    def on_train_start(self, trainer, pl_module):
+        self._after(trainer)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self._after(trainer)
+
+
+class CostlyLoss:
+    """``loss_fn`` that charges a measurement's cost to the clock on its first call of each measurement."""
+
+    def __init__(self, clock: HandClock, monitor_ref: list) -> None:
+        self.clock, self.monitor_ref, self.charged = clock, monitor_ref, -1
+
+    def __call__(self, model, batch):
+        monitor = self.monitor_ref[0]
+        if self.charged != monitor.num_measurements:
+            self.charged = monitor.num_measurements
+            self.clock.now += self.clock.measurement_cost
+        return loss_fn(model, batch)
+
+
+def budget(out_dir: str) -> None:
+    rank = int(os.environ.get("LOCAL_RANK", 0))
+    clock = HandClock(measurement_cost=2.0 if rank == 0 else 200.0)
+    monitor_ref: list = []
+    monitor = HessianEigenMonitor(
+        k=1, every_n_steps=1, loss_fn=CostlyLoss(clock, monitor_ref), max_overhead=0.5, strict=True
+    )
+    monitor_ref.append(monitor)
+    monitor.budget.clock = clock
+    record = RecordMeasuredSteps(clock, monitor)
+    fit = pl.Trainer(
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp",
+        max_steps=12,
+        callbacks=[AdvanceClock(clock, monitor), monitor, record],
+        default_root_dir=out_dir,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    fit.fit(Regressor())
+    result = {"steps": record.steps, "skipped": monitor.budget.num_skipped, "global_step": fit.global_step}
+    Path(out_dir, f"rank{fit.global_rank}.json").write_text(json.dumps(result))
+
+
 if __name__ == "__main__":
     mode, directory = sys.argv[1], sys.argv[2]
-    if mode.startswith("measure"):
+    if mode == "budget":
+        budget(directory)
+    elif mode.startswith("measure"):
         measure(directory, strategy="ddp_spawn" if mode == "measure-spawn" else "ddp")
     else:
         fail(directory, strict=mode == "fail-strict")
+    if torch.distributed.is_initialized():  # tear gloo down before the interpreter does (an abort under load)
+        torch.distributed.destroy_process_group()

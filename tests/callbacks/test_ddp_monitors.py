@@ -125,3 +125,12 @@ def test_a_failure_on_one_rank_disables_the_monitor_on_every_rank(tmp_path):
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert ranks == [{"global_step": 3, "disabled": True}] * 2  # training went on to max_steps on both
     assert "failed on rank 1" in process.stdout and "injected failure on rank 1" in process.stdout
+
+
+def test_the_time_budget_is_decided_by_rank_zero_for_every_rank(tmp_path):
+    """``max_overhead`` with clocks that disagree (a measurement costs 2 s on rank 0, 200 s on rank 1): both ranks
+    measure the steps rank 0's budget allows -- 1 s steps, budget 0.5: steps 0, 4, 8, 12 -- and neither hangs."""
+    process = run_ddp_script(SCRIPT, "budget", str(tmp_path), timeout=180)
+    assert process.returncode == 0, process.stdout[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks == [{"steps": [0, 4, 8, 12], "skipped": 9, "global_step": 12}] * 2
