@@ -359,8 +359,8 @@ callback's hooks every step.
 
 Reading. One measurement of each of the three monitors costs {reading["round_in_steps"]:.1f} training steps together
 (table below), so the three measurements at train start alone are {reading["round_in_steps"] / steps:.1%} of this
-{steps}-step run: at the default schedule no implementation of these measurements gets a run this short
-under {TARGET_OVERHEAD:.0%}, and a long run at `every_n_steps=100` pays about {reading["round_in_steps"] / 100:.0%}. With the
+{steps}-step run: at these measurement costs the default schedule cannot keep a run this short under
+{TARGET_OVERHEAD:.0%}, and a long run at `every_n_steps=100` pays about {reading["round_in_steps"] / 100:.0%}. With the
 time budget (`max_overhead={BUDGET}` each) the run took {fmt_percent(reading["budget_overhead"])} with
 {reading["budget_measurements"]:.0f} measurements in all: after the one at train start, each monitor measures
 again only once training has caught up with its budget, so on long runs the overhead tends to the budget
