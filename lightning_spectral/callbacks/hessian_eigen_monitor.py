@@ -19,16 +19,15 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-from pytorch_lightning.utilities import rank_zero_warn
 
 from lightning_spectral.callbacks.base import SpectralMonitor
 from lightning_spectral.callbacks.optimizer_info import sgd_settings
+from lightning_spectral.callbacks.parameter_patterns import check_param_spec, checked_param_patterns
 from lightning_spectral.callbacks.training_loss import LossFn, resolve_loss_fn
 from lightning_spectral.functional.batch_sharpness import batch_sharpness
 from lightning_spectral.functional.edge_of_stability import stability_limit
 from lightning_spectral.functional.hessian_operator import HVP_METHODS, HessianOperator
 from lightning_spectral.functional.hessian_spectrum import hessian_density, hessian_eigenvalues, hessian_trace
-from lightning_spectral.functional.parameter_selection import unmatched_patterns
 from lightning_spectral.validation import (
     check_bool,
     check_callable,
@@ -135,6 +134,7 @@ class HessianEigenMonitor(SpectralMonitor):
         check_choice("measurement_mode", measurement_mode, MEASUREMENT_MODES)
         check_choice("hvp_method", hvp_method, HVP_METHODS)
         check_callable("loss_fn", loss_fn)
+        check_param_spec(params)
         check_bool("compute_trace", compute_trace)
         check_bool("compute_density", compute_density)
         check_bool("compute_batch_sharpness", compute_batch_sharpness)
@@ -159,20 +159,7 @@ class HessianEigenMonitor(SpectralMonitor):
 
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
-        self._params = self.params
-        unmatched = unmatched_patterns(pl_module, self.params)
-        if unmatched:
-            patterns = [self.params] if isinstance(self.params, str) else list(self.params)
-            kept = [p for p in patterns if p not in unmatched]
-            if not kept:
-                raise ValueError(
-                    f"HessianEigenMonitor: `params` patterns {unmatched} match no parameter of the model."
-                )
-            rank_zero_warn(
-                f"HessianEigenMonitor: `params` patterns {unmatched} match no parameter of the model and are "
-                f"ignored; measuring the parameters matched by {kept}."
-            )
-            self._params = kept
+        self._params = checked_param_patterns(pl_module, self.params, type(self).__name__)
 
     def measure(self, trainer: Any, pl_module: Any, batches: list[Any]) -> Mapping[str, float]:
         pl_module.train(self.measurement_mode == "train")

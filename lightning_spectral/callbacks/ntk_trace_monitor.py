@@ -16,7 +16,7 @@ Example::
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -25,6 +25,7 @@ from pytorch_lightning.utilities import rank_zero_warn
 from lightning_spectral.callbacks.base import SpectralMonitor
 from lightning_spectral.callbacks.batch_parts import BatchFn, concatenated, default_inputs, default_targets
 from lightning_spectral.callbacks.optimizer_info import sgd_settings, training_batch_size
+from lightning_spectral.callbacks.parameter_patterns import check_param_spec, checked_param_patterns
 from lightning_spectral.functional.ntk_alignment import ntk_alignment
 from lightning_spectral.functional.ntk_eigenvalues import ntk_lambda_max
 from lightning_spectral.functional.ntk_trace import ntk_trace
@@ -63,6 +64,10 @@ class NTKTraceMonitor(SpectralMonitor):
         input_fn: ``batch -> inputs`` (default: the batch tensor, its first element, or an input key).
         target_fn: ``batch -> targets`` for the alignment (default: the second element or a target key).
         output_fn: ``(model, inputs) -> outputs`` (default: ``model(inputs)``).
+        params: names / globs / module prefixes of the parameters whose NTK is measured,
+            ``Θ = Σ_{θ ∈ params} (∂f/∂θ)(∂f/∂θ)ᵀ`` (default: all trainable; e.g. ``"head.*"`` for the kernel of
+            the read-out alone). Patterns that match no parameter are named in a warning at setup and ignored
+            (all unmatched: ValueError).
         batch, num_batches, seed, strict, max_overhead: see :class:`~lightning_spectral.callbacks.SpectralMonitor`.
     """
 
@@ -88,6 +93,7 @@ class NTKTraceMonitor(SpectralMonitor):
         input_fn: BatchFn | None = None,
         target_fn: BatchFn | None = None,
         output_fn: Callable[[torch.nn.Module, torch.Tensor], torch.Tensor] | None = None,
+        params: str | Sequence[str] | None = None,
         batch: Any = None,
         num_batches: int = 1,
         seed: int = 0,
@@ -116,6 +122,7 @@ class NTKTraceMonitor(SpectralMonitor):
             check_positive_finite("loss_scale", loss_scale)
         for name, fn in (("input_fn", input_fn), ("target_fn", target_fn), ("output_fn", output_fn)):
             check_callable(name, fn)
+        check_param_spec(params)
         self.method = method
         self.num_probes = num_probes
         self.compute_alignment = compute_alignment
@@ -126,8 +133,14 @@ class NTKTraceMonitor(SpectralMonitor):
         self.input_fn = input_fn or default_inputs
         self.target_fn = target_fn or default_targets
         self.output_fn = output_fn
+        self.params = params
+        self._params = params
         self._lambda_max_vector: torch.Tensor | None = None
         self._warned_stability = False
+
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        self._params = checked_param_patterns(pl_module, self.params, type(self).__name__)
 
     def measure(self, trainer: Any, pl_module: Any, batches: list[Any]) -> Mapping[str, float]:
         pl_module.eval()
@@ -140,6 +153,7 @@ class NTKTraceMonitor(SpectralMonitor):
             num_probes=self.num_probes,
             output_fn=self.output_fn,
             chunk_size=self.chunk_size,
+            params=self._params,
             generator=self.make_generator(device),
             reduce_fn=self.collectives.sum,  # DDP: traces add over the ranks' disjoint shards
         )
@@ -157,7 +171,12 @@ class NTKTraceMonitor(SpectralMonitor):
         if self.compute_alignment:
             targets = self.collectives.gather(concatenated(batches, self.target_fn))
             values["alignment"] = ntk_alignment(
-                pl_module, inputs, targets, output_fn=self.output_fn, chunk_size=self.chunk_size
+                pl_module,
+                inputs,
+                targets,
+                output_fn=self.output_fn,
+                chunk_size=self.chunk_size,
+                params=self._params,
             )
         values.update(
             self._stability(trainer, result.trace, lambda_max, result.num_examples, result.num_outputs)
@@ -177,6 +196,7 @@ class NTKTraceMonitor(SpectralMonitor):
             tol=self.lambda_max_tol,
             v0=v0.to(device) if v0 is not None else None,
             output_fn=self.output_fn,
+            params=self._params,
             generator=self.make_generator(device),
         )
         self._lambda_max_vector = eigen.eigenvectors[:, 0].detach().clone()

@@ -108,9 +108,54 @@ def test_stochastic_trace_logs_its_standard_error_and_skips_stability_for_moment
     assert "spectral/ntk/sgd_stability" not in scalars
 
 
+def test_params_restrict_the_kernel_to_a_parameter_subset(tmp_path):
+    """``params="net.2.*"`` (the read-out layer): trace, λ_max and alignment of ``J_S J_Sᵀ`` with ``J_S`` the
+    Jacobian columns of those parameters only; an unmatched pattern is warned about and dropped."""
+    g = torch.Generator().manual_seed(2)
+    x, y = torch.randn(6, 5, generator=g), torch.randn(6, 2, generator=g)
+    monitor = NTKTraceMonitor(
+        every_n_steps=100,
+        method="exact",
+        batch=(x, y),
+        compute_alignment=True,
+        compute_lambda_max=True,
+        lambda_max_tol=1e-6,
+        params=["net.2.*", "head.*"],
+        strict=True,
+    )
+    pl.seed_everything(0)
+    model = Regressor()
+    with pytest.warns(UserWarning, match=r"\['head\.\*'\] match no parameter"):
+        trainer = pl.Trainer(callbacks=[monitor], **trainer_kwargs(tmp_path, max_steps=1, max_epochs=1))
+        initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        trainer.fit(model)
+    model.load_state_dict(initial)  # step 0 was measured: compare at the initial weights
+    model.eval()
+    J = explicit_jacobian(model, x, names=["net.2.weight", "net.2.bias"]).double()
+    kernel = J @ J.T
+    full = explicit_jacobian(model, x).double()
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    assert metrics["spectral/ntk/trace"] == pytest.approx(torch.trace(kernel).item(), rel=1e-5)
+    assert torch.trace(kernel).item() < 0.9 * torch.trace(full @ full.T).item()  # the subset is not the whole
+    assert metrics["spectral/ntk/lambda_max"] == pytest.approx(
+        torch.linalg.eigvalsh(kernel)[-1].item(), rel=1e-4
+    )
+    yy = torch.outer(y.flatten(), y.flatten()).double()
+    alignment = ((kernel * yy).sum() / (kernel.norm() * yy.norm())).item()
+    assert metrics["spectral/ntk/alignment"] == pytest.approx(alignment, rel=1e-4)
+    with pytest.raises(ValueError, match=r"\['nothing\*'\] match no parameter"):
+        pl.Trainer(
+            callbacks=[NTKTraceMonitor(params="nothing*", batch=(x, y))],
+            **trainer_kwargs(tmp_path, max_steps=1),
+        ).fit(Regressor())
+
+
 @pytest.mark.parametrize(
     "kwargs, argument",
     [
+        ({"params": 3}, "params"),
+        ({"params": []}, "params"),
+        ({"params": ["net.*", ""]}, "params"),
         ({"method": "svd"}, "method"),
         ({"num_probes": 0}, "num_probes"),
         ({"method": "hutchpp", "num_probes": 2}, "num_probes"),
