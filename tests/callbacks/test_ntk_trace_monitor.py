@@ -41,20 +41,25 @@ class Regressor(pl.LightningModule):
         return DataLoader(TensorDataset(x, y), batch_size=self.hparams.batch_size, shuffle=True)
 
 
+def exact_monitor(batch, **options) -> NTKTraceMonitor:
+    """Every metric, exact trace, tight λ_max, on a fixed batch: the configuration checked against references."""
+    return NTKTraceMonitor(
+        method="exact",
+        batch=batch,
+        compute_alignment=True,
+        compute_lambda_max=True,
+        lambda_max_tol=1e-6,
+        strict=True,
+        **options,
+    )
+
+
 @pytest.mark.parametrize("use_bn", [False, True])
 def test_logged_values_equal_explicit_jacobian_references(tmp_path, use_bn):
     g = torch.Generator().manual_seed(1)
     x = torch.randn(6, 5, generator=g)
     y = torch.randn(6, 2, generator=g)
-    monitor = NTKTraceMonitor(
-        every_n_steps=4,
-        method="exact",
-        batch=(x, y),
-        compute_alignment=True,
-        compute_lambda_max=True,
-        lambda_max_tol=1e-6,
-        strict=True,
-    )
+    monitor = exact_monitor((x, y), every_n_steps=4)
     logger = TensorBoardLogger(str(tmp_path), name="tb")
     pl.seed_everything(0)
     model = Regressor(use_bn=use_bn)
@@ -113,16 +118,7 @@ def test_params_restrict_the_kernel_to_a_parameter_subset(tmp_path):
     Jacobian columns of those parameters only; an unmatched pattern is warned about and dropped."""
     g = torch.Generator().manual_seed(2)
     x, y = torch.randn(6, 5, generator=g), torch.randn(6, 2, generator=g)
-    monitor = NTKTraceMonitor(
-        every_n_steps=100,
-        method="exact",
-        batch=(x, y),
-        compute_alignment=True,
-        compute_lambda_max=True,
-        lambda_max_tol=1e-6,
-        params=["net.2.*", "head.*"],
-        strict=True,
-    )
+    monitor = exact_monitor((x, y), every_n_steps=100, params=["net.2.*", "head.*"])
     pl.seed_everything(0)
     model = Regressor()
     with pytest.warns(UserWarning, match=r"\['head\.\*'\] match no parameter"):
