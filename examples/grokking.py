@@ -47,7 +47,8 @@ weight decay 1.0, 6000 steps, seed 0; 54 s on 2 CPU cores):
   centred, B = 32 or 64, held-out or training pairs: flat to −12 % across the jump); with a squared-error loss
   it rose by a quarter, but then training and validation accuracy rose almost together (no grokking delay to
   speak of), and Kumar et al.'s output scale α (lazier training) gave either no delay or no grokking within
-  the time budget.
+  the time budget. A 1-layer transformer (p = 59, 30 % of the pairs) groks in about a minute too, and its
+  alignment dips by about half at the jump before recovering (also for parameter subsets and centred).
 
 Usage::
 

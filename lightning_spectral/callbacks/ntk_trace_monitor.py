@@ -2,7 +2,7 @@
 
 Logged under ``spectral/ntk/``: ``trace`` (``tr Θ = Σ_i Σ_k ‖∂f_k(x_i)/∂θ‖²`` over the measurement batch),
 ``trace_per_example`` (``tr Θ / n``), ``trace_std_error`` (stochastic methods), ``lambda_max`` and
-``alignment`` when enabled, and ``sgd_stability``, the noise-kernel norm 𝒦 of Agarwala & Pennington (2024)
+``alignment`` / ``alignment_centered`` when enabled, and ``sgd_stability``, the noise-kernel norm 𝒦 of Agarwala & Pennington (2024)
 for the run's learning rate and training batch size (``≥ 1`` marks the stochastic edge of stability; see
 :mod:`lightning_spectral.functional.sgd_stability` for the formula and its assumptions: MSE loss, plain SGD,
 linearised model). The measurement runs in eval mode (the per-example Jacobians need examples that do not
@@ -26,8 +26,9 @@ from lightning_spectral.callbacks.base import SpectralMonitor
 from lightning_spectral.callbacks.batch_parts import BatchFn, concatenated, default_inputs, default_targets
 from lightning_spectral.callbacks.optimizer_info import sgd_settings, training_batch_size
 from lightning_spectral.callbacks.parameter_patterns import check_param_spec, checked_param_patterns
-from lightning_spectral.functional.ntk_alignment import ntk_alignment
+from lightning_spectral.functional.ntk_alignment import kernel_target_alignment, ntk_targets
 from lightning_spectral.functional.ntk_eigenvalues import ntk_lambda_max
+from lightning_spectral.functional.ntk_matrix import ntk_matrix
 from lightning_spectral.functional.ntk_trace import ntk_trace
 from lightning_spectral.functional.sgd_stability import sgd_stability
 from lightning_spectral.validation import (
@@ -53,8 +54,9 @@ class NTKTraceMonitor(SpectralMonitor):
         method: ``"auto"`` (exact when ``K ≤ num_probes`` or ``B·K ≤ 128``, else Hutchinson), ``"exact"``,
             ``"hutchinson"``, ``"hutchpp"`` (see :func:`lightning_spectral.functional.ntk_trace`).
         num_probes: probes of the stochastic methods.
-        compute_alignment: log the kernel-target alignment ``⟨Θ, yyᵀ⟩_F / (‖Θ‖_F ‖yyᵀ‖_F)`` (forms the
-            ``B·K × B·K`` kernel: small measurement batches only).
+        compute_alignment: log the kernel-target alignment ``⟨Θ, yyᵀ⟩_F / (‖Θ‖_F ‖yyᵀ‖_F)`` and its centred
+            form ``alignment_centered`` (both kernels centred, ``HΘH`` with ``H = I − 11ᵀ/N``; Cortes et al.
+            2012) from the same kernel (forms the ``B·K × B·K`` kernel: small measurement batches only).
         compute_lambda_max: log the top NTK eigenvalue (Lanczos on ``J Jᵀ`` products, warm-started).
         lambda_max_tol: relative residual tolerance of that Lanczos.
         chunk_size: examples per vectorised chunk of per-example gradients, for parameters outside linear and
@@ -74,7 +76,7 @@ class NTKTraceMonitor(SpectralMonitor):
     monitor_name = "ntk"
     primary_metrics = ("trace", "trace_per_example")
     default_every_n_steps = 100
-    metric_summaries = {"trace*": "max", "lambda_max": "max", "sgd_stability*": "max", "alignment": "max"}
+    metric_summaries = {"trace*": "max", "lambda_max": "max", "sgd_stability*": "max", "alignment*": "max"}
 
     def __init__(
         self,
@@ -170,17 +172,22 @@ class NTKTraceMonitor(SpectralMonitor):
             values["lambda_max"] = lambda_max
         if self.compute_alignment:
             targets = self.collectives.gather(concatenated(batches, self.target_fn))
-            values["alignment"] = ntk_alignment(
-                pl_module,
-                inputs,
-                targets,
-                output_fn=self.output_fn,
-                chunk_size=self.chunk_size,
-                params=self._params,
-            )
+            values.update(self._alignments(pl_module, inputs, targets))
         values.update(
             self._stability(trainer, result.trace, lambda_max, result.num_examples, result.num_outputs)
         )
+        return values
+
+    def _alignments(self, pl_module: Any, inputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+        """``alignment`` and ``alignment_centered`` from one kernel; the centred one is left out where the
+        centred target kernel vanishes (constant targets), where it is undefined."""
+        kernel = ntk_matrix(
+            pl_module, inputs, output_fn=self.output_fn, params=self._params, chunk_size=self.chunk_size
+        )
+        y = ntk_targets(targets, inputs.shape[0], kernel.shape[0] // inputs.shape[0]).to(torch.float64)
+        values = {"alignment": kernel_target_alignment(kernel, y)}
+        if float(torch.linalg.vector_norm(y - y.mean())) > 0:
+            values["alignment_centered"] = kernel_target_alignment(kernel, y, centered=True)
         return values
 
     def _lambda_max(self, pl_module: Any, inputs: torch.Tensor, device: torch.device, dim: int) -> float:

@@ -72,6 +72,7 @@ def test_logged_values_equal_explicit_jacobian_references(tmp_path, use_bn):
         "trace_per_example",
         "lambda_max",
         "alignment",
+        "alignment_centered",
         "sgd_stability",
         "sgd_stability_upper",
     ):
@@ -90,6 +91,11 @@ def test_logged_values_equal_explicit_jacobian_references(tmp_path, use_bn):
     yy = torch.outer(y.flatten(), y.flatten()).double()
     alignment = ((kernel * yy).sum() / (kernel.norm() * yy.norm())).item()
     assert last["spectral/ntk/alignment"] == pytest.approx(alignment, rel=1e-4)
+    H = torch.eye(12, dtype=torch.float64) - 1.0 / 12  # centring of the 12 × 12 kernels (Cortes et al.)
+    centered_kernel, centered_yy = H @ kernel @ H, H @ yy @ H
+    centered = ((centered_kernel * centered_yy).sum() / (centered_kernel.norm() * centered_yy.norm())).item()
+    assert last["spectral/ntk/alignment_centered"] == pytest.approx(centered, rel=1e-4)
+    assert abs(centered - alignment) > 1e-3  # two different numbers
     # 𝒦_lower = (1 − B/D)·η·(tr Θ / n)/(2BK) with η = lr·2/K for nn.MSELoss, B = 8, D = 64, K = 2, n = 6
     eta = 0.05 * 2 / 2
     expected = (1 - 8 / 64) * eta * (trace / 6) / (2 * 8 * 2)
