@@ -52,6 +52,7 @@ from lightning_spectral.callbacks import (
     SpectralEarlyStopping,
     WeightSpectrumMonitor,
 )
+from lightning_spectral.cpu_threads import add_threads_argument, torch_threads
 
 
 class DigitsCNN(pl.LightningModule):
@@ -114,21 +115,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--every-n-steps", type=positive_int, default=25, help="measure the spectra this often"
     )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch CPU threads (a model this small gains nothing from more); 0 keeps torch's setting",
-    )
+    add_threads_argument(parser)
     parser.add_argument("--log-dir", default="runs/drop_in")
     args = parser.parse_args(argv)
-    if args.threads < 0:
-        parser.error(f"--threads must be 0 (torch's setting) or a positive integer, got {args.threads}")
 
-    previous_threads = torch.get_num_threads()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
+    with torch_threads(args.threads):
         pl.seed_everything(args.seed, verbose=False)
         model = DigitsCNN(lr=args.lr)
         train_loader, val_loader = digits_loaders(args.batch_size, seed=args.seed)
@@ -152,8 +143,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*does not have many workers.*")
             trainer.fit(model, train_loader, val_loader)
-    finally:
-        torch.set_num_threads(previous_threads)
 
     metrics = trainer.callback_metrics
     print(

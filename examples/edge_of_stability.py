@@ -60,6 +60,8 @@ from torch.utils.data import BatchSampler, DataLoader, SequentialSampler, Tensor
 
 from lightning_spectral.argument_types import positive_float, positive_int
 from lightning_spectral.callbacks import HessianEigenMonitor
+from lightning_spectral.cpu_threads import add_threads_argument, torch_threads
+from lightning_spectral.plotting import save_figure
 from lightning_spectral.report.reader import read_scalars as read_event_scalars
 
 #: The default step sizes: their stability limits 2/η = 8, 5.7 and 4 all lie above the initial sharpness (≈ 2.3).
@@ -269,12 +271,7 @@ def plot(
     for axes_ in axes[1]:
         axes_.set_ylim(bottom=0)
         axes_.legend(loc="lower right", fontsize="small", ncol=2)
-    figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path, dpi=120)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -303,18 +300,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--hidden", type=positive_int, default=64, help="width of the hidden layers")
     parser.add_argument("--num-examples", type=positive_int, default=1000, help="size of the training set")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch CPU threads during the runs (a model this small gains nothing from more, and several "
-        "threads on busy cores slow it down many times over); 0 keeps torch's setting",
-    )
+    add_threads_argument(parser)
     parser.add_argument("--log-dir", default="runs/edge_of_stability")
     parser.add_argument("--plot", default="edge_of_stability.png", help="where to save the figure (PNG)")
     args = parser.parse_args(argv)
-    if args.threads < 0:
-        parser.error(f"--threads must be 0 (torch's setting) or a positive integer, got {args.threads}")
     if not 0 <= args.sgd_batch_size <= args.num_examples:
         parser.error(f"--sgd-batch-size must be between 0 and --num-examples, got {args.sgd_batch_size}")
 
@@ -325,10 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "seed": args.seed,
     }
     runs, stochastic = {}, None
-    previous_threads = torch.get_num_threads()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
+    with torch_threads(args.threads):
         for lr in args.learning_rates:
             run_dir = train(lr, steps=args.steps, every_n_steps=args.every_n_steps, **common)
             runs[lr] = read_scalars(run_dir, [LAMBDA_MAX, TRAIN_LOSS])
@@ -355,8 +341,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"batch sharpness {batch_sharpness:.3g} = {batch_sharpness / limit:.2f}·2/η, "
                 f"λ_max {sharpness:.3g} = {sharpness / limit:.2f}·2/η"
             )
-    finally:
-        torch.set_num_threads(previous_threads)
     print(f"plot: {plot(runs, args.plot, stochastic)}; logs: tensorboard --logdir {args.log_dir}")
     return 0
 

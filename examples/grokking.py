@@ -72,7 +72,9 @@ from torch.utils.data import BatchSampler, DataLoader, SequentialSampler, Tensor
 
 from lightning_spectral.argument_types import fraction, positive_float, positive_int
 from lightning_spectral.callbacks import NTKTraceMonitor, WeightSpectrumMonitor
+from lightning_spectral.cpu_threads import add_threads_argument, torch_threads
 from lightning_spectral.functional.ntk_matrix import NTK_MATRIX_MAX_ROWS
+from lightning_spectral.plotting import save_figure
 from lightning_spectral.report.reader import read_scalars
 
 LAYERS = ("embed.weight", "hidden.weight", "readout.weight")
@@ -277,12 +279,7 @@ def plot(series: Series, path: str | Path, title: str) -> Path:
     for axes_ in axes[:3]:
         axes_.legend(loc="best", fontsize="small", ncol=2)
     accuracy_axes.set_title(title, fontsize="medium")
-    figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path, dpi=110)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -308,27 +305,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--top-k", type=positive_int, default=8, help="singular vectors whose rotation is logged"
     )
     parser.add_argument("--seed", type=int, default=0, help="seeds the split and the initialisation")
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch CPU threads (a model this small gains nothing from more); 0 keeps torch's setting",
-    )
+    add_threads_argument(parser)
     parser.add_argument("--log-dir", default="runs/grokking")
     parser.add_argument("--plot", default="grokking.png", help="where to save the figure (PNG)")
     args = parser.parse_args(argv)
-    if args.threads < 0:
-        parser.error(f"--threads must be 0 (torch's setting) or a positive integer, got {args.threads}")
     if args.ntk_examples * args.p > NTK_MATRIX_MAX_ROWS:
         parser.error(
             f"--ntk-examples × --p = {args.ntk_examples * args.p} kernel rows, more than the alignment's "
             f"limit of {NTK_MATRIX_MAX_ROWS}"
         )
 
-    previous_threads = torch.get_num_threads()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
+    with torch_threads(args.threads):
         pl.seed_everything(args.seed, verbose=False)
         model = ModularAdditionMLP(
             p=args.p,
@@ -349,8 +336,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             ntk_examples=args.ntk_examples,
             top_k=args.top_k,
         )
-    finally:
-        torch.set_num_threads(previous_threads)
     series = read_scalars(run_dir)
     fitted, grokked = first_step(series[TRAIN_ACC], 1.0), first_step(series[VAL_ACC], 0.5)
     val_then = value_at(series[VAL_ACC], fitted or 0)

@@ -1,7 +1,9 @@
-"""Figures for the loggers: the Hessian eigenvalue density (matplotlib, headless backend)."""
+"""Figures: the Hessian eigenvalue density for the loggers, and saving a figure to a PNG file (matplotlib,
+headless backend)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -34,3 +36,15 @@ def density_figure(density: SpectralDensity, *, step: int, num_points: int = 400
     axes.set_title(f"Hessian eigenvalue density (SLQ), step {step}")
     figure.tight_layout()
     return figure
+
+
+def save_figure(figure: Any, path: str | Path, *, dpi: int = 110) -> Path:
+    """Lay ``figure`` out tightly, write it to ``path`` (parent folders created), close it; returns the path."""
+    import matplotlib.pyplot as plt
+
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=dpi)
+    plt.close(figure)
+    return path

@@ -4,27 +4,18 @@ early stopping criterion fires when the step size is past the edge of stability.
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import re
-from pathlib import Path
 
 import pytest
+from spectral_testing.examples import load_example
 from spectral_testing.log_readers import read_tensorboard_scalars
 
 pytest.importorskip("sklearn", reason="the example trains on scikit-learn's digits (the `dev` extra)")
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "drop_in.py"
 EPOCHS, EVERY = 2, 10
 STEPS = EPOCHS * 23  # 1437 training digits in batches of 64
 LAYERS = ("features.0.weight", "features.2.weight", "classifier.1.weight", "classifier.3.weight")
-
-
-def load_example():
-    spec = importlib.util.spec_from_file_location("drop_in_example", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +23,7 @@ def short_run(tmp_path_factory):
     """One two-epoch run of the example's ``main``; returns its log directory."""
     log_dir = tmp_path_factory.mktemp("drop_in") / "runs"
     argv = ["--max-epochs", str(EPOCHS), "--every-n-steps", str(EVERY), "--log-dir", str(log_dir)]
-    assert load_example().main(argv) == 0
+    assert load_example("drop_in").main(argv) == 0
     return log_dir
 
 
@@ -74,7 +65,7 @@ def test_spectral_keys_land_in_the_tensorboard_event_file(short_run):
 def test_log_location_is_printed(tmp_path, capsys):
     log_dir = tmp_path / "runs"
     argv = ["--max-epochs", "1", "--every-n-steps", "100", "--log-dir", str(log_dir)]
-    assert load_example().main(argv) == 0
+    assert load_example("drop_in").main(argv) == 0
     out = capsys.readouterr().out
     (version_dir,) = log_dir.glob("digits_cnn/version_*")
     assert f"TensorBoard logs: {version_dir}" in out
@@ -85,7 +76,7 @@ def test_log_location_is_printed(tmp_path, capsys):
 def test_early_stopping_fires_past_the_edge(tmp_path, capsys):
     """At η = 0.5 (2/η = 4) the sharpness passes 2/η within a few measurements and training stops."""
     argv = ["--lr", "0.5", "--max-epochs", "5", "--every-n-steps", "5", "--log-dir", str(tmp_path)]
-    assert load_example().main(argv) == 0
+    assert load_example("drop_in").main(argv) == 0
     out = capsys.readouterr().out
     assert "SpectralEarlyStopping[edge_of_stability]" in out and "Stopping training" in out
     steps = int(re.search(r"^(\d+) steps:", out, flags=re.MULTILINE).group(1))
@@ -93,7 +84,7 @@ def test_early_stopping_fires_past_the_edge(tmp_path, capsys):
 
 
 def test_bad_arguments_are_rejected():
-    example = load_example()
+    example = load_example("drop_in")
     for argv in (["--lr", "0"], ["--max-epochs", "0"], ["--threads", "-1"]):
         with pytest.raises(SystemExit):
             example.main(argv)

@@ -17,24 +17,14 @@ The values are read back from the TensorBoard event files with the tests' own re
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
+from spectral_testing.examples import load_example
 from spectral_testing.log_readers import read_tensorboard_scalars
 
 pytest.importorskip("sklearn", reason="the example trains on scikit-learn's digits (the `dev` extra)")
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "edge_of_stability.py"
 LR, STEPS, EVERY = 0.5, 400, 10
 SGD_LR, SGD_BATCH, SGD_STEPS, SGD_EVERY = 0.65, 8, 2000, 100
-
-
-def load_example():
-    spec = importlib.util.spec_from_file_location("edge_of_stability_example", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +35,7 @@ def short_run(tmp_path_factory):
     argv = ["--learning-rates", str(LR), "--steps", str(STEPS), "--every-n-steps", str(EVERY)]
     argv += ["--sgd-learning-rate", str(SGD_LR), "--sgd-batch-size", str(SGD_BATCH)]
     argv += ["--sgd-steps", str(SGD_STEPS), "--sgd-every-n-steps", str(SGD_EVERY)]
-    assert load_example().main([*argv, "--log-dir", str(log_dir), "--plot", str(png)]) == 0
+    assert load_example("edge_of_stability").main([*argv, "--log-dir", str(log_dir), "--plot", str(png)]) == 0
     return log_dir, png
 
 
@@ -102,7 +92,7 @@ def test_plot_is_written(short_run):
 
 
 def test_bad_arguments_are_rejected():
-    example = load_example()
+    example = load_example("edge_of_stability")
     bad = (["--learning-rates", "-0.1"], ["--steps", "0"], ["--threads", "-1"], ["--sgd-batch-size", "-1"])
     for argv in (*bad, ["--sgd-learning-rate", "0"], ["--sgd-batch-size", "1001"]):
         with pytest.raises(SystemExit):

@@ -15,24 +15,15 @@ The values are read back from the TensorBoard event files with the tests' own re
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import statistics
-from pathlib import Path
 
 import pytest
+from spectral_testing.examples import load_example
 from spectral_testing.log_readers import read_tensorboard_scalars
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "grokking.py"
 STEPS, VAL_EVERY, WEIGHTS_EVERY, NTK_EVERY = 1500, 50, 50, 250
 LAYERS = ("embed.weight", "hidden.weight", "readout.weight")
-
-
-def load_example():
-    spec = importlib.util.spec_from_file_location("grokking_example", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +33,7 @@ def short_run(tmp_path_factory):
     log_dir, png = root / "runs", root / "plot" / "grokking.png"
     argv = ["--train-fraction", "0.4", "--steps", str(STEPS), "--val-every", str(VAL_EVERY)]
     argv += ["--weights-every", str(WEIGHTS_EVERY), "--ntk-every", str(NTK_EVERY)]
-    assert load_example().main([*argv, "--log-dir", str(log_dir), "--plot", str(png)]) == 0
+    assert load_example("grokking").main([*argv, "--log-dir", str(log_dir), "--plot", str(png)]) == 0
     return read_tensorboard_scalars(log_dir), png
 
 
@@ -96,7 +87,7 @@ def test_plot_is_written(short_run):
 
 
 def test_bad_arguments_are_rejected():
-    example = load_example()
+    example = load_example("grokking")
     bad = (["--train-fraction", "1.0"], ["--steps", "0"], ["--lr", "0"], ["--threads", "-1"])
     for argv in (*bad, ["--ntk-examples", "70"]):  # 70 · 59 kernel rows: more than ntk_matrix accepts
         with pytest.raises(SystemExit):

@@ -4,21 +4,10 @@ The callback reads ``trainer.callback_metrics[monitor]`` -- any key, e.g. ``spec
 by :class:`~lightning_spectral.callbacks.HessianEigenMonitor`, or a key the module logs itself; ``monitor``
 may also be an ``fnmatch`` pattern (``*``, ``?``, ``[...]``), and then every matching key is watched.
 
-**The compared quantity** ``q`` of a measured value ``v`` (``relative_to``):
-
-- ``None``: ``q = v``.
-- ``"lr"``: ``q = v / L``, where ``L`` is the optimizer's stability limit
-  (:func:`~lightning_spectral.functional.edge_of_stability.stability_limit`): ``L = 2/η`` for plain SGD,
-  ``(2 + 2β)/η`` with heavy-ball momentum β, ``(2 + 2β)/(η(1 + 2β))`` with Nesterov momentum, so
-  ``q = η·λ_max/2`` for plain SGD and ``q > 1`` means λ_max is past the edge of stability. For optimizers
-  other than ``torch.optim.SGD`` (Adam, RMSprop, ...) ``q = η·v/2`` with the first param group's learning
-  rate: only a heuristic there, since adaptive optimizers are stable relative to the *preconditioned*
-  sharpness, not λ_max of the raw Hessian. The learning rate is read at every evaluation (schedulers are
-  followed); ``η = 0`` gives ``q = 0``. The threshold defaults to 1.
-- ``"previous"``: ``q = v / v_prev`` with ``v_prev`` the previous measurement of the same key; a measurement
-  whose previous value is missing, non-finite or ``≤ 0`` cannot fire (there is no scale to compare with).
-
-A measurement *fires* when ``q > threshold`` (``mode="above"``) or ``q < threshold`` (``mode="below"``).
+**The compared quantity** and when a measurement fires: see
+:mod:`~lightning_spectral.callbacks.stopping_criterion` (``relative_to=None`` compares the value itself,
+``"lr"`` the value over the optimizer's stability limit, ``"previous"`` the value over its previous
+measurement).
 
 **Patience.** At each evaluation point with at least one new measurement of a watched key (on any rank), a
 counter ``c`` becomes ``c + 1`` if any new measurement fires on any rank and ``0`` otherwise; the callback
@@ -73,7 +62,6 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Sequence
 from fnmatch import fnmatchcase
 from typing import Any, Literal
 
@@ -82,36 +70,20 @@ from pytorch_lightning import Callback
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
 from lightning_spectral.callbacks.base import SpectralMonitor
-from lightning_spectral.callbacks.optimizer_info import learning_rate, sgd_settings
-from lightning_spectral.functional.edge_of_stability import stability_limit
+from lightning_spectral.callbacks.stopping_criterion import (
+    MODES,
+    NOT_FINITE,
+    NOT_FIRED,
+    RELATIVE_TO,
+    StoppingCriterion,
+    as_float,
+    same_value,
+)
 from lightning_spectral.validation import check_bool, check_choice, check_int, check_positive_finite
 
-MODES = ("above", "below")
 ACTIONS = ("stop", "warn", "checkpoint_and_stop")
-RELATIVE_TO = (None, "lr", "previous")
 #: File name of the checkpoint written by ``action="checkpoint_and_stop"``.
 CHECKPOINT_FILENAME = "spectral-early-stop-step={step}.ckpt"
-
-_NOT_FIRED, _FIRED, _NOT_FINITE = 0, 1, 2
-
-
-def _as_float(key: str, value: Any) -> float:
-    if isinstance(value, torch.Tensor):
-        if value.numel() != 1:
-            raise ValueError(
-                f"SpectralEarlyStopping needs a scalar in trainer.callback_metrics[{key!r}], got a tensor of "
-                f"shape {tuple(value.shape)}."
-            )
-        return float(value.detach().reshape(()))
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    raise ValueError(
-        f"SpectralEarlyStopping needs a number in trainer.callback_metrics[{key!r}], got {type(value).__name__}."
-    )
-
-
-def _same(a: float, b: float) -> bool:
-    return a == b or (math.isnan(a) and math.isnan(b))
 
 
 class SpectralEarlyStopping(Callback):
@@ -256,12 +228,11 @@ class SpectralEarlyStopping(Callback):
     @property
     def criterion(self) -> str:
         """The firing rule in words, e.g. ``"spectral/hessian/lambda_1 / stability limit > 1"``."""
-        quantity = {
-            None: self.monitor,
-            "lr": f"{self.monitor} / stability limit",
-            "previous": f"{self.monitor} / its previous value",
-        }[self.relative_to]
-        return f"{quantity} {'>' if self.mode == 'above' else '<'} {self.threshold:g}"
+        return self._rule.description
+
+    @property
+    def _rule(self) -> StoppingCriterion:
+        return StoppingCriterion(self.monitor, self.threshold, self.relative_to, self.mode, self.check_finite)
 
     @property
     def state_key(self) -> str:
@@ -353,13 +324,13 @@ class SpectralEarlyStopping(Callback):
         # Every rank reaches every reduction below: each condition is the result of the previous reduction.
         if not strategy.reduce_boolean_decision(bool(new), all=False):
             return
-        verdict, description = self._judge(trainer, new)
-        if not strategy.reduce_boolean_decision(verdict != _NOT_FIRED, all=False):
+        verdict, description = self._rule.judge(trainer, new)
+        if not strategy.reduce_boolean_decision(verdict != NOT_FIRED, all=False):
             self.wait_count = 0
             self._in_episode = False
             return
         self.wait_count += 1
-        not_finite = strategy.reduce_boolean_decision(verdict == _NOT_FINITE, all=False)
+        not_finite = strategy.reduce_boolean_decision(verdict == NOT_FINITE, all=False)
         if self._in_episode or not (not_finite or self.wait_count >= self.patience):
             return
         self._in_episode = True
@@ -378,66 +349,22 @@ class SpectralEarlyStopping(Callback):
             obj = metrics[key]
             if self._last_objects.get(key) is obj:
                 continue
-            value = _as_float(key, obj)
+            value = as_float(key, obj)
             last = self._last.get(key)
             if last is not None:
                 if key.startswith(self._owned_prefixes):
                     # a monitor writes a fresh tensor per measurement; after a resume there is no object
                     # to compare with, and only the very measurement evaluated last is not new
-                    if key not in self._last_objects and last[0] == step and _same(value, last[1]):
+                    if key not in self._last_objects and last[0] == step and same_value(value, last[1]):
                         self._last_objects[key] = obj
                         continue
-                elif _same(value, last[1]):
+                elif same_value(value, last[1]):
                     self._last_objects[key] = obj
                     continue
             new.append((key, value, None if last is None else last[1]))
             self._last[key] = (step, value)
             self._last_objects[key] = obj
         return new
-
-    def _quantity(self, trainer: Any, value: float, previous: float | None) -> tuple[float | None, str]:
-        """The compared quantity ``q`` (``None``: this measurement cannot fire) and what it is, in words."""
-        if self.relative_to is None:
-            return value, ""
-        if self.relative_to == "previous":
-            if previous is None or not math.isfinite(previous) or previous <= 0:
-                return None, ""
-            return value / previous, f"ratio to its previous measurement {previous:.6g}"
-        settings = sgd_settings(trainer)
-        if settings is not None:
-            if settings.lr == 0:
-                return 0.0, "ratio to the stability limit of SGD with lr=0"
-            limit = stability_limit(settings.lr, settings.momentum, settings.nesterov)
-            optimizer = (
-                f"SGD(lr={settings.lr:g}, momentum={settings.momentum:g}, nesterov={settings.nesterov})"
-            )
-            return value / limit, f"ratio to the stability limit {limit:.6g} of {optimizer}"
-        lr = learning_rate(trainer)
-        if lr is None or not lr >= 0:
-            raise ValueError(
-                f"SpectralEarlyStopping(relative_to='lr') needs an optimizer with a learning rate, got lr={lr!r}."
-            )
-        return lr * value / 2, f"lr·value/2 with lr={lr:g} (not SGD: the plain-SGD limit 2/lr)"
-
-    def _judge(self, trainer: Any, new: Sequence[tuple[str, float, float | None]]) -> tuple[int, str]:
-        """This rank's verdict on its new measurements and a description of the most extreme firing one."""
-        comparison = ">" if self.mode == "above" else "<"
-        worst: tuple[float, str] | None = None
-        for key, value, previous in new:
-            if not math.isfinite(value):
-                if self.check_finite:
-                    return _NOT_FINITE, f"`{key}` = {value} is not finite"
-                continue
-            q, how = self._quantity(trainer, value, previous)
-            fires = q is not None and (q > self.threshold if self.mode == "above" else q < self.threshold)
-            if not fires:
-                continue
-            described = f"`{key}` = {value:.6g}" + (f", {how} = {q:.4g}" if how else "")
-            described += f" {comparison} {self.threshold:g}"
-            score = q if self.mode == "above" else -q
-            if worst is None or score > worst[0]:
-                worst = (score, described)
-        return (_NOT_FIRED, "") if worst is None else (_FIRED, worst[1])
 
     def _shared_description(self, trainer: Any, verdict: int, description: str) -> tuple[str, int]:
         """The description of the lowest rank with the strongest verdict (non-finite over firing), on every rank."""

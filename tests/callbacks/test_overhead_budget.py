@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import pytest
 import pytorch_lightning as pl
-import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 from spectral_testing.log_readers import read_tensorboard_scalars
 from spectral_testing.models import TinyClassifier, trainer_kwargs
@@ -156,16 +155,17 @@ def test_max_overhead_is_validated_by_every_monitor(monitor_cls, bad):
 
 
 def test_real_monitors_accept_a_budget_and_log_their_overhead(tmp_path):
-    """Wall clock, real measurements: every monitor measures at step 0 and logs its overhead later on."""
+    """Wall clock, real measurements: a generous budget (0.9) lets every monitor measure again once training
+    has caught up with its first measurement, and each later measurement logs the ratio it keeps."""
     monitors = [
         HessianEigenMonitor(every_n_steps=10, max_overhead=0.9),
         NTKTraceMonitor(every_n_steps=10, max_overhead=0.9),
         WeightSpectrumMonitor(every_n_steps=10, max_overhead=0.9),
     ]
     pl.seed_everything(0)
-    trainer = pl.Trainer(callbacks=monitors, **trainer_kwargs(tmp_path, max_steps=40, max_epochs=-1))
+    trainer = pl.Trainer(callbacks=monitors, **trainer_kwargs(tmp_path, max_steps=200, max_epochs=-1))
     trainer.fit(TinyClassifier())
     for monitor in monitors:
-        assert monitor.num_measurements >= 1
-        assert monitor.budget.measure_seconds > 0 and monitor.budget.train_seconds() > 0
-    assert torch.is_tensor(trainer.callback_metrics.get("spectral/weights/max_sigma_max"))
+        assert 2 <= monitor.num_measurements <= 21, type(monitor).__name__
+        logged = float(trainer.callback_metrics[f"{monitor.metric_prefix}overhead"])
+        assert 0 < logged <= 0.9 + monitor.budget.measure_seconds / monitor.budget.train_seconds()
