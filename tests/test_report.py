@@ -51,7 +51,7 @@ def monitors() -> list[pl.Callback]:
     return [
         WeightSpectrumMonitor(every_n_steps=4, strict=True),
         HessianEigenMonitor(k=2, every_n_steps=8, compute_density=True, density_steps=10, strict=True),
-        NTKTraceMonitor(every_n_steps=4, compute_lambda_max=True, strict=True),
+        NTKTraceMonitor(every_n_steps=4, compute_lambda_max=True, compute_alignment=True, strict=True),
     ]
 
 
@@ -69,7 +69,7 @@ def report(run_dirs, tmp_path_factory) -> Path:
 
 
 def expected_images() -> list[str]:
-    figures = ["hessian_eigenvalues", "batch_sharpness", "ntk_trace", "sgd_stability"]
+    figures = ["hessian_eigenvalues", "batch_sharpness", "ntk_trace", "ntk_alignment", "sgd_stability"]
     figures += [
         "weights_sigma_max",
         "weights_stable_rank",
@@ -123,6 +123,17 @@ def test_figures_overlay_both_runs_with_their_data(run_dirs):
     assert any(np.all(y == 1.0) for y in ys)
     for run in runs:
         assert any(np.array_equal(y, run.scalars["spectral/ntk/sgd_stability"].values) for y in ys)
+
+    # NTK alignments: every form each run logged, as a line of its own (the batch of 16 has repeated labels).
+    lines = by_name["ntk_alignment"].figure.axes[0].get_lines()
+    for run in runs:
+        for form in ("alignment", "alignment_centered", "alignment_offdiagonal"):
+            logged = run.scalars[f"spectral/ntk/{form}"]
+            assert list(logged.steps) == [0, 4, 8, 12, 16], form
+            assert any(np.array_equal(line.get_ydata(), logged.values) for line in lines), (run.name, form)
+    assert {"alignment", "alignment_centered", "alignment_offdiagonal"} <= set(
+        legend_labels(by_name["ntk_alignment"].figure)
+    )
 
     # The heatmap holds sigma_1..sigma_k of each run (rows: index, columns: measurement).
     heatmap = by_name["weights_heatmap_net.0.weight"].figure

@@ -2,8 +2,8 @@
 
 Logged under ``spectral/ntk/``: ``trace`` (``tr Θ = Σ_i Σ_k ‖∂f_k(x_i)/∂θ‖²`` over the measurement batch),
 ``trace_per_example`` (``tr Θ / n``), ``trace_std_error`` (stochastic methods), ``lambda_max`` and
-``alignment`` / ``alignment_centered`` when enabled, and ``sgd_stability``, the noise-kernel norm 𝒦 of Agarwala & Pennington (2024)
-for the run's learning rate and training batch size (``≥ 1`` marks the stochastic edge of stability; see
+``alignment`` / ``alignment_centered`` / ``alignment_offdiagonal`` when enabled, and ``sgd_stability``, the
+noise-kernel norm 𝒦 of Agarwala & Pennington (2024) for the run's learning rate and training batch size (``≥ 1`` marks the stochastic edge of stability; see
 :mod:`lightning_spectral.functional.sgd_stability` for the formula and its assumptions: MSE loss, plain SGD,
 linearised model). The measurement runs in eval mode (the per-example Jacobians need examples that do not
 interact, so BatchNorm uses its running statistics and dropout is off).
@@ -26,7 +26,7 @@ from lightning_spectral.callbacks.base import SpectralMonitor
 from lightning_spectral.callbacks.batch_parts import BatchFn, concatenated, default_inputs, default_targets
 from lightning_spectral.callbacks.optimizer_info import sgd_settings, training_batch_size
 from lightning_spectral.callbacks.parameter_patterns import check_param_spec, checked_param_patterns
-from lightning_spectral.functional.ntk_alignment import kernel_target_alignment, ntk_targets
+from lightning_spectral.functional.ntk_alignment import kernel_alignments, ntk_targets
 from lightning_spectral.functional.ntk_eigenvalues import ntk_lambda_max
 from lightning_spectral.functional.ntk_matrix import ntk_matrix
 from lightning_spectral.functional.ntk_trace import ntk_trace
@@ -56,7 +56,11 @@ class NTKTraceMonitor(SpectralMonitor):
         num_probes: probes of the stochastic methods.
         compute_alignment: log the kernel-target alignment ``⟨Θ, yyᵀ⟩_F / (‖Θ‖_F ‖yyᵀ‖_F)`` and its centred
             form ``alignment_centered`` (both kernels centred, ``HΘH`` with ``H = I − 11ᵀ/N``; Cortes et al.
-            2012) from the same kernel (forms the ``B·K × B·K`` kernel: small measurement batches only).
+            2012) and ``alignment_offdiagonal`` (the correlation, over pairs of distinct examples, of the
+            output-traced kernel with the targets' Gram matrix: do examples that share a label have similar
+            gradients? Needs a measurement batch with repeated labels) from the same kernel (forms the
+            ``B·K × B·K`` kernel: small measurement batches only). Each is logged where it is defined
+            (:func:`~lightning_spectral.functional.ntk_alignment.kernel_alignments`).
         compute_lambda_max: log the top NTK eigenvalue (Lanczos on ``J Jᵀ`` products, warm-started).
         lambda_max_tol: relative residual tolerance of that Lanczos.
         chunk_size: examples per vectorised chunk of per-example gradients, for parameters outside linear and
@@ -179,16 +183,13 @@ class NTKTraceMonitor(SpectralMonitor):
         return values
 
     def _alignments(self, pl_module: Any, inputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
-        """``alignment`` and ``alignment_centered`` from one kernel; the centred one is left out where the
-        centred target kernel vanishes (constant targets), where it is undefined."""
+        """The alignments defined for these targets (:func:`kernel_alignments`), from one kernel."""
         kernel = ntk_matrix(
             pl_module, inputs, output_fn=self.output_fn, params=self._params, chunk_size=self.chunk_size
         )
-        y = ntk_targets(targets, inputs.shape[0], kernel.shape[0] // inputs.shape[0]).to(torch.float64)
-        values = {"alignment": kernel_target_alignment(kernel, y)}
-        if float(torch.linalg.vector_norm(y - y.mean())) > 0:
-            values["alignment_centered"] = kernel_target_alignment(kernel, y, centered=True)
-        return values
+        num_examples = inputs.shape[0]
+        y = ntk_targets(targets, num_examples, kernel.shape[0] // num_examples)
+        return kernel_alignments(kernel, y, num_examples)
 
     def _lambda_max(self, pl_module: Any, inputs: torch.Tensor, device: torch.device, dim: int) -> float:
         v0 = (

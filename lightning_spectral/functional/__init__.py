@@ -9,7 +9,12 @@ from lightning_spectral.functional.hessian_spectrum import (
     hessian_eigenvalues,
     hessian_trace,
 )
-from lightning_spectral.functional.ntk_alignment import kernel_target_alignment, ntk_alignment
+from lightning_spectral.functional.ntk_alignment import (
+    kernel_alignments,
+    kernel_target_alignment,
+    ntk_alignment,
+    offdiagonal_alignment,
+)
 from lightning_spectral.functional.ntk_eigenvalues import ntk_lambda_max, ntk_operator
 from lightning_spectral.functional.ntk_matrix import ntk_matrix
 from lightning_spectral.functional.ntk_trace import NTKTrace, ntk_trace
@@ -32,12 +37,14 @@ __all__ = [
     "hessian_density",
     "hessian_eigenvalues",
     "hessian_trace",
+    "kernel_alignments",
     "kernel_target_alignment",
     "ntk_alignment",
     "ntk_lambda_max",
     "ntk_matrix",
     "ntk_operator",
     "ntk_trace",
+    "offdiagonal_alignment",
     "power_law_alpha",
     "sgd_stability",
     "stability_limit",

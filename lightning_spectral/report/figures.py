@@ -137,7 +137,7 @@ def hessian_eigenvalues(runs: Sequence[RunData], colors: dict[str, str]) -> Repo
     styles = (
         [(i, EIGEN_STYLES[(i - 1) % len(EIGEN_STYLES)]) for i in range(1, max_k + 1)] if max_k > 1 else []
     )
-    extra = [Line2D([], [], color="0.2", linestyle=style, label=rf"$\lambda_{{{i}}}$") for i, style in styles]
+    extra = _style_entries([(rf"$\lambda_{{{i}}}$", style) for i, style in styles])
     extra += _limits(ax, shown, colors, values)
     _axes(ax, values, r"eigenvalue of $\nabla^2 L$", xlabel=None if ratio_ax else STEP_LABEL)
     extra += _ratio_panel(ratio_ax, shown, colors, HESSIAN + "eos_ratio", r"$\lambda_1/\lambda_{\rm crit}$")
@@ -202,6 +202,43 @@ def ntk_trace(runs: Sequence[RunData], colors: dict[str, str]) -> ReportFigure |
         "batch: how fast one gradient step moves the outputs."
     )
     return ReportFigure("ntk_trace", "Kernel", title, caption, figure)
+
+
+#: The NTK alignments (``spectral/ntk/<form>``) and their line styles in :func:`ntk_alignment`.
+ALIGNMENT_STYLES = {"alignment": "-", "alignment_centered": "--", "alignment_offdiagonal": ":"}
+
+
+def ntk_alignment(runs: Sequence[RunData], colors: dict[str, str]) -> ReportFigure | None:
+    """The NTK-label alignments each run logged against step: one colour per run, one style per form."""
+    figure, ax = _single()
+    shown, forms = [], []
+    for run in runs:
+        logged = [form for form in ALIGNMENT_STYLES if NTK + form in run.scalars]
+        if logged:
+            shown.append(run)
+        for form in logged:
+            _plot(ax, run.scalars[NTK + form], colors[run.name], linestyle=ALIGNMENT_STYLES[form])
+            if form not in forms:
+                forms.append(form)
+    if not shown:
+        return None
+    ax.axhline(0.0, color="0.6", linewidth=0.8)
+    _axes(ax, [], "NTK-label alignment")  # linear: the off-diagonal alignment can be negative
+    _legend(
+        figure,
+        shown,
+        colors,
+        _style_entries([(f, ALIGNMENT_STYLES[f]) for f in ALIGNMENT_STYLES if f in forms]),
+    )
+    title = "NTK alignment with the labels"
+    figure.suptitle(title)
+    caption = (
+        "alignment = ⟨Θ, yyᵀ⟩_F/(‖Θ‖_F‖yyᵀ‖_F) (Cristianini et al. 2002); alignment_centered: both kernels "
+        "centred (Cortes et al. 2012); alignment_offdiagonal: the correlation, over pairs of distinct "
+        "examples, of the output-traced kernel Σ_k Θ_(i,k),(j,k) with ⟨y_i, y_j⟩ (same label or not). A rise "
+        "means the kernel adapts to the labels: the lazy → rich transition (Kumar et al. 2024)."
+    )
+    return ReportFigure("ntk_alignment", "Kernel", title, caption, figure)
 
 
 def sgd_stability(runs: Sequence[RunData], colors: dict[str, str]) -> ReportFigure | None:
@@ -379,6 +416,7 @@ def make_figures(
             lambda: batch_sharpness(runs, colors),
         ),
         ("NTK trace (NTKTraceMonitor)", lambda: ntk_trace(runs, colors)),
+        ("NTK alignment (NTKTraceMonitor, compute_alignment=True)", lambda: ntk_alignment(runs, colors)),
         (
             "sgd_stability (NTKTraceMonitor, plain SGD without momentum only)",
             lambda: sgd_stability(runs, colors),
@@ -508,6 +546,11 @@ def _legend(figure: Figure, runs: Sequence[RunData], colors: dict[str, str], ext
         extra
     )
     figure.legend(handles=handles, loc="outside right upper", frameon=False)
+
+
+def _style_entries(styles: Sequence[tuple[str, object]]) -> list[Line2D]:
+    """Legend entries ``(label, line style)`` in grey: the style stands for a quantity, the colour for a run."""
+    return [Line2D([], [], color="0.2", linestyle=style, label=label) for label, style in styles]
 
 
 def _edges(steps: np.ndarray) -> np.ndarray:

@@ -88,6 +88,9 @@ def test_ntk_equals_single_process_measurement_on_the_union(ddp_run):
     lambda_max = ntk_lambda_max(model, x, k=1, tol=1e-6).eigenvalues[0].item()
     assert logged["spectral/ntk/lambda_max"] == pytest.approx(lambda_max, rel=1e-4)
     assert logged["spectral/ntk/alignment"] == pytest.approx(ntk_alignment(model, x, y), rel=1e-4)
+    # Pairs across the two ranks' shards count too: it needs the gathered batch.
+    offdiagonal = ntk_alignment(model, x, y, offdiagonal=True)
+    assert logged["spectral/ntk/alignment_offdiagonal"] == pytest.approx(offdiagonal, rel=1e-4, abs=1e-6)
 
 
 def test_weights_equal_single_process_spectra(ddp_run):

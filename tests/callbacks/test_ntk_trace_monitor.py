@@ -73,6 +73,7 @@ def test_logged_values_equal_explicit_jacobian_references(tmp_path, use_bn):
         "lambda_max",
         "alignment",
         "alignment_centered",
+        "alignment_offdiagonal",
         "sgd_stability",
         "sgd_stability_upper",
     ):
@@ -96,6 +97,13 @@ def test_logged_values_equal_explicit_jacobian_references(tmp_path, use_bn):
     centered = ((centered_kernel * centered_yy).sum() / (centered_kernel.norm() * centered_yy.norm())).item()
     assert last["spectral/ntk/alignment_centered"] == pytest.approx(centered, rel=1e-4)
     assert abs(centered - alignment) > 1e-3  # two different numbers
+    # Between examples: Pearson correlation over the 15 pairs i < j of Σ_k ⟨J_(i,k), J_(j,k)⟩ and ⟨y_i, y_j⟩.
+    rows = J.reshape(6, 2, -1)
+    traced = rows[:, 0] @ rows[:, 0].T + rows[:, 1] @ rows[:, 1].T
+    gram = y.double() @ y.double().T
+    i, j = torch.triu_indices(6, 6, offset=1)
+    offdiagonal = torch.corrcoef(torch.stack([traced[i, j], gram[i, j]]))[0, 1].item()
+    assert last["spectral/ntk/alignment_offdiagonal"] == pytest.approx(offdiagonal, rel=1e-4, abs=1e-6)
     # 𝒦_lower = (1 − B/D)·η·(tr Θ / n)/(2BK) with η = lr·2/K for nn.MSELoss, B = 8, D = 64, K = 2, n = 6
     eta = 0.05 * 2 / 2
     expected = (1 - 8 / 64) * eta * (trace / 6) / (2 * 8 * 2)

@@ -12,7 +12,13 @@ import pytest
 import torch
 from torch import nn
 
-from lightning_spectral.functional.ntk_alignment import kernel_target_alignment, ntk_alignment, ntk_targets
+from lightning_spectral.functional.ntk_alignment import (
+    kernel_alignments,
+    kernel_target_alignment,
+    ntk_alignment,
+    ntk_targets,
+    offdiagonal_alignment,
+)
 from lightning_spectral.functional.ntk_eigenvalues import ntk_lambda_max, ntk_operator
 from lightning_spectral.functional.ntk_matrix import NTK_MATRIX_MAX_ROWS, ntk_matrix
 from lightning_spectral.functional.ntk_trace import ntk_trace
@@ -178,6 +184,110 @@ def test_model_alignment_matches_formula_on_ntk_matrix(centered):
 def test_alignment_validation(targets, message):
     with pytest.raises(ValueError, match=message):
         ntk_alignment(tiny_mlp(), torch.randn(3, 4, dtype=DTYPE), targets)
+
+
+def pairwise_correlation_reference(jacobian: torch.Tensor, targets: torch.Tensor) -> float:
+    """numpy's Pearson correlation between ``Σ_k ⟨J_(i,k), J_(j,k)⟩`` and ``⟨y_i, y_j⟩`` over the pairs
+    ``i < j`` (the matrices are symmetric, so ``i < j`` and ``i ≠ j`` give the same correlation), with the
+    output-traced kernel summed from the explicit per-row Jacobian one output at a time."""
+    num_examples = targets.shape[0]
+    rows = jacobian.reshape(num_examples, -1, jacobian.shape[1])
+    traced = sum(rows[:, k] @ rows[:, k].T for k in range(rows.shape[1]))
+    gram = targets @ targets.T
+    upper = torch.triu_indices(num_examples, num_examples, offset=1)
+    pairs = torch.stack([traced[upper[0], upper[1]], gram[upper[0], upper[1]]]).numpy()
+    import numpy
+
+    return float(numpy.corrcoef(pairs)[0, 1])
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_offdiagonal_alignment_matches_the_explicit_jacobian(case):
+    model, inputs = CASES[case][0](), CASES[case][1]()
+    jacobian = autograd_jacobian(model, inputs)
+    num_examples, num_outputs = inputs.shape[0], jacobian.shape[0] // inputs.shape[0]
+    classes = torch.arange(num_examples) % 2  # labels repeat: both "same" and "different" pairs exist
+    one_hot = nn.functional.one_hot(classes, num_outputs).to(DTYPE)
+    regression = torch.randn(
+        num_examples, num_outputs, dtype=DTYPE, generator=torch.Generator().manual_seed(5)
+    )
+    for targets, dense in ((classes, one_hot), (regression, regression)):
+        expected = pairwise_correlation_reference(jacobian, dense)
+        assert ntk_alignment(model, inputs, targets, offdiagonal=True) == pytest.approx(expected, abs=1e-12)
+        kernel = jacobian @ jacobian.T
+        alignments = kernel_alignments(kernel, dense.reshape(-1), num_examples)
+        assert alignments["alignment_offdiagonal"] == pytest.approx(expected, abs=1e-12)
+        assert alignments["alignment"] == pytest.approx(kernel_target_alignment(kernel, dense), abs=1e-12)
+        assert alignments["alignment_centered"] == pytest.approx(
+            kernel_target_alignment(kernel, dense, centered=True), abs=1e-12
+        )
+
+
+def test_offdiagonal_alignment_ignores_the_diagonal():
+    """Same-label pairs more similar than the rest, exactly linearly: correlation 1 whatever the diagonal."""
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    same = (labels[:, None] == labels[None, :]).to(DTYPE)
+    one_hot = nn.functional.one_hot(labels, 3).to(DTYPE).reshape(-1)
+    for diagonal in (0.0, 1.0, 100.0):
+        # A K = 3 kernel whose output trace is 3·(0.5 + 2·same) off the diagonal.
+        traced = 0.5 + 2.0 * same + diagonal * torch.eye(6, dtype=DTYPE)
+        kernel = torch.kron(traced, torch.eye(3, dtype=DTYPE))
+        assert offdiagonal_alignment(kernel, one_hot, 6) == pytest.approx(1.0, abs=1e-12)
+        assert offdiagonal_alignment(kernel.neg(), one_hot, 6) == pytest.approx(-1.0, abs=1e-12)
+    # The plain alignment of the same kernels falls as the diagonal grows.
+    plain = [
+        kernel_target_alignment(
+            torch.kron(0.5 + 2 * same + d * torch.eye(6, dtype=DTYPE), torch.eye(3, dtype=DTYPE)), one_hot
+        )
+        for d in (0.0, 100.0)
+    ]
+    assert plain[1] < 0.8 * plain[0], plain
+
+
+def test_offdiagonal_alignment_is_left_out_where_undefined():
+    kernel = torch.eye(16, dtype=DTYPE) + 0.1  # B = 4 examples, K = 4 outputs
+    factor = torch.randn(16, 5, dtype=DTYPE, generator=torch.Generator().manual_seed(6))
+    distinct = ntk_targets(torch.tensor([0, 1, 2, 3]), 4, 4)  # no two examples share a label: Gram constant
+    assert set(kernel_alignments(factor @ factor.T, distinct, 4)) == {"alignment", "alignment_centered"}
+    with pytest.raises(ValueError, match="Gram matrix is constant"):
+        offdiagonal_alignment(factor @ factor.T, distinct, 4)
+    constant = torch.ones(16, dtype=DTYPE)  # constant targets: neither centred form is defined
+    assert set(kernel_alignments(kernel, constant, 4)) == {"alignment"}
+    two = torch.eye(4, dtype=DTYPE) + 0.1  # 2 examples: a single pair, no correlation
+    assert set(kernel_alignments(two, torch.tensor([1.0, 0.0, 1.0, 0.0], dtype=DTYPE), 2)) == {
+        "alignment",
+        "alignment_centered",
+    }
+    repeated = ntk_targets(torch.tensor([0, 0, 1, 2]), 4, 4)
+    with pytest.raises(ValueError, match="kernel is constant"):
+        offdiagonal_alignment(kernel, repeated, 4)  # Θ̄ is 0.4 off the diagonal everywhere
+    assert "alignment_offdiagonal" not in kernel_alignments(kernel, repeated, 4)
+    assert "alignment_offdiagonal" in kernel_alignments(factor @ factor.T, repeated, 4)
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: offdiagonal_alignment(torch.eye(6), torch.ones(6), 2), "num_examples"),
+        (lambda: offdiagonal_alignment(torch.eye(6), torch.ones(6), True), "num_examples"),
+        (lambda: offdiagonal_alignment(torch.eye(6), torch.ones(6), 4), "multiple of num_examples"),
+        (lambda: offdiagonal_alignment(torch.ones(6, 3), torch.ones(6), 3), "square"),
+        (lambda: offdiagonal_alignment(torch.eye(6), torch.ones(5), 3), "`targets`"),
+        (
+            lambda: ntk_alignment(
+                tiny_mlp(),
+                torch.randn(3, 4, dtype=DTYPE),
+                torch.tensor([0, 0, 1]),
+                centered=True,
+                offdiagonal=True,
+            ),
+            "exclude each other",
+        ),
+    ],
+)
+def test_offdiagonal_alignment_validation(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
 
 
 def test_ntk_targets_one_hot_encoding():
