@@ -20,11 +20,8 @@ stops at the step the uninterrupted one would have (the episode itself is not: a
 action acts again at its first firing measurement, as the stock ``EarlyStopping`` would).
 
 **New measurements.** Values stay in ``callback_metrics`` until overwritten, so each measurement is evaluated
-exactly once: a key under the ``spectral/<monitor>/`` prefix of a
-:class:`~lightning_spectral.callbacks.SpectralMonitor` of the trainer is new when a new tensor was written
-(each measurement writes a fresh one, so equal values at consecutive measurements still count); any other
-key (e.g. from ``self.log``, which can re-wrap an unchanged value) is new when its value changed since the
-last evaluation. The callback moves itself right after the last ``SpectralMonitor`` in ``trainer.callbacks``
+exactly once (:mod:`~lightning_spectral.callbacks.new_measurements`: a monitor's key is new when a new tensor
+was written, any other key when its value changed since the last evaluation). The callback moves itself right after the last ``SpectralMonitor`` in ``trainer.callbacks``
 (at ``setup``, the way Lightning moves ``ModelCheckpoint`` callbacks last), so a measurement is judged in the
 hook that produced it, whatever the order of the callbacks list, and the stop happens at the step measured.
 
@@ -62,7 +59,6 @@ from __future__ import annotations
 import math
 import os
 import re
-from fnmatch import fnmatchcase
 from typing import Any, Literal
 
 import torch
@@ -70,14 +66,13 @@ from pytorch_lightning import Callback
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
 from lightning_spectral.callbacks.base import SpectralMonitor
+from lightning_spectral.callbacks.new_measurements import NewMeasurements
 from lightning_spectral.callbacks.stopping_criterion import (
     MODES,
     NOT_FINITE,
     NOT_FIRED,
     RELATIVE_TO,
     StoppingCriterion,
-    as_float,
-    same_value,
 )
 from lightning_spectral.validation import check_bool, check_choice, check_int, check_positive_finite
 
@@ -166,14 +161,11 @@ class SpectralEarlyStopping(Callback):
         self.stopped_step: int | None = None
         self.reason: str | None = None
         self._name: str | None = None  # set by the ready-made constructors, used in messages
-        self._last: dict[str, tuple[int, float]] = {}  # key -> (global_step, value) last evaluated
-        self._last_objects: dict[str, Any] = {}  # key -> the object last evaluated (identity; not saved)
-        self._owned_prefixes: tuple[str, ...] = ()
+        self._measurements = NewMeasurements(monitor)
         self._owners: list[SpectralMonitor] | None = (
             None  # monitors whose keys alone can match (set at setup)
         )
         self._in_episode = False
-        self._matched_any = False
         self._warned_unmatched = False
 
     # ------------------------------------------------------------------ ready-made criteria
@@ -255,7 +247,7 @@ class SpectralEarlyStopping(Callback):
             return
         callbacks = list(trainer.callbacks)
         monitors = [c for c in callbacks if isinstance(c, SpectralMonitor)]
-        self._owned_prefixes = tuple(m.metric_prefix for m in monitors)
+        self._measurements.owned_prefixes = tuple(m.metric_prefix for m in monitors)
         # A pattern whose literal start lies under a monitor's prefix can only match that monitor's keys:
         # new values then appear only at that monitor's scheduled measurements.
         literal = re.split(r"[*?\[]", self.monitor, maxsplit=1)[0]
@@ -286,7 +278,7 @@ class SpectralEarlyStopping(Callback):
         self._evaluate(trainer, self._owners is None)  # monitors do not measure during validation
 
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
-        if not self._matched_any and not self._warned_unmatched and not trainer.fast_dev_run:
+        if not self._measurements.matched_any and not self._warned_unmatched and not trainer.fast_dev_run:
             self._warned_unmatched = True
             rank_zero_warn(
                 f"SpectralEarlyStopping: no key of trainer.callback_metrics matched monitor={self.monitor!r} "
@@ -297,15 +289,14 @@ class SpectralEarlyStopping(Callback):
     def state_dict(self) -> dict[str, Any]:
         return {
             "wait_count": self.wait_count,
-            "last": {key: [step, value] for key, (step, value) in self._last.items()},
+            "last": self._measurements.state_dict(),
             "stopped_step": self.stopped_step,
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.wait_count = int(state_dict["wait_count"])
-        self._last = {key: (int(step), float(value)) for key, (step, value) in state_dict["last"].items()}
+        self._measurements.load_state_dict(state_dict["last"])
         self.stopped_step = state_dict["stopped_step"]
-        self._last_objects = {}
 
     # ------------------------------------------------------------------ evaluation
     def _owners_measure_at_step(self, trainer: Any) -> bool:
@@ -317,7 +308,7 @@ class SpectralEarlyStopping(Callback):
         global step and epoch alone (so equal on every rank); the collectives run only then."""
         if not scheduled or trainer.state.fn != "fit" or trainer.sanity_checking or trainer.fast_dev_run:
             return
-        new = self._new_measurements(trainer)
+        new = self._measurements.collect(trainer.callback_metrics, trainer.global_step)
         if trainer.global_step < self.warmup_steps:  # the same step on every rank: no collective needed
             return
         strategy = trainer.strategy
@@ -336,35 +327,6 @@ class SpectralEarlyStopping(Callback):
         self._in_episode = True
         description, rank = self._shared_description(trainer, verdict, description)
         self._act(trainer, description, rank, not_finite)
-
-    def _new_measurements(self, trainer: Any) -> list[tuple[str, float, float | None]]:
-        """``(key, value, previous value)`` of every watched key measured since the last evaluation."""
-        step = trainer.global_step
-        metrics = trainer.callback_metrics
-        new = []
-        for key in sorted(metrics):
-            if not (key == self.monitor or fnmatchcase(key, self.monitor)):
-                continue
-            self._matched_any = True
-            obj = metrics[key]
-            if self._last_objects.get(key) is obj:
-                continue
-            value = as_float(key, obj)
-            last = self._last.get(key)
-            if last is not None:
-                if key.startswith(self._owned_prefixes):
-                    # a monitor writes a fresh tensor per measurement; after a resume there is no object
-                    # to compare with, and only the very measurement evaluated last is not new
-                    if key not in self._last_objects and last[0] == step and same_value(value, last[1]):
-                        self._last_objects[key] = obj
-                        continue
-                elif same_value(value, last[1]):
-                    self._last_objects[key] = obj
-                    continue
-            new.append((key, value, None if last is None else last[1]))
-            self._last[key] = (step, value)
-            self._last_objects[key] = obj
-        return new
 
     def _shared_description(self, trainer: Any, verdict: int, description: str) -> tuple[str, int]:
         """The description of the lowest rank with the strongest verdict (non-finite over firing), on every rank."""

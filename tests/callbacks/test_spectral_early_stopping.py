@@ -430,7 +430,7 @@ def test_edge_of_stability_leaves_a_stable_run_alone(tmp_path):
     monitor = HessianEigenMonitor(every_n_steps=1, compute_batch_sharpness=False, strict=True)
     trainer = fit(tmp_path, [monitor, stopper], model=model, max_epochs=8)
     assert trainer.global_step == 8 and stopper.stopped_step is None and stopper.wait_count == 0
-    assert stopper._last["spectral/hessian/lambda_1"][0] == 8  # every measurement was evaluated
+    assert stopper._measurements.last["spectral/hessian/lambda_1"][0] == 8  # every measurement was evaluated
 
 
 def test_works_alongside_stock_early_stopping_on_the_same_key(tmp_path):
@@ -444,7 +444,7 @@ def test_works_alongside_stock_early_stopping_on_the_same_key(tmp_path):
     # the stock callback stops at the first epoch end on its own criterion; ours watched every step quietly
     assert stock.stopping_reason == EarlyStoppingReason.STOPPING_THRESHOLD and trainer.global_step == 4
     assert ours.stopped_step is None and ours.reason is None
-    assert ours._last["spectral/hessian/lambda_1"][0] == 4
+    assert ours._measurements.last["spectral/hessian/lambda_1"][0] == 4
 
 
 # ---------------------------------------------------------------------------------------------- DDP
