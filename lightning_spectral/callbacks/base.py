@@ -57,20 +57,33 @@ from lightning_spectral.validation import check_bool, check_int, check_open_unit
 SHARDED_STRATEGIES = ("FSDPStrategy", "DeepSpeedStrategy", "ModelParallelStrategy")
 """Strategies (of either Lightning distribution, matched by class name) that shard parameters across ranks."""
 
+DTENSOR_STRATEGIES = ("ModelParallelStrategy",)
+"""The sharded strategies whose parameters are ``DTensor`` (FSDP2 / tensor parallel): a monitor with
+``supports_dtensor_parameters`` gathers them (:meth:`MeasurementCollectives.full_tensor`)."""
 
-def check_strategy_supported(strategy: Any, monitor: str) -> None:
+
+def check_strategy_supported(strategy: Any, monitor: str, supports_dtensor_parameters: bool = False) -> None:
     """Raise ``NotImplementedError`` for a strategy that shards the parameters (FSDP, DeepSpeed, model
-    parallel): every monitor reads whole parameters, which such a strategy holds on no single rank."""
+    parallel) unless the monitor can gather them: every monitor reads whole parameters, which such a strategy
+    holds on no single rank. ``supports_dtensor_parameters``: the monitor gathers ``DTensor`` parameters, so
+    :data:`DTENSOR_STRATEGIES` are allowed."""
     names = {cls.__name__ for cls in type(strategy).__mro__}
     sharded = next((name for name in SHARDED_STRATEGIES if name in names), None)
-    if sharded is not None:
-        raise NotImplementedError(
-            f"{monitor} does not support {sharded}: it shards the parameters across ranks, and the monitors "
-            "need whole parameters (weight matrices, parameter-space Hessian-vector products, per-example "
-            "gradients). Use strategy='ddp' (or 'ddp_spawn') for runs you monitor, or measure checkpoints "
-            "offline with lightning_spectral.functional (weight_spectrum, hessian_eigenvalues, ntk_trace) on a "
-            "model with the consolidated state dict."
+    if sharded is None or (supports_dtensor_parameters and sharded in DTENSOR_STRATEGIES):
+        return
+    if supports_dtensor_parameters:
+        alternative = (
+            "Use ModelParallelStrategy (FSDP2's fully_shard in configure_model), whose DTensor parameters this "
+            "monitor gathers one matrix at a time, or strategy='ddp'"
         )
+    else:
+        alternative = "Use strategy='ddp' (or 'ddp_spawn') for runs you monitor"
+    raise NotImplementedError(
+        f"{monitor} does not support {sharded}: it shards the parameters across ranks, and the monitor "
+        "needs whole parameters (weight matrices, parameter-space Hessian-vector products, per-example "
+        f"gradients). {alternative}, or measure checkpoints offline with lightning_spectral.functional "
+        "(weight_spectrum, hessian_eigenvalues, ntk_trace) on a model with the consolidated state dict."
+    )
 
 
 class SpectralMonitor(Callback):
@@ -105,6 +118,9 @@ class SpectralMonitor(Callback):
     primary_metrics: ClassVar[tuple[str, ...]] = ()
     #: W&B run summary per metric name (fnmatch patterns, first match wins; unmatched metrics: ``"last"``).
     metric_summaries: ClassVar[dict[str, str]] = {}
+    #: Whether :meth:`measure` gathers ``DTensor`` parameters, so that the monitor runs under
+    #: :data:`DTENSOR_STRATEGIES` (the other sharded strategies are refused at setup).
+    supports_dtensor_parameters: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -231,7 +247,7 @@ class SpectralMonitor(Callback):
         )
 
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
-        check_strategy_supported(trainer.strategy, type(self).__name__)
+        check_strategy_supported(trainer.strategy, type(self).__name__, self.supports_dtensor_parameters)
 
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
         log_config(trainer, {f"{self.metric_prefix}{name}": value for name, value in self.config().items()})

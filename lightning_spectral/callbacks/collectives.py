@@ -4,7 +4,10 @@ Under DDP every rank measures its own shard of the measurement batch (Lightning 
 the measurement batch is drawn from it), and the monitors combine the ranks' pieces with the strategy's
 collectives: the mean of Hessian-vector products and gradients (so Lanczos sees the Hessian of the loss on the
 union of the shards and runs identically on every rank), the sum of NTK traces, a broadcast of rank 0's
-weight spectra (weights are replicated), an all-gather of inputs where the union itself is needed.
+weight spectra (weights are replicated), an all-gather of inputs where the union itself is needed. Under a
+strategy that shards the parameters as ``DTensor`` (Lightning's ``ModelParallelStrategy``: FSDP2's
+``fully_shard``, tensor parallelism) the weight monitor gathers one weight matrix at a time
+(:meth:`MeasurementCollectives.full_tensor`).
 
 Collectives must match across ranks: a rank that raises in the middle of a measurement would leave the others
 waiting in their next collective until the process group times out. The protocol here prevents that:
@@ -35,12 +38,33 @@ from torch import Tensor
 
 from lightning_spectral.linalg import NonFiniteError
 
-__all__ = ["MeasurementCollectives", "PeerMeasurementFailed", "PeerNonFinite"]
+__all__ = [
+    "MeasurementCollectives",
+    "PeerMeasurementFailed",
+    "PeerNonFinite",
+    "has_distributed_parameters",
+    "is_distributed_tensor",
+]
 
 _ERROR_FLAG = 1024.0
 """A failing rank's contribution to the failure flag; a rank that met non-finite numbers contributes 1."""
 
 T = TypeVar("T")
+
+
+def is_distributed_tensor(tensor: Any) -> bool:
+    """Whether ``tensor`` is a ``torch.distributed.tensor.DTensor`` (how FSDP2's ``fully_shard`` and tensor
+    parallelism hold parameters); ``False`` where torch has no distributed support."""
+    if not torch.distributed.is_available():
+        return False
+    from torch.distributed.tensor import DTensor
+
+    return isinstance(tensor, DTensor)
+
+
+def has_distributed_parameters(module: torch.nn.Module) -> bool:
+    """Whether any parameter of ``module`` is a ``DTensor`` (the same answer on every rank)."""
+    return any(is_distributed_tensor(p) for p in module.parameters())
 
 
 class PeerMeasurementFailed(RuntimeError):
@@ -112,6 +136,16 @@ class MeasurementCollectives:
         self._check_peers()
         gathered = self._strategy.all_gather(tensor.detach())
         return gathered.reshape(-1, *tensor.shape[1:])
+
+    def full_tensor(self, tensor: Tensor) -> Tensor:
+        """The whole of a parameter that a sharding strategy (FSDP2, tensor parallel) holds as a ``DTensor``:
+        every rank must call this for the same tensors in the same order (an all-gather over the tensor's
+        device mesh; local for a replicated one). Any other tensor is returned as it is, with no collective."""
+        if not is_distributed_tensor(tensor):
+            return tensor
+        if self.distributed:
+            self._check_peers()
+        return tensor.full_tensor()
 
     def report_failure(self, non_finite: bool = False) -> None:
         """Called by the failing rank's error handler: lets the other ranks' next collective raise

@@ -7,6 +7,11 @@ Per layer, under ``spectral/weights/<name>/``: ``sigma_max``, ``sigma_1 .. sigma
 singular values every ``histogram_every_n`` measurements on loggers that draw histograms. The numerics are in
 :mod:`lightning_spectral.functional.weight_spectrum` (definitions and formulas there).
 
+Replicated weights (one process, DDP) are decomposed on rank 0 and the numbers broadcast. Sharded ``DTensor``
+weights (Lightning's ``ModelParallelStrategy``: FSDP2's ``fully_shard``, tensor parallelism) are gathered one
+matrix at a time, every rank joining each all-gather, and rank 0 decomposes each whole matrix before the next
+is gathered (:meth:`~lightning_spectral.callbacks.collectives.MeasurementCollectives.full_tensor`).
+
 Example::
 
     trainer = Trainer(callbacks=[WeightSpectrumMonitor(every_n_steps=100, log_spacing=True)])
@@ -23,6 +28,7 @@ from typing import Any
 import torch
 
 from lightning_spectral.callbacks.base import SpectralMonitor
+from lightning_spectral.callbacks.collectives import has_distributed_parameters
 from lightning_spectral.callbacks.metric_logging import log_table
 from lightning_spectral.functional.weight_matrices import CONV_MODES, WeightMatrix, weight_matrices
 from lightning_spectral.functional.weight_spectrum import DEFAULT_TOL, METHODS, WeightSpectrum, weight_spectra
@@ -65,6 +71,7 @@ class WeightSpectrumMonitor(SpectralMonitor):
     monitor_name = "weights"
     primary_metrics = ("max_sigma_max", "mean_stable_rank")
     needs_batch = False
+    supports_dtensor_parameters = True
     default_every_n_steps = 100
     metric_summaries = {
         "*sigma_max": "max",
@@ -138,55 +145,90 @@ class WeightSpectrumMonitor(SpectralMonitor):
 
     def measure(self, trainer: Any, pl_module: Any, batches: list[Any]) -> Mapping[str, float]:
         # Weights are replicated across DDP ranks: rank 0 decomposes them, the others receive its numbers (so
-        # `callback_metrics`, and any stopping decision on them, agree on every rank).
-        values = self._measure_weights(trainer, pl_module) if self.collectives.rank == 0 else None
+        # `callback_metrics`, and any stopping decision on them, agree on every rank). Sharded (DTensor)
+        # weights are gathered one matrix at a time, every rank taking part in each gather.
+        if has_distributed_parameters(pl_module):
+            values = self._measure_sharded(trainer, self._matrices(pl_module))
+        elif self.collectives.rank == 0:
+            values = self._measure_replicated(trainer, self._matrices(pl_module))
+        else:
+            values = None
         return self.collectives.broadcast(values, src=0)
 
-    def _measure_weights(self, trainer: Any, pl_module: Any) -> dict[str, float]:
+    def _matrices(self, pl_module: Any) -> list[WeightMatrix]:
         with warnings.catch_warnings():
             if self.num_measurements > 0:  # unmatched include/exclude patterns are reported once
                 warnings.simplefilter("ignore", UserWarning)
-            matrices = weight_matrices(
+            return weight_matrices(
                 pl_module,
                 include=self.include,
                 exclude=self.exclude,
                 trainable_only=self.trainable_only,
                 conv_mode=self.conv_mode,
             )
-        if not matrices:
-            return {}
+
+    def _measure_replicated(self, trainer: Any, matrices: list[WeightMatrix]) -> dict[str, float]:
+        """All matrices at once (same-shape layers are decomposed as one batch), on rank 0."""
         # A layer with NaN / inf entries gets NaN metrics (the base class warns once); the others are measured.
-        broken = [m for m in matrices if not bool(torch.isfinite(m.matrix).all())]
-        matrices = [m for m in matrices if all(m is not b for b in broken)]
+        broken = [m.name for m in matrices if not bool(torch.isfinite(m.matrix).all())]
+        matrices = [m for m in matrices if m.name not in broken]
+        spectra = self._spectra(matrices) if matrices else []
+        return self._values(trainer, [(m.name, s) for m, s in zip(matrices, spectra)], broken)
+
+    def _measure_sharded(self, trainer: Any, matrices: list[WeightMatrix]) -> dict[str, float] | None:
+        """One matrix at a time: every rank joins its all-gather, rank 0 decomposes the whole matrix and drops
+        it before the next (memory: one full matrix at a time); the values on rank 0, ``None`` elsewhere."""
+        measured: list[tuple[str, WeightSpectrum]] = []
+        broken: list[str] = []
+        generator = None
+        for matrix in matrices:
+            full = self.collectives.full_tensor(matrix.matrix)
+            if self.collectives.rank != 0:
+                continue
+            if not bool(torch.isfinite(full).all()):
+                broken.append(matrix.name)
+                continue
+            generator = generator or self.make_generator(full.device)
+            whole = dataclasses.replace(matrix, matrix=full)
+            measured.append((matrix.name, self._spectra([whole], generator)[0]))
+            del full, whole
+        return self._values(trainer, measured, broken) if self.collectives.rank == 0 else None
+
+    def _values(
+        self, trainer: Any, measured: list[tuple[str, WeightSpectrum]], broken: list[str]
+    ) -> dict[str, float]:
+        """The logged values of the decomposed layers (and NaN for the ``broken`` ones); histograms, the
+        warm-start state and the table rows as a side effect."""
+        if not measured and not broken:
+            return {}
         values: dict[str, float] = {
-            f"{m.name}/{key}": math.nan
-            for m in broken
+            f"{name}/{key}": math.nan
+            for name in broken
             for key in ("sigma_max", "frobenius_norm", "stable_rank", "effective_rank")
         }
-        spectra = self._spectra(matrices) if matrices else []
         draw_histograms = self.histogram_every_n > 0 and self.num_measurements % self.histogram_every_n == 0
-        for matrix, spectrum in zip(matrices, spectra):
-            values.update(
-                {f"{matrix.name}/{key}": value for key, value in self._layer_values(spectrum).items()}
-            )
+        for name, spectrum in measured:
+            values.update({f"{name}/{key}": value for key, value in self._layer_values(spectrum).items()})
             if draw_histograms:
                 singular_values = (
                     spectrum.all_singular_values
                     if spectrum.all_singular_values is not None
                     else spectrum.singular_values
                 )
-                self.log_histogram(trainer, f"{matrix.name}/singular_values", singular_values)
-        self._previous = {m.name: s for m, s in zip(matrices, spectra)}
+                self.log_histogram(trainer, f"{name}/singular_values", singular_values)
+        self._previous = dict(measured)
         self._table_rows += [
-            [trainer.global_step, m.name, s.sigma_max, s.stable_rank, s.effective_rank, s.alpha]
-            for m, s in zip(matrices, spectra)
+            [trainer.global_step, name, s.sigma_max, s.stable_rank, s.effective_rank, s.alpha]
+            for name, s in measured
         ]
-        stable_ranks = [s.stable_rank for s in spectra] + [math.nan] * len(broken)
+        stable_ranks = [s.stable_rank for _, s in measured] + [math.nan] * len(broken)
         values["mean_stable_rank"] = sum(stable_ranks) / len(stable_ranks)
-        values["max_sigma_max"] = math.nan if broken else max(s.sigma_max for s in spectra)
+        values["max_sigma_max"] = math.nan if broken else max(s.sigma_max for _, s in measured)
         return values
 
-    def _spectra(self, matrices: list[WeightMatrix]) -> list[WeightSpectrum]:
+    def _spectra(
+        self, matrices: list[WeightMatrix], generator: torch.Generator | None = None
+    ) -> list[WeightSpectrum]:
         previous = [self._previous.get(m.name) for m in matrices] if self.warm_start else None
         previous = [
             p if p is not None and p.shape == tuple(m.matrix.shape) else None
@@ -199,7 +241,7 @@ class WeightSpectrumMonitor(SpectralMonitor):
             previous=previous,
             n_iter=self.n_iter,
             oversample=self.oversample,
-            generator=self.make_generator(matrices[0].matrix.device),
+            generator=generator or self.make_generator(matrices[0].matrix.device),
             exact_threshold=self.exact_threshold,
             tol=self.tol,
         )

@@ -198,9 +198,25 @@ def test_num_batches_larger_than_the_dataloader_is_an_error(tmp_path):
 @pytest.mark.parametrize("package", ["pytorch_lightning", "lightning.pytorch"])
 @pytest.mark.parametrize("name", ["FSDPStrategy", "DeepSpeedStrategy", "ModelParallelStrategy"])
 def test_sharded_strategies_are_refused_with_the_alternatives(package, name):
-    """Lightning's FSDP needs CUDA, so no CPU fit can reach this: the check runs on the strategy classes."""
+    """Lightning's FSDP needs CUDA, so no CPU fit reaches the FSDPStrategy refusal: the check runs on the
+    strategy classes."""
     strategy_class = getattr(importlib.import_module(f"{package}.strategies"), name)
     strategy = strategy_class.__new__(strategy_class)  # no process group or device needed for the check
     with pytest.raises(NotImplementedError, match=rf"does not support {name}.*strategy='ddp'"):
         check_strategy_supported(strategy, "HessianEigenMonitor")
     check_strategy_supported(SingleDeviceStrategy(device="cpu"), "HessianEigenMonitor")  # fine
+    # A monitor that gathers DTensor parameters (the weight monitor) runs under ModelParallelStrategy (FSDP2,
+    # tested in test_fsdp2_weights.py) and names it where it cannot run.
+    if name == "ModelParallelStrategy":
+        check_strategy_supported(strategy, "WeightSpectrumMonitor", supports_dtensor_parameters=True)
+    else:
+        with pytest.raises(NotImplementedError, match=rf"does not support {name}.*ModelParallelStrategy"):
+            check_strategy_supported(strategy, "WeightSpectrumMonitor", supports_dtensor_parameters=True)
+
+
+def test_only_the_weight_monitor_gathers_dtensor_parameters():
+    from lightning_spectral.callbacks import HessianEigenMonitor, NTKTraceMonitor, WeightSpectrumMonitor
+
+    assert WeightSpectrumMonitor.supports_dtensor_parameters
+    assert not HessianEigenMonitor.supports_dtensor_parameters
+    assert not NTKTraceMonitor.supports_dtensor_parameters
