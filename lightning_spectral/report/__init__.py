@@ -2,7 +2,8 @@
 
 The command line is ``lightning-spectral report RUN_DIR [RUN_DIR ...] -o OUT``; the Python form is
 :func:`build_report`. Reading is in :mod:`~lightning_spectral.report.reader`, the figures in
-:mod:`~lightning_spectral.report.figures`, the page in :mod:`~lightning_spectral.report.page`.
+:mod:`~lightning_spectral.report.figures` (built by section in ``curvature_figures``, ``kernel_figures``,
+``weight_figures``), the page in :mod:`~lightning_spectral.report.page`.
 
 Example::
 

@@ -1,0 +1,149 @@
+"""The report's curvature figures: the top Hessian eigenvalues and the batch sharpness against the step with
+each run's stability limit, and the Hessian density images."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from lightning_spectral.report.figure_style import (
+    DPI,
+    EIGEN_STYLES,
+    HESSIAN,
+    STEP_LABEL,
+    WIDTH_IN,
+    ReportFigure,
+    chosen_at_steps,
+    edge_line,
+    eigen_tags,
+    plot_series,
+    run_legend,
+    single_axes,
+    style_axes,
+    style_entries,
+    titled,
+)
+from lightning_spectral.report.reader import Image, RunData, Series
+
+LIMIT_STYLE = dict(linewidth=5, alpha=0.25, solid_capstyle="butt")
+
+
+def stability_limit(run: RunData) -> Series | None:
+    """The optimizer's stability limit ``λ_crit = λ_1 / eos_ratio`` (``2/η`` for SGD) at each measurement."""
+    lam, ratio = run.scalars.get(HESSIAN + "lambda_1"), run.scalars.get(HESSIAN + "eos_ratio")
+    if lam is None or ratio is None:
+        return None
+    steps, at_lam, at_ratio = np.intersect1d(lam.steps, ratio.steps, return_indices=True)
+    keep = ratio.values[at_ratio] != 0
+    if not keep.any():
+        return None
+    return Series(steps[keep], lam.values[at_lam][keep] / ratio.values[at_ratio][keep])
+
+
+def hessian_eigenvalues(runs: Sequence[RunData], colors: dict[str, str]) -> ReportFigure | None:
+    """``λ_1 .. λ_k`` against step (line style per index) with each run's stability limit ``2/η``, and
+    ``eos_ratio = λ_1 / limit`` below it with the edge at 1."""
+    shown = [run for run in runs if eigen_tags(run, HESSIAN + "lambda_")]
+    if not shown:
+        return None
+    figure, ax, ratio_ax = _curvature_axes(shown, HESSIAN + "eos_ratio")
+    values, max_k = [], 0
+    for run in shown:
+        for i, tag in eigen_tags(run, HESSIAN + "lambda_"):
+            series = run.scalars[tag]
+            plot_series(ax, series, colors[run.name], linestyle=EIGEN_STYLES[(i - 1) % len(EIGEN_STYLES)])
+            values.append(series.values)
+            max_k = max(max_k, i)
+    styles = (
+        [(i, EIGEN_STYLES[(i - 1) % len(EIGEN_STYLES)]) for i in range(1, max_k + 1)] if max_k > 1 else []
+    )
+    extra = style_entries([(rf"$\lambda_{{{i}}}$", style) for i, style in styles])
+    extra += _limits(ax, shown, colors, values)
+    style_axes(ax, values, r"eigenvalue of $\nabla^2 L$", xlabel=None if ratio_ax else STEP_LABEL)
+    extra += _ratio_panel(ratio_ax, shown, colors, HESSIAN + "eos_ratio", r"$\lambda_1/\lambda_{\rm crit}$")
+    run_legend(figure, shown, colors, extra)
+    caption = (
+        "The largest eigenvalues λ_1 ≥ … ≥ λ_k of the loss Hessian ∇²L at each measurement (line style: index, "
+        "colour: run). The wide faint line is the run's stability limit λ_crit = λ_1/eos_ratio: 2/η for plain "
+        "SGD ((2+2β)/η with momentum β). Gradient descent on a quadratic of curvature λ multiplies the error "
+        "along that direction by 1 − ηλ each step, so it is stable iff λ < 2/η: λ_1 reaching the line is the "
+        "edge of stability (Cohen et al. 2021). Below: eos_ratio = λ_1/λ_crit, which puts runs with different "
+        "step sizes on one scale with the edge at 1."
+    )
+    return titled(
+        figure, "hessian_eigenvalues", "Curvature", "Top Hessian eigenvalues and the stability limit", caption
+    )
+
+
+def batch_sharpness(runs: Sequence[RunData], colors: dict[str, str]) -> ReportFigure | None:
+    """The batch sharpness against step with each run's stability limit, and its ratio to the limit below."""
+    shown = [run for run in runs if HESSIAN + "batch_sharpness" in run.scalars]
+    if not shown:
+        return None
+    figure, ax, ratio_ax = _curvature_axes(shown, HESSIAN + "batch_sharpness_ratio")
+    values = []
+    for run in shown:
+        series = run.scalars[HESSIAN + "batch_sharpness"]
+        plot_series(ax, series, colors[run.name])
+        values.append(series.values)
+    extra = _limits(ax, shown, colors, values)
+    style_axes(ax, values, "batch sharpness", xlabel=None if ratio_ax else STEP_LABEL)
+    extra += _ratio_panel(
+        ratio_ax, shown, colors, HESSIAN + "batch_sharpness_ratio", r"ratio to $\lambda_{\rm crit}$"
+    )
+    run_legend(figure, shown, colors, extra)
+    caption = (
+        "The curvature of each mini-batch loss along its own gradient, E_B[g_Bᵀ H_B g_B / ‖g_B‖²] "
+        "(Andreyev & Beneventano 2024). Under mini-batch SGD it, rather than λ_1, rises to the stability "
+        "limit 2/η (wide faint line) and hovers there: the edge of stochastic stability. Below: "
+        "batch_sharpness_ratio = batch sharpness / λ_crit, with the edge at 1."
+    )
+    return titled(figure, "batch_sharpness", "Curvature", "Batch sharpness", caption)
+
+
+def density_images(
+    runs: Sequence[RunData], steps: Sequence[int] | None = None
+) -> list[tuple[RunData, Image]]:
+    """The logged Hessian density images (``spectral/hessian/density``) at ``steps`` (default: the last)."""
+    return [
+        (run, image)
+        for run in runs
+        for image in chosen_at_steps(run.images.get(HESSIAN + "density") or [], steps)
+    ]
+
+
+def _curvature_axes(runs: Sequence[RunData], ratio_tag: str) -> tuple[Figure, object, object | None]:
+    """A value panel, and below it a ratio panel when any run logged ``ratio_tag`` (else ``None``)."""
+    if not any(ratio_tag in run.scalars for run in runs):
+        return (*single_axes(), None)
+    figure = Figure(figsize=(WIDTH_IN, 6.0), dpi=DPI, layout="constrained")
+    top, bottom = figure.subplots(2, 1, sharex=True, height_ratios=[2.2, 1])
+    return figure, top, bottom
+
+
+def _limits(ax, runs: Sequence[RunData], colors: dict[str, str], values: list) -> list[Line2D]:
+    """Draw each run's stability limit (added to ``values``); the legend entry, if any was drawn."""
+    drawn = False
+    for run in runs:
+        limit = stability_limit(run)
+        if limit is not None:
+            ax.plot(limit.steps, limit.values, color=colors[run.name], **LIMIT_STYLE)
+            values.append(limit.values)
+            drawn = True
+    return [Line2D([], [], color="0.4", label=r"stability limit $2/\eta$", **LIMIT_STYLE)] if drawn else []
+
+
+def _ratio_panel(ax, runs: Sequence[RunData], colors: dict[str, str], tag: str, ylabel: str) -> list[Line2D]:
+    """Each run's ``tag`` against step on ``ax`` with the edge at 1 (nothing when ``ax`` is ``None``)."""
+    if ax is None:
+        return []
+    values = [np.array([1.0])]
+    for run in runs:
+        if tag in run.scalars:
+            plot_series(ax, run.scalars[tag], colors[run.name])
+            values.append(run.scalars[tag].values)
+    style_axes(ax, values, ylabel)
+    return [edge_line(ax, "edge of stability (ratio 1)")]
