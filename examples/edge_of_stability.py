@@ -48,19 +48,18 @@ Requires scikit-learn (``pip install scikit-learn``; it is in the ``dev`` extra)
 from __future__ import annotations
 
 import argparse
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.loggers import TensorBoardLogger
 from torch import nn
-from torch.utils.data import BatchSampler, DataLoader, SequentialSampler, TensorDataset
+from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_spectral.argument_types import positive_float, positive_int
 from lightning_spectral.callbacks import HessianEigenMonitor
 from lightning_spectral.cpu_threads import add_threads_argument, torch_threads
+from lightning_spectral.example_fit import logged_fit, whole_set_loader
 from lightning_spectral.plotting import save_figure
 from lightning_spectral.report.reader import read_scalars as read_event_scalars
 
@@ -127,10 +126,7 @@ class DigitsMLP(pl.LightningModule):
         dataset = TensorDataset(*self.data)
         if self.hparams.batch_size is not None:
             return DataLoader(dataset, batch_size=self.hparams.batch_size, shuffle=True, drop_last=True)
-        # One batch per epoch: every index at once. ``batch_size=None`` with a batch sampler indexes the
-        # dataset with the whole index list in one go instead of collating n single examples each step.
-        whole_set = BatchSampler(SequentialSampler(dataset), batch_size=len(dataset), drop_last=False)
-        return DataLoader(dataset, sampler=whole_set, batch_size=None)
+        return whole_set_loader(dataset)  # one batch per epoch: the whole training set
 
 
 def train(
@@ -171,21 +167,7 @@ def train(
             num_batches=num_examples // batch_size,
             compute_batch_sharpness=True,
         )
-    logger = TensorBoardLogger(str(log_dir), name=name, default_hp_metric=False)
-    trainer = pl.Trainer(
-        max_steps=steps,
-        max_epochs=-1,
-        callbacks=[monitor],
-        logger=logger,
-        log_every_n_steps=1,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-        trainer.fit(model)
-    return Path(logger.log_dir)
+    return logged_fit(model, callbacks=[monitor], log_dir=log_dir, name=name, max_steps=steps)
 
 
 def read_scalars(run_dir: str | Path, tags: Sequence[str]) -> Series:

@@ -18,7 +18,7 @@ The values are read back from the TensorBoard event files with the tests' own re
 from __future__ import annotations
 
 import pytest
-from spectral_testing.examples import load_example
+from spectral_testing.examples import assert_png_figure, load_example
 from spectral_testing.log_readers import read_tensorboard_scalars
 
 pytest.importorskip("sklearn", reason="the example trains on scikit-learn's digits (the `dev` extra)")
@@ -86,9 +86,7 @@ def test_sgd_batch_sharpness_near_two_over_eta_while_lambda_max_stays_below(shor
 
 
 def test_plot_is_written(short_run):
-    _, png = short_run
-    data = png.read_bytes()
-    assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 10_000
+    assert_png_figure(short_run[1])
 
 
 def test_bad_arguments_are_rejected():

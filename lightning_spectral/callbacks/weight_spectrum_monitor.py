@@ -188,7 +188,8 @@ class WeightSpectrumMonitor(SpectralMonitor):
             if not bool(torch.isfinite(full).all()):
                 broken.append(matrix.name)
                 continue
-            generator = generator or self.make_generator(full.device)
+            if generator is None:
+                generator = self.make_generator(full.device)
             whole = dataclasses.replace(matrix, matrix=full)
             measured.append((matrix.name, self._spectra([whole], generator)[0]))
             del full, whole
@@ -241,7 +242,7 @@ class WeightSpectrumMonitor(SpectralMonitor):
             previous=previous,
             n_iter=self.n_iter,
             oversample=self.oversample,
-            generator=generator or self.make_generator(matrices[0].matrix.device),
+            generator=self.make_generator(matrices[0].matrix.device) if generator is None else generator,
             exact_threshold=self.exact_threshold,
             tol=self.tol,
         )

@@ -19,6 +19,9 @@ from torch.utils.data import DataLoader, TensorDataset
 from lightning_spectral.callbacks.base import SpectralMonitor
 from lightning_spectral.callbacks.spectral_early_stopping import SpectralEarlyStopping
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for spectral_testing (run as a script)
+from spectral_testing.two_process import two_process_trainer  # noqa: E402
+
 FIRST_FIRING_STEP = 3
 PATIENCE = 2
 THRESHOLD = 5.0
@@ -56,18 +59,7 @@ class LinearRegressor(pl.LightningModule):
 
 def main(out_dir: str) -> None:
     stopper = SpectralEarlyStopping("spectral/fake/value", threshold=THRESHOLD, patience=PATIENCE)
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        devices=2,
-        strategy="ddp",
-        max_epochs=3,
-        callbacks=[RankDependentMonitor(every_n_steps=1), stopper],
-        default_root_dir=out_dir,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = two_process_trainer(out_dir, [RankDependentMonitor(every_n_steps=1), stopper], max_epochs=3)
     trainer.fit(LinearRegressor())
     result = {
         "global_step": trainer.global_step,

@@ -31,6 +31,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_spectral.callbacks import HessianEigenMonitor, NTKTraceMonitor, WeightSpectrumMonitor
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for spectral_testing (run as a script)
+from spectral_testing.two_process import two_process_trainer  # noqa: E402
+
 NUM_EXAMPLES, BATCH_SIZE, MAX_STEPS = 32, 4, 3
 HESSIAN_K, HESSIAN_TOL = 2, 1e-6
 
@@ -91,21 +94,6 @@ class SaveOutcome(pl.Callback):
         Path(self.out_dir, f"rank{rank}.json").write_text(json.dumps(metrics))
 
 
-def trainer(out_dir: str, callbacks, logger=False, strategy: str = "ddp") -> pl.Trainer:
-    return pl.Trainer(
-        accelerator="cpu",
-        devices=2,
-        strategy=strategy,
-        max_steps=MAX_STEPS,
-        callbacks=callbacks,
-        default_root_dir=out_dir,
-        logger=logger,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-
-
 def measure(out_dir: str, strategy: str) -> None:
     monitors = [
         HessianEigenMonitor(
@@ -126,7 +114,7 @@ def measure(out_dir: str, strategy: str) -> None:
         torch.save(model.state_dict(), Path(out_dir, "initial.pt"))
     callbacks = [*monitors, SaveOutcome(monitors[0], out_dir)]
     logger = TensorBoardLogger(out_dir, name="tb", version=0)
-    trainer(out_dir, callbacks, logger=logger, strategy=strategy).fit(model)
+    two_process_trainer(out_dir, callbacks, strategy=strategy, logger=logger, max_steps=MAX_STEPS).fit(model)
 
 
 def fail(out_dir: str, strict: bool) -> None:
@@ -138,7 +126,7 @@ def fail(out_dir: str, strict: bool) -> None:
         compute_batch_sharpness=False,
         strict=strict,
     )
-    fit = trainer(out_dir, [monitor])
+    fit = two_process_trainer(out_dir, [monitor], max_steps=MAX_STEPS)
     fit.fit(Regressor())
     result = {"global_step": fit.global_step, "disabled": monitor._disabled}
     Path(out_dir, f"rank{fit.global_rank}.json").write_text(json.dumps(result))
@@ -205,18 +193,7 @@ def budget(out_dir: str) -> None:
     monitor_ref.append(monitor)
     monitor.budget.clock = clock
     record = RecordMeasuredSteps(clock, monitor)
-    fit = pl.Trainer(
-        accelerator="cpu",
-        devices=2,
-        strategy="ddp",
-        max_steps=12,
-        callbacks=[AdvanceClock(clock, monitor), monitor, record],
-        default_root_dir=out_dir,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    fit = two_process_trainer(out_dir, [AdvanceClock(clock, monitor), monitor, record], max_steps=12)
     fit.fit(Regressor())
     result = {"steps": record.steps, "skipped": monitor.budget.num_skipped, "global_step": fit.global_step}
     Path(out_dir, f"rank{fit.global_rank}.json").write_text(json.dumps(result))

@@ -24,6 +24,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_spectral.callbacks import WeightSpectrumMonitor
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for spectral_testing (run as a script)
+from spectral_testing.two_process import two_process_trainer  # noqa: E402
+
 MAX_STEPS, EVERY = 4, 2
 
 
@@ -101,17 +104,11 @@ class FailOnRank0(WeightSpectrumMonitor):
 
 
 def fit(out_dir: str, monitor: WeightSpectrumMonitor) -> pl.Trainer:
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        devices=2,
+    trainer = two_process_trainer(
+        out_dir,
+        [monitor, SaveOutcome(out_dir)],
         strategy=ModelParallelStrategy(data_parallel_size=2, tensor_parallel_size=1),
         max_steps=MAX_STEPS,
-        callbacks=[monitor, SaveOutcome(out_dir)],
-        default_root_dir=out_dir,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
     )
     trainer.fit(ShardedClassifier())
     return trainer

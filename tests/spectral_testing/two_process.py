@@ -1,0 +1,26 @@
+"""The ``Trainer`` of the two-process CPU scripts (``tests/callbacks/*_script.py``): the tests' quiet CPU
+settings (:func:`spectral_testing.models.trainer_kwargs`) on 2 processes.
+
+The scripts run as their own programs (a distributed strategy relaunches ``sys.argv``), so they put ``tests/``
+on ``sys.path`` themselves before importing this module (pytest has it there through ``pythonpath``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+
+from spectral_testing.models import trainer_kwargs
+
+
+def two_process_trainer(
+    out_dir: str, callbacks: list, *, strategy: Any = "ddp", **options: Any
+) -> pl.Trainer:
+    """``pl.Trainer`` on 2 CPU processes under ``strategy`` writing to ``out_dir``, no logger unless given;
+    ``options`` (``max_steps``, ``max_epochs``, ``logger``, ...) go to the ``Trainer``. Unlike the
+    single-process tests, no epoch limit by default and torch's default (non-)determinism."""
+    settings: dict[str, Any] = {"max_epochs": -1, "deterministic": None, **options}
+    return pl.Trainer(
+        **trainer_kwargs(out_dir, devices=2, strategy=strategy, callbacks=callbacks, **settings)
+    )
