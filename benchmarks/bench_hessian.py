@@ -2,11 +2,21 @@
 
 Run from the repository root::
 
-    python -m benchmarks.bench_hessian [--quick] [--no-write]
+    python -m benchmarks.bench_hessian [--quick] [--no-write] [--device {cpu,cuda}]
 
 and the ``hessian`` section of ``benchmarks/RESULTS.md`` is rewritten with the tables below (``--no-write``
 prints it instead). Everything runs in one process on the same float32 models and the same fixed batch, so
 the ratios are comparable even on a noisy machine.
+
+``--device cuda``: the models are pretrained on the CPU as always (the same weights), then model, batch and
+data move to the GPU, and every tool runs there: ours, hessian-eigenthings and curvlinops follow the model's
+device, PyHessian gets ``cuda=True``; curvlinops' SciPy operator still copies every vector to NumPy and back
+(its own cost). The float64 reference runs on the GPU too. Every float32 precision switch is set to IEEE for
+the run (``lightning_spectral.full_precision.full_float32_precision``): cuDNN's GPU default would run the CNN's
+convolutions in TF32, not float32 as on the CPU. Timed regions end
+with ``torch.cuda.synchronize()``. Random start vectors come from a generator on the device (a CUDA generator's
+stream differs from the CPU one's); the fixed HVP test vector and the SGD minibatch indices are drawn on the
+CPU and moved.
 
 Problems. scikit-learn's ``load_digits`` (1797 images of 8×8 pixels, shipped with the package, no download),
 pixels scaled to ``[0, 1]``, mean cross-entropy loss on a fixed batch (the first ``MLP_BATCH`` / ``CNN_BATCH``
@@ -36,7 +46,7 @@ initialisation.
    re-measurement during training does) and the median HVP count. HVPs are counted by wrapping each tool's
    operator (PyHessian: its ``hessian_vector_product`` function; eigsh: the SciPy operator), not read from the
    tools' own counters. Target: our time ≤ 1/3 of the best reference tool's.
-4. **Defaults.** Each tool with its own defaults except ``k`` (and ``cuda=False`` for PyHessian).
+4. **Defaults.** Each tool with its own defaults except ``k`` (and PyHessian's ``cuda`` set by ``--device``).
 5. **Warm start.** At the trained state the top-``k`` pairs are measured with our defaults (``tol=1e-3``);
    training goes on for 10 and for 100 SGD steps and the new Hessian is measured cold (random start) and
    warm (``v0=`` the previous eigenvectors). Errors against a float64 reference at the new point. Target:
@@ -66,13 +76,17 @@ from torch import Tensor, nn
 
 from benchmarks.common import (
     Target,
+    add_device_argument,
+    device_option,
     machine_description,
     markdown_table,
     median_time,
     package_versions,
+    seeded,
     skipped,
     write_section,
 )
+from lightning_spectral.full_precision import full_float32_precision
 from lightning_spectral.functional import HessianOperator, hessian_eigenvalues
 
 TARGET_ERROR = 1e-3
@@ -98,10 +112,6 @@ Matvec = Callable[[Tensor], Tensor]
 
 def log(message: str) -> None:
     print(message, flush=True)
-
-
-def seeded(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 # ------------------------------------------------------------------------------------------ problems
@@ -140,10 +150,11 @@ def make_cnn() -> nn.Module:
 
 
 def sgd_steps(model: nn.Module, x: Tensor, y: Tensor, steps: int, generator: torch.Generator) -> None:
-    """``steps`` steps of minibatch SGD (batch ``SGD_BATCH``, learning rate ``SGD_LR``) on ``(x, y)``."""
+    """``steps`` steps of minibatch SGD (batch ``SGD_BATCH``, learning rate ``SGD_LR``) on ``(x, y)``; the
+    indices are drawn from ``generator`` (CPU) and moved to ``x``'s device."""
     optimizer = torch.optim.SGD(model.parameters(), lr=SGD_LR)
     for _ in range(steps):
-        index = torch.randint(0, x.shape[0], (SGD_BATCH,), generator=generator)
+        index = torch.randint(0, x.shape[0], (SGD_BATCH,), generator=generator).to(x.device)
         optimizer.zero_grad(set_to_none=True)
         loss_fn(model, (x[index], y[index])).backward()
         optimizer.step()
@@ -173,8 +184,13 @@ class Problem:
     def dim(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
 
-def build_problem(name: str) -> Problem:
+
+def build_problem(name: str, device: torch.device) -> Problem:
+    """The model pretrained on the CPU (the same weights for every device), then moved with its data."""
     x, y = digits()
     if name == "MLP":
         model, size = make_mlp(), MLP_BATCH
@@ -183,19 +199,25 @@ def build_problem(name: str) -> Problem:
         model, size = make_cnn(), CNN_BATCH
         description = f"CNN conv 1→4→8 (3×3) → 512→576→10 (tanh); batch: first {size} digits as 1×8×8"
     sgd_steps(model, x, y, PRETRAIN_STEPS, seeded(SEED))
-    return Problem(name, description, model, (x[:size], y[:size]), (x, y))
+    x, y = x.to(device), y.to(device)
+    return Problem(name, description, model.to(device), (x[:size], y[:size]), (x, y))
 
 
 def float64_reference(model: nn.Module, batch: tuple[Tensor, Tensor], k: int, crosscheck: bool) -> Reference:
-    """Top-``k`` eigenvalues of the float64 Hessian by our Lanczos at ``REFERENCE_TOL`` (+ an eigsh check)."""
+    """Top-``k`` eigenvalues of the float64 Hessian by our Lanczos at ``REFERENCE_TOL`` (+ an eigsh check),
+    computed on the model's device; the returned values and vectors are on the CPU."""
     model64 = copy.deepcopy(model).double()
     op = HessianOperator(model64, loss_fn, (batch[0].double(), batch[1]), method="double_backward")
     result = hessian_eigenvalues(
-        operator=op, k=k, tol=REFERENCE_TOL, max_iter=REFERENCE_MAX_ITER, generator=seeded(SEED + 7)
+        operator=op,
+        k=k,
+        tol=REFERENCE_TOL,
+        max_iter=REFERENCE_MAX_ITER,
+        generator=seeded(SEED + 7, op.device),
     )
     if not result.converged:
         raise RuntimeError(f"the float64 reference did not converge in {REFERENCE_MAX_ITER} HVPs")
-    values = result.eigenvalues.double()
+    values = result.eigenvalues.double().cpu()
     note = "not cross-checked"
     if crosscheck:
         try:
@@ -205,7 +227,7 @@ def float64_reference(model: nn.Module, batch: tuple[Tensor, Tensor], k: int, cr
         else:
             scipy_op = LinearOperator(
                 (op.dim, op.dim),
-                matvec=lambda v: op.matvec(torch.from_numpy(v).reshape(-1)).numpy(),
+                matvec=lambda v: op.matvec(torch.from_numpy(v).reshape(-1).to(op.device)).cpu().numpy(),
                 dtype=np.float64,
             )
             v0 = np.random.default_rng(SEED + 11).standard_normal(op.dim)
@@ -214,7 +236,7 @@ def float64_reference(model: nn.Module, batch: tuple[Tensor, Tensor], k: int, cr
             other = torch.from_numpy(np.sort(other)[::-1].copy())
             difference = float(((values - other).abs() / values.abs()).max())
             note = f"eigsh (float64) agrees to {difference:.1e} ({op.num_matvecs - before} HVPs)"
-    return Reference(values, result.eigenvectors.double(), result.num_hvps, note)
+    return Reference(values, result.eigenvectors.double().cpu(), result.num_hvps, note)
 
 
 def relative_error(values: list[float] | None, reference: Tensor, k: int) -> float:
@@ -288,7 +310,7 @@ def label(setting: Setting) -> str:
 def our_run(method: str) -> RunFn:
     def run(problem: Problem, k: int, setting: Setting, seed: int | None, cap: int | None) -> Run:
         op = HessianOperator(problem.model, loss_fn, problem.batch, method=method)
-        generator = None if seed is None else seeded(seed)
+        generator = None if seed is None else seeded(seed, op.device)
         result = hessian_eigenvalues(operator=op, k=k, generator=generator, **setting)  # max_iter bounds it
         return Run(sorted(result.eigenvalues.tolist(), reverse=True), op.num_matvecs)
 
@@ -310,6 +332,11 @@ def our_sweeps(k: int, quick: bool) -> list[list[Setting]]:
 # --- PyHessian: power iteration, with deflation for k > 1
 
 
+def on_cuda(problem: Problem) -> bool:
+    """PyHessian's ``cuda=`` flag (it moves the batch with ``.cuda()`` and its vectors to ``"cuda"``)."""
+    return problem.device.type == "cuda"
+
+
 def pyhessian_run(problem: Problem, k: int, setting: Setting, seed: int | None, cap: int | None) -> Run:
     module = importlib.import_module("pyhessian.hessian")
     counter = Counter(cap)
@@ -325,7 +352,7 @@ def pyhessian_run(problem: Problem, k: int, setting: Setting, seed: int | None, 
     try:
         if seed is not None:
             torch.manual_seed(seed)  # PyHessian draws its start vectors from the global RNG
-        solver = module.hessian(model, nn.CrossEntropyLoss(), data=problem.batch, cuda=False)
+        solver = module.hessian(model, nn.CrossEntropyLoss(), data=problem.batch, cuda=on_cuda(problem))
         values, _ = solver.eigenvalues(top_n=k, **setting)
         return Run(sorted(values, reverse=True), counter.count)
     except BudgetExceeded:
@@ -338,7 +365,7 @@ def pyhessian_run(problem: Problem, k: int, setting: Setting, seed: int | None, 
 def pyhessian_matvec(problem: Problem) -> Matvec:
     module = importlib.import_module("pyhessian.hessian")
     problem.model.zero_grad(set_to_none=True)
-    solver = module.hessian(problem.model, nn.CrossEntropyLoss(), data=problem.batch, cuda=False)
+    solver = module.hessian(problem.model, nn.CrossEntropyLoss(), data=problem.batch, cuda=on_cuda(problem))
     problem.model.zero_grad(set_to_none=True)  # the solver keeps its own reference to the gradient graph
     sizes = [p.numel() for p in solver.params]
 
@@ -431,8 +458,9 @@ def curvlinops_run(problem: Problem, k: int, setting: Setting, seed: int | None,
 
 
 def curvlinops_matvec(problem: Problem) -> Matvec:
+    """The SciPy operator's product on ``v``: through NumPy (the CPU) and back to ``v``'s device."""
     scipy_op = curvlinops_operator(problem, None)
-    return lambda v: torch.from_numpy(scipy_op @ v.double().numpy()).float()
+    return lambda v: torch.from_numpy(scipy_op @ v.double().cpu().numpy()).float().to(v.device)
 
 
 def curvlinops_sweeps(k: int, quick: bool) -> list[list[Setting]]:
@@ -519,7 +547,7 @@ def fmt_error(error: float) -> str:
 
 def hvp_costs(problem: Problem, tools: list[Tool], rounds: int) -> str:
     """Time per HVP of every tool (round-robin over tools, median over rounds) and agreement with ours."""
-    v = torch.randn(problem.dim, generator=seeded(SEED + 3))
+    v = torch.randn(problem.dim, generator=seeded(SEED + 3)).to(problem.device)
     matvecs: dict[str, Matvec] = {}
     for method in ("double_backward", "forward_over_reverse"):
         matvecs[f"ours, hvp_method={method}"] = our_matvec(method)(problem)
@@ -534,7 +562,9 @@ def hvp_costs(problem: Problem, tools: list[Tool], rounds: int) -> str:
     for _ in range(rounds):
         for name, matvec in matvecs.items():
             times[name].append(
-                median_time(lambda matvec=matvec: matvec(v), repeats=HVP_TIMING_CALLS, warmup=0)
+                median_time(
+                    lambda matvec=matvec: matvec(v), repeats=HVP_TIMING_CALLS, warmup=0, device=problem.device
+                )
             )
     per_hvp = {name: statistics.median(values) for name, values in times.items()}
     rows = [[name, f"{1e3 * per_hvp[name]:.1f}", f"{agreement[name]:.1e}"] for name in matvecs]
@@ -553,7 +583,10 @@ class Timed:
 def timed_run(tool: Tool, problem: Problem, k: int, setting: Setting, seed: int | None) -> Timed:
     box: dict[str, Run] = {}
     seconds = median_time(
-        lambda: box.update(run=tool.run(problem, k, setting, seed, HVP_CAP)), repeats=1, warmup=0
+        lambda: box.update(run=tool.run(problem, k, setting, seed, HVP_CAP)),
+        repeats=1,
+        warmup=0,
+        device=problem.device,
     )
     run = box["run"]
     return Timed(seconds, run, relative_error(run.values, problem.reference.values, k))
@@ -723,7 +756,7 @@ def warm_start(problem: Problem, k: int, repeats: int) -> list[list[Any]]:
     previous = []
     for seed in range(repeats):
         op = HessianOperator(problem.model, loss_fn, problem.batch, method="double_backward")
-        previous.append(hessian_eigenvalues(operator=op, k=k, generator=seeded(seed)).eigenvectors)
+        previous.append(hessian_eigenvalues(operator=op, k=k, generator=seeded(seed, op.device)).eigenvectors)
     rows = []
     for steps in WARM_STEPS:
         moved = copy.deepcopy(problem)
@@ -734,7 +767,7 @@ def warm_start(problem: Problem, k: int, repeats: int) -> list[list[Any]]:
         warm = []
         for vectors in previous:
             op = HessianOperator(moved.model, loss_fn, moved.batch, method="double_backward")
-            result = hessian_eigenvalues(operator=op, k=k, v0=vectors, generator=seeded(SEED))
+            result = hessian_eigenvalues(operator=op, k=k, v0=vectors, generator=seeded(SEED, op.device))
             warm.append(Run(sorted(result.eigenvalues.tolist(), reverse=True), op.num_matvecs))
         cold_hvps = statistics.median(r.hvps for r in cold)
         warm_hvps = statistics.median(r.hvps for r in warm)
@@ -782,9 +815,11 @@ class Report:
     targets: list[Target] = field(default_factory=list)
 
 
-def benchmark_problem(name: str, tools: list[Tool], cfg: Settings, report: Report) -> None:
+def benchmark_problem(
+    name: str, tools: list[Tool], cfg: Settings, report: Report, device: torch.device
+) -> None:
     start = time.perf_counter()
-    problem = build_problem(name)
+    problem = build_problem(name, device)
     problem.reference = float64_reference(problem.model, problem.batch, 3, crosscheck=True)
     values = problem.reference.values
     log(
@@ -852,7 +887,10 @@ def main(argv: list[str] | None = None) -> list[Target]:
     parser.add_argument(
         "--no-write", action="store_true", help="print the section instead of writing RESULTS.md"
     )
-    return run(parser.parse_args(argv))
+    add_device_argument(parser)
+    args = parser.parse_args(argv)
+    with full_float32_precision():  # cuDNN's GPU default runs the CNN's convolutions in TF32, not float32
+        return run(args)
 
 
 def run(args: argparse.Namespace) -> list[Target]:
@@ -864,7 +902,7 @@ def run(args: argparse.Namespace) -> list[Target]:
             log(f"[hessian] {tool.name}: {tool.status}")
     report = Report()
     for name in cfg.problems:
-        benchmark_problem(name, tools, cfg, report)
+        benchmark_problem(name, tools, cfg, report, torch.device(args.device))
     total = time.perf_counter() - wall
 
     header = [
@@ -883,7 +921,9 @@ def run(args: argparse.Namespace) -> list[Target]:
     else:
         missed = sum(r < TARGET_WARM_RATIO for r in ratios)
         warm_verdict = f"**missed** in {missed} of {len(ratios)} rows (smallest ratio {min(ratios):.2f}×)."
-    command = "python -m benchmarks.bench_hessian" + (" --quick" if cfg.quick else "")
+    command = (
+        "python -m benchmarks.bench_hessian" + (" --quick" if cfg.quick else "") + device_option(args.device)
+    )
     quick_note = " (quick mode: MLP only, k = 1, 3 repeats, coarser sweeps)" if cfg.quick else ""
     problems_table = markdown_table(
         ["model", "setup", "parameters", "λ_1, λ_2, λ_3 (float64)", "λ_2/λ_1", "reference HVPs; cross-check"],
@@ -892,8 +932,8 @@ def run(args: argparse.Namespace) -> list[Target]:
     body = f"""## Hessian eigenvalues (`benchmarks/bench_hessian.py`)
 
 Command: `{command}` (interpreter `{sys.executable}`), {total:.0f} s in all{quick_note}.
-Machine: {machine_description()} ({platform.system()}); `torch.get_num_threads()` = {torch.get_num_threads()}, left as
-it was. Packages: {tool_versions(tools)}.
+Machine: {machine_description()} ({platform.system()}); device: {args.device}; `torch.get_num_threads()` =
+{torch.get_num_threads()}, left as it was. Packages: {tool_versions(tools)}.
 
 Models trained {PRETRAIN_STEPS} steps of SGD (batch {SGD_BATCH}, lr {SGD_LR}) on scikit-learn's digits, then
 frozen; mean cross-entropy on a fixed batch; float32 in every timed run. Reference: our float64 Lanczos

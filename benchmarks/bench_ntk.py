@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    python -m benchmarks.bench_ntk [--quick]
+    python -m benchmarks.bench_ntk [--quick] [--device {cpu,cuda}]
 
 and the ``ntk`` section of ``benchmarks/RESULTS.md`` is rewritten with the tables below. The model is an MLP
 ``64 → w → w → 10`` (ReLU) on scikit-learn's 8×8 digits (standardised pixels; they ship with scikit-learn, no
@@ -20,6 +20,9 @@ download; Gaussian inputs if scikit-learn is missing), ``K = 10`` logits, ``tr �
    per-example Rademacher probe; ``Θ_ii`` is the ``K × K`` block of example ``i``).
    Target ≤ 5 % at 8 probes.
 3. **Scaling** of the exact and the Hutchinson (8 probes) times in ``B`` and the parameter count ``P``.
+
+``--device cuda``: inputs, labels and every model live on the GPU (the float64 kernel of section 2 too), the
+probes come from a generator on the GPU, and every timed call ends with ``torch.cuda.synchronize()``.
 """
 
 from __future__ import annotations
@@ -40,10 +43,13 @@ from torch import Tensor, nn
 
 from benchmarks.common import (
     Target,
+    add_device_argument,
+    device_option,
     machine_description,
     markdown_table,
     median_time,
     package_versions,
+    seeded,
     write_section,
 )
 from lightning_spectral.functional import ntk_matrix, ntk_trace
@@ -134,7 +140,7 @@ def loop_trace(model: nn.Module, inputs: Tensor) -> float:
     """The baseline: ``Σ_i Σ_k ‖∂f_k(x_i)/∂θ‖²`` with one forward pass per example and one
     ``torch.autograd.grad`` per example and output."""
     params = [p for p in model.parameters() if p.requires_grad]
-    total = torch.zeros((), dtype=torch.float64)
+    total = torch.zeros((), dtype=torch.float64, device=inputs.device)
     for example in inputs:
         outputs = model(example.unsqueeze(0)).reshape(-1)
         for k in range(outputs.numel()):
@@ -160,23 +166,29 @@ def per_example_jacobian_trace(model: nn.Module, inputs: Tensor, chunk_size: int
 
 
 def exact_vs_loop(cfg: Settings, x: Tensor) -> tuple[str, float]:
-    model = mlp(WIDTH)
+    model = mlp(WIDTH).to(x.device)
     inputs = x[:B_TARGET]
     loop_value = loop_trace(model, inputs)
-    t_loop_before = median_time(lambda: loop_trace(model, inputs), repeats=cfg.repeats)
+    t_loop_before = median_time(lambda: loop_trace(model, inputs), repeats=cfg.repeats, device=x.device)
     value = ntk_trace(model, inputs, method="exact").trace
-    t_exact = median_time(lambda: ntk_trace(model, inputs, method="exact"), repeats=cfg.repeats)
+    t_exact = median_time(
+        lambda: ntk_trace(model, inputs, method="exact"), repeats=cfg.repeats, device=x.device
+    )
     log(f"[ntk] exact (layer-wise): {t_exact:.3f} s")
     jacobians = {}
     for chunk in cfg.chunk_sizes:
         jac_value = per_example_jacobian_trace(model, inputs, chunk)
-        t = median_time(lambda c=chunk: per_example_jacobian_trace(model, inputs, c), repeats=cfg.repeats)
+        t = median_time(
+            lambda c=chunk: per_example_jacobian_trace(model, inputs, c), repeats=cfg.repeats, device=x.device
+        )
         jacobians[chunk] = (t, jac_value)
         log(f"[ntk] vmap of jacrev chunk_size={chunk}: {t:.3f} s")
     t_hutch = median_time(
-        lambda: ntk_trace(model, inputs, method="hutchinson", num_probes=TARGET_PROBES), repeats=cfg.repeats
+        lambda: ntk_trace(model, inputs, method="hutchinson", num_probes=TARGET_PROBES),
+        repeats=cfg.repeats,
+        device=x.device,
     )
-    t_loop_after = median_time(lambda: loop_trace(model, inputs), repeats=cfg.repeats)
+    t_loop_after = median_time(lambda: loop_trace(model, inputs), repeats=cfg.repeats, device=x.device)
     t_loop = 0.5 * (t_loop_before + t_loop_after)
     log(f"[ntk] loop {t_loop_before:.2f} s / {t_loop_after:.2f} s, hutchinson {t_hutch:.3f} s")
     rows = [
@@ -220,8 +232,8 @@ def exact_vs_loop(cfg: Settings, x: Tensor) -> tuple[str, float]:
 
 
 class SeededEstimates:
-    """``fn()`` for :func:`median_time`: one ``ntk_trace`` estimate per call, seeded ``first_seed + call``;
-    keeps every estimate and reported standard error."""
+    """``fn()`` for :func:`median_time`: one ``ntk_trace`` estimate per call, seeded ``first_seed + call`` (a
+    generator on the inputs' device); keeps every estimate and reported standard error."""
 
     def __init__(self, model: nn.Module, inputs: Tensor, method: str, probes: int, first_seed: int) -> None:
         self.model, self.inputs, self.method, self.probes = model, inputs, method, probes
@@ -230,7 +242,7 @@ class SeededEstimates:
         self.std_errors: list[float] = []
 
     def __call__(self) -> None:
-        generator = torch.Generator().manual_seed(self.first_seed + len(self.estimates))
+        generator = seeded(self.first_seed + len(self.estimates), self.inputs.device)
         result = ntk_trace(
             self.model, self.inputs, method=self.method, num_probes=self.probes, generator=generator
         )
@@ -265,7 +277,7 @@ def standard_error_vs_probes(
     inputs = x[:B_TARGET]
     rows, verdicts, notes, at_target = [], [], [], []
     for state in ("initialisation", "trained"):
-        model = mlp(WIDTH)
+        model = mlp(WIDTH).to(x.device)
         if state == "trained":
             accuracy = train(model, x, y, TRAIN_STEPS)
             notes.append(
@@ -287,7 +299,7 @@ def standard_error_vs_probes(
                     continue
                 # disjoint seeds for every row, so that the rows are independent
                 runs = SeededEstimates(model, inputs, method, probes, first_seed=len(rows) * cfg.seeds)
-                t = median_time(runs, repeats=cfg.seeds - 1)
+                t = median_time(runs, repeats=cfg.seeds - 1, device=x.device)
                 estimates = torch.tensor(runs.estimates, dtype=torch.float64)
                 empirical = float(estimates.std()) / exact
                 reported = [s for s in runs.std_errors if math.isfinite(s)]
@@ -338,15 +350,18 @@ def standard_error_vs_probes(
 def scaling(cfg: Settings, x: Tensor) -> str:
     rows = []
     for width in cfg.widths:
-        model = mlp(width)
+        model = mlp(width).to(x.device)
         for batch in cfg.batches:
             inputs = x[:batch]
             t_exact = median_time(
-                lambda m=model, b=inputs: ntk_trace(m, b, method="exact"), repeats=cfg.repeats
+                lambda m=model, b=inputs: ntk_trace(m, b, method="exact"),
+                repeats=cfg.repeats,
+                device=x.device,
             )
             t_hutch = median_time(
                 lambda m=model, b=inputs: ntk_trace(m, b, method="hutchinson", num_probes=TARGET_PROBES),
                 repeats=cfg.repeats,
+                device=x.device,
             )
             rows.append([width, num_params(model), batch, t_exact * 1e3, t_hutch * 1e3, t_exact / t_hutch])
             log(
@@ -386,6 +401,7 @@ def main(argv: list[str] | None = None) -> list[Target]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats, seeds and sizes (≤ 2 min)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1, see RESULTS.md)")
+    add_device_argument(parser)
     args = parser.parse_args(argv)
     with limited_threads(args.threads):
         return run(args)
@@ -395,8 +411,9 @@ def run(args: argparse.Namespace) -> list[Target]:
     cfg = settings(args.quick)
     wall = time.perf_counter()
     command = "python -m benchmarks.bench_ntk" + (" --quick" if cfg.quick else "")
-    command += "" if args.threads == 1 else f" --threads {args.threads}"
+    command += ("" if args.threads == 1 else f" --threads {args.threads}") + device_option(args.device)
     x, y, source = digits(1797)
+    x, y = x.to(args.device), y.to(args.device)
 
     start = time.perf_counter()
     section1, speedup = exact_vs_loop(cfg, x)
@@ -417,7 +434,7 @@ def run(args: argparse.Namespace) -> list[Target]:
     body = f"""## NTK trace (`benchmarks/bench_ntk.py`)
 
 Command: `{command}` (interpreter `{sys.executable}`), {total:.0f} s in all{" (quick mode: fewer seeds, sizes and repeats)" if cfg.quick else ""}.
-Machine: {machine_description()} ({platform.system()}). Packages: {package_versions(PACKAGES)}.
+Machine: {machine_description()} ({platform.system()}); device: {args.device}. Packages: {package_versions(PACKAGES)}.
 Times are medians of {cfg.repeats} runs after one warm-up run. {THREADS_NOTE}
 Model: MLP 64→w→w→10 (ReLU, PyTorch default init), inputs: {source}; float32.
 

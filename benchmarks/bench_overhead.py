@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    python -m benchmarks.bench_overhead [--quick]
+    python -m benchmarks.bench_overhead [--quick] [--device {cpu,cuda}]
 
 and the ``overhead`` section of ``benchmarks/RESULTS.md`` is rewritten with the tables below.
 
@@ -28,6 +28,11 @@ paired overhead ``t / t(no monitor, same round) − 1`` (a check against drift),
 the monitors' own hooks (each instance's Lightning hooks wrapped with a clock) over the median
 no-monitor time, which is free of the run-to-run noise but leaves out Lightning's own per-hook cost of
 having one more callback. Target: all three together ≤ 5 %.
+
+``--device cuda``: ``Trainer(accelerator="gpu", devices=1)`` instead of ``accelerator="cpu"`` (the monitors
+measure on the model's device), and ``torch.cuda.synchronize()`` before and after the timed ``trainer.fit``.
+The hook clocks do not synchronize (that would add a wait to every training step of the monitored runs
+only): on CUDA a hook's time is its host time, up to the monitors' own reads of their results.
 """
 
 from __future__ import annotations
@@ -49,7 +54,16 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from benchmarks.common import Target, machine_description, markdown_table, package_versions, write_section
+from benchmarks.common import (
+    Target,
+    add_device_argument,
+    device_option,
+    machine_description,
+    markdown_table,
+    package_versions,
+    synchronize,
+    write_section,
+)
 from lightning_spectral.callbacks import HessianEigenMonitor, NTKTraceMonitor, WeightSpectrumMonitor
 from lightning_spectral.callbacks.base import SpectralMonitor
 
@@ -150,8 +164,9 @@ class Run:
     measurements: dict[str, int] = field(default_factory=dict)
 
 
-def fit_once(config: str, data: TensorDataset) -> Run:
-    """One timed ``trainer.fit`` of a fresh model under ``config``; checks every monitor measured as scheduled."""
+def fit_once(config: str, data: TensorDataset, device: str) -> Run:
+    """One timed ``trainer.fit`` of a fresh model under ``config`` on ``device`` (``"cpu"`` or ``"cuda"``);
+    checks every monitor measured as scheduled."""
     torch.manual_seed(SEED)
     model = DigitsCNN()
     loader = DataLoader(
@@ -163,7 +178,7 @@ def fit_once(config: str, data: TensorDataset) -> Run:
     clocks = {name: HookClock(monitor) for name, monitor in monitors.items()}
     trainer = pl.Trainer(
         max_epochs=1,
-        accelerator="cpu",
+        accelerator="gpu" if device == "cuda" else "cpu",
         devices=1,
         callbacks=list(monitors.values()),
         enable_progress_bar=False,
@@ -171,8 +186,10 @@ def fit_once(config: str, data: TensorDataset) -> Run:
         enable_checkpointing=False,
         enable_model_summary=False,
     )
+    synchronize(device)
     start = time.perf_counter()
     trainer.fit(model, loader)
+    synchronize(device)
     seconds = time.perf_counter() - start
     for name, monitor in monitors.items():
         expected = len(monitor.schedule.steps_up_to(trainer.global_step))
@@ -208,15 +225,15 @@ def quiet_and_single_threaded() -> Iterator[None]:
             logging.getLogger(name).setLevel(level)
 
 
-def round_robin(data: TensorDataset, repeats: int) -> dict[str, list[Run]]:
+def round_robin(data: TensorDataset, repeats: int, device: str) -> dict[str, list[Run]]:
     """One warm-up round, then ``repeats`` rounds of every configuration in a rotated order."""
     for config in CONFIGS:
-        fit_once(config, data)
+        fit_once(config, data, device)
     runs: dict[str, list[Run]] = {config: [] for config in CONFIGS}
     for round_index in range(repeats):
         shift = round_index % len(CONFIGS)
         for config in CONFIGS[shift:] + CONFIGS[:shift]:
-            runs[config].append(fit_once(config, data))
+            runs[config].append(fit_once(config, data, device))
         times = ", ".join(f"{c.split('(')[0]} {runs[c][-1].seconds:.2f}" for c in CONFIGS)
         log(f"[overhead] round {round_index + 1}/{repeats}: {times} s")
     return runs
@@ -310,6 +327,7 @@ def main(argv: list[str] | None = None) -> list[Target]:
     """Parse ``argv``, run, rewrite the ``overhead`` section; returns the targets for ``python -m benchmarks``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="5 rounds instead of 15 (about 1 min)")
+    add_device_argument(parser)
     args = parser.parse_args(argv)
     with quiet_and_single_threaded():
         return run(args)
@@ -321,20 +339,22 @@ def run(args: argparse.Namespace) -> list[Target]:
     data = digits()
     steps = math.ceil(len(data) / BATCH_SIZE)
     parameters = sum(p.numel() for p in DigitsCNN().parameters())
-    runs = round_robin(data, cfg.repeats)
+    runs = round_robin(data, cfg.repeats, args.device)
     fit_table, measurement_table, (overhead, paired, hooks), reading = tables(runs, steps)
     total = time.perf_counter() - wall
     met = overhead <= TARGET_OVERHEAD
     word = "**met**" if met else f"**missed** ({overhead / TARGET_OVERHEAD:.1f}× the allowed overhead)"
-    command = "python -m benchmarks.bench_overhead" + (" --quick" if cfg.quick else "")
+    command = (
+        "python -m benchmarks.bench_overhead" + (" --quick" if cfg.quick else "") + device_option(args.device)
+    )
     body = f"""## Training overhead of the monitors (`benchmarks/bench_overhead.py`)
 
 Command: `{command}` (interpreter `{sys.executable}`), {total:.0f} s in all{" (quick mode: 5 rounds)" if cfg.quick else ""}.
-Machine: {machine_description()} ({platform.system()}); `torch.set_num_threads(1)` for the whole run (the 2 cores are
-shared with other jobs). Packages: {package_versions(("torch", "pytorch-lightning", "scikit-learn", "lightning-spectral"))}.
+Machine: {machine_description()} ({platform.system()}); device: {args.device}; `torch.set_num_threads(1)` for the whole
+run (the 2 cores are shared with other jobs). Packages: {package_versions(("torch", "pytorch-lightning", "scikit-learn", "lightning-spectral"))}.
 
 `Trainer.fit` of a CNN with {parameters:,} parameters (conv 1→16→32, 3×3, max-pool, 512→64→10) on scikit-learn's
-8×8 digits (1797 images), cross-entropy, plain SGD (lr {LR}), batch {BATCH_SIZE}: one epoch = {steps} steps, CPU.
+8×8 digits (1797 images), cross-entropy, plain SGD (lr {LR}), batch {BATCH_SIZE}: one epoch = {steps} steps, {args.device.upper()}.
 `Trainer(max_epochs=1, enable_progress_bar=False, logger=False, enable_checkpointing=False,
 enable_model_summary=False)`; only `trainer.fit` is timed, a fresh model and loader from the same seeds every
 run. Monitors at their defaults (`every_n_steps=100`, `at_train_start=True`: steps 0, 100, 200; one

@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    python -m benchmarks.bench_scaling [--quick]
+    python -m benchmarks.bench_scaling [--quick] [--device {cpu,cuda}]
 
 and the ``scaling`` section of ``benchmarks/RESULTS.md`` and the plot ``benchmarks/scaling.png`` are
 rewritten.
@@ -37,6 +37,14 @@ resets the RSS high-water mark (``echo 5 > /proc/self/clear_refs``; where that i
 once and reports ``VmHWM − VmRSS before``: the extra memory the call touched at its peak, inputs, model and
 batch excluded. Ratios to the same number for the training step. Target: ``1 HVP`` ≤ 3× a training step's
 peak memory (at the largest size, where the allocations dwarf the allocator's granularity).
+
+``--device cuda`` (supported, not CPU-only): model, batch and inputs live on the GPU, the random draws of
+the measurements come from a generator there (the HVP's vector is drawn on the CPU and moved), and every
+timed call ends with ``torch.cuda.synchronize()``. Peak memory is then measured in this process, after the
+timing, with torch's CUDA allocator statistics instead of the RSS: for each (size, measurement) a fresh
+model and inputs on the GPU, ``torch.cuda.reset_peak_memory_stats()``, one call, and
+``torch.cuda.max_memory_allocated()`` minus ``torch.cuda.memory_allocated()`` just before the call (the
+caching allocator's reserve does not count; the timing's warm-up calls already did the one-time set-up).
 """
 
 from __future__ import annotations
@@ -62,7 +70,17 @@ import torch
 from torch import Tensor, nn
 
 from benchmarks import common
-from benchmarks.common import Target, machine_description, markdown_table, package_versions, write_section
+from benchmarks.common import (
+    Target,
+    add_device_argument,
+    device_option,
+    machine_description,
+    markdown_table,
+    package_versions,
+    seeded,
+    synchronize,
+    write_section,
+)
 from lightning_spectral.functional import (
     HessianOperator,
     hessian_eigenvalues,
@@ -108,10 +126,6 @@ def log(message: str) -> None:
     print(message, flush=True)
 
 
-def seeded(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
 def mlp(width: int) -> nn.Sequential:
     torch.manual_seed(SEED)
     return nn.Sequential(
@@ -138,7 +152,9 @@ def loss_fn(model: nn.Module, batch: tuple[Tensor, Tensor]) -> Tensor:
 
 
 def measurement(name: str, model: nn.Module, batch: tuple[Tensor, Tensor]) -> Callable[[], Any]:
-    """The zero-argument call that measures ``name`` once on ``model`` and ``batch`` (inputs allocated here)."""
+    """The zero-argument call that measures ``name`` once on ``model`` and ``batch`` (inputs allocated here, on
+    the batch's device)."""
+    device = batch[0].device
     if name == "step":
         optimizer = torch.optim.SGD(model.parameters(), lr=LR)
 
@@ -149,19 +165,30 @@ def measurement(name: str, model: nn.Module, batch: tuple[Tensor, Tensor]) -> Ca
 
         return step
     if name == "hvp":
-        v = torch.randn(num_params(model), generator=seeded(SEED))
+        v = torch.randn(num_params(model), generator=seeded(SEED)).to(device)
         return lambda: HessianOperator(
             model, loss_fn, batch, method="double_backward", copy_params=False
         ).matvec(v)
     if name == "hessian":
         return lambda: hessian_eigenvalues(
-            model, loss_fn, batch, k=1, hvp_method="double_backward", generator=seeded(SEED)
+            model, loss_fn, batch, k=1, hvp_method="double_backward", generator=seeded(SEED, device)
         )
     if name == "ntk":
-        return lambda: ntk_trace(model, batch[0], generator=seeded(SEED))
+        return lambda: ntk_trace(model, batch[0], generator=seeded(SEED, device))
     if name == "weights":
-        return lambda: weight_spectra([m.matrix for m in weight_matrices(model)], 5, generator=seeded(SEED))
+        return lambda: weight_spectra(
+            [m.matrix for m in weight_matrices(model)], 5, generator=seeded(SEED, device)
+        )
     raise ValueError(f"unknown measurement {name!r}")
+
+
+def result_info(name: str, result: Any) -> dict[str, Any]:
+    """What the tables show of a measurement's result: λ_max's HVP count, the NTK trace's method."""
+    if name == "hessian":
+        return {"hvps": result.num_hvps}
+    if name == "ntk":
+        return {"method": result.method_used}
+    return {}
 
 
 # ------------------------------------------------------------------------------------------ memory (worker)
@@ -202,10 +229,30 @@ def worker(width: int, name: str, batch_file: str) -> dict[str, Any]:
         how, start = "ru_maxrss", max(before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
     result = fn()
     peak = status_kib("VmHWM") if how == "VmHWM" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    extra = {"hvps": result.num_hvps} if name == "hessian" else {}
-    if name == "ntk":
-        extra = {"method": result.method_used}
-    return {"peak_mib": max(peak - start, 0) / 1024, "baseline_mib": before / 1024, "how": how} | extra
+    return {
+        "peak_mib": max(peak - start, 0) / 1024,
+        "baseline_mib": before / 1024,
+        "how": how,
+    } | result_info(name, result)
+
+
+def cuda_peak_memory(width: int, name: str, batch: tuple[Tensor, Tensor]) -> dict[str, Any]:
+    """On CUDA, in this process: the peak of torch's CUDA allocations during one call of ``name`` above those
+    allocated just before it (fresh model and inputs on the batch's device)."""
+    device = batch[0].device
+    fn = measurement(name, mlp(width).to(device), batch)
+    gc.collect()
+    synchronize(device)
+    before = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    result = fn()
+    synchronize(device)
+    peak = torch.cuda.max_memory_allocated(device)
+    return {
+        "peak_mib": (peak - before) / MIB,
+        "baseline_mib": before / MIB,
+        "how": "torch.cuda.max_memory_allocated",
+    } | result_info(name, result)
 
 
 def peak_memory(width: int, name: str, batch_file: str) -> dict[str, Any]:
@@ -223,8 +270,10 @@ def peak_memory(width: int, name: str, batch_file: str) -> dict[str, Any]:
 def median_times(
     width: int, batch: tuple[Tensor, Tensor], repeats: int
 ) -> tuple[dict[str, float], dict[str, Any]]:
-    """Median seconds of each measurement on one model, round robin over ``repeats`` rounds."""
-    model = mlp(width)
+    """Median seconds of each measurement on one model (on the batch's device), round robin over ``repeats``
+    rounds."""
+    device = batch[0].device
+    model = mlp(width).to(device)
     calls = {
         name: measurement(name, copy.deepcopy(model) if name == "step" else model, batch)
         for name in MEASUREMENTS
@@ -239,8 +288,10 @@ def median_times(
     times: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(repeats):
         for name, fn in calls.items():
+            synchronize(device)
             start = time.perf_counter()
             fn()
+            synchronize(device)
             times[name].append(time.perf_counter() - start)
     return {name: statistics.median(values) for name, values in times.items()}, info
 
@@ -270,7 +321,10 @@ def measure_width(width: int, batch: tuple[Tensor, Tensor], batch_file: str, rep
     params = num_params(mlp(width))
     start = time.perf_counter()
     seconds, info = median_times(width, batch, repeats)
-    memory = {name: peak_memory(width, name, batch_file) for name in MEASUREMENTS}
+    if batch[0].device.type == "cuda":
+        memory = {name: cuda_peak_memory(width, name, batch) for name in MEASUREMENTS}
+    else:
+        memory = {name: peak_memory(width, name, batch_file) for name in MEASUREMENTS}
     row = Row(width, params, seconds, memory, info)
     log(
         f"[scaling] w={width} P={params:,}: step {seconds['step'] * 1e3:.1f} ms, "
@@ -315,7 +369,7 @@ def memory_table(rows: list[Row]) -> str:
     return markdown_table(header, body)
 
 
-def plot(rows: list[Row], path: Path) -> None:
+def plot(rows: list[Row], path: Path, device: str) -> None:
     """Log-log time and memory ratios against the parameter count."""
     import matplotlib
 
@@ -333,18 +387,36 @@ def plot(rows: list[Row], path: Path) -> None:
     axes[1].axhline(
         TARGET_MEMORY_RATIO, color="gray", linestyle="--", linewidth=1, label="target for 1 HVP (3×)"
     )
-    for ax, what in zip(axes, ("time", "peak memory (RSS)")):
+    memory_what = "peak memory (CUDA allocated)" if device == "cuda" else "peak memory (RSS)"
+    for ax, what in zip(axes, ("time", memory_what)):
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.axhline(1.0, color="black", linewidth=0.6)
         ax.set_xlabel("parameters P")
         ax.set_ylabel(f"{what} / one training step's")
-        ax.set_title(f"{what}, MLP 64→w→w→10, batch {BATCH}, CPU")
+        ax.set_title(f"{what}, MLP 64→w→w→10, batch {BATCH}, {device.upper()}")
         ax.grid(True, which="both", alpha=0.3)
     for ax in axes:
         ax.legend(fontsize=8, loc="best", framealpha=0.8)
     figure.savefig(path, dpi=110)
     plt.close(figure)
+
+
+def memory_method(device: str, hows: list[str]) -> str:
+    """The section's paragraph on how peak memory was measured."""
+    if device == "cuda":
+        return """Peak memory: in this process, after the timing, for each (size, measurement) a fresh model and inputs on the
+GPU, `torch.cuda.reset_peak_memory_stats()`, one call, and `torch.cuda.max_memory_allocated()` minus
+`torch.cuda.memory_allocated()` just before the call: the extra memory torch's CUDA allocations reached at the
+peak, model, batch and inputs excluded (exact to the allocation; the caching allocator's reserve does not
+count). A ratio is given only where the step's peak is at least half the size of its gradients (P·4 bytes)."""
+    return f"""Peak memory: in a fresh subprocess per (size, measurement), the RSS high-water mark during one call above the
+RSS just before it (model, batch and inputs already built; a call on the w = {WARMUP_WIDTH} MLP first, so that
+one-time set-up stays out; high-water mark from {" / ".join(f"`{h}`" for h in hows)}{", reset just before the call via `/proc/self/clear_refs`" if hows == ["VmHWM"] else ""}).
+`tracemalloc` does not see torch's allocations. At the small sizes the numbers are at the allocator's
+granularity (freed memory is reused without touching new pages) and say little: a ratio is given only where
+the step's peak is at least half the size of its gradients (P·4 bytes); from P ≈ 1e5 on the numbers are the
+tensors themselves."""
 
 
 def main(argv: list[str] | None = None) -> list[Target] | None:
@@ -353,6 +425,7 @@ def main(argv: list[str] | None = None) -> list[Target] | None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="P up to 1e6 instead of 1e7 (about 1 min)")
     parser.add_argument("--worker", nargs=3, metavar=("WIDTH", "NAME", "BATCH_FILE"), help=argparse.SUPPRESS)
+    add_device_argument(parser)  # the CPU --worker ignores it: only the CPU memory measurement spawns workers
     args = parser.parse_args(argv)
     if args.worker:
         print(json.dumps(worker(int(args.worker[0]), args.worker[1], args.worker[2])), flush=True)
@@ -372,26 +445,29 @@ def run(args: argparse.Namespace) -> list[Target]:
     with tempfile.TemporaryDirectory() as folder:
         batch_file = str(Path(folder) / "batch.pt")
         torch.save(batch, batch_file)
+        batch = (batch[0].to(args.device), batch[1].to(args.device))
         rows = [
             measure_width(width, batch, batch_file, cfg.rounds(num_params(mlp(width))))
             for width in cfg.widths
         ]
     image = common.RESULTS.with_name("scaling.png")
-    plot(rows, image)
+    plot(rows, image, args.device)
     total = time.perf_counter() - wall
     largest = rows[-1]
     hvp_ratio, lanczos_ratio = largest.memory_ratio("hvp"), largest.memory_ratio("hessian")
     met = hvp_ratio <= TARGET_MEMORY_RATIO
     word = "**met**" if met else f"**missed** (by a factor {hvp_ratio / TARGET_MEMORY_RATIO:.2f})"
-    command = "python -m benchmarks.bench_scaling" + (" --quick" if cfg.quick else "")
+    command = (
+        "python -m benchmarks.bench_scaling" + (" --quick" if cfg.quick else "") + device_option(args.device)
+    )
     hows = sorted({m["how"] for r in rows for m in r.memory.values()})
     body = f"""## Scaling with the parameter count (`benchmarks/bench_scaling.py`)
 
 Command: `{command}` (interpreter `{sys.executable}`), {total:.0f} s in all{" (quick mode: P up to 1e6)" if cfg.quick else ""}.
-Machine: {machine_description()} ({platform.system()}); `torch.set_num_threads(1)`. Packages: {package_versions(("torch", "numpy", "scikit-learn", "lightning-spectral"))}.
+Machine: {machine_description()} ({platform.system()}); device: {args.device}; `torch.set_num_threads(1)`. Packages: {package_versions(("torch", "numpy", "scikit-learn", "lightning-spectral"))}.
 
 One measurement of each monitor, through the functional API it calls, against one training step (forward,
-backward, SGD step) on the same model and batch: MLPs 64→w→w→10 (ReLU, float32, CPU), one batch of {BATCH}
+backward, SGD step) on the same model and batch: MLPs 64→w→w→10 (ReLU, float32, {args.device.upper()}), one batch of {BATCH}
 standardised digits, cross-entropy. `1 HVP`: `HessianOperator(..., method="double_backward", copy_params=False)`
 and one `matvec` (the Hessian monitor's default product: it builds the gradient graph once per measurement and
 reads the parameters without copying them);
@@ -404,13 +480,7 @@ round (round robin); medians.
 
 {time_table(rows)}
 
-Peak memory: in a fresh subprocess per (size, measurement), the RSS high-water mark during one call above the
-RSS just before it (model, batch and inputs already built; a call on the w = {WARMUP_WIDTH} MLP first, so that
-one-time set-up stays out; high-water mark from {" / ".join(f"`{h}`" for h in hows)}{", reset just before the call via `/proc/self/clear_refs`" if hows == ["VmHWM"] else ""}).
-`tracemalloc` does not see torch's allocations. At the small sizes the numbers are at the allocator's
-granularity (freed memory is reused without touching new pages) and say little: a ratio is given only where
-the step's peak is at least half the size of its gradients (P·4 bytes); from P ≈ 1e5 on the numbers are the
-tensors themselves.
+{memory_method(args.device, hows)}
 
 {memory_table(rows)}
 

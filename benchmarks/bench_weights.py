@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    python -m benchmarks.bench_weights [--quick]
+    python -m benchmarks.bench_weights [--quick] [--device {cpu,cuda}]
 
 and the ``weights`` section of ``benchmarks/RESULTS.md`` is rewritten with the tables below.
 
@@ -21,6 +21,13 @@ and the ``weights`` section of ``benchmarks/RESULTS.md`` is rewritten with the t
    ``σ_max`` against WeightWatcher's ``alpha`` and ``spectral_norm`` (which is ``λ_max = σ_max²``, the largest
    eigenvalue of ``WᵀW``), and the time per model. WeightWatcher is imported lazily; without it the section
    says so.
+
+``--device cuda``: the test matrices are drawn and factored on the GPU (from a generator there: other random
+matrices than on the CPU, with the same known spectra), the sketches come from a generator on the GPU, the
+MLP of section 4 is built on the CPU and moved, and every timed call ends with ``torch.cuda.synchronize()``.
+WeightWatcher chooses its device itself, whatever ``--device`` says: wherever ``torch.cuda.is_available()``
+(when it is imported) it copies the weights to NumPy in float16 and runs its SVDs with torch on the GPU,
+elsewhere in float64 with SciPy; the section's sentence on the spectral-norm tolerance says which.
 """
 
 from __future__ import annotations
@@ -42,10 +49,13 @@ from torch import Tensor, nn
 
 from benchmarks.common import (
     Target,
+    add_device_argument,
+    device_option,
     machine_description,
     markdown_table,
     median_time,
     package_versions,
+    seeded,
     skipped,
     write_section,
 )
@@ -89,23 +99,20 @@ def log(message: str) -> None:
 
 
 def decaying_matrix(m: int, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-    """``(W, s)``: float32 ``W = U diag(s) Vᵀ`` with ``s_i = 1/i`` (float64) and random orthonormal factors."""
-    r = min(m, n)
-    s = 1.0 / torch.arange(1, r + 1, dtype=torch.float64)
-    U = torch.linalg.qr(torch.randn(m, r, generator=generator)).Q
-    V = torch.linalg.qr(torch.randn(n, r, generator=generator)).Q
+    """``(W, s)``: float32 ``W = U diag(s) Vᵀ`` with ``s_i = 1/i`` (float64) and random orthonormal factors,
+    on ``generator``'s device."""
+    r, device = min(m, n), generator.device
+    s = 1.0 / torch.arange(1, r + 1, dtype=torch.float64, device=device)
+    U = torch.linalg.qr(torch.randn(m, r, generator=generator, device=device)).Q
+    V = torch.linalg.qr(torch.randn(n, r, generator=generator, device=device)).Q
     W = (U * s.float()) @ V.T
     return W, s
 
 
 def top_error(values: Tensor, reference: Tensor, k: int = K) -> float:
     """``max_i |values_i − reference_i| / reference_i`` over the top ``k``."""
-    values, reference = values[:k].double(), reference[:k].double()
+    values, reference = values[:k].double().cpu(), reference[:k].double().cpu()
     return float(((values - reference).abs() / reference).max())
-
-
-def seeded(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 def randomized(W: Tensor, oversample: int, n_iter: int, seed: int = 0, previous=None, tol=None):
@@ -117,7 +124,7 @@ def randomized(W: Tensor, oversample: int, n_iter: int, seed: int = 0, previous=
         method="randomized",
         oversample=oversample,
         n_iter=n_iter,
-        generator=seeded(seed),
+        generator=seeded(seed, W.device),
         previous=previous,
         tol=tol,
     )
@@ -151,18 +158,21 @@ def exact_runs(shape: tuple[int, int], cfg: Settings) -> tuple[int, int]:
     return 0, (1 if shape == cfg.shapes[-1] else 3)
 
 
-def randomized_vs_exact(cfg: Settings) -> tuple[str, dict]:
+def randomized_vs_exact(cfg: Settings, device: torch.device) -> tuple[str, dict]:
     rows, verdicts, matrices = [], [], {}
     best, exact_time = None, math.nan
     for m, n in cfg.shapes:
         start = time.perf_counter()
-        W, s = decaying_matrix(m, n, seeded(m * 7 + n))
+        W, s = decaying_matrix(m, n, seeded(m * 7 + n, device))
         log(f"[weights] built {m}x{n} in {time.perf_counter() - start:.1f} s")
         matrices[(m, n)] = (W, s)
         warmup, repeats = exact_runs((m, n), cfg)
         values: list[Tensor] = []
         exact_time = median_time(
-            lambda W=W, values=values: values.append(torch.linalg.svdvals(W)), repeats=repeats, warmup=warmup
+            lambda W=W, values=values: values.append(torch.linalg.svdvals(W)),
+            repeats=repeats,
+            warmup=warmup,
+            device=device,
         )
         exact_err = top_error(values[-1], s)
         del values
@@ -173,7 +183,7 @@ def randomized_vs_exact(cfg: Settings) -> tuple[str, dict]:
         best = None
         for oversample, n_iter in CONFIGS:
             runs = SeededRuns(W, s, oversample, n_iter)
-            t = median_time(runs, repeats=cfg.repeats)
+            t = median_time(runs, repeats=cfg.repeats, device=device)
             speedup = exact_time / t
             rows.append(
                 [
@@ -194,7 +204,7 @@ def randomized_vs_exact(cfg: Settings) -> tuple[str, dict]:
                 best = (oversample, n_iter, t, runs.worst, speedup)
         # the default call: oversample=10, n_iter=2 with the residual check (Lanczos refinement above tol)
         runs = SeededRuns(W, s, 10, 2, tol=DEFAULT_TOL)
-        t = median_time(runs, repeats=cfg.repeats)
+        t = median_time(runs, repeats=cfg.repeats, device=device)
         rows.append(
             [
                 f"{m}×{n}",
@@ -231,17 +241,17 @@ def randomized_vs_exact(cfg: Settings) -> tuple[str, dict]:
 # ---------------------------------------------------------------------------------------------- section 2
 
 
-def warm_vs_cold(cfg: Settings, matrices: dict) -> str:
+def warm_vs_cold(cfg: Settings, matrices: dict, device: torch.device) -> str:
     rows, summary = [], []
     oversample = 10
     for m, n in cfg.warm_shapes:
         if (m, n) not in matrices:
-            matrices[(m, n)] = decaying_matrix(m, n, seeded(m * 7 + n))
+            matrices[(m, n)] = decaying_matrix(m, n, seeded(m * 7 + n, device))
         W, _ = matrices[(m, n)]
         # the previous measurement, accurate to ~1e-4 on this spectrum (cold, n_iter=8)
         previous = randomized(W, oversample, 8, seed=100)
         for eps in cfg.perturbations:
-            G = torch.randn(m, n, generator=seeded(1234))
+            G = torch.randn(m, n, generator=seeded(1234, device), device=device)
             W2 = W + (eps * torch.linalg.matrix_norm(W) / torch.linalg.matrix_norm(G)) * G
             reference = torch.linalg.svdvals(W2)
             needed = {}
@@ -264,8 +274,8 @@ def warm_vs_cold(cfg: Settings, matrices: dict) -> str:
             if needed["cold"] is not None and needed["warm"] is not None:
                 cold = SeededRuns(W2, reference, oversample, needed["cold"])
                 warm = SeededRuns(W2, reference, oversample, needed["warm"], previous)
-                t_cold = median_time(cold, repeats=cfg.repeats)
-                t_warm = median_time(warm, repeats=cfg.repeats)
+                t_cold = median_time(cold, repeats=cfg.repeats, device=device)
+                t_warm = median_time(warm, repeats=cfg.repeats, device=device)
                 summary.append(
                     f"- {m}×{n}, ε = {eps:g}: cold needs n_iter = {needed['cold']} ({t_cold * 1e3:.3g} ms per call, "
                     f"worst error over its {cold.calls} timed runs {cold.worst:.1e}), warm n_iter = {needed['warm']} "
@@ -288,8 +298,8 @@ def warm_vs_cold(cfg: Settings, matrices: dict) -> str:
 # ---------------------------------------------------------------------------------------------- section 3
 
 
-def batched_vs_looped(cfg: Settings) -> str:
-    generator = seeded(5)
+def batched_vs_looped(cfg: Settings, device: torch.device) -> str:
+    generator = seeded(5, device)
     mats = [decaying_matrix(BATCH_SIZE, BATCH_SIZE, generator)[0] for _ in range(BATCH_LAYERS)]
     exact = [torch.linalg.svdvals(w) for w in mats]
     rows = []
@@ -301,8 +311,8 @@ def batched_vs_looped(cfg: Settings) -> str:
         def batched(method=method):
             return weight_spectra(mats, method=method, generator=generator)
 
-        t_loop = median_time(looped, repeats=cfg.repeats)
-        t_batch = median_time(batched, repeats=cfg.repeats)
+        t_loop = median_time(looped, repeats=cfg.repeats, device=device)
+        t_batch = median_time(batched, repeats=cfg.repeats, device=device)
         results_loop, results_batch = looped(), batched()
         k = results_loop[0].singular_values.numel()
         err_loop = max(top_error(r.singular_values, e, k) for r, e in zip(results_loop, exact))
@@ -382,7 +392,7 @@ def watcher_model() -> nn.Module:
     return model
 
 
-def weightwatcher_comparison(cfg: Settings) -> str:
+def weightwatcher_comparison(cfg: Settings, device: torch.device) -> str:
     try:
         import weightwatcher as ww  # optional and heavy: imported only here
     except Exception as error:  # any import failure means "not available"
@@ -394,12 +404,13 @@ def weightwatcher_comparison(cfg: Settings) -> str:
     # SciPy loads its own OpenBLAS on this import, after main() limited the BLAS threads: limit it too
     limits, _ = blas_limits(torch.get_num_threads())
     with limits:
-        return compare_with_watcher(ww, cfg)
+        return compare_with_watcher(ww, cfg, device)
 
 
-def compare_with_watcher(ww, cfg: Settings) -> str:
-    """Per-layer alpha / spectral norm and whole-model times, ours against WeightWatcher's ``analyze()``."""
-    model = watcher_model()
+def compare_with_watcher(ww, cfg: Settings, device: torch.device) -> str:
+    """Per-layer alpha / spectral norm and whole-model times, ours against WeightWatcher's ``analyze()`` (the
+    model built on the CPU, then moved to ``device``)."""
+    model = watcher_model().to(device)
 
     def analyze():
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
@@ -442,10 +453,10 @@ def compare_with_watcher(ww, cfg: Settings) -> str:
                 f"{norm_diff:.1e}",
             ]
         )
-    t_ww = median_time(analyze, repeats=cfg.repeats)
-    t_exact = median_time(ours_exact, repeats=cfg.repeats)
-    t_auto = median_time(ours_auto, repeats=cfg.repeats)
-    t_values = median_time(values_only, repeats=cfg.repeats)
+    t_ww = median_time(analyze, repeats=cfg.repeats, device=device)
+    t_exact = median_time(ours_exact, repeats=cfg.repeats, device=device)
+    t_auto = median_time(ours_auto, repeats=cfg.repeats, device=device)
+    t_values = median_time(values_only, repeats=cfg.repeats, device=device)
     log(f"[weights] WeightWatcher {t_ww:.2f} s, ours exact {t_exact:.2f} s, auto {t_auto:.3f} s")
     layer_table = markdown_table(
         [
@@ -474,9 +485,15 @@ def compare_with_watcher(ww, cfg: Settings) -> str:
     )
     within = sum(d <= 2 * se for d, se in alpha_diffs)
     same_tail = [r[4] for r in rows if r[6] == r[7]]
+    there = (
+        "float32 SVD here; there WeightWatcher's choice wherever CUDA is available, float16-rounded weights and "
+        "a torch SVD on the GPU, so the CPU's tolerance of 1e-5 does not apply"
+        if torch.cuda.is_available()
+        else "tolerance 1e-5: float32 SVD here, float64 SciPy SVD there"
+    )
     notes = (
         f"Spectral norm: largest relative difference of σ_max² from WeightWatcher's `spectral_norm` is "
-        f"{worst_norm:.1e} (tolerance 1e-5: float32 SVD here, float64 SciPy SVD there). Alpha: the same tail "
+        f"{worst_norm:.1e} ({there}). Alpha: the same tail "
         f"(same x_min) was chosen in {len(same_tail)}/{len(rows)} layers, where |Δalpha| ≤ "
         f"{max(same_tail, default=math.nan):.1e}; overall |Δalpha| is within twice the fit's "
         f"standard error (α−1)/√tail in {within}/{len(rows)} layers (tolerance). The fits differ by design: "
@@ -515,6 +532,7 @@ def main(argv: list[str] | None = None) -> list[Target]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats and smaller shapes (≤ 2 min)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1, see RESULTS.md)")
+    add_device_argument(parser)
     args = parser.parse_args(argv)
     with limited_threads(args.threads) as blas_note:
         return run(args, blas_note)
@@ -547,21 +565,22 @@ def run(args: argparse.Namespace, blas_note: str) -> list[Target]:
     cfg = settings(args.quick)
     wall = time.perf_counter()
     command = "python -m benchmarks.bench_weights" + (" --quick" if cfg.quick else "")
-    command += "" if args.threads == 1 else f" --threads {args.threads}"
+    command += ("" if args.threads == 1 else f" --threads {args.threads}") + device_option(args.device)
+    device = torch.device(args.device)
 
     start = time.perf_counter()
-    section1, extra = randomized_vs_exact(cfg)
+    section1, extra = randomized_vs_exact(cfg, device)
     log(f"[weights] randomized vs exact: {time.perf_counter() - start:.0f} s")
-    section2 = timed("warm vs cold", lambda: warm_vs_cold(cfg, extra["matrices"]))
-    section3 = timed("batched vs looped", lambda: batched_vs_looped(cfg))
-    section4 = timed("weightwatcher", lambda: weightwatcher_comparison(cfg))
+    section2 = timed("warm vs cold", lambda: warm_vs_cold(cfg, extra["matrices"], device))
+    section3 = timed("batched vs looped", lambda: batched_vs_looped(cfg, device))
+    section4 = timed("weightwatcher", lambda: weightwatcher_comparison(cfg, device))
     total = time.perf_counter() - wall
 
     largest = cfg.shapes[-1]
     body = f"""## Weight spectra (`benchmarks/bench_weights.py`)
 
 Command: `{command}` (interpreter `{sys.executable}`), {total:.0f} s in all{" (quick mode: smaller shapes, 3 repeats)" if cfg.quick else ""}.
-Machine: {machine_description()} ({platform.system()}). Packages: {package_versions(PACKAGES)}.
+Machine: {machine_description()} ({platform.system()}); device: {args.device}. Packages: {package_versions(PACKAGES)}.
 Times are medians of {cfg.repeats} runs after one warm-up run{"" if cfg.quick else f", except the exact SVDs of the 4096-row matrices (minutes each here): 3 runs for 4096×4096 and a single run for the largest, {largest[0]}×{largest[1]}, without warm-up (column `repeats`)"}.
 {THREADS_NOTE} {blas_note}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import importlib.metadata
 import platform
@@ -16,16 +17,65 @@ from typing import Any
 import torch
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
+#: The values of every benchmark's ``--device``.
+DEVICES = ("cpu", "cuda")
 
 
-def median_time(fn: Callable[[], Any], *, repeats: int = 5, warmup: int = 1) -> float:
-    """Median wall time of ``fn()`` in seconds over ``repeats`` runs after ``warmup`` runs."""
+def available_device(text: str) -> str:
+    """The type of ``--device``: ``"cuda"`` is refused (an argparse error naming the option) where
+    ``torch.cuda.is_available()`` is false; any other value is left to ``choices``."""
+    if text == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(
+            f"'cuda' needs a CUDA GPU, but torch.cuda.is_available() is False (torch {torch.__version__}); "
+            f"choose from {', '.join(DEVICES)}"
+        )
+    return text
+
+
+def add_device_argument(parser: argparse.ArgumentParser) -> None:
+    """``--device {cpu,cuda}`` (default ``cpu``), the same in the runner and in every module."""
+    parser.add_argument(
+        "--device",
+        type=available_device,
+        choices=DEVICES,
+        default="cpu",
+        help="where models, batches and the timed work live (default cpu; cuda: the current CUDA GPU, every "
+        "timed region ends with torch.cuda.synchronize())",
+    )
+
+
+def device_option(device: str) -> str:
+    """``" --device cuda"`` for a command line; ``""`` for the default ``cpu``."""
+    return "" if device == "cpu" else f" --device {device}"
+
+
+def synchronize(device: torch.device | str | None) -> None:
+    """Wait for the kernels queued on a CUDA ``device`` (CUDA runs asynchronously: read the clock after this);
+    nothing for the CPU or ``None``."""
+    if device is not None and torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def seeded(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A generator on ``device`` seeded with ``seed`` (the library's random draws need one on the tensors'
+    device; a CUDA generator's stream differs from the CPU one's)."""
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+def median_time(
+    fn: Callable[[], Any], *, repeats: int = 5, warmup: int = 1, device: torch.device | str | None = None
+) -> float:
+    """Median wall time of ``fn()`` in seconds over ``repeats`` runs after ``warmup`` runs; with a CUDA
+    ``device`` every run starts and ends with :func:`synchronize` (the clock counts its kernels, not their
+    launches)."""
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(repeats):
+        synchronize(device)
         start = time.perf_counter()
         fn()
+        synchronize(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 

@@ -2,13 +2,15 @@
 
 Run from the repository root::
 
-    python -m benchmarks [--quick] [--only overhead,scaling] [--results PATH]
+    python -m benchmarks [--quick] [--only overhead,scaling] [--results PATH] [--device {cpu,cuda}]
 
 Every selected module (in the order of :data:`MODULES`) runs in this process through its ``main(argv)``,
-with ``--quick`` passed through; each rewrites its own section of ``benchmarks/RESULTS.md`` and returns
-its targets as a list of :class:`~benchmarks.common.Target` (name, goal, measured value, met). The runner
-then rewrites the ``summary`` section at the top of RESULTS.md: the command, the machine, the package
-versions, and one table of every target with its measured value and verdict.
+with ``--quick`` and ``--device cuda`` passed through (``--device cuda`` is refused at parsing where
+``torch.cuda.is_available()`` is false; the default ``cpu`` passes nothing); each rewrites its own section
+of ``benchmarks/RESULTS.md`` and returns its targets as a list of :class:`~benchmarks.common.Target` (name,
+goal, measured value, met). The runner then rewrites the ``summary`` section at the top of RESULTS.md: the
+command, the machine, the device, the package versions, and one table of every target with its measured
+value and verdict.
 
 The summary keeps the targets of the modules not run this time (``--only``) from the previous summary,
 with the command and date that produced them: the table always covers the whole suite. It stores them in
@@ -40,6 +42,8 @@ from benchmarks.common import (
     INSTALL_RECIPE,
     REFERENCE_TOOLS,
     Target,
+    add_device_argument,
+    device_option,
     machine_description,
     markdown_table,
     package_versions,
@@ -109,6 +113,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="PATH",
         help="write the sections to this file instead of benchmarks/RESULTS.md (scaling.png goes beside it)",
     )
+    add_device_argument(parser)
     return parser.parse_args(argv)
 
 
@@ -120,17 +125,23 @@ def command_line(args: argparse.Namespace) -> str:
         parts.append("--only " + ",".join(args.only))
     if args.results is not None:
         parts.append(f"--results {args.results}")
-    return " ".join(parts)
+    return " ".join(parts) + device_option(args.device)
 
 
-def run_module(name: str, quick: bool, command: str) -> ModuleRun:
+def module_argv(quick: bool, device: str) -> list[str]:
+    """The ``argv`` of every module's ``main``: ``--quick`` and ``--device cuda`` when given."""
+    return (["--quick"] if quick else []) + device_option(device).split()
+
+
+def run_module(name: str, quick: bool, command: str, device: str) -> ModuleRun:
     """Import and run one module; a crash becomes a row, not an exception."""
     date = datetime.date.today().isoformat()
     start = time.perf_counter()
-    print(f"[benchmarks] {name} ({MODULES[name]}){' --quick' if quick else ''}", flush=True)
+    argv = module_argv(quick, device)
+    print(f"[benchmarks] {name} ({MODULES[name]}) {' '.join(argv)}".rstrip(), flush=True)
     try:
         module = importlib.import_module(MODULES[name])
-        targets = list(module.main(["--quick"] if quick else []) or [])
+        targets = list(module.main(argv) or [])
         crashed = ""
     except Exception as error:  # keep going: the other modules' numbers are still worth having
         traceback.print_exc()
@@ -170,7 +181,9 @@ def summary_rows(runs: dict[str, ModuleRun]) -> list[list[Any]]:
     return rows
 
 
-def summary_body(command: str, ran: list[ModuleRun], runs: dict[str, ModuleRun], total: float) -> str:
+def summary_body(
+    command: str, ran: list[ModuleRun], runs: dict[str, ModuleRun], total: float, device: str
+) -> str:
     """The ``summary`` section: command, machine, versions, the table of targets, the stored runs."""
     rows = summary_rows(runs)
     counts = {word: sum(r[4].startswith(word) for r in rows) for word in ("met", "**missed**", "skipped")}
@@ -179,7 +192,8 @@ def summary_body(command: str, ran: list[ModuleRun], runs: dict[str, ModuleRun],
     return f"""## Summary (`python -m benchmarks`)
 
 Command: `{command}` (interpreter `{sys.executable}`), {total:.0f} s in all ({durations}).
-Machine: {machine_description()} ({platform.system()}); each module sets its own torch threads (see its section).
+Machine: {machine_description()} ({platform.system()}); device: {device}; each module sets its own torch threads (see
+its section).
 Packages: {package_versions(PACKAGES)}. Reference tools: {package_versions(REFERENCE_TOOLS)}.
 Reference tools install recipe (the `bench` extra): {INSTALL_RECIPE}. Without them the comparisons that need
 them are skipped (rows below name the install command) and everything else runs.
@@ -201,10 +215,11 @@ def main(argv: list[str] | None = None) -> int:
         common.RESULTS = args.results  # write_section and the scaling plot read it at call time
     command = command_line(args)
     wall = time.perf_counter()
-    ran = [run_module(name, args.quick, command) for name in args.only]
+    ran = [run_module(name, args.quick, command, args.device) for name in args.only]
     runs = previous_runs(common.read_section("summary"))
     runs.update({run.name: run for run in ran})
-    write_section("summary", summary_body(command, ran, runs, time.perf_counter() - wall), first=True)
+    body = summary_body(command, ran, runs, time.perf_counter() - wall, args.device)
+    write_section("summary", body, first=True)
     print(f"[benchmarks] done in {time.perf_counter() - wall:.0f} s; RESULTS.md section 'summary' rewritten")
     for run in ran:
         for target in run.targets:

@@ -1,14 +1,17 @@
 """``python -m benchmarks``'s plumbing with fake modules: ``--only`` parsing, the summary table, the targets kept
-from earlier runs, a crashing module. No benchmark runs here (a few seconds, torch import included)."""
+from earlier runs, a crashing module, ``--device`` (passed through; ``cuda`` refused at parsing without CUDA,
+in the runner and in every module). No benchmark runs here (a few seconds, torch import included)."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import types
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # the benchmarks are not an installed package
@@ -78,7 +81,7 @@ def test_summary_table_verdicts_and_round_trip():
     ]
     ran = [run.ModuleRun("overhead", "python -m benchmarks", True, "2026-01-01", 3.0, targets)]
     runs = {r.name: r for r in ran}
-    body = run.summary_body("python -m benchmarks --quick", ran, runs, 3.0)
+    body = run.summary_body("python -m benchmarks --quick", ran, runs, 3.0, "cpu")
     assert "| overhead | t1 | ≥ 10× | 12× (quick) | met |" in body
     assert "| overhead | t2 | ≤ 5 % | +7 % (quick) | **missed** (quick mode) |" in body
     assert "skipped: `pip install a--b`" in body
@@ -115,3 +118,36 @@ def test_runner_writes_summary_first_keeps_earlier_rows_and_reports_crashes(fake
     )
     assert "crashed: RuntimeError: boom" in summary  # gamma's earlier crash is kept until it runs again
     assert results.read_text().count("<!-- summary:start -->") == 1
+
+
+def test_device_defaults_to_cpu_and_passes_nothing():
+    args = run.parse_args(["--quick"])
+    assert args.device == "cpu" and run.command_line(args) == "python -m benchmarks --quick"
+    assert run.module_argv(True, "cpu") == ["--quick"] and run.module_argv(False, "cpu") == []
+    assert run.module_argv(True, "cuda") == ["--quick", "--device", "cuda"]
+
+
+def test_device_cuda_without_cuda_is_an_argparse_error(monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for bad in ("cuda", "gpu"):
+        with pytest.raises(SystemExit):
+            run.parse_args(["--device", bad])
+        err = capsys.readouterr().err
+        assert "argument --device" in err and "cpu" in err and "cuda" in err
+    for name in run.MODULES:  # every module parses the same option before doing any work
+        with pytest.raises(SystemExit):
+            importlib.import_module(run.MODULES[name]).main(["--device", "cuda"])
+        assert "argument --device: 'cuda' needs a CUDA GPU" in capsys.readouterr().err
+
+
+def test_device_cuda_is_passed_to_every_module_and_named_in_the_summary(fake_suite, monkeypatch):
+    results, calls = fake_suite
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(run, "machine_description", lambda: "a machine")  # no CUDA device to name here
+    args = run.parse_args(["--quick", "--device", "cuda"])
+    assert args.device == "cuda" and run.command_line(args) == "python -m benchmarks --quick --device cuda"
+    assert run.main(["--quick", "--device", "cuda"]) == 1  # gamma still crashes
+    assert calls == [("alpha", ["--quick", "--device", "cuda"]), ("beta", ["--quick", "--device", "cuda"])]
+    summary = common.read_section("summary")
+    assert "Command: `python -m benchmarks --quick --device cuda`" in summary
+    assert "; device: cuda;" in summary

@@ -11,7 +11,8 @@ A monitor runs between optimizer steps of someone else's training job. Whatever 
 - the random number generators (Python, NumPy when installed, torch CPU and every initialised CUDA device)
   are restored, so dropout masks and data shuffling after the measurement are the ones the run would have
   drawn anyway;
-- autocast is disabled inside (spectra are computed in full precision) and gradients are enabled;
+- autocast is disabled inside and float32 runs in full IEEE precision (TF32 and bfloat16 shortcuts off, see
+  :mod:`lightning_spectral.full_precision`; every switch restored on exit), and gradients are enabled;
 - ``LightningModule.log``/``log_dict`` are silenced, so a ``training_step`` called for a measurement never
   writes into the user's logged metrics.
 
@@ -32,6 +33,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from lightning_spectral.full_precision import full_float32_precision
 
 try:  # NumPy is optional for the package; restore its global RNG when it is there.
     import numpy as _np
@@ -96,6 +99,7 @@ def preserved_training_state(module: nn.Module) -> Iterator[None]:
             preserved_rng_state(),
             silenced_module_logging(module),
             torch.autocast(device_type=device_type, enabled=False),
+            full_float32_precision(),
             torch.enable_grad(),
         ):
             yield

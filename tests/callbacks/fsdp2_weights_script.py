@@ -8,6 +8,10 @@ is a ``DTensor`` sharded across the ranks. Run by test_fsdp2_weights.py as a scr
 - ``fail``: the weight monitor's decomposition raises on rank 0 at the second matrix of its first measurement
   (between two gathers), ``strict=False``: both ranks must leave the measurement, disable the monitor and
   finish training (no rank left waiting in the next gather). Each rank writes ``rank<r>.json``.
+- ``measure-gpu``: ``measure`` in one process on one CUDA device (NCCL, a mesh of one): the DTensor gather on
+  CUDA (run by tests/test_cuda.py when a GPU is there).
+- ``fsdp1-gpu``: ``strategy="fsdp"`` (FSDP1, CUDA only) on one device: the weight monitor refuses it at setup;
+  ``refusal.json`` holds the exception's type and message.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from lightning_spectral.callbacks import WeightSpectrumMonitor
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for spectral_testing (run as a script)
+from spectral_testing.models import trainer_kwargs  # noqa: E402
 from spectral_testing.two_process import two_process_trainer  # noqa: E402
 
 MAX_STEPS, EVERY = 4, 2
@@ -114,6 +119,44 @@ def fit(out_dir: str, monitor: WeightSpectrumMonitor) -> pl.Trainer:
     return trainer
 
 
+def gpu_trainer(out_dir: str, callbacks: list, strategy) -> pl.Trainer:
+    """One CUDA device, the tests' quiet settings."""
+    return pl.Trainer(
+        **trainer_kwargs(
+            out_dir,
+            accelerator="gpu",
+            devices=1,
+            strategy=strategy,
+            callbacks=callbacks,
+            max_steps=MAX_STEPS,
+            max_epochs=-1,
+        )
+    )
+
+
+def fit_one_gpu(out_dir: str) -> None:
+    monitor = WeightSpectrumMonitor(every_n_steps=EVERY, k=3, strict=True)
+    strategy = ModelParallelStrategy(data_parallel_size=1, tensor_parallel_size=1)
+    gpu_trainer(out_dir, [monitor, SaveOutcome(out_dir)], strategy).fit(ShardedClassifier())
+
+
+class UnshardedClassifier(ShardedClassifier):
+    """``ShardedClassifier`` for strategies that wrap the model themselves (FSDP1)."""
+
+    def configure_model(self) -> None:
+        return None
+
+
+def fsdp1_refusal(out_dir: str) -> None:
+    trainer = gpu_trainer(out_dir, [WeightSpectrumMonitor(every_n_steps=EVERY, strict=True)], "fsdp")
+    try:
+        trainer.fit(UnshardedClassifier())
+        outcome = {"type": None, "message": "no exception"}
+    except Exception as error:  # recorded for the test to check
+        outcome = {"type": type(error).__name__, "message": str(error)}
+    Path(out_dir, "refusal.json").write_text(json.dumps(outcome))
+
+
 if __name__ == "__main__":
     mode, directory = sys.argv[1], sys.argv[2]
     if mode == "measure":
@@ -122,5 +165,11 @@ if __name__ == "__main__":
         monitor = FailOnRank0(every_n_steps=EVERY, k=3, strict=False)
         trainer = fit(directory, monitor)
         Path(directory, f"disabled{trainer.global_rank}.json").write_text(json.dumps(monitor._disabled))
-    if torch.distributed.is_initialized():  # tear gloo down before the interpreter does (an abort under load)
+    elif mode == "measure-gpu":
+        fit_one_gpu(directory)
+    elif mode == "fsdp1-gpu":
+        fsdp1_refusal(directory)
+    if (
+        torch.distributed.is_initialized()
+    ):  # tear the process group down before the interpreter does (an abort under load)
         torch.distributed.destroy_process_group()

@@ -55,10 +55,15 @@ def test_weights_are_sharded_dtensors_and_ranks_agree(measured):
 
 def test_logged_spectra_equal_single_process_spectra_of_the_whole_matrices(measured):
     out, ranks = measured
+    assert_spectra_of_consolidated_weights(out, ranks[0]["metrics"])
+
+
+def assert_spectra_of_consolidated_weights(out: Path, logged: dict[str, float]) -> None:
+    """The ``logged`` spectra equal single-process spectra of the weights the script saved in ``out`` (1e-5).
+    Also used by tests/test_cuda.py for the one-GPU run."""
     script = load_script()
     model = script.ShardedClassifier()  # not sharded: configure_model is Lightning's to call
-    model.load_state_dict(torch.load(out / "weights.pt"))
-    logged = ranks[0]["metrics"]
+    model.load_state_dict(torch.load(out / "weights.pt", map_location="cpu"))
     matrices = weight_matrices(model)
     assert [m.name for m in matrices] == ["net.1.weight", "net.4.weight", "net.6.weight", "embed.weight"]
     for matrix in matrices:

@@ -12,15 +12,11 @@ scaler, as a GPU 16-mixed run has (the test checks that training steps really ra
 
 from __future__ import annotations
 
-import math
-
 import pytest
-import pytorch_lightning as pl
 import torch
 from pytorch_lightning.plugins.precision import MixedPrecision
-from spectral_testing.models import TinyClassifier, trainer_kwargs
-
-from lightning_spectral.callbacks import HessianEigenMonitor, NTKTraceMonitor, WeightSpectrumMonitor
+from spectral_testing.models import TinyClassifier
+from spectral_testing.step_zero import assert_same_metrics, step_zero_metrics
 
 
 class DtypeRecordingClassifier(TinyClassifier):
@@ -38,36 +34,20 @@ class DtypeRecordingClassifier(TinyClassifier):
         return logits
 
 
-def step_zero_metrics(tmp_path, precision: str) -> dict[str, float]:
-    monitors = [
-        HessianEigenMonitor(k=2, every_n_steps=1000, tol=1e-4, strict=True),
-        NTKTraceMonitor(every_n_steps=1000, method="exact", compute_lambda_max=True, strict=True),
-        WeightSpectrumMonitor(every_n_steps=1000, strict=True),
-    ]
-    pl.seed_everything(3)
+def precision_metrics(tmp_path, precision: str) -> dict[str, float]:
     if precision == "16-mixed":
         plugin = MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu"))
-        kwargs = trainer_kwargs(tmp_path, max_steps=1, plugins=[plugin])
+        overrides = {"plugins": [plugin]}
     else:
-        kwargs = trainer_kwargs(tmp_path, max_steps=1, precision=precision)
-    trainer = pl.Trainer(callbacks=monitors, **kwargs)
-    model = DtypeRecordingClassifier()
-    trainer.fit(model)
+        overrides = {"precision": precision}
+    _, model, metrics = step_zero_metrics(tmp_path, DtypeRecordingClassifier, **overrides)
     expected = {"16-mixed": torch.float16, "bf16-mixed": torch.bfloat16, "32-true": torch.float32}[precision]
     assert expected in set(model.step_dtypes)  # the training step did run in the mixed dtype
-    return {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("spectral/")}
+    return metrics
 
 
 @pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed"])
 def test_mixed_precision_measures_in_float32(tmp_path, precision):
-    mixed = step_zero_metrics(tmp_path / precision, precision)
-    full = step_zero_metrics(tmp_path / "fp32", "32-true")
-    assert mixed.keys() == full.keys()
-    assert {"spectral/hessian/lambda_2", "spectral/ntk/lambda_max", "spectral/weights/max_sigma_max"} <= set(
-        full
-    )
-    for key, value in full.items():
-        assert math.isfinite(mixed[key]), key
-        if key.endswith("num_hvps"):
-            continue
-        assert mixed[key] == pytest.approx(value, rel=1e-5, abs=1e-7), key
+    mixed = precision_metrics(tmp_path / precision, precision)
+    full = precision_metrics(tmp_path / "fp32", "32-true")
+    assert_same_metrics(mixed, full, rel=1e-5, abs=1e-7)
