@@ -84,6 +84,7 @@ from benchmarks.common import (
     package_versions,
     seeded,
     skipped,
+    use_device_results,
     write_section,
 )
 from lightning_spectral.full_precision import full_float32_precision
@@ -889,6 +890,7 @@ def main(argv: list[str] | None = None) -> list[Target]:
     )
     add_device_argument(parser)
     args = parser.parse_args(argv)
+    use_device_results(args.device)
     with full_float32_precision():  # cuDNN's GPU default runs the CNN's convolutions in TF32, not float32
         return run(args)
 

@@ -50,6 +50,7 @@ from benchmarks.common import (
     median_time,
     package_versions,
     seeded,
+    use_device_results,
     write_section,
 )
 from lightning_spectral.functional import ntk_matrix, ntk_trace
@@ -403,6 +404,7 @@ def main(argv: list[str] | None = None) -> list[Target]:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1, see RESULTS.md)")
     add_device_argument(parser)
     args = parser.parse_args(argv)
+    use_device_results(args.device)
     with limited_threads(args.threads):
         return run(args)
 

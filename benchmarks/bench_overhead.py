@@ -62,6 +62,7 @@ from benchmarks.common import (
     markdown_table,
     package_versions,
     synchronize,
+    use_device_results,
     write_section,
 )
 from lightning_spectral.callbacks import HessianEigenMonitor, NTKTraceMonitor, WeightSpectrumMonitor
@@ -329,6 +330,7 @@ def main(argv: list[str] | None = None) -> list[Target]:
     parser.add_argument("--quick", action="store_true", help="5 rounds instead of 15 (about 1 min)")
     add_device_argument(parser)
     args = parser.parse_args(argv)
+    use_device_results(args.device)
     with quiet_and_single_threaded():
         return run(args)
 

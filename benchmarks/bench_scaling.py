@@ -79,6 +79,7 @@ from benchmarks.common import (
     package_versions,
     seeded,
     synchronize,
+    use_device_results,
     write_section,
 )
 from lightning_spectral.functional import (
@@ -427,6 +428,7 @@ def main(argv: list[str] | None = None) -> list[Target] | None:
     parser.add_argument("--worker", nargs=3, metavar=("WIDTH", "NAME", "BATCH_FILE"), help=argparse.SUPPRESS)
     add_device_argument(parser)  # the CPU --worker ignores it: only the CPU memory measurement spawns workers
     args = parser.parse_args(argv)
+    use_device_results(args.device)
     if args.worker:
         print(json.dumps(worker(int(args.worker[0]), args.worker[1], args.worker[2])), flush=True)
         return None
@@ -450,7 +452,7 @@ def run(args: argparse.Namespace) -> list[Target]:
             measure_width(width, batch, batch_file, cfg.rounds(num_params(mlp(width))))
             for width in cfg.widths
         ]
-    image = common.RESULTS.with_name("scaling.png")
+    image = common.RESULTS.with_name("scaling.png" if args.device == "cpu" else f"scaling_{args.device}.png")
     plot(rows, image, args.device)
     total = time.perf_counter() - wall
     largest = rows[-1]
@@ -484,7 +486,7 @@ round (round robin); medians.
 
 {memory_table(rows)}
 
-![time and peak-memory ratios against P](scaling.png)
+![time and peak-memory ratios against P]({image.name})
 
 **Target (1 HVP ≤ {TARGET_MEMORY_RATIO:g}× a training step's peak memory, P = {largest.params:,}):** {word}: {hvp_ratio:.2f}×.
 The whole λ_max measurement (Lanczos keeps its basis, one P-vector per product, {largest.info["hvps"]} products

@@ -57,6 +57,7 @@ from benchmarks.common import (
     package_versions,
     seeded,
     skipped,
+    use_device_results,
     write_section,
 )
 from lightning_spectral.functional import power_law_alpha, weight_matrices, weight_spectra, weight_spectrum
@@ -534,6 +535,7 @@ def main(argv: list[str] | None = None) -> list[Target]:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1, see RESULTS.md)")
     add_device_argument(parser)
     args = parser.parse_args(argv)
+    use_device_results(args.device)
     with limited_threads(args.threads) as blas_note:
         return run(args, blas_note)
 

@@ -17,6 +17,8 @@ from typing import Any
 import torch
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
+#: Where a ``--device cuda`` run writes unless ``--results`` names a file: the CPU tables stay in RESULTS.md.
+CUDA_RESULTS = RESULTS.with_name("RESULTS_CUDA.md")
 #: The values of every benchmark's ``--device``.
 DEVICES = ("cpu", "cuda")
 
@@ -42,6 +44,14 @@ def add_device_argument(parser: argparse.ArgumentParser) -> None:
         help="where models, batches and the timed work live (default cpu; cuda: the current CUDA GPU, every "
         "timed region ends with torch.cuda.synchronize())",
     )
+
+
+def use_device_results(device: str) -> None:
+    """Send a CUDA run's sections to :data:`CUDA_RESULTS` while :data:`RESULTS` is still the default file, so a
+    GPU run never overwrites the CPU tables (an explicit ``--results`` is left alone)."""
+    global RESULTS
+    if device == "cuda" and RESULTS == Path(__file__).with_name("RESULTS.md"):
+        RESULTS = CUDA_RESULTS
 
 
 def device_option(device: str) -> str:

@@ -111,7 +111,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=Path,
         default=None,
         metavar="PATH",
-        help="write the sections to this file instead of benchmarks/RESULTS.md (scaling.png goes beside it)",
+        help="write the sections to this file instead of benchmarks/RESULTS.md (RESULTS_CUDA.md with --device "
+        "cuda; scaling.png goes beside it)",
     )
     add_device_argument(parser)
     return parser.parse_args(argv)
@@ -213,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.results is not None:
         common.RESULTS = args.results  # write_section and the scaling plot read it at call time
+    common.use_device_results(args.device)
     command = command_line(args)
     wall = time.perf_counter()
     ran = [run_module(name, args.quick, command, args.device) for name in args.only]

@@ -151,3 +151,16 @@ def test_device_cuda_is_passed_to_every_module_and_named_in_the_summary(fake_sui
     summary = common.read_section("summary")
     assert "Command: `python -m benchmarks --quick --device cuda`" in summary
     assert "; device: cuda;" in summary
+
+
+def test_a_cuda_run_writes_results_cuda_md_unless_a_file_is_named(monkeypatch, tmp_path):
+    """The CPU tables in RESULTS.md are never overwritten by a GPU run's."""
+    default = Path(common.__file__).with_name("RESULTS.md")
+    monkeypatch.setattr(common, "RESULTS", default)  # restored after the test
+    common.use_device_results("cpu")
+    assert common.RESULTS == default
+    common.use_device_results("cuda")
+    assert common.RESULTS == common.CUDA_RESULTS == default.with_name("RESULTS_CUDA.md")
+    monkeypatch.setattr(common, "RESULTS", tmp_path / "mine.md")
+    common.use_device_results("cuda")
+    assert common.RESULTS == tmp_path / "mine.md"
