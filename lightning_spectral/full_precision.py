@@ -4,10 +4,10 @@ Training often trades float32 precision for speed: Ampere and later GPUs run flo
 TensorFloat-32 by default (``torch.backends.cudnn.conv.fp32_precision == "tf32"``), and Lightning itself
 suggests ``torch.set_float32_matmul_precision("high")`` (TF32 matrix products on CUDA, bfloat16 passes in
 oneDNN on CPUs that have them). TF32 keeps 10 bits of mantissa, so each product carries a relative error of up
-to about ``2⁻¹¹ ≈ 5·10⁻⁴``. Measured on an NVIDIA H200 (``benchmarks/RESULTS.md``, section *CUDA*): the top-3
-Hessian eigenvalues of a 1.1 M-parameter CNN by Lanczos were off by 0.8–3.7·10⁻⁵ relative with TF32 on, and
-by 0.02–2.5·10⁻⁷ in IEEE float32: a hundred times the float32 floor, which a tight ``tol`` cannot get under,
-and an error that depends on which kernels the GPU picks.
+to about ``2⁻¹¹ ≈ 5·10⁻⁴``. Measured on an NVIDIA H200 (``python -m benchmarks.tf32_effect``;
+``benchmarks/RESULTS.md``, section *CUDA*): the top-3 Hessian eigenvalues of a 1.1 M-parameter CNN by Lanczos
+were off by 0.8–3.7·10⁻⁵ relative with TF32 on and by 0.02–2.5·10⁻⁷ in IEEE float32 on the same GPU: errors
+a hundred times larger or more, which no ``tol`` gets under, and which depend on the kernels the GPU picks.
 
 :func:`full_float32_precision` sets every float32 precision switch PyTorch has to IEEE float32 for the body
 and restores each exactly on exit, so training goes on with the precision it chose. PyTorch ≥ 2.9 has one

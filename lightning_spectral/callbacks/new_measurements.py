@@ -26,13 +26,35 @@ Example::
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from fnmatch import fnmatchcase
 from typing import Any
 
-from lightning_spectral.callbacks.stopping_criterion import as_float, same_value
+import torch
 
-__all__ = ["NewMeasurements"]
+__all__ = ["NewMeasurements", "as_float", "same_value"]
+
+
+def as_float(key: str, value: Any) -> float:
+    """``trainer.callback_metrics[key]`` as a float (a one-element tensor or a number), else ``ValueError``."""
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise ValueError(
+                f"SpectralEarlyStopping needs a scalar in trainer.callback_metrics[{key!r}], got a tensor of "
+                f"shape {tuple(value.shape)}."
+            )
+        return float(value.detach().reshape(()))
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    raise ValueError(
+        f"SpectralEarlyStopping needs a number in trainer.callback_metrics[{key!r}], got {type(value).__name__}."
+    )
+
+
+def same_value(a: float, b: float) -> bool:
+    """Equal, counting NaN as equal to NaN (an unchanged NaN is not a new measurement)."""
+    return a == b or (math.isnan(a) and math.isnan(b))
 
 
 class NewMeasurements:

@@ -35,8 +35,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
 from lightning_spectral.callbacks.optimizer_info import learning_rate, sgd_settings
 from lightning_spectral.functional.edge_of_stability import stability_limit
 
@@ -47,35 +45,12 @@ __all__ = [
     "NOT_FIRED",
     "RELATIVE_TO",
     "StoppingCriterion",
-    "as_float",
-    "same_value",
 ]
 
 MODES = ("above", "below")
 RELATIVE_TO = (None, "lr", "previous")
 #: Verdicts on a batch of new measurements, in increasing strength.
 NOT_FIRED, FIRED, NOT_FINITE = 0, 1, 2
-
-
-def as_float(key: str, value: Any) -> float:
-    """``trainer.callback_metrics[key]`` as a float (a one-element tensor or a number), else ``ValueError``."""
-    if isinstance(value, torch.Tensor):
-        if value.numel() != 1:
-            raise ValueError(
-                f"SpectralEarlyStopping needs a scalar in trainer.callback_metrics[{key!r}], got a tensor of "
-                f"shape {tuple(value.shape)}."
-            )
-        return float(value.detach().reshape(()))
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    raise ValueError(
-        f"SpectralEarlyStopping needs a number in trainer.callback_metrics[{key!r}], got {type(value).__name__}."
-    )
-
-
-def same_value(a: float, b: float) -> bool:
-    """Equal, counting NaN as equal to NaN (an unchanged NaN is not a new measurement)."""
-    return a == b or (math.isnan(a) and math.isnan(b))
 
 
 @dataclass(frozen=True)
