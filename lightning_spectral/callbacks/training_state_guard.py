@@ -13,6 +13,8 @@ A monitor runs between optimizer steps of someone else's training job. Whatever 
   drawn anyway;
 - autocast is disabled inside and float32 runs in full IEEE precision (TF32 and bfloat16 shortcuts off, see
   :mod:`lightning_spectral.full_precision`; every switch restored on exit), and gradients are enabled;
+- ``torch.compile``d code runs eagerly (:mod:`lightning_spectral.eager_execution`): double-backward products
+  work, and a measurement neither recompiles the model nor touches the compiled graphs training uses;
 - ``LightningModule.log``/``log_dict`` are silenced, so a ``training_step`` called for a measurement never
   writes into the user's logged metrics.
 
@@ -34,6 +36,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from lightning_spectral.eager_execution import compiled_code_runs_eagerly
 from lightning_spectral.full_precision import full_float32_precision
 
 try:  # NumPy is optional for the package; restore its global RNG when it is there.
@@ -100,6 +103,7 @@ def preserved_training_state(module: nn.Module) -> Iterator[None]:
             silenced_module_logging(module),
             torch.autocast(device_type=device_type, enabled=False),
             full_float32_precision(),
+            compiled_code_runs_eagerly(),
             torch.enable_grad(),
         ):
             yield

@@ -5,7 +5,9 @@ model concatenated into one vector. This module holds the two pieces of plumbing
 
 - :func:`select_parameters` picks the parameters by name: ``None`` means every parameter with
   ``requires_grad=True`` (frozen ones excluded); otherwise a name or a list of names / :mod:`fnmatch` globs
-  / module prefixes, matched against ``model.named_parameters()``.
+  / module prefixes, matched against ``model.named_parameters()``. A pattern also matches a name with its
+  ``_orig_mod`` components removed (:func:`uncompiled_name`), so ``"net.0.*"`` selects the parameters of
+  ``net = torch.compile(...)``, which PyTorch names ``net._orig_mod.0.*``.
 - :class:`ParameterLayout` records the names, shapes, dtype and device of the selected tensors and converts
   between ``{name: tensor}`` and the flat vector: :meth:`~ParameterLayout.flatten` concatenates the tensors
   (each flattened row-major, in the layout's order), :meth:`~ParameterLayout.unflatten` splits a flat vector
@@ -36,12 +38,29 @@ from torch import Tensor, nn
 
 ParamSpec = str | Sequence[str] | None
 
-__all__ = ["ParamSpec", "ParameterLayout", "select_parameters", "unmatched_patterns"]
+__all__ = ["ParamSpec", "ParameterLayout", "select_parameters", "uncompiled_name", "unmatched_patterns"]
+
+#: The attribute under which ``torch.compile``'s wrapper module (``OptimizedModule``) holds the original module.
+COMPILED_WRAPPER_ATTRIBUTE = "_orig_mod"
+
+
+def uncompiled_name(name: str) -> str:
+    """``name`` as the model names it without ``torch.compile``: the ``_orig_mod`` components that
+    compiled submodules add are removed (``"net._orig_mod.0.weight"`` → ``"net.0.weight"``)."""
+    parts = name.split(".")
+    if COMPILED_WRAPPER_ATTRIBUTE not in parts:
+        return name
+    return ".".join(part for part in parts if part != COMPILED_WRAPPER_ATTRIBUTE)
 
 
 def _matches(name: str, pattern: str) -> bool:
-    """``name`` matches a glob, or lies below the module prefix ``pattern`` (``"net.0"`` → ``net.0.weight``)."""
-    return fnmatch.fnmatchcase(name, pattern) or name.startswith(pattern.rstrip(".") + ".")
+    """``name`` (or its :func:`uncompiled_name`) matches a glob, or lies below the module prefix ``pattern``
+    (``"net.0"`` → ``net.0.weight``)."""
+    prefix = pattern.rstrip(".") + "."
+    return any(
+        fnmatch.fnmatchcase(candidate, pattern) or candidate.startswith(prefix)
+        for candidate in {name, uncompiled_name(name)}
+    )
 
 
 def select_parameters(model: nn.Module, params: ParamSpec = None) -> dict[str, nn.Parameter]:

@@ -50,7 +50,10 @@ matching any of its patterns. Note that ``[...]`` is a character class in ``fnma
 position write ``conv.weight[[]0,1]``. A pattern that matches no weight matrix of the model triggers a
 ``UserWarning`` naming it (usually a typo). Frozen parameters are reported unless ``trainable_only=True``. A
 parameter shared by several modules (tied embeddings) is reported once, under the first selected name in
-``model.named_modules()`` order.
+``model.named_modules()`` order. Names are those of the uncompiled model: a submodule wrapped by
+``torch.compile`` reports ``net.0.weight``, not PyTorch's ``net._orig_mod.0.weight``
+(:func:`~lightning_spectral.functional.parameter_selection.uncompiled_name`), so compiled and eager runs log
+the same keys.
 
 Example::
 
@@ -72,6 +75,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.parameter import is_lazy
 from torch.nn.utils import parametrize
+
+from lightning_spectral.functional.parameter_selection import uncompiled_name
 
 __all__ = ["CONV_MODES", "WeightMatrix", "weight_matrices"]
 
@@ -258,7 +263,7 @@ def _candidates(model: nn.Module, conv_mode: str, split: bool) -> Iterator[_Cand
             if resolved is None:
                 continue
             weight, key, trainable = resolved
-            parameter_name = f"{module_name}.{attr}" if module_name else attr
+            parameter_name = uncompiled_name(f"{module_name}.{attr}" if module_name else attr)
             computed = parametrize.is_parametrized(module, attr)
             for name, matrix, note in _module_matrices(kind, attr, parameter_name, weight, conv_mode, split):
                 if computed:
