@@ -129,6 +129,35 @@ def test_auto_falls_back_to_double_backward_where_torch_func_fails():
     torch.testing.assert_close(op.to_dense(), H, **EXACT)
 
 
+def checkpointed_squared_error(use_reentrant: bool):
+    """``squared_error`` with the layers after the first under activation checkpointing (recomputed in
+    backward; their input depends on the parameters, as in any real use)."""
+
+    def loss(net, batch):
+        output = torch.utils.checkpoint.checkpoint(net[1:], net[0](batch[0]), use_reentrant=use_reentrant)
+        return ((output - batch[1]) ** 2).mean()
+
+    return loss
+
+
+def test_activation_checkpointing_is_exact_by_double_backward():
+    """Non-reentrant checkpointing (PyTorch's recommended form): double backward differentiates through the
+    recomputation exactly; torch.func refuses its saved-tensor hooks, so "auto" falls back. Reentrant
+    checkpointing refuses autograd.grad: a loud error, never a Hessian without the checkpointed block."""
+    model, batch = mlp(), regression_batch()
+    H = dense_hessian(model, squared_error, batch)
+    checkpointed = checkpointed_squared_error(use_reentrant=False)
+    torch.testing.assert_close(
+        HessianOperator(model, checkpointed, batch, method="double_backward").to_dense(), H, **EXACT
+    )
+    op = HessianOperator(model, checkpointed, batch)
+    torch.testing.assert_close(op.to_dense(), H, **EXACT)
+    assert op.method == "double_backward" and "saved tensor hooks" in op.fallback_reason
+    reentrant = HessianOperator(model, checkpointed_squared_error(use_reentrant=True), batch)
+    with pytest.raises(RuntimeError, match="use_reentrant"):
+        reentrant.matvec(random_vector(44))
+
+
 def test_model_state_is_untouched_by_every_entry_point():
     model, batch = cnn_with_batchnorm().train(), image_batch()
     model[0].weight.requires_grad_(False)
