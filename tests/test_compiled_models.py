@@ -58,7 +58,9 @@ def cross_entropy(model, batch):
 
 def regression_batch(dtype=torch.float64):
     generator = torch.Generator().manual_seed(1)
-    return torch.randn(16, 5, generator=generator, dtype=dtype), torch.randint(0, 3, (16,), generator=generator)
+    return torch.randn(16, 5, generator=generator, dtype=dtype), torch.randint(
+        0, 3, (16,), generator=generator
+    )
 
 
 # ---------------------------------------------------------------------------------------------- names
@@ -88,10 +90,17 @@ def test_hessian_eigenvalues_of_a_compiled_model_are_those_of_the_dense_hessian(
     """Double backward through AOTAutograd raises; the estimators run the compiled model eagerly instead,
     compiling nothing."""
     model, batch = tiny_mlp(), regression_batch()
-    reference = torch.linalg.eigvalsh(dense_hessian(model, lambda f, b: nn.functional.cross_entropy(f(b[0]), b[1]), batch))
+    reference = torch.linalg.eigvalsh(
+        dense_hessian(model, lambda f, b: nn.functional.cross_entropy(f(b[0]), b[1]), batch)
+    )
     compiled = torch.compile(model, backend=BACKEND)
     result = hessian_eigenvalues(
-        compiled, cross_entropy, batch, k=3, tol=1e-10, hvp_method=hvp_method,
+        compiled,
+        cross_entropy,
+        batch,
+        k=3,
+        tol=1e-10,
+        hvp_method=hvp_method,
         generator=torch.Generator().manual_seed(0),
     )
     torch.testing.assert_close(result.eigenvalues, reference.flip(0)[:3], rtol=1e-8, atol=1e-10)
@@ -146,7 +155,9 @@ def compiled_module() -> pl.LightningModule:
 
 def every_monitor():
     return [
-        HessianEigenMonitor(k=2, every_n_steps=2, compute_batch_sharpness=True, compute_trace=True, strict=True),
+        HessianEigenMonitor(
+            k=2, every_n_steps=2, compute_batch_sharpness=True, compute_trace=True, strict=True
+        ),
         NTKTraceMonitor(every_n_steps=2, compute_lambda_max=True, strict=True),
         WeightSpectrumMonitor(every_n_steps=2, strict=True),
     ]
@@ -164,7 +175,9 @@ def losses_and_graphs(tmp_path, make_model, callbacks):
     return torch.stack(recorder.losses), compiled_graphs(), trainer
 
 
-@pytest.mark.parametrize("make_model", [CompiledNet, compiled_module], ids=["compiled-net", "compiled-module"])
+@pytest.mark.parametrize(
+    "make_model", [CompiledNet, compiled_module], ids=["compiled-net", "compiled-module"]
+)
 def test_monitors_measure_a_compiled_model_without_recompiling_or_changing_training(tmp_path, make_model):
     baseline, baseline_graphs, _ = losses_and_graphs(tmp_path / "a", make_model, [])
     monitors = every_monitor()
@@ -176,7 +189,9 @@ def test_monitors_measure_a_compiled_model_without_recompiling_or_changing_train
     assert "spectral/weights/net.0.weight/sigma_max" in trainer.callback_metrics
 
 
-@pytest.mark.parametrize("make_model", [CompiledNet, compiled_module], ids=["compiled-net", "compiled-module"])
+@pytest.mark.parametrize(
+    "make_model", [CompiledNet, compiled_module], ids=["compiled-net", "compiled-module"]
+)
 def test_a_compiled_model_logs_what_the_uncompiled_one_logs(tmp_path, make_model):
     _, _, eager = step_zero_metrics(tmp_path / "eager", QuietClassifier)
     _, _, compiled = step_zero_metrics(tmp_path / "compiled", make_model)

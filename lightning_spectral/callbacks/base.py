@@ -94,7 +94,9 @@ class SpectralMonitor(Callback):
         every_n_epochs: measure at the end of every ``every_n_epochs``-th training epoch.
         log_spacing: also measure at steps 1, 2, 4, 8, ... below ``every_n_steps`` (dense early).
         at_train_start: measure the initial model (step 0) from ``on_train_start``.
-        batch: a fixed measurement batch (as ``training_step`` receives it); ``None`` draws ``num_batches``
+        batch: a fixed measurement batch, as the train dataloader yields it (it goes through the precision
+            plugin's input conversion, the batch-transfer hooks and the device transfer like a training batch,
+            and ``training_step`` receives the result); ``None`` draws ``num_batches``
             batches from the train dataloader at fit start, under ``seed``.
         num_batches: how many batches to draw when ``batch`` is ``None``.
         seed: seeds the measurement batch draw and every random probe of the measurements (a generator of

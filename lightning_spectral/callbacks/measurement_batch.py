@@ -5,6 +5,9 @@ same batch(es) makes a curve over training steps show the model changing, not th
 from a fresh iterator over the training dataloader, under a fixed seed and with the global random state
 restored afterwards, so drawing it changes nothing in the training run and a resumed run draws the same
 batch again (same dataset, same seed). Under DDP each rank draws from its own shard, as Lightning shards it.
+Each batch then takes the way a training batch takes (:func:`to_module_device`): the precision plugin's input
+conversion (``precision="bf16-true"`` / ``"16-true"`` / ``"64-true"`` cast floating tensors to the model's
+dtype), ``on_before_batch_transfer``, the transfer to the device and ``on_after_batch_transfer``.
 """
 
 from __future__ import annotations
@@ -52,6 +55,13 @@ def draw_measurement_batches(trainer: Any, num_batches: int, seed: int) -> list[
 
 
 def to_module_device(trainer: Any, batch: Any) -> Any:
-    """Move a batch to the module's device through the strategy, as Lightning moves training batches."""
+    """A batch as the train dataloader yields it, turned into what ``training_step`` receives, in the steps and
+    order of Lightning's training loop: ``precision_plugin.convert_input``, the module's (and datamodule's)
+    ``on_before_batch_transfer``, then ``strategy.batch_to_device`` (``transfer_batch_to_device`` and
+    ``on_after_batch_transfer``). The global random state is left as it was (hooks may augment at random)."""
     with preserved_rng_state():
-        return trainer.strategy.batch_to_device(batch)
+        batch = trainer.precision_plugin.convert_input(batch)
+        before_transfer = getattr(trainer.lightning_module, "_on_before_batch_transfer", None)
+        if before_transfer is not None:  # Lightning's dispatcher (module, then datamodule hook)
+            batch = before_transfer(batch, dataloader_idx=0)
+        return trainer.strategy.batch_to_device(batch, dataloader_idx=0)

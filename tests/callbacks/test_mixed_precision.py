@@ -51,3 +51,43 @@ def test_mixed_precision_measures_in_float32(tmp_path, precision):
     mixed = precision_metrics(tmp_path / precision, precision)
     full = precision_metrics(tmp_path / "fp32", "32-true")
     assert_same_metrics(mixed, full, rel=1e-5, abs=1e-7)
+
+
+# ---------------------------------------------------------------------------------------------- true precisions
+@pytest.mark.parametrize(
+    "precision, rel",
+    [("64-true", 1e-5), ("16-true", 5e-3), ("bf16-true", 6e-2)],
+    ids=["64-true", "16-true", "bf16-true"],
+)
+def test_true_precisions_measure_the_batch_converted_like_a_training_batch(tmp_path, precision, rel):
+    """Lightning casts the model to the precision's dtype and every training batch with
+    ``precision_plugin.convert_input``; the measurement batch takes the same way (a float32 batch into a
+    float64 / float16 / bfloat16 model raised a dtype mismatch). The measurement then runs in the parameters'
+    dtype: float64 agrees with the float32 run to float32 rounding; float16 (11-bit mantissa) and bfloat16
+    (8 bits) agree to their own precision (the model itself is rounded to it, too)."""
+    _, model, true = step_zero_metrics(tmp_path / precision, TinyClassifier, precision=precision)
+    full = precision_metrics(tmp_path / "fp32", "32-true")
+    assert next(model.parameters()).dtype == {"64-true": torch.float64, "16-true": torch.float16}.get(
+        precision, torch.bfloat16
+    )
+    assert_same_metrics(true, full, rel=rel, abs=1e-7)
+
+
+class TransferHookClassifier(TinyClassifier):
+    """Its loader yields the inputs scaled by 8; ``on_before_batch_transfer`` undoes that, as user code that
+    decodes, augments or tokenises in the hook does: every batch ``training_step`` sees is unscaled."""
+
+    def train_dataloader(self):
+        loader = super().train_dataloader()
+        scaled = [(x * 8.0, y) for x, y in loader.dataset]
+        return torch.utils.data.DataLoader(scaled, batch_size=self.hparams.batch_size, shuffle=True)
+
+    def on_before_batch_transfer(self, batch, dataloader_idx):
+        x, y = batch
+        return x / 8.0, y
+
+
+def test_the_measurement_batch_goes_through_the_batch_transfer_hooks(tmp_path):
+    hooked = step_zero_metrics(tmp_path / "hooked", TransferHookClassifier)[2]
+    plain = step_zero_metrics(tmp_path / "plain", TinyClassifier)[2]
+    assert_same_metrics(hooked, plain, rel=1e-5, abs=1e-7)
