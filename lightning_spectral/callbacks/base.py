@@ -27,6 +27,7 @@ Example (a complete monitor)::
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import inspect
 import math
@@ -40,6 +41,7 @@ from pytorch_lightning import Callback
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
 from lightning_spectral.callbacks.collectives import MeasurementCollectives, PeerMeasurementFailed
+from lightning_spectral.callbacks.half_precision_upcast import float32_batch, float32_half_precision_tensors
 from lightning_spectral.callbacks.measurement_batch import draw_measurement_batches, to_module_device
 from lightning_spectral.callbacks.metric_logging import (
     declare_metrics,
@@ -123,6 +125,10 @@ class SpectralMonitor(Callback):
     #: Whether :meth:`measure` gathers ``DTensor`` parameters, so that the monitor runs under
     #: :data:`DTENSOR_STRATEGIES` (the other sharded strategies are refused at setup).
     supports_dtensor_parameters: ClassVar[bool] = False
+    #: Whether a model stored in float16 / bfloat16 (``precision="16-true"`` / ``"bf16-true"``) is measured
+    #: through float32 copies of its parameters, buffers and batch
+    #: (:mod:`~lightning_spectral.callbacks.half_precision_upcast`): monitors that run the model do this.
+    upcasts_half_precision: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -313,8 +319,9 @@ class SpectralMonitor(Callback):
         self._collectives = collectives
         try:
             try:
-                with preserved_training_state(pl_module):
-                    values = dict(self.measure(trainer, pl_module, self._batches))
+                with preserved_training_state(pl_module), self._measurement_dtype(pl_module) as upcast:
+                    batches = [float32_batch(b) for b in self._batches] if upcast else self._batches
+                    values = dict(self.measure(trainer, pl_module, batches))
             except PeerMeasurementFailed:
                 raise
             except Exception as error:
@@ -347,6 +354,12 @@ class SpectralMonitor(Callback):
         declare_metrics(trainer, {self.metric_prefix + name: self.summary_for(name) for name in new_names})
         self._declared_metrics.update(new_names)
         log_scalars(trainer, {self.metric_prefix + name: value for name, value in values.items()}, step)
+
+    def _measurement_dtype(self, pl_module: Any) -> contextlib.AbstractContextManager[bool]:
+        """Float32 copies of a half-precision model for the measurement, where this monitor asks for them."""
+        if self.upcasts_half_precision:
+            return float32_half_precision_tensors(pl_module)
+        return contextlib.nullcontext(False)
 
     def _budget_allows(self, trainer: Any) -> bool:
         """Whether the time budget lets this scheduled step be measured; rank 0 decides for every rank (the

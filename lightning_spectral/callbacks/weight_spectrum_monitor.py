@@ -71,6 +71,7 @@ class WeightSpectrumMonitor(SpectralMonitor):
     monitor_name = "weights"
     primary_metrics = ("max_sigma_max", "mean_stable_rank")
     needs_batch = False
+    upcasts_half_precision = False  # reads the weights only; weight_spectrum upcasts each matrix itself
     supports_dtensor_parameters = True
     default_every_n_steps = 100
     metric_summaries = {
