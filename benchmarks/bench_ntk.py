@@ -72,7 +72,7 @@ cross-example entries are large (similar images have correlated gradients): of `
 `p − 2⌊p/3⌋` whole-batch Hutchinson probes for the rest, and each product costs a VJP and a JVP.
 `method="auto"` never picks Hutch++."""
 THREADS_NOTE = (
-    "One torch thread by default (`--threads`): the 2 cores are shared with other jobs, and with 2 threads "
+    "One torch thread by default (`--threads`), chosen on the 2-core development machines, whose cores are shared with other jobs: with 2 threads "
     "OpenMP's barrier waits under that contention made runs 5–15× slower and erratic, which would make the "
     "ratios meaningless."
 )

@@ -353,7 +353,7 @@ def run(args: argparse.Namespace) -> list[Target]:
 
 Command: `{command}` (interpreter `{sys.executable}`), {total:.0f} s in all{" (quick mode: 5 rounds)" if cfg.quick else ""}.
 Machine: {machine_description()} ({platform.system()}); device: {args.device}; `torch.set_num_threads(1)` for the whole
-run (the 2 cores are shared with other jobs). Packages: {package_versions(("torch", "pytorch-lightning", "scikit-learn", "lightning-spectral"))}.
+run (chosen on the 2-core development machines, whose cores are shared with other jobs). Packages: {package_versions(("torch", "pytorch-lightning", "scikit-learn", "lightning-spectral"))}.
 
 `Trainer.fit` of a CNN with {parameters:,} parameters (conv 1→16→32, 3×3, max-pool, 512→64→10) on scikit-learn's
 8×8 digits (1797 images), cross-entropy, plain SGD (lr {LR}), batch {BATCH_SIZE}: one epoch = {steps} steps, {args.device.upper()}.

@@ -71,7 +71,7 @@ CONFIGS = ((10, 2), (10, 4), (10, 5), (32, 2), (32, 3))
 WARM_ITERATIONS = (0, 1, 2, 3, 4, 5, 6, 8)
 BATCH_LAYERS, BATCH_SIZE = 12, 512
 THREADS_NOTE = (
-    "One torch thread by default (`--threads`): the 2 cores are shared with other jobs, and with 2 threads "
+    "One torch thread by default (`--threads`), chosen on the 2-core development machines, whose cores are shared with other jobs: with 2 threads "
     "OpenMP's barrier waits under that contention made the same SVD 5–15× slower and erratic (2048² "
     "`svdvals`: 29–72 s with 2 threads vs 7.1–8.6 s with 1, measured side by side), which would make the "
     "ratios meaningless."
