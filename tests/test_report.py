@@ -151,6 +151,37 @@ def test_figures_overlay_both_runs_with_their_data(run_dirs):
         assert all(len(ax.get_lines()) == 2 for ax in panels)
 
 
+class AdamClassifier(TinyClassifier):
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+
+
+def test_an_adam_run_shows_its_preconditioned_sharpness_against_adams_limit(tmp_path):
+    """Under Adam ``eos_ratio`` divides λ_1(D⁻¹H): the limit drawn is (2+2β₁)/((1−β₁)η) = 38/η, next to the
+    preconditioned series, and the batch-sharpness figure (raw curvature) gets no limit for that run."""
+    lr = 0.01
+    pl.seed_everything(0)
+    logger = TensorBoardLogger(str(tmp_path), name="adam")
+    monitor = HessianEigenMonitor(every_n_steps=4, strict=True)
+    trainer = pl.Trainer(**trainer_kwargs(tmp_path, logger=logger, callbacks=[monitor], max_epochs=2))
+    trainer.fit(AdamClassifier(lr=lr))
+    (run,) = read_runs([Path(logger.log_dir)])
+    limit = stability_limit(run)
+    assert list(limit.steps) == [4, 8]  # no preconditioner before the first step
+    np.testing.assert_allclose(limit.values, 38 / lr, rtol=1e-5)
+    by_name = {figure.name: figure for figure in make_figures([run], run_colors([run]))[0]}
+    eigen = by_name["hessian_eigenvalues"].figure
+    lines = [np.asarray(line.get_ydata(), dtype=float) for line in eigen.axes[0].get_lines()]
+    preconditioned = run.scalars["spectral/hessian/preconditioned_lambda_1"].values
+    assert any(np.array_equal(y, preconditioned) for y in lines)
+    assert any(np.allclose(y, 38 / lr, rtol=1e-5) for y in lines)
+    assert {"$\\lambda_1(D^{-1}H)$, Adam", "stability limit $\\lambda_{\\rm crit}$"} <= set(
+        legend_labels(eigen)
+    )
+    sharpness_lines = by_name["batch_sharpness"].figure.axes[0].get_lines()
+    assert not any(np.allclose(line.get_ydata(), 38 / lr, rtol=1e-3) for line in sharpness_lines)
+
+
 def test_cli_report_steps_and_errors(run_dirs, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["report", *map(str, run_dirs), "-o", str(out), "--steps", "0,9"]) == 0

@@ -5,7 +5,10 @@ Logged under ``spectral/hessian/``: ``lambda_1 .. lambda_k`` (``lambda_1`` = λ_
 the optimizer's stability limit: ``lr·λ_max/2`` for plain SGD, SGD optimizers only), ``batch_sharpness``
 (Andreyev & Beneventano: ``mean_B g_Bᵀ H_B g_B / ‖g_B‖²`` over the measurement batches; it sits at ``2/η``
 at the edge of stochastic stability), ``batch_sharpness_ratio`` (``batch_sharpness`` over the same limit),
-``trace`` and an eigenvalue-density figure when enabled. Numerics: :mod:`lightning_spectral.functional`.
+``trace`` and an eigenvalue-density figure when enabled. Under Adam / AdamW also ``preconditioned_lambda_1``,
+``λ_1(D⁻¹H)`` with Adam's preconditioner ``D``, and ``eos_ratio`` = that over Adam's stability limit
+``(2 + 2β₁)/((1 − β₁)η)`` (the adaptive edge of stability, Cohen et al. 2022;
+:mod:`lightning_spectral.functional.adam_preconditioner`). Numerics: :mod:`lightning_spectral.functional`.
 
 Example::
 
@@ -21,9 +24,10 @@ from typing import Any
 import torch
 
 from lightning_spectral.callbacks.base import SpectralMonitor
-from lightning_spectral.callbacks.optimizer_info import sgd_settings
+from lightning_spectral.callbacks.optimizer_info import adam_settings, sgd_settings
 from lightning_spectral.callbacks.parameter_patterns import check_param_spec, checked_param_patterns
 from lightning_spectral.callbacks.training_loss import LossFn, resolve_loss_fn
+from lightning_spectral.functional.adam_preconditioner import adam_preconditioner, adam_stability_limit
 from lightning_spectral.functional.batch_sharpness import batch_sharpness
 from lightning_spectral.functional.edge_of_stability import stability_limit
 from lightning_spectral.functional.hessian_operator import HVP_METHODS, HessianOperator
@@ -64,6 +68,9 @@ class HessianEigenMonitor(SpectralMonitor):
         density_probes: probe vectors of the density.
         density_steps: Lanczos steps per probe of the density.
         compute_batch_sharpness: log ``batch_sharpness`` (one gradient and one product per batch).
+        compute_preconditioned: under Adam / AdamW, also log ``preconditioned_lambda_1`` (one more Lanczos run
+            on ``D^{-1/2} H D^{-1/2}``, warm-started like the first) and ``eos_ratio`` relative to Adam's limit.
+            Not logged before the optimizer's first step (no moment estimates yet).
         warm_start: start Lanczos from the previous top eigenvectors.
         measurement_mode: ``"eval"`` (dropout off, BatchNorm on running statistics; default) or
             ``"train"`` (the stochastic training-mode loss, BatchNorm on batch statistics). The module's
@@ -78,7 +85,13 @@ class HessianEigenMonitor(SpectralMonitor):
     monitor_name = "hessian"
     primary_metrics = ("lambda_1",)
     default_every_n_steps = 100
-    metric_summaries = {"lambda_*": "max", "eos_ratio": "max", "batch_sharpness*": "max", "trace": "max"}
+    metric_summaries = {
+        "lambda_*": "max",
+        "preconditioned_lambda_1": "max",
+        "eos_ratio": "max",
+        "batch_sharpness*": "max",
+        "trace": "max",
+    }
 
     def __init__(
         self,
@@ -100,6 +113,7 @@ class HessianEigenMonitor(SpectralMonitor):
         density_probes: int = 2,
         density_steps: int = 40,
         compute_batch_sharpness: bool = True,
+        compute_preconditioned: bool = True,
         warm_start: bool = True,
         measurement_mode: str = "eval",
         hvp_method: str = "double_backward",
@@ -138,6 +152,7 @@ class HessianEigenMonitor(SpectralMonitor):
         check_bool("compute_trace", compute_trace)
         check_bool("compute_density", compute_density)
         check_bool("compute_batch_sharpness", compute_batch_sharpness)
+        check_bool("compute_preconditioned", compute_preconditioned)
         check_bool("warm_start", warm_start)
         self.k = k
         self.tol = tol
@@ -151,10 +166,12 @@ class HessianEigenMonitor(SpectralMonitor):
         self.density_probes = density_probes
         self.density_steps = density_steps
         self.compute_batch_sharpness = compute_batch_sharpness
+        self.compute_preconditioned = compute_preconditioned
         self.warm_start = warm_start
         self.measurement_mode = measurement_mode
         self.hvp_method = hvp_method
         self._eigenvectors: torch.Tensor | None = None
+        self._preconditioned_vector: torch.Tensor | None = None
         self._params = params
 
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
@@ -196,6 +213,8 @@ class HessianEigenMonitor(SpectralMonitor):
         limit = stability_limit(settings.lr, settings.momentum, settings.nesterov) if settings else None
         if limit is not None and self.which == "LA":
             values["eos_ratio"] = values["lambda_1"] / limit
+        if self.compute_preconditioned:
+            values.update(self._preconditioned_sharpness(trainer, pl_module, operator, generator))
         if self.compute_batch_sharpness:
             sharpness = batch_sharpness(
                 pl_module,
@@ -225,9 +244,45 @@ class HessianEigenMonitor(SpectralMonitor):
             self.log_figure(trainer, "density", density_figure(density, step=trainer.global_step))
         return values
 
+    def _preconditioned_sharpness(
+        self, trainer: Any, pl_module: Any, operator: HessianOperator, generator: torch.Generator
+    ) -> dict[str, float]:
+        """``preconditioned_lambda_1`` and Adam's ``eos_ratio`` under Adam / AdamW once it has stepped."""
+        settings = adam_settings(trainer)
+        if settings is None:
+            return {}
+        named = dict(pl_module.named_parameters())
+        preconditioner = adam_preconditioner(settings.optimizer, [named[name] for name in operator.names])
+        if preconditioner is None:
+            return {}
+        previous = self._preconditioned_vector if self.warm_start else None
+        if previous is not None and previous.shape[0] != operator.dim:
+            previous = None
+        result = hessian_eigenvalues(
+            k=1,
+            tol=self.tol,
+            max_iter=self.max_iter,
+            v0=previous,
+            generator=generator,
+            operator=operator,
+            preconditioner=preconditioner,
+        )
+        self._preconditioned_vector = result.eigenvectors.detach().clone()
+        value = float(result.eigenvalues[0])
+        return {
+            "preconditioned_lambda_1": value,
+            "eos_ratio": value / adam_stability_limit(settings.lr, settings.beta1),
+        }
+
     def extra_state(self) -> dict[str, Any]:
-        return {"eigenvectors": None if self._eigenvectors is None else self._eigenvectors.cpu()}
+        return {
+            "eigenvectors": None if self._eigenvectors is None else self._eigenvectors.cpu(),
+            "preconditioned_vector": None
+            if self._preconditioned_vector is None
+            else self._preconditioned_vector.cpu(),
+        }
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         vectors = state.get("eigenvectors")
         self._eigenvectors = vectors
+        self._preconditioned_vector = state.get("preconditioned_vector")

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from lightning_spectral.functional.adam_preconditioner import is_adam
+
 
 @dataclass(frozen=True)
 class SGDSettings:
@@ -33,6 +35,24 @@ def sgd_settings(trainer: Any) -> SGDSettings | None:
         momentum=float(group.get("momentum", 0.0)),
         nesterov=bool(group.get("nesterov")),
     )
+
+
+@dataclass(frozen=True)
+class AdamSettings:
+    """The first optimizer when it is Adam / AdamW, with its first param group's step size and β₁."""
+
+    optimizer: Any
+    lr: float
+    beta1: float
+
+
+def adam_settings(trainer: Any) -> AdamSettings | None:
+    """The first optimizer's settings if it is ``torch.optim.Adam`` / ``AdamW`` (or a subclass), else ``None``."""
+    optimizers = getattr(trainer, "optimizers", None) or []
+    if not optimizers or not is_adam(optimizers[0]):
+        return None
+    group = optimizers[0].param_groups[0]
+    return AdamSettings(optimizers[0], lr=float(group["lr"]), beta1=float(group["betas"][0]))
 
 
 def learning_rate(trainer: Any) -> float | None:

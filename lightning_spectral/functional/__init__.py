@@ -1,5 +1,6 @@
 """Spectral estimators on a model, usable without Lightning (the numerics behind the callbacks)."""
 
+from lightning_spectral.functional.adam_preconditioner import adam_preconditioner, adam_stability_limit
 from lightning_spectral.functional.batch_sharpness import BatchSharpness, batch_sharpness
 from lightning_spectral.functional.edge_of_stability import edge_of_stability_ratio, stability_limit
 from lightning_spectral.functional.hessian_operator import HessianOperator
@@ -32,6 +33,8 @@ __all__ = [
     "SGDStability",
     "WeightMatrix",
     "WeightSpectrum",
+    "adam_preconditioner",
+    "adam_stability_limit",
     "batch_sharpness",
     "edge_of_stability_ratio",
     "hessian_density",

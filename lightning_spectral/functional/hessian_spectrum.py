@@ -31,6 +31,7 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import torch
@@ -151,6 +152,7 @@ def hessian_eigenvalues(
     hvp_method: str = "auto",
     generator: torch.Generator | None = None,
     operator: HessianOperator | None = None,
+    preconditioner: Tensor | None = None,
 ) -> HessianEigenResult:
     """The ``k`` extreme eigenpairs of the loss Hessian by Lanczos with full reorthogonalisation.
 
@@ -165,6 +167,12 @@ def hessian_eigenvalues(
         params, hvp_method: parameter selection and HVP method of the operator built here.
         generator: source of the start (and restart) vectors; ``None`` uses the global torch RNG.
         operator: a ready :class:`HessianOperator` instead of ``model``/``loss_fn``/``batch``/``params``.
+        preconditioner: a positive vector ``d`` of length ``P``, the diagonal of an optimizer's preconditioner
+            ``D`` (the step is ``−η D⁻¹ m``; Adam's: :func:`~lightning_spectral.functional.adam_preconditioner`).
+            The eigenvalues are then those of the *preconditioned Hessian* ``D⁻¹H``, computed as those of the
+            symmetric ``D^{-1/2} H D^{-1/2}`` (similar to ``D⁻¹H``), which Lanczos needs; the eigenvectors and
+            residuals are that operator's (``D^{-1/2} w`` is an eigenvector of ``D⁻¹H``), and ``v0`` must
+            be one of its eigenvectors too (a previous result's). Default ``None``: the Hessian itself.
 
     Returns:
         :class:`HessianEigenResult`.
@@ -177,9 +185,10 @@ def hessian_eigenvalues(
             f"`k` must be an integer with 1 <= k <= dim = {op.dim} (the parameter count), got {k!r}."
         )
     start = None if v0 is None else warm_start_vector(v0, op, generator)
+    matvec = op.matvec if preconditioner is None else _symmetrically_scaled(op, preconditioner)
     before = op.num_matvecs
     result = lanczos(
-        op.matvec,
+        matvec,
         op.dim,
         k,
         max_iter=max_iter,
@@ -193,6 +202,24 @@ def hessian_eigenvalues(
     return HessianEigenResult(
         result.eigenvalues, result.eigenvectors, result.residuals, op.num_matvecs - before, result.converged
     )
+
+
+def _symmetrically_scaled(op: HessianOperator, preconditioner: Tensor) -> Callable[[Tensor], Tensor]:
+    """``v ↦ D^{-1/2} H D^{-1/2} v`` for ``D = diag(preconditioner)`` (validated: finite, positive, ``(P,)``)."""
+    if not isinstance(preconditioner, Tensor) or preconditioner.shape != (op.dim,):
+        shape = (
+            tuple(preconditioner.shape)
+            if isinstance(preconditioner, Tensor)
+            else type(preconditioner).__name__
+        )
+        raise ValueError(f"`preconditioner` must be a tensor of shape ({op.dim},), got {shape}.")
+    d = preconditioner.detach().to(dtype=op.dtype, device=op.device)
+    if not bool(torch.isfinite(d).all() and (d > 0).all()):
+        raise ValueError(
+            "`preconditioner` must be finite and positive everywhere (it is a diagonal D, D⁻¹ is used)."
+        )
+    scale = d.rsqrt()
+    return lambda v: scale * op.matvec(scale * v)
 
 
 def hessian_trace(

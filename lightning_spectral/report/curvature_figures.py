@@ -29,11 +29,17 @@ from lightning_spectral.report.figure_style import (
 from lightning_spectral.report.reader import Image, RunData, Series
 
 LIMIT_STYLE = dict(linewidth=5, alpha=0.25, solid_capstyle="butt")
+#: Adam runs log the preconditioned sharpness λ_1(D⁻¹H); their ``eos_ratio`` divides it, not λ_1 of H.
+PRECONDITIONED = HESSIAN + "preconditioned_lambda_1"
+PRECONDITIONED_STYLE = (0, (1, 1))
 
 
 def stability_limit(run: RunData) -> Series | None:
-    """The optimizer's stability limit ``λ_crit = λ_1 / eos_ratio`` (``2/η`` for SGD) at each measurement."""
-    lam, ratio = run.scalars.get(HESSIAN + "lambda_1"), run.scalars.get(HESSIAN + "eos_ratio")
+    """The optimizer's stability limit ``λ_crit`` at each measurement, as ``s / eos_ratio`` for the sharpness
+    ``s`` that ``eos_ratio`` divides: ``λ_1`` under SGD (``λ_crit = 2/η``, ``(2+2β)/η`` with momentum), the
+    preconditioned ``λ_1(D⁻¹H)`` under Adam (``λ_crit = (2+2β₁)/((1−β₁)η)``)."""
+    sharpness_tag = PRECONDITIONED if PRECONDITIONED in run.scalars else HESSIAN + "lambda_1"
+    lam, ratio = run.scalars.get(sharpness_tag), run.scalars.get(HESSIAN + "eos_ratio")
     if lam is None or ratio is None:
         return None
     steps, at_lam, at_ratio = np.intersect1d(lam.steps, ratio.steps, return_indices=True)
@@ -61,6 +67,12 @@ def hessian_eigenvalues(runs: Sequence[RunData], colors: dict[str, str]) -> Repo
         [(i, EIGEN_STYLES[(i - 1) % len(EIGEN_STYLES)]) for i in range(1, max_k + 1)] if max_k > 1 else []
     )
     extra = style_entries([(rf"$\lambda_{{{i}}}$", style) for i, style in styles])
+    adam = [run for run in shown if PRECONDITIONED in run.scalars]
+    for run in adam:
+        plot_series(ax, run.scalars[PRECONDITIONED], colors[run.name], linestyle=PRECONDITIONED_STYLE)
+        values.append(run.scalars[PRECONDITIONED].values)
+    if adam:
+        extra += style_entries([(r"$\lambda_1(D^{-1}H)$, Adam", PRECONDITIONED_STYLE)])
     extra += _limits(ax, shown, colors, values)
     style_axes(ax, values, r"eigenvalue of $\nabla^2 L$", xlabel=None if ratio_ax else STEP_LABEL)
     extra += _ratio_panel(ratio_ax, shown, colors, HESSIAN + "eos_ratio", r"$\lambda_1/\lambda_{\rm crit}$")
@@ -70,8 +82,10 @@ def hessian_eigenvalues(runs: Sequence[RunData], colors: dict[str, str]) -> Repo
         "colour: run). The wide faint line is the run's stability limit λ_crit = λ_1/eos_ratio: 2/η for plain "
         "SGD ((2+2β)/η with momentum β). Gradient descent on a quadratic of curvature λ multiplies the error "
         "along that direction by 1 − ηλ each step, so it is stable iff λ < 2/η: λ_1 reaching the line is the "
-        "edge of stability (Cohen et al. 2021). Below: eos_ratio = λ_1/λ_crit, which puts runs with different "
-        "step sizes on one scale with the edge at 1."
+        "edge of stability (Cohen et al. 2021). Under Adam the dotted line is the preconditioned sharpness "
+        "λ_1(D⁻¹H) and the limit is Adam's (2+2β₁)/((1−β₁)η), which it is compared with (Cohen et al. 2022). "
+        "Below: eos_ratio = sharpness/λ_crit, which puts runs with different step sizes and optimizers on one "
+        "scale with the edge at 1."
     )
     return titled(
         figure, "hessian_eigenvalues", "Curvature", "Top Hessian eigenvalues and the stability limit", caption
@@ -89,7 +103,8 @@ def batch_sharpness(runs: Sequence[RunData], colors: dict[str, str]) -> ReportFi
         series = run.scalars[HESSIAN + "batch_sharpness"]
         plot_series(ax, series, colors[run.name])
         values.append(series.values)
-    extra = _limits(ax, shown, colors, values)
+    # the limit of the raw curvature only: under Adam the limit is the preconditioned sharpness's
+    extra = _limits(ax, [run for run in shown if PRECONDITIONED not in run.scalars], colors, values)
     style_axes(ax, values, "batch sharpness", xlabel=None if ratio_ax else STEP_LABEL)
     extra += _ratio_panel(
         ratio_ax, shown, colors, HESSIAN + "batch_sharpness_ratio", r"ratio to $\lambda_{\rm crit}$"
@@ -126,14 +141,15 @@ def _curvature_axes(runs: Sequence[RunData], ratio_tag: str) -> tuple[Figure, ob
 
 def _limits(ax, runs: Sequence[RunData], colors: dict[str, str], values: list) -> list[Line2D]:
     """Draw each run's stability limit (added to ``values``); the legend entry, if any was drawn."""
-    drawn = False
+    drawn, adam = False, False
     for run in runs:
         limit = stability_limit(run)
         if limit is not None:
             ax.plot(limit.steps, limit.values, color=colors[run.name], **LIMIT_STYLE)
             values.append(limit.values)
-            drawn = True
-    return [Line2D([], [], color="0.4", label=r"stability limit $2/\eta$", **LIMIT_STYLE)] if drawn else []
+            drawn, adam = True, adam or PRECONDITIONED in run.scalars
+    label = r"stability limit $\lambda_{\rm crit}$" if adam else r"stability limit $2/\eta$"
+    return [Line2D([], [], color="0.4", label=label, **LIMIT_STYLE)] if drawn else []
 
 
 def _ratio_panel(ax, runs: Sequence[RunData], colors: dict[str, str], tag: str, ylabel: str) -> list[Line2D]:

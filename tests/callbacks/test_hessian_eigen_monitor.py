@@ -124,7 +124,54 @@ def test_default_measurement_batch_and_warm_start(tmp_path):
     assert monitor._eigenvectors is not None and monitor._eigenvectors.shape == (41, 1)
 
 
-def test_adam_gets_no_eos_ratio_and_resume_restores_the_eigenvectors(tmp_path):
+def adam_preconditioner_diagonal(optimizer, parameters):
+    """Adam's ``D = (1 − β₁ᵗ)·diag(√(v/(1 − β₂ᵗ)) + ε)`` recomputed here from the optimizer's raw state."""
+    group = optimizer.param_groups[0]
+    (beta1, beta2), eps = group["betas"], group["eps"]
+    pieces = []
+    for p in parameters:
+        state = optimizer.state[p]
+        t = float(state["step"])
+        pieces.append(((1 - beta1**t) * ((state["exp_avg_sq"] / (1 - beta2**t)).sqrt() + eps)).reshape(-1))
+    return torch.cat(pieces)
+
+
+def test_adam_logs_the_preconditioned_sharpness_and_its_edge_of_stability_ratio(tmp_path):
+    """Under Adam: ``preconditioned_lambda_1`` = λ_1(D⁻¹H) of the dense Hessian with D from the optimizer's
+    state, and ``eos_ratio`` = that over (2 + 2β₁)/((1 − β₁)η); nothing of the two before the first step."""
+    g = torch.Generator().manual_seed(3)
+    batch = (torch.randn(10, 3, generator=g), torch.randn(10, 1, generator=g))
+    monitor = HessianEigenMonitor(every_n_steps=2, tol=1e-6, batch=batch, strict=True)
+    model = TinyRegressor(optimizer="adam")
+    trainer, scalars = fit(tmp_path, monitor, model)
+    assert [s for s, _ in scalars["spectral/hessian/lambda_1"]] == [0, 2, 4]
+    for key in ("preconditioned_lambda_1", "eos_ratio"):
+        assert [s for s, _ in scalars[f"spectral/hessian/{key}"]] == [2, 4], key
+    model.eval()
+    H = dense_hessian(model, squared_error, batch).double()
+    d = adam_preconditioner_diagonal(trainer.optimizers[0], list(model.parameters())).double()
+    exact = torch.linalg.eigvals(torch.diag(1 / d) @ H).real.max().item()
+    last = {key: values[-1][1] for key, values in scalars.items()}
+    assert last["spectral/hessian/preconditioned_lambda_1"] == pytest.approx(exact, rel=1e-4)
+    assert last["spectral/hessian/eos_ratio"] == pytest.approx(
+        exact * (1 - 0.9) * 1e-3 / (2 + 2 * 0.9), rel=1e-4
+    )
+    # the raw sharpness is a different number: D⁻¹ rescales the curvature by orders of magnitude
+    assert last["spectral/hessian/lambda_1"] < last["spectral/hessian/preconditioned_lambda_1"] / 10
+
+
+def test_sgd_gets_no_preconditioned_sharpness_and_it_can_be_switched_off(tmp_path):
+    _, scalars = fit(tmp_path / "sgd", HessianEigenMonitor(every_n_steps=2, strict=True), TinyRegressor())
+    assert (
+        "spectral/hessian/eos_ratio" in scalars and "spectral/hessian/preconditioned_lambda_1" not in scalars
+    )
+    off = HessianEigenMonitor(every_n_steps=2, compute_preconditioned=False, strict=True)
+    _, scalars = fit(tmp_path / "off", off, TinyRegressor(optimizer="adam"))
+    assert "spectral/hessian/lambda_1" in scalars
+    assert not {"spectral/hessian/eos_ratio", "spectral/hessian/preconditioned_lambda_1"} & set(scalars)
+
+
+def test_resume_restores_both_warm_start_vectors(tmp_path):
     checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=2, save_top_k=-1)
     monitor = HessianEigenMonitor(every_n_steps=2, strict=True)
     logger = TensorBoardLogger(str(tmp_path), name="tb")
@@ -134,14 +181,13 @@ def test_adam_gets_no_eos_ratio_and_resume_restores_the_eigenvectors(tmp_path):
         **trainer_kwargs(tmp_path, logger=logger, max_epochs=1, enable_checkpointing=True),
     )
     trainer.fit(TinyRegressor(optimizer="adam"))
-    scalars = read_tensorboard_scalars(logger.log_dir)
-    assert "spectral/hessian/lambda_1" in scalars and "spectral/hessian/eos_ratio" not in scalars
     state = torch.load(tmp_path / "ckpt" / "epoch=0-step=2.ckpt", weights_only=False)["callbacks"][
         monitor.state_key
     ]
     resumed = HessianEigenMonitor(every_n_steps=2)
     resumed.load_state_dict(state)
     assert resumed._eigenvectors.shape == (41, 1) and resumed.num_measurements == 2
+    assert resumed._preconditioned_vector.shape == (41, 1)
 
 
 def test_manual_optimization_needs_a_loss_fn(tmp_path):

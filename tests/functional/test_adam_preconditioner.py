@@ -1,0 +1,169 @@
+"""Adam's preconditioner against the moment estimates recomputed from the gradients, its stability limit
+against ``torch.optim.Adam`` itself, and the preconditioned Hessian eigenvalues against the dense ``D⁻¹H``."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from spectral_testing.references import dense_hessian
+from torch import nn
+
+from lightning_spectral.functional import (
+    adam_preconditioner,
+    adam_stability_limit,
+    hessian_eigenvalues,
+)
+
+
+def adam_steps(optimizer_class, steps=5, **kwargs):
+    """A few Adam steps on a tiny model; returns the parameters, the optimizer and the gradients it took."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1)).double()
+    optimizer = optimizer_class(model.parameters(), lr=0.01, **kwargs)
+    x, y = torch.randn(8, 3, dtype=torch.float64), torch.randn(8, 1, dtype=torch.float64)
+    grads = []
+    for _ in range(steps):
+        optimizer.zero_grad()
+        ((model(x) - y) ** 2).mean().backward()
+        grads.append(torch.cat([p.grad.reshape(-1) for p in model.parameters()]).clone())
+        optimizer.step()
+    return list(model.parameters()), optimizer, grads
+
+
+@pytest.mark.parametrize(
+    "optimizer_class, kwargs",
+    [
+        (torch.optim.Adam, {}),
+        (torch.optim.Adam, {"betas": (0.8, 0.99), "eps": 1e-4}),
+        (torch.optim.AdamW, {"weight_decay": 0.1}),
+        (torch.optim.Adam, {"amsgrad": True}),
+    ],
+    ids=["adam", "adam-betas-eps", "adamw", "amsgrad"],
+)
+def test_preconditioner_from_the_moments_recomputed_from_the_gradients(optimizer_class, kwargs):
+    params, optimizer, grads = adam_steps(optimizer_class, **kwargs)
+    beta1, beta2 = kwargs.get("betas", (0.9, 0.999))
+    eps = kwargs.get("eps", 1e-8)
+    v = torch.zeros_like(grads[0])
+    v_max = torch.zeros_like(grads[0])
+    for g in grads:
+        v = beta2 * v + (1 - beta2) * g**2
+        v_max = torch.maximum(v_max, v)
+    t = len(grads)
+    second = v_max if kwargs.get("amsgrad") else v
+    expected = (1 - beta1**t) * ((second / (1 - beta2**t)).sqrt() + eps)
+    torch.testing.assert_close(adam_preconditioner(optimizer, params), expected, rtol=1e-12, atol=0)
+
+
+def test_no_preconditioner_before_a_step_for_sgd_or_a_parameter_outside_the_optimizer():
+    params, optimizer, _ = adam_steps(torch.optim.Adam, steps=0)
+    assert adam_preconditioner(optimizer, params) is None
+    params, optimizer, _ = adam_steps(torch.optim.Adam, steps=1)
+    assert adam_preconditioner(optimizer, [*params, nn.Parameter(torch.ones(2))]) is None
+    params, optimizer, _ = adam_steps(torch.optim.SGD, steps=1)
+    assert adam_preconditioner(optimizer, params) is None
+
+
+BETA2, STEP = 1 - 1e-15, 1e17  # β₂ᵗ = e⁻¹⁰⁰: the bias corrections are 1
+
+
+def _adam_diverges(
+    curvature: float, lr: float, beta1: float, second_moment: float, steps: int = 5000
+) -> bool:
+    """Adam on ``½·a·θ²`` with its second moment pinned at ``second_moment`` (a frozen preconditioner): with
+    β₂ = 1 − 10⁻¹⁵ a step's own gradient moves ``v`` by ``10⁻¹⁵·a²θ²/v`` < 10⁻⁴ relative while ``|θ| ≤ 10⁴``,
+    and ``v`` is reset after every step. The threshold 10⁴ is far above the transient growth of a stable run
+    (≈ 7 at β₁ = 0.9 and 0.99 of the limit)."""
+    theta = nn.Parameter(torch.ones(1, dtype=torch.float64))
+    optimizer = torch.optim.Adam([theta], lr=lr, betas=(beta1, BETA2), eps=0.0)
+    theta.grad = torch.ones(1, dtype=torch.float64)
+    optimizer.step()
+    state = optimizer.state[theta]
+    state["exp_avg"].zero_()
+    state["exp_avg_sq"].fill_(second_moment)
+    state["step"].fill_(STEP)
+    with torch.no_grad():
+        theta.fill_(1.0)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        (0.5 * curvature * theta**2).sum().backward()
+        optimizer.step()
+        state["exp_avg_sq"].fill_(second_moment)  # undo the step's own 10⁻¹⁵·g² update
+        if theta.abs().item() > 1e4:
+            return True
+    return False
+
+
+@pytest.mark.parametrize("beta1", [0.0, 0.5, 0.9])
+def test_limit_separates_stable_from_divergent_adam_with_a_frozen_preconditioner(beta1):
+    """The preconditioned curvature ``a/D`` is stable below ``(2 + 2β₁)/((1 − β₁)η)`` (38/η at β₁ = 0.9)."""
+    lr, second_moment = 0.1, 0.25
+    theta = nn.Parameter(torch.ones(1, dtype=torch.float64))
+    probe = torch.optim.Adam([theta], lr=lr, betas=(beta1, BETA2), eps=0.0)
+    theta.grad = torch.ones(1, dtype=torch.float64)
+    probe.step()
+    probe.state[theta]["exp_avg_sq"].fill_(second_moment)
+    probe.state[theta]["step"].fill_(STEP)
+    d = float(adam_preconditioner(probe, [theta]))
+    assert d == pytest.approx(math.sqrt(second_moment / (1 - BETA2**STEP)), rel=1e-12)
+    limit = adam_stability_limit(lr, beta1)
+    assert not _adam_diverges(0.99 * limit * d, lr, beta1, second_moment)
+    assert _adam_diverges(1.01 * limit * d, lr, beta1, second_moment)
+
+
+def test_limit_at_the_papers_setting_and_validation():
+    assert adam_stability_limit(lr=1e-3, beta1=0.9) == pytest.approx(38_000.0)
+    with pytest.raises(ValueError, match="lr"):
+        adam_stability_limit(lr=0.0, beta1=0.9)
+    with pytest.raises(ValueError, match="beta1"):
+        adam_stability_limit(lr=0.1, beta1=1.0)
+
+
+def squared_error(net, batch):
+    return ((net(batch[0]) - batch[1]) ** 2).mean()
+
+
+def test_preconditioned_eigenvalues_are_those_of_the_dense_d_inverse_h():
+    params, optimizer, _ = adam_steps(torch.optim.Adam)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1)).double()
+    with torch.no_grad():
+        for target, source in zip(model.parameters(), params):
+            target.copy_(source)
+    g = torch.Generator().manual_seed(1)
+    batch = (
+        torch.randn(10, 3, generator=g, dtype=torch.float64),
+        torch.randn(10, 1, generator=g, dtype=torch.float64),
+    )
+    d = adam_preconditioner(optimizer, params)
+    H = dense_hessian(model, squared_error, batch)
+    # D⁻¹H is not symmetric: its (real) eigenvalues from the general solver are an independent reference.
+    exact = torch.linalg.eigvals(torch.diag(1 / d) @ H).real.sort(descending=True).values
+    result = hessian_eigenvalues(
+        model,
+        squared_error,
+        batch,
+        k=3,
+        tol=1e-10,
+        preconditioner=d,
+        generator=torch.Generator().manual_seed(0),
+    )
+    torch.testing.assert_close(result.eigenvalues, exact[:3], rtol=1e-8, atol=1e-10)
+    # the eigenvectors are those of D^{-1/2} H D^{-1/2}: D^{-1/2} w is an eigenvector of D⁻¹H
+    x = result.eigenvectors[:, 0] / d.sqrt()
+    torch.testing.assert_close((H @ x) / d, result.eigenvalues[0] * x, rtol=1e-6, atol=1e-9)
+    assert result.num_hvps >= 3
+
+
+@pytest.mark.parametrize(
+    "preconditioner, message",
+    [(torch.ones(3), "shape"), (-torch.ones(21), "positive"), (torch.full((21,), float("nan")), "positive")],
+)
+def test_preconditioner_validation(preconditioner, message):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1))
+    batch = (torch.randn(5, 3), torch.randn(5, 1))
+    with pytest.raises(ValueError, match=message):
+        hessian_eigenvalues(model, squared_error, batch, preconditioner=preconditioner)
