@@ -32,6 +32,7 @@ from lightning_spectral.functional.batch_sharpness import batch_sharpness
 from lightning_spectral.functional.edge_of_stability import stability_limit
 from lightning_spectral.functional.hessian_operator import HVP_METHODS, HessianOperator
 from lightning_spectral.functional.hessian_spectrum import hessian_density, hessian_eigenvalues, hessian_trace
+from lightning_spectral.functional.parameter_selection import select_parameters
 from lightning_spectral.validation import (
     check_bool,
     check_callable,
@@ -181,15 +182,7 @@ class HessianEigenMonitor(SpectralMonitor):
     def measure(self, trainer: Any, pl_module: Any, batches: list[Any]) -> Mapping[str, float]:
         pl_module.train(self.measurement_mode == "train")
         loss_fn = resolve_loss_fn(pl_module, self.loss_fn)
-        operator = HessianOperator.from_batches(
-            pl_module,
-            loss_fn,
-            batches,
-            params=self._params,
-            method=self.hvp_method,
-            reduce_fn=self.collectives.mean,  # DDP: the Hessian of the loss on the union of the shards
-            copy_params=False,  # used and dropped within this hook: nothing steps the model meanwhile
-        )
+        operator = self._operator(pl_module, loss_fn, batches)
         generator = self.make_generator(operator.device)
         previous = self._eigenvectors if self.warm_start else None
         if previous is not None and previous.shape[0] != operator.dim:
@@ -213,8 +206,6 @@ class HessianEigenMonitor(SpectralMonitor):
         limit = stability_limit(settings.lr, settings.momentum, settings.nesterov) if settings else None
         if limit is not None and self.which == "LA":
             values["eos_ratio"] = values["lambda_1"] / limit
-        if self.compute_preconditioned:
-            values.update(self._preconditioned_sharpness(trainer, pl_module, operator, generator))
         if self.compute_batch_sharpness:
             sharpness = batch_sharpness(
                 pl_module,
@@ -242,19 +233,55 @@ class HessianEigenMonitor(SpectralMonitor):
             from lightning_spectral.plotting import density_figure
 
             self.log_figure(trainer, "density", density_figure(density, step=trainer.global_step))
+        if self.compute_preconditioned:
+            # Adam's moments come from the training-mode loss: reuse the operator only if it is that loss
+            # (the eval-mode graph is dropped first, so that two graphs are never held at once).
+            train_operator = operator if self.measurement_mode == "train" else None
+            del operator
+            values.update(
+                self._preconditioned_sharpness(
+                    trainer, pl_module, loss_fn, batches, train_operator, generator
+                )
+            )
         return values
 
+    def _operator(self, pl_module: Any, loss_fn: LossFn, batches: list[Any]) -> HessianOperator:
+        """The Hessian operator of the measurement batches' average loss, in the module's current mode."""
+        return HessianOperator.from_batches(
+            pl_module,
+            loss_fn,
+            batches,
+            params=self._params,
+            method=self.hvp_method,
+            reduce_fn=self.collectives.mean,  # DDP: the Hessian of the loss on the union of the shards
+            copy_params=False,  # used and dropped within this hook: nothing steps the model meanwhile
+        )
+
     def _preconditioned_sharpness(
-        self, trainer: Any, pl_module: Any, operator: HessianOperator, generator: torch.Generator
+        self,
+        trainer: Any,
+        pl_module: Any,
+        loss_fn: LossFn,
+        batches: list[Any],
+        operator: HessianOperator | None,
+        generator: torch.Generator,
     ) -> dict[str, float]:
-        """``preconditioned_lambda_1`` and Adam's ``eos_ratio`` under Adam / AdamW once it has stepped."""
+        """``preconditioned_lambda_1`` and Adam's ``eos_ratio`` under Adam / AdamW once it has stepped, on the
+        training-mode loss (``operator`` if given, else built here with the module in train mode): with
+        BatchNorm, a parameter the training loss does not depend on (a bias right before BatchNorm) gets no
+        gradient, so Adam's ``D`` is ``≈ ε`` there, while the eval-mode loss has curvature along it, which
+        ``D⁻¹`` would inflate by ``1/ε``."""
         settings = adam_settings(trainer)
         if settings is None:
             return {}
-        named = dict(pl_module.named_parameters())
-        preconditioner = adam_preconditioner(settings.optimizer, [named[name] for name in operator.names])
+        # the operator's parameters, in its flattening order
+        parameters = list(select_parameters(pl_module, self._params).values())
+        preconditioner = adam_preconditioner(settings.optimizer, parameters)
         if preconditioner is None:
             return {}
+        if operator is None:
+            pl_module.train(True)
+            operator = self._operator(pl_module, loss_fn, batches)
         previous = self._preconditioned_vector if self.warm_start else None
         if previous is not None and previous.shape[0] != operator.dim:
             previous = None

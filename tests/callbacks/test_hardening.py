@@ -189,6 +189,14 @@ class ScheduledClassifier(TinyClassifier):
         return [optimizer], [torch.optim.lr_scheduler.StepLR(optimizer, step_size=2, gamma=0.5)]
 
 
+class AdamClassifier(TinyClassifier):
+    """Under Adam the Hessian monitor also builds a train-mode operator (dropout masks, BatchNorm batch
+    statistics) for the preconditioned sharpness, inside an eval-mode measurement."""
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=1e-2)
+
+
 @pytest.mark.parametrize("accumulate_grad_batches", [1, 2])
 def test_every_monitor_together_leaves_training_bit_identical(tmp_path, accumulate_grad_batches):
     """Dropout, BatchNorm, gradient accumulation, gradient clipping and a learning-rate scheduler."""
@@ -205,6 +213,21 @@ def test_every_monitor_together_leaves_training_bit_identical(tmp_path, accumula
     for (name, a), b in zip(baseline.state_dict().items(), monitored.state_dict().values()):
         assert torch.equal(a, b), name
     assert trainer.lr_scheduler_configs[0].scheduler.get_last_lr() == [0.05]  # the scheduler did step
+
+
+def test_adam_training_is_bit_identical_with_every_monitor(tmp_path):
+    baseline_losses, monitored_losses = LossRecorder(), LossRecorder()
+    _, baseline = fit(tmp_path / "a", [baseline_losses], model=AdamClassifier, max_epochs=2)
+    monitors = every_monitor()
+    trainer, monitored = fit(
+        tmp_path / "b", [monitored_losses, *monitors], model=AdamClassifier, max_epochs=2
+    )
+    assert "spectral/hessian/preconditioned_lambda_1" in trainer.callback_metrics  # the Adam path ran
+    assert torch.equal(torch.stack(baseline_losses.losses), torch.stack(monitored_losses.losses))
+    for (name, a), b in zip(baseline.state_dict().items(), monitored.state_dict().values()):
+        assert torch.equal(a, b), name
+    for a, b in zip(trainer.optimizers[0].state.values(), baseline.trainer.optimizers[0].state.values()):
+        assert all(torch.equal(a[key], b[key]) for key in ("exp_avg", "exp_avg_sq")), "Adam's moments"
 
 
 # ---------------------------------------------------------------------------------------------- memory

@@ -160,6 +160,44 @@ def test_adam_logs_the_preconditioned_sharpness_and_its_edge_of_stability_ratio(
     assert last["spectral/hessian/lambda_1"] < last["spectral/hessian/preconditioned_lambda_1"] / 10
 
 
+class BatchNormRegressor(TinyRegressor):
+    """Linear (with bias) → BatchNorm → tanh → Linear under Adam: the first bias gets no gradient in
+    training (BatchNorm subtracts the batch mean), so Adam's D is ≈ ε there."""
+
+    def __init__(self):
+        super().__init__(optimizer="adam")
+        self.net = nn.Sequential(nn.Linear(3, 8), nn.BatchNorm1d(8), nn.Tanh(), nn.Linear(8, 1))
+
+
+def test_the_preconditioned_sharpness_is_that_of_the_training_mode_loss(tmp_path):
+    """With the default eval-mode measurement the preconditioned sharpness still uses the training-mode loss,
+    whose moments D comes from: against the dense train-mode D⁻¹H; the eval-mode D⁻¹H is off by orders of
+    magnitude (its curvature along the pre-BatchNorm bias, inflated by 1/ε). In float64 (``64-true``): in
+    float32 the rounding of the training-mode curvature along that bias (analytically 0) is inflated as well,
+    which moved the value by 0.5 % here."""
+    g = torch.Generator().manual_seed(3)
+    batch = (torch.randn(10, 3, generator=g), torch.randn(10, 1, generator=g))
+    monitor = HessianEigenMonitor(every_n_steps=2, tol=1e-8, batch=batch, strict=True)
+    model = BatchNormRegressor()
+    trainer, scalars = fit(tmp_path, monitor, model, precision="64-true")
+    batch = tuple(t.double() for t in batch)
+    d = adam_preconditioner_diagonal(trainer.optimizers[0], list(model.parameters())).double()
+
+    def top_preconditioned(hessian):
+        return torch.linalg.eigvals(torch.diag(1 / d) @ hessian.double()).real.max().item()
+
+    model.train()  # batch statistics; the dense reference copies the buffers, so the model is untouched
+    train_mode = top_preconditioned(dense_hessian(model, squared_error, batch))
+    model.eval()
+    eval_mode = top_preconditioned(dense_hessian(model, squared_error, batch))
+    logged = scalars["spectral/hessian/preconditioned_lambda_1"][-1][1]
+    assert logged == pytest.approx(train_mode, rel=1e-7)
+    assert eval_mode > 100 * train_mode
+    # the eigenvalues themselves are still those of the eval-mode Hessian (the default measurement mode)
+    exact = torch.linalg.eigvalsh(dense_hessian(model, squared_error, batch).double())[-1].item()
+    assert scalars["spectral/hessian/lambda_1"][-1][1] == pytest.approx(exact, rel=1e-4)
+
+
 def test_sgd_gets_no_preconditioned_sharpness_and_it_can_be_switched_off(tmp_path):
     _, scalars = fit(tmp_path / "sgd", HessianEigenMonitor(every_n_steps=2, strict=True), TinyRegressor())
     assert (
