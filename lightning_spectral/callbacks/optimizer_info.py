@@ -8,6 +8,12 @@ from typing import Any
 from lightning_spectral.functional.adam_preconditioner import is_adam
 
 
+def first_optimizer(trainer: Any) -> Any:
+    """The trainer's first optimizer (the one the stability limits are read from), ``None`` without one."""
+    optimizers = getattr(trainer, "optimizers", None) or []
+    return optimizers[0] if optimizers else None
+
+
 @dataclass(frozen=True)
 class SGDSettings:
     """Step size and momentum of an SGD-like optimizer (the ones the edge-of-stability limits are for)."""
@@ -23,11 +29,8 @@ def sgd_settings(trainer: Any) -> SGDSettings | None:
     Adaptive optimizers (Adam, RMSprop, ...) precondition the step, so the stability limit concerns the
     preconditioned sharpness, not λ_max of the raw Hessian: no SGD settings are returned for them.
     """
-    optimizers = getattr(trainer, "optimizers", None) or []
-    if not optimizers:
-        return None
-    optimizer = optimizers[0]
-    if "SGD" not in {cls.__name__ for cls in type(optimizer).__mro__}:
+    optimizer = first_optimizer(trainer)
+    if optimizer is None or "SGD" not in {cls.__name__ for cls in type(optimizer).__mro__}:
         return None
     group = optimizer.param_groups[0]
     return SGDSettings(
@@ -48,17 +51,17 @@ class AdamSettings:
 
 def adam_settings(trainer: Any) -> AdamSettings | None:
     """The first optimizer's settings if it is ``torch.optim.Adam`` / ``AdamW`` (or a subclass), else ``None``."""
-    optimizers = getattr(trainer, "optimizers", None) or []
-    if not optimizers or not is_adam(optimizers[0]):
+    optimizer = first_optimizer(trainer)
+    if optimizer is None or not is_adam(optimizer):
         return None
-    group = optimizers[0].param_groups[0]
-    return AdamSettings(optimizers[0], lr=float(group["lr"]), beta1=float(group["betas"][0]))
+    group = optimizer.param_groups[0]
+    return AdamSettings(optimizer, lr=float(group["lr"]), beta1=float(group["betas"][0]))
 
 
 def learning_rate(trainer: Any) -> float | None:
     """The first optimizer's first param group's current learning rate (``None`` without an optimizer)."""
-    optimizers = getattr(trainer, "optimizers", None) or []
-    return float(optimizers[0].param_groups[0]["lr"]) if optimizers else None
+    optimizer = first_optimizer(trainer)
+    return float(optimizer.param_groups[0]["lr"]) if optimizer is not None else None
 
 
 def training_batch_size(trainer: Any) -> int | None:
