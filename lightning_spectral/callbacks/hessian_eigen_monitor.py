@@ -2,12 +2,12 @@
 
 Logged under ``spectral/hessian/``: ``lambda_1 .. lambda_k`` (``lambda_1`` = λ_max, the sharpness),
 ``residual_max`` (the largest ``‖Hv − λv‖`` of the returned pairs), ``num_hvps``, ``eos_ratio`` (λ_max over
-the optimizer's stability limit: ``lr·λ_max/2`` for plain SGD, SGD optimizers only), ``batch_sharpness``
+the optimizer's stability limit: ``lr·λ_max/2`` for plain SGD; under Adam see below), ``batch_sharpness``
 (Andreyev & Beneventano: ``mean_B g_Bᵀ H_B g_B / ‖g_B‖²`` over the measurement batches; it sits at ``2/η``
 at the edge of stochastic stability), ``batch_sharpness_ratio`` (``batch_sharpness`` over the same limit),
 ``trace`` and an eigenvalue-density figure when enabled. Under Adam / AdamW also ``preconditioned_lambda_1``,
-``λ_1(D⁻¹H)`` with Adam's preconditioner ``D``, and ``eos_ratio`` = that over Adam's stability limit
-``(2 + 2β₁)/((1 − β₁)η)`` (the adaptive edge of stability, Cohen et al. 2022;
+``λ_1(D⁻¹H)`` of the training-mode loss with Adam's preconditioner ``D``, and ``eos_ratio`` = that over Adam's
+stability limit ``(2 + 2β₁)/((1 − β₁)η)`` (the adaptive edge of stability, Cohen et al. 2022;
 :mod:`lightning_spectral.functional.adam_preconditioner`). Numerics: :mod:`lightning_spectral.functional`.
 
 Example::
@@ -70,8 +70,9 @@ class HessianEigenMonitor(SpectralMonitor):
         density_steps: Lanczos steps per probe of the density.
         compute_batch_sharpness: log ``batch_sharpness`` (one gradient and one product per batch).
         compute_preconditioned: under Adam / AdamW, also log ``preconditioned_lambda_1`` (one more Lanczos run
-            on ``D^{-1/2} H D^{-1/2}``, warm-started like the first) and ``eos_ratio`` relative to Adam's limit.
-            Not logged before the optimizer's first step (no moment estimates yet).
+            on ``D^{-1/2} H D^{-1/2}``, warm-started like the first, always on the training-mode loss Adam's
+            moments come from: with ``measurement_mode="eval"`` a second, train-mode operator is built for it)
+            and ``eos_ratio`` relative to Adam's limit. Not logged before the optimizer's first step.
         warm_start: start Lanczos from the previous top eigenvectors.
         measurement_mode: ``"eval"`` (dropout off, BatchNorm on running statistics; default) or
             ``"train"`` (the stochastic training-mode loss, BatchNorm on batch statistics). The module's

@@ -171,8 +171,9 @@ def hessian_eigenvalues(
             ``D`` (the step is ``−η D⁻¹ m``; Adam's: :func:`~lightning_spectral.functional.adam_preconditioner`).
             The eigenvalues are then those of the *preconditioned Hessian* ``D⁻¹H``, computed as those of the
             symmetric ``D^{-1/2} H D^{-1/2}`` (similar to ``D⁻¹H``), which Lanczos needs; the eigenvectors and
-            residuals are that operator's (``D^{-1/2} w`` is an eigenvector of ``D⁻¹H``), and ``v0`` must
-            be one of its eigenvectors too (a previous result's). Default ``None``: the Hessian itself.
+            residuals are that operator's (``D^{-1/2} w`` is an eigenvector of ``D⁻¹H``), and a warm start
+            ``v0`` is in its coordinates too (a previous preconditioned result's eigenvectors). Default
+            ``None``: the Hessian itself.
 
     Returns:
         :class:`HessianEigenResult`.
