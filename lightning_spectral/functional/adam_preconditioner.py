@@ -58,16 +58,23 @@ def adam_stability_limit(lr: float, beta1: float) -> float:
 
 def adam_preconditioner(optimizer: torch.optim.Optimizer, parameters: Sequence[Tensor]) -> Tensor | None:
     """The diagonal of Adam's ``D_t = (1 − β₁ᵗ)·diag(√v̂_t + ε)`` over ``parameters``, flattened and concatenated
-    in their order (each parameter's own param group gives ``β₁, β₂, ε``), as float32 (float64 parameters:
+    in their order (each parameter's own param group gives ``β₂, ε``), as float32 (float64 parameters:
     float64) on the parameters' device.
 
-    ``None`` when it is not defined: ``optimizer`` is not Adam/AdamW (see :func:`is_adam`), or a parameter has
-    no moment estimates yet (no step taken, or not in the optimizer).
+    Param groups with their own step size ``η_g`` are folded in: the step of group ``g`` is
+    ``η_g D⁻¹ m = η_0 (η_0/η_g · D)⁻¹ m``, so its entries are scaled by ``η_0/η_g`` (``η_0``: the first group's
+    step size, the one :func:`adam_stability_limit` takes), ``+inf`` for a group with ``η_g = 0`` (it does not
+    move).
+
+    ``None`` when it is not defined: ``optimizer`` is not Adam/AdamW (see :func:`is_adam`), a parameter has no
+    moment estimates yet (no step taken, or not in the optimizer), or the parameters' groups have different
+    ``β₁`` (the limit depends on it: there is no single one).
     """
     if not is_adam(optimizer):
         return None
     groups = {id(p): group for group in optimizer.param_groups for p in group["params"]}
-    pieces = []
+    reference_lr = float(optimizer.param_groups[0]["lr"])
+    pieces, beta1s = [], set()
     for parameter in parameters:
         state = optimizer.state.get(parameter)
         group = groups.get(id(parameter))
@@ -77,9 +84,15 @@ def adam_preconditioner(optimizer: torch.optim.Optimizer, parameters: Sequence[T
         if step < 1:
             return None
         beta1, beta2 = (float(b) for b in group["betas"])
+        beta1s.add(beta1)
         second_moment = state["max_exp_avg_sq"] if group.get("amsgrad") else state["exp_avg_sq"]
         dtype = torch.float64 if second_moment.dtype == torch.float64 else torch.float32
         v_hat = second_moment.detach().to(dtype) / (1.0 - beta2**step)
         diagonal = (1.0 - beta1**step) * (v_hat.sqrt() + float(group["eps"]))
+        lr = float(group["lr"])
+        if lr != reference_lr:
+            diagonal = diagonal * (reference_lr / lr) if lr > 0 else torch.full_like(diagonal, math.inf)
         pieces.append(diagonal.reshape(-1))
-    return torch.cat(pieces) if pieces else None
+    if not pieces or len(beta1s) > 1:
+        return None
+    return torch.cat(pieces)

@@ -167,13 +167,13 @@ def hessian_eigenvalues(
         params, hvp_method: parameter selection and HVP method of the operator built here.
         generator: source of the start (and restart) vectors; ``None`` uses the global torch RNG.
         operator: a ready :class:`HessianOperator` instead of ``model``/``loss_fn``/``batch``/``params``.
-        preconditioner: a positive vector ``d`` of length ``P``, the diagonal of an optimizer's preconditioner
-            ``D`` (the step is ``−η D⁻¹ m``; Adam's: :func:`~lightning_spectral.functional.adam_preconditioner`).
-            The eigenvalues are then those of the *preconditioned Hessian* ``D⁻¹H``, computed as those of the
-            symmetric ``D^{-1/2} H D^{-1/2}`` (similar to ``D⁻¹H``), which Lanczos needs; the eigenvectors and
-            residuals are that operator's (``D^{-1/2} w`` is an eigenvector of ``D⁻¹H``), and a warm start
-            ``v0`` is in its coordinates too (a previous preconditioned result's eigenvectors). Default
-            ``None``: the Hessian itself.
+        preconditioner: a positive vector ``d`` of length ``P`` (``+inf`` entries allowed: coordinates that do
+            not move), the diagonal of an optimizer's preconditioner ``D`` (the step is ``−η D⁻¹ m``; Adam's:
+            :func:`~lightning_spectral.functional.adam_preconditioner`). The eigenvalues are then those of the
+            *preconditioned Hessian* ``D⁻¹H``, computed as those of the symmetric ``D^{-1/2} H D^{-1/2}``
+            (similar to ``D⁻¹H``), which Lanczos needs; the eigenvectors and residuals are that operator's
+            (``D^{-1/2} w`` is an eigenvector of ``D⁻¹H``), and a warm start ``v0`` is in its coordinates too
+            (a previous preconditioned result's eigenvectors). Default ``None``: the Hessian itself.
 
     Returns:
         :class:`HessianEigenResult`.
@@ -206,7 +206,8 @@ def hessian_eigenvalues(
 
 
 def _symmetrically_scaled(op: HessianOperator, preconditioner: Tensor) -> Callable[[Tensor], Tensor]:
-    """``v ↦ D^{-1/2} H D^{-1/2} v`` for ``D = diag(preconditioner)`` (validated: finite, positive, ``(P,)``)."""
+    """``v ↦ D^{-1/2} H D^{-1/2} v`` for ``D = diag(preconditioner)`` (validated: positive, ``(P,)``; an entry
+    ``+inf`` zeroes its row and column: a coordinate the optimizer does not move)."""
     if not isinstance(preconditioner, Tensor) or preconditioner.shape != (op.dim,):
         shape = (
             tuple(preconditioner.shape)
@@ -215,11 +216,12 @@ def _symmetrically_scaled(op: HessianOperator, preconditioner: Tensor) -> Callab
         )
         raise ValueError(f"`preconditioner` must be a tensor of shape ({op.dim},), got {shape}.")
     d = preconditioner.detach().to(dtype=op.dtype, device=op.device)
-    if not bool(torch.isfinite(d).all() and (d > 0).all()):
+    if not bool((d > 0).all()):  # NaN fails this too
         raise ValueError(
-            "`preconditioner` must be finite and positive everywhere (it is a diagonal D, D⁻¹ is used)."
+            "`preconditioner` must be positive everywhere (a diagonal D whose inverse is used; +inf marks a "
+            "coordinate the optimizer does not move)."
         )
-    scale = d.rsqrt()
+    scale = d.rsqrt()  # 0 where d = +inf
     return lambda v: scale * op.matvec(scale * v)
 
 

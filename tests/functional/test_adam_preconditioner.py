@@ -69,6 +69,48 @@ def test_no_preconditioner_before_a_step_for_sgd_or_a_parameter_outside_the_opti
 BETA2, STEP = 1 - 1e-15, 1e17  # β₂ᵗ = e⁻¹⁰⁰: the bias corrections are 1
 
 
+def test_param_groups_fold_their_step_sizes_in_and_different_beta1_has_no_preconditioner():
+    """θ_g ← θ_g − η_g D_g⁻¹ m = θ_g − η_0 (η_0/η_g · D_g)⁻¹ m: entries scaled by η_0/η_g, +inf at η_g = 0."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1)).double()
+    first, second = list(model[0].parameters()), list(model[2].parameters())
+    x, y = torch.randn(8, 3, dtype=torch.float64), torch.randn(8, 1, dtype=torch.float64)
+
+    def stepped(groups):
+        optimizer = torch.optim.Adam(groups)
+        for _ in range(3):
+            optimizer.zero_grad()
+            ((model(x) - y) ** 2).mean().backward()
+            optimizer.step()
+        return optimizer
+
+    optimizer = stepped([{"params": first, "lr": 0.01}, {"params": second, "lr": 0.001}])
+    parameters = first + second
+    d = adam_preconditioner(optimizer, parameters)
+    sizes = [p.numel() for p in first], [p.numel() for p in second]
+
+    def raw(state):  # (1 − β₁ᵗ)(√v̂ + ε) from the state, default betas and eps
+        t = float(state["step"])
+        return ((1 - 0.9**t) * ((state["exp_avg_sq"] / (1 - 0.999**t)).sqrt() + 1e-8)).reshape(-1)
+
+    expected = torch.cat(
+        [raw(optimizer.state[p]) * (0.01 / g["lr"]) for g in optimizer.param_groups for p in g["params"]]
+    )
+    torch.testing.assert_close(d, expected, rtol=1e-12, atol=0)
+    frozen = stepped([{"params": first, "lr": 0.01}, {"params": second, "lr": 0.0}])
+    d = adam_preconditioner(frozen, parameters)
+    assert torch.isinf(d[sum(sizes[0]) :]).all() and torch.isfinite(d[: sum(sizes[0])]).all()
+    # the frozen group drops out: D⁻¹H restricted to the first group
+    batch = (x, y)
+    H = dense_hessian(model, squared_error, batch)
+    n = sum(sizes[0])
+    exact = torch.linalg.eigvals(torch.diag(1 / d[:n]) @ H[:n, :n]).real.max()
+    result = hessian_eigenvalues(model, squared_error, batch, tol=1e-10, preconditioner=d)
+    torch.testing.assert_close(result.eigenvalues[0], exact, rtol=1e-8, atol=0)
+    mixed = stepped([{"params": first, "betas": (0.9, 0.999)}, {"params": second, "betas": (0.5, 0.999)}])
+    assert adam_preconditioner(mixed, parameters) is None
+
+
 def _adam_diverges(
     curvature: float, lr: float, beta1: float, second_moment: float, steps: int = 5000
 ) -> bool:
@@ -160,6 +202,7 @@ def test_preconditioned_eigenvalues_are_those_of_the_dense_d_inverse_h():
 @pytest.mark.parametrize(
     "preconditioner, message",
     [(torch.ones(3), "shape"), (-torch.ones(21), "positive"), (torch.full((21,), float("nan")), "positive")],
+    ids=["shape", "negative", "nan"],
 )
 def test_preconditioner_validation(preconditioner, message):
     torch.manual_seed(0)
