@@ -10,6 +10,9 @@
 - ``fail-strict`` / ``fail-lenient``: the Hessian monitor's loss raises on rank 1 at its third evaluation, in
   the middle of Lanczos (forward-over-reverse products evaluate the loss once per product), with
   ``strict=True`` / ``False``. Each rank that finishes writes ``rank<r>.json``.
+- ``adam``: ``Regressor`` under Adam; the Hessian monitor measures after the last step (the preconditioned
+  sharpness needs Adam's moments). Each rank saves its measurement batch and ``callback_metrics``; rank 0 also
+  the final weights and the optimizer's state dict.
 - ``budget``: the Hessian monitor (all-reduced products) with ``max_overhead`` and a hand-driven clock per rank
   that disagrees: on rank 1 a measurement "takes" 100× longer. Rank 0's budget decides for both, so both
   measure the same steps (a rank that skipped alone would leave the other waiting in a collective). Each rank
@@ -117,6 +120,31 @@ def measure(out_dir: str, strategy: str) -> None:
     two_process_trainer(out_dir, callbacks, strategy=strategy, logger=logger, max_steps=MAX_STEPS).fit(model)
 
 
+class AdamRegressor(Regressor):
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=0.01)
+
+
+class SaveFinalState(pl.Callback):
+    """On rank 0 at train end: the weights and the optimizer state the last measurement saw."""
+
+    def __init__(self, out_dir: str) -> None:
+        self.out_dir = out_dir
+
+    def on_train_end(self, trainer, pl_module):
+        if trainer.global_rank == 0:
+            torch.save(pl_module.state_dict(), Path(self.out_dir, "final.pt"))
+            torch.save(trainer.optimizers[0].state_dict(), Path(self.out_dir, "optimizer.pt"))
+
+
+def adam(out_dir: str) -> None:
+    monitor = HessianEigenMonitor(
+        k=1, tol=HESSIAN_TOL, every_n_steps=MAX_STEPS, at_train_start=False, strict=True
+    )
+    callbacks = [monitor, SaveOutcome(monitor, out_dir), SaveFinalState(out_dir)]
+    two_process_trainer(out_dir, callbacks, max_steps=MAX_STEPS).fit(AdamRegressor())
+
+
 def fail(out_dir: str, strict: bool) -> None:
     monitor = HessianEigenMonitor(
         k=1,
@@ -203,6 +231,8 @@ if __name__ == "__main__":
     mode, directory = sys.argv[1], sys.argv[2]
     if mode == "budget":
         budget(directory)
+    elif mode == "adam":
+        adam(directory)
     elif mode.startswith("measure"):
         measure(directory, strategy="ddp_spawn" if mode == "measure-spawn" else "ddp")
     else:

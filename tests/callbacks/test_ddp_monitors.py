@@ -17,6 +17,8 @@ from spectral_testing.ddp import run_ddp_script
 from spectral_testing.log_readers import read_tensorboard_scalars
 
 from lightning_spectral.functional import (
+    adam_preconditioner,
+    adam_stability_limit,
     batch_sharpness,
     hessian_eigenvalues,
     ntk_alignment,
@@ -75,6 +77,27 @@ def test_hessian_equals_single_process_measurement_on_the_union(ddp_run):
     assert logged["spectral/hessian/eos_ratio"] == pytest.approx(
         0.05 * reference.eigenvalues[0].item() / 2, rel=1e-4
     )
+
+
+def test_adam_preconditioned_sharpness_equals_single_process_measurement_on_the_union(tmp_path):
+    """Both ranks hold the same Adam state (DDP averages the gradients), so the preconditioned sharpness is that
+    of the union's Hessian with rank 0's preconditioner."""
+    process = run_ddp_script(SCRIPT, "adam", str(tmp_path))
+    assert process.returncode == 0, process.stdout[-3000:]
+    script = load_script()
+    model = script.AdamRegressor()
+    model.load_state_dict(torch.load(tmp_path / "final.pt"))
+    optimizer = model.configure_optimizers()
+    optimizer.load_state_dict(torch.load(tmp_path / "optimizer.pt"))
+    shards = [torch.load(tmp_path / f"rank{r}_batches.pt")[0] for r in (0, 1)]
+    union = tuple(torch.cat([shard[i] for shard in shards]) for i in (0, 1))
+    d = adam_preconditioner(optimizer, list(model.parameters()))
+    reference = hessian_eigenvalues(model, script.loss_fn, union, tol=1e-8, max_iter=32, preconditioner=d)
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    for logged in ranks:
+        value = logged["spectral/hessian/preconditioned_lambda_1"]
+        assert value == pytest.approx(reference.eigenvalues[0].item(), rel=1e-4)
+        assert logged["spectral/hessian/eos_ratio"] == pytest.approx(value / adam_stability_limit(0.01, 0.9))
 
 
 def test_ntk_equals_single_process_measurement_on_the_union(ddp_run):
