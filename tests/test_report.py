@@ -175,7 +175,7 @@ def test_an_adam_run_shows_its_preconditioned_sharpness_against_adams_limit(tmp_
     preconditioned = run.scalars["spectral/hessian/preconditioned_lambda_1"].values
     assert any(np.array_equal(y, preconditioned) for y in lines)
     assert any(np.allclose(y, 38 / lr, rtol=1e-5) for y in lines)
-    assert {"$\\lambda_1(D^{-1}H)$, Adam", "stability limit $\\lambda_{\\rm crit}$"} <= set(
+    assert {"$\\lambda_1(D^{-1}H)$, preconditioned", "stability limit $\\lambda_{\\rm crit}$"} <= set(
         legend_labels(eigen)
     )
     sharpness_lines = by_name["batch_sharpness"].figure.axes[0].get_lines()

@@ -2,13 +2,14 @@
 
 Logged under ``spectral/hessian/``: ``lambda_1 .. lambda_k`` (``lambda_1`` = λ_max, the sharpness),
 ``residual_max`` (the largest ``‖Hv − λv‖`` of the returned pairs), ``num_hvps``, ``eos_ratio`` (λ_max over
-the optimizer's stability limit: ``lr·λ_max/2`` for plain SGD; under Adam see below), ``batch_sharpness``
-(Andreyev & Beneventano: ``mean_B g_Bᵀ H_B g_B / ‖g_B‖²`` over the measurement batches; it sits at ``2/η``
-at the edge of stochastic stability), ``batch_sharpness_ratio`` (``batch_sharpness`` over the same limit),
-``trace`` and an eigenvalue-density figure when enabled. Under Adam / AdamW also ``preconditioned_lambda_1``,
-``λ_1(D⁻¹H)`` of the training-mode loss with Adam's preconditioner ``D``, and ``eos_ratio`` = that over Adam's
-stability limit ``(2 + 2β₁)/((1 − β₁)η)`` (the adaptive edge of stability, Cohen et al. 2022;
-:mod:`lightning_spectral.functional.adam_preconditioner`). Numerics: :mod:`lightning_spectral.functional`.
+the optimizer's stability limit: ``lr·λ_max/2`` for plain SGD; adaptive optimizers below),
+``batch_sharpness`` (Andreyev & Beneventano: ``mean_B g_Bᵀ H_B g_B / ‖g_B‖²`` over the measurement batches; it
+sits at ``2/η`` at the edge of stochastic stability), ``batch_sharpness_ratio`` (``batch_sharpness`` over the
+same limit), ``trace`` and an eigenvalue-density figure when enabled. Under Adam / AdamW / RMSprop also
+``preconditioned_lambda_1``, ``λ_1(D⁻¹H)`` of the training-mode loss with the optimizer's preconditioner
+``D``, and ``eos_ratio`` = that over the optimizer's limit: ``(2 + 2β₁)/((1 − β₁)η)`` for Adam, ``(2 + 2μ)/η``
+for RMSprop (the adaptive edge of stability, Cohen et al. 2022;
+:mod:`lightning_spectral.functional.adaptive_preconditioners`). Numerics: :mod:`lightning_spectral.functional`.
 
 Example::
 
@@ -24,10 +25,10 @@ from typing import Any
 import torch
 
 from lightning_spectral.callbacks.base import SpectralMonitor
-from lightning_spectral.callbacks.optimizer_info import adam_settings, sgd_settings
+from lightning_spectral.callbacks.optimizer_info import first_optimizer, sgd_settings
 from lightning_spectral.callbacks.parameter_patterns import check_param_spec, checked_param_patterns
 from lightning_spectral.callbacks.training_loss import LossFn, resolve_loss_fn
-from lightning_spectral.functional.adam_preconditioner import adam_preconditioner, adam_stability_limit
+from lightning_spectral.functional.adaptive_preconditioners import adaptive_preconditioning
 from lightning_spectral.functional.batch_sharpness import batch_sharpness
 from lightning_spectral.functional.edge_of_stability import stability_limit
 from lightning_spectral.functional.hessian_operator import HVP_METHODS, HessianOperator
@@ -69,10 +70,10 @@ class HessianEigenMonitor(SpectralMonitor):
         density_probes: probe vectors of the density.
         density_steps: Lanczos steps per probe of the density.
         compute_batch_sharpness: log ``batch_sharpness`` (one gradient and one product per batch).
-        compute_preconditioned: under Adam / AdamW, also log ``preconditioned_lambda_1`` (one more Lanczos run
-            on ``D^{-1/2} H D^{-1/2}``, warm-started like the first, always on the training-mode loss Adam's
-            moments come from: with ``measurement_mode="eval"`` a second, train-mode operator is built for it)
-            and ``eos_ratio`` relative to Adam's limit. Not logged before the optimizer's first step.
+        compute_preconditioned: under Adam / AdamW / RMSprop, also log ``preconditioned_lambda_1`` (one more Lanczos run
+            on ``D^{-1/2} H D^{-1/2}``, warm-started like the first, always on the training-mode loss the
+            optimizer's moments come from: with ``measurement_mode="eval"`` a second, train-mode operator is built for it)
+            and ``eos_ratio`` relative to the optimizer's limit. Not logged before the optimizer's first step.
         warm_start: start Lanczos from the previous top eigenvectors.
         measurement_mode: ``"eval"`` (dropout off, BatchNorm on running statistics; default) or
             ``"train"`` (the stochastic training-mode loss, BatchNorm on batch statistics). The module's
@@ -235,7 +236,7 @@ class HessianEigenMonitor(SpectralMonitor):
 
             self.log_figure(trainer, "density", density_figure(density, step=trainer.global_step))
         if self.compute_preconditioned:
-            # Adam's moments come from the training-mode loss: reuse the operator only if it is that loss
+            # the optimizer's moments come from the training-mode loss: reuse the operator only if it is that loss
             # (the eval-mode graph is dropped first, so that two graphs are never held at once).
             train_operator = operator if self.measurement_mode == "train" else None
             del operator
@@ -267,18 +268,16 @@ class HessianEigenMonitor(SpectralMonitor):
         operator: HessianOperator | None,
         generator: torch.Generator,
     ) -> dict[str, float]:
-        """``preconditioned_lambda_1`` and Adam's ``eos_ratio`` under Adam / AdamW once it has stepped, on the
+        """``preconditioned_lambda_1`` and its ``eos_ratio`` under Adam / AdamW / RMSprop once it has stepped, on the
         training-mode loss (``operator`` if given, else built here with the module in train mode): with
         BatchNorm, a parameter the training loss does not depend on (a bias right before BatchNorm) gets no
-        gradient, so Adam's ``D`` is ``≈ ε`` there, while the eval-mode loss has curvature along it, which
+        gradient, so ``D`` is ``≈ ε`` there, while the eval-mode loss has curvature along it, which
         ``D⁻¹`` would inflate by ``1/ε``."""
-        settings = adam_settings(trainer)
-        if settings is None:
-            return {}
+        optimizer = first_optimizer(trainer)
         # the operator's parameters, in its flattening order
         parameters = list(select_parameters(pl_module, self._params).values())
-        preconditioner = adam_preconditioner(settings.optimizer, parameters)
-        if preconditioner is None:
+        step = None if optimizer is None else adaptive_preconditioning(optimizer, parameters)
+        if step is None:
             return {}
         if operator is None:
             pl_module.train(True)
@@ -293,14 +292,11 @@ class HessianEigenMonitor(SpectralMonitor):
             v0=previous,
             generator=generator,
             operator=operator,
-            preconditioner=preconditioner,
+            preconditioner=step.diagonal,
         )
         self._preconditioned_vector = result.eigenvectors.detach().clone()
         value = float(result.eigenvalues[0])
-        return {
-            "preconditioned_lambda_1": value,
-            "eos_ratio": value / adam_stability_limit(settings.lr, settings.beta1),
-        }
+        return {"preconditioned_lambda_1": value, "eos_ratio": value / step.limit}
 
     def extra_state(self) -> dict[str, Any]:
         return {

@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from lightning_spectral.functional.adam_preconditioner import is_adam
-
 
 def first_optimizer(trainer: Any) -> Any:
     """The trainer's first optimizer (the one the stability limits are read from), ``None`` without one."""
@@ -38,24 +36,6 @@ def sgd_settings(trainer: Any) -> SGDSettings | None:
         momentum=float(group.get("momentum", 0.0)),
         nesterov=bool(group.get("nesterov")),
     )
-
-
-@dataclass(frozen=True)
-class AdamSettings:
-    """The first optimizer when it is Adam / AdamW, with its first param group's step size and β₁."""
-
-    optimizer: Any
-    lr: float
-    beta1: float
-
-
-def adam_settings(trainer: Any) -> AdamSettings | None:
-    """The first optimizer's settings if it is ``torch.optim.Adam`` / ``AdamW`` (or a subclass), else ``None``."""
-    optimizer = first_optimizer(trainer)
-    if optimizer is None or not is_adam(optimizer):
-        return None
-    group = optimizer.param_groups[0]
-    return AdamSettings(optimizer, lr=float(group["lr"]), beta1=float(group["betas"][0]))
 
 
 def learning_rate(trainer: Any) -> float | None:

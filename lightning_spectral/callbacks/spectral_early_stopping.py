@@ -178,7 +178,7 @@ class SpectralEarlyStopping(Callback):
         Gradient descent with step size η is unstable along directions of curvature above ``2/η``
         (``(2 + 2β)/η`` with momentum β): once the sharpness measured by ``HessianEigenMonitor`` stays past
         this edge for ``patience`` consecutive measurements, training has left the stable regime. Under
-        Adam / AdamW the relevant limit is that of the preconditioned sharpness: watch the monitor's
+        Adam / AdamW / RMSprop the relevant limit is that of the preconditioned sharpness: watch the monitor's
         ``eos_ratio`` instead, ``SpectralEarlyStopping("spectral/hessian/eos_ratio", threshold=1.0)``.
         ``kwargs`` go to the constructor (``threshold`` defaults to 1.0, ``action``, ``warmup_steps``, ...).
         """

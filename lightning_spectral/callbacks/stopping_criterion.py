@@ -10,7 +10,7 @@ measured value is compared with the threshold, and which of a batch of new measu
   ``q = η·λ_max/2`` for plain SGD and ``q > 1`` means λ_max is past the edge of stability. For optimizers
   other than ``torch.optim.SGD`` (Adam, RMSprop, ...) ``q = η·v/2`` with the first param group's learning
   rate: only a heuristic there, since adaptive optimizers are stable relative to the *preconditioned*
-  sharpness, not λ_max of the raw Hessian (under Adam / AdamW the Hessian monitor's ``eos_ratio`` is the
+  sharpness, not λ_max of the raw Hessian (under Adam / AdamW / RMSprop the Hessian monitor's ``eos_ratio`` is the
   preconditioned ratio: watch it with ``relative_to=None``). The learning rate is read at every evaluation (schedulers are
   followed); ``η = 0`` gives ``q = 0``. The threshold defaults to 1.
 - ``"previous"``: ``q = v / v_prev`` with ``v_prev`` the previous measurement of the same key; a measurement

@@ -1,6 +1,12 @@
 """Spectral estimators on a model, usable without Lightning (the numerics behind the callbacks)."""
 
-from lightning_spectral.functional.adam_preconditioner import adam_preconditioner, adam_stability_limit
+from lightning_spectral.functional.adaptive_preconditioners import (
+    PreconditionedStep,
+    adam_preconditioner,
+    adam_stability_limit,
+    adaptive_preconditioning,
+    rmsprop_preconditioner,
+)
 from lightning_spectral.functional.batch_sharpness import BatchSharpness, batch_sharpness
 from lightning_spectral.functional.edge_of_stability import edge_of_stability_ratio, stability_limit
 from lightning_spectral.functional.hessian_operator import HessianOperator
@@ -29,12 +35,14 @@ __all__ = [
     "HessianEigenResult",
     "HessianOperator",
     "NTKTrace",
+    "PreconditionedStep",
     "PowerLawFit",
     "SGDStability",
     "WeightMatrix",
     "WeightSpectrum",
     "adam_preconditioner",
     "adam_stability_limit",
+    "adaptive_preconditioning",
     "batch_sharpness",
     "edge_of_stability_ratio",
     "hessian_density",
@@ -49,6 +57,7 @@ __all__ = [
     "ntk_trace",
     "offdiagonal_alignment",
     "power_law_alpha",
+    "rmsprop_preconditioner",
     "sgd_stability",
     "stability_limit",
     "weight_matrices",

@@ -169,7 +169,7 @@ def hessian_eigenvalues(
         operator: a ready :class:`HessianOperator` instead of ``model``/``loss_fn``/``batch``/``params``.
         preconditioner: a positive vector ``d`` of length ``P`` (``+inf`` entries allowed: coordinates that do
             not move), the diagonal of an optimizer's preconditioner ``D`` (the step is ``−η D⁻¹ m``; Adam's:
-            :func:`~lightning_spectral.functional.adam_preconditioner`). The eigenvalues are then those of the
+            :func:`~lightning_spectral.functional.adaptive_preconditioning`). The eigenvalues are then those of the
             *preconditioned Hessian* ``D⁻¹H``, computed as those of the symmetric ``D^{-1/2} H D^{-1/2}``
             (similar to ``D⁻¹H``), which Lanczos needs; the eigenvectors and residuals are that operator's
             (``D^{-1/2} w`` is an eigenvector of ``D⁻¹H``), and a warm start ``v0`` is in its coordinates too

@@ -29,7 +29,7 @@ from lightning_spectral.report.figure_style import (
 from lightning_spectral.report.reader import Image, RunData, Series
 
 LIMIT_STYLE = dict(linewidth=5, alpha=0.25, solid_capstyle="butt")
-#: Adam runs log the preconditioned sharpness λ_1(D⁻¹H); their ``eos_ratio`` divides it, not λ_1 of H.
+#: Adam / RMSprop runs log the preconditioned sharpness λ_1(D⁻¹H); their ``eos_ratio`` divides it, not λ_1 of H.
 PRECONDITIONED = HESSIAN + "preconditioned_lambda_1"
 PRECONDITIONED_STYLE = (0, (1, 1))
 
@@ -37,7 +37,7 @@ PRECONDITIONED_STYLE = (0, (1, 1))
 def stability_limit(run: RunData) -> Series | None:
     """The optimizer's stability limit ``λ_crit`` at each measurement, as ``s / eos_ratio`` for the sharpness
     ``s`` that ``eos_ratio`` divides: ``λ_1`` under SGD (``λ_crit = 2/η``, ``(2+2β)/η`` with momentum), the
-    preconditioned ``λ_1(D⁻¹H)`` under Adam (``λ_crit = (2+2β₁)/((1−β₁)η)``)."""
+    preconditioned ``λ_1(D⁻¹H)`` under Adam (``λ_crit = (2+2β₁)/((1−β₁)η)``) and RMSprop (``(2+2μ)/η``)."""
     sharpness_tag = PRECONDITIONED if PRECONDITIONED in run.scalars else HESSIAN + "lambda_1"
     lam, ratio = run.scalars.get(sharpness_tag), run.scalars.get(HESSIAN + "eos_ratio")
     if lam is None or ratio is None:
@@ -72,7 +72,7 @@ def hessian_eigenvalues(runs: Sequence[RunData], colors: dict[str, str]) -> Repo
         plot_series(ax, run.scalars[PRECONDITIONED], colors[run.name], linestyle=PRECONDITIONED_STYLE)
         values.append(run.scalars[PRECONDITIONED].values)
     if adam:
-        extra += style_entries([(r"$\lambda_1(D^{-1}H)$, Adam", PRECONDITIONED_STYLE)])
+        extra += style_entries([(r"$\lambda_1(D^{-1}H)$, preconditioned", PRECONDITIONED_STYLE)])
     extra += _limits(ax, shown, colors, values)
     style_axes(ax, values, r"eigenvalue of $\nabla^2 L$", xlabel=None if ratio_ax else STEP_LABEL)
     extra += _ratio_panel(ratio_ax, shown, colors, HESSIAN + "eos_ratio", r"$\lambda_1/\lambda_{\rm crit}$")
@@ -82,8 +82,9 @@ def hessian_eigenvalues(runs: Sequence[RunData], colors: dict[str, str]) -> Repo
         "colour: run). The wide faint line is the run's stability limit λ_crit = λ_1/eos_ratio: 2/η for plain "
         "SGD ((2+2β)/η with momentum β). Gradient descent on a quadratic of curvature λ multiplies the error "
         "along that direction by 1 − ηλ each step, so it is stable iff λ < 2/η: λ_1 reaching the line is the "
-        "edge of stability (Cohen et al. 2021). Under Adam the dotted line is the preconditioned sharpness "
-        "λ_1(D⁻¹H) and the limit is Adam's (2+2β₁)/((1−β₁)η), which it is compared with (Cohen et al. 2022). "
+        "edge of stability (Cohen et al. 2021). Under Adam or RMSprop the dotted line is the preconditioned "
+        "sharpness λ_1(D⁻¹H) and the limit is the optimizer's ((2+2β₁)/((1−β₁)η) for Adam, (2+2μ)/η for "
+        "RMSprop), which it is compared with (Cohen et al. 2022). "
         "Below: eos_ratio = sharpness/λ_crit, which puts runs with different step sizes and optimizers on one "
         "scale with the edge at 1."
     )
@@ -103,7 +104,7 @@ def batch_sharpness(runs: Sequence[RunData], colors: dict[str, str]) -> ReportFi
         series = run.scalars[HESSIAN + "batch_sharpness"]
         plot_series(ax, series, colors[run.name])
         values.append(series.values)
-    # the limit of the raw curvature only: under Adam the limit is the preconditioned sharpness's
+    # the limit of the raw curvature only: under Adam / RMSprop the limit is the preconditioned sharpness's
     extra = _limits(ax, [run for run in shown if PRECONDITIONED not in run.scalars], colors, values)
     style_axes(ax, values, "batch sharpness", xlabel=None if ratio_ax else STEP_LABEL)
     extra += _ratio_panel(

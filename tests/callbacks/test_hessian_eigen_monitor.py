@@ -49,6 +49,8 @@ class TinyRegressor(pl.LightningModule):
     def configure_optimizers(self):
         if self.hparams.optimizer == "adam":
             return torch.optim.Adam(self.parameters(), lr=1e-3)
+        if self.hparams.optimizer == "rmsprop":
+            return torch.optim.RMSprop(self.parameters(), lr=1e-3, momentum=0.5)
         return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
 
     def train_dataloader(self):
@@ -158,6 +160,23 @@ def test_adam_logs_the_preconditioned_sharpness_and_its_edge_of_stability_ratio(
     )
     # the raw sharpness is a different number: D⁻¹ rescales the curvature by orders of magnitude
     assert last["spectral/hessian/lambda_1"] < last["spectral/hessian/preconditioned_lambda_1"] / 10
+
+
+def test_rmsprop_logs_the_preconditioned_sharpness_against_its_momentum_limit(tmp_path):
+    """RMSprop: D = diag(√v + ε) from the optimizer's square averages, limit (2 + 2μ)/η."""
+    g = torch.Generator().manual_seed(3)
+    batch = (torch.randn(10, 3, generator=g), torch.randn(10, 1, generator=g))
+    monitor = HessianEigenMonitor(every_n_steps=2, tol=1e-6, batch=batch, strict=True)
+    model = TinyRegressor(optimizer="rmsprop")
+    trainer, scalars = fit(tmp_path, monitor, model)
+    optimizer = trainer.optimizers[0]
+    d = torch.cat([(optimizer.state[p]["square_avg"].sqrt() + 1e-8).reshape(-1) for p in model.parameters()])
+    model.eval()
+    H = dense_hessian(model, squared_error, batch).double()
+    exact = torch.linalg.eigvals(torch.diag(1 / d.double()) @ H).real.max().item()
+    last = {key: values[-1][1] for key, values in scalars.items()}
+    assert last["spectral/hessian/preconditioned_lambda_1"] == pytest.approx(exact, rel=1e-4)
+    assert last["spectral/hessian/eos_ratio"] == pytest.approx(exact * 1e-3 / (2 + 2 * 0.5), rel=1e-4)
 
 
 class BatchNormRegressor(TinyRegressor):

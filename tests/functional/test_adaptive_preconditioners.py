@@ -1,5 +1,6 @@
-"""Adam's preconditioner against the moment estimates recomputed from the gradients, its stability limit
-against ``torch.optim.Adam`` itself, and the preconditioned Hessian eigenvalues against the dense ``D⁻¹H``."""
+"""Adam's and RMSprop's preconditioners against the moment estimates recomputed from the gradients, their
+stability limits against ``torch.optim.Adam`` / ``RMSprop`` themselves (with the second moment frozen), and the
+preconditioned Hessian eigenvalues against the dense ``D⁻¹H``."""
 
 from __future__ import annotations
 
@@ -13,7 +14,10 @@ from torch import nn
 from lightning_spectral.functional import (
     adam_preconditioner,
     adam_stability_limit,
+    adaptive_preconditioning,
     hessian_eigenvalues,
+    rmsprop_preconditioner,
+    stability_limit,
 )
 
 
@@ -161,6 +165,70 @@ def test_limit_at_the_papers_setting_and_validation():
         adam_stability_limit(lr=0.0, beta1=0.9)
     with pytest.raises(ValueError, match="beta1"):
         adam_stability_limit(lr=0.1, beta1=1.0)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, {"centered": True}, {"momentum": 0.9, "alpha": 0.9, "eps": 1e-4}],
+    ids=["plain", "centered", "momentum"],
+)
+def test_rmsprop_preconditioner_from_the_averages_recomputed_from_the_gradients(kwargs):
+    params, optimizer, grads = adam_steps(torch.optim.RMSprop, **kwargs)
+    alpha, eps = kwargs.get("alpha", 0.99), kwargs.get("eps", 1e-8)
+    v, mean = torch.zeros_like(grads[0]), torch.zeros_like(grads[0])
+    for g in grads:
+        v = alpha * v + (1 - alpha) * g**2
+        mean = alpha * mean + (1 - alpha) * g
+    expected = (v - mean**2 if kwargs.get("centered") else v).sqrt() + eps
+    torch.testing.assert_close(rmsprop_preconditioner(optimizer, params), expected, rtol=1e-12, atol=0)
+    assert adam_preconditioner(optimizer, params) is None
+    step = adaptive_preconditioning(optimizer, params)
+    assert step.optimizer == "RMSprop" and step.limit == stability_limit(0.01, kwargs.get("momentum", 0.0))
+
+
+def test_dispatch_gives_each_optimizer_its_limit_and_nothing_for_sgd():
+    params, optimizer, _ = adam_steps(torch.optim.Adam, betas=(0.8, 0.999))
+    step = adaptive_preconditioning(optimizer, params)
+    assert step.optimizer == "Adam" and step.limit == pytest.approx((2 + 1.6) / (0.2 * 0.01))
+    torch.testing.assert_close(step.diagonal, adam_preconditioner(optimizer, params), rtol=0, atol=0)
+    params, optimizer, _ = adam_steps(torch.optim.SGD)
+    assert adaptive_preconditioning(optimizer, params) is None
+    params, optimizer, _ = adam_steps(torch.optim.RMSprop, steps=0)
+    assert adaptive_preconditioning(optimizer, params) is None
+
+
+def _rmsprop_diverges(
+    curvature: float, lr: float, momentum: float, second_moment: float, steps: int = 5000
+) -> bool:
+    """RMSprop on ``½·a·θ²`` with its square average pinned at ``second_moment`` (α = 1 − 10⁻¹⁵, reset after
+    every step: a frozen preconditioner ``D = √v``)."""
+    theta = nn.Parameter(torch.ones(1, dtype=torch.float64))
+    optimizer = torch.optim.RMSprop([theta], lr=lr, alpha=1 - 1e-15, eps=0.0, momentum=momentum)
+    theta.grad = torch.ones(1, dtype=torch.float64)
+    optimizer.step()
+    state = optimizer.state[theta]
+    state["square_avg"].fill_(second_moment)
+    if momentum:
+        state["momentum_buffer"].zero_()
+    with torch.no_grad():
+        theta.fill_(1.0)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        (0.5 * curvature * theta**2).sum().backward()
+        optimizer.step()
+        state["square_avg"].fill_(second_moment)
+        if theta.abs().item() > 1e4:
+            return True
+    return False
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.5, 0.9])
+def test_rmsprop_limit_separates_stable_from_divergent_with_a_frozen_preconditioner(momentum):
+    lr, second_moment = 0.1, 0.25
+    d = second_moment**0.5
+    limit = stability_limit(lr, momentum)  # (2 + 2μ)/η on D⁻¹H
+    assert not _rmsprop_diverges(0.99 * limit * d, lr, momentum, second_moment)
+    assert _rmsprop_diverges(1.01 * limit * d, lr, momentum, second_moment)
 
 
 def squared_error(net, batch):

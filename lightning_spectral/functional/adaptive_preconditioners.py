@@ -1,0 +1,192 @@
+"""Adaptive optimizers' diagonal preconditioners and their stability limits: the adaptive edge of stability.
+
+An adaptive optimizer steps along a preconditioned gradient, ``θ ← θ − η D⁻¹(…)``, so its stability on a
+quadratic with Hessian ``H`` is set by the eigenvalues of the *preconditioned Hessian* ``D⁻¹H``, not of ``H``
+(Cohen et al. 2022, "Adaptive Gradient Methods at the Edge of Stability"). With ``D`` held fixed:
+
+- **Adam / AdamW** step ``θ ← θ − η m̂_t / (√v̂_t + ε)`` with ``m_t = β₁ m_{t−1} + (1 − β₁) g_t``,
+  ``v_t = β₂ v_{t−1} + (1 − β₂) g_t²``, ``m̂ = m / (1 − β₁ᵗ)``, ``v̂ = v / (1 − β₂ᵗ)`` (``amsgrad=True``: the
+  running maximum of ``v``). That is ``θ ← θ − η D_t⁻¹ m_t`` with ``D_t = (1 − β₁ᵗ)·diag(√v̂_t + ε)``: heavy-ball
+  momentum β₁ with step ``η(1 − β₁)`` on ``D⁻¹H``, stable iff every eigenvalue of ``D⁻¹H`` is below
+
+      (2 + 2β₁) / ((1 − β₁) η)        (38/η for β₁ = 0.9).
+
+- **RMSprop** steps ``θ ← θ − η b_t`` with ``b_t = μ b_{t−1} + g_t / (√v_t + ε)`` (``μ = 0``: no momentum),
+  ``v_t = α v_{t−1} + (1 − α) g_t²`` (``centered=True``: ``v − ḡ²`` with ``ḡ`` the running mean of ``g``), no
+  bias correction. ``D = diag(√v + ε)``, classical heavy-ball momentum μ with step η on ``D⁻¹H``: stable below
+  ``(2 + 2μ)/η`` (``2/η`` without momentum), the limit of
+  :func:`~lightning_spectral.functional.edge_of_stability.stability_limit`.
+
+Cohen et al. observe that under full-batch training the *preconditioned sharpness* ``λ_1(D⁻¹H)`` rises to the
+limit and hovers there, while the preconditioner keeps adapting (λ_max of ``H`` itself keeps rising). Weight
+decay is not part of ``D``: decoupled decay (AdamW) adds ``ηλ_wd`` (small) to the contraction, coupled L2 adds
+``λ_wd`` to ``H``. Param groups with their own step size ``η_g`` are folded into ``D`` (``η_g D⁻¹ =
+η_0 (η_0/η_g · D)⁻¹``, ``η_0`` the first group's step size, the one the limit is stated with; ``+inf`` for a
+group with ``η_g = 0``, which does not move); groups whose momentum (β₁, μ) differs have no single limit, and
+no preconditioner is returned for them.
+
+Example::
+
+    >>> round(adam_stability_limit(lr=0.01, beta1=0.9), 6)  # 38/η
+    3800.0
+    >>> w = torch.nn.Parameter(torch.ones(3))
+    >>> optimizer = torch.optim.Adam([w], lr=0.1)
+    >>> adam_preconditioner(optimizer, [w]) is None  # no step taken yet: no moment estimates
+    True
+    >>> w.grad = torch.tensor([1.0, 2.0, 4.0]); optimizer.step()
+    >>> adam_preconditioner(optimizer, [w])  # after one step: (1 − β₁)(|g| + ε)
+    tensor([0.1000, 0.2000, 0.4000])
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from lightning_spectral.functional.edge_of_stability import stability_limit
+
+__all__ = [
+    "PreconditionedStep",
+    "adam_preconditioner",
+    "adam_stability_limit",
+    "adaptive_preconditioning",
+    "is_adam",
+    "is_rmsprop",
+    "rmsprop_preconditioner",
+]
+
+#: ``(state, group) -> the diagonal of D for one parameter`` (``None``: not defined yet).
+_Diagonal = Callable[[dict[str, Any], dict[str, Any]], Tensor | None]
+
+
+def _is_a(optimizer: object, names: tuple[str, ...]) -> bool:
+    return any(cls.__name__ in names for cls in type(optimizer).__mro__)
+
+
+def is_adam(optimizer: object) -> bool:
+    """Whether ``optimizer`` is ``torch.optim.Adam`` or ``AdamW`` (or a subclass): the Adam update above."""
+    return _is_a(optimizer, ("Adam", "AdamW"))
+
+
+def is_rmsprop(optimizer: object) -> bool:
+    """Whether ``optimizer`` is ``torch.optim.RMSprop`` (or a subclass)."""
+    return _is_a(optimizer, ("RMSprop",))
+
+
+def adam_stability_limit(lr: float, beta1: float) -> float:
+    """``(2 + 2β₁) / ((1 − β₁)·lr)``: Adam's largest stable eigenvalue of ``D⁻¹H`` (module docstring)."""
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"`lr` must be a positive finite number, got {lr!r}.")
+    if not (isinstance(beta1, (int, float)) and 0.0 <= beta1 < 1.0):
+        raise ValueError(f"`beta1` must be a number in [0, 1), got {beta1!r}.")
+    return (2.0 + 2.0 * beta1) / ((1.0 - beta1) * lr)
+
+
+def _working_dtype(tensor: Tensor) -> torch.dtype:
+    return torch.float64 if tensor.dtype == torch.float64 else torch.float32
+
+
+def _adam_diagonal(state: dict[str, Any], group: dict[str, Any]) -> Tensor | None:
+    if "exp_avg_sq" not in state or float(state["step"]) < 1:
+        return None
+    step = float(state["step"])
+    beta1, beta2 = (float(b) for b in group["betas"])
+    second_moment = state["max_exp_avg_sq"] if group.get("amsgrad") else state["exp_avg_sq"]
+    v_hat = second_moment.detach().to(_working_dtype(second_moment)) / (1.0 - beta2**step)
+    return (1.0 - beta1**step) * (v_hat.sqrt() + float(group["eps"]))
+
+
+def _rmsprop_diagonal(state: dict[str, Any], group: dict[str, Any]) -> Tensor | None:
+    if "square_avg" not in state or float(state["step"]) < 1:
+        return None
+    square_avg = state["square_avg"].detach().to(_working_dtype(state["square_avg"]))
+    if group.get("centered"):
+        grad_avg = state["grad_avg"].detach().to(square_avg.dtype)
+        square_avg = square_avg - grad_avg * grad_avg
+    return square_avg.sqrt() + float(group["eps"])
+
+
+def _preconditioner(
+    optimizer: torch.optim.Optimizer, parameters: Sequence[Tensor], diagonal: _Diagonal, momentum: str
+) -> Tensor | None:
+    """``D`` over ``parameters`` (flattened, concatenated in their order) from each parameter's state and group,
+    with the groups' step sizes folded in; ``None`` if a piece is undefined or the groups' ``momentum`` differ."""
+    groups = {id(p): group for group in optimizer.param_groups for p in group["params"]}
+    reference_lr = float(optimizer.param_groups[0]["lr"])
+    pieces, momenta = [], set()
+    for parameter in parameters:
+        state, group = optimizer.state.get(parameter), groups.get(id(parameter))
+        piece = diagonal(state, group) if state and group is not None else None
+        if piece is None:
+            return None
+        momenta.add(_momentum(group, momentum))
+        lr = float(group["lr"])
+        if lr != reference_lr:
+            piece = piece * (reference_lr / lr) if lr > 0 else torch.full_like(piece, math.inf)
+        pieces.append(piece.reshape(-1))
+    if not pieces or len(momenta) > 1:
+        return None
+    return torch.cat(pieces)
+
+
+def _momentum(group: dict[str, Any], key: str) -> float:
+    return float(group["betas"][0]) if key == "betas" else float(group.get(key, 0.0))
+
+
+def adam_preconditioner(optimizer: torch.optim.Optimizer, parameters: Sequence[Tensor]) -> Tensor | None:
+    """The diagonal of Adam's ``D_t = (1 − β₁ᵗ)·diag(√v̂_t + ε)`` over ``parameters``, flattened and concatenated
+    in their order, as float32 (float64 parameters: float64) on the parameters' device; param groups' step
+    sizes folded in (module docstring).
+
+    ``None`` when it is not defined: ``optimizer`` is not Adam/AdamW (see :func:`is_adam`), a parameter has no
+    moment estimates yet (no step taken, or not in the optimizer), or the parameters' groups have different
+    ``β₁``.
+    """
+    if not is_adam(optimizer):
+        return None
+    return _preconditioner(optimizer, parameters, _adam_diagonal, "betas")
+
+
+def rmsprop_preconditioner(optimizer: torch.optim.Optimizer, parameters: Sequence[Tensor]) -> Tensor | None:
+    """The diagonal of RMSprop's ``D = diag(√v + ε)`` (``centered=True``: ``√(v − ḡ²) + ε``) over
+    ``parameters``, like :func:`adam_preconditioner`; ``None`` for other optimizers, before the first step, or
+    for groups with different ``momentum``."""
+    if not is_rmsprop(optimizer):
+        return None
+    return _preconditioner(optimizer, parameters, _rmsprop_diagonal, "momentum")
+
+
+@dataclass(frozen=True)
+class PreconditionedStep:
+    """An adaptive optimizer's diagonal preconditioner ``D`` (over some parameters) and the stability limit of
+    ``λ_1(D⁻¹H)`` at its current step size."""
+
+    optimizer: str
+    diagonal: Tensor
+    limit: float
+
+
+def adaptive_preconditioning(
+    optimizer: torch.optim.Optimizer, parameters: Sequence[Tensor]
+) -> PreconditionedStep | None:
+    """``D`` and the limit of ``λ_1(D⁻¹H)`` for Adam / AdamW (``(2 + 2β₁)/((1 − β₁)η)``) and RMSprop
+    (``(2 + 2μ)/η``), ``η`` and the momentum from the first param group; ``None`` for other optimizers or
+    where the preconditioner is not defined (see :func:`adam_preconditioner`)."""
+    group = optimizer.param_groups[0]
+    lr = float(group["lr"])
+    if is_adam(optimizer):
+        diagonal = adam_preconditioner(optimizer, parameters)
+        if diagonal is None or not lr > 0:
+            return None
+        return PreconditionedStep("Adam", diagonal, adam_stability_limit(lr, float(group["betas"][0])))
+    if is_rmsprop(optimizer):
+        diagonal = rmsprop_preconditioner(optimizer, parameters)
+        if diagonal is None or not lr > 0:
+            return None
+        return PreconditionedStep("RMSprop", diagonal, stability_limit(lr, float(group.get("momentum", 0.0))))
+    return None
