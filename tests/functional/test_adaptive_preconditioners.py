@@ -115,20 +115,23 @@ def test_param_groups_fold_their_step_sizes_in_and_different_beta1_has_no_precon
     assert adam_preconditioner(mixed, parameters) is None
 
 
-def _adam_diverges(
-    curvature: float, lr: float, beta1: float, second_moment: float, steps: int = 5000
+def _diverges_with_frozen_preconditioner(
+    optimizer_class, curvature: float, second_moment: float, key: str, steps: int = 5000, **kwargs
 ) -> bool:
-    """Adam on ``½·a·θ²`` with its second moment pinned at ``second_moment`` (a frozen preconditioner): with
-    β₂ = 1 − 10⁻¹⁵ a step's own gradient moves ``v`` by ``10⁻¹⁵·a²θ²/v`` < 10⁻⁴ relative while ``|θ| ≤ 10⁴``,
-    and ``v`` is reset after every step. The threshold 10⁴ is far above the transient growth of a stable run
-    (≈ 7 at β₁ = 0.9 and 0.99 of the limit)."""
+    """``optimizer_class`` on ``½·a·θ²`` with its second-moment state ``key`` pinned at ``second_moment`` (a
+    frozen preconditioner): with β₂ / α = 1 − 10⁻¹⁵ a step's own gradient moves it by ``10⁻¹⁵·a²θ²/v`` < 10⁻⁴
+    relative while ``|θ| ≤ 10⁴``, and it is reset after every step; the first moment / momentum buffer start at
+    zero. The threshold 10⁴ is far above the transient growth of a stable run (≈ 7 at momentum 0.9 and 0.99 of
+    the limit)."""
     theta = nn.Parameter(torch.ones(1, dtype=torch.float64))
-    optimizer = torch.optim.Adam([theta], lr=lr, betas=(beta1, BETA2), eps=0.0)
+    optimizer = optimizer_class([theta], eps=0.0, **kwargs)
     theta.grad = torch.ones(1, dtype=torch.float64)
     optimizer.step()
     state = optimizer.state[theta]
-    state["exp_avg"].zero_()
-    state["exp_avg_sq"].fill_(second_moment)
+    for name in ("exp_avg", "momentum_buffer"):
+        if name in state:
+            state[name].zero_()
+    state[key].fill_(second_moment)
     state["step"].fill_(STEP)
     with torch.no_grad():
         theta.fill_(1.0)
@@ -136,10 +139,16 @@ def _adam_diverges(
         optimizer.zero_grad()
         (0.5 * curvature * theta**2).sum().backward()
         optimizer.step()
-        state["exp_avg_sq"].fill_(second_moment)  # undo the step's own 10⁻¹⁵·g² update
+        state[key].fill_(second_moment)  # undo the step's own 10⁻¹⁵·g² update
         if theta.abs().item() > 1e4:
             return True
     return False
+
+
+def _adam_diverges(curvature: float, lr: float, beta1: float, second_moment: float) -> bool:
+    return _diverges_with_frozen_preconditioner(
+        torch.optim.Adam, curvature, second_moment, "exp_avg_sq", lr=lr, betas=(beta1, BETA2)
+    )
 
 
 @pytest.mark.parametrize("beta1", [0.0, 0.5, 0.9])
@@ -197,29 +206,10 @@ def test_dispatch_gives_each_optimizer_its_limit_and_nothing_for_sgd():
     assert adaptive_preconditioning(optimizer, params) is None
 
 
-def _rmsprop_diverges(
-    curvature: float, lr: float, momentum: float, second_moment: float, steps: int = 5000
-) -> bool:
-    """RMSprop on ``½·a·θ²`` with its square average pinned at ``second_moment`` (α = 1 − 10⁻¹⁵, reset after
-    every step: a frozen preconditioner ``D = √v``)."""
-    theta = nn.Parameter(torch.ones(1, dtype=torch.float64))
-    optimizer = torch.optim.RMSprop([theta], lr=lr, alpha=1 - 1e-15, eps=0.0, momentum=momentum)
-    theta.grad = torch.ones(1, dtype=torch.float64)
-    optimizer.step()
-    state = optimizer.state[theta]
-    state["square_avg"].fill_(second_moment)
-    if momentum:
-        state["momentum_buffer"].zero_()
-    with torch.no_grad():
-        theta.fill_(1.0)
-    for _ in range(steps):
-        optimizer.zero_grad()
-        (0.5 * curvature * theta**2).sum().backward()
-        optimizer.step()
-        state["square_avg"].fill_(second_moment)
-        if theta.abs().item() > 1e4:
-            return True
-    return False
+def _rmsprop_diverges(curvature: float, lr: float, momentum: float, second_moment: float) -> bool:
+    return _diverges_with_frozen_preconditioner(
+        torch.optim.RMSprop, curvature, second_moment, "square_avg", lr=lr, alpha=BETA2, momentum=momentum
+    )
 
 
 @pytest.mark.parametrize("momentum", [0.0, 0.5, 0.9])
