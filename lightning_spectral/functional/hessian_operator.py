@@ -76,6 +76,7 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.graph import GradientEdge, get_gradient_edge
 
+from lightning_spectral.differentiable_attention import differentiable_attention
 from lightning_spectral.eager_execution import compiled_code_runs_eagerly
 from lightning_spectral.functional.parameter_selection import ParameterLayout, ParamSpec, select_parameters
 
@@ -284,7 +285,9 @@ class HessianOperator:
         """The loss of batch ``index`` at ``params``; the buffers are fresh copies (BatchNorm may write them)."""
         buffers = {name: b.clone() for name, b in self._buffers.items()}
         state = {**self._constants, **buffers, **params}
-        with compiled_code_runs_eagerly():  # compiled models: double backward needs eager code
+        # compiled models and fused attention kernels: second-order and forward-mode derivatives need eager code
+        # and attention's math backend
+        with compiled_code_runs_eagerly(), differentiable_attention():
             return torch.func.functional_call(self._module, state, (self._batches[index],))
 
     def _finish(self, total: Tensor) -> Tensor:

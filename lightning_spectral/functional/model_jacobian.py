@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from lightning_spectral.differentiable_attention import differentiable_attention
 from lightning_spectral.eager_execution import compiled_code_runs_eagerly
 from lightning_spectral.functional.parameter_selection import ParamSpec
 from lightning_spectral.functional.parameter_selection import select_parameters as select_live_parameters
@@ -132,7 +133,8 @@ class FunctionalModel:
 
     def _call(self, params: dict[str, Tensor], inputs: Tensor) -> Tensor:
         state = {**self.constants, **{"model." + name: value for name, value in params.items()}}
-        with compiled_code_runs_eagerly():  # no recompilation under the torch.func transforms
+        # no recompilation under the torch.func transforms; attention kernels with forward-mode derivatives
+        with compiled_code_runs_eagerly(), differentiable_attention():
             out = torch.func.functional_call(self.module, state, (inputs,))
         if not isinstance(out, Tensor):
             raise TypeError(f"`output_fn` must return a Tensor, got {type(out)}.")
