@@ -1,6 +1,6 @@
 """Models with attention: fused scaled-dot-product kernels (FlashAttention on CPU) have no second-order or
 forward-mode derivatives, and ``nn.MultiheadAttention``'s eval-mode fast path no forward-mode one. Every
-estimator runs attention on its math backend (``lightning_spectral.differentiable_attention``). The models are
+estimator runs attention on its math backend (``lightning_spectral.differentiable_kernels``). The models are
 float32, for which PyTorch picks FlashAttention on CPUs; the references are float64 copies (float64 attention
 falls back to the math backend by itself) or attention written out by hand.
 """
@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_spectral.callbacks import HessianEigenMonitor, NTKTraceMonitor, WeightSpectrumMonitor
-from lightning_spectral.differentiable_attention import differentiable_attention
+from lightning_spectral.differentiable_kernels import differentiable_kernels
 from lightning_spectral.functional import hessian_eigenvalues, ntk_lambda_max, ntk_trace
 
 
@@ -116,7 +116,7 @@ def test_ntk_of_multi_head_attention_in_eval_mode():
 def test_the_settings_come_back():
     fastpath = torch.backends.mha.get_fastpath_enabled()
     flash = torch.backends.cuda.flash_sdp_enabled()
-    with differentiable_attention():
+    with differentiable_kernels():
         assert not torch.backends.mha.get_fastpath_enabled()
         assert not torch.backends.cuda.flash_sdp_enabled() and torch.backends.cuda.math_sdp_enabled()
     assert torch.backends.mha.get_fastpath_enabled() == fastpath

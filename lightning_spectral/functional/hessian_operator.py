@@ -76,7 +76,7 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.graph import GradientEdge, get_gradient_edge
 
-from lightning_spectral.differentiable_attention import differentiable_attention
+from lightning_spectral.differentiable_kernels import differentiable_kernels, has_recurrent_layers
 from lightning_spectral.eager_execution import compiled_code_runs_eagerly
 from lightning_spectral.functional.parameter_selection import ParameterLayout, ParamSpec, select_parameters
 
@@ -262,6 +262,7 @@ class HessianOperator:
         self.fallback_reason: str | None = None
         self.num_matvecs = 0
         self._module = _LossOfModel(model, loss_fn)
+        self._recurrent = has_recurrent_layers(model)
         self._batches = batches
         self._reduce = reduce_fn
 
@@ -285,9 +286,9 @@ class HessianOperator:
         """The loss of batch ``index`` at ``params``; the buffers are fresh copies (BatchNorm may write them)."""
         buffers = {name: b.clone() for name, b in self._buffers.items()}
         state = {**self._constants, **buffers, **params}
-        # compiled models and fused attention kernels: second-order and forward-mode derivatives need eager code
-        # and attention's math backend
-        with compiled_code_runs_eagerly(), differentiable_attention():
+        # compiled models, fused attention and RNN kernels: second-order and forward-mode derivatives need eager
+        # code and differentiable kernels
+        with compiled_code_runs_eagerly(), differentiable_kernels(self._recurrent):
             return torch.func.functional_call(self._module, state, (self._batches[index],))
 
     def _finish(self, total: Tensor) -> Tensor:

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from lightning_spectral.differentiable_attention import differentiable_attention
+from lightning_spectral.differentiable_kernels import differentiable_kernels, has_recurrent_layers
 from lightning_spectral.eager_execution import compiled_code_runs_eagerly
 from lightning_spectral.functional.parameter_selection import ParamSpec
 from lightning_spectral.functional.parameter_selection import select_parameters as select_live_parameters
@@ -125,6 +125,7 @@ class FunctionalModel:
     names: tuple[str, ...]
     params: dict[str, Tensor]
     constants: dict[str, Tensor]
+    recurrent: bool = False  # the model has RNN layers (see lightning_spectral.differentiable_kernels)
 
     @property
     def num_params(self) -> int:
@@ -133,8 +134,8 @@ class FunctionalModel:
 
     def _call(self, params: dict[str, Tensor], inputs: Tensor) -> Tensor:
         state = {**self.constants, **{"model." + name: value for name, value in params.items()}}
-        # no recompilation under the torch.func transforms; attention kernels with forward-mode derivatives
-        with compiled_code_runs_eagerly(), differentiable_attention():
+        # no recompilation under the torch.func transforms; attention / RNN kernels with forward-mode derivatives
+        with compiled_code_runs_eagerly(), differentiable_kernels(self.recurrent):
             out = torch.func.functional_call(self.module, state, (inputs,))
         if not isinstance(out, Tensor):
             raise TypeError(f"`output_fn` must return a Tensor, got {type(out)}.")
@@ -176,7 +177,13 @@ def make_functional_model(
     selected = select_parameters(model, params)
     constants = {"model." + name: p.detach() for name, p in model.named_parameters() if name not in selected}
     module = _OutputModule(model, output_fn if output_fn is not None else _default_output_fn)
-    return FunctionalModel(module=module, names=tuple(selected), params=selected, constants=constants)
+    return FunctionalModel(
+        module=module,
+        names=tuple(selected),
+        params=selected,
+        constants=constants,
+        recurrent=has_recurrent_layers(model),
+    )
 
 
 def ntk_products(

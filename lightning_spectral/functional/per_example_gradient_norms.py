@@ -48,6 +48,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -163,8 +164,8 @@ def _restricted(fm: FunctionalModel, names: list[str]) -> FunctionalModel:
     """``fm`` differentiating only ``names``; the other selected parameters become constants."""
     constants = dict(fm.constants)
     constants.update({"model." + n: p for n, p in fm.params.items() if n not in names})
-    return FunctionalModel(
-        module=fm.module, names=tuple(names), params={n: fm.params[n] for n in names}, constants=constants
+    return dataclasses.replace(
+        fm, names=tuple(names), params={n: fm.params[n] for n in names}, constants=constants
     )
 
 
@@ -197,11 +198,30 @@ def _generic_norms(
 
     per_example = torch.func.vmap(squared_norm, in_dims=(None, 0, 0), chunk_size=chunk_size)
     count = outputs.shape[1] if cotangents is None else cotangents.shape[0]
-    return torch.cat(
-        [
-            per_example(sub.params, inputs, _cotangent_block(cotangents, n, n + 1, outputs)[0])[None]
-            for n in range(count)
+    try:
+        return torch.cat(
+            [
+                per_example(sub.params, inputs, _cotangent_block(cotangents, n, n + 1, outputs)[0])[None]
+                for n in range(count)
+            ]
+        )
+    except (RuntimeError, NotImplementedError) as error:  # vmap cannot batch the model (e.g. nn.GRU, nn.LSTM)
+        _warn_unbatchable(error)
+        columns = [
+            _single_example_norms(sub, inputs[i : i + 1], _cotangent_column(cotangents, i, outputs))
+            for i in range(inputs.shape[0])
         ]
+        return torch.stack(columns, 1)
+
+
+def _warn_unbatchable(error: BaseException) -> None:
+    """Say that the per-example gradients fell back to a loop over the examples (Python's default warning
+    filter shows an identical message once)."""
+    warnings.warn(
+        "per-example gradient norms: torch.func.vmap cannot batch this model over examples "
+        f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); computing them with "
+        "one autograd pass per example instead (same numbers, slower).",
+        stacklevel=3,
     )
 
 

@@ -1,0 +1,159 @@
+"""Models with recurrent layers: oneDNN's RNN kernel (CPU, float32) has no forward-mode derivative, cuDNN's RNN
+backward cannot be differentiated again, and ``torch.func.vmap`` cannot batch ``nn.LSTM`` / ``nn.GRU`` over
+examples. The estimators run RNNs on PyTorch's native kernels (``lightning_spectral.differentiable_kernels``)
+and fall back to one autograd pass per example where vmap fails. Models are float32 (the oneDNN path);
+references are float64 copies by reverse mode."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from spectral_testing.models import LossRecorder, trainer_kwargs
+from spectral_testing.references import dense_hessian, explicit_jacobian
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from lightning_spectral.callbacks import HessianEigenMonitor, NTKTraceMonitor, WeightSpectrumMonitor
+from lightning_spectral.differentiable_kernels import differentiable_kernels, has_recurrent_layers
+from lightning_spectral.functional import hessian_eigenvalues, ntk_lambda_max, ntk_trace
+
+RECURRENT = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+
+
+class TokenClassifier(nn.Module):
+    """Embedding → recurrent layer → mean over time → linear readout."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(10, 4)
+        self.recurrent = RECURRENT[kind](4, 5, batch_first=True)
+        self.out = nn.Linear(5, 3)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.out(self.recurrent(self.embedding(tokens))[0].mean(dim=1))
+
+
+def model_and_reference(kind: str) -> tuple[nn.Module, nn.Module]:
+    torch.manual_seed(0)
+    model = TokenClassifier(kind)
+    reference = TokenClassifier(kind).double()
+    reference.load_state_dict(model.state_dict())
+    return model, reference
+
+
+def batch():
+    g = torch.Generator().manual_seed(1)
+    return torch.randint(0, 10, (4, 6), generator=g), torch.randint(0, 3, (4,), generator=g)
+
+
+def cross_entropy(model, batch):
+    return nn.functional.cross_entropy(model(batch[0]), batch[1])
+
+
+def test_the_premises():
+    """Outside the context: no forward-mode derivative through oneDNN's LSTM, and vmap cannot batch a GRU."""
+    model, _ = model_and_reference("lstm")
+    tokens, _ = batch()
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    tangents = {n: torch.ones_like(p) for n, p in params.items()}
+    with pytest.raises(RuntimeError, match="forward AD"):
+        torch.func.jvp(lambda p: torch.func.functional_call(model, p, (tokens,)), (params,), (tangents,))
+    gru, _ = model_and_reference("gru")
+    with pytest.raises(RuntimeError):
+        torch.func.vmap(lambda t: gru(t.unsqueeze(0)))(tokens)
+    assert has_recurrent_layers(model) and not has_recurrent_layers(nn.Linear(2, 2))
+
+
+@pytest.mark.parametrize("kind", sorted(RECURRENT))
+@pytest.mark.parametrize("hvp_method", ["double_backward", "forward_over_reverse"])
+def test_hessian_eigenvalues_against_the_dense_float64_hessian(kind, hvp_method):
+    model, reference = model_and_reference(kind)
+    tokens, labels = batch()
+    exact = torch.linalg.eigvalsh(
+        dense_hessian(reference, lambda f, b: cross_entropy(f, b), (tokens, labels))
+    )
+    result = hessian_eigenvalues(
+        model,
+        cross_entropy,
+        (tokens, labels),
+        k=2,
+        tol=1e-7,
+        hvp_method=hvp_method,
+        generator=torch.Generator().manual_seed(0),
+    )
+    torch.testing.assert_close(result.eigenvalues.double(), exact.flip(0)[:2], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", sorted(RECURRENT))
+def test_ntk_trace_and_lambda_max_against_the_explicit_jacobian(kind):
+    model, reference = model_and_reference(kind)
+    tokens, _ = batch()
+    jacobian = explicit_jacobian(reference, tokens)
+    kernel = jacobian @ jacobian.T
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the vmap fallback's note
+        exact = ntk_trace(model, tokens, method="exact").trace
+    assert exact == pytest.approx(float(kernel.trace()), rel=1e-5)
+    top = ntk_lambda_max(model, tokens, tol=1e-7, generator=torch.Generator().manual_seed(0)).eigenvalues[0]
+    assert float(top) == pytest.approx(float(torch.linalg.eigvalsh(kernel)[-1]), rel=1e-5)
+
+
+def test_the_vmap_fallback_says_so():
+    model, _ = model_and_reference("gru")
+    with pytest.warns(UserWarning, match="one autograd pass per example"):
+        ntk_trace(model, batch()[0], method="exact")
+
+
+def test_native_kernels_only_for_recurrent_models_and_settings_come_back():
+    before = torch.backends.mkldnn.enabled, torch.backends.cudnn.enabled
+    with differentiable_kernels(recurrent=True):
+        assert not torch.backends.mkldnn.enabled and not torch.backends.cudnn.enabled
+    with differentiable_kernels():
+        assert (torch.backends.mkldnn.enabled, torch.backends.cudnn.enabled) == before
+    assert (torch.backends.mkldnn.enabled, torch.backends.cudnn.enabled) == before
+
+
+class SequenceModule(pl.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.model = TokenClassifier("lstm")
+
+    def forward(self, tokens):
+        return self.model(tokens)
+
+    def training_step(self, batch, batch_idx):
+        return cross_entropy(self, batch)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    def train_dataloader(self):
+        g = torch.Generator().manual_seed(2)
+        tokens = torch.randint(0, 10, (32, 6), generator=g)
+        return DataLoader(TensorDataset(tokens, tokens[:, 0] % 3), batch_size=8, shuffle=True)
+
+
+def test_an_lstm_fit_is_measured_by_every_monitor_and_trains_as_without_them(tmp_path):
+    def fit(name, callbacks):
+        recorder = LossRecorder()
+        pl.seed_everything(0)
+        module = SequenceModule()
+        pl.Trainer(callbacks=[recorder, *callbacks], **trainer_kwargs(tmp_path / name, max_epochs=2)).fit(
+            module
+        )
+        return torch.stack(recorder.losses)
+
+    monitors = [
+        HessianEigenMonitor(k=2, every_n_steps=2, hvp_method="auto", strict=True),
+        NTKTraceMonitor(every_n_steps=2, method="exact", compute_lambda_max=True, strict=True),
+        WeightSpectrumMonitor(every_n_steps=2, strict=True),
+    ]
+    baseline = fit("plain", [])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        monitored = fit("monitored", monitors)
+    assert all(m.num_measurements == 5 for m in monitors)
+    assert torch.equal(baseline, monitored)
