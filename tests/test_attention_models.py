@@ -12,14 +12,14 @@ import math
 import pytest
 import pytorch_lightning as pl
 import torch
-from spectral_testing.models import LossRecorder, trainer_kwargs
-from spectral_testing.references import dense_hessian, explicit_jacobian
+from spectral_testing.invariance import fits_without_and_with
+from spectral_testing.references import assert_top_hessian_eigenvalues, explicit_jacobian
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_spectral.callbacks import HessianEigenMonitor, NTKTraceMonitor, WeightSpectrumMonitor
 from lightning_spectral.differentiable_kernels import differentiable_kernels
-from lightning_spectral.functional import hessian_eigenvalues, ntk_lambda_max, ntk_trace
+from lightning_spectral.functional import ntk_lambda_max, ntk_trace
 
 
 class SelfAttention(nn.Module):
@@ -75,17 +75,7 @@ def test_fused_attention_refuses_second_order_derivatives_without_the_context():
 def test_hessian_of_an_attention_model_is_that_of_attention_written_out(hvp_method):
     fused, explicit = twins()
     x, y = batch()
-    exact = torch.linalg.eigvalsh(dense_hessian(explicit, lambda f, b: cross_entropy(f, b), (x.double(), y)))
-    result = hessian_eigenvalues(
-        fused,
-        cross_entropy,
-        (x, y),
-        k=3,
-        tol=1e-7,
-        hvp_method=hvp_method,
-        generator=torch.Generator().manual_seed(0),
-    )
-    torch.testing.assert_close(result.eigenvalues.double(), exact.flip(0)[:3], rtol=1e-4, atol=1e-6)
+    assert_top_hessian_eigenvalues(fused, explicit, cross_entropy, (x, y), (x.double(), y), 3, hvp_method)
 
 
 class PooledMultiheadAttention(nn.Module):
@@ -150,21 +140,11 @@ class TinyTransformer(pl.LightningModule):
 
 
 def test_a_transformer_fit_is_measured_by_every_monitor_and_trains_as_without_them(tmp_path):
-    def fit(name, callbacks):
-        recorder = LossRecorder()
-        pl.seed_everything(0)
-        model = TinyTransformer()
-        pl.Trainer(callbacks=[recorder, *callbacks], **trainer_kwargs(tmp_path / name, max_epochs=2)).fit(
-            model
-        )
-        return torch.stack(recorder.losses)
-
     monitors = [
         HessianEigenMonitor(k=2, every_n_steps=2, compute_trace=True, strict=True),
         NTKTraceMonitor(every_n_steps=2, compute_lambda_max=True, strict=True),
         WeightSpectrumMonitor(every_n_steps=2, strict=True),
     ]
-    baseline = fit("plain", [])
-    monitored = fit("monitored", monitors)
+    (baseline, _), (monitored, _) = fits_without_and_with(tmp_path, TinyTransformer, monitors)
     assert all(m.num_measurements == 5 for m in monitors)  # steps 0, 2, 4, 6, 8; strict: none failed
     assert torch.equal(baseline, monitored)

@@ -11,14 +11,14 @@ import warnings
 import pytest
 import pytorch_lightning as pl
 import torch
-from spectral_testing.models import LossRecorder, trainer_kwargs
-from spectral_testing.references import dense_hessian, explicit_jacobian
+from spectral_testing.invariance import fits_without_and_with
+from spectral_testing.references import assert_top_hessian_eigenvalues, explicit_jacobian
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_spectral.callbacks import HessianEigenMonitor, NTKTraceMonitor, WeightSpectrumMonitor
 from lightning_spectral.differentiable_kernels import differentiable_kernels, has_recurrent_layers
-from lightning_spectral.functional import hessian_eigenvalues, ntk_lambda_max, ntk_trace
+from lightning_spectral.functional import ntk_lambda_max, ntk_trace
 
 RECURRENT = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 
@@ -71,20 +71,8 @@ def test_the_premises():
 @pytest.mark.parametrize("hvp_method", ["double_backward", "forward_over_reverse"])
 def test_hessian_eigenvalues_against_the_dense_float64_hessian(kind, hvp_method):
     model, reference = model_and_reference(kind)
-    tokens, labels = batch()
-    exact = torch.linalg.eigvalsh(
-        dense_hessian(reference, lambda f, b: cross_entropy(f, b), (tokens, labels))
-    )
-    result = hessian_eigenvalues(
-        model,
-        cross_entropy,
-        (tokens, labels),
-        k=2,
-        tol=1e-7,
-        hvp_method=hvp_method,
-        generator=torch.Generator().manual_seed(0),
-    )
-    torch.testing.assert_close(result.eigenvalues.double(), exact.flip(0)[:2], rtol=1e-4, atol=1e-6)
+    data = batch()
+    assert_top_hessian_eigenvalues(model, reference, cross_entropy, data, data, 2, hvp_method)
 
 
 @pytest.mark.parametrize("kind", sorted(RECURRENT))
@@ -137,23 +125,13 @@ class SequenceModule(pl.LightningModule):
 
 
 def test_an_lstm_fit_is_measured_by_every_monitor_and_trains_as_without_them(tmp_path):
-    def fit(name, callbacks):
-        recorder = LossRecorder()
-        pl.seed_everything(0)
-        module = SequenceModule()
-        pl.Trainer(callbacks=[recorder, *callbacks], **trainer_kwargs(tmp_path / name, max_epochs=2)).fit(
-            module
-        )
-        return torch.stack(recorder.losses)
-
     monitors = [
         HessianEigenMonitor(k=2, every_n_steps=2, hvp_method="auto", strict=True),
         NTKTraceMonitor(every_n_steps=2, method="exact", compute_lambda_max=True, strict=True),
         WeightSpectrumMonitor(every_n_steps=2, strict=True),
     ]
-    baseline = fit("plain", [])
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        monitored = fit("monitored", monitors)
+        warnings.simplefilter("ignore")  # the vmap fallback's note
+        (baseline, _), (monitored, _) = fits_without_and_with(tmp_path, SequenceModule, monitors)
     assert all(m.num_measurements == 5 for m in monitors)
     assert torch.equal(baseline, monitored)

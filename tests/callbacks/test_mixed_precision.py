@@ -14,10 +14,10 @@ scaler, as a GPU 16-mixed run has (the test checks that training steps really ra
 from __future__ import annotations
 
 import pytest
-import pytorch_lightning as pl
 import torch
 from pytorch_lightning.plugins.precision import MixedPrecision
-from spectral_testing.models import LossRecorder, TinyClassifier, trainer_kwargs
+from spectral_testing.invariance import fits_without_and_with
+from spectral_testing.models import TinyClassifier
 from spectral_testing.step_zero import assert_same_metrics, step_zero_metrics
 
 from lightning_spectral.callbacks import HessianEigenMonitor, NTKTraceMonitor, WeightSpectrumMonitor
@@ -126,22 +126,14 @@ def test_the_measurement_batch_goes_through_the_batch_transfer_hooks(tmp_path):
 def test_half_precision_training_is_bit_identical_with_every_monitor(tmp_path):
     """The float32 copies live only inside a measurement: the bfloat16 parameters, buffers and the loss curve
     of a bf16-true fit are those of the same fit without monitors, and stay bfloat16."""
-
-    def fit(name, callbacks):
-        recorder = LossRecorder()
-        pl.seed_everything(0)
-        model = TinyClassifier()
-        kwargs = trainer_kwargs(tmp_path / name, max_epochs=2, precision="bf16-true")
-        pl.Trainer(callbacks=[recorder, *callbacks], **kwargs).fit(model)
-        return torch.stack(recorder.losses), model
-
     monitors = [
         HessianEigenMonitor(every_n_steps=2, compute_trace=True, strict=True),
         NTKTraceMonitor(every_n_steps=2, compute_lambda_max=True, strict=True),
         WeightSpectrumMonitor(every_n_steps=2, strict=True),
     ]
-    baseline_losses, baseline = fit("plain", [])
-    losses, monitored = fit("monitored", monitors)
+    (baseline_losses, baseline), (losses, monitored) = fits_without_and_with(
+        tmp_path, TinyClassifier, monitors, precision="bf16-true"
+    )
     assert all(m.num_measurements == 5 for m in monitors)
     assert losses.dtype == torch.bfloat16 and torch.equal(losses, baseline_losses)
     for (name, a), b in zip(baseline.state_dict().items(), monitored.state_dict().values()):

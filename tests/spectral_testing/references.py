@@ -62,3 +62,22 @@ class _OutputOf(nn.Module):
 
     def forward(self, inputs):
         return self.output_fn(self.model, inputs)
+
+
+def assert_top_hessian_eigenvalues(model, reference, loss_fn, batch, reference_batch, k, hvp_method):
+    """The top ``k`` Hessian eigenvalues of ``model`` (float32) by ``hessian_eigenvalues`` equal ``eigvalsh`` of
+    the dense float64 Hessian of ``reference`` (a float64 copy, or a twin computing the same function) on
+    ``reference_batch``, to 1e-4 relative (float32 products)."""
+    from lightning_spectral.functional import hessian_eigenvalues
+
+    exact = torch.linalg.eigvalsh(dense_hessian(reference, lambda f, b: loss_fn(f, b), reference_batch))
+    result = hessian_eigenvalues(
+        model,
+        loss_fn,
+        batch,
+        k=k,
+        tol=1e-7,
+        hvp_method=hvp_method,
+        generator=torch.Generator().manual_seed(0),
+    )
+    torch.testing.assert_close(result.eigenvalues.double(), exact.flip(0)[:k], rtol=1e-4, atol=1e-6)
