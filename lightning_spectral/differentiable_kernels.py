@@ -26,8 +26,8 @@ also switches oneDNN and cuDNN off for the body (``torch.backends.mkldnn.enabled
 other models it leaves them on (convolutions are faster with them).
 
 The estimators of :mod:`lightning_spectral.functional` evaluate the model inside it (the Hessian operator's
-loss, the NTK's functional model; both tell it whether the model has recurrent layers), and every monitor
-measures inside it.
+loss, the NTK's functional model; both tell it whether the model has recurrent layers): every monitor's
+measurement goes through them.
 
 Example::
 

@@ -22,8 +22,8 @@ few microseconds; before anything has imported ``torch._dynamo`` (which ``torch.
 compiled and the context does nothing, so an uncompiled script does not pay for that import.
 
 The estimators of :mod:`lightning_spectral.functional` evaluate the model inside it (the Hessian operator's
-loss, the NTK's functional model), so they take compiled models as they are, and every monitor measures
-inside it (through ``preserved_training_state``).
+loss, the NTK's functional model), so they take compiled models as they are; every monitor's measurement goes
+through them.
 
 Example::
 

@@ -13,10 +13,6 @@ A monitor runs between optimizer steps of someone else's training job. Whatever 
   drawn anyway;
 - autocast is disabled inside and float32 runs in full IEEE precision (TF32 and bfloat16 shortcuts off, see
   :mod:`lightning_spectral.full_precision`; every switch restored on exit), and gradients are enabled;
-- ``torch.compile``d code runs eagerly (:mod:`lightning_spectral.eager_execution`): double-backward products
-  work, and a measurement neither recompiles the model nor touches the compiled graphs training uses;
-- attention and recurrent layers run on kernels that can be differentiated twice and in forward mode
-  (:mod:`lightning_spectral.differentiable_kernels`; fused attention and oneDNN / cuDNN RNN kernels cannot);
 - ``LightningModule.log``/``log_dict`` are silenced, so a ``training_step`` called for a measurement never
   writes into the user's logged metrics.
 
@@ -38,8 +34,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from lightning_spectral.differentiable_kernels import differentiable_kernels, has_recurrent_layers
-from lightning_spectral.eager_execution import compiled_code_runs_eagerly
 from lightning_spectral.full_precision import full_float32_precision
 
 try:  # NumPy is optional for the package; restore its global RNG when it is there.
@@ -106,8 +100,6 @@ def preserved_training_state(module: nn.Module) -> Iterator[None]:
             silenced_module_logging(module),
             torch.autocast(device_type=device_type, enabled=False),
             full_float32_precision(),
-            compiled_code_runs_eagerly(),
-            differentiable_kernels(has_recurrent_layers(module)),
             torch.enable_grad(),
         ):
             yield

@@ -62,6 +62,8 @@ __all__ = [
 
 #: ``(state, group) -> the diagonal of D for one parameter`` (``None``: not defined yet).
 _Diagonal = Callable[[dict[str, Any], dict[str, Any]], Tensor | None]
+#: ``group -> the momentum its stability limit depends on`` (β₁ for Adam, μ for RMSprop).
+_Momentum = Callable[[dict[str, Any]], float]
 
 
 def _is_a(optimizer: object, names: tuple[str, ...]) -> bool:
@@ -111,8 +113,16 @@ def _rmsprop_diagonal(state: dict[str, Any], group: dict[str, Any]) -> Tensor | 
     return square_avg.sqrt() + float(group["eps"])
 
 
+def _adam_momentum(group: dict[str, Any]) -> float:
+    return float(group["betas"][0])
+
+
+def _rmsprop_momentum(group: dict[str, Any]) -> float:
+    return float(group.get("momentum", 0.0))
+
+
 def _preconditioner(
-    optimizer: torch.optim.Optimizer, parameters: Sequence[Tensor], diagonal: _Diagonal, momentum: str
+    optimizer: torch.optim.Optimizer, parameters: Sequence[Tensor], diagonal: _Diagonal, momentum: _Momentum
 ) -> Tensor | None:
     """``D`` over ``parameters`` (flattened, concatenated in their order) from each parameter's state and group,
     with the groups' step sizes folded in; ``None`` if a piece is undefined or the groups' ``momentum`` differ."""
@@ -124,7 +134,7 @@ def _preconditioner(
         piece = diagonal(state, group) if state and group is not None else None
         if piece is None:
             return None
-        momenta.add(_momentum(group, momentum))
+        momenta.add(momentum(group))
         lr = float(group["lr"])
         if lr != reference_lr:
             piece = piece * (reference_lr / lr) if lr > 0 else torch.full_like(piece, math.inf)
@@ -132,10 +142,6 @@ def _preconditioner(
     if not pieces or len(momenta) > 1:
         return None
     return torch.cat(pieces)
-
-
-def _momentum(group: dict[str, Any], key: str) -> float:
-    return float(group["betas"][0]) if key == "betas" else float(group.get(key, 0.0))
 
 
 def adam_preconditioner(optimizer: torch.optim.Optimizer, parameters: Sequence[Tensor]) -> Tensor | None:
@@ -149,7 +155,7 @@ def adam_preconditioner(optimizer: torch.optim.Optimizer, parameters: Sequence[T
     """
     if not is_adam(optimizer):
         return None
-    return _preconditioner(optimizer, parameters, _adam_diagonal, "betas")
+    return _preconditioner(optimizer, parameters, _adam_diagonal, _adam_momentum)
 
 
 def rmsprop_preconditioner(optimizer: torch.optim.Optimizer, parameters: Sequence[Tensor]) -> Tensor | None:
@@ -158,7 +164,7 @@ def rmsprop_preconditioner(optimizer: torch.optim.Optimizer, parameters: Sequenc
     for groups with different ``momentum``."""
     if not is_rmsprop(optimizer):
         return None
-    return _preconditioner(optimizer, parameters, _rmsprop_diagonal, "momentum")
+    return _preconditioner(optimizer, parameters, _rmsprop_diagonal, _rmsprop_momentum)
 
 
 @dataclass(frozen=True)
@@ -183,10 +189,10 @@ def adaptive_preconditioning(
         diagonal = adam_preconditioner(optimizer, parameters)
         if diagonal is None or not lr > 0:
             return None
-        return PreconditionedStep("Adam", diagonal, adam_stability_limit(lr, float(group["betas"][0])))
+        return PreconditionedStep("Adam", diagonal, adam_stability_limit(lr, _adam_momentum(group)))
     if is_rmsprop(optimizer):
         diagonal = rmsprop_preconditioner(optimizer, parameters)
         if diagonal is None or not lr > 0:
             return None
-        return PreconditionedStep("RMSprop", diagonal, stability_limit(lr, float(group.get("momentum", 0.0))))
+        return PreconditionedStep("RMSprop", diagonal, stability_limit(lr, _rmsprop_momentum(group)))
     return None
