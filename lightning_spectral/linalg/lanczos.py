@@ -4,14 +4,18 @@ Only products ``v ↦ A v`` are needed (a Hessian-vector product, for instance).
 ``q_1 = v_0 / ‖v_0‖`` the iteration builds an orthonormal basis ``V_j = [q_1, …, q_j]`` of the Krylov
 space ``span{v_0, A v_0, …, A^{j−1} v_0}`` and the tridiagonal ``T_j = V_jᵀ A V_j``::
 
-    w = A q_j;  α_j = q_jᵀ w;  w ← w − V_j (V_jᵀ w)  (twice);  β_{j+1} = ‖w‖;  q_{j+1} = w / β_{j+1}
+    w = A q_j;  α_j = q_jᵀ w;  w ← w − α_j q_j − β_j q_{j−1};  w ← w − V_j (V_jᵀ w);
+    β_{j+1} = ‖w‖;  q_{j+1} = w / β_{j+1}
 
 so that ``A V_j = V_j T_j + β_{j+1} q_{j+1} e_jᵀ``. Orthogonalising ``w`` against the *whole* basis
-(classical Gram–Schmidt, applied twice: "twice is enough") instead of only against ``q_j, q_{j−1}`` costs
-``O(j·dim)`` per step but prevents the loss of orthogonality that makes plain Lanczos return spurious
-copies of converged eigenvalues (Paige 1971; Parlett 1998, ch. 13).
+(classical Gram–Schmidt) instead of only against ``q_j, q_{j−1}`` costs ``O(j·dim)`` per step but prevents
+the loss of orthogonality that makes plain Lanczos return spurious copies of converged eigenvalues
+(Paige 1971; Parlett 1998, ch. 13). The three-term recurrence first removes the large components exactly,
+so one Gram–Schmidt pass usually suffices; a second pass runs when the first one shrank ``w`` below
+``1/√2`` of its norm (the DGKS criterion of Daniel, Gragg, Kaufman & Stewart 1976, as in ARPACK), which
+keeps the basis orthonormal to working precision at half the memory traffic of two passes every step.
 
-Rayleigh–Ritz. ``T_j = S diag(θ) Sᵀ`` is solved in float64 on the CPU (``torch.linalg.eigh``; ``j`` is small).
+Rayleigh–Ritz. ``T_j = S diag(θ) Sᵀ`` is solved in float64 on the CPU (NumPy's ``eigh``; ``j`` is small).
 The Ritz pairs ``(θ_i, V_j s_i)`` approximate eigenpairs of ``A`` and their residual norms are known without
 extra products: ``‖A V_j s_i − θ_i V_j s_i‖ = |β_{j+1}| · |s_{j,i}|`` (the last component of ``s_i``). These
 *estimates* are what ``residuals`` reports; they equal the explicit residuals up to rounding.
@@ -66,6 +70,7 @@ import numbers
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -77,6 +82,8 @@ from .results import LanczosResult
 __all__ = ["lanczos"]
 
 _WHICH = ("LA", "SA", "LM")
+# Daniel, Gragg, Kaufman & Stewart (1976): reorthogonalise again when a pass leaves less than 1/√2 of the norm.
+_DGKS = 1.0 / math.sqrt(2.0)
 
 
 def _noise_level(dim: int, dtype: torch.dtype) -> float:
@@ -124,19 +131,16 @@ class _LanczosState:
         """Last step of every block; the residual of the Ritz pairs is carried by these rows."""
         return [*self.restarts, self.num_steps - 1]
 
-    def tridiagonal(self) -> Tensor:
-        """``T`` as a dense float64 CPU matrix."""
+    def tridiagonal(self) -> np.ndarray:
+        """``T`` as a dense float64 NumPy matrix (small: NumPy's per-call cost is a fraction of torch's)."""
         j = self.num_steps
-        off = self.betas[: j - 1]
-        if self.restarts:
-            off = list(off)
-            for i in self.restarts:
-                off[i] = 0.0
-        T = torch.diag(torch.tensor(self.alphas, dtype=torch.float64))
+        T = np.diag(np.asarray(self.alphas, dtype=np.float64))
         if j > 1:
-            coupling = torch.tensor(off, dtype=torch.float64)
-            T.diagonal(1).copy_(coupling)
-            T.diagonal(-1).copy_(coupling)
+            coupling = np.asarray(self.betas[: j - 1], dtype=np.float64)
+            coupling[self.restarts] = 0.0
+            rows = np.arange(j - 1)
+            T[rows, rows + 1] = coupling
+            T[rows + 1, rows] = coupling
         return T
 
 
@@ -168,9 +172,19 @@ def _lanczos_tridiagonal(
         w = apply_matvec(matvec, q)
         alpha = torch.dot(q, w)
         w_norm = torch.linalg.vector_norm(w)
-        w = project_out(w, basis[: j + 1].mT)
+        # The three-term recurrence removes the large components exactly; one Gram-Schmidt pass against the
+        # whole basis then removes what rounding left, and a second pass runs only if that one cancelled
+        # more than 1 - 1/√2 of the norm (the DGKS criterion, as in ARPACK).
+        w = torch.addcmul(w, alpha, q, value=-1.0)  # out of place: `w` may be storage the matvec owns
+        if j > 0 and (j - 1) not in state.restarts:
+            w.add_(basis[j - 1], alpha=-state.betas[-1])
+        local_norm = torch.linalg.vector_norm(w)
+        w = project_out(w, basis[: j + 1].mT, passes=1)
         beta = torch.linalg.vector_norm(w)
-        alpha_f, beta_f, w_norm_f = (float(x) for x in torch.stack([alpha, beta, w_norm]).tolist())
+        alpha_f, beta_f, w_norm_f, local_f = torch.stack([alpha, beta, w_norm, local_norm]).tolist()
+        if beta_f < _DGKS * local_f:
+            w = project_out(w, basis[: j + 1].mT, passes=1)
+            beta_f = float(torch.linalg.vector_norm(w))
         if not (math.isfinite(alpha_f) and math.isfinite(beta_f) and math.isfinite(w_norm_f)):
             raise NonFiniteError(f"`matvec` returned non-finite values at Lanczos step {j + 1}.")
         state.anorm = max(state.anorm, w_norm_f, abs(alpha_f))
@@ -195,13 +209,13 @@ def _lanczos_tridiagonal(
     return state
 
 
-def _order(theta: Tensor, which: str) -> Tensor:
-    """Indices sorting Ritz values from most to least wanted."""
+def _order(theta: np.ndarray, which: str) -> np.ndarray:
+    """Indices sorting Ritz values from most to least wanted (stable: ties keep their order)."""
     if which == "LA":
-        return torch.argsort(theta, descending=True, stable=True)
+        return np.argsort(-theta, kind="stable")
     if which == "SA":
-        return torch.argsort(theta, descending=False, stable=True)
-    return torch.argsort(theta.abs(), descending=True, stable=True)
+        return np.argsort(theta, kind="stable")
+    return np.argsort(-np.abs(theta), kind="stable")
 
 
 def _better(a: float, b: float, margin: float, which: str) -> bool:
@@ -213,15 +227,15 @@ def _better(a: float, b: float, margin: float, which: str) -> bool:
     return abs(a) > abs(b) + margin
 
 
-def _ritz(state: _LanczosState, T: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+def _ritz(state: _LanczosState, T: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Ritz values, eigenvectors of ``T`` (``state.tridiagonal()`` unless given) and residual estimates (all
-    float64, CPU)."""
-    theta, S = torch.linalg.eigh(state.tridiagonal() if T is None else T)
+    float64 NumPy arrays)."""
+    theta, S = np.linalg.eigh(state.tridiagonal() if T is None else T)
     if not state.restarts:  # one block: the classical estimate |β_{j+1}|·|s_{j,i}|
-        return theta, S, abs(state.betas[-1]) * S[-1].abs()
-    ends = torch.tensor(state.block_ends, dtype=torch.long)
-    betas = torch.tensor(state.betas, dtype=torch.float64)[ends]
-    residuals = (betas[:, None] * S[ends].abs()).sum(dim=0)
+        return theta, S, abs(state.betas[-1]) * np.abs(S[-1])
+    ends = state.block_ends
+    betas = np.asarray(state.betas, dtype=np.float64)[ends]
+    residuals = (betas[:, None] * np.abs(S[ends])).sum(axis=0)
     return theta, S, residuals
 
 
@@ -307,8 +321,8 @@ def lanczos(
     start = _resolve_start(dim, v0, dtype, device, generator)
     noise = _noise_level(dim, start.dtype)
 
-    def thresholds(values: Tensor, scale: float) -> Tensor:
-        return torch.clamp(tol * values.abs(), min=noise * scale)
+    def thresholds(values: np.ndarray, scale: float) -> np.ndarray:
+        return np.maximum(tol * np.abs(values), noise * scale)
 
     def policy(state: _LanczosState) -> _Action:
         j = state.num_steps
@@ -317,15 +331,15 @@ def lanczos(
             return _Action.CONTINUE
         T = state.tridiagonal()
         theta, S, residuals = _ritz(state, T)
-        scale = max(float(theta.abs().max()), state.anorm)
+        scale = max(float(np.abs(theta).max()), state.anorm)
         wanted = _order(theta, which)[:k]
         wanted_converged = bool((residuals[wanted] <= thresholds(theta[wanted], scale)).all())
         first = state.block_start
         if first == 0:  # one block: its Ritz pairs and residuals are the ones above
             block_theta, block_residuals = theta, residuals
         else:
-            block_theta, block_S = torch.linalg.eigh(T[first:, first:])
-            block_residuals = abs(state.betas[-1]) * block_S[-1].abs()
+            block_theta, block_S = np.linalg.eigh(T[first:, first:])
+            block_residuals = abs(state.betas[-1]) * np.abs(block_S[-1])
         block_converged = block_residuals <= thresholds(block_theta, scale)
         best = int(_order(block_theta, which)[0])
         # Invariant means at the rounding level, not merely within `tol`: a warm start close to the top
@@ -339,7 +353,7 @@ def lanczos(
         # Ritz values and this block added nothing better than the k-th of them.
         if not wanted_converged or first < k:
             return _Action.RESTART
-        earlier = torch.linalg.eigvalsh(T[:first, :first])
+        earlier = np.linalg.eigvalsh(T[:first, :first])
         kth_earlier = float(earlier[_order(earlier, which)[k - 1]])
         margin = max(tol * abs(kth_earlier), noise * scale)
         if _better(float(block_theta[best]), kth_earlier, margin, which):
@@ -348,16 +362,19 @@ def lanczos(
 
     state = _lanczos_tridiagonal(matvec, start, max_iter, generator=generator, policy=policy)
     theta, S, residuals = _ritz(state)
-    scale = max(float(theta.abs().max()), state.anorm)
+    scale = max(float(np.abs(theta).max()), state.anorm)
     wanted = _order(theta, which)[:k]
     converged = bool((residuals[wanted] <= thresholds(theta[wanted], scale)).all())
     j = state.num_steps
-    coefficients = S[:, wanted].to(dtype=start.dtype, device=start.device)
-    eigenvectors = state.basis[:j].mT @ coefficients
+
+    def working(values: np.ndarray) -> Tensor:
+        return torch.from_numpy(np.ascontiguousarray(values)).to(dtype=start.dtype, device=start.device)
+
+    eigenvectors = state.basis[:j].mT @ working(S[:, wanted])
     return LanczosResult(
-        eigenvalues=theta[wanted].to(dtype=start.dtype, device=start.device),
+        eigenvalues=working(theta[wanted]),
         eigenvectors=eigenvectors,
-        residuals=residuals[wanted].to(dtype=start.dtype, device=start.device),
+        residuals=working(residuals[wanted]),
         num_matvecs=j,
         converged=converged,
     )

@@ -41,18 +41,20 @@ def _reduced_q(X: Tensor) -> Tensor:
     return torch.linalg.qr(X, mode="reduced").Q
 
 
-def project_out(w: Tensor, basis: Tensor) -> Tensor:
+def project_out(w: Tensor, basis: Tensor, passes: int = 2) -> Tensor:
     """``w`` minus its orthogonal projection onto ``span(basis)`` (orthonormal columns), CGS applied twice.
 
     Args:
         w: ``(n,)`` vector.
         basis: ``(n, j)`` matrix with orthonormal columns (``j`` may be 0).
+        passes: Gram–Schmidt passes (default 2, "twice is enough"); the Lanczos iteration runs one and
+            decides about the second from the norms (DGKS criterion).
 
     Returns:
-        ``(n,)`` vector orthogonal to ``basis`` up to rounding.
+        ``(n,)`` vector orthogonal to ``basis`` up to rounding (with ``passes=2``).
     """
     if basis.shape[-1] == 0:
         return w
-    for _ in range(2):
+    for _ in range(passes):
         w = w - basis @ (basis.mT @ w)
     return w

@@ -385,3 +385,41 @@ def test_guarded_warm_start_finds_an_eigenvalue_that_crossed_the_old_top():
             lambda v: A @ v, dim, 1, tol=1e-3, v0=start, generator=torch.Generator().manual_seed(seed)
         )
         assert result.eigenvalues[0].item() == pytest.approx(12.0, rel=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_basis_stays_orthonormal_while_ritz_values_converge(symmetric_with_eigenvalues, dtype):
+    """The regime where the three-term recurrence alone loses orthogonality (Paige): a spectrum with
+    well-separated outliers whose Ritz values converge in a few steps, run for many more steps. One Gram–Schmidt
+    pass plus the DGKS-triggered second one must keep ``VᵀV = I`` to working precision (without them the
+    converged directions come back and ``VᵀV`` has O(1) entries off the diagonal)."""
+    from lightning_spectral.linalg.lanczos import _lanczos_tridiagonal
+
+    eigenvalues = torch.cat(
+        [torch.tensor([100.0, 50.0, 20.0], dtype=F64), torch.logspace(0, -6, 197, dtype=F64)]
+    )
+    A = symmetric_with_eigenvalues(eigenvalues).to(dtype)
+    start = torch.randn(200, dtype=dtype, generator=_gen(3))
+    state = _lanczos_tridiagonal(lambda v: A @ v, start, 80)
+    V = state.basis[: state.num_steps].mT
+    eps = torch.finfo(dtype).eps
+    _assert_orthonormal(V, 50 * eps)
+    # and T is the projection of A onto the basis (the recurrence and the passes agree)
+    T = torch.from_numpy(state.tridiagonal()).to(dtype)
+    torch.testing.assert_close(V.mT @ A @ V, T, atol=200 * eps * 100.0, rtol=0)
+
+
+def test_second_gram_schmidt_pass_runs_when_the_first_cancels_most_of_the_vector(symmetric_with_eigenvalues):
+    """A product with a huge component along the start vector (here a non-symmetric rank-one term, the extreme
+    form of the asymmetry a float32 HVP has): one pass removes it only to ``ε·‖w‖`` relative to the large
+    norm, which after the cancellation is far above ``ε`` relative to what is left. The DGKS test must see the
+    cancellation and run the second pass; with one pass the basis loses orthogonality by ~1e-10."""
+    from lightning_spectral.linalg.lanczos import _lanczos_tridiagonal
+
+    A = symmetric_with_eigenvalues(torch.linspace(1.0, 2.0, 100, dtype=F64))
+    start = torch.randn(100, dtype=F64, generator=_gen(4))
+    u = start / torch.linalg.vector_norm(start)
+    weights = torch.randn(100, dtype=F64, generator=_gen(5))
+    state = _lanczos_tridiagonal(lambda v: A @ v + 1e6 * u * (weights @ v), start, 30)
+    V = state.basis[: state.num_steps].mT
+    _assert_orthonormal(V, 50 * torch.finfo(F64).eps)
