@@ -65,8 +65,8 @@ def image_classifier() -> nn.Module:
     ).eval()  # P = 1,481
 
 
-def image_batch(n: int = 64):
-    g = seeded(0)
+def image_batch(n: int = 64, seed: int = 0):
+    g = seeded(seed)
     return torch.randn(n, 1, 8, 8, generator=g), torch.randint(0, 5, (n,), generator=g)
 
 
@@ -130,6 +130,37 @@ def test_ntk_trace_and_lambda_max_on_cuda_equal_the_explicit_jacobian():
     assert trace.trace == pytest.approx(float(kernel.trace()), rel=1e-5)
     top = float(torch.linalg.eigvalsh(kernel)[-1])
     assert float(lambda_max.eigenvalues[0]) == pytest.approx(top, rel=1e-3)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
+def test_recurrent_models_on_cuda_equal_the_dense_and_explicit_references(kind):
+    """cuDNN's RNN backward has no double backward: the measurement turns cuDNN off (differentiable_kernels).
+    Hessian by double backward and by "auto"; NTK trace and λ_max against the explicit Jacobian."""
+    import warnings
+
+    from test_recurrent_models import batch, cross_entropy, model_and_reference
+
+    model, reference = model_and_reference(kind)
+    data = batch()
+    exact = torch.linalg.eigvalsh(dense_hessian(reference, cross_entropy, data)).flip(0)[:2]
+    jacobian = explicit_jacobian(reference, data[0])
+    kernel = jacobian @ jacobian.T
+    model = model.to(CUDA)
+    cuda_batch = to(data, CUDA)
+    with full_float32_precision():
+        for method in ("double_backward", "auto"):
+            result = hessian_eigenvalues(
+                model, cross_entropy, cuda_batch, k=2, tol=1e-7, hvp_method=method, generator=seeded(0, CUDA)
+            )
+            torch.testing.assert_close(result.eigenvalues.cpu().double(), exact, rtol=1e-4, atol=1e-6)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the per-example loop's note
+            trace = ntk_trace(model, cuda_batch[0], method="exact")
+        lambda_max = ntk_lambda_max(model, cuda_batch[0], tol=1e-7, generator=seeded(0, CUDA))
+    assert trace.trace == pytest.approx(float(kernel.trace()), rel=1e-5)
+    assert float(lambda_max.eigenvalues[0]) == pytest.approx(
+        float(torch.linalg.eigvalsh(kernel)[-1]), rel=1e-5
+    )
 
 
 def test_weight_spectrum_on_cuda_equals_svdvals():

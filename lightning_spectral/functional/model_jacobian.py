@@ -200,12 +200,61 @@ def ntk_products(
         return fm.batch_outputs(p, inputs)
 
     outputs, vjp_fn = torch.func.vjp(batch_outputs, fm.params)
+    reverse_push_forward: Callable[[dict[str, Tensor]], Tensor] | None = None
 
     def vjp(cotangent: Tensor) -> dict[str, Tensor]:
         return vjp_fn(cotangent.to(dtype=outputs.dtype, device=outputs.device))[0]
 
+    def push_forward(tangent: dict[str, Tensor]) -> Tensor:
+        nonlocal reverse_push_forward
+        if reverse_push_forward is None:
+            try:
+                return torch.func.jvp(batch_outputs, (fm.params,), (tangent,))[1]
+            except (
+                _FORWARD_MODE_ERRORS
+            ):  # e.g. the fused LSTM/GRU cells on CUDA have no forward-mode derivative
+                reverse_push_forward = _push_forward_by_reverse_mode(batch_outputs, fm.params, outputs)
+        return reverse_push_forward(tangent)
+
     def ntk_matvec(vector: Tensor) -> Tensor:
-        tangent = vjp(vector.reshape(outputs.shape))
-        return torch.func.jvp(batch_outputs, (fm.params,), (tangent,))[1].reshape(-1)
+        return push_forward(vjp(vector.reshape(outputs.shape))).reshape(-1)
 
     return outputs.detach(), vjp, ntk_matvec
+
+
+#: What a forward-mode transform raises for an operator without a forward-mode derivative.
+_FORWARD_MODE_ERRORS = (RuntimeError, NotImplementedError)
+
+
+def _push_forward_by_reverse_mode(
+    batch_outputs: Callable[[dict[str, Tensor]], Tensor], params: dict[str, Tensor], outputs: Tensor
+) -> Callable[[dict[str, Tensor]], Tensor]:
+    """``t ↦ J t`` by two reverse passes, for models whose operators lack forward-mode derivatives.
+
+    ``g(u) = Jᵀ u`` is linear in ``u``, so ``J t = ∂/∂u ⟨g(u), t⟩``: build ``g`` once with ``create_graph=True``
+    at ``u = 0`` and differentiate it with respect to ``u`` for every ``t`` (the graph is kept between products).
+    """
+    leaves = {name: p.detach().requires_grad_(True) for name, p in params.items()}
+    with torch.enable_grad():
+        out = batch_outputs(leaves)
+        u = torch.zeros_like(out, requires_grad=True)
+        pieces = torch.autograd.grad(
+            out, tuple(leaves.values()), u, create_graph=True, materialize_grads=True
+        )
+    names = list(leaves)
+    linked = [(names[i], g) for i, g in enumerate(pieces) if g.requires_grad]  # the others are zero
+
+    def push_forward(tangent: dict[str, Tensor]) -> Tensor:
+        if not linked:
+            return torch.zeros_like(outputs)
+        with torch.enable_grad():
+            (result,) = torch.autograd.grad(
+                [g for _, g in linked],
+                u,
+                [tangent[name] for name, _ in linked],
+                retain_graph=True,
+                materialize_grads=True,
+            )
+        return result.detach()
+
+    return push_forward

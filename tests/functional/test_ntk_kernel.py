@@ -368,3 +368,46 @@ def test_lambda_max_validation():
     bn = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3)).to(DTYPE)
     with pytest.raises(ValueError, match="model.eval"):
         ntk_lambda_max(bn, inputs)
+
+
+class _TanhWithoutForwardMode(torch.autograd.Function):
+    """tanh with a backward (itself differentiable) but no forward-mode derivative, like the fused LSTM/GRU
+    cells on CUDA."""
+
+    @staticmethod
+    def forward(x):
+        return torch.tanh(x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(output)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (y,) = ctx.saved_tensors
+        return grad * (1 - y * y)
+
+
+class _NoForwardModeMLP(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.first, self.second = nn.Linear(4, 6), nn.Linear(6, 3)
+
+    def forward(self, x):
+        return self.second(_TanhWithoutForwardMode.apply(self.first(x)))
+
+
+def test_lambda_max_of_a_model_without_forward_mode_derivatives_equals_dense_eigvalsh():
+    """Θ v = J (Jᵀ v): where J t has no forward-mode derivative it is taken by two reverse passes."""
+    from spectral_testing.references import explicit_jacobian
+
+    torch.manual_seed(0)
+    model = _NoForwardModeMLP().double()
+    inputs = torch.randn(5, 4, dtype=torch.float64)
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    with pytest.raises(RuntimeError, match="jvp"):  # the premise: no forward mode through this model
+        torch.func.jvp(lambda p: torch.func.functional_call(model, p, (inputs,)), (params,), (params,))
+    jacobian = explicit_jacobian(model, inputs)
+    exact = torch.linalg.eigvalsh(jacobian @ jacobian.T).flip(0)[:2]
+    result = ntk_lambda_max(model, inputs, k=2, tol=1e-10, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(result.eigenvalues, exact, rtol=1e-8, atol=1e-10)
