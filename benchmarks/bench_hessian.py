@@ -88,7 +88,7 @@ from benchmarks.common import (
     write_section,
 )
 from lightning_spectral.full_precision import full_float32_precision
-from lightning_spectral.functional import HessianOperator, hessian_eigenvalues
+from lightning_spectral.functional import HessianOperator, HVPGraph, hessian_eigenvalues
 
 TARGET_ERROR = 1e-3
 TARGET_TIME_RATIO = 1 / 3
@@ -108,6 +108,8 @@ HVP_TIMING_CALLS = 3  # products per timing round in the per-HVP table
 Setting = dict[str, Any]
 OURS = "ours (Lanczos, default hvp_method=auto)"
 OURS_DB = "ours (Lanczos, hvp_method=double_backward)"
+#: On CUDA only: products replayed from a CUDA graph captured by an earlier run (HVPGraph; capture cost below).
+GRAPH_METHODS = ("double_backward", "forward_over_reverse")
 Matvec = Callable[[Tensor], Tensor]
 
 
@@ -308,9 +310,13 @@ def label(setting: Setting) -> str:
 # --- ours
 
 
-def our_run(method: str) -> RunFn:
+def graph_tool_name(method: str) -> str:
+    return f"ours (Lanczos, hvp_method={method}, CUDA graph)"
+
+
+def our_run(method: str, graph: HVPGraph | None = None) -> RunFn:
     def run(problem: Problem, k: int, setting: Setting, seed: int | None, cap: int | None) -> Run:
-        op = HessianOperator(problem.model, loss_fn, problem.batch, method=method)
+        op = HessianOperator(problem.model, loss_fn, problem.batch, method=method, hvp_graph=graph)
         generator = None if seed is None else seeded(seed, op.device)
         result = hessian_eigenvalues(operator=op, k=k, generator=generator, **setting)  # max_iter bounds it
         return Run(sorted(result.eigenvalues.tolist(), reverse=True), op.num_matvecs)
@@ -318,9 +324,9 @@ def our_run(method: str) -> RunFn:
     return run
 
 
-def our_matvec(method: str) -> Callable[[Problem], Matvec]:
+def our_matvec(method: str, graph: HVPGraph | None = None) -> Callable[[Problem], Matvec]:
     def build(problem: Problem) -> Matvec:
-        return HessianOperator(problem.model, loss_fn, problem.batch, method=method).matvec
+        return HessianOperator(problem.model, loss_fn, problem.batch, method=method, hvp_graph=graph).matvec
 
     return build
 
@@ -470,8 +476,22 @@ def curvlinops_sweeps(k: int, quick: bool) -> list[list[Setting]]:
     return [[{"which": "LA", "ncv": ncv, "tol": tol} for tol in tols] for ncv in ncvs]
 
 
-def make_tools() -> list[Tool]:
+def make_tools(device: torch.device) -> list[Tool]:
+    graphs = [
+        Tool(
+            graph_tool_name(method),
+            "lightning-spectral",
+            None,
+            our_run(method, graph),
+            our_sweeps,
+            "tol=1e-3, max_iter=50",
+            our_matvec(method, graph),
+        )
+        for method in GRAPH_METHODS
+        for graph in [HVPGraph()]
+    ]
     tools = [
+        *(graphs if device.type == "cuda" else []),
         Tool(
             OURS,
             "lightning-spectral",
@@ -552,6 +572,9 @@ def hvp_costs(problem: Problem, tools: list[Tool], rounds: int) -> str:
     matvecs: dict[str, Matvec] = {}
     for method in ("double_backward", "forward_over_reverse"):
         matvecs[f"ours, hvp_method={method}"] = our_matvec(method)(problem)
+    if problem.device.type == "cuda":
+        for method in GRAPH_METHODS:
+            matvecs[f"ours, hvp_method={method}, CUDA graph"] = our_matvec(method, HVPGraph())(problem)
     auto = HessianOperator(problem.model, loss_fn, problem.batch)
     auto.matvec(v)
     for tool in tools:
@@ -572,6 +595,39 @@ def hvp_costs(problem: Problem, tools: list[Tool], rounds: int) -> str:
     table = markdown_table(["HVP of", "ms per HVP", "relative difference from ours (double backward)"], rows)
     note = f'`hvp_method="auto"` (our default) resolves to `{auto.method}` here.'
     return f"{table}\n\n{note}"
+
+
+def capture_costs(problem: Problem, repeats: int) -> list[list[Any]]:
+    """CUDA only: λ_max with our defaults computed eagerly, by a first run with a fresh HVPGraph (capture
+    included) and by a second run replaying it (medians over seeds, ms)."""
+    rows = []
+    for method in GRAPH_METHODS:
+        times: dict[str, list[float]] = {"eager": [], "first": [], "replayed": []}
+        hvps = []
+        for seed in range(repeats):
+            graph = HVPGraph()
+            for name, used in (("eager", None), ("first", graph), ("replayed", graph)):
+                run = our_run(method, used)
+                box: dict[str, Run] = {}
+
+                def once(run: RunFn = run, box: dict[str, Run] = box, seed: int = seed) -> None:
+                    box["run"] = run(problem, 1, {}, seed, None)
+
+                times[name].append(median_time(once, repeats=1, warmup=0, device=problem.device))
+                hvps.append(box["run"].hvps)
+        medians = {name: 1e3 * statistics.median(values) for name, values in times.items()}
+        rows.append(
+            [
+                problem.name,
+                method,
+                statistics.median(hvps),
+                f"{medians['eager']:.1f}",
+                f"{medians['first']:.1f}",
+                f"{medians['replayed']:.1f}",
+                f"{medians['eager'] / medians['replayed']:.2f}×",
+            ]
+        )
+    return rows
 
 
 @dataclass
@@ -813,6 +869,7 @@ class Report:
     costs: list[str] = field(default_factory=list)
     sections: list[str] = field(default_factory=list)
     warm: list[list[Any]] = field(default_factory=list)
+    capture: list[list[Any]] = field(default_factory=list)
     targets: list[Target] = field(default_factory=list)
 
 
@@ -851,9 +908,39 @@ def benchmark_problem(
             f"#### {name}, k = {k} ({what})\n\n{table}\n\n{text}\n\nAt each tool's defaults (k = {k}):\n\n{defaults}"
         )
         log(f"[hessian] {name} k={k}: done, {time.perf_counter() - start:.0f} s")
+    if device.type == "cuda":
+        report.capture += capture_costs(problem, cfg.repeats)
     for k in cfg.ks:
         report.warm += warm_start(problem, k, cfg.repeats)
     log(f"[hessian] {name}: warm start done, {time.perf_counter() - start:.0f} s")
+
+
+def capture_section(rows: list[list[Any]]) -> str:
+    """The CUDA-graph paragraph (empty off CUDA)."""
+    if not rows:
+        return ""
+    table = markdown_table(
+        [
+            "model",
+            "hvp_method",
+            "HVPs",
+            "eager (ms)",
+            "first run, capture included (ms)",
+            "replayed (ms)",
+            "eager / replayed",
+        ],
+        rows,
+    )
+    return f"""
+#### CUDA graphs: what the capture costs
+
+The `CUDA graph` rows above replay products captured by an earlier run on the same model and batch shapes
+(`HessianOperator(..., hvp_graph=HVPGraph())`; `HessianEigenMonitor(cuda_graphs=True)` keeps one per fit): the
+steady state of a monitor that measures every few hundred steps. The first run pays the capture: two eager
+warm-up products, the capture and a check replay. `λ_max` with our defaults (`tol=1e-3`), medians over seeds:
+
+{table}
+"""
 
 
 def time_targets(name: str, k: int, bests: dict[str, Best], tools: list[Tool]) -> list[Target]:
@@ -898,13 +985,14 @@ def main(argv: list[str] | None = None) -> list[Target]:
 def run(args: argparse.Namespace) -> list[Target]:
     cfg = settings(args.quick)
     wall = time.perf_counter()
-    tools = make_tools()
+    device = torch.device(args.device)
+    tools = make_tools(device)
     for tool in tools:
         if not tool.available:
             log(f"[hessian] {tool.name}: {tool.status}")
     report = Report()
     for name in cfg.problems:
-        benchmark_problem(name, tools, cfg, report, torch.device(args.device))
+        benchmark_problem(name, tools, cfg, report, device)
     total = time.perf_counter() - wall
 
     header = [
@@ -969,10 +1057,13 @@ tol=…)` (forward-over-reverse HVPs; ARPACK in float64 on the float32 operator)
 reference tool's time.
 
 {(2 * chr(10)).join(report.sections)}
-
+{capture_section(report.capture)}
 Reading these tables. Ours, hessian-eigenthings and ARPACK are all Lanczos methods started from a random
 vector: they build the same Krylov space, so the HVPs each needs for 1e-3 differ by a step or two, and a
-1/3 time ratio against them would need HVPs three times cheaper than theirs. PyHessian's power iteration needs
+1/3 time ratio against them would need HVPs three times cheaper than theirs. On a GPU that is what the
+`CUDA graph` rows have (CUDA only: `HessianOperator(..., hvp_graph=HVPGraph())`, products replayed from a graph
+captured by an earlier run): the products of these small models are bound by kernel launches, not arithmetic,
+and a replay launches one graph. PyHessian's power iteration needs
 more HVPs, the more so for k = 3 (each deflated eigenvalue converges at its own gap), but each of its HVPs is
 one backward pass through a kept gradient graph, like ours with `hvp_method="double_backward"`.
 hessian-eigenthings rebuilds the graph for every product; curvlinops and our default `"auto"` (which picks

@@ -33,6 +33,7 @@ from lightning_spectral.functional.batch_sharpness import batch_sharpness
 from lightning_spectral.functional.edge_of_stability import stability_limit
 from lightning_spectral.functional.hessian_operator import HVP_METHODS, HessianOperator
 from lightning_spectral.functional.hessian_spectrum import hessian_density, hessian_eigenvalues, hessian_trace
+from lightning_spectral.functional.hvp_graph import HVPGraph
 from lightning_spectral.functional.parameter_selection import select_parameters
 from lightning_spectral.validation import (
     check_bool,
@@ -82,6 +83,13 @@ class HessianEigenMonitor(SpectralMonitor):
             product is one more backward pass, about 2× faster than forward-over-reverse on CPU, at the memory
             of one training step), ``"forward_over_reverse"`` (``torch.func``; keeps no graph between
             products) or ``"auto"`` (forward-over-reverse where ``torch.func`` can transform the loss).
+        cuda_graphs: on CUDA, replay the Hessian-vector products of every measurement from CUDA graphs captured
+            at the first one (:class:`~lightning_spectral.functional.HVPGraph`; one per loss: eval and train
+            mode). Products of launch-bound models get several times cheaper; the graphs keep one copy of the
+            parameters and batches and one product's activations on the GPU until the fit ends. For losses that
+            are a function of parameters, buffers and batch tensors only (Python control flow is frozen at
+            capture); losses that draw random numbers or cannot be captured are measured eagerly, with a
+            warning. Default off; no effect on other devices.
         batch, seed, strict, max_overhead: see :class:`~lightning_spectral.callbacks.SpectralMonitor`.
     """
 
@@ -120,6 +128,7 @@ class HessianEigenMonitor(SpectralMonitor):
         warm_start: bool = True,
         measurement_mode: str = "eval",
         hvp_method: str = "double_backward",
+        cuda_graphs: bool = False,
         batch: Any = None,
         seed: int = 0,
         strict: bool = False,
@@ -157,6 +166,7 @@ class HessianEigenMonitor(SpectralMonitor):
         check_bool("compute_batch_sharpness", compute_batch_sharpness)
         check_bool("compute_preconditioned", compute_preconditioned)
         check_bool("warm_start", warm_start)
+        check_bool("cuda_graphs", cuda_graphs)
         self.k = k
         self.tol = tol
         self.max_iter = max_iter
@@ -173,6 +183,8 @@ class HessianEigenMonitor(SpectralMonitor):
         self.warm_start = warm_start
         self.measurement_mode = measurement_mode
         self.hvp_method = hvp_method
+        self.cuda_graphs = cuda_graphs
+        self._hvp_graph = HVPGraph() if cuda_graphs else None
         self._eigenvectors: torch.Tensor | None = None
         self._preconditioned_vector: torch.Tensor | None = None
         self._params = params
@@ -180,6 +192,11 @@ class HessianEigenMonitor(SpectralMonitor):
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
         self._params = checked_param_patterns(pl_module, self.params, type(self).__name__)
+
+    def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
+        super().on_fit_end(trainer, pl_module)
+        if self._hvp_graph is not None:
+            self._hvp_graph.release()  # the captured graphs' GPU memory
 
     def measure(self, trainer: Any, pl_module: Any, batches: list[Any]) -> Mapping[str, float]:
         pl_module.train(self.measurement_mode == "train")
@@ -257,6 +274,7 @@ class HessianEigenMonitor(SpectralMonitor):
             method=self.hvp_method,
             reduce_fn=self.collectives.mean,  # DDP: the Hessian of the loss on the union of the shards
             copy_params=False,  # used and dropped within this hook: nothing steps the model meanwhile
+            hvp_graph=self._hvp_graph,
         )
 
     def _preconditioned_sharpness(

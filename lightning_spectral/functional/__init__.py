@@ -16,6 +16,7 @@ from lightning_spectral.functional.hessian_spectrum import (
     hessian_eigenvalues,
     hessian_trace,
 )
+from lightning_spectral.functional.hvp_graph import HVPGraph
 from lightning_spectral.functional.ntk_alignment import (
     kernel_alignments,
     kernel_target_alignment,
@@ -34,6 +35,7 @@ __all__ = [
     "BatchSharpness",
     "HessianEigenResult",
     "HessianOperator",
+    "HVPGraph",
     "NTKTrace",
     "PreconditionedStep",
     "PowerLawFit",

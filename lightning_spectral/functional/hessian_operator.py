@@ -78,6 +78,7 @@ from torch.autograd.graph import GradientEdge, get_gradient_edge
 
 from lightning_spectral.differentiable_kernels import differentiable_kernels, has_recurrent_layers
 from lightning_spectral.eager_execution import compiled_code_runs_eagerly
+from lightning_spectral.functional.hvp_graph import HVPGraph
 from lightning_spectral.functional.parameter_selection import ParameterLayout, ParamSpec, select_parameters
 
 LossFn = Callable[[nn.Module, Any], Tensor]
@@ -182,6 +183,10 @@ class HessianOperator:
             construction (later changes of the model do not reach it). ``False``: it reads the model's own
             parameter storage (no copy; an in-place update of the model, e.g. an optimizer step, changes the
             operator). Buffers are copied for every evaluation either way.
+        hvp_graph: an :class:`~lightning_spectral.functional.HVPGraph`: on CUDA, products are replayed from a
+            CUDA graph captured once and shared by every operator of the same structure
+            (:mod:`~lightning_spectral.functional.hvp_graph`; the tensors are read at the first product).
+            Default none: eager products.
 
     Attributes:
         dim: ``P``, the number of selected scalar parameters (the operator is ``P × P``).
@@ -204,8 +209,9 @@ class HessianOperator:
         method: str = "auto",
         reduce_fn: Callable[[Tensor], Tensor] | None = None,
         copy_params: bool = True,
+        hvp_graph: HVPGraph | None = None,
     ) -> None:
-        self._setup(model, loss_fn, [batch], params, method, reduce_fn, copy_params)
+        self._setup(model, loss_fn, [batch], params, method, reduce_fn, copy_params, hvp_graph)
 
     @classmethod
     def from_batches(
@@ -218,6 +224,7 @@ class HessianOperator:
         method: str = "auto",
         reduce_fn: Callable[[Tensor], Tensor] | None = None,
         copy_params: bool = True,
+        hvp_graph: HVPGraph | None = None,
     ) -> HessianOperator:
         """The average Hessian ``(1/N) Σ_b ∇²L_b(θ)`` over ``batches``, a non-empty ``list`` of batches.
 
@@ -229,7 +236,7 @@ class HessianOperator:
         if not batches:
             raise ValueError("`batches` must hold at least one batch, got an empty list.")
         operator = cls.__new__(cls)
-        operator._setup(model, loss_fn, list(batches), params, method, reduce_fn, copy_params)
+        operator._setup(model, loss_fn, list(batches), params, method, reduce_fn, copy_params, hvp_graph)
         return operator
 
     def _setup(
@@ -241,6 +248,7 @@ class HessianOperator:
         method: str,
         reduce_fn: Callable[[Tensor], Tensor] | None,
         copy_params: bool,
+        hvp_graph: HVPGraph | None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"`model` must be a torch.nn.Module, got {type(model).__name__}.")
@@ -252,6 +260,8 @@ class HessianOperator:
             raise TypeError(f"`reduce_fn` must be callable or None, got {reduce_fn!r}.")
         if not isinstance(copy_params, bool):
             raise TypeError(f"`copy_params` must be a bool, got {copy_params!r}.")
+        if hvp_graph is not None and not isinstance(hvp_graph, HVPGraph):
+            raise TypeError(f"`hvp_graph` must be an HVPGraph or None, got {type(hvp_graph).__name__}.")
         selected = select_parameters(model, params)
         self.layout = ParameterLayout.from_tensors(selected)
         self.names = self.layout.names
@@ -280,6 +290,7 @@ class HessianOperator:
         self._buffers = {f"model.{name}": take(b) for name, b in model.named_buffers()}
         self._randomness = _ReplayedRandomness(self.device, self.num_batches)
         self._graphs: _GradientGraphs | None = None
+        self._hvp_graph = hvp_graph
 
     # ------------------------------------------------------------------ evaluation
     def _loss(self, params: dict[str, Tensor], index: int) -> Tensor:
@@ -311,41 +322,43 @@ class HessianOperator:
         return total
 
     def _gradient_graphs(self, keep_gradient: bool = False) -> _GradientGraphs:
-        """Per batch the gradient built with ``create_graph=True`` (cached), kept as autograd edges.
+        """Per batch the gradient built with ``create_graph=True``, cached for the operator's lifetime."""
+        if self._graphs is None:
+            self._graphs = self._build_gradient_graphs(keep_gradient)
+        return self._graphs
+
+    def _build_gradient_graphs(self, keep_gradient: bool) -> _GradientGraphs:
+        """Per batch the gradient built with ``create_graph=True``, kept as autograd edges.
 
         Only the graph edges of the gradient are kept, not its values: the products need the graph, not the
         gradient itself, and dropping it saves one parameter-sized vector per batch. With
         ``keep_gradient=True`` (asked by :meth:`loss_and_gradient` before the first product) the
         batch-summed flat gradient is kept as well.
         """
-        if self._graphs is None:
-            # Aliases of the point (no new memory) that autograd can differentiate; shared by all batches.
-            leaves = {key: p.detach().requires_grad_(True) for key, p in self._point.items()}
-            losses, edges, tangent_indices = [], [], []
-            gradient_sum: Tensor | None = None
-            with torch.enable_grad():
-                for index in range(self.num_batches):
-                    with self._randomness.replay(index):
-                        loss = self._loss(leaves, index)
-                    grads = torch.autograd.grad(
-                        loss, tuple(leaves.values()), create_graph=True, materialize_grads=True
-                    )
-                    losses.append(loss.detach())
-                    if keep_gradient:
-                        flat = self.layout.flatten([g.detach() for g in grads])
-                        gradient_sum = flat if gradient_sum is None else gradient_sum.add_(flat)
-                    for position, g in enumerate(grads):
-                        if g.requires_grad:  # a gradient that does not depend on θ adds nothing to H v
-                            edges.append(get_gradient_edge(g))
-                            tangent_indices.append(position)
-                    del grads
-            self._graphs = _GradientGraphs(
-                tuple(leaves.values()), losses, edges, tangent_indices, gradient_sum
-            )
-        return self._graphs
+        # Aliases of the point (no new memory) that autograd can differentiate; shared by all batches.
+        leaves = {key: p.detach().requires_grad_(True) for key, p in self._point.items()}
+        losses, edges, tangent_indices = [], [], []
+        gradient_sum: Tensor | None = None
+        with torch.enable_grad():
+            for index in range(self.num_batches):
+                with self._randomness.replay(index):
+                    loss = self._loss(leaves, index)
+                grads = torch.autograd.grad(
+                    loss, tuple(leaves.values()), create_graph=True, materialize_grads=True
+                )
+                losses.append(loss.detach())
+                if keep_gradient:
+                    flat = self.layout.flatten([g.detach() for g in grads])
+                    gradient_sum = flat if gradient_sum is None else gradient_sum.add_(flat)
+                for position, g in enumerate(grads):
+                    if g.requires_grad:  # a gradient that does not depend on θ adds nothing to H v
+                        edges.append(get_gradient_edge(g))
+                        tangent_indices.append(position)
+                del grads
+        return _GradientGraphs(tuple(leaves.values()), losses, edges, tangent_indices, gradient_sum)
 
-    def _hvp_double_backward(self, v: Tensor) -> Tensor:
-        graphs = self._gradient_graphs()
+    def _product_through(self, graphs: _GradientGraphs, v: Tensor, retain_graph: bool) -> Tensor:
+        """``Σ_b H_b v`` by one backward pass through the kept gradients of every batch."""
         if not graphs.edges:  # the gradient does not depend on θ: the Hessian is zero
             return torch.zeros(self.dim, dtype=self.dtype, device=self.device)
         tangent = tuple(self.layout.unflatten(v).values())
@@ -357,11 +370,21 @@ class HessianOperator:
                     graphs.edges,
                     graphs.leaves,
                     [tangent[i] for i in graphs.tangent_indices],
-                    retain_graph=True,
+                    retain_graph=retain_graph,
                     materialize_grads=True,
                 )
             )
         return self.layout.flatten(hv)
+
+    def _hvp_double_backward(self, v: Tensor) -> Tensor:
+        return self._product_through(self._gradient_graphs(), v, retain_graph=True)
+
+    def _hvp_unshared(self, v: Tensor) -> Tensor:
+        """One product with the resolved method that keeps nothing for the next one (double backward builds
+        its gradient graph and consumes it): what a CUDA graph captures."""
+        if self.method == "forward_over_reverse":
+            return self._hvp_forward_over_reverse(v)
+        return self._product_through(self._build_gradient_graphs(keep_gradient=False), v, retain_graph=False)
 
     # ------------------------------------------------------------------ public API
     def matvec(self, v: Tensor) -> Tensor:
@@ -374,6 +397,13 @@ class HessianOperator:
                 f"`v` must have the parameters' dtype {self.dtype} on {self.device}, got {v.dtype} on {v.device}."
             )
         v = v.detach()
+        if self._hvp_graph is not None:
+            if self.method == "auto":  # a capture of this loss already knows what "auto" resolves to
+                self.method = self._hvp_graph.resolved_method(self) or "auto"
+            replayed = self._hvp_graph.product(self, v)
+            if replayed is not None:
+                self.num_matvecs += 1
+                return self._finish(replayed)
         if self.method == "auto":
             try:
                 result = self._hvp_forward_over_reverse(v)
