@@ -80,6 +80,14 @@ MONITORS: dict[str, Callable[[], SpectralMonitor]] = {
     "WeightSpectrumMonitor()": WeightSpectrumMonitor,
 }
 CONFIGS = (BASELINE, *MONITORS, ALL, BUDGETED)
+#: CUDA only: the Hessian monitor replaying its products from CUDA graphs (captured at its first measurement).
+GRAPHS = "HessianEigenMonitor(cuda_graphs=True)"
+
+
+def configurations(device: str) -> tuple[str, ...]:
+    return (*CONFIGS, GRAPHS) if device == "cuda" else CONFIGS
+
+
 #: The Lightning hooks of a monitor whose time is added up (everything it does during ``fit``).
 HOOKS = ("setup", "on_fit_start", "on_train_start", "on_train_batch_end", "on_train_epoch_end", "on_fit_end")
 LOGGERS = ("pytorch_lightning", "lightning.pytorch", "lightning.fabric", "lightning_fabric")
@@ -176,6 +184,8 @@ def fit_once(config: str, data: TensorDataset, device: str) -> Run:
     names = list(MONITORS) if config in (ALL, BUDGETED) else [config] if config in MONITORS else []
     options = {"max_overhead": BUDGET} if config == BUDGETED else {}
     monitors = {name: MONITORS[name](**options) for name in names}
+    if config == GRAPHS:
+        monitors = {GRAPHS: HessianEigenMonitor(cuda_graphs=True)}
     clocks = {name: HookClock(monitor) for name, monitor in monitors.items()}
     trainer = pl.Trainer(
         max_epochs=1,
@@ -228,16 +238,26 @@ def quiet_and_single_threaded() -> Iterator[None]:
 
 def round_robin(data: TensorDataset, repeats: int, device: str) -> dict[str, list[Run]]:
     """One warm-up round, then ``repeats`` rounds of every configuration in a rotated order."""
-    for config in CONFIGS:
+    configs = configurations(device)
+    for config in configs:
         fit_once(config, data, device)
-    runs: dict[str, list[Run]] = {config: [] for config in CONFIGS}
+    runs: dict[str, list[Run]] = {config: [] for config in configs}
     for round_index in range(repeats):
-        shift = round_index % len(CONFIGS)
-        for config in CONFIGS[shift:] + CONFIGS[:shift]:
+        shift = round_index % len(configs)
+        for config in configs[shift:] + configs[:shift]:
             runs[config].append(fit_once(config, data, device))
-        times = ", ".join(f"{c.split('(')[0]} {runs[c][-1].seconds:.2f}" for c in CONFIGS)
+        times = ", ".join(f"{c} {runs[c][-1].seconds:.2f}" for c in configs)
         log(f"[overhead] round {round_index + 1}/{repeats}: {times} s")
     return runs
+
+
+def graphs_note(runs: dict[str, list[Run]]) -> str:
+    if GRAPHS not in runs:
+        return ""
+    return (
+        f" On CUDA a last configuration, `{GRAPHS}` alone, replays the Hessian-vector products of its second and"
+        " later measurements from the CUDA graph its first one captured (README, *Curvature*)."
+    )
 
 
 def fmt_percent(value: float) -> str:
@@ -253,7 +273,7 @@ def tables(
     base = [r.seconds for r in runs[BASELINE]]
     t_base = statistics.median(base)
     rows, overheads, checks, counts = [], {}, {}, {}
-    for config in CONFIGS:
+    for config in runs:
         times = [r.seconds for r in runs[config]]
         t = statistics.median(times)
         overheads[config] = t / t_base - 1.0
@@ -365,8 +385,8 @@ checks that every monitor made those measurements. The last configuration gives 
 a time budget, `max_overhead={BUDGET}` (measurements at the scheduled steps are skipped while a monitor's
 measuring time exceeds {BUDGET:.1%} of the training time so far; the one at train start is always taken), so
 its measurement count is what the budget let through (median over rounds). One warm-up round, then
-{cfg.repeats} rounds of the {len(CONFIGS)} configurations, round robin in a rotated order; medians over the
-rounds.
+{cfg.repeats} rounds of the {len(runs)} configurations, round robin in a rotated order; medians over the
+rounds.{graphs_note(runs)}
 
 {fit_table}
 
