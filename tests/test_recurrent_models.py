@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_spectral.callbacks import HessianEigenMonitor, NTKTraceMonitor, WeightSpectrumMonitor
 from lightning_spectral.differentiable_kernels import differentiable_kernels, has_recurrent_layers
-from lightning_spectral.functional import ntk_lambda_max, ntk_trace
+from lightning_spectral.functional import ntk_lambda_max, ntk_matrix, ntk_trace
 
 RECURRENT = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 
@@ -87,6 +87,19 @@ def test_ntk_trace_and_lambda_max_against_the_explicit_jacobian(kind):
     assert exact == pytest.approx(float(kernel.trace()), rel=1e-5)
     top = ntk_lambda_max(model, tokens, tol=1e-7, generator=torch.Generator().manual_seed(0)).eigenvalues[0]
     assert float(top) == pytest.approx(float(torch.linalg.eigvalsh(kernel)[-1]), rel=1e-5)
+
+
+@pytest.mark.parametrize("kind", sorted(RECURRENT))
+@pytest.mark.parametrize("chunk_size", [None, 1])
+def test_ntk_matrix_against_the_explicit_jacobian(kind, chunk_size):
+    """vmap cannot batch these layers over examples: the per-example Jacobians are taken one example at a time;
+    with chunks, the pushed-forward columns by reverse passes where vmap over tangents fails too."""
+    model, reference = model_and_reference(kind)
+    tokens, _ = batch()
+    jacobian = explicit_jacobian(reference, tokens)
+    with pytest.warns(UserWarning, match="per-example Jacobians"):
+        kernel = ntk_matrix(model, tokens, chunk_size=chunk_size)
+    torch.testing.assert_close(kernel.double(), jacobian @ jacobian.T, rtol=1e-5, atol=1e-6)
 
 
 def test_the_vmap_fallback_says_so():

@@ -28,6 +28,7 @@ Example::
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -45,11 +46,14 @@ __all__ = [
     "FunctionalModel",
     "OutputFn",
     "ParamSpec",
+    "FORWARD_MODE_ERRORS",
     "check_examples_independent",
     "make_functional_model",
     "ntk_products",
+    "push_forward_by_reverse_mode",
     "select_parameters",
     "validate_inputs",
+    "warn_per_example_loop",
 ]
 
 
@@ -208,12 +212,11 @@ def ntk_products(
     def push_forward(tangent: dict[str, Tensor]) -> Tensor:
         nonlocal reverse_push_forward
         if reverse_push_forward is None:
+            # the fused LSTM/GRU cells on CUDA, for one, have no forward-mode derivative
             try:
                 return torch.func.jvp(batch_outputs, (fm.params,), (tangent,))[1]
-            except (
-                _FORWARD_MODE_ERRORS
-            ):  # e.g. the fused LSTM/GRU cells on CUDA have no forward-mode derivative
-                reverse_push_forward = _push_forward_by_reverse_mode(batch_outputs, fm.params, outputs)
+            except FORWARD_MODE_ERRORS:
+                reverse_push_forward = push_forward_by_reverse_mode(batch_outputs, fm.params, outputs)
         return reverse_push_forward(tangent)
 
     def ntk_matvec(vector: Tensor) -> Tensor:
@@ -222,11 +225,12 @@ def ntk_products(
     return outputs.detach(), vjp, ntk_matvec
 
 
-#: What a forward-mode transform raises for an operator without a forward-mode derivative.
-_FORWARD_MODE_ERRORS = (RuntimeError, NotImplementedError)
+#: What a torch.func transform raises for an operator it cannot handle (no forward-mode derivative, no batching
+#: rule): the callers fall back to plain autograd.
+FORWARD_MODE_ERRORS = (RuntimeError, NotImplementedError)
 
 
-def _push_forward_by_reverse_mode(
+def push_forward_by_reverse_mode(
     batch_outputs: Callable[[dict[str, Tensor]], Tensor], params: dict[str, Tensor], outputs: Tensor
 ) -> Callable[[dict[str, Tensor]], Tensor]:
     """``t ↦ J t`` by two reverse passes, for models whose operators lack forward-mode derivatives.
@@ -258,3 +262,14 @@ def _push_forward_by_reverse_mode(
         return result.detach()
 
     return push_forward
+
+
+def warn_per_example_loop(what: str, error: BaseException) -> None:
+    """Say that ``what`` (per-example gradients or Jacobians) fell back from ``vmap`` over examples to a loop over
+    them (Python's default warning filter shows an identical message once)."""
+    warnings.warn(
+        f"{what}: torch.func.vmap cannot batch this model over examples "
+        f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); computing them with "
+        "one autograd pass per example instead (same numbers, slower).",
+        stacklevel=3,
+    )

@@ -15,6 +15,11 @@ Two ways of computing it, chosen by ``chunk_size`` (examples per Jacobian block)
   Memory ``O(chunk_size·K·(P + B·K))`` instead of ``O(B·K·P)``, at the price of ``B·K`` forward-mode passes
   over the batch.
 
+Models that ``torch.func`` cannot transform that way get the same numbers more slowly: where ``vmap`` cannot
+batch the model over examples (``nn.LSTM``, ``nn.GRU``, a custom ``autograd.Function`` without a vmap rule) the
+Jacobian rows are taken one example at a time by autograd (with a warning), and where the vectorised JVPs fail
+(no forward-mode derivative) each column ``J t`` is taken by two reverse passes (``J t = ∂/∂u ⟨Jᵀu, t⟩``).
+
 The default ``chunk_size`` keeps about ``MATRIX_JACOBIAN_BUDGET = 2**26`` Jacobian entries in a block
 (``max(1, 2**26 // (K·P))``). Only small batches are accepted: ``B·K ≤ NTK_MATRIX_MAX_ROWS = 4096``
 (``ValueError`` above); use :func:`~lightning_spectral.functional.ntk_trace.ntk_trace` or
@@ -34,11 +39,14 @@ import torch
 from torch import Tensor, nn
 
 from lightning_spectral.functional.model_jacobian import (
+    FORWARD_MODE_ERRORS,
     FunctionalModel,
     OutputFn,
     ParamSpec,
     make_functional_model,
+    push_forward_by_reverse_mode,
     validate_inputs,
+    warn_per_example_loop,
 )
 
 __all__ = ["MATRIX_JACOBIAN_BUDGET", "NTK_MATRIX_MAX_ROWS", "ntk_matrix", "per_example_jacobian"]
@@ -52,12 +60,32 @@ MATRIX_JACOBIAN_BUDGET = 2**26
 
 def per_example_jacobian(fm: FunctionalModel, inputs: Tensor) -> Tensor:
     """The Jacobian rows of ``inputs``: a ``(B·K, P)`` tensor, example-major rows, parameters in the order of
-    ``fm.names``, each flattened row-major."""
-    jacobians = torch.func.vmap(torch.func.jacrev(fm.example_outputs), in_dims=(None, 0))(fm.params, inputs)
+    ``fm.names``, each flattened row-major. ``vmap`` over examples of ``jacrev``; where ``vmap`` cannot batch the
+    model over examples (``nn.LSTM``, ``nn.GRU``), one autograd pass per example, with a warning."""
+    try:
+        jacobians = torch.func.vmap(torch.func.jacrev(fm.example_outputs), in_dims=(None, 0))(
+            fm.params, inputs
+        )
+    except FORWARD_MODE_ERRORS as error:
+        warn_per_example_loop("per-example Jacobians", error)
+        return torch.cat([_single_example_jacobian(fm, inputs[i : i + 1]) for i in range(inputs.shape[0])])
     batch = inputs.shape[0]
     first = jacobians[fm.names[0]]
     rows = batch * first.shape[1]
     return torch.cat([jacobians[name].reshape(rows, -1) for name in fm.names], dim=1)
+
+
+def _single_example_jacobian(fm: FunctionalModel, example: Tensor) -> Tensor:
+    """The ``(K, P)`` Jacobian of one example (a batch of one) by plain autograd: one forward pass, one
+    backward pass vectorised over the ``K`` output directions."""
+    params = {name: p.detach().requires_grad_(True) for name, p in fm.params.items()}
+    with torch.enable_grad():
+        outputs = fm.batch_outputs(params, example)  # (1, K)
+        directions = torch.eye(outputs.shape[1], dtype=outputs.dtype, device=outputs.device)[:, None, :]
+        grads = torch.autograd.grad(
+            outputs, list(params.values()), directions, is_grads_batched=True, materialize_grads=True
+        )
+    return torch.cat([g.reshape(outputs.shape[1], -1) for g in grads], dim=1).detach()
 
 
 def _unflatten(fm: FunctionalModel, flat: Tensor) -> dict[str, Tensor]:
@@ -116,9 +144,22 @@ def ntk_matrix(
     def push_forward(tangent: dict[str, Tensor]) -> Tensor:
         return torch.func.jvp(batch_outputs, (fm.params,), (tangent,))[1]
 
+    reverse_push_forward = None  # where forward mode or vmap fail: J t by two reverse passes, row by row
+
+    def columns_of(block: Tensor) -> Tensor:  # (c·K, P) -> J blockᵀ, (B·K, c·K)
+        nonlocal reverse_push_forward
+        if reverse_push_forward is None:
+            try:
+                return torch.func.vmap(push_forward)(_unflatten(fm, block)).T
+            except FORWARD_MODE_ERRORS:
+                with torch.no_grad():
+                    outputs = batch_outputs(fm.params)
+                reverse_push_forward = push_forward_by_reverse_mode(batch_outputs, fm.params, outputs)
+        return torch.stack([reverse_push_forward(_unflatten(fm, row)) for row in block], dim=1)
+
     columns = []
     for start in range(0, batch, chunk_size):
         block = per_example_jacobian(fm, inputs[start : start + chunk_size])  # (c·K, P)
-        columns.append(torch.func.vmap(push_forward)(_unflatten(fm, block)).T)  # (B·K, c·K)
+        columns.append(columns_of(block))  # (B·K, c·K)
     kernel = torch.cat(columns, dim=1)
     return 0.5 * (kernel + kernel.T)  # bit-exact symmetry (the two halves agree up to rounding)

@@ -57,7 +57,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_spectral.functional.model_jacobian import FunctionalModel
+from lightning_spectral.functional.model_jacobian import FunctionalModel, warn_per_example_loop
 
 __all__ = ["VECTORIZED_BUDGET", "per_example_squared_gradient_norms"]
 
@@ -206,23 +206,12 @@ def _generic_norms(
             ]
         )
     except (RuntimeError, NotImplementedError) as error:  # vmap cannot batch the model (e.g. nn.GRU, nn.LSTM)
-        _warn_unbatchable(error)
+        warn_per_example_loop("per-example gradient norms", error)
         columns = [
             _single_example_norms(sub, inputs[i : i + 1], _cotangent_column(cotangents, i, outputs))
             for i in range(inputs.shape[0])
         ]
         return torch.stack(columns, 1)
-
-
-def _warn_unbatchable(error: BaseException) -> None:
-    """Say that the per-example gradients fell back to a loop over the examples (Python's default warning
-    filter shows an identical message once)."""
-    warnings.warn(
-        "per-example gradient norms: torch.func.vmap cannot batch this model over examples "
-        f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); computing them with "
-        "one autograd pass per example instead (same numbers, slower).",
-        stacklevel=3,
-    )
 
 
 def _cotangent_column(cotangents: Tensor | None, example: int, like: Tensor) -> Tensor:

@@ -411,3 +411,16 @@ def test_lambda_max_of_a_model_without_forward_mode_derivatives_equals_dense_eig
     exact = torch.linalg.eigvalsh(jacobian @ jacobian.T).flip(0)[:2]
     result = ntk_lambda_max(model, inputs, k=2, tol=1e-10, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(result.eigenvalues, exact, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("chunk_size", [None, 2])
+def test_ntk_matrix_of_a_model_without_forward_mode_derivatives_equals_the_explicit_gram(chunk_size):
+    """One block needs reverse mode only; with chunks the columns J J_aᵀ fall back to two reverse passes each."""
+    from spectral_testing.references import explicit_jacobian
+
+    torch.manual_seed(0)
+    model = _NoForwardModeMLP().double()
+    inputs = torch.randn(5, 4, dtype=torch.float64)
+    jacobian = explicit_jacobian(model, inputs)
+    kernel = ntk_matrix(model, inputs, chunk_size=chunk_size)
+    torch.testing.assert_close(kernel, jacobian @ jacobian.T, rtol=1e-10, atol=1e-12)
