@@ -203,7 +203,10 @@ def ntk_products(
     def batch_outputs(p: dict[str, Tensor]) -> Tensor:
         return fm.batch_outputs(p, inputs)
 
-    outputs, vjp_fn = torch.func.vjp(batch_outputs, fm.params)
+    try:
+        outputs, vjp_fn = torch.func.vjp(batch_outputs, fm.params)
+    except FORWARD_MODE_ERRORS:  # e.g. saved-tensor hooks (activation checkpointing): plain autograd
+        outputs, vjp_fn = _vjp_by_autograd(batch_outputs, fm.params)
     reverse_push_forward: Callable[[dict[str, Tensor]], Tensor] | None = None
 
     def vjp(cotangent: Tensor) -> dict[str, Tensor]:
@@ -228,6 +231,24 @@ def ntk_products(
 #: What a torch.func transform raises for an operator it cannot handle (no forward-mode derivative, no batching
 #: rule): the callers fall back to plain autograd.
 FORWARD_MODE_ERRORS = (RuntimeError, NotImplementedError)
+
+
+def _vjp_by_autograd(
+    batch_outputs: Callable[[dict[str, Tensor]], Tensor], params: dict[str, Tensor]
+) -> tuple[Tensor, Callable[[Tensor], tuple[dict[str, Tensor]]]]:
+    """``(f(θ), u ↦ (Jᵀu,))`` like :func:`torch.func.vjp`, by plain autograd (the graph is kept between calls)."""
+    leaves = {name: p.detach().requires_grad_(True) for name, p in params.items()}
+    with torch.enable_grad():
+        out = batch_outputs(leaves)
+
+    def vjp_fn(cotangent: Tensor) -> tuple[dict[str, Tensor]]:
+        with torch.enable_grad():
+            grads = torch.autograd.grad(
+                out, tuple(leaves.values()), cotangent, retain_graph=True, materialize_grads=True
+            )
+        return (dict(zip(leaves, (g.detach() for g in grads))),)
+
+    return out.detach(), vjp_fn
 
 
 def push_forward_by_reverse_mode(

@@ -424,3 +424,43 @@ def test_ntk_matrix_of_a_model_without_forward_mode_derivatives_equals_the_expli
     jacobian = explicit_jacobian(model, inputs)
     kernel = ntk_matrix(model, inputs, chunk_size=chunk_size)
     torch.testing.assert_close(kernel, jacobian @ jacobian.T, rtol=1e-10, atol=1e-12)
+
+
+class _CheckpointedMLP(nn.Module):
+    """A hidden layer under non-reentrant activation checkpointing (saved-tensor hooks, which torch.func's
+    reverse-mode transforms refuse)."""
+
+    def __init__(self, checkpointed: bool = True) -> None:
+        super().__init__()
+        self.first, self.second = nn.Linear(4, 6), nn.Linear(6, 3)
+        self.checkpointed = checkpointed
+
+    def hidden(self, x):
+        return torch.tanh(self.first(x))
+
+    def forward(self, x):
+        from torch.utils.checkpoint import checkpoint
+
+        h = checkpoint(self.hidden, x, use_reentrant=False) if self.checkpointed else self.hidden(x)
+        return self.second(h)
+
+
+def test_ntk_of_a_checkpointed_model_equals_the_explicit_jacobian():
+    from spectral_testing.references import explicit_jacobian
+
+    torch.manual_seed(0)
+    model = _CheckpointedMLP().double()
+    twin = _CheckpointedMLP(checkpointed=False).double()
+    twin.load_state_dict(model.state_dict())
+    inputs = torch.randn(5, 4, dtype=torch.float64)
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    with pytest.raises(RuntimeError, match="saved tensor hooks"):  # the premise
+        torch.func.vjp(lambda p: torch.func.functional_call(model, p, (inputs,)), params)
+    jacobian = explicit_jacobian(twin, inputs)
+    kernel = jacobian @ jacobian.T
+    top = torch.linalg.eigvalsh(kernel).flip(0)[:2]
+    result = ntk_lambda_max(model, inputs, k=2, tol=1e-10, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(result.eigenvalues, top, rtol=1e-8, atol=1e-10)
+    assert ntk_trace(model, inputs, method="exact").trace == pytest.approx(float(kernel.trace()), rel=1e-10)
+    with pytest.warns(UserWarning, match="per-example Jacobians"):
+        torch.testing.assert_close(ntk_matrix(model, inputs), kernel, rtol=1e-10, atol=1e-12)
