@@ -95,6 +95,27 @@ def test_the_signature_follows_what_a_replay_depends_on_and_not_the_values():
     assert signature(image_batch()) == base
 
 
+class FailingClassifier(TinyClassifier):
+    def training_step(self, batch, batch_idx):
+        if batch_idx == 2:
+            raise RuntimeError("boom")
+        return super().training_step(batch, batch_idx)
+
+
+@pytest.mark.parametrize("module", [TinyClassifier, FailingClassifier])
+def test_the_monitor_releases_its_graphs_when_the_fit_ends_or_raises(tmp_path, module):
+    """(On CPU nothing is captured: a stand-in capture shows that the monitor lets go of what it holds.)"""
+    monitor = HessianEigenMonitor(cuda_graphs=True, every_n_steps=2)
+    monitor._hvp_graph._captures["stand-in"] = object()
+    trainer = pl.Trainer(callbacks=[monitor], **trainer_kwargs(tmp_path, max_epochs=1))
+    if module is FailingClassifier:
+        with pytest.raises(RuntimeError, match="boom"):
+            trainer.fit(module())
+    else:
+        trainer.fit(module())
+    assert not monitor._hvp_graph._captures
+
+
 # ------------------------------------------------------------------------------------------------ CUDA
 @needs_cuda
 @pytest.mark.parametrize("method", ["double_backward", "forward_over_reverse"])

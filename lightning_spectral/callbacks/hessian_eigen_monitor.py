@@ -193,8 +193,15 @@ class HessianEigenMonitor(SpectralMonitor):
         super().setup(trainer, pl_module, stage)
         self._params = checked_param_patterns(pl_module, self.params, type(self).__name__)
 
-    def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
-        super().on_fit_end(trainer, pl_module)
+    def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        super().teardown(trainer, pl_module, stage)
+        self._release_graphs()
+
+    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+        super().on_exception(trainer, pl_module, exception)
+        self._release_graphs()  # Lightning skips the callbacks' teardown after an exception
+
+    def _release_graphs(self) -> None:
         if self._hvp_graph is not None:
             self._hvp_graph.release()  # the captured graphs' GPU memory
 
