@@ -20,8 +20,8 @@ used first out).
 
 What a graph cannot see. A replay runs the kernels the capture recorded; Python code in the model or the loss
 does not run again. A ``forward`` whose control flow depends on Python state outside the signature (an epoch
-counter, a Python random number, a data-dependent branch on a tensor's value) would replay the branch taken at
-capture: use graphs only for losses that are a function of the parameters, buffers and batch tensors. Two
+counter, a Python random number, a flag set by a callback) would replay the branch taken at capture (a branch
+on a tensor's value needs a host synchronisation, which fails the capture: detected, see below): use graphs only for losses that are a function of the parameters, buffers and batch tensors. Two
 cases are detected and answered with eager products (with a warning, once per signature; the numbers are the
 eager ones): a loss that draws random numbers (dropout in train mode: each replay would draw a new mask,
 while the operator is the Hessian with one fixed mask), detected from the RNG states around the warm-up
@@ -164,10 +164,10 @@ def _reset_generator_after_failed_capture(device: torch.device) -> None:
 class HVPGraph:
     """A cache of Hessian-vector products captured as CUDA graphs (see the module docstring).
 
-    Pass one to :class:`~lightning_spectral.functional.HessianOperator` (``hvp_graph=``), to
-    :func:`~lightning_spectral.functional.hessian_eigenvalues` and the other estimators, or let
-    :class:`~lightning_spectral.HessianEigenMonitor` keep one (``cuda_graphs=True``). Products of operators on
-    other devices than CUDA are never captured.
+    Pass one to :class:`~lightning_spectral.functional.HessianOperator` (``hvp_graph=``) and the operator to the
+    estimators (``hessian_eigenvalues(operator=...)``, ``hessian_trace``, ``hessian_density``), or let
+    :class:`~lightning_spectral.callbacks.HessianEigenMonitor` keep one (``cuda_graphs=True``). Products of
+    operators on other devices than CUDA are never captured.
 
     Args:
         max_graphs: how many captures (signatures) to keep, ``>= 1`` (default 2: e.g. the eval-mode and the
