@@ -10,9 +10,8 @@ import warnings
 import pytest
 import pytorch_lightning as pl
 import torch
-from spectral_testing.models import trainer_kwargs
+from spectral_testing.models import CheckpointedMLP, trainer_kwargs
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_spectral.callbacks import NTKTraceMonitor
@@ -21,16 +20,10 @@ from lightning_spectral.callbacks import NTKTraceMonitor
 class CheckpointedClassifier(pl.LightningModule):
     def __init__(self, checkpointed: bool) -> None:
         super().__init__()
-        self.first, self.second = nn.Linear(4, 6), nn.Linear(6, 3)
-        self.checkpointed = checkpointed
-
-    def hidden(self, x):
-        return torch.tanh(self.first(x))
+        self.net = CheckpointedMLP(checkpointed)
 
     def forward(self, x):
-        return self.second(
-            checkpoint(self.hidden, x, use_reentrant=False) if self.checkpointed else self.hidden(x)
-        )
+        return self.net(x)
 
     def training_step(self, batch, batch_idx):
         return nn.functional.cross_entropy(self(batch[0]), batch[1])

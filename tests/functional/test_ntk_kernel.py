@@ -426,31 +426,13 @@ def test_ntk_matrix_of_a_model_without_forward_mode_derivatives_equals_the_expli
     torch.testing.assert_close(kernel, jacobian @ jacobian.T, rtol=1e-10, atol=1e-12)
 
 
-class _CheckpointedMLP(nn.Module):
-    """A hidden layer under non-reentrant activation checkpointing (saved-tensor hooks, which torch.func's
-    reverse-mode transforms refuse)."""
-
-    def __init__(self, checkpointed: bool = True) -> None:
-        super().__init__()
-        self.first, self.second = nn.Linear(4, 6), nn.Linear(6, 3)
-        self.checkpointed = checkpointed
-
-    def hidden(self, x):
-        return torch.tanh(self.first(x))
-
-    def forward(self, x):
-        from torch.utils.checkpoint import checkpoint
-
-        h = checkpoint(self.hidden, x, use_reentrant=False) if self.checkpointed else self.hidden(x)
-        return self.second(h)
-
-
 def test_ntk_of_a_checkpointed_model_equals_the_explicit_jacobian():
+    from spectral_testing.models import CheckpointedMLP
     from spectral_testing.references import explicit_jacobian
 
     torch.manual_seed(0)
-    model = _CheckpointedMLP().double()
-    twin = _CheckpointedMLP(checkpointed=False).double()
+    model = CheckpointedMLP().double()
+    twin = CheckpointedMLP(checkpointed=False).double()
     twin.load_state_dict(model.state_dict())
     inputs = torch.randn(5, 4, dtype=torch.float64)
     params = {n: p.detach() for n, p in model.named_parameters()}

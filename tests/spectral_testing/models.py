@@ -84,3 +84,22 @@ def trainer_kwargs(tmp_path, **overrides):
     )
     kwargs.update(overrides)
     return kwargs
+
+
+class CheckpointedMLP(nn.Module):
+    """4→6 (tanh)→3 with the hidden layer under non-reentrant activation checkpointing (saved-tensor hooks, which
+    torch.func's reverse-mode transforms refuse); ``checkpointed=False`` computes the same function without."""
+
+    def __init__(self, checkpointed: bool = True) -> None:
+        super().__init__()
+        self.first, self.second = nn.Linear(4, 6), nn.Linear(6, 3)
+        self.checkpointed = checkpointed
+
+    def hidden(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.first(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from torch.utils.checkpoint import checkpoint
+
+        h = checkpoint(self.hidden, x, use_reentrant=False) if self.checkpointed else self.hidden(x)
+        return self.second(h)
