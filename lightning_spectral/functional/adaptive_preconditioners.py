@@ -11,6 +11,13 @@ quadratic with Hessian ``H`` is set by the eigenvalues of the *preconditioned He
 
       (2 + 2β₁) / ((1 − β₁) η)        (38/η for β₁ = 0.9).
 
+- **Adamax** steps ``θ ← θ − η m_t / ((1 − β₁ᵗ) u_t)`` with ``u_t = max(β₂ u_{t−1}, |g_t| + ε)`` (the
+  exponentially weighted infinity norm): ``D_t = (1 − β₁ᵗ)·diag(u_t)``, Adam's momentum, Adam's limit.
+- **RAdam** steps like Adam with the step size multiplied by the variance rectification
+  ``r_t = √((ρ_t − 4)(ρ_t − 2)ρ_∞ / ((ρ_∞ − 4)(ρ_∞ − 2)ρ_t))`` once ``ρ_t = ρ_∞ − 2tβ₂ᵗ/(1 − β₂ᵗ) > 5``
+  (``ρ_∞ = 2/(1 − β₂) − 1``), and with ``ε`` added to ``√v`` before the bias correction:
+  ``D_t = (1 − β₁ᵗ)/r_t · diag(√v̂_t + ε/√(1 − β₂ᵗ))``; before that (the first few steps) it is SGD with Adam's
+  momentum, ``D_t = (1 − β₁ᵗ)·I``. Adam's limit.
 - **RMSprop** steps ``θ ← θ − η b_t`` with ``b_t = μ b_{t−1} + g_t / (√v_t + ε)`` (``μ = 0``: no momentum),
   ``v_t = α v_{t−1} + (1 − α) g_t²`` (``centered=True``: ``v − ḡ²`` with ``ḡ`` the running mean of ``g``), no
   bias correction. ``D = diag(√v + ε)``, classical heavy-ball momentum μ with step η on ``D⁻¹H``: stable below
@@ -80,6 +87,16 @@ def is_rmsprop(optimizer: object) -> bool:
     return _is_a(optimizer, ("RMSprop",))
 
 
+def _adam_family_member(optimizer: object) -> str | None:
+    """``"Adam"`` (Adam, AdamW), ``"Adamax"`` or ``"RAdam"``: the optimizers with Adam's momentum and limit."""
+    if is_adam(optimizer):
+        return "Adam"
+    for name in ("Adamax", "RAdam"):
+        if _is_a(optimizer, (name,)):
+            return name
+    return None
+
+
 def adam_stability_limit(lr: float, beta1: float) -> float:
     """``(2 + 2β₁) / ((1 − β₁)·lr)``: Adam's largest stable eigenvalue of ``D⁻¹H`` (module docstring)."""
     if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
@@ -101,6 +118,36 @@ def _adam_diagonal(state: dict[str, Any], group: dict[str, Any]) -> Tensor | Non
     second_moment = state["max_exp_avg_sq"] if group.get("amsgrad") else state["exp_avg_sq"]
     v_hat = second_moment.detach().to(_working_dtype(second_moment)) / (1.0 - beta2**step)
     return (1.0 - beta1**step) * (v_hat.sqrt() + float(group["eps"]))
+
+
+def _adamax_diagonal(state: dict[str, Any], group: dict[str, Any]) -> Tensor | None:
+    if "exp_inf" not in state or float(state["step"]) < 1:
+        return None
+    step, beta1 = float(state["step"]), float(group["betas"][0])
+    return (1.0 - beta1**step) * state["exp_inf"].detach().to(_working_dtype(state["exp_inf"]))
+
+
+def _radam_diagonal(state: dict[str, Any], group: dict[str, Any]) -> Tensor | None:
+    if "exp_avg_sq" not in state or float(state["step"]) < 1:
+        return None
+    step = float(state["step"])
+    beta1, beta2 = (float(b) for b in group["betas"])
+    second_moment = state["exp_avg_sq"].detach().to(_working_dtype(state["exp_avg_sq"]))
+    correction2 = 1.0 - beta2**step
+    rho_inf = 2.0 / (1.0 - beta2) - 1.0
+    rho = rho_inf - 2.0 * step * beta2**step / correction2
+    if not rho > 5.0:  # torch's RAdam steps with the momentum alone here
+        return torch.full_like(second_moment, 1.0 - beta1**step)
+    rectification = math.sqrt((rho - 4) * (rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho))
+    v_hat_sqrt = second_moment.sqrt() / math.sqrt(correction2)
+    return (1.0 - beta1**step) / rectification * (v_hat_sqrt + float(group["eps"]) / math.sqrt(correction2))
+
+
+_ADAM_FAMILY_DIAGONALS: dict[str, _Diagonal] = {
+    "Adam": _adam_diagonal,
+    "Adamax": _adamax_diagonal,
+    "RAdam": _radam_diagonal,
+}
 
 
 def _rmsprop_diagonal(state: dict[str, Any], group: dict[str, Any]) -> Tensor | None:
@@ -180,16 +227,17 @@ class PreconditionedStep:
 def adaptive_preconditioning(
     optimizer: torch.optim.Optimizer, parameters: Sequence[Tensor]
 ) -> PreconditionedStep | None:
-    """``D`` and the limit of ``λ_1(D⁻¹H)`` for Adam / AdamW (``(2 + 2β₁)/((1 − β₁)η)``) and RMSprop
-    (``(2 + 2μ)/η``), ``η`` and the momentum from the first param group; ``None`` for other optimizers or
+    """``D`` and the limit of ``λ_1(D⁻¹H)`` for Adam / AdamW / Adamax / RAdam (``(2 + 2β₁)/((1 − β₁)η)``) and
+    RMSprop (``(2 + 2μ)/η``), ``η`` and the momentum from the first param group; ``None`` for other optimizers or
     where the preconditioner is not defined (see :func:`adam_preconditioner`)."""
     group = optimizer.param_groups[0]
     lr = float(group["lr"])
-    if is_adam(optimizer):
-        diagonal = adam_preconditioner(optimizer, parameters)
+    family = _adam_family_member(optimizer)
+    if family is not None:
+        diagonal = _preconditioner(optimizer, parameters, _ADAM_FAMILY_DIAGONALS[family], _adam_momentum)
         if diagonal is None or not lr > 0:
             return None
-        return PreconditionedStep("Adam", diagonal, adam_stability_limit(lr, _adam_momentum(group)))
+        return PreconditionedStep(family, diagonal, adam_stability_limit(lr, _adam_momentum(group)))
     if is_rmsprop(optimizer):
         diagonal = rmsprop_preconditioner(optimizer, parameters)
         if diagonal is None or not lr > 0:

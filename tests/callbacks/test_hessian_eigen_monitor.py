@@ -51,6 +51,8 @@ class TinyRegressor(pl.LightningModule):
             return torch.optim.Adam(self.parameters(), lr=1e-3)
         if self.hparams.optimizer == "rmsprop":
             return torch.optim.RMSprop(self.parameters(), lr=1e-3, momentum=0.5)
+        if self.hparams.optimizer == "adamax":
+            return torch.optim.Adamax(self.parameters(), lr=1e-3)
         return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
 
     def train_dataloader(self):
@@ -177,6 +179,28 @@ def test_rmsprop_logs_the_preconditioned_sharpness_against_its_momentum_limit(tm
     last = {key: values[-1][1] for key, values in scalars.items()}
     assert last["spectral/hessian/preconditioned_lambda_1"] == pytest.approx(exact, rel=1e-4)
     assert last["spectral/hessian/eos_ratio"] == pytest.approx(exact * 1e-3 / (2 + 2 * 0.5), rel=1e-4)
+
+
+def test_adamax_logs_the_preconditioned_sharpness_against_adams_limit(tmp_path):
+    """Adamax: D = (1 − β₁ᵗ)·diag(u) from the optimizer's infinity norm, Adam's limit."""
+    g = torch.Generator().manual_seed(3)
+    batch = (torch.randn(10, 3, generator=g), torch.randn(10, 1, generator=g))
+    monitor = HessianEigenMonitor(every_n_steps=2, tol=1e-6, batch=batch, strict=True)
+    model = TinyRegressor(optimizer="adamax")
+    trainer, scalars = fit(tmp_path, monitor, model)
+    optimizer = trainer.optimizers[0]
+    pieces = []
+    for p in model.parameters():
+        state = optimizer.state[p]
+        pieces.append(((1 - 0.9 ** float(state["step"])) * state["exp_inf"]).reshape(-1))
+    model.eval()
+    H = dense_hessian(model, squared_error, batch).double()
+    exact = torch.linalg.eigvals(torch.diag(1 / torch.cat(pieces).double()) @ H).real.max().item()
+    last = {key: values[-1][1] for key, values in scalars.items()}
+    assert last["spectral/hessian/preconditioned_lambda_1"] == pytest.approx(exact, rel=1e-4)
+    assert last["spectral/hessian/eos_ratio"] == pytest.approx(
+        exact * (1 - 0.9) * 1e-3 / (2 + 2 * 0.9), rel=1e-4
+    )
 
 
 class BatchNormRegressor(TinyRegressor):

@@ -116,13 +116,20 @@ def test_param_groups_fold_their_step_sizes_in_and_different_beta1_has_no_precon
 
 
 def _diverges_with_frozen_preconditioner(
-    optimizer_class, curvature: float, second_moment: float, key: str, steps: int = 5000, **kwargs
+    optimizer_class,
+    curvature: float,
+    second_moment: float,
+    key: str,
+    steps: int = 5000,
+    scale: float = 1.0,
+    **kwargs,
 ) -> bool:
     """``optimizer_class`` on ``½·a·θ²`` with its second-moment state ``key`` pinned at ``second_moment`` (a
     frozen preconditioner): with β₂ / α = 1 − 10⁻¹⁵ a step's own gradient moves it by ``10⁻¹⁵·a²θ²/v`` < 10⁻⁴
     relative while ``|θ| ≤ 10⁴``, and it is reset after every step; the first moment / momentum buffer start at
     zero. The threshold 10⁴ is far above the transient growth of a stable run (≈ 7 at momentum 0.9 and 0.99 of
-    the limit)."""
+    the limit). ``scale`` shrinks the start (and the threshold) for Adamax, whose ``max(β₂u, |g|)`` stays at the
+    pinned ``u`` only while the gradients are smaller than it (the problem is linear: only growth matters)."""
     theta = nn.Parameter(torch.ones(1, dtype=torch.float64))
     optimizer = optimizer_class([theta], eps=0.0, **kwargs)
     theta.grad = torch.ones(1, dtype=torch.float64)
@@ -134,13 +141,13 @@ def _diverges_with_frozen_preconditioner(
     state[key].fill_(second_moment)
     state["step"].fill_(STEP)
     with torch.no_grad():
-        theta.fill_(1.0)
+        theta.fill_(scale)
     for _ in range(steps):
         optimizer.zero_grad()
         (0.5 * curvature * theta**2).sum().backward()
         optimizer.step()
         state[key].fill_(second_moment)  # undo the step's own 10⁻¹⁵·g² update
-        if theta.abs().item() > 1e4:
+        if theta.abs().item() > 1e4 * scale:
             return True
     return False
 
@@ -268,3 +275,65 @@ def test_preconditioner_validation(preconditioner, message):
     batch = (torch.randn(5, 3), torch.randn(5, 1))
     with pytest.raises(ValueError, match=message):
         hessian_eigenvalues(model, squared_error, batch, preconditioner=preconditioner)
+
+
+def test_adamax_and_radam_preconditioners_from_the_states_recomputed_from_the_gradients():
+    """Adamax: ``(1 − β₁ᵗ)·u_t``, ``u_t = max(β₂u, |g| + ε)``. RAdam: ``(1 − β₁ᵗ)·I`` while ``ρ_t ≤ 5`` (3 steps),
+    ``(1 − β₁ᵗ)/r_t·(√v̂ + ε/√(1 − β₂ᵗ))`` after (10 steps). Both with Adam's limit."""
+    beta1, beta2, eps = 0.9, 0.999, 1e-8
+    params, optimizer, grads = adam_steps(torch.optim.Adamax, steps=5)
+    u = torch.zeros_like(grads[0])
+    for g in grads:
+        u = torch.maximum(beta2 * u, g.abs() + eps)
+    step = adaptive_preconditioning(optimizer, params)
+    assert step.optimizer == "Adamax" and step.limit == pytest.approx(adam_stability_limit(0.01, beta1))
+    torch.testing.assert_close(step.diagonal, (1 - beta1**5) * u, rtol=1e-12, atol=0)
+
+    params, optimizer, _ = adam_steps(torch.optim.RAdam, steps=3)
+    step = adaptive_preconditioning(optimizer, params)
+    assert step.optimizer == "RAdam"
+    torch.testing.assert_close(
+        step.diagonal, torch.full_like(step.diagonal, 1 - beta1**3), rtol=1e-12, atol=0
+    )
+    params, optimizer, grads = adam_steps(torch.optim.RAdam, steps=10)
+    v = torch.zeros_like(grads[0])
+    for g in grads:
+        v = beta2 * v + (1 - beta2) * g**2
+    t = 10
+    rho_inf = 2 / (1 - beta2) - 1
+    rho = rho_inf - 2 * t * beta2**t / (1 - beta2**t)
+    assert rho > 5
+    r = math.sqrt((rho - 4) * (rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho))
+    expected = (1 - beta1**t) / r * ((v / (1 - beta2**t)).sqrt() + eps / math.sqrt(1 - beta2**t))
+    torch.testing.assert_close(
+        adaptive_preconditioning(optimizer, params).diagonal, expected, rtol=1e-12, atol=0
+    )
+
+
+@pytest.mark.parametrize(
+    "optimizer_class, key, scale",
+    [(torch.optim.Adamax, "exp_inf", 1e-8), (torch.optim.RAdam, "exp_avg_sq", 1.0)],
+)
+@pytest.mark.parametrize("beta1", [0.0, 0.9])
+def test_adamax_and_radam_limits_separate_stable_from_divergent_with_a_frozen_preconditioner(
+    optimizer_class, key, scale, beta1
+):
+    """The preconditioned curvature ``a/D`` against Adam's limit, ``D`` read from the pinned state."""
+    lr, pinned = 0.1, 0.25
+    theta = nn.Parameter(torch.ones(1, dtype=torch.float64))
+    probe = optimizer_class([theta], lr=lr, betas=(beta1, BETA2), eps=0.0)
+    theta.grad = torch.ones(1, dtype=torch.float64)
+    probe.step()
+    probe.state[theta][key].fill_(pinned)
+    probe.state[theta]["step"].fill_(STEP)
+    step = adaptive_preconditioning(probe, [theta])
+    d = float(step.diagonal)
+    assert d == pytest.approx(pinned if key == "exp_inf" else math.sqrt(pinned), rel=1e-6)
+
+    def diverges(curvature: float) -> bool:
+        return _diverges_with_frozen_preconditioner(
+            optimizer_class, curvature, pinned, key, scale=scale, lr=lr, betas=(beta1, BETA2)
+        )
+
+    assert not diverges(0.99 * step.limit * d)
+    assert diverges(1.01 * step.limit * d)
