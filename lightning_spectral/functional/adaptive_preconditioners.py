@@ -18,6 +18,9 @@ quadratic with Hessian ``H`` is set by the eigenvalues of the *preconditioned He
   (``ρ_∞ = 2/(1 − β₂) − 1``), and with ``ε`` added to ``√v`` before the bias correction:
   ``D_t = (1 − β₁ᵗ)/r_t · diag(√v̂_t + ε/√(1 − β₂ᵗ))``; before that (the first few steps) it is SGD with Adam's
   momentum, ``D_t = (1 − β₁ᵗ)·I``. Adam's limit.
+- **Adagrad** steps ``θ ← θ − η_t g_t / (√s_t + ε)`` with ``s_t = s_0 + Σ g²`` and
+  ``η_t = η / (1 + (t − 1)·lr_decay)``, no momentum: ``D = (1 + t·lr_decay)·diag(√s_t + ε)`` (the decay of the
+  next step folded in), stable below ``2/η``.
 - **RMSprop** steps ``θ ← θ − η b_t`` with ``b_t = μ b_{t−1} + g_t / (√v_t + ε)`` (``μ = 0``: no momentum),
   ``v_t = α v_{t−1} + (1 − α) g_t²`` (``centered=True``: ``v − ḡ²`` with ``ḡ`` the running mean of ``g``), no
   bias correction. ``D = diag(√v + ε)``, classical heavy-ball momentum μ with step η on ``D⁻¹H``: stable below
@@ -150,6 +153,14 @@ _ADAM_FAMILY_DIAGONALS: dict[str, _Diagonal] = {
 }
 
 
+def _adagrad_diagonal(state: dict[str, Any], group: dict[str, Any]) -> Tensor | None:
+    if "sum" not in state or float(state["step"]) < 1:
+        return None
+    decay = 1.0 + float(state["step"]) * float(group.get("lr_decay", 0.0))  # the next step's η_t = η / decay
+    accumulated = state["sum"].detach().to(_working_dtype(state["sum"]))
+    return decay * (accumulated.sqrt() + float(group["eps"]))
+
+
 def _rmsprop_diagonal(state: dict[str, Any], group: dict[str, Any]) -> Tensor | None:
     if "square_avg" not in state or float(state["step"]) < 1:
         return None
@@ -162,6 +173,10 @@ def _rmsprop_diagonal(state: dict[str, Any], group: dict[str, Any]) -> Tensor | 
 
 def _adam_momentum(group: dict[str, Any]) -> float:
     return float(group["betas"][0])
+
+
+def _no_momentum(group: dict[str, Any]) -> float:
+    return 0.0
 
 
 def _rmsprop_momentum(group: dict[str, Any]) -> float:
@@ -227,8 +242,8 @@ class PreconditionedStep:
 def adaptive_preconditioning(
     optimizer: torch.optim.Optimizer, parameters: Sequence[Tensor]
 ) -> PreconditionedStep | None:
-    """``D`` and the limit of ``λ_1(D⁻¹H)`` for Adam / AdamW / Adamax / RAdam (``(2 + 2β₁)/((1 − β₁)η)``) and
-    RMSprop (``(2 + 2μ)/η``), ``η`` and the momentum from the first param group; ``None`` for other optimizers or
+    """``D`` and the limit of ``λ_1(D⁻¹H)`` for Adam / AdamW / Adamax / RAdam (``(2 + 2β₁)/((1 − β₁)η)``),
+    RMSprop (``(2 + 2μ)/η``) and Adagrad (``2/η``), ``η`` and the momentum from the first param group; ``None`` for other optimizers or
     where the preconditioner is not defined (see :func:`adam_preconditioner`)."""
     group = optimizer.param_groups[0]
     lr = float(group["lr"])
@@ -243,4 +258,9 @@ def adaptive_preconditioning(
         if diagonal is None or not lr > 0:
             return None
         return PreconditionedStep("RMSprop", diagonal, stability_limit(lr, _rmsprop_momentum(group)))
+    if _is_a(optimizer, ("Adagrad",)):
+        diagonal = _preconditioner(optimizer, parameters, _adagrad_diagonal, _no_momentum)
+        if diagonal is None or not lr > 0:
+            return None
+        return PreconditionedStep("Adagrad", diagonal, stability_limit(lr, 0.0))
     return None

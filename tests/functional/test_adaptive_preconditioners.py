@@ -337,3 +337,26 @@ def test_adamax_and_radam_limits_separate_stable_from_divergent_with_a_frozen_pr
 
     assert not diverges(0.99 * step.limit * d)
     assert diverges(1.01 * step.limit * d)
+
+
+def test_adagrad_preconditioner_from_the_sum_recomputed_from_the_gradients():
+    """``D = (1 + t·lr_decay)·(√(s_0 + Σg²) + ε)``: the next step's decayed step size folded in; limit ``2/η``."""
+    params, optimizer, grads = adam_steps(torch.optim.Adagrad, lr_decay=0.05, initial_accumulator_value=0.1)
+    accumulated = 0.1 + sum(g**2 for g in grads)
+    step = adaptive_preconditioning(optimizer, params)
+    assert step.optimizer == "Adagrad" and step.limit == pytest.approx(2 / 0.01)
+    expected = (1 + len(grads) * 0.05) * (accumulated.sqrt() + 1e-10)
+    torch.testing.assert_close(step.diagonal, expected, rtol=1e-12, atol=0)
+
+
+def test_adagrad_limit_separates_stable_from_divergent_with_a_frozen_preconditioner():
+    lr, pinned = 0.1, 0.25
+    d = math.sqrt(pinned)
+
+    def diverges(curvature: float) -> bool:
+        return _diverges_with_frozen_preconditioner(
+            torch.optim.Adagrad, curvature, pinned, "sum", scale=1e-8, lr=lr
+        )
+
+    assert not diverges(0.99 * stability_limit(lr, 0.0) * d)
+    assert diverges(1.01 * stability_limit(lr, 0.0) * d)
