@@ -29,7 +29,7 @@ from lightning_spectral.report.figure_style import (
 from lightning_spectral.report.reader import Image, RunData, Series
 
 LIMIT_STYLE = dict(linewidth=5, alpha=0.25, solid_capstyle="butt")
-#: Adam / RMSprop runs log the preconditioned sharpness λ_1(D⁻¹H); their ``eos_ratio`` divides it, not λ_1 of H.
+#: Adaptive-optimizer runs (Adam family, RMSprop, Adagrad) log the preconditioned sharpness λ_1(D⁻¹H); their ``eos_ratio`` divides it, not λ_1 of H.
 PRECONDITIONED = HESSIAN + "preconditioned_lambda_1"
 PRECONDITIONED_STYLE = (0, (1, 1))
 
@@ -37,7 +37,8 @@ PRECONDITIONED_STYLE = (0, (1, 1))
 def stability_limit(run: RunData) -> Series | None:
     """The optimizer's stability limit ``λ_crit`` at each measurement, as ``s / eos_ratio`` for the sharpness
     ``s`` that ``eos_ratio`` divides: ``λ_1`` under SGD (``λ_crit = 2/η``, ``(2+2β)/η`` with momentum), the
-    preconditioned ``λ_1(D⁻¹H)`` under Adam (``λ_crit = (2+2β₁)/((1−β₁)η)``) and RMSprop (``(2+2μ)/η``)."""
+    preconditioned ``λ_1(D⁻¹H)`` under the Adam family (``λ_crit = (2+2β₁)/((1−β₁)η)``), RMSprop (``(2+2μ)/η``)
+    and Adagrad (``2/η``)."""
     sharpness_tag = PRECONDITIONED if PRECONDITIONED in run.scalars else HESSIAN + "lambda_1"
     lam, ratio = run.scalars.get(sharpness_tag), run.scalars.get(HESSIAN + "eos_ratio")
     if lam is None or ratio is None:
@@ -82,9 +83,9 @@ def hessian_eigenvalues(runs: Sequence[RunData], colors: dict[str, str]) -> Repo
         "colour: run). The wide faint line is the run's stability limit λ_crit = λ_1/eos_ratio: 2/η for plain "
         "SGD ((2+2β)/η with momentum β). Gradient descent on a quadratic of curvature λ multiplies the error "
         "along that direction by 1 − ηλ each step, so it is stable iff λ < 2/η: λ_1 reaching the line is the "
-        "edge of stability (Cohen et al. 2021). Under Adam or RMSprop the dotted line is the preconditioned "
-        "sharpness λ_1(D⁻¹H) and the limit is the optimizer's ((2+2β₁)/((1−β₁)η) for Adam, (2+2μ)/η for "
-        "RMSprop), which it is compared with (Cohen et al. 2022). "
+        "edge of stability (Cohen et al. 2021). Under adaptive optimizers the dotted line is the preconditioned "
+        "sharpness λ_1(D⁻¹H) and the limit is the optimizer's ((2+2β₁)/((1−β₁)η) for Adam, AdamW, Adamax and "
+        "RAdam, (2+2μ)/η for RMSprop, 2/η for Adagrad), which it is compared with (Cohen et al. 2022). "
         "Below: eos_ratio = sharpness/λ_crit, which puts runs with different step sizes and optimizers on one "
         "scale with the edge at 1."
     )
