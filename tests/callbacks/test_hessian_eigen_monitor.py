@@ -140,21 +140,31 @@ def adam_preconditioner_diagonal(optimizer, parameters):
     return torch.cat(pieces)
 
 
-def test_adam_logs_the_preconditioned_sharpness_and_its_edge_of_stability_ratio(tmp_path):
-    """Under Adam: ``preconditioned_lambda_1`` = λ_1(D⁻¹H) of the dense Hessian with D from the optimizer's
-    state, and ``eos_ratio`` = that over (2 + 2β₁)/((1 − β₁)η); nothing of the two before the first step."""
+def fit_under(tmp_path, optimizer: str):
+    """A fit of TinyRegressor under ``optimizer`` measured every 2 steps on a fixed batch: the model, its
+    optimizer, the dense float64 Hessian at the end (eval mode) and the scalars logged."""
     g = torch.Generator().manual_seed(3)
     batch = (torch.randn(10, 3, generator=g), torch.randn(10, 1, generator=g))
     monitor = HessianEigenMonitor(every_n_steps=2, tol=1e-6, batch=batch, strict=True)
-    model = TinyRegressor(optimizer="adam")
+    model = TinyRegressor(optimizer=optimizer)
     trainer, scalars = fit(tmp_path, monitor, model)
+    model.eval()
+    H = dense_hessian(model, squared_error, batch).double()
+    return model, trainer.optimizers[0], H, scalars
+
+
+def top_of_d_inverse_h(d: torch.Tensor, H: torch.Tensor) -> float:
+    return torch.linalg.eigvals(torch.diag(1 / d.double()) @ H).real.max().item()
+
+
+def test_adam_logs_the_preconditioned_sharpness_and_its_edge_of_stability_ratio(tmp_path):
+    """Under Adam: ``preconditioned_lambda_1`` = λ_1(D⁻¹H) of the dense Hessian with D from the optimizer's
+    state, and ``eos_ratio`` = that over (2 + 2β₁)/((1 − β₁)η); nothing of the two before the first step."""
+    model, optimizer, H, scalars = fit_under(tmp_path, "adam")
     assert [s for s, _ in scalars["spectral/hessian/lambda_1"]] == [0, 2, 4]
     for key in ("preconditioned_lambda_1", "eos_ratio"):
         assert [s for s, _ in scalars[f"spectral/hessian/{key}"]] == [2, 4], key
-    model.eval()
-    H = dense_hessian(model, squared_error, batch).double()
-    d = adam_preconditioner_diagonal(trainer.optimizers[0], list(model.parameters())).double()
-    exact = torch.linalg.eigvals(torch.diag(1 / d) @ H).real.max().item()
+    exact = top_of_d_inverse_h(adam_preconditioner_diagonal(optimizer, list(model.parameters())), H)
     last = {key: values[-1][1] for key, values in scalars.items()}
     assert last["spectral/hessian/preconditioned_lambda_1"] == pytest.approx(exact, rel=1e-4)
     assert last["spectral/hessian/eos_ratio"] == pytest.approx(
@@ -166,16 +176,9 @@ def test_adam_logs_the_preconditioned_sharpness_and_its_edge_of_stability_ratio(
 
 def test_rmsprop_logs_the_preconditioned_sharpness_against_its_momentum_limit(tmp_path):
     """RMSprop: D = diag(√v + ε) from the optimizer's square averages, limit (2 + 2μ)/η."""
-    g = torch.Generator().manual_seed(3)
-    batch = (torch.randn(10, 3, generator=g), torch.randn(10, 1, generator=g))
-    monitor = HessianEigenMonitor(every_n_steps=2, tol=1e-6, batch=batch, strict=True)
-    model = TinyRegressor(optimizer="rmsprop")
-    trainer, scalars = fit(tmp_path, monitor, model)
-    optimizer = trainer.optimizers[0]
+    model, optimizer, H, scalars = fit_under(tmp_path, "rmsprop")
     d = torch.cat([(optimizer.state[p]["square_avg"].sqrt() + 1e-8).reshape(-1) for p in model.parameters()])
-    model.eval()
-    H = dense_hessian(model, squared_error, batch).double()
-    exact = torch.linalg.eigvals(torch.diag(1 / d.double()) @ H).real.max().item()
+    exact = top_of_d_inverse_h(d, H)
     last = {key: values[-1][1] for key, values in scalars.items()}
     assert last["spectral/hessian/preconditioned_lambda_1"] == pytest.approx(exact, rel=1e-4)
     assert last["spectral/hessian/eos_ratio"] == pytest.approx(exact * 1e-3 / (2 + 2 * 0.5), rel=1e-4)
@@ -183,19 +186,14 @@ def test_rmsprop_logs_the_preconditioned_sharpness_against_its_momentum_limit(tm
 
 def test_adamax_logs_the_preconditioned_sharpness_against_adams_limit(tmp_path):
     """Adamax: D = (1 − β₁ᵗ)·diag(u) from the optimizer's infinity norm, Adam's limit."""
-    g = torch.Generator().manual_seed(3)
-    batch = (torch.randn(10, 3, generator=g), torch.randn(10, 1, generator=g))
-    monitor = HessianEigenMonitor(every_n_steps=2, tol=1e-6, batch=batch, strict=True)
-    model = TinyRegressor(optimizer="adamax")
-    trainer, scalars = fit(tmp_path, monitor, model)
-    optimizer = trainer.optimizers[0]
-    pieces = []
-    for p in model.parameters():
-        state = optimizer.state[p]
-        pieces.append(((1 - 0.9 ** float(state["step"])) * state["exp_inf"]).reshape(-1))
-    model.eval()
-    H = dense_hessian(model, squared_error, batch).double()
-    exact = torch.linalg.eigvals(torch.diag(1 / torch.cat(pieces).double()) @ H).real.max().item()
+    model, optimizer, H, scalars = fit_under(tmp_path, "adamax")
+    d = torch.cat(
+        [
+            ((1 - 0.9 ** float(optimizer.state[p]["step"])) * optimizer.state[p]["exp_inf"]).reshape(-1)
+            for p in model.parameters()
+        ]
+    )
+    exact = top_of_d_inverse_h(d, H)
     last = {key: values[-1][1] for key, values in scalars.items()}
     assert last["spectral/hessian/preconditioned_lambda_1"] == pytest.approx(exact, rel=1e-4)
     assert last["spectral/hessian/eos_ratio"] == pytest.approx(
