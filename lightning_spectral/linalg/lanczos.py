@@ -205,7 +205,7 @@ def _lanczos_tridiagonal(
             basis[j + 1] = fresh / fresh_norm
             state.restarts.append(j)
         else:
-            basis[j + 1] = w / beta
+            basis[j + 1] = w / beta_f  # the norm after the second pass, when there was one
     return state
 
 

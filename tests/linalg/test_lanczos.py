@@ -409,17 +409,22 @@ def test_basis_stays_orthonormal_while_ritz_values_converge(symmetric_with_eigen
     torch.testing.assert_close(V.mT @ A @ V, T, atol=200 * eps * 100.0, rtol=0)
 
 
-def test_second_gram_schmidt_pass_runs_when_the_first_cancels_most_of_the_vector(symmetric_with_eigenvalues):
+@pytest.mark.parametrize("scale", [1e6, 1e10])
+def test_second_gram_schmidt_pass_runs_when_the_first_cancels_most_of_the_vector(
+    symmetric_with_eigenvalues, scale
+):
     """A product with a huge component along the start vector (here a non-symmetric rank-one term, the extreme
     form of the asymmetry a float32 HVP has): one pass removes it only to ``ε·‖w‖`` relative to the large
     norm, which after the cancellation is far above ``ε`` relative to what is left. The DGKS test must see the
-    cancellation and run the second pass; with one pass the basis loses orthogonality by ~1e-10."""
+    cancellation and run the second pass; with one pass the basis loses orthogonality by ~1e-10 (scale 1e6). At
+    scale 1e10 the second pass also changes the vector's norm measurably: the next basis vector must be divided
+    by the norm after it."""
     from lightning_spectral.linalg.lanczos import _lanczos_tridiagonal
 
     A = symmetric_with_eigenvalues(torch.linspace(1.0, 2.0, 100, dtype=F64))
     start = torch.randn(100, dtype=F64, generator=_gen(4))
     u = start / torch.linalg.vector_norm(start)
     weights = torch.randn(100, dtype=F64, generator=_gen(5))
-    state = _lanczos_tridiagonal(lambda v: A @ v + 1e6 * u * (weights @ v), start, 30)
+    state = _lanczos_tridiagonal(lambda v: A @ v + scale * u * (weights @ v), start, 30)
     V = state.basis[: state.num_steps].mT
     _assert_orthonormal(V, 50 * torch.finfo(F64).eps)
