@@ -260,8 +260,9 @@ class HVPGraph:
         twin._graphs = None
         twin._reduce = None
         twin._hvp_graph = None
-        static_v = torch.zeros(operator.dim, dtype=operator.dtype, device=device)
-        static_v.copy_(torch.randn(operator.dim, dtype=operator.dtype, device="cpu").to(device))
+        # a generic vector for the warm-up and the check, from a generator of its own (the global RNG is not drawn)
+        generator = torch.Generator().manual_seed(0)
+        static_v = torch.randn(operator.dim, generator=generator, dtype=operator.dtype).to(device)
 
         cpu_state = torch.get_rng_state()
         cuda_state = torch.cuda.get_rng_state(device)
