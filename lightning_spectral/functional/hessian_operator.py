@@ -67,8 +67,7 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -80,6 +79,7 @@ from lightning_spectral.differentiable_kernels import differentiable_kernels, ha
 from lightning_spectral.eager_execution import compiled_code_runs_eagerly
 from lightning_spectral.functional.hvp_graph import HVPGraph
 from lightning_spectral.functional.parameter_selection import ParameterLayout, ParamSpec, select_parameters
+from lightning_spectral.functional.replayed_randomness import ReplayedRandomness
 
 LossFn = Callable[[nn.Module, Any], Tensor]
 HVP_METHODS = ("auto", "forward_over_reverse", "double_backward")
@@ -106,47 +106,6 @@ class _LossOfModel(nn.Module):
                 f"`loss_fn` must return a floating-point scalar, got shape {tuple(loss.shape)} ({loss.dtype})."
             )
         return loss.reshape(())
-
-
-class _ReplayedRandomness:
-    """Every evaluation of batch ``i`` sees the same global RNG state; the caller's RNG state is restored.
-
-    Batch 0 replays the state at construction; batch ``i + 1`` the state that the first evaluation of batch
-    ``i`` ended in (the numbers consecutive training steps would draw). Evaluations go through the batches
-    in order, so that state is known when it is needed.
-    """
-
-    def __init__(self, device: torch.device, num_batches: int) -> None:
-        module = None if device.type == "cpu" else getattr(torch, device.type, None)
-        has_rng = module is not None and hasattr(module, "get_rng_state") and hasattr(module, "set_rng_state")
-        self._accelerator = module if has_rng else None
-        self._device = device
-        self._states: list[tuple[Tensor, Tensor | None] | None] = [self._capture()] + [None] * (
-            num_batches - 1
-        )
-
-    def _capture(self) -> tuple[Tensor, Tensor | None]:
-        accelerator = self._accelerator.get_rng_state(self._device) if self._accelerator else None
-        return torch.get_rng_state(), accelerator
-
-    def _restore(self, state: tuple[Tensor, Tensor | None]) -> None:
-        torch.set_rng_state(state[0])
-        if self._accelerator is not None:
-            self._accelerator.set_rng_state(state[1], self._device)
-
-    @contextmanager
-    def replay(self, index: int) -> Iterator[None]:
-        state = self._states[index]
-        if state is None:  # pragma: no cover - evaluations always run through the batches in order
-            raise RuntimeError(f"batch {index} evaluated before batch {index - 1}.")
-        saved = self._capture()
-        self._restore(state)
-        try:
-            yield
-            if index + 1 < len(self._states) and self._states[index + 1] is None:
-                self._states[index + 1] = self._capture()
-        finally:
-            self._restore(saved)
 
 
 @dataclass(frozen=True)
@@ -288,7 +247,7 @@ class HessianOperator:
         }
         # Buffers are cloned again for every evaluation (BatchNorm in train mode writes them).
         self._buffers = {f"model.{name}": take(b) for name, b in model.named_buffers()}
-        self._randomness = _ReplayedRandomness(self.device, self.num_batches)
+        self._randomness = ReplayedRandomness(self.device, self.num_batches)
         self._graphs: _GradientGraphs | None = None
         self._hvp_graph = hvp_graph
 

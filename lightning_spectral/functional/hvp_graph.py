@@ -47,8 +47,6 @@ import copy
 import warnings
 import weakref
 from collections import OrderedDict
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -57,19 +55,12 @@ from torch import Tensor
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from lightning_spectral.full_precision import _matmul_precision, precision_switches
+from lightning_spectral.functional.replayed_randomness import NoReplay
 
 if TYPE_CHECKING:
     from lightning_spectral.functional.hessian_operator import HessianOperator
 
 __all__ = ["HVPGraph"]
-
-
-class _NoReplay:
-    """Stands in for the operator's RNG replay inside a capture (a loss that draws random numbers is refused)."""
-
-    @contextmanager
-    def replay(self, index: int) -> Iterator[None]:
-        yield
 
 
 @dataclass
@@ -256,7 +247,7 @@ class HVPGraph:
         twin._batches = tree_unflatten(
             [next(statics) if isinstance(leaf, Tensor) else leaf for leaf in leaves], spec
         )
-        twin._randomness = _NoReplay()
+        twin._randomness = NoReplay()
         twin._graphs = None
         twin._reduce = None
         twin._hvp_graph = None
