@@ -31,7 +31,6 @@ from lightning_spectral.callbacks.parameter_patterns import check_param_spec, ch
 from lightning_spectral.callbacks.training_loss import LossFn, resolve_loss_fn
 from lightning_spectral.functional.adaptive_preconditioners import adaptive_preconditioning
 from lightning_spectral.functional.batch_sharpness import batch_sharpness
-from lightning_spectral.functional.edge_of_stability import stability_limit
 from lightning_spectral.functional.hessian_operator import HVP_METHODS, HessianOperator
 from lightning_spectral.functional.hessian_spectrum import hessian_density, hessian_eigenvalues, hessian_trace
 from lightning_spectral.functional.hvp_graph import HVPGraph
@@ -230,7 +229,7 @@ class HessianEigenMonitor(SpectralMonitor):
         values["residual_max"] = float(result.residuals.max())
         values["num_hvps"] = float(result.num_hvps)
         settings = sgd_settings(trainer)
-        limit = stability_limit(settings.lr, settings.momentum, settings.nesterov) if settings else None
+        limit = settings.stability_limit() if settings and settings.lr > 0 else None
         if limit is not None and self.which == "LA":
             values["eos_ratio"] = values["lambda_1"] / limit
         if self.compute_batch_sharpness:

@@ -6,7 +6,8 @@ measured value is compared with the threshold, and which of a batch of new measu
 - ``None``: ``q = v``.
 - ``"lr"``: ``q = v / L``, where ``L`` is the optimizer's stability limit
   (:func:`~lightning_spectral.functional.edge_of_stability.stability_limit`): ``L = 2/η`` for plain SGD,
-  ``(2 + 2β)/η`` with heavy-ball momentum β, ``(2 + 2β)/(η(1 + 2β))`` with Nesterov momentum, so
+  ``(2 + 2β)/η`` with heavy-ball momentum β, ``(2 + 2β)/(η(1 + 2β))`` with Nesterov momentum (with
+  ``dampening`` d the step is ``η(1 − d)``; coupled ``weight_decay`` w lowers the limit by w), so
   ``q = η·λ_max/2`` for plain SGD and ``q > 1`` means λ_max is past the edge of stability. For optimizers
   other than ``torch.optim.SGD`` (Adam, RMSprop, ...) ``q = η·v/2`` with the first param group's learning
   rate: only a heuristic there, since adaptive optimizers are stable relative to the *preconditioned*
@@ -37,7 +38,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from lightning_spectral.callbacks.optimizer_info import learning_rate, sgd_settings
-from lightning_spectral.functional.edge_of_stability import stability_limit
 
 __all__ = [
     "FIRED",
@@ -86,11 +86,8 @@ class StoppingCriterion:
         if settings is not None:
             if settings.lr == 0:
                 return 0.0, "ratio to the stability limit of SGD with lr=0"
-            limit = stability_limit(settings.lr, settings.momentum, settings.nesterov)
-            optimizer = (
-                f"SGD(lr={settings.lr:g}, momentum={settings.momentum:g}, nesterov={settings.nesterov})"
-            )
-            return value / limit, f"ratio to the stability limit {limit:.6g} of {optimizer}"
+            limit = settings.stability_limit()
+            return value / limit, f"ratio to the stability limit {limit:.6g} of {settings.describe()}"
         lr = learning_rate(trainer)
         if lr is None or not lr >= 0:
             raise ValueError(

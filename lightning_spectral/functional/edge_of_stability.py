@@ -9,6 +9,15 @@ the top eigenvalue λ_max up to this limit ``2/η`` and then hovers there. With 
 - heavy ball:  ``λ_max < (2 + 2β) / η``
 - Nesterov:    ``λ_max < (2 + 2β) / (η (1 + 2β))``
 
+``torch.optim.SGD``'s other two settings move the limit too (both derived from its update ``b ← β b +
+(1 − d)(g + w θ)``, ``θ ← θ − η b``, and checked against the optimizer in the tests):
+
+- ``dampening`` ``d`` scales the step on the momentum buffer: heavy ball with step ``η (1 − d)``, limit
+  ``(2 + 2β) / (η (1 − d))`` (infinite at ``d = 1``, where the buffer no longer takes in gradients; torch
+  ignores ``d`` without momentum and forbids it with Nesterov);
+- coupled ``weight_decay`` ``w`` adds ``w`` to every eigenvalue of the Hessian the step sees (``H + w I``),
+  so the limit on ``λ_max`` of the loss Hessian is the limit above minus ``w``.
+
 The ratio returned here is ``λ_max / limit``, so it equals ``η·λ_max/2`` for plain SGD and is ``≥ 1``
 beyond the stability limit, for every one of these optimizers.
 
@@ -25,18 +34,48 @@ from __future__ import annotations
 import math
 
 
-def stability_limit(lr: float, momentum: float = 0.0, nesterov: bool = False) -> float:
-    """The largest stable curvature ``λ`` for step size ``lr`` and momentum ``momentum`` (see module doc)."""
+def stability_limit(
+    lr: float,
+    momentum: float = 0.0,
+    nesterov: bool = False,
+    dampening: float = 0.0,
+    weight_decay: float = 0.0,
+) -> float:
+    """The largest stable curvature ``λ`` of the loss Hessian for ``torch.optim.SGD`` with these settings (module
+    docstring); ``inf`` when nothing is limited (``dampening = 1`` with momentum)."""
     if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
         raise ValueError(f"`lr` must be a positive finite number, got {lr!r}.")
     if not (isinstance(momentum, (int, float)) and 0.0 <= momentum < 1.0):
         raise ValueError(f"`momentum` must be a number in [0, 1), got {momentum!r}.")
-    limit = (2.0 + 2.0 * momentum) / lr
-    return limit / (1.0 + 2.0 * momentum) if nesterov else limit
+    if not (isinstance(dampening, (int, float)) and 0.0 <= dampening <= 1.0):
+        raise ValueError(f"`dampening` must be a number in [0, 1], got {dampening!r}.")
+    if not (isinstance(weight_decay, (int, float)) and math.isfinite(weight_decay) and weight_decay >= 0):
+        raise ValueError(f"`weight_decay` must be a finite number >= 0, got {weight_decay!r}.")
+    if nesterov and dampening != 0.0:
+        raise ValueError(
+            f"`nesterov` needs `dampening` = 0 (as torch.optim.SGD), got dampening={dampening!r}."
+        )
+    step = lr * (1.0 - dampening) if momentum > 0 else lr  # torch ignores dampening without momentum
+    if step == 0.0:
+        return math.inf
+    limit = (2.0 + 2.0 * momentum) / step
+    if nesterov:
+        limit /= 1.0 + 2.0 * momentum
+    if weight_decay >= limit:
+        raise ValueError(
+            f"`weight_decay` = {weight_decay!r} is at least the step's limit {limit:.6g}: the decay alone makes "
+            "every direction unstable."
+        )
+    return limit - weight_decay
 
 
 def edge_of_stability_ratio(
-    lambda_max: float, lr: float, momentum: float = 0.0, nesterov: bool = False
+    lambda_max: float,
+    lr: float,
+    momentum: float = 0.0,
+    nesterov: bool = False,
+    dampening: float = 0.0,
+    weight_decay: float = 0.0,
 ) -> float:
     """``λ_max`` divided by the stability limit: ``lr·λ_max/2`` for plain SGD, ``≥ 1`` means unstable."""
-    return float(lambda_max) / stability_limit(lr, momentum, nesterov)
+    return float(lambda_max) / stability_limit(lr, momentum, nesterov, dampening, weight_decay)

@@ -53,6 +53,12 @@ class TinyRegressor(pl.LightningModule):
             return torch.optim.RMSprop(self.parameters(), lr=1e-3, momentum=0.5)
         if self.hparams.optimizer == "adamax":
             return torch.optim.Adamax(self.parameters(), lr=1e-3)
+        if self.hparams.optimizer == "sgd-damped-decayed":
+            return torch.optim.SGD(
+                self.parameters(), lr=self.hparams.lr, momentum=0.9, dampening=0.5, weight_decay=0.1
+            )
+        if self.hparams.optimizer == "sgd-maximize":  # ascends: the limit is not λ_max's
+            return torch.optim.SGD(self.parameters(), lr=self.hparams.lr, maximize=True)
         return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
 
     def train_dataloader(self):
@@ -248,6 +254,21 @@ def test_sgd_gets_no_preconditioned_sharpness_and_it_can_be_switched_off(tmp_pat
     _, scalars = fit(tmp_path / "off", off, TinyRegressor(optimizer="adam"))
     assert "spectral/hessian/lambda_1" in scalars
     assert not {"spectral/hessian/eos_ratio", "spectral/hessian/preconditioned_lambda_1"} & set(scalars)
+
+
+def test_eos_ratio_follows_sgds_dampening_and_weight_decay_and_is_not_logged_when_maximizing(tmp_path):
+    """``λ_max / ((2 + 2β)/(η(1 − d)) − w)`` (the limits themselves are checked against torch's SGD in
+    tests/functional/test_edge_of_stability.py)."""
+    model = TinyRegressor(optimizer="sgd-damped-decayed")
+    _, scalars = fit(tmp_path / "damped", HessianEigenMonitor(every_n_steps=2, strict=True), model)
+    lambda_1, ratio = (scalars[f"spectral/hessian/{key}"][-1][1] for key in ("lambda_1", "eos_ratio"))
+    assert ratio == pytest.approx(lambda_1 / (3.8 / (0.05 * 0.5) - 0.1), rel=1e-6)
+    _, scalars = fit(
+        tmp_path / "maximize",
+        HessianEigenMonitor(every_n_steps=2, strict=True),
+        TinyRegressor(optimizer="sgd-maximize"),
+    )
+    assert "spectral/hessian/lambda_1" in scalars and "spectral/hessian/eos_ratio" not in scalars
 
 
 def test_resume_restores_both_warm_start_vectors(tmp_path):

@@ -219,6 +219,10 @@ def test_a_pattern_that_never_matches_warns_once(tmp_path):
         (lambda p: torch.optim.SGD(p, lr=0.1), 2 / 0.1),
         (lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9), (2 + 2 * 0.9) / 0.1),
         (lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, nesterov=True), (2 + 1.8) / (0.1 * (1 + 1.8))),
+        (
+            lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, dampening=0.5, weight_decay=0.2),
+            3.8 / 0.05 - 0.2,
+        ),
         (lambda p: torch.optim.Adam(p, lr=0.1), 2 / 0.1),  # not SGD: the plain lr·λ/2
     ],
 )
@@ -414,7 +418,7 @@ def test_edge_of_stability_stops_a_run_past_two_over_lr(tmp_path):
     assert ours == [stopper.reason]
     # the message quotes the measured λ_max and its ratio to the limit 2/η of plain SGD
     measured = float(trainer.callback_metrics["spectral/hessian/lambda_1"])
-    limit = f"the stability limit {2 / model.lr:.6g} of SGD(lr={model.lr:g}, momentum=0, nesterov=False)"
+    limit = f"the stability limit {2 / model.lr:.6g} of SGD(lr={model.lr:g})"
     assert (
         f"`spectral/hessian/lambda_1` = {measured:.6g}, ratio to {limit} = {measured * model.lr / 2:.4g} > 1"
         in ours[0]
