@@ -6,9 +6,10 @@ the optimizer's stability limit: ``lr·λ_max/2`` for plain SGD; adaptive optimi
 ``batch_sharpness`` (Andreyev & Beneventano: ``mean_B g_Bᵀ H_B g_B / ‖g_B‖²`` over the measurement batches; it
 sits at ``2/η`` at the edge of stochastic stability), ``batch_sharpness_ratio`` (``batch_sharpness`` over the
 same limit), ``trace`` and an eigenvalue-density figure when enabled. Under Adam / AdamW / Adamax / RAdam /
-RMSprop / Adagrad also ``preconditioned_lambda_1``, ``λ_1(D⁻¹H)`` of the training-mode loss with the
+NAdam / RMSprop / Adagrad / Adadelta also ``preconditioned_lambda_1``, ``λ_1(D⁻¹H)`` of the training-mode loss with the
 optimizer's preconditioner ``D``, and ``eos_ratio`` = that over the optimizer's limit: ``(2 + 2β₁)/((1 − β₁)η)``
-for the Adam family, ``(2 + 2μ)/η`` for RMSprop, ``2/η`` for Adagrad (the adaptive edge of stability, Cohen et
+for the Adam family, its momentum schedule's for NAdam, ``(2 + 2μ)/η`` for RMSprop, ``2/η`` for Adagrad and
+Adadelta (the adaptive edge of stability, Cohen et
 al. 2022;
 :mod:`lightning_spectral.functional.adaptive_preconditioners`). Numerics: :mod:`lightning_spectral.functional`.
 
@@ -71,7 +72,7 @@ class HessianEigenMonitor(SpectralMonitor):
         density_probes: probe vectors of the density.
         density_steps: Lanczos steps per probe of the density.
         compute_batch_sharpness: log ``batch_sharpness`` (one gradient and one product per batch).
-        compute_preconditioned: under Adam / AdamW / Adamax / RAdam / RMSprop / Adagrad, also log ``preconditioned_lambda_1`` (one more Lanczos run
+        compute_preconditioned: under Adam / AdamW / Adamax / RAdam / NAdam / RMSprop / Adagrad / Adadelta, also log ``preconditioned_lambda_1`` (one more Lanczos run
             on ``D^{-1/2} H D^{-1/2}``, warm-started like the first, always on the training-mode loss the
             optimizer's moments come from: with ``measurement_mode="eval"`` a second, train-mode operator is built for it)
             and ``eos_ratio`` relative to the optimizer's limit. Not logged before the optimizer's first step.
@@ -293,7 +294,7 @@ class HessianEigenMonitor(SpectralMonitor):
         operator: HessianOperator | None,
         generator: torch.Generator,
     ) -> dict[str, float]:
-        """``preconditioned_lambda_1`` and its ``eos_ratio`` under Adam / AdamW / Adamax / RAdam / RMSprop / Adagrad once it has stepped, on the
+        """``preconditioned_lambda_1`` and its ``eos_ratio`` under Adam / AdamW / Adamax / RAdam / NAdam / RMSprop / Adagrad / Adadelta once it has stepped, on the
         training-mode loss (``operator`` if given, else built here with the module in train mode): with
         BatchNorm, a parameter the training loss does not depend on (a bias right before BatchNorm) gets no
         gradient, so ``D`` is ``≈ ε`` there, while the eval-mode loss has curvature along it, which

@@ -5,6 +5,7 @@ from lightning_spectral.functional.adaptive_preconditioners import (
     adam_preconditioner,
     adam_stability_limit,
     adaptive_preconditioning,
+    nadam_stability_limit,
     rmsprop_preconditioner,
 )
 from lightning_spectral.functional.batch_sharpness import BatchSharpness, batch_sharpness
@@ -47,6 +48,7 @@ __all__ = [
     "adaptive_preconditioning",
     "batch_sharpness",
     "edge_of_stability_ratio",
+    "nadam_stability_limit",
     "hessian_density",
     "hessian_eigenvalues",
     "hessian_trace",

@@ -21,11 +21,25 @@ quadratic with Hessian ``H`` is set by the eigenvalues of the *preconditioned He
 - **Adagrad** steps ``θ ← θ − η_t g_t / (√s_t + ε)`` with ``s_t = s_0 + Σ g²`` and
   ``η_t = η / (1 + (t − 1)·lr_decay)``, no momentum: ``D = (1 + t·lr_decay)·diag(√s_t + ε)`` (the decay of the
   next step folded in), stable below ``2/η``.
+- **NAdam** (Dozat's Nesterov-accelerated Adam, torch's form) steps ``θ ← θ − η (c₁ g_t + c₂ m_t) / (√v̂_t + ε)``
+  with Adam's moments, ``c₁ = (1 − μ_t)/(1 − Π_t)``, ``c₂ = μ_{t+1}/(1 − Π_t μ_{t+1})``, the momentum schedule
+  ``μ_t = β₁(1 − ½·0.96^{tψ})`` (``ψ`` = ``momentum_decay``) and ``Π_t = μ_1⋯μ_t``. With ``D = diag(√v̂ + ε)``,
+  along an eigenvector of ``D⁻¹H`` with eigenvalue ``a`` the pair ``(θ, m)`` follows
+  ``[[1 − (c₁ + c₂(1 − β₁))ηa, −c₂β₁η], [(1 − β₁)a, β₁]]``, whose determinant is ``β₁(1 − c₁ηa)`` and trace
+  ``1 + β₁ − (c₁ + c₂(1 − β₁))ηa``; the Jury conditions leave ``a < 2(1 + β₁) / (η(c₁(1 + β₁) + c₂(1 − β₁)))``,
+  with the coefficients of the step just taken. Once ``μ → β₁`` (``tψ`` large) this is
+  ``(2 + 2β₁)/((1 − β₁)(1 + 2β₁)η)`` (13.6/η at β₁ = 0.9), Nesterov's limit on Adam's step; before, it moves
+  with the schedule.
+- **Adadelta** steps ``θ ← θ − η √(u + ε)/√(v_t + ε) · g_t`` with ``v_t = ρ v + (1 − ρ) g_t²`` and ``u`` the running
+  average of the squared updates, no momentum: ``D = diag(√(v + ε)/√(u + ε))`` from the stored averages (the
+  next step's, up to its own gradient's share of ``v``, as for Adam's ``v̂``), stable below ``2/η``.
 - **RMSprop** steps ``θ ← θ − η b_t`` with ``b_t = μ b_{t−1} + g_t / (√v_t + ε)`` (``μ = 0``: no momentum),
   ``v_t = α v_{t−1} + (1 − α) g_t²`` (``centered=True``: ``v − ḡ²`` with ``ḡ`` the running mean of ``g``), no
   bias correction. ``D = diag(√v + ε)``, classical heavy-ball momentum μ with step η on ``D⁻¹H``: stable below
   ``(2 + 2μ)/η`` (``2/η`` without momentum), the limit of
   :func:`~lightning_spectral.functional.edge_of_stability.stability_limit`.
+
+``maximize=True`` ascends the loss; no preconditioner is returned for it.
 
 Cohen et al. observe that under full-batch training the *preconditioned sharpness* ``λ_1(D⁻¹H)`` rises to the
 limit and hovers there, while the preconditioner keeps adapting (λ_max of ``H`` itself keeps rising). Weight
@@ -67,13 +81,15 @@ __all__ = [
     "adaptive_preconditioning",
     "is_adam",
     "is_rmsprop",
+    "nadam_stability_limit",
     "rmsprop_preconditioner",
 ]
 
 #: ``(state, group) -> the diagonal of D for one parameter`` (``None``: not defined yet).
 _Diagonal = Callable[[dict[str, Any], dict[str, Any]], Tensor | None]
-#: ``group -> the momentum its stability limit depends on`` (β₁ for Adam, μ for RMSprop).
-_Momentum = Callable[[dict[str, Any]], float]
+#: ``(state, group) -> what the stability limit depends on besides η`` (β₁ for Adam, μ for RMSprop); the
+#: parameters must agree on it.
+_LimitKey = Callable[[dict[str, Any], dict[str, Any]], Any]
 
 
 def _is_a(optimizer: object, names: tuple[str, ...]) -> bool:
@@ -146,6 +162,46 @@ def _radam_diagonal(state: dict[str, Any], group: dict[str, Any]) -> Tensor | No
     return (1.0 - beta1**step) / rectification * (v_hat_sqrt + float(group["eps"]) / math.sqrt(correction2))
 
 
+def _nadam_diagonal(state: dict[str, Any], group: dict[str, Any]) -> Tensor | None:
+    if "exp_avg_sq" not in state or "mu_product" not in state or float(state["step"]) < 1:
+        return None
+    step, beta2 = float(state["step"]), float(group["betas"][1])
+    second_moment = state["exp_avg_sq"].detach().to(_working_dtype(state["exp_avg_sq"]))
+    return (second_moment / (1.0 - beta2**step)).sqrt() + float(group["eps"])
+
+
+def _nadam_schedule(state: dict[str, Any], group: dict[str, Any]) -> tuple[float, ...]:
+    """What NAdam's limit depends on besides ``η``: ``β₁``, ``momentum_decay``, the step and ``Π_t``."""
+    return (
+        float(group["betas"][0]),
+        float(group["momentum_decay"]),
+        float(state["step"]),
+        float(state["mu_product"]),
+    )
+
+
+def nadam_stability_limit(
+    lr: float, beta1: float, momentum_decay: float, step: float, mu_product: float
+) -> float:
+    """NAdam's largest stable eigenvalue of ``D⁻¹H`` after ``step`` steps, ``mu_product`` = ``Π_t`` (module
+    docstring): ``2(1 + β₁) / (η(c₁(1 + β₁) + c₂(1 − β₁)))``."""
+    adam_stability_limit(lr, beta1)  # validates lr and β₁
+    mu = beta1 * (1.0 - 0.5 * 0.96 ** (step * momentum_decay))
+    mu_next = beta1 * (1.0 - 0.5 * 0.96 ** ((step + 1.0) * momentum_decay))
+    c1 = (1.0 - mu) / (1.0 - mu_product)
+    c2 = mu_next / (1.0 - mu_product * mu_next)
+    return 2.0 * (1.0 + beta1) / (lr * (c1 * (1.0 + beta1) + c2 * (1.0 - beta1)))
+
+
+def _adadelta_diagonal(state: dict[str, Any], group: dict[str, Any]) -> Tensor | None:
+    if "square_avg" not in state or float(state["step"]) < 1:
+        return None
+    eps = float(group["eps"])
+    square_avg = state["square_avg"].detach().to(_working_dtype(state["square_avg"]))
+    acc_delta = state["acc_delta"].detach().to(square_avg.dtype)
+    return (square_avg + eps).sqrt() / (acc_delta + eps).sqrt()
+
+
 _ADAM_FAMILY_DIAGONALS: dict[str, _Diagonal] = {
     "Adam": _adam_diagonal,
     "Adamax": _adamax_diagonal,
@@ -171,39 +227,40 @@ def _rmsprop_diagonal(state: dict[str, Any], group: dict[str, Any]) -> Tensor | 
     return square_avg.sqrt() + float(group["eps"])
 
 
-def _adam_momentum(group: dict[str, Any]) -> float:
+def _adam_momentum(state: dict[str, Any], group: dict[str, Any]) -> float:
     return float(group["betas"][0])
 
 
-def _no_momentum(group: dict[str, Any]) -> float:
+def _no_momentum(state: dict[str, Any], group: dict[str, Any]) -> float:
     return 0.0
 
 
-def _rmsprop_momentum(group: dict[str, Any]) -> float:
+def _rmsprop_momentum(state: dict[str, Any], group: dict[str, Any]) -> float:
     return float(group.get("momentum", 0.0))
 
 
 def _preconditioner(
-    optimizer: torch.optim.Optimizer, parameters: Sequence[Tensor], diagonal: _Diagonal, momentum: _Momentum
-) -> Tensor | None:
+    optimizer: torch.optim.Optimizer, parameters: Sequence[Tensor], diagonal: _Diagonal, limit_key: _LimitKey
+) -> tuple[Tensor, Any] | None:
     """``D`` over ``parameters`` (flattened, concatenated in their order) from each parameter's state and group,
-    with the groups' step sizes folded in; ``None`` if a piece is undefined or the groups' ``momentum`` differ."""
+    with the groups' step sizes folded in, and the ``limit_key`` they share; ``None`` if a piece is undefined,
+    a group maximizes, or the parameters' ``limit_key`` (momentum, schedule) differ."""
     groups = {id(p): group for group in optimizer.param_groups for p in group["params"]}
     reference_lr = float(optimizer.param_groups[0]["lr"])
-    pieces, momenta = [], set()
+    pieces, keys = [], set()
     for parameter in parameters:
         state, group = optimizer.state.get(parameter), groups.get(id(parameter))
-        piece = diagonal(state, group) if state and group is not None else None
+        piece = diagonal(state, group) if state and group is not None and not group.get("maximize") else None
         if piece is None:
             return None
-        momenta.add(momentum(group))
+        keys.add(limit_key(state, group))
         lr = float(group["lr"])
         if lr != reference_lr:
             piece = piece * (reference_lr / lr) if lr > 0 else torch.full_like(piece, math.inf)
         pieces.append(piece.reshape(-1))
-    if not pieces or len(momenta) > 1:
+    if not pieces or len(keys) > 1:
         return None
-    return torch.cat(pieces)
+    return torch.cat(pieces), keys.pop()
 
 
 def adam_preconditioner(optimizer: torch.optim.Optimizer, parameters: Sequence[Tensor]) -> Tensor | None:
@@ -217,7 +274,8 @@ def adam_preconditioner(optimizer: torch.optim.Optimizer, parameters: Sequence[T
     """
     if not is_adam(optimizer):
         return None
-    return _preconditioner(optimizer, parameters, _adam_diagonal, _adam_momentum)
+    found = _preconditioner(optimizer, parameters, _adam_diagonal, _adam_momentum)
+    return None if found is None else found[0]
 
 
 def rmsprop_preconditioner(optimizer: torch.optim.Optimizer, parameters: Sequence[Tensor]) -> Tensor | None:
@@ -226,7 +284,8 @@ def rmsprop_preconditioner(optimizer: torch.optim.Optimizer, parameters: Sequenc
     for groups with different ``momentum``."""
     if not is_rmsprop(optimizer):
         return None
-    return _preconditioner(optimizer, parameters, _rmsprop_diagonal, _rmsprop_momentum)
+    found = _preconditioner(optimizer, parameters, _rmsprop_diagonal, _rmsprop_momentum)
+    return None if found is None else found[0]
 
 
 @dataclass(frozen=True)
@@ -242,25 +301,29 @@ class PreconditionedStep:
 def adaptive_preconditioning(
     optimizer: torch.optim.Optimizer, parameters: Sequence[Tensor]
 ) -> PreconditionedStep | None:
-    """``D`` and the limit of ``λ_1(D⁻¹H)`` for Adam / AdamW / Adamax / RAdam (``(2 + 2β₁)/((1 − β₁)η)``),
-    RMSprop (``(2 + 2μ)/η``) and Adagrad (``2/η``), ``η`` and the momentum from the first param group; ``None`` for other optimizers or
-    where the preconditioner is not defined (see :func:`adam_preconditioner`)."""
-    group = optimizer.param_groups[0]
-    lr = float(group["lr"])
+    """``D`` and the limit of ``λ_1(D⁻¹H)`` for Adam / AdamW / Adamax / RAdam (``(2 + 2β₁)/((1 − β₁)η)``), NAdam
+    (its schedule's limit), RMSprop (``(2 + 2μ)/η``), Adagrad and Adadelta (``2/η``), ``η`` from the first param
+    group (module docstring); ``None`` for other optimizers or where the preconditioner is not defined (see
+    :func:`adam_preconditioner`)."""
+    lr = float(optimizer.param_groups[0]["lr"])
     family = _adam_family_member(optimizer)
     if family is not None:
-        diagonal = _preconditioner(optimizer, parameters, _ADAM_FAMILY_DIAGONALS[family], _adam_momentum)
-        if diagonal is None or not lr > 0:
-            return None
-        return PreconditionedStep(family, diagonal, adam_stability_limit(lr, _adam_momentum(group)))
-    if is_rmsprop(optimizer):
-        diagonal = rmsprop_preconditioner(optimizer, parameters)
-        if diagonal is None or not lr > 0:
-            return None
-        return PreconditionedStep("RMSprop", diagonal, stability_limit(lr, _rmsprop_momentum(group)))
-    if _is_a(optimizer, ("Adagrad",)):
-        diagonal = _preconditioner(optimizer, parameters, _adagrad_diagonal, _no_momentum)
-        if diagonal is None or not lr > 0:
-            return None
-        return PreconditionedStep("Adagrad", diagonal, stability_limit(lr, 0.0))
-    return None
+        name, diagonal, limit_key = family, _ADAM_FAMILY_DIAGONALS[family], _adam_momentum
+    elif _is_a(optimizer, ("NAdam",)):
+        name, diagonal, limit_key = "NAdam", _nadam_diagonal, _nadam_schedule
+    elif is_rmsprop(optimizer):
+        name, diagonal, limit_key = "RMSprop", _rmsprop_diagonal, _rmsprop_momentum
+    elif _is_a(optimizer, ("Adagrad", "Adadelta")):
+        name = "Adagrad" if _is_a(optimizer, ("Adagrad",)) else "Adadelta"
+        diagonal = _adagrad_diagonal if name == "Adagrad" else _adadelta_diagonal
+        limit_key = _no_momentum
+    else:
+        return None
+    found = _preconditioner(optimizer, parameters, diagonal, limit_key)
+    if found is None or not lr > 0:
+        return None
+    d, key = found
+    if name == "NAdam":
+        return PreconditionedStep(name, d, nadam_stability_limit(lr, *key))
+    limit = adam_stability_limit(lr, key) if family is not None else stability_limit(lr, key)
+    return PreconditionedStep(name, d, limit)

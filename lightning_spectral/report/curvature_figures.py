@@ -29,7 +29,7 @@ from lightning_spectral.report.figure_style import (
 from lightning_spectral.report.reader import Image, RunData, Series
 
 LIMIT_STYLE = dict(linewidth=5, alpha=0.25, solid_capstyle="butt")
-#: Adaptive-optimizer runs (Adam family, RMSprop, Adagrad) log the preconditioned sharpness λ_1(D⁻¹H); their ``eos_ratio`` divides it, not λ_1 of H.
+#: Adaptive-optimizer runs (Adam family, NAdam, RMSprop, Adagrad, Adadelta) log the preconditioned sharpness λ_1(D⁻¹H); their ``eos_ratio`` divides it, not λ_1 of H.
 PRECONDITIONED = HESSIAN + "preconditioned_lambda_1"
 PRECONDITIONED_STYLE = (0, (1, 1))
 
@@ -37,8 +37,8 @@ PRECONDITIONED_STYLE = (0, (1, 1))
 def stability_limit(run: RunData) -> Series | None:
     """The optimizer's stability limit ``λ_crit`` at each measurement, as ``s / eos_ratio`` for the sharpness
     ``s`` that ``eos_ratio`` divides: ``λ_1`` under SGD (``λ_crit = 2/η``, ``(2+2β)/η`` with momentum), the
-    preconditioned ``λ_1(D⁻¹H)`` under the Adam family (``λ_crit = (2+2β₁)/((1−β₁)η)``), RMSprop (``(2+2μ)/η``)
-    and Adagrad (``2/η``)."""
+    preconditioned ``λ_1(D⁻¹H)`` under the Adam family (``λ_crit = (2+2β₁)/((1−β₁)η)``), NAdam (its schedule's
+    limit), RMSprop (``(2+2μ)/η``), Adagrad and Adadelta (``2/η``)."""
     sharpness_tag = PRECONDITIONED if PRECONDITIONED in run.scalars else HESSIAN + "lambda_1"
     lam, ratio = run.scalars.get(sharpness_tag), run.scalars.get(HESSIAN + "eos_ratio")
     if lam is None or ratio is None:
@@ -85,7 +85,8 @@ def hessian_eigenvalues(runs: Sequence[RunData], colors: dict[str, str]) -> Repo
         "along that direction by 1 − ηλ each step, so it is stable iff λ < 2/η: λ_1 reaching the line is the "
         "edge of stability (Cohen et al. 2021). Under adaptive optimizers the dotted line is the preconditioned "
         "sharpness λ_1(D⁻¹H) and the limit is the optimizer's ((2+2β₁)/((1−β₁)η) for Adam, AdamW, Adamax and "
-        "RAdam, (2+2μ)/η for RMSprop, 2/η for Adagrad), which it is compared with (Cohen et al. 2022). "
+        "RAdam, the limit of its momentum schedule for NAdam, (2+2μ)/η for RMSprop, 2/η for Adagrad and "
+        "Adadelta), which it is compared with (Cohen et al. 2022). "
         "Below: eos_ratio = sharpness/λ_crit, which puts runs with different step sizes and optimizers on one "
         "scale with the edge at 1."
     )

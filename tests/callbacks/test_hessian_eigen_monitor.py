@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -53,6 +55,10 @@ class TinyRegressor(pl.LightningModule):
             return torch.optim.RMSprop(self.parameters(), lr=1e-3, momentum=0.5)
         if self.hparams.optimizer == "adamax":
             return torch.optim.Adamax(self.parameters(), lr=1e-3)
+        if self.hparams.optimizer == "nadam":
+            return torch.optim.NAdam(self.parameters(), lr=1e-3)
+        if self.hparams.optimizer == "adadelta":
+            return torch.optim.Adadelta(self.parameters(), lr=0.5)
         if self.hparams.optimizer == "sgd-damped-decayed":
             return torch.optim.SGD(
                 self.parameters(), lr=self.hparams.lr, momentum=0.9, dampening=0.5, weight_decay=0.1
@@ -205,6 +211,32 @@ def test_adamax_logs_the_preconditioned_sharpness_against_adams_limit(tmp_path):
     assert last["spectral/hessian/eos_ratio"] == pytest.approx(
         exact * (1 - 0.9) * 1e-3 / (2 + 2 * 0.9), rel=1e-4
     )
+
+
+def test_nadam_and_adadelta_log_the_preconditioned_sharpness_against_their_limits(tmp_path):
+    """NAdam: D = diag(√v̂ + ε), the limit of its momentum schedule after 4 steps (recomputed here from the μ's);
+    Adadelta: D = diag(√(v + ε)/√(u + ε)), limit 2/η."""
+    model, optimizer, H, scalars = fit_under(tmp_path / "nadam", "nadam")
+    states = [optimizer.state[p] for p in model.parameters()]
+    d = torch.cat([((s["exp_avg_sq"] / (1 - 0.999**4)).sqrt() + 1e-8).reshape(-1) for s in states])
+    mus = [0.9 * (1 - 0.5 * 0.96 ** (t * 4e-3)) for t in range(1, 6)]
+    product = math.prod(mus[:4])
+    c1, c2 = (1 - mus[3]) / (1 - product), mus[4] / (1 - product * mus[4])
+    limit = 2 * 1.9 / (1e-3 * (c1 * 1.9 + c2 * 0.1))
+    exact = top_of_d_inverse_h(d, H)
+    last = {key: values[-1][1] for key, values in scalars.items()}
+    assert last["spectral/hessian/preconditioned_lambda_1"] == pytest.approx(exact, rel=1e-4)
+    assert last["spectral/hessian/eos_ratio"] == pytest.approx(exact / limit, rel=1e-4)
+
+    model, optimizer, H, scalars = fit_under(tmp_path / "adadelta", "adadelta")
+    states = [optimizer.state[p] for p in model.parameters()]
+    d = torch.cat(
+        [((s["square_avg"] + 1e-6).sqrt() / (s["acc_delta"] + 1e-6).sqrt()).reshape(-1) for s in states]
+    )
+    exact = top_of_d_inverse_h(d, H)
+    last = {key: values[-1][1] for key, values in scalars.items()}
+    assert last["spectral/hessian/preconditioned_lambda_1"] == pytest.approx(exact, rel=1e-4)
+    assert last["spectral/hessian/eos_ratio"] == pytest.approx(exact * 0.5 / 2, rel=1e-4)
 
 
 class BatchNormRegressor(TinyRegressor):
