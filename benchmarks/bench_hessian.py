@@ -104,10 +104,16 @@ HVP_CAP = 400
 PYHESSIAN_MAX_ITER = 1000  # per eigenvalue: its own default of 100 would cap the sweep below HVP_CAP
 WARM_STEPS = (10, 100)
 HVP_TIMING_CALLS = 3  # products per timing round in the per-HVP table
+#: Idle time before every timed run: after ARPACK (curvlinops + eigsh) NumPy's OpenBLAS threads spin for about
+#: 0.1 s, and a run started at once took 2–4× its time on 2 cores (measured: 55–118 ms instead of 27 ms for
+#: ours, MLP, k = 3); whichever tool followed eigsh in the round robin paid for it.
+QUIET_SECONDS = 0.3
 
 Setting = dict[str, Any]
-OURS = "ours (Lanczos, default hvp_method=auto)"
-OURS_DB = "ours (Lanczos, hvp_method=double_backward)"
+#: The estimators' default HVP (``hessian_eigenvalues(model, loss_fn, batch)``, the monitor's default too).
+OURS = "ours (Lanczos, default hvp_method=double_backward)"
+#: ``HessianOperator``'s own default, forward-over-reverse where torch.func can transform the loss.
+OURS_AUTO = "ours (Lanczos, hvp_method=auto)"
 #: On CUDA only: products replayed from a CUDA graph captured by an earlier run (HVPGraph; capture cost below).
 GRAPH_METHODS = ("double_backward", "forward_over_reverse")
 Matvec = Callable[[Tensor], Tensor]
@@ -496,19 +502,19 @@ def make_tools(device: torch.device) -> list[Tool]:
             OURS,
             "lightning-spectral",
             None,
-            our_run("auto"),
-            our_sweeps,
-            "tol=1e-3, max_iter=50",
-            our_matvec("auto"),
-        ),
-        Tool(
-            OURS_DB,
-            "lightning-spectral",
-            None,
             our_run("double_backward"),
             our_sweeps,
             "tol=1e-3, max_iter=50",
             our_matvec("double_backward"),
+        ),
+        Tool(
+            OURS_AUTO,
+            "lightning-spectral",
+            None,
+            our_run("auto"),
+            our_sweeps,
+            "tol=1e-3, max_iter=50",
+            our_matvec("auto"),
         ),
         Tool(
             "PyHessian (power iteration)",
@@ -585,6 +591,7 @@ def hvp_costs(problem: Problem, tools: list[Tool], rounds: int) -> str:
     times: dict[str, list[float]] = {name: [] for name in matvecs}
     for _ in range(rounds):
         for name, matvec in matvecs.items():
+            time.sleep(QUIET_SECONDS)
             times[name].append(
                 median_time(
                     lambda matvec=matvec: matvec(v), repeats=HVP_TIMING_CALLS, warmup=0, device=problem.device
@@ -593,7 +600,10 @@ def hvp_costs(problem: Problem, tools: list[Tool], rounds: int) -> str:
     per_hvp = {name: statistics.median(values) for name, values in times.items()}
     rows = [[name, f"{1e3 * per_hvp[name]:.1f}", f"{agreement[name]:.1e}"] for name in matvecs]
     table = markdown_table(["HVP of", "ms per HVP", "relative difference from ours (double backward)"], rows)
-    note = f'`hvp_method="auto"` (our default) resolves to `{auto.method}` here.'
+    note = (
+        f'`hvp_method="auto"` (`HessianOperator`\'s default; the estimators default to double backward) resolves '
+        f"to `{auto.method}` here."
+    )
     return f"{table}\n\n{note}"
 
 
@@ -638,6 +648,7 @@ class Timed:
 
 
 def timed_run(tool: Tool, problem: Problem, k: int, setting: Setting, seed: int | None) -> Timed:
+    time.sleep(QUIET_SECONDS)  # let the previous tool's BLAS / OpenMP threads stop spinning
     box: dict[str, Run] = {}
     seconds = median_time(
         lambda: box.update(run=tool.run(problem, k, setting, seed, HVP_CAP)),
@@ -776,11 +787,11 @@ def verdict(bests: dict[str, Best], tools: list[Tool]) -> str:
 
 
 def defaults_table(problem: Problem, tools: list[Tool], k: int, repeats: int) -> str:
-    jobs = {tool.name: (tool, {}) for tool in tools if tool.available and tool.name != OURS_DB}
+    jobs = {tool.name: (tool, {}) for tool in tools if tool.available and tool.name != OURS_AUTO}
     results = round_robin(jobs, problem, k, repeats)
     rows = []
     for tool in tools:
-        if tool.name == OURS_DB:
+        if tool.name == OURS_AUTO:
             continue  # the same algorithm and defaults as the row above, with another product
         if not tool.available:
             rows.append([tool.name, tool.status, "", "", "", ""])
@@ -1034,7 +1045,7 @@ operator); a dense `eigvalsh` is out of reach (the MLP Hessian alone is 8.3 GB i
 
 ### Cost of one HVP
 
-{HVP_TIMING_CALLS} products per round, tools taken in turn, median over {cfg.repeats} rounds; the last column checks
+{HVP_TIMING_CALLS} products per round, tools taken in turn (each after {QUIET_SECONDS} s idle), median over {cfg.repeats} rounds; the last column checks
 that every tool differentiates the same loss (float32 rounding is ~1e-7).
 
 {(2 * chr(10)).join(report.costs)}
@@ -1046,7 +1057,9 @@ from cheap to expensive; a setting qualifies when its runs from start-vector see
 within 1e-3 (it is abandoned at its first failing run; runs past {HVP_CAP} HVPs are stopped), and the first
 qualifying one is the tool's setting (eigsh: the one with the fewest HVPs over the `ncv` values). Timing: the
 chosen settings are then run again round-robin (tool after tool, seed after seed), so that load from other
-processes hits every tool alike; the table gives the median wall time of those {cfg.repeats} runs (operator
+processes hits every tool alike, each run after {QUIET_SECONDS} s idle (ARPACK's OpenBLAS threads spin on after
+a call and slowed whatever ran next 2–4×: runs before 2026-11-30 charged that to the tool after eigsh, our
+default row); the table gives the median wall time of those {cfg.repeats} runs (operator
 construction included), their median HVP count and their worst error. Ours:
 `hessian_eigenvalues(operator=HessianOperator(..., method=…), k, tol=…)` (Lanczos with full reorthogonalisation, convergence checked after every product). PyHessian:
 `hessian(...).eigenvalues(top_n=k, tol=…, maxIter={PYHESSIAN_MAX_ITER})` (power iteration, deflated restarts for
@@ -1066,9 +1079,9 @@ captured by an earlier run): the products of these small models are bound by ker
 and a replay launches one graph. PyHessian's power iteration needs
 more HVPs, the more so for k = 3 (each deflated eigenvalue converges at its own gap), but each of its HVPs is
 one backward pass through a kept gradient graph, like ours with `hvp_method="double_backward"`.
-hessian-eigenthings rebuilds the graph for every product; curvlinops and our default `"auto"` (which picks
-forward-over-reverse, `torch.func.jvp` of `torch.func.grad`, whenever `torch.func` can transform the model)
-pay for a forward-mode pass (see "Cost of one HVP"). The sweep also gives each reference tool its best setting
+hessian-eigenthings rebuilds the graph for every product; curvlinops and our `"auto"` (`HessianOperator`'s
+default, which picks forward-over-reverse, `torch.func.jvp` of `torch.func.grad`, whenever `torch.func` can
+transform the model; our estimators default to double backward) pay for a forward-mode pass (see "Cost of one HVP"). The sweep also gives each reference tool its best setting
 in hindsight; hessian-eigenthings has no stopping test at all, so in use its `max_iter` is a guess (its default,
 2k steps, is in the defaults rows), while ours stops on its own residual test.
 

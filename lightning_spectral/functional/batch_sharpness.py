@@ -37,7 +37,12 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from lightning_spectral.functional.hessian_operator import HVP_METHODS, HessianOperator, LossFn
+from lightning_spectral.functional.hessian_operator import (
+    HVP_METHODS,
+    SOLVER_HVP_METHOD,
+    HessianOperator,
+    LossFn,
+)
 from lightning_spectral.functional.parameter_selection import ParamSpec
 from lightning_spectral.linalg import mean_and_std_error
 
@@ -66,7 +71,7 @@ def batch_sharpness(
     batches: list[Any],
     *,
     params: ParamSpec = None,
-    hvp_method: str = "auto",
+    hvp_method: str = SOLVER_HVP_METHOD,
     reduce_fn: Callable[[Tensor], Tensor] | None = None,
 ) -> BatchSharpness:
     """``mean_B g_Bᵀ H_B g_B / ‖g_B‖²`` over ``batches`` (module docstring).
@@ -76,8 +81,9 @@ def batch_sharpness(
         loss_fn: ``loss_fn(model, batch) -> scalar tensor``.
         batches: a non-empty ``list`` of mini-batches, each of the training batch size.
         params: the parameters (see :class:`~lightning_spectral.functional.hessian_operator.HessianOperator`).
-        hvp_method: ``"auto"``, ``"forward_over_reverse"`` or ``"double_backward"``; ``"auto"`` is resolved on
-            the first batch and reused for the others.
+        hvp_method: ``"double_backward"`` (default: the gradient comes with the graph the product needs),
+            ``"forward_over_reverse"`` or ``"auto"``; ``"auto"`` is resolved on the first batch and reused for
+            the others.
         reduce_fn: applied to each gradient and product (e.g. an all-reduce mean across processes).
 
     Returns:

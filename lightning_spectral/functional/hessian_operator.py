@@ -83,6 +83,9 @@ from lightning_spectral.functional.replayed_randomness import ReplayedRandomness
 
 LossFn = Callable[[nn.Module, Any], Tensor]
 HVP_METHODS = ("auto", "forward_over_reverse", "double_backward")
+#: The HVP method of the estimators that take many products (eigenvalues, trace, density, batch sharpness)
+#: when none is given: each product is one backward pass through the kept gradient graph.
+SOLVER_HVP_METHOD = "double_backward"
 # What torch.func raises for a loss it cannot transform; "auto" falls back on these and only these.
 _TRANSFORM_ERRORS = (RuntimeError, NotImplementedError)
 

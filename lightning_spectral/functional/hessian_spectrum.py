@@ -12,7 +12,9 @@
   quadrature, as nodes ``θ`` and weights ``w`` (all weights sum to one) with
   ``E[Σ w f(θ)] = (1/P) Σ_i f(λ_i)`` for every polynomial ``f`` of degree ``< 2·num_steps``.
 
-Each takes ``(model, loss_fn, batch)`` (one batch; see ``HessianOperator`` for ``params`` and ``hvp_method``)
+Each takes ``(model, loss_fn, batch)`` (one batch; see ``HessianOperator`` for ``params`` and ``hvp_method``,
+whose default here is double backward: these estimators take many products, each cheapest through one kept
+gradient graph)
 or a ready ``operator=`` instead, to average several batches (:meth:`HessianOperator.from_batches`), to use a
 distributed ``reduce_fn``, or to share one operator (and its cached gradient graphs) between estimators.
 Randomness (start vector, probes) comes only from ``generator``; ``None`` uses the global torch RNG. A
@@ -37,7 +39,12 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from lightning_spectral.functional.hessian_operator import HVP_METHODS, HessianOperator, LossFn
+from lightning_spectral.functional.hessian_operator import (
+    HVP_METHODS,
+    SOLVER_HVP_METHOD,
+    HessianOperator,
+    LossFn,
+)
 from lightning_spectral.functional.parameter_selection import ParamSpec
 from lightning_spectral.linalg import (
     SpectralDensity,
@@ -89,11 +96,11 @@ def _resolve_operator(
     loss_fn: LossFn | None,
     batch: Any,
     params: ParamSpec,
-    hvp_method: str,
+    hvp_method: str | None,
 ) -> HessianOperator:
     """``operator`` if given (then ``model``, ``loss_fn``, ``batch``, ``params`` and ``hvp_method`` must be
-    left out), else a new operator on the one ``batch``."""
-    if hvp_method not in HVP_METHODS:
+    left out), else a new operator on the one ``batch`` (``hvp_method=None``: :data:`SOLVER_HVP_METHOD`)."""
+    if hvp_method is not None and hvp_method not in HVP_METHODS:
         raise ValueError(f"`hvp_method` must be one of {HVP_METHODS}, got {hvp_method!r}.")
     if operator is not None:
         if not isinstance(operator, HessianOperator):
@@ -105,7 +112,7 @@ def _resolve_operator(
         ]
         if params is not None:
             given.append("params")
-        if hvp_method != "auto":
+        if hvp_method is not None:
             given.append("hvp_method")
         if given:
             raise ValueError(f"`operator` was given together with {given}: pass one or the other.")
@@ -113,7 +120,8 @@ def _resolve_operator(
     if model is None or loss_fn is None or batch is None:
         raise ValueError("Pass `model`, `loss_fn` and `batch`, or a ready `operator`.")
     # Used and dropped inside the call: no parameter copy needed (the model cannot change meanwhile).
-    return HessianOperator(model, loss_fn, batch, params=params, method=hvp_method, copy_params=False)
+    method = SOLVER_HVP_METHOD if hvp_method is None else hvp_method
+    return HessianOperator(model, loss_fn, batch, params=params, method=method, copy_params=False)
 
 
 def warm_start_vector(
@@ -149,7 +157,7 @@ def hessian_eigenvalues(
     max_iter: int = 50,
     v0: Tensor | None = None,
     params: ParamSpec = None,
-    hvp_method: str = "auto",
+    hvp_method: str | None = None,
     generator: torch.Generator | None = None,
     operator: HessianOperator | None = None,
     preconditioner: Tensor | None = None,
@@ -164,7 +172,12 @@ def hessian_eigenvalues(
         max_iter: at most this many Hessian-vector products (``>= k``; clamped to ``P``).
         v0: warm start, ``(P,)`` or ``(P, j)`` previous eigenvectors (see :func:`warm_start_vector`);
             default a Gaussian vector from ``generator``.
-        params, hvp_method: parameter selection and HVP method of the operator built here.
+        params: parameter selection of the operator built here (see :class:`HessianOperator`).
+        hvp_method: its HVP method, ``"double_backward"`` (default: the gradient graph is built once and every
+            product is one more backward pass through it, 2–3× faster than forward-over-reverse on CPU and on
+            an eager GPU in ``benchmarks/RESULTS.md``), ``"forward_over_reverse"`` (keeps no graph between
+            products) or ``"auto"`` (the operator's default: forward-over-reverse where :mod:`torch.func` can
+            transform the loss).
         generator: source of the start (and restart) vectors; ``None`` uses the global torch RNG.
         operator: a ready :class:`HessianOperator` instead of ``model``/``loss_fn``/``batch``/``params``.
         preconditioner: a positive vector ``d`` of length ``P`` (``+inf`` entries allowed: coordinates that do
@@ -233,7 +246,7 @@ def hessian_trace(
     num_matvecs: int = 30,
     method: str = "hutchpp",
     params: ParamSpec = None,
-    hvp_method: str = "auto",
+    hvp_method: str | None = None,
     generator: torch.Generator | None = None,
     operator: HessianOperator | None = None,
 ) -> TraceEstimate:
@@ -259,7 +272,7 @@ def hessian_density(
     num_probes: int = 4,
     num_steps: int = 30,
     params: ParamSpec = None,
-    hvp_method: str = "auto",
+    hvp_method: str | None = None,
     generator: torch.Generator | None = None,
     operator: HessianOperator | None = None,
 ) -> SpectralDensity:

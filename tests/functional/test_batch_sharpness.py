@@ -128,9 +128,12 @@ def test_auto_is_resolved_once_and_reused():
         calls.append(1)
         return torch_mse(net, batch)
 
-    batch_sharpness(model, counting_mse, batches)
+    batch_sharpness(model, counting_mse, batches, hvp_method="auto")
     # First batch: gradient, failed forward-over-reverse attempt, gradient graph; then one graph per batch.
     assert len(calls) == 3 + (len(batches) - 1)
+    calls.clear()
+    batch_sharpness(model, counting_mse, batches)  # default double backward: the graph gives the gradient too
+    assert len(calls) == len(batches)
 
 
 def test_zero_gradients_are_left_out():
