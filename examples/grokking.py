@@ -221,7 +221,7 @@ def train(
         log_dir=log_dir,
         name=f"p={model.hparams.p}_train={model.hparams.train_fraction:g}",
         max_steps=steps,
-        # The NTK monitor's SGD stability indicator is defined for plain SGD only; this is AdamW.
+        # The NTK monitor's SGD stability indicator is defined for torch.optim.SGD only; this is AdamW.
         ignore_warnings=(".*sgd_stability.*",),
         check_val_every_n_epoch=val_every,  # one step per epoch: validate every `val_every` steps
         num_sanity_val_steps=0,

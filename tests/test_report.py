@@ -32,7 +32,7 @@ LAYERS = ("net.0.weight", "net.4.weight")
 
 
 class PlainSGDClassifier(TinyClassifier):
-    """``TinyClassifier`` with plain SGD (no momentum): the optimizer ``sgd_stability`` is defined for."""
+    """``TinyClassifier`` with plain SGD: an optimizer ``sgd_stability`` is defined for."""
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)

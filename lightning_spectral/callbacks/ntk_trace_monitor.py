@@ -4,8 +4,8 @@ Logged under ``spectral/ntk/``: ``trace`` (``tr Θ = Σ_i Σ_k ‖∂f_k(x_i)/�
 ``trace_per_example`` (``tr Θ / n``), ``trace_std_error`` (stochastic methods), ``lambda_max`` and
 ``alignment`` / ``alignment_centered`` / ``alignment_offdiagonal`` when enabled, and ``sgd_stability``, the
 noise-kernel norm 𝒦 of Agarwala & Pennington (2024) for the run's learning rate and training batch size (``≥ 1`` marks the stochastic edge of stability; see
-:mod:`lightning_spectral.functional.sgd_stability` for the formula and its assumptions: MSE loss, plain SGD,
-linearised model). The measurement runs in eval mode (the per-example Jacobians need examples that do not
+:mod:`lightning_spectral.functional.sgd_stability` for the formula and its assumptions: MSE loss,
+``torch.optim.SGD`` (momentum, Nesterov and dampening included), linearised model). The measurement runs in eval mode (the per-example Jacobians need examples that do not
 interact, so BatchNorm uses its running statistics and dropout is off).
 
 Example::
@@ -215,13 +215,15 @@ class NTKTraceMonitor(SpectralMonitor):
     ) -> dict[str, float]:
         settings = sgd_settings(trainer)
         batch_size = training_batch_size(trainer)
-        if settings is None or settings.momentum != 0.0 or batch_size is None:
+        if settings is None or batch_size is None:
             if not self._warned_stability:
                 self._warned_stability = True
                 rank_zero_warn(
-                    "NTKTraceMonitor: `spectral/ntk/sgd_stability` is defined for plain SGD (no momentum) with a "
-                    "known training batch size, so it is not logged for this run."
+                    "NTKTraceMonitor: `spectral/ntk/sgd_stability` is defined for torch.optim.SGD (with or without "
+                    "momentum) with a known training batch size, so it is not logged for this run."
                 )
+            return {}
+        if settings.lr <= 0:
             return {}
         global_batch = batch_size * trainer.world_size * trainer.accumulate_grad_batches
         dataset = getattr(trainer.train_dataloader, "dataset", None)
@@ -235,6 +237,9 @@ class NTKTraceMonitor(SpectralMonitor):
             ntk_lambda_max=lambda_max,
             dataset_size=dataset_size if dataset_size is not None and dataset_size >= global_batch else None,
             loss_scale=self.loss_scale if self.loss_scale is not None else 2.0 / num_outputs,
+            momentum=settings.momentum,
+            nesterov=settings.nesterov,
+            dampening=settings.dampening,
         )
         values = {"sgd_stability": stability.noise_kernel_norm_lower}
         if lambda_max is not None and math.isfinite(stability.noise_kernel_norm_upper):

@@ -42,6 +42,34 @@ so ``λ_max`` and the exact 𝒦 are biased upwards for small ``n``, like any mi
 them on a batch large enough for ``λ_max(Θ_n/n)`` to have settled. ``dataset_size=None`` means ``D ≫ B``
 (``1 − B/D = 1``).
 
+**Momentum** (an extension derived here in the same model; the paper treats plain SGD). ``torch.optim.SGD``
+with momentum μ (buffer ``b ← μb + (1 − d)g``, step ``θ ← θ − ηb``; Nesterov: ``θ ← θ − η(g + μb)``) moves
+each eigenmode's residual and buffer ``s = (z_α, u_α)`` by ``s ← A_α s + e·n_α``, with ``n_α`` the mode's
+gradient noise (variance ``((1/β − 1)/N) λ_α² Σ_γ E z_γ²`` as above):
+
+    heavy ball (dampening d):  A = [[1 − η'λ, −ημ], [(1 − d)λ, μ]],  e = (−η', 1 − d),  η' = η(1 − d)
+    Nesterov:                  A = [[1 − η(1 + μ)λ, −ημ²], [λ, μ]],  e = (−η(1 + μ), 1)
+
+(without momentum torch ignores ``d``: ``A = 1 − ηλ``, ``e = −η``). The second moments ``S_α = E[s sᵀ]`` follow
+``S_α ← A_α S_α A_αᵀ + ((1/β − 1)/N) λ_α² (Σ_γ (S_γ)_zz) e eᵀ``: a linear map that keeps covariance matrices
+positive semi-definite, block-diagonal plus a rank-one coupling through ``Σ_γ (S_γ)_zz``. For such a map the
+spectral radius is below 1 iff every ``A_α`` is stable (the optimizer's mean limit,
+:func:`~lightning_spectral.functional.edge_of_stability.stability_limit`) and the coupling's loop gain at 1 is
+below 1, which is
+
+    𝒦 = ((1 − B/D)/(B·K)) Σ_α λ_α² p_α,       p_α = (X_α)_zz,  X_α = A_α X_α A_αᵀ + e eᵀ
+
+(``p_α``: the summed square of the residual a unit noise kick leaves behind). Without momentum
+``λ² p = ηλ/(2 − ηλ)``, the formula above; with heavy-ball momentum ``λ² p = η'λ(1 + μ)/((1 − μ)(2(1 + μ) −
+η'λ))`` (the variance of an AR(2) process). For small steps every variant gives ``𝒦 ≈ (1 − B/D) η_eff
+tr(Θ̂)/(2BK)`` with the effective step ``η_eff = η'/(1 − μ)``. The bounds from the trace and ``λ_max`` use the
+range of ``g(λ) = λ p(λ)`` on ``[0, λ_max]`` (``𝒦 = ((1 − B/D)/(BK)) Σ_α λ_α g(λ_α)``): ``g`` increases for heavy
+ball (bounds ``g(0) = η_eff/2`` and ``g(λ_max)``), while under Nesterov it first dips (to 0.47·g(0) at
+μ = 0.9), which the lower bound follows (the smallest value of a grid, refined by golden-section search).
+Checked in the tests: the spectral radius of the full second-moment map is 1 where 𝒦 = 1 (heavy ball,
+dampening, Nesterov), and simulated momentum SGD on the linear model decays below the edge and grows above
+it. Coupled weight decay is not part of this model.
+
 Loss normalisation: ``lr`` is the step size on ``(1/(2B)) Σ_i ‖f(x_i) − y_i‖²``. For a loss ``c`` times that,
 pass ``loss_scale=c``: ``torch.nn.MSELoss()`` (mean over the ``B·K`` entries, no ½) is ``loss_scale = 2/K``.
 The effective step ``η = lr · loss_scale`` enters every formula.
@@ -62,6 +90,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from lightning_spectral.functional.edge_of_stability import stability_limit
+
 __all__ = ["SGDStability", "sgd_stability"]
 
 
@@ -80,6 +110,67 @@ class SGDStability:
     noise_kernel_norm_upper: float
     edge_of_stability_ratio: float
     stable: bool | None
+
+
+#: Grid points on ``[0, λ_max]`` where the lower bound's minimum of ``g`` under Nesterov is searched (then
+#: refined by golden-section search in the cell around the smallest value).
+GAIN_GRID_POINTS = 2049
+
+
+@dataclass(frozen=True)
+class _SGDVariant:
+    """The optimizer's step: ``η`` (loss scale included), momentum μ, Nesterov, dampening d."""
+
+    eta: float
+    momentum: float
+    nesterov: bool
+    dampening: float
+
+    @property
+    def step(self) -> float:
+        """``η' = η(1 − d)``, the step on the buffer (torch ignores ``d`` without momentum)."""
+        return self.eta * (1.0 - self.dampening) if self.momentum > 0 else self.eta
+
+    def noise_response(self, lam: Tensor) -> Tensor:
+        """``λ² p(λ) = λ g(λ)`` (module docstring), float64, for ``λ`` below the mean limit."""
+        return lam * self.gain(lam)
+
+    def gain(self, lam: Tensor) -> Tensor:
+        """``g(λ) = λ p(λ)`` in closed form. The residual follows an ARMA(2, 1) process
+        ``z' = φ₁z + φ₂z₋ + c(n + ϑn₋)`` whose variance per unit noise variance is
+        ``c²((1 + ϑ²)(1 − φ₂) + 2φ₁ϑ) / ((1 + φ₂)(1 − φ₂ − φ₁)(1 − φ₂ + φ₁))``; its factor
+        ``1 − φ₂ − φ₁ = η'λ`` is cancelled here against ``λ``, so ``g(0) = η_eff/2`` needs no special case."""
+        mu, eta = self.momentum, self.step
+        if not self.nesterov:  # heavy ball: φ₁ = 1 + μ − η'λ, φ₂ = −μ, c = −η', ϑ = 0
+            return eta * (1.0 + mu) / ((1.0 - mu) * (2.0 * (1.0 + mu) - eta * lam))
+        # Nesterov: φ₁ = 1 + μ − η(1 + μ)λ, φ₂ = −μ(1 − ηλ), c = −η(1 + μ), ϑ = −μ/(1 + μ)
+        theta = -mu / (1.0 + mu)
+        phi1, phi2 = 1.0 + mu - eta * (1.0 + mu) * lam, -mu * (1.0 - eta * lam)
+        numerator = (1.0 + theta**2) * (1.0 - phi2) + 2.0 * phi1 * theta
+        denominator = (1.0 + phi2) * (2.0 * (1.0 + mu) - eta * lam * (1.0 + 2.0 * mu))
+        return eta * (1.0 + mu) ** 2 * numerator / denominator
+
+    @property
+    def eta_effective(self) -> float:
+        return self.step / (1.0 - self.momentum)
+
+    def gain_range(self, lambda_max: float) -> tuple[float, float]:
+        """Smallest and largest ``g`` on ``[0, lambda_max]``: the endpoints for heavy ball (``g`` increases);
+        under Nesterov the smallest of a grid, refined by golden-section search in its cell."""
+        ends = self.gain(torch.tensor([0.0, lambda_max], dtype=torch.float64))
+        if not self.nesterov or lambda_max <= 0:
+            return float(ends.min()), float(ends.max())
+        grid = torch.linspace(0.0, lambda_max, GAIN_GRID_POINTS, dtype=torch.float64)
+        values = self.gain(grid)
+        i = int(values.argmin())
+        low, high = float(grid[max(i - 1, 0)]), float(grid[min(i + 1, GAIN_GRID_POINTS - 1)])
+        ratio = (math.sqrt(5.0) - 1.0) / 2.0
+        for _ in range(60):
+            left, right = high - ratio * (high - low), low + ratio * (high - low)
+            pair = self.gain(torch.tensor([left, right], dtype=torch.float64))
+            low, high = (low, right) if pair[0] <= pair[1] else (left, high)
+        refined = float(self.gain(torch.tensor([0.5 * (low + high)], dtype=torch.float64))[0])
+        return min(float(values.min()), refined), max(float(values.max()), float(ends.max()))
 
 
 def _positive(value: object, name: str) -> float:
@@ -123,6 +214,9 @@ def sgd_stability(
     ntk_lambda_max: float | None = None,
     dataset_size: int | None = None,
     loss_scale: float = 1.0,
+    momentum: float = 0.0,
+    nesterov: bool = False,
+    dampening: float = 0.0,
 ) -> SGDStability:
     """The S-EOS noise-kernel norm 𝒦 of SGD with step ``lr`` and batch size ``batch_size``.
 
@@ -131,9 +225,12 @@ def sgd_stability(
     NTK (bounds on 𝒦 only), as returned by ``ntk_trace(...).trace`` and ``ntk_lambda_max``. ``num_outputs``
     is ``K``, ``dataset_size`` the training-set size ``D`` (``None``: ``D ≫ B``), ``loss_scale`` the factor
     between the loss and ``(1/(2B)) Σ‖f − y‖²`` (``2/K`` for ``torch.nn.MSELoss()``). See the module docstring
-    for the formula and its assumptions.
+    for the formula and its assumptions. ``momentum``, ``nesterov`` and ``dampening`` are those of
+    ``torch.optim.SGD`` (module docstring, *Momentum*).
     """
     eta = _positive(lr, "lr") * _positive(loss_scale, "loss_scale")
+    limit = stability_limit(eta, momentum, nesterov, dampening)  # validates the three; the mean's limit on λ̂
+    variant = _SGDVariant(eta, float(momentum), bool(nesterov), float(dampening))
     batch = _positive_int(batch_size, "batch_size")
     n = _positive_int(ntk_num_examples, "ntk_num_examples")
     k = _positive_int(num_outputs, "num_outputs")
@@ -164,9 +261,10 @@ def sgd_stability(
             )
         normalized = eigenvalues.clamp_min(0.0) / n  # eigenvalues of Θ̂, rounding negatives set to 0
         trace_hat, lambda_max_hat = float(normalized.sum()), float(normalized.max())
-        if eta * lambda_max_hat < 2.0:
-            x = eta * normalized
-            exact = keep / (batch * k) * float((x / (2.0 - x)).sum())
+        if variant.step == 0.0:  # dampening 1: the buffer takes in no gradient, and no noise
+            exact = 0.0
+        elif lambda_max_hat < limit:
+            exact = keep / (batch * k) * float(variant.noise_response(normalized).sum())
         else:
             exact = math.inf
     else:
@@ -178,12 +276,17 @@ def sgd_stability(
             math.nan if ntk_lambda_max is None else _non_negative(ntk_lambda_max, "ntk_lambda_max") / n
         )
 
-    ratio = eta * lambda_max_hat / 2.0
-    lower = keep * eta * trace_hat / (2.0 * batch * k)
-    if math.isnan(ratio):
-        upper = math.inf
+    ratio = lambda_max_hat / limit
+    scale = keep * trace_hat / (batch * k)  # 𝒦 = scale · (a weighted mean of g over the spectrum)
+    if variant.step == 0.0:
+        lower = upper = 0.0
+    elif math.isnan(ratio) or ratio >= 1.0:
+        # without λ_max the dip of g may lie anywhere below the limit
+        low, _ = variant.gain_range(limit * (1.0 - 1e-9)) if variant.nesterov else variant.gain_range(0.0)
+        lower, upper = scale * low, math.inf
     else:
-        upper = lower * 2.0 / (2.0 - eta * lambda_max_hat) if ratio < 1.0 else math.inf
+        low, high = variant.gain_range(lambda_max_hat)
+        lower, upper = scale * low, scale * high
     if ratio >= 1.0 or (exact if exact is not None else lower) >= 1.0:
         stable: bool | None = False
     elif (exact if exact is not None else upper) < 1.0:

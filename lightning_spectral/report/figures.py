@@ -61,7 +61,7 @@ def make_figures(
         ("NTK trace (NTKTraceMonitor)", lambda: ntk_trace(runs, colors)),
         ("NTK alignment (NTKTraceMonitor, compute_alignment=True)", lambda: ntk_alignment(runs, colors)),
         (
-            "sgd_stability (NTKTraceMonitor, plain SGD without momentum only)",
+            "sgd_stability (NTKTraceMonitor, torch.optim.SGD only)",
             lambda: sgd_stability(runs, colors),
         ),
     ]

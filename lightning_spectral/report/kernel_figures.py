@@ -103,10 +103,12 @@ def sgd_stability(runs: Sequence[RunData], colors: dict[str, str]) -> ReportFigu
     style_axes(ax, values, r"noise-kernel norm $\mathcal{K}$")
     run_legend(figure, shown, colors, extra)
     caption = (
-        "The noise-kernel norm 𝒦 ≈ (1 − B/D)·η·tr(Θ̂)/(2BK) of SGD with step η and batch size B (solid: the "
+        "The noise-kernel norm 𝒦 ≈ (1 − B/D)·η·tr(Θ̂)/(2BK) of SGD with step η and batch size B (η/(1 − μ) "
+        "with momentum μ; solid: the "
         "trace-based value, a lower bound; dashed with a shaded band: the upper bound, where logged). The "
         "second moment of SGD's residual grows without bound once 𝒦 > 1, so 𝒦 = 1 (black dashes) is the "
-        "stochastic edge of stability (Agarwala & Pennington 2024). Logged for plain SGD only; the upper "
-        "bound is undefined (a gap) where η·λ_max of the kernel per example reaches 2."
+        "stochastic edge of stability (Agarwala & Pennington 2024). Logged for torch.optim.SGD only; the upper "
+        "bound is undefined (a gap) where λ_max of the kernel per example reaches the optimizer's limit (2/η "
+        "without momentum)."
     )
     return titled(figure, "sgd_stability", "Kernel", "Stochastic edge of stability (sgd_stability)", caption)

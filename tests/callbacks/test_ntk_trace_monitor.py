@@ -18,7 +18,9 @@ from lightning_spectral.callbacks import NTKTraceMonitor
 class Regressor(pl.LightningModule):
     """A tanh MLP with MSE loss (nn.MSELoss convention), plain SGD; the S-EOS setting."""
 
-    def __init__(self, lr=0.05, batch_size=8, momentum=0.0, num_examples=64, use_bn=False):
+    def __init__(
+        self, lr=0.05, batch_size=8, momentum=0.0, num_examples=64, use_bn=False, nesterov=False, adam=False
+    ):
         super().__init__()
         self.save_hyperparameters()
         layers = [nn.Linear(5, 16)] + ([nn.BatchNorm1d(16)] if use_bn else []) + [nn.Tanh(), nn.Linear(16, 2)]
@@ -32,7 +34,14 @@ class Regressor(pl.LightningModule):
         return nn.functional.mse_loss(self(x), y)
 
     def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=self.hparams.lr, momentum=self.hparams.momentum)
+        if self.hparams.adam:
+            return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+        return torch.optim.SGD(
+            self.parameters(),
+            lr=self.hparams.lr,
+            momentum=self.hparams.momentum,
+            nesterov=self.hparams.nesterov,
+        )
 
     def train_dataloader(self):
         g = torch.Generator().manual_seed(0)
@@ -113,18 +122,38 @@ def test_logged_values_equal_explicit_jacobian_references(tmp_path, use_bn):
     )
 
 
-def test_stochastic_trace_logs_its_standard_error_and_skips_stability_for_momentum(tmp_path):
-    monitor = NTKTraceMonitor(every_n_steps=8, method="hutchinson", num_probes=16, strict=True)
+def fit_logging(tmp_path, monitor, model):
     logger = TensorBoardLogger(str(tmp_path), name="tb")
     pl.seed_everything(0)
-    with pytest.warns(UserWarning, match="plain SGD"):
-        pl.Trainer(callbacks=[monitor], **trainer_kwargs(tmp_path, logger=logger, max_epochs=1)).fit(
-            Regressor(momentum=0.9)
-        )
-    scalars = read_tensorboard_scalars(logger.log_dir)
+    pl.Trainer(callbacks=[monitor], **trainer_kwargs(tmp_path, logger=logger, max_epochs=1)).fit(model)
+    return read_tensorboard_scalars(logger.log_dir)
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_stochastic_trace_logs_its_standard_error_and_the_momentum_stability(tmp_path, nesterov):
+    """Under SGD with momentum 0.9 ``sgd_stability`` is 𝒦's lower bound from the logged trace: the effective step
+    ``η/(1 − μ)`` for heavy ball (module docstring of ``sgd_stability``); under Nesterov the bound follows the
+    dip of its gain, so it is lower than that."""
+    monitor = NTKTraceMonitor(every_n_steps=8, method="hutchinson", num_probes=16, strict=True)
+    scalars = fit_logging(tmp_path, monitor, Regressor(momentum=0.9, nesterov=nesterov))
     assert [s for s, _ in scalars["spectral/ntk/trace_std_error"]] == [0, 8]
     assert all(v > 0 for _, v in scalars["spectral/ntk/trace_std_error"])
-    assert "spectral/ntk/sgd_stability" not in scalars
+    eta_effective = 0.05 * 2 / 2 / (1 - 0.9)
+    for (step, per_example), (_, value) in zip(
+        scalars["spectral/ntk/trace_per_example"], scalars["spectral/ntk/sgd_stability"], strict=True
+    ):
+        heavy_ball = (1 - 8 / 64) * eta_effective * per_example / (2 * 8 * 2)
+        if nesterov:
+            assert 0.3 * heavy_ball < value < heavy_ball, step
+        else:
+            assert value == pytest.approx(heavy_ball, rel=1e-6), step
+
+
+def test_no_stability_for_optimizers_other_than_sgd(tmp_path):
+    monitor = NTKTraceMonitor(every_n_steps=8, strict=True)
+    with pytest.warns(UserWarning, match="torch.optim.SGD"):
+        scalars = fit_logging(tmp_path, monitor, Regressor(adam=True))
+    assert "spectral/ntk/trace" in scalars and "spectral/ntk/sgd_stability" not in scalars
 
 
 def test_params_restrict_the_kernel_to_a_parameter_subset(tmp_path):

@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from lightning_spectral.functional.edge_of_stability import stability_limit
 from lightning_spectral.functional.sgd_stability import SGDStability, sgd_stability
 
 DTYPE = torch.float64
@@ -219,3 +220,202 @@ def test_trace_alone_gives_the_lower_bound():
     assert s.stable is None
     unstable = sgd_stability(lr=100.0, batch_size=1, ntk_num_examples=1, ntk_trace=1.0)
     assert unstable.stable is False
+
+
+MOMENTUM_VARIANTS = [
+    {"momentum": 0.5},
+    {"momentum": 0.9},
+    {"momentum": 0.9, "dampening": 0.5},
+    {"momentum": 0.5, "nesterov": True},
+    {"momentum": 0.9, "nesterov": True},
+]
+VARIANT_IDS = ["heavy-ball-0.5", "heavy-ball-0.9", "dampened", "nesterov-0.5", "nesterov-0.9"]
+
+
+def _kick_response(lam: float, lr: float, steps: int = 4000, **variant) -> float:
+    """``Σ_t θ_t²`` after one unit kick to the gradient of ``½λθ²`` (θ starting at 0), taken by
+    ``torch.optim.SGD`` itself: the residual variance a unit noise sample leaves behind (its buffer is
+    created by a step with zero gradient first, so that dampening applies to the kick as to every later one)."""
+    theta = nn.Parameter(torch.zeros(1, dtype=DTYPE))
+    optimizer = torch.optim.SGD([theta], lr=lr, **variant)
+    total = 0.0
+    for step in range(steps):
+        optimizer.zero_grad()
+        (0.5 * lam * theta**2).sum().backward()
+        if step == 1:
+            theta.grad += 1.0
+        optimizer.step()
+        total += theta.item() ** 2
+    return total
+
+
+@pytest.mark.parametrize("variant", MOMENTUM_VARIANTS, ids=VARIANT_IDS)
+def test_momentum_noise_response_is_torch_sgds_kick_response(variant):
+    """One example, one output, D ≫ B = 1: 𝒦 = λ² p with p the summed squared response of torch's SGD to a
+    unit gradient kick, at a small, a middle and a near-edge curvature."""
+    lr = 0.1
+    limit = stability_limit(
+        lr, variant["momentum"], variant.get("nesterov", False), variant.get("dampening", 0.0)
+    )
+    for fraction in (0.05, 0.5, 0.9):
+        lam = fraction * limit
+        s = sgd_stability(
+            lr=lr,
+            batch_size=1,
+            ntk_num_examples=1,
+            ntk_eigenvalues=torch.tensor([lam], dtype=DTYPE),
+            **variant,
+        )
+        assert s.noise_kernel_norm == pytest.approx(lam**2 * _kick_response(lam, lr, **variant), rel=1e-9)
+        assert s.edge_of_stability_ratio == pytest.approx(fraction, rel=1e-12)
+
+
+def _momentum_second_moment_map(lam_hat: torch.Tensor, eta: float, beta: float, **variant) -> torch.Tensor:
+    """The linear map of the per-mode second moments (E z², E zu, E u²) of SGD with momentum (module
+    docstring, *Momentum*), written out from the residual update."""
+    mu, nesterov, d = variant["momentum"], variant.get("nesterov", False), variant.get("dampening", 0.0)
+    blocks, kicks = [], []
+    for lam in lam_hat.tolist():
+        if nesterov:
+            a = torch.tensor([[1 - eta * (1 + mu) * lam, -eta * mu**2], [lam, mu]], dtype=DTYPE)
+            e = torch.tensor([-eta * (1 + mu), 1.0], dtype=DTYPE)
+        else:
+            a = torch.tensor([[1 - eta * (1 - d) * lam, -eta * mu], [(1 - d) * lam, mu]], dtype=DTYPE)
+            e = torch.tensor([-eta * (1 - d), 1 - d], dtype=DTYPE)
+        # vec of the symmetric S as (p, q, r): S ↦ A S Aᵀ
+        (a11, a12), (a21, a22) = a.tolist()
+        blocks.append(
+            torch.tensor(
+                [
+                    [a11 * a11, 2 * a11 * a12, a12 * a12],
+                    [a11 * a21, a11 * a22 + a12 * a21, a12 * a22],
+                    [a21 * a21, 2 * a21 * a22, a22 * a22],
+                ],
+                dtype=DTYPE,
+            )
+        )
+        kicks.append(
+            (1 / beta - 1) / lam_hat.numel() * lam**2 * torch.stack([e[0] ** 2, e[0] * e[1], e[1] ** 2])
+        )
+    reads_zz = torch.zeros(3 * lam_hat.numel(), dtype=DTYPE)
+    reads_zz[0::3] = 1.0
+    return torch.block_diag(*blocks) + torch.outer(torch.cat(kicks), reads_zz)
+
+
+@pytest.mark.parametrize("variant", MOMENTUM_VARIANTS, ids=VARIANT_IDS)
+def test_momentum_edge_is_where_the_second_moment_map_has_spectral_radius_one(variant):
+    g = torch.Generator().manual_seed(1)
+    dataset, batch = 40, 3
+    lam = torch.rand(dataset, dtype=DTYPE, generator=g) ** 4 * 100
+    lam_hat = lam / dataset
+    mean_limit = (
+        stability_limit(
+            1.0, variant["momentum"], variant.get("nesterov", False), variant.get("dampening", 0.0)
+        )
+        / lam_hat.max().item()
+    )  # the lr at which the mean reaches its edge
+
+    def kappa(lr):
+        return sgd_stability(
+            lr=lr,
+            batch_size=batch,
+            ntk_num_examples=dataset,
+            dataset_size=dataset,
+            ntk_eigenvalues=lam,
+            **variant,
+        ).noise_kernel_norm
+
+    low, high = 1e-6, 0.9999 * mean_limit
+    assert kappa(high) > 1  # the S-EOS comes first
+    for _ in range(200):
+        mid = 0.5 * (low + high)
+        low, high = (mid, high) if kappa(mid) < 1 else (low, mid)
+    edge = 0.5 * (low + high)
+
+    def radius(lr):
+        return (
+            torch.linalg.eigvals(_momentum_second_moment_map(lam_hat, lr, batch / dataset, **variant))
+            .abs()
+            .max()
+        )
+
+    assert radius(edge).item() == pytest.approx(1.0, abs=1e-8)
+    assert radius(0.97 * edge) < 1 < radius(1.03 * edge)
+
+
+@pytest.mark.parametrize("variant", MOMENTUM_VARIANTS, ids=VARIANT_IDS)
+def test_momentum_bounds_contain_the_exact_value(variant):
+    """Also under Nesterov, whose g(λ) = λp(λ) dips below g(0): spectra spread over the whole stable range."""
+    g = torch.Generator().manual_seed(2)
+    lr = 0.05
+    limit = stability_limit(
+        lr, variant["momentum"], variant.get("nesterov", False), variant.get("dampening", 0.0)
+    )
+    kwargs = dict(lr=lr, batch_size=2, ntk_num_examples=4, num_outputs=3, dataset_size=50, **variant)
+    for _ in range(20):
+        eigenvalues = torch.rand(12, dtype=DTYPE, generator=g) * 0.95 * limit * 4  # Θ̂ = Θ/4 below the limit
+        exact = sgd_stability(**kwargs, ntk_eigenvalues=eigenvalues)
+        bounds = sgd_stability(**kwargs, ntk_trace=eigenvalues.sum(), ntk_lambda_max=eigenvalues.max().item())
+        trace_only = sgd_stability(**kwargs, ntk_trace=eigenvalues.sum())
+        assert bounds.noise_kernel_norm_lower <= exact.noise_kernel_norm * (1 + 1e-12)
+        assert exact.noise_kernel_norm <= bounds.noise_kernel_norm_upper * (1 + 1e-12)
+        assert trace_only.noise_kernel_norm_lower <= bounds.noise_kernel_norm_lower * (
+            1 + 1e-9
+        )  # solve rounding
+    # small steps: every variant's lower bound is the effective-step formula (1 − B/D) η_eff tr(Θ̂)/(2BK)
+    step = lr * (1 - variant.get("dampening", 0.0))
+    eta_eff = step / (1 - variant["momentum"])
+    if not variant.get("nesterov"):
+        tiny = sgd_stability(**kwargs, ntk_trace=8.0, ntk_lambda_max=1e-6)
+        assert tiny.noise_kernel_norm_lower == pytest.approx((1 - 2 / 50) * eta_eff * (8.0 / 4) / (2 * 2 * 3))
+
+
+@pytest.mark.parametrize(
+    "variant, lr_factor, stable_batch, unstable_batch",
+    [({"momentum": 0.5}, 1.0, 80, 60), ({"momentum": 0.9, "nesterov": True}, 0.5, 80, 60)],
+    ids=["heavy-ball", "nesterov"],
+)
+def test_simulated_momentum_sgd_diverges_beyond_the_edge(variant, lr_factor, stable_batch, unstable_batch):
+    """Momentum SGD on the linear model of test_simulated_sgd_diverges_exactly_beyond_the_edge, the buffer in
+    residual space (``u ← μu + (1/B)ΘPz``, ``z ← z − ηu``; Nesterov ``z ← z − η((1/B)ΘPz + μu)``): the mean-square
+    residual decays at the stable batch size and grows at the unstable one."""
+    torch.manual_seed(0)
+    dataset, width = 200, 600
+    x = torch.randn(dataset, width, dtype=DTYPE) / math.sqrt(width)
+    gram = x @ x.T
+    eigenvalues = torch.linalg.eigvalsh(gram)
+    mu, nesterov = variant["momentum"], variant.get("nesterov", False)
+    lr = lr_factor * dataset / eigenvalues.max().item()  # η λ̂_max ≤ 1, below every variant's mean limit
+
+    def kappa(batch):
+        return sgd_stability(
+            lr=lr,
+            batch_size=batch,
+            ntk_num_examples=dataset,
+            dataset_size=dataset,
+            ntk_eigenvalues=eigenvalues,
+            **variant,
+        )
+
+    def growth_rate(batch, runs=48, steps=800, window=300):
+        z = torch.randn(runs, dataset, dtype=DTYPE)
+        u = torch.zeros(runs, dataset, dtype=DTYPE)
+        log_scale = 0.0
+        for step in range(steps):
+            chosen = torch.rand(runs, dataset).argsort(dim=1)[:, :batch]
+            mask = torch.zeros(runs, dataset, dtype=DTYPE).scatter_(1, chosen, 1.0)
+            gradient = (mask * z) @ gram / batch
+            u = mu * u + gradient
+            z = z - lr * (gradient + mu * u if nesterov else u)
+            mean_square = (z.pow(2).sum(1) + u.pow(2).sum(1)).mean()
+            z, u = z / mean_square.sqrt(), u / mean_square.sqrt()
+            log_scale += math.log(mean_square.item())
+            if step == steps - window - 1:
+                start = log_scale
+        return (log_scale - start) / window
+
+    stable, unstable = kappa(stable_batch), kappa(unstable_batch)
+    assert stable.noise_kernel_norm < 0.85 and stable.stable is True  # 0.76, 0.81
+    assert unstable.noise_kernel_norm > 1.15 and unstable.stable is False  # 1.19, 1.26
+    assert growth_rate(stable_batch) < -0.01
+    assert growth_rate(unstable_batch) > 0.01
