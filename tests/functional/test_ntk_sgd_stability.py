@@ -106,6 +106,38 @@ def test_edge_is_where_the_second_moment_map_has_spectral_radius_one():
     assert radius(0.9 * edge) < 1 < radius(1.1 * edge)
 
 
+def gaussian_features_gram(dataset: int = 200, width: int = 600) -> torch.Tensor:
+    """``X Xᵀ`` of a linear model with Gaussian features (eigenvectors of Θ delocalised, the paper's setting)."""
+    torch.manual_seed(0)
+    x = torch.randn(dataset, width, dtype=DTYPE) / math.sqrt(width)
+    return x @ x.T
+
+
+def simulated_growth_rate(
+    gram, lr, batch, num_outputs=1, momentum=0.0, nesterov=False, runs=48, steps=800, window=300
+) -> float:
+    """Mean log growth per step of the mean-square residual of SGD in residual space, averaged over ``runs``
+    runs and the last ``window`` of ``steps`` steps: ``g = (1/B)ΘP_S z``, buffer ``u ← μu + g``,
+    ``z ← z − ηu`` (Nesterov ``z ← z − η(g + μu)``; without momentum ``z ← z − ηg``), batches of fixed size B
+    drawn without replacement. The state is rescaled every step (the recursion is linear)."""
+    dataset = gram.shape[0]
+    z = torch.randn(runs, dataset, num_outputs, dtype=DTYPE)
+    u = torch.zeros_like(z)
+    log_scale = 0.0
+    for step in range(steps):
+        chosen = torch.rand(runs, dataset).argsort(dim=1)[:, :batch]
+        mask = torch.zeros(runs, dataset, 1, dtype=DTYPE).scatter_(1, chosen[..., None], 1.0)
+        gradient = torch.einsum("ij,rjk->rik", gram, mask * z) / batch
+        u = momentum * u + gradient
+        z = z - lr * (gradient + momentum * u if nesterov else u)
+        mean_square = z.pow(2).sum(dim=(1, 2)).mean()
+        z, u = z / mean_square.sqrt(), u / mean_square.sqrt()
+        log_scale += math.log(mean_square.item())
+        if step == steps - window - 1:
+            start = log_scale
+    return (log_scale - start) / window
+
+
 @pytest.mark.parametrize("num_outputs", [1, 2])
 def test_simulated_sgd_diverges_exactly_beyond_the_edge(num_outputs):
     """SGD on a linear model with Gaussian features (eigenvectors of Θ delocalised, the paper's setting):
@@ -115,10 +147,8 @@ def test_simulated_sgd_diverges_exactly_beyond_the_edge(num_outputs):
     z ← z − (η/B) Θ P_S z, with Θ = (X Xᵀ) ⊗ I_K and P_S the indicator of the batch (fixed size B, drawn
     without replacement). Rates are averaged over 48 runs and the last 300 of 800 steps.
     """
-    torch.manual_seed(0)
-    dataset, width = 200, 600
-    x = torch.randn(dataset, width, dtype=DTYPE) / math.sqrt(width)
-    gram = x @ x.T
+    gram = gaussian_features_gram()
+    dataset = gram.shape[0]
     eigenvalues = torch.linalg.eigvalsh(gram).repeat(num_outputs)  # spectrum of (X Xᵀ) ⊗ I_K
     lr = dataset / torch.linalg.eigvalsh(gram).max().item()  # η λ̂_max = 1
 
@@ -132,28 +162,14 @@ def test_simulated_sgd_diverges_exactly_beyond_the_edge(num_outputs):
             ntk_eigenvalues=eigenvalues,
         )
 
-    def growth_rate(batch, runs=48, steps=800, window=300):
-        z = torch.randn(runs, dataset, num_outputs, dtype=DTYPE)
-        log_scale = 0.0
-        for step in range(steps):
-            chosen = torch.rand(runs, dataset).argsort(dim=1)[:, :batch]
-            mask = torch.zeros(runs, dataset, 1, dtype=DTYPE).scatter_(1, chosen[..., None], 1.0)
-            z = z - (lr / batch) * torch.einsum("ij,rjk->rik", gram, mask * z)
-            mean_square = z.pow(2).sum(dim=(1, 2)).mean()
-            z = z / mean_square.sqrt()
-            log_scale += math.log(mean_square.item())
-            if step == steps - window - 1:
-                start = log_scale
-        return (log_scale - start) / window
-
     stable_batch, unstable_batch = 50, 40
     stable, unstable = kappa(stable_batch), kappa(unstable_batch)
     assert stable.noise_kernel_norm == pytest.approx(0.87, abs=0.01) and stable.stable is True
     assert unstable.noise_kernel_norm == pytest.approx(1.17, abs=0.01) and unstable.stable is False
     assert stable.edge_of_stability_ratio == pytest.approx(0.5)
     # Measured rates: about -0.077 and +0.125 per step (run-to-run noise ~0.003).
-    assert growth_rate(stable_batch) < -0.03
-    assert growth_rate(unstable_batch) > 0.05
+    assert simulated_growth_rate(gram, lr, stable_batch, num_outputs) < -0.03
+    assert simulated_growth_rate(gram, lr, unstable_batch, num_outputs) > 0.05
 
 
 def test_loss_scale_matches_torch_sgd_with_mse_loss():
@@ -379,12 +395,9 @@ def test_simulated_momentum_sgd_diverges_beyond_the_edge(variant, lr_factor, sta
     """Momentum SGD on the linear model of test_simulated_sgd_diverges_exactly_beyond_the_edge, the buffer in
     residual space (``u ← μu + (1/B)ΘPz``, ``z ← z − ηu``; Nesterov ``z ← z − η((1/B)ΘPz + μu)``): the mean-square
     residual decays at the stable batch size and grows at the unstable one."""
-    torch.manual_seed(0)
-    dataset, width = 200, 600
-    x = torch.randn(dataset, width, dtype=DTYPE) / math.sqrt(width)
-    gram = x @ x.T
+    gram = gaussian_features_gram()
+    dataset = gram.shape[0]
     eigenvalues = torch.linalg.eigvalsh(gram)
-    mu, nesterov = variant["momentum"], variant.get("nesterov", False)
     lr = lr_factor * dataset / eigenvalues.max().item()  # η λ̂_max ≤ 1, below every variant's mean limit
 
     def kappa(batch):
@@ -397,25 +410,8 @@ def test_simulated_momentum_sgd_diverges_beyond_the_edge(variant, lr_factor, sta
             **variant,
         )
 
-    def growth_rate(batch, runs=48, steps=800, window=300):
-        z = torch.randn(runs, dataset, dtype=DTYPE)
-        u = torch.zeros(runs, dataset, dtype=DTYPE)
-        log_scale = 0.0
-        for step in range(steps):
-            chosen = torch.rand(runs, dataset).argsort(dim=1)[:, :batch]
-            mask = torch.zeros(runs, dataset, dtype=DTYPE).scatter_(1, chosen, 1.0)
-            gradient = (mask * z) @ gram / batch
-            u = mu * u + gradient
-            z = z - lr * (gradient + mu * u if nesterov else u)
-            mean_square = (z.pow(2).sum(1) + u.pow(2).sum(1)).mean()
-            z, u = z / mean_square.sqrt(), u / mean_square.sqrt()
-            log_scale += math.log(mean_square.item())
-            if step == steps - window - 1:
-                start = log_scale
-        return (log_scale - start) / window
-
     stable, unstable = kappa(stable_batch), kappa(unstable_batch)
     assert stable.noise_kernel_norm < 0.85 and stable.stable is True  # 0.76, 0.81
     assert unstable.noise_kernel_norm > 1.15 and unstable.stable is False  # 1.19, 1.26
-    assert growth_rate(stable_batch) < -0.01
-    assert growth_rate(unstable_batch) > 0.01
+    assert simulated_growth_rate(gram, lr, stable_batch, **variant) < -0.01
+    assert simulated_growth_rate(gram, lr, unstable_batch, **variant) > 0.01
