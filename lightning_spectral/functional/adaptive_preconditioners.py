@@ -45,11 +45,12 @@ Cohen et al. observe that under full-batch training the *preconditioned sharpnes
 limit and hovers there, while the preconditioner keeps adapting (λ_max of ``H`` itself keeps rising). Weight
 decay is not part of ``D`` nor of the limits: decoupled decay (AdamW) multiplies the step's contraction by
 ``1 − ηλ_wd``, which lowers the limit by the factor ``1 − ηλ_wd/2`` (the same Jury condition; ``5·10⁻⁵`` at
-``η = 10⁻³``, ``λ_wd = 0.1``), and coupled L2 adds ``λ_wd`` to ``H`` (``D⁻¹(H + λ_wd I)``). Param groups with their own step size ``η_g`` are folded into ``D`` (``η_g D⁻¹ =
-η_0 (η_0/η_g · D)⁻¹``, ``η_0`` the first group's step size, the one the limit is stated with; ``+inf`` for a
-group with ``η_g = 0``, which does not move); groups whose momentum (β₁, μ) differs have no single limit, and
-no preconditioner is returned for them (nor, under NAdam, for parameters whose step counts differ: the limit
-depends on the step through its momentum schedule).
+``η = 10⁻³``, ``λ_wd = 0.1``), and coupled L2 adds ``λ_wd`` to ``H`` (``D⁻¹(H + λ_wd I)``). Param groups with
+their own step size ``η_g`` are folded into ``D`` (``η_g D⁻¹ = η_0 (η_0/η_g · D)⁻¹``, ``η_0`` the first group's
+step size, the one the limit is stated with; ``+inf`` for a group with ``η_g = 0``, which does not move);
+groups whose momentum (β₁, μ) differs have no single limit, and no preconditioner is returned for them (nor,
+under NAdam, for parameters whose step counts differ: the limit depends on the step through its momentum
+schedule).
 
 Example::
 

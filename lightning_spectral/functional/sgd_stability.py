@@ -150,10 +150,6 @@ class _SGDVariant:
         denominator = (1.0 + phi2) * (2.0 * (1.0 + mu) - eta * lam * (1.0 + 2.0 * mu))
         return eta * (1.0 + mu) ** 2 * numerator / denominator
 
-    @property
-    def eta_effective(self) -> float:
-        return self.step / (1.0 - self.momentum)
-
     def gain_range(self, lambda_max: float) -> tuple[float, float]:
         """Smallest and largest ``g`` on ``[0, lambda_max]``: the endpoints for heavy ball (``g`` increases);
         under Nesterov the smallest of a grid, refined by golden-section search in its cell."""
