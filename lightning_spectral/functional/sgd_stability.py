@@ -100,8 +100,10 @@ class SGDStability:
     """The S-EOS indicator and the full-batch edge-of-stability ratio (see the module docstring).
 
     ``noise_kernel_norm`` is 𝒦 (``None`` when only the trace and ``λ_max`` were given); the bounds always
-    hold (``noise_kernel_norm_upper`` is ``inf`` when ``ηλ_max ≥ 2``). ``edge_of_stability_ratio`` is
-    ``ηλ_max(Θ̂)/2``. ``stable`` is True when ``ratio < 1`` and 𝒦 (or, without the spectrum, its upper bound)
+    hold (``noise_kernel_norm_upper`` is ``inf`` once the mean is past its limit, ``ηλ_max ≥ 2`` without
+    momentum). ``edge_of_stability_ratio`` is ``λ_max(Θ̂)`` over the optimizer's mean limit
+    (:func:`~lightning_spectral.functional.edge_of_stability.stability_limit`; ``ηλ_max(Θ̂)/2`` without
+    momentum). ``stable`` is True when ``ratio < 1`` and 𝒦 (or, without the spectrum, its upper bound)
     ``< 1``; False when ``ratio ≥ 1`` or 𝒦 (or its lower bound) ``≥ 1``; ``None`` when the bounds straddle 1.
     """
 
