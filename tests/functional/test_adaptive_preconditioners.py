@@ -1,6 +1,7 @@
-"""Adam's and RMSprop's preconditioners against the moment estimates recomputed from the gradients, their
-stability limits against ``torch.optim.Adam`` / ``RMSprop`` themselves (with the second moment frozen), and the
-preconditioned Hessian eigenvalues against the dense ``D⁻¹H``."""
+"""The preconditioners of Adam, RMSprop, Adamax, RAdam and Adagrad against their states recomputed from the
+gradients, their stability limits against the torch optimizers themselves (with the second moment frozen), and
+the preconditioned Hessian eigenvalues against the dense ``D⁻¹H`` (NAdam and Adadelta:
+test_nadam_adadelta_preconditioners.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,12 @@ import math
 
 import pytest
 import torch
+from spectral_testing.frozen_preconditioner import (
+    BETA2,
+    STEP,
+    diverges_with_frozen_preconditioner,
+    optimizer_steps,
+)
 from spectral_testing.references import dense_hessian
 from torch import nn
 
@@ -16,25 +23,9 @@ from lightning_spectral.functional import (
     adam_stability_limit,
     adaptive_preconditioning,
     hessian_eigenvalues,
-    nadam_stability_limit,
     rmsprop_preconditioner,
     stability_limit,
 )
-
-
-def adam_steps(optimizer_class, steps=5, **kwargs):
-    """A few Adam steps on a tiny model; returns the parameters, the optimizer and the gradients it took."""
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1)).double()
-    optimizer = optimizer_class(model.parameters(), lr=0.01, **kwargs)
-    x, y = torch.randn(8, 3, dtype=torch.float64), torch.randn(8, 1, dtype=torch.float64)
-    grads = []
-    for _ in range(steps):
-        optimizer.zero_grad()
-        ((model(x) - y) ** 2).mean().backward()
-        grads.append(torch.cat([p.grad.reshape(-1) for p in model.parameters()]).clone())
-        optimizer.step()
-    return list(model.parameters()), optimizer, grads
 
 
 @pytest.mark.parametrize(
@@ -48,7 +39,7 @@ def adam_steps(optimizer_class, steps=5, **kwargs):
     ids=["adam", "adam-betas-eps", "adamw", "amsgrad"],
 )
 def test_preconditioner_from_the_moments_recomputed_from_the_gradients(optimizer_class, kwargs):
-    params, optimizer, grads = adam_steps(optimizer_class, **kwargs)
+    params, optimizer, grads = optimizer_steps(optimizer_class, **kwargs)
     beta1, beta2 = kwargs.get("betas", (0.9, 0.999))
     eps = kwargs.get("eps", 1e-8)
     v = torch.zeros_like(grads[0])
@@ -63,15 +54,12 @@ def test_preconditioner_from_the_moments_recomputed_from_the_gradients(optimizer
 
 
 def test_no_preconditioner_before_a_step_for_sgd_or_a_parameter_outside_the_optimizer():
-    params, optimizer, _ = adam_steps(torch.optim.Adam, steps=0)
+    params, optimizer, _ = optimizer_steps(torch.optim.Adam, steps=0)
     assert adam_preconditioner(optimizer, params) is None
-    params, optimizer, _ = adam_steps(torch.optim.Adam, steps=1)
+    params, optimizer, _ = optimizer_steps(torch.optim.Adam, steps=1)
     assert adam_preconditioner(optimizer, [*params, nn.Parameter(torch.ones(2))]) is None
-    params, optimizer, _ = adam_steps(torch.optim.SGD, steps=1)
+    params, optimizer, _ = optimizer_steps(torch.optim.SGD, steps=1)
     assert adam_preconditioner(optimizer, params) is None
-
-
-BETA2, STEP = 1 - 1e-15, 1e17  # β₂ᵗ = e⁻¹⁰⁰: the bias corrections are 1
 
 
 def test_param_groups_fold_their_step_sizes_in_and_different_beta1_has_no_preconditioner():
@@ -116,49 +104,8 @@ def test_param_groups_fold_their_step_sizes_in_and_different_beta1_has_no_precon
     assert adam_preconditioner(mixed, parameters) is None
 
 
-def _diverges_with_frozen_preconditioner(
-    optimizer_class,
-    curvature: float,
-    second_moment: float,
-    key: str,
-    steps: int = 5000,
-    scale: float = 1.0,
-    pins: dict[str, float] | None = None,
-    **kwargs,
-) -> bool:
-    """``optimizer_class`` on ``½·a·θ²`` with its second-moment state ``key`` pinned at ``second_moment`` (a
-    frozen preconditioner): with β₂ / α = 1 − 10⁻¹⁵ a step's own gradient moves it by ``10⁻¹⁵·a²θ²/v`` < 10⁻⁴
-    relative while ``|θ| ≤ 10⁴``, and it is reset after every step; the first moment / momentum buffer start at
-    zero. The threshold 10⁴ is far above the transient growth of a stable run (≈ 7 at momentum 0.9 and 0.99 of
-    the limit). ``scale`` shrinks the start (and the threshold) for Adamax, whose ``max(β₂u, |g|)`` stays at the
-    pinned ``u`` only while the gradients are smaller than it (the problem is linear: only growth matters).
-    ``pins``: more state entries held at a value (Adadelta's ``acc_delta``). NAdam's ``Π_t`` is set to its
-    value after ``STEP`` steps, 0."""
-    pins = {key: second_moment, **(pins or {})}
-    theta = nn.Parameter(torch.ones(1, dtype=torch.float64))
-    optimizer = optimizer_class([theta], eps=0.0, **kwargs)
-    theta.grad = torch.ones(1, dtype=torch.float64)
-    optimizer.step()
-    state = optimizer.state[theta]
-    for name in ("exp_avg", "momentum_buffer", "mu_product"):
-        if name in state:
-            state[name].zero_()
-    state["step"].fill_(STEP)
-    with torch.no_grad():
-        theta.fill_(scale)
-    for _ in range(steps):
-        for name, value in pins.items():  # undo the step's own 10⁻¹⁵·g² update
-            state[name].fill_(value)
-        optimizer.zero_grad()
-        (0.5 * curvature * theta**2).sum().backward()
-        optimizer.step()
-        if not theta.abs().item() <= 1e4 * scale:
-            return True
-    return False
-
-
 def _adam_diverges(curvature: float, lr: float, beta1: float, second_moment: float) -> bool:
-    return _diverges_with_frozen_preconditioner(
+    return diverges_with_frozen_preconditioner(
         torch.optim.Adam, curvature, second_moment, "exp_avg_sq", lr=lr, betas=(beta1, BETA2)
     )
 
@@ -194,7 +141,7 @@ def test_limit_at_the_papers_setting_and_validation():
     ids=["plain", "centered", "momentum"],
 )
 def test_rmsprop_preconditioner_from_the_averages_recomputed_from_the_gradients(kwargs):
-    params, optimizer, grads = adam_steps(torch.optim.RMSprop, **kwargs)
+    params, optimizer, grads = optimizer_steps(torch.optim.RMSprop, **kwargs)
     alpha, eps = kwargs.get("alpha", 0.99), kwargs.get("eps", 1e-8)
     v, mean = torch.zeros_like(grads[0]), torch.zeros_like(grads[0])
     for g in grads:
@@ -208,18 +155,18 @@ def test_rmsprop_preconditioner_from_the_averages_recomputed_from_the_gradients(
 
 
 def test_dispatch_gives_each_optimizer_its_limit_and_nothing_for_sgd():
-    params, optimizer, _ = adam_steps(torch.optim.Adam, betas=(0.8, 0.999))
+    params, optimizer, _ = optimizer_steps(torch.optim.Adam, betas=(0.8, 0.999))
     step = adaptive_preconditioning(optimizer, params)
     assert step.optimizer == "Adam" and step.limit == pytest.approx((2 + 1.6) / (0.2 * 0.01))
     torch.testing.assert_close(step.diagonal, adam_preconditioner(optimizer, params), rtol=0, atol=0)
-    params, optimizer, _ = adam_steps(torch.optim.SGD)
+    params, optimizer, _ = optimizer_steps(torch.optim.SGD)
     assert adaptive_preconditioning(optimizer, params) is None
-    params, optimizer, _ = adam_steps(torch.optim.RMSprop, steps=0)
+    params, optimizer, _ = optimizer_steps(torch.optim.RMSprop, steps=0)
     assert adaptive_preconditioning(optimizer, params) is None
 
 
 def _rmsprop_diverges(curvature: float, lr: float, momentum: float, second_moment: float) -> bool:
-    return _diverges_with_frozen_preconditioner(
+    return diverges_with_frozen_preconditioner(
         torch.optim.RMSprop, curvature, second_moment, "square_avg", lr=lr, alpha=BETA2, momentum=momentum
     )
 
@@ -238,7 +185,7 @@ def squared_error(net, batch):
 
 
 def test_preconditioned_eigenvalues_are_those_of_the_dense_d_inverse_h():
-    params, optimizer, _ = adam_steps(torch.optim.Adam)
+    params, optimizer, _ = optimizer_steps(torch.optim.Adam)
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1)).double()
     with torch.no_grad():
@@ -286,7 +233,7 @@ def test_adamax_and_radam_preconditioners_from_the_states_recomputed_from_the_gr
     """Adamax: ``(1 − β₁ᵗ)·u_t``, ``u_t = max(β₂u, |g| + ε)``. RAdam: ``(1 − β₁ᵗ)·I`` while ``ρ_t ≤ 5`` (3 steps),
     ``(1 − β₁ᵗ)/r_t·(√v̂ + ε/√(1 − β₂ᵗ))`` after (10 steps). Both with Adam's limit."""
     beta1, beta2, eps = 0.9, 0.999, 1e-8
-    params, optimizer, grads = adam_steps(torch.optim.Adamax, steps=5)
+    params, optimizer, grads = optimizer_steps(torch.optim.Adamax, steps=5)
     u = torch.zeros_like(grads[0])
     for g in grads:
         u = torch.maximum(beta2 * u, g.abs() + eps)
@@ -294,13 +241,13 @@ def test_adamax_and_radam_preconditioners_from_the_states_recomputed_from_the_gr
     assert step.optimizer == "Adamax" and step.limit == pytest.approx(adam_stability_limit(0.01, beta1))
     torch.testing.assert_close(step.diagonal, (1 - beta1**5) * u, rtol=1e-12, atol=0)
 
-    params, optimizer, _ = adam_steps(torch.optim.RAdam, steps=3)
+    params, optimizer, _ = optimizer_steps(torch.optim.RAdam, steps=3)
     step = adaptive_preconditioning(optimizer, params)
     assert step.optimizer == "RAdam"
     torch.testing.assert_close(
         step.diagonal, torch.full_like(step.diagonal, 1 - beta1**3), rtol=1e-12, atol=0
     )
-    params, optimizer, grads = adam_steps(torch.optim.RAdam, steps=10)
+    params, optimizer, grads = optimizer_steps(torch.optim.RAdam, steps=10)
     v = torch.zeros_like(grads[0])
     for g in grads:
         v = beta2 * v + (1 - beta2) * g**2
@@ -336,7 +283,7 @@ def test_adamax_and_radam_limits_separate_stable_from_divergent_with_a_frozen_pr
     assert d == pytest.approx(pinned if key == "exp_inf" else math.sqrt(pinned), rel=1e-6)
 
     def diverges(curvature: float) -> bool:
-        return _diverges_with_frozen_preconditioner(
+        return diverges_with_frozen_preconditioner(
             optimizer_class, curvature, pinned, key, scale=scale, lr=lr, betas=(beta1, BETA2)
         )
 
@@ -346,7 +293,9 @@ def test_adamax_and_radam_limits_separate_stable_from_divergent_with_a_frozen_pr
 
 def test_adagrad_preconditioner_from_the_sum_recomputed_from_the_gradients():
     """``D = (1 + t·lr_decay)·(√(s_0 + Σg²) + ε)``: the next step's decayed step size folded in; limit ``2/η``."""
-    params, optimizer, grads = adam_steps(torch.optim.Adagrad, lr_decay=0.05, initial_accumulator_value=0.1)
+    params, optimizer, grads = optimizer_steps(
+        torch.optim.Adagrad, lr_decay=0.05, initial_accumulator_value=0.1
+    )
     accumulated = 0.1 + sum(g**2 for g in grads)
     step = adaptive_preconditioning(optimizer, params)
     assert step.optimizer == "Adagrad" and step.limit == pytest.approx(2 / 0.01)
@@ -359,107 +308,9 @@ def test_adagrad_limit_separates_stable_from_divergent_with_a_frozen_preconditio
     d = math.sqrt(pinned)
 
     def diverges(curvature: float) -> bool:
-        return _diverges_with_frozen_preconditioner(
+        return diverges_with_frozen_preconditioner(
             torch.optim.Adagrad, curvature, pinned, "sum", scale=1e-8, lr=lr
         )
 
     assert not diverges(0.99 * stability_limit(lr, 0.0) * d)
     assert diverges(1.01 * stability_limit(lr, 0.0) * d)
-
-
-def _nadam_coefficients(beta1: float, momentum_decay: float, steps: int) -> tuple[float, float, float]:
-    """``μ_t``, ``μ_{t+1}`` and ``Π_t`` after ``steps`` steps, multiplied out step by step."""
-    mus = [beta1 * (1 - 0.5 * 0.96 ** (t * momentum_decay)) for t in range(1, steps + 2)]
-    return mus[steps - 1], mus[steps], math.prod(mus[:steps])
-
-
-@pytest.mark.parametrize("kwargs", [{}, {"betas": (0.5, 0.99), "momentum_decay": 0.1, "eps": 1e-4}])
-def test_nadam_preconditioner_and_limit_from_the_states_recomputed_from_the_gradients(kwargs):
-    """``D = √v̂ + ε``; the limit ``2(1 + β₁)/(η(c₁(1 + β₁) + c₂(1 − β₁)))`` with the last step's
-    ``c₁ = (1 − μ_t)/(1 − Π_t)``, ``c₂ = μ_{t+1}/(1 − Π_t μ_{t+1})``."""
-    params, optimizer, grads = adam_steps(torch.optim.NAdam, **kwargs)
-    beta1, beta2 = kwargs.get("betas", (0.9, 0.999))
-    v = torch.zeros_like(grads[0])
-    for g in grads:
-        v = beta2 * v + (1 - beta2) * g**2
-    t = len(grads)
-    step = adaptive_preconditioning(optimizer, params)
-    assert step.optimizer == "NAdam"
-    expected = (v / (1 - beta2**t)).sqrt() + kwargs.get("eps", 1e-8)
-    torch.testing.assert_close(step.diagonal, expected, rtol=1e-12, atol=0)
-    mu, mu_next, product = _nadam_coefficients(beta1, kwargs.get("momentum_decay", 4e-3), t)
-    c1, c2 = (1 - mu) / (1 - product), mu_next / (1 - product * mu_next)
-    assert step.limit == pytest.approx(
-        2 * (1 + beta1) / (0.01 * (c1 * (1 + beta1) + c2 * (1 - beta1))), rel=1e-6
-    )  # torch keeps Π_t in float32
-
-
-@pytest.mark.parametrize(
-    "beta1, momentum_decay, limit_times_lr",
-    [
-        (0.9, 4e-3, 3.8 / (0.1 * 2.8)),  # μ = β₁ after 10¹⁷ steps: Nesterov's limit on Adam's step
-        (0.9, 0.0, None),  # μ = β₁/2 throughout
-        (0.0, 4e-3, 2.0),  # no momentum: 2/η
-    ],
-)
-def test_nadam_limit_separates_stable_from_divergent_with_a_frozen_preconditioner(
-    beta1, momentum_decay, limit_times_lr
-):
-    lr, pinned = 0.1, 0.25
-    limit = nadam_stability_limit(lr, beta1, momentum_decay, STEP, 0.0)
-    if limit_times_lr is not None:
-        assert limit * lr == pytest.approx(limit_times_lr, rel=1e-12)
-    d = math.sqrt(pinned)
-
-    def diverges(curvature: float) -> bool:
-        return _diverges_with_frozen_preconditioner(
-            torch.optim.NAdam,
-            curvature,
-            pinned,
-            "exp_avg_sq",
-            lr=lr,
-            betas=(beta1, BETA2),
-            momentum_decay=momentum_decay,
-        )
-
-    assert not diverges(0.99 * limit * d)
-    assert diverges(1.01 * limit * d)
-
-
-def test_adadelta_preconditioner_from_the_averages_and_its_limit_against_torchs_adadelta():
-    """``D = √(v + ε)/√(u + ε)`` from the squared-gradient and squared-update averages, limit ``2/η``; with both
-    averages pinned, ``torch.optim.Adadelta`` is stable just below it and diverges just above."""
-    params, optimizer, grads = adam_steps(torch.optim.Adadelta, rho=0.8, eps=1e-4)
-    v, u = torch.zeros_like(grads[0]), torch.zeros_like(grads[0])
-    for g in grads:
-        v = 0.8 * v + 0.2 * g**2
-        delta = (u + 1e-4).sqrt() / (v + 1e-4).sqrt() * g
-        u = 0.8 * u + 0.2 * delta**2
-    step = adaptive_preconditioning(optimizer, params)
-    assert step.optimizer == "Adadelta" and step.limit == pytest.approx(2 / 0.01)
-    torch.testing.assert_close(step.diagonal, (v + 1e-4).sqrt() / (u + 1e-4).sqrt(), rtol=1e-10, atol=0)
-
-    lr, square_avg, acc_delta = 0.5, 0.25, 0.04
-    d = math.sqrt(square_avg / acc_delta)
-
-    def diverges(curvature: float) -> bool:
-        return _diverges_with_frozen_preconditioner(
-            torch.optim.Adadelta,
-            curvature,
-            square_avg,
-            "square_avg",
-            pins={"acc_delta": acc_delta},
-            lr=lr,
-            rho=BETA2,
-        )
-
-    assert not diverges(0.99 * stability_limit(lr) * d)
-    assert diverges(1.01 * stability_limit(lr) * d)
-
-
-@pytest.mark.parametrize(
-    "optimizer_class", [torch.optim.Adam, torch.optim.NAdam, torch.optim.RMSprop, torch.optim.Adadelta]
-)
-def test_no_preconditioner_when_the_optimizer_maximizes(optimizer_class):
-    params, optimizer, _ = adam_steps(optimizer_class, maximize=True)
-    assert adaptive_preconditioning(optimizer, params) is None
