@@ -1,5 +1,4 @@
 """Hessian eigenvalue benchmarks: our Lanczos against PyHessian, hessian-eigenthings and curvlinops + eigsh.
-
 Run from the repository root::
 
     python -m benchmarks.bench_hessian [--quick] [--no-write] [--device {cpu,cuda}]
@@ -52,27 +51,24 @@ initialisation.
    warm (``v0=`` the previous eigenvectors). Errors against a float64 reference at the new point. Target:
    ≥ 2× fewer HVPs warm.
 
-The reference tools are imported lazily; without them their rows say "not installed" and the rest runs.
+The reference tools are imported lazily; without them their rows say "not installed" and the rest runs. The
+problems and the float64 reference are in ``benchmarks/hessian_problems.py``, the tools (ours and the reference
+tools, each a run, a product and a sweep) in ``benchmarks/hessian_tools.py``; this module measures and reports.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import importlib
-import importlib.metadata
 import math
 import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
-from torch import Tensor, nn
 
 from benchmarks.common import (
     Target,
@@ -81,11 +77,40 @@ from benchmarks.common import (
     machine_description,
     markdown_table,
     median_time,
-    package_versions,
     seeded,
     skipped,
     use_device_results,
     write_section,
+)
+from benchmarks.hessian_problems import (
+    PRETRAIN_STEPS,
+    REFERENCE_TOL,
+    SEED,
+    SGD_BATCH,
+    SGD_LR,
+    Problem,
+    build_problem,
+    float64_reference,
+    log,
+    loss_fn,
+    relative_error,
+    sgd_steps,
+)
+from benchmarks.hessian_tools import (
+    GRAPH_METHODS,
+    HVP_CAP,
+    OURS_AUTO,
+    PYHESSIAN_MAX_ITER,
+    Matvec,
+    Run,
+    RunFn,
+    Setting,
+    Tool,
+    label,
+    make_tools,
+    our_matvec,
+    our_run,
+    tool_versions,
 )
 from lightning_spectral.full_precision import full_float32_precision
 from lightning_spectral.functional import HessianOperator, HVPGraph, hessian_eigenvalues
@@ -93,476 +118,12 @@ from lightning_spectral.functional import HessianOperator, HVPGraph, hessian_eig
 TARGET_ERROR = 1e-3
 TARGET_TIME_RATIO = 1 / 3
 TARGET_WARM_RATIO = 2.0
-SEED = 0
-PRETRAIN_STEPS = 300
-SGD_BATCH, SGD_LR = 64, 0.1
-MLP_BATCH, CNN_BATCH = 512, 256
-REFERENCE_TOL = 1e-10
-REFERENCE_MAX_ITER = 400
-#: A run past this many HVPs is stopped and counts as failed (bounds a slowly converging setting).
-HVP_CAP = 400
-PYHESSIAN_MAX_ITER = 1000  # per eigenvalue: its own default of 100 would cap the sweep below HVP_CAP
 WARM_STEPS = (10, 100)
 HVP_TIMING_CALLS = 3  # products per timing round in the per-HVP table
 #: Idle time before every timed run: after ARPACK (curvlinops + eigsh) NumPy's OpenBLAS threads spin for about
 #: 0.1 s, and a run started at once took 2–4× its time on 2 cores (measured: 55–118 ms instead of 27 ms for
 #: ours, MLP, k = 3); whichever tool followed eigsh in the round robin paid for it.
 QUIET_SECONDS = 0.3
-
-Setting = dict[str, Any]
-#: The estimators' default HVP (``hessian_eigenvalues(model, loss_fn, batch)``, the monitor's default too).
-OURS = "ours (Lanczos, default hvp_method=double_backward)"
-#: ``HessianOperator``'s own default, forward-over-reverse where torch.func can transform the loss.
-OURS_AUTO = "ours (Lanczos, hvp_method=auto)"
-#: On CUDA only: products replayed from a CUDA graph captured by an earlier run (HVPGraph; capture cost below).
-GRAPH_METHODS = ("double_backward", "forward_over_reverse")
-Matvec = Callable[[Tensor], Tensor]
-
-
-def log(message: str) -> None:
-    print(message, flush=True)
-
-
-# ------------------------------------------------------------------------------------------ problems
-
-
-def loss_fn(model: nn.Module, batch: tuple[Tensor, Tensor]) -> Tensor:
-    return nn.functional.cross_entropy(model(batch[0]), batch[1])
-
-
-def digits() -> tuple[Tensor, Tensor]:
-    """scikit-learn's 8×8 digits: ``x (1797, 64)`` in ``[0, 1]`` (float32) and labels ``y (1797,)``."""
-    from sklearn.datasets import load_digits
-
-    data = load_digits()
-    return torch.tensor(data.data, dtype=torch.float32) / 16.0, torch.tensor(data.target, dtype=torch.long)
-
-
-def make_mlp() -> nn.Module:
-    torch.manual_seed(SEED)
-    return nn.Sequential(nn.Linear(64, 160), nn.Tanh(), nn.Linear(160, 128), nn.Tanh(), nn.Linear(128, 10))
-
-
-def make_cnn() -> nn.Module:
-    torch.manual_seed(SEED)
-    return nn.Sequential(
-        nn.Unflatten(1, (1, 8, 8)),
-        nn.Conv2d(1, 4, 3, padding=1),
-        nn.Tanh(),
-        nn.Conv2d(4, 8, 3, padding=1),
-        nn.Tanh(),
-        nn.Flatten(),
-        nn.Linear(512, 576),
-        nn.Tanh(),
-        nn.Linear(576, 10),
-    )
-
-
-def sgd_steps(model: nn.Module, x: Tensor, y: Tensor, steps: int, generator: torch.Generator) -> None:
-    """``steps`` steps of minibatch SGD (batch ``SGD_BATCH``, learning rate ``SGD_LR``) on ``(x, y)``; the
-    indices are drawn from ``generator`` (CPU) and moved to ``x``'s device."""
-    optimizer = torch.optim.SGD(model.parameters(), lr=SGD_LR)
-    for _ in range(steps):
-        index = torch.randint(0, x.shape[0], (SGD_BATCH,), generator=generator).to(x.device)
-        optimizer.zero_grad(set_to_none=True)
-        loss_fn(model, (x[index], y[index])).backward()
-        optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-
-
-@dataclass
-class Reference:
-    """Float64 top eigenvalues (descending) and eigenvectors ``(P, k)``, the HVPs they took, the cross-check."""
-
-    values: Tensor
-    vectors: Tensor
-    hvps: int
-    crosscheck: str
-
-
-@dataclass
-class Problem:
-    name: str
-    description: str
-    model: nn.Module
-    batch: tuple[Tensor, Tensor]
-    data: tuple[Tensor, Tensor]
-    reference: Reference | None = None
-
-    @property
-    def dim(self) -> int:
-        return sum(p.numel() for p in self.model.parameters())
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-
-def build_problem(name: str, device: torch.device) -> Problem:
-    """The model pretrained on the CPU (the same weights for every device), then moved with its data."""
-    x, y = digits()
-    if name == "MLP":
-        model, size = make_mlp(), MLP_BATCH
-        description = f"MLP 64→160→128→10 (tanh); batch: first {size} digits"
-    else:
-        model, size = make_cnn(), CNN_BATCH
-        description = f"CNN conv 1→4→8 (3×3) → 512→576→10 (tanh); batch: first {size} digits as 1×8×8"
-    sgd_steps(model, x, y, PRETRAIN_STEPS, seeded(SEED))
-    x, y = x.to(device), y.to(device)
-    return Problem(name, description, model.to(device), (x[:size], y[:size]), (x, y))
-
-
-def float64_reference(model: nn.Module, batch: tuple[Tensor, Tensor], k: int, crosscheck: bool) -> Reference:
-    """Top-``k`` eigenvalues of the float64 Hessian by our Lanczos at ``REFERENCE_TOL`` (+ an eigsh check),
-    computed on the model's device; the returned values and vectors are on the CPU."""
-    model64 = copy.deepcopy(model).double()
-    op = HessianOperator(model64, loss_fn, (batch[0].double(), batch[1]), method="double_backward")
-    result = hessian_eigenvalues(
-        operator=op,
-        k=k,
-        tol=REFERENCE_TOL,
-        max_iter=REFERENCE_MAX_ITER,
-        generator=seeded(SEED + 7, op.device),
-    )
-    if not result.converged:
-        raise RuntimeError(f"the float64 reference did not converge in {REFERENCE_MAX_ITER} HVPs")
-    values = result.eigenvalues.double().cpu()
-    note = "not cross-checked"
-    if crosscheck:
-        try:
-            from scipy.sparse.linalg import LinearOperator, eigsh
-        except ImportError:
-            note = "scipy not installed: not cross-checked"
-        else:
-            scipy_op = LinearOperator(
-                (op.dim, op.dim),
-                matvec=lambda v: op.matvec(torch.from_numpy(v).reshape(-1).to(op.device)).cpu().numpy(),
-                dtype=np.float64,
-            )
-            v0 = np.random.default_rng(SEED + 11).standard_normal(op.dim)
-            before = op.num_matvecs
-            other = eigsh(scipy_op, k=k, which="LA", tol=REFERENCE_TOL, v0=v0, return_eigenvectors=False)
-            other = torch.from_numpy(np.sort(other)[::-1].copy())
-            difference = float(((values - other).abs() / values.abs()).max())
-            note = f"eigsh (float64) agrees to {difference:.1e} ({op.num_matvecs - before} HVPs)"
-    return Reference(values, result.eigenvectors.double().cpu(), result.num_hvps, note)
-
-
-def relative_error(values: list[float] | None, reference: Tensor, k: int) -> float:
-    """``max_{i<k} |values_i − reference_i| / |reference_i|`` (descending order); ``inf`` if missing."""
-    if values is None or len(values) < k or not all(math.isfinite(v) for v in values[:k]):
-        return math.inf
-    mine = torch.tensor(sorted(values, reverse=True)[:k], dtype=torch.float64)
-    return float(((mine - reference[:k]).abs() / reference[:k].abs()).max())
-
-
-# ------------------------------------------------------------------------------------------ tools
-
-
-class BudgetExceeded(Exception):
-    """A run used more than its cap of products."""
-
-
-class Counter:
-    """Counts products; raises :class:`BudgetExceeded` past ``cap``."""
-
-    def __init__(self, cap: int | None) -> None:
-        self.count, self.cap = 0, cap
-
-    def add(self, n: int = 1) -> None:
-        self.count += n
-        if self.cap is not None and self.count > self.cap:
-            raise BudgetExceeded
-
-
-@dataclass
-class Run:
-    values: list[float] | None  # descending; None when stopped
-    hvps: int
-    stopped: bool = False
-
-
-RunFn = Callable[[Problem, int, Setting, int | None, int | None], Run]
-
-
-@dataclass
-class Tool:
-    """One eigensolver: how to run it, its sweeps, its defaults and its bare product."""
-
-    name: str
-    distribution: str
-    module: str | None
-    run: RunFn
-    sweeps: Callable[[int, bool], list[list[Setting]]]
-    default_label: str
-    matvec: Callable[[Problem], Matvec]
-    status: str = "ok"
-
-    @property
-    def available(self) -> bool:
-        return self.status == "ok"
-
-    @property
-    def is_ours(self) -> bool:
-        return self.module is None
-
-
-def label(setting: Setting) -> str:
-    return ", ".join(
-        f"{key}={value:g}" if isinstance(value, float) else f"{key}={value}" for key, value in setting.items()
-    )
-
-
-# --- ours
-
-
-def graph_tool_name(method: str) -> str:
-    return f"ours (Lanczos, hvp_method={method}, CUDA graph)"
-
-
-def our_run(method: str, graph: HVPGraph | None = None) -> RunFn:
-    def run(problem: Problem, k: int, setting: Setting, seed: int | None, cap: int | None) -> Run:
-        op = HessianOperator(problem.model, loss_fn, problem.batch, method=method, hvp_graph=graph)
-        generator = None if seed is None else seeded(seed, op.device)
-        result = hessian_eigenvalues(operator=op, k=k, generator=generator, **setting)  # max_iter bounds it
-        return Run(sorted(result.eigenvalues.tolist(), reverse=True), op.num_matvecs)
-
-    return run
-
-
-def our_matvec(method: str, graph: HVPGraph | None = None) -> Callable[[Problem], Matvec]:
-    def build(problem: Problem) -> Matvec:
-        return HessianOperator(problem.model, loss_fn, problem.batch, method=method, hvp_graph=graph).matvec
-
-    return build
-
-
-def our_sweeps(k: int, quick: bool) -> list[list[Setting]]:
-    tols = (1e-1, 1e-2, 1e-3, 1e-4) if quick else (1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 1e-4, 1e-5)
-    return [[{"tol": tol, "max_iter": HVP_CAP} for tol in tols]]
-
-
-# --- PyHessian: power iteration, with deflation for k > 1
-
-
-def on_cuda(problem: Problem) -> bool:
-    """PyHessian's ``cuda=`` flag (it moves the batch with ``.cuda()`` and its vectors to ``"cuda"``)."""
-    return problem.device.type == "cuda"
-
-
-def pyhessian_run(problem: Problem, k: int, setting: Setting, seed: int | None, cap: int | None) -> Run:
-    module = importlib.import_module("pyhessian.hessian")
-    counter = Counter(cap)
-    original = module.hessian_vector_product
-
-    def counted(grads, params, v):
-        counter.add()
-        return original(grads, params, v)
-
-    model = problem.model
-    model.zero_grad(set_to_none=True)  # PyHessian reads p.grad: a stale one would add a second Hessian
-    module.hessian_vector_product = counted
-    try:
-        if seed is not None:
-            torch.manual_seed(seed)  # PyHessian draws its start vectors from the global RNG
-        solver = module.hessian(model, nn.CrossEntropyLoss(), data=problem.batch, cuda=on_cuda(problem))
-        values, _ = solver.eigenvalues(top_n=k, **setting)
-        return Run(sorted(values, reverse=True), counter.count)
-    except BudgetExceeded:
-        return Run(None, counter.count, stopped=True)
-    finally:
-        module.hessian_vector_product = original
-        model.zero_grad(set_to_none=True)
-
-
-def pyhessian_matvec(problem: Problem) -> Matvec:
-    module = importlib.import_module("pyhessian.hessian")
-    problem.model.zero_grad(set_to_none=True)
-    solver = module.hessian(problem.model, nn.CrossEntropyLoss(), data=problem.batch, cuda=on_cuda(problem))
-    problem.model.zero_grad(set_to_none=True)  # the solver keeps its own reference to the gradient graph
-    sizes = [p.numel() for p in solver.params]
-
-    def matvec(v: Tensor) -> Tensor:
-        pieces = [piece.view_as(p) for piece, p in zip(torch.split(v, sizes), solver.params)]
-        return torch.cat(
-            [h.reshape(-1) for h in module.hessian_vector_product(solver.gradsH, solver.params, pieces)]
-        )
-
-    return matvec
-
-
-def pyhessian_sweeps(k: int, quick: bool) -> list[list[Setting]]:
-    tols = (
-        (1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
-        if quick
-        else (1e-1, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 3e-6, 1e-6)
-    )
-    return [[{"tol": tol, "maxIter": PYHESSIAN_MAX_ITER} for tol in tols]]
-
-
-# --- hessian-eigenthings: Lanczos with a fixed number of steps
-
-
-def eigenthings_operator(problem: Problem, counter: Counter | None):
-    he = importlib.import_module("hessian_eigenthings")
-    op = he.HessianOperator(problem.model, [problem.batch], loss_fn)
-    if counter is None:
-        return op
-
-    def matvec(v: Tensor) -> Tensor:
-        counter.add()
-        return op.matvec(v)
-
-    return he.LambdaOperator(matvec, op.size, device=op.device, dtype=op.dtype)
-
-
-def eigenthings_run(problem: Problem, k: int, setting: Setting, seed: int | None, cap: int | None) -> Run:
-    he = importlib.import_module("hessian_eigenthings")
-    counter = Counter(cap)
-    try:
-        result = he.lanczos(eigenthings_operator(problem, counter), k=k, seed=seed, **setting)
-    except BudgetExceeded:
-        return Run(None, counter.count, stopped=True)
-    return Run(sorted(result.eigenvalues.tolist(), reverse=True), counter.count)
-
-
-def eigenthings_matvec(problem: Problem) -> Matvec:
-    return eigenthings_operator(problem, None).matvec
-
-
-def eigenthings_sweeps(k: int, quick: bool) -> list[list[Setting]]:
-    steps = (4, 8, 12, 16, 24, 32, 64) if quick else (*range(2, 17), 18, 20, 24, 28, 32, 40, 48, 64, 96, 128)
-    return [[{"max_iter": m, "which": "LA"} for m in steps if m >= k]]
-
-
-# --- curvlinops + scipy eigsh: ARPACK's implicitly restarted Lanczos
-
-
-def curvlinops_operator(problem: Problem, counter: Counter | None):
-    from curvlinops import HessianLinearOperator
-    from scipy.sparse.linalg import LinearOperator
-
-    params = [p for p in problem.model.parameters() if p.requires_grad]
-    op = HessianLinearOperator(
-        problem.model, nn.CrossEntropyLoss(), params, [problem.batch], check_deterministic=False
-    )
-    scipy_op = op.to_scipy()
-    if counter is None:
-        return scipy_op
-
-    def matmat(block: np.ndarray) -> np.ndarray:
-        counter.add(1 if block.ndim == 1 else block.shape[1])
-        return scipy_op @ block
-
-    return LinearOperator(scipy_op.shape, matvec=matmat, matmat=matmat, dtype=scipy_op.dtype)
-
-
-def curvlinops_run(problem: Problem, k: int, setting: Setting, seed: int | None, cap: int | None) -> Run:
-    from scipy.sparse.linalg import eigsh
-
-    counter = Counter(cap)
-    scipy_op = curvlinops_operator(problem, counter)
-    v0 = None if seed is None else np.random.default_rng(seed).standard_normal(scipy_op.shape[0])
-    try:
-        values, _ = eigsh(scipy_op, k=k, v0=v0, **setting)
-    except BudgetExceeded:
-        return Run(None, counter.count, stopped=True)
-    return Run(sorted(values.tolist(), reverse=True), counter.count)
-
-
-def curvlinops_matvec(problem: Problem) -> Matvec:
-    """The SciPy operator's product on ``v``: through NumPy (the CPU) and back to ``v``'s device."""
-    scipy_op = curvlinops_operator(problem, None)
-    return lambda v: torch.from_numpy(scipy_op @ v.double().cpu().numpy()).float().to(v.device)
-
-
-def curvlinops_sweeps(k: int, quick: bool) -> list[list[Setting]]:
-    tols = (1e-1, 1e-2, 1e-3, 1e-4) if quick else (1e-1, 1e-2, 1e-3, 1e-4, 1e-6)
-    ncvs = (2 * k + 4, max(2 * k + 1, 20)) if quick else (k + 2, k + 4, 2 * k + 6, max(2 * k + 1, 20))
-    return [[{"which": "LA", "ncv": ncv, "tol": tol} for tol in tols] for ncv in ncvs]
-
-
-def make_tools(device: torch.device) -> list[Tool]:
-    graphs = [
-        Tool(
-            graph_tool_name(method),
-            "lightning-spectral",
-            None,
-            our_run(method, graph),
-            our_sweeps,
-            "tol=1e-3, max_iter=50",
-            our_matvec(method, graph),
-        )
-        for method in GRAPH_METHODS
-        for graph in [HVPGraph()]
-    ]
-    tools = [
-        *(graphs if device.type == "cuda" else []),
-        Tool(
-            OURS,
-            "lightning-spectral",
-            None,
-            our_run("double_backward"),
-            our_sweeps,
-            "tol=1e-3, max_iter=50",
-            our_matvec("double_backward"),
-        ),
-        Tool(
-            OURS_AUTO,
-            "lightning-spectral",
-            None,
-            our_run("auto"),
-            our_sweeps,
-            "tol=1e-3, max_iter=50",
-            our_matvec("auto"),
-        ),
-        Tool(
-            "PyHessian (power iteration)",
-            "PyHessian",
-            "pyhessian",
-            pyhessian_run,
-            pyhessian_sweeps,
-            "maxIter=100, tol=1e-3",
-            pyhessian_matvec,
-        ),
-        Tool(
-            "hessian-eigenthings (lanczos)",
-            "hessian-eigenthings",
-            "hessian_eigenthings",
-            eigenthings_run,
-            eigenthings_sweeps,
-            "max_iter=2k, which=LM",
-            eigenthings_matvec,
-        ),
-        Tool(
-            "curvlinops + eigsh",
-            "curvlinops-for-pytorch",
-            "curvlinops",
-            curvlinops_run,
-            curvlinops_sweeps,
-            "which=LM, tol=0 (machine precision), ncv=max(2k+1, 20)",
-            curvlinops_matvec,
-        ),
-    ]
-    for tool in tools:
-        if tool.module is None:
-            continue
-        try:
-            importlib.import_module(tool.module)
-            if tool.module == "curvlinops":
-                importlib.import_module("scipy.sparse.linalg")
-        except ModuleNotFoundError as error:
-            tool.status = f"not installed ({error.name})"
-        except Exception as error:  # a broken install: report it and benchmark the others
-            tool.status = f"import failed: {type(error).__name__}: {error}"
-    return tools
-
-
-def tool_versions(tools: list[Tool]) -> str:
-    """Versions of the base packages and of the reference tools that are importable."""
-    return package_versions(
-        ("torch", "numpy", "scipy", "scikit-learn", *(t.distribution for t in tools if t.module))
-    )
 
 
 # ------------------------------------------------------------------------------------------ measurements
