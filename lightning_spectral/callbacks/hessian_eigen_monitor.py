@@ -7,7 +7,7 @@ the optimizer's stability limit: ``lr·λ_max/2`` for plain SGD; adaptive optimi
 sits at ``2/η`` at the edge of stochastic stability), ``batch_sharpness_ratio`` (``batch_sharpness`` over the
 same limit), ``trace`` and an eigenvalue-density figure when enabled. Under Adam / AdamW / Adamax / RAdam /
 NAdam / RMSprop / Adagrad / Adadelta also ``preconditioned_lambda_1``, ``λ_1(D⁻¹H)`` of the training-mode loss with the
-optimizer's preconditioner ``D``, and ``eos_ratio`` = that over the optimizer's limit: ``(2 + 2β₁)/((1 − β₁)η)``
+optimizer's preconditioner ``D`` (``D⁻¹(H + W)`` under coupled weight decay ``W``), and ``eos_ratio`` = that over the optimizer's limit: ``(2 + 2β₁)/((1 − β₁)η)``
 for the Adam family, its momentum schedule's for NAdam, ``(2 + 2μ)/η`` for RMSprop, ``2/η`` for Adagrad and
 Adadelta (the adaptive edge of stability, Cohen et
 al. 2022;
@@ -319,6 +319,7 @@ class HessianEigenMonitor(SpectralMonitor):
             generator=generator,
             operator=operator,
             preconditioner=step.diagonal,
+            weight_decay=step.weight_decay,
         )
         self._preconditioned_vector = result.eigenvectors.detach().clone()
         value = float(result.eigenvalues[0])

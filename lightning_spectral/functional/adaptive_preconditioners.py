@@ -43,9 +43,13 @@ quadratic with Hessian ``H`` is set by the eigenvalues of the *preconditioned He
 
 Cohen et al. observe that under full-batch training the *preconditioned sharpness* ``λ_1(D⁻¹H)`` rises to the
 limit and hovers there, while the preconditioner keeps adapting (λ_max of ``H`` itself keeps rising). Weight
-decay is not part of ``D`` nor of the limits: decoupled decay (AdamW) multiplies the step's contraction by
-``1 − ηλ_wd``, which lowers the limit by the factor ``1 − ηλ_wd/2`` (the same Jury condition; ``5·10⁻⁵`` at
-``η = 10⁻³``, ``λ_wd = 0.1``), and coupled L2 adds ``λ_wd`` to ``H`` (``D⁻¹(H + λ_wd I)``). Param groups with
+decay: coupled L2 (``weight_decay`` of Adam, Adamax, RAdam, NAdam, RMSprop, Adagrad, Adadelta) adds ``w`` to the
+gradient's curvature, so the step sees ``D⁻¹(H + W)`` with ``W = diag(w)`` per parameter group
+(:attr:`PreconditionedStep.weight_decay`); decoupled decay (AdamW, ``decoupled_weight_decay=True``) multiplies
+the parameters by ``c = 1 − ηw`` before the step, and the same Jury conditions (``1 + T + det`` now
+``(1 + c)(1 + β₁) − …``) lower every Adam-family and NAdam limit by the factor ``(1 + c)/2 = 1 − ηw/2``, with the
+first param group's ``w`` (``5·10⁻⁵`` at ``η = 10⁻³``, ``w = 0.1``; groups that decay differently shift their own
+coordinates' limit by at most ``η·Δw/2``). Param groups with
 their own step size ``η_g`` are folded into ``D`` (``η_g D⁻¹ = η_0 (η_0/η_g · D)⁻¹``, ``η_0`` the first group's
 step size, the one the limit is stated with; ``+inf`` for a group with ``η_g = 0``, which does not move);
 groups whose momentum (β₁, μ) differs have no single limit, and no preconditioner is returned for them (nor,
@@ -293,20 +297,45 @@ def rmsprop_preconditioner(optimizer: torch.optim.Optimizer, parameters: Sequenc
 
 @dataclass(frozen=True)
 class PreconditionedStep:
-    """An adaptive optimizer's diagonal preconditioner ``D`` (over some parameters) and the stability limit of
-    ``λ_1(D⁻¹H)`` at its current step size."""
+    """An adaptive optimizer's diagonal preconditioner ``D`` (over some parameters), its coupled weight decay
+    ``w`` per coordinate (``None`` without; the step sees ``D⁻¹(H + diag(w))``) and the stability limit of that
+    matrix's eigenvalues at the current step size (decoupled decay folded in)."""
 
     optimizer: str
     diagonal: Tensor
     limit: float
+    weight_decay: Tensor | None = None
+
+
+def _coupled_weight_decay(
+    optimizer: torch.optim.Optimizer, parameters: Sequence[Tensor], like: Tensor
+) -> Tensor | None:
+    """The coupled ``weight_decay`` of each coordinate's group, laid out like ``D`` (``like``); ``None`` if it
+    is 0 everywhere. Groups with ``decoupled_weight_decay`` contribute 0 (their decay is in the limit)."""
+    groups = {id(p): group for group in optimizer.param_groups for p in group["params"]}
+    pieces = []
+    for parameter in parameters:
+        group = groups[id(parameter)]
+        coupled = 0.0 if group.get("decoupled_weight_decay") else float(group.get("weight_decay", 0.0))
+        pieces.append(torch.full((parameter.numel(),), coupled, dtype=like.dtype, device=like.device))
+    weight_decay = torch.cat(pieces)
+    return weight_decay if bool((weight_decay != 0).any()) else None
+
+
+def _decoupled_factor(group: dict[str, Any]) -> float:
+    """``(1 + c)/2 = 1 − ηw/2``: what decoupled decay (``c = 1 − ηw``) does to an Adam-family or NAdam limit."""
+    if not group.get("decoupled_weight_decay"):
+        return 1.0
+    return 1.0 - float(group["lr"]) * float(group.get("weight_decay", 0.0)) / 2.0
 
 
 def adaptive_preconditioning(
     optimizer: torch.optim.Optimizer, parameters: Sequence[Tensor]
 ) -> PreconditionedStep | None:
-    """``D`` and the limit of ``λ_1(D⁻¹H)`` for Adam / AdamW / Adamax / RAdam (``(2 + 2β₁)/((1 − β₁)η)``), NAdam
-    (its schedule's limit), RMSprop (``(2 + 2μ)/η``), Adagrad and Adadelta (``2/η``), ``η`` from the first param
-    group (module docstring); ``None`` for other optimizers or where the preconditioner is not defined (see
+    """``D``, the coupled weight decay and the limit of ``λ_1(D⁻¹(H + W))`` for Adam / AdamW / Adamax / RAdam
+    (``(2 + 2β₁)/((1 − β₁)η)``), NAdam (its schedule's limit), both times ``1 − ηw/2`` under decoupled decay,
+    RMSprop (``(2 + 2μ)/η``), Adagrad and Adadelta (``2/η``), ``η`` from the first param group (module
+    docstring); ``None`` for other optimizers or where the preconditioner is not defined (see
     :func:`adam_preconditioner`)."""
     lr = float(optimizer.param_groups[0]["lr"])
     family = _adam_family_member(optimizer)
@@ -326,7 +355,11 @@ def adaptive_preconditioning(
     if found is None or not lr > 0:
         return None
     d, key = found
+    group = optimizer.param_groups[0]
     if name == "NAdam":
-        return PreconditionedStep(name, d, nadam_stability_limit(lr, *key))
-    limit = adam_stability_limit(lr, key) if family is not None else stability_limit(lr, key)
-    return PreconditionedStep(name, d, limit)
+        limit = nadam_stability_limit(lr, *key) * _decoupled_factor(group)
+    elif family is not None:
+        limit = adam_stability_limit(lr, key) * _decoupled_factor(group)
+    else:  # RMSprop, Adagrad, Adadelta: coupled decay only
+        limit = stability_limit(lr, key)
+    return PreconditionedStep(name, d, limit, _coupled_weight_decay(optimizer, parameters, d))

@@ -161,6 +161,7 @@ def hessian_eigenvalues(
     generator: torch.Generator | None = None,
     operator: HessianOperator | None = None,
     preconditioner: Tensor | None = None,
+    weight_decay: float | Tensor | None = None,
 ) -> HessianEigenResult:
     """The ``k`` extreme eigenpairs of the loss Hessian by Lanczos with full reorthogonalisation.
 
@@ -187,6 +188,10 @@ def hessian_eigenvalues(
             (similar to ``D⁻¹H``), which Lanczos needs; the eigenvectors and residuals are that operator's
             (``D^{-1/2} w`` is an eigenvector of ``D⁻¹H``), and a warm start ``v0`` is in its coordinates too
             (a previous preconditioned result's eigenvectors). Default ``None``: the Hessian itself.
+        weight_decay: coupled L2 weight decay ``w`` (a number, or a ``(P,)`` tensor of non-negative values, one
+            per coordinate): the eigenvalues are those of ``H + diag(w)`` (with a preconditioner, of
+            ``D⁻¹(H + diag(w))``), the curvature an optimizer with that ``weight_decay`` steps along
+            (:attr:`~lightning_spectral.functional.PreconditionedStep.weight_decay`). Default ``None``: none.
 
     Returns:
         :class:`HessianEigenResult`.
@@ -199,7 +204,7 @@ def hessian_eigenvalues(
             f"`k` must be an integer with 1 <= k <= dim = {op.dim} (the parameter count), got {k!r}."
         )
     start = None if v0 is None else warm_start_vector(v0, op, generator)
-    matvec = op.matvec if preconditioner is None else _symmetrically_scaled(op, preconditioner)
+    matvec = _shifted(op, preconditioner, weight_decay)
     before = op.num_matvecs
     result = lanczos(
         matvec,
@@ -216,6 +221,31 @@ def hessian_eigenvalues(
     return HessianEigenResult(
         result.eigenvalues, result.eigenvectors, result.residuals, op.num_matvecs - before, result.converged
     )
+
+
+def _shifted(
+    op: HessianOperator, preconditioner: Tensor | None, weight_decay: float | Tensor | None
+) -> Callable[[Tensor], Tensor]:
+    """``v ↦ D^{-1/2} (H + W) D^{-1/2} v`` (``D = I`` without a preconditioner, ``W = diag(weight_decay)``)."""
+    if weight_decay is None:
+        return op.matvec if preconditioner is None else _symmetrically_scaled(op, preconditioner)
+    if isinstance(weight_decay, Tensor):
+        if weight_decay.shape != (op.dim,):
+            raise ValueError(
+                f"`weight_decay` must be a number or a tensor of shape ({op.dim},), got {tuple(weight_decay.shape)}."
+            )
+        w = weight_decay.detach().to(dtype=op.dtype, device=op.device)
+    elif isinstance(weight_decay, (int, float)) and not isinstance(weight_decay, bool):
+        w = torch.full((op.dim,), float(weight_decay), dtype=op.dtype, device=op.device)
+    else:
+        raise ValueError(f"`weight_decay` must be a number or a tensor, got {type(weight_decay).__name__}.")
+    if not bool((w >= 0).all()) or not bool(torch.isfinite(w).all()):
+        raise ValueError("`weight_decay` must be finite and non-negative.")
+    if preconditioner is None:
+        return lambda v: op.matvec(v) + w * v
+    scaled = _symmetrically_scaled(op, preconditioner)
+    shift = w / preconditioner.detach().to(dtype=op.dtype, device=op.device)  # W D⁻¹; 0 where D = +inf
+    return lambda v: scaled(v) + shift * v
 
 
 def _symmetrically_scaled(op: HessianOperator, preconditioner: Tensor) -> Callable[[Tensor], Tensor]:

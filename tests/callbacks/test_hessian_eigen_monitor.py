@@ -55,6 +55,8 @@ class TinyRegressor(pl.LightningModule):
             return torch.optim.RMSprop(self.parameters(), lr=1e-3, momentum=0.5)
         if self.hparams.optimizer == "adamax":
             return torch.optim.Adamax(self.parameters(), lr=1e-3)
+        if self.hparams.optimizer == "adam-l2":  # coupled weight decay
+            return torch.optim.Adam(self.parameters(), lr=1e-3, weight_decay=0.5)
         if self.hparams.optimizer == "nadam":
             return torch.optim.NAdam(self.parameters(), lr=1e-3)
         if self.hparams.optimizer == "adadelta":
@@ -211,6 +213,17 @@ def test_adamax_logs_the_preconditioned_sharpness_against_adams_limit(tmp_path):
     assert last["spectral/hessian/eos_ratio"] == pytest.approx(
         exact * (1 - 0.9) * 1e-3 / (2 + 2 * 0.9), rel=1e-4
     )
+
+
+def test_coupled_weight_decay_is_in_the_preconditioned_sharpness(tmp_path):
+    """Adam with ``weight_decay=0.5``: ``preconditioned_lambda_1`` = λ_1(D⁻¹(H + 0.5·I)), the curvature its step
+    sees, not λ_1(D⁻¹H)."""
+    model, optimizer, H, scalars = fit_under(tmp_path, "adam-l2")
+    d = adam_preconditioner_diagonal(optimizer, list(model.parameters()))
+    exact = top_of_d_inverse_h(d, H + 0.5 * torch.eye(H.shape[0], dtype=H.dtype))
+    logged = scalars["spectral/hessian/preconditioned_lambda_1"][-1][1]
+    assert logged == pytest.approx(exact, rel=1e-4)
+    assert abs(logged / top_of_d_inverse_h(d, H) - 1) > 0.01  # the decay matters here
 
 
 def test_nadam_and_adadelta_log_the_preconditioned_sharpness_against_their_limits(tmp_path):
