@@ -12,6 +12,7 @@ import torch
 from spectral_testing.frozen_preconditioner import (
     BETA2,
     STEP,
+    TwoLayerProblem,
     diverges_with_frozen_preconditioner,
     optimizer_steps,
 )
@@ -64,18 +65,11 @@ def test_no_preconditioner_before_a_step_for_sgd_or_a_parameter_outside_the_opti
 
 def test_param_groups_fold_their_step_sizes_in_and_different_beta1_has_no_preconditioner():
     """θ_g ← θ_g − η_g D_g⁻¹ m = θ_g − η_0 (η_0/η_g · D_g)⁻¹ m: entries scaled by η_0/η_g, +inf at η_g = 0."""
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1)).double()
-    first, second = list(model[0].parameters()), list(model[2].parameters())
-    x, y = torch.randn(8, 3, dtype=torch.float64), torch.randn(8, 1, dtype=torch.float64)
+    problem = TwoLayerProblem()
+    model, first, second = problem.model, problem.first, problem.second
 
     def stepped(groups):
-        optimizer = torch.optim.Adam(groups)
-        for _ in range(3):
-            optimizer.zero_grad()
-            ((model(x) - y) ** 2).mean().backward()
-            optimizer.step()
-        return optimizer
+        return problem.stepped(torch.optim.Adam(groups))
 
     optimizer = stepped([{"params": first, "lr": 0.01}, {"params": second, "lr": 0.001}])
     parameters = first + second
@@ -94,7 +88,7 @@ def test_param_groups_fold_their_step_sizes_in_and_different_beta1_has_no_precon
     d = adam_preconditioner(frozen, parameters)
     assert torch.isinf(d[sum(sizes[0]) :]).all() and torch.isfinite(d[: sum(sizes[0])]).all()
     # the frozen group drops out: D⁻¹H restricted to the first group
-    batch = (x, y)
+    batch = problem.batch
     H = dense_hessian(model, squared_error, batch)
     n = sum(sizes[0])
     exact = torch.linalg.eigvals(torch.diag(1 / d[:n]) @ H[:n, :n]).real.max()

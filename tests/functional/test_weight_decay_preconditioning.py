@@ -11,6 +11,7 @@ import torch
 from spectral_testing.frozen_preconditioner import (
     BETA2,
     STEP,
+    TwoLayerProblem,
     diverges_with_frozen_preconditioner,
     optimizer_steps,
 )
@@ -69,18 +70,8 @@ def test_shifted_eigenvalues_are_those_of_the_dense_matrix():
 
 
 def test_coupled_decay_per_group_and_decoupled_decay_in_the_limit():
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1)).double()
-    first, second = list(model[0].parameters()), list(model[2].parameters())
-    x, y = torch.randn(8, 3, dtype=torch.float64), torch.randn(8, 1, dtype=torch.float64)
-
-    def stepped(optimizer):
-        for _ in range(3):
-            optimizer.zero_grad()
-            ((model(x) - y) ** 2).mean().backward()
-            optimizer.step()
-        return optimizer
-
+    problem = TwoLayerProblem()
+    model, first, second, stepped = problem.model, problem.first, problem.second, problem.stepped
     adam = stepped(torch.optim.Adam([{"params": first, "weight_decay": 0.3}, {"params": second}], lr=0.01))
     step = adaptive_preconditioning(adam, first + second)
     n = sum(p.numel() for p in first)

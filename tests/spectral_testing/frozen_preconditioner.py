@@ -27,6 +27,25 @@ def optimizer_steps(optimizer_class, steps=5, **kwargs):
     return list(model.parameters()), optimizer, grads
 
 
+class TwoLayerProblem:
+    """The tiny float64 model of :func:`optimizer_steps` on its fixed batch, split into its two layers'
+    parameters (for param groups); :meth:`stepped` takes three steps of an optimizer built over them."""
+
+    def __init__(self) -> None:
+        torch.manual_seed(0)
+        self.model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1)).double()
+        self.first, self.second = list(self.model[0].parameters()), list(self.model[2].parameters())
+        self.batch = (torch.randn(8, 3, dtype=torch.float64), torch.randn(8, 1, dtype=torch.float64))
+
+    def stepped(self, optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
+        x, y = self.batch
+        for _ in range(3):
+            optimizer.zero_grad()
+            ((self.model(x) - y) ** 2).mean().backward()
+            optimizer.step()
+        return optimizer
+
+
 def diverges_with_frozen_preconditioner(
     optimizer_class,
     curvature: float,
