@@ -31,7 +31,7 @@ from lightning_spectral.callbacks.optimizer_info import first_optimizer, sgd_set
 from lightning_spectral.callbacks.parameter_patterns import check_param_spec, checked_param_patterns
 from lightning_spectral.callbacks.training_loss import LossFn, resolve_loss_fn
 from lightning_spectral.functional.adaptive_preconditioners import adaptive_preconditioning
-from lightning_spectral.functional.batch_sharpness import batch_sharpness
+from lightning_spectral.functional.batch_sharpness import batch_sharpness, gradient_rayleigh_quotient
 from lightning_spectral.functional.hessian_operator import HVP_METHODS, HessianOperator
 from lightning_spectral.functional.hessian_spectrum import hessian_density, hessian_eigenvalues, hessian_trace
 from lightning_spectral.functional.hvp_graph import HVPGraph
@@ -71,7 +71,8 @@ class HessianEigenMonitor(SpectralMonitor):
         compute_density: also log an eigenvalue-density figure (stochastic Lanczos quadrature).
         density_probes: probe vectors of the density.
         density_steps: Lanczos steps per probe of the density.
-        compute_batch_sharpness: log ``batch_sharpness`` (one gradient and one product per batch).
+        compute_batch_sharpness: log ``batch_sharpness`` (one gradient and one product per batch; with one
+            measurement batch the gradient comes with the graph λ_max's products use, so one product).
         compute_preconditioned: under Adam / AdamW / Adamax / RAdam / NAdam / RMSprop / Adagrad / Adadelta, also log ``preconditioned_lambda_1`` (one more Lanczos run
             on ``D^{-1/2} H D^{-1/2}``, warm-started like the first, always on the training-mode loss the
             optimizer's moments come from: with ``measurement_mode="eval"`` a second, train-mode operator is built for it)
@@ -210,6 +211,10 @@ class HessianEigenMonitor(SpectralMonitor):
         pl_module.train(self.measurement_mode == "train")
         loss_fn = resolve_loss_fn(pl_module, self.loss_fn)
         operator = self._operator(pl_module, loss_fn, batches)
+        # On one batch the batch sharpness is this operator's gᵀHg/‖g‖²: its gradient comes with the graph the
+        # products build, if asked for before the first product (not from a CUDA-graph replay, which builds none).
+        shared = self.compute_batch_sharpness and len(batches) == 1 and self._hvp_graph is None
+        gradient = operator.loss_and_gradient()[1] if shared else None
         generator = self.make_generator(operator.device)
         previous = self._eigenvectors if self.warm_start else None
         if previous is not None and previous.shape[0] != operator.dim:
@@ -234,18 +239,21 @@ class HessianEigenMonitor(SpectralMonitor):
         if limit is not None and self.which == "LA":
             values["eos_ratio"] = values["lambda_1"] / limit
         if self.compute_batch_sharpness:
-            sharpness = batch_sharpness(
-                pl_module,
-                loss_fn,
-                batches,
-                params=self._params,
-                hvp_method=self.hvp_method,
-                reduce_fn=self.collectives.mean,
-            )
-            if not math.isnan(sharpness.value):
-                values["batch_sharpness"] = sharpness.value
+            if gradient is not None:
+                sharpness = gradient_rayleigh_quotient(operator, gradient)
+            else:
+                sharpness = batch_sharpness(
+                    pl_module,
+                    loss_fn,
+                    batches,
+                    params=self._params,
+                    hvp_method=self.hvp_method,
+                    reduce_fn=self.collectives.mean,
+                ).value
+            if not math.isnan(sharpness):
+                values["batch_sharpness"] = sharpness
                 if limit is not None:
-                    values["batch_sharpness_ratio"] = sharpness.value / limit
+                    values["batch_sharpness_ratio"] = sharpness / limit
         if self.compute_trace:
             trace = hessian_trace(num_matvecs=self.trace_matvecs, generator=generator, operator=operator)
             values["trace"] = trace.estimate

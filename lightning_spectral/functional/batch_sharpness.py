@@ -46,7 +46,7 @@ from lightning_spectral.functional.hessian_operator import (
 from lightning_spectral.functional.parameter_selection import ParamSpec
 from lightning_spectral.linalg import mean_and_std_error
 
-__all__ = ["BatchSharpness", "batch_sharpness"]
+__all__ = ["BatchSharpness", "batch_sharpness", "gradient_rayleigh_quotient"]
 
 
 class BatchSharpness(NamedTuple):
@@ -63,6 +63,17 @@ class BatchSharpness(NamedTuple):
     std_error: float
     per_batch: list[float]
     num_hvps: int
+
+
+def gradient_rayleigh_quotient(operator: HessianOperator, gradient: Tensor) -> float:
+    """``gᵀHg / ‖g‖²`` for the gradient ``g`` of ``operator``'s loss (one product; ``nan`` for ``g = 0``). With
+    double backward, ``operator.loss_and_gradient()`` called before the operator's first product hands ``g``
+    out of the graph the products use, so a caller that needs both (the Hessian monitor on one batch) pays for
+    the gradient once."""
+    squared_norm = float(gradient.double().square().sum())
+    if squared_norm == 0.0:
+        return math.nan
+    return float(torch.dot(gradient.double(), operator.matvec(gradient).double())) / squared_norm
 
 
 def batch_sharpness(
@@ -103,12 +114,7 @@ def batch_sharpness(
             model, loss_fn, batch, params=params, method=method, reduce_fn=reduce_fn, copy_params=False
         )
         _, gradient = operator.loss_and_gradient()
-        squared_norm = float(gradient.double().square().sum())
-        if squared_norm == 0.0:
-            quotients.append(math.nan)
-            continue
-        curvature = float(torch.dot(gradient.double(), operator.matvec(gradient).double()))
-        quotients.append(curvature / squared_norm)
+        quotients.append(gradient_rayleigh_quotient(operator, gradient))
         method = operator.method  # "auto" resolved once
     usable = [q for q in quotients if not math.isnan(q)]
     if not usable:

@@ -132,6 +132,23 @@ def test_logged_eigenvalues_match_the_dense_hessian(tmp_path, use_bn):
     assert last["spectral/hessian/residual_max"] <= 1e-6 * abs(exact[0].item()) * 10
 
 
+def test_one_batch_measurement_evaluates_the_loss_once(tmp_path):
+    """λ_max by double backward and the batch sharpness on the same batch share one gradient graph: one loss
+    evaluation per measurement (the sharpness's gradient comes with it, its product is one more backward)."""
+    calls = []
+
+    def counting_loss(module, batch):
+        calls.append(module.global_step)
+        return squared_error(module, batch)
+
+    g = torch.Generator().manual_seed(3)
+    batch = (torch.randn(10, 3, generator=g), torch.randn(10, 1, generator=g))
+    monitor = HessianEigenMonitor(every_n_steps=2, batch=batch, loss_fn=counting_loss, strict=True)
+    _, scalars = fit(tmp_path, monitor, TinyRegressor())
+    assert calls == [0, 2, 4]
+    assert [s for s, _ in scalars["spectral/hessian/batch_sharpness"]] == [0, 2, 4]
+
+
 def test_default_measurement_batch_and_warm_start(tmp_path):
     monitor = HessianEigenMonitor(k=1, every_n_steps=1, num_batches=2, strict=True)
     trainer, scalars = fit(tmp_path, monitor, TinyRegressor(), max_epochs=2)
