@@ -74,7 +74,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -111,16 +111,6 @@ def is_adam(optimizer: object) -> bool:
 def is_rmsprop(optimizer: object) -> bool:
     """Whether ``optimizer`` is ``torch.optim.RMSprop`` (or a subclass)."""
     return _is_a(optimizer, ("RMSprop",))
-
-
-def _adam_family_member(optimizer: object) -> str | None:
-    """``"Adam"`` (Adam, AdamW), ``"Adamax"`` or ``"RAdam"``: the optimizers with Adam's momentum and limit."""
-    if is_adam(optimizer):
-        return "Adam"
-    for name in ("Adamax", "RAdam"):
-        if _is_a(optimizer, (name,)):
-            return name
-    return None
 
 
 def adam_stability_limit(lr: float, beta1: float) -> float:
@@ -209,13 +199,6 @@ def _adadelta_diagonal(state: dict[str, Any], group: dict[str, Any]) -> Tensor |
     return (square_avg + eps).sqrt() / (acc_delta + eps).sqrt()
 
 
-_ADAM_FAMILY_DIAGONALS: dict[str, _Diagonal] = {
-    "Adam": _adam_diagonal,
-    "Adamax": _adamax_diagonal,
-    "RAdam": _radam_diagonal,
-}
-
-
 def _adagrad_diagonal(state: dict[str, Any], group: dict[str, Any]) -> Tensor | None:
     if "sum" not in state or float(state["step"]) < 1:
         return None
@@ -246,15 +229,23 @@ def _rmsprop_momentum(state: dict[str, Any], group: dict[str, Any]) -> float:
     return float(group.get("momentum", 0.0))
 
 
+class _Found(NamedTuple):
+    diagonal: Tensor
+    limit_key: Any
+    weight_decay: Tensor | None
+
+
 def _preconditioner(
     optimizer: torch.optim.Optimizer, parameters: Sequence[Tensor], diagonal: _Diagonal, limit_key: _LimitKey
-) -> tuple[Tensor, Any] | None:
+) -> _Found | None:
     """``D`` over ``parameters`` (flattened, concatenated in their order) from each parameter's state and group,
-    with the groups' step sizes folded in, and the ``limit_key`` they share; ``None`` if a piece is undefined,
-    a group maximizes, or the parameters' ``limit_key`` (momentum, schedule) differ."""
+    with the groups' step sizes folded in, the ``limit_key`` they share, and each coordinate's coupled
+    ``weight_decay`` (``None`` if 0 everywhere; groups with ``decoupled_weight_decay`` count 0, their decay is
+    in the limit); ``None`` if a piece is undefined, a group maximizes, or the parameters' ``limit_key``
+    (momentum, schedule) differ."""
     groups = {id(p): group for group in optimizer.param_groups for p in group["params"]}
     reference_lr = float(optimizer.param_groups[0]["lr"])
-    pieces, keys = [], set()
+    pieces, decays, keys = [], [], set()
     for parameter in parameters:
         state, group = optimizer.state.get(parameter), groups.get(id(parameter))
         piece = diagonal(state, group) if state and group is not None and not group.get("maximize") else None
@@ -265,9 +256,12 @@ def _preconditioner(
         if lr != reference_lr:
             piece = piece * (reference_lr / lr) if lr > 0 else torch.full_like(piece, math.inf)
         pieces.append(piece.reshape(-1))
+        coupled = 0.0 if group.get("decoupled_weight_decay") else float(group.get("weight_decay", 0.0))
+        decays.append(torch.full_like(pieces[-1], coupled))
     if not pieces or len(keys) > 1:
         return None
-    return torch.cat(pieces), keys.pop()
+    weight_decay = torch.cat(decays)
+    return _Found(torch.cat(pieces), keys.pop(), weight_decay if bool((weight_decay != 0).any()) else None)
 
 
 def adam_preconditioner(optimizer: torch.optim.Optimizer, parameters: Sequence[Tensor]) -> Tensor | None:
@@ -282,7 +276,7 @@ def adam_preconditioner(optimizer: torch.optim.Optimizer, parameters: Sequence[T
     if not is_adam(optimizer):
         return None
     found = _preconditioner(optimizer, parameters, _adam_diagonal, _adam_momentum)
-    return None if found is None else found[0]
+    return None if found is None else found.diagonal
 
 
 def rmsprop_preconditioner(optimizer: torch.optim.Optimizer, parameters: Sequence[Tensor]) -> Tensor | None:
@@ -292,7 +286,7 @@ def rmsprop_preconditioner(optimizer: torch.optim.Optimizer, parameters: Sequenc
     if not is_rmsprop(optimizer):
         return None
     found = _preconditioner(optimizer, parameters, _rmsprop_diagonal, _rmsprop_momentum)
-    return None if found is None else found[0]
+    return None if found is None else found.diagonal
 
 
 @dataclass(frozen=True)
@@ -307,26 +301,37 @@ class PreconditionedStep:
     weight_decay: Tensor | None = None
 
 
-def _coupled_weight_decay(
-    optimizer: torch.optim.Optimizer, parameters: Sequence[Tensor], like: Tensor
-) -> Tensor | None:
-    """The coupled ``weight_decay`` of each coordinate's group, laid out like ``D`` (``like``); ``None`` if it
-    is 0 everywhere. Groups with ``decoupled_weight_decay`` contribute 0 (their decay is in the limit)."""
-    groups = {id(p): group for group in optimizer.param_groups for p in group["params"]}
-    pieces = []
-    for parameter in parameters:
-        group = groups[id(parameter)]
-        coupled = 0.0 if group.get("decoupled_weight_decay") else float(group.get("weight_decay", 0.0))
-        pieces.append(torch.full((parameter.numel(),), coupled, dtype=like.dtype, device=like.device))
-    weight_decay = torch.cat(pieces)
-    return weight_decay if bool((weight_decay != 0).any()) else None
-
-
 def _decoupled_factor(group: dict[str, Any]) -> float:
-    """``(1 + c)/2 = 1 − ηw/2``: what decoupled decay (``c = 1 − ηw``) does to an Adam-family or NAdam limit."""
+    """``(1 + c)/2 = 1 − ηw/2``: what decoupled decay (``c = 1 − ηw``) does to an Adam-family or NAdam limit
+    (1 for groups without it: RMSprop, Adagrad and Adadelta have none)."""
     if not group.get("decoupled_weight_decay"):
         return 1.0
     return 1.0 - float(group["lr"]) * float(group.get("weight_decay", 0.0)) / 2.0
+
+
+@dataclass(frozen=True)
+class _Rule:
+    """How one optimizer is read: the classes it covers, its ``D``, what its limit depends on, and the limit
+    ``(η, limit_key) -> λ`` before decoupled decay."""
+
+    classes: tuple[str, ...]
+    diagonal: _Diagonal
+    limit_key: _LimitKey
+    limit: Callable[[float, Any], float]
+
+
+#: Name -> rule, in the order the optimizer's classes are matched (AdamW is an Adam).
+_RULES: dict[str, _Rule] = {
+    "Adam": _Rule(("Adam", "AdamW"), _adam_diagonal, _adam_momentum, adam_stability_limit),
+    "Adamax": _Rule(("Adamax",), _adamax_diagonal, _adam_momentum, adam_stability_limit),
+    "RAdam": _Rule(("RAdam",), _radam_diagonal, _adam_momentum, adam_stability_limit),
+    "NAdam": _Rule(
+        ("NAdam",), _nadam_diagonal, _nadam_schedule, lambda lr, key: nadam_stability_limit(lr, *key)
+    ),
+    "RMSprop": _Rule(("RMSprop",), _rmsprop_diagonal, _rmsprop_momentum, stability_limit),
+    "Adagrad": _Rule(("Adagrad",), _adagrad_diagonal, _no_momentum, stability_limit),
+    "Adadelta": _Rule(("Adadelta",), _adadelta_diagonal, _no_momentum, stability_limit),
+}
 
 
 def adaptive_preconditioning(
@@ -337,29 +342,14 @@ def adaptive_preconditioning(
     RMSprop (``(2 + 2μ)/η``), Adagrad and Adadelta (``2/η``), ``η`` from the first param group (module
     docstring); ``None`` for other optimizers or where the preconditioner is not defined (see
     :func:`adam_preconditioner`)."""
-    lr = float(optimizer.param_groups[0]["lr"])
-    family = _adam_family_member(optimizer)
-    if family is not None:
-        name, diagonal, limit_key = family, _ADAM_FAMILY_DIAGONALS[family], _adam_momentum
-    elif _is_a(optimizer, ("NAdam",)):
-        name, diagonal, limit_key = "NAdam", _nadam_diagonal, _nadam_schedule
-    elif is_rmsprop(optimizer):
-        name, diagonal, limit_key = "RMSprop", _rmsprop_diagonal, _rmsprop_momentum
-    elif _is_a(optimizer, ("Adagrad", "Adadelta")):
-        name = "Adagrad" if _is_a(optimizer, ("Adagrad",)) else "Adadelta"
-        diagonal = _adagrad_diagonal if name == "Adagrad" else _adadelta_diagonal
-        limit_key = _no_momentum
-    else:
+    name = next((name for name, rule in _RULES.items() if _is_a(optimizer, rule.classes)), None)
+    if name is None:
         return None
-    found = _preconditioner(optimizer, parameters, diagonal, limit_key)
+    rule = _RULES[name]
+    found = _preconditioner(optimizer, parameters, rule.diagonal, rule.limit_key)
+    group = optimizer.param_groups[0]
+    lr = float(group["lr"])
     if found is None or not lr > 0:
         return None
-    d, key = found
-    group = optimizer.param_groups[0]
-    if name == "NAdam":
-        limit = nadam_stability_limit(lr, *key) * _decoupled_factor(group)
-    elif family is not None:
-        limit = adam_stability_limit(lr, key) * _decoupled_factor(group)
-    else:  # RMSprop, Adagrad, Adadelta: coupled decay only
-        limit = stability_limit(lr, key)
-    return PreconditionedStep(name, d, limit, _coupled_weight_decay(optimizer, parameters, d))
+    limit = rule.limit(lr, found.limit_key) * _decoupled_factor(group)
+    return PreconditionedStep(name, found.diagonal, limit, found.weight_decay)

@@ -34,6 +34,11 @@ from __future__ import annotations
 import math
 
 
+def buffer_step(lr: float, momentum: float, dampening: float) -> float:
+    """``η(1 − d)``: the step SGD takes on its momentum buffer (``η`` without momentum: torch ignores ``d``)."""
+    return lr * (1.0 - dampening) if momentum > 0 else lr
+
+
 def stability_limit(
     lr: float,
     momentum: float = 0.0,
@@ -55,7 +60,7 @@ def stability_limit(
         raise ValueError(
             f"`nesterov` needs `dampening` = 0 (as torch.optim.SGD), got dampening={dampening!r}."
         )
-    step = lr * (1.0 - dampening) if momentum > 0 else lr  # torch ignores dampening without momentum
+    step = buffer_step(lr, momentum, dampening)
     if step == 0.0:
         return math.inf
     limit = (2.0 + 2.0 * momentum) / step

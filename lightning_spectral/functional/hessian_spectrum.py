@@ -226,31 +226,24 @@ def hessian_eigenvalues(
 def _shifted(
     op: HessianOperator, preconditioner: Tensor | None, weight_decay: float | Tensor | None
 ) -> Callable[[Tensor], Tensor]:
-    """``v ↦ D^{-1/2} (H + W) D^{-1/2} v`` (``D = I`` without a preconditioner, ``W = diag(weight_decay)``)."""
-    if weight_decay is None:
-        return op.matvec if preconditioner is None else _symmetrically_scaled(op, preconditioner)
-    if isinstance(weight_decay, Tensor):
-        if weight_decay.shape != (op.dim,):
-            raise ValueError(
-                f"`weight_decay` must be a number or a tensor of shape ({op.dim},), got {tuple(weight_decay.shape)}."
-            )
-        w = weight_decay.detach().to(dtype=op.dtype, device=op.device)
-    elif isinstance(weight_decay, (int, float)) and not isinstance(weight_decay, bool):
-        w = torch.full((op.dim,), float(weight_decay), dtype=op.dtype, device=op.device)
-    else:
-        raise ValueError(f"`weight_decay` must be a number or a tensor, got {type(weight_decay).__name__}.")
-    if not bool((w >= 0).all()) or not bool(torch.isfinite(w).all()):
-        raise ValueError("`weight_decay` must be finite and non-negative.")
-    if preconditioner is None:
-        return lambda v: op.matvec(v) + w * v
-    scaled = _symmetrically_scaled(op, preconditioner)
-    shift = w / preconditioner.detach().to(dtype=op.dtype, device=op.device)  # W D⁻¹; 0 where D = +inf
-    return lambda v: scaled(v) + shift * v
+    """``v ↦ D^{-1/2} (H + W) D^{-1/2} v`` (``D = I`` without a preconditioner, ``W = diag(weight_decay)``), similar
+    to ``D⁻¹(H + W)``; an entry ``D = +inf`` zeroes its row and column (a coordinate the optimizer does not move)."""
+    d = None if preconditioner is None else _checked_preconditioner(op, preconditioner)
+    w = None if weight_decay is None else _checked_weight_decay(op, weight_decay)
+    if d is None and w is None:
+        return op.matvec
+    scale = None if d is None else d.rsqrt()  # 0 where d = +inf
+    shift = None if w is None else (w if d is None else w / d)  # W D⁻¹: 0 where d = +inf
+
+    def matvec(v: Tensor) -> Tensor:
+        out = op.matvec(v) if scale is None else scale * op.matvec(scale * v)
+        return out if shift is None else out + shift * v
+
+    return matvec
 
 
-def _symmetrically_scaled(op: HessianOperator, preconditioner: Tensor) -> Callable[[Tensor], Tensor]:
-    """``v ↦ D^{-1/2} H D^{-1/2} v`` for ``D = diag(preconditioner)`` (validated: positive, ``(P,)``; an entry
-    ``+inf`` zeroes its row and column: a coordinate the optimizer does not move)."""
+def _checked_preconditioner(op: HessianOperator, preconditioner: object) -> Tensor:
+    """``preconditioner`` as a positive ``(P,)`` tensor in the operator's dtype and device (``+inf`` allowed)."""
     if not isinstance(preconditioner, Tensor) or preconditioner.shape != (op.dim,):
         shape = (
             tuple(preconditioner.shape)
@@ -264,8 +257,24 @@ def _symmetrically_scaled(op: HessianOperator, preconditioner: Tensor) -> Callab
             "`preconditioner` must be positive everywhere (a diagonal D whose inverse is used; +inf marks a "
             "coordinate the optimizer does not move)."
         )
-    scale = d.rsqrt()  # 0 where d = +inf
-    return lambda v: scale * op.matvec(scale * v)
+    return d
+
+
+def _checked_weight_decay(op: HessianOperator, weight_decay: object) -> Tensor:
+    """``weight_decay`` (a number or a ``(P,)`` tensor) as a finite, non-negative ``(P,)`` tensor."""
+    if isinstance(weight_decay, Tensor):
+        if weight_decay.shape != (op.dim,):
+            raise ValueError(
+                f"`weight_decay` must be a number or a tensor of shape ({op.dim},), got {tuple(weight_decay.shape)}."
+            )
+        w = weight_decay.detach().to(dtype=op.dtype, device=op.device)
+    elif isinstance(weight_decay, (int, float)) and not isinstance(weight_decay, bool):
+        w = torch.full((op.dim,), float(weight_decay), dtype=op.dtype, device=op.device)
+    else:
+        raise ValueError(f"`weight_decay` must be a number or a tensor, got {type(weight_decay).__name__}.")
+    if not bool((w >= 0).all()) or not bool(torch.isfinite(w).all()):
+        raise ValueError("`weight_decay` must be finite and non-negative.")
+    return w
 
 
 def hessian_trace(

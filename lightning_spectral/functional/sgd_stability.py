@@ -65,7 +65,8 @@ below 1, which is
 tr(Θ̂)/(2BK)`` with the effective step ``η_eff = η'/(1 − μ)``. The bounds from the trace and ``λ_max`` use the
 range of ``g(λ) = λ p(λ)`` on ``[0, λ_max]`` (``𝒦 = ((1 − B/D)/(BK)) Σ_α λ_α g(λ_α)``): ``g`` increases for heavy
 ball (bounds ``g(0) = η_eff/2`` and ``g(λ_max)``), while under Nesterov it first dips (to 0.47·g(0) at
-μ = 0.9), which the lower bound follows (the smallest value of a grid, refined by golden-section search).
+μ = 0.9), which the lower bound follows: ``g`` is a linear over a quadratic polynomial in λ, so its extrema on
+the interval are at its ends or at a root of a quadratic equation.
 Checked in the tests: the spectral radius of the full second-moment map is 1 where 𝒦 = 1 (heavy ball,
 dampening, Nesterov), and simulated momentum SGD on the linear model decays below the edge and grows above
 it. Coupled weight decay is not part of this model.
@@ -90,7 +91,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from lightning_spectral.functional.edge_of_stability import stability_limit
+from lightning_spectral.functional.edge_of_stability import buffer_step, stability_limit
 
 __all__ = ["SGDStability", "sgd_stability"]
 
@@ -114,11 +115,6 @@ class SGDStability:
     stable: bool | None
 
 
-#: Grid points on ``[0, λ_max]`` where the lower bound's minimum of ``g`` under Nesterov is searched (then
-#: refined by golden-section search in the cell around the smallest value).
-GAIN_GRID_POINTS = 2049
-
-
 @dataclass(frozen=True)
 class _SGDVariant:
     """The optimizer's step: ``η`` (loss scale included), momentum μ, Nesterov, dampening d."""
@@ -130,45 +126,55 @@ class _SGDVariant:
 
     @property
     def step(self) -> float:
-        """``η' = η(1 − d)``, the step on the buffer (torch ignores ``d`` without momentum)."""
-        return self.eta * (1.0 - self.dampening) if self.momentum > 0 else self.eta
+        """``η' = η(1 − d)``, the step on the buffer."""
+        return buffer_step(self.eta, self.momentum, self.dampening)
 
     def noise_response(self, lam: Tensor) -> Tensor:
         """``λ² p(λ) = λ g(λ)`` (module docstring), float64, for ``λ`` below the mean limit."""
         return lam * self.gain(lam)
 
-    def gain(self, lam: Tensor) -> Tensor:
-        """``g(λ) = λ p(λ)`` in closed form. The residual follows an ARMA(2, 1) process
-        ``z' = φ₁z + φ₂z₋ + c(n + ϑn₋)`` whose variance per unit noise variance is
-        ``c²((1 + ϑ²)(1 − φ₂) + 2φ₁ϑ) / ((1 + φ₂)(1 − φ₂ − φ₁)(1 − φ₂ + φ₁))``; its factor
-        ``1 − φ₂ − φ₁ = η'λ`` is cancelled here against ``λ``, so ``g(0) = η_eff/2`` needs no special case."""
+    @property
+    def gain_coefficients(self) -> tuple[float, float, float, float, float, float, float]:
+        """``(s, a₀, a₁, b₀, b₁, c₀, c₁)`` with ``g(λ) = s(a₀ + a₁λ) / ((b₀ + b₁λ)(c₀ − c₁λ))``.
+
+        The residual follows an ARMA(2, 1) process ``z' = φ₁z + φ₂z₋ + c(n + ϑn₋)`` whose variance per unit
+        noise variance is ``c²((1 + ϑ²)(1 − φ₂) + 2φ₁ϑ) / ((1 + φ₂)(1 − φ₂ − φ₁)(1 − φ₂ + φ₁))``; its factor
+        ``1 − φ₂ − φ₁ = η'λ`` cancels against ``λ``, so ``g(0) = η_eff/2`` needs no special case."""
         mu, eta = self.momentum, self.step
         if not self.nesterov:  # heavy ball: φ₁ = 1 + μ − η'λ, φ₂ = −μ, c = −η', ϑ = 0
-            return eta * (1.0 + mu) / ((1.0 - mu) * (2.0 * (1.0 + mu) - eta * lam))
+            return eta * (1.0 + mu), 1.0, 0.0, 1.0 - mu, 0.0, 2.0 * (1.0 + mu), eta
         # Nesterov: φ₁ = 1 + μ − η(1 + μ)λ, φ₂ = −μ(1 − ηλ), c = −η(1 + μ), ϑ = −μ/(1 + μ)
         theta = -mu / (1.0 + mu)
-        phi1, phi2 = 1.0 + mu - eta * (1.0 + mu) * lam, -mu * (1.0 - eta * lam)
-        numerator = (1.0 + theta**2) * (1.0 - phi2) + 2.0 * phi1 * theta
-        denominator = (1.0 + phi2) * (2.0 * (1.0 + mu) - eta * lam * (1.0 + 2.0 * mu))
-        return eta * (1.0 + mu) ** 2 * numerator / denominator
+        a0 = (1.0 + mu) * (1.0 + theta) ** 2
+        a1 = -eta * ((1.0 + theta**2) * mu + 2.0 * theta * (1.0 + mu))
+        return eta * (1.0 + mu) ** 2, a0, a1, 1.0 - mu, mu * eta, 2.0 * (1.0 + mu), eta * (1.0 + 2.0 * mu)
 
-    def gain_range(self, lambda_max: float) -> tuple[float, float]:
-        """Smallest and largest ``g`` on ``[0, lambda_max]``: the endpoints for heavy ball (``g`` increases);
-        under Nesterov the smallest of a grid, refined by golden-section search in its cell."""
-        ends = self.gain(torch.tensor([0.0, lambda_max], dtype=torch.float64))
-        if not self.nesterov or lambda_max <= 0:
-            return float(ends.min()), float(ends.max())
-        grid = torch.linspace(0.0, lambda_max, GAIN_GRID_POINTS, dtype=torch.float64)
-        values = self.gain(grid)
-        i = int(values.argmin())
-        low, high = float(grid[max(i - 1, 0)]), float(grid[min(i + 1, GAIN_GRID_POINTS - 1)])
-        ratio = (math.sqrt(5.0) - 1.0) / 2.0
-        for _ in range(60):
-            left, right = high - ratio * (high - low), low + ratio * (high - low)
-            pair = self.gain(torch.tensor([left, right], dtype=torch.float64))
-            low, high = (low, right) if pair[0] <= pair[1] else (left, high)
-        refined = float(self.gain(torch.tensor([0.5 * (low + high)], dtype=torch.float64))[0])
-        return min(float(values.min()), refined), max(float(values.max()), float(ends.max()))
+    def gain(self, lam: Tensor) -> Tensor:
+        """``g(λ) = λ p(λ)`` in closed form (:attr:`gain_coefficients`)."""
+        s, a0, a1, b0, b1, c0, c1 = self.gain_coefficients
+        return s * (a0 + a1 * lam) / ((b0 + b1 * lam) * (c0 - c1 * lam))
+
+    def gain_range(self, upper: float, closed: bool = True) -> tuple[float, float]:
+        """Smallest and largest ``g`` on ``[0, upper]`` (``[0, upper)`` with ``closed=False``, whose largest is
+        ``inf``: ``upper`` is the mean limit, where ``g`` diverges). ``g`` is a linear over a quadratic
+        polynomial, so its extrema lie at the ends or where ``a₁q(λ) − (a₀ + a₁λ)q'(λ) = 0``, ``q`` the
+        denominator: ``−a₁q₂λ² − 2a₀q₂λ + (a₁q₀ − a₀q₁) = 0`` (for heavy ball ``a₁ = q₂ = 0`` and ``g``
+        increases)."""
+        _, a0, a1, b0, b1, c0, c1 = self.gain_coefficients
+        q0, q1, q2 = b0 * c0, b1 * c0 - b0 * c1, -b1 * c1
+        a, b, c = -a1 * q2, -2.0 * a0 * q2, a1 * q0 - a0 * q1
+        if a != 0.0:
+            discriminant = b * b - 4.0 * a * c
+            roots = (
+                []
+                if discriminant < 0
+                else [(-b + sign * math.sqrt(discriminant)) / (2.0 * a) for sign in (1, -1)]
+            )
+        else:
+            roots = [-c / b] if b != 0.0 else []
+        candidates = [0.0, *(r for r in roots if 0.0 < r < upper), *([upper] if closed else [])]
+        values = self.gain(torch.tensor(candidates, dtype=torch.float64))
+        return float(values.min()), float(values.max()) if closed else math.inf
 
 
 def _positive(value: object, name: str) -> float:
@@ -280,7 +286,7 @@ def sgd_stability(
         lower = upper = 0.0
     elif math.isnan(ratio) or ratio >= 1.0:
         # without λ_max the dip of g may lie anywhere below the limit
-        low, _ = variant.gain_range(limit * (1.0 - 1e-9)) if variant.nesterov else variant.gain_range(0.0)
+        low, _ = variant.gain_range(limit, closed=False)
         lower, upper = scale * low, math.inf
     else:
         low, high = variant.gain_range(lambda_max_hat)

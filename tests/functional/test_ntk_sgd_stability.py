@@ -270,9 +270,7 @@ def test_momentum_noise_response_is_torch_sgds_kick_response(variant):
     """One example, one output, D ≫ B = 1: 𝒦 = λ² p with p the summed squared response of torch's SGD to a
     unit gradient kick, at a small, a middle and a near-edge curvature."""
     lr = 0.1
-    limit = stability_limit(
-        lr, variant["momentum"], variant.get("nesterov", False), variant.get("dampening", 0.0)
-    )
+    limit = stability_limit(lr, **variant)
     for fraction in (0.05, 0.5, 0.9):
         lam = fraction * limit
         s = sgd_stability(
@@ -325,10 +323,7 @@ def test_momentum_edge_is_where_the_second_moment_map_has_spectral_radius_one(va
     lam = torch.rand(dataset, dtype=DTYPE, generator=g) ** 4 * 100
     lam_hat = lam / dataset
     mean_limit = (
-        stability_limit(
-            1.0, variant["momentum"], variant.get("nesterov", False), variant.get("dampening", 0.0)
-        )
-        / lam_hat.max().item()
+        stability_limit(1.0, **variant) / lam_hat.max().item()
     )  # the lr at which the mean reaches its edge
 
     def kappa(lr):
@@ -364,9 +359,7 @@ def test_momentum_bounds_contain_the_exact_value(variant):
     """Also under Nesterov, whose g(λ) = λp(λ) dips below g(0): spectra spread over the whole stable range."""
     g = torch.Generator().manual_seed(2)
     lr = 0.05
-    limit = stability_limit(
-        lr, variant["momentum"], variant.get("nesterov", False), variant.get("dampening", 0.0)
-    )
+    limit = stability_limit(lr, **variant)
     kwargs = dict(lr=lr, batch_size=2, ntk_num_examples=4, num_outputs=3, dataset_size=50, **variant)
     for _ in range(20):
         eigenvalues = torch.rand(12, dtype=DTYPE, generator=g) * 0.95 * limit * 4  # Θ̂ = Θ/4 below the limit
@@ -415,3 +408,21 @@ def test_simulated_momentum_sgd_diverges_beyond_the_edge(variant, lr_factor, sta
     assert unstable.noise_kernel_norm > 1.15 and unstable.stable is False  # 1.19, 1.26
     assert simulated_growth_rate(gram, lr, stable_batch, **variant) < -0.01
     assert simulated_growth_rate(gram, lr, unstable_batch, **variant) > 0.01
+
+
+def test_nesterov_lower_bound_is_the_dip_of_its_gain():
+    """Under Nesterov (μ = 0.9) ``g(λ) = 𝒦/λ`` of a single eigenvalue dips to 0.47 of its small-step value
+    ``η_eff/2``: the trace-only lower bound is that minimum, found here by brute force over the stable range."""
+    lr, mu = 0.1, 0.9
+    limit = stability_limit(lr, mu, nesterov=True)
+    lams = torch.linspace(1e-6, 0.999 * limit, 20001, dtype=DTYPE)
+    gains = [
+        sgd_stability(
+            lr=lr, batch_size=1, ntk_num_examples=1, ntk_eigenvalues=lam[None], momentum=mu, nesterov=True
+        ).noise_kernel_norm
+        / lam.item()
+        for lam in lams
+    ]
+    lower = sgd_stability(lr=lr, batch_size=1, ntk_num_examples=1, ntk_trace=1.0, momentum=mu, nesterov=True)
+    assert lower.noise_kernel_norm_lower == pytest.approx(min(gains), rel=1e-6)
+    assert lower.noise_kernel_norm_lower / (lr / (1 - mu) / 2) == pytest.approx(0.47, abs=0.005)
