@@ -81,23 +81,38 @@ def _second_moment_map(lam_hat: torch.Tensor, eta: float, beta: float) -> torch.
     )
 
 
+def whole_set_stability(eigenvalues, dataset, lr, batch, **kwargs) -> SGDStability:
+    """``sgd_stability`` of the NTK of the whole training set (``n = D`` examples)."""
+    return sgd_stability(
+        lr=lr,
+        batch_size=batch,
+        ntk_num_examples=dataset,
+        dataset_size=dataset,
+        ntk_eigenvalues=eigenvalues,
+        **kwargs,
+    )
+
+
+def edge_learning_rate(kappa, high: float) -> float:
+    """The step size in ``(0, high)`` where ``kappa(lr) = 1``, by bisection (``kappa(high) > 1`` asserted)."""
+    low = 1e-6
+    assert kappa(high) > 1  # the S-EOS comes before the mean's edge here
+    for _ in range(200):
+        mid = 0.5 * (low + high)
+        low, high = (mid, high) if kappa(mid) < 1 else (low, mid)
+    return 0.5 * (low + high)
+
+
 def test_edge_is_where_the_second_moment_map_has_spectral_radius_one():
     g = torch.Generator().manual_seed(1)
     dataset, batch = 60, 3
     lam = torch.rand(dataset, dtype=DTYPE, generator=g) ** 4 * 100  # raw NTK eigenvalues, D examples, K = 1
     lam_hat = lam / dataset
 
-    def kappa(lr):
-        return sgd_stability(
-            lr=lr, batch_size=batch, ntk_num_examples=dataset, dataset_size=dataset, ntk_eigenvalues=lam
-        ).noise_kernel_norm
-
-    low, high = 1e-6, 1.999 / lam_hat.max().item()
-    assert kappa(high) > 1  # the S-EOS comes before the full-batch EOS here
-    for _ in range(200):  # bisection for 𝒦(lr*) = 1
-        mid = 0.5 * (low + high)
-        low, high = (mid, high) if kappa(mid) < 1 else (low, mid)
-    edge = 0.5 * (low + high)
+    edge = edge_learning_rate(
+        lambda lr: whole_set_stability(lam, dataset, lr, batch).noise_kernel_norm,
+        1.999 / lam_hat.max().item(),
+    )
 
     def radius(lr):
         return torch.linalg.eigvals(_second_moment_map(lam_hat, lr, batch / dataset)).abs().max().item()
@@ -153,14 +168,7 @@ def test_simulated_sgd_diverges_exactly_beyond_the_edge(num_outputs):
     lr = dataset / torch.linalg.eigvalsh(gram).max().item()  # η λ̂_max = 1
 
     def kappa(batch):
-        return sgd_stability(
-            lr=lr,
-            batch_size=batch,
-            ntk_num_examples=dataset,
-            num_outputs=num_outputs,
-            dataset_size=dataset,
-            ntk_eigenvalues=eigenvalues,
-        )
+        return whole_set_stability(eigenvalues, dataset, lr, batch, num_outputs=num_outputs)
 
     stable_batch, unstable_batch = 50, 40
     stable, unstable = kappa(stable_batch), kappa(unstable_batch)
@@ -326,22 +334,10 @@ def test_momentum_edge_is_where_the_second_moment_map_has_spectral_radius_one(va
         stability_limit(1.0, **variant) / lam_hat.max().item()
     )  # the lr at which the mean reaches its edge
 
-    def kappa(lr):
-        return sgd_stability(
-            lr=lr,
-            batch_size=batch,
-            ntk_num_examples=dataset,
-            dataset_size=dataset,
-            ntk_eigenvalues=lam,
-            **variant,
-        ).noise_kernel_norm
-
-    low, high = 1e-6, 0.9999 * mean_limit
-    assert kappa(high) > 1  # the S-EOS comes first
-    for _ in range(200):
-        mid = 0.5 * (low + high)
-        low, high = (mid, high) if kappa(mid) < 1 else (low, mid)
-    edge = 0.5 * (low + high)
+    edge = edge_learning_rate(
+        lambda lr: whole_set_stability(lam, dataset, lr, batch, **variant).noise_kernel_norm,
+        0.9999 * mean_limit,
+    )
 
     def radius(lr):
         return (
@@ -394,14 +390,7 @@ def test_simulated_momentum_sgd_diverges_beyond_the_edge(variant, lr_factor, sta
     lr = lr_factor * dataset / eigenvalues.max().item()  # η λ̂_max ≤ 1, below every variant's mean limit
 
     def kappa(batch):
-        return sgd_stability(
-            lr=lr,
-            batch_size=batch,
-            ntk_num_examples=dataset,
-            dataset_size=dataset,
-            ntk_eigenvalues=eigenvalues,
-            **variant,
-        )
+        return whole_set_stability(eigenvalues, dataset, lr, batch, **variant)
 
     stable, unstable = kappa(stable_batch), kappa(unstable_batch)
     assert stable.noise_kernel_norm < 0.85 and stable.stable is True  # 0.76, 0.81
