@@ -31,7 +31,11 @@ from lightning_spectral.callbacks.optimizer_info import first_optimizer, sgd_set
 from lightning_spectral.callbacks.parameter_patterns import check_param_spec, checked_param_patterns
 from lightning_spectral.callbacks.training_loss import LossFn, resolve_loss_fn
 from lightning_spectral.functional.adaptive_preconditioners import adaptive_preconditioning
-from lightning_spectral.functional.batch_sharpness import batch_sharpness, gradient_rayleigh_quotient
+from lightning_spectral.functional.batch_sharpness import (
+    batch_rayleigh_quotients,
+    batch_sharpness,
+    summarized,
+)
 from lightning_spectral.functional.hessian_operator import HVP_METHODS, HessianOperator
 from lightning_spectral.functional.hessian_spectrum import hessian_density, hessian_eigenvalues, hessian_trace
 from lightning_spectral.functional.hvp_graph import HVPGraph
@@ -211,10 +215,11 @@ class HessianEigenMonitor(SpectralMonitor):
         pl_module.train(self.measurement_mode == "train")
         loss_fn = resolve_loss_fn(pl_module, self.loss_fn)
         operator = self._operator(pl_module, loss_fn, batches)
-        # On one batch the batch sharpness is this operator's gᵀHg/‖g‖²: its gradient comes with the graph the
-        # products build, if asked for before the first product (not from a CUDA-graph replay, which builds none).
-        shared = self.compute_batch_sharpness and len(batches) == 1 and self._hvp_graph is None
-        gradient = operator.loss_and_gradient()[1] if shared else None
+        # The batch sharpness is the mean over the measurement batches of g_bᵀH_bg_b/‖g_b‖²: the gradients come
+        # with the graphs the products build, if asked for before the first product, and each H_b g_b is a pass
+        # through batch b's graph (not with CUDA-graph replays, which build no graphs: then separate operators).
+        shared = self.compute_batch_sharpness and self._hvp_graph is None
+        gradients = operator.batch_gradients() if shared else None
         generator = self.make_generator(operator.device)
         previous = self._eigenvectors if self.warm_start else None
         if previous is not None and previous.shape[0] != operator.dim:
@@ -239,8 +244,9 @@ class HessianEigenMonitor(SpectralMonitor):
         if limit is not None and self.which == "LA":
             values["eos_ratio"] = values["lambda_1"] / limit
         if self.compute_batch_sharpness:
-            if gradient is not None:
-                sharpness = gradient_rayleigh_quotient(operator, gradient)
+            if gradients is not None:
+                sharpness = summarized(batch_rayleigh_quotients(operator, gradients)).value
+                del gradients
             else:
                 sharpness = batch_sharpness(
                     pl_module,

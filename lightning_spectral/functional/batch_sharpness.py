@@ -46,7 +46,7 @@ from lightning_spectral.functional.hessian_operator import (
 from lightning_spectral.functional.parameter_selection import ParamSpec
 from lightning_spectral.linalg import mean_and_std_error
 
-__all__ = ["BatchSharpness", "batch_sharpness", "gradient_rayleigh_quotient"]
+__all__ = ["BatchSharpness", "batch_rayleigh_quotients", "batch_sharpness", "summarized"]
 
 
 class BatchSharpness(NamedTuple):
@@ -65,15 +65,31 @@ class BatchSharpness(NamedTuple):
     num_hvps: int
 
 
-def gradient_rayleigh_quotient(operator: HessianOperator, gradient: Tensor) -> float:
-    """``gᵀHg / ‖g‖²`` for the gradient ``g`` of ``operator``'s loss (one product; ``nan`` for ``g = 0``). With
-    double backward, ``operator.loss_and_gradient()`` called before the operator's first product hands ``g``
-    out of the graph the products use, so a caller that needs both (the Hessian monitor on one batch) pays for
-    the gradient once."""
-    squared_norm = float(gradient.double().square().sum())
-    if squared_norm == 0.0:
-        return math.nan
-    return float(torch.dot(gradient.double(), operator.matvec(gradient).double())) / squared_norm
+def batch_rayleigh_quotients(operator: HessianOperator, gradients: list[Tensor] | None = None) -> list[float]:
+    """``g_bᵀ H_b g_b / ‖g_b‖²`` for each batch ``b`` of ``operator`` (one single-batch product each; ``nan``
+    for ``g_b = 0``). ``gradients``: ``operator.batch_gradients()``, which with double backward, taken before
+    the operator's first product, come out of the graphs the products use -- so a caller that needs the
+    operator's eigenvalues too (the Hessian monitor) pays for the gradients once; ``None``: evaluated here."""
+    if gradients is None:
+        gradients = operator.batch_gradients()
+    quotients = []
+    for index, gradient in enumerate(gradients):
+        squared_norm = float(gradient.double().square().sum())
+        if squared_norm == 0.0:
+            quotients.append(math.nan)
+            continue
+        product = operator.batch_matvec(index, gradient)
+        quotients.append(float(torch.dot(gradient.double(), product.double())) / squared_norm)
+    return quotients
+
+
+def summarized(quotients: list[float]) -> BatchSharpness:
+    """The mean and standard error of the per-batch quotients that are not ``nan``."""
+    usable = [q for q in quotients if not math.isnan(q)]
+    if not usable:
+        return BatchSharpness(math.nan, math.nan, quotients, 0)
+    value, std_error = mean_and_std_error(torch.tensor(usable, dtype=torch.float64))
+    return BatchSharpness(value, std_error, quotients, len(usable))
 
 
 def batch_sharpness(
@@ -109,15 +125,10 @@ def batch_sharpness(
         raise ValueError(f"`hvp_method` must be one of {HVP_METHODS}, got {hvp_method!r}.")
     quotients = []
     method = hvp_method
-    for batch in batches:
+    for batch in batches:  # one operator per batch: one gradient graph alive at a time
         operator = HessianOperator(
             model, loss_fn, batch, params=params, method=method, reduce_fn=reduce_fn, copy_params=False
         )
-        _, gradient = operator.loss_and_gradient()
-        quotients.append(gradient_rayleigh_quotient(operator, gradient))
+        quotients += batch_rayleigh_quotients(operator)
         method = operator.method  # "auto" resolved once
-    usable = [q for q in quotients if not math.isnan(q)]
-    if not usable:
-        return BatchSharpness(math.nan, math.nan, quotients, 0)
-    value, std_error = mean_and_std_error(torch.tensor(usable, dtype=torch.float64))
-    return BatchSharpness(value, std_error, quotients, len(usable))
+    return summarized(quotients)

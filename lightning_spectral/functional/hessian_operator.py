@@ -114,14 +114,15 @@ class _LossOfModel(nn.Module):
 @dataclass(frozen=True)
 class _GradientGraphs:
     """The double-backward cache: the differentiable aliases of θ, each batch's loss, the autograd edges of
-    every batch's gradient pieces that depend on θ (with the index of their parameter) and, if asked for,
-    the batch-summed gradient."""
+    every batch's gradient pieces that depend on θ (with the index of their parameter; batch ``b``'s are
+    ``edges[edge_ends[b - 1]:edge_ends[b]]``) and, if asked for, each batch's flat gradient."""
 
     leaves: tuple[Tensor, ...]
     losses: list[Tensor]
     edges: list[GradientEdge]
     tangent_indices: list[int]
-    gradient_sum: Tensor | None
+    edge_ends: list[int]
+    gradients: list[Tensor] | None
 
 
 class HessianOperator:
@@ -159,6 +160,7 @@ class HessianOperator:
         method: the HVP method; ``"auto"`` until the first product, then the method in use.
         fallback_reason: why ``"auto"`` fell back to double backward (``None`` if it did not).
         num_matvecs: products computed so far.
+        num_batch_matvecs: single-batch products (:meth:`batch_matvec`) computed so far.
     """
 
     def __init__(
@@ -233,6 +235,7 @@ class HessianOperator:
         self.method = method
         self.fallback_reason: str | None = None
         self.num_matvecs = 0
+        self.num_batch_matvecs = 0
         self._module = _LossOfModel(model, loss_fn)
         self._recurrent = has_recurrent_layers(model)
         self._batches = batches
@@ -264,17 +267,21 @@ class HessianOperator:
         with compiled_code_runs_eagerly(), differentiable_kernels(self._recurrent):
             return torch.func.functional_call(self._module, state, (self._batches[index],))
 
+    def _reduced(self, tensor: Tensor) -> Tensor:
+        tensor = tensor.detach()
+        return tensor if self._reduce is None else self._reduce(tensor).detach()
+
     def _finish(self, total: Tensor) -> Tensor:
         """The batch average of a sum over batches that the operator owns (divided in place)."""
         total = total.detach()
         if self.num_batches > 1:
             total.div_(self.num_batches)
-        return total if self._reduce is None else self._reduce(total).detach()
+        return self._reduced(total)
 
-    def _hvp_forward_over_reverse(self, v: Tensor) -> Tensor:
+    def _hvp_forward_over_reverse(self, v: Tensor, batch: int | None = None) -> Tensor:
         tangent = dict(zip(self._keys, self.layout.unflatten(v).values()))
         total: Tensor | None = None
-        for index in range(self.num_batches):
+        for index in range(self.num_batches) if batch is None else (batch,):
             gradient_fn = torch.func.grad(lambda p, i=index: self._loss(p, i))
             with self._randomness.replay(index):
                 _, hv = torch.func.jvp(gradient_fn, (self._point,), (tangent,))
@@ -294,13 +301,13 @@ class HessianOperator:
 
         Only the graph edges of the gradient are kept, not its values: the products need the graph, not the
         gradient itself, and dropping it saves one parameter-sized vector per batch. With
-        ``keep_gradient=True`` (asked by :meth:`loss_and_gradient` before the first product) the
-        batch-summed flat gradient is kept as well.
+        ``keep_gradient=True`` (asked by :meth:`loss_and_gradient` or :meth:`batch_gradients` before the first
+        product) each batch's flat gradient is kept as well.
         """
         # Aliases of the point (no new memory) that autograd can differentiate; shared by all batches.
         leaves = {key: p.detach().requires_grad_(True) for key, p in self._point.items()}
-        losses, edges, tangent_indices = [], [], []
-        gradient_sum: Tensor | None = None
+        losses, edges, tangent_indices, edge_ends = [], [], [], []
+        gradients: list[Tensor] | None = [] if keep_gradient else None
         with torch.enable_grad():
             for index in range(self.num_batches):
                 with self._randomness.replay(index):
@@ -309,19 +316,23 @@ class HessianOperator:
                     loss, tuple(leaves.values()), create_graph=True, materialize_grads=True
                 )
                 losses.append(loss.detach())
-                if keep_gradient:
-                    flat = self.layout.flatten([g.detach() for g in grads])
-                    gradient_sum = flat if gradient_sum is None else gradient_sum.add_(flat)
+                if gradients is not None:
+                    gradients.append(self.layout.flatten([g.detach() for g in grads]))
                 for position, g in enumerate(grads):
                     if g.requires_grad:  # a gradient that does not depend on θ adds nothing to H v
                         edges.append(get_gradient_edge(g))
                         tangent_indices.append(position)
+                edge_ends.append(len(edges))
                 del grads
-        return _GradientGraphs(tuple(leaves.values()), losses, edges, tangent_indices, gradient_sum)
+        return _GradientGraphs(tuple(leaves.values()), losses, edges, tangent_indices, edge_ends, gradients)
 
-    def _product_through(self, graphs: _GradientGraphs, v: Tensor, retain_graph: bool) -> Tensor:
-        """``Σ_b H_b v`` by one backward pass through the kept gradients of every batch."""
-        if not graphs.edges:  # the gradient does not depend on θ: the Hessian is zero
+    def _product_through(
+        self, graphs: _GradientGraphs, v: Tensor, retain_graph: bool, batch: int | None = None
+    ) -> Tensor:
+        """``Σ_b H_b v`` (or ``H_batch v``) by one backward pass through the kept gradients of those batches."""
+        ends = graphs.edge_ends
+        first, end = (0, ends[-1]) if batch is None else (ends[batch - 1] if batch else 0, ends[batch])
+        if first == end:  # the gradient does not depend on θ: the Hessian is zero
             return torch.zeros(self.dim, dtype=self.dtype, device=self.device)
         tangent = tuple(self.layout.unflatten(v).values())
         # Σ_b H_b v = Σ_b J_{∇L_b}ᵀ v (each H_b symmetric): one vector-Jacobian product of all the kept
@@ -329,17 +340,17 @@ class HessianOperator:
         with torch.enable_grad():
             hv = list(
                 torch.autograd.grad(
-                    graphs.edges,
+                    graphs.edges[first:end],
                     graphs.leaves,
-                    [tangent[i] for i in graphs.tangent_indices],
+                    [tangent[i] for i in graphs.tangent_indices[first:end]],
                     retain_graph=retain_graph,
                     materialize_grads=True,
                 )
             )
         return self.layout.flatten(hv)
 
-    def _hvp_double_backward(self, v: Tensor) -> Tensor:
-        return self._product_through(self._gradient_graphs(), v, retain_graph=True)
+    def _hvp_double_backward(self, v: Tensor, batch: int | None = None) -> Tensor:
+        return self._product_through(self._gradient_graphs(), v, retain_graph=True, batch=batch)
 
     def _hvp_unshared(self, v: Tensor) -> Tensor:
         """One product with the resolved method that keeps nothing for the next one (double backward builds
@@ -349,8 +360,7 @@ class HessianOperator:
         return self._product_through(self._build_gradient_graphs(keep_gradient=False), v, retain_graph=False)
 
     # ------------------------------------------------------------------ public API
-    def matvec(self, v: Tensor) -> Tensor:
-        """``H v`` for a 1-D ``v`` of length :attr:`dim` with the operator's dtype and device."""
+    def _checked(self, v: Tensor) -> Tensor:
         if not isinstance(v, Tensor) or v.shape != (self.dim,):
             shape = tuple(v.shape) if isinstance(v, Tensor) else type(v).__name__
             raise ValueError(f"`v` must be a 1-D tensor of length dim = {self.dim}, got {shape}.")
@@ -358,18 +368,16 @@ class HessianOperator:
             raise ValueError(
                 f"`v` must have the parameters' dtype {self.dtype} on {self.device}, got {v.dtype} on {v.device}."
             )
-        v = v.detach()
-        if self._hvp_graph is not None:
-            if self.method == "auto":  # a capture of this loss already knows what "auto" resolves to
-                self.method = self._hvp_graph.resolved_method(self) or "auto"
-            replayed = self._hvp_graph.product(self, v)
-            if replayed is not None:
-                self.num_matvecs += 1
-                return self._finish(replayed)
+        return v.detach()
+
+    def _eager_product(self, v: Tensor, batch: int | None) -> Tensor:
+        """``Σ_b H_b v`` (``batch=None``) or ``H_batch v``, unscaled, by the method in use (``"auto"`` resolved
+        here on the first product)."""
         if self.method == "auto":
             try:
-                result = self._hvp_forward_over_reverse(v)
+                result = self._hvp_forward_over_reverse(v, batch)
                 self.method = "forward_over_reverse"
+                return result
             except torch.OutOfMemoryError:
                 raise  # not a transform failure; the cached graphs of double backward would need more
             except _TRANSFORM_ERRORS as error:
@@ -377,40 +385,70 @@ class HessianOperator:
                 self.fallback_reason = (
                     f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
                 )
-                result = self._hvp_double_backward(v)
-        elif self.method == "forward_over_reverse":
-            result = self._hvp_forward_over_reverse(v)
-        else:
-            result = self._hvp_double_backward(v)
+        if self.method == "forward_over_reverse":
+            return self._hvp_forward_over_reverse(v, batch)
+        return self._hvp_double_backward(v, batch)
+
+    def matvec(self, v: Tensor) -> Tensor:
+        """``H v`` for a 1-D ``v`` of length :attr:`dim` with the operator's dtype and device."""
+        v = self._checked(v)
+        if self._hvp_graph is not None:
+            if self.method == "auto":  # a capture of this loss already knows what "auto" resolves to
+                self.method = self._hvp_graph.resolved_method(self) or "auto"
+            replayed = self._hvp_graph.product(self, v)
+            if replayed is not None:
+                self.num_matvecs += 1
+                return self._finish(replayed)
+        result = self._eager_product(v, None)
         self.num_matvecs += 1
         return self._finish(result)
 
     __call__ = matvec
+
+    def _losses_and_gradients(self) -> tuple[list[Tensor], list[Tensor]]:
+        """Each batch's loss and flat gradient, before ``reduce_fn``. With double backward, asked for before the
+        first product, they come with the gradient graphs the products use (no extra pass; the gradients are
+        handed out, not kept); otherwise one more gradient evaluation per batch."""
+        graphs = self._graphs
+        if self.method == "double_backward" and (graphs is None or graphs.gradients is not None):
+            graphs = self._gradient_graphs(keep_gradient=True)
+            assert graphs.gradients is not None
+            self._graphs = replace(graphs, gradients=None)  # a later call evaluates them again
+            return graphs.losses, graphs.gradients
+        losses, gradients = [], []
+        leaves = {key: p.detach().requires_grad_(True) for key, p in self._point.items()}
+        with torch.enable_grad():
+            for index in range(self.num_batches):
+                with self._randomness.replay(index):
+                    loss = self._loss(leaves, index)
+                grads = torch.autograd.grad(loss, tuple(leaves.values()), materialize_grads=True)
+                losses.append(loss.detach())
+                gradients.append(self.layout.flatten(grads))
+        return losses, gradients
 
     def loss_and_gradient(self) -> tuple[float, Tensor]:
         """The batch-averaged loss ``L(θ)`` and its flat gradient ``∇L(θ)`` (both passed through
         ``reduce_fn``). With double backward, called before the first product, it builds the gradient graphs
         the products use and keeps their gradient (no extra pass); called later it takes one more gradient
         evaluation, because the graphs keep no gradient values."""
-        graphs = self._graphs
-        if self.method == "double_backward" and (graphs is None or graphs.gradient_sum is not None):
-            graphs = self._gradient_graphs(keep_gradient=True)
-            assert graphs.gradient_sum is not None
-            loss_sum = torch.stack(graphs.losses).sum()
-            gradient_sum = graphs.gradient_sum  # handed out, not kept: a later call evaluates it again
-            self._graphs = replace(graphs, gradient_sum=None)
-        else:
-            loss_sum, gradient_sum = 0.0, 0.0
-            leaves = {key: p.detach().requires_grad_(True) for key, p in self._point.items()}
-            with torch.enable_grad():
-                for index in range(self.num_batches):
-                    with self._randomness.replay(index):
-                        loss = self._loss(leaves, index)
-                    grads = torch.autograd.grad(loss, tuple(leaves.values()), materialize_grads=True)
-                    loss_sum = loss_sum + loss.detach()
-                    gradient_sum = gradient_sum + self.layout.flatten(grads)
-        loss = self._finish(loss_sum.reshape(1))
-        return float(loss[0]), self._finish(gradient_sum)
+        losses, gradients = self._losses_and_gradients()
+        loss = self._finish(torch.stack(losses).sum().reshape(1))
+        return float(loss[0]), self._finish(sum(gradients[1:], gradients[0]))
+
+    def batch_gradients(self) -> list[Tensor]:
+        """Each batch's own flat gradient ``∇L_b(θ)`` (through ``reduce_fn``, not averaged over the batches),
+        at the same cost as :meth:`loss_and_gradient`: free before the first double-backward product."""
+        return [self._reduced(gradient) for gradient in self._losses_and_gradients()[1]]
+
+    def batch_matvec(self, batch: int, v: Tensor) -> Tensor:
+        """``∇²L_b(θ) v``, the Hessian of batch ``b = batch`` alone (through ``reduce_fn``): with double backward
+        a backward pass through that batch's kept gradient graph only. Counted in :attr:`num_batch_matvecs`,
+        not :attr:`num_matvecs`; never replayed from a CUDA graph."""
+        if isinstance(batch, bool) or not isinstance(batch, int) or not 0 <= batch < self.num_batches:
+            raise ValueError(f"`batch` must be an int in [0, {self.num_batches}), got {batch!r}.")
+        result = self._eager_product(self._checked(v), batch)
+        self.num_batch_matvecs += 1
+        return self._reduced(result)
 
     def to_dense(self) -> Tensor:
         """The ``P × P`` Hessian, column ``i`` being ``H e_i`` (``P`` products): for small models and tests."""

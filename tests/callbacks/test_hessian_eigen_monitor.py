@@ -132,21 +132,37 @@ def test_logged_eigenvalues_match_the_dense_hessian(tmp_path, use_bn):
     assert last["spectral/hessian/residual_max"] <= 1e-6 * abs(exact[0].item()) * 10
 
 
-def test_one_batch_measurement_evaluates_the_loss_once(tmp_path):
-    """λ_max by double backward and the batch sharpness on the same batch share one gradient graph: one loss
-    evaluation per measurement (the sharpness's gradient comes with it, its product is one more backward)."""
+@pytest.mark.parametrize("num_batches", [1, 3])
+def test_a_measurement_evaluates_each_batch_loss_once(tmp_path, num_batches):
+    """λ_max by double backward and the batch sharpness on the same batches share one gradient graph per batch:
+    one loss evaluation per batch per measurement (the sharpness's gradients come with the graphs, each of its
+    products is one more backward pass through one batch's graph); the logged batch sharpness is then the mean
+    over the measurement batches of g_bᵀH_bg_b/‖g_b‖² with the dense per-batch Hessians."""
     calls = []
 
     def counting_loss(module, batch):
-        calls.append(module.global_step)
+        calls.append((module.global_step, batch))
         return squared_error(module, batch)
 
-    g = torch.Generator().manual_seed(3)
-    batch = (torch.randn(10, 3, generator=g), torch.randn(10, 1, generator=g))
-    monitor = HessianEigenMonitor(every_n_steps=2, batch=batch, loss_fn=counting_loss, strict=True)
-    _, scalars = fit(tmp_path, monitor, TinyRegressor())
-    assert calls == [0, 2, 4]
+    monitor = HessianEigenMonitor(
+        every_n_steps=2, num_batches=num_batches, loss_fn=counting_loss, strict=True
+    )
+    model = TinyRegressor()
+    _, scalars = fit(tmp_path, monitor, model)
+    assert [step for step, _ in calls] == [step for step in (0, 2, 4) for _ in range(num_batches)]
     assert [s for s, _ in scalars["spectral/hessian/batch_sharpness"]] == [0, 2, 4]
+    model.eval()
+    quotients = []
+    for _, batch in calls[-num_batches:]:  # the measurement batches, as the last measurement saw them
+        g = torch.cat(
+            [t.reshape(-1) for t in torch.autograd.grad(squared_error(model, batch), model.parameters())]
+        )
+        H = dense_hessian(model, squared_error, batch)
+        quotients.append((g @ H @ g / (g @ g)).item())
+    logged = scalars["spectral/hessian/batch_sharpness"][-1][1]
+    assert logged == pytest.approx(sum(quotients) / num_batches, rel=1e-4)
+    if num_batches > 1:  # several batches: not the sharpness of their average loss
+        assert not logged == pytest.approx(quotients[0], rel=1e-2)
 
 
 def test_default_measurement_batch_and_warm_start(tmp_path):
