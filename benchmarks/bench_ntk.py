@@ -45,6 +45,7 @@ from benchmarks.common import (
     Target,
     add_device_argument,
     device_option,
+    log,
     machine_description,
     markdown_table,
     median_time,
@@ -92,10 +93,6 @@ def settings(quick: bool) -> Settings:
     if quick:
         return Settings(True, 3, 12, (16, 64), (70, 280), (8,))
     return Settings(False, 5, 50, (16, 64, 256), (70, 280, 962), (1, 8, 32))
-
-
-def log(message: str) -> None:
-    print(message, flush=True)
 
 
 def digits(count: int) -> tuple[Tensor, Tensor, str]:

@@ -58,6 +58,7 @@ from benchmarks.common import (
     Target,
     add_device_argument,
     device_option,
+    log,
     machine_description,
     markdown_table,
     package_versions,
@@ -101,10 +102,6 @@ class Settings:
 
 def settings(quick: bool) -> Settings:
     return Settings(True, 5) if quick else Settings(False, 15)
-
-
-def log(message: str) -> None:
-    print(message, flush=True)
 
 
 class DigitsCNN(pl.LightningModule):

@@ -74,6 +74,7 @@ from benchmarks.common import (
     Target,
     add_device_argument,
     device_option,
+    log,
     machine_description,
     markdown_table,
     package_versions,
@@ -121,10 +122,6 @@ class Settings:
 
 def settings(quick: bool) -> Settings:
     return Settings(True, 5, 5, WIDTHS_QUICK) if quick else Settings(False, 5, 11, WIDTHS_FULL)
-
-
-def log(message: str) -> None:
-    print(message, flush=True)
 
 
 def mlp(width: int) -> nn.Sequential:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import importlib.metadata
 import platform
@@ -196,3 +197,22 @@ def package_versions(names: Iterable[str]) -> str:
         except importlib.metadata.PackageNotFoundError:
             parts.append(f"{name} not installed")
     return ", ".join(parts)
+
+
+def blas_limits(threads: int) -> tuple[contextlib.AbstractContextManager, str]:
+    """A context limiting the BLAS threads of the libraries loaded so far (NumPy/SciPy, via threadpoolctl when
+    installed), and a sentence saying so."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return (
+            contextlib.nullcontext(),
+            "threadpoolctl not installed: NumPy/SciPy BLAS threads were not limited.",
+        )
+    note = f"NumPy/SciPy BLAS limited to {threads} thread(s) as well (threadpoolctl)."
+    return threadpool_limits(limits=threads), note
+
+
+def log(message: str) -> None:
+    """Progress to stdout, flushed (benchmark runs are long)."""
+    print(message, flush=True)

@@ -22,10 +22,6 @@ REFERENCE_TOL = 1e-10
 REFERENCE_MAX_ITER = 400
 
 
-def log(message: str) -> None:
-    print(message, flush=True)
-
-
 def loss_fn(model: nn.Module, batch: tuple[Tensor, Tensor]) -> Tensor:
     return nn.functional.cross_entropy(model(batch[0]), batch[1])
 
