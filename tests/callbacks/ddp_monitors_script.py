@@ -4,7 +4,7 @@
 ``python ddp_monitors_script.py <mode> <out_dir>`` (with ``MASTER_ADDR`` and a free ``MASTER_PORT``). Modes:
 
 - ``measure`` (``strategy="ddp"``) / ``measure-spawn`` (``"ddp_spawn"``): the Hessian, NTK and weight
-  monitors measure the initial model (step 0) on each rank's shard. The launching process saves the initial
+  monitors measure the initial model (step 0) on each rank's shard (the Hessian monitor on two batches). The launching process saves the initial
   weights; each rank saves its measurement batch and its ``callback_metrics``, so the test can compare them
   with a single-process measurement on the union of the shards. TensorBoard logs go to ``<out_dir>/tb``.
 - ``fail-strict`` / ``fail-lenient``: the Hessian monitor's loss raises on rank 1 at its third evaluation, in
@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for spec
 from spectral_testing.two_process import two_process_trainer  # noqa: E402
 
 NUM_EXAMPLES, BATCH_SIZE, MAX_STEPS = 32, 4, 3
-HESSIAN_K, HESSIAN_TOL = 2, 1e-6
+HESSIAN_K, HESSIAN_TOL, HESSIAN_BATCHES = 2, 1e-6, 2
 
 
 def loss_fn(model: nn.Module, batch) -> torch.Tensor:
@@ -104,6 +104,7 @@ def measure(out_dir: str, strategy: str) -> None:
             tol=HESSIAN_TOL,
             max_iter=32,
             every_n_steps=100,
+            num_batches=HESSIAN_BATCHES,
             compute_batch_sharpness=True,
             strict=True,
         ),

@@ -17,6 +17,7 @@ from spectral_testing.ddp import run_ddp_script
 from spectral_testing.log_readers import read_tensorboard_scalars
 
 from lightning_spectral.functional import (
+    HessianOperator,
     adam_preconditioner,
     adam_stability_limit,
     batch_sharpness,
@@ -45,13 +46,22 @@ def ddp_run(request, tmp_path_factory):
     return out
 
 
+def unions(out: Path) -> tuple[list, list]:
+    """The ranks' first measurement batches, and per measurement batch the union of the ranks' shards."""
+    per_rank = [torch.load(out / f"rank{r}_batches.pt") for r in (0, 1)]
+    unions = [
+        tuple(torch.cat([batches[b][i] for batches in per_rank]) for i in (0, 1))
+        for b in range(len(per_rank[0]))
+    ]
+    return [batches[0] for batches in per_rank], unions
+
+
 def union_reference(out: Path):
+    """The script, the initial model, the ranks' first batches and the unions of every measurement batch."""
     script = load_script()
     model = script.Regressor()
     model.load_state_dict(torch.load(out / "initial.pt"))
-    shards = [torch.load(out / f"rank{r}_batches.pt")[0] for r in (0, 1)]
-    union = tuple(torch.cat([shard[i] for shard in shards]) for i in (0, 1))
-    return script, model, shards, union
+    return (script, model, *unions(out))
 
 
 def test_ranks_measure_on_different_shards_and_agree(ddp_run):
@@ -67,12 +77,20 @@ def test_ranks_measure_on_different_shards_and_agree(ddp_run):
 
 
 def test_hessian_equals_single_process_measurement_on_the_union(ddp_run):
-    script, model, _, union = union_reference(ddp_run)
+    """Two measurement batches per rank: λ of the average Hessian over the batches' unions, and the batch
+    sharpness as the mean over those unions (each batch's gradient and product all-reduced on its own)."""
+    script, model, _, union_batches = union_reference(ddp_run)
+    assert len(union_batches) == script.HESSIAN_BATCHES == 2
     logged = json.loads((ddp_run / "rank0.json").read_text())
-    reference = hessian_eigenvalues(model, script.loss_fn, union, k=script.HESSIAN_K, tol=1e-8, max_iter=32)
+    reference = hessian_eigenvalues(
+        k=script.HESSIAN_K,
+        tol=1e-8,
+        max_iter=32,
+        operator=HessianOperator.from_batches(model, script.loss_fn, union_batches),
+    )
     for i, value in enumerate(reference.eigenvalues.tolist(), 1):
         assert logged[f"spectral/hessian/lambda_{i}"] == pytest.approx(value, rel=1e-4)
-    sharpness = batch_sharpness(model, script.loss_fn, [union])
+    sharpness = batch_sharpness(model, script.loss_fn, union_batches)
     assert logged["spectral/hessian/batch_sharpness"] == pytest.approx(sharpness.value, rel=1e-4)
     assert logged["spectral/hessian/eos_ratio"] == pytest.approx(
         0.05 * reference.eigenvalues[0].item() / 2, rel=1e-4
@@ -89,8 +107,7 @@ def test_adam_preconditioned_sharpness_equals_single_process_measurement_on_the_
     model.load_state_dict(torch.load(tmp_path / "final.pt"))
     optimizer = model.configure_optimizers()
     optimizer.load_state_dict(torch.load(tmp_path / "optimizer.pt"))
-    shards = [torch.load(tmp_path / f"rank{r}_batches.pt")[0] for r in (0, 1)]
-    union = tuple(torch.cat([shard[i] for shard in shards]) for i in (0, 1))
+    (union,) = unions(tmp_path)[1]
     d = adam_preconditioner(optimizer, list(model.parameters()))
     reference = hessian_eigenvalues(model, script.loss_fn, union, tol=1e-8, max_iter=32, preconditioner=d)
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
@@ -101,7 +118,7 @@ def test_adam_preconditioned_sharpness_equals_single_process_measurement_on_the_
 
 
 def test_ntk_equals_single_process_measurement_on_the_union(ddp_run):
-    _, model, _, (x, y) = union_reference(ddp_run)
+    _, model, _, ((x, y), _) = union_reference(ddp_run)  # the NTK monitor's batch: the first
     model.eval()
     logged = json.loads((ddp_run / "rank0.json").read_text())
     trace = ntk_trace(model, x, method="exact")
