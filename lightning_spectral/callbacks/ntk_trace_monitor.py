@@ -5,7 +5,8 @@ Logged under ``spectral/ntk/``: ``trace`` (``tr Θ = Σ_i Σ_k ‖∂f_k(x_i)/�
 ``alignment`` / ``alignment_centered`` / ``alignment_offdiagonal`` when enabled, and ``sgd_stability``, the
 noise-kernel norm 𝒦 of Agarwala & Pennington (2024) for the run's learning rate and training batch size (``≥ 1`` marks the stochastic edge of stability; see
 :mod:`lightning_spectral.functional.sgd_stability` for the formula and its assumptions: MSE loss,
-``torch.optim.SGD`` (momentum, Nesterov and dampening included), linearised model). The measurement runs in eval mode (the per-example Jacobians need examples that do not
+``torch.optim.SGD`` (momentum, Nesterov, dampening and the first param group's coupled weight decay included),
+linearised model). The measurement runs in eval mode (the per-example Jacobians need examples that do not
 interact, so BatchNorm uses its running statistics and dropout is off).
 
 Example::
@@ -240,6 +241,7 @@ class NTKTraceMonitor(SpectralMonitor):
             momentum=settings.momentum,
             nesterov=settings.nesterov,
             dampening=settings.dampening,
+            weight_decay=settings.weight_decay,
         )
         values = {"sgd_stability": stability.noise_kernel_norm_lower}
         if lambda_max is not None and math.isfinite(stability.noise_kernel_norm_upper):

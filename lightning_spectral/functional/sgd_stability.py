@@ -69,7 +69,23 @@ ball (bounds ``g(0) = η_eff/2`` and ``g(λ_max)``), while under Nesterov it fir
 the interval are at its ends or at a root of a quadratic equation.
 Checked in the tests: the spectral radius of the full second-moment map is 1 where 𝒦 = 1 (heavy ball,
 dampening, Nesterov), and simulated momentum SGD on the linear model decays below the edge and grows above
-it. Coupled weight decay is not part of this model.
+it.
+
+**Coupled weight decay** (``weight_decay`` w of ``torch.optim.SGD``, an extension derived here): the step adds
+``wθ`` to the gradient, ``ŵ = w / loss_scale`` in the units of Θ̂. Around the regularised minimum the
+deviation's component along the row space of ``J`` moves its residual ``u = Jδ`` by ``u ← (I − ηŵ − (η/β) Θ̂
+P_t) u`` (the remainder only decays by ``1 − ηŵ``; the gradient noise at the minimum is additive and does not
+move the edge): every mode's mean sees the curvature ``λ + ŵ``, its noise still ``λ²``. So the mean is stable
+iff ``λ̂_max + ŵ`` is below the optimizer's limit, and ``𝒦 = ((1 − B/D)/(BK)) Σ_α λ_α² p(λ_α + ŵ)`` with ``p``
+as above (plain SGD: ``ηλ²/((λ + ŵ)(2 − η(λ + ŵ)))``). Writing ``λ²p(λ + ŵ) = ψ(λ) g(λ + ŵ)``, ``ψ(λ) =
+λ²/(λ + ŵ)`` convex, the bounds from the trace over the ``m = n·K`` eigenvalues of Θ̂ become
+``𝒦 ≥ ((1 − B/D)/(BK)) min g · tr(Θ̂)²/(tr(Θ̂) + mŵ)`` (Jensen) and ``𝒦 ≤ ((1 − B/D)/(BK)) max g · tr(Θ̂) ·
+λ̂_max/(λ̂_max + ŵ)``, extrema of ``g`` over ``[ŵ, λ̂_max + ŵ]``; for ``ŵ = 0`` the bounds above. For small steps
+the lower bound is the undecayed one times ``1/(1 + ŵ/λ̄)`` (``λ̄ = tr(Θ̂)/m``, the mean eigenvalue); decay damps
+the noise of flat modes but, under plain SGD, raises that of modes past half the limit (``p(x)`` grows with
+``x`` beyond ``ηx = 1``). Checked in the tests against torch.optim.SGD's kick response with ``weight_decay``, the
+second-moment map, and SGD simulated by torch.optim.SGD in parameter space (``width > D``) on both sides of the
+decayed edge.
 
 Loss normalisation: ``lr`` is the step size on ``(1/(2B)) Σ_i ‖f(x_i) − y_i‖²``. For a loss ``c`` times that,
 pass ``loss_scale=c``: ``torch.nn.MSELoss()`` (mean over the ``B·K`` entries, no ½) is ``loss_scale = 2/K``.
@@ -102,7 +118,8 @@ class SGDStability:
 
     ``noise_kernel_norm`` is 𝒦 (``None`` when only the trace and ``λ_max`` were given); the bounds always
     hold (``noise_kernel_norm_upper`` is ``inf`` once the mean is past its limit, ``ηλ_max ≥ 2`` without
-    momentum). ``edge_of_stability_ratio`` is ``λ_max(Θ̂)`` over the optimizer's mean limit
+    momentum). ``edge_of_stability_ratio`` is ``λ_max(Θ̂)`` over the optimizer's mean limit (less ``ŵ`` with weight
+    decay)
     (:func:`~lightning_spectral.functional.edge_of_stability.stability_limit`; ``ηλ_max(Θ̂)/2`` without
     momentum). ``stable`` is True when ``ratio < 1`` and 𝒦 (or, without the spectrum, its upper bound)
     ``< 1``; False when ``ratio ≥ 1`` or 𝒦 (or its lower bound) ``≥ 1``; ``None`` when the bounds straddle 1.
@@ -117,12 +134,14 @@ class SGDStability:
 
 @dataclass(frozen=True)
 class _SGDVariant:
-    """The optimizer's step: ``η`` (loss scale included), momentum μ, Nesterov, dampening d."""
+    """The optimizer's step: ``η`` (loss scale included), momentum μ, Nesterov, dampening d, coupled weight decay
+    ``ŵ`` (in the units of Θ̂)."""
 
     eta: float
     momentum: float
     nesterov: bool
     dampening: float
+    decay: float = 0.0
 
     @property
     def step(self) -> float:
@@ -130,8 +149,11 @@ class _SGDVariant:
         return buffer_step(self.eta, self.momentum, self.dampening)
 
     def noise_response(self, lam: Tensor) -> Tensor:
-        """``λ² p(λ) = λ g(λ)`` (module docstring), float64, for ``λ`` below the mean limit."""
-        return lam * self.gain(lam)
+        """``λ² p(λ + ŵ) = λ · (λ/(λ + ŵ)) · g(λ + ŵ)`` (module docstring), float64, for ``λ + ŵ`` below the mean
+        limit (``λ g(λ)`` without decay)."""
+        total = lam + self.decay
+        share = torch.where(total > 0, lam / total.clamp_min(torch.finfo(total.dtype).tiny), 0.0)
+        return lam * share * self.gain(total)
 
     @property
     def gain_coefficients(self) -> tuple[float, float, float, float, float, float, float]:
@@ -154,9 +176,9 @@ class _SGDVariant:
         s, a0, a1, b0, b1, c0, c1 = self.gain_coefficients
         return s * (a0 + a1 * lam) / ((b0 + b1 * lam) * (c0 - c1 * lam))
 
-    def gain_range(self, upper: float, closed: bool = True) -> tuple[float, float]:
-        """Smallest and largest ``g`` on ``[0, upper]`` (``[0, upper)`` with ``closed=False``, whose largest is
-        ``inf``: ``upper`` is the mean limit, where ``g`` diverges). ``g`` is a linear over a quadratic
+    def gain_range(self, lower: float, upper: float, closed: bool = True) -> tuple[float, float]:
+        """Smallest and largest ``g`` on ``[lower, upper]`` (``[lower, upper)`` with ``closed=False``, whose largest
+        is ``inf``: ``upper`` is the mean limit, where ``g`` diverges). ``g`` is a linear over a quadratic
         polynomial, so its extrema lie at the ends or where ``a₁q(λ) − (a₀ + a₁λ)q'(λ) = 0``, ``q`` the
         denominator: ``−a₁q₂λ² − 2a₀q₂λ + (a₁q₀ − a₀q₁) = 0`` (for heavy ball ``a₁ = q₂ = 0`` and ``g``
         increases)."""
@@ -172,7 +194,7 @@ class _SGDVariant:
             )
         else:
             roots = [-c / b] if b != 0.0 else []
-        candidates = [0.0, *(r for r in roots if 0.0 < r < upper), *([upper] if closed else [])]
+        candidates = [lower, *(r for r in roots if lower < r < upper), *([upper] if closed else [])]
         values = self.gain(torch.tensor(candidates, dtype=torch.float64))
         return float(values.min()), float(values.max()) if closed else math.inf
 
@@ -221,6 +243,7 @@ def sgd_stability(
     momentum: float = 0.0,
     nesterov: bool = False,
     dampening: float = 0.0,
+    weight_decay: float = 0.0,
 ) -> SGDStability:
     """The S-EOS noise-kernel norm 𝒦 of SGD with step ``lr`` and batch size ``batch_size``.
 
@@ -229,12 +252,20 @@ def sgd_stability(
     NTK (bounds on 𝒦 only), as returned by ``ntk_trace(...).trace`` and ``ntk_lambda_max``. ``num_outputs``
     is ``K``, ``dataset_size`` the training-set size ``D`` (``None``: ``D ≫ B``), ``loss_scale`` the factor
     between the loss and ``(1/(2B)) Σ‖f − y‖²`` (``2/K`` for ``torch.nn.MSELoss()``). See the module docstring
-    for the formula and its assumptions. ``momentum``, ``nesterov`` and ``dampening`` are those of
-    ``torch.optim.SGD`` (module docstring, *Momentum*).
+    for the formula and its assumptions. ``momentum``, ``nesterov``, ``dampening`` and ``weight_decay`` are those
+    of ``torch.optim.SGD`` (module docstring, *Momentum* and *Coupled weight decay*).
     """
-    eta = _positive(lr, "lr") * _positive(loss_scale, "loss_scale")
-    limit = stability_limit(eta, momentum, nesterov, dampening)  # validates the three; the mean's limit on λ̂
-    variant = _SGDVariant(eta, float(momentum), bool(nesterov), float(dampening))
+    scale_of_loss = _positive(loss_scale, "loss_scale")
+    eta = _positive(lr, "lr") * scale_of_loss
+    decay = _non_negative(weight_decay, "weight_decay") / scale_of_loss  # ŵ, in the units of Θ̂
+    curvature_limit = stability_limit(eta, momentum, nesterov, dampening)  # validates the three
+    if decay >= curvature_limit:
+        raise ValueError(
+            f"`weight_decay` = {weight_decay!r} makes every direction unstable: weight_decay / loss_scale must be "
+            f"below the step's limit {curvature_limit:.6g}."
+        )
+    limit = curvature_limit - decay  # the mean's limit on λ̂
+    variant = _SGDVariant(eta, float(momentum), bool(nesterov), float(dampening), decay)
     batch = _positive_int(batch_size, "batch_size")
     n = _positive_int(ntk_num_examples, "ntk_num_examples")
     k = _positive_int(num_outputs, "num_outputs")
@@ -281,16 +312,20 @@ def sgd_stability(
         )
 
     ratio = lambda_max_hat / limit
-    scale = keep * trace_hat / (batch * k)  # 𝒦 = scale · (a weighted mean of g over the spectrum)
+    scale = keep * trace_hat / (batch * k)  # 𝒦 = scale · (a weighted mean of g over the spectrum), no decay
+    # Decay: ψ(λ) = λ²/(λ + ŵ) is convex, so Σψ over the m = n·K eigenvalues is at least m ψ(tr/m) (Jensen),
+    # and ψ(λ) ≤ λ · λ̂_max/(λ̂_max + ŵ) below λ̂_max.
+    spread = trace_hat / (trace_hat + n * k * decay) if trace_hat > 0 else 0.0
     if variant.step == 0.0:
         lower = upper = 0.0
     elif math.isnan(ratio) or ratio >= 1.0:
         # without λ_max the dip of g may lie anywhere below the limit
-        low, _ = variant.gain_range(limit, closed=False)
-        lower, upper = scale * low, math.inf
+        low, _ = variant.gain_range(decay, curvature_limit, closed=False)
+        lower, upper = scale * spread * low, math.inf
     else:
-        low, high = variant.gain_range(lambda_max_hat)
-        lower, upper = scale * low, scale * high
+        low, high = variant.gain_range(decay, lambda_max_hat + decay)
+        top_share = lambda_max_hat / (lambda_max_hat + decay) if lambda_max_hat > 0 else 0.0
+        lower, upper = scale * spread * low, scale * top_share * high
     if ratio >= 1.0 or (exact if exact is not None else lower) >= 1.0:
         stable: bool | None = False
     elif (exact if exact is not None else upper) < 1.0:

@@ -19,7 +19,15 @@ class Regressor(pl.LightningModule):
     """A tanh MLP with MSE loss (nn.MSELoss convention), plain SGD; the S-EOS setting."""
 
     def __init__(
-        self, lr=0.05, batch_size=8, momentum=0.0, num_examples=64, use_bn=False, nesterov=False, adam=False
+        self,
+        lr=0.05,
+        batch_size=8,
+        momentum=0.0,
+        num_examples=64,
+        use_bn=False,
+        nesterov=False,
+        adam=False,
+        weight_decay=0.0,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -41,6 +49,7 @@ class Regressor(pl.LightningModule):
             lr=self.hparams.lr,
             momentum=self.hparams.momentum,
             nesterov=self.hparams.nesterov,
+            weight_decay=self.hparams.weight_decay,
         )
 
     def train_dataloader(self):
@@ -120,6 +129,40 @@ def test_logged_values_equal_explicit_jacobian_references(tmp_path, use_bn):
     assert last["spectral/ntk/sgd_stability_upper"] == pytest.approx(
         expected * 2 / (2 - eta * lambda_max / 6), rel=1e-4
     )
+
+
+def test_sgd_weight_decay_enters_the_stochastic_edge(tmp_path):
+    """Under SGD(weight_decay=w) the logged bounds are those of the decayed model (``sgd_stability`` module
+    docstring): with ``ŵ = w/loss_scale`` and the ``m = n·K`` eigenvalues of Θ̂ = Θ/n,
+    lower = (1 − B/D)/(BK) · g(ŵ) · tr(Θ̂)²/(tr(Θ̂) + mŵ) and upper = (1 − B/D)/(BK) · g(λ̂_max + ŵ) · tr(Θ̂) ·
+    λ̂_max/(λ̂_max + ŵ), with plain SGD's ``g(x) = η/(2 − ηx)``, from the explicit Jacobian's kernel."""
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(6, 5, generator=g), torch.randn(6, 2, generator=g)
+    logger = TensorBoardLogger(str(tmp_path), name="tb")
+    pl.seed_everything(0)
+    model = Regressor(weight_decay=2.0)
+    trainer = pl.Trainer(
+        callbacks=[exact_monitor((x, y), every_n_steps=4)],
+        **trainer_kwargs(tmp_path, logger=logger, max_epochs=1),
+    )
+    trainer.fit(model)
+    last = {key: values[-1][1] for key, values in read_tensorboard_scalars(logger.log_dir).items()}
+    model.eval()
+    J = explicit_jacobian(model, x).double()
+    eigenvalues = torch.linalg.eigvalsh(J @ J.T) / 6  # Θ̂
+    eta, decay, m = 0.05 * 2 / 2, 2.0 / (2 / 2), 12  # loss_scale = 2/K = 1
+    trace_hat, top = eigenvalues.sum().item(), eigenvalues.max().item()
+
+    def gain(curvature):
+        return eta / (2 - eta * curvature)
+
+    factor = (1 - 8 / 64) / (8 * 2)
+    lower = factor * gain(decay) * trace_hat**2 / (trace_hat + m * decay)
+    upper = factor * gain(top + decay) * trace_hat * top / (top + decay)
+    assert last["spectral/ntk/sgd_stability"] == pytest.approx(lower, rel=1e-4)
+    assert last["spectral/ntk/sgd_stability_upper"] == pytest.approx(upper, rel=1e-4)
+    undecayed = factor * gain(0.0) * trace_hat
+    assert last["spectral/ntk/sgd_stability"] < 0.95 * undecayed  # the decay is not left out
 
 
 def fit_logging(tmp_path, monitor, model):

@@ -292,17 +292,21 @@ def test_momentum_noise_response_is_torch_sgds_kick_response(variant):
         assert s.edge_of_stability_ratio == pytest.approx(fraction, rel=1e-12)
 
 
-def _momentum_second_moment_map(lam_hat: torch.Tensor, eta: float, beta: float, **variant) -> torch.Tensor:
+def _momentum_second_moment_map(
+    lam_hat: torch.Tensor, eta: float, beta: float, weight_decay: float = 0.0, **variant
+) -> torch.Tensor:
     """The linear map of the per-mode second moments (E z², E zu, E u²) of SGD with momentum (module
-    docstring, *Momentum*), written out from the residual update."""
+    docstring, *Momentum*), written out from the residual update; coupled weight decay ``ŵ`` adds to the
+    curvature each mode's mean sees, not to its noise (*Coupled weight decay*)."""
     mu, nesterov, d = variant["momentum"], variant.get("nesterov", False), variant.get("dampening", 0.0)
     blocks, kicks = [], []
     for lam in lam_hat.tolist():
+        x = lam + weight_decay
         if nesterov:
-            a = torch.tensor([[1 - eta * (1 + mu) * lam, -eta * mu**2], [lam, mu]], dtype=DTYPE)
+            a = torch.tensor([[1 - eta * (1 + mu) * x, -eta * mu**2], [x, mu]], dtype=DTYPE)
             e = torch.tensor([-eta * (1 + mu), 1.0], dtype=DTYPE)
         else:
-            a = torch.tensor([[1 - eta * (1 - d) * lam, -eta * mu], [(1 - d) * lam, mu]], dtype=DTYPE)
+            a = torch.tensor([[1 - eta * (1 - d) * x, -eta * mu], [(1 - d) * x, mu]], dtype=DTYPE)
             e = torch.tensor([-eta * (1 - d), 1 - d], dtype=DTYPE)
         # vec of the symmetric S as (p, q, r): S ↦ A S Aᵀ
         (a11, a12), (a21, a22) = a.tolist()
