@@ -12,7 +12,8 @@ Two exact Hessian-vector products (HVPs):
   (:func:`torch.func.jvp`) of the reverse-mode gradient (:func:`torch.func.grad`). Each product is one
   forward and one backward pass carrying tangents; nothing is kept between products.
 - ``"double_backward"``: ``H v = ∇_θ (∇L(θ) · v)``. The gradient of every batch is built once with
-  ``create_graph=True`` and kept; every product is then one more backward pass through those graphs. The
+  ``create_graph=True`` and kept (:mod:`~lightning_spectral.functional.gradient_graphs`); every product is then
+  one more backward pass through those graphs (:meth:`HessianOperator.batch_matvec`: through one batch's). The
   price is memory: the graphs of all batches stay alive while the operator does (drop the operator to free
   them), about what one training step on all the batches together holds, and a bit more.
 - ``"auto"`` (default) tries forward-over-reverse on the first product and falls back to double backward
@@ -68,15 +69,15 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.autograd.graph import GradientEdge, get_gradient_edge
 
 from lightning_spectral.differentiable_kernels import differentiable_kernels, has_recurrent_layers
 from lightning_spectral.eager_execution import compiled_code_runs_eagerly
+from lightning_spectral.functional.gradient_graphs import GradientGraphs
 from lightning_spectral.functional.hvp_graph import HVPGraph
 from lightning_spectral.functional.parameter_selection import ParameterLayout, ParamSpec, select_parameters
 from lightning_spectral.functional.replayed_randomness import ReplayedRandomness
@@ -111,20 +112,6 @@ class _LossOfModel(nn.Module):
         return loss.reshape(())
 
 
-@dataclass(frozen=True)
-class _GradientGraphs:
-    """The double-backward cache: the differentiable aliases of θ, each batch's loss, the autograd edges of
-    every batch's gradient pieces that depend on θ (with the index of their parameter; batch ``b``'s are
-    ``edges[edge_ends[b - 1]:edge_ends[b]]``) and, if asked for, each batch's flat gradient."""
-
-    leaves: tuple[Tensor, ...]
-    losses: list[Tensor]
-    edges: list[GradientEdge]
-    tangent_indices: list[int]
-    edge_ends: list[int]
-    gradients: list[Tensor] | None
-
-
 class HessianOperator:
     """``v ↦ ∇²L(θ) v`` for ``L = loss_fn(model, batch)`` (averaged over batches with :meth:`from_batches`).
 
@@ -140,8 +127,9 @@ class HessianOperator:
             module prefixes; default every parameter with ``requires_grad=True`` (frozen ones excluded).
             The selected parameters must share one dtype and device.
         method: ``"auto"``, ``"forward_over_reverse"`` or ``"double_backward"`` (module docstring).
-        reduce_fn: applied to every product and to :meth:`loss_and_gradient`'s loss and gradient before they
-            are returned, e.g. an all-reduce mean across processes; default none.
+        reduce_fn: applied to every product (single-batch ones too) and to the losses and gradients
+            (:meth:`loss_and_gradient`, :meth:`batch_gradients`) before they are returned, e.g. an all-reduce mean
+            across processes; default none.
         copy_params: ``True`` (default): the operator keeps copies of the selected parameters taken at
             construction (later changes of the model do not reach it). ``False``: it reads the model's own
             parameter storage (no copy; an in-place update of the model, e.g. an optimizer step, changes the
@@ -254,7 +242,7 @@ class HessianOperator:
         # Buffers are cloned again for every evaluation (BatchNorm in train mode writes them).
         self._buffers = {f"model.{name}": take(b) for name, b in model.named_buffers()}
         self._randomness = ReplayedRandomness(self.device, self.num_batches)
-        self._graphs: _GradientGraphs | None = None
+        self._graphs: GradientGraphs | None = None
         self._hvp_graph = hvp_graph
 
     # ------------------------------------------------------------------ evaluation
@@ -290,63 +278,32 @@ class HessianOperator:
         assert total is not None  # num_batches >= 1
         return total
 
-    def _gradient_graphs(self, keep_gradient: bool = False) -> _GradientGraphs:
+    def _gradient_graphs(self, keep_gradient: bool = False) -> GradientGraphs:
         """Per batch the gradient built with ``create_graph=True``, cached for the operator's lifetime."""
         if self._graphs is None:
             self._graphs = self._build_gradient_graphs(keep_gradient)
         return self._graphs
 
-    def _build_gradient_graphs(self, keep_gradient: bool) -> _GradientGraphs:
-        """Per batch the gradient built with ``create_graph=True``, kept as autograd edges.
+    def _replayed_loss(self, params: dict[str, Tensor], index: int) -> Tensor:
+        """The loss of batch ``index`` with its replayed randomness (the same dropout masks every time)."""
+        with self._randomness.replay(index):
+            return self._loss(params, index)
 
-        Only the graph edges of the gradient are kept, not its values: the products need the graph, not the
-        gradient itself, and dropping it saves one parameter-sized vector per batch. With
+    def _build_gradient_graphs(self, keep_gradient: bool) -> GradientGraphs:
+        """Per batch the gradient graph (:mod:`~lightning_spectral.functional.gradient_graphs`); with
         ``keep_gradient=True`` (asked by :meth:`loss_and_gradient` or :meth:`batch_gradients` before the first
-        product) each batch's flat gradient is kept as well.
-        """
-        # Aliases of the point (no new memory) that autograd can differentiate; shared by all batches.
-        leaves = {key: p.detach().requires_grad_(True) for key, p in self._point.items()}
-        losses, edges, tangent_indices, edge_ends = [], [], [], []
-        gradients: list[Tensor] | None = [] if keep_gradient else None
-        with torch.enable_grad():
-            for index in range(self.num_batches):
-                with self._randomness.replay(index):
-                    loss = self._loss(leaves, index)
-                grads = torch.autograd.grad(
-                    loss, tuple(leaves.values()), create_graph=True, materialize_grads=True
-                )
-                losses.append(loss.detach())
-                if gradients is not None:
-                    gradients.append(self.layout.flatten([g.detach() for g in grads]))
-                for position, g in enumerate(grads):
-                    if g.requires_grad:  # a gradient that does not depend on θ adds nothing to H v
-                        edges.append(get_gradient_edge(g))
-                        tangent_indices.append(position)
-                edge_ends.append(len(edges))
-                del grads
-        return _GradientGraphs(tuple(leaves.values()), losses, edges, tangent_indices, edge_ends, gradients)
+        product) each batch's flat gradient too."""
+        return GradientGraphs.build(
+            self._point, self.num_batches, self._replayed_loss, self.layout.flatten, keep_gradient
+        )
 
     def _product_through(
-        self, graphs: _GradientGraphs, v: Tensor, retain_graph: bool, batch: int | None = None
+        self, graphs: GradientGraphs, v: Tensor, retain_graph: bool, batch: int | None = None
     ) -> Tensor:
         """``Σ_b H_b v`` (or ``H_batch v``) by one backward pass through the kept gradients of those batches."""
-        ends = graphs.edge_ends
-        first, end = (0, ends[-1]) if batch is None else (ends[batch - 1] if batch else 0, ends[batch])
-        if first == end:  # the gradient does not depend on θ: the Hessian is zero
+        hv = graphs.product(tuple(self.layout.unflatten(v).values()), retain_graph, batch)
+        if hv is None:  # the gradient does not depend on θ: the Hessian is zero
             return torch.zeros(self.dim, dtype=self.dtype, device=self.device)
-        tangent = tuple(self.layout.unflatten(v).values())
-        # Σ_b H_b v = Σ_b J_{∇L_b}ᵀ v (each H_b symmetric): one vector-Jacobian product of all the kept
-        # gradients with v as their output gradient, without forming ∇L_b ⊙ v.
-        with torch.enable_grad():
-            hv = list(
-                torch.autograd.grad(
-                    graphs.edges[first:end],
-                    graphs.leaves,
-                    [tangent[i] for i in graphs.tangent_indices[first:end]],
-                    retain_graph=retain_graph,
-                    materialize_grads=True,
-                )
-            )
         return self.layout.flatten(hv)
 
     def _hvp_double_backward(self, v: Tensor, batch: int | None = None) -> Tensor:
@@ -419,8 +376,7 @@ class HessianOperator:
         leaves = {key: p.detach().requires_grad_(True) for key, p in self._point.items()}
         with torch.enable_grad():
             for index in range(self.num_batches):
-                with self._randomness.replay(index):
-                    loss = self._loss(leaves, index)
+                loss = self._replayed_loss(leaves, index)
                 grads = torch.autograd.grad(loss, tuple(leaves.values()), materialize_grads=True)
                 losses.append(loss.detach())
                 gradients.append(self.layout.flatten(grads))
