@@ -28,14 +28,12 @@ probes come from a generator on the GPU, and every timed call ends with ``torch.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import math
 import platform
 import statistics
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -45,6 +43,7 @@ from benchmarks.common import (
     Target,
     add_device_argument,
     device_option,
+    limited_threads,
     log,
     machine_description,
     markdown_table,
@@ -382,16 +381,6 @@ def scaling(cfg: Settings, x: Tensor) -> str:
 
 
 PACKAGES = ("torch", "numpy", "scikit-learn", "lightning-spectral")
-
-
-@contextlib.contextmanager
-def limited_threads(threads: int) -> Iterator[None]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def main(argv: list[str] | None = None) -> list[Target]:

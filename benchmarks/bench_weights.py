@@ -33,12 +33,11 @@ elsewhere in float64 with SciPy; the section's sentence on the spectral-norm tol
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import platform
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -47,8 +46,8 @@ from torch import Tensor
 from benchmarks.common import (
     Target,
     add_device_argument,
-    blas_limits,
     device_option,
+    limited_threads,
     log,
     machine_description,
     markdown_table,
@@ -375,15 +374,6 @@ def main(argv: list[str] | None = None) -> list[Target]:
     use_device_results(args.device)
     with limited_threads(args.threads) as blas_note:
         return run(args, blas_note)
-
-
-@contextlib.contextmanager
-def limited_threads(threads: int) -> Iterator[str]:
-    """Set torch's threads and limit the BLAS threads; yields a sentence saying how."""
-    limits, note = blas_limits(threads)
-    with limits:
-        torch.set_num_threads(threads)
-        yield note
 
 
 def run(args: argparse.Namespace, blas_note: str) -> list[Target]:

@@ -10,7 +10,7 @@ import platform
 import re
 import statistics
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -216,3 +216,17 @@ def blas_limits(threads: int) -> tuple[contextlib.AbstractContextManager, str]:
 def log(message: str) -> None:
     """Progress to stdout, flushed (benchmark runs are long)."""
     print(message, flush=True)
+
+
+@contextlib.contextmanager
+def limited_threads(threads: int) -> Iterator[str]:
+    """Set torch's threads (restored afterwards) and limit the BLAS threads of the libraries loaded so far;
+    yields a sentence saying how the BLAS threads were limited."""
+    limits, note = blas_limits(threads)
+    previous = torch.get_num_threads()
+    with limits:
+        torch.set_num_threads(threads)
+        try:
+            yield note
+        finally:
+            torch.set_num_threads(previous)
