@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_ntk_trace import DTYPE, tiny_cnn, tiny_mlp
 from torch import nn
 
 from lightning_spectral.functional.ntk_alignment import (
@@ -22,26 +23,6 @@ from lightning_spectral.functional.ntk_alignment import (
 from lightning_spectral.functional.ntk_eigenvalues import ntk_lambda_max, ntk_operator
 from lightning_spectral.functional.ntk_matrix import NTK_MATRIX_MAX_ROWS, ntk_matrix
 from lightning_spectral.functional.ntk_trace import ntk_trace
-
-DTYPE = torch.float64
-
-
-def tiny_mlp() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3)).to(DTYPE)
-
-
-def tiny_cnn() -> nn.Module:
-    """Conv → BatchNorm (eval mode, non-trivial running statistics) → ReLU → Linear."""
-    torch.manual_seed(1)
-    model = nn.Sequential(
-        nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 4 * 4, 2)
-    ).to(DTYPE)
-    with torch.no_grad():
-        for _ in range(3):
-            model(torch.randn(8, 2, 6, 6, dtype=DTYPE) * 2 + 1)
-    return model.eval()
-
 
 CASES = {
     "mlp": (tiny_mlp, lambda: torch.randn(7, 4, dtype=DTYPE, generator=torch.Generator().manual_seed(2))),

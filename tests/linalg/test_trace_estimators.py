@@ -6,25 +6,12 @@ import math
 
 import pytest
 import torch
+from test_lanczos import CountingMatvec, _gen
 
 from lightning_spectral.linalg import hutchinson_trace, hutchpp_trace, mean_and_std_error, rademacher
 
 F64 = torch.float64
 ESTIMATORS = {"hutchinson": hutchinson_trace, "hutchpp": hutchpp_trace}
-
-
-def _gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-class CountingMatvec:
-    def __init__(self, A: torch.Tensor) -> None:
-        self.A = A
-        self.calls = 0
-
-    def __call__(self, v: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
-        return self.A @ v
 
 
 def _indefinite_spectrum(dim: int) -> torch.Tensor:
