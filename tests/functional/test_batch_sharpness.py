@@ -8,23 +8,10 @@ import math
 import pytest
 import torch
 from spectral_testing.references import dense_hessian
+from test_hessian_operator import DTYPE, cnn_with_batchnorm, cross_entropy, mlp, squared_error, torch_mse
 from torch import nn
 
 from lightning_spectral.functional.batch_sharpness import batch_sharpness
-
-DTYPE = torch.float64
-
-
-def mlp() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 2)).to(DTYPE)
-
-
-def cnn_with_batchnorm() -> nn.Module:
-    torch.manual_seed(1)
-    return nn.Sequential(
-        nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 3 * 3, 3)
-    ).to(DTYPE)
 
 
 def regression_batches(num: int = 5, n: int = 4):
@@ -41,18 +28,6 @@ def image_batches(num: int = 3, n: int = 6):
         (torch.randn(n, 1, 5, 5, generator=g, dtype=DTYPE), torch.randint(0, 3, (n,), generator=g))
         for _ in range(num)
     ]
-
-
-def squared_error(net, batch):
-    return ((net(batch[0]) - batch[1]) ** 2).mean()
-
-
-def torch_mse(net, batch):
-    return nn.functional.mse_loss(net(batch[0]), batch[1])
-
-
-def cross_entropy(net, batch):
-    return nn.functional.cross_entropy(net(batch[0]), batch[1])
 
 
 def reference_terms(model, loss_fn, batch):
