@@ -4,8 +4,8 @@ Logged under ``spectral/hessian/``: ``lambda_1 .. lambda_k`` (``lambda_1`` = λ_
 ``residual_max`` (the largest ``‖Hv − λv‖`` of the returned pairs), ``num_hvps``, ``eos_ratio`` (λ_max over
 the optimizer's stability limit: ``lr·λ_max/2`` for plain SGD; adaptive optimizers below),
 ``batch_sharpness`` (Andreyev & Beneventano: ``mean_B g_Bᵀ H_B g_B / ‖g_B‖²`` over the measurement batches; it
-sits at ``2/η`` at the edge of stochastic stability), ``batch_sharpness_ratio`` (``batch_sharpness`` over the
-same limit), ``trace`` and an eigenvalue-density figure when enabled. Under Adam / AdamW / Adamax / RAdam /
+sits at ``2/η`` at the edge of stochastic stability; ``batch_sharpness_std_error`` with two or more batches),
+``batch_sharpness_ratio`` (``batch_sharpness`` over the same limit), ``trace`` and an eigenvalue-density figure when enabled. Under Adam / AdamW / Adamax / RAdam /
 NAdam / RMSprop / Adagrad / Adadelta also ``preconditioned_lambda_1``, ``λ_1(D⁻¹H)`` of the training-mode loss with the
 optimizer's preconditioner ``D`` (``D⁻¹(H + W)`` under coupled weight decay ``W``), and ``eos_ratio`` = that over the optimizer's limit: ``(2 + 2β₁)/((1 − β₁)η)``
 for the Adam family, its momentum schedule's for NAdam, ``(2 + 2μ)/η`` for RMSprop, ``2/η`` for Adagrad and
@@ -75,8 +75,8 @@ class HessianEigenMonitor(SpectralMonitor):
         compute_density: also log an eigenvalue-density figure (stochastic Lanczos quadrature).
         density_probes: probe vectors of the density.
         density_steps: Lanczos steps per probe of the density.
-        compute_batch_sharpness: log ``batch_sharpness`` (one gradient and one product per batch; with one
-            measurement batch the gradient comes with the graph λ_max's products use, so one product).
+        compute_batch_sharpness: log ``batch_sharpness`` (one gradient and one single-batch product per
+            measurement batch; the gradients come with the graphs λ_max's products use).
         compute_preconditioned: under Adam / AdamW / Adamax / RAdam / NAdam / RMSprop / Adagrad / Adadelta, also log ``preconditioned_lambda_1`` (one more Lanczos run
             on ``D^{-1/2} H D^{-1/2}``, warm-started like the first, always on the training-mode loss the
             optimizer's moments come from: with ``measurement_mode="eval"`` a second, train-mode operator is built for it)
@@ -245,7 +245,7 @@ class HessianEigenMonitor(SpectralMonitor):
             values["eos_ratio"] = values["lambda_1"] / limit
         if self.compute_batch_sharpness:
             if gradients is not None:
-                sharpness = summarized(batch_rayleigh_quotients(operator, gradients)).value
+                sharpness = summarized(batch_rayleigh_quotients(operator, gradients))
                 del gradients
             else:
                 sharpness = batch_sharpness(
@@ -255,11 +255,13 @@ class HessianEigenMonitor(SpectralMonitor):
                     params=self._params,
                     hvp_method=self.hvp_method,
                     reduce_fn=self.collectives.mean,
-                ).value
-            if not math.isnan(sharpness):
-                values["batch_sharpness"] = sharpness
+                )
+            if not math.isnan(sharpness.value):
+                values["batch_sharpness"] = sharpness.value
+                if not math.isnan(sharpness.std_error):  # two or more batches with a gradient
+                    values["batch_sharpness_std_error"] = sharpness.std_error
                 if limit is not None:
-                    values["batch_sharpness_ratio"] = sharpness / limit
+                    values["batch_sharpness_ratio"] = sharpness.value / limit
         if self.compute_trace:
             trace = hessian_trace(num_matvecs=self.trace_matvecs, generator=generator, operator=operator)
             values["trace"] = trace.estimate

@@ -161,8 +161,14 @@ def test_a_measurement_evaluates_each_batch_loss_once(tmp_path, num_batches):
         quotients.append((g @ H @ g / (g @ g)).item())
     logged = scalars["spectral/hessian/batch_sharpness"][-1][1]
     assert logged == pytest.approx(sum(quotients) / num_batches, rel=1e-4)
-    if num_batches > 1:  # several batches: not the sharpness of their average loss
+    if num_batches > 1:  # several batches: their mean, and its standard error s/√n
         assert not logged == pytest.approx(quotients[0], rel=1e-2)
+        std_error = torch.tensor(quotients).std().item() / math.sqrt(num_batches)
+        assert scalars["spectral/hessian/batch_sharpness_std_error"][-1][1] == pytest.approx(
+            std_error, rel=1e-3
+        )
+    else:  # one batch: no standard error
+        assert "spectral/hessian/batch_sharpness_std_error" not in scalars
 
 
 def test_default_measurement_batch_and_warm_start(tmp_path):
