@@ -17,13 +17,16 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
+from matplotlib.collections import PolyCollection
 from pytorch_lightning.loggers import TensorBoardLogger
 from spectral_testing.models import TinyClassifier, trainer_kwargs
 
 from lightning_spectral.callbacks import HessianEigenMonitor, NTKTraceMonitor, WeightSpectrumMonitor
 from lightning_spectral.cli import main
 from lightning_spectral.report import build_report, read_runs
+from lightning_spectral.report.figure_style import HESSIAN
 from lightning_spectral.report.figures import legend_labels, make_figures, run_colors, stability_limit
+from lightning_spectral.report.reader import RunData, Series
 
 CHROMIUM = Path("/usr/bin/chromium")
 LEARNING_RATES = {"lr_small": 0.05, "lr_large": 0.5}
@@ -254,3 +257,23 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     assert pixels.shape[:2] == (2000, 1200)
     colours = np.unique(pixels[..., :3].reshape(-1, 3), axis=0)
     assert len(colours) > 50  # text and plots, not a blank page
+
+
+def test_batch_sharpness_band_is_one_standard_error_where_it_was_logged(tmp_path):
+    """With several measurement batches the monitor logs ``batch_sharpness_std_error``: the figure shades
+    ``value ± std_error`` at the steps that have one, and nothing for a run without it."""
+    steps = np.array([0.0, 10.0, 20.0])
+    sharpness = Series(steps, np.array([1.0, 2.0, 3.0]))
+    std_error = Series(np.array([10.0, 20.0]), np.array([0.1, 0.3]))
+    banded = RunData("banded", tmp_path, [], {HESSIAN + "batch_sharpness": sharpness})
+    banded.scalars[HESSIAN + "batch_sharpness_std_error"] = std_error
+    plain = RunData("plain", tmp_path, [], {HESSIAN + "batch_sharpness": sharpness})
+    runs = [banded, plain]
+    figure = {f.name: f for f in make_figures(runs, run_colors(runs))[0]}["batch_sharpness"].figure
+    bands = [c for c in figure.axes[0].collections if isinstance(c, PolyCollection)]
+    assert len(bands) == 1
+    corners = bands[0].get_paths()[0].vertices
+    for step, low, high in ((10.0, 1.9, 2.1), (20.0, 2.7, 3.3)):
+        at_step = corners[np.isclose(corners[:, 0], step)][:, 1]
+        np.testing.assert_allclose([at_step.min(), at_step.max()], [low, high])
+    assert not np.isclose(corners[:, 0], 0.0).any()  # no band where no standard error was logged

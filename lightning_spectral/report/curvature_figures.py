@@ -106,6 +106,12 @@ def batch_sharpness(runs: Sequence[RunData], colors: dict[str, str]) -> ReportFi
         series = run.scalars[HESSIAN + "batch_sharpness"]
         plot_series(ax, series, colors[run.name])
         values.append(series.values)
+        std_error = run.scalars.get(HESSIAN + "batch_sharpness_std_error")
+        if std_error is not None:  # ± one standard error over the measurement batches, where it was logged
+            _, i, j = np.intersect1d(series.steps, std_error.steps, return_indices=True)
+            low, high = series.values[i] - std_error.values[j], series.values[i] + std_error.values[j]
+            ax.fill_between(series.steps[i], low, high, color=colors[run.name], alpha=0.15, linewidth=0)
+            values += [low, high]
     # the limit of the raw curvature only: under Adam / RMSprop the limit is the preconditioned sharpness's
     extra = _limits(ax, [run for run in shown if PRECONDITIONED not in run.scalars], colors, values)
     style_axes(ax, values, "batch sharpness", xlabel=None if ratio_ax else STEP_LABEL)
@@ -116,7 +122,8 @@ def batch_sharpness(runs: Sequence[RunData], colors: dict[str, str]) -> ReportFi
     caption = (
         "The curvature of each mini-batch loss along its own gradient, E_B[g_Bᵀ H_B g_B / ‖g_B‖²] "
         "(Andreyev & Beneventano 2024). Under mini-batch SGD it, rather than λ_1, rises to the stability "
-        "limit 2/η (wide faint line) and hovers there: the edge of stochastic stability. Below: "
+        "limit 2/η (wide faint line) and hovers there: the edge of stochastic stability. Shaded, with several "
+        "measurement batches: ± one standard error of their mean. Below: "
         "batch_sharpness_ratio = batch sharpness / λ_crit, with the edge at 1."
     )
     return titled(figure, "batch_sharpness", "Curvature", "Batch sharpness", caption)
