@@ -31,6 +31,7 @@ from lightning_spectral.functional.ntk_alignment import kernel_alignments, ntk_t
 from lightning_spectral.functional.ntk_eigenvalues import ntk_lambda_max
 from lightning_spectral.functional.ntk_matrix import ntk_matrix
 from lightning_spectral.functional.ntk_trace import ntk_trace
+from lightning_spectral.functional.per_example_gradient_norms import LayerwiseChecks
 from lightning_spectral.functional.sgd_stability import sgd_stability
 from lightning_spectral.validation import (
     check_bool,
@@ -144,10 +145,13 @@ class NTKTraceMonitor(SpectralMonitor):
         self._params = params
         self._lambda_max_vector: torch.Tensor | None = None
         self._warned_stability = False
+        # the per-example check of the layer-wise norms: once per fit (same model, same fixed batch)
+        self._layerwise_checks = LayerwiseChecks()
 
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
         self._params = checked_param_patterns(pl_module, self.params, type(self).__name__)
+        self._layerwise_checks.clear()  # a new fit may bring a new model
 
     def measure(self, trainer: Any, pl_module: Any, batches: list[Any]) -> Mapping[str, float]:
         pl_module.eval()
@@ -163,6 +167,7 @@ class NTKTraceMonitor(SpectralMonitor):
             params=self._params,
             generator=self.make_generator(device),
             reduce_fn=self.collectives.sum,  # DDP: traces add over the ranks' disjoint shards
+            layerwise_checks=self._layerwise_checks,
         )
         values = {"trace": result.trace, "trace_per_example": result.trace / result.num_examples}
         # λ_max and the alignment need the kernel of the union of the shards, cross-rank entries included:

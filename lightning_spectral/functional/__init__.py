@@ -27,6 +27,7 @@ from lightning_spectral.functional.ntk_alignment import (
 from lightning_spectral.functional.ntk_eigenvalues import ntk_lambda_max, ntk_operator
 from lightning_spectral.functional.ntk_matrix import ntk_matrix
 from lightning_spectral.functional.ntk_trace import NTKTrace, ntk_trace
+from lightning_spectral.functional.per_example_gradient_norms import LayerwiseChecks
 from lightning_spectral.functional.power_law import PowerLawFit, power_law_alpha
 from lightning_spectral.functional.sgd_stability import SGDStability, sgd_stability
 from lightning_spectral.functional.weight_matrices import WeightMatrix, weight_matrices
@@ -37,6 +38,7 @@ __all__ = [
     "HessianEigenResult",
     "HessianOperator",
     "HVPGraph",
+    "LayerwiseChecks",
     "NTKTrace",
     "PreconditionedStep",
     "PowerLawFit",

@@ -63,6 +63,7 @@ from lightning_spectral.functional.model_jacobian import (
 )
 from lightning_spectral.functional.per_example_gradient_norms import (
     VECTORIZED_BUDGET,
+    LayerwiseChecks,
     per_example_squared_gradient_norms,
 )
 from lightning_spectral.linalg import hutchpp_trace, mean_and_std_error, rademacher
@@ -105,6 +106,7 @@ def ntk_trace(
     params: ParamSpec = None,
     generator: torch.Generator | None = None,
     reduce_fn: Callable[[Tensor], Tensor] | None = None,
+    layerwise_checks: LayerwiseChecks | None = None,
 ) -> NTKTrace:
     """Trace of the empirical NTK ``Θ = J Jᵀ`` of the batch ``inputs`` (see the module docstring).
 
@@ -123,6 +125,9 @@ def ntk_trace(
         params: parameter names / globs (default: all with ``requires_grad=True``).
         generator: random source of the probes; ``None`` uses the global torch RNG.
         reduce_fn: all-reduce-sum over processes of ``[trace, std_error², num_examples]`` (float64).
+        layerwise_checks: a :class:`~lightning_spectral.functional.per_example_gradient_norms.LayerwiseChecks`
+            kept across calls on one model: the per-example check of the layer-wise norms runs once per set-up
+            instead of on every call (``"exact"`` and ``"hutchinson"``).
 
     Returns:
         :class:`NTKTrace`.
@@ -147,7 +152,9 @@ def ntk_trace(
         method = "exact" if small else "hutchinson"
 
     if method == "exact":
-        norms = per_example_squared_gradient_norms(fm, inputs, None, chunk_size=chunk_size)
+        norms = per_example_squared_gradient_norms(
+            fm, inputs, None, chunk_size=chunk_size, checks=layerwise_checks
+        )
         trace, variance = norms.to(torch.float64).sum(), 0.0
     elif method == "hutchinson":
         device = next(iter(fm.params.values())).device
@@ -155,7 +162,9 @@ def ntk_trace(
         probes = rademacher(
             (num_probes, num_examples, num_outputs), dtype=dtype, device=device, generator=generator
         )
-        norms = per_example_squared_gradient_norms(fm, inputs, probes, chunk_size=chunk_size)
+        norms = per_example_squared_gradient_norms(
+            fm, inputs, probes, chunk_size=chunk_size, checks=layerwise_checks
+        )
         mean, std_error = mean_and_std_error(norms.to(torch.float64).sum(1))
         trace, variance = torch.tensor(mean, dtype=torch.float64), std_error**2
     else:

@@ -31,7 +31,10 @@ Check: the layer-wise path assumes that row ``i`` of a covered layer's input and
 ``i`` and that the layer's weights reach the outputs only through that call. Both are verified on the first
 and last example, whose norms are recomputed over all parameters by plain autograd on each example alone (a
 batch of one); on a mismatch (beyond ``√eps`` relative) every norm is recomputed by the generic path and one
-warning names the layers.
+warning names the layers. Both assumptions are properties of the architecture, not of the weights: with a
+:class:`LayerwiseChecks` passed along, a set-up that has passed once (same layers and parameter objects, same
+input shape) is not checked again -- what a monitor measuring one model on its fixed batch uses (on a small
+measurement batch the check costs about half as much as the norms themselves).
 
 Example::
 
@@ -59,7 +62,7 @@ from torch import Tensor, nn
 
 from lightning_spectral.functional.model_jacobian import FunctionalModel, warn_per_example_loop
 
-__all__ = ["VECTORIZED_BUDGET", "per_example_squared_gradient_norms"]
+__all__ = ["VECTORIZED_BUDGET", "LayerwiseChecks", "per_example_squared_gradient_norms"]
 
 VECTORIZED_BUDGET = 2**24
 """Entries held at once by one vectorised step: ``chunk·P`` per-example gradient entries (generic path) or
@@ -129,6 +132,47 @@ class _Layer:
         if self.bias is not None:
             total = total + d.sum(2).pow(2).sum(2)
         return total
+
+
+class LayerwiseChecks:
+    """The layer-wise set-ups that have passed the per-example check (module docstring, *Check*), so that
+    repeated calls on one model check once.
+
+    A set-up is keyed by the covered layers (names, module and parameter objects), the parameters left to the
+    generic path, and the inputs' shape, dtype and device; any change is checked again. Only passes are
+    remembered: a set-up that failed is checked, and recomputed by the generic path, on every call. Keep one
+    instance per model (identities of freed objects can be reused); :meth:`clear` forgets everything.
+
+    Example::
+
+        >>> checks = LayerwiseChecks()
+        >>> len(checks)  # ntk_trace(model, x, layerwise_checks=checks) adds its set-up once it has passed
+        0
+    """
+
+    def __init__(self) -> None:
+        self._passed: set[tuple] = set()
+
+    def __len__(self) -> int:
+        return len(self._passed)
+
+    def clear(self) -> None:
+        self._passed.clear()
+
+    @staticmethod
+    def key(layers: list[_Layer], rest: list[str], inputs: Tensor) -> tuple:
+        covered = tuple(
+            (
+                layer.name,
+                id(layer.module),
+                layer.weight,
+                layer.bias,
+                id(layer.module.weight),
+                id(getattr(layer.module, "bias", None)),
+            )
+            for layer in layers
+        )
+        return covered, tuple(rest), tuple(inputs.shape), inputs.dtype, inputs.device
 
 
 def _eligible(module: nn.Module) -> bool:
@@ -260,7 +304,12 @@ def _layer_norms(layers: list[_Layer], outputs: Tensor, cotangents: Tensor | Non
 
 
 def per_example_squared_gradient_norms(
-    fm: FunctionalModel, inputs: Tensor, cotangents: Tensor | None = None, *, chunk_size: int | None = None
+    fm: FunctionalModel,
+    inputs: Tensor,
+    cotangents: Tensor | None = None,
+    *,
+    chunk_size: int | None = None,
+    checks: LayerwiseChecks | None = None,
 ) -> Tensor:
     """``s[n, i] = ‖∂/∂θ Σ_k cotangents[n, i, k] f_k(x_i)‖²`` as an ``(N, B)`` tensor (see the module doc).
 
@@ -273,6 +322,8 @@ def per_example_squared_gradient_norms(
             ``‖∂f_k(x_i)/∂θ‖²``, summing to the NTK trace), generated chunk by chunk.
         chunk_size: examples per vectorised chunk of the generic path (default: about
             ``VECTORIZED_BUDGET / P`` examples).
+        checks: a :class:`LayerwiseChecks`: the per-example check of the layer-wise path is skipped for a
+            set-up that has passed it before (default: checked on every call).
 
     Returns:
         The ``(N, B)`` squared norms, in the outputs' dtype.
@@ -323,6 +374,9 @@ def per_example_squared_gradient_norms(
         total = total + _generic_norms(fm, rest, inputs, cotangents, like, chunk_size)
     if not names:
         return total
+    key = None if checks is None else LayerwiseChecks.key(layers, rest, inputs)
+    if key is not None and key in checks._passed:
+        return total
 
     ends = sorted({0, batch - 1})
     reference = torch.stack(
@@ -338,4 +392,6 @@ def per_example_squared_gradient_norms(
             stacklevel=2,
         )
         return _generic_norms(fm, list(fm.names), inputs, cotangents, like, chunk_size)
+    if key is not None:
+        checks._passed.add(key)
     return total

@@ -165,6 +165,28 @@ def test_sgd_weight_decay_enters_the_stochastic_edge(tmp_path):
     assert last["spectral/ntk/sgd_stability"] < 0.95 * undecayed  # the decay is not left out
 
 
+def test_layer_wise_norms_are_checked_on_the_first_measurement_only(tmp_path, monkeypatch):
+    """The per-example check of the layer-wise norms (first and last example) runs at the first of the three
+    measurements; the others reuse it (same model, same fixed batch), and a second fit checks again."""
+    import lightning_spectral.functional.per_example_gradient_norms as module
+
+    calls = []
+    original = module._single_example_norms
+
+    def recording(fm, example, cotangents):
+        calls.append(example.shape[0])
+        return original(fm, example, cotangents)
+
+    monkeypatch.setattr(module, "_single_example_norms", recording)
+    g = torch.Generator().manual_seed(1)
+    monitor = exact_monitor((torch.randn(6, 5, generator=g), torch.randn(6, 2, generator=g)), every_n_steps=4)
+    scalars = fit_logging(tmp_path, monitor, Regressor())
+    assert [s for s, _ in scalars["spectral/ntk/trace"]] == [0, 4, 8]
+    assert len(calls) == 2
+    fit_logging(tmp_path / "again", monitor, Regressor())
+    assert len(calls) == 4
+
+
 def fit_logging(tmp_path, monitor, model):
     logger = TensorBoardLogger(str(tmp_path), name="tb")
     pl.seed_everything(0)

@@ -7,6 +7,7 @@ algebra, so only float64 rounding separates the two.
 
 from __future__ import annotations
 
+import copy
 import warnings
 
 import pytest
@@ -15,7 +16,10 @@ from spectral_testing.references import explicit_jacobian
 from torch import nn
 
 from lightning_spectral.functional.model_jacobian import make_functional_model
-from lightning_spectral.functional.per_example_gradient_norms import per_example_squared_gradient_norms
+from lightning_spectral.functional.per_example_gradient_norms import (
+    LayerwiseChecks,
+    per_example_squared_gradient_norms,
+)
 
 DTYPE = torch.float64
 
@@ -217,3 +221,61 @@ def test_linear_and_conv_layers_take_the_layer_wise_path(monkeypatch, case, gene
     fm = make_functional_model(model)
     per_example_squared_gradient_norms(fm, inputs)
     assert calls == ([(generic, inputs.shape[0])] if generic else [])
+
+
+def counted_checks(monkeypatch) -> list[int]:
+    """Record the per-example check's single-example evaluations (one per checked example)."""
+    import lightning_spectral.functional.per_example_gradient_norms as module
+
+    calls: list[int] = []
+    original = module._single_example_norms
+
+    def recording(fm, example, cotangents):
+        calls.append(example.shape[0])
+        return original(fm, example, cotangents)
+
+    monkeypatch.setattr(module, "_single_example_norms", recording)
+    return calls
+
+
+def test_a_set_up_that_passed_the_check_is_not_checked_again(monkeypatch):
+    """With a LayerwiseChecks the first call checks (first and last example) and later calls on the same model and
+    input shape do not, with the same norms; new weights do not re-check, a new input shape or a re-created
+    layer does."""
+    calls = counted_checks(monkeypatch)
+    model, inputs = build("conv2d")
+    checks = LayerwiseChecks()
+    first = per_example_squared_gradient_norms(make_functional_model(model), inputs, checks=checks)
+    assert len(calls) == 2 and len(checks) == 1
+    with torch.no_grad():
+        model[0].weight.mul_(1.5)  # a training step: same set-up
+    again = per_example_squared_gradient_norms(make_functional_model(model), inputs, checks=checks)
+    assert len(calls) == 2
+    k = model(inputs).shape[1]
+    one_hot = torch.eye(k, dtype=DTYPE)[:, None, :].expand(k, inputs.shape[0], k)
+    torch.testing.assert_close(again, reference_norms(model, inputs, one_hot), rtol=1e-10, atol=0)
+    assert not torch.allclose(again, first)
+    per_example_squared_gradient_norms(make_functional_model(model), inputs[:2], checks=checks)
+    assert len(calls) == 4 and len(checks) == 2  # another input shape: checked
+    model[0] = copy.deepcopy(model[0])
+    per_example_squared_gradient_norms(make_functional_model(model), inputs, checks=checks)
+    assert len(calls) == 6 and len(checks) == 3  # a new layer object: checked
+    checks.clear()
+    per_example_squared_gradient_norms(make_functional_model(model), inputs, checks=checks)
+    assert len(calls) == 8
+
+
+def test_a_set_up_that_failed_the_check_is_checked_and_recomputed_every_time(monkeypatch):
+    """A weight also used outside its layer fails the check: every call checks again, falls back to the
+    generic path and is exact; nothing is remembered."""
+    calls = counted_checks(monkeypatch)
+    torch.manual_seed(0)
+    model = WeightReusedOutsideForward().to(DTYPE)
+    inputs = torch.randn(4, 3, dtype=DTYPE)
+    one_hot = torch.eye(2, dtype=DTYPE)[:, None, :].expand(2, 4, 2)
+    checks = LayerwiseChecks()
+    for call in (1, 2):
+        with pytest.warns(UserWarning, match="disagreed"):
+            result = per_example_squared_gradient_norms(make_functional_model(model), inputs, checks=checks)
+        torch.testing.assert_close(result, reference_norms(model, inputs, one_hot), rtol=1e-10, atol=0)
+        assert len(calls) == 2 * call and len(checks) == 0
