@@ -106,7 +106,8 @@ class HessianEigenMonitor(SpectralMonitor):
         "lambda_*": "max",
         "preconditioned_lambda_1": "max",
         "eos_ratio": "max",
-        "batch_sharpness*": "max",
+        "batch_sharpness": "max",
+        "batch_sharpness_ratio": "max",
         "trace": "max",
     }
 
