@@ -187,6 +187,24 @@ class SpectralEarlyStopping(Callback):
         return instance
 
     @classmethod
+    def stochastic_edge_of_stability(
+        cls, patience: int = 3, monitor: str = "spectral/ntk/sgd_stability", **kwargs: Any
+    ) -> SpectralEarlyStopping:
+        """Stop when SGD's noise-kernel norm 𝒦 passes 1, the stochastic edge of stability (Agarwala &
+        Pennington 2024), for ``patience`` consecutive measurements.
+
+        Watches ``NTKTraceMonitor``'s ``sgd_stability``, the trace-based lower bound of 𝒦 (MSE loss,
+        ``torch.optim.SGD``; :mod:`~lightning_spectral.functional.sgd_stability`): above 1 the second moment of
+        the residual grows under the mini-batch noise although the mean may still be stable, so the run is
+        past the edge whatever the rest of the spectrum. ``kwargs`` go to the constructor (``threshold``
+        defaults to 1.0, ``action``, ``warmup_steps``, ...).
+        """
+        kwargs.setdefault("threshold", 1.0)
+        instance = cls(monitor, mode="above", patience=patience, **kwargs)
+        instance._name = "stochastic_edge_of_stability"
+        return instance
+
+    @classmethod
     def rank_collapse(cls, layer_glob: str, min_stable_rank: float, **kwargs: Any) -> SpectralEarlyStopping:
         """Stop when the stable rank ``‖W‖_F² / ‖W‖_2²`` of any layer matching ``layer_glob`` drops below
         ``min_stable_rank``.
