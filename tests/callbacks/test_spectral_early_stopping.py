@@ -87,7 +87,19 @@ def test_ready_made_criteria():
     )
     spike = SpectralEarlyStopping.sharpness_spike(factor=3.0, action="warn")
     assert (spike.relative_to, spike.threshold, spike.action) == ("previous", 3.0, "warn")
-    assert len({eos.state_key, spike.state_key, SpectralEarlyStopping(KEY, threshold=1.0).state_key}) == 3
+    stochastic = SpectralEarlyStopping.stochastic_edge_of_stability(threshold=0.9)
+    assert (stochastic.monitor, stochastic.threshold, stochastic.relative_to) == (
+        "spectral/ntk/sgd_stability",
+        0.9,
+        None,
+    )
+    keys = {
+        eos.state_key,
+        spike.state_key,
+        stochastic.state_key,
+        SpectralEarlyStopping(KEY, threshold=1.0).state_key,
+    }
+    assert len(keys) == 4
 
 
 # ---------------------------------------------------------------------------------------------- criteria
