@@ -160,15 +160,19 @@ class LayerwiseChecks:
         self._passed.clear()
 
     @staticmethod
-    def key(layers: list[_Layer], rest: list[str], inputs: Tensor) -> tuple:
+    def key(fm: FunctionalModel, layers: list[_Layer], rest: list[str], inputs: Tensor) -> tuple:
+        """The set-up: each covered layer's name, module object, selected parameter names and the parameter
+        objects behind them (registered ones, so never a temporary), the generic path's names, the inputs'
+        shape, dtype and device."""
+        named = dict(fm.module.model.named_parameters(remove_duplicate=False))
         covered = tuple(
             (
                 layer.name,
                 id(layer.module),
                 layer.weight,
                 layer.bias,
-                id(layer.module.weight),
-                id(getattr(layer.module, "bias", None)),
+                id(named.get(layer.weight)),
+                id(named.get(layer.bias)),
             )
             for layer in layers
         )
@@ -374,7 +378,7 @@ def per_example_squared_gradient_norms(
         total = total + _generic_norms(fm, rest, inputs, cotangents, like, chunk_size)
     if not names:
         return total
-    key = None if checks is None else LayerwiseChecks.key(layers, rest, inputs)
+    key = None if checks is None else LayerwiseChecks.key(fm, layers, rest, inputs)
     if key is not None and key in checks._passed:
         return total
 

@@ -260,9 +260,12 @@ def test_a_set_up_that_passed_the_check_is_not_checked_again(monkeypatch):
     model[0] = copy.deepcopy(model[0])
     per_example_squared_gradient_norms(make_functional_model(model), inputs, checks=checks)
     assert len(calls) == 6 and len(checks) == 3  # a new layer object: checked
+    model[0].weight = nn.Parameter(model[0].weight.detach().clone())
+    per_example_squared_gradient_norms(make_functional_model(model), inputs, checks=checks)
+    assert len(calls) == 8 and len(checks) == 4  # a new parameter object (re-tied weights, say): checked
     checks.clear()
     per_example_squared_gradient_norms(make_functional_model(model), inputs, checks=checks)
-    assert len(calls) == 8
+    assert len(calls) == 10
 
 
 def test_a_set_up_that_failed_the_check_is_checked_and_recomputed_every_time(monkeypatch):
