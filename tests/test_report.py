@@ -24,7 +24,7 @@ from spectral_testing.models import TinyClassifier, trainer_kwargs
 from lightning_spectral.callbacks import HessianEigenMonitor, NTKTraceMonitor, WeightSpectrumMonitor
 from lightning_spectral.cli import main
 from lightning_spectral.report import build_report, read_runs
-from lightning_spectral.report.figure_style import HESSIAN
+from lightning_spectral.report.figure_style import HESSIAN, NTK
 from lightning_spectral.report.figures import legend_labels, make_figures, run_colors, stability_limit
 from lightning_spectral.report.reader import RunData, Series
 
@@ -277,3 +277,18 @@ def test_batch_sharpness_band_is_one_standard_error_where_it_was_logged(tmp_path
         at_step = corners[np.isclose(corners[:, 0], step)][:, 1]
         np.testing.assert_allclose([at_step.min(), at_step.max()], [low, high])
     assert not np.isclose(corners[:, 0], 0.0).any()  # no band where no standard error was logged
+
+
+def test_sgd_stability_figure_draws_the_exact_value_dotted_where_logged(tmp_path):
+    """With ``compute_spectrum=True`` the NTK monitor logs ``sgd_stability_exact``: one dotted line of it, with a
+    legend entry; a run without it draws none."""
+    steps = np.array([0.0, 10.0])
+    with_exact = RunData("with", tmp_path, [], {NTK + "sgd_stability": Series(steps, np.array([0.2, 0.3]))})
+    with_exact.scalars[NTK + "sgd_stability_exact"] = Series(steps, np.array([0.25, 0.35]))
+    without = RunData("without", tmp_path, [], {NTK + "sgd_stability": Series(steps, np.array([0.1, 0.1]))})
+    runs = [with_exact, without]
+    figure = {f.name: f for f in make_figures(runs, run_colors(runs))[0]}["sgd_stability"].figure
+    dotted = [line for line in figure.axes[0].get_lines() if line.get_linestyle() == ":"]
+    assert len(dotted) == 1
+    np.testing.assert_allclose(dotted[0].get_ydata(), [0.25, 0.35])
+    assert "exact (spectrum)" in legend_labels(figure)

@@ -2,7 +2,8 @@
 
 Logged under ``spectral/ntk/``: ``trace`` (``tr Θ = Σ_i Σ_k ‖∂f_k(x_i)/∂θ‖²`` over the measurement batch),
 ``trace_per_example`` (``tr Θ / n``), ``trace_std_error`` (stochastic methods), ``lambda_max`` and
-``alignment`` / ``alignment_centered`` / ``alignment_offdiagonal`` when enabled, and ``sgd_stability``, the
+``alignment`` / ``alignment_centered`` / ``alignment_offdiagonal`` when enabled, ``sgd_stability_exact`` with
+``compute_spectrum=True``, and ``sgd_stability``, the
 noise-kernel norm 𝒦 of Agarwala & Pennington (2024) for the run's learning rate and training batch size (``≥ 1`` marks the stochastic edge of stability; see
 :mod:`lightning_spectral.functional.sgd_stability` for the formula and its assumptions: MSE loss,
 ``torch.optim.SGD`` (momentum, Nesterov, dampening and the first param group's coupled weight decay included),
@@ -64,6 +65,10 @@ class NTKTraceMonitor(SpectralMonitor):
             ``B·K × B·K`` kernel: small measurement batches only). Each is logged where it is defined
             (:func:`~lightning_spectral.functional.ntk_alignment.kernel_alignments`).
         compute_lambda_max: log the top NTK eigenvalue (Lanczos on ``J Jᵀ`` products, warm-started).
+        compute_spectrum: form the ``B·K × B·K`` kernel (as the alignment does; small measurement batches only)
+            and take all its eigenvalues (``eigvalsh``, float64): ``lambda_max`` is then the exact top
+            eigenvalue (no Lanczos), and ``sgd_stability_exact`` the exact noise-kernel norm 𝒦 from the whole
+            spectrum, which the logged bounds bracket (SGD only, below the mean's edge).
         lambda_max_tol: relative residual tolerance of that Lanczos.
         chunk_size: examples per vectorised chunk of per-example gradients, for parameters outside linear and
             convolution layers, and of the Jacobian when the kernel is formed (``None``: memory-bounded).
@@ -95,6 +100,7 @@ class NTKTraceMonitor(SpectralMonitor):
         num_probes: int = 8,
         compute_alignment: bool = False,
         compute_lambda_max: bool = False,
+        compute_spectrum: bool = False,
         lambda_max_tol: float = 1e-3,
         chunk_size: int | None = None,
         loss_scale: float | None = None,
@@ -123,6 +129,7 @@ class NTKTraceMonitor(SpectralMonitor):
         check_int("num_probes", num_probes, 3 if method == "hutchpp" else 1)
         check_bool("compute_alignment", compute_alignment)
         check_bool("compute_lambda_max", compute_lambda_max)
+        check_bool("compute_spectrum", compute_spectrum)
         check_open_unit_interval("lambda_max_tol", lambda_max_tol)
         if chunk_size is not None:
             check_int("chunk_size", chunk_size, 1)
@@ -135,6 +142,7 @@ class NTKTraceMonitor(SpectralMonitor):
         self.num_probes = num_probes
         self.compute_alignment = compute_alignment
         self.compute_lambda_max = compute_lambda_max
+        self.compute_spectrum = compute_spectrum
         self.lambda_max_tol = lambda_max_tol
         self.chunk_size = chunk_size
         self.loss_scale = loss_scale
@@ -170,32 +178,41 @@ class NTKTraceMonitor(SpectralMonitor):
             layerwise_checks=self._layerwise_checks,
         )
         values = {"trace": result.trace, "trace_per_example": result.trace / result.num_examples}
-        # λ_max and the alignment need the kernel of the union of the shards, cross-rank entries included:
-        # every rank computes them on the gathered inputs (identity on one process).
-        if self.compute_lambda_max or self.compute_alignment:
-            inputs = self.collectives.gather(inputs)
         if result.method_used != "exact":
             values["trace_std_error"] = result.std_error
+        # λ_max, the spectrum and the alignment need the kernel of the union of the shards, cross-rank entries
+        # included: every rank computes them on the gathered inputs (identity on one process).
+        if self.compute_lambda_max or self.compute_alignment or self.compute_spectrum:
+            inputs = self.collectives.gather(inputs)
+        kernel = None
+        if self.compute_alignment or self.compute_spectrum:  # one kernel for both
+            kernel = ntk_matrix(
+                pl_module, inputs, output_fn=self.output_fn, params=self._params, chunk_size=self.chunk_size
+            )
+        eigenvalues = None
+        if (
+            self.compute_spectrum
+        ):  # J Jᵀ is PSD: negative eigenvalues are the rounding of the (float32) kernel
+            eigenvalues = torch.linalg.eigvalsh(kernel.double()).clamp_min(0.0)
         lambda_max = None
-        if self.compute_lambda_max:
+        if eigenvalues is not None:
+            lambda_max = float(eigenvalues[-1])
+        elif self.compute_lambda_max:
             lambda_max = self._lambda_max(pl_module, inputs, device, result.num_examples * result.num_outputs)
+        if lambda_max is not None:
             values["lambda_max"] = lambda_max
         if self.compute_alignment:
+            num_examples = inputs.shape[0]
             targets = self.collectives.gather(concatenated(batches, self.target_fn))
-            values.update(self._alignments(pl_module, inputs, targets))
+            y = ntk_targets(targets, num_examples, kernel.shape[0] // num_examples)
+            values.update(kernel_alignments(kernel, y, num_examples))  # those defined for these targets
+        del kernel
         values.update(
-            self._stability(trainer, result.trace, lambda_max, result.num_examples, result.num_outputs)
+            self._stability(
+                trainer, result.trace, lambda_max, result.num_examples, result.num_outputs, eigenvalues
+            )
         )
         return values
-
-    def _alignments(self, pl_module: Any, inputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
-        """The alignments defined for these targets (:func:`kernel_alignments`), from one kernel."""
-        kernel = ntk_matrix(
-            pl_module, inputs, output_fn=self.output_fn, params=self._params, chunk_size=self.chunk_size
-        )
-        num_examples = inputs.shape[0]
-        y = ntk_targets(targets, num_examples, kernel.shape[0] // num_examples)
-        return kernel_alignments(kernel, y, num_examples)
 
     def _lambda_max(self, pl_module: Any, inputs: torch.Tensor, device: torch.device, dim: int) -> float:
         v0 = (
@@ -217,7 +234,13 @@ class NTKTraceMonitor(SpectralMonitor):
         return float(eigen.eigenvalues[0])
 
     def _stability(
-        self, trainer: Any, trace: float, lambda_max: float | None, num_examples: int, num_outputs: int
+        self,
+        trainer: Any,
+        trace: float,
+        lambda_max: float | None,
+        num_examples: int,
+        num_outputs: int,
+        eigenvalues: torch.Tensor | None,
     ) -> dict[str, float]:
         settings = sgd_settings(trainer)
         batch_size = training_batch_size(trainer)
@@ -234,13 +257,11 @@ class NTKTraceMonitor(SpectralMonitor):
         global_batch = batch_size * trainer.world_size * trainer.accumulate_grad_batches
         dataset = getattr(trainer.train_dataloader, "dataset", None)
         dataset_size = len(dataset) if hasattr(dataset, "__len__") else None
-        stability = sgd_stability(
+        setting = dict(
             lr=settings.lr,
             batch_size=global_batch,
             ntk_num_examples=num_examples,
             num_outputs=num_outputs,
-            ntk_trace=trace,
-            ntk_lambda_max=lambda_max,
             dataset_size=dataset_size if dataset_size is not None and dataset_size >= global_batch else None,
             loss_scale=self.loss_scale if self.loss_scale is not None else 2.0 / num_outputs,
             momentum=settings.momentum,
@@ -248,10 +269,15 @@ class NTKTraceMonitor(SpectralMonitor):
             dampening=settings.dampening,
             weight_decay=settings.weight_decay,
         )
+        stability = sgd_stability(ntk_trace=trace, ntk_lambda_max=lambda_max, **setting)
         values = {"sgd_stability": stability.noise_kernel_norm_lower}
         if lambda_max is not None and math.isfinite(stability.noise_kernel_norm_upper):
             # infinite once η·λ̂_max ≥ 2 (the mean itself is past its edge): not logged then
             values["sgd_stability_upper"] = stability.noise_kernel_norm_upper
+        if eigenvalues is not None:
+            exact = sgd_stability(ntk_eigenvalues=eigenvalues, **setting).noise_kernel_norm
+            if exact is not None and math.isfinite(exact):  # likewise infinite past the mean's edge
+                values["sgd_stability_exact"] = exact
         return values
 
     def extra_state(self) -> dict[str, Any]:

@@ -77,7 +77,7 @@ def ntk_alignment(runs: Sequence[RunData], colors: dict[str, str]) -> ReportFigu
 def sgd_stability(runs: Sequence[RunData], colors: dict[str, str]) -> ReportFigure | None:
     """The noise-kernel norm ``𝒦`` (its bounds where logged) against step, with the edge ``𝒦 = 1``."""
     figure, ax = single_axes()
-    values, any_upper, shown = [np.array([1.0])], False, []
+    values, any_upper, any_exact, shown = [np.array([1.0])], False, False, []
     for run in runs:
         lower = run.scalars.get(NTK + "sgd_stability")
         if lower is None:
@@ -95,9 +95,16 @@ def sgd_stability(runs: Sequence[RunData], colors: dict[str, str]) -> ReportFigu
             ax.fill_between(lower.steps, lower.values, aligned, color=color, alpha=0.12, linewidth=0)
             values.append(aligned)
             any_upper = True
+        exact = run.scalars.get(NTK + "sgd_stability_exact")
+        if exact is not None:  # compute_spectrum=True: 𝒦 from the whole kernel spectrum, inside the band
+            plot_series(ax, exact, color, linestyle=":", marker=None)
+            values.append(exact.values)
+            any_exact = True
     if len(values) == 1:
         return None
     extra = [edge_line(ax, r"S-EOS edge $\mathcal{K} = 1$")]
+    if any_exact:
+        extra.insert(0, Line2D([], [], color="0.3", linestyle=":", label="exact (spectrum)"))
     if any_upper:
         extra.insert(0, Line2D([], [], color="0.3", linestyle="--", label="upper bound"))
     style_axes(ax, values, r"noise-kernel norm $\mathcal{K}$")
@@ -105,7 +112,8 @@ def sgd_stability(runs: Sequence[RunData], colors: dict[str, str]) -> ReportFigu
     caption = (
         "The noise-kernel norm 𝒦 ≈ (1 − B/D)·η·tr(Θ̂)/(2BK) of SGD with step η and batch size B (η/(1 − μ) "
         "with momentum μ; solid: the "
-        "trace-based value, a lower bound; dashed with a shaded band: the upper bound, where logged). The "
+        "trace-based value, a lower bound; dashed with a shaded band: the upper bound, where logged; dotted: "
+        "the exact 𝒦 from the kernel's spectrum, with compute_spectrum=True). The "
         "second moment of SGD's residual grows without bound once 𝒦 > 1, so 𝒦 = 1 (black dashes) is the "
         "stochastic edge of stability (Agarwala & Pennington 2024). Logged for torch.optim.SGD only; the upper "
         "bound is undefined (a gap) where λ_max of the kernel per example reaches the optimizer's limit (2/η "

@@ -13,6 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_spectral.callbacks import NTKTraceMonitor
+from lightning_spectral.functional import sgd_stability
 
 
 class Regressor(pl.LightningModule):
@@ -163,6 +164,46 @@ def test_sgd_weight_decay_enters_the_stochastic_edge(tmp_path):
     assert last["spectral/ntk/sgd_stability_upper"] == pytest.approx(upper, rel=1e-4)
     undecayed = factor * gain(0.0) * trace_hat
     assert last["spectral/ntk/sgd_stability"] < 0.95 * undecayed  # the decay is not left out
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_compute_spectrum_logs_the_exact_top_eigenvalue_and_noise_kernel_norm(
+    tmp_path, monkeypatch, momentum
+):
+    """``compute_spectrum=True``: ``lambda_max`` is the kernel's top eigenvalue from ``eigvalsh`` (no Lanczos:
+    ``ntk_lambda_max`` is never called) and ``sgd_stability_exact`` is 𝒦 of the explicit Jacobian's kernel
+    spectrum, between the logged bounds."""
+    import lightning_spectral.callbacks.ntk_trace_monitor as module
+
+    def no_lanczos(*args, **kwargs):
+        raise AssertionError("the spectrum gives λ_max: no Lanczos")
+
+    monkeypatch.setattr(module, "ntk_lambda_max", no_lanczos)
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(6, 5, generator=g), torch.randn(6, 2, generator=g)
+    monitor = exact_monitor((x, y), every_n_steps=4, compute_spectrum=True)
+    model = Regressor(momentum=momentum)
+    scalars = fit_logging(tmp_path, monitor, model)
+    for key in ("lambda_max", "sgd_stability_exact", "sgd_stability", "sgd_stability_upper", "alignment"):
+        assert [s for s, _ in scalars[f"spectral/ntk/{key}"]] == [0, 4, 8], key
+    last = {key: values[-1][1] for key, values in scalars.items()}
+    model.eval()
+    J = explicit_jacobian(model, x).double()
+    eigenvalues = torch.linalg.eigvalsh(J @ J.T)
+    assert last["spectral/ntk/lambda_max"] == pytest.approx(eigenvalues[-1].item(), rel=1e-5)
+    exact = sgd_stability(
+        lr=0.05,
+        batch_size=8,
+        ntk_num_examples=6,
+        num_outputs=2,
+        ntk_eigenvalues=eigenvalues.clamp_min(0.0),
+        dataset_size=64,
+        momentum=momentum,
+    ).noise_kernel_norm
+    assert last["spectral/ntk/sgd_stability_exact"] == pytest.approx(exact, rel=1e-4)
+    lower, upper = last["spectral/ntk/sgd_stability"], last["spectral/ntk/sgd_stability_upper"]
+    assert lower <= last["spectral/ntk/sgd_stability_exact"] <= upper
+    assert lower < upper
 
 
 def test_layer_wise_norms_are_checked_on_the_first_measurement_only(tmp_path, monkeypatch):
