@@ -219,8 +219,9 @@ class HessianEigenMonitor(SpectralMonitor):
         # The batch sharpness is the mean over the measurement batches of g_bᵀH_bg_b/‖g_b‖²: the gradients come
         # with the graphs the products build, if asked for before the first product, and each H_b g_b is a pass
         # through batch b's graph (not with CUDA-graph replays, which build no graphs: then separate operators).
-        shared = self.compute_batch_sharpness and self._hvp_graph is None
-        gradients = operator.batch_gradients() if shared else None
+        gradients = (
+            operator.batch_gradients() if self.compute_batch_sharpness and self._hvp_graph is None else None
+        )
         generator = self.make_generator(operator.device)
         previous = self._eigenvectors if self.warm_start else None
         if previous is not None and previous.shape[0] != operator.dim:

@@ -190,9 +190,8 @@ class NTKTraceMonitor(SpectralMonitor):
                 pl_module, inputs, output_fn=self.output_fn, params=self._params, chunk_size=self.chunk_size
             )
         eigenvalues = None
-        if (
-            self.compute_spectrum
-        ):  # J Jᵀ is PSD: negative eigenvalues are the rounding of the (float32) kernel
+        if self.compute_spectrum:
+            # J Jᵀ is PSD: negative eigenvalues are the rounding of the (float32) kernel
             eigenvalues = torch.linalg.eigvalsh(kernel.double()).clamp_min(0.0)
         lambda_max = None
         if eigenvalues is not None:

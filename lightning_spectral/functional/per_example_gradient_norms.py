@@ -156,6 +156,13 @@ class LayerwiseChecks:
     def __len__(self) -> int:
         return len(self._passed)
 
+    def __contains__(self, key: tuple) -> bool:
+        return key in self._passed
+
+    def add(self, key: tuple) -> None:
+        """Remember a set-up (a :meth:`key`) that has passed the check."""
+        self._passed.add(key)
+
     def clear(self) -> None:
         self._passed.clear()
 
@@ -379,7 +386,7 @@ def per_example_squared_gradient_norms(
     if not names:
         return total
     key = None if checks is None else LayerwiseChecks.key(fm, layers, rest, inputs)
-    if key is not None and key in checks._passed:
+    if key is not None and key in checks:
         return total
 
     ends = sorted({0, batch - 1})
@@ -397,5 +404,5 @@ def per_example_squared_gradient_norms(
         )
         return _generic_norms(fm, list(fm.names), inputs, cotangents, like, chunk_size)
     if key is not None:
-        checks._passed.add(key)
+        checks.add(key)
     return total
