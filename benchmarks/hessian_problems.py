@@ -150,3 +150,8 @@ def relative_error(values: list[float] | None, reference: Tensor, k: int) -> flo
         return math.inf
     mine = torch.tensor(sorted(values, reverse=True)[:k], dtype=torch.float64)
     return float(((mine - reference[:k]).abs() / reference[:k].abs()).max())
+
+
+def fmt_error(error: float) -> str:
+    """A relative error for a table: ``"—"`` when missing (``inf``)."""
+    return "—" if not math.isfinite(error) else f"{error:.1e}"
