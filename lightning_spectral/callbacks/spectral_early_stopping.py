@@ -329,6 +329,8 @@ class SpectralEarlyStopping(Callback):
         if not scheduled or trainer.state.fn != "fit" or trainer.sanity_checking or trainer.fast_dev_run:
             return
         new = self._measurements.collect(trainer.callback_metrics, trainer.global_step)
+        if not self._measurements.matched_any:
+            self._warn_if_owners_log_other_keys(trainer)
         if trainer.global_step < self.warmup_steps:  # the same step on every rank: no collective needed
             return
         strategy = trainer.strategy
@@ -347,6 +349,29 @@ class SpectralEarlyStopping(Callback):
         self._in_episode = True
         description, rank = self._shared_description(trainer, verdict, description)
         self._act(trainer, description, rank, not_finite)
+
+    def _warn_if_owners_log_other_keys(self, trainer: Any) -> None:
+        """Warn once, during training, when the monitor(s) whose prefix the pattern lies under have measured
+        at least twice, past step 0, without logging a matching key: the criterion would check nothing for the
+        whole run (e.g. ``spectral/hessian/trace`` without ``compute_trace=True``). Two measurements and a step
+        past 0 because some keys first appear then (``rotation`` needs a previous measurement, adaptive
+        optimizers' ``eos_ratio`` a first optimizer step). Without owners the warning waits for the end of fit."""
+        owners = self._owners
+        if self._warned_unmatched or owners is None or trainer.global_step == 0:
+            return
+        if not any(m.num_measurements >= 2 for m in owners):
+            return
+        self._warned_unmatched = True
+        prefixes = tuple(m.metric_prefix for m in owners)
+        logged = sorted(key for key in trainer.callback_metrics if key.startswith(prefixes))
+        shown = ", ".join(logged[:8]) + (f", ... ({len(logged)} in all)" if len(logged) > 8 else "")
+        names = " / ".join(type(m).__name__ for m in owners)
+        rank_zero_warn(
+            f"SpectralEarlyStopping: by step {trainer.global_step} no key that {names} logged matched "
+            f"monitor={self.monitor!r} ({shown or 'nothing logged'}), so this criterion checks nothing. Some "
+            "keys need an option of their monitor, e.g. `spectral/hessian/trace` needs "
+            "HessianEigenMonitor(compute_trace=True)."
+        )
 
     def _shared_description(self, trainer: Any, verdict: int, description: str) -> tuple[str, int]:
         """The description of the lowest rank with the strongest verdict (non-finite over firing), on every rank."""

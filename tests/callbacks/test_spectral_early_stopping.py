@@ -23,7 +23,8 @@ KEY = "spectral/fake/value"
 
 
 class ScriptedMonitor(SpectralMonitor):
-    """Emits ``script[name][global_step]`` (the last entry once the script runs out) for every name."""
+    """Emits ``script[name][global_step]`` (the last entry once the script runs out) for every name; a
+    ``None`` entry is not logged at that step."""
 
     monitor_name = "fake"
     needs_batch = False
@@ -36,7 +37,8 @@ class ScriptedMonitor(SpectralMonitor):
     def measure(self, trainer, pl_module, batches):
         step = trainer.global_step
         self.measured_steps.append(step)
-        return {name: values[min(step, len(values) - 1)] for name, values in self.script.items()}
+        values = {name: values[min(step, len(values) - 1)] for name, values in self.script.items()}
+        return {name: value for name, value in values.items() if value is not None}
 
 
 class ScriptedWeightsMonitor(ScriptedMonitor):
@@ -189,6 +191,31 @@ def test_a_pattern_that_never_matches_warns_once(tmp_path):
         trainer = fit(tmp_path, [ScriptedWeightsMonitor({"net.0/stable_rank": [1.0]}), stopper], max_steps=4)
     assert trainer.global_step == 4
     assert sum("SpectralEarlyStopping" in str(w.message) for w in caught) == 1
+
+
+def test_a_key_its_monitor_does_not_log_warns_at_the_second_measurement(tmp_path):
+    # the owner measures every 2 steps: 0, 2, 4, ...; the pattern lies under its prefix but names a key it
+    # never logs (like `spectral/hessian/trace` without compute_trace=True)
+    stopper = SpectralEarlyStopping("spectral/weights/trace", threshold=1.0)
+    monitor = ScriptedWeightsMonitor({"net.0/stable_rank": [1.0]}, every_n_steps=2)
+    with pytest.warns(
+        UserWarning, match="by step 2 no key that ScriptedWeightsMonitor logged matched"
+    ) as caught:
+        trainer = fit(tmp_path, [monitor, stopper], max_steps=8)
+    assert trainer.global_step == 8
+    messages = [str(w.message) for w in caught if "SpectralEarlyStopping" in str(w.message)]
+    assert len(messages) == 1  # not again at the end of fit
+    assert "spectral/weights/net.0/stable_rank" in messages[0] and "compute_trace=True" in messages[0]
+
+
+def test_a_key_that_first_appears_at_a_later_measurement_does_not_warn(tmp_path):
+    # like `rotation` (needs a previous measurement) or Adam's `eos_ratio` (needs an optimizer step)
+    stopper = SpectralEarlyStopping("spectral/weights/net.0/rotation", threshold=10.0)
+    monitor = ScriptedWeightsMonitor({"net.0/rotation": [None, 0.1]}, at_train_start=False)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*SpectralEarlyStopping.*")
+        trainer = fit(tmp_path, [monitor, stopper], max_steps=6)
+    assert trainer.global_step == 6 and monitor.measured_steps == [1, 2, 3, 4, 5, 6]
 
 
 @pytest.mark.parametrize(
