@@ -13,8 +13,12 @@ A monitor runs between optimizer steps of someone else's training job. Whatever 
   drawn anyway;
 - autocast is disabled inside and float32 runs in full IEEE precision (TF32 and bfloat16 shortcuts off, see
   :mod:`lightning_spectral.full_precision`; every switch restored on exit), and gradients are enabled;
-- ``LightningModule.log``/``log_dict`` are silenced, so a ``training_step`` called for a measurement never
-  writes into the user's logged metrics.
+- ``LightningModule.log``/``log_dict`` are silenced, and the accumulated state of every ``torchmetrics.Metric``
+  submodule (its ``add_state`` states, update count, forward cache and computed value) is restored, so a
+  ``training_step`` called for a measurement never writes into the user's logged metrics, step- or
+  epoch-level. Other Python-side effects of a ``training_step`` (a counter, a list, a direct write to
+  ``self.logger.experiment``) cannot be undone from outside: such modules should give the monitor a
+  ``loss_fn``.
 
 Example::
 
@@ -32,7 +36,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from lightning_spectral.full_precision import full_float32_precision
 
@@ -60,6 +64,48 @@ def preserved_rng_state() -> Iterator[None]:
         torch.set_rng_state(torch_state)
         if cuda_states is not None:
             torch.cuda.set_rng_state_all(cuda_states)
+
+
+#: ``torchmetrics.Metric`` attributes besides its ``add_state`` states that an ``update`` or ``forward`` changes.
+_METRIC_BOOKKEEPING = ("_update_count", "_computed", "_forward_cache")
+
+
+def _torchmetrics_metrics(module: nn.Module) -> list[nn.Module]:
+    try:
+        from torchmetrics import Metric
+    except ImportError:  # pragma: no cover - torchmetrics is a dependency; a module without it has no metrics
+        return []
+    return [m for m in module.modules() if isinstance(m, Metric)]
+
+
+@contextlib.contextmanager
+def preserved_metric_states(module: nn.Module) -> Iterator[None]:
+    """Restore every ``torchmetrics.Metric`` submodule of ``module`` on exit: each ``add_state`` state in place
+    (tensor values copied back into the original tensor, list states refilled, so states that a
+    ``MetricCollection``'s compute group shares stay shared) and rebound to it, and the update count, forward
+    cache and computed value."""
+    saved = []
+    for metric in _torchmetrics_metrics(module):
+        states = {}
+        for name in metric._defaults:
+            value = getattr(metric, name)
+            snapshot = value.detach().clone() if isinstance(value, Tensor) else list(value)
+            states[name] = (value, snapshot)
+        bookkeeping = {attr: getattr(metric, attr) for attr in _METRIC_BOOKKEEPING if hasattr(metric, attr)}
+        saved.append((metric, states, bookkeeping))
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for metric, states, bookkeeping in saved:
+                for name, (original, snapshot) in states.items():
+                    if isinstance(original, Tensor):
+                        original.copy_(snapshot)
+                    else:
+                        original[:] = snapshot
+                    setattr(metric, name, original)
+                for attr, value in bookkeeping.items():
+                    setattr(metric, attr, value)
 
 
 def _noop_log(*args: Any, **kwargs: Any) -> None:
@@ -98,6 +144,7 @@ def preserved_training_state(module: nn.Module) -> Iterator[None]:
         with (
             preserved_rng_state(),
             silenced_module_logging(module),
+            preserved_metric_states(module),
             torch.autocast(device_type=device_type, enabled=False),
             full_float32_precision(),
             torch.enable_grad(),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import gc
 import math
 import warnings
@@ -9,7 +10,8 @@ import warnings
 import pytest
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.loggers import TensorBoardLogger
+import torchmetrics
+from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from spectral_testing.log_readers import read_tensorboard_scalars
 from spectral_testing.models import LossRecorder, TinyClassifier, trainer_kwargs
 from torch import nn
@@ -35,9 +37,10 @@ def every_monitor(**schedule):
 
 
 def fit(tmp_path, callbacks, model=None, **overrides):
-    """``model``: a module, or a class to instantiate after seeding (so that two runs start alike)."""
+    """``model``: a module, or a class or factory to call after seeding (so that two runs start alike)."""
     pl.seed_everything(7, workers=True)
-    model = (model or TinyClassifier)() if model is None or isinstance(model, type) else model
+    model = model or TinyClassifier
+    model = model if isinstance(model, nn.Module) else model()
     trainer = pl.Trainer(callbacks=callbacks, **trainer_kwargs(tmp_path, **overrides))
     trainer.fit(model)
     return trainer, model
@@ -228,6 +231,100 @@ def test_adam_training_is_bit_identical_with_every_monitor(tmp_path):
         assert torch.equal(a, b), name
     for a, b in zip(trainer.optimizers[0].state.values(), baseline.trainer.optimizers[0].state.values()):
         assert all(torch.equal(a[key], b[key]) for key in ("exp_avg", "exp_avg_sq")), "Adam's moments"
+
+
+class LoaderClassifier(TinyClassifier):
+    """``TinyClassifier`` whose loader is built by ``make_loader(dataset)``; records the order it trains on."""
+
+    def __init__(self, make_loader) -> None:
+        super().__init__(num_examples=48, batch_size=8)
+        self.make_loader = make_loader
+        self.seen: list[float] = []
+
+    def on_train_batch_start(self, batch, batch_idx):  # called by the loop only (monitors call training_step)
+        self.seen.append(float(batch[0][0, 0]))
+
+    def train_dataloader(self):
+        loader = super().train_dataloader()
+        return self.make_loader(loader.dataset)
+
+
+@pytest.mark.parametrize(
+    "make_loader",
+    [
+        # RandomSampler and the workers' base seed draw from the loader's own generator, not the global RNG
+        lambda data: DataLoader(data, batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(5)),
+        # the loader keeps its worker iterator for the next iter(): a batch drawn from it is gone from epoch 0
+        lambda data: DataLoader(data, batch_size=8, num_workers=1, persistent_workers=True),
+        lambda data: DataLoader(
+            data,
+            batch_size=8,
+            shuffle=True,
+            generator=torch.Generator().manual_seed(5),
+            num_workers=1,
+            persistent_workers=True,
+        ),
+    ],
+    ids=["own-generator", "persistent-workers", "persistent-workers-own-generator"],
+)
+def test_drawing_the_measurement_batch_leaves_the_data_order_alone(tmp_path, make_loader):
+    baseline_losses, monitored_losses = LossRecorder(), LossRecorder()
+    _, baseline = fit(tmp_path / "a", [baseline_losses], model=lambda: LoaderClassifier(make_loader))
+    monitor = HessianEigenMonitor(every_n_steps=100)
+    _, monitored = fit(
+        tmp_path / "b", [monitored_losses, monitor], model=lambda: LoaderClassifier(make_loader)
+    )
+    assert monitor.num_measurements == 1 and len(baseline.seen) == 12  # 2 epochs of 6 batches
+    assert monitored.seen == baseline.seen
+    assert torch.equal(torch.stack(baseline_losses.losses), torch.stack(monitored_losses.losses))
+
+
+class MetricClassifier(TinyClassifier):
+    """Updates a torchmetrics ``Accuracy`` (and a ``MetricCollection``, whose compute group shares states) in
+    ``training_step`` and logs it per step and per epoch: the monitors call ``training_step`` too."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.train_acc = torchmetrics.Accuracy(task="multiclass", num_classes=3)
+        self.train_scores = torchmetrics.MetricCollection(
+            [
+                torchmetrics.Precision(task="multiclass", num_classes=3, average="macro"),
+                torchmetrics.Recall(task="multiclass", num_classes=3, average="macro"),
+            ]
+        )
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self(x)
+        self.train_acc(logits, y)
+        self.train_scores.update(logits, y)
+        self.log("train_acc", self.train_acc, on_step=True, on_epoch=True)
+        return nn.functional.cross_entropy(logits, y)
+
+    def on_train_epoch_end(self):
+        self.log_dict(self.train_scores.compute())
+        self.train_scores.reset()
+
+
+def test_torchmetrics_updated_in_training_step_log_the_same_values(tmp_path):
+    def logged(name, callbacks):
+        logger = CSVLogger(str(tmp_path), name=name)
+        trainer, _ = fit(
+            tmp_path / name, callbacks, model=MetricClassifier, logger=logger, log_every_n_steps=1
+        )
+        with open(f"{logger.log_dir}/metrics.csv") as handle:
+            rows = list(csv.DictReader(handle))
+        keys = ("step", "train_acc_step", "train_acc_epoch", "MulticlassPrecision", "MulticlassRecall")
+        return trainer, [{key: row.get(key, "") for key in keys} for row in rows]
+
+    _, baseline = logged("without", [])
+    trainer, monitored = logged("with", [HessianEigenMonitor(every_n_steps=1, strict=True)])
+    assert trainer.callbacks[0].num_measurements == 9  # train start and each of the 8 steps
+    assert sum(bool(row["train_acc_step"]) for row in baseline) == 8
+    assert sum(bool(row["MulticlassRecall"]) for row in baseline) == 2
+    # the monitored run's CSV has extra rows (the spectral metrics); the user's values must be the same
+    user = [row for row in monitored if any(row[key] for key in row if key != "step")]
+    assert user == baseline
 
 
 # ---------------------------------------------------------------------------------------------- memory
