@@ -64,6 +64,16 @@ DTENSOR_STRATEGIES = ("ModelParallelStrategy",)
 ``supports_dtensor_parameters`` gathers them (:meth:`MeasurementCollectives.full_tensor`)."""
 
 
+def epoch_ran_to_its_end(trainer: Any) -> bool:
+    """Whether the training epoch now ending reached its last batch. Lightning also ends an epoch cut short
+    (``max_steps`` reached, ``trainer.should_stop``): an epoch-based measurement there would be taken again when
+    a run resumed from that point finishes the epoch, so epoch-based measurements wait for a whole epoch."""
+    progress = getattr(
+        getattr(getattr(trainer, "fit_loop", None), "epoch_loop", None), "batch_progress", None
+    )
+    return bool(getattr(progress, "is_last_batch", True))
+
+
 def check_strategy_supported(strategy: Any, monitor: str, supports_dtensor_parameters: bool = False) -> None:
     """Raise ``NotImplementedError`` for a strategy that shards the parameters (FSDP, DeepSpeed, model
     parallel) unless the monitor can gather them: every monitor reads whole parameters, which such a strategy
@@ -278,7 +288,7 @@ class SpectralMonitor(Callback):
             self._measure_and_log(trainer, pl_module)
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
-        if self.schedule.is_measurement_epoch(trainer.current_epoch):
+        if self.schedule.is_measurement_epoch(trainer.current_epoch) and epoch_ran_to_its_end(trainer):
             self._measure_and_log(trainer, pl_module)
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:

@@ -29,7 +29,9 @@ class Schedule:
     Args:
         every_n_steps: measure whenever ``global_step`` is a multiple of this (``None``: not step-based).
         every_n_epochs: measure at the end of every ``every_n_epochs``-th training epoch (``None``: not
-            epoch-based). Both may be given; a step is never measured twice.
+            epoch-based) that ran to its last batch (an epoch cut short by ``max_steps`` or a stop is not
+            measured: a run resumed from there measures it when it ends). Both may be given; a step is never
+            measured twice.
         log_spacing: also measure at the powers of two below ``every_n_steps`` (needs ``every_n_steps``).
         at_train_start: measure the model at step 0 (initialisation), from ``on_train_start``.
     """

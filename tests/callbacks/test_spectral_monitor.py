@@ -176,6 +176,25 @@ def test_resume_continues_the_schedule_without_duplicates(tmp_path):
     assert resumed.num_measurements == full.num_measurements
 
 
+def test_an_epoch_cut_short_and_resumed_is_measured_once_at_its_end(tmp_path):
+    # TinyClassifier: 4 steps per epoch; epochs end at steps 4, 8, 12
+    schedule = dict(every_n_epochs=1, at_train_start=False)
+    full = ParameterNormMonitor(**schedule)
+    fit(tmp_path / "full", [full], max_steps=12, max_epochs=10)
+    assert full.measured_steps == [4, 8, 12]
+
+    first = ParameterNormMonitor(**schedule)
+    fit(tmp_path / "a", [first], max_steps=6, max_epochs=10, enable_checkpointing=True)  # stops mid-epoch 1
+    assert first.measured_steps == [4]  # not at step 6: epoch 1 has not ended
+    (checkpoint,) = (tmp_path / "a").rglob("*.ckpt")
+    resumed = ParameterNormMonitor(**schedule)
+    pl.seed_everything(7, workers=True)
+    trainer = pl.Trainer(callbacks=[resumed], **trainer_kwargs(tmp_path / "b", max_steps=12, max_epochs=10))
+    trainer.fit(TinyClassifier(), ckpt_path=str(checkpoint))
+    assert first.measured_steps + resumed.measured_steps == full.measured_steps
+    assert resumed.num_measurements == full.num_measurements
+
+
 @pytest.mark.parametrize(
     "kwargs, argument",
     [
