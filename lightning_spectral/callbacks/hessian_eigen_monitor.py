@@ -25,9 +25,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
+from pytorch_lightning.utilities import rank_zero_warn
 
 from lightning_spectral.callbacks.base import SpectralMonitor
-from lightning_spectral.callbacks.optimizer_info import first_optimizer, sgd_settings
+from lightning_spectral.callbacks.optimizer_info import (
+    first_optimizer,
+    outside_first_optimizer,
+    resolved_sgd_settings,
+)
 from lightning_spectral.callbacks.parameter_patterns import check_param_spec, checked_param_patterns
 from lightning_spectral.callbacks.training_loss import LossFn, resolve_loss_fn
 from lightning_spectral.functional.adaptive_preconditioners import adaptive_preconditioning
@@ -195,6 +200,7 @@ class HessianEigenMonitor(SpectralMonitor):
         self._eigenvectors: torch.Tensor | None = None
         self._preconditioned_vector: torch.Tensor | None = None
         self._params = params
+        self._warned_no_limit = False
 
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
@@ -241,7 +247,18 @@ class HessianEigenMonitor(SpectralMonitor):
         }
         values["residual_max"] = float(result.residuals.max())
         values["num_hvps"] = float(result.num_hvps)
-        settings = sgd_settings(trainer)
+        # the operator's parameters, in its flattening order
+        parameters = list(select_parameters(pl_module, self._params).values())
+        settings, why = resolved_sgd_settings(trainer, parameters)
+        if not why and first_optimizer(trainer) is not None and outside_first_optimizer(trainer, parameters):
+            why = "some measured parameters are not in the first optimizer, which the limits are read from"
+        if why and not self._warned_no_limit:
+            self._warned_no_limit = True
+            rank_zero_warn(
+                f"HessianEigenMonitor: no stability limit for the measured parameters ({why}), so the stability "
+                "ratios (`eos_ratio`, `batch_sharpness_ratio`; under adaptive optimizers `preconditioned_lambda_1`) "
+                "are not logged. Pass `params=` the parameters one optimizer steps with one learning rate to get them."
+            )
         limit = settings.stability_limit() if settings and settings.lr > 0 else None
         if limit is not None and self.which == "LA":
             values["eos_ratio"] = values["lambda_1"] / limit
@@ -285,7 +302,7 @@ class HessianEigenMonitor(SpectralMonitor):
             del operator
             values.update(
                 self._preconditioned_sharpness(
-                    trainer, pl_module, loss_fn, batches, train_operator, generator
+                    trainer, pl_module, loss_fn, batches, parameters, train_operator, generator
                 )
             )
         return values
@@ -309,6 +326,7 @@ class HessianEigenMonitor(SpectralMonitor):
         pl_module: Any,
         loss_fn: LossFn,
         batches: list[Any],
+        parameters: list[torch.Tensor],
         operator: HessianOperator | None,
         generator: torch.Generator,
     ) -> dict[str, float]:
@@ -318,8 +336,6 @@ class HessianEigenMonitor(SpectralMonitor):
         gradient, so ``D`` is ``≈ ε`` there, while the eval-mode loss has curvature along it, which
         ``D⁻¹`` would inflate by ``1/ε``."""
         optimizer = first_optimizer(trainer)
-        # the operator's parameters, in its flattening order
-        parameters = list(select_parameters(pl_module, self._params).values())
         step = None if optimizer is None else adaptive_preconditioning(optimizer, parameters)
         if step is None:
             return {}

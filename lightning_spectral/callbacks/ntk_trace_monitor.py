@@ -26,12 +26,13 @@ from pytorch_lightning.utilities import rank_zero_warn
 
 from lightning_spectral.callbacks.base import SpectralMonitor
 from lightning_spectral.callbacks.batch_parts import BatchFn, concatenated, default_inputs, default_targets
-from lightning_spectral.callbacks.optimizer_info import sgd_settings, training_batch_size
+from lightning_spectral.callbacks.optimizer_info import resolved_sgd_settings, training_batch_size
 from lightning_spectral.callbacks.parameter_patterns import check_param_spec, checked_param_patterns
 from lightning_spectral.functional.ntk_alignment import kernel_alignments, ntk_targets
 from lightning_spectral.functional.ntk_eigenvalues import ntk_lambda_max
 from lightning_spectral.functional.ntk_matrix import ntk_matrix
 from lightning_spectral.functional.ntk_trace import ntk_trace
+from lightning_spectral.functional.parameter_selection import select_parameters
 from lightning_spectral.functional.per_example_gradient_norms import LayerwiseChecks
 from lightning_spectral.functional.sgd_stability import sgd_stability
 from lightning_spectral.validation import (
@@ -208,7 +209,13 @@ class NTKTraceMonitor(SpectralMonitor):
         del kernel
         values.update(
             self._stability(
-                trainer, result.trace, lambda_max, result.num_examples, result.num_outputs, eigenvalues
+                trainer,
+                pl_module,
+                result.trace,
+                lambda_max,
+                result.num_examples,
+                result.num_outputs,
+                eigenvalues,
             )
         )
         return values
@@ -235,20 +242,23 @@ class NTKTraceMonitor(SpectralMonitor):
     def _stability(
         self,
         trainer: Any,
+        pl_module: Any,
         trace: float,
         lambda_max: float | None,
         num_examples: int,
         num_outputs: int,
         eigenvalues: torch.Tensor | None,
     ) -> dict[str, float]:
-        settings = sgd_settings(trainer)
+        parameters = list(select_parameters(pl_module, self._params).values())
+        settings, why = resolved_sgd_settings(trainer, parameters)
         batch_size = training_batch_size(trainer)
         if settings is None or batch_size is None:
             if not self._warned_stability:
                 self._warned_stability = True
                 rank_zero_warn(
                     "NTKTraceMonitor: `spectral/ntk/sgd_stability` is defined for torch.optim.SGD (with or without "
-                    "momentum) with a known training batch size, so it is not logged for this run."
+                    "momentum) stepping the measured parameters with one learning rate, with a known training "
+                    f"batch size, so it is not logged for this run{f' ({why})' if why else ''}."
                 )
             return {}
         if settings.lr <= 0:

@@ -37,7 +37,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from lightning_spectral.callbacks.optimizer_info import learning_rate, sgd_settings
+from lightning_spectral.callbacks.optimizer_info import learning_rate, resolved_sgd_settings
 
 __all__ = [
     "FIRED",
@@ -82,7 +82,7 @@ class StoppingCriterion:
             if previous is None or not math.isfinite(previous) or previous <= 0:
                 return None, ""
             return value / previous, f"ratio to its previous measurement {previous:.6g}"
-        settings = sgd_settings(trainer)
+        settings, why = resolved_sgd_settings(trainer)
         if settings is not None:
             if settings.lr == 0:
                 return 0.0, "ratio to the stability limit of SGD with lr=0"
@@ -93,7 +93,8 @@ class StoppingCriterion:
             raise ValueError(
                 f"SpectralEarlyStopping(relative_to='lr') needs an optimizer with a learning rate, got lr={lr!r}."
             )
-        return lr * value / 2, f"lr·value/2 with lr={lr:g} (not SGD: the plain-SGD limit 2/lr)"
+        reason = f"no single SGD limit: {why}" if why else "not SGD"
+        return lr * value / 2, f"lr·value/2 with lr={lr:g} ({reason}: the plain-SGD limit 2/lr)"
 
     def judge(self, trainer: Any, new: Sequence[tuple[str, float, float | None]]) -> tuple[int, str]:
         """This rank's verdict on its new measurements and a description of the most extreme firing one."""

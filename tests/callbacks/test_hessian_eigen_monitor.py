@@ -67,6 +67,22 @@ class TinyRegressor(pl.LightningModule):
             )
         if self.hparams.optimizer == "sgd-maximize":  # ascends: the limit is not λ_max's
             return torch.optim.SGD(self.parameters(), lr=self.hparams.lr, maximize=True)
+        if self.hparams.optimizer == "sgd-two-lrs":  # the output layer 10× slower: no single limit 2/η
+            return torch.optim.SGD(
+                [
+                    {"params": self.net[0].parameters()},
+                    {"params": self.net[-1].parameters(), "lr": self.hparams.lr / 10},
+                ],
+                lr=self.hparams.lr,
+            )
+        if (
+            self.hparams.optimizer == "sgd-decay-groups"
+        ):  # no decay on biases: one step size, the limit stands
+            weights = [p for name, p in self.named_parameters() if name.endswith("weight")]
+            biases = [p for name, p in self.named_parameters() if name.endswith("bias")]
+            return torch.optim.SGD(
+                [{"params": weights, "weight_decay": 0.1}, {"params": biases}], lr=self.hparams.lr
+            )
         return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
 
     def train_dataloader(self):
@@ -353,6 +369,29 @@ def test_eos_ratio_follows_sgds_dampening_and_weight_decay_and_is_not_logged_whe
         TinyRegressor(optimizer="sgd-maximize"),
     )
     assert "spectral/hessian/lambda_1" in scalars and "spectral/hessian/eos_ratio" not in scalars
+
+
+def test_eos_ratio_needs_one_step_size_for_the_measured_parameters(tmp_path):
+    monitor = HessianEigenMonitor(every_n_steps=2, strict=True)
+    with pytest.warns(UserWarning, match="no stability limit for the measured parameters") as caught:
+        _, scalars = fit(tmp_path / "two", monitor, TinyRegressor(optimizer="sgd-two-lrs"))
+    assert "spectral/hessian/lambda_1" in scalars
+    assert not {"spectral/hessian/eos_ratio", "spectral/hessian/batch_sharpness_ratio"} & set(scalars)
+    messages = [str(w.message) for w in caught if "no stability limit" in str(w.message)]
+    assert len(messages) == 1 and "lr=0.05" in messages[0] and "lr=0.005" in messages[0]
+    # the first layer alone is stepped with lr = 0.05: its own limit applies
+    first = HessianEigenMonitor(every_n_steps=2, strict=True, params="net.0.*")
+    _, scalars = fit(tmp_path / "first", first, TinyRegressor(optimizer="sgd-two-lrs"))
+    lambda_1, ratio = (scalars[f"spectral/hessian/{key}"][-1][1] for key in ("lambda_1", "eos_ratio"))
+    assert ratio == pytest.approx(0.05 * lambda_1 / 2, rel=1e-6)
+    # groups that differ in weight decay only keep the limit (the first group's decay, documented)
+    _, scalars = fit(
+        tmp_path / "decay",
+        HessianEigenMonitor(every_n_steps=2, strict=True),
+        TinyRegressor(optimizer="sgd-decay-groups"),
+    )
+    lambda_1, ratio = (scalars[f"spectral/hessian/{key}"][-1][1] for key in ("lambda_1", "eos_ratio"))
+    assert ratio == pytest.approx(lambda_1 / (2 / 0.05 - 0.1), rel=1e-6)
 
 
 def test_resume_restores_both_warm_start_vectors(tmp_path):

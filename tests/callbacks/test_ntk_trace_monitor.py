@@ -262,6 +262,24 @@ def test_no_stability_for_optimizers_other_than_sgd(tmp_path):
     assert "spectral/ntk/trace" in scalars and "spectral/ntk/sgd_stability" not in scalars
 
 
+class TwoStepSizes(Regressor):
+    def configure_optimizers(self):
+        return torch.optim.SGD(
+            [{"params": self.net[0].parameters()}, {"params": self.net[-1].parameters(), "lr": 0.005}],
+            lr=0.05,
+        )
+
+
+def test_no_stability_when_the_measured_parameters_have_two_step_sizes(tmp_path):
+    monitor = NTKTraceMonitor(every_n_steps=8, strict=True)
+    with pytest.warns(UserWarning, match="with one learning rate.*different settings: SGD\\(lr=0.005\\)"):
+        scalars = fit_logging(tmp_path / "all", monitor, TwoStepSizes())
+    assert "spectral/ntk/trace" in scalars and "spectral/ntk/sgd_stability" not in scalars
+    first = NTKTraceMonitor(every_n_steps=8, strict=True, params="net.0.*")  # stepped with lr = 0.05 alone
+    scalars = fit_logging(tmp_path / "first", first, TwoStepSizes())
+    assert "spectral/ntk/sgd_stability" in scalars
+
+
 def test_params_restrict_the_kernel_to_a_parameter_subset(tmp_path):
     """``params="net.2.*"`` (the read-out layer): trace, λ_max and alignment of ``J_S J_Sᵀ`` with ``J_S`` the
     Jacobian columns of those parameters only; an unmatched pattern is warned about and dropped."""
