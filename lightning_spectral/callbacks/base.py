@@ -177,6 +177,8 @@ class SpectralMonitor(Callback):
         self.strict = strict
         self._batches: list[Any] = []
         self._last_measured_step: int | None = None
+        self._previous_step = 0  # the global step at the last train-batch check (see Schedule.is_due)
+        self._due_step: int | None = None
         self._num_measurements = 0
         self._disabled = False
         self._declared_metrics: set[str] = set()
@@ -278,14 +280,27 @@ class SpectralMonitor(Callback):
                 self._batches = [to_module_device(trainer, self.user_batch)]
             else:
                 self._batches = draw_measurement_batches(trainer, self.num_batches, self.seed)
-        if self.schedule.is_measurement_step(trainer.global_step):
+        self._previous_step = trainer.global_step
+        self._due_step = (
+            trainer.global_step if self.schedule.is_measurement_step(trainer.global_step) else None
+        )
+        if self._due_step is not None:
             self._measure_and_log(trainer, pl_module)
 
     def on_train_batch_end(
         self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        if self.schedule.is_measurement_step(trainer.global_step):
+        step = trainer.global_step
+        due = self.schedule.is_due(self._previous_step, step)
+        self._previous_step = step
+        if due:
+            self._due_step = step
             self._measure_and_log(trainer, pl_module)
+
+    def measurement_due_at(self, step: int) -> bool:
+        """Whether the step-based schedule had a measurement due at global step ``step`` in this monitor's last
+        ``on_train_start`` / ``on_train_batch_end`` (the same on every rank: decided from global steps alone)."""
+        return self._due_step == step
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         if self.schedule.is_measurement_epoch(trainer.current_epoch) and epoch_ran_to_its_end(trainer):

@@ -1,7 +1,9 @@
 """When a monitor measures: a small, testable schedule over optimizer steps and epochs.
 
 A measurement "at step ``s``" happens after ``s`` optimizer steps, i.e. when ``trainer.global_step == s``.
-Step 0 is the model at initialisation (measured from ``on_train_start``).
+Step 0 is the model at initialisation (measured from ``on_train_start``). Where the global step jumps (manual
+optimization with several optimizers counts each one's step) the measurement is taken at the first batch end
+at which the global step has reached or passed ``s`` (:meth:`Schedule.is_due`).
 
 With ``log_spacing=True`` the schedule is dense early, where training dynamics change fastest, and regular
 later: steps ``0, 1, 2, 4, 8, ...`` (powers of two) below ``every_n_steps``, then every ``every_n_steps``::
@@ -65,6 +67,19 @@ class Schedule:
         if step % self.every_n_steps == 0:
             return True
         return self.log_spacing and step < self.every_n_steps and (step & (step - 1)) == 0
+
+    def is_due(self, previous_step: int, step: int) -> bool:
+        """Whether a measurement step lies in ``(previous_step, step]``: the global step moved from
+        ``previous_step`` to ``step`` since the last check. It moves by one per optimizer step in automatic
+        optimization, but by the number of optimizers stepped per batch in manual optimization (a GAN's two
+        optimizers: 2, 4, 6, ...), where an exact hit would skip every odd multiple of ``every_n_steps``."""
+        n = self.every_n_steps
+        if n is None or step <= previous_step:
+            return False
+        if step // n > previous_step // n:  # a multiple of n in (previous_step, step]
+            return True
+        below_n = range(max(previous_step + 1, 1), min(step, n - 1) + 1)  # where log spacing adds steps
+        return any(self.is_measurement_step(s) for s in below_n)
 
     def is_measurement_epoch(self, epoch: int) -> bool:
         """Whether the epoch-based schedule measures at the end of (0-based) training epoch ``epoch``."""

@@ -321,7 +321,7 @@ class SpectralEarlyStopping(Callback):
     # ------------------------------------------------------------------ evaluation
     def _owners_measure_at_step(self, trainer: Any) -> bool:
         owners = self._owners
-        return owners is None or any(m.schedule.is_measurement_step(trainer.global_step) for m in owners)
+        return owners is None or any(m.measurement_due_at(trainer.global_step) for m in owners)
 
     def _evaluate(self, trainer: Any, scheduled: bool) -> None:
         """Judge the new measurements, if any. ``scheduled``: whether any can exist now, decided from the

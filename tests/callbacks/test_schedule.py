@@ -66,3 +66,43 @@ def test_schedule_properties(n, log_spacing, last):
     else:
         assert all(s < n and (s & (s - 1)) == 0 for s in extra)
         assert {1 << i for i in range(12) if (1 << i) < n and (1 << i) <= last} <= set(steps)
+
+
+@given(
+    n=st.integers(1, 60),
+    log_spacing=st.booleans(),
+    stride=st.integers(1, 5),
+    start=st.integers(0, 40),
+    length=st.integers(1, 200),
+)
+def test_a_jumping_global_step_is_due_once_per_scheduled_step_it_reaches(
+    n, log_spacing, stride, start, length
+):
+    """A global step that moves ``stride`` per batch (manual optimization, ``stride`` optimizers) is due at the
+    first batch end at which it has reached or passed each scheduled step, and nowhere else; with stride 1 that
+    is exactly the scheduled steps."""
+    schedule = Schedule(every_n_steps=n, log_spacing=log_spacing)
+    seen = [start + stride * i for i in range(length + 1)]
+    due = [step for previous, step in zip(seen, seen[1:]) if schedule.is_due(previous, step)]
+    scheduled = [s for s in schedule.steps_up_to(seen[-1]) if s > start]
+    expected = sorted({next(step for step in seen[1:] if step >= s) for s in scheduled})
+    assert due == expected
+    if stride == 1:
+        assert due == scheduled
+    assert not schedule.is_due(start, start)  # accumulation: the step did not move
+
+
+def test_two_optimizers_stepping_each_batch_hit_every_scheduled_step():
+    schedule = Schedule(every_n_steps=3)
+    seen = list(range(0, 26, 2))  # two optimizers: 0, 2, 4, ...
+    assert [step for previous, step in zip(seen, seen[1:]) if schedule.is_due(previous, step)] == [
+        4,
+        6,
+        10,
+        12,
+        16,
+        18,
+        22,
+        24,
+    ]
+    assert not Schedule(every_n_epochs=1).is_due(0, 5)  # no step-based schedule

@@ -17,6 +17,7 @@ from spectral_testing.log_readers import read_tensorboard_scalars
 from spectral_testing.models import LossRecorder, TinyClassifier, trainer_kwargs
 
 from lightning_spectral.callbacks.base import SpectralMonitor, check_strategy_supported
+from lightning_spectral.callbacks.spectral_early_stopping import SpectralEarlyStopping
 
 
 class ParameterNormMonitor(SpectralMonitor):
@@ -174,6 +175,39 @@ def test_resume_continues_the_schedule_without_duplicates(tmp_path):
     assert resumed.measured_steps == [9, 12, 15]
     assert first.measured_steps + resumed.measured_steps == full.measured_steps
     assert resumed.num_measurements == full.num_measurements
+
+
+class TwoOptimizers(TinyClassifier):
+    """Manual optimization stepping two optimizers per batch: the global step moves by 2 per batch."""
+
+    def __init__(self):
+        super().__init__()
+        self.automatic_optimization = False
+
+    def training_step(self, batch, batch_idx):
+        first, second = self.optimizers()
+        loss = super().training_step(batch, batch_idx)
+        first.zero_grad()
+        second.zero_grad()
+        self.manual_backward(loss)
+        first.step()
+        second.step()
+        return loss
+
+    def configure_optimizers(self):
+        return (
+            torch.optim.SGD(self.net[:2].parameters(), lr=0.1),
+            torch.optim.SGD(self.net[2:].parameters(), lr=0.1),
+        )
+
+
+def test_a_global_step_that_jumps_is_measured_at_every_scheduled_step_it_passes(tmp_path):
+    monitor = ParameterNormMonitor(every_n_steps=3)
+    stopper = SpectralEarlyStopping("spectral/test/step_echo", threshold=11.0, patience=1)
+    trainer, _ = fit(tmp_path, [monitor, stopper], model=TwoOptimizers(), max_epochs=3)
+    # 4 batches per epoch, global step 2, 4, 6, ...: 3 is reached at 4, 9 at 10, ...
+    assert monitor.measured_steps == [0, 4, 6, 10, 12]
+    assert stopper.stopped_step == 12 and trainer.global_step == 12  # judged at its owner's measurements
 
 
 def test_an_epoch_cut_short_and_resumed_is_measured_once_at_its_end(tmp_path):
