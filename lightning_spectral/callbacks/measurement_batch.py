@@ -8,7 +8,8 @@ batch again (same dataset, same seed). Two things a ``DataLoader`` keeps between
 too: the state of its own ``generator`` (``DataLoader(generator=g)``, which its ``RandomSampler`` and the
 workers' base seed draw from) is restored, and a loader with ``persistent_workers=True`` — which keeps its
 worker iterator and hands it to the next ``iter()``, so a batch drawn here would be missing from the first
-epoch — is read through a worker-less twin over the same dataset, sampler and ``collate_fn``. Under DDP each rank draws from its own shard, as Lightning shards it.
+epoch — is read through a worker-less twin over the same dataset, sampler and ``collate_fn``. Under DDP each
+rank draws from its own shard, as Lightning shards it.
 Each batch then takes the way a training batch takes (:func:`to_module_device`): the precision plugin's input
 conversion (``precision="bf16-true"`` / ``"16-true"`` / ``"64-true"`` cast floating tensors to the model's
 dtype), ``on_before_batch_transfer``, the transfer to the device and ``on_after_batch_transfer``.
