@@ -45,14 +45,18 @@ def declare_metrics(trainer: Any, summaries: Mapping[str, str]) -> None:
 
     Each key gets ``trainer/global_step`` as its step metric and a run summary (``"max"``, ``"min"``,
     ``"last"``, ...) so W&B's run comparison and parallel-coordinates views work without setup. Other
-    loggers have no such notion and are skipped.
+    loggers have no such notion and are skipped. ``define_metric`` reads a ``.`` as a nested-key separator,
+    so the dots of a key (every layer name: ``spectral/weights/net.0.weight/stable_rank``) are escaped, or
+    the summary would apply to a nested key that is never logged.
     """
     if not trainer.is_global_zero or not summaries:
         return
     for logger in trainer.loggers:
         if _logger_kind(logger) == "wandb":
             for key, summary in summaries.items():
-                logger.experiment.define_metric(key, step_metric="trainer/global_step", summary=summary)
+                logger.experiment.define_metric(
+                    key.replace(".", "\\."), step_metric="trainer/global_step", summary=summary
+                )
 
 
 def log_config(trainer: Any, config: Mapping[str, Any]) -> None:

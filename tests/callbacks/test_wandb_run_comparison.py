@@ -35,8 +35,9 @@ def test_metrics_are_declared_configured_and_summarised(tmp_path, monkeypatch):
     }
     lambda_1 = metrics["spectral/hessian/lambda_1"]
     assert lambda_1.step_metric == "trainer/global_step" and lambda_1.summary.max
-    assert metrics["spectral/weights/net.0.weight/stable_rank"].summary.min
-    assert metrics["spectral/weights/net.0.weight/frobenius_norm"].summary.last
+    # W&B reads "." as nesting in define_metric: a layer key is declared with its dots escaped
+    assert metrics["spectral/weights/net\\.0\\.weight/stable_rank"].summary.min
+    assert metrics["spectral/weights/net\\.0\\.weight/frobenius_norm"].summary.last
     assert metrics["spectral/hessian/residual_max"].summary.last
 
     config = {}
@@ -60,6 +61,12 @@ def test_metrics_are_declared_configured_and_summarised(tmp_path, monkeypatch):
             )
     assert len(lambdas) == 3
     assert summary["spectral/hessian/lambda_1"]["max"] == max(lambdas)
+    ranks = [
+        row[key]
+        for row in read_wandb_history(tmp_path)
+        if (key := "spectral/weights/net.0.weight/stable_rank") in row
+    ]
+    assert len(ranks) == 3 and summary["spectral/weights/net.0.weight/stable_rank"] == {"min": min(ranks)}
 
     # the run config reaches the other loggers too (here CSVLogger's hparams.yaml)
     hparams = yaml.safe_load(open(f"{csv_logger.log_dir}/hparams.yaml"))
