@@ -167,6 +167,7 @@ class SpectralEarlyStopping(Callback):
         )
         self._in_episode = False
         self._warned_unmatched = False
+        self._owner_counts: dict[int, int] = {}
 
     # ------------------------------------------------------------------ ready-made criteria
     @classmethod
@@ -279,6 +280,10 @@ class SpectralEarlyStopping(Callback):
             callbacks.insert(last_monitor, callbacks.pop(position))  # right after the last monitor
             trainer.callbacks = callbacks  # a new list: the hook loop running now keeps the old one
 
+    def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+        # after a resume restored the owners' states, before any measurement of this fit
+        self._owner_counts = {id(m): m.num_measurements for m in self._owners or []}
+
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         self._evaluate(trainer, self._owners_measure_at_step(trainer))
 
@@ -352,14 +357,15 @@ class SpectralEarlyStopping(Callback):
 
     def _warn_if_owners_log_other_keys(self, trainer: Any) -> None:
         """Warn once, during training, when the monitor(s) whose prefix the pattern lies under have measured
-        at least twice, past step 0, without logging a matching key: the criterion would check nothing for the
+        at least twice in this fit, past step 0, without logging a matching key: the criterion would check nothing for the
         whole run (e.g. ``spectral/hessian/trace`` without ``compute_trace=True``). Two measurements and a step
         past 0 because some keys first appear then (``rotation`` needs a previous measurement, adaptive
         optimizers' ``eos_ratio`` a first optimizer step). Without owners the warning waits for the end of fit."""
         owners = self._owners
         if self._warned_unmatched or owners is None or trainer.global_step == 0:
             return
-        if not any(m.num_measurements >= 2 for m in owners):
+        # measurements of this fit: a resumed run's owners restore their earlier count, but not the metrics
+        if not any(m.num_measurements - self._owner_counts.get(id(m), 0) >= 2 for m in owners):
             return
         self._warned_unmatched = True
         prefixes = tuple(m.metric_prefix for m in owners)
