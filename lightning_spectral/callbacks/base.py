@@ -31,6 +31,7 @@ import contextlib
 import fnmatch
 import inspect
 import math
+import re
 import traceback
 import warnings
 from collections.abc import Mapping
@@ -62,6 +63,9 @@ SHARDED_STRATEGIES = ("FSDPStrategy", "DeepSpeedStrategy", "ModelParallelStrateg
 DTENSOR_STRATEGIES = ("ModelParallelStrategy",)
 """The sharded strategies whose parameters are ``DTensor`` (FSDP2 / tensor parallel): a monitor with
 ``supports_dtensor_parameters`` gathers them (:meth:`MeasurementCollectives.full_tensor`)."""
+
+
+_NAME = re.compile(r"[A-Za-z0-9_.\-]+")
 
 
 def epoch_ran_to_its_end(trainer: Any) -> bool:
@@ -120,6 +124,11 @@ class SpectralMonitor(Callback):
             :mod:`~lightning_spectral.callbacks.overhead_budget`); the overhead then stays within the budget
             plus one measurement, and ``spectral/<monitor>/overhead`` logs the ratio of measuring to training
             time after each measurement. ``None`` (default): every scheduled step is measured.
+        name: this monitor's name: its metrics, run config and checkpoint state go under ``spectral/<name>/``
+            instead of ``spectral/<monitor_name>/`` (``hessian``, ``ntk``, ``weights``). Needed for a second
+            monitor of the same class, e.g. ``HessianEigenMonitor(params="head.*", name="hessian_head")``;
+            two monitors that would log under one prefix are refused at setup. The spectral report draws the
+            default names only.
     """
 
     #: The ``<monitor>`` part of the metric keys ``spectral/<monitor>/<metric>``.
@@ -152,10 +161,16 @@ class SpectralMonitor(Callback):
         seed: int = 0,
         strict: bool = False,
         max_overhead: float | None = None,
+        name: str | None = None,
     ) -> None:
         super().__init__()
         if not self.monitor_name:
             raise TypeError(f"{type(self).__name__} must set the class attribute `monitor_name`.")
+        if name is not None and not (isinstance(name, str) and _NAME.fullmatch(name)):
+            raise ValueError(
+                f"`name` must be None or a non-empty string of letters, digits, '_', '-' and '.', got {name!r}."
+            )
+        self.name = name
         if every_n_steps is None and every_n_epochs is None:
             every_n_steps = self.default_every_n_steps
         self.schedule = Schedule(
@@ -213,7 +228,8 @@ class SpectralMonitor(Callback):
 
     @property
     def metric_prefix(self) -> str:
-        return f"spectral/{self.monitor_name}/"
+        """``spectral/<name>/``, the monitor's ``name`` or, by default, its class's ``monitor_name``."""
+        return f"spectral/{self.name or self.monitor_name}/"
 
     @property
     def num_measurements(self) -> int:
@@ -259,15 +275,19 @@ class SpectralMonitor(Callback):
     # ------------------------------------------------------------------ Lightning hooks
     @property
     def state_key(self) -> str:
-        return self._generate_state_key(
-            every_n_steps=self.schedule.every_n_steps,
-            every_n_epochs=self.schedule.every_n_epochs,
-            log_spacing=self.schedule.log_spacing,
-            seed=self.seed,
-        )
+        # the monitor's identity, not its settings: a resumed run whose schedule changed still gets its state
+        return self._generate_state_key(name=self.name or self.monitor_name)
 
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
         check_strategy_supported(trainer.strategy, type(self).__name__, self.supports_dtensor_parameters)
+        others = [c for c in trainer.callbacks if isinstance(c, SpectralMonitor) and c is not self]
+        clash = next((c for c in others if c.metric_prefix == self.metric_prefix), None)
+        if clash is not None:
+            raise ValueError(
+                f"{type(self).__name__} and {type(clash).__name__} would both log under {self.metric_prefix!r} and "
+                "overwrite each other's metrics: give each monitor its own `name=` (e.g. "
+                f"name='{self.monitor_name}_head'), whose metrics then go to spectral/<name>/."
+            )
 
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
         log_config(trainer, {f"{self.metric_prefix}{name}": value for name, value in self.config().items()})

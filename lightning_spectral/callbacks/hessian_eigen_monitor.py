@@ -101,7 +101,7 @@ class HessianEigenMonitor(SpectralMonitor):
             are a function of parameters, buffers and batch tensors only (Python control flow is frozen at
             capture); losses that draw random numbers or cannot be captured are measured eagerly, with a
             warning. Default off; no effect on other devices.
-        batch, seed, strict, max_overhead: see :class:`~lightning_spectral.callbacks.SpectralMonitor`.
+        batch, seed, strict, max_overhead, name: see :class:`~lightning_spectral.callbacks.SpectralMonitor`.
     """
 
     monitor_name = "hessian"
@@ -145,6 +145,7 @@ class HessianEigenMonitor(SpectralMonitor):
         seed: int = 0,
         strict: bool = False,
         max_overhead: float | None = None,
+        name: str | None = None,
     ) -> None:
         super().__init__(
             every_n_steps=every_n_steps,
@@ -156,6 +157,7 @@ class HessianEigenMonitor(SpectralMonitor):
             seed=seed,
             strict=strict,
             max_overhead=max_overhead,
+            name=name,
         )
         check_int("k", k, 1)
         check_int("max_iter", max_iter, 1)

@@ -82,7 +82,7 @@ class NTKTraceMonitor(SpectralMonitor):
             ``Θ = Σ_{θ ∈ params} (∂f/∂θ)(∂f/∂θ)ᵀ`` (default: all trainable; e.g. ``"head.*"`` for the kernel of
             the read-out alone). Patterns that match no parameter are named in a warning at setup and ignored
             (all unmatched: ValueError).
-        batch, num_batches, seed, strict, max_overhead: see :class:`~lightning_spectral.callbacks.SpectralMonitor`.
+        batch, num_batches, seed, strict, max_overhead, name: see :class:`~lightning_spectral.callbacks.SpectralMonitor`.
     """
 
     monitor_name = "ntk"
@@ -114,6 +114,7 @@ class NTKTraceMonitor(SpectralMonitor):
         seed: int = 0,
         strict: bool = False,
         max_overhead: float | None = None,
+        name: str | None = None,
     ) -> None:
         super().__init__(
             every_n_steps=every_n_steps,
@@ -125,6 +126,7 @@ class NTKTraceMonitor(SpectralMonitor):
             seed=seed,
             strict=strict,
             max_overhead=max_overhead,
+            name=name,
         )
         check_choice("method", method, NTK_METHODS)
         check_int("num_probes", num_probes, 3 if method == "hutchpp" else 1)

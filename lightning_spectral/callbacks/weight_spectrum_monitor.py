@@ -66,6 +66,7 @@ class WeightSpectrumMonitor(SpectralMonitor):
         seed: seeds the random sketches.
         strict: re-raise measurement errors instead of disabling the monitor.
         max_overhead: a time budget (see :class:`~lightning_spectral.callbacks.SpectralMonitor`).
+        name: the name its metrics go under (see :class:`~lightning_spectral.callbacks.SpectralMonitor`).
     """
 
     monitor_name = "weights"
@@ -105,6 +106,7 @@ class WeightSpectrumMonitor(SpectralMonitor):
         seed: int = 0,
         strict: bool = False,
         max_overhead: float | None = None,
+        name: str | None = None,
     ) -> None:
         super().__init__(
             every_n_steps=every_n_steps,
@@ -114,6 +116,7 @@ class WeightSpectrumMonitor(SpectralMonitor):
             seed=seed,
             strict=strict,
             max_overhead=max_overhead,
+            name=name,
         )
         check_int("k", k, 1)
         check_choice("method", method, METHODS)

@@ -210,6 +210,68 @@ def test_a_global_step_that_jumps_is_measured_at_every_scheduled_step_it_passes(
     assert stopper.stopped_step == 12 and trainer.global_step == 12  # judged at its owner's measurements
 
 
+def test_named_monitors_of_one_class_log_and_resume_apart(tmp_path):
+    def monitors():
+        return [
+            ParameterNormMonitor(every_n_steps=2, name="norm_a"),
+            ParameterNormMonitor(every_n_steps=3, name="norm_b"),
+        ]
+
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=4, save_top_k=-1)
+    first = monitors()
+    logger = CSVLogger(str(tmp_path), name="csv")
+    fit(
+        tmp_path / "a",
+        [*first, checkpoint],
+        max_steps=4,
+        max_epochs=10,
+        logger=logger,
+        enable_checkpointing=True,
+    )
+    assert first[0].state_key != first[1].state_key
+    with open(f"{logger.log_dir}/metrics.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    logged = {key: [int(row["step"]) for row in rows if row.get(key)] for key in rows[0]}
+    assert logged["spectral/norm_a/step_echo"] == [0, 2, 4] and logged["spectral/norm_b/step_echo"] == [0, 3]
+    resumed = monitors()
+    pl.seed_everything(7, workers=True)
+    trainer = pl.Trainer(callbacks=resumed, **trainer_kwargs(tmp_path / "b", max_steps=8, max_epochs=10))
+    trainer.fit(TinyClassifier(), ckpt_path=str(tmp_path / "ckpt" / "epoch=0-step=4.ckpt"))
+    assert resumed[0].measured_steps == [6, 8] and resumed[0].num_measurements == 5
+    assert resumed[1].measured_steps == [6] and resumed[1].num_measurements == 3
+
+
+def test_monitors_that_would_log_under_one_prefix_are_refused(tmp_path):
+    class OtherNormMonitor(ParameterNormMonitor):
+        monitor_name = "other"
+
+    with pytest.raises(ValueError, match="both log under 'spectral/shared/'.*`name=`"):
+        fit(
+            tmp_path,
+            [
+                ParameterNormMonitor(every_n_steps=2, name="shared"),
+                OtherNormMonitor(every_n_steps=2, name="shared"),
+            ],
+        )
+    # two of one class without names share a checkpoint state key: Lightning refuses them when the Trainer is built
+    with pytest.raises(RuntimeError, match="state_key"):
+        pl.Trainer(callbacks=[ParameterNormMonitor(every_n_steps=2), ParameterNormMonitor(every_n_steps=3)])
+    with pytest.raises(ValueError, match="`name`"):
+        ParameterNormMonitor(every_n_steps=2, name="a/b")
+
+
+def test_a_changed_schedule_on_resume_keeps_the_monitors_state(tmp_path):
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=4, save_top_k=-1)
+    first = ParameterNormMonitor(every_n_steps=4)
+    fit(tmp_path / "a", [first, checkpoint], max_steps=4, max_epochs=10, enable_checkpointing=True)
+    resumed = ParameterNormMonitor(every_n_steps=2)  # measure more often from now on
+    pl.seed_everything(7, workers=True)
+    trainer = pl.Trainer(callbacks=[resumed], **trainer_kwargs(tmp_path / "b", max_steps=8, max_epochs=10))
+    trainer.fit(TinyClassifier(), ckpt_path=str(tmp_path / "ckpt" / "epoch=0-step=4.ckpt"))
+    assert first.measured_steps == [0, 4]
+    assert resumed.measured_steps == [6, 8] and resumed.num_measurements == 4  # step 4 not measured again
+
+
 def test_an_epoch_cut_short_and_resumed_is_measured_once_at_its_end(tmp_path):
     # TinyClassifier: 4 steps per epoch; epochs end at steps 4, 8, 12
     schedule = dict(every_n_epochs=1, at_train_start=False)
