@@ -292,3 +292,30 @@ def test_sgd_stability_figure_draws_the_exact_value_dotted_where_logged(tmp_path
     assert len(dotted) == 1
     np.testing.assert_allclose(dotted[0].get_ydata(), [0.25, 0.35])
     assert "exact (spectrum)" in legend_labels(figure)
+
+
+def write_scalars(folder: Path, steps: range) -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(folder))
+    for step in steps:
+        writer.add_scalar("spectral/hessian/lambda_1", float(step), step)
+    writer.close()
+
+
+def test_a_folder_of_separate_runs_is_warned_about_and_a_resumed_run_is_not(tmp_path):
+    import warnings
+
+    resumed = tmp_path / "resumed"
+    write_scalars(resumed / "version_0", range(0, 9, 2))
+    write_scalars(resumed / "version_1", range(8, 17, 2))  # resumed from step 8
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        (run,) = read_runs([resumed])
+    assert run.scalars["spectral/hessian/lambda_1"].steps.tolist() == list(range(0, 17, 2))
+
+    separate = tmp_path / "separate"
+    write_scalars(separate / "version_0", range(0, 17, 2))
+    write_scalars(separate / "version_1", range(0, 9, 2))  # another run from step 0
+    with pytest.warns(UserWarning, match="version_1 starts again at step 0.*Pass each sub-folder"):
+        read_runs([separate])

@@ -2,7 +2,10 @@
 
 A run is a folder with event files anywhere below it (a Lightning ``lightning_logs/version_0``, or its
 parent). All its event files are merged into one :class:`RunData`; where two files hold the same tag at the
-same step, the later file (by the creation time in its name) wins, as when a run is resumed.
+same step, the later file (by the creation time in its name) wins, as when a run is resumed. A folder whose
+later sub-folder starts again at or before an earlier one's first step holds separate runs, not a resumed one
+(a resumed run continues from its checkpoint's step): that is warned about, naming the sub-folders to report
+one by one.
 
 Example::
 
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -162,6 +166,7 @@ def read_run(run_dir: str | os.PathLike, name: str, *, progress: TextIO | None =
     scalars: dict[str, dict[int, float]] = {}
     histograms: dict[str, dict[int, Histogram]] = {}
     images: dict[str, dict[int, Image]] = {}
+    first_steps: dict[Path, int] = {}  # per sub-folder, in the order of its first event file
     for number, event_file in enumerate(files, 1):
         started = time.monotonic()
         if progress is not None:
@@ -172,7 +177,10 @@ def read_run(run_dir: str | os.PathLike, name: str, *, progress: TextIO | None =
         accumulator.Reload()
         tags = accumulator.Tags()
         for tag in (t for t in tags["scalars"] if t.startswith(PREFIX)):
-            scalars.setdefault(tag, {}).update((e.step, e.value) for e in accumulator.Scalars(tag))
+            events = accumulator.Scalars(tag)
+            scalars.setdefault(tag, {}).update((e.step, e.value) for e in events)
+            folder = event_file.parent
+            first_steps[folder] = min([first_steps.get(folder, events[0].step)] + [e.step for e in events])
         for tag in (t for t in tags["histograms"] if t.startswith(PREFIX)):
             histograms.setdefault(tag, {}).update(
                 (e.step, _histogram(e.step, e.histogram_value)) for e in accumulator.Histograms(tag)
@@ -183,6 +191,7 @@ def read_run(run_dir: str | os.PathLike, name: str, *, progress: TextIO | None =
             )
         if progress is not None:
             print(f" {time.monotonic() - started:.1f} s", file=progress, flush=True)
+    _warn_if_restarted(path, first_steps)
     if not scalars:
         raise ReportError(
             f"{path}: its {len(files)} event file(s) hold no `spectral/` metrics "
@@ -199,6 +208,22 @@ def read_run(run_dir: str | os.PathLike, name: str, *, progress: TextIO | None =
         histograms={tag: [v[s] for s in sorted(v)] for tag, v in histograms.items()},
         images={tag: [v[s] for s in sorted(v)] for tag, v in images.items()},
     )
+
+
+def _warn_if_restarted(path: Path, first_steps: dict[Path, int]) -> None:
+    """Warn when a later sub-folder's ``spectral/`` steps start at or before an earlier one's first step."""
+    folders = list(first_steps)
+    for later_index, later in enumerate(folders[1:], 1):
+        earlier = next((f for f in folders[:later_index] if first_steps[later] <= first_steps[f]), None)
+        if earlier is not None:
+            warnings.warn(
+                f"{path}: {later.relative_to(path)} starts again at step {first_steps[later]} (at or before "
+                f"{earlier.relative_to(path)}'s first step {first_steps[earlier]}), so these look like separate "
+                "runs, not a resumed one; they are merged as one run (later files win at shared steps). "
+                "Pass each sub-folder as its own run to compare them.",
+                stacklevel=3,
+            )
+            return
 
 
 def read_runs(run_dirs: Sequence[str | os.PathLike], *, progress: TextIO | None = None) -> list[RunData]:
