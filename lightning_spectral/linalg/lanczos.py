@@ -29,7 +29,9 @@ starts to cost more than a cheap product there).
 Invariant subspaces and restarts. A Krylov space holds a single direction of each eigenspace, so the
 recurrence itself never produces the second copy of a repeated eigenvalue. When the current Krylov space
 becomes invariant -- ``β_{j+1}`` at the rounding level, or so small that every Ritz pair of the current
-block has a residual at the rounding level -- its Ritz pairs are eigenpairs and the rest of the spectrum lives in the orthogonal
+block has a residual at the rounding level; that level is the larger of ``noise`` and ``1000·ε·‖T_j‖``, since
+an operator's own rounding (a Hessian-vector product's sums over a batch and through layers) leaves more
+than a dot product's -- its Ritz pairs are eigenpairs and the rest of the spectrum lives in the orthogonal
 complement. The iteration then restarts from a Gaussian vector orthogonalised against the basis (``T``
 becomes block diagonal). The dropped coupling is kept in the residual estimates, which become
 ``Σ_b β_b |s_{e_b,i}|`` over the last rows ``e_b`` of the blocks: still a bound on the true residual in exact
@@ -37,7 +39,9 @@ arithmetic. The run stops when all ``k`` wanted pairs are converged and
 
 * the current block is not invariant and its own most wanted Ritz pair has converged (for the first block
   this is the usual Lanczos criterion; after a restart it is the same evidence -- extreme Ritz values find
-  the extreme eigenvalues first -- that the complement holds nothing more wanted), or
+  the extreme eigenvalues first -- that the complement holds nothing more wanted), unless that pair repeats
+  a value of the earlier blocks and is more wanted than the ``k``-th: another copy of a repeated eigenvalue,
+  so the block runs on until it is invariant and the next restart looks for a further copy, or
 * the current block is invariant, the earlier blocks already supply ``k`` Ritz values and this block's most
   wanted value is not better than the ``k``-th of them.
 
@@ -47,7 +51,10 @@ paid by a start vector that is, to within ``tol``, an eigenvector: the complemen
 thoroughly as a cold start would check the whole space (a stale warm start at the second eigenvector still
 returns the top one). A start vector merely close to an eigenvector converges in a few products. Like every
 single-vector Krylov method, copies of a repeated eigenvalue are found only through such invariant
-subspaces; if the Krylov space does not become invariant within ``max_iter`` steps they can be missed. When
+subspaces: if the ``k`` wanted Ritz values converge before the first Krylov space becomes invariant (an
+operator with many distinct eigenvalues whose top one is repeated, e.g. the Hessian of ``nn.Linear(20, 4)``
+under MSE, every eigenvalue four times among 21 distinct ones), the copies are missed, as with ARPACK; so are
+they if it does not become invariant within ``max_iter`` steps. When
 ``j`` reaches ``dim`` the result is exact.
 
 Cost: ``num_matvecs`` products, ``O(max_iter·dim)`` memory for the basis.
@@ -90,6 +97,18 @@ def _noise_level(dim: int, dtype: torch.dtype) -> float:
     """Relative rounding level of a length-``dim`` computation in ``dtype`` (see module docstring)."""
     eps = torch.finfo(dtype).eps
     return min(10.0 * math.sqrt(dim) * eps, math.sqrt(eps))
+
+
+#: Relative β (and block residuals) below which a Krylov space counts as invariant, in units of ε, at least:
+#: an operator's own rounding (a Hessian-vector product sums over a batch and through layers) leaves more
+#: than the ``noise`` of a plain dot product once the space is invariant (measured: β ≈ 120ε·‖A‖ for the
+#: Hessian of ``nn.Linear(5, 3)``, whose every eigenvalue is triple, against ``noise`` = 42ε there).
+_INVARIANCE_EPS = 1e3
+
+
+def _invariance_level(dim: int, dtype: torch.dtype) -> float:
+    """Relative size of ``β`` (or of every block residual) at which the Krylov space is taken as invariant."""
+    return max(_noise_level(dim, dtype), _INVARIANCE_EPS * torch.finfo(dtype).eps)
 
 
 class _Action(enum.Enum):
@@ -166,7 +185,7 @@ def _lanczos_tridiagonal(
     basis = torch.empty(max_steps, dim, dtype=v0.dtype, device=v0.device)
     basis[0] = v0 / torch.linalg.vector_norm(v0)
     state = _LanczosState(basis=basis)
-    noise = _noise_level(dim, v0.dtype)
+    invariance = _invariance_level(dim, v0.dtype)
     for j in range(max_steps):
         q = basis[j]
         w = apply_matvec(matvec, q)
@@ -190,7 +209,7 @@ def _lanczos_tridiagonal(
         state.anorm = max(state.anorm, w_norm_f, abs(alpha_f))
         state.alphas.append(alpha_f)
         state.betas.append(beta_f)
-        state.breakdown = beta_f <= noise * state.anorm
+        state.breakdown = beta_f <= invariance * state.anorm
         if j + 1 == max_steps:
             break
         action = _Action.CONTINUE if policy is None else policy(state)
@@ -320,6 +339,7 @@ def lanczos(
         raise ValueError(f"`which` must be one of {_WHICH}, got {which!r}.")
     start = _resolve_start(dim, v0, dtype, device, generator)
     noise = _noise_level(dim, start.dtype)
+    invariance = _invariance_level(dim, start.dtype)
 
     def thresholds(values: np.ndarray, scale: float) -> np.ndarray:
         return np.maximum(tol * np.abs(values), noise * scale)
@@ -344,11 +364,16 @@ def lanczos(
         best = int(_order(block_theta, which)[0])
         # Invariant means at the rounding level, not merely within `tol`: a warm start close to the top
         # eigenvector converges in a step or two and must not trigger a search of the complement.
-        block_invariant = state.breakdown or bool((block_residuals <= noise * scale).all())
+        block_invariant = state.breakdown or bool((block_residuals <= invariance * scale).all())
         if not block_invariant:
             # The block's own extreme Ritz pair must have converged too: for the first block it is among the
             # wanted ones; after a restart it is the evidence that the complement holds nothing more wanted.
-            return _Action.STOP if wanted_converged and bool(block_converged[best]) else _Action.CONTINUE
+            if not (wanted_converged and bool(block_converged[best])):
+                return _Action.CONTINUE
+            if first > 0 and _another_copy(theta, wanted, T[:first, :first], float(block_theta[best])):
+                # a repeated eigenvalue: further copies lie beyond this block, found once it is invariant
+                return _Action.CONTINUE
+            return _Action.STOP
         # The current block is invariant: explore the complement unless the earlier blocks already hold k
         # Ritz values and this block added nothing better than the k-th of them.
         if not wanted_converged or first < k:
@@ -359,6 +384,15 @@ def lanczos(
         if _better(float(block_theta[best]), kth_earlier, margin, which):
             return _Action.RESTART
         return _Action.STOP
+
+    def _another_copy(theta: np.ndarray, wanted: np.ndarray, T_earlier: np.ndarray, value: float) -> bool:
+        """Whether ``value`` (a restarted block's converged best) repeats a Ritz value of the earlier blocks and
+        is more wanted than the current ``k``-th: then more copies may displace wanted values."""
+        kth = float(theta[wanted[-1]])
+        earlier = np.linalg.eigvalsh(T_earlier)
+        margin = max(tol * abs(value), noise * max(float(np.abs(theta).max()), 1e-300))
+        repeats = bool((np.abs(earlier - value) <= margin).any())
+        return repeats and _better(value, kth, max(tol * abs(kth), margin), which)
 
     state = _lanczos_tridiagonal(matvec, start, max_iter, generator=generator, policy=policy)
     theta, S, residuals = _ritz(state)

@@ -106,6 +106,24 @@ def test_top3_eigenvalues_match_eigvalsh(case):
     assert tight.num_hvps <= H.shape[0]
 
 
+def test_a_linear_models_triple_eigenvalues_are_all_found():
+    """``nn.Linear(5, 3)`` under MSE: ``H = (2/(nK)) I_3 ⊗ [X 1]ᵀ[X 1]``, every eigenvalue three times. The
+    Krylov space is invariant after 6 products (at the Hessian-vector product's rounding, 3× a dot product's
+    here), then each restart finds another copy of λ_1 (reported before: λ_1, λ_1, 0.81, converged)."""
+    torch.manual_seed(0)
+    model = nn.Linear(5, 3).double()
+    batch = (torch.randn(16, 5, dtype=torch.float64), torch.randn(16, 3, dtype=torch.float64))
+
+    def loss_fn(m, b):
+        return ((m(b[0]) - b[1]) ** 2).mean()
+
+    reference = torch.linalg.eigvalsh(dense_hessian(model, loss_fn, batch)).flip(0)[:3]
+    assert float(reference[0] - reference[2]) < 1e-12  # the top eigenvalue is triple
+    result = hessian_eigenvalues(model, loss_fn, batch, k=3, generator=torch.Generator().manual_seed(0))
+    assert result.converged
+    torch.testing.assert_close(result.eigenvalues, reference, rtol=1e-6, atol=0)
+
+
 @pytest.mark.parametrize("case", ["mlp", "cnn_batchnorm_eval"])
 def test_negative_and_largest_magnitude_eigenvalues_of_an_indefinite_hessian(case):
     make_model, loss_fn, make_batch = CASES[case]
