@@ -83,8 +83,9 @@ class _Layer:
     outputs: list[Tensor] = field(default_factory=list)
     _patches: Tensor | None = None
 
-    def hook(self, module: nn.Module, args: tuple, output: Tensor) -> Tensor:
-        self.inputs.append(args[0].detach())
+    def hook(self, module: nn.Module, args: tuple, kwargs: dict, output: Tensor) -> Tensor:
+        # Linear / Conv take one input, positionally or as ``input=``
+        self.inputs.append((args[0] if args else kwargs["input"]).detach())
         self.outputs.append(output)
         # The rest of the network sees a copy: an in-place op downstream (ReLU(inplace=True)) then cannot
         # rewrite the history of ``output``, whose gradient is the δ we need.
@@ -290,7 +291,8 @@ def _single_example_norms(fm: FunctionalModel, example: Tensor, cotangents: Tens
         grads = torch.autograd.grad(
             outputs, list(params.values()), block, retain_graph=True, is_grads_batched=True, allow_unused=True
         )
-        norms.append(sum(g.pow(2).flatten(1).sum(1) for g in grads if g is not None))
+        # (N, *shape) per cotangent; a 0-dim parameter's is (N,)
+        norms.append(sum(g.pow(2).reshape(g.shape[0], -1).sum(1) for g in grads if g is not None))
     return torch.cat(norms)
 
 
@@ -341,7 +343,7 @@ def per_example_squared_gradient_norms(
     """
     batch = inputs.shape[0]
     layers = _candidate_layers(fm)
-    handles = [layer.module.register_forward_hook(layer.hook) for layer in layers]
+    handles = [layer.module.register_forward_hook(layer.hook, with_kwargs=True) for layer in layers]
     try:
         params = {n: p.detach().requires_grad_(True) for n, p in fm.params.items()}
         with torch.enable_grad():

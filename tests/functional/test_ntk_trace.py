@@ -60,6 +60,33 @@ def test_exact_trace_equals_squared_frobenius_norm_of_explicit_jacobian(case, ch
     assert result.trace == pytest.approx(reference, rel=1e-12)
 
 
+class ScaledKeywordLinear(nn.Module):
+    """A Linear layer called with ``input=`` (the per-example layer path hooks it) and a learnable 0-dim scale."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(3, 2)
+        self.scale = nn.Parameter(torch.tensor(1.5))
+
+    def forward(self, x):
+        return torch.tanh(self.lin(input=x)) * self.scale
+
+
+@pytest.mark.parametrize("method", ["exact", "hutchinson", "auto"])
+def test_a_keyword_called_layer_and_a_scalar_parameter(method):
+    """Both went through the per-example check (which crashed on a 0-dim gradient and on a keyword input)."""
+    torch.manual_seed(0)
+    model, inputs = ScaledKeywordLinear().double(), torch.randn(4, 3, dtype=torch.float64)
+    reference = explicit_jacobian(model, inputs).pow(2).sum().item()
+    result = ntk_trace(
+        model, inputs, method=method, num_probes=64, generator=torch.Generator().manual_seed(0)
+    )
+    if method == "hutchinson":
+        assert abs(result.trace - reference) <= 4 * result.std_error
+    else:
+        assert result.trace == pytest.approx(reference, rel=1e-12)
+
+
 def test_output_fn_selects_and_flattens_the_output():
     model, inputs = tiny_cnn(), cnn_inputs()
 
