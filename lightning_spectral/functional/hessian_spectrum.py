@@ -203,6 +203,11 @@ def hessian_eigenvalues(
         raise ValueError(
             f"`k` must be an integer with 1 <= k <= dim = {op.dim} (the parameter count), got {k!r}."
         )
+    if isinstance(max_iter, int) and not isinstance(max_iter, bool) and max_iter < k:
+        raise ValueError(
+            f"`max_iter` must be >= k = {k} (Lanczos takes at least k products), got {max_iter}; its default is "
+            "50, so pass a larger `max_iter` for k > 50."
+        )
     start = None if v0 is None else warm_start_vector(v0, op, generator)
     matvec = _shifted(op, preconditioner, weight_decay)
     before = op.num_matvecs

@@ -53,10 +53,14 @@ class ReplayedRandomness:
         if self._accelerator is not None:
             self._accelerator.set_rng_state(state[1], self._device)
 
+    def known(self, index: int) -> bool:
+        """Whether batch ``index``'s state is known (batch 0's always; batch ``i + 1``'s once ``i`` ran)."""
+        return self._states[index] is not None
+
     @contextmanager
     def replay(self, index: int) -> Iterator[None]:
         state = self._states[index]
-        if state is None:  # pragma: no cover - evaluations always run through the batches in order
+        if state is None:  # callers evaluate the batches before it first (HessianOperator does)
             raise RuntimeError(f"batch {index} evaluated before batch {index - 1}.")
         saved = self._capture()
         self._restore(state)
@@ -71,6 +75,9 @@ class ReplayedRandomness:
 class NoReplay:
     """Replays nothing: the stand-in inside a CUDA-graph capture, which refuses losses that draw random numbers
     (:mod:`~lightning_spectral.functional.hvp_graph`)."""
+
+    def known(self, index: int) -> bool:
+        return True
 
     @contextmanager
     def replay(self, index: int) -> Iterator[None]:

@@ -39,6 +39,28 @@ def test_batch_gradients_and_products_are_each_batchs_own(method, products_first
     assert all(p.grad is None for p in model.parameters())
 
 
+@pytest.mark.parametrize("method", ["forward_over_reverse", "auto"])
+def test_a_later_batchs_product_can_come_first_under_dropout(method):
+    """Batch ``b`` replays the random state the evaluation of batch ``b − 1`` ended in: a product through a later
+    batch first evaluates the earlier ones (before: "batch 2 evaluated before batch 1"; "auto" fell back to
+    double backward with that as its reason). The masks are those of the in-order evaluation."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Dropout(0.5), torch.nn.Linear(8, 2)
+    ).to(torch.float64)
+    batches = [regression_batch(n=8, seed=s) for s in range(3)]
+    v = torch.randn(58, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    torch.manual_seed(5)
+    first = HessianOperator.from_batches(model, squared_error, batches, method=method)
+    later_first = first.batch_matvec(2, v)
+    assert first.method == "forward_over_reverse" and first.fallback_reason is None
+    torch.manual_seed(5)
+    in_order = HessianOperator.from_batches(model, squared_error, batches, method="double_backward")
+    in_order.matvec(v)  # evaluates batches 0, 1, 2 in order
+    torch.testing.assert_close(later_first, in_order.batch_matvec(2, v), **EXACT)
+    torch.testing.assert_close(first.batch_matvec(1, v), in_order.batch_matvec(1, v), **EXACT)
+
+
 def test_batch_gradients_come_with_the_graphs_before_the_first_product():
     """Double backward: the per-batch gradients cost no evaluation beyond the graphs the products build; after
     a product the graphs keep no gradient values, so they are evaluated again (one loss call per batch)."""

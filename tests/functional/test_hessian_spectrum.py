@@ -334,6 +334,13 @@ def test_model_state_is_untouched():
         (lambda m, b: hessian_trace(m, squared_error, b, method="exact"), ValueError, "`method`.*hutchpp"),
         (lambda m, b: hessian_trace(m, squared_error, b, num_matvecs=2), ValueError, "`num_matvecs`"),
         (lambda m, b: hessian_density(m, squared_error, b, num_probes=0), ValueError, "`num_probes`"),
+        (  # k above the default max_iter (50): the message says where the 50 comes from
+            lambda m, b: hessian_eigenvalues(
+                nn.Linear(20, 4), squared_error, (b[0].new_zeros(4, 20), b[1]), k=60
+            ),
+            ValueError,
+            "`max_iter` must be >= k = 60.*default is 50",
+        ),
     ],
 )
 def test_validation(call, error, match):
