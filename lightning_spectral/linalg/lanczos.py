@@ -29,9 +29,9 @@ starts to cost more than a cheap product there).
 Invariant subspaces and restarts. A Krylov space holds a single direction of each eigenspace, so the
 recurrence itself never produces the second copy of a repeated eigenvalue. When the current Krylov space
 becomes invariant -- ``β_{j+1}`` at the rounding level, or so small that every Ritz pair of the current
-block has a residual at the rounding level; that level is the larger of ``noise`` and ``1000·ε·‖T_j‖``, since
-an operator's own rounding (a Hessian-vector product's sums over a batch and through layers) leaves more
-than a dot product's -- its Ritz pairs are eigenpairs and the rest of the spectrum lives in the orthogonal
+block has a residual at the rounding level; a ``β_{j+1}`` that collapsed (at most ``√ε·‖A q_j‖``) counts up to
+``1000·ε·‖T_j‖``, since an operator's own rounding (a Hessian-vector product's sums over a batch and through
+layers) leaves more than a dot product's -- its Ritz pairs are eigenpairs and the rest of the spectrum lives in the orthogonal
 complement. The iteration then restarts from a Gaussian vector orthogonalised against the basis (``T``
 becomes block diagonal). The dropped coupling is kept in the residual estimates, which become
 ``Σ_b β_b |s_{e_b,i}|`` over the last rows ``e_b`` of the blocks: still a bound on the true residual in exact
@@ -99,15 +99,17 @@ def _noise_level(dim: int, dtype: torch.dtype) -> float:
     return min(10.0 * math.sqrt(dim) * eps, math.sqrt(eps))
 
 
-#: Relative β (and block residuals) below which a Krylov space counts as invariant, in units of ε, at least:
-#: an operator's own rounding (a Hessian-vector product sums over a batch and through layers) leaves more
-#: than the ``noise`` of a plain dot product once the space is invariant (measured: β ≈ 120ε·‖A‖ for the
-#: Hessian of ``nn.Linear(5, 3)``, whose every eigenvalue is triple, against ``noise`` = 42ε there).
+#: A ``β`` that *collapsed* -- at most ``√ε`` times ``‖A q_j‖`` -- marks an invariant Krylov space up to this
+#: many ε of ``‖T‖``: an operator's own rounding (a Hessian-vector product sums over a batch and through layers)
+#: leaves more than the ``noise`` of a plain dot product once the space is invariant (measured: β ≈ 120ε·‖A‖
+#: for the Hessian of ``nn.Linear(5, 3)``, whose every eigenvalue is triple, against ``noise`` = 42ε there).
+#: Without the collapse a small ``β`` is only the slow decay of a spectrum's tail (a Gram matrix ``WᵀW``
+#: whose small eigenvalues lie below 1000ε in float32): restarting there would restart at every step.
 _INVARIANCE_EPS = 1e3
 
 
 def _invariance_level(dim: int, dtype: torch.dtype) -> float:
-    """Relative size of ``β`` (or of every block residual) at which the Krylov space is taken as invariant."""
+    """Relative size of a collapsed ``β`` at which the Krylov space is taken as invariant (see above)."""
     return max(_noise_level(dim, dtype), _INVARIANCE_EPS * torch.finfo(dtype).eps)
 
 
@@ -185,7 +187,9 @@ def _lanczos_tridiagonal(
     basis = torch.empty(max_steps, dim, dtype=v0.dtype, device=v0.device)
     basis[0] = v0 / torch.linalg.vector_norm(v0)
     state = _LanczosState(basis=basis)
+    noise = _noise_level(dim, v0.dtype)
     invariance = _invariance_level(dim, v0.dtype)
+    collapse = math.sqrt(torch.finfo(v0.dtype).eps)
     for j in range(max_steps):
         q = basis[j]
         w = apply_matvec(matvec, q)
@@ -209,7 +213,8 @@ def _lanczos_tridiagonal(
         state.anorm = max(state.anorm, w_norm_f, abs(alpha_f))
         state.alphas.append(alpha_f)
         state.betas.append(beta_f)
-        state.breakdown = beta_f <= invariance * state.anorm
+        collapsed = beta_f <= collapse * w_norm_f and beta_f <= invariance * state.anorm
+        state.breakdown = beta_f <= noise * state.anorm or collapsed
         if j + 1 == max_steps:
             break
         action = _Action.CONTINUE if policy is None else policy(state)
@@ -339,7 +344,6 @@ def lanczos(
         raise ValueError(f"`which` must be one of {_WHICH}, got {which!r}.")
     start = _resolve_start(dim, v0, dtype, device, generator)
     noise = _noise_level(dim, start.dtype)
-    invariance = _invariance_level(dim, start.dtype)
 
     def thresholds(values: np.ndarray, scale: float) -> np.ndarray:
         return np.maximum(tol * np.abs(values), noise * scale)
@@ -364,7 +368,7 @@ def lanczos(
         best = int(_order(block_theta, which)[0])
         # Invariant means at the rounding level, not merely within `tol`: a warm start close to the top
         # eigenvector converges in a step or two and must not trigger a search of the complement.
-        block_invariant = state.breakdown or bool((block_residuals <= invariance * scale).all())
+        block_invariant = state.breakdown or bool((block_residuals <= noise * scale).all())
         if not block_invariant:
             # The block's own extreme Ritz pair must have converged too: for the first block it is among the
             # wanted ones; after a restart it is the evidence that the complement holds nothing more wanted.

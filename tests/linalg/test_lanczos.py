@@ -135,6 +135,22 @@ def test_a_restarted_block_that_finds_another_copy_runs_on_to_find_the_next():
         )
 
 
+def test_a_slowly_decaying_float32_tail_is_not_taken_for_an_invariant_space():
+    """The Gram matrix of ``W = U diag(1/i) Vᵀ`` (300 × 200) in float32: its small eigenvalues lie below 1000ε of
+    the largest, and β decays there gradually. Taking such a β for invariance (without its collapse relative to
+    ``‖A q_j‖``) restarted at every step: 200 products without converging, where 61 suffice."""
+    generator = torch.Generator().manual_seed(15)
+    U, _ = torch.linalg.qr(torch.randn(300, 200, generator=generator))
+    V, _ = torch.linalg.qr(torch.randn(200, 200, generator=generator))
+    s = 1.0 / torch.arange(1, 201, dtype=torch.float32)
+    W = (U * s) @ V.T
+    result = lanczos(
+        lambda v: W.T @ (W @ v), 200, 37, tol=1e-3, max_iter=200, dtype=torch.float32, generator=_gen()
+    )
+    assert result.converged and result.num_matvecs <= 80
+    torch.testing.assert_close(result.eigenvalues, s[:37] ** 2, rtol=1e-3, atol=0)
+
+
 def test_multiple_of_identity():
     dim = 30
     result = lanczos(lambda v: 3.0 * v, dim, 4, dtype=F64, generator=_gen())
