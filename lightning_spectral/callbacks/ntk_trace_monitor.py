@@ -156,7 +156,6 @@ class NTKTraceMonitor(SpectralMonitor):
         self._params = params
         self._lambda_max_vector: torch.Tensor | None = None
         self._warned_stability = False
-        self._warned_class_targets = False
         # the per-example check of the layer-wise norms: once per fit (same model, same fixed batch)
         self._layerwise_checks = LayerwiseChecks()
 
@@ -214,7 +213,6 @@ class NTKTraceMonitor(SpectralMonitor):
             self._stability(
                 trainer,
                 pl_module,
-                batches,
                 result.trace,
                 lambda_max,
                 result.num_examples,
@@ -247,7 +245,6 @@ class NTKTraceMonitor(SpectralMonitor):
         self,
         trainer: Any,
         pl_module: Any,
-        batches: list[Any],
         trace: float,
         lambda_max: float | None,
         num_examples: int,
@@ -268,7 +265,6 @@ class NTKTraceMonitor(SpectralMonitor):
             return {}
         if settings.lr <= 0:
             return {}
-        self._warn_if_class_targets(batches)
         global_batch = batch_size * trainer.world_size * trainer.accumulate_grad_batches
         dataset = getattr(trainer.train_dataloader, "dataset", None)
         dataset_size = len(dataset) if hasattr(dataset, "__len__") else None
@@ -294,23 +290,6 @@ class NTKTraceMonitor(SpectralMonitor):
             if exact is not None and math.isfinite(exact):  # likewise infinite past the mean's edge
                 values["sgd_stability_exact"] = exact
         return values
-
-    def _warn_if_class_targets(self, batches: list[Any]) -> None:
-        """Once: integer targets (class labels) mean a classification loss, not the MSE ``sgd_stability`` assumes."""
-        if self._warned_class_targets:
-            return
-        try:
-            targets = self.target_fn(batches[0])
-        except ValueError:  # no targets to be found: nothing to judge
-            return
-        if isinstance(targets, torch.Tensor) and not (targets.is_floating_point() or targets.is_complex()):
-            self._warned_class_targets = True
-            rank_zero_warn(
-                "NTKTraceMonitor: the measurement batch's targets are integers (class labels?), but "
-                "`spectral/ntk/sgd_stability` is derived for the MSE loss, whose Hessian in output space is the "
-                "identity; under cross-entropy it is the trace-based indicator of that derivation, not the noise-"
-                "kernel norm of this run."
-            )
 
     def extra_state(self) -> dict[str, Any]:
         return {

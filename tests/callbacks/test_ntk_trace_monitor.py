@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import warnings
-
 import pytest
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import TensorBoardLogger
 from spectral_testing.log_readers import read_tensorboard_scalars
-from spectral_testing.models import TinyClassifier, trainer_kwargs
+from spectral_testing.models import trainer_kwargs
 from spectral_testing.references import explicit_jacobian
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -262,22 +260,6 @@ def test_no_stability_for_optimizers_other_than_sgd(tmp_path):
     with pytest.warns(UserWarning, match="torch.optim.SGD"):
         scalars = fit_logging(tmp_path, monitor, Regressor(adam=True))
     assert "spectral/ntk/trace" in scalars and "spectral/ntk/sgd_stability" not in scalars
-
-
-def test_class_label_targets_are_warned_about_once(tmp_path):
-    """``sgd_stability`` assumes MSE; integer targets mean a classification loss."""
-    monitor = NTKTraceMonitor(every_n_steps=4, strict=True)
-    logger = TensorBoardLogger(str(tmp_path), name="tb")
-    pl.seed_everything(0)
-    with pytest.warns(UserWarning, match="targets are integers") as caught:
-        pl.Trainer(callbacks=[monitor], **trainer_kwargs(tmp_path, logger=logger, max_epochs=2)).fit(
-            TinyClassifier()
-        )
-    assert sum("targets are integers" in str(w.message) for w in caught) == 1
-    assert "spectral/ntk/sgd_stability" in read_tensorboard_scalars(logger.log_dir)  # still logged
-    with warnings.catch_warnings():
-        warnings.filterwarnings("error", message=".*targets are integers.*")
-        fit_logging(tmp_path / "mse", NTKTraceMonitor(every_n_steps=4, strict=True), Regressor())
 
 
 class TwoStepSizes(Regressor):
