@@ -53,6 +53,7 @@ from lightning_spectral.callbacks import (
     WeightSpectrumMonitor,
 )
 from lightning_spectral.cpu_threads import add_threads_argument, torch_threads
+from lightning_spectral.report.reader import read_scalars
 
 
 class DigitsCNN(pl.LightningModule):
@@ -150,9 +151,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"λ_max {float(metrics['spectral/hessian/lambda_1']):.3g} (2/η = {2 / args.lr:.3g}), "
         f"mean stable rank {float(metrics['spectral/weights/mean_stable_rank']):.3g}"
     )
-    print(
-        early_stopping.reason or "SpectralEarlyStopping: λ_max stayed below the edge of stability, no stop."
-    )
+    if early_stopping.reason:
+        print(early_stopping.reason)
+    else:
+        ratios = [value for _, value in read_scalars(logger.log_dir).get("spectral/hessian/eos_ratio", [])]
+        above = sum(r > 1 for r in ratios)
+        print(
+            f"SpectralEarlyStopping did not fire: eos_ratio was above 1 at {above} of {len(ratios)} "
+            f"measurements (max {max(ratios, default=float('nan')):.3g}), never {early_stopping.patience} in a row."
+        )
     print(f"TensorBoard logs: {logger.log_dir}\n  view them with: tensorboard --logdir {args.log_dir}")
     return 0
 

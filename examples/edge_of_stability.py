@@ -41,8 +41,8 @@ preconditioner ``D = (1 − β₁ᵗ)·diag(√v̂ + ε)``, so its stability is 
 Gradient Methods at the Edge of Stability"). Under ``torch.optim.Adam`` the monitor logs it as
 ``preconditioned_lambda_1``, and ``eos_ratio`` as its ratio to that limit. Full-batch Adam at η = 0.002 on the
 same model: ``eos_ratio`` rises from 0.06-0.10 and reaches 0.9 at step 300-560, then hovers at 0.91-1.04 over
-the last quarter of 800 steps (seeds 0-4; with the default 1000 steps, seed 0: 0.94-1.03), while ``λ_max`` of the Hessian itself keeps rising (2.2 → 10.8-14.4,
-5-13 % after the preconditioned sharpness reached the limit): Adam keeps advancing into sharper regions and
+the last quarter of 800 steps (seeds 0-4; with the default 1000 steps, seed 0: 0.94-1.03), while ``λ_max`` of the Hessian itself keeps rising (2.2-2.3 → 10.8-14.4,
+5-14 % after the preconditioned sharpness reached the limit): Adam keeps advancing into sharper regions and
 adapts its preconditioner to stay at the edge.
 
 Usage::

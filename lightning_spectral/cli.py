@@ -33,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--log-dir", default="runs", help="TensorBoard root directory (default: ./runs)")
     demo.add_argument("--max-steps", type=int, default=300, help="optimizer steps to train (default: 300)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    demo.add_argument("--lr", type=float, default=0.05, help="SGD learning rate (default: 0.05)")
+    demo.add_argument("--name", default="demo", help="run name: logs go to LOG_DIR/NAME (default: demo)")
     report = commands.add_parser(
         "report",
         help="compare runs offline: an HTML page of spectral figures from TensorBoard event files",
@@ -92,7 +94,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if args.max_steps < 1:
             raise SystemExit("lightning-spectral demo: --max-steps must be a positive integer")
-        log_dir, last = run_demo(log_dir=args.log_dir, max_steps=args.max_steps, seed=args.seed)
+        if not args.lr > 0:
+            raise SystemExit("lightning-spectral demo: --lr must be a positive number")
+        log_dir, last = run_demo(
+            log_dir=args.log_dir, max_steps=args.max_steps, seed=args.seed, lr=args.lr, name=args.name
+        )
         print("\nLast values:")
         for key in DEMO_SUMMARY_KEYS:
             if key in last:

@@ -88,13 +88,14 @@ def demo_monitors() -> list[pl.Callback]:
 
 
 def run_demo(
-    log_dir: str | Path = "runs", max_steps: int = 300, seed: int = 0
+    log_dir: str | Path = "runs", max_steps: int = 300, seed: int = 0, lr: float = 0.05, name: str = "demo"
 ) -> tuple[str, dict[str, float]]:
-    """Train :class:`DemoClassifier` with every monitor; return the run directory and the last values."""
+    """Train :class:`DemoClassifier` (SGD at ``lr``) with every monitor, logging to ``log_dir/name``; return the
+    run directory and the last values."""
     from pytorch_lightning.loggers import TensorBoardLogger
 
     pl.seed_everything(seed, workers=True)
-    logger = TensorBoardLogger(str(log_dir), name="demo")
+    logger = TensorBoardLogger(str(log_dir), name=name)
     trainer = pl.Trainer(
         max_steps=max_steps,
         accelerator="auto",
@@ -105,6 +106,6 @@ def run_demo(
         enable_checkpointing=False,
         enable_model_summary=False,
     )
-    trainer.fit(DemoClassifier())
+    trainer.fit(DemoClassifier(lr=lr))
     last = {key: float(value) for key, value in trainer.callback_metrics.items()}
     return logger.log_dir, last

@@ -30,8 +30,25 @@ def test_demo_logs_every_monitor(tmp_path, capsys):
     assert [s for s, _ in scalars["spectral/weights/mean_stable_rank"]] == [0, 1, 2, 4, 8, 16]
 
 
+def test_demo_learning_rate_and_name_as_the_readme_report_example_uses_them(tmp_path):
+    """``--lr`` reaches the optimizer (``eos_ratio = lr·λ_1/2``) and ``--name`` the run folder."""
+    root = tmp_path / "runs"
+    assert (
+        main(["demo", "--log-dir", str(root), "--max-steps", "4", "--lr", "0.25", "--name", "sgd_lr0.25"])
+        == 0
+    )
+    scalars = read_tensorboard_scalars(root / "sgd_lr0.25")
+    (_, lambda_1), (_, ratio) = (
+        scalars["spectral/hessian/lambda_1"][-1],
+        scalars["spectral/hessian/eos_ratio"][-1],
+    )
+    assert ratio == pytest.approx(0.25 * lambda_1 / 2, rel=1e-5)
+
+
 def test_cli_rejects_bad_arguments():
     with pytest.raises(SystemExit):
         main(["demo", "--max-steps", "0"])
+    with pytest.raises(SystemExit):
+        main(["demo", "--lr", "0"])
     with pytest.raises(SystemExit):
         main(["no-such-command"])

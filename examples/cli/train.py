@@ -1,7 +1,9 @@
 """Train the demo classifier from a YAML file with LightningCLI: every monitor configured in config.yaml.
 
 python examples/cli/train.py fit --config examples/cli/config.yaml
-python examples/cli/train.py fit --help        # every monitor argument, with its help text
+python examples/cli/train.py fit --trainer.callbacks.help lightning_spectral.callbacks.HessianEigenMonitor
+    # every argument of that monitor, with its help text (likewise NTKTraceMonitor, WeightSpectrumMonitor,
+    # SpectralEarlyStopping)
 """
 
 from pytorch_lightning.cli import LightningCLI
