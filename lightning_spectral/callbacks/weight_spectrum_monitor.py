@@ -56,7 +56,8 @@ class WeightSpectrumMonitor(SpectralMonitor):
             crossover, see :func:`~lightning_spectral.functional.weight_spectrum.weight_spectrum`).
         tol: accuracy check of randomized results: above this relative residual ``max_i ρ_i/σ_i`` the top
             ``k`` are recomputed by Lanczos (flat spectra, e.g. at initialisation); ``None`` turns it off.
-        warm_start: seed each range finder with the layer's previous right singular vectors.
+        warm_start: seed each range finder with the layer's previous right singular vectors (followed by a cold
+            start's Gaussian columns); ``rotation`` is logged either way.
         include: glob pattern(s) on parameter names to keep (default: every supported layer).
         exclude: glob pattern(s) on parameter names to drop.
         trainable_only: skip parameters with ``requires_grad=False``.
@@ -234,10 +235,11 @@ class WeightSpectrumMonitor(SpectralMonitor):
     def _spectra(
         self, matrices: list[WeightMatrix], generator: torch.Generator | None = None
     ) -> list[WeightSpectrum]:
-        previous = [self._previous.get(m.name) for m in matrices] if self.warm_start else None
+        # the previous spectra give the rotation always, and the range finder's warm start if asked for
+        previous = [self._previous.get(m.name) for m in matrices]
         previous = [
             p if p is not None and p.shape == tuple(m.matrix.shape) else None
-            for p, m in zip(previous or [None] * len(matrices), matrices)
+            for p, m in zip(previous, matrices)
         ]
         return weight_spectra(
             [m.matrix for m in matrices],
@@ -249,6 +251,7 @@ class WeightSpectrumMonitor(SpectralMonitor):
             generator=self.make_generator(matrices[0].matrix.device) if generator is None else generator,
             exact_threshold=self.exact_threshold,
             tol=self.tol,
+            warm_start=self.warm_start,
         )
 
     def _layer_values(self, spectrum: WeightSpectrum) -> dict[str, float]:

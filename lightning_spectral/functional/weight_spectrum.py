@@ -209,6 +209,7 @@ def _decompose_chunk(
     generator: torch.Generator | None,
     min_tail: int,
     tol: float | None,
+    warm_start: bool,
 ) -> list[WeightSpectrum]:
     """Decompose a batch ``(B, m, n)`` of equal-shape matrices (compute dtype) with Frobenius norms
     ``frobenius`` in one call."""
@@ -221,10 +222,15 @@ def _decompose_chunk(
         del U, Vh
     else:
         init = None
-        if has_previous:
+        guard = 0
+        if has_previous and warm_start:
             init = torch.stack([p.right_vectors for p in previous]).to(device=stack.device)
+            # The previous vectors are nearly exact singular vectors of a slowly changing matrix: they pass the
+            # residual check whether or not a direction outside them has grown into the top k, which that
+            # check cannot see. So the sketch keeps a cold start's k + oversample Gaussian columns after them.
+            guard = init.shape[-1]
         U_k, S, Vh_k = randomized_svd(
-            stack, k, oversample=oversample, n_iter=n_iter, init=init, generator=generator
+            stack, k, oversample=oversample + guard, n_iter=n_iter, init=init, generator=generator
         )
         if tol is not None:
             U_k, S, Vh_k, residuals, refined = refine_truncated_svd(
@@ -274,6 +280,7 @@ def weight_spectra(
     min_tail: int = DEFAULT_MIN_TAIL,
     max_batch_numel: int = _DEFAULT_MAX_BATCH_NUMEL,
     tol: float | None = DEFAULT_TOL,
+    warm_start: bool = True,
 ) -> list[WeightSpectrum]:
     """:func:`weight_spectrum` of many matrices; matrices of equal shape are decomposed in one batched call.
 
@@ -301,6 +308,8 @@ def weight_spectra(
             goes alone).
         tol: accuracy check of the randomized method: a result whose relative residual exceeds ``tol`` is
             recomputed by Lanczos (module docstring); ``None`` skips the check (raw randomized SVD).
+        warm_start: seed the randomized range finder with ``previous``'s right singular vectors (followed by
+            a cold start's Gaussian columns); ``False``: ``previous`` serves ``rotation`` only.
 
     Returns:
         One :class:`WeightSpectrum` per matrix.
@@ -331,6 +340,7 @@ def weight_spectra(
         min_tail=min_tail,
         max_batch_numel=max_batch_numel,
         tol=tol,
+        warm_start=warm_start,
     )
 
 
@@ -349,8 +359,11 @@ def _spectra(
     min_tail: int,
     max_batch_numel: int,
     tol: float | None,
+    warm_start: bool = True,
 ) -> list[WeightSpectrum]:
     """Implementation of :func:`weight_spectra`; ``labels`` name the arguments in error messages."""
+    if not isinstance(warm_start, bool):
+        raise ValueError(f"`warm_start` must be True or False, got {warm_start!r}.")
     if tol is not None and (
         isinstance(tol, bool) or not isinstance(tol, (int, float)) or not (0.0 < tol < 1.0)
     ):
@@ -410,6 +423,7 @@ def _spectra(
                 generator,
                 min_tail,
                 tol,
+                warm_start,
             )
             for i, spectrum in zip(chunk, spectra):
                 results[i] = spectrum
@@ -428,6 +442,7 @@ def weight_spectrum(
     exact_threshold: int | None = None,
     min_tail: int = DEFAULT_MIN_TAIL,
     tol: float | None = DEFAULT_TOL,
+    warm_start: bool = True,
 ) -> WeightSpectrum:
     """Top-``k`` singular values and vectors of one 2-D ``weight`` and the metrics of the module docstring.
 
@@ -443,6 +458,8 @@ def weight_spectrum(
             ``CROSSOVER_FACTOR·(k + oversample)``, the measured crossover).
         min_tail: smallest ESD tail for the ``alpha`` fit.
         tol: relative-residual check of the randomized method (Lanczos refinement above it); ``None``: off.
+        warm_start: seed the range finder with ``previous``'s right vectors; ``False``: ``previous`` serves
+            ``rotation`` only.
 
     Returns:
         A :class:`WeightSpectrum`.
@@ -464,5 +481,6 @@ def weight_spectrum(
         min_tail=min_tail,
         max_batch_numel=_DEFAULT_MAX_BATCH_NUMEL,
         tol=tol,
+        warm_start=warm_start,
     )
     return spectrum
