@@ -7,10 +7,11 @@ from collections.abc import Sequence
 from typing import Any
 
 
-def check_int(name: str, value: Any, minimum: int) -> None:
-    """``value`` must be an ``int`` (not a bool) ``>= minimum``."""
+def check_int(name: str, value: Any, minimum: int) -> int:
+    """``value`` must be an ``int`` (not a bool) ``>= minimum``; returns it."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
+    return value
 
 
 def check_bool(name: str, value: Any) -> None:

@@ -96,6 +96,7 @@ from lightning_spectral.functional.spectrum_metrics import summarise_singular_va
 from lightning_spectral.linalg import NonFiniteError, randomized_svd
 from lightning_spectral.linalg.device_fallback import on_cpu_if_unsupported
 from lightning_spectral.linalg.randomized_svd import thin_svd
+from lightning_spectral.validation import check_int
 
 __all__ = [
     "CROSSOVER_FACTOR",
@@ -162,12 +163,6 @@ class WeightSpectrum:
     method_used: str
     relative_residual: float = 0.0
     refined: bool = False
-
-
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
-    return value
 
 
 def _compute_dtype(weight: Tensor) -> torch.dtype:
@@ -369,15 +364,15 @@ def _spectra(
     ):
         raise ValueError(f"`tol` must be None or a number strictly between 0 and 1, got {tol!r}.")
     if k is not None:
-        _check_int("k", k, 1)
+        k = check_int("k", k, 1)
     if method not in METHODS:
         raise ValueError(f"`method` must be one of {METHODS}, got {method!r}.")
-    n_iter = _check_int("n_iter", n_iter, 0)
-    oversample = _check_int("oversample", oversample, 0)
+    n_iter = check_int("n_iter", n_iter, 0)
+    oversample = check_int("oversample", oversample, 0)
     if exact_threshold is not None:
-        _check_int("exact_threshold", exact_threshold, 0)
-    min_tail = _check_int("min_tail", min_tail, 2)
-    max_batch_numel = _check_int("max_batch_numel", max_batch_numel, 1)
+        check_int("exact_threshold", exact_threshold, 0)
+    min_tail = check_int("min_tail", min_tail, 2)
+    max_batch_numel = check_int("max_batch_numel", max_batch_numel, 1)
 
     groups: dict[tuple, list[int]] = {}
     plan: list[tuple[int, bool, WeightSpectrum | None]] = []
