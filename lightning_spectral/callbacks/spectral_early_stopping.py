@@ -357,10 +357,11 @@ class SpectralEarlyStopping(Callback):
 
     def _warn_if_owners_log_other_keys(self, trainer: Any) -> None:
         """Warn once, during training, when the monitor(s) whose prefix the pattern lies under have measured
-        at least twice in this fit, past step 0, without logging a matching key: the criterion would check nothing for the
-        whole run (e.g. ``spectral/hessian/trace`` without ``compute_trace=True``). Two measurements and a step
-        past 0 because some keys first appear then (``rotation`` needs a previous measurement, adaptive
-        optimizers' ``eos_ratio`` a first optimizer step). Without owners the warning waits for the end of fit."""
+        at least twice in this fit, past step 0, without logging a matching key: the criterion would check
+        nothing for the whole run (e.g. ``spectral/hessian/trace`` without ``compute_trace=True``). Two
+        measurements and a step past 0 because some keys first appear then (``rotation`` needs a previous
+        measurement, adaptive optimizers' ``eos_ratio`` a first optimizer step). Without owners the warning
+        waits for the end of fit."""
         owners = self._owners
         if self._warned_unmatched or owners is None or trainer.global_step == 0:
             return

@@ -31,8 +31,8 @@ recurrence itself never produces the second copy of a repeated eigenvalue. When 
 becomes invariant -- ``β_{j+1}`` at the rounding level, or so small that every Ritz pair of the current
 block has a residual at the rounding level; a ``β_{j+1}`` that collapsed (at most ``√ε·‖A q_j‖``) counts up to
 ``1000·ε·‖T_j‖``, since an operator's own rounding (a Hessian-vector product's sums over a batch and through
-layers) leaves more than a dot product's -- its Ritz pairs are eigenpairs and the rest of the spectrum lives in the orthogonal
-complement. The iteration then restarts from a Gaussian vector orthogonalised against the basis (``T``
+layers) leaves more than a dot product's -- its Ritz pairs are eigenpairs and the rest of the spectrum lives
+in the orthogonal complement. The iteration then restarts from a Gaussian vector orthogonalised against the basis (``T``
 becomes block diagonal). The dropped coupling is kept in the residual estimates, which become
 ``Σ_b β_b |s_{e_b,i}|`` over the last rows ``e_b`` of the blocks: still a bound on the true residual in exact
 arithmetic. The run stops when all ``k`` wanted pairs are converged and
@@ -374,7 +374,7 @@ def lanczos(
             # wanted ones; after a restart it is the evidence that the complement holds nothing more wanted.
             if not (wanted_converged and bool(block_converged[best])):
                 return _Action.CONTINUE
-            if first > 0 and _another_copy(theta, wanted, T[:first, :first], float(block_theta[best])):
+            if first > 0 and _another_copy(theta, wanted, T[:first, :first], float(block_theta[best]), scale):
                 # a repeated eigenvalue: further copies lie beyond this block, found once it is invariant
                 return _Action.CONTINUE
             return _Action.STOP
@@ -389,12 +389,14 @@ def lanczos(
             return _Action.RESTART
         return _Action.STOP
 
-    def _another_copy(theta: np.ndarray, wanted: np.ndarray, T_earlier: np.ndarray, value: float) -> bool:
+    def _another_copy(
+        theta: np.ndarray, wanted: np.ndarray, T_earlier: np.ndarray, value: float, scale: float
+    ) -> bool:
         """Whether ``value`` (a restarted block's converged best) repeats a Ritz value of the earlier blocks and
         is more wanted than the current ``k``-th: then more copies may displace wanted values."""
         kth = float(theta[wanted[-1]])
         earlier = np.linalg.eigvalsh(T_earlier)
-        margin = max(tol * abs(value), noise * max(float(np.abs(theta).max()), 1e-300))
+        margin = max(tol * abs(value), noise * scale)
         repeats = bool((np.abs(earlier - value) <= margin).any())
         return repeats and _better(value, kth, max(tol * abs(kth), margin), which)
 

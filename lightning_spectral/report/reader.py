@@ -179,8 +179,8 @@ def read_run(run_dir: str | os.PathLike, name: str, *, progress: TextIO | None =
         for tag in (t for t in tags["scalars"] if t.startswith(PREFIX)):
             events = accumulator.Scalars(tag)
             scalars.setdefault(tag, {}).update((e.step, e.value) for e in events)
-            folder = event_file.parent
-            first_steps[folder] = min([first_steps.get(folder, events[0].step)] + [e.step for e in events])
+            first = min(e.step for e in events)
+            first_steps[event_file.parent] = min(first_steps.get(event_file.parent, first), first)
         for tag in (t for t in tags["histograms"] if t.startswith(PREFIX)):
             histograms.setdefault(tag, {}).update(
                 (e.step, _histogram(e.step, e.histogram_value)) for e in accumulator.Histograms(tag)
