@@ -108,3 +108,4 @@ class NewMeasurements:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.last = {key: (int(step), float(value)) for key, (step, value) in state.items()}
         self._objects = {}
+        self.matched_any = self.matched_any or bool(self.last)  # it matched before the checkpoint

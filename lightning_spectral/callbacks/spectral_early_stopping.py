@@ -287,6 +287,12 @@ class SpectralEarlyStopping(Callback):
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         self._evaluate(trainer, self._owners_measure_at_step(trainer))
 
+    def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+        # A key the module logs in its own on_train_epoch_end arrives after the callbacks' epoch-end hooks
+        # (Lightning runs only its stock EarlyStopping and ModelCheckpoint after the module's hook): judge it
+        # before the next epoch trains, at the step it was logged at.
+        self._evaluate(trainer, self._owners is None)
+
     def on_train_batch_end(
         self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
@@ -333,11 +339,14 @@ class SpectralEarlyStopping(Callback):
         global step and epoch alone (so equal on every rank); the collectives run only then."""
         if not scheduled or trainer.state.fn != "fit" or trainer.sanity_checking or trainer.fast_dev_run:
             return
+        if trainer.global_step < self.warmup_steps:  # the same step on every rank: no collective needed
+            # nothing is collected: a value first seen during warmup (a constant key, a NaN loss) is new after it
+            return
         new = self._measurements.collect(trainer.callback_metrics, trainer.global_step)
         if not self._measurements.matched_any:
             self._warn_if_owners_log_other_keys(trainer)
-        if trainer.global_step < self.warmup_steps:  # the same step on every rank: no collective needed
-            return
+        if not self.check_finite:  # a non-finite value is skipped: it neither fires nor resets the patience
+            new = [item for item in new if math.isfinite(item[1])]
         strategy = trainer.strategy
         # Every rank reaches every reduction below: each condition is the result of the previous reduction.
         if not strategy.reduce_boolean_decision(bool(new), all=False):

@@ -37,6 +37,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pytorch_lightning.utilities import rank_zero_warn
+
 from lightning_spectral.callbacks.optimizer_info import learning_rate, resolved_sgd_settings
 
 __all__ = [
@@ -93,8 +95,14 @@ class StoppingCriterion:
             raise ValueError(
                 f"SpectralEarlyStopping(relative_to='lr') needs an optimizer with a learning rate, got lr={lr!r}."
             )
-        reason = f"no single SGD limit: {why}" if why else "not SGD"
-        return lr * value / 2, f"lr·value/2 with lr={lr:g} ({reason}: the plain-SGD limit 2/lr)"
+        if why:  # SGD, but its groups step with different settings: no single limit to compare with
+            rank_zero_warn(
+                f"SpectralEarlyStopping(relative_to='lr'): no single SGD stability limit ({why}), so "
+                "`relative_to='lr'` measurements cannot fire; watch the Hessian monitor's `eos_ratio` of one "
+                "group's parameters (`params=`) instead."
+            )
+            return None, ""
+        return lr * value / 2, f"lr·value/2 with lr={lr:g} (not SGD: the plain-SGD limit 2/lr)"
 
     def judge(self, trainer: Any, new: Sequence[tuple[str, float, float | None]]) -> tuple[int, str]:
         """This rank's verdict on its new measurements and a description of the most extreme firing one."""

@@ -159,6 +159,62 @@ def test_non_finite_values_are_ignored_without_check_finite(tmp_path):
     assert trainer.global_step == 6 and stopper.stopped_step is None and stopper.reason is None
 
 
+def test_a_non_finite_value_without_check_finite_leaves_the_patience_alone(tmp_path):
+    # fires at 1, 2, (NaN skipped), 4: patience 3 is reached at step 4 (the NaN reset it before)
+    script = {"value": [1.0, 9.0, 9.0, math.nan, 9.0, 9.0]}
+    stopper = SpectralEarlyStopping(KEY, threshold=5.0, patience=3, check_finite=False)
+    trainer = fit(tmp_path, [ScriptedMonitor(script), stopper], max_steps=8)
+    assert trainer.global_step == stopper.stopped_step == 4
+
+
+class ConstantLogging(TinyClassifier):
+    """Logs a constant and a NaN from the first step, and a value in its own ``on_train_epoch_end``."""
+
+    def training_step(self, batch, batch_idx):
+        self.log("constant", 9.0)
+        self.log("broken", math.nan)
+        return super().training_step(batch, batch_idx)
+
+    def on_train_epoch_end(self):
+        self.log("epoch_value", 9.0 + self.current_epoch)
+
+
+def test_a_value_first_seen_during_warmup_is_judged_after_it(tmp_path):
+    """Values seen during warmup are not recorded: a constant key (or a NaN loss) logged from the start is new
+    at the first look after warmup (it was the same value ever after, so never judged)."""
+    constant = SpectralEarlyStopping("constant", threshold=5.0, warmup_steps=3)
+    trainer = fit(tmp_path / "constant", [constant], model=ConstantLogging())
+    assert trainer.global_step == constant.stopped_step == 3
+    broken = SpectralEarlyStopping("broken", threshold=5.0, warmup_steps=3)  # check_finite: at once
+    trainer = fit(tmp_path / "nan", [broken], model=ConstantLogging())
+    assert trainer.global_step == broken.stopped_step == 3 and "not finite" in broken.reason
+
+
+def test_a_key_logged_in_the_modules_epoch_end_is_judged_before_the_next_epoch(tmp_path):
+    """The module's ``on_train_epoch_end`` runs after the callbacks'; the next epoch's start judges its value at
+    the step it was logged at, as the stock EarlyStopping would (before: one training step later)."""
+    stopper = SpectralEarlyStopping("epoch_value", threshold=9.5)
+    trainer = fit(tmp_path, [stopper], model=ConstantLogging())
+    assert trainer.global_step == stopper.stopped_step == 8  # epoch 1 logs 10 > 9.5 at its end, step 8
+
+
+def test_relative_to_lr_does_not_fire_without_a_single_sgd_limit(tmp_path):
+    class TwoStepSizes(TinyClassifier):
+        def configure_optimizers(self):
+            return torch.optim.SGD(
+                [{"params": self.net[0].parameters()}, {"params": self.net[4].parameters(), "lr": 0.01}],
+                lr=0.1,
+                momentum=0.9,
+            )
+
+    stopper = SpectralEarlyStopping(KEY, threshold=1.0, relative_to="lr", patience=1)
+    with pytest.warns(UserWarning, match="no single SGD stability limit.*different settings"):
+        trainer = fit(
+            tmp_path, [ScriptedMonitor({"value": [1e6]}), stopper], model=TwoStepSizes(), max_steps=4
+        )
+    assert trainer.global_step == 4 and stopper.stopped_step is None  # λ = 1e6 judged against no limit
+
+
 def test_sharpness_spike(tmp_path):
     # ratios to the previous value: 1.5, 1.67, (previous -1: cannot fire), 5 / -1 (cannot fire), 1.2, 2.17
     script = [1.0, 1.5, 2.5, -1.0, 5.0, 6.0, 13.0, 13.0]
@@ -313,8 +369,10 @@ def test_a_monitor_key_is_evaluated_only_where_the_monitor_measures(tmp_path, re
 def test_any_other_key_is_evaluated_after_every_batch_and_epoch(tmp_path, reduction_steps):
     stopper = SpectralEarlyStopping("train_loss", threshold=100.0)
     fit(tmp_path, [stopper], max_steps=8)
-    # train start (no key yet); each batch end: a new loss, two decisions; each epoch end: nothing new
-    expected = [0] + [s for step in range(1, 9) for s in [step] * (2 if step % 4 else 3)]
+    # train start and epoch starts (no key yet / nothing new); each batch end: a new loss, two decisions; each
+    # epoch end: nothing new
+    expected = [0, 0] + [s for step in range(1, 9) for s in [step] * (2 if step % 4 else 3)]
+    expected.insert(expected.index(5), 4)  # the second epoch's start
     assert reduction_steps == expected
 
 
