@@ -28,11 +28,7 @@ import torch
 from pytorch_lightning.utilities import rank_zero_warn
 
 from lightning_spectral.callbacks.base import SpectralMonitor
-from lightning_spectral.callbacks.optimizer_info import (
-    first_optimizer,
-    outside_first_optimizer,
-    resolved_sgd_settings,
-)
+from lightning_spectral.callbacks.optimizer_info import first_optimizer, resolved_sgd_settings
 from lightning_spectral.callbacks.parameter_patterns import check_param_spec, checked_param_patterns
 from lightning_spectral.callbacks.training_loss import LossFn, resolve_loss_fn
 from lightning_spectral.functional.adaptive_preconditioners import adaptive_preconditioning
@@ -252,8 +248,6 @@ class HessianEigenMonitor(SpectralMonitor):
         # the operator's parameters, in its flattening order
         parameters = list(select_parameters(pl_module, self._params).values())
         settings, why = resolved_sgd_settings(trainer, parameters)
-        if not why and first_optimizer(trainer) is not None and outside_first_optimizer(trainer, parameters):
-            why = "some measured parameters are not in the first optimizer, which the limits are read from"
         if why and not self._warned_no_limit:
             self._warned_no_limit = True
             rank_zero_warn(

@@ -64,8 +64,8 @@ def resolved_sgd_settings(
     trainer: Any, parameters: Sequence[Tensor] | None = None
 ) -> tuple[SGDSettings | None, str]:
     """The settings with which the first optimizer, if it is ``torch.optim.SGD``, steps ``parameters`` (default:
-    every parameter it holds), and why there are none when it is SGD but no single setting applies (``""``
-    otherwise).
+    every parameter it holds), and why there are none when no single setting applies: SGD groups that differ,
+    or (any optimizer) measured parameters it does not hold (``""`` otherwise).
 
     Adaptive optimizers (Adam, RMSprop, ...) precondition the step, so the stability limit concerns the
     preconditioned sharpness, not λ_max of the raw Hessian: no SGD settings are returned for them. Nor for
@@ -77,7 +77,12 @@ def resolved_sgd_settings(
     say) the limit is off by at most the largest difference in ``weight_decay``, tiny against ``2/η``.
     """
     optimizer = first_optimizer(trainer)
-    if optimizer is None or "SGD" not in {cls.__name__ for cls in type(optimizer).__mro__}:
+    if optimizer is None:
+        return None, ""
+    outside = 0 if parameters is None else outside_first_optimizer(trainer, parameters)
+    if outside:  # whatever the optimizer: its limits (SGD's or a preconditioned one) are read from the first
+        return None, f"{outside} of the {len(parameters)} measured parameters are not in the first optimizer"
+    if "SGD" not in {cls.__name__ for cls in type(optimizer).__mro__}:
         return None, ""
     count = len(getattr(trainer, "optimizers", None) or [])
     if parameters is None:
@@ -85,12 +90,6 @@ def resolved_sgd_settings(
             return None, f"the model has {count} optimizers"
         groups = list(optimizer.param_groups)
     else:
-        outside = outside_first_optimizer(trainer, parameters)
-        if outside:
-            return (
-                None,
-                f"{outside} of the {len(parameters)} measured parameters are not in the first optimizer",
-            )
         wanted = {id(p) for p in parameters}
         groups = [g for g in optimizer.param_groups if any(id(p) in wanted for p in g["params"])]
     if not groups or any(group.get("maximize") for group in groups):

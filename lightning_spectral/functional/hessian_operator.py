@@ -266,18 +266,10 @@ class HessianOperator:
             total.div_(self.num_batches)
         return self._reduced(total)
 
-    def _primed_randomness(self, batch: int) -> None:
-        """Make batch ``batch``'s replayed random state known: it is the state the first evaluation of the batch
-        before it ended in, so batches before it not yet evaluated get one plain forward pass each, in order
-        (a product through batch ``b`` alone can come first)."""
-        for index in range(batch):
-            if not self._randomness.known(index + 1):
-                with torch.no_grad(), self._randomness.replay(index):
-                    self._loss(self._point, index)
-
     def _hvp_forward_over_reverse(self, v: Tensor, batch: int | None = None) -> Tensor:
-        if batch is not None:
-            self._primed_randomness(batch)
+        if batch is not None:  # its replayed random state is the one batch - 1's evaluation ended in
+            with torch.no_grad():
+                self._randomness.prime(batch, lambda index: self._loss(self._point, index))
         tangent = dict(zip(self._keys, self.layout.unflatten(v).values()))
         total: Tensor | None = None
         for index in range(self.num_batches) if batch is None else (batch,):

@@ -18,7 +18,7 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
@@ -53,14 +53,18 @@ class ReplayedRandomness:
         if self._accelerator is not None:
             self._accelerator.set_rng_state(state[1], self._device)
 
-    def known(self, index: int) -> bool:
-        """Whether batch ``index``'s state is known (batch 0's always; batch ``i + 1``'s once ``i`` ran)."""
-        return self._states[index] is not None
+    def prime(self, index: int, evaluate: Callable[[int], object]) -> None:
+        """Make batch ``index``'s state known: the batches before it not evaluated yet are, in order, by
+        ``evaluate(i)`` under their replayed state (a product through batch ``index`` alone can come first)."""
+        for earlier in range(index):
+            if self._states[earlier + 1] is None:
+                with self.replay(earlier):
+                    evaluate(earlier)
 
     @contextmanager
     def replay(self, index: int) -> Iterator[None]:
         state = self._states[index]
-        if state is None:  # callers evaluate the batches before it first (HessianOperator does)
+        if state is None:  # callers evaluate the batches before it first (see prime)
             raise RuntimeError(f"batch {index} evaluated before batch {index - 1}.")
         saved = self._capture()
         self._restore(state)
@@ -76,8 +80,8 @@ class NoReplay:
     """Replays nothing: the stand-in inside a CUDA-graph capture, which refuses losses that draw random numbers
     (:mod:`~lightning_spectral.functional.hvp_graph`)."""
 
-    def known(self, index: int) -> bool:
-        return True
+    def prime(self, index: int, evaluate: Callable[[int], object]) -> None:
+        return None
 
     @contextmanager
     def replay(self, index: int) -> Iterator[None]:

@@ -63,3 +63,14 @@ def test_adaptive_optimizers_and_maximize_have_no_sgd_settings_and_no_reason():
     ascent = torch.optim.SGD(model.parameters(), lr=0.1, maximize=True)
     assert resolved_sgd_settings(trainer_with(ascent), list(model.parameters())) == (None, "")
     assert resolved_sgd_settings(trainer_with()) == (None, "")
+
+
+def test_parameters_outside_the_first_adaptive_optimizer_are_named_too():
+    """Its preconditioned limit is read from the first optimizer as well: the reason covers any optimizer."""
+    model = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 1))
+    trainer = trainer_with(torch.optim.Adam(model[0].parameters()), torch.optim.Adam(model[1].parameters()))
+    assert resolved_sgd_settings(trainer, list(model.parameters())) == (
+        None,
+        "2 of the 4 measured parameters are not in the first optimizer",
+    )
+    assert resolved_sgd_settings(trainer, list(model[0].parameters())) == (None, "")
