@@ -205,7 +205,9 @@ def power_law_alpha(
         raise ValueError(f"`fit` must be one of {FITS}, got {fit!r}.")
     if fit == "weightwatcher":
         if xmin != "ks":
-            raise ValueError(f"`xmin` must be 'ks' with fit='weightwatcher' (it searches x_min), got {xmin!r}.")
+            raise ValueError(
+                f"`xmin` must be 'ks' with fit='weightwatcher' (it searches x_min), got {xmin!r}."
+            )
         return _weightwatcher_fit(eigenvalues)
 
     x = _usable_eigenvalues(eigenvalues)
@@ -301,7 +303,9 @@ def _weightwatcher_small_n_fit(
         if float(log_excess[0]) <= 1e-12:
             return None
         candidates = torch.zeros(1, dtype=torch.long)
-    distances = _ks_distances(log_x, candidates, log_x[candidates], bias_corrected[candidates], one_sided=True)
+    distances = _ks_distances(
+        log_x, candidates, log_x[candidates], bias_corrected[candidates], one_sided=True
+    )
     best = int(torch.argmin(distances))
     start = int(candidates[best])
     return _fit_at(x, start, float(bias_corrected[start]), float(distances[best]), int(tail_sizes[start]))
