@@ -2,7 +2,8 @@
 
 Per layer, under ``spectral/weights/<name>/``: ``sigma_max``, ``sigma_1 .. sigma_k``,
 ``frobenius_norm``, ``stable_rank``, ``effective_rank``, ``alpha`` (where a power-law fit is possible),
-``rotation`` (from the second measurement on) and ``condition_number`` (when asked for); the aggregates
+``rotation`` (from the second measurement on), ``condition_number`` (when asked for) and ``alpha_farms``
+(with ``alpha="farms"``: :func:`~lightning_spectral.functional.farms.farms_alpha`); the aggregates
 ``spectral/weights/mean_stable_rank`` and ``spectral/weights/max_sigma_max``; and a histogram of each layer's
 singular values every ``histogram_every_n`` measurements on loggers that draw histograms. The numerics are in
 :mod:`lightning_spectral.functional.weight_spectrum` (definitions and formulas there).
@@ -30,11 +31,14 @@ import torch
 from lightning_spectral.callbacks.base import SpectralMonitor
 from lightning_spectral.callbacks.collectives import has_distributed_parameters
 from lightning_spectral.callbacks.metric_logging import log_table
+from lightning_spectral.functional.farms import farms_alpha
 from lightning_spectral.functional.weight_matrices import CONV_MODES, WeightMatrix, weight_matrices
 from lightning_spectral.functional.weight_spectrum import DEFAULT_TOL, METHODS, WeightSpectrum, weight_spectra
 from lightning_spectral.validation import check_bool, check_choice, check_int, check_open_unit_interval
 
 TABLE_COLUMNS = ("step", "layer", "sigma_max", "stable_rank", "effective_rank", "alpha")
+#: Allowed values of ``alpha``.
+ALPHA_MODES = ("plain", "farms")
 
 
 class WeightSpectrumMonitor(SpectralMonitor):
@@ -63,6 +67,10 @@ class WeightSpectrumMonitor(SpectralMonitor):
         trainable_only: skip parameters with ``requires_grad=False``.
         conv_mode: ``"flatten"`` (``(out, in·∏k)`` per convolution) or ``"per_position"``.
         compute_condition_number: also log ``condition_number`` = σ_1/σ_k of the top-k block.
+        alpha: ``"plain"`` (default): ``alpha`` of the whole matrix where it is decomposed exactly;
+            ``"farms"``: also ``alpha_farms`` for every matrix, the aspect-ratio-free FARMS exponent
+            (:func:`~lightning_spectral.functional.farms.farms_alpha` with its defaults: at most 81 blocks of
+            100×100 per matrix, ``x_min`` at the median), comparable across layers of different shapes.
         histogram_every_n: log singular-value histograms every n-th measurement (0: never).
         seed: seeds the random sketches.
         strict: re-raise measurement errors instead of disabling the monitor.
@@ -103,6 +111,7 @@ class WeightSpectrumMonitor(SpectralMonitor):
         trainable_only: bool = False,
         conv_mode: str = "flatten",
         compute_condition_number: bool = False,
+        alpha: str = "plain",
         histogram_every_n: int = 1,
         seed: int = 0,
         strict: bool = False,
@@ -132,6 +141,7 @@ class WeightSpectrumMonitor(SpectralMonitor):
         check_bool("warm_start", warm_start)
         check_bool("trainable_only", trainable_only)
         check_bool("compute_condition_number", compute_condition_number)
+        check_choice("alpha", alpha, ALPHA_MODES)
         self.k = k
         self.method = method
         self.n_iter = n_iter
@@ -144,6 +154,7 @@ class WeightSpectrumMonitor(SpectralMonitor):
         self.trainable_only = trainable_only
         self.conv_mode = conv_mode
         self.compute_condition_number = compute_condition_number
+        self.alpha = alpha
         self.histogram_every_n = histogram_every_n
         self._previous: dict[str, WeightSpectrum] = {}
         self._table_rows: list[list[Any]] = []
@@ -178,13 +189,15 @@ class WeightSpectrumMonitor(SpectralMonitor):
         broken = [m.name for m in matrices if not bool(torch.isfinite(m.matrix).all())]
         matrices = [m for m in matrices if m.name not in broken]
         spectra = self._spectra(matrices) if matrices else []
-        return self._values(trainer, [(m.name, s) for m, s in zip(matrices, spectra)], broken)
+        values = self._values(trainer, [(m.name, s) for m, s in zip(matrices, spectra)], broken)
+        return values | self._farms_values(matrices)
 
     def _measure_sharded(self, trainer: Any, matrices: list[WeightMatrix]) -> dict[str, float] | None:
         """One matrix at a time: every rank joins its all-gather, rank 0 decomposes the whole matrix and drops
         it before the next (memory: one full matrix at a time); the values on rank 0, ``None`` elsewhere."""
         measured: list[tuple[str, WeightSpectrum]] = []
         broken: list[str] = []
+        farms: dict[str, float] = {}
         generator = None
         for matrix in matrices:
             full = self.collectives.full_tensor(matrix.matrix)
@@ -197,8 +210,20 @@ class WeightSpectrumMonitor(SpectralMonitor):
                 generator = self.make_generator(full.device)
             whole = dataclasses.replace(matrix, matrix=full)
             measured.append((matrix.name, self._spectra([whole], generator)[0]))
+            farms.update(self._farms_values([whole]))
             del full, whole
-        return self._values(trainer, measured, broken) if self.collectives.rank == 0 else None
+        return self._values(trainer, measured, broken) | farms if self.collectives.rank == 0 else None
+
+    def _farms_values(self, matrices: list[WeightMatrix]) -> dict[str, float]:
+        """``<name>/alpha_farms`` of each matrix with ``alpha="farms"`` (none where no fit is possible)."""
+        if self.alpha != "farms":
+            return {}
+        values = {}
+        for matrix in matrices:
+            result = farms_alpha(matrix.matrix)
+            if result is not None and math.isfinite(result.alpha):
+                values[f"{matrix.name}/alpha_farms"] = result.alpha
+        return values
 
     def _values(
         self, trainer: Any, measured: list[tuple[str, WeightSpectrum]], broken: list[str]
