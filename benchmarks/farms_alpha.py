@@ -107,7 +107,7 @@ def weightwatcher_table(count: int) -> str:
         default = power_law_alpha(eigenvalues)
         default_differs += default is None or abs(default.alpha - row["alpha"]) / row["alpha"] > 1e-6
     return (
-        f"| layers | `fit=\"weightwatcher\"` equal to WW's alpha (rel. 1e-6) | worst rel. difference "
+        f'| layers | `fit="weightwatcher"` equal to WW\'s alpha (rel. 1e-6) | worst rel. difference '
         f"| same tail size (`num_pl_spikes`) | default fit differs |\n|---|---|---|---|---|\n"
         f"| {count} | {same_alpha} | {worst:.1e} | {same_tail} | {default_differs} |"
     )
