@@ -4,7 +4,10 @@
    plain exponent (KS-searched ``x_min``, and ``x_min`` at the median) against :func:`farms_alpha` (median
    ``x_min``, the authors' rule; and KS-searched), mean ± standard deviation over seeds, and the time of one
    estimate (same process, same matrices; medians of the seeds).
-2. ``power_law_alpha(fit="weightwatcher")`` against WeightWatcher's own ``analyze()`` on a model of random
+2. The cost per model: :func:`farms_alpha` of every layer of the weight benchmark's MLP (784→1024→1024→768→
+   512→512→10) for ``num_windows`` 3, 5 and 9 (default), against the weight monitor's own decomposition
+   (``weight_spectra``, default ``"auto"`` and ``"exact"``), medians of 5 runs in one process.
+3. ``power_law_alpha(fit="weightwatcher")`` against WeightWatcher's own ``analyze()`` on a model of random
    ``nn.Linear`` layers (Gaussian and Student-t entries, several shapes), and how often the default fit differs.
 
 Prints markdown (the source of ``benchmarks/RESULTS.md``'s FARMS section).
@@ -26,9 +29,9 @@ from torch import nn
 from lightning_spectral.functional import farms_alpha, power_law_alpha
 
 
-def _timed(fn):
+def _timed(fn, *args, **kwargs):
     start = time.perf_counter()
-    value = fn()
+    value = fn(*args, **kwargs)
     return value, time.perf_counter() - start
 
 
@@ -45,14 +48,14 @@ def aspect_ratio_table(seeds: int) -> str:
         for seed in range(seeds):
             g = torch.Generator().manual_seed(seed)
             weight = torch.randn(200, n, generator=g) / math.sqrt(n)
-            fit, t = _timed(lambda: power_law_alpha(torch.linalg.svdvals(weight) ** 2))
+            fit, t = _timed(lambda w: power_law_alpha(torch.linalg.svdvals(w) ** 2), weight)
             cols["ks"].append(fit.alpha)
             times["ks"].append(t)
             cols["median"].append(_median_xmin_alpha(torch.linalg.svdvals(weight.double()) ** 2))
-            result, t = _timed(lambda: farms_alpha(weight))
+            result, t = _timed(farms_alpha, weight)
             cols["farms"].append(result.alpha)
             times["farms"].append(t)
-            result_ks, t = _timed(lambda: farms_alpha(weight, xmin="ks"))
+            result_ks, t = _timed(farms_alpha, weight, xmin="ks")
             cols["farms_ks"].append(result_ks.alpha)
             times["farms_ks"].append(t)
 
@@ -71,6 +74,33 @@ def aspect_ratio_table(seeds: int) -> str:
         "| plain [ms] | FARMS [ms] | FARMS, KS [ms] |\n|---|---|---|---|---|---|---|---|---|---|---|"
     )
     return header + "\n" + "\n".join(rows)
+
+
+def cost_table() -> str:
+    from benchmarks.common import median_time
+    from benchmarks.weights_watcher import watcher_model
+    from lightning_spectral.functional import weight_matrices, weight_spectra
+
+    matrices = [w.matrix.detach() for w in weight_matrices(watcher_model())]
+    rows = []
+    reference = median_time(lambda: weight_spectra(matrices))
+    rows.append(["`weight_spectra(...)` (monitor default: auto, k=5)", reference])
+    rows.append(
+        [
+            '`weight_spectra(..., method="exact")` (all σ, plain alpha)',
+            median_time(lambda: weight_spectra(matrices, method="exact")),
+        ]
+    )
+    for windows in (3, 5, 9):
+        blocks = sum(farms_alpha(m, num_windows=windows).num_submatrices for m in matrices)
+        rows.append(
+            [
+                f"`farms_alpha` of every layer, num_windows={windows} ({blocks} blocks of ≤100×100)",
+                median_time(lambda n=windows: [farms_alpha(m, num_windows=n) for m in matrices]),
+            ]
+        )
+    header = "| work on the 6 layers | time [s] | ratio to the monitor's default |\n|---|---|---|"
+    return header + "\n" + "\n".join(f"| {name} | {t:.3f} | {t / reference:.2f} |" for name, t in rows)
 
 
 def weightwatcher_table(count: int) -> str:
@@ -121,6 +151,8 @@ def main() -> None:
     torch.set_num_threads(2)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads\n")
     print(aspect_ratio_table(args.seeds))
+    print()
+    print(cost_table())
     print()
     print(weightwatcher_table(args.matrices))
 
