@@ -162,3 +162,20 @@ def test_bad_weights_raise() -> None:
         farms_alpha(torch.ones(4))
     with pytest.raises(ValueError, match="`weight`"):
         farms_alpha(torch.full((20, 20), math.nan))
+
+
+def test_half_precision_weight_is_upcast() -> None:
+    weight = _gaussian(120, 240, seed=9)
+    half = farms_alpha(weight.to(torch.bfloat16), submatrix_size=60, num_windows=3)
+    reference = farms_alpha(weight.to(torch.bfloat16).float(), submatrix_size=60, num_windows=3)
+    assert half.alpha == reference.alpha
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_cuda_matches_cpu() -> None:
+    weight = _gaussian(300, 700, seed=10).float()
+    on_device = farms_alpha(weight.cuda())
+    on_cpu = farms_alpha(weight)
+    assert on_device.num_submatrices == on_cpu.num_submatrices == 81
+    assert on_device.alpha == pytest.approx(on_cpu.alpha, rel=1e-4)
+    assert on_device.alpha_std_error == pytest.approx(on_cpu.alpha_std_error, rel=1e-2, abs=1e-6)
