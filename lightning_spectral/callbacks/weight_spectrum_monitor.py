@@ -2,7 +2,8 @@
 
 Per layer, under ``spectral/weights/<name>/``: ``sigma_max``, ``sigma_1 .. sigma_k``,
 ``frobenius_norm``, ``stable_rank``, ``effective_rank``, ``alpha`` (where a power-law fit is possible),
-``rotation`` (from the second measurement on) and ``condition_number`` (when asked for); the aggregates
+``rotation`` (from the second measurement on), ``condition_number`` (when asked for), ``alpha_farms`` and
+``alpha_weightwatcher`` (when asked for with ``alpha``); the aggregates
 ``spectral/weights/mean_stable_rank`` and ``spectral/weights/max_sigma_max``; and a histogram of each layer's
 singular values every ``histogram_every_n`` measurements on loggers that draw histograms. The numerics are in
 :mod:`lightning_spectral.functional.weight_spectrum` (definitions and formulas there).
@@ -30,11 +31,15 @@ import torch
 from lightning_spectral.callbacks.base import SpectralMonitor
 from lightning_spectral.callbacks.collectives import has_distributed_parameters
 from lightning_spectral.callbacks.metric_logging import log_table
+from lightning_spectral.functional.farms import farms_alpha
+from lightning_spectral.functional.power_law import power_law_alpha
 from lightning_spectral.functional.weight_matrices import CONV_MODES, WeightMatrix, weight_matrices
 from lightning_spectral.functional.weight_spectrum import DEFAULT_TOL, METHODS, WeightSpectrum, weight_spectra
 from lightning_spectral.validation import check_bool, check_choice, check_int, check_open_unit_interval
 
 TABLE_COLUMNS = ("step", "layer", "sigma_max", "stable_rank", "effective_rank", "alpha")
+#: Allowed values of ``alpha`` (one, or a sequence of them).
+ALPHA_MODES = ("plain", "farms", "weightwatcher")
 
 
 class WeightSpectrumMonitor(SpectralMonitor):
@@ -63,6 +68,13 @@ class WeightSpectrumMonitor(SpectralMonitor):
         trainable_only: skip parameters with ``requires_grad=False``.
         conv_mode: ``"flatten"`` (``(out, in·∏k)`` per convolution) or ``"per_position"``.
         compute_condition_number: also log ``condition_number`` = σ_1/σ_k of the top-k block.
+        alpha: which power-law exponents to log, one of ``"plain"``, ``"farms"``, ``"weightwatcher"`` or a
+            sequence of them. ``alpha`` (the default fit of the whole matrix, where it is decomposed exactly)
+            is always logged; ``"farms"`` adds ``alpha_farms`` for every matrix, the FARMS exponent free of
+            aspect-ratio bias (:func:`~lightning_spectral.functional.farms.farms_alpha` with its defaults:
+            at most 81 blocks of 100×100 per matrix, ``x_min`` at the median), comparable across layers of
+            different shapes; ``"weightwatcher"`` adds ``alpha_weightwatcher`` where ``alpha`` is logged,
+            WeightWatcher's fit of the same eigenvalues (``power_law_alpha(..., fit="weightwatcher")``).
         histogram_every_n: log singular-value histograms every n-th measurement (0: never).
         seed: seeds the random sketches.
         strict: re-raise measurement errors instead of disabling the monitor.
@@ -103,6 +115,7 @@ class WeightSpectrumMonitor(SpectralMonitor):
         trainable_only: bool = False,
         conv_mode: str = "flatten",
         compute_condition_number: bool = False,
+        alpha: str | Sequence[str] = "plain",
         histogram_every_n: int = 1,
         seed: int = 0,
         strict: bool = False,
@@ -132,6 +145,14 @@ class WeightSpectrumMonitor(SpectralMonitor):
         check_bool("warm_start", warm_start)
         check_bool("trainable_only", trainable_only)
         check_bool("compute_condition_number", compute_condition_number)
+        if not isinstance(alpha, (str, Sequence)):
+            raise TypeError(f"`alpha` must be a string or a sequence of strings, got {type(alpha).__name__}.")
+        if not isinstance(alpha, str) and not alpha:
+            raise ValueError(
+                f"`alpha` must be one of {ALPHA_MODES} or a non-empty sequence of them, got {alpha!r}."
+            )
+        for mode in (alpha,) if isinstance(alpha, str) else alpha:
+            check_choice("alpha", mode, ALPHA_MODES)
         self.k = k
         self.method = method
         self.n_iter = n_iter
@@ -144,6 +165,8 @@ class WeightSpectrumMonitor(SpectralMonitor):
         self.trainable_only = trainable_only
         self.conv_mode = conv_mode
         self.compute_condition_number = compute_condition_number
+        self.alpha = alpha
+        self._alpha_modes = frozenset((alpha,) if isinstance(alpha, str) else alpha)
         self.histogram_every_n = histogram_every_n
         self._previous: dict[str, WeightSpectrum] = {}
         self._table_rows: list[list[Any]] = []
@@ -178,13 +201,15 @@ class WeightSpectrumMonitor(SpectralMonitor):
         broken = [m.name for m in matrices if not bool(torch.isfinite(m.matrix).all())]
         matrices = [m for m in matrices if m.name not in broken]
         spectra = self._spectra(matrices) if matrices else []
-        return self._values(trainer, [(m.name, s) for m, s in zip(matrices, spectra)], broken)
+        values = self._values(trainer, [(m.name, s) for m, s in zip(matrices, spectra)], broken)
+        return values | self._alpha_values(matrices, spectra)
 
     def _measure_sharded(self, trainer: Any, matrices: list[WeightMatrix]) -> dict[str, float] | None:
         """One matrix at a time: every rank joins its all-gather, rank 0 decomposes the whole matrix and drops
         it before the next (memory: one full matrix at a time); the values on rank 0, ``None`` elsewhere."""
         measured: list[tuple[str, WeightSpectrum]] = []
         broken: list[str] = []
+        alphas: dict[str, float] = {}
         generator = None
         for matrix in matrices:
             full = self.collectives.full_tensor(matrix.matrix)
@@ -197,8 +222,27 @@ class WeightSpectrumMonitor(SpectralMonitor):
                 generator = self.make_generator(full.device)
             whole = dataclasses.replace(matrix, matrix=full)
             measured.append((matrix.name, self._spectra([whole], generator)[0]))
+            alphas.update(self._alpha_values([whole], measured[-1][1:]))
             del full, whole
-        return self._values(trainer, measured, broken) if self.collectives.rank == 0 else None
+        return self._values(trainer, measured, broken) | alphas if self.collectives.rank == 0 else None
+
+    def _alpha_values(
+        self, matrices: list[WeightMatrix], spectra: Sequence[WeightSpectrum]
+    ) -> dict[str, float]:
+        """``<name>/alpha_farms`` and ``<name>/alpha_weightwatcher`` as asked for by ``alpha`` (none where no
+        fit is possible)."""
+        values = {}
+        for matrix, spectrum in zip(matrices, spectra):
+            fits = []
+            if "farms" in self._alpha_modes:
+                fits.append(("alpha_farms", farms_alpha(matrix.matrix)))
+            if "weightwatcher" in self._alpha_modes and spectrum.all_singular_values is not None:
+                eigenvalues = spectrum.all_singular_values.double() ** 2
+                fits.append(("alpha_weightwatcher", power_law_alpha(eigenvalues, fit="weightwatcher")))
+            for key, fit in fits:
+                if fit is not None and math.isfinite(fit.alpha):
+                    values[f"{matrix.name}/{key}"] = fit.alpha
+        return values
 
     def _values(
         self, trainer: Any, measured: list[tuple[str, WeightSpectrum]], broken: list[str]

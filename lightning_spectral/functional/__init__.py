@@ -10,6 +10,7 @@ from lightning_spectral.functional.adaptive_preconditioners import (
 )
 from lightning_spectral.functional.batch_sharpness import BatchSharpness, batch_sharpness
 from lightning_spectral.functional.edge_of_stability import edge_of_stability_ratio, stability_limit
+from lightning_spectral.functional.farms import FarmsFit, farms_alpha
 from lightning_spectral.functional.hessian_operator import HessianOperator
 from lightning_spectral.functional.hessian_spectrum import (
     HessianEigenResult,
@@ -35,6 +36,7 @@ from lightning_spectral.functional.weight_spectrum import WeightSpectrum, weight
 
 __all__ = [
     "BatchSharpness",
+    "FarmsFit",
     "HessianEigenResult",
     "HessianOperator",
     "HVPGraph",
@@ -50,6 +52,7 @@ __all__ = [
     "adaptive_preconditioning",
     "batch_sharpness",
     "edge_of_stability_ratio",
+    "farms_alpha",
     "nadam_stability_limit",
     "hessian_density",
     "hessian_eigenvalues",
