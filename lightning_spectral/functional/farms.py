@@ -3,9 +3,8 @@
 The heavy-tail exponent ``alpha`` of :func:`~lightning_spectral.functional.power_law.power_law_alpha` depends on
 the shape of the matrix, not only on how heavy-tailed its spectrum is: the eigenvalues of ``WᵀW`` for an
 i.i.d. ``m×n`` matrix follow the Marchenko–Pastur law of ratio ``min(m,n)/max(m,n)``, whose edge sharpens as
-the matrix gets longer, and the fitted ``alpha`` grows with it (i.i.d. Gaussian ``200×n``, mean of 5 seeds:
-2.1 at ``n = 200`` and 4.5 at ``n = 1600`` with ``x_min`` at the median, 5.1 and 12.4 with a KS-searched
-``x_min``). Comparing layers of different shapes, or assigning layer-wise learning rates or pruning ratios
+the matrix gets longer, and the fitted ``alpha`` grows with it (measured on i.i.d. Gaussian matrices in
+``benchmarks/RESULTS.md``, section *FARMS*). Comparing layers of different shapes, or assigning layer-wise learning rates or pruning ratios
 from those numbers, inherits the bias.
 
 FARMS (Fixed-Aspect-Ratio Matrix Subsampling; Hu, Goel, Killiakov & Yang, "Eigenspectrum Analysis of Neural
@@ -34,28 +33,27 @@ their image-classification and LLM-pruning experiments select):
   (relative numerical-rank floor, or WeightWatcher's absolute ``1e-5``) for both ``xmin`` rules.
 
 **Planted exponents.** A block of a matrix with i.i.d. heavy-tailed entries (``P(|w| > x) ~ x^{-μ}``) has
-the same ESD tail ``α = 1 + μ/2`` as the whole, and FARMS recovers it (within 0.15 for ``μ = 1, 1.5`` at
+the same ESD tail ``α = 1 + μ/2`` as the whole, and FARMS recovers it (``tests/functional/test_farms.py``,
 aspect ratios 1 and 4, ``xmin="ks"``). A matrix whose *singular values alone* are planted (Haar singular
-vectors, ``λ`` Pareto) is different: a block mixes them, and its tail is steeper than the planted one (a
-300×300 block of 400×400 gives 2.7 / 3.9 / 5.3 for a planted 2.5 / 3.5 / 4.5; 200×200 blocks 2.8 / 4.3 / 6.2).
+vectors, ``λ`` Pareto) is different: a block mixes them, and its tail is steeper than the planted one.
 
 **Standard error.** The pooled eigenvalues are not independent draws: a random matrix's eigenvalues repel
 each other (more regular than a sample), the blocks of one matrix share its structure, and overlapping blocks
-share entries. So the fit's asymptotic ``(α−1)/√t`` over the pooled tail is no error bar (on 200×200 i.i.d.
-Gaussian with 16 disjoint 50×50 blocks it is 0.056, the spread of ``α`` over seeds 0.015). ``alpha_std_error``
+share entries. So the fit's asymptotic ``(α−1)/√t`` over the pooled tail is no error bar (it overstates the
+spread of ``α`` over seeds several times on i.i.d. Gaussian matrices). ``alpha_std_error``
 is instead the delete-one-submatrix jackknife of the maximum-likelihood exponent at the fitted ``x_min``:
 ``α_(−k) = 1 + (T − t_k)/(L − L_k)`` with ``t_k`` the tail eigenvalues of submatrix ``k`` and
 ``L_k = Σ ln(λ/x_min)`` over them, ``SE² = (K−1)/K · Σ_k (α_(−k) − ᾱ)²``: the variability between blocks.
-For disjoint blocks it is 0.6× (Gaussian) to 0.9× (Student-t, 2 degrees of freedom) the spread over seeds
-(``tests/functional/test_farms.py``): it leaves out the variability of ``x_min`` itself, and with heavily
+For disjoint blocks it is somewhat below the spread over seeds (``tests/functional/test_farms.py`` bounds
+the ratio): it leaves out the variability of ``x_min`` itself, and with heavily
 overlapping blocks it is smaller still. With a single submatrix (the weight no larger than one block) it is
 the fit's asymptotic error.
 
 **Cost.** One batched ``torch.linalg.svdvals`` of at most ``num_windows²`` blocks of ``s×⌊q·s⌋``
 (``O(num_windows²·q·s³)``, on the weight's device, in chunks of at most ``max_batch_numel`` stacked entries),
 then the fit on the CPU over ``num_windows²·s`` pooled eigenvalues (8100 for the defaults): ``O(K·s)`` for
-``xmin="median"``, ``O((num_windows²·s)²)`` for the KS search (35–40 ms and about 0.2 s for the defaults on a
-2-core CPU). ``num_windows`` bounds both; measured in ``benchmarks/RESULTS.md``.
+``xmin="median"``, ``O((num_windows²·s)²)`` for the KS search. ``num_windows`` bounds both; measured in
+``benchmarks/RESULTS.md``.
 
 Example::
 
