@@ -31,6 +31,7 @@ Example (inside a monitor's ``measure``)::
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, TypeVar
 
 import torch
@@ -62,9 +63,11 @@ def is_distributed_tensor(tensor: Any) -> bool:
     return isinstance(tensor, DTensor)
 
 
-def has_distributed_parameters(module: torch.nn.Module) -> bool:
-    """Whether any parameter of ``module`` is a ``DTensor`` (the same answer on every rank)."""
-    return any(is_distributed_tensor(p) for p in module.parameters())
+def has_distributed_parameters(module: torch.nn.Module | Iterable[Tensor]) -> bool:
+    """Whether any parameter of ``module`` (or of an iterable of parameters) is a ``DTensor`` (the same answer
+    on every rank)."""
+    parameters = module.parameters() if isinstance(module, torch.nn.Module) else module
+    return any(is_distributed_tensor(p) for p in parameters)
 
 
 class PeerMeasurementFailed(RuntimeError):
