@@ -116,7 +116,7 @@ def check_data_parallel_mesh(strategy: Any, monitor: str) -> None:
     """Refuse a ``ModelParallelStrategy`` mesh with tensor parallelism for a monitor that reduces its measurement
     over all ranks as data-parallel shards (:mod:`~lightning_spectral.callbacks.gathered_parameters`)."""
     mesh = (
-        getattr(strategy, "device_mesh", None)
+        getattr(strategy, "_device_mesh", None)  # (the property raises before the processes start)
         if "ModelParallelStrategy" in {cls.__name__ for cls in type(strategy).__mro__}
         else None
     )
