@@ -1,7 +1,7 @@
 """Peak memory of a Hessian measurement under FSDP2 (``ModelParallelStrategy``, ``fully_shard``) against a
 training step's, per rank, on 2 CPU processes (gloo); ``strategy="ddp"`` alongside for reference.
 
-Run from the repository root (about a minute; writes the ``fsdp2-memory`` section of RESULTS.md)::
+Run from the repository root (a few minutes on 2 cores; writes the ``fsdp2-memory`` section of RESULTS.md)::
 
     python -m benchmarks.bench_fsdp2_memory
 

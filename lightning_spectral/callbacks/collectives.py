@@ -7,7 +7,8 @@ union of the shards and runs identically on every rank), the sum of NTK traces, 
 weight spectra (weights are replicated), an all-gather of inputs where the union itself is needed. Under a
 strategy that shards the parameters as ``DTensor`` (Lightning's ``ModelParallelStrategy``: FSDP2's
 ``fully_shard``, tensor parallelism) the weight monitor gathers one weight matrix at a time
-(:meth:`MeasurementCollectives.full_tensor`).
+(:meth:`MeasurementCollectives.full_tensor`), and the Hessian and NTK monitors gather every parameter for the
+length of a measurement (:mod:`lightning_spectral.callbacks.gathered_parameters`), then reduce as under DDP.
 
 Collectives must match across ranks: a rank that raises in the middle of a measurement would leave the others
 waiting in their next collective until the process group times out. The protocol here prevents that:

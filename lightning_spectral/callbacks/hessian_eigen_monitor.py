@@ -13,6 +13,9 @@ Adadelta (the adaptive edge of stability, Cohen et
 al. 2022;
 :mod:`lightning_spectral.functional.adaptive_preconditioners`). Numerics: :mod:`lightning_spectral.functional`.
 
+Distributed: under DDP the products / traces are reduced over the ranks' shards; under ``ModelParallelStrategy``
+(FSDP2) the same runs on the gathered parameters (:mod:`~lightning_spectral.callbacks.gathered_parameters`).
+
 Example::
 
     trainer = Trainer(callbacks=[HessianEigenMonitor(k=3, every_n_steps=100, compute_trace=True)])

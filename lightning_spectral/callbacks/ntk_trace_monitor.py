@@ -10,6 +10,9 @@ noise-kernel norm 𝒦 of Agarwala & Pennington (2024) for the run's learning ra
 linearised model). The measurement runs in eval mode (the per-example Jacobians need examples that do not
 interact, so BatchNorm uses its running statistics and dropout is off).
 
+Distributed: under DDP the products / traces are reduced over the ranks' shards; under ``ModelParallelStrategy``
+(FSDP2) the same runs on the gathered parameters (:mod:`~lightning_spectral.callbacks.gathered_parameters`).
+
 Example::
 
     trainer = Trainer(callbacks=[NTKTraceMonitor(every_n_steps=100, compute_alignment=True)])
