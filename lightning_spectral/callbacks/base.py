@@ -41,7 +41,12 @@ import torch
 from pytorch_lightning import Callback
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
-from lightning_spectral.callbacks.collectives import MeasurementCollectives, PeerMeasurementFailed
+from lightning_spectral.callbacks.collectives import (
+    MeasurementCollectives,
+    PeerMeasurementFailed,
+    has_distributed_parameters,
+)
+from lightning_spectral.callbacks.gathered_parameters import gathered_parameters
 from lightning_spectral.callbacks.half_precision_upcast import float32_batch, float32_half_precision_tensors
 from lightning_spectral.callbacks.measurement_batch import draw_measurement_batches, to_module_device
 from lightning_spectral.callbacks.metric_logging import (
@@ -90,16 +95,42 @@ def check_strategy_supported(strategy: Any, monitor: str, supports_dtensor_param
     if supports_dtensor_parameters:
         alternative = (
             "Use ModelParallelStrategy (FSDP2's fully_shard in configure_model), whose DTensor parameters this "
-            "monitor gathers one matrix at a time, or strategy='ddp'"
+            "monitor gathers, or strategy='ddp'"
         )
     else:
         alternative = "Use strategy='ddp' (or 'ddp_spawn') for runs you monitor"
+    held = {
+        "FSDPStrategy": "FSDP1 holds each rank's slice of flattened parameters (FlatParameter) outside the forward",
+        "DeepSpeedStrategy": "DeepSpeed ZeRO holds each rank's partition of the parameters (ZeRO-3: empty "
+        "placeholders outside the forward)",
+    }.get(sharded, "it shards the parameters across ranks")
     raise NotImplementedError(
-        f"{monitor} does not support {sharded}: it shards the parameters across ranks, and the monitor "
-        "needs whole parameters (weight matrices, parameter-space Hessian-vector products, per-example "
-        f"gradients). {alternative}, or measure checkpoints offline with lightning_spectral.functional "
-        "(weight_spectrum, hessian_eigenvalues, ntk_trace) on a model with the consolidated state dict."
+        f"{monitor} does not support {sharded}: {held}, and the monitor needs whole parameters (weight "
+        f"matrices, parameter-space Hessian-vector products, per-example gradients). {alternative}, or measure "
+        "checkpoints offline with lightning_spectral.functional (weight_spectrum, hessian_eigenvalues, ntk_trace) "
+        "on a model with the consolidated state dict."
     )
+
+
+def check_data_parallel_mesh(strategy: Any, monitor: str) -> None:
+    """Refuse a ``ModelParallelStrategy`` mesh with tensor parallelism for a monitor that reduces its measurement
+    over all ranks as data-parallel shards (:mod:`~lightning_spectral.callbacks.gathered_parameters`)."""
+    mesh = (
+        getattr(strategy, "_device_mesh", None)  # (the property raises before the processes start)
+        if "ModelParallelStrategy" in {cls.__name__ for cls in type(strategy).__mro__}
+        else None
+    )
+    if mesh is None or "tensor_parallel" not in (mesh.mesh_dim_names or ()):
+        return
+    size = mesh["tensor_parallel"].size()
+    if size > 1:
+        raise NotImplementedError(
+            f"{monitor} supports ModelParallelStrategy with data parallelism only (FSDP2's fully_shard over the "
+            f"data-parallel mesh), got tensor_parallel_size={size}: ranks of a tensor-parallel group share a batch, "
+            "and the monitor's reductions treat every rank's batch as its own shard. Use "
+            "ModelParallelStrategy(tensor_parallel_size=1) or strategy='ddp' for runs you measure with it; "
+            "WeightSpectrumMonitor supports tensor parallelism."
+        )
 
 
 class SpectralMonitor(Callback):
@@ -144,6 +175,10 @@ class SpectralMonitor(Callback):
     #: Whether :meth:`measure` gathers ``DTensor`` parameters, so that the monitor runs under
     #: :data:`DTENSOR_STRATEGIES` (the other sharded strategies are refused at setup).
     supports_dtensor_parameters: ClassVar[bool] = False
+    #: Whether :meth:`measure` runs on whole parameters: under a sharded (``DTensor``) model it then runs inside
+    #: :func:`~lightning_spectral.callbacks.gathered_parameters.gathered_parameters` (the module with its
+    #: parameters gathered and FSDP's forward hooks set aside), data-parallel over all ranks as under DDP.
+    measures_gathered_parameters: ClassVar[bool] = False
     #: Whether a model stored in float16 / bfloat16 (``precision="16-true"`` / ``"bf16-true"``) is measured
     #: through float32 copies of its parameters, buffers and batch
     #: (:mod:`~lightning_spectral.callbacks.half_precision_upcast`): monitors that run the model do this.
@@ -198,6 +233,7 @@ class SpectralMonitor(Callback):
         self._disabled = False
         self._declared_metrics: set[str] = set()
         self._collectives: MeasurementCollectives | None = None
+        self._gathered_originals: dict[int, torch.Tensor] = {}
         self._warned_non_finite = False
 
     # ------------------------------------------------------------------ subclass interface
@@ -280,6 +316,8 @@ class SpectralMonitor(Callback):
 
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
         check_strategy_supported(trainer.strategy, type(self).__name__, self.supports_dtensor_parameters)
+        if self.measures_gathered_parameters:
+            check_data_parallel_mesh(trainer.strategy, type(self).__name__)
         others = [c for c in trainer.callbacks if isinstance(c, SpectralMonitor) and c is not self]
         clash = next((c for c in others if c.metric_prefix == self.metric_prefix), None)
         if clash is not None:
@@ -364,7 +402,11 @@ class SpectralMonitor(Callback):
         self._collectives = collectives
         try:
             try:
-                with preserved_training_state(pl_module), self._measurement_dtype(pl_module) as upcast:
+                with (
+                    preserved_training_state(pl_module),
+                    self._whole_parameters(pl_module, collectives),
+                    self._measurement_dtype(pl_module) as upcast,
+                ):
                     batches = [float32_batch(b) for b in self._batches] if upcast else self._batches
                     values = dict(self.measure(trainer, pl_module, batches))
             except PeerMeasurementFailed:
@@ -399,6 +441,29 @@ class SpectralMonitor(Callback):
         declare_metrics(trainer, {self.metric_prefix + name: self.summary_for(name) for name in new_names})
         self._declared_metrics.update(new_names)
         log_scalars(trainer, {self.metric_prefix + name: value for name, value in values.items()}, step)
+
+    def _whole_parameters(
+        self, pl_module: Any, collectives: MeasurementCollectives
+    ) -> contextlib.AbstractContextManager[Any]:
+        """Under a sharded (``DTensor``) model, the module with whole parameters for a monitor that measures on
+        them (:attr:`measures_gathered_parameters`); :attr:`trained_parameter` maps them back meanwhile."""
+        if not (self.measures_gathered_parameters and has_distributed_parameters(pl_module)):
+            return contextlib.nullcontext()
+        return self._gathered(pl_module, collectives)
+
+    @contextlib.contextmanager
+    def _gathered(self, pl_module: Any, collectives: MeasurementCollectives) -> Any:
+        with gathered_parameters(pl_module, collectives.full_tensor) as originals:
+            self._gathered_originals = originals
+            try:
+                yield
+            finally:
+                self._gathered_originals = {}
+
+    def trained_parameter(self, parameter: torch.Tensor) -> torch.Tensor:
+        """The parameter the optimizer holds for ``parameter`` of the measured module: the ``DTensor`` shard
+        for a gathered one (:meth:`_whole_parameters`), else ``parameter`` itself."""
+        return self._gathered_originals.get(id(parameter), parameter)
 
     def _measurement_dtype(self, pl_module: Any) -> contextlib.AbstractContextManager[bool]:
         """Float32 copies of a half-precision model for the measurement, where this monitor asks for them."""

@@ -7,7 +7,8 @@ union of the shards and runs identically on every rank), the sum of NTK traces, 
 weight spectra (weights are replicated), an all-gather of inputs where the union itself is needed. Under a
 strategy that shards the parameters as ``DTensor`` (Lightning's ``ModelParallelStrategy``: FSDP2's
 ``fully_shard``, tensor parallelism) the weight monitor gathers one weight matrix at a time
-(:meth:`MeasurementCollectives.full_tensor`).
+(:meth:`MeasurementCollectives.full_tensor`), and the Hessian and NTK monitors gather every parameter for the
+length of a measurement (:mod:`lightning_spectral.callbacks.gathered_parameters`), then reduce as under DDP.
 
 Collectives must match across ranks: a rank that raises in the middle of a measurement would leave the others
 waiting in their next collective until the process group times out. The protocol here prevents that:
@@ -31,6 +32,7 @@ Example (inside a monitor's ``measure``)::
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, TypeVar
 
 import torch
@@ -62,9 +64,11 @@ def is_distributed_tensor(tensor: Any) -> bool:
     return isinstance(tensor, DTensor)
 
 
-def has_distributed_parameters(module: torch.nn.Module) -> bool:
-    """Whether any parameter of ``module`` is a ``DTensor`` (the same answer on every rank)."""
-    return any(is_distributed_tensor(p) for p in module.parameters())
+def has_distributed_parameters(module: torch.nn.Module | Iterable[Tensor]) -> bool:
+    """Whether any parameter of ``module`` (or of an iterable of parameters) is a ``DTensor`` (the same answer
+    on every rank)."""
+    parameters = module.parameters() if isinstance(module, torch.nn.Module) else module
+    return any(is_distributed_tensor(p) for p in parameters)
 
 
 class PeerMeasurementFailed(RuntimeError):

@@ -13,6 +13,9 @@ Adadelta (the adaptive edge of stability, Cohen et
 al. 2022;
 :mod:`lightning_spectral.functional.adaptive_preconditioners`). Numerics: :mod:`lightning_spectral.functional`.
 
+Distributed: under DDP the products / traces are reduced over the ranks' shards; under ``ModelParallelStrategy``
+(FSDP2) the same runs on the gathered parameters (:mod:`~lightning_spectral.callbacks.gathered_parameters`).
+
 Example::
 
     trainer = Trainer(callbacks=[HessianEigenMonitor(k=3, every_n_steps=100, compute_trace=True)])
@@ -28,10 +31,14 @@ import torch
 from pytorch_lightning.utilities import rank_zero_warn
 
 from lightning_spectral.callbacks.base import SpectralMonitor
+from lightning_spectral.callbacks.collectives import has_distributed_parameters
 from lightning_spectral.callbacks.optimizer_info import first_optimizer, resolved_sgd_settings
 from lightning_spectral.callbacks.parameter_patterns import check_param_spec, checked_param_patterns
 from lightning_spectral.callbacks.training_loss import LossFn, resolve_loss_fn
-from lightning_spectral.functional.adaptive_preconditioners import adaptive_preconditioning
+from lightning_spectral.functional.adaptive_preconditioners import (
+    adaptive_preconditioning,
+    has_preconditioner_rule,
+)
 from lightning_spectral.functional.batch_sharpness import (
     batch_rayleigh_quotients,
     batch_sharpness,
@@ -101,6 +108,8 @@ class HessianEigenMonitor(SpectralMonitor):
     """
 
     monitor_name = "hessian"
+    supports_dtensor_parameters = True  # FSDP2: measured on the gathered parameters (gathered_parameters)
+    measures_gathered_parameters = True
     primary_metrics = ("lambda_1",)
     default_every_n_steps = 100
     metric_summaries = {
@@ -199,6 +208,7 @@ class HessianEigenMonitor(SpectralMonitor):
         self._preconditioned_vector: torch.Tensor | None = None
         self._params = params
         self._warned_no_limit = False
+        self._warned_sharded_moments = False
 
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
@@ -246,7 +256,7 @@ class HessianEigenMonitor(SpectralMonitor):
         values["residual_max"] = float(result.residuals.max())
         values["num_hvps"] = float(result.num_hvps)
         # the operator's parameters, in its flattening order
-        parameters = list(select_parameters(pl_module, self._params).values())
+        parameters = [self.trained_parameter(p) for p in select_parameters(pl_module, self._params).values()]
         settings, why = resolved_sgd_settings(trainer, parameters)
         if why and not self._warned_no_limit:
             self._warned_no_limit = True
@@ -332,6 +342,16 @@ class HessianEigenMonitor(SpectralMonitor):
         gradient, so ``D`` is ``≈ ε`` there, while the eval-mode loss has curvature along it, which
         ``D⁻¹`` would inflate by ``1/ε``."""
         optimizer = first_optimizer(trainer)
+        if has_preconditioner_rule(optimizer) and has_distributed_parameters(parameters):
+            if not self._warned_sharded_moments:
+                self._warned_sharded_moments = True
+                rank_zero_warn(
+                    "HessianEigenMonitor: `preconditioned_lambda_1` is not measured under sharded (DTensor) "
+                    "parameters: the optimizer's moments that make the preconditioner are sharded too. lambda_k, "
+                    "trace, density, batch sharpness and the SGD `eos_ratio` are measured; use strategy='ddp' for "
+                    "the preconditioned sharpness."
+                )
+            return {}
         step = None if optimizer is None else adaptive_preconditioning(optimizer, parameters)
         if step is None:
             return {}

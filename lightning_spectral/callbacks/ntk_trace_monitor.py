@@ -10,6 +10,9 @@ noise-kernel norm 𝒦 of Agarwala & Pennington (2024) for the run's learning ra
 linearised model). The measurement runs in eval mode (the per-example Jacobians need examples that do not
 interact, so BatchNorm uses its running statistics and dropout is off).
 
+Distributed: under DDP the products / traces are reduced over the ranks' shards; under ``ModelParallelStrategy``
+(FSDP2) the same runs on the gathered parameters (:mod:`~lightning_spectral.callbacks.gathered_parameters`).
+
 Example::
 
     trainer = Trainer(callbacks=[NTKTraceMonitor(every_n_steps=100, compute_alignment=True)])
@@ -86,6 +89,8 @@ class NTKTraceMonitor(SpectralMonitor):
     """
 
     monitor_name = "ntk"
+    supports_dtensor_parameters = True  # FSDP2: measured on the gathered parameters (gathered_parameters)
+    measures_gathered_parameters = True
     primary_metrics = ("trace", "trace_per_example")
     default_every_n_steps = 100
     metric_summaries = {"trace*": "max", "lambda_max": "max", "sgd_stability*": "max", "alignment*": "max"}
@@ -251,7 +256,7 @@ class NTKTraceMonitor(SpectralMonitor):
         num_outputs: int,
         eigenvalues: torch.Tensor | None,
     ) -> dict[str, float]:
-        parameters = list(select_parameters(pl_module, self._params).values())
+        parameters = [self.trained_parameter(p) for p in select_parameters(pl_module, self._params).values()]
         settings, why = resolved_sgd_settings(trainer, parameters)
         batch_size = training_batch_size(trainer)
         if settings is None or batch_size is None:

@@ -334,6 +334,11 @@ _RULES: dict[str, _Rule] = {
 }
 
 
+def has_preconditioner_rule(optimizer: object) -> bool:
+    """Whether :func:`adaptive_preconditioning` knows ``optimizer``'s class (Adam family, RMSprop, Adagrad, ...)."""
+    return any(_is_a(optimizer, rule.classes) for rule in _RULES.values())
+
+
 def adaptive_preconditioning(
     optimizer: torch.optim.Optimizer, parameters: Sequence[Tensor]
 ) -> PreconditionedStep | None:

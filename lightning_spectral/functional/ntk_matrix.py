@@ -38,6 +38,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from lightning_spectral.anomaly_mode import anomaly_detection_paused
 from lightning_spectral.functional.model_jacobian import (
     FORWARD_MODE_ERRORS,
     FunctionalModel,
@@ -63,9 +64,10 @@ def per_example_jacobian(fm: FunctionalModel, inputs: Tensor) -> Tensor:
     ``fm.names``, each flattened row-major. ``vmap`` over examples of ``jacrev``; where ``vmap`` cannot batch the
     model over examples (``nn.LSTM``, ``nn.GRU``), one autograd pass per example, with a warning."""
     try:
-        jacobians = torch.func.vmap(torch.func.jacrev(fm.example_outputs), in_dims=(None, 0))(
-            fm.params, inputs
-        )
+        with anomaly_detection_paused():
+            jacobians = torch.func.vmap(torch.func.jacrev(fm.example_outputs), in_dims=(None, 0))(
+                fm.params, inputs
+            )
     except FORWARD_MODE_ERRORS as error:
         warn_per_example_loop("per-example Jacobians", error)
         return torch.cat([_single_example_jacobian(fm, inputs[i : i + 1]) for i in range(inputs.shape[0])])
@@ -79,7 +81,7 @@ def _single_example_jacobian(fm: FunctionalModel, example: Tensor) -> Tensor:
     """The ``(K, P)`` Jacobian of one example (a batch of one) by plain autograd: one forward pass, one
     backward pass vectorised over the ``K`` output directions."""
     params = {name: p.detach().requires_grad_(True) for name, p in fm.params.items()}
-    with torch.enable_grad():
+    with torch.enable_grad(), anomaly_detection_paused():
         outputs = fm.batch_outputs(params, example)  # (1, K)
         directions = torch.eye(outputs.shape[1], dtype=outputs.dtype, device=outputs.device)[:, None, :]
         grads = torch.autograd.grad(
@@ -150,7 +152,8 @@ def ntk_matrix(
         nonlocal reverse_push_forward
         if reverse_push_forward is None:
             try:
-                return torch.func.vmap(push_forward)(_unflatten(fm, block)).T
+                with anomaly_detection_paused():
+                    return torch.func.vmap(push_forward)(_unflatten(fm, block)).T
             except FORWARD_MODE_ERRORS:
                 with torch.no_grad():
                     outputs = batch_outputs(fm.params)

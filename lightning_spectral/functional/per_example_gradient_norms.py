@@ -60,6 +60,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lightning_spectral.anomaly_mode import anomaly_detection_paused
 from lightning_spectral.functional.model_jacobian import FunctionalModel, warn_per_example_loop
 
 __all__ = ["VECTORIZED_BUDGET", "LayerwiseChecks", "per_example_squared_gradient_norms"]
@@ -255,12 +256,13 @@ def _generic_norms(
     per_example = torch.func.vmap(squared_norm, in_dims=(None, 0, 0), chunk_size=chunk_size)
     count = outputs.shape[1] if cotangents is None else cotangents.shape[0]
     try:
-        return torch.cat(
-            [
-                per_example(sub.params, inputs, _cotangent_block(cotangents, n, n + 1, outputs)[0])[None]
-                for n in range(count)
-            ]
-        )
+        with anomaly_detection_paused():
+            return torch.cat(
+                [
+                    per_example(sub.params, inputs, _cotangent_block(cotangents, n, n + 1, outputs)[0])[None]
+                    for n in range(count)
+                ]
+            )
     except (RuntimeError, NotImplementedError) as error:  # vmap cannot batch the model (e.g. nn.GRU, nn.LSTM)
         warn_per_example_loop("per-example gradient norms", error)
         columns = [
@@ -288,9 +290,15 @@ def _single_example_norms(fm: FunctionalModel, example: Tensor, cotangents: Tens
     norms = []
     for start in range(0, cotangents.shape[0], chunk):
         block = cotangents[start : start + chunk]
-        grads = torch.autograd.grad(
-            outputs, list(params.values()), block, retain_graph=True, is_grads_batched=True, allow_unused=True
-        )
+        with anomaly_detection_paused():
+            grads = torch.autograd.grad(
+                outputs,
+                list(params.values()),
+                block,
+                retain_graph=True,
+                is_grads_batched=True,
+                allow_unused=True,
+            )
         # (N, *shape) per cotangent; a 0-dim parameter's is (N,)
         norms.append(sum(g.pow(2).reshape(g.shape[0], -1).sum(1) for g in grads if g is not None))
     return torch.cat(norms)
@@ -305,9 +313,10 @@ def _layer_norms(layers: list[_Layer], outputs: Tensor, cotangents: Tensor | Non
     rows = []
     for start in range(0, count, chunk):
         block = _cotangent_block(cotangents, start, min(start + chunk, count), outputs)
-        grads = torch.autograd.grad(
-            outputs, layer_outputs, block, retain_graph=True, is_grads_batched=True, allow_unused=True
-        )
+        with anomaly_detection_paused():
+            grads = torch.autograd.grad(
+                outputs, layer_outputs, block, retain_graph=True, is_grads_batched=True, allow_unused=True
+            )
         norms = torch.zeros(block.shape[:2], dtype=outputs.dtype, device=outputs.device)
         for layer, grad in zip(layers, grads):
             if grad is not None:  # None: the outputs do not depend on this layer

@@ -329,9 +329,44 @@ def test_sharded_strategies_are_refused_with_the_alternatives(package, name):
             check_strategy_supported(strategy, "WeightSpectrumMonitor", supports_dtensor_parameters=True)
 
 
-def test_only_the_weight_monitor_gathers_dtensor_parameters():
+def test_every_monitor_runs_on_dtensor_parameters():
     from lightning_spectral.callbacks import HessianEigenMonitor, NTKTraceMonitor, WeightSpectrumMonitor
 
-    assert WeightSpectrumMonitor.supports_dtensor_parameters
-    assert not HessianEigenMonitor.supports_dtensor_parameters
-    assert not NTKTraceMonitor.supports_dtensor_parameters
+    assert WeightSpectrumMonitor.supports_dtensor_parameters  # one matrix gathered at a time
+    assert not WeightSpectrumMonitor.measures_gathered_parameters
+    for monitor in (HessianEigenMonitor, NTKTraceMonitor):  # on the gathered module (test_fsdp2_monitors.py)
+        assert monitor.supports_dtensor_parameters and monitor.measures_gathered_parameters
+
+
+@pytest.mark.parametrize(
+    "name, held", [("FSDPStrategy", "FSDP1 holds .*FlatParameter"), ("DeepSpeedStrategy", "ZeRO-3")]
+)
+def test_fsdp1_and_deepspeed_refusals_say_what_is_unsupported_and_what_to_use(name, held):
+    strategy_class = getattr(importlib.import_module("pytorch_lightning.strategies"), name)
+    strategy = strategy_class.__new__(strategy_class)
+    with pytest.raises(NotImplementedError, match=rf"{held}.*Use ModelParallelStrategy.*strategy='ddp'"):
+        check_strategy_supported(strategy, "NTKTraceMonitor", supports_dtensor_parameters=True)
+
+
+def test_tensor_parallel_meshes_are_refused_by_the_data_parallel_monitors():
+    """The mesh is a stand-in (a tensor-parallel mesh of size 2 needs two processes): the check reads only its
+    dimension names and sizes."""
+    from pytorch_lightning.strategies import ModelParallelStrategy
+
+    from lightning_spectral.callbacks.base import check_data_parallel_mesh
+
+    class Mesh:
+        mesh_dim_names = ("data_parallel", "tensor_parallel")
+
+        def __init__(self, sizes):
+            self.sizes = dict(zip(self.mesh_dim_names, sizes))
+
+        def __getitem__(self, name):
+            return type("Dim", (), {"size": lambda _, n=self.sizes[name]: n})()
+
+    strategy = ModelParallelStrategy.__new__(ModelParallelStrategy)
+    strategy._device_mesh = Mesh((1, 2))
+    with pytest.raises(NotImplementedError, match=r"tensor_parallel_size=2.*tensor_parallel_size=1"):
+        check_data_parallel_mesh(strategy, "HessianEigenMonitor")
+    strategy._device_mesh = Mesh((2, 1))
+    check_data_parallel_mesh(strategy, "HessianEigenMonitor")  # fine
