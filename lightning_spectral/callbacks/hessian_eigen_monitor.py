@@ -41,6 +41,7 @@ from lightning_spectral.functional.hessian_operator import HVP_METHODS, HessianO
 from lightning_spectral.functional.hessian_spectrum import hessian_density, hessian_eigenvalues, hessian_trace
 from lightning_spectral.functional.hvp_graph import HVPGraph
 from lightning_spectral.functional.parameter_selection import select_parameters
+from lightning_spectral.linalg import WHICH, Which
 from lightning_spectral.validation import (
     check_bool,
     check_callable,
@@ -49,7 +50,6 @@ from lightning_spectral.validation import (
     check_open_unit_interval,
 )
 
-WHICH = ("LA", "SA", "LM")
 MEASUREMENT_MODES = ("eval", "train")
 
 
@@ -122,7 +122,7 @@ class HessianEigenMonitor(SpectralMonitor):
         at_train_start: bool = True,
         tol: float = 1e-3,
         max_iter: int = 50,
-        which: str = "LA",
+        which: Which = "LA",
         num_batches: int = 1,
         loss_fn: LossFn | None = None,
         params: str | Sequence[str] | None = None,
