@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 from pytorch_lightning.utilities import rank_zero_warn
+from typing_extensions import override
 
 from lightning_spectral.callbacks.base import SpectralMonitor
 from lightning_spectral.callbacks.optimizer_info import first_optimizer, resolved_sgd_settings
@@ -200,14 +201,17 @@ class HessianEigenMonitor(SpectralMonitor):
         self._params = params
         self._warned_no_limit = False
 
+    @override
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
         self._params = checked_param_patterns(pl_module, self.params, type(self).__name__)
 
+    @override
     def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
         super().teardown(trainer, pl_module, stage)
         self._release_graphs()
 
+    @override
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
         super().on_exception(trainer, pl_module, exception)
         self._release_graphs()  # Lightning skips the callbacks' teardown after an exception
