@@ -76,6 +76,7 @@ def test_importing_without_lightning(module):
     assert out.strip() == "[]"
 
 
+@pytest.mark.slow
 def test_a_monitor_from_the_top_level_imports_lightning():
     """The control for the test above: the same check does see Lightning once a monitor is imported."""
     code = (
