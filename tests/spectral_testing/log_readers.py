@@ -54,10 +54,18 @@ def read_wandb_records(save_dir: str | Path, timeout: float = 60.0) -> list:
     """
     import time
 
+    from google.protobuf.message import DecodeError
+
     deadline = time.monotonic() + timeout
     while True:
         files = sorted(Path(save_dir).rglob("run-*.wandb"))
-        runs = [_parse_wandb_file(path.read_bytes()) for path in files]
+        try:
+            runs = [_parse_wandb_file(path.read_bytes()) for path in files]
+        except DecodeError:  # a record only partly written yet: read the file again
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+            continue
         finished = bool(runs) and all(
             any(r.WhichOneof("record_type") == "exit" for r in records) for records in runs
         )
