@@ -39,6 +39,9 @@ def test_the_main_entry_points_are_exported():
     assert expected <= set(lightning_spectral.__all__)
     assert len(set(lightning_spectral.__all__)) == len(lightning_spectral.__all__)
     assert expected <= set(dir(lightning_spectral))
+    namespace: dict = {}
+    exec("from lightning_spectral import *", namespace)
+    assert set(lightning_spectral.__all__) <= set(namespace)
 
 
 def test_type_checkers_see_the_same_names_as_all():
