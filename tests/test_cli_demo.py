@@ -8,6 +8,7 @@ from spectral_testing.log_readers import read_tensorboard_scalars
 from lightning_spectral.cli import main
 
 
+@pytest.mark.slow
 def test_demo_logs_every_monitor(tmp_path, capsys):
     assert main(["demo", "--log-dir", str(tmp_path / "runs"), "--max-steps", "20"]) == 0
     out = capsys.readouterr().out
@@ -30,6 +31,7 @@ def test_demo_logs_every_monitor(tmp_path, capsys):
     assert [s for s, _ in scalars["spectral/weights/mean_stable_rank"]] == [0, 1, 2, 4, 8, 16]
 
 
+@pytest.mark.slow
 def test_demo_learning_rate_and_name_as_the_readme_report_example_uses_them(tmp_path):
     """``--lr`` reaches the optimizer (``eos_ratio = lr·λ_1/2``) and ``--name`` the run folder."""
     root = tmp_path / "runs"

@@ -34,7 +34,10 @@ from lightning_spectral.functional import (
     weight_spectrum,
 )
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+]
 
 CUDA = torch.device("cuda")
 CALLBACKS_DIR = Path(__file__).with_name("callbacks")
@@ -197,6 +200,7 @@ def load_fsdp2_tests():
     return module
 
 
+@pytest.mark.ddp
 def test_weight_monitor_gathers_fsdp2_dtensors_on_one_gpu(tmp_path):
     process = run_ddp_script(CALLBACKS_DIR / "fsdp2_weights_script.py", "measure-gpu", str(tmp_path))
     assert process.returncode == 0, process.stdout[-3000:]
@@ -205,6 +209,7 @@ def test_weight_monitor_gathers_fsdp2_dtensors_on_one_gpu(tmp_path):
     load_fsdp2_tests().assert_spectra_of_consolidated_weights(tmp_path, outcome["metrics"])
 
 
+@pytest.mark.ddp
 def test_weight_monitor_refuses_fsdp1_naming_model_parallel_strategy(tmp_path):
     process = run_ddp_script(CALLBACKS_DIR / "fsdp2_weights_script.py", "fsdp1-gpu", str(tmp_path))
     assert process.returncode == 0, process.stdout[-3000:]

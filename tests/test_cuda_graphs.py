@@ -117,6 +117,7 @@ def test_the_monitor_releases_its_graphs_when_the_fit_ends_or_raises(tmp_path, m
 
 
 # ------------------------------------------------------------------------------------------------ CUDA
+@pytest.mark.gpu
 @needs_cuda
 @pytest.mark.parametrize("method", ["double_backward", "forward_over_reverse"])
 def test_replayed_products_equal_eager_ones_and_one_capture_serves_later_operators(method):
@@ -148,6 +149,7 @@ def test_replayed_products_equal_eager_ones_and_one_capture_serves_later_operato
     assert int(buffers["1.num_batches_tracked"]) == 0  # the model's BatchNorm statistics were never written
 
 
+@pytest.mark.gpu
 @needs_cuda
 def test_a_changed_structure_is_captured_again():
     model = batchnorm_cnn().to(CUDA)
@@ -175,6 +177,7 @@ def test_a_changed_structure_is_captured_again():
     assert graph.num_captures == 4
 
 
+@pytest.mark.gpu
 @needs_cuda
 def test_auto_is_resolved_once_and_later_operators_start_replaying():
     model = batchnorm_cnn().to(CUDA)
@@ -193,6 +196,7 @@ def test_auto_is_resolved_once_and_later_operators_start_replaying():
     assert_products_equal(replayed[None], eager[None])
 
 
+@pytest.mark.gpu
 @needs_cuda
 def test_eigenvalues_with_a_graph_equal_the_dense_float64_spectrum():
     model, batch = batchnorm_cnn().eval(), image_batch()
@@ -218,6 +222,7 @@ def test_eigenvalues_with_a_graph_equal_the_dense_float64_spectrum():
     assert graph.num_captures == 1 and graph.num_replays == 2 * result.num_hvps
 
 
+@pytest.mark.gpu
 @needs_cuda
 def test_random_losses_and_uncapturable_losses_stay_eager_with_a_warning():
     torch.manual_seed(0)
@@ -269,6 +274,7 @@ def fit_on_the_gpu(root, callbacks):
     return torch.stack(recorder.losses), read_tensorboard_scalars(logger.log_dir)
 
 
+@pytest.mark.gpu
 @needs_cuda
 def test_monitor_with_cuda_graphs_logs_the_eager_numbers_and_never_changes_training(tmp_path):
     """TinyClassifier has BatchNorm and dropout, measured in eval mode through its own training_step."""

@@ -46,6 +46,7 @@ def short_run(tmp_path_factory):
     return log_dir, png
 
 
+@pytest.mark.slow
 def test_sharpness_rises_to_two_over_eta_and_hovers_there(short_run):
     log_dir, _ = short_run
     scalars = read_tensorboard_scalars(log_dir / f"lr={LR:g}")
@@ -68,6 +69,7 @@ def test_sharpness_rises_to_two_over_eta_and_hovers_there(short_run):
     assert len(losses) >= STEPS - 1 and losses[-1] < losses[0] / 5
 
 
+@pytest.mark.slow
 def test_sgd_batch_sharpness_near_two_over_eta_while_lambda_max_stays_below(short_run):
     log_dir, _ = short_run
     scalars = read_tensorboard_scalars(log_dir / f"lr={SGD_LR:g}_batch={SGD_BATCH}")
@@ -92,6 +94,7 @@ def test_sgd_batch_sharpness_near_two_over_eta_while_lambda_max_stays_below(shor
     assert ratios == pytest.approx([value / limit for value in batch_sharpness], rel=1e-5)
 
 
+@pytest.mark.slow
 def test_adam_preconditioned_sharpness_rises_to_its_limit_while_lambda_max_keeps_rising(short_run):
     """The adaptive edge of stability (Cohen et al. 2022): λ_1(D⁻¹H) settles at (2 + 2β₁)/((1 − β₁)η)."""
     log_dir, _ = short_run
@@ -115,6 +118,7 @@ def test_adam_preconditioned_sharpness_rises_to_its_limit_while_lambda_max_keeps
     assert losses[-1] < losses[0] / 50
 
 
+@pytest.mark.slow
 def test_plot_is_written(short_run):
     assert_png_figure(short_run[1])
 

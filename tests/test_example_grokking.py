@@ -44,6 +44,7 @@ def first_step(series, threshold):
     return next(step for step, value in series if value >= threshold)
 
 
+@pytest.mark.slow
 def test_train_accuracy_saturates_long_before_validation_accuracy_jumps(short_run):
     scalars, _ = short_run
     train_acc, val_acc = scalars["train_acc"], scalars["val_acc"]
@@ -60,6 +61,7 @@ def test_train_accuracy_saturates_long_before_validation_accuracy_jumps(short_ru
     assert val_acc[-1][1] > 0.95, val_acc[-1]
 
 
+@pytest.mark.slow
 def test_stable_rank_falls_and_singular_vectors_stop_rotating(short_run):
     scalars, _ = short_run
     mean_rank = scalars["spectral/weights/mean_stable_rank"]
@@ -76,6 +78,7 @@ def test_stable_rank_falls_and_singular_vectors_stop_rotating(short_run):
         )
 
 
+@pytest.mark.slow
 def test_ntk_alignment_between_examples_rises_as_the_network_generalises(short_run):
     scalars, _ = short_run
     steps, alignment = zip(*scalars["spectral/ntk/alignment"])
@@ -89,6 +92,7 @@ def test_ntk_alignment_between_examples_rises_as_the_network_generalises(short_r
     assert measured[STEPS] > 0.05 and measured[STEPS] - measured[0] > 0.08, measured
 
 
+@pytest.mark.slow
 def test_plot_is_written(short_run):
     assert_png_figure(short_run[1])
 

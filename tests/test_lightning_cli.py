@@ -6,7 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from spectral_testing.log_readers import read_tensorboard_scalars
+
+pytestmark = pytest.mark.slow  # each test runs LightningCLI fits in a fresh interpreter
 
 REPO = Path(__file__).resolve().parents[1]
 UNIFIED_SCRIPT = """

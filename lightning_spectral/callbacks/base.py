@@ -40,6 +40,7 @@ from typing import Any, ClassVar
 import torch
 from pytorch_lightning import Callback
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
+from typing_extensions import override
 
 from lightning_spectral.callbacks.collectives import (
     MeasurementCollectives,
@@ -310,10 +311,12 @@ class SpectralMonitor(Callback):
 
     # ------------------------------------------------------------------ Lightning hooks
     @property
+    @override
     def state_key(self) -> str:
         # the monitor's identity, not its settings: a resumed run whose schedule changed still gets its state
         return self._generate_state_key(name=self.name or self.monitor_name)
 
+    @override
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
         check_strategy_supported(trainer.strategy, type(self).__name__, self.supports_dtensor_parameters)
         if self.measures_gathered_parameters:
@@ -327,9 +330,11 @@ class SpectralMonitor(Callback):
                 f"name='{self.monitor_name}_head'), whose metrics then go to spectral/<name>/."
             )
 
+    @override
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
         log_config(trainer, {f"{self.metric_prefix}{name}": value for name, value in self.config().items()})
 
+    @override
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         if self.budget is not None:
             self.budget.start()
@@ -345,6 +350,7 @@ class SpectralMonitor(Callback):
         if self._due_step is not None:
             self._measure_and_log(trainer, pl_module)
 
+    @override
     def on_train_batch_end(
         self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
@@ -360,10 +366,12 @@ class SpectralMonitor(Callback):
         ``on_train_start`` / ``on_train_batch_end`` (the same on every rank: decided from global steps alone)."""
         return self._due_step == step
 
+    @override
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         if self.schedule.is_measurement_epoch(trainer.current_epoch) and epoch_ran_to_its_end(trainer):
             self._measure_and_log(trainer, pl_module)
 
+    @override
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
         self._batches = []
         if self.budget is not None and self.budget.num_skipped:
@@ -373,6 +381,7 @@ class SpectralMonitor(Callback):
                 f"({self._num_measurements} taken, overhead {self.budget.overhead():.3f})."
             )
 
+    @override
     def state_dict(self) -> dict[str, Any]:
         return {
             "last_measured_step": self._last_measured_step,
@@ -382,6 +391,7 @@ class SpectralMonitor(Callback):
             "budget": None if self.budget is None else self.budget.state_dict(),
         }
 
+    @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._last_measured_step = state_dict["last_measured_step"]
         self._num_measurements = state_dict["num_measurements"]

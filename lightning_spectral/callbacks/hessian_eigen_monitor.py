@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 from pytorch_lightning.utilities import rank_zero_warn
+from typing_extensions import override
 
 from lightning_spectral.callbacks.base import SpectralMonitor
 from lightning_spectral.callbacks.collectives import has_distributed_parameters
@@ -48,6 +49,7 @@ from lightning_spectral.functional.hessian_operator import HVP_METHODS, HessianO
 from lightning_spectral.functional.hessian_spectrum import hessian_density, hessian_eigenvalues, hessian_trace
 from lightning_spectral.functional.hvp_graph import HVPGraph
 from lightning_spectral.functional.parameter_selection import select_parameters
+from lightning_spectral.linalg import WHICH, Which
 from lightning_spectral.validation import (
     check_bool,
     check_callable,
@@ -56,7 +58,6 @@ from lightning_spectral.validation import (
     check_open_unit_interval,
 )
 
-WHICH = ("LA", "SA", "LM")
 MEASUREMENT_MODES = ("eval", "train")
 
 
@@ -131,7 +132,7 @@ class HessianEigenMonitor(SpectralMonitor):
         at_train_start: bool = True,
         tol: float = 1e-3,
         max_iter: int = 50,
-        which: str = "LA",
+        which: Which = "LA",
         num_batches: int = 1,
         loss_fn: LossFn | None = None,
         params: str | Sequence[str] | None = None,
@@ -210,14 +211,17 @@ class HessianEigenMonitor(SpectralMonitor):
         self._warned_no_limit = False
         self._warned_sharded_moments = False
 
+    @override
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
         self._params = checked_param_patterns(pl_module, self.params, type(self).__name__)
 
+    @override
     def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
         super().teardown(trainer, pl_module, stage)
         self._release_graphs()
 
+    @override
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
         super().on_exception(trainer, pl_module, exception)
         self._release_graphs()  # Lightning skips the callbacks' teardown after an exception

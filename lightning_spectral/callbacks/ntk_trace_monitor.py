@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 from pytorch_lightning.utilities import rank_zero_warn
+from typing_extensions import override
 
 from lightning_spectral.callbacks.base import SpectralMonitor
 from lightning_spectral.callbacks.batch_parts import BatchFn, concatenated, default_inputs, default_targets
@@ -164,6 +165,7 @@ class NTKTraceMonitor(SpectralMonitor):
         # the per-example check of the layer-wise norms: once per fit (same model, same fixed batch)
         self._layerwise_checks = LayerwiseChecks()
 
+    @override
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
         self._params = checked_param_patterns(pl_module, self.params, type(self).__name__)

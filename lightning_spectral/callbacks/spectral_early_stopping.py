@@ -64,6 +64,7 @@ from typing import Any, Literal
 import torch
 from pytorch_lightning import Callback
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
+from typing_extensions import override
 
 from lightning_spectral.callbacks.base import SpectralMonitor
 from lightning_spectral.callbacks.new_measurements import NewMeasurements
@@ -248,6 +249,7 @@ class SpectralEarlyStopping(Callback):
         return StoppingCriterion(self.monitor, self.threshold, self.relative_to, self.mode, self.check_finite)
 
     @property
+    @override
     def state_key(self) -> str:
         return self._generate_state_key(
             monitor=self.monitor,
@@ -263,6 +265,7 @@ class SpectralEarlyStopping(Callback):
         return os.path.join(directory, CHECKPOINT_FILENAME.format(step=trainer.global_step))
 
     # ------------------------------------------------------------------ Lightning hooks
+    @override
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
         if stage != "fit":
             return
@@ -280,24 +283,29 @@ class SpectralEarlyStopping(Callback):
             callbacks.insert(last_monitor, callbacks.pop(position))  # right after the last monitor
             trainer.callbacks = callbacks  # a new list: the hook loop running now keeps the old one
 
+    @override
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
         # after a resume restored the owners' states, before any measurement of this fit
         self._owner_counts = {id(m): m.num_measurements for m in self._owners or []}
 
+    @override
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         self._evaluate(trainer, self._owners_measure_at_step(trainer))
 
+    @override
     def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
         # A key the module logs in its own on_train_epoch_end arrives after the callbacks' epoch-end hooks
         # (Lightning runs only its stock EarlyStopping and ModelCheckpoint after the module's hook): judge it
         # before the next epoch trains, at the step it was logged at.
         self._evaluate(trainer, self._owners is None)
 
+    @override
     def on_train_batch_end(
         self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         self._evaluate(trainer, self._owners_measure_at_step(trainer))
 
+    @override
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         owners = self._owners
         scheduled = owners is None or any(
@@ -305,9 +313,11 @@ class SpectralEarlyStopping(Callback):
         )
         self._evaluate(trainer, scheduled)
 
+    @override
     def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
         self._evaluate(trainer, self._owners is None)  # monitors do not measure during validation
 
+    @override
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
         if not self._measurements.matched_any and not self._warned_unmatched and not trainer.fast_dev_run:
             self._warned_unmatched = True
@@ -317,6 +327,7 @@ class SpectralEarlyStopping(Callback):
                 "and does its schedule measure?"
             )
 
+    @override
     def state_dict(self) -> dict[str, Any]:
         return {
             "wait_count": self.wait_count,
@@ -324,6 +335,7 @@ class SpectralEarlyStopping(Callback):
             "stopped_step": self.stopped_step,
         }
 
+    @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.wait_count = int(state_dict["wait_count"])
         self._measurements.load_state_dict(state_dict["last"])

@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
+from typing_extensions import override
 
 from lightning_spectral.callbacks.base import SpectralMonitor
 from lightning_spectral.callbacks.collectives import has_distributed_parameters
@@ -315,6 +316,7 @@ class WeightSpectrumMonitor(SpectralMonitor):
             values["condition_number"] = spectrum.condition_number
         return values
 
+    @override
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
         """Per-layer spectra of the whole run as one table (``spectral/weights/per_layer``, W&B only)."""
         super().on_fit_end(trainer, pl_module)

@@ -47,8 +47,10 @@ from lightning_spectral.functional.hessian_operator import (
 )
 from lightning_spectral.functional.parameter_selection import ParamSpec
 from lightning_spectral.linalg import (
+    WHICH,
     SpectralDensity,
     TraceEstimate,
+    Which,
     guarded_start,
     hutchinson_trace,
     hutchpp_trace,
@@ -56,7 +58,6 @@ from lightning_spectral.linalg import (
     slq_density,
 )
 
-WHICH = ("LA", "SA", "LM")
 TRACE_METHODS = ("hutchpp", "hutchinson")
 
 __all__ = [
@@ -152,7 +153,7 @@ def hessian_eigenvalues(
     batch: Any = None,
     k: int = 1,
     *,
-    which: str = "LA",
+    which: Which = "LA",
     tol: float = 1e-3,
     max_iter: int = 50,
     v0: Tensor | None = None,

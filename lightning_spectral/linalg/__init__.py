@@ -9,7 +9,7 @@ Randomness comes only from an optional ``generator: torch.Generator``; ``None`` 
 """
 
 from ._checks import NonFiniteError
-from .lanczos import lanczos
+from .lanczos import WHICH, Which, lanczos
 from .orthonormalize import orthonormalize, project_out
 from .probes import rademacher
 from .randomized_svd import randomized_svd
@@ -19,6 +19,8 @@ from .trace_estimators import hutchinson_trace, hutchpp_trace, mean_and_std_erro
 from .warm_start import guarded_start
 
 __all__ = [
+    "WHICH",
+    "Which",
     "LanczosResult",
     "NonFiniteError",
     "SVDResult",

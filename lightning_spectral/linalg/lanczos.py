@@ -77,6 +77,7 @@ import math
 import numbers
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -87,9 +88,11 @@ from ._matvec import Matvec, apply_matvec, check_matvec
 from .orthonormalize import project_out
 from .results import LanczosResult
 
-__all__ = ["lanczos"]
+__all__ = ["WHICH", "Which", "lanczos"]
 
-_WHICH = ("LA", "SA", "LM")
+#: Which end of the spectrum: ``"LA"`` largest algebraic, ``"SA"`` smallest algebraic, ``"LM"`` largest magnitude.
+Which = Literal["LA", "SA", "LM"]
+WHICH: tuple[Which, ...] = get_args(Which)
 # Daniel, Gragg, Kaufman & Stewart (1976): reorthogonalise again when a pass leaves less than 1/√2 of the norm.
 _DGKS = 1.0 / math.sqrt(2.0)
 
@@ -258,7 +261,7 @@ def _lanczos_tridiagonal(
     return state
 
 
-def _order(theta: np.ndarray, which: str) -> np.ndarray:
+def _order(theta: np.ndarray, which: Which) -> np.ndarray:
     """Indices sorting Ritz values from most to least wanted (stable: ties keep their order)."""
     if which == "LA":
         return np.argsort(-theta, kind="stable")
@@ -267,7 +270,7 @@ def _order(theta: np.ndarray, which: str) -> np.ndarray:
     return np.argsort(-np.abs(theta), kind="stable")
 
 
-def _better(a: float, b: float, margin: float, which: str) -> bool:
+def _better(a: float, b: float, margin: float, which: Which) -> bool:
     """Whether Ritz value ``a`` is more wanted than ``b`` by more than ``margin``."""
     if which == "LA":
         return a > b + margin
@@ -322,7 +325,7 @@ def lanczos(
     max_iter: int | None = None,
     tol: float = 1e-6,
     v0: Tensor | None = None,
-    which: str = "LA",
+    which: Which = "LA",
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
     generator: torch.Generator | None = None,
@@ -365,8 +368,8 @@ def lanczos(
         max_iter = min(max_iter, dim)
     if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not (math.isfinite(tol) and tol > 0):
         raise ValueError(f"`tol` must be a positive finite number, got {tol!r}.")
-    if which not in _WHICH:
-        raise ValueError(f"`which` must be one of {_WHICH}, got {which!r}.")
+    if which not in WHICH:
+        raise ValueError(f"`which` must be one of {WHICH}, got {which!r}.")
     start = _resolve_start(dim, v0, dtype, device, generator)
     noise = _noise_level(dim, start.dtype)
 

@@ -119,21 +119,29 @@ def find_event_files(run_dir: str | os.PathLike) -> list[Path]:
     return sorted((p for p in Path(run_dir).rglob(EVENT_GLOB) if p.is_file()), key=created)
 
 
-def read_scalars(run_dir: str | os.PathLike) -> dict[str, list[tuple[int, float]]]:
+def read_scalars(
+    run_dir: str | os.PathLike, *, keep_repeats: bool = False
+) -> dict[str, list[tuple[int, float]]]:
     """Every scalar series of the event files below ``run_dir``, ``{tag: [(step, value), ...]}`` by step (a
-    later file's value wins at a step logged twice); ``FileNotFoundError`` if there is no event file."""
+    later file's value wins at a step logged twice); ``FileNotFoundError`` if there is no event file.
+
+    With ``keep_repeats=True`` every logged ``(step, value)`` is kept, a step logged twice twice (sorted by
+    step, then value): what a test needs to see that nothing was logged twice.
+    """
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     files = find_event_files(run_dir)
     if not files:
         raise FileNotFoundError(f"no TensorBoard event file under {run_dir}")
-    series: dict[str, dict[int, float]] = {}
+    series: dict[str, list[tuple[int, float]]] = {}
     for event_file in files:
         accumulator = EventAccumulator(str(event_file), size_guidance={"scalars": 0})
         accumulator.Reload()
         for tag in accumulator.Tags()["scalars"]:
-            series.setdefault(tag, {}).update((e.step, e.value) for e in accumulator.Scalars(tag))
-    return {tag: sorted(values.items()) for tag, values in series.items()}
+            series.setdefault(tag, []).extend((e.step, e.value) for e in accumulator.Scalars(tag))
+    if keep_repeats:
+        return {tag: sorted(events) for tag, events in series.items()}
+    return {tag: sorted(dict(events).items()) for tag, events in series.items()}  # in file order: later wins
 
 
 def nearest(items: Sequence, step: int):

@@ -28,6 +28,8 @@ from lightning_spectral.functional import (
     weight_spectrum,
 )
 
+pytestmark = [pytest.mark.ddp, pytest.mark.slow]  # every test here runs (or shares) a two-process run
+
 SCRIPT = Path(__file__).with_name("ddp_monitors_script.py")
 
 

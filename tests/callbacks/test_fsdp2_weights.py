@@ -19,6 +19,8 @@ from spectral_testing.ddp import run_ddp_script
 
 from lightning_spectral.functional import weight_matrices, weight_spectrum
 
+pytestmark = [pytest.mark.ddp, pytest.mark.slow]  # every test here runs (or shares) a two-process run
+
 SCRIPT = Path(__file__).with_name("fsdp2_weights_script.py")
 METRICS = ("sigma_max", "frobenius_norm", "stable_rank", "effective_rank", "sigma_1", "sigma_2", "sigma_3")
 

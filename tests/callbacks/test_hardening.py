@@ -340,6 +340,7 @@ class TensorCensus(pl.Callback):
             self.counts[trainer.global_step] = sum(1 for o in gc.get_objects() if isinstance(o, torch.Tensor))
 
 
+@pytest.mark.slow
 def test_two_hundred_measurements_keep_no_tensors_alive(tmp_path):
     """Every monitor measures at every one of 200 steps: the number of live tensors does not grow (no graphs
     kept by ``create_graph=True``, no per-step state beyond the documented warm-start vectors)."""

@@ -430,6 +430,8 @@ def test_resume_keeps_the_counters_and_stops_at_the_same_step(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- DDP
+@pytest.mark.slow
+@pytest.mark.ddp
 def test_ddp_all_ranks_stop_at_the_same_step(tmp_path):
     process = run_ddp_script(Path(__file__).with_name("ddp_early_stopping_script.py"), str(tmp_path))
     output = process.stdout

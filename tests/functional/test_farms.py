@@ -171,6 +171,7 @@ def test_half_precision_weight_is_upcast() -> None:
     assert half.alpha == reference.alpha
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_on_cuda_matches_cpu() -> None:
     weight = _gaussian(300, 700, seed=10).float()

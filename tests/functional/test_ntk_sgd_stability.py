@@ -379,6 +379,7 @@ def test_momentum_bounds_contain_the_exact_value(variant):
         assert tiny.noise_kernel_norm_lower == pytest.approx((1 - 2 / 50) * eta_eff * (8.0 / 4) / (2 * 2 * 3))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "variant, lr_factor, stable_batch, unstable_batch",
     [({"momentum": 0.5}, 1.0, 80, 60), ({"momentum": 0.9, "nesterov": True}, 0.5, 80, 60)],

@@ -153,6 +153,7 @@ def test_stochastic_estimators_are_unbiased(method, num_probes):
     assert values.std().item() > 1e-3 * exact  # the test is not vacuous: the estimates do vary
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method, num_probes, lowest", [("hutchinson", 32, 0.90), ("hutchpp", 48, 0.85)])
 def test_reported_standard_error_is_honest(method, num_probes, lowest):
     """Over 200 seeds: (1) the root-mean-square reported ``std_error`` matches the actual spread of the

@@ -4,33 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lightning_spectral.report.reader import read_run, read_scalars
+
 
 def read_tensorboard_scalars(log_dir: str | Path) -> dict[str, list[tuple[int, float]]]:
-    """All scalar series of every event file under ``log_dir``: ``{tag: [(step, value), ...]}`` by step."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    series: dict[str, list[tuple[int, float]]] = {}
-    event_files = sorted(Path(log_dir).rglob("events.out.tfevents.*"))
-    if not event_files:
-        raise FileNotFoundError(f"no TensorBoard event file under {log_dir}")
-    for event_file in event_files:
-        accumulator = EventAccumulator(str(event_file), size_guidance={"scalars": 0, "histograms": 0})
-        accumulator.Reload()
-        for tag in accumulator.Tags()["scalars"]:
-            series.setdefault(tag, []).extend((e.step, e.value) for e in accumulator.Scalars(tag))
-    return {tag: sorted(values) for tag, values in series.items()}
+    """All scalar series of every event file under ``log_dir``: ``{tag: [(step, value), ...]}`` by step, with
+    every logged value (a step logged twice appears twice, so a test sees it); the package's reader."""
+    return read_scalars(log_dir, keep_repeats=True)
 
 
 def read_tensorboard_histogram_tags(log_dir: str | Path) -> set[str]:
-    """The histogram tags written under ``log_dir``."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    tags: set[str] = set()
-    for event_file in Path(log_dir).rglob("events.out.tfevents.*"):
-        accumulator = EventAccumulator(str(event_file), size_guidance={"histograms": 0})
-        accumulator.Reload()
-        tags.update(accumulator.Tags()["histograms"])
-    return tags
+    """The ``spectral/`` histogram tags written under ``log_dir`` (read by the package's report reader)."""
+    return set(read_run(log_dir, name=str(log_dir)).histograms)
 
 
 def _parse_wandb_file(data: bytes) -> list:
@@ -69,10 +54,18 @@ def read_wandb_records(save_dir: str | Path, timeout: float = 60.0) -> list:
     """
     import time
 
+    from google.protobuf.message import DecodeError
+
     deadline = time.monotonic() + timeout
     while True:
         files = sorted(Path(save_dir).rglob("run-*.wandb"))
-        runs = [_parse_wandb_file(path.read_bytes()) for path in files]
+        try:
+            runs = [_parse_wandb_file(path.read_bytes()) for path in files]
+        except DecodeError:  # a record only partly written yet: read the file again
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+            continue
         finished = bool(runs) and all(
             any(r.WhichOneof("record_type") == "exit" for r in records) for records in runs
         )
