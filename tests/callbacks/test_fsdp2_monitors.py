@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from spectral_testing.ddp import run_ddp_script
 
+pytestmark = [pytest.mark.ddp, pytest.mark.slow]  # every test here runs (or shares) a two-process run
+
 SCRIPT = Path(__file__).with_name("fsdp2_monitors_script.py")
 
 
