@@ -17,6 +17,7 @@ value map into the output projection, ``|V_oᵀ U_v|``.
 Example::
 
     >>> model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    >>> from lightning_spectral.functional.weight_matrices import weight_matrices
     >>> [(p.earlier, p.later) for p in consecutive_pairs(weight_matrices(model))]
     [('0.weight', '2.weight')]
 """
