@@ -68,3 +68,26 @@ def test_checkpoint_agreement_and_the_report(short_run, tmp_path):
     ):
         assert name in sources, name
         assert_png_figure(page.parent / name)
+
+
+def test_agreement_with_another_reference_and_a_checkpoint_of_another_model(short_run, tmp_path):
+    import torch
+
+    from lightning_spectral.report import ReportError
+
+    log_dir, _ = short_run
+    run = log_dir / "wd0" / "version_0"
+    default = checkpoint_dynamics(run, max_index=5)
+    last_file = default.files[-1]
+    same = checkpoint_dynamics(run, reference=last_file, max_index=5)
+    np.testing.assert_array_equal(same.agreement["net.0.weight"], default.agreement["net.0.weight"])
+    assert default.agreement["net.0.weight"].shape == (STEPS // EVERY, 5)
+    # the other run's final checkpoint: same model, other weights, a valid reference
+    other = checkpoint_dynamics(run, reference=checkpoint_dynamics(log_dir / "wd1").files[-1])
+    assert other.agreement["net.2.weight"][-1, :10].mean() < 0.99
+    stranger = tmp_path / "other.ckpt"
+    torch.save({"state_dict": {"net.2.weight": torch.zeros(3, 3)}, "global_step": 7}, stranger)
+    with pytest.raises(ReportError, match="not the same model"):
+        checkpoint_dynamics(run, reference=stranger)
+    with pytest.raises(ValueError, match="max_index"):
+        checkpoint_dynamics(run, max_index=0)

@@ -4,7 +4,8 @@ checkpoints this way).
 
 A run's checkpoints are the Lightning ``*.ckpt`` files anywhere below its folder (``ModelCheckpoint`` with
 ``save_top_k=-1`` and ``every_n_train_steps`` keeps one per step); each one's step is its ``global_step``, a
-step saved twice (``last.ckpt``) is read once, and the last step is the reference. The weight matrices are the
+step saved twice (``last.ckpt``) is read once, and the last step is the reference (or any checkpoint file of
+the same model). The weight matrices are the
 floating-point ``state_dict`` entries of two or more dimensions whose name ends in ``weight`` (``weight``,
 ``in_proj_weight``, ``weight_ih_l0``, ...), a kernel flattened to ``(out, in·∏k)`` as the monitor does, and an
 attention ``in_proj_weight`` ``(3E, E)`` split into ``.q/.k/.v``; the names are the monitor's. Recurrent weights
@@ -38,6 +39,7 @@ from lightning_spectral.functional.singular_dynamics import (
 )
 from lightning_spectral.functional.spectrum_metrics import effective_rank
 from lightning_spectral.report.reader import ReportError
+from lightning_spectral.validation import check_int
 
 __all__ = ["CheckpointDynamics", "checkpoint_dynamics", "find_checkpoints", "state_dict_matrices"]
 
@@ -99,47 +101,60 @@ def state_dict_matrices(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.
 
 
 def checkpoint_dynamics(
-    run_dir: str | os.PathLike, *, max_index: int | None = None
+    run_dir: str | os.PathLike,
+    *,
+    reference: str | os.PathLike | None = None,
+    max_index: int | None = None,
 ) -> CheckpointDynamics | None:
-    """Agreement with the final checkpoint of every saved step of the run below ``run_dir``.
+    """Agreement with the final (or a ``reference``) checkpoint of every saved step of the run in ``run_dir``.
 
     Args:
         run_dir: a run's folder, with Lightning checkpoints anywhere below it.
+        reference: a checkpoint file to compare with (of the same model; e.g. another run's final one); default:
+            the run's last saved step.
         max_index: keep the agreement of the first ``max_index`` indices only (default: all ``r``).
 
     Returns:
         The dynamics, or ``None`` when fewer than two steps were saved.
 
     Raises:
-        ReportError: a checkpoint cannot be read.
+        ReportError: a checkpoint cannot be read, or holds other weight matrices than the reference.
+        ValueError: ``max_index`` is not a positive integer.
     """
+    if max_index is not None:
+        check_int("max_index", max_index, 1)
     found = find_checkpoints(run_dir)
     if len(found) < 2:
         return None
-    reference = {
+    reference_file = found[-1][1] if reference is None else Path(reference)
+    reference_svd = {
         name: thin_singular_vectors(matrix)
-        for name, matrix in state_dict_matrices(_load(found[-1][1])["state_dict"]).items()
+        for name, matrix in state_dict_matrices(_load(reference_file)["state_dict"]).items()
     }
-    rows: dict[str, list] = {name: [] for name in reference}
-    ratios: dict[str, list] = {name: [] for name in reference}
+    rows: dict[str, list] = {name: [] for name in reference_svd}
+    ratios: dict[str, list] = {name: [] for name in reference_svd}
     steps, files = [], []
     for step, path in found:
         matrices = state_dict_matrices(_load(path)["state_dict"])
-        if any(
-            name not in matrices
-            or matrices[name].shape != reference[name][0].shape[:1] + reference[name][2].shape[:1]
-            for name in reference
-        ):
-            continue  # a checkpoint of another model (or a resized layer): not comparable
+        mismatched = [
+            name
+            for name, (U_ref, _, V_ref) in reference_svd.items()
+            if name not in matrices or tuple(matrices[name].shape) != (U_ref.shape[0], V_ref.shape[0])
+        ]
+        if mismatched:
+            raise ReportError(
+                f"{path}: its weight matrices {mismatched[:3]} are missing or of other shapes than in the "
+                f"reference {reference_file}: not the same model"
+            )
         steps.append(step)
         files.append(path)
-        for name, (U_ref, _, V_ref) in reference.items():
+        for name, (U_ref, _, V_ref) in reference_svd.items():
             U, S, V = thin_singular_vectors(matrices[name])
             agreement = singular_vector_agreement(U, V, U_ref, V_ref)
             rows[name].append(agreement[:max_index].numpy())
             ratios[name].append(effective_rank(S, 0, 0.0) / S.numel())
     dynamics = CheckpointDynamics(np.array(steps, dtype=float), files=files)
-    for name in reference:
+    for name in reference_svd:
         table = np.stack(rows[name])
         dynamics.agreement[name] = table
         dynamics.score[name] = table[:, :AGREEMENT_TOP].mean(axis=1)
