@@ -294,6 +294,9 @@ class WeightSpectrumMonitor(SpectralMonitor):
             values[f"alignment/{pair.name}"] = agreement_score(diagonal, AGREEMENT_TOP)
         if self.interlayer_alignment is True and pl_module is not None:
             for name, module in attention_modules(pl_module, matrices):
+                if not all(bool(torch.isfinite(p).all()) for p in module.parameters()):
+                    values[f"alignment/{name}.vo"] = math.nan  # the base class warns about the broken layer
+                    continue
                 blocks = attention_alignment(
                     module,
                     name,

@@ -96,8 +96,8 @@ def _checkpoint_figures(runs: Sequence[RunData], notes: list[str], progress: boo
     """The agreement heatmaps of every run with saved checkpoints, then their layer × step map."""
     named = []
     for number, run in enumerate(runs, 1):
-        if progress:
-            print(f"reading the checkpoints of {run.name} ...", file=sys.stderr, flush=True)
+        if progress and any(run.path.rglob("*.ckpt")):
+            print(f"{run.name}: agreement with the final checkpoint ...", file=sys.stderr, flush=True)
         dynamics = checkpoint_dynamics(run.path)
         if dynamics is None:
             notes.append(
