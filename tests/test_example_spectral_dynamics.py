@@ -91,3 +91,12 @@ def test_agreement_with_another_reference_and_a_checkpoint_of_another_model(shor
         checkpoint_dynamics(run, reference=stranger)
     with pytest.raises(ValueError, match="max_index"):
         checkpoint_dynamics(run, max_index=0)
+
+
+def test_cli_report_without_checkpoints(short_run, tmp_path):
+    from lightning_spectral.cli import main
+
+    log_dir, _ = short_run
+    out = tmp_path / "plain"
+    assert main(["report", str(log_dir / "wd1"), "-o", str(out), "-q", "--no-checkpoints"]) == 0
+    assert (out / "index.html").is_file() and not list(out.glob("checkpoint_agreement*"))
