@@ -16,7 +16,8 @@ concatenates the two embeddings, and applies one ReLU hidden layer and a linear 
 weight decay 1.0. Monitors, logged to TensorBoard under ``runs/grokking``:
 
 - :class:`~lightning_spectral.callbacks.WeightSpectrumMonitor` every ``--weights-every`` steps:
-  ``spectral/weights/<layer>/stable_rank``, ``effective_rank``, ``rotation`` (of the top-``k`` left singular
+  ``spectral/weights/<layer>/stable_rank``, ``effective_rank_estimate`` (the layers are decomposed by the
+  randomized top-``k``), ``rotation`` (of the top-``k`` left singular
   subspace since the previous measurement) and ``spectral/weights/mean_stable_rank``;
 - :class:`~lightning_spectral.callbacks.NTKTraceMonitor` every ``--ntk-every`` steps, on a fixed batch of
   held-out pairs, ``--ntk-per-label`` for each of ``--ntk-labels`` labels: ``spectral/ntk/trace``, and the
@@ -37,7 +38,7 @@ weight decay 1.0, 6000 steps, seed 0; about 2 minutes on 2 CPU cores):
 - the mean stable rank goes from 24.3 at initialisation up to 25.7 while the network memorises (step 1050),
   then down to 18.7 at the 50 % point and 14.9 after the jump (step 5050); the embedding and the read-out
   fall from 22.3 and 25.6 at their peaks to 13.0 and 12.9, the hidden layer from 32.7 to 17-21. (The
-  effective ranks move by only 5-9 %: the change is in the few top singular values.)
+  estimated effective ranks move by only 5-9 %: the change is in the few top singular values.)
 - the rotation of the top-8 left singular subspace between measurements 50 steps apart (median over a
   stretch) is 0.03-0.06 while the network memorises (steps 50-500), 5e-4 to 2e-3 just before the jump
   (steps 2200-2600), 2e-3 to 4e-3 while validation accuracy climbs (steps 2700-3700), and below 1e-4 for the

@@ -39,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
         "report",
         help="compare runs offline: an HTML page of spectral figures from TensorBoard event files",
         description="Read the spectral/ metrics of one or more runs from their TensorBoard event files and "
-        "write OUT/index.html with one PNG per figure, the runs overlaid.",
+        "write OUT/index.html with one PNG per figure, the runs overlaid; where a run folder holds saved "
+        "checkpoints, also the agreement of every weight matrix's singular vectors with the final checkpoint.",
     )
     report.add_argument(
         "run_dirs",
@@ -57,6 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S1,S2,...",
         help="steps at which to show Hessian densities and singular-value histograms (the nearest logged "
         "ones; default: the last)",
+    )
+    report.add_argument(
+        "--no-checkpoints",
+        action="store_true",
+        help="skip the singular-vector agreement with the final checkpoint (read from the *.ckpt files below "
+        "each run folder)",
     )
     report.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
     return parser
@@ -77,7 +84,13 @@ def _report(args: argparse.Namespace) -> int:
     from lightning_spectral.report import ReportError, build_report
 
     try:
-        page = build_report(args.run_dirs, args.out, steps=args.steps, progress=not args.quiet)
+        page = build_report(
+            args.run_dirs,
+            args.out,
+            steps=args.steps,
+            progress=not args.quiet,
+            checkpoints=not args.no_checkpoints,
+        )
     except ReportError as error:
         print(f"lightning-spectral report: error: {error}", file=sys.stderr)
         return 2

@@ -25,9 +25,11 @@ def test_demo_logs_every_monitor(tmp_path, capsys):
         "spectral/ntk/alignment",
         "spectral/weights/mean_stable_rank",
         "spectral/weights/net.0.weight/sigma_max",
-        "spectral/weights/net.3.weight/effective_rank",
+        "spectral/weights/net.0.weight/effective_rank",  # 16 × 5: exact
+        "spectral/weights/net.3.weight/effective_rank_estimate",  # 64 × 16·L: randomized top-k, an estimate
     ):
         assert key in scalars, key
+    assert "spectral/weights/net.3.weight/effective_rank" not in scalars  # one key, one meaning
     assert [s for s, _ in scalars["spectral/weights/mean_stable_rank"]] == [0, 1, 2, 4, 8, 16]
 
 

@@ -1,12 +1,18 @@
-"""``WeightSpectrumMonitor``: singular values and singular-vector rotation of every weight matrix during fit.
+"""``WeightSpectrumMonitor``: singular values and singular-vector dynamics of every weight matrix during fit.
 
 Per layer, under ``spectral/weights/<name>/``: ``sigma_max``, ``sigma_1 .. sigma_k``,
-``frobenius_norm``, ``stable_rank``, ``effective_rank``, ``alpha`` (where a power-law fit is possible),
-``rotation`` (from the second measurement on), ``condition_number`` (when asked for), ``alpha_farms`` and
-``alpha_weightwatcher`` (when asked for with ``alpha``); the aggregates
-``spectral/weights/mean_stable_rank`` and ``spectral/weights/max_sigma_max``; and a histogram of each layer's
-singular values every ``histogram_every_n`` measurements on loggers that draw histograms. The numerics are in
-:mod:`lightning_spectral.functional.weight_spectrum` (definitions and formulas there).
+``frobenius_norm``, ``stable_rank``, ``effective_rank`` (exact; a layer decomposed by the randomized SVD logs
+the tail-spreading estimate as ``effective_rank_estimate`` instead), ``alpha`` (where a power-law fit is
+possible), from the second measurement on ``agreement`` (Yunis et al.'s singular-vector agreement with the
+previous measurement, mean of the first ``min(10, k)`` indices) and ``rotation`` (drift of the top-``k`` left
+subspace), ``condition_number`` and the rank measures ``stable_rank_ratio``, ``effective_rank_ratio``,
+``mass90_count``, ``gini`` (when asked for), ``alpha_farms`` and ``alpha_weightwatcher`` (when asked
+for with ``alpha``); with ``interlayer_alignment`` the score of each pair of consecutive
+matrices under ``spectral/weights/alignment/<pair>``; the aggregates ``spectral/weights/mean_stable_rank`` and
+``spectral/weights/max_sigma_max``; and a histogram of each layer's singular values every
+``histogram_every_n`` measurements on loggers that draw histograms. The numerics are in
+:mod:`lightning_spectral.functional.weight_spectrum`, :mod:`~lightning_spectral.functional.singular_dynamics`
+and :mod:`~lightning_spectral.functional.interlayer_alignment` (definitions and formulas there).
 
 Replicated weights (one process, DDP) are decomposed on rank 0 and the numbers broadcast. Sharded ``DTensor``
 weights (Lightning's ``ModelParallelStrategy``: FSDP2's ``fully_shard``, tensor parallelism) are gathered one
@@ -33,12 +39,28 @@ from lightning_spectral.callbacks.base import SpectralMonitor
 from lightning_spectral.callbacks.collectives import has_distributed_parameters
 from lightning_spectral.callbacks.metric_logging import log_table
 from lightning_spectral.functional.farms import farms_alpha
+from lightning_spectral.functional.interlayer_alignment import (
+    AlignmentPair,
+    attention_alignment,
+    attention_modules,
+    consecutive_pairs,
+    pair_alignment,
+)
 from lightning_spectral.functional.power_law import power_law_alpha
+from lightning_spectral.functional.singular_dynamics import AGREEMENT_TOP, agreement_score
 from lightning_spectral.functional.weight_matrices import CONV_MODES, WeightMatrix, weight_matrices
 from lightning_spectral.functional.weight_spectrum import DEFAULT_TOL, METHODS, WeightSpectrum, weight_spectra
 from lightning_spectral.validation import check_bool, check_choice, check_int, check_open_unit_interval
 
-TABLE_COLUMNS = ("step", "layer", "sigma_max", "stable_rank", "effective_rank", "alpha")
+TABLE_COLUMNS = (
+    "step",
+    "layer",
+    "sigma_max",
+    "stable_rank",
+    "effective_rank",
+    "effective_rank_estimate",
+    "alpha",
+)
 #: Allowed values of ``alpha`` (one, or a sequence of them).
 ALPHA_MODES = ("plain", "farms", "weightwatcher")
 
@@ -53,7 +75,9 @@ class WeightSpectrumMonitor(SpectralMonitor):
         log_spacing: also measure at steps 1, 2, 4, ... below ``every_n_steps``.
         at_train_start: measure the initial weights.
         k: leading singular triplets computed per matrix, logged as ``sigma_1 .. sigma_k``; also the
-            dimension of the subspace whose ``rotation`` is reported (clipped to ``min(m, n)`` per layer).
+            indices whose ``agreement`` (score: the first ``min(10, k)``; ``k >= 10`` gives Yunis et al.'s
+            score) and inter-layer alignment are measured, and the subspace whose ``rotation`` is reported
+            (clipped to ``min(m, n)`` per layer).
         method: ``"auto"`` (exact SVD for small matrices, randomized above a measured threshold),
             ``"exact"`` or ``"randomized"``.
         n_iter: power iterations of the randomized SVD.
@@ -63,11 +87,13 @@ class WeightSpectrumMonitor(SpectralMonitor):
         tol: accuracy check of randomized results: above this relative residual ``max_i ρ_i/σ_i`` the top
             ``k`` are recomputed by Lanczos (flat spectra, e.g. at initialisation); ``None`` turns it off.
         warm_start: seed each range finder with the layer's previous right singular vectors (followed by a cold
-            start's Gaussian columns); ``rotation`` is logged either way.
+            start's Gaussian columns); ``agreement`` and ``rotation`` are logged either way.
         include: glob pattern(s) on parameter names to keep (default: every supported layer).
         exclude: glob pattern(s) on parameter names to drop.
         trainable_only: skip parameters with ``requires_grad=False``.
         conv_mode: ``"flatten"`` (``(out, in·∏k)`` per convolution) or ``"per_position"``.
+        split_fused: measure attention's ``in_proj_weight`` as its ``.q/.k/.v`` blocks and recurrent weights as
+            their gate blocks (default); ``False``: each fused matrix whole, as one matrix.
         compute_condition_number: also log ``condition_number`` = σ_1/σ_k of the top-k block.
         alpha: which power-law exponents to log, one of ``"plain"``, ``"farms"``, ``"weightwatcher"`` or a
             sequence of them. ``alpha`` (the default fit of the whole matrix, where it is decomposed exactly)
@@ -76,6 +102,15 @@ class WeightSpectrumMonitor(SpectralMonitor):
             at most 81 blocks of 100×100 per matrix, ``x_min`` at the median), comparable across layers of
             different shapes; ``"weightwatcher"`` adds ``alpha_weightwatcher`` where ``alpha`` is logged,
             WeightWatcher's fit of the same eigenvalues (``power_law_alpha(..., fit="weightwatcher")``).
+        compute_rank_measures: also log ``stable_rank_ratio`` (stable rank / ``min(m, n)``) and, for layers
+            decomposed exactly, ``effective_rank_ratio``, ``mass90_count`` (fewest singular values holding 90 %
+            of ``Σσ``) and ``gini`` (Gini coefficient of the singular values).
+        interlayer_alignment: ``True``: log the alignment score (mean of the first ``min(10, k)`` entries of
+            ``diag |V_{l+1}ᵀ U_l|``) of every pair of consecutive matrices found by
+            :func:`~lightning_spectral.functional.interlayer_alignment.consecutive_pairs` and, per attention
+            layer, of each head's query/key pair (``<attn>.qk[h]``) and the value→output pair (``<attn>.vo``;
+            not for sharded weights); a list of ``(earlier, later)`` matrix names: those pairs only;
+            ``False`` (default): none.
         histogram_every_n: log singular-value histograms every n-th measurement (0: never).
         seed: seeds the random sketches.
         strict: re-raise measurement errors instead of disabling the monitor.
@@ -94,7 +129,9 @@ class WeightSpectrumMonitor(SpectralMonitor):
         "*/sigma_*": "max",
         "*stable_rank": "min",
         "*/effective_rank": "min",
+        "*/effective_rank_estimate": "min",
         "*/rotation": "max",
+        "*/agreement": "min",
     }
 
     def __init__(
@@ -115,8 +152,11 @@ class WeightSpectrumMonitor(SpectralMonitor):
         exclude: str | Sequence[str] | None = None,
         trainable_only: bool = False,
         conv_mode: str = "flatten",
+        split_fused: bool = True,
         compute_condition_number: bool = False,
         alpha: str | Sequence[str] = "plain",
+        compute_rank_measures: bool = False,
+        interlayer_alignment: bool | Sequence[tuple[str, str]] = False,
         histogram_every_n: int = 1,
         seed: int = 0,
         strict: bool = False,
@@ -154,6 +194,9 @@ class WeightSpectrumMonitor(SpectralMonitor):
             )
         for mode in (alpha,) if isinstance(alpha, str) else alpha:
             check_choice("alpha", mode, ALPHA_MODES)
+        check_bool("split_fused", split_fused)
+        check_bool("compute_rank_measures", compute_rank_measures)
+        self.interlayer_alignment = _check_pairs(interlayer_alignment)
         self.k = k
         self.method = method
         self.n_iter = n_iter
@@ -168,6 +211,8 @@ class WeightSpectrumMonitor(SpectralMonitor):
         self.compute_condition_number = compute_condition_number
         self.alpha = alpha
         self._alpha_modes = frozenset((alpha,) if isinstance(alpha, str) else alpha)
+        self.split_fused = split_fused
+        self.compute_rank_measures = compute_rank_measures
         self.histogram_every_n = histogram_every_n
         self._previous: dict[str, WeightSpectrum] = {}
         self._table_rows: list[list[Any]] = []
@@ -177,9 +222,9 @@ class WeightSpectrumMonitor(SpectralMonitor):
         # `callback_metrics`, and any stopping decision on them, agree on every rank). Sharded (DTensor)
         # weights are gathered one matrix at a time, every rank taking part in each gather.
         if has_distributed_parameters(pl_module):
-            values = self._measure_sharded(trainer, self._matrices(pl_module))
+            values = self._measure_sharded(trainer, pl_module, self._matrices(pl_module))
         elif self.collectives.rank == 0:
-            values = self._measure_replicated(trainer, self._matrices(pl_module))
+            values = self._measure_replicated(trainer, pl_module, self._matrices(pl_module))
         else:
             values = None
         return self.collectives.broadcast(values, src=0)
@@ -194,18 +239,28 @@ class WeightSpectrumMonitor(SpectralMonitor):
                 exclude=self.exclude,
                 trainable_only=self.trainable_only,
                 conv_mode=self.conv_mode,
+                split_fused=self.split_fused,
             )
 
-    def _measure_replicated(self, trainer: Any, matrices: list[WeightMatrix]) -> dict[str, float]:
+    def _measure_replicated(
+        self, trainer: Any, pl_module: Any, matrices: list[WeightMatrix]
+    ) -> dict[str, float]:
         """All matrices at once (same-shape layers are decomposed as one batch), on rank 0."""
         # A layer with NaN / inf entries gets NaN metrics (the base class warns once); the others are measured.
+        everything = matrices
         broken = [m.name for m in matrices if not bool(torch.isfinite(m.matrix).all())]
         matrices = [m for m in matrices if m.name not in broken]
         spectra = self._spectra(matrices) if matrices else []
-        values = self._values(trainer, [(m.name, s) for m, s in zip(matrices, spectra)], broken)
-        return values | self._alpha_values(matrices, spectra)
+        values = self._alignment_values(everything, dict(zip((m.name for m in matrices), spectra)), pl_module)
+        return (
+            values
+            | self._values(trainer, [(m.name, s) for m, s in zip(matrices, spectra)], broken)
+            | self._alpha_values(matrices, spectra)
+        )
 
-    def _measure_sharded(self, trainer: Any, matrices: list[WeightMatrix]) -> dict[str, float] | None:
+    def _measure_sharded(
+        self, trainer: Any, pl_module: Any, matrices: list[WeightMatrix]
+    ) -> dict[str, float] | None:
         """One matrix at a time: every rank joins its all-gather, rank 0 decomposes the whole matrix and drops
         it before the next (memory: one full matrix at a time); the values on rank 0, ``None`` elsewhere."""
         measured: list[tuple[str, WeightSpectrum]] = []
@@ -225,7 +280,11 @@ class WeightSpectrumMonitor(SpectralMonitor):
             measured.append((matrix.name, self._spectra([whole], generator)[0]))
             alphas.update(self._alpha_values([whole], measured[-1][1:]))
             del full, whole
-        return self._values(trainer, measured, broken) | alphas if self.collectives.rank == 0 else None
+        if self.collectives.rank != 0:
+            return None
+        # attention pairs would need each attention layer's whole weights again: consecutive pairs only
+        values = self._alignment_values(matrices, dict(measured), None)
+        return values | self._values(trainer, measured, broken) | alphas
 
     def _alpha_values(
         self, matrices: list[WeightMatrix], spectra: Sequence[WeightSpectrum]
@@ -243,6 +302,63 @@ class WeightSpectrumMonitor(SpectralMonitor):
             for key, fit in fits:
                 if fit is not None and math.isfinite(fit.alpha):
                     values[f"{matrix.name}/{key}"] = fit.alpha
+        return values
+
+    def _pairs(self, matrices: list[WeightMatrix]) -> list[AlignmentPair]:
+        if self.interlayer_alignment is True:
+            return consecutive_pairs(matrices)
+        known = {m.name for m in matrices}
+        for pair in self.interlayer_alignment or ():
+            for name in (pair.earlier, pair.later):
+                if name not in known:
+                    raise ValueError(
+                        f"`interlayer_alignment` names {name!r}, which is not a measured weight matrix; "
+                        f"the matrices are: {sorted(known)}."
+                    )
+        return list(self.interlayer_alignment or ())
+
+    def _alignment_values(
+        self, matrices: list[WeightMatrix], spectra: dict[str, WeightSpectrum], pl_module: Any
+    ) -> dict[str, float]:
+        """``alignment/<pair>`` scores (NaN where a matrix of the pair is not finite)."""
+        if self.interlayer_alignment is False:
+            return {}
+        types = {m.name: m.module_type for m in matrices}
+        values = {}
+        for pair in self._pairs(matrices):
+            earlier, later = spectra.get(pair.earlier), spectra.get(pair.later)
+            if earlier is None or later is None:
+                values[f"alignment/{pair.name}"] = math.nan
+                continue
+            if (
+                earlier.shape[0 if types[pair.earlier] not in ("Embedding", "EmbeddingBag") else 1]
+                != later.shape[1]
+            ):
+                raise ValueError(
+                    f"`interlayer_alignment` pair {pair.name!r}: {pair.earlier} {earlier.shape} does not feed "
+                    f"{pair.later} {later.shape} (output and input dimensions differ)."
+                )
+            diagonal = pair_alignment(earlier, types[pair.earlier], later)
+            values[f"alignment/{pair.name}"] = agreement_score(diagonal, AGREEMENT_TOP)
+        if self.interlayer_alignment is True and pl_module is not None:
+            for name, module in attention_modules(pl_module, matrices):
+                if not all(bool(torch.isfinite(p).all()) for p in module.parameters()):
+                    values[f"alignment/{name}.vo"] = math.nan  # the base class warns about the broken layer
+                    continue
+                blocks = attention_alignment(
+                    module,
+                    name,
+                    self.k,
+                    method=self.method,
+                    n_iter=self.n_iter,
+                    oversample=self.oversample,
+                    generator=self.make_generator(module.out_proj.weight.device),
+                    exact_threshold=self.exact_threshold,
+                    tol=self.tol,
+                )
+                values.update(
+                    {f"alignment/{p}": agreement_score(d, AGREEMENT_TOP) for p, d in blocks.items()}
+                )
         return values
 
     def _values(
@@ -269,7 +385,15 @@ class WeightSpectrumMonitor(SpectralMonitor):
                 self.log_histogram(trainer, f"{name}/singular_values", singular_values)
         self._previous = dict(measured)
         self._table_rows += [
-            [trainer.global_step, name, s.sigma_max, s.stable_rank, s.effective_rank, s.alpha]
+            [
+                trainer.global_step,
+                name,
+                s.sigma_max,
+                s.stable_rank,
+                None if s.effective_rank_is_estimate else s.effective_rank,
+                s.effective_rank if s.effective_rank_is_estimate else None,
+                s.alpha,
+            ]
             for name, s in measured
         ]
         stable_ranks = [s.stable_rank for _, s in measured] + [math.nan] * len(broken)
@@ -300,20 +424,31 @@ class WeightSpectrumMonitor(SpectralMonitor):
         )
 
     def _layer_values(self, spectrum: WeightSpectrum) -> dict[str, float]:
+        # one key, one meaning: the tail-spreading estimate of a randomized top-k has its own key
+        effective_rank_key = (
+            "effective_rank_estimate" if spectrum.effective_rank_is_estimate else "effective_rank"
+        )
         values = {
             "sigma_max": spectrum.sigma_max,
             "frobenius_norm": spectrum.frobenius_norm,
             "stable_rank": spectrum.stable_rank,
-            "effective_rank": spectrum.effective_rank,
+            effective_rank_key: spectrum.effective_rank,
         }
         for i, sigma in enumerate(spectrum.singular_values.tolist(), start=1):
             values[f"sigma_{i}"] = sigma
         if spectrum.alpha is not None and math.isfinite(spectrum.alpha):
             values["alpha"] = spectrum.alpha
+        if spectrum.agreement is not None:
+            values["agreement"] = agreement_score(spectrum.agreement, AGREEMENT_TOP)
         if spectrum.rotation is not None:
             values["rotation"] = spectrum.rotation
         if self.compute_condition_number:
             values["condition_number"] = spectrum.condition_number
+        if self.compute_rank_measures:
+            values["stable_rank_ratio"] = spectrum.stable_rank_ratio
+            for key in ("effective_rank_ratio", "mass90_count", "gini"):
+                if getattr(spectrum, key) is not None:  # exact decompositions only
+                    values[key] = float(getattr(spectrum, key))
         return values
 
     @override
@@ -333,3 +468,29 @@ class WeightSpectrumMonitor(SpectralMonitor):
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self._previous = {name: WeightSpectrum(**fields) for name, fields in state.items()}
+
+
+def _check_pairs(value: object) -> bool | list[AlignmentPair]:
+    """``interlayer_alignment``: a bool or a sequence of ``(earlier, later)`` name pairs."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise TypeError(
+            "`interlayer_alignment` must be True, False or a list of (earlier, later) weight-matrix name pairs, "
+            f"got {value!r}."
+        )
+    pairs = []
+    for item in value:
+        if (
+            isinstance(item, (str, bytes))
+            or not isinstance(item, Sequence)
+            or len(item) != 2
+            or not all(isinstance(n, str) for n in item)
+        ):
+            raise ValueError(
+                f"`interlayer_alignment` entries must be (earlier, later) pairs of weight-matrix names, got {item!r}."
+            )
+        pairs.append(AlignmentPair(item[0], item[1]))
+    if not pairs:
+        raise ValueError("`interlayer_alignment` must name at least one pair (or be True / False).")
+    return pairs

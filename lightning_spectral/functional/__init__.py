@@ -31,6 +31,7 @@ from lightning_spectral.functional.ntk_trace import NTKTrace, ntk_trace
 from lightning_spectral.functional.per_example_gradient_norms import LayerwiseChecks
 from lightning_spectral.functional.power_law import PowerLawFit, power_law_alpha
 from lightning_spectral.functional.sgd_stability import SGDStability, sgd_stability
+from lightning_spectral.functional.singular_dynamics import agreement_score, singular_vector_agreement
 from lightning_spectral.functional.weight_matrices import WeightMatrix, weight_matrices
 from lightning_spectral.functional.weight_spectrum import WeightSpectrum, weight_spectra, weight_spectrum
 
@@ -50,6 +51,7 @@ __all__ = [
     "adam_preconditioner",
     "adam_stability_limit",
     "adaptive_preconditioning",
+    "agreement_score",
     "batch_sharpness",
     "edge_of_stability_ratio",
     "farms_alpha",
@@ -68,6 +70,7 @@ __all__ = [
     "power_law_alpha",
     "rmsprop_preconditioner",
     "sgd_stability",
+    "singular_vector_agreement",
     "stability_limit",
     "weight_matrices",
     "weight_spectra",

@@ -8,7 +8,7 @@ with ``r = min(m, n)`` singular values ``σ_1 ≥ … ≥ σ_r``; :func:`weight_
 **Rank.** ``k`` (default :data:`DEFAULT_K` ``= 5``, clipped to ``r``) is the number of leading singular
 triplets computed and kept: ``singular_values`` (``k``), ``left_vectors`` (``m×k``), ``right_vectors``
 (``n×k``), the condition number of the top-``k`` block and the ``k``-dimensional subspace whose rotation is
-measured. Ask for the ``k`` the rotation should cover; log as few values as you like.
+measured. Ask for the ``k`` the agreement and rotation should cover; log as few values as you like.
 
 **Methods.**
 
@@ -32,8 +32,8 @@ measured. Ask for the ``k`` the rotation should cover; log as few values as you 
   ``randomized_svd(W, k, n_iter=2)`` on square Gaussian matrices ``r = 32 … 192``, single and batches of 8,
   ``k ∈ {5, 10, 20}``, with 1 and 2 threads) the randomized method becomes faster at ``r ≈ 1.9–3.7·l``
   (``r = 40–56`` for ``l = 15``, ``r = 56–112`` for ``l = 30``); at ``r = 512`` it is 22× faster for
-  ``k = 5``. Raise ``exact_threshold`` (or pass ``method="exact"``) to get exact effective ranks and ``alpha``
-  for larger layers, at the cost of a dense SVD (44 ms at 512², 0.3 s at 1024² on that CPU).
+  ``k = 5``. Raise ``exact_threshold`` (or pass ``method="exact"``) to get exact effective ranks, ``alpha``
+  and the rank measures below for larger layers, at the cost of a dense SVD (44 ms at 512², 0.3 s at 1024² on that CPU).
 
 All work happens on a detached copy of the weight in float32 (float64 when the weight is float64), on the
 weight's device; bf16/fp16 weights are upcast first. Non-finite weights raise ``ValueError``.
@@ -46,21 +46,33 @@ weight's device; bf16/fp16 weights are upcast first. Non-finite weights raise ``
   ``‖W‖_F² − Σ_{i≤k} σ_i²`` (which *is* known) is spread evenly over the remaining ``r − k`` values,
   ``σ_tail = sqrt(mass / (r − k))``, and ``effective_rank_is_estimate`` is True. The estimate is exact for a
   flat tail; for a tail that decays it over-estimates (measured on 300×200 matrices, ``k = 5``: +12 % for
-  ``σ_i ∝ i^{-1/2}``, +90 % for ``σ_i ∝ 1/i``). Use it for trends, or the exact method for the value.
+  ``σ_i ∝ i^{-1/2}``, +90 % for ``σ_i ∝ 1/i``). Use it for trends, or the exact method for the value. The
+  monitor logs the estimate under its own key, ``effective_rank_estimate``, never as ``effective_rank``.
 * ``condition_number = σ_1 / σ_k`` of the top-``k`` block (``inf`` when ``σ_k = 0``, NaN for the zero matrix;
   for a numerically rank-deficient matrix the computed ``σ_k`` is rounding noise and the ratio ``~1/eps``).
 * ``alpha``: the maximum-likelihood power-law exponent of the tail of the eigenvalues ``λ_i = σ_i²`` of
   ``WᵀW`` (:func:`lightning_spectral.functional.power_law.power_law_alpha`, ``x_min`` by KS distance), fitted
   only when all ``r`` values were computed and ``r ≥ min_tail`` (default 10); ``None`` (skipped) otherwise.
-* ``rotation`` against ``previous`` (an earlier spectrum of the same matrix), with ``U``, ``U_prev`` the
-  top-``k'`` left singular vectors, ``k' = min(k, k_prev)``::
+* ``stable_rank_ratio = stable_rank / r``; with all ``r`` values (exact method) also
+  ``effective_rank_ratio = effective_rank / r``, ``mass90_count`` (the fewest leading values holding 90 % of
+  ``Σσ``) and ``gini`` (the Gini coefficient of ``σ``), the rank measures of Yunis et al.
+  (:mod:`~lightning_spectral.functional.spectrum_metrics`); ``None`` after a randomized top-``k``.
+* ``agreement`` against ``previous`` (an earlier spectrum of the same matrix): the per-index singular-vector
+  agreement of Yunis et al., ``|⟨u_i, u_prev,i⟩ ⟨v_i, v_prev,i⟩|`` for ``i ≤ k' = min(k, k_prev)``, left *and*
+  right vectors index by index (:func:`~lightning_spectral.functional.singular_dynamics.singular_vector_agreement`;
+  its score, the mean of the first 10, is what the monitor logs). It sees a swap of two singular values and a
+  turn of the right vectors alone; it depends on how far apart the two measurements are.
+* ``rotation`` against ``previous``: a different, coarser quantity, the drift of the top-``k'`` *left
+  subspace*::
 
       rotation = 1 − ‖U_prevᵀ U‖_F² / k'  =  1 − (1/k') Σ_i cos² θ_i
 
   with ``θ_i`` the principal angles between the two subspaces: 0 when the subspace is unchanged, 1 when it
-  was replaced by an orthogonal one. It is invariant to the arbitrary signs (and, within a block of equal
-  singular values, rotations) of the singular vectors. It measures the *subspace*: if ``σ_k ≈ σ_{k+1}`` the
-  top-``k`` subspace itself is ill-defined and the number is noisy.
+  was replaced by an orthogonal one. It is blind to the right vectors and to any reordering or rotation of the
+  vectors inside the subspace (a swap of ``σ_1`` and ``σ_2``, or a turn of the right vectors alone, gives
+  rotation 0 and agreement near 0), so it is not Yunis et al.'s measure; it is robust where ``agreement`` is
+  noise, among (nearly) equal singular values. If ``σ_k ≈ σ_{k+1}`` the top-``k`` subspace itself is
+  ill-defined and the number is noisy.
 
 **Warm start.** With ``previous`` the randomized method starts its range finder from the previous right
 singular vectors (``init=``) instead of a purely Gaussian sketch: while the weights change slowly the
@@ -77,8 +89,12 @@ Example::
     >>> s = weight_spectrum(W, k=2)
     >>> s.singular_values.tolist(), s.method_used, round(s.stable_rank, 4)
     ([4.0, 3.0], 'exact', 1.875)
-    >>> round(weight_spectrum(W, k=2, previous=s).rotation, 6)
-    0.0
+    >>> later = weight_spectrum(W, k=2, previous=s)
+    >>> round(later.rotation, 6), later.agreement.tolist()
+    (0.0, [1.0, 1.0])
+    >>> swapped = weight_spectrum(torch.diag(torch.tensor([3.0, 4.0, 2.0, 1.0])), k=2, previous=s)
+    >>> round(swapped.rotation, 6), swapped.agreement.tolist()  # σ_1 and σ_2 traded directions
+    (0.0, [0.0, 0.0])
 """
 
 from __future__ import annotations
@@ -91,6 +107,7 @@ import torch
 from torch import Tensor
 
 from lightning_spectral.functional.power_law import DEFAULT_MIN_TAIL, PowerLawFit
+from lightning_spectral.functional.singular_dynamics import singular_vector_agreement
 from lightning_spectral.functional.singular_refinement import refine_truncated_svd, relative_residuals
 from lightning_spectral.functional.spectrum_metrics import summarise_singular_values
 from lightning_spectral.linalg import NonFiniteError, randomized_svd
@@ -139,11 +156,18 @@ class WeightSpectrum:
         condition_number: ``σ_1 / σ_k``.
         alpha: power-law exponent of the ESD tail, ``None`` when not fitted.
         power_law: the full fit behind ``alpha`` (``x_min``, KS distance, tail size), or ``None``.
-        rotation: ``1 − ‖U_prevᵀ U‖_F² / k'`` against ``previous``; ``None`` without ``previous``.
+        rotation: ``1 − ‖U_prevᵀ U‖_F² / k'``, the drift of the top-``k'`` left subspace since ``previous``
+            (not Yunis et al.'s agreement, see ``agreement``); ``None`` without ``previous``.
         method_used: ``"exact"`` or ``"randomized"``.
         relative_residual: ``max_i ρ_i / σ_i`` of the top-``k`` triplets (randomized method; 0.0 for the exact
             one): every ``σ_i`` lies within ``ρ_i/√2`` of a true singular value (module docstring).
         refined: whether the randomized result failed the ``tol`` check and was recomputed by Lanczos.
+        stable_rank_ratio: ``stable_rank / min(m, n)``.
+        effective_rank_ratio: ``effective_rank / min(m, n)`` (exact method; ``None`` when estimated).
+        mass90_count: fewest leading singular values holding 90 % of ``Σσ`` (exact method, else ``None``).
+        gini: Gini coefficient of all singular values (exact method, else ``None``).
+        agreement: ``(k',)`` per-index agreement ``|⟨u_i, u_prev,i⟩ ⟨v_i, v_prev,i⟩|`` with ``previous`` (CPU,
+            float64); ``None`` without ``previous``.
     """
 
     singular_values: Tensor
@@ -163,6 +187,12 @@ class WeightSpectrum:
     method_used: str
     relative_residual: float = 0.0
     refined: bool = False
+    # defaults keep the monitor's checkpoints of earlier versions loadable
+    stable_rank_ratio: float | None = None
+    effective_rank_ratio: float | None = None
+    mass90_count: int | None = None
+    gini: float | None = None
+    agreement: Tensor | None = None
 
 
 def _compute_dtype(weight: Tensor) -> torch.dtype:
@@ -234,12 +264,14 @@ def _decompose_chunk(
         else:
             residuals, refined = relative_residuals(stack, U_k, S, Vh_k), [False] * batch
 
-    rotation = None
+    rotation = agreement = None
     if has_previous:
         k_common = min(k, previous[0].left_vectors.shape[1])
         U_prev = torch.stack([p.left_vectors[:, :k_common] for p in previous]).to(stack.device, stack.dtype)
+        V_prev = torch.stack([p.right_vectors[:, :k_common] for p in previous]).to(stack.device, stack.dtype)
         overlap = torch.linalg.matrix_norm(U_prev.mT @ U_k[..., :k_common]) ** 2
         rotation = (1.0 - overlap / k_common).clamp_(min=0.0).cpu().tolist()
+        agreement = singular_vector_agreement(U_k, Vh_k.mT, U_prev, V_prev).to("cpu", torch.float64)
 
     values = S.to(device="cpu")
     results = []
@@ -253,6 +285,7 @@ def _decompose_chunk(
                 all_singular_values=values[b] if exact else None,
                 shape=(m, n),
                 rotation=None if rotation is None else rotation[b],
+                agreement=None if agreement is None else agreement[b],
                 method_used="exact" if exact else "randomized",
                 relative_residual=0.0 if exact else float(residuals[b]),
                 refined=False if exact else refined[b],
@@ -291,7 +324,7 @@ def weight_spectra(
         k: leading singular triplets per matrix, clipped to ``min(m, n)``; default :data:`DEFAULT_K`.
         method: ``"auto"``, ``"exact"`` or ``"randomized"`` (module docstring).
         previous: earlier spectra aligned with ``matrices`` (``None`` entries allowed) for warm start and
-            rotation.
+            ``agreement`` and ``rotation``.
         n_iter: power iterations of the randomized method (``>= 0``).
         oversample: extra sketch columns of the randomized method (``>= 0``).
         generator: source of the randomized sketches, on the matrices' device; ``None`` uses the global
@@ -445,7 +478,8 @@ def weight_spectrum(
         weight: ``(m, n)`` real floating-point matrix (any device, any float dtype; not modified).
         k: number of leading singular triplets, clipped to ``min(m, n)``; default :data:`DEFAULT_K`.
         method: ``"auto"`` (exact below the crossover size), ``"exact"`` or ``"randomized"``.
-        previous: an earlier :class:`WeightSpectrum` of the same matrix: warm start and ``rotation``.
+        previous: an earlier :class:`WeightSpectrum` of the same matrix: warm start, ``agreement`` and
+            ``rotation``.
         n_iter: power iterations of the randomized method.
         oversample: extra sketch columns of the randomized method.
         generator: source of the randomized sketch (on ``weight``'s device); ``None``: global torch RNG.

@@ -20,6 +20,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from lightning_spectral.report.checkpoints import checkpoint_dynamics
+from lightning_spectral.report.dynamics_figures import agreement_heatmaps, agreement_map
+from lightning_spectral.report.figure_style import ReportFigure
 from lightning_spectral.report.figures import DPI, density_images, make_figures, run_colors
 from lightning_spectral.report.page import Panel, render_page
 from lightning_spectral.report.reader import ReportError, RunData, read_runs
@@ -33,6 +36,7 @@ def build_report(
     *,
     steps: Sequence[int] | None = None,
     progress: bool = True,
+    checkpoints: bool = True,
 ) -> Path:
     """Write ``out_dir/index.html`` and its PNGs for the runs below ``run_dirs``; return the page's path.
 
@@ -43,15 +47,21 @@ def build_report(
         steps: the steps at which to show the Hessian density images and the singular-value histograms (the
             nearest logged step of each run); default: the last logged one.
         progress: one line per event file on stderr while reading.
+        checkpoints: also read the Lightning checkpoints (``*.ckpt``) below each run folder and draw the
+            agreement of every weight matrix with the final checkpoint by index and step
+            (:mod:`~lightning_spectral.report.checkpoints`; runs with fewer than two saved steps are skipped).
 
     Raises:
-        ReportError: a folder is missing, has no event files, or its event files hold no ``spectral/`` tag.
+        ReportError: a folder is missing, has no event files, or its event files hold no ``spectral/`` tag; a
+            checkpoint cannot be read.
     """
     runs = read_runs(list(run_dirs), progress=sys.stderr if progress else None)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     colors = run_colors(runs)
     figures, notes = make_figures(runs, colors, steps)
+    if checkpoints:
+        figures += _checkpoint_figures(runs, notes, progress)
     panels = []
     for figure in figures:
         figure.figure.savefig(out / f"{figure.name}.png", dpi=DPI, facecolor="white")
@@ -80,3 +90,23 @@ def build_report(
     page = out / "index.html"
     page.write_text(render_page(runs, colors, panels, notes), encoding="utf-8")
     return page
+
+
+def _checkpoint_figures(runs: Sequence[RunData], notes: list[str], progress: bool) -> list[ReportFigure]:
+    """The agreement heatmaps of every run with saved checkpoints, then their layer × step map."""
+    named = []
+    for number, run in enumerate(runs, 1):
+        if progress and any(run.path.rglob("*.ckpt")):
+            print(f"{run.name}: agreement with the final checkpoint ...", file=sys.stderr, flush=True)
+        dynamics = checkpoint_dynamics(run.path)
+        if dynamics is None:
+            notes.append(
+                f"No checkpoint figures for {run.name}: fewer than two saved steps (*.ckpt) below its folder "
+                "(ModelCheckpoint(every_n_train_steps=..., save_top_k=-1) keeps them)."
+            )
+        else:
+            named.append((run.name, number, dynamics))
+    figures = [agreement_heatmaps(name, number, dynamics) for name, number, dynamics in named]
+    if named:
+        figures.append(agreement_map([(name, dynamics) for name, _, dynamics in named]))
+    return figures

@@ -22,6 +22,7 @@ SECTIONS = {
     "Curvature": "The loss Hessian, from HessianEigenMonitor.",
     "Kernel": "The empirical neural tangent kernel, from NTKTraceMonitor.",
     "Weights": "The singular values of every weight matrix, from WeightSpectrumMonitor.",
+    "Checkpoints": "Singular-vector agreement with the final checkpoint, from the run's saved checkpoints.",
 }
 
 STYLE = """

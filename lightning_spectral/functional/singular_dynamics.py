@@ -1,0 +1,137 @@
+"""Singular-vector dynamics as Yunis et al. (2024, "Approaching Deep Learning through the Spectral Dynamics of
+Weights") measure them: agreement of singular vectors across time, index by index, and alignment between
+consecutive layers.
+
+**Agreement.** For two measurements of one matrix, ``W = U Σ Vᵀ`` and a reference ``W_ref = U_ref Σ_ref
+V_refᵀ`` (the final checkpoint, or the previous measurement), the agreement of index ``i`` is the ``i``-th
+diagonal entry of ``|(Uᵀ U_ref) ⊙ (Vᵀ V_ref)|``::
+
+    agreement_i = |⟨u_i, u_ref,i⟩ · ⟨v_i, v_ref,i⟩|
+
+1 when the ``i``-th singular pair (left *and* right vector) is unchanged, 0 when either vector turned
+orthogonal to its reference, and invariant to the joint sign flip ``(u_i, v_i) → (−u_i, −v_i)`` of an SVD.
+Unlike a subspace angle it sees a swap of two singular values (``u_1 ↔ u_2``: agreement 0 at both indices)
+and a rotation of the right vectors alone. The layer's score is the mean of the first :data:`AGREEMENT_TOP`
+(10) entries (fewer when fewer are known). Where two singular values are (nearly) equal their vectors are
+not defined individually, and agreement at those indices is noise.
+
+**Inter-layer alignment.** For consecutive weight matrices ``W_l`` (output side ``U_l``) and ``W_{l+1}``
+(input side ``V_{l+1}``), the diagonal of ``|V_{l+1}ᵀ U_l|``: how well the ``i``-th output direction of a
+layer feeds the ``i``-th input direction of the next (1: the layers' singular bases line up, as the balanced
+deep-linear theory predicts). In attention, the query and key maps are compared per head on their output
+(head) side, ``|U_{q,h}ᵀ U_{k,h}|``, and the value map feeds the output projection, ``|V_oᵀ U_v|``. The score
+is again the mean of the first 10 diagonal entries. An embedding table ``(num_embeddings, dim)`` is read as
+``x ↦ Wᵀ x`` (one row per token): its output side is its right singular vectors.
+
+Example::
+
+    >>> U, V = torch.eye(3)[:, :2], torch.eye(3)[:, :2]
+    >>> swapped = U[:, [1, 0]]  # σ_1 and σ_2 trade places
+    >>> singular_vector_agreement(swapped, V[:, [1, 0]], U, V).tolist()
+    [0.0, 0.0]
+    >>> singular_vector_agreement(U, -V, -U, V).tolist()  # joint sign flips do not count
+    [1.0, 1.0]
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "AGREEMENT_TOP",
+    "agreement_score",
+    "alignment_diagonal",
+    "singular_vector_agreement",
+    "thin_singular_vectors",
+]
+
+#: The layer score is the mean of this many leading diagonal entries (Yunis et al.).
+AGREEMENT_TOP = 10
+
+
+def _check_vectors(name: str, value: object) -> Tensor:
+    if not isinstance(value, Tensor):
+        raise TypeError(f"`{name}` must be a torch.Tensor, got {type(value).__name__}.")
+    if value.ndim < 2 or not value.is_floating_point():
+        raise ValueError(
+            f"`{name}` must be a real (..., d, k) matrix of column vectors, got {tuple(value.shape)}."
+        )
+    return value
+
+
+def singular_vector_agreement(U: Tensor, V: Tensor, U_ref: Tensor, V_ref: Tensor) -> Tensor:
+    """Per-index agreement ``|⟨u_i, u_ref,i⟩ ⟨v_i, v_ref,i⟩|``, the diagonal of ``|(UᵀU_ref) ⊙ (VᵀV_ref)|``.
+
+    Args:
+        U: ``(..., m, k)`` left singular vectors (columns), leading ones first.
+        V: ``(..., n, k)`` right singular vectors.
+        U_ref: ``(..., m, k_ref)`` the reference's left singular vectors.
+        V_ref: ``(..., n, k_ref)`` the reference's right singular vectors.
+
+    Returns:
+        ``(..., min(k, k_ref))`` agreements in ``[0, 1]`` (for orthonormal columns), in ``U``'s dtype and device.
+
+    Raises:
+        TypeError: an argument is not a tensor.
+        ValueError: the shapes do not match (rows of ``U``/``U_ref``, ``V``/``V_ref``; equal ``k`` per side).
+    """
+    U, V, U_ref, V_ref = (
+        _check_vectors(n, x) for n, x in zip(("U", "V", "U_ref", "V_ref"), (U, V, U_ref, V_ref))
+    )
+    if U.shape[-2] != U_ref.shape[-2] or V.shape[-2] != V_ref.shape[-2]:
+        raise ValueError(
+            f"`U`/`U_ref` and `V`/`V_ref` must have equal rows, got {tuple(U.shape)}, {tuple(U_ref.shape)}, "
+            f"{tuple(V.shape)}, {tuple(V_ref.shape)}."
+        )
+    if U.shape[-1] != V.shape[-1] or U_ref.shape[-1] != V_ref.shape[-1]:
+        raise ValueError("`U` and `V` (and `U_ref` and `V_ref`) must hold the same number of vectors.")
+    k = min(U.shape[-1], U_ref.shape[-1])
+    U_ref, V_ref = U_ref.to(U.device, U.dtype), V_ref.to(U.device, U.dtype)
+    left = (U[..., :k] * U_ref[..., :k]).sum(-2)
+    right = (V[..., :k] * V_ref[..., :k]).sum(-2)
+    return (left * right).abs()
+
+
+def alignment_diagonal(outputs: Tensor, inputs: Tensor) -> Tensor:
+    """Diagonal of ``|inputsᵀ outputs|``: ``|⟨v_{l+1,i}, u_{l,i}⟩|`` for ``i < min(k_l, k_{l+1})``.
+
+    Args:
+        outputs: ``(..., d, k_l)`` output-side singular vectors of the earlier layer (``U_l``).
+        inputs: ``(..., d, k_{l+1})`` input-side singular vectors of the later layer (``V_{l+1}``).
+
+    Returns:
+        ``(..., min(k_l, k_{l+1}))`` alignments in ``[0, 1]``.
+
+    Raises:
+        ValueError: the two sides live in spaces of different dimension ``d``.
+    """
+    outputs, inputs = _check_vectors("outputs", outputs), _check_vectors("inputs", inputs)
+    if outputs.shape[-2] != inputs.shape[-2]:
+        raise ValueError(
+            f"the earlier layer's output dimension ({outputs.shape[-2]}) differs from the later layer's input "
+            f"dimension ({inputs.shape[-2]}): they are not consecutive."
+        )
+    k = min(outputs.shape[-1], inputs.shape[-1])
+    inputs = inputs.to(outputs.device, outputs.dtype)
+    return (outputs[..., :k] * inputs[..., :k]).sum(-2).abs()
+
+
+def agreement_score(diagonal: Tensor, top: int = AGREEMENT_TOP) -> float:
+    """Mean of the first ``min(top, len)`` entries of a 1-D agreement or alignment diagonal (NaN if empty).
+
+    >>> agreement_score(torch.tensor([1.0, 0.5, 0.0]), top=2)
+    0.75
+    """
+    if not isinstance(diagonal, Tensor) or diagonal.ndim != 1:
+        raise ValueError("`diagonal` must be a 1-D tensor.")
+    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
+        raise ValueError(f"`top` must be a positive integer, got {top!r}.")
+    head = diagonal[:top]
+    return float(head.double().mean()) if head.numel() else float("nan")
+
+
+def thin_singular_vectors(matrix: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``(U, S, V)`` of the thin SVD of a (batch of) matrices in float64 on the CPU (``V`` as columns)."""
+    U, S, Vh = torch.linalg.svd(matrix.detach().to("cpu", torch.float64), full_matrices=False)
+    return U, S, Vh.mT
