@@ -35,6 +35,7 @@ Example (the planner alone)::
 from __future__ import annotations
 
 import math
+import statistics
 import time
 import weakref
 from collections.abc import Callable
@@ -144,6 +145,7 @@ class AutoSchedule:
         self.period: int | None = None
         self.early = True  # still in the early phase (the period not yet chosen)
         self.early_steps: list[int] = []  # the early steps measured
+        self.planned_early: list[int] = []  # the early phase's plan: the powers of two to measure
         self.chosen_at: list[int] = []  # the steps at which the period was chosen or re-chosen
         self.ratio_at_choice: float | None = None  # round cost over step time when the period was chosen
         self.measure_seconds = 0.0  # all fits
@@ -157,6 +159,7 @@ class AutoSchedule:
         self._started_at: float | None = None
         self._start_step = 0
         self._measure_at_start = 0.0
+        self._other_seconds = 0.0
         self._checked_step = 0
         self._measure_now = False
         self._announced = False
@@ -192,6 +195,7 @@ class AutoSchedule:
         for member in self.members:
             member._loaded_auto_schedule = None
         self._started_at = self.clock()
+        self._other_seconds = 0.0
         self._start_step = self._checked_step = trainer.global_step
         self._measure_at_start = self.measure_seconds
         total = trainer.estimated_stepping_batches
@@ -208,11 +212,20 @@ class AutoSchedule:
             )
 
     def train_seconds(self) -> float:
-        """Training wall time so far (all fits): this fit's time since train start less the measurements."""
+        """Training wall time so far (all fits): this fit's time since train start less the measurements (the
+        members' and those of the trainer's monitors on an explicit schedule)."""
         if self._started_at is None:
             return self._earlier_train_seconds
-        this_fit = self.clock() - self._started_at - (self.measure_seconds - self._measure_at_start)
+        measured = self.measure_seconds - self._measure_at_start + self._other_seconds
+        this_fit = self.clock() - self._started_at - measured
         return self._earlier_train_seconds + max(this_fit, 0.0)
+
+    @staticmethod
+    def add_other_measurement(trainer: Any, seconds: float) -> None:
+        """A measurement of a monitor on an explicit schedule: not training time for the trainer's schedule."""
+        group = _GROUPS.get(trainer)
+        if group is not None and group._started_at is not None:
+            group._other_seconds += seconds
 
     def add_measurement(self, member: Any, seconds: float, first_of_fit: bool) -> None:
         """Account one member's measurement of ``seconds`` (``first_of_fit``: it carried one-off costs)."""
@@ -222,7 +235,7 @@ class AutoSchedule:
         del costs[:-8]
 
     def round_seconds(self) -> float | None:
-        """The estimated cost of one round: the sum over the active members of the mean of their recent
+        """The estimated cost of one round: the sum over the active members of the median of their last three
         measurements, a fit's first left out where later ones exist (its one-off costs: a cold start, the
         first call of a kernel); ``None`` while a member has not measured yet."""
         total = 0.0
@@ -233,7 +246,7 @@ class AutoSchedule:
             if not costs:
                 return None
             later = [seconds for seconds, first in costs if not first] or [seconds for seconds, _ in costs]
-            total += sum(later) / len(later)
+            total += statistics.median(later[-3:])
         return total
 
     def step_seconds(self, step: int) -> float | None:
@@ -258,6 +271,7 @@ class AutoSchedule:
         measure, state = decision
         was_chosen = not self.early and self.period is not None
         self.period, self.early, self.ratio_at_choice = state["period"], state["early"], state["ratio"]
+        self.planned_early = state["planned"]
         if measure and (self.period is None or step % self.period != 0):
             self.early_steps.append(step)
         if state["chosen"]:
@@ -276,8 +290,15 @@ class AutoSchedule:
         return step
 
     def _decide(self, step: int, trainer: Any) -> tuple[bool, dict[str, Any]]:
-        """Rank 0: whether to measure at ``step``, and the schedule from here on."""
-        state = {"period": self.period, "early": self.early, "ratio": self.ratio_at_choice, "chosen": False}
+        """Rank 0: whether to measure at ``step``, and the schedule from here on. The plan of the early phase
+        (made at its first decision) holds unless the cost ratio drifted or a round would overrun the budget."""
+        state = {
+            "period": self.period,
+            "planned": list(self.planned_early),
+            "early": self.early,
+            "ratio": self.ratio_at_choice,
+            "chosen": False,
+        }
         round_seconds, step_seconds = self.round_seconds(), self.step_seconds(step)
         if round_seconds is None or not step_seconds:
             return True, state  # no cost known yet: measure to learn it
@@ -286,16 +307,20 @@ class AutoSchedule:
         plan = dict(
             budget=self.budget, total_steps=self.total_steps, step=step, spent=spent, round_cost=ratio
         )
-        if self.early:
-            period, early = plan_period(**plan)
-            measure = step in early or step % period == 0
-            if not any(s > step for s in early):
-                state.update(period=period, early=False, ratio=ratio, chosen=True)
-                state["projected"] = self._projected(spent, ratio, period, early, step)
-            return measure, state
-        at_choice = self.ratio_at_choice or ratio
-        drifted = ratio > 0 and max(ratio / at_choice, at_choice / ratio) >= DRIFT
+        planned_ratio = self.ratio_at_choice
+        drifted = planned_ratio is not None and max(ratio / planned_ratio, planned_ratio / ratio) >= DRIFT
         overrun = spent + ratio > self.budget * self.total_steps
+        if self.early:
+            if self.period is None or drifted or overrun:
+                period, early = plan_period(**plan)
+                state.update(period=period, planned=list(early), ratio=ratio)
+            period, early = state["period"], state["planned"]
+            measure = step in early or step % period == 0
+            if not any(s > step for s in early):  # the early phase ends: the period is chosen
+                state.update(early=False, chosen=True)
+                rest = [s for s in early if s >= step]
+                state["projected"] = self._projected(spent, ratio, period, rest, step)
+            return measure, state
         if drifted or overrun:
             period, _ = plan_period(**plan, early=False)
             state.update(period=period, ratio=ratio, chosen=True)
@@ -355,12 +380,15 @@ class AutoSchedule:
         self._announced = False
 
     def state_dict(self) -> dict[str, Any]:
-        steps = self._earlier_steps + (self._checked_step - self._start_step if self._started_at else 0)
+        steps = self._earlier_steps + (
+            self._checked_step - self._start_step if self._started_at is not None else 0
+        )
         return {
             "budget": self.budget,
             "period": self.period,
             "early": self.early,
             "early_steps": list(self.early_steps),
+            "planned_early": list(self.planned_early),
             "chosen_at": list(self.chosen_at),
             "ratio_at_choice": self.ratio_at_choice,
             "measure_seconds": self.measure_seconds,
@@ -373,6 +401,7 @@ class AutoSchedule:
         self.period = state["period"]
         self.early = state["early"]
         self.early_steps = list(state["early_steps"])
+        self.planned_early = list(state["planned_early"])
         self.chosen_at = list(state["chosen_at"])
         self.ratio_at_choice = state["ratio_at_choice"]
         self.measure_seconds = float(state["measure_seconds"])

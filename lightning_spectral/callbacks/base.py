@@ -320,6 +320,7 @@ class SpectralMonitor(Callback):
             config[name] = value
         if self.schedule is None:
             config["every_n_steps"] = "auto"  # the chosen period is written here when it is chosen
+            config["auto_schedule_budget"] = self.auto_schedule_budget
         config["batch"] = "user" if self.user_batch is not None else "drawn from the train dataloader"
         return config
 
@@ -466,7 +467,9 @@ class SpectralMonitor(Callback):
         self._num_measurements += 1
         seconds = self.clock() - started
         self._measure_seconds += seconds
-        if self._auto is not None:
+        if self._auto is None:
+            AutoSchedule.add_other_measurement(trainer, seconds)
+        else:
             self._auto.add_measurement(self, seconds, first_of_fit=self._measurements_this_fit == 0)
             train = self._auto.train_seconds()
             if train > 0:  # none yet at train start
