@@ -191,10 +191,11 @@ class SpectralMonitor(Callback):
             every_n_steps = self.default_every_n_steps
         automatic = every_n_steps is None and every_n_epochs is None
         if automatic:
-            if log_spacing is not False:
+            check_bool("log_spacing", log_spacing)
+            if log_spacing:
                 raise ValueError(
-                    "`log_spacing=True` needs `every_n_steps` (the regular interval after the dense start); "
-                    f"without a schedule the automatic one is dense early already, got log_spacing={log_spacing!r}."
+                    "`log_spacing`=True needs `every_n_steps` (the regular interval after the dense start); "
+                    "without a schedule the automatic one is dense early already."
                 )
             check_bool("at_train_start", at_train_start)
             budget = DEFAULT_BUDGET if auto_schedule_budget is None else auto_schedule_budget

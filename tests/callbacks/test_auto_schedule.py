@@ -248,7 +248,7 @@ def test_the_budget_argument_is_validated(monitor_cls, bad):
 def test_the_budget_argument_is_refused_with_an_explicit_schedule():
     with pytest.raises(ValueError, match="`auto_schedule_budget` applies to the automatic schedule only"):
         HessianEigenMonitor(every_n_steps=10, auto_schedule_budget=0.05)
-    with pytest.raises(ValueError, match="`log_spacing=True` needs `every_n_steps`"):
+    with pytest.raises(ValueError, match="`log_spacing`=True needs `every_n_steps`"):
         NTKTraceMonitor(log_spacing=True)
 
 
