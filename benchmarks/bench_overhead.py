@@ -400,6 +400,7 @@ def run_long(args: argparse.Namespace) -> list[Target]:
                 counts,
                 f"{r['median_dev']:.1%} / {r['max_dev']:.1%}",
                 f"{r['common']:.1e}",
+                f"{r['idle_us']:.0f} µs ({r['idle_us'] / 1e3 / r['step_ms']:.2%})",
             ]
         )
         met = r["overhead"] <= TARGET_OVERHEAD and min(r["counts"].values()) >= 5
@@ -423,6 +424,7 @@ def run_long(args: argparse.Namespace) -> list[Target]:
             "measurements",
             "λ_1 curve vs every-10-steps reference: median / max rel. deviation",
             "λ_1 at common steps: max rel. difference",
+            "per-step path of the three when not measuring (share of a step)",
         ],
         rows,
     )

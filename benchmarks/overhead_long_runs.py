@@ -172,6 +172,24 @@ class Lambda1Recorder(pl.Callback):
         self._after(trainer)
 
 
+class IdleHookClock:
+    """The time of a monitor's ``on_train_batch_end`` calls that did not measure (its per-step path)."""
+
+    def __init__(self, monitor) -> None:
+        self.seconds: list[float] = []
+        hook = monitor.on_train_batch_end
+
+        def timed(*args, **kwargs):
+            count = monitor.num_measurements
+            start = time.perf_counter()
+            hook(*args, **kwargs)
+            elapsed = time.perf_counter() - start
+            if monitor.num_measurements == count:
+                self.seconds.append(elapsed)
+
+        monitor.on_train_batch_end = timed
+
+
 @dataclass
 class LongRun:
     seconds: float
@@ -179,6 +197,7 @@ class LongRun:
     curve: list[tuple[int, float]] = field(default_factory=list)
     period: int | None = None
     early: list[int] = field(default_factory=list)
+    idle_seconds: float = 0.0  # median over steps of the three monitors' per-step path when not measuring
 
 
 def fit(workload: Workload, data: TensorDataset, monitors: list) -> LongRun:
@@ -189,6 +208,7 @@ def fit(workload: Workload, data: TensorDataset, monitors: list) -> LongRun:
     )
     hessian = next((m for m in monitors if isinstance(m, HessianEigenMonitor)), None)
     recorder = [Lambda1Recorder(hessian)] if hessian is not None else []
+    idle = [IdleHookClock(m) for m in monitors]
     trainer = pl.Trainer(
         max_steps=workload.steps,
         max_epochs=-1,
@@ -213,6 +233,7 @@ def fit(workload: Workload, data: TensorDataset, monitors: list) -> LongRun:
         recorder[0].curve if recorder else [],
         schedule.period if schedule else None,
         list(schedule.early_steps) if schedule else [],
+        sum(statistics.median(c.seconds) for c in idle if c.seconds),
     )
 
 
@@ -276,4 +297,6 @@ def run_workload(workload: Workload, repeats: int, log: Callable[[str], None]) -
         "common": common,
         "dense_points": len(dense.curve),
         "t_dense": dense.seconds,
+        "idle_us": statistics.median(m.idle_seconds for m in monitored) * 1e6,
+        "step_ms": t_base / workload.steps * 1e3,
     }
