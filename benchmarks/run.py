@@ -57,6 +57,7 @@ MODULES = {
     "ntk": "benchmarks.bench_ntk",
     "overhead": "benchmarks.bench_overhead",
     "scaling": "benchmarks.bench_scaling",
+    "threads": "benchmarks.bench_threads",
 }
 PACKAGES = ("torch", "numpy", "scikit-learn", "pytorch-lightning", "matplotlib", "lightning-spectral")
 STORE = re.compile(r"<!-- targets-json: (.*?) -->", re.S)

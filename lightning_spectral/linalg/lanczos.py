@@ -15,7 +15,8 @@ so one Gram–Schmidt pass usually suffices; a second pass runs when the first o
 ``1/√2`` of its norm (the DGKS criterion of Daniel, Gragg, Kaufman & Stewart 1976, as in ARPACK), which
 keeps the basis orthonormal to working precision at half the memory traffic of two passes every step.
 
-Rayleigh–Ritz. ``T_j = S diag(θ) Sᵀ`` is solved in float64 on the CPU (NumPy's ``eigh``; ``j`` is small).
+Rayleigh–Ritz. ``T_j = S diag(θ) Sᵀ`` is solved in float64 on the CPU by :func:`small_eigh` (torch's
+``eigh``, which shares torch's thread pool; ``j`` is small).
 The Ritz pairs ``(θ_i, V_j s_i)`` approximate eigenpairs of ``A`` and their residual norms are known without
 extra products: ``‖A V_j s_i − θ_i V_j s_i‖ = |β_{j+1}| · |s_{j,i}|`` (the last component of ``s_i``). These
 *estimates* are what ``residuals`` reports; they equal the explicit residuals up to rounding.
@@ -111,6 +112,30 @@ _INVARIANCE_EPS = 1e3
 def _invariance_level(dim: int, dtype: torch.dtype) -> float:
     """Relative size of a collapsed ``β`` at which the Krylov space is taken as invariant (see above)."""
     return max(_noise_level(dim, dtype), _INVARIANCE_EPS * torch.finfo(dtype).eps)
+
+
+def small_eigh(T: np.ndarray, *, eigenvectors: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """Eigen-decomposition of a small symmetric float64 matrix (a Lanczos tridiagonal) on the CPU.
+
+    Solved by ``torch.linalg.eigh`` rather than ``numpy.linalg.eigh``: NumPy's bundled OpenBLAS keeps a
+    thread pool of its own, and interleaving its calls with torch's threaded products makes the two pools
+    wait on each other: a small ``numpy.linalg.eigh`` between torch's matrix products then costs many times
+    the same solve through torch. ``torch.linalg.eigh`` runs in torch's pool and gives the same results to
+    rounding.
+
+    Args:
+        T: a symmetric ``(j, j)`` float64 array.
+        eigenvectors: also return the eigenvectors (``False``: values only, second entry ``None``).
+
+    Returns:
+        ``(theta, S)``: ascending eigenvalues ``(j,)`` and orthonormal eigenvectors ``(j, j)`` as columns
+        (float64 NumPy arrays).
+    """
+    matrix = torch.from_numpy(np.ascontiguousarray(T, dtype=np.float64))
+    if not eigenvectors:
+        return torch.linalg.eigvalsh(matrix).numpy(), None
+    theta, S = torch.linalg.eigh(matrix)
+    return theta.numpy(), S.numpy()
 
 
 class _Action(enum.Enum):
@@ -254,7 +279,7 @@ def _better(a: float, b: float, margin: float, which: str) -> bool:
 def _ritz(state: _LanczosState, T: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Ritz values, eigenvectors of ``T`` (``state.tridiagonal()`` unless given) and residual estimates (all
     float64 NumPy arrays)."""
-    theta, S = np.linalg.eigh(state.tridiagonal() if T is None else T)
+    theta, S = small_eigh(state.tridiagonal() if T is None else T)
     if not state.restarts:  # one block: the classical estimate |β_{j+1}|·|s_{j,i}|
         return theta, S, abs(state.betas[-1]) * np.abs(S[-1])
     ends = state.block_ends
@@ -362,7 +387,7 @@ def lanczos(
         if first == 0:  # one block: its Ritz pairs and residuals are the ones above
             block_theta, block_residuals = theta, residuals
         else:
-            block_theta, block_S = np.linalg.eigh(T[first:, first:])
+            block_theta, block_S = small_eigh(T[first:, first:])
             block_residuals = abs(state.betas[-1]) * np.abs(block_S[-1])
         block_converged = block_residuals <= thresholds(block_theta, scale)
         best = int(_order(block_theta, which)[0])
@@ -382,7 +407,7 @@ def lanczos(
         # Ritz values and this block added nothing better than the k-th of them.
         if not wanted_converged or first < k:
             return _Action.RESTART
-        earlier = np.linalg.eigvalsh(T[:first, :first])
+        earlier, _ = small_eigh(T[:first, :first], eigenvectors=False)
         kth_earlier = float(earlier[_order(earlier, which)[k - 1]])
         margin = max(tol * abs(kth_earlier), noise * scale)
         if _better(float(block_theta[best]), kth_earlier, margin, which):
@@ -395,7 +420,7 @@ def lanczos(
         """Whether ``value`` (a restarted block's converged best) repeats a Ritz value of the earlier blocks and
         is more wanted than the current ``k``-th: then more copies may displace wanted values."""
         kth = float(theta[wanted[-1]])
-        earlier = np.linalg.eigvalsh(T_earlier)
+        earlier, _ = small_eigh(T_earlier, eigenvectors=False)
         margin = max(tol * abs(value), noise * scale)
         repeats = bool((np.abs(earlier - value) <= margin).any())
         return repeats and _better(value, kth, max(tol * abs(kth), margin), which)

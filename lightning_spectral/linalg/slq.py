@@ -33,13 +33,12 @@ Example::
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from ._checks import check_int, resolve_dtype_device
 from ._matvec import Matvec, check_matvec
-from .lanczos import _lanczos_tridiagonal
+from .lanczos import _lanczos_tridiagonal, small_eigh
 from .probes import rademacher
 from .results import SpectralDensity
 
@@ -100,7 +99,7 @@ def slq_density(
     all_nodes, all_weights = [], []
     for probe in probes:
         state = _lanczos_tridiagonal(matvec, probe, num_steps, generator=generator)
-        theta, S = (torch.from_numpy(x) for x in np.linalg.eigh(state.tridiagonal()))
+        theta, S = (torch.from_numpy(x) for x in small_eigh(state.tridiagonal()))
         all_nodes.append(theta)
         all_weights.append(S[0] ** 2 / num_probes)
     nodes = torch.stack(all_nodes).to(dtype=probes.dtype, device=probes.device)
