@@ -2,9 +2,11 @@
 
 Run from the repository root::
 
-    python -m benchmarks.bench_overhead [--quick] [--device {cpu,cuda}]
+    python -m benchmarks.bench_overhead [--quick] [--device {cpu,cuda}] [--part {short,long,both}]
 
-and the ``overhead`` section of ``benchmarks/RESULTS.md`` is rewritten with the tables below.
+and the ``overhead`` section of ``benchmarks/RESULTS.md`` is rewritten with the tables below (``--part short``);
+``--part long`` runs the long fits at the defaults of :mod:`benchmarks.overhead_long_runs` (section
+``overhead-long``, CPU only); the default runs both.
 
 The run: a small CNN (conv 1→16 and 16→32, 3×3, ReLU, 2×2 max-pool, then 512→64→10; 38,282 parameters) on
 scikit-learn's 8×8 digits (1797 images shipped with scikit-learn, pixels / 16, no download), cross-entropy,
@@ -13,9 +15,9 @@ plain SGD (lr 0.05), batch 8, shuffled, one epoch = 225 optimizer steps, on the 
 enable_checkpointing=False, enable_model_summary=False)``; the timed span is ``trainer.fit(...)`` alone
 (model, data loader and trainer are built before it, afresh for every run, from the same seeds).
 
-Configurations: no monitor; ``HessianEigenMonitor()``; ``NTKTraceMonitor()``; ``WeightSpectrumMonitor()``;
-all three together; all three with a time budget ``max_overhead=0.015`` each. Every monitor with its defaults: ``every_n_steps=100`` and ``at_train_start=True``,
-i.e. 3 measurements in the epoch (steps 0, 100 and 200), each on one measurement batch of 8 images drawn
+Configurations: no monitor; each monitor alone with ``every_n_steps=100``; all three together so; all three
+with a time budget ``max_overhead=0.015`` each; all three constructed with no arguments (the automatic schedule).
+With ``every_n_steps=100`` and ``at_train_start=True`` a monitor makes 3 measurements in the epoch (steps 0, 100 and 200), each on one measurement batch of 8 images drawn
 at fit start (the Hessian monitor also computes its batch sharpness by default). Every run checks that
 each monitor made exactly those measurements (a monitor that failed and switched itself off would make
 the run look cheap).
