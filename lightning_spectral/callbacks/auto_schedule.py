@@ -8,10 +8,11 @@ training step, both measured with the rank-0 clock; ``N``: ``trainer.estimated_s
 measuring time spent so far, all in training steps):
 
 - step 0 (the initial model) is measured, which gives the first costs;
-- **dense early**: at the powers of two ``1, 2, 4, ...`` the plan is made again from the latest costs
-  (:func:`plan_period`). It picks the smallest period ``P`` of the 1-2-5 sequence (1, 2, 5, 10, 20, 50, ...)
+- **dense early**: at the powers of two ``2, 4, 8, ...`` (a fit's first step is not timed: it also starts the
+  data loader and the optimizer) the plan is made from the latest costs (:func:`plan_period`) and holds until
+  the costs drift. It picks the smallest period ``P`` of the 1-2-5 sequence (1, 2, 5, 10, 20, 50, ...)
   with at least two regular rounds up to ``N`` that fit in what is left of the budget ``b·N − σ`` together
-  with *all* the powers of two below ``P`` (``every_n_steps=P, log_spacing=True``); where none does, the regular
+  with *all* the powers of two from 2 below ``P`` (as ``every_n_steps=P, log_spacing=True``); where none does, the regular
   rounds get half of what is left and the largest powers of two below ``P`` the rest;
 - **regular**: once no early step remains, ``P`` is fixed (the period is *chosen*): a rank-zero line says it,
   and it goes into the run config (``spectral/<monitor>/every_n_steps``, ``early_steps``) and the checkpoint.
@@ -26,10 +27,12 @@ on the same steps. A resumed run keeps its period (state in the checkpoint of ea
 
 Example (the planner alone)::
 
-    >>> plan_period(budget=0.05, total_steps=2000, step=1, spent=8.0, round_cost=8.0)
-    (500, (4, 8, 16, 32, 64, 128, 256))
-    >>> plan_period(budget=0.05, total_steps=10_000, step=1, spent=0.2, round_cost=0.2)
-    (5, (1, 2, 4))
+    >>> plan_period(budget=0.05, total_steps=2000, step=2, spent=8.0, round_cost=8.0)
+    (1000, (2, 4, 8, 16, 32, 64, 128, 256, 512))
+    >>> plan_period(budget=0.05, total_steps=2000, step=2, spent=20.0, round_cost=12.0)
+    (1000, (64, 128, 256, 512))
+    >>> plan_period(budget=0.05, total_steps=10_000, step=2, spent=0.2, round_cost=0.2)
+    (5, (2, 4))
 """
 
 from __future__ import annotations
@@ -154,6 +157,13 @@ class AutoSchedule:
         ] = {}  # per member: [seconds, first of its fit] of recent measurements
         self._earlier_train_seconds = 0.0
         self._earlier_steps = 0
+        self._earlier_timed = (
+            0.0,
+            0,
+        )  # training seconds and steps of earlier fits, each fit's first step left out
+        self._timing_origin: tuple[float, int] | None = (
+            None  # (training seconds, step) at this fit's first batch end
+        )
         # this fit
         self.total_steps: float = math.inf
         self._started_at: float | None = None
@@ -197,9 +207,13 @@ class AutoSchedule:
         self._started_at = self.clock()
         self._other_seconds = 0.0
         self._start_step = self._checked_step = trainer.global_step
+        self._timing_origin = None
         self._measure_at_start = self.measure_seconds
-        total = trainer.estimated_stepping_batches
-        self.total_steps = float(total) if total is not None and total > 0 else math.inf
+        try:  # the fit's length in optimizer steps; unknown (an iterable without a length, no limit): inf
+            total = float(trainer.estimated_stepping_batches)
+        except (TypeError, ValueError, RuntimeError):
+            total = math.inf
+        self.total_steps = total if total > 0 else math.inf
         if not self._announced:
             self._announced = True
             names = ", ".join(m.name or type(m).__name__ for m in self.members)
@@ -249,10 +263,19 @@ class AutoSchedule:
             total += statistics.median(later[-3:])
         return total
 
+    def _timed(self, step: int) -> tuple[float, int]:
+        """Training seconds and steps that time a step: every fit's first step is left out (it also starts the
+        data loader and the optimizer's state)."""
+        seconds, steps = self._earlier_timed
+        if self._timing_origin is not None:
+            seconds += self.train_seconds() - self._timing_origin[0]
+            steps += step - self._timing_origin[1]
+        return seconds, steps
+
     def step_seconds(self, step: int) -> float | None:
-        """The mean wall time of a training step so far (all fits)."""
-        steps = self._earlier_steps + (step - self._start_step)
-        return self.train_seconds() / steps if steps > 0 else None
+        """The mean wall time of a training step so far (all fits; each fit's first step left out)."""
+        seconds, steps = self._timed(step)
+        return seconds / steps if steps > 0 else None
 
     # ------------------------------------------------------------------ the decisions
     def due(self, trainer: Any, step: int) -> bool:
@@ -261,6 +284,8 @@ class AutoSchedule:
         if step <= self._checked_step:
             return self._measure_now and step == self._checked_step
         previous, self._checked_step = self._checked_step, step
+        if self._timing_origin is None:
+            self._timing_origin = (self.train_seconds(), step)
         self._measure_now = False
         point = self._decision_point(previous, step)
         if point is None:
@@ -300,8 +325,10 @@ class AutoSchedule:
             "chosen": False,
         }
         round_seconds, step_seconds = self.round_seconds(), self.step_seconds(step)
-        if round_seconds is None or not step_seconds:
+        if round_seconds is None:
             return True, state  # no cost known yet: measure to learn it
+        if not step_seconds:
+            return False, state  # no training step timed yet (a fit's first is not): wait for one
         ratio = round_seconds / step_seconds
         spent = self.measure_seconds / step_seconds
         plan = dict(
@@ -375,6 +402,8 @@ class AutoSchedule:
                 f"{train:.1f} s of training (auto_schedule_budget {self.budget:.1%})."
             )
         self._earlier_train_seconds = self.train_seconds()
+        self._earlier_timed = self._timed(step)
+        self._timing_origin = None
         self._earlier_steps += step - self._start_step
         self._started_at = None
         self._announced = False
@@ -394,6 +423,8 @@ class AutoSchedule:
             "measure_seconds": self.measure_seconds,
             "train_seconds": self.train_seconds(),
             "train_steps": steps,
+            "timed_seconds": self._timed(self._checked_step)[0],
+            "timed_steps": self._timed(self._checked_step)[1],
             "costs": {key: list(values) for key, values in self.costs.items()},
         }
 
@@ -407,4 +438,5 @@ class AutoSchedule:
         self.measure_seconds = float(state["measure_seconds"])
         self._earlier_train_seconds = float(state["train_seconds"])
         self._earlier_steps = int(state["train_steps"])
+        self._earlier_timed = (float(state["timed_seconds"]), int(state["timed_steps"]))
         self.costs = {key: list(values) for key, values in state["costs"].items()}

@@ -88,11 +88,11 @@ def test_the_chosen_period_keeps_the_measuring_time_within_the_budget(tmp_path, 
         fit(tmp_path, [monitor], clock, logger=logger)
     schedule = monitor.auto_schedule
     period, early = schedule.period, schedule.early_steps
-    # the plan from the exact costs (a round 0.75 steps, 200 steps at 5 %: 10 s): every 50 steps and all the
-    # powers of two below 50 (every 20 steps with them would overrun)
-    assert (period, tuple(early)) == (50, (1, 2, 4, 8, 16, 32))
+    # the plan from the exact costs, made at step 2 (the first step is not timed): a round 0.75 steps, 200 steps
+    # at 5 %: 10 s; every 50 steps and the powers of two from 2 below 50 (every 20 steps with them would overrun)
+    assert (period, tuple(early)) == (50, (2, 4, 8, 16, 32))
     assert (period, tuple(early)) == plan_period(
-        budget=DEFAULT_BUDGET, total_steps=STEPS, step=1, spent=0.75, round_cost=0.75
+        budget=DEFAULT_BUDGET, total_steps=STEPS, step=2, spent=0.75, round_cost=0.75
     )
     assert not schedule.early and schedule.chosen_at == [32]
     assert monitor.measured_steps == [0, *early, *range(period, STEPS + 1, period)]
@@ -102,11 +102,13 @@ def test_the_chosen_period_keeps_the_measuring_time_within_the_budget(tmp_path, 
     # said on rank zero, and written to the run config
     messages = "\n".join(r.getMessage() for r in caplog.records)
     assert "within 5.0% of the training time" in messages
-    assert "every 50 steps (early steps: 1,2,4,8,16,32), about 4.1% of training time" in messages
+    assert (
+        f"every 50 steps (early steps: 2,4,8,16,32), about {total / STEPS:.1%} of training time" in messages
+    )
     assert "every_n_steps=50" in messages
     hparams = yaml.safe_load((tmp_path / "csv" / "version_0" / "hparams.yaml").read_text())
     assert hparams["spectral/costly0/every_n_steps"] == period
-    assert hparams["spectral/costly0/early_steps"] == "1,2,4,8,16,32"
+    assert hparams["spectral/costly0/early_steps"] == "2,4,8,16,32"
     assert hparams["spectral/costly0/auto_schedule_budget"] == DEFAULT_BUDGET
     # logged: this monitor's share of the training time after each measurement but the first
     assert float(monitor._measure_seconds) == total
@@ -121,7 +123,7 @@ def test_other_costs_and_budgets_stay_within_the_budget_plus_one_measurement(tmp
     assert cost * len(monitor.measured_steps) <= budget * STEPS + cost  # plus one: the initial model's
     assert monitor.measured_steps == [0, *early, *range(period, STEPS + 1, period)]
     assert (period, tuple(early)) == plan_period(
-        budget=budget, total_steps=STEPS, step=1, spent=cost, round_cost=cost
+        budget=budget, total_steps=STEPS, step=2, spent=cost, round_cost=cost
     )
     if cost > budget * STEPS:  # the initial model alone overruns: nothing more
         assert monitor.measured_steps == [0] and period > STEPS
@@ -131,9 +133,9 @@ def test_the_plan_matches_a_repeated_run_with_the_recorded_period():
     """The planner alone: the full early phase is ``every_n_steps=P, log_spacing=True`` exactly."""
     from lightning_spectral.callbacks.schedule import Schedule
 
-    period, early = plan_period(budget=0.05, total_steps=10_000, step=1, spent=0.5, round_cost=0.5)
-    assert period == 20 and early == (1, 2, 4, 8, 16)
-    assert Schedule(every_n_steps=period, log_spacing=True).steps_up_to(10_000) == [0, *early] + list(
+    period, early = plan_period(budget=0.05, total_steps=10_000, step=2, spent=0.5, round_cost=0.5)
+    assert period == 20 and early == (2, 4, 8, 16)
+    assert Schedule(every_n_steps=period, log_spacing=True).steps_up_to(10_000) == [0, 1, *early] + list(
         range(period, 10_001, period)
     )
     assert plan_period(budget=0.05, total_steps=float("inf"), step=1, spent=1.0, round_cost=3.0) == (100, ())
@@ -189,28 +191,24 @@ def test_a_resumed_run_keeps_its_period(tmp_path):
     """Interrupted at step 100 and resumed to step 200, with measurements 1.5× as costly after the resume (a
     slower machine, below the re-choice's drift factor): the period of the first fit, its accounting continued."""
     clock = HandClock()
-    (first,) = costly(clock, 0.5)
+    (first,) = costly(clock, 0.375)
     checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, every_n_train_steps=100)
     fit(tmp_path / "first", [first], clock, max_steps=100, extra=[checkpoint], enable_checkpointing=True)
     period = first.auto_schedule.period
-    assert first.measured_steps == [0, 1, 2, 4, 8, 16, 32, 50, 100] and period == 50  # planned for 100 steps
+    assert first.measured_steps == [0, 2, 4, 8, 16, 20, 40, 60, 80, 100] and period == 20  # planned for 100
 
     clock = HandClock()
     clock.now = 1e6  # a new process: its clock has nothing to do with the first one's
-    (second,) = costly(clock, 0.75)
+    (second,) = costly(clock, 0.5625)
     fit(tmp_path / "second", [second], clock, ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
     schedule = second.auto_schedule
-    assert (
-        schedule.period == period
-        and schedule.chosen_at == [32]
-        and schedule.early_steps == [1, 2, 4, 8, 16, 32]
-    )
-    assert second.measured_steps == [150, 200]
-    assert second.num_measurements == 11
-    assert schedule.train_seconds() == STEPS and schedule.measure_seconds == 9 * 0.5 + 2 * 0.75
+    assert schedule.period == period and schedule.chosen_at == [16] and schedule.early_steps == [2, 4, 8, 16]
+    assert second.measured_steps == [120, 140, 160, 180, 200]
+    assert second.num_measurements == 15
+    assert schedule.train_seconds() == STEPS and schedule.measure_seconds == 10 * 0.375 + 5 * 0.5625
     # a fresh run of 200 steps would have chosen otherwise: the period comes from the checkpoint
     assert (
-        plan_period(budget=DEFAULT_BUDGET, total_steps=STEPS, step=1, spent=0.5, round_cost=0.5)[0] != period
+        plan_period(budget=DEFAULT_BUDGET, total_steps=STEPS, step=2, spent=0.375, round_cost=0.375)[0] == 10
     )
 
 
@@ -220,7 +218,7 @@ def test_a_large_cost_drift_rechooses_the_period_and_a_small_one_does_not(tmp_pa
     fit(tmp_path / "steady", [steady], clock)
     base = steady.auto_schedule
     assert (base.period, base.chosen_at) == (10, [8])
-    assert steady.measured_steps == [0, 1, 2, 4, 8, *range(10, STEPS + 1, 10)]
+    assert steady.measured_steps == [0, 2, 4, 8, *range(10, STEPS + 1, 10)]
 
     clock = HandClock()
     (cheaper,) = costly(clock, 0.25)
@@ -232,10 +230,10 @@ def test_a_large_cost_drift_rechooses_the_period_and_a_small_one_does_not(tmp_pa
     fit(tmp_path / "dearer", [dearer], clock, tick=TickPerStep(clock, (5, 4.0), [dearer]))
     schedule = dearer.auto_schedule
     # from step 5 on a measurement costs 1 s: at step 20 the last three say so, and the period is re-chosen
-    # from what is left of the budget (10 − 3 s: four rounds of 1 s)
+    # from what is left of the budget (10 − 2.75 s: four rounds of 1 s)
     assert schedule.chosen_at == [8, 20] and schedule.period == 50
-    assert dearer.measured_steps == [0, 1, 2, 4, 8, 10, 50, 100, 150, 200]
-    assert schedule.measure_seconds == 4 * 0.25 + 6 * 1.0 <= DEFAULT_BUDGET * STEPS
+    assert dearer.measured_steps == [0, 2, 4, 8, 10, 50, 100, 150, 200]
+    assert schedule.measure_seconds == 3 * 0.25 + 6 * 1.0 <= DEFAULT_BUDGET * STEPS
 
 
 @pytest.mark.parametrize("monitor_cls", [HessianEigenMonitor, NTKTraceMonitor, WeightSpectrumMonitor])
@@ -273,8 +271,8 @@ def test_the_three_monitors_with_no_arguments_share_one_schedule_in_a_real_fit(t
 
 def test_a_two_process_ddp_fit_measures_on_the_same_steps_on_both_ranks(tmp_path):
     """Rank 1's clock says a measurement costs 100× what rank 0's says; rank 0 decides, both measure the
-    steps its costs give (1 s steps, 0.25 s measurements, 40 steps: every 20 steps after 1, 2, 4, 8, 16)."""
+    steps its costs give (1 s steps, 0.25 s measurements, 40 steps: every 10 steps after 2, 4, 8)."""
     process = run_ddp_script(SCRIPT, "auto", str(tmp_path), timeout=180)
     assert process.returncode == 0, process.stdout[-3000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
-    assert ranks[0] == ranks[1] == {"steps": [0, 1, 2, 4, 8, 16, 20, 40], "period": 20, "global_step": 40}
+    assert ranks[0] == ranks[1] == {"steps": [0, 2, 4, 8, 10, 20, 30, 40], "period": 10, "global_step": 40}
