@@ -444,6 +444,13 @@ both measured (tol 1e-3 on the residual, each warm-started from its own previous
 
 {table}
 
+Reading. The automatic schedule spends what the budget allows: after the initial model's round (always
+taken) it plans the rest of the run from the measured cost of a round and of a step, so a round that costs
+more than about a fifth of the whole budget (5 % of the run's steps) leaves room for fewer than 5 measurements,
+and on a fast model the initial round alone can exceed 5 %. The fit times of this shared 2-core machine vary
+by ±20 % from run to run, so the overhead column carries that noise; the monitors' own accounting is in the
+rank-zero line at each fit's end ("… s measuring in this fit, …% of its … s of training").
+
 Target (each run ≤ {TARGET_OVERHEAD:.0%} with ≥ 5 measurements per monitor):
 {", ".join(f"{t.name.split(',')[1].strip()}: {'met' if t.met else 'missed'} ({t.measured})" for t in targets)}.
 """
