@@ -198,6 +198,7 @@ class LongRun:
     period: int | None = None
     early: list[int] = field(default_factory=list)
     idle_seconds: float = 0.0  # median over steps of the three monitors' per-step path when not measuring
+    hook_seconds: float = 0.0  # all the time spent inside the monitors' own Lightning hooks
 
 
 def fit(workload: Workload, data: TensorDataset, monitors: list) -> LongRun:
@@ -209,6 +210,9 @@ def fit(workload: Workload, data: TensorDataset, monitors: list) -> LongRun:
     hessian = next((m for m in monitors if isinstance(m, HessianEigenMonitor)), None)
     recorder = [Lambda1Recorder(hessian)] if hessian is not None else []
     idle = [IdleHookClock(m) for m in monitors]
+    from benchmarks.bench_overhead import HookClock
+
+    hooks = [HookClock(m) for m in monitors]
     trainer = pl.Trainer(
         max_steps=workload.steps,
         max_epochs=-1,
@@ -234,6 +238,7 @@ def fit(workload: Workload, data: TensorDataset, monitors: list) -> LongRun:
         schedule.period if schedule else None,
         list(schedule.early_steps) if schedule else [],
         sum(statistics.median(c.seconds) for c in idle if c.seconds),
+        sum(c.seconds for c in hooks),
     )
 
 
@@ -298,5 +303,6 @@ def run_workload(workload: Workload, repeats: int, log: Callable[[str], None]) -
         "dense_points": len(dense.curve),
         "t_dense": dense.seconds,
         "idle_us": statistics.median(m.idle_seconds for m in monitored) * 1e6,
+        "hook_share": statistics.median(m.hook_seconds for m in monitored) / t_base,
         "step_ms": t_base / workload.steps * 1e3,
     }
