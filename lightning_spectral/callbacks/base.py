@@ -32,6 +32,7 @@ import fnmatch
 import inspect
 import math
 import re
+import time
 import traceback
 import warnings
 from collections.abc import Mapping
@@ -42,6 +43,7 @@ from pytorch_lightning import Callback
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from typing_extensions import override
 
+from lightning_spectral.callbacks.auto_schedule import DEFAULT_BUDGET, AutoSchedule
 from lightning_spectral.callbacks.collectives import (
     MeasurementCollectives,
     PeerMeasurementFailed,
@@ -138,7 +140,8 @@ class SpectralMonitor(Callback):
     """Base class of the spectral monitors.
 
     Args:
-        every_n_steps: measure whenever ``trainer.global_step`` is a multiple of this.
+        every_n_steps: measure whenever ``trainer.global_step`` is a multiple of this. With neither this nor
+            ``every_n_epochs`` the monitor follows the automatic schedule (``auto_schedule_budget``).
         every_n_epochs: measure at the end of every ``every_n_epochs``-th training epoch.
         log_spacing: also measure at steps 1, 2, 4, 8, ... below ``every_n_steps`` (dense early).
         at_train_start: measure the initial model (step 0) from ``on_train_start``.
@@ -161,13 +164,25 @@ class SpectralMonitor(Callback):
             monitor of the same class, e.g. ``HessianEigenMonitor(params="head.*", name="hessian_head")``;
             two monitors that would log under one prefix are refused at setup. The spectral report draws the
             default names only.
+        auto_schedule_budget: with neither ``every_n_steps`` nor ``every_n_epochs``: the fraction of the
+            training time, in (0, 1), that *all* automatically scheduled monitors of the ``Trainer`` together
+            may spend measuring (default ``None``: 0.05). They measure on the same steps: step 0, a few early
+            steps, then every ``P`` steps, ``P`` of the 1-2-5 sequence chosen from the measured costs of a
+            measurement and of a training step (:mod:`~lightning_spectral.callbacks.auto_schedule`); ``P``
+            goes into the run config and the checkpoint (a resumed run keeps it), and ``every_n_steps=P``
+            repeats it. Monitors given different values share the smallest. Given with an explicit schedule:
+            ``ValueError`` (use ``max_overhead`` there).
+
+    Raises:
+        ValueError: an argument outside its allowed values (the message names it).
     """
 
     #: The ``<monitor>`` part of the metric keys ``spectral/<monitor>/<metric>``.
     monitor_name: ClassVar[str] = ""
     #: Whether :meth:`measure` needs the measurement batch (the weight monitor does not).
     needs_batch: ClassVar[bool] = True
-    #: ``every_n_steps`` used when neither ``every_n_steps`` nor ``every_n_epochs`` is given (None: required).
+    #: ``every_n_steps`` used when neither ``every_n_steps`` nor ``every_n_epochs`` is given (None: the automatic
+    #: schedule, :mod:`~lightning_spectral.callbacks.auto_schedule`).
     default_every_n_steps: ClassVar[int | None] = None
     #: Metrics logged as NaN when the first measurement already meets non-finite numbers.
     primary_metrics: ClassVar[tuple[str, ...]] = ()
@@ -198,6 +213,7 @@ class SpectralMonitor(Callback):
         strict: bool = False,
         max_overhead: float | None = None,
         name: str | None = None,
+        auto_schedule_budget: float | None = None,
     ) -> None:
         super().__init__()
         if not self.monitor_name:
@@ -209,12 +225,40 @@ class SpectralMonitor(Callback):
         self.name = name
         if every_n_steps is None and every_n_epochs is None:
             every_n_steps = self.default_every_n_steps
-        self.schedule = Schedule(
-            every_n_steps=every_n_steps,
-            every_n_epochs=every_n_epochs,
-            log_spacing=log_spacing,
-            at_train_start=at_train_start,
-        )
+        automatic = every_n_steps is None and every_n_epochs is None
+        if automatic:
+            check_bool("log_spacing", log_spacing)
+            if log_spacing:
+                raise ValueError(
+                    "`log_spacing`=True needs `every_n_steps` (the regular interval after the dense start); "
+                    "without a schedule the automatic one is dense early already."
+                )
+            check_bool("at_train_start", at_train_start)
+            budget = DEFAULT_BUDGET if auto_schedule_budget is None else auto_schedule_budget
+            check_open_unit_interval("auto_schedule_budget", budget)
+            self.schedule: Schedule | None = None
+        else:
+            if auto_schedule_budget is not None:
+                raise ValueError(
+                    "`auto_schedule_budget` applies to the automatic schedule only (neither `every_n_steps` nor "
+                    "`every_n_epochs` given); an explicit schedule keeps its exact steps, and `max_overhead` "
+                    f"puts a budget on it. Got auto_schedule_budget={auto_schedule_budget!r}."
+                )
+            budget = None
+            self.schedule = Schedule(
+                every_n_steps=every_n_steps,
+                every_n_epochs=every_n_epochs,
+                log_spacing=log_spacing,
+                at_train_start=at_train_start,
+            )
+        self.at_train_start = at_train_start
+        self.auto_schedule_budget = budget
+        #: Seconds as a float, for the automatic schedule's costs (replaceable: the tests drive it by hand).
+        self.clock: Any = time.perf_counter
+        self._auto: AutoSchedule | None = None
+        self._loaded_auto_schedule: dict[str, Any] | None = None
+        self._measurements_this_fit = 0
+        self._measure_seconds = 0.0
         check_int("num_batches", num_batches, 1)
         check_int("seed", seed, 0)
         check_bool("strict", strict)
@@ -269,6 +313,12 @@ class SpectralMonitor(Callback):
         return f"spectral/{self.name or self.monitor_name}/"
 
     @property
+    def auto_schedule(self) -> AutoSchedule | None:
+        """The trainer's shared automatic schedule this monitor follows (``None``: an explicit schedule, or
+        before setup): its ``period``, ``early_steps`` and ``budget``."""
+        return self._auto
+
+    @property
     def num_measurements(self) -> int:
         """How many measurements this monitor has completed (across resumes)."""
         return self._num_measurements
@@ -306,6 +356,9 @@ class SpectralMonitor(Callback):
             elif isinstance(value, (list, tuple)):
                 value = ",".join(map(str, value))
             config[name] = value
+        if self.schedule is None:
+            config["every_n_steps"] = "auto"  # the chosen period is written here when it is chosen
+            config["auto_schedule_budget"] = self.auto_schedule_budget
         config["batch"] = "user" if self.user_batch is not None else "drawn from the train dataloader"
         return config
 
@@ -329,6 +382,8 @@ class SpectralMonitor(Callback):
                 "overwrite each other's metrics: give each monitor its own `name=` (e.g. "
                 f"name='{self.monitor_name}_head'), whose metrics then go to spectral/<name>/."
             )
+        if self.schedule is None:
+            self._auto = AutoSchedule.join(trainer, self, self.auto_schedule_budget)
 
     @override
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
@@ -338,15 +393,20 @@ class SpectralMonitor(Callback):
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         if self.budget is not None:
             self.budget.start()
+        self._measurements_this_fit = 0
+        if self._auto is not None:
+            self._auto.start(trainer)
         if self.needs_batch:
             if self.user_batch is not None:
                 self._batches = [to_module_device(trainer, self.user_batch)]
             else:
                 self._batches = draw_measurement_batches(trainer, self.num_batches, self.seed)
         self._previous_step = trainer.global_step
-        self._due_step = (
-            trainer.global_step if self.schedule.is_measurement_step(trainer.global_step) else None
-        )
+        if self.schedule is None:  # automatic: the initial model (step 0), then the shared schedule's steps
+            due = trainer.global_step == 0 and self.at_train_start
+        else:
+            due = self.schedule.is_measurement_step(trainer.global_step)
+        self._due_step = trainer.global_step if due else None
         if self._due_step is not None:
             self._measure_and_log(trainer, pl_module)
 
@@ -355,7 +415,10 @@ class SpectralMonitor(Callback):
         self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         step = trainer.global_step
-        due = self.schedule.is_due(self._previous_step, step)
+        if self._auto is not None:
+            due = step > self._previous_step and self._auto.due(trainer, step)
+        else:
+            due = self.schedule.is_due(self._previous_step, step)
         self._previous_step = step
         if due:
             self._due_step = step
@@ -368,12 +431,18 @@ class SpectralMonitor(Callback):
 
     @override
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
-        if self.schedule.is_measurement_epoch(trainer.current_epoch) and epoch_ran_to_its_end(trainer):
+        if (
+            self.schedule is not None
+            and self.schedule.is_measurement_epoch(trainer.current_epoch)
+            and epoch_ran_to_its_end(trainer)
+        ):
             self._measure_and_log(trainer, pl_module)
 
     @override
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
         self._batches = []
+        if self._auto is not None:
+            self._auto.end_fit(trainer.global_step)
         if self.budget is not None and self.budget.num_skipped:
             rank_zero_info(
                 f"{type(self).__name__}: {self.budget.num_skipped} scheduled measurement(s) skipped to keep the "
@@ -389,6 +458,8 @@ class SpectralMonitor(Callback):
             "disabled": self._disabled,
             "extra": self.extra_state(),
             "budget": None if self.budget is None else self.budget.state_dict(),
+            "measure_seconds": self._measure_seconds,
+            "auto_schedule": None if self._auto is None else self._auto.state_dict(),
         }
 
     @override
@@ -399,6 +470,9 @@ class SpectralMonitor(Callback):
         self.load_extra_state(state_dict["extra"])
         if self.budget is not None and state_dict.get("budget"):
             self.budget.load_state_dict(state_dict["budget"])
+        self._measure_seconds = float(state_dict.get("measure_seconds", 0.0))
+        if self.schedule is None:
+            self._loaded_auto_schedule = state_dict.get("auto_schedule")  # adopted at train start
 
     # ------------------------------------------------------------------ the measurement
     def _measure_and_log(self, trainer: Any, pl_module: Any) -> None:
@@ -407,7 +481,8 @@ class SpectralMonitor(Callback):
             return
         if self.budget is not None and not self._budget_allows(trainer):
             return
-        started = self.budget.clock() if self.budget is not None else 0.0
+        started = self.clock()
+        budget_started = self.budget.clock() if self.budget is not None else 0.0
         collectives = MeasurementCollectives(trainer)
         self._collectives = collectives
         try:
@@ -443,8 +518,18 @@ class SpectralMonitor(Callback):
             )
         self._last_measured_step = step
         self._num_measurements += 1
+        seconds = self.clock() - started
+        self._measure_seconds += seconds
+        if self._auto is None:
+            AutoSchedule.add_other_measurement(trainer, seconds)
+        else:
+            self._auto.add_measurement(self, seconds, first_of_fit=self._measurements_this_fit == 0)
+            train = self._auto.train_seconds()
+            if train > 0:  # none yet at train start
+                values["overhead"] = self._measure_seconds / train  # this monitor's share
+        self._measurements_this_fit += 1
         if self.budget is not None:
-            self.budget.add_measurement(self.budget.clock() - started)
+            self.budget.add_measurement(self.budget.clock() - budget_started)
             if self.budget.train_seconds() > 0:  # none yet at train start
                 values["overhead"] = self.budget.overhead()
         new_names = [name for name in values if name not in self._declared_metrics]

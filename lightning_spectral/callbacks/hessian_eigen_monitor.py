@@ -66,7 +66,7 @@ class HessianEigenMonitor(SpectralMonitor):
 
     Args:
         k: how many eigenvalues (``lambda_1 .. lambda_k``).
-        every_n_steps: measure every n optimizer steps; default 100 when neither schedule is given.
+        every_n_steps: measure every n optimizer steps; default: the automatic schedule.
         every_n_epochs: measure at the end of every n-th epoch.
         log_spacing: also measure at steps 1, 2, 4, ... below ``every_n_steps``.
         at_train_start: measure the initial model.
@@ -105,14 +105,13 @@ class HessianEigenMonitor(SpectralMonitor):
             are a function of parameters, buffers and batch tensors only (Python control flow is frozen at
             capture); losses that draw random numbers or cannot be captured are measured eagerly, with a
             warning. Default off; no effect on other devices.
-        batch, seed, strict, max_overhead, name: see :class:`~lightning_spectral.callbacks.SpectralMonitor`.
+        batch, seed, strict, max_overhead, name, auto_schedule_budget: see :class:`~lightning_spectral.callbacks.SpectralMonitor`.
     """
 
     monitor_name = "hessian"
     supports_dtensor_parameters = True  # FSDP2: measured on the gathered parameters (gathered_parameters)
     measures_gathered_parameters = True
     primary_metrics = ("lambda_1",)
-    default_every_n_steps = 100
     metric_summaries = {
         "lambda_*": "max",
         "preconditioned_lambda_1": "max",
@@ -152,6 +151,7 @@ class HessianEigenMonitor(SpectralMonitor):
         strict: bool = False,
         max_overhead: float | None = None,
         name: str | None = None,
+        auto_schedule_budget: float | None = None,
     ) -> None:
         super().__init__(
             every_n_steps=every_n_steps,
@@ -164,6 +164,7 @@ class HessianEigenMonitor(SpectralMonitor):
             strict=strict,
             max_overhead=max_overhead,
             name=name,
+            auto_schedule_budget=auto_schedule_budget,
         )
         check_int("k", k, 1)
         check_int("max_iter", max_iter, 1)

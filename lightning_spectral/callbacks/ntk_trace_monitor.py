@@ -55,7 +55,7 @@ class NTKTraceMonitor(SpectralMonitor):
     """Trace (and optionally top eigenvalue and label alignment) of the empirical NTK on a schedule.
 
     Args:
-        every_n_steps: measure every n optimizer steps; default 100 when neither schedule is given.
+        every_n_steps: measure every n optimizer steps; default: the automatic schedule.
         every_n_epochs: measure at the end of every n-th epoch.
         log_spacing: also measure at steps 1, 2, 4, ... below ``every_n_steps``.
         at_train_start: measure the initial model.
@@ -86,14 +86,13 @@ class NTKTraceMonitor(SpectralMonitor):
             ``Θ = Σ_{θ ∈ params} (∂f/∂θ)(∂f/∂θ)ᵀ`` (default: all trainable; e.g. ``"head.*"`` for the kernel of
             the read-out alone). Patterns that match no parameter are named in a warning at setup and ignored
             (all unmatched: ValueError).
-        batch, num_batches, seed, strict, max_overhead, name: see :class:`~lightning_spectral.callbacks.SpectralMonitor`.
+        batch, num_batches, seed, strict, max_overhead, name, auto_schedule_budget: see :class:`~lightning_spectral.callbacks.SpectralMonitor`.
     """
 
     monitor_name = "ntk"
     supports_dtensor_parameters = True  # FSDP2: measured on the gathered parameters (gathered_parameters)
     measures_gathered_parameters = True
     primary_metrics = ("trace", "trace_per_example")
-    default_every_n_steps = 100
     metric_summaries = {"trace*": "max", "lambda_max": "max", "sgd_stability*": "max", "alignment*": "max"}
 
     def __init__(
@@ -121,6 +120,7 @@ class NTKTraceMonitor(SpectralMonitor):
         strict: bool = False,
         max_overhead: float | None = None,
         name: str | None = None,
+        auto_schedule_budget: float | None = None,
     ) -> None:
         super().__init__(
             every_n_steps=every_n_steps,
@@ -133,6 +133,7 @@ class NTKTraceMonitor(SpectralMonitor):
             strict=strict,
             max_overhead=max_overhead,
             name=name,
+            auto_schedule_budget=auto_schedule_budget,
         )
         check_choice("method", method, NTK_METHODS)
         check_int("num_probes", num_probes, 3 if method == "hutchpp" else 1)

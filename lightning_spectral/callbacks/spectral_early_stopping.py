@@ -309,7 +309,7 @@ class SpectralEarlyStopping(Callback):
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         owners = self._owners
         scheduled = owners is None or any(
-            m.schedule.is_measurement_epoch(trainer.current_epoch) for m in owners
+            m.schedule is not None and m.schedule.is_measurement_epoch(trainer.current_epoch) for m in owners
         )
         self._evaluate(trainer, scheduled)
 

@@ -69,8 +69,8 @@ class WeightSpectrumMonitor(SpectralMonitor):
     """Randomized SVD of every weight matrix of the model on a schedule.
 
     Args:
-        every_n_steps: measure every n optimizer steps (see :class:`SpectralMonitor`); default 100 when
-            neither ``every_n_steps`` nor ``every_n_epochs`` is given.
+        every_n_steps: measure every n optimizer steps (see :class:`SpectralMonitor`); default: the automatic
+            schedule when neither ``every_n_steps`` nor ``every_n_epochs`` is given.
         every_n_epochs: measure at the end of every n-th epoch.
         log_spacing: also measure at steps 1, 2, 4, ... below ``every_n_steps``.
         at_train_start: measure the initial weights.
@@ -116,6 +116,8 @@ class WeightSpectrumMonitor(SpectralMonitor):
         strict: re-raise measurement errors instead of disabling the monitor.
         max_overhead: a time budget (see :class:`~lightning_spectral.callbacks.SpectralMonitor`).
         name: the name its metrics go under (see :class:`~lightning_spectral.callbacks.SpectralMonitor`).
+        auto_schedule_budget: the shared budget of the automatic schedule (see
+            :class:`~lightning_spectral.callbacks.SpectralMonitor`).
     """
 
     monitor_name = "weights"
@@ -123,7 +125,6 @@ class WeightSpectrumMonitor(SpectralMonitor):
     needs_batch = False
     upcasts_half_precision = False  # reads the weights only; weight_spectrum upcasts each matrix itself
     supports_dtensor_parameters = True
-    default_every_n_steps = 100
     metric_summaries = {
         "*sigma_max": "max",
         "*/sigma_*": "max",
@@ -162,6 +163,7 @@ class WeightSpectrumMonitor(SpectralMonitor):
         strict: bool = False,
         max_overhead: float | None = None,
         name: str | None = None,
+        auto_schedule_budget: float | None = None,
     ) -> None:
         super().__init__(
             every_n_steps=every_n_steps,
@@ -172,6 +174,7 @@ class WeightSpectrumMonitor(SpectralMonitor):
             strict=strict,
             max_overhead=max_overhead,
             name=name,
+            auto_schedule_budget=auto_schedule_budget,
         )
         check_int("k", k, 1)
         check_choice("method", method, METHODS)

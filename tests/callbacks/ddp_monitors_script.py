@@ -17,6 +17,8 @@
   that disagrees: on rank 1 a measurement "takes" 100× longer. Rank 0's budget decides for both, so both
   measure the same steps (a rank that skipped alone would leave the other waiting in a collective). Each rank
   writes ``rank<r>.json`` with its measured steps and skip count.
+- ``auto``: the Hessian monitor with no schedule (the automatic one) and clocks that disagree likewise; each rank
+  writes its measured steps and the chosen period.
 """
 
 from __future__ import annotations
@@ -228,10 +230,27 @@ def budget(out_dir: str) -> None:
     Path(out_dir, f"rank{fit.global_rank}.json").write_text(json.dumps(result))
 
 
+def auto(out_dir: str) -> None:
+    """The automatic schedule (no schedule given) with clocks that disagree: rank 0 decides for both."""
+    rank = int(os.environ.get("LOCAL_RANK", 0))
+    clock = HandClock(measurement_cost=0.25 if rank == 0 else 25.0)
+    monitor_ref: list = []
+    monitor = HessianEigenMonitor(k=1, loss_fn=CostlyLoss(clock, monitor_ref), strict=True)
+    monitor_ref.append(monitor)
+    monitor.clock = clock
+    record = RecordMeasuredSteps(clock, monitor)
+    fit = two_process_trainer(out_dir, [AdvanceClock(clock, monitor), monitor, record], max_steps=40)
+    fit.fit(Regressor())
+    result = {"steps": record.steps, "period": monitor.auto_schedule.period, "global_step": fit.global_step}
+    Path(out_dir, f"rank{fit.global_rank}.json").write_text(json.dumps(result))
+
+
 if __name__ == "__main__":
     mode, directory = sys.argv[1], sys.argv[2]
     if mode == "budget":
         budget(directory)
+    elif mode == "auto":
+        auto(directory)
     elif mode == "adam":
         adam(directory)
     elif mode.startswith("measure"):
