@@ -30,6 +30,7 @@ import torch
 from lightning_spectral.callbacks.base import SpectralMonitor
 from lightning_spectral.callbacks.collectives import has_distributed_parameters
 from lightning_spectral.callbacks.metric_logging import log_table
+from lightning_spectral.callbacks.parameter_patterns import check_weight_patterns
 from lightning_spectral.functional.weight_matrices import CONV_MODES, WeightMatrix, weight_matrices
 from lightning_spectral.functional.weight_spectrum import DEFAULT_TOL, METHODS, WeightSpectrum, weight_spectra
 from lightning_spectral.validation import check_bool, check_choice, check_int, check_open_unit_interval
@@ -59,7 +60,8 @@ class WeightSpectrumMonitor(SpectralMonitor):
         warm_start: seed each range finder with the layer's previous right singular vectors (followed by a cold
             start's Gaussian columns); ``rotation`` is logged either way.
         include: glob pattern(s) on parameter names to keep (default: every supported layer).
-        exclude: glob pattern(s) on parameter names to drop.
+        exclude: glob pattern(s) on parameter names to drop. A pattern of either that matches no weight matrix
+            raises ``ValueError`` at setup, naming it and the closest names.
         trainable_only: skip parameters with ``requires_grad=False``.
         conv_mode: ``"flatten"`` (``(out, in·∏k)`` per convolution) or ``"per_position"``.
         compute_condition_number: also log ``condition_number`` = σ_1/σ_k of the top-k block.
@@ -147,6 +149,10 @@ class WeightSpectrumMonitor(SpectralMonitor):
         self.histogram_every_n = histogram_every_n
         self._previous: dict[str, WeightSpectrum] = {}
         self._table_rows: list[list[Any]] = []
+
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        check_weight_patterns(pl_module, self.include, self.exclude, self.conv_mode, type(self).__name__)
 
     def measure(self, trainer: Any, pl_module: Any, batches: list[Any]) -> Mapping[str, float]:
         # Weights are replicated across DDP ranks: rank 0 decomposes them, the others receive its numbers (so
