@@ -189,3 +189,68 @@ def test_bert_ntk_trace_matches_the_explicit_jacobian_of_its_logits(tmp_path):
     )
     assert measured == pytest.approx(reference, rel=1e-4)
     assert math.isfinite(measured) and measured > 0
+
+
+def overlapping_texts(figure) -> list[tuple[str, str]]:
+    """Pairs of visible, non-empty text artists of ``figure`` whose drawn bounding boxes overlap."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.text import Text
+
+    renderer = FigureCanvasAgg(figure).get_renderer()
+    figure.draw(renderer)
+    # tick labels exist for ticks outside the view too; only those of the drawn ticks count
+    every_tick, drawn = set(), set()
+    for ax in figure.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            for tick in axis.get_major_ticks() + axis.get_minor_ticks():
+                every_tick.update((id(tick.label1), id(tick.label2)))
+            for tick in axis._update_ticks():
+                drawn.update((id(tick.label1), id(tick.label2)))
+    texts = [
+        t
+        for t in figure.findobj(Text)
+        if t.get_visible() and t.get_text().strip() and (id(t) not in every_tick or id(t) in drawn)
+    ]
+    boxes = [(t.get_text(), t.get_window_extent(renderer).shrunk(0.98, 0.9)) for t in texts]
+    return [
+        (a, b) for i, (a, box_a) in enumerate(boxes) for b, box_b in boxes[i + 1 :] if box_a.overlaps(box_b)
+    ]
+
+
+def test_report_of_a_bert_run_has_legible_per_layer_figures(tmp_path):
+    """A BERT with 12 layers (77 weight matrices, names up to 46 characters) logging every layer
+    (``per_layer_limit=None``): each per-layer figure of the report draws no text over other text."""
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    from lightning_spectral.report import build_report, read_runs
+    from lightning_spectral.report.figures import make_figures, run_colors
+
+    examples = token_batches("class")
+    pl.seed_everything(0)
+    module = Wrapped(lambda: bert_classifier(num_hidden_layers=12), examples)
+    logger = TensorBoardLogger(str(tmp_path), name="bert")
+    monitor = WeightSpectrumMonitor(every_n_steps=1, per_layer_limit=None, strict=True)
+    trainer = pl.Trainer(
+        callbacks=[monitor], **trainer_kwargs(tmp_path, logger=logger, max_steps=4, max_epochs=2)
+    )
+    trainer.fit(module)
+    runs = read_runs([logger.log_dir])
+    figures, _ = make_figures(runs, run_colors(runs))
+    weights = [f for f in figures if f.section == "Weights"]
+    names = {f.name for f in weights}
+    assert {
+        "weights_sigma_max",
+        "weights_stable_rank",
+        "weights_effective_rank",
+        "weights_singular_values",
+    } <= names
+    assert len([n for n in names if n.startswith("weights_heatmap_")]) == 4  # the 4 layers of largest σ_max
+    for figure in weights:
+        assert overlapping_texts(figure.figure) == [], figure.name
+    rows = [
+        t.get_text()
+        for t in next(f for f in weights if f.name == "weights_sigma_max").figure.axes[0].get_yticklabels()
+    ]
+    assert len(rows) == 40 and all(len(row) <= 44 for row in rows) and len(set(rows)) == 40
+    page = build_report([logger.log_dir], tmp_path / "report", progress=False)
+    assert (page.parent / "weights_sigma_max.png").stat().st_size > 10_000

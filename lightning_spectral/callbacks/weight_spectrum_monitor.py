@@ -4,7 +4,10 @@ Per layer, under ``spectral/weights/<name>/``: ``sigma_max``, ``sigma_1 .. sigma
 ``frobenius_norm``, ``stable_rank``, ``effective_rank``, ``alpha`` (where a power-law fit is possible),
 ``rotation`` (from the second measurement on) and ``condition_number`` (when asked for); the aggregates
 ``spectral/weights/mean_stable_rank`` and ``spectral/weights/max_sigma_max``; and a histogram of each layer's
-singular values every ``histogram_every_n`` measurements on loggers that draw histograms. The numerics are in
+singular values every ``histogram_every_n`` measurements on loggers that draw histograms. A model with more
+than ``per_layer_limit`` matrices (a BERT has 150+) logs the aggregates only, plus the per-layer keys that a
+stopper, ``EarlyStopping`` or ``ModelCheckpoint`` watches (every layer's numbers still go to the W&B table
+``spectral/weights/per_layer`` at the end of the fit). The numerics are in
 :mod:`lightning_spectral.functional.weight_spectrum` (definitions and formulas there).
 
 Replicated weights (one process, DDP) are decomposed on rank 0 and the numbers broadcast. Sharded ``DTensor``
@@ -20,12 +23,14 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import math
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
+from pytorch_lightning.utilities import rank_zero_info
 
 from lightning_spectral.callbacks.base import SpectralMonitor
 from lightning_spectral.callbacks.collectives import has_distributed_parameters
@@ -66,6 +71,10 @@ class WeightSpectrumMonitor(SpectralMonitor):
         conv_mode: ``"flatten"`` (``(out, in·∏k)`` per convolution) or ``"per_position"``.
         compute_condition_number: also log ``condition_number`` = σ_1/σ_k of the top-k block.
         histogram_every_n: log singular-value histograms every n-th measurement (0: never).
+        per_layer_limit: per-layer scalars and histograms are logged while the monitor measures at most this many
+            matrices (``None``: always); above it only the aggregates, the per-layer keys another callback
+            watches (its ``monitor`` pattern, e.g. ``SpectralEarlyStopping.rank_collapse``) and the W&B table,
+            and one message at the first measurement says so. Choose layers with ``include`` / ``exclude``.
         seed: seeds the random sketches.
         strict: re-raise measurement errors instead of disabling the monitor.
         max_overhead: a time budget (see :class:`~lightning_spectral.callbacks.SpectralMonitor`).
@@ -106,6 +115,7 @@ class WeightSpectrumMonitor(SpectralMonitor):
         conv_mode: str = "flatten",
         compute_condition_number: bool = False,
         histogram_every_n: int = 1,
+        per_layer_limit: int | None = 64,
         seed: int = 0,
         strict: bool = False,
         max_overhead: float | None = None,
@@ -131,6 +141,8 @@ class WeightSpectrumMonitor(SpectralMonitor):
             check_open_unit_interval("tol", tol)
         check_choice("conv_mode", conv_mode, CONV_MODES)
         check_int("histogram_every_n", histogram_every_n, 0)
+        if per_layer_limit is not None:
+            check_int("per_layer_limit", per_layer_limit, 0)
         check_bool("warm_start", warm_start)
         check_bool("trainable_only", trainable_only)
         check_bool("compute_condition_number", compute_condition_number)
@@ -147,12 +159,22 @@ class WeightSpectrumMonitor(SpectralMonitor):
         self.conv_mode = conv_mode
         self.compute_condition_number = compute_condition_number
         self.histogram_every_n = histogram_every_n
+        self.per_layer_limit = per_layer_limit
+        self._every_layer = True  # whether this measurement logs every layer's scalars (per_layer_limit)
+        self._watched: list[str] = []  # the metric patterns of other callbacks under this monitor's prefix
+        self._told_limit = False
         self._previous: dict[str, WeightSpectrum] = {}
         self._table_rows: list[list[Any]] = []
 
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
         check_weight_patterns(pl_module, self.include, self.exclude, self.conv_mode, type(self).__name__)
+        self._watched = [
+            monitor
+            for callback in trainer.callbacks
+            if isinstance(monitor := getattr(callback, "monitor", None), str)
+            and monitor.startswith(self.metric_prefix)
+        ]
 
     def measure(self, trainer: Any, pl_module: Any, batches: list[Any]) -> Mapping[str, float]:
         # Weights are replicated across DDP ranks: rank 0 decomposes them, the others receive its numbers (so
@@ -164,19 +186,38 @@ class WeightSpectrumMonitor(SpectralMonitor):
             values = self._measure_replicated(trainer, self._matrices(pl_module))
         else:
             values = None
-        return self.collectives.broadcast(values, src=0)
+        values = self.collectives.broadcast(values, src=0)
+        return {key: value for key, value in values.items() if self._logs_key(key)}
+
+    def _logs_key(self, key: str) -> bool:
+        """Whether metric ``key`` is logged: an aggregate, every key within ``per_layer_limit``, or a watched one."""
+        return (
+            self._every_layer
+            or "/" not in key
+            or any(fnmatch.fnmatchcase(self.metric_prefix + key, pattern) for pattern in self._watched)
+        )
 
     def _matrices(self, pl_module: Any) -> list[WeightMatrix]:
         with warnings.catch_warnings():
             if self.num_measurements > 0:  # unmatched include/exclude patterns are reported once
                 warnings.simplefilter("ignore", UserWarning)
-            return weight_matrices(
+            matrices = weight_matrices(
                 pl_module,
                 include=self.include,
                 exclude=self.exclude,
                 trainable_only=self.trainable_only,
                 conv_mode=self.conv_mode,
             )
+        self._every_layer = self.per_layer_limit is None or len(matrices) <= self.per_layer_limit
+        if not self._every_layer and not self._told_limit:
+            self._told_limit = True
+            rank_zero_info(
+                f"{type(self).__name__}: {len(matrices)} weight matrices, more than per_layer_limit="
+                f"{self.per_layer_limit}: logging the aggregates (mean_stable_rank, max_sigma_max) and the "
+                "per-layer keys another callback watches only; pass per_layer_limit=None for every layer's "
+                "scalars and histograms, or choose layers with include= / exclude=."
+            )
+        return matrices
 
     def _measure_replicated(self, trainer: Any, matrices: list[WeightMatrix]) -> dict[str, float]:
         """All matrices at once (same-shape layers are decomposed as one batch), on rank 0."""
@@ -221,7 +262,7 @@ class WeightSpectrumMonitor(SpectralMonitor):
         draw_histograms = self.histogram_every_n > 0 and self.num_measurements % self.histogram_every_n == 0
         for name, spectrum in measured:
             values.update({f"{name}/{key}": value for key, value in self._layer_values(spectrum).items()})
-            if draw_histograms:
+            if draw_histograms and self._every_layer:
                 singular_values = (
                     spectrum.all_singular_values
                     if spectrum.all_singular_values is not None
