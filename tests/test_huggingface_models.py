@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 
 transformers = pytest.importorskip("transformers")
 
+from spectral_testing.figure_text import overlapping_texts  # noqa: E402
 from spectral_testing.invariance import fits_without_and_with  # noqa: E402
 from spectral_testing.models import trainer_kwargs  # noqa: E402
 
@@ -189,32 +190,6 @@ def test_bert_ntk_trace_matches_the_explicit_jacobian_of_its_logits(tmp_path):
     )
     assert measured == pytest.approx(reference, rel=1e-4)
     assert math.isfinite(measured) and measured > 0
-
-
-def overlapping_texts(figure) -> list[tuple[str, str]]:
-    """Pairs of visible, non-empty text artists of ``figure`` whose drawn bounding boxes overlap."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.text import Text
-
-    renderer = FigureCanvasAgg(figure).get_renderer()
-    figure.draw(renderer)
-    # tick labels exist for ticks outside the view too; only those of the drawn ticks count
-    every_tick, drawn = set(), set()
-    for ax in figure.axes:
-        for axis in (ax.xaxis, ax.yaxis):
-            for tick in axis.get_major_ticks() + axis.get_minor_ticks():
-                every_tick.update((id(tick.label1), id(tick.label2)))
-            for tick in axis._update_ticks():
-                drawn.update((id(tick.label1), id(tick.label2)))
-    texts = [
-        t
-        for t in figure.findobj(Text)
-        if t.get_visible() and t.get_text().strip() and (id(t) not in every_tick or id(t) in drawn)
-    ]
-    boxes = [(t.get_text(), t.get_window_extent(renderer).shrunk(0.98, 0.9)) for t in texts]
-    return [
-        (a, b) for i, (a, box_a) in enumerate(boxes) for b, box_b in boxes[i + 1 :] if box_a.overlaps(box_b)
-    ]
 
 
 def test_report_of_a_bert_run_has_legible_per_layer_figures(tmp_path):

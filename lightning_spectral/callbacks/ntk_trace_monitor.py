@@ -35,6 +35,7 @@ from lightning_spectral.callbacks.batch_parts import (
 )
 from lightning_spectral.callbacks.optimizer_info import resolved_sgd_settings, training_batch_size
 from lightning_spectral.callbacks.parameter_patterns import check_param_spec, checked_param_patterns
+from lightning_spectral.callbacks.training_loss import loss_functions_called
 from lightning_spectral.functional.ntk_alignment import kernel_alignments, ntk_targets
 from lightning_spectral.functional.ntk_eigenvalues import ntk_lambda_max
 from lightning_spectral.functional.ntk_matrix import ntk_matrix
@@ -96,8 +97,8 @@ class NTKTraceMonitor(SpectralMonitor):
             then picks per-example Hutchinson, whose ``num_probes`` backward passes do not grow with ``T·V``.
         params: names / globs / module prefixes of the parameters whose NTK is measured,
             ``Θ = Σ_{θ ∈ params} (∂f/∂θ)(∂f/∂θ)ᵀ`` (default: all trainable; e.g. ``"head.*"`` for the kernel of
-            the read-out alone). Patterns that match no parameter are named in a warning at setup and ignored
-            (all unmatched: ValueError).
+            the read-out alone). A pattern that matches no parameter raises ``ValueError`` at setup, naming it
+            and the closest parameter names.
         batch, num_batches, seed, strict, max_overhead, name: see :class:`~lightning_spectral.callbacks.SpectralMonitor`.
     """
 
@@ -175,6 +176,7 @@ class NTKTraceMonitor(SpectralMonitor):
         self._params = params
         self._lambda_max_vector: torch.Tensor | None = None
         self._warned_stability = False
+        self._checked_loss = False  # whether training_step's loss was looked at (the MSE warning, once)
         # the per-example check of the layer-wise norms: once per fit (same model, same fixed batch)
         self._layerwise_checks = LayerwiseChecks()
 
@@ -245,7 +247,33 @@ class NTKTraceMonitor(SpectralMonitor):
                 eigenvalues,
             )
         )
+        if "sgd_stability" in values:
+            self._check_mse(pl_module, batches[0])
         return values
+
+    def _check_mse(self, pl_module: Any, batch: Any) -> None:
+        """Once: warn when ``training_step`` computes a loss other than MSE (the loss functions it calls), as
+        ``sgd_stability`` assumes MSE. Not with ``loss_scale`` given (the user chose the MSE scale), nor under
+        manual optimization (``training_step`` steps the optimizer)."""
+        if (
+            self._checked_loss
+            or self.loss_scale is not None
+            or not getattr(pl_module, "automatic_optimization", True)
+        ):
+            return
+        self._checked_loss = True
+        try:
+            called = loss_functions_called(pl_module, batch)
+        except Exception:  # the check is advice only: a training_step that cannot run here gives none
+            return
+        others = [name for name in called if name != "mse_loss"]
+        if others:
+            rank_zero_warn(
+                f"NTKTraceMonitor: `spectral/ntk/sgd_stability` assumes the MSE loss (1/(2B)) Σ ‖f − y‖² scaled "
+                f"by `loss_scale`, but this module's training_step calls {', '.join(others)}: the logged value "
+                "is the noise-kernel norm of an MSE run with this kernel, learning rate and batch size, not of "
+                "this run's loss. Pass `loss_scale=` to state the MSE scale you compare with (and silence this)."
+            )
 
     def _lambda_max(
         self, pl_module: Any, inputs: torch.Tensor, device: torch.device, dim: int, output_fn: OutputFn
