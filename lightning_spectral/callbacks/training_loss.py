@@ -85,7 +85,9 @@ def loss_functions_called(pl_module: Any, batch: Any) -> list[str]:
     ``pl_module.training_step(batch, 0)`` calls, in order, once each; with gradients off. Call it inside the
     monitors' guard (logging silenced, random state restored). A loss written out by hand (``((f - y) ** 2)
     .mean()``) calls none of them."""
+    from lightning_spectral.eager_execution import compiled_code_runs_eagerly
+
     recorder = _LossCalls()
-    with torch.no_grad(), recorder:
+    with compiled_code_runs_eagerly(), torch.no_grad(), recorder:  # a compiled module is not recompiled
         pl_module.training_step(batch, 0)
     return list(dict.fromkeys(recorder.names))
