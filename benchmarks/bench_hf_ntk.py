@@ -8,7 +8,7 @@ A GPT-2 built from a small config (2 layers, width 64, 2 heads, the real ``vocab
 wrapped the usual way (``training_step`` returns ``self.model(**batch).loss``), a batch of ``B = 8`` sequences
 of ``T = 32`` tokens with an attention mask. Outputs per example ``K = T·V ≈ 1.6 M``. Timed, in one process and
 interleaved (medians of 5 repeats): one training step (forward, backward, AdamW step) and
-``ntk_trace`` with the monitor's default ``method="auto"`` (per-example Hutchinson, 8 probes), called through the
+``ntk_trace`` with the monitor's default ``method="auto"`` (per-example Hutchinson; 2 probes at this ``K``), called through the
 same model call the monitor builds (:func:`lightning_spectral.callbacks.batch_parts.model_call`). The issue's goal:
 the measurement costs no more than ~10 training steps. The numbers are printed (copy them into RESULTS.md).
 """

@@ -229,3 +229,33 @@ def test_report_of_a_bert_run_has_legible_per_layer_figures(tmp_path):
     assert len(rows) == 40 and all(len(row) <= 44 for row in rows) and len(set(rows)) == 40
     page = build_report([logger.log_dir], tmp_path / "report", progress=False)
     assert (page.parent / "weights_sigma_max.png").stat().st_size > 10_000
+
+
+def test_auto_uses_few_probes_for_sequence_sized_outputs():
+    """``method="auto"`` on more than ``AUTO_FEW_PROBES_OUTPUTS`` outputs per example: Hutchinson with 2 probes
+    (the same estimate as asking for it), with a standard error; an explicit ``num_probes`` is kept."""
+    from lightning_spectral.functional import ntk_trace
+    from lightning_spectral.functional.ntk_trace import AUTO_FEW_PROBES_OUTPUTS
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, AUTO_FEW_PROBES_OUTPUTS + 4)
+    )
+    x = torch.randn(2, 3)
+
+    def trace(**kwargs):
+        return ntk_trace(model, x, generator=torch.Generator().manual_seed(0), **kwargs)
+
+    first, last = model[0], model[2]
+    with torch.no_grad():  # ‖∂f_k/∂θ‖² in closed form: read-out row and bias, then through the tanh layer
+        hidden = torch.tanh(first(x))
+        slope = 1 - hidden.pow(2)
+        exact = float(
+            (last.out_features * (hidden.pow(2).sum(1) + 1)).sum()
+            + ((last.weight.pow(2) @ slope.pow(2).T).sum(0) * (x.pow(2).sum(1) + 1)).sum()
+        )
+    auto = trace()
+    assert auto.method_used == "hutchinson" and math.isfinite(auto.std_error)
+    assert auto.trace == trace(method="hutchinson", num_probes=2).trace
+    assert auto.trace != trace(method="hutchinson", num_probes=3).trace
+    assert abs(auto.trace - exact) < 5 * auto.std_error + 1e-5 * exact
