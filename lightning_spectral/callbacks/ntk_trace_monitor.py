@@ -63,7 +63,8 @@ class NTKTraceMonitor(SpectralMonitor):
         every_n_epochs: measure at the end of every n-th epoch.
         log_spacing: also measure at steps 1, 2, 4, ... below ``every_n_steps``.
         at_train_start: measure the initial model.
-        method: ``"auto"`` (exact when ``K ≤ num_probes`` or ``B·K ≤ 128``, else Hutchinson), ``"exact"``,
+        method: ``"auto"`` (exact when ``K ≤ num_probes`` or ``B·K ≤ 128``, else Hutchinson, with at most 2
+            probes above 65,536 outputs per example), ``"exact"``,
             ``"hutchinson"``, ``"hutchpp"`` (see :func:`lightning_spectral.functional.ntk_trace`).
         num_probes: probes of the stochastic methods.
         compute_alignment: log the kernel-target alignment ``⟨Θ, yyᵀ⟩_F / (‖Θ‖_F ‖yyᵀ‖_F)`` and its centred
@@ -94,7 +95,7 @@ class NTKTraceMonitor(SpectralMonitor):
             :func:`~lightning_spectral.callbacks.batch_parts.model_call`). Sequence outputs ``(B, T, V)`` count
             ``K = T·V`` outputs per example: the trace sums ``‖∂f_{t,v}/∂θ‖²`` over every position ``t``
             (those with ``attention_mask`` 1 when the batch has one) and every entry ``v``; ``method="auto"``
-            then picks per-example Hutchinson, whose ``num_probes`` backward passes do not grow with ``T·V``.
+            then picks per-example Hutchinson, whose backward passes (2 probes) do not grow with ``T·V``.
         params: names / globs / module prefixes of the parameters whose NTK is measured,
             ``Θ = Σ_{θ ∈ params} (∂f/∂θ)(∂f/∂θ)ᵀ`` (default: all trainable; e.g. ``"head.*"`` for the kernel of
             the read-out alone). A pattern that matches no parameter raises ``ValueError`` at setup, naming it
