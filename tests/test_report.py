@@ -118,7 +118,7 @@ def test_figures_overlay_both_runs_with_their_data(run_dirs):
         np.testing.assert_allclose(limit.values, 2 / lr, rtol=1e-5)
         assert list(limit.steps) == [0, 8, 16]
         assert any(np.allclose(y, 2 / lr, rtol=1e-5) for y in eigen_lines)
-    assert "stability limit $2/\\eta$" in legend_labels(by_name["hessian_eigenvalues"].figure)
+    assert "stability limit $\\lambda_{\\rm crit}$" in legend_labels(by_name["hessian_eigenvalues"].figure)
 
     # sgd_stability: each run's values, and the edge at 1.
     axes = by_name["sgd_stability"].figure.axes[0]

@@ -77,8 +77,8 @@ class HessianEigenMonitor(SpectralMonitor):
             full-batch curvature), and batch sharpness is averaged over them.
         loss_fn: ``loss_fn(pl_module, batch) -> scalar``; default: the module's own ``training_step``
             output (called with logging silenced).
-        params: names / globs of the parameters whose Hessian is measured (default: all trainable). Patterns
-            that match no parameter are named in a warning at setup and ignored (all unmatched: ValueError).
+        params: names / globs of the parameters whose Hessian is measured (default: all trainable). A pattern
+            that matches no parameter raises ``ValueError`` at setup, naming it and the closest parameter names.
         compute_trace: also log ``trace`` (Hutch++ with ``trace_matvecs`` products).
         trace_matvecs: products spent on the trace.
         compute_density: also log an eigenvalue-density figure (stochastic Lanczos quadrature).

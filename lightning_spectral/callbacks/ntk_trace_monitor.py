@@ -21,7 +21,7 @@ Example::
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -29,9 +29,17 @@ from pytorch_lightning.utilities import rank_zero_warn
 from typing_extensions import override
 
 from lightning_spectral.callbacks.base import SpectralMonitor
-from lightning_spectral.callbacks.batch_parts import BatchFn, concatenated, default_inputs, default_targets
+from lightning_spectral.callbacks.batch_parts import (
+    BatchFn,
+    OutputFn,
+    concatenated,
+    default_inputs,
+    default_targets,
+    model_call,
+)
 from lightning_spectral.callbacks.optimizer_info import resolved_sgd_settings, training_batch_size
 from lightning_spectral.callbacks.parameter_patterns import check_param_spec, checked_param_patterns
+from lightning_spectral.callbacks.training_loss import loss_functions_called
 from lightning_spectral.functional.ntk_alignment import kernel_alignments, ntk_targets
 from lightning_spectral.functional.ntk_eigenvalues import ntk_lambda_max
 from lightning_spectral.functional.ntk_matrix import ntk_matrix
@@ -59,7 +67,8 @@ class NTKTraceMonitor(SpectralMonitor):
         every_n_epochs: measure at the end of every n-th epoch.
         log_spacing: also measure at steps 1, 2, 4, ... below ``every_n_steps``.
         at_train_start: measure the initial model.
-        method: ``"auto"`` (exact when ``K ≤ num_probes`` or ``B·K ≤ 128``, else Hutchinson), ``"exact"``,
+        method: ``"auto"`` (exact when ``K ≤ num_probes`` or ``B·K ≤ 128``, else Hutchinson, with at most 2
+            probes above 65,536 outputs per example), ``"exact"``,
             ``"hutchinson"``, ``"hutchpp"`` (see :func:`lightning_spectral.functional.ntk_trace`).
         num_probes: probes of the stochastic methods.
         compute_alignment: log the kernel-target alignment ``⟨Θ, yyᵀ⟩_F / (‖Θ‖_F ‖yyᵀ‖_F)`` and its centred
@@ -79,13 +88,22 @@ class NTKTraceMonitor(SpectralMonitor):
             convolution layers, and of the Jacobian when the kernel is formed (``None``: memory-bounded).
         loss_scale: the training loss over ``(1/(2B)) Σ ‖f − y‖²`` for ``sgd_stability``; ``None`` means
             ``torch.nn.MSELoss()`` (mean over ``B·K`` entries), i.e. ``2/K``.
-        input_fn: ``batch -> inputs`` (default: the batch tensor, its first element, or an input key).
+        input_fn: ``batch -> inputs``, a tensor or a mapping of keyword arguments (default: the batch tensor,
+            its first element, its ``"input"`` / ``"inputs"`` / ``"x"`` entry, or, for another mapping such as
+            a Hugging Face batch, the entries the model's ``forward`` takes, label entries left out).
         target_fn: ``batch -> targets`` for the alignment (default: the second element or a target key).
-        output_fn: ``(model, inputs) -> outputs`` (default: ``model(inputs)``).
+        output_fn: ``(model, inputs) -> outputs`` (default: the module, or the one model a module without
+            ``forward`` wraps, called on the inputs, its output reduced to its logits: a ``ModelOutput`` /
+            dict gives ``"logits"``, a tuple its first batch-sized floating-point tensor; rules in
+            :mod:`lightning_spectral.functional.model_io` and
+            :func:`~lightning_spectral.callbacks.batch_parts.model_call`). Sequence outputs ``(B, T, V)`` count
+            ``K = T·V`` outputs per example: the trace sums ``‖∂f_{t,v}/∂θ‖²`` over every position ``t``
+            (those with ``attention_mask`` 1 when the batch has one) and every entry ``v``; ``method="auto"``
+            then picks per-example Hutchinson, whose backward passes (2 probes) do not grow with ``T·V``.
         params: names / globs / module prefixes of the parameters whose NTK is measured,
             ``Θ = Σ_{θ ∈ params} (∂f/∂θ)(∂f/∂θ)ᵀ`` (default: all trainable; e.g. ``"head.*"`` for the kernel of
-            the read-out alone). Patterns that match no parameter are named in a warning at setup and ignored
-            (all unmatched: ValueError).
+            the read-out alone). A pattern that matches no parameter raises ``ValueError`` at setup, naming it
+            and the closest parameter names.
         batch, num_batches, seed, strict, max_overhead, name, auto_schedule_budget: see :class:`~lightning_spectral.callbacks.SpectralMonitor`.
     """
 
@@ -112,7 +130,7 @@ class NTKTraceMonitor(SpectralMonitor):
         loss_scale: float | None = None,
         input_fn: BatchFn | None = None,
         target_fn: BatchFn | None = None,
-        output_fn: Callable[[torch.nn.Module, torch.Tensor], torch.Tensor] | None = None,
+        output_fn: OutputFn | None = None,
         params: str | Sequence[str] | None = None,
         batch: Any = None,
         num_batches: int = 1,
@@ -159,10 +177,14 @@ class NTKTraceMonitor(SpectralMonitor):
         self.input_fn = input_fn or default_inputs
         self.target_fn = target_fn or default_targets
         self.output_fn = output_fn
+        self._user_input_fn = input_fn
+        # (batch -> tensor, (module, tensor) -> outputs), found from the first measurement batch of a fit
+        self._model_call: tuple[BatchFn, OutputFn] | None = None
         self.params = params
         self._params = params
         self._lambda_max_vector: torch.Tensor | None = None
         self._warned_stability = False
+        self._checked_loss = False  # whether training_step's loss was looked at (the MSE warning, once)
         # the per-example check of the layer-wise norms: once per fit (same model, same fixed batch)
         self._layerwise_checks = LayerwiseChecks()
 
@@ -171,17 +193,21 @@ class NTKTraceMonitor(SpectralMonitor):
         super().setup(trainer, pl_module, stage)
         self._params = checked_param_patterns(pl_module, self.params, type(self).__name__)
         self._layerwise_checks.clear()  # a new fit may bring a new model
+        self._model_call = None
 
     def measure(self, trainer: Any, pl_module: Any, batches: list[Any]) -> Mapping[str, float]:
         pl_module.eval()
-        inputs = concatenated(batches, self.input_fn)
+        if self._model_call is None:
+            self._model_call = model_call(pl_module, batches[0], self._user_input_fn, self.output_fn)
+        input_fn, output_fn = self._model_call
+        inputs = concatenated(batches, input_fn)
         device = next(pl_module.parameters()).device
         result = ntk_trace(
             pl_module,
             inputs,
             method=self.method,
             num_probes=self.num_probes,
-            output_fn=self.output_fn,
+            output_fn=output_fn,
             chunk_size=self.chunk_size,
             params=self._params,
             generator=self.make_generator(device),
@@ -198,7 +224,7 @@ class NTKTraceMonitor(SpectralMonitor):
         kernel = None
         if self.compute_alignment or self.compute_spectrum:  # one kernel for both
             kernel = ntk_matrix(
-                pl_module, inputs, output_fn=self.output_fn, params=self._params, chunk_size=self.chunk_size
+                pl_module, inputs, output_fn=output_fn, params=self._params, chunk_size=self.chunk_size
             )
         eigenvalues = None
         if self.compute_spectrum:
@@ -208,7 +234,9 @@ class NTKTraceMonitor(SpectralMonitor):
         if eigenvalues is not None:
             lambda_max = float(eigenvalues[-1])
         elif self.compute_lambda_max:
-            lambda_max = self._lambda_max(pl_module, inputs, device, result.num_examples * result.num_outputs)
+            lambda_max = self._lambda_max(
+                pl_module, inputs, device, result.num_examples * result.num_outputs, output_fn
+            )
         if lambda_max is not None:
             values["lambda_max"] = lambda_max
         if self.compute_alignment:
@@ -228,9 +256,37 @@ class NTKTraceMonitor(SpectralMonitor):
                 eigenvalues,
             )
         )
+        if "sgd_stability" in values:
+            self._check_mse(pl_module, batches[0])
         return values
 
-    def _lambda_max(self, pl_module: Any, inputs: torch.Tensor, device: torch.device, dim: int) -> float:
+    def _check_mse(self, pl_module: Any, batch: Any) -> None:
+        """Once: warn when ``training_step`` computes a loss other than MSE (the loss functions it calls), as
+        ``sgd_stability`` assumes MSE. Not with ``loss_scale`` given (the user chose the MSE scale), nor under
+        manual optimization (``training_step`` steps the optimizer)."""
+        if (
+            self._checked_loss
+            or self.loss_scale is not None
+            or not getattr(pl_module, "automatic_optimization", True)
+        ):
+            return
+        self._checked_loss = True
+        try:
+            called = loss_functions_called(pl_module, batch)
+        except Exception:  # the check is advice only: a training_step that cannot run here gives none
+            return
+        others = [name for name in called if name != "mse_loss"]
+        if others:
+            rank_zero_warn(
+                f"NTKTraceMonitor: `spectral/ntk/sgd_stability` assumes the MSE loss (1/(2B)) Σ ‖f − y‖² scaled "
+                f"by `loss_scale`, but this module's training_step calls {', '.join(others)}: the logged value "
+                "is the noise-kernel norm of an MSE run with this kernel, learning rate and batch size, not of "
+                "this run's loss. Pass `loss_scale=` to state the MSE scale you compare with (and silence this)."
+            )
+
+    def _lambda_max(
+        self, pl_module: Any, inputs: torch.Tensor, device: torch.device, dim: int, output_fn: OutputFn
+    ) -> float:
         v0 = (
             self._lambda_max_vector
             if self._lambda_max_vector is not None and self._lambda_max_vector.numel() == dim
@@ -242,7 +298,7 @@ class NTKTraceMonitor(SpectralMonitor):
             k=1,
             tol=self.lambda_max_tol,
             v0=v0.to(device) if v0 is not None else None,
-            output_fn=self.output_fn,
+            output_fn=output_fn,
             params=self._params,
             generator=self.make_generator(device),
         )

@@ -68,6 +68,7 @@ from typing_extensions import override
 
 from lightning_spectral.callbacks.base import SpectralMonitor
 from lightning_spectral.callbacks.new_measurements import NewMeasurements
+from lightning_spectral.callbacks.optimizer_info import first_optimizer
 from lightning_spectral.callbacks.stopping_criterion import (
     MODES,
     NOT_FINITE,
@@ -168,6 +169,7 @@ class SpectralEarlyStopping(Callback):
         )
         self._in_episode = False
         self._warned_unmatched = False
+        self._warned_adaptive = False
         self._owner_counts: dict[int, int] = {}
 
     # ------------------------------------------------------------------ ready-made criteria
@@ -283,6 +285,24 @@ class SpectralEarlyStopping(Callback):
             callbacks.insert(last_monitor, callbacks.pop(position))  # right after the last monitor
             trainer.callbacks = callbacks  # a new list: the hook loop running now keeps the old one
 
+    def _warn_if_adaptive(self, trainer: Any) -> None:
+        """Once: with ``relative_to="lr"`` under an optimizer other than ``torch.optim.SGD`` (Adam, AdamW, RMSprop,
+        ...) say what is compared: ``lr·value/2``, the raw value against the plain-SGD limit ``2/lr``, a heuristic
+        (adaptive optimizers are stable relative to the preconditioned sharpness), and what to watch instead."""
+        optimizer = first_optimizer(trainer)
+        if self._warned_adaptive or self.relative_to != "lr" or optimizer is None:
+            return
+        if "SGD" in {cls.__name__ for cls in type(optimizer).__mro__}:
+            return
+        self._warned_adaptive = True
+        rank_zero_warn(
+            f"SpectralEarlyStopping({self.monitor!r}, relative_to='lr') under {type(optimizer).__name__}: it compares "
+            f"lr·value/2 with {self.threshold:g}, i.e. the raw value against the plain-SGD stability limit 2/lr, "
+            "only a heuristic here: an adaptive optimizer is stable relative to its preconditioned sharpness "
+            "λ_1(D⁻¹H), not λ_max of the Hessian. The Hessian monitor logs that ratio as eos_ratio: watch "
+            "SpectralEarlyStopping('spectral/hessian/eos_ratio', threshold=1.0) instead."
+        )
+
     @override
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
         # after a resume restored the owners' states, before any measurement of this fit
@@ -290,6 +310,7 @@ class SpectralEarlyStopping(Callback):
 
     @override
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        self._warn_if_adaptive(trainer)
         self._evaluate(trainer, self._owners_measure_at_step(trainer))
 
     @override

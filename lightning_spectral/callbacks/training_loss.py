@@ -40,3 +40,54 @@ def resolve_loss_fn(pl_module: Any, loss_fn: LossFn | None) -> LossFn:
             "called for a measurement: pass `loss_fn=lambda module, batch: ...` to the monitor."
         )
     return training_step_loss
+
+
+#: The loss functions of ``torch.nn.functional`` (every ``nn.*Loss`` module calls one) other than ``mse_loss``.
+NON_MSE_LOSSES = (
+    "cross_entropy",
+    "nll_loss",
+    "binary_cross_entropy",
+    "binary_cross_entropy_with_logits",
+    "kl_div",
+    "l1_loss",
+    "smooth_l1_loss",
+    "huber_loss",
+    "poisson_nll_loss",
+    "gaussian_nll_loss",
+    "soft_margin_loss",
+    "multilabel_soft_margin_loss",
+    "multi_margin_loss",
+    "multilabel_margin_loss",
+    "margin_ranking_loss",
+    "hinge_embedding_loss",
+    "cosine_embedding_loss",
+    "triplet_margin_loss",
+    "ctc_loss",
+)
+
+
+class _LossCalls(torch.overrides.TorchFunctionMode):
+    """Records the names of the ``torch.nn.functional`` loss functions called while it is active."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: list[str] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        if name == "mse_loss" or name in NON_MSE_LOSSES:
+            self.names.append(name)
+        return func(*args, **(kwargs or {}))
+
+
+def loss_functions_called(pl_module: Any, batch: Any) -> list[str]:
+    """The ``torch.nn.functional`` loss functions (``mse_loss`` and :data:`NON_MSE_LOSSES`) that
+    ``pl_module.training_step(batch, 0)`` calls, in order, once each; with gradients off. Call it inside the
+    monitors' guard (logging silenced, random state restored). A loss written out by hand (``((f - y) ** 2)
+    .mean()``) calls none of them."""
+    from lightning_spectral.eager_execution import compiled_code_runs_eagerly
+
+    recorder = _LossCalls()
+    with compiled_code_runs_eagerly(), torch.no_grad(), recorder:  # a compiled module is not recompiled
+        pl_module.training_step(batch, 0)
+    return list(dict.fromkeys(recorder.names))

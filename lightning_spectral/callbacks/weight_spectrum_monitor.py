@@ -10,7 +10,10 @@ subspace), ``condition_number`` and the rank measures ``stable_rank_ratio``, ``e
 for with ``alpha``); with ``interlayer_alignment`` the score of each pair of consecutive
 matrices under ``spectral/weights/alignment/<pair>``; the aggregates ``spectral/weights/mean_stable_rank`` and
 ``spectral/weights/max_sigma_max``; and a histogram of each layer's singular values every
-``histogram_every_n`` measurements on loggers that draw histograms. The numerics are in
+``histogram_every_n`` measurements on loggers that draw histograms. A model with more than
+``per_layer_limit`` matrices (a BERT has 150+) logs the aggregates only, plus the per-layer keys that a
+stopper, ``EarlyStopping`` or ``ModelCheckpoint`` watches (every layer's numbers still go to the W&B table
+``spectral/weights/per_layer`` at the end of the fit). The numerics are in
 :mod:`lightning_spectral.functional.weight_spectrum`, :mod:`~lightning_spectral.functional.singular_dynamics`
 and :mod:`~lightning_spectral.functional.interlayer_alignment` (definitions and formulas there).
 
@@ -27,17 +30,20 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import math
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
+from pytorch_lightning.utilities import rank_zero_info
 from typing_extensions import override
 
 from lightning_spectral.callbacks.base import SpectralMonitor
 from lightning_spectral.callbacks.collectives import has_distributed_parameters
 from lightning_spectral.callbacks.metric_logging import log_table
+from lightning_spectral.callbacks.parameter_patterns import check_weight_patterns
 from lightning_spectral.functional.farms import farms_alpha
 from lightning_spectral.functional.interlayer_alignment import (
     AlignmentPair,
@@ -89,7 +95,8 @@ class WeightSpectrumMonitor(SpectralMonitor):
         warm_start: seed each range finder with the layer's previous right singular vectors (followed by a cold
             start's Gaussian columns); ``agreement`` and ``rotation`` are logged either way.
         include: glob pattern(s) on parameter names to keep (default: every supported layer).
-        exclude: glob pattern(s) on parameter names to drop.
+        exclude: glob pattern(s) on parameter names to drop. A pattern of either that matches no weight matrix
+            raises ``ValueError`` at setup, naming it and the closest names.
         trainable_only: skip parameters with ``requires_grad=False``.
         conv_mode: ``"flatten"`` (``(out, in·∏k)`` per convolution) or ``"per_position"``.
         split_fused: measure attention's ``in_proj_weight`` as its ``.q/.k/.v`` blocks and recurrent weights as
@@ -112,6 +119,10 @@ class WeightSpectrumMonitor(SpectralMonitor):
             not for sharded weights); a list of ``(earlier, later)`` matrix names: those pairs only;
             ``False`` (default): none.
         histogram_every_n: log singular-value histograms every n-th measurement (0: never).
+        per_layer_limit: per-layer scalars and histograms are logged while the monitor measures at most this many
+            matrices (``None``: always); above it only the aggregates, the per-layer keys another callback
+            watches (its ``monitor`` pattern, e.g. ``SpectralEarlyStopping.rank_collapse``) and the W&B table,
+            and one message at the first measurement says so. Choose layers with ``include`` / ``exclude``.
         seed: seeds the random sketches.
         strict: re-raise measurement errors instead of disabling the monitor.
         max_overhead: a time budget (see :class:`~lightning_spectral.callbacks.SpectralMonitor`).
@@ -159,6 +170,7 @@ class WeightSpectrumMonitor(SpectralMonitor):
         compute_rank_measures: bool = False,
         interlayer_alignment: bool | Sequence[tuple[str, str]] = False,
         histogram_every_n: int = 1,
+        per_layer_limit: int | None = 64,
         seed: int = 0,
         strict: bool = False,
         max_overhead: float | None = None,
@@ -186,6 +198,8 @@ class WeightSpectrumMonitor(SpectralMonitor):
             check_open_unit_interval("tol", tol)
         check_choice("conv_mode", conv_mode, CONV_MODES)
         check_int("histogram_every_n", histogram_every_n, 0)
+        if per_layer_limit is not None:
+            check_int("per_layer_limit", per_layer_limit, 0)
         check_bool("warm_start", warm_start)
         check_bool("trainable_only", trainable_only)
         check_bool("compute_condition_number", compute_condition_number)
@@ -217,8 +231,23 @@ class WeightSpectrumMonitor(SpectralMonitor):
         self.split_fused = split_fused
         self.compute_rank_measures = compute_rank_measures
         self.histogram_every_n = histogram_every_n
+        self.per_layer_limit = per_layer_limit
+        self._every_layer = True  # whether this measurement logs every layer's scalars (per_layer_limit)
+        self._watched: list[str] = []  # the metric patterns of other callbacks under this monitor's prefix
+        self._told_limit = False
         self._previous: dict[str, WeightSpectrum] = {}
         self._table_rows: list[list[Any]] = []
+
+    @override
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        check_weight_patterns(pl_module, self.include, self.exclude, self.conv_mode, type(self).__name__)
+        self._watched = [
+            monitor
+            for callback in trainer.callbacks
+            if isinstance(monitor := getattr(callback, "monitor", None), str)
+            and monitor.startswith(self.metric_prefix)
+        ]
 
     def measure(self, trainer: Any, pl_module: Any, batches: list[Any]) -> Mapping[str, float]:
         # Weights are replicated across DDP ranks: rank 0 decomposes them, the others receive its numbers (so
@@ -230,13 +259,22 @@ class WeightSpectrumMonitor(SpectralMonitor):
             values = self._measure_replicated(trainer, pl_module, self._matrices(pl_module))
         else:
             values = None
-        return self.collectives.broadcast(values, src=0)
+        values = self.collectives.broadcast(values, src=0)
+        return {key: value for key, value in values.items() if self._logs_key(key)}
+
+    def _logs_key(self, key: str) -> bool:
+        """Whether metric ``key`` is logged: an aggregate, every key within ``per_layer_limit``, or a watched one."""
+        return (
+            self._every_layer
+            or "/" not in key
+            or any(fnmatch.fnmatchcase(self.metric_prefix + key, pattern) for pattern in self._watched)
+        )
 
     def _matrices(self, pl_module: Any) -> list[WeightMatrix]:
         with warnings.catch_warnings():
             if self.num_measurements > 0:  # unmatched include/exclude patterns are reported once
                 warnings.simplefilter("ignore", UserWarning)
-            return weight_matrices(
+            matrices = weight_matrices(
                 pl_module,
                 include=self.include,
                 exclude=self.exclude,
@@ -244,6 +282,16 @@ class WeightSpectrumMonitor(SpectralMonitor):
                 conv_mode=self.conv_mode,
                 split_fused=self.split_fused,
             )
+        self._every_layer = self.per_layer_limit is None or len(matrices) <= self.per_layer_limit
+        if not self._every_layer and not self._told_limit:
+            self._told_limit = True
+            rank_zero_info(
+                f"{type(self).__name__}: {len(matrices)} weight matrices, more than per_layer_limit="
+                f"{self.per_layer_limit}: logging the aggregates (mean_stable_rank, max_sigma_max) and the "
+                "per-layer keys another callback watches only; pass per_layer_limit=None for every layer's "
+                "scalars and histograms, or choose layers with include= / exclude=."
+            )
+        return matrices
 
     def _measure_replicated(
         self, trainer: Any, pl_module: Any, matrices: list[WeightMatrix]
@@ -379,7 +427,7 @@ class WeightSpectrumMonitor(SpectralMonitor):
         draw_histograms = self.histogram_every_n > 0 and self.num_measurements % self.histogram_every_n == 0
         for name, spectrum in measured:
             values.update({f"{name}/{key}": value for key, value in self._layer_values(spectrum).items()})
-            if draw_histograms:
+            if draw_histograms and self._every_layer:
                 singular_values = (
                     spectrum.all_singular_values
                     if spectrum.all_singular_values is not None

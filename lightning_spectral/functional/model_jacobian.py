@@ -37,6 +37,7 @@ from torch import Tensor, nn
 
 from lightning_spectral.differentiable_kernels import differentiable_kernels, has_recurrent_layers
 from lightning_spectral.eager_execution import compiled_code_runs_eagerly
+from lightning_spectral.functional.model_io import model_logits
 from lightning_spectral.functional.parameter_selection import ParamSpec
 from lightning_spectral.functional.parameter_selection import select_parameters as select_live_parameters
 
@@ -58,7 +59,7 @@ __all__ = [
 
 
 def _default_output_fn(model: nn.Module, inputs: Tensor) -> Tensor:
-    return model(inputs)
+    return model_logits(model(inputs), inputs.shape[0])
 
 
 class _OutputModule(nn.Module):
@@ -168,7 +169,8 @@ def make_functional_model(
 ) -> FunctionalModel:
     """Build the :class:`FunctionalModel` of ``model`` (see the module docstring).
 
-    ``output_fn(model, inputs)`` chooses the output (default ``model(inputs)``); ``params`` selects the
+    ``output_fn(model, inputs)`` chooses the output (default ``model(inputs)``, reduced to its logits when it is
+    a ``ModelOutput``, dict or tuple: :func:`~lightning_spectral.functional.model_io.model_logits`); ``params`` selects the
     parameters (see :func:`select_parameters`). Raises ``ValueError`` for BatchNorm / dropout in train mode.
     """
     if not isinstance(model, nn.Module):

@@ -29,7 +29,10 @@ stochastic edge of stability of small-batch SGD (Agarwala & Pennington 2024, arX
   Lower variance than plain Hutchinson when a few NTK eigenvalues dominate, at two passes per product; needs
   forward-mode AD support for every operation of the model.
 - ``"auto"``: ``"exact"`` when ``K ≤ num_probes`` (the exact trace then costs no more passes than the
-  estimate) or ``B·K ≤ AUTO_EXACT_MAX_ROWS = 128``, else ``"hutchinson"``. ``method_used`` says which ran.
+  estimate) or ``B·K ≤ AUTO_EXACT_MAX_ROWS = 128``, else ``"hutchinson"``; for ``K > AUTO_FEW_PROBES_OUTPUTS``
+  (a sequence model's ``T·V`` logits per example: a GPT-2 vocabulary gives millions) with at most
+  ``AUTO_FEW_PROBES = 2`` probes, whose probes alone (``num_probes·B·K`` entries) would otherwise cost more than
+  the passes. ``method_used`` says which ran; ``std_error`` says what the fewer probes cost in accuracy.
 
 Distributed use: ``reduce_fn`` receives a float64 tensor ``[trace, std_error², num_examples]`` of this
 process's batch and must return the element-wise sum over processes (an all-reduce-sum). Traces add over
@@ -68,10 +71,23 @@ from lightning_spectral.functional.per_example_gradient_norms import (
 )
 from lightning_spectral.linalg import hutchpp_trace, mean_and_std_error, rademacher
 
-__all__ = ["AUTO_EXACT_MAX_ROWS", "VECTORIZED_BUDGET", "NTKTrace", "ntk_trace"]
+__all__ = [
+    "AUTO_EXACT_MAX_ROWS",
+    "AUTO_FEW_PROBES",
+    "AUTO_FEW_PROBES_OUTPUTS",
+    "VECTORIZED_BUDGET",
+    "NTKTrace",
+    "ntk_trace",
+]
 
 AUTO_EXACT_MAX_ROWS = 128
 """``method="auto"`` computes the trace exactly when ``B·K`` is at most this (or ``K ≤ num_probes``)."""
+
+AUTO_FEW_PROBES_OUTPUTS = 2**16
+"""Above this many outputs per example ``method="auto"`` uses at most :data:`AUTO_FEW_PROBES` probes."""
+
+AUTO_FEW_PROBES = 2
+"""The probes of ``method="auto"`` for sequence-sized outputs (2: the least that gives a standard error)."""
 
 _METHODS = ("auto", "exact", "hutchinson", "hutchpp")
 
@@ -150,6 +166,8 @@ def ntk_trace(
     if method == "auto":
         small = num_outputs <= num_probes or num_examples * num_outputs <= AUTO_EXACT_MAX_ROWS
         method = "exact" if small else "hutchinson"
+        if num_outputs > AUTO_FEW_PROBES_OUTPUTS:
+            num_probes = min(num_probes, AUTO_FEW_PROBES)
 
     if method == "exact":
         norms = per_example_squared_gradient_norms(

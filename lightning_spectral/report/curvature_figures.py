@@ -51,7 +51,7 @@ def stability_limit(run: RunData) -> Series | None:
 
 
 def hessian_eigenvalues(runs: Sequence[RunData], colors: dict[str, str]) -> ReportFigure | None:
-    """``λ_1 .. λ_k`` against step (line style per index) with each run's stability limit ``2/η``, and
+    """``λ_1 .. λ_k`` against step (line style per index) with each run's stability limit ``λ_crit``, and
     ``eos_ratio = λ_1 / limit`` below it with the edge at 1."""
     shown = [run for run in runs if eigen_tags(run, HESSIAN + "lambda_")]
     if not shown:
@@ -122,7 +122,8 @@ def batch_sharpness(runs: Sequence[RunData], colors: dict[str, str]) -> ReportFi
     caption = (
         "The curvature of each mini-batch loss along its own gradient, E_B[g_Bᵀ H_B g_B / ‖g_B‖²] "
         "(Andreyev & Beneventano 2024). Under mini-batch SGD it, rather than λ_1, rises to the stability "
-        "limit 2/η (wide faint line) and hovers there: the edge of stochastic stability. Shaded, with several "
+        "limit λ_crit (wide faint line: 2/η for plain SGD, (2+2β)/η with momentum β) and hovers there: the "
+        "edge of stochastic stability. Shaded, with several "
         "measurement batches: ± one standard error of their mean. Below: "
         "batch_sharpness_ratio = batch sharpness / λ_crit, with the edge at 1."
     )
@@ -151,14 +152,15 @@ def _curvature_axes(runs: Sequence[RunData], ratio_tag: str) -> tuple[Figure, ob
 
 def _limits(ax, runs: Sequence[RunData], colors: dict[str, str], values: list) -> list[Line2D]:
     """Draw each run's stability limit (added to ``values``); the legend entry, if any was drawn."""
-    drawn, adam = False, False
+    drawn = False
     for run in runs:
         limit = stability_limit(run)
         if limit is not None:
             ax.plot(limit.steps, limit.values, color=colors[run.name], **LIMIT_STYLE)
             values.append(limit.values)
-            drawn, adam = True, adam or PRECONDITIONED in run.scalars
-    label = r"stability limit $\lambda_{\rm crit}$" if adam else r"stability limit $2/\eta$"
+            drawn = True
+    # one label for every optimizer: 2/η for plain SGD, (2+2β)/η with momentum, the optimizer's own (captions)
+    label = r"stability limit $\lambda_{\rm crit}$"
     return [Line2D([], [], color="0.4", label=label, **LIMIT_STYLE)] if drawn else []
 
 

@@ -30,6 +30,8 @@ from lightning_spectral.report.kernel_figures import ntk_alignment, ntk_trace, s
 from lightning_spectral.report.reader import RunData
 from lightning_spectral.report.weight_figures import (
     LAYER_METRICS,
+    SINGULAR_VALUE_LAYERS,
+    extreme_layers,
     layer_metric,
     layer_names,
     singular_value_heatmap,
@@ -77,7 +79,7 @@ def make_figures(
     )
     wanted += [
         (f"singular values of {layer}", lambda layer=layer: singular_value_heatmap(runs, layer))
-        for layer in layer_names(runs, "sigma_1")
+        for layer in extreme_layers(runs, layer_names(runs, "sigma_1"), "sigma_max", SINGULAR_VALUE_LAYERS)
     ]
     figures, notes = [], []
     for what, build in wanted:

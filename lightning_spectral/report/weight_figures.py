@@ -1,5 +1,13 @@
 """The report's weight figures: per-layer σ_max / stable rank / effective rank curves, singular-value
-histograms, and a heatmap of each layer's top singular values over time."""
+histograms, and a heatmap of each layer's top singular values over time.
+
+Real models have 150+ weight matrices with long names, so the per-layer figures scale: up to
+:data:`GRID_LAYERS` layers get one panel each (titles shortened by :func:`short_name`); more get one heatmap
+(a row per layer, a column per measurement, one panel per run) of at most :data:`HEATMAP_ROWS` layers, the most
+extreme ones at the last measurement (largest σ_max, smallest ranks), named in the caption; the singular-value
+histograms and the per-layer σ_1..σ_k heatmaps show the :data:`GRID_LAYERS` / :data:`SINGULAR_VALUE_LAYERS`
+layers of largest σ_max.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +16,15 @@ from collections.abc import Sequence
 
 import numpy as np
 from matplotlib.colors import LogNorm, Normalize
+from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from lightning_spectral.report.figure_style import (
+    DPI,
     EIGEN_STYLES,
     STEP_LABEL,
     WEIGHTS,
+    WIDTH_IN,
     ReportFigure,
     cell_edges,
     chosen_at_steps,
@@ -27,6 +38,18 @@ from lightning_spectral.report.figure_style import (
     wants_log,
 )
 from lightning_spectral.report.reader import RunData
+
+GRID_LAYERS = 9
+"""At most this many layers get a panel each (per-layer curves, singular-value histograms)."""
+HEATMAP_ROWS = 40
+"""At most this many layers (rows) in a per-layer heatmap."""
+SINGULAR_VALUE_LAYERS = 4
+"""The σ_1..σ_k heatmaps are drawn for this many layers (those of largest σ_max)."""
+NAME_WIDTH = 44
+"""Layer names longer than this are shortened in the middle (:func:`short_name`)."""
+
+#: The end of a per-layer metric's range the heatmap shows first: largest σ_max, smallest ranks.
+_EXTREME = {"sigma_max": "largest", "stable_rank": "smallest", "effective_rank": "smallest"}
 
 LAYER_METRICS = {
     "sigma_max": (
@@ -50,11 +73,55 @@ def layer_names(runs: Sequence[RunData], suffix: str, kind: str = "scalars") -> 
     return list(names)
 
 
+def short_name(name: str, width: int = NAME_WIDTH) -> str:
+    """``name`` itself when it fits in ``width`` characters, else its (most telling) last dot-separated parts
+    after an ellipsis (the last ``width − 1`` characters when even the last part is longer).
+
+    >>> short_name("model.bert.encoder.layer.11.attention.self.query.weight", 36)
+    '…11.attention.self.query.weight'
+    """
+    if len(name) <= width:
+        return name
+    tail = name[len(name) - (width - 1) :]
+    cut = tail.find(".")
+    return "…" + (tail[cut + 1 :] if 0 <= cut < len(tail) - 1 else tail)
+
+
+def last_values(runs: Sequence[RunData], layers: Sequence[str], metric: str) -> dict[str, float]:
+    """Each layer's ``metric`` at its last measurement, the largest over runs for σ_max, else the smallest."""
+    pick = max if _EXTREME.get(metric, "largest") == "largest" else min
+    found: dict[str, float] = {}
+    for layer in layers:
+        ends = [
+            float(series.values[-1])
+            for run in runs
+            if (series := run.scalars.get(f"{WEIGHTS}{layer}/{metric}")) is not None
+            and np.isfinite(series.values[-1])
+        ]
+        found[layer] = pick(ends) if ends else np.nan
+    return found
+
+
+def extreme_layers(runs: Sequence[RunData], layers: Sequence[str], metric: str, count: int) -> list[str]:
+    """The ``count`` layers whose last ``metric`` is most extreme (:data:`_EXTREME`), in logging order; all of
+    them when they are no more than ``count``."""
+    if len(layers) <= count:
+        return list(layers)
+    ends = last_values(runs, layers, metric)
+    sign = -1.0 if _EXTREME.get(metric, "largest") == "largest" else 1.0
+    ranked = sorted(layers, key=lambda layer: (np.isnan(ends[layer]), sign * np.nan_to_num(ends[layer])))
+    chosen = set(ranked[:count])
+    return [layer for layer in layers if layer in chosen]
+
+
 def layer_metric(runs: Sequence[RunData], colors: dict[str, str], metric: str) -> ReportFigure | None:
-    """One panel per weight matrix of ``spectral/weights/<name>/<metric>`` against step, runs overlaid."""
+    """One panel per weight matrix of ``spectral/weights/<name>/<metric>`` against step, runs overlaid; above
+    :data:`GRID_LAYERS` layers a heatmap instead (:func:`layer_heatmap`)."""
     layers = layer_names(runs, metric)
     if not layers:
         return None
+    if len(layers) > GRID_LAYERS:
+        return layer_heatmap(runs, metric, layers)
     ylabel, title = LAYER_METRICS[metric]
     figure, axes = grid_axes(len(layers))
     shown: dict[str, RunData] = {}
@@ -67,19 +134,69 @@ def layer_metric(runs: Sequence[RunData], colors: dict[str, str], metric: str) -
                 values.append(series.values)
                 shown[run.name] = run
         style_axes(ax, values, None, xlabel=None)
-        ax.set_title(layer, fontsize=10)
+        ax.set_title(short_name(layer, 36), fontsize=9)
     figure.supxlabel(STEP_LABEL)
     figure.supylabel(ylabel)
     run_legend(figure, [run for run in runs if run.name in shown], colors)
-    captions = {
-        "sigma_max": "σ_max = ‖W‖₂, the largest singular value of each weight matrix (a convolution kernel is "
-        "reshaped to out × in·∏kernel): how much the layer can stretch its input.",
-        "stable_rank": "‖W‖_F²/σ_max², between 1 and min(m, n) and insensitive to tiny singular values; it "
-        "falls when a few directions come to dominate the layer.",
-        "effective_rank": "exp(−Σ p_i ln p_i) with p_i = σ_i/Σσ_j (Roy & Vetterli 2007): the number of "
-        "singular values that carry the layer's mass.",
-    }
-    return titled(figure, f"weights_{metric}", "Weights", title, captions[metric])
+    return titled(figure, f"weights_{metric}", "Weights", title, _CAPTIONS[metric])
+
+
+def layer_heatmap(runs: Sequence[RunData], metric: str, layers: Sequence[str]) -> ReportFigure:
+    """``metric`` of up to :data:`HEATMAP_ROWS` layers (rows, logging order) at each measurement (columns), one
+    panel per run on one colour scale: the legible form of a per-layer metric for a model with many layers."""
+    ylabel, title = LAYER_METRICS[metric]
+    chosen = extreme_layers(runs, layers, metric, HEATMAP_ROWS)
+    tables = []
+    for run in runs:
+        tags = [f"{WEIGHTS}{layer}/{metric}" for layer in chosen]
+        logged = [run.scalars[tag] for tag in tags if tag in run.scalars]
+        if not logged:
+            continue
+        steps = np.unique(np.concatenate([series.steps for series in logged]))
+        grid = np.full((len(chosen), len(steps)), np.nan)
+        for row, tag in enumerate(tags):
+            series = run.scalars.get(tag)
+            if series is not None:
+                grid[row, np.searchsorted(steps, series.steps)] = series.values
+        tables.append((run, steps, grid))
+    everything = np.concatenate([g.ravel() for _, _, g in tables])
+    finite = everything[np.isfinite(everything)]
+    low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    norm = LogNorm(low, high) if wants_log(finite, decades=1.0) else Normalize(low, high)
+    figure = Figure(figsize=(WIDTH_IN, 1.9 + 0.17 * len(chosen)), dpi=DPI, layout="constrained")
+    axes = np.ravel(figure.subplots(1, len(tables), sharey=True, squeeze=False))
+    mesh = None
+    for ax, (run, steps, grid) in zip(axes, tables):
+        mesh = ax.pcolormesh(
+            cell_edges(steps), np.arange(len(chosen) + 1) - 0.5, grid, norm=norm, cmap="viridis"
+        )
+        ax.set_ylim(len(chosen) - 0.5, -0.5)
+        ax.set_title(run.name, fontsize=10)
+        ax.tick_params(axis="x", labelsize=8)
+    axes[0].set_yticks(np.arange(len(chosen)), [short_name(layer) for layer in chosen], fontsize=7)
+    figure.colorbar(mesh, ax=list(axes), label=ylabel, shrink=0.9)
+    figure.supxlabel(STEP_LABEL)
+    which = (
+        f"all {len(layers)} weight matrices"
+        if len(chosen) == len(layers)
+        else f"the {len(chosen)} of {len(layers)} weight matrices with the {_EXTREME[metric]} value at the last "
+        "measurement"
+    )
+    caption = (
+        f"{_CAPTIONS[metric]} One row per layer ({which}; long names shortened in the middle), one column "
+        "per measurement, one panel per run on one colour scale."
+    )
+    return titled(figure, f"weights_{metric}", "Weights", title, caption)
+
+
+_CAPTIONS = {
+    "sigma_max": "σ_max = ‖W‖₂, the largest singular value of each weight matrix (a convolution kernel is "
+    "reshaped to out × in·∏kernel): how much the layer can stretch its input.",
+    "stable_rank": "‖W‖_F²/σ_max², between 1 and min(m, n) and insensitive to tiny singular values; it "
+    "falls when a few directions come to dominate the layer.",
+    "effective_rank": "exp(−Σ p_i ln p_i) with p_i = σ_i/Σσ_j (Roy & Vetterli 2007): the number of "
+    "singular values that carry the layer's mass.",
+}
 
 
 def singular_value_heatmap(runs: Sequence[RunData], layer: str) -> ReportFigure | None:
@@ -121,7 +238,7 @@ def singular_value_heatmap(runs: Sequence[RunData], layer: str) -> ReportFigure 
         figure,
         f"weights_heatmap_{slug(layer)}",
         "Weights",
-        f"Top singular values of {layer} over training",
+        f"Top singular values of {short_name(layer)} over training",
         caption,
     )
 
@@ -130,9 +247,10 @@ def singular_value_histograms(
     runs: Sequence[RunData], colors: dict[str, str], steps: Sequence[int] | None = None
 ) -> ReportFigure | None:
     """The logged singular-value histogram of every matrix at ``steps`` (nearest logged; default: last)."""
-    layers = layer_names(runs, "singular_values", kind="histograms")
-    if not layers:
+    every = layer_names(runs, "singular_values", kind="histograms")
+    if not every:
         return None
+    layers = extreme_layers(runs, every, "sigma_max", GRID_LAYERS) if len(every) > GRID_LAYERS else every
     figure, axes = grid_axes(len(layers), sharex=False)
     handles: dict[str, Line2D] = {}
     for ax, layer in zip(axes, layers):
@@ -154,14 +272,19 @@ def singular_value_histograms(
                 edges.append(histogram.edges[histogram.edges > 0])
         if wants_log(*edges, decades=1.0):
             ax.set_xscale("log")
-        ax.set_title(layer, fontsize=10)
+        ax.set_title(short_name(layer, 36), fontsize=9)
         ax.grid(alpha=0.3)
     figure.supxlabel(r"singular value $\sigma$")
     figure.supylabel("count")
     figure.legend(handles=list(handles.values()), loc="outside right upper", frameon=False)
     caption = (
         "The singular values of each weight matrix, as logged in TensorBoard's histograms "
-        "(spectral/weights/<name>/singular_values), at the chosen step(s) (the nearest logged one)."
+        "(spectral/weights/<name>/singular_values), at the chosen step(s) (the nearest logged one)"
+        + (
+            f"; the {len(layers)} of {len(every)} matrices with the largest σ_max at the last measurement."
+            if len(layers) < len(every)
+            else "."
+        )
     )
     return titled(
         figure, "weights_singular_values", "Weights", "Singular-value histograms per layer", caption

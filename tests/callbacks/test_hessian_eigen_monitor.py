@@ -442,15 +442,16 @@ def test_constructor_validation(kwargs, argument):
         HessianEigenMonitor(**kwargs)
 
 
-def test_params_patterns_that_match_nothing_are_warned_about_at_setup(tmp_path):
-    """One unmatched pattern: a warning naming it, and the measurement uses the others; none matched: a
-    ValueError at setup naming them (a configuration error, before any training)."""
+def test_params_patterns_that_match_nothing_raise_at_setup(tmp_path):
+    """Any unmatched pattern, alone or beside matched ones: a ValueError at setup naming it and the closest
+    parameter names (a configuration error, before any training; a typo must not measure something else)."""
     monitor = HessianEigenMonitor(every_n_steps=2, params=["net.0.*", "encoder.*"], strict=True)
-    with pytest.warns(UserWarning, match=r"\['encoder\.\*'\] match no parameter"):
+    with pytest.raises(
+        ValueError, match=r"`params` pattern 'encoder.\*' matches no parameter.*closest names: 'net"
+    ):
         trainer = pl.Trainer(callbacks=[monitor], **trainer_kwargs(tmp_path, max_steps=2, max_epochs=1))
         trainer.fit(TinyClassifier())
-    assert "spectral/hessian/lambda_1" in trainer.callback_metrics
-    with pytest.raises(ValueError, match=r"\['nothing\*'\] match no parameter"):
+    with pytest.raises(ValueError, match=r"'nothing\*' matches no parameter"):
         trainer = pl.Trainer(
             callbacks=[HessianEigenMonitor(params="nothing*")], **trainer_kwargs(tmp_path, max_steps=2)
         )

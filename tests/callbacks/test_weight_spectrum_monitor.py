@@ -168,3 +168,55 @@ def test_warm_start_state_survives_resume(tmp_path):
 def test_constructor_validation(kwargs, argument):
     with pytest.raises(ValueError, match=argument):
         WeightSpectrumMonitor(**kwargs)
+
+
+@pytest.mark.parametrize("limit", [1, 2, None])
+def test_per_layer_limit_keeps_the_aggregates_and_the_watched_keys(tmp_path, limit):
+    """Two matrices: with ``per_layer_limit=1`` only the aggregates and the key a stopper watches are logged (no
+    per-layer histograms); at or above the count, every layer's scalars and histograms."""
+    from spectral_testing.models import TinyClassifier
+
+    from lightning_spectral.callbacks import SpectralEarlyStopping
+
+    monitor = WeightSpectrumMonitor(every_n_steps=2, per_layer_limit=limit, strict=True)
+    stopper = SpectralEarlyStopping.rank_collapse("net.4.weight", min_stable_rank=1e-9)
+    logger = TensorBoardLogger(str(tmp_path), name="run")
+    trainer = pl.Trainer(callbacks=[monitor, stopper], **trainer_kwargs(tmp_path, logger=logger, max_steps=2))
+    trainer.fit(TinyClassifier())
+    logged = set(read_tensorboard_scalars(logger.log_dir))
+    weights = {key for key in logged if key.startswith("spectral/weights/")}
+    assert {"spectral/weights/mean_stable_rank", "spectral/weights/max_sigma_max"} <= weights
+    assert "spectral/weights/net.4.weight/stable_rank" in weights  # watched by the stopper
+    histograms = read_tensorboard_histogram_tags(logger.log_dir)
+    if limit == 1:
+        assert weights == {
+            "spectral/weights/mean_stable_rank",
+            "spectral/weights/max_sigma_max",
+            "spectral/weights/net.4.weight/stable_rank",
+        }
+        assert not histograms
+    else:
+        assert {"spectral/weights/net.0.weight/sigma_max", "spectral/weights/net.4.weight/sigma_1"} <= weights
+        assert "spectral/weights/net.0.weight/singular_values" in histograms
+
+
+def test_per_layer_limit_is_validated():
+    with pytest.raises(ValueError, match="per_layer_limit"):
+        WeightSpectrumMonitor(per_layer_limit=-1)
+
+
+def test_include_or_exclude_matching_nothing_raises_at_setup_naming_the_closest(tmp_path):
+    from spectral_testing.models import TinyClassifier
+
+    for kwargs, pattern in (
+        ({"include": ["net.0.*", "net.5.weight"]}, "net.5.weight"),
+        ({"exclude": "head*"}, "head"),
+    ):
+        trainer = pl.Trainer(
+            callbacks=[WeightSpectrumMonitor(**kwargs)], **trainer_kwargs(tmp_path, max_steps=1)
+        )
+        with pytest.raises(
+            ValueError,
+            match=rf"`(include|exclude)` pattern '{pattern}.*matches no weight matrix.*closest names: 'net",
+        ):
+            trainer.fit(TinyClassifier())
