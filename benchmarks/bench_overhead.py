@@ -41,13 +41,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import logging
 import math
 import platform
 import statistics
 import sys
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -64,7 +62,8 @@ from benchmarks.common import (
     machine_description,
     markdown_table,
     package_versions,
-    synchronize,
+    quiet_lightning,
+    timed_fit,
     use_device_results,
     write_section,
 )
@@ -95,7 +94,6 @@ def configurations(device: str) -> tuple[str, ...]:
 
 #: The Lightning hooks of a monitor whose time is added up (everything it does during ``fit``).
 HOOKS = ("setup", "on_fit_start", "on_train_start", "on_train_batch_end", "on_train_epoch_end", "on_fit_end")
-LOGGERS = ("pytorch_lightning", "lightning.pytorch", "lightning.fabric", "lightning_fabric")
 
 
 @dataclass(frozen=True)
@@ -188,21 +186,7 @@ def fit_once(config: str, data: TensorDataset, device: str) -> Run:
     if config == GRAPHS:
         monitors = {GRAPHS: HessianEigenMonitor(cuda_graphs=True)}
     clocks = {name: HookClock(monitor) for name, monitor in monitors.items()}
-    trainer = pl.Trainer(
-        max_epochs=1,
-        accelerator="gpu" if device == "cuda" else "cpu",
-        devices=1,
-        callbacks=list(monitors.values()),
-        enable_progress_bar=False,
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-    )
-    synchronize(device)
-    start = time.perf_counter()
-    trainer.fit(model, loader)
-    synchronize(device)
-    seconds = time.perf_counter() - start
+    seconds, trainer = timed_fit(list(monitors.values()), model, loader, device, max_epochs=1)
     for name, monitor in monitors.items():
         if monitor.schedule is None:  # automatic: at least the initial model, the same steps for all three
             counts = {m.num_measurements for m in monitors.values()}
@@ -230,18 +214,12 @@ def fit_once(config: str, data: TensorDataset, device: str) -> Run:
 def quiet_and_single_threaded() -> Iterator[None]:
     """One torch thread; Lightning's info messages and warnings (num_workers, ...) silenced; all restored."""
     threads = torch.get_num_threads()
-    levels = {name: logging.getLogger(name).level for name in LOGGERS}
     torch.set_num_threads(1)
-    for name in LOGGERS:
-        logging.getLogger(name).setLevel(logging.ERROR)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with quiet_lightning():
             yield
     finally:
         torch.set_num_threads(threads)
-        for name, level in levels.items():
-            logging.getLogger(name).setLevel(level)
 
 
 def round_robin(data: TensorDataset, repeats: int, device: str) -> dict[str, list[Run]]:

@@ -34,14 +34,11 @@ CPU) and every timed region ends with ``torch.cuda.synchronize()``.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import logging
 import platform
 import statistics
 import sys
 import time
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytorch_lightning as pl
 import torch
@@ -58,7 +55,9 @@ from benchmarks.common import (
     markdown_table,
     median_time,
     package_versions,
+    quiet_lightning,
     synchronize,
+    timed_fit,
     use_device_results,
     write_section,
 )
@@ -74,7 +73,6 @@ MONITORS: dict[str, Callable[[], SpectralMonitor]] = {
     "HessianEigenMonitor()": lambda: HessianEigenMonitor(every_n_steps=EVERY),
     "NTKTraceMonitor()": lambda: NTKTraceMonitor(every_n_steps=EVERY),
 }
-LOGGERS = ("pytorch_lightning", "lightning.pytorch", "lightning.fabric", "lightning_fabric")
 
 
 class DigitsMLP(pl.LightningModule):
@@ -133,21 +131,7 @@ def fit(
     loader = DataLoader(
         data, batch_size=BATCH_SIZE, shuffle=True, generator=torch.Generator().manual_seed(SEED)
     )
-    trainer = pl.Trainer(
-        max_steps=steps,
-        accelerator="gpu" if device == "cuda" else "cpu",
-        devices=1,
-        callbacks=[] if monitor is None else [monitor],
-        enable_progress_bar=False,
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-    )
-    synchronize(device)
-    start = time.perf_counter()
-    trainer.fit(model, loader)
-    synchronize(device)
-    seconds = time.perf_counter() - start
+    seconds, _ = timed_fit([] if monitor is None else [monitor], model, loader, device, max_steps=steps)
     if monitor is not None and (monitor._disabled or monitor.num_measurements < 3):
         raise RuntimeError(
             f"{type(monitor).__name__} made {monitor.num_measurements} measurements (disabled: "
@@ -203,20 +187,6 @@ def one_setting(data: TensorDataset, steps: int, device: str) -> dict[str, float
     return out
 
 
-@contextlib.contextmanager
-def quiet() -> Iterator[None]:
-    levels = {name: logging.getLogger(name).level for name in LOGGERS}
-    for name in LOGGERS:
-        logging.getLogger(name).setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for name, level in levels.items():
-            logging.getLogger(name).setLevel(level)
-
-
 def main(argv: list[str] | None = None) -> list[Target]:
     """Parse ``argv``, run, rewrite the ``threads`` section; returns the targets for ``python -m benchmarks``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -224,7 +194,7 @@ def main(argv: list[str] | None = None) -> list[Target]:
     add_device_argument(parser)
     args = parser.parse_args(argv)
     use_device_results(args.device)
-    with quiet():
+    with quiet_lightning():
         return run(args)
 
 

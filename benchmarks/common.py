@@ -6,10 +6,12 @@ import argparse
 import contextlib
 import dataclasses
 import importlib.metadata
+import logging
 import platform
 import re
 import statistics
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -230,3 +232,46 @@ def limited_threads(threads: int) -> Iterator[str]:
             yield note
         finally:
             torch.set_num_threads(previous)
+
+
+#: Lightning's loggers (both distributions), silenced by :func:`quiet_lightning`.
+LIGHTNING_LOGGERS = ("pytorch_lightning", "lightning.pytorch", "lightning.fabric", "lightning_fabric")
+
+
+@contextlib.contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Lightning's info messages and every warning (num_workers, ...) silenced; restored afterwards."""
+    levels = {name: logging.getLogger(name).level for name in LIGHTNING_LOGGERS}
+    for name in LIGHTNING_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+
+
+def timed_fit(callbacks: list[Any], model: Any, loader: Any, device: str, **length: Any) -> tuple[float, Any]:
+    """Wall time of ``trainer.fit(model, loader)`` on a bare ``Trainer`` (no logger, checkpointing, progress bar
+    or model summary) with ``callbacks`` on ``device`` (``"cpu"`` or ``"cuda"``); ``length`` gives
+    ``max_epochs`` / ``max_steps``. Only the fit is timed, synchronized at both ends on CUDA. Returns the
+    seconds and the trainer."""
+    import pytorch_lightning as pl
+
+    trainer = pl.Trainer(
+        accelerator="gpu" if device == "cuda" else "cpu",
+        devices=1,
+        callbacks=callbacks,
+        enable_progress_bar=False,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        **length,
+    )
+    synchronize(device)
+    start = time.perf_counter()
+    trainer.fit(model, loader)
+    synchronize(device)
+    return time.perf_counter() - start, trainer

@@ -13,6 +13,7 @@ import pytest
 import pytorch_lightning as pl
 import yaml
 from pytorch_lightning.callbacks import ModelCheckpoint
+from spectral_testing.clock import HandClock
 from spectral_testing.ddp import run_ddp_script
 from spectral_testing.models import TinyClassifier, trainer_kwargs
 from test_ddp_monitors import SCRIPT
@@ -22,14 +23,6 @@ from lightning_spectral.callbacks.auto_schedule import DEFAULT_BUDGET, plan_peri
 from lightning_spectral.callbacks.base import SpectralMonitor
 
 STEPS = 200
-
-
-class HandClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class CostlyMonitor(SpectralMonitor):

@@ -10,20 +10,13 @@ from __future__ import annotations
 import pytest
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ModelCheckpoint
+from spectral_testing.clock import HandClock
 from spectral_testing.log_readers import read_tensorboard_scalars
 from spectral_testing.models import TinyClassifier, trainer_kwargs
 
 from lightning_spectral.callbacks import HessianEigenMonitor, NTKTraceMonitor, WeightSpectrumMonitor
 from lightning_spectral.callbacks.base import SpectralMonitor
 from lightning_spectral.callbacks.overhead_budget import OverheadBudget
-
-
-class HandClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class CostlyMonitor(SpectralMonitor):
