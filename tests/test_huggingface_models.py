@@ -259,3 +259,34 @@ def test_auto_uses_few_probes_for_sequence_sized_outputs():
     assert auto.trace == trace(method="hutchinson", num_probes=2).trace
     assert auto.trace != trace(method="hutchinson", num_probes=3).trace
     assert abs(auto.trace - exact) < 5 * auto.std_error + 1e-5 * exact
+
+
+def test_gpt2_conv1d_layers_are_weight_matrices_oriented_like_linear(tmp_path):
+    """GPT-2's ``Conv1D`` (``c_attn``, ``c_proj``, ``c_fc``) store ``(in, out)``; they are measured as ``(out, in)``."""
+    from lightning_spectral.functional import weight_matrices, weight_spectrum
+
+    model = gpt2_lm()
+    matrices = {m.name: m for m in weight_matrices(model)}
+    conv1d = {n: m for n, m in matrices.items() if m.module_type == "Conv1D"}
+    # 2 layers × (c_attn, c_proj of attention; c_fc, c_proj of the MLP)
+    assert len(conv1d) == 8, sorted(matrices)
+    c_attn = model.transformer.h[0].attn.c_attn
+    found = matrices["transformer.h.0.attn.c_attn.weight"]
+    assert found.matrix.shape == (c_attn.nf, c_attn.weight.shape[0])  # (3E, E): out × in
+    assert torch.equal(found.matrix, c_attn.weight.detach().T)
+    x = torch.randn(5, c_attn.weight.shape[0])
+    torch.testing.assert_close(found.matrix @ x.T, (c_attn(x) - c_attn.bias).T)  # maps in → out like Linear
+    for matrix in conv1d.values():
+        spectrum = weight_spectrum(matrix.matrix, 3)
+        torch.testing.assert_close(
+            spectrum.singular_values,
+            torch.linalg.svdvals(matrix.matrix.double())[:3].float(),
+            rtol=1e-4,
+            atol=0,
+        )
+    # and the monitor logs them in a fit
+    examples = token_batches("lm")
+    monitor = WeightSpectrumMonitor(every_n_steps=1, strict=True)
+    trainer = pl.Trainer(callbacks=[monitor], **trainer_kwargs(tmp_path, max_steps=1, max_epochs=1))
+    trainer.fit(Wrapped(gpt2_lm, examples))
+    assert "spectral/weights/model.transformer.h.1.mlp.c_fc.weight/sigma_max" in trainer.callback_metrics

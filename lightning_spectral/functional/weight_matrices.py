@@ -28,6 +28,10 @@ Layers and orientation (``m × n``: the matrix maps an ``n``-vector to an ``m``-
                               ``k_proj_weight`` ``(E, kdim)``, ``v_proj_weight`` ``(E, vdim)`` are used as they
                               are. ``out_proj`` is an ``nn.Linear`` and reported as such; ``bias_k``/``bias_v``
                               are biases, not matrices, and skipped.
+Hugging Face ``Conv1D``       ``weight`` ``(in, out)`` (GPT-2's ``c_attn``, ``c_proj``, ``c_fc``: a linear layer
+                              that stores its weight transposed) as its transpose ``(out, in)``, oriented like
+                              ``nn.Linear``; recognised by class name (``Conv1D`` with ``nf``), no import of
+                              ``transformers``. GPT-2's fused ``c_attn`` (query, key, value) is reported whole.
 ``nn.LSTM/GRU/RNN`` (+Cell)   ``weight_ih_l*`` ``(G·H, in)`` and ``weight_hh_l*`` ``(G·H, H or proj)`` (also
                               ``_reverse``) are split into their ``G`` gate row blocks, in PyTorch's order:
                               LSTM ``.i .f .g .o`` (input, forget, cell, output), GRU ``.r .z .n`` (reset,
@@ -157,6 +161,18 @@ def _module_type(module: nn.Module) -> type[nn.Module] | None:
     return None
 
 
+def _is_transposed_linear(module: nn.Module) -> bool:
+    """Hugging Face's ``Conv1D`` (``transformers.pytorch_utils``): ``y = x @ weight + bias``, ``weight (in, nf)``."""
+    weight = getattr(module, "weight", None)
+    return (
+        type(module).__name__ == "Conv1D"
+        and isinstance(getattr(module, "nf", None), int)
+        and isinstance(weight, Tensor)
+        and weight.ndim == 2
+        and weight.shape[1] == module.nf
+    )
+
+
 def _weight_attributes(module: nn.Module, kind: type[nn.Module]) -> list[str]:
     """Names of the module attributes holding weight matrices, in registration order."""
     if kind is nn.MultiheadAttention:
@@ -256,21 +272,27 @@ def _module_matrices(
 def _candidates(model: nn.Module, conv_mode: str, split: bool) -> Iterator[_Candidate]:
     for module_name, module in model.named_modules():
         kind = _module_type(module)
-        if kind is None:
+        transposed = kind is None and _is_transposed_linear(module)
+        if kind is None and not transposed:
             continue
-        for attr in _weight_attributes(module, kind):
+        for attr in ["weight"] if transposed else _weight_attributes(module, kind):
             resolved = _resolve(module, attr)
             if resolved is None:
                 continue
             weight, key, trainable = resolved
             parameter_name = uncompiled_name(f"{module_name}.{attr}" if module_name else attr)
             computed = parametrize.is_parametrized(module, attr)
-            for name, matrix, note in _module_matrices(kind, attr, parameter_name, weight, conv_mode, split):
+            if transposed:
+                type_name = type(module).__name__
+                note = f"{attr} {tuple(weight.shape)} (in, out) transposed to (out, in)"
+                matrices: Iterable[tuple[str, Tensor, str]] = [(parameter_name, weight.mT, note)]
+            else:
+                type_name = kind.__name__
+                matrices = _module_matrices(kind, attr, parameter_name, weight, conv_mode, split)
+            for name, matrix, note in matrices:
                 if computed:
                     note += " [computed by its parametrization]"
-                yield _Candidate(
-                    WeightMatrix(name, matrix, kind.__name__, note, parameter_name), key, trainable
-                )
+                yield _Candidate(WeightMatrix(name, matrix, type_name, note, parameter_name), key, trainable)
 
 
 def _patterns(value: str | Iterable[str] | None, argument: str) -> list[str] | None:
