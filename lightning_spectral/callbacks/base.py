@@ -265,7 +265,8 @@ class SpectralMonitor(Callback):
         if max_overhead is not None:
             check_open_unit_interval("max_overhead", max_overhead)
         self.max_overhead = max_overhead
-        self.budget = OverheadBudget(max_overhead) if max_overhead is not None else None
+        # one clock times the measurements for the automatic schedule and for the budget
+        self.budget = OverheadBudget(max_overhead, clock=self._now) if max_overhead is not None else None
         self.user_batch = batch
         self.num_batches = num_batches
         self.seed = seed
@@ -475,6 +476,10 @@ class SpectralMonitor(Callback):
             self._loaded_auto_schedule = state_dict.get("auto_schedule")  # adopted at train start
 
     # ------------------------------------------------------------------ the measurement
+    def _now(self) -> float:
+        """``self.clock()``, read late: a test may replace ``clock`` after construction."""
+        return self.clock()
+
     def _measure_and_log(self, trainer: Any, pl_module: Any) -> None:
         step = trainer.global_step
         if self._disabled or trainer.sanity_checking or step == self._last_measured_step:
@@ -482,7 +487,6 @@ class SpectralMonitor(Callback):
         if self.budget is not None and not self._budget_allows(trainer):
             return
         started = self.clock()
-        budget_started = self.budget.clock() if self.budget is not None else 0.0
         collectives = MeasurementCollectives(trainer)
         self._collectives = collectives
         try:
@@ -529,7 +533,7 @@ class SpectralMonitor(Callback):
                 values["overhead"] = self._measure_seconds / train  # this monitor's share
         self._measurements_this_fit += 1
         if self.budget is not None:
-            self.budget.add_measurement(self.budget.clock() - budget_started)
+            self.budget.add_measurement(seconds)
             if self.budget.train_seconds() > 0:  # none yet at train start
                 values["overhead"] = self.budget.overhead()
         new_names = [name for name in values if name not in self._declared_metrics]

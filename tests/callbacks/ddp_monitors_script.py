@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from lightning_spectral.callbacks import HessianEigenMonitor, NTKTraceMonitor, WeightSpectrumMonitor
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for spectral_testing (run as a script)
-from spectral_testing.two_process import two_process_trainer  # noqa: E402
+from spectral_testing.two_process import FailingLoss, two_process_trainer  # noqa: E402
 
 NUM_EXAMPLES, BATCH_SIZE, MAX_STEPS = 32, 4, 3
 HESSIAN_K, HESSIAN_TOL, HESSIAN_BATCHES = 2, 1e-6, 2
@@ -70,19 +70,6 @@ class Regressor(pl.LightningModule):
         x = torch.randn(NUM_EXAMPLES, 3, generator=generator)
         y = torch.stack([x[:, 0] * x[:, 1], x[:, 2].sin()], dim=1)
         return DataLoader(TensorDataset(x, y), batch_size=BATCH_SIZE)
-
-
-class FailingLoss:
-    """``loss_fn`` that raises on rank 1 from its third call on."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def __call__(self, model, batch):
-        self.calls += 1
-        if torch.distributed.get_rank() == 1 and self.calls >= 3:
-            raise ValueError("injected failure on rank 1")
-        return loss_fn(model, batch)
 
 
 class SaveOutcome(pl.Callback):
@@ -152,7 +139,7 @@ def fail(out_dir: str, strict: bool) -> None:
     monitor = HessianEigenMonitor(
         k=1,
         every_n_steps=1,
-        loss_fn=FailingLoss(),
+        loss_fn=FailingLoss(loss_fn),
         hvp_method="forward_over_reverse",
         compute_batch_sharpness=False,
         strict=strict,
@@ -222,7 +209,7 @@ def budget(out_dir: str) -> None:
         k=1, every_n_steps=1, loss_fn=CostlyLoss(clock, monitor_ref), max_overhead=0.5, strict=True
     )
     monitor_ref.append(monitor)
-    monitor.budget.clock = clock
+    monitor.clock = clock  # times its measurements and, through it, the budget
     record = RecordMeasuredSteps(clock, monitor)
     fit = two_process_trainer(out_dir, [AdvanceClock(clock, monitor), monitor, record], max_steps=12)
     fit.fit(Regressor())

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from lightning_spectral.callbacks import HessianEigenMonitor, NTKTraceMonitor, SpectralEarlyStopping
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for spectral_testing (run as a script)
-from spectral_testing.two_process import two_process_trainer  # noqa: E402
+from spectral_testing.two_process import FailingLoss, two_process_trainer  # noqa: E402
 
 MAX_STEPS, NUM_EXAMPLES, BATCH_SIZE = 3, 32, 4
 
@@ -117,19 +117,6 @@ def fsdp2() -> ModelParallelStrategy:
     return ModelParallelStrategy(data_parallel_size=2, tensor_parallel_size=1)
 
 
-class FailingLoss:
-    """``loss_fn`` that raises on rank 1 from its third call on."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def __call__(self, model, batch):
-        self.calls += 1
-        if torch.distributed.get_rank() == 1 and self.calls >= 3:
-            raise ValueError("injected failure on rank 1")
-        return loss_fn(model, batch)
-
-
 def main(mode: str, out_dir: str) -> None:
     record = Record(out_dir)
     if mode in ("ddp", "fsdp2"):
@@ -151,7 +138,7 @@ def main(mode: str, out_dir: str) -> None:
         monitor = HessianEigenMonitor(
             k=1,
             every_n_steps=1,
-            loss_fn=FailingLoss(),
+            loss_fn=FailingLoss(loss_fn),
             hvp_method="forward_over_reverse",  # one loss evaluation per product: the third is inside Lanczos
             compute_batch_sharpness=False,
             strict=False,

@@ -13,46 +13,15 @@ import pytest
 import pytorch_lightning as pl
 import yaml
 from pytorch_lightning.callbacks import ModelCheckpoint
-from spectral_testing.clock import HandClock
+from spectral_testing.clock import CostlyMonitor, HandClock, TickPerStep
 from spectral_testing.ddp import run_ddp_script
 from spectral_testing.models import TinyClassifier, trainer_kwargs
 from test_ddp_monitors import SCRIPT
 
 from lightning_spectral.callbacks import HessianEigenMonitor, NTKTraceMonitor, WeightSpectrumMonitor
 from lightning_spectral.callbacks.auto_schedule import DEFAULT_BUDGET, plan_period, round_up_125
-from lightning_spectral.callbacks.base import SpectralMonitor
 
 STEPS = 200
-
-
-class CostlyMonitor(SpectralMonitor):
-    """Every measurement "takes" ``cost`` seconds of the hand clock (``cost`` may be changed during the fit)."""
-
-    monitor_name = "costly"
-    needs_batch = False
-
-    def __init__(self, clock: HandClock, cost: float, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.clock, self.cost = clock, cost
-        self.measured_steps: list[int] = []
-
-    def measure(self, trainer, pl_module, batches):
-        self.clock.now += self.cost
-        self.measured_steps.append(trainer.global_step)
-        return {"value": float(trainer.global_step)}
-
-
-class TickPerStep(pl.Callback):
-    """1 s of the hand clock per training step (placed before the monitors: its hook runs first)."""
-
-    def __init__(self, clock: HandClock, cost_change: tuple[int, float] | None = None, monitors=()) -> None:
-        self.clock, self.cost_change, self.monitors = clock, cost_change, monitors
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self.clock.now += 1.0
-        if self.cost_change is not None and trainer.global_step == self.cost_change[0]:
-            for monitor in self.monitors:
-                monitor.cost *= self.cost_change[1]
 
 
 def fit(tmp_path, monitors, clock, ckpt_path=None, tick=None, extra=(), **overrides):

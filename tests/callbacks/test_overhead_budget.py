@@ -10,42 +10,12 @@ from __future__ import annotations
 import pytest
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ModelCheckpoint
-from spectral_testing.clock import HandClock
+from spectral_testing.clock import CostlyMonitor, HandClock, TickPerStep
 from spectral_testing.log_readers import read_tensorboard_scalars
 from spectral_testing.models import TinyClassifier, trainer_kwargs
 
 from lightning_spectral.callbacks import HessianEigenMonitor, NTKTraceMonitor, WeightSpectrumMonitor
-from lightning_spectral.callbacks.base import SpectralMonitor
 from lightning_spectral.callbacks.overhead_budget import OverheadBudget
-
-
-class CostlyMonitor(SpectralMonitor):
-    """Every measurement "takes" ``cost`` seconds of the hand clock."""
-
-    monitor_name = "costly"
-    needs_batch = False
-
-    def __init__(self, clock: HandClock, cost: float, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.clock, self.cost = clock, cost
-        if self.budget is not None:
-            self.budget.clock = clock
-        self.measured_steps: list[int] = []
-
-    def measure(self, trainer, pl_module, batches):
-        self.clock.now += self.cost
-        self.measured_steps.append(trainer.global_step)
-        return {"value": float(trainer.global_step)}
-
-
-class TickPerStep(pl.Callback):
-    """1 s of the hand clock per training step (placed before the monitor: its hook runs first)."""
-
-    def __init__(self, clock: HandClock) -> None:
-        self.clock = clock
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self.clock.now += 1.0
 
 
 def fit(tmp_path, monitor, clock, **overrides):

@@ -7,9 +7,11 @@ on ``sys.path`` themselves before importing this module (pytest has it there thr
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 
 from spectral_testing.models import trainer_kwargs
 
@@ -24,3 +26,18 @@ def two_process_trainer(
     return pl.Trainer(
         **trainer_kwargs(out_dir, devices=2, strategy=strategy, callbacks=callbacks, **settings)
     )
+
+
+class FailingLoss:
+    """A ``loss_fn`` that raises on rank 1 from its third call on, else calls ``loss_fn``: a failure inside a
+    measurement on one rank."""
+
+    def __init__(self, loss_fn: Callable[..., torch.Tensor]) -> None:
+        self.loss_fn = loss_fn
+        self.calls = 0
+
+    def __call__(self, model, batch):
+        self.calls += 1
+        if torch.distributed.get_rank() == 1 and self.calls >= 3:
+            raise ValueError("injected failure on rank 1")
+        return self.loss_fn(model, batch)
