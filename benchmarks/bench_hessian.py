@@ -11,7 +11,7 @@ the ratios are comparable even on a noisy machine.
 data move to the GPU, and every tool runs there: ours, hessian-eigenthings and curvlinops follow the model's
 device, PyHessian gets ``cuda=True``; curvlinops' SciPy operator still copies every vector to NumPy and back
 (its own cost). The float64 reference runs on the GPU too. Every float32 precision switch is set to IEEE for
-the run (``lightning_spectral.full_precision.full_float32_precision``): cuDNN's GPU default would run the CNN's
+the run (``lightning_spectral._internal.full_precision.full_float32_precision``): cuDNN's GPU default would run the CNN's
 convolutions in TF32, not float32 as on the CPU. Timed regions end
 with ``torch.cuda.synchronize()``. Random start vectors come from a generator on the device (a CUDA generator's
 stream differs from the CPU one's); the fixed HVP test vector and the SGD minibatch indices are drawn on the
@@ -117,7 +117,7 @@ from benchmarks.hessian_warm_start import (
     warm_start_rows,
     warm_start_section,
 )
-from lightning_spectral.full_precision import full_float32_precision
+from lightning_spectral._internal.full_precision import full_float32_precision
 from lightning_spectral.functional import HessianOperator, HVPGraph
 
 TARGET_ERROR = 1e-3

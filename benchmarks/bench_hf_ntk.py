@@ -9,7 +9,7 @@ wrapped the usual way (``training_step`` returns ``self.model(**batch).loss``), 
 of ``T = 32`` tokens with an attention mask. Outputs per example ``K = T·V ≈ 1.6 M``. Timed, in one process and
 interleaved (medians of 5 repeats): one training step (forward, backward, AdamW step) and
 ``ntk_trace`` with the monitor's default ``method="auto"`` (per-example Hutchinson; 2 probes at this ``K``), called through the
-same model call the monitor builds (:func:`lightning_spectral.callbacks.batch_parts.model_call`). The issue's goal:
+same model call the monitor builds (:func:`lightning_spectral.callbacks._internal.batch_parts.model_call`). The issue's goal:
 the measurement costs no more than ~10 training steps. The numbers are printed (copy them into RESULTS.md).
 """
 
@@ -25,9 +25,9 @@ def main() -> None:
     from transformers import GPT2Config, GPT2LMHeadModel
     from transformers.utils import logging as hf_logging
 
-    from lightning_spectral.callbacks.batch_parts import model_call
+    from lightning_spectral.callbacks._internal.batch_parts import model_call
     from lightning_spectral.functional import ntk_trace
-    from lightning_spectral.functional.per_example_gradient_norms import LayerwiseChecks
+    from lightning_spectral.functional.ntk.per_example_gradient_norms import LayerwiseChecks
 
     hf_logging.set_verbosity_error()
     torch.manual_seed(0)

@@ -60,7 +60,7 @@ from benchmarks.common import (
 )
 from benchmarks.weights_watcher import weightwatcher_comparison
 from lightning_spectral.functional import weight_spectra, weight_spectrum
-from lightning_spectral.functional.weight_spectrum import DEFAULT_TOL
+from lightning_spectral.functional.weights.spectrum import DEFAULT_TOL
 
 K = 32
 TARGET_ERROR = 1e-3

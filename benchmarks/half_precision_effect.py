@@ -9,7 +9,7 @@ bfloat16 and float16: the model and inputs rounded to the half dtype are the *st
 ``precision="bf16-true"`` / ``"16-true"`` run holds); its top-3 cross-entropy Hessian eigenvalues (Lanczos,
 ``tol=1e-6``, double backward) and its NTK trace and λ_max are measured (a) in float32 arithmetic, the
 reference, (b) in the half dtype's own arithmetic, and (c) through
-:func:`~lightning_spectral.callbacks.half_precision_upcast.float32_half_precision_tensors`, as the monitors
+:func:`~lightning_spectral.callbacks._internal.half_precision_upcast.float32_half_precision_tensors`, as the monitors
 measure. It also prints how far the rounding itself moved the float32 model's values. The numbers quoted in
 the README (*True precisions*) and in the module docstring of ``half_precision_upcast`` come from this script.
 """
@@ -21,7 +21,10 @@ import copy
 import torch
 from torch import Tensor, nn
 
-from lightning_spectral.callbacks.half_precision_upcast import float32_batch, float32_half_precision_tensors
+from lightning_spectral.callbacks._internal.half_precision_upcast import (
+    float32_batch,
+    float32_half_precision_tensors,
+)
 from lightning_spectral.functional import hessian_eigenvalues, ntk_lambda_max, ntk_trace
 
 K, TOL, MAX_ITER = 3, 1e-6, 200

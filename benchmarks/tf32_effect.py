@@ -8,7 +8,7 @@ A CNN (conv 1→32→64, 3×3, on 8×8 inputs, then 4096→256→10, tanh; 1,070
 random images with random labels; the top-3 eigenvalues of the cross-entropy Hessian by Lanczos at
 ``tol=1e-7``: a float64 reference (double backward), then float32 with every per-operator ``fp32_precision``
 switch set to ``"tf32"`` (TF32 matrix products and cuDNN convolutions), once as it is and once inside
-:func:`~lightning_spectral.full_precision.full_float32_precision`, for both HVP methods. Prints the relative
+:func:`~lightning_spectral._internal.full_precision.full_float32_precision`, for both HVP methods. Prints the relative
 errors against the reference. On a CPU the switches change nothing (the rows agree). The numbers quoted in
 ``benchmarks/RESULTS.md`` (section *CUDA*) and the README come from this script on an NVIDIA H200.
 """
@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from benchmarks.common import add_device_argument, seeded
-from lightning_spectral.full_precision import full_float32_precision, precision_switches
+from lightning_spectral._internal.full_precision import full_float32_precision, precision_switches
 from lightning_spectral.functional import hessian_eigenvalues
 
 BATCH, K, TOL, MAX_ITER = 512, 3, 1e-7, 300

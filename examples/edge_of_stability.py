@@ -64,14 +64,14 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+from _common.argument_types import positive_float, positive_int
+from _common.cpu_threads import add_threads_argument, torch_threads
+from _common.example_fit import logged_fit, whole_set_loader
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_spectral.argument_types import positive_float, positive_int
+from lightning_spectral._internal.plotting import save_figure
 from lightning_spectral.callbacks import HessianEigenMonitor
-from lightning_spectral.cpu_threads import add_threads_argument, torch_threads
-from lightning_spectral.example_fit import logged_fit, whole_set_loader
-from lightning_spectral.plotting import save_figure
 from lightning_spectral.report.reader import read_scalars as read_event_scalars
 
 #: The default step sizes: their stability limits 2/η = 8, 5.7 and 4 all lie above the initial sharpness (≈ 2.3).

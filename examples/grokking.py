@@ -74,15 +74,15 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+from _common.argument_types import fraction, positive_float, positive_int
+from _common.cpu_threads import add_threads_argument, torch_threads
+from _common.example_fit import logged_fit, whole_set_loader
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_spectral.argument_types import fraction, positive_float, positive_int
+from lightning_spectral._internal.plotting import save_figure
 from lightning_spectral.callbacks import NTKTraceMonitor, WeightSpectrumMonitor
-from lightning_spectral.cpu_threads import add_threads_argument, torch_threads
-from lightning_spectral.example_fit import logged_fit, whole_set_loader
-from lightning_spectral.functional.ntk_matrix import NTK_MATRIX_MAX_ROWS
-from lightning_spectral.plotting import save_figure
+from lightning_spectral.functional.ntk.kernel_matrix import NTK_MATRIX_MAX_ROWS
 from lightning_spectral.report.reader import read_scalars
 
 LAYERS = ("embed.weight", "hidden.weight", "readout.weight")

@@ -27,17 +27,17 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+from _common.argument_types import positive_float, positive_int
+from _common.cpu_threads import add_threads_argument, torch_threads
 from pytorch_lightning.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader
 
-from lightning_spectral.argument_types import positive_float, positive_int
 from lightning_spectral.callbacks import (
     HessianEigenMonitor,
     NTKTraceMonitor,
     SpectralEarlyStopping,
     WeightSpectrumMonitor,
 )
-from lightning_spectral.cpu_threads import add_threads_argument, torch_threads
 from lightning_spectral.report import build_report
 from lightning_spectral.report.reader import read_scalars
 

@@ -41,16 +41,16 @@ from pathlib import Path
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from _common.argument_types import positive_float, positive_int
+from _common.cpu_threads import add_threads_argument, torch_threads
+from _common.example_fit import QUIET_WARNINGS
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_spectral.argument_types import positive_float, positive_int
+from lightning_spectral._internal.plotting import save_figure
 from lightning_spectral.callbacks import WeightSpectrumMonitor
-from lightning_spectral.cpu_threads import add_threads_argument, torch_threads
-from lightning_spectral.example_fit import QUIET_WARNINGS
-from lightning_spectral.plotting import save_figure
 from lightning_spectral.report.checkpoints import CheckpointDynamics, checkpoint_dynamics
 from lightning_spectral.report.reader import read_scalars
 

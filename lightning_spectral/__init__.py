@@ -15,7 +15,11 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from lightning_spectral._internal import moved_modules as _moved_modules
+
 __version__ = "0.1.0"
+
+_moved_modules.install()  # old module paths (before the domain folders) stay importable
 
 # name -> the subpackage it is imported from on first access
 _EXPORTS: dict[str, str] = {

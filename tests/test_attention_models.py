@@ -1,6 +1,6 @@
 """Models with attention: fused scaled-dot-product kernels (FlashAttention on CPU) have no second-order or
 forward-mode derivatives, and ``nn.MultiheadAttention``'s eval-mode fast path no forward-mode one. Every
-estimator runs attention on its math backend (``lightning_spectral.differentiable_kernels``). The models are
+estimator runs attention on its math backend (``lightning_spectral._internal.differentiable_kernels``). The models are
 float32, for which PyTorch picks FlashAttention on CPUs; the references are float64 copies (float64 attention
 falls back to the math backend by itself) or attention written out by hand.
 """
@@ -17,8 +17,8 @@ from spectral_testing.references import assert_top_hessian_eigenvalues, explicit
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from lightning_spectral._internal.differentiable_kernels import differentiable_kernels
 from lightning_spectral.callbacks import HessianEigenMonitor, NTKTraceMonitor, WeightSpectrumMonitor
-from lightning_spectral.differentiable_kernels import differentiable_kernels
 from lightning_spectral.functional import ntk_lambda_max, ntk_trace
 
 

@@ -15,10 +15,10 @@ from spectral_testing.references import dense_hessian, explicit_jacobian
 from spectral_testing.step_zero import assert_same_metrics, step_zero_metrics
 from torch import nn
 
+from lightning_spectral._internal.eager_execution import compiled_code_runs_eagerly, eager_stance_available
 from lightning_spectral.callbacks import HessianEigenMonitor, NTKTraceMonitor, WeightSpectrumMonitor
-from lightning_spectral.eager_execution import compiled_code_runs_eagerly, eager_stance_available
 from lightning_spectral.functional import hessian_eigenvalues, ntk_trace, weight_matrices
-from lightning_spectral.functional.parameter_selection import (
+from lightning_spectral.functional._common.parameter_selection import (
     select_parameters,
     uncompiled_name,
     unmatched_patterns,

@@ -25,7 +25,7 @@ from spectral_testing.references import dense_hessian, explicit_jacobian
 from spectral_testing.step_zero import assert_same_metrics, step_zero_metrics
 from torch import nn
 
-from lightning_spectral.full_precision import full_float32_precision
+from lightning_spectral._internal.full_precision import full_float32_precision
 from lightning_spectral.functional import (
     hessian_eigenvalues,
     hessian_trace,

@@ -21,8 +21,8 @@ from spectral_testing.references import dense_hessian
 from test_cuda import cross_entropy, image_classifier, seeded, to
 from torch import nn
 
+from lightning_spectral._internal.full_precision import full_float32_precision
 from lightning_spectral.callbacks import HessianEigenMonitor
-from lightning_spectral.full_precision import full_float32_precision
 from lightning_spectral.functional import HessianOperator, HVPGraph, hessian_eigenvalues
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -66,7 +66,7 @@ def test_a_graph_leaves_cpu_operators_eager_and_checks_its_arguments():
 
 def test_the_signature_follows_what_a_replay_depends_on_and_not_the_values():
     """What decides between replaying and capturing again (checked on CPU operators, no GPU needed)."""
-    from lightning_spectral.functional.hvp_graph import _signature
+    from lightning_spectral.functional.hessian.hvp_graph import _signature
 
     model = batchnorm_cnn()
 

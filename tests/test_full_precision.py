@@ -12,9 +12,9 @@ import torch
 from spectral_testing.models import TinyClassifier, trainer_kwargs
 from spectral_testing.precision import switch_values, tf32_training_precision
 
-from lightning_spectral import full_precision
+from lightning_spectral._internal import full_precision
+from lightning_spectral._internal.full_precision import IEEE, full_float32_precision, precision_switches
 from lightning_spectral.callbacks import HessianEigenMonitor, NTKTraceMonitor, WeightSpectrumMonitor
-from lightning_spectral.full_precision import IEEE, full_float32_precision, precision_switches
 
 pytestmark = pytest.mark.skipif(not precision_switches(), reason="torch < 2.9 has no per-operator switches")
 

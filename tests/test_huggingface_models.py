@@ -235,7 +235,7 @@ def test_auto_uses_few_probes_for_sequence_sized_outputs():
     """``method="auto"`` on more than ``AUTO_FEW_PROBES_OUTPUTS`` outputs per example: Hutchinson with 2 probes
     (the same estimate as asking for it), with a standard error; an explicit ``num_probes`` is kept."""
     from lightning_spectral.functional import ntk_trace
-    from lightning_spectral.functional.ntk_trace import AUTO_FEW_PROBES_OUTPUTS
+    from lightning_spectral.functional.ntk.trace import AUTO_FEW_PROBES_OUTPUTS
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(

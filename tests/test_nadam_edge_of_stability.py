@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _common.example_fit import logged_fit
 from spectral_testing.examples import load_example
 from spectral_testing.log_readers import read_tensorboard_scalars
 
 from lightning_spectral.callbacks import HessianEigenMonitor
-from lightning_spectral.example_fit import logged_fit
 from lightning_spectral.functional import adam_stability_limit
 
 pytest.importorskip("sklearn", reason="the example trains on scikit-learn's digits (the `dev` extra)")

@@ -2,6 +2,8 @@
 
 import ast
 import importlib
+import importlib.util
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import lightning_spectral
+from lightning_spectral._internal.moved_modules import MOVED_MODULES
 
 
 @pytest.mark.parametrize("name", lightning_spectral.__all__)
@@ -88,3 +91,23 @@ def test_a_monitor_from_the_top_level_imports_lightning():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "True"
+
+
+@pytest.mark.parametrize("old, new", sorted(MOVED_MODULES.items()))
+def test_a_moved_module_still_imports_from_its_old_path(old, new):
+    """``import <old path>`` gives the module at its new path (the same object) and a DeprecationWarning naming
+    it; the module keeps its own spec."""
+    module = importlib.import_module(new)
+    sys.modules.pop(old, None)
+    with pytest.warns(DeprecationWarning, match=re.escape(f"{old} moved to {new}")):
+        old_module = importlib.import_module(old)
+    assert old_module is module
+    assert module.__spec__.name == new
+
+
+def test_the_old_paths_are_the_modules_that_moved():
+    """Each old path names no module of today's tree (it would shadow it), each new path one that exists."""
+    for old, new in MOVED_MODULES.items():
+        assert importlib.util.find_spec(new) is not None, new
+        parent, _, leaf = old.rpartition(".")
+        assert not (Path(importlib.import_module(parent).__file__).parent / f"{leaf}.py").exists(), old

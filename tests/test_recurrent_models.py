@@ -1,6 +1,6 @@
 """Models with recurrent layers: oneDNN's RNN kernel (CPU, float32) has no forward-mode derivative, cuDNN's RNN
 backward cannot be differentiated again, and ``torch.func.vmap`` cannot batch ``nn.LSTM`` / ``nn.GRU`` over
-examples. The estimators run RNNs on PyTorch's native kernels (``lightning_spectral.differentiable_kernels``)
+examples. The estimators run RNNs on PyTorch's native kernels (``lightning_spectral._internal.differentiable_kernels``)
 and fall back to one autograd pass per example where vmap fails. Models are float32 (the oneDNN path);
 references are float64 copies by reverse mode."""
 
@@ -16,8 +16,8 @@ from spectral_testing.references import assert_top_hessian_eigenvalues, explicit
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from lightning_spectral._internal.differentiable_kernels import differentiable_kernels, has_recurrent_layers
 from lightning_spectral.callbacks import HessianEigenMonitor, NTKTraceMonitor, WeightSpectrumMonitor
-from lightning_spectral.differentiable_kernels import differentiable_kernels, has_recurrent_layers
 from lightning_spectral.functional import ntk_lambda_max, ntk_matrix, ntk_trace
 
 RECURRENT = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}

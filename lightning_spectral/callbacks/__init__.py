@@ -1,7 +1,7 @@
 """Lightning callbacks: the spectral monitors and their shared base class."""
 
+from lightning_spectral.callbacks._internal.collectives import MeasurementCollectives, PeerMeasurementFailed
 from lightning_spectral.callbacks.base import SpectralMonitor
-from lightning_spectral.callbacks.collectives import MeasurementCollectives, PeerMeasurementFailed
 from lightning_spectral.callbacks.hessian_eigen_monitor import HessianEigenMonitor
 from lightning_spectral.callbacks.ntk_trace_monitor import NTKTraceMonitor
 from lightning_spectral.callbacks.schedule import Schedule

@@ -11,7 +11,7 @@ monitor is bit-identical to the one without it. A failing measurement is reporte
 and the monitor switches itself off for the rest of the run (training goes on), unless ``strict=True``.
 Under DDP the decision is collective: a measurement that raises on one rank raises (``strict=True``) or
 disables the monitor on every rank, with no rank left waiting in a collective
-(:mod:`lightning_spectral.callbacks.collectives`).
+(:mod:`lightning_spectral.callbacks._internal.collectives`).
 
 Example (a complete monitor)::
 
@@ -43,27 +43,33 @@ from pytorch_lightning import Callback
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from typing_extensions import override
 
-from lightning_spectral.callbacks.auto_schedule import DEFAULT_BUDGET, AutoSchedule
-from lightning_spectral.callbacks.collectives import (
+from lightning_spectral._internal.validation import check_bool, check_int, check_open_unit_interval
+from lightning_spectral.callbacks._internal.auto_schedule import DEFAULT_BUDGET, AutoSchedule
+from lightning_spectral.callbacks._internal.collectives import (
     MeasurementCollectives,
     PeerMeasurementFailed,
     has_distributed_parameters,
 )
-from lightning_spectral.callbacks.gathered_parameters import gathered_parameters
-from lightning_spectral.callbacks.half_precision_upcast import float32_batch, float32_half_precision_tensors
-from lightning_spectral.callbacks.measurement_batch import draw_measurement_batches, to_module_device
-from lightning_spectral.callbacks.metric_logging import (
+from lightning_spectral.callbacks._internal.gathered_parameters import gathered_parameters
+from lightning_spectral.callbacks._internal.half_precision_upcast import (
+    float32_batch,
+    float32_half_precision_tensors,
+)
+from lightning_spectral.callbacks._internal.measurement_batch import (
+    draw_measurement_batches,
+    to_module_device,
+)
+from lightning_spectral.callbacks._internal.metric_logging import (
     declare_metrics,
     log_config,
     log_figure,
     log_histogram,
     log_scalars,
 )
-from lightning_spectral.callbacks.overhead_budget import OverheadBudget
+from lightning_spectral.callbacks._internal.overhead_budget import OverheadBudget
+from lightning_spectral.callbacks._internal.training_state_guard import preserved_training_state
 from lightning_spectral.callbacks.schedule import Schedule
-from lightning_spectral.callbacks.training_state_guard import preserved_training_state
 from lightning_spectral.linalg import NonFiniteError
-from lightning_spectral.validation import check_bool, check_int, check_open_unit_interval
 
 SHARDED_STRATEGIES = ("FSDPStrategy", "DeepSpeedStrategy", "ModelParallelStrategy")
 """Strategies (of either Lightning distribution, matched by class name) that shard parameters across ranks."""
@@ -117,7 +123,7 @@ def check_strategy_supported(strategy: Any, monitor: str, supports_dtensor_param
 
 def check_data_parallel_mesh(strategy: Any, monitor: str) -> None:
     """Refuse a ``ModelParallelStrategy`` mesh with tensor parallelism for a monitor that reduces its measurement
-    over all ranks as data-parallel shards (:mod:`~lightning_spectral.callbacks.gathered_parameters`)."""
+    over all ranks as data-parallel shards (:mod:`~lightning_spectral.callbacks._internal.gathered_parameters`)."""
     mesh = (
         getattr(strategy, "_device_mesh", None)  # (the property raises before the processes start)
         if "ModelParallelStrategy" in {cls.__name__ for cls in type(strategy).__mro__}
@@ -156,7 +162,7 @@ class SpectralMonitor(Callback):
             the monitor for the rest of the run.
         max_overhead: a time budget, a float in (0, 1): a scheduled measurement is skipped while this
             monitor's measuring time exceeds ``max_overhead`` times the training time so far (see
-            :mod:`~lightning_spectral.callbacks.overhead_budget`); the overhead then stays within the budget
+            :mod:`~lightning_spectral.callbacks._internal.overhead_budget`); the overhead then stays within the budget
             plus one measurement, and ``spectral/<monitor>/overhead`` logs the ratio of measuring to training
             time after each measurement. ``None`` (default): every scheduled step is measured.
         name: this monitor's name: its metrics, run config and checkpoint state go under ``spectral/<name>/``
@@ -168,7 +174,7 @@ class SpectralMonitor(Callback):
             training time, in (0, 1), that *all* automatically scheduled monitors of the ``Trainer`` together
             may spend measuring (default ``None``: 0.05). They measure on the same steps: step 0, a few early
             steps, then every ``P`` steps, ``P`` of the 1-2-5 sequence chosen from the measured costs of a
-            measurement and of a training step (:mod:`~lightning_spectral.callbacks.auto_schedule`); ``P``
+            measurement and of a training step (:mod:`~lightning_spectral.callbacks._internal.auto_schedule`); ``P``
             goes into the run config and the checkpoint (a resumed run keeps it), and ``every_n_steps=P``
             repeats it. Monitors given different values share the smallest. Given with an explicit schedule:
             ``ValueError`` (use ``max_overhead`` there).
@@ -182,7 +188,7 @@ class SpectralMonitor(Callback):
     #: Whether :meth:`measure` needs the measurement batch (the weight monitor does not).
     needs_batch: ClassVar[bool] = True
     #: ``every_n_steps`` used when neither ``every_n_steps`` nor ``every_n_epochs`` is given (None: the automatic
-    #: schedule, :mod:`~lightning_spectral.callbacks.auto_schedule`).
+    #: schedule, :mod:`~lightning_spectral.callbacks._internal.auto_schedule`).
     default_every_n_steps: ClassVar[int | None] = None
     #: Metrics logged as NaN when the first measurement already meets non-finite numbers.
     primary_metrics: ClassVar[tuple[str, ...]] = ()
@@ -192,12 +198,12 @@ class SpectralMonitor(Callback):
     #: :data:`DTENSOR_STRATEGIES` (the other sharded strategies are refused at setup).
     supports_dtensor_parameters: ClassVar[bool] = False
     #: Whether :meth:`measure` runs on whole parameters: under a sharded (``DTensor``) model it then runs inside
-    #: :func:`~lightning_spectral.callbacks.gathered_parameters.gathered_parameters` (the module with its
+    #: :func:`~lightning_spectral.callbacks._internal.gathered_parameters.gathered_parameters` (the module with its
     #: parameters gathered and FSDP's forward hooks set aside), data-parallel over all ranks as under DDP.
     measures_gathered_parameters: ClassVar[bool] = False
     #: Whether a model stored in float16 / bfloat16 (``precision="16-true"`` / ``"bf16-true"``) is measured
     #: through float32 copies of its parameters, buffers and batch
-    #: (:mod:`~lightning_spectral.callbacks.half_precision_upcast`): monitors that run the model do this.
+    #: (:mod:`~lightning_spectral.callbacks._internal.half_precision_upcast`): monitors that run the model do this.
     upcasts_half_precision: ClassVar[bool] = True
 
     def __init__(
@@ -303,7 +309,7 @@ class SpectralMonitor(Callback):
     def collectives(self) -> MeasurementCollectives:
         """The failure-aware collectives of the measurement in progress (identity on one process): combine the
         ranks' pieces of a measurement only through these, so a rank that fails cannot leave the others
-        waiting (see :mod:`lightning_spectral.callbacks.collectives`)."""
+        waiting (see :mod:`lightning_spectral.callbacks._internal.collectives`)."""
         if self._collectives is None:
             raise RuntimeError("`collectives` is only available inside `measure`.")
         return self._collectives

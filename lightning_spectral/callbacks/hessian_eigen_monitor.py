@@ -11,10 +11,10 @@ optimizer's preconditioner ``D`` (``D⁻¹(H + W)`` under coupled weight decay `
 for the Adam family, its momentum schedule's for NAdam, ``(2 + 2μ)/η`` for RMSprop, ``2/η`` for Adagrad and
 Adadelta (the adaptive edge of stability, Cohen et
 al. 2022;
-:mod:`lightning_spectral.functional.adaptive_preconditioners`). Numerics: :mod:`lightning_spectral.functional`.
+:mod:`lightning_spectral.functional.hessian.adaptive_preconditioners`). Numerics: :mod:`lightning_spectral.functional`.
 
 Distributed: under DDP the products / traces are reduced over the ranks' shards; under ``ModelParallelStrategy``
-(FSDP2) the same runs on the gathered parameters (:mod:`~lightning_spectral.callbacks.gathered_parameters`).
+(FSDP2) the same runs on the gathered parameters (:mod:`~lightning_spectral.callbacks._internal.gathered_parameters`).
 
 Example::
 
@@ -31,32 +31,32 @@ import torch
 from pytorch_lightning.utilities import rank_zero_warn
 from typing_extensions import override
 
-from lightning_spectral.callbacks.base import SpectralMonitor
-from lightning_spectral.callbacks.collectives import has_distributed_parameters
-from lightning_spectral.callbacks.optimizer_info import first_optimizer, resolved_sgd_settings
-from lightning_spectral.callbacks.parameter_patterns import check_param_spec, checked_param_patterns
-from lightning_spectral.callbacks.training_loss import LossFn, resolve_loss_fn
-from lightning_spectral.functional.adaptive_preconditioners import (
-    adaptive_preconditioning,
-    has_preconditioner_rule,
-)
-from lightning_spectral.functional.batch_sharpness import (
-    batch_rayleigh_quotients,
-    batch_sharpness,
-    summarized,
-)
-from lightning_spectral.functional.hessian_operator import HVP_METHODS, HessianOperator
-from lightning_spectral.functional.hessian_spectrum import hessian_density, hessian_eigenvalues, hessian_trace
-from lightning_spectral.functional.hvp_graph import HVPGraph
-from lightning_spectral.functional.parameter_selection import select_parameters
-from lightning_spectral.linalg import WHICH, Which
-from lightning_spectral.validation import (
+from lightning_spectral._internal.validation import (
     check_bool,
     check_callable,
     check_choice,
     check_int,
     check_open_unit_interval,
 )
+from lightning_spectral.callbacks._internal.collectives import has_distributed_parameters
+from lightning_spectral.callbacks._internal.optimizer_info import first_optimizer, resolved_sgd_settings
+from lightning_spectral.callbacks._internal.parameter_patterns import check_param_spec, checked_param_patterns
+from lightning_spectral.callbacks._internal.training_loss import LossFn, resolve_loss_fn
+from lightning_spectral.callbacks.base import SpectralMonitor
+from lightning_spectral.functional._common.parameter_selection import select_parameters
+from lightning_spectral.functional.hessian.adaptive_preconditioners import (
+    adaptive_preconditioning,
+    has_preconditioner_rule,
+)
+from lightning_spectral.functional.hessian.batch_sharpness import (
+    batch_rayleigh_quotients,
+    batch_sharpness,
+    summarized,
+)
+from lightning_spectral.functional.hessian.hvp_graph import HVPGraph
+from lightning_spectral.functional.hessian.operator import HVP_METHODS, HessianOperator
+from lightning_spectral.functional.hessian.spectrum import hessian_density, hessian_eigenvalues, hessian_trace
+from lightning_spectral.linalg import WHICH, Which
 
 MEASUREMENT_MODES = ("eval", "train")
 
@@ -303,7 +303,7 @@ class HessianEigenMonitor(SpectralMonitor):
                 generator=generator,
                 operator=operator,
             )
-            from lightning_spectral.plotting import density_figure
+            from lightning_spectral._internal.plotting import density_figure
 
             self.log_figure(trainer, "density", density_figure(density, step=trainer.global_step))
         if self.compute_preconditioned:

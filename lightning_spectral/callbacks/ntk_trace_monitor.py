@@ -5,13 +5,13 @@ Logged under ``spectral/ntk/``: ``trace`` (``tr Θ = Σ_i Σ_k ‖∂f_k(x_i)/�
 ``alignment`` / ``alignment_centered`` / ``alignment_offdiagonal`` when enabled, ``sgd_stability_exact`` with
 ``compute_spectrum=True``, and ``sgd_stability``, the
 noise-kernel norm 𝒦 of Agarwala & Pennington (2024) for the run's learning rate and training batch size (``≥ 1`` marks the stochastic edge of stability; see
-:mod:`lightning_spectral.functional.sgd_stability` for the formula and its assumptions: MSE loss,
+:mod:`lightning_spectral.functional.ntk.sgd_stability` for the formula and its assumptions: MSE loss,
 ``torch.optim.SGD`` (momentum, Nesterov, dampening and the first param group's coupled weight decay included),
 linearised model). The measurement runs in eval mode (the per-example Jacobians need examples that do not
 interact, so BatchNorm uses its running statistics and dropout is off).
 
 Distributed: under DDP the products / traces are reduced over the ranks' shards; under ``ModelParallelStrategy``
-(FSDP2) the same runs on the gathered parameters (:mod:`~lightning_spectral.callbacks.gathered_parameters`).
+(FSDP2) the same runs on the gathered parameters (:mod:`~lightning_spectral.callbacks._internal.gathered_parameters`).
 
 Example::
 
@@ -28,26 +28,7 @@ import torch
 from pytorch_lightning.utilities import rank_zero_warn
 from typing_extensions import override
 
-from lightning_spectral.callbacks.base import SpectralMonitor
-from lightning_spectral.callbacks.batch_parts import (
-    BatchFn,
-    OutputFn,
-    concatenated,
-    default_inputs,
-    default_targets,
-    model_call,
-)
-from lightning_spectral.callbacks.optimizer_info import resolved_sgd_settings, training_batch_size
-from lightning_spectral.callbacks.parameter_patterns import check_param_spec, checked_param_patterns
-from lightning_spectral.callbacks.training_loss import loss_functions_called
-from lightning_spectral.functional.ntk_alignment import kernel_alignments, ntk_targets
-from lightning_spectral.functional.ntk_eigenvalues import ntk_lambda_max
-from lightning_spectral.functional.ntk_matrix import ntk_matrix
-from lightning_spectral.functional.ntk_trace import ntk_trace
-from lightning_spectral.functional.parameter_selection import select_parameters
-from lightning_spectral.functional.per_example_gradient_norms import LayerwiseChecks
-from lightning_spectral.functional.sgd_stability import sgd_stability
-from lightning_spectral.validation import (
+from lightning_spectral._internal.validation import (
     check_bool,
     check_callable,
     check_choice,
@@ -55,6 +36,25 @@ from lightning_spectral.validation import (
     check_open_unit_interval,
     check_positive_finite,
 )
+from lightning_spectral.callbacks._internal.batch_parts import (
+    BatchFn,
+    OutputFn,
+    concatenated,
+    default_inputs,
+    default_targets,
+    model_call,
+)
+from lightning_spectral.callbacks._internal.optimizer_info import resolved_sgd_settings, training_batch_size
+from lightning_spectral.callbacks._internal.parameter_patterns import check_param_spec, checked_param_patterns
+from lightning_spectral.callbacks._internal.training_loss import loss_functions_called
+from lightning_spectral.callbacks.base import SpectralMonitor
+from lightning_spectral.functional._common.parameter_selection import select_parameters
+from lightning_spectral.functional.ntk.alignment import kernel_alignments, ntk_targets
+from lightning_spectral.functional.ntk.eigenvalues import ntk_lambda_max
+from lightning_spectral.functional.ntk.kernel_matrix import ntk_matrix
+from lightning_spectral.functional.ntk.per_example_gradient_norms import LayerwiseChecks
+from lightning_spectral.functional.ntk.sgd_stability import sgd_stability
+from lightning_spectral.functional.ntk.trace import ntk_trace
 
 NTK_METHODS = ("auto", "exact", "hutchinson", "hutchpp")
 
@@ -69,7 +69,7 @@ class NTKTraceMonitor(SpectralMonitor):
         at_train_start: measure the initial model.
         method: ``"auto"`` (exact when ``K ≤ num_probes`` or ``B·K ≤ 128``, else Hutchinson, with at most 2
             probes above 65,536 outputs per example), ``"exact"``,
-            ``"hutchinson"``, ``"hutchpp"`` (see :func:`lightning_spectral.functional.ntk_trace`).
+            ``"hutchinson"``, ``"hutchpp"`` (see :func:`lightning_spectral.functional.ntk.trace`).
         num_probes: probes of the stochastic methods.
         compute_alignment: log the kernel-target alignment ``⟨Θ, yyᵀ⟩_F / (‖Θ‖_F ‖yyᵀ‖_F)`` and its centred
             form ``alignment_centered`` (both kernels centred, ``HΘH`` with ``H = I − 11ᵀ/N``; Cortes et al.
@@ -77,7 +77,7 @@ class NTKTraceMonitor(SpectralMonitor):
             output-traced kernel with the targets' Gram matrix: do examples that share a label have similar
             gradients? Needs a measurement batch with repeated labels) from the same kernel (forms the
             ``B·K × B·K`` kernel: small measurement batches only). Each is logged where it is defined
-            (:func:`~lightning_spectral.functional.ntk_alignment.kernel_alignments`).
+            (:func:`~lightning_spectral.functional.ntk.alignment.kernel_alignments`).
         compute_lambda_max: log the top NTK eigenvalue (Lanczos on ``J Jᵀ`` products, warm-started).
         compute_spectrum: form the ``B·K × B·K`` kernel (as the alignment does; small measurement batches only)
             and take all its eigenvalues (``eigvalsh``, float64): ``lambda_max`` is then the exact top
@@ -95,8 +95,8 @@ class NTKTraceMonitor(SpectralMonitor):
         output_fn: ``(model, inputs) -> outputs`` (default: the module, or the one model a module without
             ``forward`` wraps, called on the inputs, its output reduced to its logits: a ``ModelOutput`` /
             dict gives ``"logits"``, a tuple its first batch-sized floating-point tensor; rules in
-            :mod:`lightning_spectral.functional.model_io` and
-            :func:`~lightning_spectral.callbacks.batch_parts.model_call`). Sequence outputs ``(B, T, V)`` count
+            :mod:`lightning_spectral.functional._common.model_io` and
+            :func:`~lightning_spectral.callbacks._internal.batch_parts.model_call`). Sequence outputs ``(B, T, V)`` count
             ``K = T·V`` outputs per example: the trace sums ``‖∂f_{t,v}/∂θ‖²`` over every position ``t``
             (those with ``attention_mask`` 1 when the batch has one) and every entry ``v``; ``method="auto"``
             then picks per-example Hutchinson, whose backward passes (2 probes) do not grow with ``T·V``.

@@ -5,7 +5,7 @@ by :class:`~lightning_spectral.callbacks.HessianEigenMonitor`, or a key the modu
 may also be an ``fnmatch`` pattern (``*``, ``?``, ``[...]``), and then every matching key is watched.
 
 **The compared quantity** and when a measurement fires: see
-:mod:`~lightning_spectral.callbacks.stopping_criterion` (``relative_to=None`` compares the value itself,
+:mod:`~lightning_spectral.callbacks._internal.stopping_criterion` (``relative_to=None`` compares the value itself,
 ``"lr"`` the value over the optimizer's stability limit, ``"previous"`` the value over its previous
 measurement).
 
@@ -20,7 +20,7 @@ stops at the step the uninterrupted one would have (the episode itself is not: a
 action acts again at its first firing measurement, as the stock ``EarlyStopping`` would).
 
 **New measurements.** Values stay in ``callback_metrics`` until overwritten, so each measurement is evaluated
-exactly once (:mod:`~lightning_spectral.callbacks.new_measurements`: a monitor's key is new when a new tensor
+exactly once (:mod:`~lightning_spectral.callbacks._internal.new_measurements`: a monitor's key is new when a new tensor
 was written, any other key when its value changed since the last evaluation). The callback moves itself right after the last ``SpectralMonitor`` in ``trainer.callbacks``
 (at ``setup``, the way Lightning moves ``ModelCheckpoint`` callbacks last), so a measurement is judged in the
 hook that produced it, whatever the order of the callbacks list, and the stop happens at the step measured.
@@ -66,17 +66,17 @@ from pytorch_lightning import Callback
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from typing_extensions import override
 
-from lightning_spectral.callbacks.base import SpectralMonitor
-from lightning_spectral.callbacks.new_measurements import NewMeasurements
-from lightning_spectral.callbacks.optimizer_info import first_optimizer
-from lightning_spectral.callbacks.stopping_criterion import (
+from lightning_spectral._internal.validation import check_bool, check_choice, check_int, check_positive_finite
+from lightning_spectral.callbacks._internal.new_measurements import NewMeasurements
+from lightning_spectral.callbacks._internal.optimizer_info import first_optimizer
+from lightning_spectral.callbacks._internal.stopping_criterion import (
     MODES,
     NOT_FINITE,
     NOT_FIRED,
     RELATIVE_TO,
     StoppingCriterion,
 )
-from lightning_spectral.validation import check_bool, check_choice, check_int, check_positive_finite
+from lightning_spectral.callbacks.base import SpectralMonitor
 
 ACTIONS = ("stop", "warn", "checkpoint_and_stop")
 #: File name of the checkpoint written by ``action="checkpoint_and_stop"``.
@@ -198,7 +198,7 @@ class SpectralEarlyStopping(Callback):
         Pennington 2024), for ``patience`` consecutive measurements.
 
         Watches ``NTKTraceMonitor``'s ``sgd_stability``, the trace-based lower bound of 𝒦 (MSE loss,
-        ``torch.optim.SGD``; :mod:`~lightning_spectral.functional.sgd_stability`): above 1 the second moment of
+        ``torch.optim.SGD``; :mod:`~lightning_spectral.functional.ntk.sgd_stability`): above 1 the second moment of
         the residual grows under the mini-batch noise although the mean may still be stable, so the run is
         past the edge whatever the rest of the spectrum. ``kwargs`` go to the constructor (``threshold``
         defaults to 1.0, ``action``, ``warmup_steps``, ...).

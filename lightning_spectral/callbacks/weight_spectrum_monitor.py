@@ -14,13 +14,13 @@ matrices under ``spectral/weights/alignment/<pair>``; the aggregates ``spectral/
 ``per_layer_limit`` matrices (a BERT has 150+) logs the aggregates only, plus the per-layer keys that a
 stopper, ``EarlyStopping`` or ``ModelCheckpoint`` watches (every layer's numbers still go to the W&B table
 ``spectral/weights/per_layer`` at the end of the fit). The numerics are in
-:mod:`lightning_spectral.functional.weight_spectrum`, :mod:`~lightning_spectral.functional.singular_dynamics`
-and :mod:`~lightning_spectral.functional.interlayer_alignment` (definitions and formulas there).
+:mod:`lightning_spectral.functional.weights.spectrum`, :mod:`~lightning_spectral.functional.weights.singular_dynamics`
+and :mod:`~lightning_spectral.functional.weights.interlayer_alignment` (definitions and formulas there).
 
 Replicated weights (one process, DDP) are decomposed on rank 0 and the numbers broadcast. Sharded ``DTensor``
 weights (Lightning's ``ModelParallelStrategy``: FSDP2's ``fully_shard``, tensor parallelism) are gathered one
 matrix at a time, every rank joining each all-gather, and rank 0 decomposes each whole matrix before the next
-is gathered (:meth:`~lightning_spectral.callbacks.collectives.MeasurementCollectives.full_tensor`).
+is gathered (:meth:`~lightning_spectral.callbacks._internal.collectives.MeasurementCollectives.full_tensor`).
 
 Example::
 
@@ -40,23 +40,33 @@ import torch
 from pytorch_lightning.utilities import rank_zero_info
 from typing_extensions import override
 
+from lightning_spectral._internal.validation import (
+    check_bool,
+    check_choice,
+    check_int,
+    check_open_unit_interval,
+)
+from lightning_spectral.callbacks._internal.collectives import has_distributed_parameters
+from lightning_spectral.callbacks._internal.metric_logging import log_table
+from lightning_spectral.callbacks._internal.parameter_patterns import check_weight_patterns
 from lightning_spectral.callbacks.base import SpectralMonitor
-from lightning_spectral.callbacks.collectives import has_distributed_parameters
-from lightning_spectral.callbacks.metric_logging import log_table
-from lightning_spectral.callbacks.parameter_patterns import check_weight_patterns
-from lightning_spectral.functional.farms import farms_alpha
-from lightning_spectral.functional.interlayer_alignment import (
+from lightning_spectral.functional.weights.farms import farms_alpha
+from lightning_spectral.functional.weights.interlayer_alignment import (
     AlignmentPair,
     attention_alignment,
     attention_modules,
     consecutive_pairs,
     pair_alignment,
 )
-from lightning_spectral.functional.power_law import power_law_alpha
-from lightning_spectral.functional.singular_dynamics import AGREEMENT_TOP, agreement_score
-from lightning_spectral.functional.weight_matrices import CONV_MODES, WeightMatrix, weight_matrices
-from lightning_spectral.functional.weight_spectrum import DEFAULT_TOL, METHODS, WeightSpectrum, weight_spectra
-from lightning_spectral.validation import check_bool, check_choice, check_int, check_open_unit_interval
+from lightning_spectral.functional.weights.matrices import CONV_MODES, WeightMatrix, weight_matrices
+from lightning_spectral.functional.weights.power_law import power_law_alpha
+from lightning_spectral.functional.weights.singular_dynamics import AGREEMENT_TOP, agreement_score
+from lightning_spectral.functional.weights.spectrum import (
+    DEFAULT_TOL,
+    METHODS,
+    WeightSpectrum,
+    weight_spectra,
+)
 
 TABLE_COLUMNS = (
     "step",
@@ -89,7 +99,7 @@ class WeightSpectrumMonitor(SpectralMonitor):
         n_iter: power iterations of the randomized SVD.
         oversample: extra sketch columns of the randomized SVD.
         exact_threshold: ``"auto"`` is exact when ``min(m, n) <= exact_threshold`` (default: measured
-            crossover, see :func:`~lightning_spectral.functional.weight_spectrum.weight_spectrum`).
+            crossover, see :func:`~lightning_spectral.functional.weights.spectrum.weight_spectrum`).
         tol: accuracy check of randomized results: above this relative residual ``max_i ρ_i/σ_i`` the top
             ``k`` are recomputed by Lanczos (flat spectra, e.g. at initialisation); ``None`` turns it off.
         warm_start: seed each range finder with the layer's previous right singular vectors (followed by a cold
@@ -105,7 +115,7 @@ class WeightSpectrumMonitor(SpectralMonitor):
         alpha: which power-law exponents to log, one of ``"plain"``, ``"farms"``, ``"weightwatcher"`` or a
             sequence of them. ``alpha`` (the default fit of the whole matrix, where it is decomposed exactly)
             is always logged; ``"farms"`` adds ``alpha_farms`` for every matrix, the FARMS exponent free of
-            aspect-ratio bias (:func:`~lightning_spectral.functional.farms.farms_alpha` with its defaults:
+            aspect-ratio bias (:func:`~lightning_spectral.functional.weights.farms.farms_alpha` with its defaults:
             at most 81 blocks of 100×100 per matrix, ``x_min`` at the median), comparable across layers of
             different shapes; ``"weightwatcher"`` adds ``alpha_weightwatcher`` where ``alpha`` is logged,
             WeightWatcher's fit of the same eigenvalues (``power_law_alpha(..., fit="weightwatcher")``).
@@ -114,7 +124,7 @@ class WeightSpectrumMonitor(SpectralMonitor):
             of ``Σσ``) and ``gini`` (Gini coefficient of the singular values).
         interlayer_alignment: ``True``: log the alignment score (mean of the first ``min(10, k)`` entries of
             ``diag |V_{l+1}ᵀ U_l|``) of every pair of consecutive matrices found by
-            :func:`~lightning_spectral.functional.interlayer_alignment.consecutive_pairs` and, per attention
+            :func:`~lightning_spectral.functional.weights.interlayer_alignment.consecutive_pairs` and, per attention
             layer, of each head's query/key pair (``<attn>.qk[h]``) and the value→output pair (``<attn>.vo``;
             not for sharded weights); a list of ``(earlier, later)`` matrix names: those pairs only;
             ``False`` (default): none.

@@ -13,7 +13,7 @@ are kept whole (a state dict does not say how many gates they hold).
 
 Per matrix and step, from full SVDs in float64 (``r = min(m, n)``): the agreement diagonal
 ``|⟨u_i, u_final,i⟩ ⟨v_i, v_final,i⟩|`` for ``i ≤ r``
-(:func:`~lightning_spectral.functional.singular_dynamics.singular_vector_agreement`), its score (mean of the
+(:func:`~lightning_spectral.functional.weights.singular_dynamics.singular_vector_agreement`), its score (mean of the
 first 10) and ``effective_rank / r``. Checkpoints are read one at a time (memory: two state dicts), at the
 cost of a full SVD of every matrix of every checkpoint.
 
@@ -32,14 +32,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lightning_spectral.functional.singular_dynamics import (
+from lightning_spectral._internal.validation import check_int
+from lightning_spectral.functional.weights.singular_dynamics import (
     AGREEMENT_TOP,
     singular_vector_agreement,
     thin_singular_vectors,
 )
-from lightning_spectral.functional.spectrum_metrics import effective_rank
+from lightning_spectral.functional.weights.spectrum_metrics import effective_rank
 from lightning_spectral.report.reader import ReportError
-from lightning_spectral.validation import check_int
 
 __all__ = ["CheckpointDynamics", "checkpoint_dynamics", "find_checkpoints", "state_dict_matrices"]
 

@@ -19,7 +19,7 @@ from spectral_testing.models import TinyClassifier, trainer_kwargs
 from test_ddp_monitors import SCRIPT
 
 from lightning_spectral.callbacks import HessianEigenMonitor, NTKTraceMonitor, WeightSpectrumMonitor
-from lightning_spectral.callbacks.auto_schedule import DEFAULT_BUDGET, plan_period, round_up_125
+from lightning_spectral.callbacks._internal.auto_schedule import DEFAULT_BUDGET, plan_period, round_up_125
 
 STEPS = 200
 

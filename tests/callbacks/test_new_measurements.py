@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from lightning_spectral.callbacks.new_measurements import NewMeasurements
+from lightning_spectral.callbacks._internal.new_measurements import NewMeasurements
 
 OWNED = ("spectral/hessian/",)
 

@@ -209,7 +209,7 @@ def test_compute_spectrum_logs_the_exact_top_eigenvalue_and_noise_kernel_norm(
 def test_layer_wise_norms_are_checked_on_the_first_measurement_only(tmp_path, monkeypatch):
     """The per-example check of the layer-wise norms (first and last example) runs at the first of the three
     measurements; the others reuse it (same model, same fixed batch), and a second fit checks again."""
-    import lightning_spectral.functional.per_example_gradient_norms as module
+    import lightning_spectral.functional.ntk.per_example_gradient_norms as module
 
     calls = []
     original = module._single_example_norms

@@ -7,7 +7,10 @@ from types import SimpleNamespace
 import torch
 from torch import nn
 
-from lightning_spectral.callbacks.optimizer_info import outside_first_optimizer, resolved_sgd_settings
+from lightning_spectral.callbacks._internal.optimizer_info import (
+    outside_first_optimizer,
+    resolved_sgd_settings,
+)
 
 
 def trainer_with(*optimizers):

@@ -15,7 +15,7 @@ from spectral_testing.log_readers import read_tensorboard_scalars
 from spectral_testing.models import TinyClassifier, trainer_kwargs
 
 from lightning_spectral.callbacks import HessianEigenMonitor, NTKTraceMonitor, WeightSpectrumMonitor
-from lightning_spectral.callbacks.overhead_budget import OverheadBudget
+from lightning_spectral.callbacks._internal.overhead_budget import OverheadBudget
 
 
 def fit(tmp_path, monitor, clock, **overrides):

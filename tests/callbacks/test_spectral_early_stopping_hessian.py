@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_spectral.callbacks.hessian_eigen_monitor import HessianEigenMonitor
 from lightning_spectral.callbacks.spectral_early_stopping import SpectralEarlyStopping
-from lightning_spectral.functional.hessian_spectrum import hessian_eigenvalues
+from lightning_spectral.functional.hessian.spectrum import hessian_eigenvalues
 
 
 class FullBatchRegressor(pl.LightningModule):

@@ -18,7 +18,7 @@ from spectral_testing.models import trainer_kwargs
 from spectral_testing.zoo import LayerZoo
 
 from lightning_spectral.callbacks import WeightSpectrumMonitor
-from lightning_spectral.functional.weight_matrices import weight_matrices
+from lightning_spectral.functional.weights.matrices import weight_matrices
 
 EXPECTED_LAYERS = [
     "embedding.weight",

@@ -12,7 +12,7 @@ from spectral_testing.zoo import LayerZoo
 
 from lightning_spectral.callbacks import WeightSpectrumMonitor
 from lightning_spectral.functional import farms_alpha, power_law_alpha
-from lightning_spectral.functional.weight_matrices import weight_matrices
+from lightning_spectral.functional.weights.matrices import weight_matrices
 
 
 def _fit(tmp_path, callbacks):

@@ -9,7 +9,7 @@ import torch
 from spectral_testing.references import explicit_jacobian
 from torch import nn
 
-from lightning_spectral.anomaly_mode import anomaly_detection_paused
+from lightning_spectral._internal.anomaly_mode import anomaly_detection_paused
 from lightning_spectral.functional import (
     hessian_eigenvalues,
     ntk_alignment,

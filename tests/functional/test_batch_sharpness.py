@@ -11,7 +11,7 @@ from spectral_testing.references import dense_hessian
 from test_hessian_operator import DTYPE, cnn_with_batchnorm, cross_entropy, mlp, squared_error, torch_mse
 from torch import nn
 
-from lightning_spectral.functional.batch_sharpness import batch_sharpness
+from lightning_spectral.functional.hessian.batch_sharpness import batch_sharpness
 
 
 def regression_batches(num: int = 5, n: int = 4):

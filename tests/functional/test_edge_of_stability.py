@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from lightning_spectral.functional.edge_of_stability import edge_of_stability_ratio, stability_limit
+from lightning_spectral.functional.hessian.edge_of_stability import edge_of_stability_ratio, stability_limit
 
 
 def _diverges(

@@ -14,8 +14,8 @@ import torch
 from spectral_testing.references import dense_hessian
 from torch import nn
 
-from lightning_spectral.functional.hessian_operator import HVP_METHODS, HessianOperator
-from lightning_spectral.functional.parameter_selection import ParameterLayout, select_parameters
+from lightning_spectral.functional._common.parameter_selection import ParameterLayout, select_parameters
+from lightning_spectral.functional.hessian.operator import HVP_METHODS, HessianOperator
 
 DTYPE = torch.float64
 EXACT = {"rtol": 1e-10, "atol": 1e-10}

@@ -8,8 +8,8 @@ import torch
 from spectral_testing.references import dense_hessian
 from test_hessian_operator import EXACT, mlp, random_vector, regression_batch, squared_error
 
-from lightning_spectral.functional.batch_sharpness import batch_rayleigh_quotients, batch_sharpness
-from lightning_spectral.functional.hessian_operator import HessianOperator
+from lightning_spectral.functional.hessian.batch_sharpness import batch_rayleigh_quotients, batch_sharpness
+from lightning_spectral.functional.hessian.operator import HessianOperator
 
 BATCHES = [regression_batch(n=8, seed=s) for s in range(3)]
 

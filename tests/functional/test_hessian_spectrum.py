@@ -14,8 +14,8 @@ import torch
 from spectral_testing.references import dense_hessian
 from torch import nn
 
-from lightning_spectral.functional.hessian_operator import HessianOperator
-from lightning_spectral.functional.hessian_spectrum import (
+from lightning_spectral.functional.hessian.operator import HessianOperator
+from lightning_spectral.functional.hessian.spectrum import (
     hessian_density,
     hessian_eigenvalues,
     hessian_trace,

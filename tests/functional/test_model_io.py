@@ -9,7 +9,12 @@ import pytest
 import torch
 from torch import nn
 
-from lightning_spectral.functional.model_io import PackedInputs, keyword_inputs, measured_module, model_logits
+from lightning_spectral.functional._common.model_io import (
+    PackedInputs,
+    keyword_inputs,
+    measured_module,
+    model_logits,
+)
 
 
 class KeywordModel(nn.Module):

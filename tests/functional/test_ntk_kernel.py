@@ -13,16 +13,16 @@ import torch
 from test_ntk_trace import DTYPE, tiny_cnn, tiny_mlp
 from torch import nn
 
-from lightning_spectral.functional.ntk_alignment import (
+from lightning_spectral.functional.ntk.alignment import (
     kernel_alignments,
     kernel_target_alignment,
     ntk_alignment,
     ntk_targets,
     offdiagonal_alignment,
 )
-from lightning_spectral.functional.ntk_eigenvalues import ntk_lambda_max, ntk_operator
-from lightning_spectral.functional.ntk_matrix import NTK_MATRIX_MAX_ROWS, ntk_matrix
-from lightning_spectral.functional.ntk_trace import ntk_trace
+from lightning_spectral.functional.ntk.eigenvalues import ntk_lambda_max, ntk_operator
+from lightning_spectral.functional.ntk.kernel_matrix import NTK_MATRIX_MAX_ROWS, ntk_matrix
+from lightning_spectral.functional.ntk.trace import ntk_trace
 
 CASES = {
     "mlp": (tiny_mlp, lambda: torch.randn(7, 4, dtype=DTYPE, generator=torch.Generator().manual_seed(2))),

@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from lightning_spectral.functional.edge_of_stability import stability_limit
-from lightning_spectral.functional.sgd_stability import SGDStability, sgd_stability
+from lightning_spectral.functional.hessian.edge_of_stability import stability_limit
+from lightning_spectral.functional.ntk.sgd_stability import SGDStability, sgd_stability
 
 DTYPE = torch.float64
 

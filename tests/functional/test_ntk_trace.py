@@ -14,7 +14,7 @@ import torch
 from spectral_testing.references import explicit_jacobian
 from torch import nn
 
-from lightning_spectral.functional.ntk_trace import AUTO_EXACT_MAX_ROWS, NTKTrace, ntk_trace
+from lightning_spectral.functional.ntk.trace import AUTO_EXACT_MAX_ROWS, NTKTrace, ntk_trace
 
 DTYPE = torch.float64
 

@@ -15,8 +15,8 @@ import torch
 from spectral_testing.references import explicit_jacobian
 from torch import nn
 
-from lightning_spectral.functional.model_jacobian import make_functional_model
-from lightning_spectral.functional.per_example_gradient_norms import (
+from lightning_spectral.functional.ntk.model_jacobian import make_functional_model
+from lightning_spectral.functional.ntk.per_example_gradient_norms import (
     LayerwiseChecks,
     per_example_squared_gradient_norms,
 )
@@ -207,7 +207,7 @@ def test_cotangent_shape_is_checked():
 )
 def test_linear_and_conv_layers_take_the_layer_wise_path(monkeypatch, case, generic):
     """Only the parameters outside linear / convolution layers go through the vmap (generic) path."""
-    import lightning_spectral.functional.per_example_gradient_norms as module
+    import lightning_spectral.functional.ntk.per_example_gradient_norms as module
 
     calls = []
     original = module._generic_norms
@@ -225,7 +225,7 @@ def test_linear_and_conv_layers_take_the_layer_wise_path(monkeypatch, case, gene
 
 def counted_checks(monkeypatch) -> list[int]:
     """Record the per-example check's single-example evaluations (one per checked example)."""
-    import lightning_spectral.functional.per_example_gradient_norms as module
+    import lightning_spectral.functional.ntk.per_example_gradient_norms as module
 
     calls: list[int] = []
     original = module._single_example_norms

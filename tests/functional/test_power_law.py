@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from lightning_spectral.functional.power_law import DEFAULT_MIN_TAIL, PowerLawFit, power_law_alpha
+from lightning_spectral.functional.weights.power_law import DEFAULT_MIN_TAIL, PowerLawFit, power_law_alpha
 
 
 def _pareto(n: int, alpha: float, xmin: float, seed: int) -> torch.Tensor:

@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from lightning_spectral.functional.power_law import power_law_alpha
+from lightning_spectral.functional.weights.power_law import power_law_alpha
 
 
 def _reference(eigenvalues: torch.Tensor) -> tuple[float, float, int] | None:

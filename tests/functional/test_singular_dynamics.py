@@ -14,19 +14,19 @@ import pytest
 import torch
 from torch import nn
 
-from lightning_spectral.functional.interlayer_alignment import (
+from lightning_spectral.functional.weights.interlayer_alignment import (
     attention_alignment,
     consecutive_pairs,
     pair_alignment,
 )
-from lightning_spectral.functional.singular_dynamics import (
+from lightning_spectral.functional.weights.matrices import weight_matrices
+from lightning_spectral.functional.weights.singular_dynamics import (
     agreement_score,
     alignment_diagonal,
     singular_vector_agreement,
 )
-from lightning_spectral.functional.spectrum_metrics import gini_coefficient, mass_count
-from lightning_spectral.functional.weight_matrices import weight_matrices
-from lightning_spectral.functional.weight_spectrum import weight_spectra, weight_spectrum
+from lightning_spectral.functional.weights.spectrum import weight_spectra, weight_spectrum
+from lightning_spectral.functional.weights.spectrum_metrics import gini_coefficient, mass_count
 
 TOL = 1e-10
 

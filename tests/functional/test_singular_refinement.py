@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-import lightning_spectral.functional.singular_refinement as refinement
+import lightning_spectral.functional.weights.singular_refinement as refinement
 from lightning_spectral.functional import weight_spectra, weight_spectrum
 from lightning_spectral.linalg import randomized_svd
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from lightning_spectral.functional.weight_matrices import WeightMatrix, weight_matrices
+from lightning_spectral.functional.weights.matrices import WeightMatrix, weight_matrices
 
 
 def _by_name(matrices: list[WeightMatrix]) -> dict[str, WeightMatrix]:

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from lightning_spectral.functional.weight_spectrum import (
+from lightning_spectral.functional.weights.spectrum import (
     CROSSOVER_FACTOR,
     DEFAULT_K,
     WeightSpectrum,
@@ -19,7 +19,7 @@ from lightning_spectral.functional.weight_spectrum import (
 )
 
 ws_module = importlib.import_module(
-    "lightning_spectral.functional.weight_spectrum"
+    "lightning_spectral.functional.weights.spectrum"
 )  # the module, not the function
 
 
@@ -175,7 +175,7 @@ def test_alpha_recovers_power_law_of_eigenvalues() -> None:
     assert s.power_law is not None and s.alpha == s.power_law.alpha
     assert abs(s.alpha - 2.5) < 0.3
     # the fit is the documented one on the exact eigenvalues
-    from lightning_spectral.functional.power_law import power_law_alpha
+    from lightning_spectral.functional.weights.power_law import power_law_alpha
 
     assert s.alpha == pytest.approx(power_law_alpha(torch.linalg.svdvals(W) ** 2).alpha, abs=0.02)
 

@@ -7,11 +7,11 @@ from collections.abc import Iterator
 
 import torch
 
-from lightning_spectral.full_precision import precision_switches
+from lightning_spectral._internal.full_precision import precision_switches
 
 
 def switch_values() -> list[str]:
-    """The per-operator ``fp32_precision`` switches, in :data:`~lightning_spectral.full_precision.PRECISION_SWITCHES` order."""
+    """The per-operator ``fp32_precision`` switches, in :data:`~lightning_spectral._internal.full_precision.PRECISION_SWITCHES` order."""
     return [switch.fp32_precision for switch in precision_switches()]
 
 

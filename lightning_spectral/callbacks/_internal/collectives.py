@@ -1,0 +1,163 @@
+"""The collective operations of one measurement under data parallelism, safe against a failing rank.
+
+Under DDP every rank measures its own shard of the measurement batch (Lightning shards the training data, and
+the measurement batch is drawn from it), and the monitors combine the ranks' pieces with the strategy's
+collectives: the mean of Hessian-vector products and gradients (so Lanczos sees the Hessian of the loss on the
+union of the shards and runs identically on every rank), the sum of NTK traces, a broadcast of rank 0's
+weight spectra (weights are replicated), an all-gather of inputs where the union itself is needed. Under a
+strategy that shards the parameters as ``DTensor`` (Lightning's ``ModelParallelStrategy``: FSDP2's
+``fully_shard``, tensor parallelism) the weight monitor gathers one weight matrix at a time
+(:meth:`MeasurementCollectives.full_tensor`), and the Hessian and NTK monitors gather every parameter for the
+length of a measurement (:mod:`lightning_spectral.callbacks._internal.gathered_parameters`), then reduce as under DDP.
+
+Collectives must match across ranks: a rank that raises in the middle of a measurement would leave the others
+waiting in their next collective until the process group times out. The protocol here prevents that:
+
+- every collective is preceded by a one-element all-reduce (sum) of a failure flag;
+- a rank whose measurement raises contributes to one flag all-reduce (from its error handler) and leaves;
+- a rank that sees a non-zero flag raises :class:`PeerMeasurementFailed` without any further collective
+  (:class:`PeerNonFinite` when the other ranks only met NaN / inf, so that every rank logs NaN alike);
+- every measurement ends with a flag all-reduce (:meth:`MeasurementCollectives.finish`), so a failure after
+  the last data collective is seen too.
+
+So all ranks leave a measurement together: all with values, or all with an error (the original one on the
+failing rank, :class:`PeerMeasurementFailed` on the others). With one process every method is the identity
+and no collective runs.
+
+Example (inside a monitor's ``measure``)::
+
+    local_sum = torch.tensor([loss_sum, count])
+    total = self.collectives.sum(local_sum)  # the same tensor on every rank
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, TypeVar
+
+import torch
+from torch import Tensor
+
+from lightning_spectral.linalg import NonFiniteError
+
+__all__ = [
+    "MeasurementCollectives",
+    "PeerMeasurementFailed",
+    "PeerNonFinite",
+    "has_distributed_parameters",
+    "is_distributed_tensor",
+]
+
+_ERROR_FLAG = 1024.0
+"""A failing rank's contribution to the failure flag; a rank that met non-finite numbers contributes 1."""
+
+T = TypeVar("T")
+
+
+def is_distributed_tensor(tensor: Any) -> bool:
+    """Whether ``tensor`` is a ``torch.distributed.tensor.DTensor`` (how FSDP2's ``fully_shard`` and tensor
+    parallelism hold parameters); ``False`` where torch has no distributed support."""
+    if not torch.distributed.is_available():
+        return False
+    from torch.distributed.tensor import DTensor
+
+    return isinstance(tensor, DTensor)
+
+
+def has_distributed_parameters(module: torch.nn.Module | Iterable[Tensor]) -> bool:
+    """Whether any parameter of ``module`` (or of an iterable of parameters) is a ``DTensor`` (the same answer
+    on every rank)."""
+    parameters = module.parameters() if isinstance(module, torch.nn.Module) else module
+    return any(is_distributed_tensor(p) for p in parameters)
+
+
+class PeerMeasurementFailed(RuntimeError):
+    """Raised on the ranks whose measurement went fine when another rank's measurement raised."""
+
+
+class PeerNonFinite(PeerMeasurementFailed, NonFiniteError):
+    """Raised on the ranks whose measurement went fine when another rank met non-finite numbers (and no rank
+    failed otherwise): every rank then logs NaN, as the rank that met them does."""
+
+
+class MeasurementCollectives:
+    """Failure-aware collectives of one measurement (see the module docstring); identity on one process.
+
+    Args:
+        trainer: the running trainer; its ``strategy`` performs the collectives.
+    """
+
+    def __init__(self, trainer: Any) -> None:
+        self._strategy = trainer.strategy
+        self.world_size = int(trainer.world_size)
+        self.rank = int(trainer.global_rank)
+
+    @property
+    def distributed(self) -> bool:
+        """Whether there is more than one process (and so any collective at all)."""
+        return self.world_size > 1
+
+    def _flag_sum(self, contribution: float) -> float:
+        flag = torch.tensor([contribution], dtype=torch.float64, device=self._strategy.root_device)
+        return float(self._strategy.reduce(flag, reduce_op="sum"))
+
+    def _check_peers(self) -> None:
+        total = self._flag_sum(0.0)
+        if total >= _ERROR_FLAG:
+            raise PeerMeasurementFailed(
+                f"the measurement failed on {int(total // _ERROR_FLAG)} other rank(s); rank {self.rank} stops "
+                "it as well (see the failing rank's error)."
+            )
+        if total > 0:
+            raise PeerNonFinite(f"{round(total)} other rank(s) met non-finite values (NaN or inf).")
+
+    def mean(self, tensor: Tensor) -> Tensor:
+        """The element-wise mean of ``tensor`` over the ranks (a new tensor; the argument is not changed)."""
+        if not self.distributed:
+            return tensor
+        self._check_peers()
+        return self._strategy.reduce(tensor.detach().clone(), reduce_op="mean")
+
+    def sum(self, tensor: Tensor) -> Tensor:
+        """The element-wise sum of ``tensor`` over the ranks (a new tensor; the argument is not changed)."""
+        if not self.distributed:
+            return tensor
+        self._check_peers()
+        return self._strategy.reduce(tensor.detach().clone(), reduce_op="sum")
+
+    def broadcast(self, obj: T, src: int = 0) -> T:
+        """Rank ``src``'s ``obj`` (any picklable object) on every rank."""
+        if not self.distributed:
+            return obj
+        self._check_peers()
+        return self._strategy.broadcast(obj, src=src)
+
+    def gather(self, tensor: Tensor) -> Tensor:
+        """The ranks' tensors concatenated along the first dimension, in rank order, on every rank. Every rank
+        must pass the same shape (Lightning's distributed sampler gives every rank equally many examples)."""
+        if not self.distributed:
+            return tensor
+        self._check_peers()
+        gathered = self._strategy.all_gather(tensor.detach())
+        return gathered.reshape(-1, *tensor.shape[1:])
+
+    def full_tensor(self, tensor: Tensor) -> Tensor:
+        """The whole of a parameter that a sharding strategy (FSDP2, tensor parallel) holds as a ``DTensor``:
+        every rank must call this for the same tensors in the same order (an all-gather over the tensor's
+        device mesh; local for a replicated one). Any other tensor is returned as it is, with no collective."""
+        if not is_distributed_tensor(tensor):
+            return tensor
+        if self.distributed:
+            self._check_peers()
+        return tensor.full_tensor()
+
+    def report_failure(self, non_finite: bool = False) -> None:
+        """Called by the failing rank's error handler: lets the other ranks' next collective raise
+        (:class:`PeerNonFinite` if every failing rank only met non-finite numbers)."""
+        if self.distributed:
+            self._flag_sum(1.0 if non_finite else _ERROR_FLAG)
+
+    def finish(self) -> None:
+        """The closing flag all-reduce of a measurement that went fine on this rank."""
+        if self.distributed:
+            self._check_peers()

@@ -1,0 +1,241 @@
+"""Kernel-target alignment of the empirical NTK with the labels.
+
+Cristianini, Shawe-Taylor, Elisseeff & Kandola (2002, "On kernel-target alignment") define the alignment of
+a kernel matrix ``Θ`` with a target vector ``y`` as the cosine between ``Θ`` and ``y yᵀ`` in the Frobenius
+inner product:
+
+    A(Θ, y) = ⟨Θ, y yᵀ⟩_F / (‖Θ‖_F ‖y yᵀ‖_F) = yᵀ Θ y / (‖Θ‖_F ‖y‖²).
+
+For a PSD ``Θ`` it lies in ``[0, 1]`` and equals 1 exactly when ``Θ = c·y yᵀ`` with ``c > 0``. Applied to the
+NTK it measures how much of the kernel's "energy" points along the labels; its rise during training tracks
+the lazy → rich transition (Baratin et al. 2021; Kumar et al. 2024, "Grokking as the transition from lazy to
+rich training dynamics").
+
+``centered=True`` gives the centred alignment of Cortes, Mohri & Rostamizadeh (2012): ``Θ`` and ``y yᵀ`` are
+replaced by ``H Θ H`` and ``H y yᵀ H`` with ``H = I − 11ᵀ/N`` (``N`` = number of rows), which removes the
+constant offset that inflates the plain alignment of, e.g., one-hot targets. For the NTK of a batch the rows
+are the ``B·K`` (example, output) pairs, example-major, and ``H`` centres over all of them.
+
+``offdiagonal`` (:func:`offdiagonal_alignment`) compares examples with each other only. It reduces the NTK to
+the ``B × B`` output-traced kernel ``Θ̄_ij = Σ_k Θ_(i,k),(j,k) = Σ_k ⟨∂f_k(x_i)/∂θ, ∂f_k(x_j)/∂θ⟩`` and the
+targets to their Gram matrix ``G_ij = ⟨y_i, y_j⟩`` (for one-hot labels ``G_ij = 1`` when ``x_i`` and ``x_j``
+share a label, else 0), and takes the Pearson correlation of the two over the pairs ``i ≠ j``:
+
+    A_off = Σ_{i≠j} (Θ̄_ij − m_Θ)(G_ij − m_G) / ( sqrt(Σ_{i≠j} (Θ̄_ij − m_Θ)²) · sqrt(Σ_{i≠j} (G_ij − m_G)²) ),
+
+``m_Θ``, ``m_G`` the means over those pairs; ``A_off ∈ [−1, 1]``, positive when examples that share a label
+have more similar gradients than examples that do not. Why leave out the diagonal: ``Θ̄_ii`` is an example's
+own squared gradient norm and ``G_ii = ‖y_i‖²``, the same for every one-hot label, so with many classes (few
+label-sharing pairs in a batch) the plain alignment mostly measures how diagonal-dominant ``Θ`` is - it falls
+as the kernel gets low-rank, whatever the labels - while how the kernel relates *different* examples is what
+kernel regression generalises with. Undefined (``ValueError``) when ``G`` or ``Θ̄`` is constant over the
+pairs ``i ≠ j``, e.g. a batch whose labels are all distinct: measure it on a batch with repeated labels.
+
+Targets for :func:`ntk_alignment`: integer class indices of shape ``(B,)`` are one-hot encoded to ``K``
+columns (``K`` = outputs per example, e.g. the number of logits); any floating tensor with ``B·K`` entries
+(``(B, K)``, or ``(B,)`` when ``K = 1``) is used as given, flattened example-major like the outputs.
+
+Example::
+
+    >>> import torch
+    >>> y = torch.tensor([1.0, -1.0, 2.0])
+    >>> kernel_target_alignment(3.0 * torch.outer(y, y), y)
+    1.0
+    >>> labels = torch.tensor([1.0, 1.0, -1.0, -1.0])  # one output per example: Θ̄ = Θ
+    >>> kernel = torch.eye(4) + torch.block_diag(torch.ones(2, 2), torch.ones(2, 2))
+    >>> round(offdiagonal_alignment(kernel, labels, num_examples=4), 12)
+    1.0
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from lightning_spectral.functional.ntk.kernel_matrix import ntk_matrix
+from lightning_spectral.functional.ntk.model_jacobian import OutputFn, ParamSpec
+
+__all__ = [
+    "ALIGNMENT_FORMS",
+    "kernel_alignments",
+    "kernel_target_alignment",
+    "ntk_alignment",
+    "ntk_targets",
+    "offdiagonal_alignment",
+]
+
+#: The alignments :func:`kernel_alignments` computes, as named in the metric keys (``spectral/ntk/<form>``).
+ALIGNMENT_FORMS = ("alignment", "alignment_centered", "alignment_offdiagonal")
+
+
+def _center(kernel: Tensor) -> Tensor:
+    return kernel - kernel.mean(dim=0, keepdim=True) - kernel.mean(dim=1, keepdim=True) + kernel.mean()
+
+
+def kernel_target_alignment(kernel: Tensor, targets: Tensor, *, centered: bool = False) -> float:
+    """``⟨Θ, y yᵀ⟩_F / (‖Θ‖_F ‖y yᵀ‖_F)`` for a square ``kernel`` ``(N, N)`` and ``targets`` with ``N``
+    entries (flattened); centred (Cortes et al. 2012) when ``centered=True``. Computed in float64.
+
+    Raises ``ValueError`` for a non-square kernel, mismatched sizes, or a zero kernel / target (the
+    alignment is then undefined).
+    """
+    if not isinstance(kernel, Tensor) or kernel.dim() != 2 or kernel.shape[0] != kernel.shape[1]:
+        raise ValueError(
+            f"`kernel` must be a square 2-D tensor, got {getattr(kernel, 'shape', type(kernel))}."
+        )
+    if not isinstance(targets, Tensor) or targets.numel() != kernel.shape[0]:
+        raise ValueError(
+            f"`targets` must be a tensor with {kernel.shape[0]} entries (the kernel's size), "
+            f"got {getattr(targets, 'shape', type(targets))}."
+        )
+    theta = kernel.detach().to(torch.float64)
+    y = targets.detach().reshape(-1).to(device=theta.device, dtype=torch.float64)
+    target_kernel = torch.outer(y, y)
+    if centered:
+        theta, target_kernel = _center(theta), _center(target_kernel)
+    kernel_norm = torch.linalg.matrix_norm(theta)
+    target_norm = torch.linalg.matrix_norm(target_kernel)
+    if kernel_norm == 0:
+        raise ValueError(
+            "`kernel` is zero" + (" after centring" if centered else "") + ": alignment undefined."
+        )
+    if target_norm == 0:
+        raise ValueError(
+            "`targets` is zero" + (" after centring" if centered else "") + ": alignment undefined."
+        )
+    return float((theta * target_kernel).sum() / (kernel_norm * target_norm))
+
+
+#: Values whose spread about their mean is below this fraction of their size count as constant (the mean
+#: of equal float64 numbers is not always exactly equal to them).
+CONSTANT_RTOL = 1e-12
+
+
+def _centred(values: Tensor) -> Tensor | None:
+    """``values − mean``, or ``None`` where the values are constant (up to ``CONSTANT_RTOL``)."""
+    centred = values - values.mean()
+    spread = torch.linalg.vector_norm(centred)
+    return None if spread <= CONSTANT_RTOL * torch.linalg.vector_norm(values) else centred / spread
+
+
+def _check_offdiagonal_args(kernel: Tensor, targets: Tensor, num_examples: int) -> None:
+    if isinstance(num_examples, bool) or not isinstance(num_examples, int) or num_examples < 3:
+        raise ValueError(
+            f"`num_examples` must be an integer >= 3 (the correlation needs several pairs), got {num_examples!r}."
+        )
+    if (
+        not isinstance(kernel, Tensor)
+        or kernel.dim() != 2
+        or kernel.shape[0] != kernel.shape[1]
+        or kernel.shape[0] % num_examples
+    ):
+        raise ValueError(
+            f"`kernel` must be a square 2-D tensor whose size is a multiple of num_examples={num_examples}, "
+            f"got {getattr(kernel, 'shape', type(kernel))}."
+        )
+    if not isinstance(targets, Tensor) or targets.numel() != kernel.shape[0]:
+        raise ValueError(
+            f"`targets` must be a tensor with {kernel.shape[0]} entries (the kernel's size), "
+            f"got {getattr(targets, 'shape', type(targets))}."
+        )
+
+
+def _offdiagonal_parts(
+    kernel: Tensor, targets: Tensor, num_examples: int
+) -> tuple[Tensor | None, Tensor | None]:
+    """The centred, normalised entries ``i ≠ j`` of the output-traced kernel and of the targets' Gram matrix
+    (``None`` for a part that is constant there), float64."""
+    num_outputs = kernel.shape[0] // num_examples
+    theta = kernel.detach().to(torch.float64).reshape(num_examples, num_outputs, num_examples, num_outputs)
+    traced = torch.einsum("ikjk->ij", theta)
+    y = targets.detach().to(device=traced.device, dtype=torch.float64).reshape(num_examples, num_outputs)
+    distinct = ~torch.eye(num_examples, dtype=torch.bool, device=traced.device)
+    return _centred(traced[distinct]), _centred((y @ y.T)[distinct])
+
+
+def offdiagonal_alignment(kernel: Tensor, targets: Tensor, num_examples: int) -> float:
+    """Pearson correlation over the pairs of distinct examples ``i ≠ j`` between the output-traced kernel
+    ``Θ̄_ij = Σ_k Θ_(i,k),(j,k)`` and the targets' Gram matrix ``⟨y_i, y_j⟩`` (module docstring), in float64.
+
+    ``kernel`` is the ``(B·K, B·K)`` NTK (rows example-major, ``B = num_examples``), ``targets`` the matching
+    ``B·K`` target entries (:func:`ntk_targets`). Raises ``ValueError`` for fewer than 3 examples, mismatched
+    sizes, or a kernel or Gram matrix that is constant over the pairs (undefined).
+    """
+    _check_offdiagonal_args(kernel, targets, num_examples)
+    traced, gram = _offdiagonal_parts(kernel, targets, num_examples)
+    for name, part in (("kernel", traced), ("targets' Gram matrix", gram)):
+        if part is None:
+            raise ValueError(
+                f"the {name} is constant over the pairs of distinct examples: the off-diagonal alignment is "
+                "undefined (for class labels: use a batch in which some, not all, examples share a label)."
+            )
+    return float((traced * gram).sum())
+
+
+def kernel_alignments(kernel: Tensor, targets: Tensor, num_examples: int) -> dict[str, float]:
+    """Every alignment of :data:`ALIGNMENT_FORMS` that is defined here, from one kernel: ``alignment``
+    always; ``alignment_centered`` unless the targets are constant; ``alignment_offdiagonal`` for
+    ``num_examples >= 3`` unless the kernel or the targets' Gram matrix is constant over the pairs of distinct
+    examples (e.g. all labels different). ``kernel`` and ``targets`` as in :func:`offdiagonal_alignment`."""
+    y = targets.detach().reshape(-1).to(torch.float64)
+    values = {"alignment": kernel_target_alignment(kernel, y)}
+    if float(torch.linalg.vector_norm(y - y.mean())) > 0:
+        values["alignment_centered"] = kernel_target_alignment(kernel, y, centered=True)
+    if num_examples >= 3:
+        _check_offdiagonal_args(kernel, y, num_examples)
+        traced, gram = _offdiagonal_parts(kernel, y, num_examples)
+        if traced is not None and gram is not None:
+            values["alignment_offdiagonal"] = float((traced * gram).sum())
+    return values
+
+
+def ntk_targets(targets: Tensor, num_examples: int, num_outputs: int) -> Tensor:
+    """The target vector ``y ∈ R^{B·K}`` matched to the NTK rows (see the module docstring)."""
+    if not isinstance(targets, Tensor):
+        raise TypeError(f"`targets` must be a torch.Tensor, got {type(targets)}.")
+    if not targets.is_floating_point():
+        if targets.dtype == torch.bool or targets.is_complex() or targets.shape != (num_examples,):
+            raise ValueError(
+                f"`targets`: integer targets must be class indices of shape ({num_examples},), "
+                f"got dtype {targets.dtype} and shape {tuple(targets.shape)}."
+            )
+        if targets.min() < 0 or targets.max() >= num_outputs:
+            raise ValueError(
+                f"`targets`: class indices must lie in [0, {num_outputs}) (K = outputs per example); for a "
+                "single-output model pass floating targets (e.g. ±1 labels)."
+            )
+        return nn.functional.one_hot(targets, num_outputs).reshape(-1)
+    if targets.numel() != num_examples * num_outputs or targets.shape[0] != num_examples:
+        raise ValueError(
+            f"`targets`: floating targets must have shape ({num_examples}, ...) with B·K = "
+            f"{num_examples * num_outputs} entries, got shape {tuple(targets.shape)}."
+        )
+    return targets.reshape(-1)
+
+
+def ntk_alignment(
+    model: nn.Module,
+    inputs: Tensor,
+    targets: Tensor,
+    *,
+    output_fn: OutputFn | None = None,
+    params: ParamSpec = None,
+    centered: bool = False,
+    offdiagonal: bool = False,
+    chunk_size: int | None = None,
+) -> float:
+    """Kernel-target alignment of the empirical NTK of ``inputs`` (:func:`ntk_matrix`, so ``B·K`` is
+    limited to ``NTK_MATRIX_MAX_ROWS``) with ``targets`` (class indices are one-hot encoded, see the module
+    docstring); centred when ``centered=True``; between distinct examples (:func:`offdiagonal_alignment`,
+    itself centred) when ``offdiagonal=True``."""
+    if centered and offdiagonal:
+        raise ValueError(
+            "`centered` and `offdiagonal` exclude each other (the off-diagonal alignment is a correlation, "
+            "centred already): pass at most one."
+        )
+    kernel = ntk_matrix(model, inputs, output_fn=output_fn, params=params, chunk_size=chunk_size)
+    num_examples = inputs.shape[0]
+    y = ntk_targets(targets, num_examples, kernel.shape[0] // num_examples)
+    if offdiagonal:
+        return offdiagonal_alignment(kernel, y, num_examples)
+    return kernel_target_alignment(kernel, y, centered=centered)
