@@ -35,7 +35,8 @@ extensions = [
 ]
 
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
-exclude_patterns = ["_build"]
+# `_`-prefixed files are partials (included by a page or kept as material), not pages of their own.
+exclude_patterns = ["_build", "_*"]
 templates_path = ["_templates"]
 
 # The public packages of the API reference (the `_internal` packages are not public and not documented).
