@@ -135,7 +135,11 @@ def logged_keys(tmp_path_factory) -> set[str]:
         ),
         HessianEigenMonitor(every_n_steps=2, k=2, num_batches=2, compute_trace=True, compute_density=True),
         NTKTraceMonitor(
-            every_n_steps=2, compute_alignment=True, compute_lambda_max=True, compute_spectrum=True
+            every_n_steps=2,
+            compute_alignment=True,
+            compute_lambda_max=True,
+            compute_spectrum=True,
+            loss_scale=1.0,  # the MSE scale sgd_stability compares with (TinyClassifier trains cross-entropy)
         ),
     ]
     trainer = pl.Trainer(
