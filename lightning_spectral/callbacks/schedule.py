@@ -16,12 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-
-def _check_optional_positive_int(name: str, value: int | None) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"`{name}` must be a positive integer or None, got {value!r}.")
+from lightning_spectral._internal.validation import check_bool, check_int
 
 
 @dataclass(frozen=True)
@@ -44,8 +39,8 @@ class Schedule:
     at_train_start: bool = True
 
     def __post_init__(self) -> None:
-        _check_optional_positive_int("every_n_steps", self.every_n_steps)
-        _check_optional_positive_int("every_n_epochs", self.every_n_epochs)
+        check_int("every_n_steps", self.every_n_steps, 1, optional=True)
+        check_int("every_n_epochs", self.every_n_epochs, 1, optional=True)
         if self.every_n_steps is None and self.every_n_epochs is None:
             raise ValueError(
                 "At least one of `every_n_steps` or `every_n_epochs` must be a positive integer, got None for both."
@@ -55,8 +50,7 @@ class Schedule:
                 "`log_spacing=True` needs `every_n_steps` (the regular interval after the dense start)."
             )
         for name in ("log_spacing", "at_train_start"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"`{name}` must be True or False, got {getattr(self, name)!r}.")
+            check_bool(name, getattr(self, name))
 
     def is_measurement_step(self, step: int) -> bool:
         """Whether the step-based schedule measures when ``global_step == step``."""

@@ -8,7 +8,8 @@
 Randomness comes only from an optional ``generator: torch.Generator``; ``None`` means the global torch RNG.
 """
 
-from ._checks import NonFiniteError
+from lightning_spectral._internal.validation import NonFiniteError
+
 from .lanczos import WHICH, Which, lanczos
 from .orthonormalize import orthonormalize, project_out
 from .probes import rademacher

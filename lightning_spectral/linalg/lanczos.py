@@ -74,7 +74,6 @@ from __future__ import annotations
 
 import enum
 import math
-import numbers
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, get_args
@@ -83,7 +82,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._checks import NonFiniteError, check_int, resolve_dtype_device
+from lightning_spectral._internal.validation import (
+    NonFiniteError,
+    check_choice,
+    check_int,
+    check_positive_finite,
+    resolve_dtype_device,
+)
+
 from ._matvec import Matvec, apply_matvec, check_matvec
 from .orthonormalize import project_out
 from .results import LanczosResult
@@ -366,10 +372,8 @@ def lanczos(
         if max_iter < k:
             raise ValueError(f"`max_iter` must be >= k = {k}, got {max_iter}.")
         max_iter = min(max_iter, dim)
-    if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not (math.isfinite(tol) and tol > 0):
-        raise ValueError(f"`tol` must be a positive finite number, got {tol!r}.")
-    if which not in WHICH:
-        raise ValueError(f"`which` must be one of {WHICH}, got {which!r}.")
+    check_positive_finite("tol", tol)
+    check_choice("which", which, WHICH)
     start = _resolve_start(dim, v0, dtype, device, generator)
     noise = _noise_level(dim, start.dtype)
 

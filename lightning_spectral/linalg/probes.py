@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ._checks import resolve_dtype_device
+from lightning_spectral._internal.validation import resolve_dtype_device
 
 __all__ = ["rademacher"]
 

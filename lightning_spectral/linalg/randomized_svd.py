@@ -45,7 +45,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._checks import check_int
+from lightning_spectral._internal.validation import check_int
+
 from .device_fallback import on_cpu_if_unsupported
 from .orthonormalize import orthonormalize
 from .results import SVDResult

@@ -21,6 +21,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from lightning_spectral._internal.validation import check_positive_finite
+
 __all__ = ["LanczosResult", "SVDResult", "SpectralDensity", "TraceEstimate"]
 
 
@@ -109,8 +111,7 @@ class SpectralDensity:
         """
         if not isinstance(grid, Tensor) or grid.ndim != 1 or not grid.is_floating_point():
             raise ValueError("`grid` must be a 1-D floating-point tensor.")
-        if not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma > 0):
-            raise ValueError(f"`sigma` must be a positive finite number, got {sigma!r}.")
+        check_positive_finite("sigma", sigma)
         nodes = self.nodes.reshape(-1).to(dtype=grid.dtype, device=grid.device)
         weights = self.weights.reshape(-1).to(dtype=grid.dtype, device=grid.device)
         z = (grid[:, None] - nodes[None, :]) / sigma

@@ -36,7 +36,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._checks import check_int, resolve_dtype_device
+from lightning_spectral._internal.validation import check_int, resolve_dtype_device
+
 from ._matvec import Matvec, check_matvec
 from .lanczos import _lanczos_tridiagonal, small_eigh
 from .probes import rademacher

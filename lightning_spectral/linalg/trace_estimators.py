@@ -48,7 +48,8 @@ import math
 import torch
 from torch import Tensor
 
-from ._checks import check_int, resolve_dtype_device
+from lightning_spectral._internal.validation import check_int, resolve_dtype_device
+
 from ._matvec import Matvec, apply_matvec, check_matvec
 from .orthonormalize import orthonormalize
 from .probes import rademacher

@@ -79,6 +79,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
+from lightning_spectral._internal.validation import check_positive_finite
 from lightning_spectral.functional.hessian.edge_of_stability import stability_limit
 
 __all__ = [
@@ -115,8 +116,7 @@ def is_rmsprop(optimizer: object) -> bool:
 
 def adam_stability_limit(lr: float, beta1: float) -> float:
     """``(2 + 2β₁) / ((1 − β₁)·lr)``: Adam's largest stable eigenvalue of ``D⁻¹H`` (module docstring)."""
-    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-        raise ValueError(f"`lr` must be a positive finite number, got {lr!r}.")
+    check_positive_finite("lr", lr)
     if not (isinstance(beta1, (int, float)) and 0.0 <= beta1 < 1.0):
         raise ValueError(f"`beta1` must be a number in [0, 1), got {beta1!r}.")
     return (2.0 + 2.0 * beta1) / ((1.0 - beta1) * lr)

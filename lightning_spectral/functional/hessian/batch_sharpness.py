@@ -37,6 +37,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from lightning_spectral._internal.validation import check_choice
 from lightning_spectral.functional._common.parameter_selection import ParamSpec
 from lightning_spectral.functional.hessian.operator import (
     HVP_METHODS,
@@ -121,8 +122,7 @@ def batch_sharpness(
         raise TypeError(f"`batches` must be a list of mini-batches, got {type(batches).__name__}{hint}.")
     if not batches:
         raise ValueError("`batches` must hold at least one mini-batch, got an empty list.")
-    if hvp_method not in HVP_METHODS:
-        raise ValueError(f"`hvp_method` must be one of {HVP_METHODS}, got {hvp_method!r}.")
+    check_choice("hvp_method", hvp_method, HVP_METHODS)
     quotients = []
     method = hvp_method
     for batch in batches:  # one operator per batch: one gradient graph alive at a time

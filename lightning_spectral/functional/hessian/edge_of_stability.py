@@ -33,6 +33,8 @@ from __future__ import annotations
 
 import math
 
+from lightning_spectral._internal.validation import check_positive_finite
+
 
 def buffer_step(lr: float, momentum: float, dampening: float) -> float:
     """``η(1 − d)``: the step SGD takes on its momentum buffer (``η`` without momentum: torch ignores ``d``)."""
@@ -48,8 +50,7 @@ def stability_limit(
 ) -> float:
     """The largest stable curvature ``λ`` of the loss Hessian for ``torch.optim.SGD`` with these settings (module
     docstring); ``inf`` when nothing is limited (``dampening = 1`` with momentum)."""
-    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-        raise ValueError(f"`lr` must be a positive finite number, got {lr!r}.")
+    check_positive_finite("lr", lr)
     if not (isinstance(momentum, (int, float)) and 0.0 <= momentum < 1.0):
         raise ValueError(f"`momentum` must be a number in [0, 1), got {momentum!r}.")
     if not (isinstance(dampening, (int, float)) and 0.0 <= dampening <= 1.0):

@@ -55,6 +55,7 @@ from torch import Tensor
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from lightning_spectral._internal.full_precision import _matmul_precision, precision_switches
+from lightning_spectral._internal.validation import check_int
 from lightning_spectral.functional.hessian.replayed_randomness import NoReplay
 
 if TYPE_CHECKING:
@@ -171,9 +172,7 @@ class HVPGraph:
     """
 
     def __init__(self, max_graphs: int = 2) -> None:
-        if isinstance(max_graphs, bool) or not isinstance(max_graphs, int) or max_graphs < 1:
-            raise ValueError(f"`max_graphs` must be an int >= 1, got {max_graphs!r}.")
-        self.max_graphs = max_graphs
+        self.max_graphs = check_int("max_graphs", max_graphs, 1)
         self.num_captures = 0
         self.num_replays = 0
         self.disabled: dict[tuple, str] = {}

@@ -77,6 +77,7 @@ from torch import Tensor, nn
 
 from lightning_spectral._internal.differentiable_kernels import differentiable_kernels, has_recurrent_layers
 from lightning_spectral._internal.eager_execution import compiled_code_runs_eagerly
+from lightning_spectral._internal.validation import check_bool, check_callable, check_choice, check_int
 from lightning_spectral.functional._common.parameter_selection import (
     ParameterLayout,
     ParamSpec,
@@ -210,12 +211,9 @@ class HessianOperator:
             raise TypeError(f"`model` must be a torch.nn.Module, got {type(model).__name__}.")
         if not callable(loss_fn):
             raise TypeError(f"`loss_fn` must be callable as loss_fn(model, batch), got {loss_fn!r}.")
-        if method not in HVP_METHODS:
-            raise ValueError(f"`method` must be one of {HVP_METHODS}, got {method!r}.")
-        if reduce_fn is not None and not callable(reduce_fn):
-            raise TypeError(f"`reduce_fn` must be callable or None, got {reduce_fn!r}.")
-        if not isinstance(copy_params, bool):
-            raise TypeError(f"`copy_params` must be a bool, got {copy_params!r}.")
+        check_choice("method", method, HVP_METHODS)
+        check_callable("reduce_fn", reduce_fn)
+        check_bool("copy_params", copy_params)
         if hvp_graph is not None and not isinstance(hvp_graph, HVPGraph):
             raise TypeError(f"`hvp_graph` must be an HVPGraph or None, got {type(hvp_graph).__name__}.")
         selected = select_parameters(model, params)
@@ -407,8 +405,7 @@ class HessianOperator:
         """``∇²L_b(θ) v``, the Hessian of batch ``b = batch`` alone (through ``reduce_fn``): with double backward
         a backward pass through that batch's kept gradient graph only. Counted in :attr:`num_batch_matvecs`,
         not :attr:`num_matvecs`; never replayed from a CUDA graph."""
-        if isinstance(batch, bool) or not isinstance(batch, int) or not 0 <= batch < self.num_batches:
-            raise ValueError(f"`batch` must be an int in [0, {self.num_batches}), got {batch!r}.")
+        check_int("batch", batch, 0, maximum=self.num_batches - 1)
         result = self._eager_product(self._checked(v), batch)
         self.num_batch_matvecs += 1
         return self._reduced(result)

@@ -39,6 +39,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from lightning_spectral._internal.validation import check_choice, check_int
 from lightning_spectral.functional._common.parameter_selection import ParamSpec
 from lightning_spectral.functional.hessian.operator import (
     HVP_METHODS,
@@ -197,13 +198,9 @@ def hessian_eigenvalues(
     Returns:
         :class:`HessianEigenResult`.
     """
-    if which not in WHICH:
-        raise ValueError(f"`which` must be one of {WHICH}, got {which!r}.")
+    check_choice("which", which, WHICH)
     op = _resolve_operator(operator, model, loss_fn, batch, params, hvp_method)
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= op.dim:
-        raise ValueError(
-            f"`k` must be an integer with 1 <= k <= dim = {op.dim} (the parameter count), got {k!r}."
-        )
+    check_int("k", k, 1, maximum=op.dim)  # at most the parameter count
     if isinstance(max_iter, int) and not isinstance(max_iter, bool) and max_iter < k:
         raise ValueError(
             f"`max_iter` must be >= k = {k} (Lanczos takes at least k products), got {max_iter}; its default is "
@@ -302,8 +299,7 @@ def hessian_trace(
     :class:`~lightning_spectral.linalg.TraceEstimate` ``(estimate, std_error, num_matvecs)``. The other
     arguments are as in :func:`hessian_eigenvalues`.
     """
-    if method not in TRACE_METHODS:
-        raise ValueError(f"`method` must be one of {TRACE_METHODS}, got {method!r}.")
+    check_choice("method", method, TRACE_METHODS)
     op = _resolve_operator(operator, model, loss_fn, batch, params, hvp_method)
     estimator = hutchpp_trace if method == "hutchpp" else hutchinson_trace
     return estimator(op.matvec, op.dim, num_matvecs, dtype=op.dtype, device=op.device, generator=generator)

@@ -52,6 +52,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from lightning_spectral._internal.validation import check_int
 from lightning_spectral.functional.ntk.kernel_matrix import ntk_matrix
 from lightning_spectral.functional.ntk.model_jacobian import OutputFn, ParamSpec
 
@@ -119,10 +120,7 @@ def _centred(values: Tensor) -> Tensor | None:
 
 
 def _check_offdiagonal_args(kernel: Tensor, targets: Tensor, num_examples: int) -> None:
-    if isinstance(num_examples, bool) or not isinstance(num_examples, int) or num_examples < 3:
-        raise ValueError(
-            f"`num_examples` must be an integer >= 3 (the correlation needs several pairs), got {num_examples!r}."
-        )
+    check_int("num_examples", num_examples, 3)  # the correlation needs several pairs
     if (
         not isinstance(kernel, Tensor)
         or kernel.dim() != 2

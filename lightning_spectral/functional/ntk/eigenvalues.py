@@ -32,6 +32,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from lightning_spectral._internal.validation import check_int
 from lightning_spectral.functional.ntk.model_jacobian import (
     OutputFn,
     ParamSpec,
@@ -96,8 +97,7 @@ def ntk_lambda_max(
         ``converged``. Divide by ``B`` for the Gauss–Newton sharpness of ``(1/(2B)) Σ‖f − y‖²`` (see the
         module docstring).
     """
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"`k` must be a positive integer, got {k!r}.")
+    check_int("k", k, 1)
     operator = ntk_operator(model, inputs, output_fn=output_fn, params=params)
     if k > operator.dim:
         raise ValueError(f"`k` must be at most B·K = {operator.dim}, got {k}.")

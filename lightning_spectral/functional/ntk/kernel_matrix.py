@@ -39,6 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_spectral._internal.anomaly_mode import anomaly_detection_paused
+from lightning_spectral._internal.validation import check_int
 from lightning_spectral.functional.ntk.model_jacobian import (
     FORWARD_MODE_ERRORS,
     FunctionalModel,
@@ -118,10 +119,7 @@ def ntk_matrix(
     Raises:
         ValueError: if ``B·K > NTK_MATRIX_MAX_ROWS`` (argument ``inputs``), or ``chunk_size < 1``.
     """
-    if chunk_size is not None and (
-        isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
-    ):
-        raise ValueError(f"`chunk_size` must be a positive integer or None, got {chunk_size!r}.")
+    check_int("chunk_size", chunk_size, 1, optional=True)
     batch = validate_inputs(inputs)
     fm = make_functional_model(model, output_fn=output_fn, params=params)
     with torch.no_grad():

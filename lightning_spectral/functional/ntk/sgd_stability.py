@@ -107,6 +107,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from lightning_spectral._internal.validation import (
+    check_int,
+    check_non_negative_finite,
+    check_positive_finite,
+)
 from lightning_spectral.functional.hessian.edge_of_stability import buffer_step, stability_limit
 
 __all__ = ["SGDStability", "sgd_stability"]
@@ -199,34 +204,11 @@ class _SGDVariant:
         return float(values.min()), float(values.max()) if closed else math.inf
 
 
-def _positive(value: object, name: str) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise ValueError(f"`{name}` must be a positive finite number, got {value!r}.")
-    return float(value)
-
-
-def _positive_int(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
-    return value
-
-
 def _non_negative(value: object, name: str) -> float:
+    """A non-negative finite number, also given as a one-element tensor (a measured trace)."""
     if isinstance(value, Tensor) and value.numel() == 1:
         value = value.item()
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or value < 0
-    ):
-        raise ValueError(f"`{name}` must be a non-negative finite number, got {value!r}.")
-    return float(value)
+    return check_non_negative_finite(name, value)
 
 
 def sgd_stability(
@@ -255,8 +237,8 @@ def sgd_stability(
     for the formula and its assumptions. ``momentum``, ``nesterov``, ``dampening`` and ``weight_decay`` are those
     of ``torch.optim.SGD`` (module docstring, *Momentum* and *Coupled weight decay*).
     """
-    scale_of_loss = _positive(loss_scale, "loss_scale")
-    eta = _positive(lr, "lr") * scale_of_loss
+    scale_of_loss = check_positive_finite("loss_scale", loss_scale)
+    eta = check_positive_finite("lr", lr) * scale_of_loss
     decay = _non_negative(weight_decay, "weight_decay") / scale_of_loss  # ŵ, in the units of Θ̂
     curvature_limit = stability_limit(eta, momentum, nesterov, dampening)  # validates the three
     if decay >= curvature_limit:
@@ -266,10 +248,10 @@ def sgd_stability(
         )
     limit = curvature_limit - decay  # the mean's limit on λ̂
     variant = _SGDVariant(eta, float(momentum), bool(nesterov), float(dampening), decay)
-    batch = _positive_int(batch_size, "batch_size")
-    n = _positive_int(ntk_num_examples, "ntk_num_examples")
-    k = _positive_int(num_outputs, "num_outputs")
-    if dataset_size is not None and (_positive_int(dataset_size, "dataset_size") < batch):
+    batch = check_int("batch_size", batch_size, 1)
+    n = check_int("ntk_num_examples", ntk_num_examples, 1)
+    k = check_int("num_outputs", num_outputs, 1)
+    if dataset_size is not None and (check_int("dataset_size", dataset_size, 1) < batch):
         raise ValueError(f"`dataset_size` must be at least `batch_size` = {batch}, got {dataset_size!r}.")
     keep = 1.0 - (batch / dataset_size if dataset_size is not None else 0.0)  # 1 − β
 

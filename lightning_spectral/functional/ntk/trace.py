@@ -57,6 +57,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from lightning_spectral._internal.validation import check_choice, check_int
 from lightning_spectral.functional.ntk.model_jacobian import (
     OutputFn,
     ParamSpec,
@@ -104,13 +105,6 @@ class NTKTrace:
     num_outputs: int
 
 
-def _check_positive_int(value: object, name: str, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
-
-
 def ntk_trace(
     model: nn.Module,
     inputs: Tensor,
@@ -148,15 +142,14 @@ def ntk_trace(
     Returns:
         :class:`NTKTrace`.
     """
-    if method not in _METHODS:
-        raise ValueError(f"`method` must be one of {_METHODS}, got {method!r}.")
-    _check_positive_int(num_probes, "num_probes")
+    check_choice("method", method, _METHODS)
+    check_int("num_probes", num_probes, 1)
     if method == "hutchpp" and num_probes < 3:
         raise ValueError(
             "`num_probes` must be at least 3 for method='hutchpp' (sketch, exact part, probes), "
             f"got {num_probes}."
         )
-    _check_positive_int(chunk_size, "chunk_size", allow_none=True)
+    check_int("chunk_size", chunk_size, 1, optional=True)
     if reduce_fn is not None and not callable(reduce_fn):
         raise TypeError(f"`reduce_fn` must be a callable Tensor -> Tensor or None, got {reduce_fn!r}.")
     num_examples = validate_inputs(inputs)

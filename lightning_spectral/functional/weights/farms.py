@@ -72,7 +72,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from lightning_spectral._internal.validation import check_int
+from lightning_spectral._internal.validation import check_choice, check_int
 from lightning_spectral.functional.weights.power_law import (
     DEFAULT_MIN_TAIL,
     FITS,
@@ -200,10 +200,8 @@ def farms_alpha(
         or not (1.0 <= aspect_ratio < math.inf)
     ):
         raise ValueError(f"`aspect_ratio` must be a finite number >= 1, got {aspect_ratio!r}.")
-    if fit not in FITS:
-        raise ValueError(f"`fit` must be one of {FITS}, got {fit!r}.")
-    if xmin not in FARMS_XMIN:
-        raise ValueError(f"`xmin` must be one of {FARMS_XMIN}, got {xmin!r}.")
+    check_choice("fit", fit, FITS)
+    check_choice("xmin", xmin, FARMS_XMIN)
     if not bool(torch.isfinite(weight).all()):
         raise ValueError("`weight` contains non-finite values (NaN or inf).")
 

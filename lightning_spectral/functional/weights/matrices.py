@@ -80,6 +80,7 @@ from torch import Tensor, nn
 from torch.nn.parameter import is_lazy
 from torch.nn.utils import parametrize
 
+from lightning_spectral._internal.validation import check_choice
 from lightning_spectral.functional._common.parameter_selection import uncompiled_name
 
 __all__ = ["CONV_MODES", "WeightMatrix", "weight_matrices"]
@@ -338,8 +339,7 @@ def weight_matrices(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"`model` must be a torch.nn.Module, got {type(model).__name__}.")
-    if conv_mode not in CONV_MODES:
-        raise ValueError(f"`conv_mode` must be one of {CONV_MODES}, got {conv_mode!r}.")
+    check_choice("conv_mode", conv_mode, CONV_MODES)
     include_patterns = _patterns(include, "include")
     exclude_patterns = _patterns(exclude, "exclude")
 

@@ -72,6 +72,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from lightning_spectral._internal.validation import check_choice, check_int
+
 __all__ = ["DEFAULT_MIN_TAIL", "FITS", "WEIGHTWATCHER_EVALS_THRESH", "PowerLawFit", "power_law_alpha"]
 
 #: Smallest number of eigenvalues a tail (and hence a spectrum) must hold for the default fit.
@@ -191,8 +193,7 @@ def power_law_alpha(
         raise ValueError("`eigenvalues` must be a 1-D floating-point tensor.")
     if not bool(torch.isfinite(eigenvalues).all()):
         raise ValueError("`eigenvalues` must be finite (got NaN or inf).")
-    if isinstance(min_tail, bool) or not isinstance(min_tail, int) or min_tail < 2:
-        raise ValueError(f"`min_tail` must be an integer >= 2, got {min_tail!r}.")
+    check_int("min_tail", min_tail, 2)
     fixed_xmin: float | None = None
     if isinstance(xmin, str):
         if xmin != "ks":
@@ -201,8 +202,7 @@ def power_law_alpha(
         if isinstance(xmin, bool) or not isinstance(xmin, (int, float)) or not (0 < xmin < math.inf):
             raise ValueError(f"`xmin` must be 'ks', a positive number or None, got {xmin!r}.")
         fixed_xmin = float(xmin)
-    if fit not in FITS:
-        raise ValueError(f"`fit` must be one of {FITS}, got {fit!r}.")
+    check_choice("fit", fit, FITS)
     if fit == "weightwatcher":
         if xmin != "ks":
             raise ValueError(

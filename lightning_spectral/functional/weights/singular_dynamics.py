@@ -38,6 +38,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from lightning_spectral._internal.validation import check_int
+
 __all__ = [
     "AGREEMENT_TOP",
     "agreement_score",
@@ -125,8 +127,7 @@ def agreement_score(diagonal: Tensor, top: int = AGREEMENT_TOP) -> float:
     """
     if not isinstance(diagonal, Tensor) or diagonal.ndim != 1:
         raise ValueError("`diagonal` must be a 1-D tensor.")
-    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
-        raise ValueError(f"`top` must be a positive integer, got {top!r}.")
+    check_int("top", top, 1)
     head = diagonal[:top]
     return float(head.double().mean()) if head.numel() else float("nan")
 

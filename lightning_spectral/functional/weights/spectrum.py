@@ -106,7 +106,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from lightning_spectral._internal.validation import check_int
+from lightning_spectral._internal.validation import (
+    check_bool,
+    check_choice,
+    check_int,
+    check_open_unit_interval,
+)
 from lightning_spectral.functional.weights.power_law import DEFAULT_MIN_TAIL, PowerLawFit
 from lightning_spectral.functional.weights.singular_dynamics import singular_vector_agreement
 from lightning_spectral.functional.weights.singular_refinement import refine_truncated_svd, relative_residuals
@@ -390,16 +395,12 @@ def _spectra(
     warm_start: bool = True,
 ) -> list[WeightSpectrum]:
     """Implementation of :func:`weight_spectra`; ``labels`` name the arguments in error messages."""
-    if not isinstance(warm_start, bool):
-        raise ValueError(f"`warm_start` must be True or False, got {warm_start!r}.")
-    if tol is not None and (
-        isinstance(tol, bool) or not isinstance(tol, (int, float)) or not (0.0 < tol < 1.0)
-    ):
-        raise ValueError(f"`tol` must be None or a number strictly between 0 and 1, got {tol!r}.")
+    check_bool("warm_start", warm_start)
+    if tol is not None:
+        check_open_unit_interval("tol", tol)
     if k is not None:
         k = check_int("k", k, 1)
-    if method not in METHODS:
-        raise ValueError(f"`method` must be one of {METHODS}, got {method!r}.")
+    check_choice("method", method, METHODS)
     n_iter = check_int("n_iter", n_iter, 0)
     oversample = check_int("oversample", oversample, 0)
     if exact_threshold is not None:
