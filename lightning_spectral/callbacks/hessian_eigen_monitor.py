@@ -40,7 +40,11 @@ from lightning_spectral._internal.validation import (
 )
 from lightning_spectral.callbacks._internal.collectives import has_distributed_parameters
 from lightning_spectral.callbacks._internal.optimizer_info import first_optimizer, resolved_sgd_settings
-from lightning_spectral.callbacks._internal.parameter_patterns import check_param_spec, checked_param_patterns
+from lightning_spectral.callbacks._internal.parameter_patterns import (
+    check_param_spec,
+    checked_param_patterns,
+    include_argument,
+)
 from lightning_spectral.callbacks._internal.training_loss import LossFn, resolve_loss_fn
 from lightning_spectral.callbacks.base import SpectralMonitor
 from lightning_spectral.functional._common.parameter_selection import select_parameters
@@ -77,8 +81,12 @@ class HessianEigenMonitor(SpectralMonitor):
             full-batch curvature), and batch sharpness is averaged over them.
         loss_fn: ``loss_fn(pl_module, batch) -> scalar``; default: the module's own ``training_step``
             output (called with logging silenced).
-        params: names / globs of the parameters whose Hessian is measured (default: all trainable). A pattern
-            that matches no parameter raises ``ValueError`` at setup, naming it and the closest parameter names.
+        params: the older name of ``include`` (still accepted; pass one of the two).
+        include: names / globs / module prefixes of the parameters whose Hessian is measured (default: all
+            trainable). A pattern that matches no parameter raises ``ValueError`` at setup, naming it and the
+            closest parameter names.
+        exclude: names / globs / module prefixes of parameters left out of the selection (e.g. ``"*.bias"``),
+            checked the same way.
         compute_trace: also log ``trace`` (Hutch++ with ``trace_matvecs`` products).
         trace_matvecs: products spent on the trace.
         compute_density: also log an eigenvalue-density figure (stochastic Lanczos quadrature).
@@ -135,6 +143,8 @@ class HessianEigenMonitor(SpectralMonitor):
         num_batches: int = 1,
         loss_fn: LossFn | None = None,
         params: str | Sequence[str] | None = None,
+        include: str | Sequence[str] | None = None,
+        exclude: str | Sequence[str] | None = None,
         compute_trace: bool = False,
         trace_matvecs: int = 30,
         compute_density: bool = False,
@@ -182,6 +192,9 @@ class HessianEigenMonitor(SpectralMonitor):
         check_choice("hvp_method", hvp_method, HVP_METHODS)
         check_callable("loss_fn", loss_fn)
         check_param_spec(params)
+        check_param_spec(include, "include")
+        check_param_spec(exclude, "exclude")
+        self._include_argument, include = include_argument(params, include)
         check_bool("compute_trace", compute_trace)
         check_bool("compute_density", compute_density)
         check_bool("compute_batch_sharpness", compute_batch_sharpness)
@@ -193,7 +206,9 @@ class HessianEigenMonitor(SpectralMonitor):
         self.max_iter = max_iter
         self.which = which
         self.loss_fn = loss_fn
-        self.params = params
+        self.params = include  # `include` under its older name
+        self.include = include
+        self.exclude = exclude
         self.compute_trace = compute_trace
         self.trace_matvecs = trace_matvecs
         self.compute_density = compute_density
@@ -208,14 +223,20 @@ class HessianEigenMonitor(SpectralMonitor):
         self._hvp_graph = HVPGraph() if cuda_graphs else None
         self._eigenvectors: torch.Tensor | None = None
         self._preconditioned_vector: torch.Tensor | None = None
-        self._params = params
+        self._params = include
         self._warned_no_limit = False
         self._warned_sharded_moments = False
 
     @override
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
-        self._params = checked_param_patterns(pl_module, self.params, type(self).__name__)
+        self._params = checked_param_patterns(
+            pl_module,
+            self.include,
+            type(self).__name__,
+            exclude=self.exclude,
+            argument=self._include_argument,
+        )
 
     @override
     def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:

@@ -45,7 +45,11 @@ from lightning_spectral.callbacks._internal.batch_parts import (
     model_call,
 )
 from lightning_spectral.callbacks._internal.optimizer_info import resolved_sgd_settings, training_batch_size
-from lightning_spectral.callbacks._internal.parameter_patterns import check_param_spec, checked_param_patterns
+from lightning_spectral.callbacks._internal.parameter_patterns import (
+    check_param_spec,
+    checked_param_patterns,
+    include_argument,
+)
 from lightning_spectral.callbacks._internal.training_loss import loss_functions_called
 from lightning_spectral.callbacks.base import SpectralMonitor
 from lightning_spectral.functional._common.parameter_selection import select_parameters
@@ -100,10 +104,12 @@ class NTKTraceMonitor(SpectralMonitor):
             ``K = T·V`` outputs per example: the trace sums ``‖∂f_{t,v}/∂θ‖²`` over every position ``t``
             (those with ``attention_mask`` 1 when the batch has one) and every entry ``v``; ``method="auto"``
             then picks per-example Hutchinson, whose backward passes (2 probes) do not grow with ``T·V``.
-        params: names / globs / module prefixes of the parameters whose NTK is measured,
-            ``Θ = Σ_{θ ∈ params} (∂f/∂θ)(∂f/∂θ)ᵀ`` (default: all trainable; e.g. ``"head.*"`` for the kernel of
+        params: the older name of ``include`` (still accepted; pass one of the two).
+        include: names / globs / module prefixes of the parameters whose NTK is measured,
+            ``Θ = Σ_{θ ∈ include} (∂f/∂θ)(∂f/∂θ)ᵀ`` (default: all trainable; e.g. ``"head.*"`` for the kernel of
             the read-out alone). A pattern that matches no parameter raises ``ValueError`` at setup, naming it
             and the closest parameter names.
+        exclude: names / globs / module prefixes of parameters left out of the selection, checked the same way.
         batch, num_batches, seed, strict, max_overhead, name, auto_schedule_budget: see :class:`~lightning_spectral.callbacks.SpectralMonitor`.
     """
 
@@ -132,6 +138,8 @@ class NTKTraceMonitor(SpectralMonitor):
         target_fn: BatchFn | None = None,
         output_fn: OutputFn | None = None,
         params: str | Sequence[str] | None = None,
+        include: str | Sequence[str] | None = None,
+        exclude: str | Sequence[str] | None = None,
         batch: Any = None,
         num_batches: int = 1,
         seed: int = 0,
@@ -166,6 +174,9 @@ class NTKTraceMonitor(SpectralMonitor):
         for name, fn in (("input_fn", input_fn), ("target_fn", target_fn), ("output_fn", output_fn)):
             check_callable(name, fn)
         check_param_spec(params)
+        check_param_spec(include, "include")
+        check_param_spec(exclude, "exclude")
+        self._include_argument, include = include_argument(params, include)
         self.method = method
         self.num_probes = num_probes
         self.compute_alignment = compute_alignment
@@ -180,8 +191,10 @@ class NTKTraceMonitor(SpectralMonitor):
         self._user_input_fn = input_fn
         # (batch -> tensor, (module, tensor) -> outputs), found from the first measurement batch of a fit
         self._model_call: tuple[BatchFn, OutputFn] | None = None
-        self.params = params
-        self._params = params
+        self.params = include  # `include` under its older name
+        self.include = include
+        self.exclude = exclude
+        self._params = include
         self._lambda_max_vector: torch.Tensor | None = None
         self._warned_stability = False
         self._checked_loss = False  # whether training_step's loss was looked at (the MSE warning, once)
@@ -191,7 +204,13 @@ class NTKTraceMonitor(SpectralMonitor):
     @override
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
-        self._params = checked_param_patterns(pl_module, self.params, type(self).__name__)
+        self._params = checked_param_patterns(
+            pl_module,
+            self.include,
+            type(self).__name__,
+            exclude=self.exclude,
+            argument=self._include_argument,
+        )
         self._layerwise_checks.clear()  # a new fit may bring a new model
         self._model_call = None
 

@@ -5,12 +5,16 @@
 * :func:`hutchinson_trace`, :func:`hutchpp_trace` -- stochastic trace estimators.
 * :func:`slq_density` -- spectral density by stochastic Lanczos quadrature.
 
+Each takes a :class:`LinearOperator` (anything with ``matvec``, ``dim``, ``dtype``, ``device``, such as
+``HessianOperator``), a dense square matrix, or a ``matvec`` function with its ``dim``.
+
 Randomness comes only from an optional ``generator: torch.Generator``; ``None`` means the global torch RNG.
 """
 
 from lightning_spectral._internal.validation import NonFiniteError
 
 from .lanczos import WHICH, Which, lanczos
+from .operator import LinearOperator
 from .orthonormalize import orthonormalize, project_out
 from .probes import rademacher
 from .randomized_svd import randomized_svd
@@ -23,6 +27,7 @@ __all__ = [
     "WHICH",
     "Which",
     "LanczosResult",
+    "LinearOperator",
     "NonFiniteError",
     "SVDResult",
     "SpectralDensity",

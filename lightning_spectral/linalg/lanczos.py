@@ -83,6 +83,7 @@ import torch
 from torch import Tensor
 
 from lightning_spectral._internal.validation import (
+    ArgumentTypeError,
     NonFiniteError,
     check_choice,
     check_int,
@@ -90,7 +91,8 @@ from lightning_spectral._internal.validation import (
     resolve_dtype_device,
 )
 
-from ._matvec import Matvec, apply_matvec, check_matvec
+from ._matvec import Matvec, apply_matvec
+from .operator import LinearOperator, resolve_operator
 from .orthonormalize import project_out
 from .results import LanczosResult
 
@@ -324,9 +326,9 @@ def _resolve_start(
 
 
 def lanczos(
-    matvec: Matvec,
-    dim: int,
-    k: int,
+    matvec: Matvec | LinearOperator | Tensor,
+    dim: int | None = None,
+    k: int | None = None,
     *,
     max_iter: int | None = None,
     tol: float = 1e-6,
@@ -339,10 +341,11 @@ def lanczos(
     """``k`` extreme eigenpairs of the symmetric operator ``v ↦ matvec(v)`` (see the module docstring).
 
     Args:
-        matvec: maps a 1-D tensor of length ``dim`` to a 1-D tensor of length ``dim`` (same dtype/device).
-            It must represent a symmetric matrix. It receives a copy of the basis vector.
-        dim: size of the operator (``>= 1``).
-        k: number of eigenpairs, ``1 <= k <= dim``.
+        matvec: the symmetric operator: a function mapping a 1-D tensor of length ``dim`` to a 1-D tensor of
+            length ``dim`` (same dtype/device; it receives a copy of the basis vector), a
+            :class:`~lightning_spectral.linalg.LinearOperator` (e.g. a ``HessianOperator``) or a dense matrix.
+        dim: size of the operator (``>= 1``); required for a function, read from an operator or matrix.
+        k: number of eigenpairs, ``1 <= k <= dim`` (required).
         max_iter: maximum number of products with the operator (``>= k``); values above ``dim`` are
             clamped to ``dim``. Default ``min(dim, max(2k + 20, 40))``.
         tol: relative residual tolerance ``> 0``: pair ``i`` is converged when its residual estimate is
@@ -360,8 +363,9 @@ def lanczos(
         :class:`LanczosResult` with eigenvalues ``(k,)``, orthonormal eigenvectors ``(dim, k)`` and residual
         estimates ``(k,)`` in the working dtype, the number of products and whether all ``k`` converged.
     """
-    check_matvec(matvec)
-    dim = check_int("dim", dim, 1)
+    matvec, dim, dtype, device = resolve_operator(matvec, dim, dtype, device)
+    if k is None:
+        raise ArgumentTypeError("lanczos() missing the argument `k` (the number of eigenpairs).")
     k = check_int("k", k, 1)
     if k > dim:
         raise ValueError(f"`k` must satisfy 1 <= k <= dim = {dim}, got {k}.")

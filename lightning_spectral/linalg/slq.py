@@ -38,8 +38,9 @@ from torch import Tensor
 
 from lightning_spectral._internal.validation import check_int, resolve_dtype_device
 
-from ._matvec import Matvec, check_matvec
+from ._matvec import Matvec
 from .lanczos import _lanczos_tridiagonal, small_eigh
+from .operator import LinearOperator, resolve_operator
 from .probes import rademacher
 from .results import SpectralDensity
 
@@ -47,8 +48,8 @@ __all__ = ["gaussian_smoothed_density", "slq_density"]
 
 
 def slq_density(
-    matvec: Matvec,
-    dim: int,
+    matvec: Matvec | LinearOperator | Tensor,
+    dim: int | None = None,
     *,
     num_probes: int = 4,
     num_steps: int = 30,
@@ -60,8 +61,9 @@ def slq_density(
     """Stochastic Lanczos quadrature estimate of the spectral density of ``v ↦ matvec(v)``.
 
     Args:
-        matvec: ``v ↦ A v`` for a symmetric ``A`` on 1-D tensors of length ``dim``.
-        dim: size of ``A`` (``>= 1``).
+        matvec: ``v ↦ A v`` for a symmetric ``A`` on 1-D tensors of length ``dim``: a function, a
+            :class:`~lightning_spectral.linalg.LinearOperator` or a dense matrix.
+        dim: size of ``A`` (``>= 1``); required for a function, read from an operator or matrix.
         num_probes: number of Rademacher probes (``>= 1``).
         num_steps: Lanczos steps per probe (``>= 1``, clamped to ``dim``); nodes per probe.
         dtype: working dtype (default ``torch.get_default_dtype()``; ``probes.dtype`` if given).
@@ -74,8 +76,7 @@ def slq_density(
         :class:`SpectralDensity` with ``nodes`` and ``weights`` of shape ``(num_probes, min(num_steps, dim))``.
         Uses ``num_probes · min(num_steps, dim)`` products.
     """
-    check_matvec(matvec)
-    check_int("dim", dim, 1)
+    matvec, dim, dtype, device = resolve_operator(matvec, dim, dtype, device)
     check_int("num_probes", num_probes, 1)
     check_int("num_steps", num_steps, 1)
     if probes is None:

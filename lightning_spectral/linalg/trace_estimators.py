@@ -48,9 +48,10 @@ import math
 import torch
 from torch import Tensor
 
-from lightning_spectral._internal.validation import check_int, resolve_dtype_device
+from lightning_spectral._internal.validation import ArgumentTypeError, check_int, resolve_dtype_device
 
-from ._matvec import Matvec, apply_matvec, check_matvec
+from ._matvec import Matvec, apply_matvec
+from .operator import LinearOperator, resolve_operator
 from .orthonormalize import orthonormalize
 from .probes import rademacher
 from .results import TraceEstimate
@@ -79,17 +80,18 @@ def mean_and_std_error(samples: Tensor) -> tuple[float, float]:
 
 
 def _check_args(
-    matvec: Matvec,
-    dim: int,
-    num_matvecs: int,
+    operator: Matvec | LinearOperator | Tensor,
+    dim: int | None,
+    num_matvecs: int | None,
     minimum: int,
     dtype: torch.dtype | None,
     device: torch.device | str | None,
-) -> tuple[torch.dtype, torch.device]:
-    check_matvec(matvec)
-    check_int("dim", dim, 1)
+) -> tuple[Matvec, int, torch.dtype, torch.device]:
+    matvec, dim, dtype, device = resolve_operator(operator, dim, dtype, device)
+    if num_matvecs is None:
+        raise ArgumentTypeError("missing the argument `num_matvecs` (the product budget).")
     check_int("num_matvecs", num_matvecs, minimum)
-    return resolve_dtype_device(dtype, device)
+    return (matvec, dim, *resolve_dtype_device(dtype, device))
 
 
 def _basis_vector(dim: int, i: int, dtype: torch.dtype, device: torch.device) -> Tensor:
@@ -103,9 +105,9 @@ def _quadratic_form(matvec: Matvec, v: Tensor) -> Tensor:
 
 
 def hutchinson_trace(
-    matvec: Matvec,
-    dim: int,
-    num_matvecs: int,
+    matvec: Matvec | LinearOperator | Tensor,
+    dim: int | None = None,
+    num_matvecs: int | None = None,
     *,
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
@@ -114,8 +116,9 @@ def hutchinson_trace(
     """Hutchinson's estimate of ``tr(A)`` from ``num_matvecs`` Rademacher probes (see module docstring).
 
     Args:
-        matvec: ``v ↦ A v`` on 1-D tensors of length ``dim``.
-        dim: size of ``A`` (``>= 1``).
+        matvec: ``v ↦ A v`` on 1-D tensors of length ``dim``: a function, a
+            :class:`~lightning_spectral.linalg.LinearOperator` or a dense matrix.
+        dim: size of ``A`` (``>= 1``); required for a function, read from an operator or matrix.
         num_matvecs: number of probes (``>= 1``; with one probe ``std_error`` is ``nan``).
         dtype: probe dtype (default ``torch.get_default_dtype()``).
         device: probe device (default CPU).
@@ -124,7 +127,7 @@ def hutchinson_trace(
     Returns:
         :class:`TraceEstimate` ``(estimate, std_error = s/√n, num_matvecs)``.
     """
-    dtype, device = _check_args(matvec, dim, num_matvecs, 1, dtype, device)
+    matvec, dim, dtype, device = _check_args(matvec, dim, num_matvecs, 1, dtype, device)
     samples = torch.stack(
         [
             _quadratic_form(matvec, rademacher(dim, dtype=dtype, device=device, generator=generator))
@@ -136,9 +139,9 @@ def hutchinson_trace(
 
 
 def hutchpp_trace(
-    matvec: Matvec,
-    dim: int,
-    num_matvecs: int,
+    matvec: Matvec | LinearOperator | Tensor,
+    dim: int | None = None,
+    num_matvecs: int | None = None,
     *,
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
@@ -151,8 +154,9 @@ def hutchpp_trace(
     is computed exactly from ``dim`` products with the basis vectors and ``std_error`` is ``0.0``.
 
     Args:
-        matvec: ``v ↦ A v`` on 1-D tensors of length ``dim``.
-        dim: size of ``A`` (``>= 1``).
+        matvec: ``v ↦ A v`` on 1-D tensors of length ``dim``: a function, a
+            :class:`~lightning_spectral.linalg.LinearOperator` or a dense matrix.
+        dim: size of ``A`` (``>= 1``); required for a function, read from an operator or matrix.
         num_matvecs: product budget (``>= 3``); with ``m − 2s = 1`` Hutchinson probe ``std_error`` is ``nan``.
         dtype: probe dtype (default ``torch.get_default_dtype()``).
         device: probe device (default CPU).
@@ -162,7 +166,7 @@ def hutchpp_trace(
         :class:`TraceEstimate` whose ``std_error`` is the standard error of the Hutchinson part given ``Q``
         and whose ``num_matvecs`` is the number of products actually made.
     """
-    dtype, device = _check_args(matvec, dim, num_matvecs, 3, dtype, device)
+    matvec, dim, dtype, device = _check_args(matvec, dim, num_matvecs, 3, dtype, device)
     if num_matvecs >= dim:
         diagonal = torch.stack(
             [apply_matvec(matvec, _basis_vector(dim, i, dtype, device))[i] for i in range(dim)]

@@ -333,3 +333,40 @@ def test_params_restrict_the_kernel_to_a_parameter_subset(tmp_path):
 def test_constructor_validation(kwargs, argument):
     with pytest.raises(ValueError, match=argument):
         NTKTraceMonitor(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "selection", [{"include": "net.2"}, {"exclude": ["net.0.*"]}, {"include": "net.*", "exclude": "net.0"}]
+)
+def test_include_and_exclude_select_like_params(tmp_path, selection):
+    """``include=`` (the newer name of ``params=``) and ``exclude=`` follow the one matching rule (globs or module
+    prefixes): every selection of the read-out layer gives the exact trace of its kernel ``J_S J_Sᵀ``."""
+    g = torch.Generator().manual_seed(2)
+    x, y = torch.randn(6, 5, generator=g), torch.randn(6, 2, generator=g)
+    pl.seed_everything(0)
+    model = Regressor()
+    J = explicit_jacobian(model, x, names=["net.2.weight", "net.2.bias"]).double()
+    trainer = pl.Trainer(
+        callbacks=[exact_monitor((x, y), every_n_steps=100, **selection)],
+        **trainer_kwargs(tmp_path, max_steps=1, max_epochs=1),
+    )
+    trainer.fit(model)
+    assert float(trainer.callback_metrics["spectral/ntk/trace"]) == pytest.approx(
+        torch.trace(J @ J.T).item(), rel=1e-5
+    )
+
+
+def test_selection_arguments_are_checked():
+    with pytest.raises(ValueError, match="Pass `include` or its older name `params`, not both"):
+        NTKTraceMonitor(params="net.2.*", include="net.2.*")
+    with pytest.raises(ValueError, match="`exclude` must be None"):
+        NTKTraceMonitor(exclude=[])
+    with pytest.raises(ValueError, match=r"`exclude` pattern 'net.9' matches no parameter"):
+        pl.Trainer(
+            callbacks=[NTKTraceMonitor(exclude="net.9", batch=(torch.randn(4, 5), torch.randn(4, 2)))],
+            max_steps=1,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        ).fit(Regressor())

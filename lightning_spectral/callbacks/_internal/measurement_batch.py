@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
-from lightning_spectral.callbacks._internal.training_state_guard import preserved_rng_state
+from lightning_spectral._internal.rng import preserved_rng_state
 
 
 def _loaders(dataloader: Any) -> list[Any]:

@@ -8,7 +8,7 @@ A monitor runs between optimizer steps of someone else's training job. Whatever 
 - every module's ``training`` flag and every parameter's ``requires_grad`` flag are restored;
 - every buffer (BatchNorm running statistics, ``num_batches_tracked``, ...) is restored in place, so the
   tensors the optimizer, DDP or user code hold keep their identity;
-- the random number generators (Python, NumPy when installed, torch CPU and every initialised CUDA device)
+- the random number generators (Python, NumPy when installed, torch CPU and every initialised accelerator device)
   are restored, so dropout masks and data shuffling after the measurement are the ones the run would have
   drawn anyway;
 - autocast is disabled inside and float32 runs in full IEEE precision (TF32 and bfloat16 shortcuts off, see
@@ -31,7 +31,6 @@ Example::
 from __future__ import annotations
 
 import contextlib
-import random
 from collections.abc import Iterator
 from typing import Any
 
@@ -39,32 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_spectral._internal.full_precision import full_float32_precision
-
-try:  # NumPy is optional for the package; restore its global RNG when it is there.
-    import numpy as _np
-except ImportError:  # pragma: no cover - numpy ships with torch's usual installs
-    _np = None
-
-
-@contextlib.contextmanager
-def preserved_rng_state() -> Iterator[None]:
-    """Restore the Python, NumPy, torch CPU and CUDA random states on exit."""
-    python_state = random.getstate()
-    numpy_state = _np.random.get_state() if _np is not None else None
-    torch_state = torch.get_rng_state()
-    cuda_states = (
-        torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
-    )
-    try:
-        yield
-    finally:
-        random.setstate(python_state)
-        if numpy_state is not None:
-            _np.random.set_state(numpy_state)
-        torch.set_rng_state(torch_state)
-        if cuda_states is not None:
-            torch.cuda.set_rng_state_all(cuda_states)
-
+from lightning_spectral._internal.rng import preserved_rng_state
 
 #: ``torchmetrics.Metric`` attributes besides its ``add_state`` states that an ``update`` or ``forward`` changes.
 _METRIC_BOOKKEEPING = ("_update_count", "_computed", "_forward_cache")

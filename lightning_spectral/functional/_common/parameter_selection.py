@@ -38,7 +38,14 @@ from torch import Tensor, nn
 
 ParamSpec = str | Sequence[str] | None
 
-__all__ = ["ParamSpec", "ParameterLayout", "select_parameters", "uncompiled_name", "unmatched_patterns"]
+__all__ = [
+    "ParamSpec",
+    "ParameterLayout",
+    "name_matches",
+    "select_parameters",
+    "uncompiled_name",
+    "unmatched_patterns",
+]
 
 #: The attribute under which ``torch.compile``'s wrapper module (``OptimizedModule``) holds the original module.
 COMPILED_WRAPPER_ATTRIBUTE = "_orig_mod"
@@ -53,9 +60,13 @@ def uncompiled_name(name: str) -> str:
     return ".".join(part for part in parts if part != COMPILED_WRAPPER_ATTRIBUTE)
 
 
-def _matches(name: str, pattern: str) -> bool:
-    """``name`` (or its :func:`uncompiled_name`) matches a glob, or lies below the module prefix ``pattern``
-    (``"net.0"`` → ``net.0.weight``)."""
+def name_matches(name: str, pattern: str) -> bool:
+    """``name`` (or its :func:`uncompiled_name`) matches the :mod:`fnmatch` glob ``pattern`` (case sensitive),
+    or lies below the module prefix ``pattern`` (``"net.0"`` → ``net.0.weight``).
+
+    The one matching rule of every parameter selection of the package: the Hessian's and the NTK's
+    ``params``/``include``/``exclude``, and the weight monitor's ``include``/``exclude`` (there against a
+    matrix's reported name and its parameter name)."""
     prefix = pattern.rstrip(".") + "."
     return any(
         fnmatch.fnmatchcase(candidate, pattern) or candidate.startswith(prefix)
@@ -63,7 +74,9 @@ def _matches(name: str, pattern: str) -> bool:
     )
 
 
-def select_parameters(model: nn.Module, params: ParamSpec = None) -> dict[str, nn.Parameter]:
+def select_parameters(
+    model: nn.Module, params: ParamSpec = None, *, exclude: ParamSpec = None
+) -> dict[str, nn.Parameter]:
     """The selected parameters of ``model`` as ``{name: parameter}``, in ``named_parameters()`` order.
 
     Args:
@@ -73,13 +86,15 @@ def select_parameters(model: nn.Module, params: ParamSpec = None) -> dict[str, n
             ``"*.weight"``) / module prefixes (``"encoder.0"`` selects ``encoder.0.weight`` and
             ``encoder.0.bias``); naming a frozen parameter selects it. Every pattern must match at least one
             parameter.
+        exclude: a name / glob / module prefix or a sequence of them: parameters matching one are dropped from
+            the selection (after ``params``); every pattern must match at least one parameter.
 
     Returns:
         The live parameters (not copies): callers must not modify them. Tied parameters appear once, under
         their first name (as in ``named_parameters()``).
 
     Raises:
-        TypeError: ``params`` is not ``None``, a string or a sequence of strings.
+        TypeError: ``params`` or ``exclude`` is not ``None``, a string or a sequence of strings.
         ValueError: a pattern matches no parameter, nothing is selected, or a selected parameter is not
             floating point.
     """
@@ -93,30 +108,41 @@ def select_parameters(model: nn.Module, params: ParamSpec = None) -> dict[str, n
                 "`params`: the model has no parameter with requires_grad=True; name the parameters to use."
             )
     else:
-        patterns = [params] if isinstance(params, str) else params
-        if (
-            not isinstance(patterns, Sequence)
-            or len(patterns) == 0
-            or not all(isinstance(pattern, str) for pattern in patterns)
-        ):
-            raise TypeError(
-                f"`params` must be None, a string or a non-empty sequence of strings, got {params!r}."
-            )
-        chosen: set[str] = set()
-        for pattern in patterns:
-            hits = [name for name in named if _matches(name, pattern)]
-            if not hits:
-                available = ", ".join(list(named)[:12]) + (", ..." if len(named) > 12 else "")
-                raise ValueError(
-                    f"`params`: pattern {pattern!r} matches no parameter name (names, globs such as "
-                    f"'layer.*' or module prefixes are allowed); parameters: {available}."
-                )
-            chosen.update(hits)
+        chosen = _matching_names(named, params, "params")
         selected = [name for name in named if name in chosen]
+    if exclude is not None:
+        dropped = _matching_names(named, exclude, "exclude")
+        selected = [name for name in selected if name not in dropped]
+        if not selected:
+            raise ValueError("`exclude`: every selected parameter is excluded; nothing is left to measure.")
     for name in selected:
         if not named[name].is_floating_point():
             raise ValueError(f"`params`: parameter {name!r} is not floating point ({named[name].dtype}).")
     return {name: named[name] for name in selected}
+
+
+def _matching_names(named: Mapping[str, Tensor], spec: ParamSpec, argument: str) -> set[str]:
+    """The names of ``named`` matched by the pattern(s) ``spec``; ``ValueError`` for a pattern matching none."""
+    patterns = [spec] if isinstance(spec, str) else spec
+    if (
+        not isinstance(patterns, Sequence)
+        or len(patterns) == 0
+        or not all(isinstance(pattern, str) for pattern in patterns)
+    ):
+        raise TypeError(
+            f"`{argument}` must be None, a string or a non-empty sequence of strings, got {spec!r}."
+        )
+    chosen: set[str] = set()
+    for pattern in patterns:
+        hits = [name for name in named if name_matches(name, pattern)]
+        if not hits:
+            available = ", ".join(list(named)[:12]) + (", ..." if len(named) > 12 else "")
+            raise ValueError(
+                f"`{argument}`: pattern {pattern!r} matches no parameter name (names, globs such as "
+                f"'layer.*' or module prefixes are allowed); parameters: {available}."
+            )
+        chosen.update(hits)
+    return chosen
 
 
 def unmatched_patterns(model: nn.Module, params: ParamSpec) -> list[str]:
@@ -126,7 +152,7 @@ def unmatched_patterns(model: nn.Module, params: ParamSpec) -> list[str]:
         return []
     patterns = [params] if isinstance(params, str) else list(params)
     names = [name for name, _ in model.named_parameters()]
-    return [pattern for pattern in patterns if not any(_matches(name, pattern) for name in names)]
+    return [pattern for pattern in patterns if not any(name_matches(name, pattern) for name in names)]
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,7 @@ from torch import Tensor
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from lightning_spectral._internal.full_precision import _matmul_precision, precision_switches
+from lightning_spectral._internal.rng import capture_rng_state
 from lightning_spectral._internal.validation import check_int
 from lightning_spectral.functional.hessian.replayed_randomness import NoReplay
 
@@ -254,17 +255,13 @@ class HVPGraph:
         generator = torch.Generator().manual_seed(0)
         static_v = torch.randn(operator.dim, generator=generator, dtype=operator.dtype).to(device)
 
-        cpu_state = torch.get_rng_state()
-        cuda_state = torch.cuda.get_rng_state(device)
+        rng_state = capture_rng_state(device)
         stream = torch.cuda.Stream(device)
         stream.wait_stream(torch.cuda.current_stream(device))
         try:
             with torch.cuda.stream(stream):
                 eager = twin._hvp_unshared(static_v)
-                if not (
-                    torch.equal(torch.get_rng_state(), cpu_state)
-                    and torch.equal(torch.cuda.get_rng_state(device), cuda_state)
-                ):
+                if not capture_rng_state(device).same_torch_state(rng_state):
                     self._disable(signature, "the loss draws random numbers, e.g. dropout in train mode")
                     return None
                 eager = twin._hvp_unshared(static_v)  # a second warm-up: lazy initialisations on this stream
@@ -281,8 +278,7 @@ class HVPGraph:
             self._disable(signature, f"capture failed: {type(error).__name__}: {first_line}")
             return None
         finally:
-            torch.set_rng_state(cpu_state)
-            torch.cuda.set_rng_state(cuda_state, device)
+            rng_state.restore()
         if not difference <= 100 * torch.finfo(operator.dtype).eps * scale:
             self._disable(signature, f"the replay differs from the eager product by {difference / scale:.1e}")
             return None

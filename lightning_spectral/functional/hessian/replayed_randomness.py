@@ -22,7 +22,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
-from torch import Tensor
+
+from lightning_spectral._internal.rng import RNGState, capture_rng_state
 
 __all__ = ["NoReplay", "ReplayedRandomness"]
 
@@ -36,22 +37,8 @@ class ReplayedRandomness:
     """
 
     def __init__(self, device: torch.device, num_batches: int) -> None:
-        module = None if device.type == "cpu" else getattr(torch, device.type, None)
-        has_rng = module is not None and hasattr(module, "get_rng_state") and hasattr(module, "set_rng_state")
-        self._accelerator = module if has_rng else None
         self._device = device
-        self._states: list[tuple[Tensor, Tensor | None] | None] = [self._capture()] + [None] * (
-            num_batches - 1
-        )
-
-    def _capture(self) -> tuple[Tensor, Tensor | None]:
-        accelerator = self._accelerator.get_rng_state(self._device) if self._accelerator else None
-        return torch.get_rng_state(), accelerator
-
-    def _restore(self, state: tuple[Tensor, Tensor | None]) -> None:
-        torch.set_rng_state(state[0])
-        if self._accelerator is not None:
-            self._accelerator.set_rng_state(state[1], self._device)
+        self._states: list[RNGState | None] = [capture_rng_state(device)] + [None] * (num_batches - 1)
 
     def prime(self, index: int, evaluate: Callable[[int], object]) -> None:
         """Make batch ``index``'s state known: the batches before it not evaluated yet are, in order, by
@@ -66,14 +53,14 @@ class ReplayedRandomness:
         state = self._states[index]
         if state is None:  # callers evaluate the batches before it first (see prime)
             raise RuntimeError(f"batch {index} evaluated before batch {index - 1}.")
-        saved = self._capture()
-        self._restore(state)
+        saved = capture_rng_state(self._device)
+        state.restore()
         try:
             yield
             if index + 1 < len(self._states) and self._states[index + 1] is None:
-                self._states[index + 1] = self._capture()
+                self._states[index + 1] = capture_rng_state(self._device)
         finally:
-            self._restore(saved)
+            saved.restore()
 
 
 class NoReplay:

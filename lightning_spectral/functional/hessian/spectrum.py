@@ -302,7 +302,7 @@ def hessian_trace(
     check_choice("method", method, TRACE_METHODS)
     op = _resolve_operator(operator, model, loss_fn, batch, params, hvp_method)
     estimator = hutchpp_trace if method == "hutchpp" else hutchinson_trace
-    return estimator(op.matvec, op.dim, num_matvecs, dtype=op.dtype, device=op.device, generator=generator)
+    return estimator(op, num_matvecs=num_matvecs, generator=generator)
 
 
 def hessian_density(
@@ -325,12 +325,4 @@ def hessian_density(
     of each probe exactly: ``Σ w θ^p = mean_z zᵀ H^p z / P`` for ``p < 2m``, so the first moment is
     Hutchinson's estimate of ``tr(H)/P``. Other arguments as in :func:`hessian_eigenvalues`."""
     op = _resolve_operator(operator, model, loss_fn, batch, params, hvp_method)
-    return slq_density(
-        op.matvec,
-        op.dim,
-        num_probes=num_probes,
-        num_steps=num_steps,
-        dtype=op.dtype,
-        device=op.device,
-        generator=generator,
-    )
+    return slq_density(op, num_probes=num_probes, num_steps=num_steps, generator=generator)

@@ -102,16 +102,13 @@ def ntk_lambda_max(
     if k > operator.dim:
         raise ValueError(f"`k` must be at most B·K = {operator.dim}, got {k}.")
     return lanczos(
-        operator.matvec,
-        operator.dim,
-        k,
+        operator,
+        k=k,
         max_iter=max_iter,
         tol=tol,
         v0=None
         if v0 is None
         else guarded_start(v0.to(dtype=operator.dtype, device=operator.device), generator),
         which="LA",
-        dtype=operator.dtype,
-        device=operator.device,
         generator=generator,
     )

@@ -38,9 +38,9 @@ from torch import Tensor, nn
 from lightning_spectral._internal.differentiable_kernels import differentiable_kernels, has_recurrent_layers
 from lightning_spectral._internal.eager_execution import compiled_code_runs_eagerly
 from lightning_spectral.functional._common.model_io import model_logits
-from lightning_spectral.functional._common.parameter_selection import ParamSpec
 from lightning_spectral.functional._common.parameter_selection import (
-    select_parameters as select_live_parameters,
+    ParamSpec,
+    select_parameters,
 )
 
 OutputFn = Callable[[nn.Module, Tensor], Tensor]
@@ -54,7 +54,6 @@ __all__ = [
     "make_functional_model",
     "ntk_products",
     "push_forward_by_reverse_mode",
-    "select_parameters",
     "validate_inputs",
     "warn_per_example_loop",
 ]
@@ -74,12 +73,6 @@ class _OutputModule(nn.Module):
 
     def forward(self, inputs: Tensor) -> Tensor:
         return self.output_fn(self.model, inputs)
-
-
-def select_parameters(model: nn.Module, params: ParamSpec = None) -> dict[str, Tensor]:
-    """The parameters the Jacobian is taken with respect to, as ``{name: detached tensor}`` (selection rules:
-    :func:`lightning_spectral.functional._common.parameter_selection.select_parameters`)."""
-    return {name: p.detach() for name, p in select_live_parameters(model, params).items()}
 
 
 def check_examples_independent(model: nn.Module) -> None:
@@ -175,7 +168,8 @@ def make_functional_model(
 
     ``output_fn(model, inputs)`` chooses the output (default ``model(inputs)``, reduced to its logits when it is
     a ``ModelOutput``, dict or tuple: :func:`~lightning_spectral.functional._common.model_io.model_logits`); ``params`` selects the
-    parameters (see :func:`select_parameters`). Raises ``ValueError`` for BatchNorm / dropout in train mode.
+    parameters (see
+    :func:`~lightning_spectral.functional._common.parameter_selection.select_parameters`). Raises ``ValueError`` for BatchNorm / dropout in train mode.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"`model` must be a torch.nn.Module, got {type(model)}.")
@@ -184,7 +178,7 @@ def make_functional_model(
             f"`output_fn` must be a callable (model, inputs) -> Tensor or None, got {output_fn!r}."
         )
     check_examples_independent(model)
-    selected = select_parameters(model, params)
+    selected = {name: p.detach() for name, p in select_parameters(model, params).items()}
     constants = {"model." + name: p.detach() for name, p in model.named_parameters() if name not in selected}
     module = _OutputModule(model, output_fn if output_fn is not None else _default_output_fn)
     return FunctionalModel(

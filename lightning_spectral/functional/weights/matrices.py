@@ -47,7 +47,8 @@ Everything else (norm-layer scales, biases, ``nn.Bilinear``'s 3-D weight, parame
 uninitialised lazy parameters) is not reported; pass any tensor to
 :func:`lightning_spectral.functional.weights.spectrum.weight_spectrum` directly to analyse it anyway.
 
-Selection: ``include``/``exclude`` are ``fnmatch`` globs (case sensitive) matched against both the reported name
+Selection: ``include``/``exclude`` are ``fnmatch`` globs (case sensitive) or module prefixes (the one rule of
+:func:`~lightning_spectral.functional._common.parameter_selection.name_matches`) matched against both the reported name
 (``attn.in_proj_weight.q``, ``conv.weight[0,1]``) and the parameter name (``attn.in_proj_weight``,
 ``conv.weight``); ``include`` keeps matrices matching any of its patterns, then ``exclude`` drops those
 matching any of its patterns. Note that ``[...]`` is a character class in ``fnmatch``: to pick one kernel
@@ -69,7 +70,6 @@ Example::
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import itertools
 import warnings
 from collections.abc import Iterable, Iterator
@@ -81,7 +81,7 @@ from torch.nn.parameter import is_lazy
 from torch.nn.utils import parametrize
 
 from lightning_spectral._internal.validation import check_choice
-from lightning_spectral.functional._common.parameter_selection import uncompiled_name
+from lightning_spectral.functional._common.parameter_selection import name_matches, uncompiled_name
 
 __all__ = ["CONV_MODES", "WeightMatrix", "weight_matrices"]
 
@@ -308,7 +308,7 @@ def _patterns(value: str | Iterable[str] | None, argument: str) -> list[str] | N
 
 
 def _matches(pattern: str, matrix: WeightMatrix) -> bool:
-    return fnmatch.fnmatchcase(matrix.name, pattern) or fnmatch.fnmatchcase(matrix.parameter_name, pattern)
+    return name_matches(matrix.name, pattern) or name_matches(matrix.parameter_name, pattern)
 
 
 def weight_matrices(
