@@ -7,7 +7,6 @@ headless Chromium for a clean render (no console message, a non-blank screenshot
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -19,6 +18,7 @@ import pytorch_lightning as pl
 import torch
 from matplotlib.collections import PolyCollection
 from pytorch_lightning.loggers import TensorBoardLogger
+from spectral_testing.chromium import chromium, require_chromium
 from spectral_testing.models import TinyClassifier, trainer_kwargs
 
 from lightning_spectral.callbacks import HessianEigenMonitor, NTKTraceMonitor, WeightSpectrumMonitor
@@ -28,7 +28,6 @@ from lightning_spectral.report.figure_style import HESSIAN, NTK
 from lightning_spectral.report.figures import legend_labels, make_figures, run_colors, stability_limit
 from lightning_spectral.report.reader import RunData, Series
 
-CHROMIUM = Path("/usr/bin/chromium")
 LEARNING_RATES = {"lr_small": 0.05, "lr_large": 0.5}
 LAST_STEP = 16  # 64 examples, batch 16, 4 epochs
 LAYERS = ("net.0.weight", "net.4.weight")
@@ -215,36 +214,10 @@ def test_cli_report_steps_and_errors(run_dirs, tmp_path, capsys):
     assert f"error: {no_spectral}: its 1 event file(s) hold no `spectral/` metrics" in process.stderr
 
 
-def chromium(page: Path, screenshot: Path, profile: Path) -> list[str]:
-    """Render ``page`` headless into ``screenshot``; return Chromium's console-message lines."""
-    process = subprocess.run(
-        [
-            str(CHROMIUM),
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            f"--user-data-dir={profile}",
-            "--enable-logging=stderr",
-            "--v=0",
-            f"--screenshot={screenshot}",
-            "--window-size=1200,2000",
-            page.as_uri(),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert process.returncode == 0, process.stderr[-3000:]
-    return [line for line in process.stderr.splitlines() if ":CONSOLE" in line or "Uncaught" in line]
-
-
 def test_report_renders_in_headless_chromium(report, tmp_path):
     import matplotlib.image
 
-    if not CHROMIUM.exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"{CHROMIUM} is missing (CI installs it in .ci/run)")
-        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
+    require_chromium()
 
     # The console check sees errors: a page with a script error is caught.
     broken = tmp_path / "broken.html"
