@@ -1,7 +1,7 @@
 """Measurements run in IEEE float32 whatever precision shortcuts the training run switched on, and leave them on.
 
 On CPU the switches can be set and read (they only change arithmetic on hardware that has TF32 / bfloat16
-units), so these tests check the switches themselves; ``tests/test_cuda.py`` checks the numbers on a GPU.
+units), so these tests check the switches themselves; ``tests/gpu/test_cuda.py`` checks the numbers on a GPU.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ is a ``DTensor`` sharded across the ranks. Run by test_fsdp2_weights.py as a scr
   (between two gathers), ``strict=False``: both ranks must leave the measurement, disable the monitor and
   finish training (no rank left waiting in the next gather). Each rank writes ``rank<r>.json``.
 - ``measure-gpu``: ``measure`` in one process on one CUDA device (NCCL, a mesh of one): the DTensor gather on
-  CUDA (run by tests/test_cuda.py when a GPU is there).
+  CUDA (run by tests/gpu/test_cuda.py when a GPU is there).
 - ``fsdp1-gpu``: ``strategy="fsdp"`` (FSDP1, CUDA only) on one device: the weight monitor refuses it at setup;
   ``refusal.json`` holds the exception's type and message.
 """

@@ -7,13 +7,12 @@ reference the same arithmetic on the concatenated batch.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 import torch
-from spectral_testing.ddp import run_ddp_script
+from spectral_testing.ddp import load_script, run_ddp_script
 from spectral_testing.log_readers import read_tensorboard_scalars
 
 from lightning_spectral.functional import (
@@ -31,13 +30,6 @@ from lightning_spectral.functional import (
 pytestmark = [pytest.mark.ddp, pytest.mark.slow]  # every test here runs (or shares) a two-process run
 
 SCRIPT = Path(__file__).with_name("ddp_monitors_script.py")
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("ddp_monitors_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module", params=["measure", "measure-spawn"], ids=["ddp", "ddp_spawn"])
@@ -60,7 +52,7 @@ def unions(out: Path) -> tuple[list, list]:
 
 def union_reference(out: Path):
     """The script, the initial model, the ranks' first batches and the unions of every measurement batch."""
-    script = load_script()
+    script = load_script(SCRIPT)
     model = script.Regressor()
     model.load_state_dict(torch.load(out / "initial.pt"))
     return (script, model, *unions(out))
@@ -104,7 +96,7 @@ def test_adam_preconditioned_sharpness_equals_single_process_measurement_on_the_
     of the union's Hessian with rank 0's preconditioner."""
     process = run_ddp_script(SCRIPT, "adam", str(tmp_path))
     assert process.returncode == 0, process.stdout[-3000:]
-    script = load_script()
+    script = load_script(SCRIPT)
     model = script.AdamRegressor()
     model.load_state_dict(torch.load(tmp_path / "final.pt"))
     optimizer = model.configure_optimizers()

@@ -9,27 +9,16 @@ same float32 matrices through the same exact SVD (every matrix here is small eno
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
-import torch
-from spectral_testing.ddp import run_ddp_script
-
-from lightning_spectral.functional import weight_matrices, weight_spectrum
+from spectral_testing.consolidated_weights import assert_spectra_of_consolidated_weights
+from spectral_testing.ddp import load_script, run_ddp_script
 
 pytestmark = [pytest.mark.ddp, pytest.mark.slow]  # every test here runs (or shares) a two-process run
 
 SCRIPT = Path(__file__).with_name("fsdp2_weights_script.py")
-METRICS = ("sigma_max", "frobenius_norm", "stable_rank", "effective_rank", "sigma_1", "sigma_2", "sigma_3")
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("fsdp2_weights_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def run(mode: str, out: Path) -> list[dict]:
@@ -46,7 +35,7 @@ def measured(tmp_path_factory):
 
 def test_weights_are_sharded_dtensors_and_ranks_agree(measured):
     _, ranks = measured
-    script = load_script()
+    script = load_script(SCRIPT)
     for outcome in ranks:
         assert outcome["parameter_types"] == ["DTensor"]  # the monitor really met sharded parameters
         assert outcome["global_step"] == script.MAX_STEPS
@@ -60,41 +49,11 @@ def test_logged_spectra_equal_single_process_spectra_of_the_whole_matrices(measu
     assert_spectra_of_consolidated_weights(out, ranks[0]["metrics"])
 
 
-def assert_spectra_of_consolidated_weights(out: Path, logged: dict[str, float]) -> None:
-    """The ``logged`` spectra equal single-process spectra of the weights the script saved in ``out`` (1e-5).
-    Also used by tests/test_cuda.py for the one-GPU run."""
-    script = load_script()
-    model = script.ShardedClassifier()  # not sharded: configure_model is Lightning's to call
-    model.load_state_dict(torch.load(out / "weights.pt", map_location="cpu"))
-    matrices = weight_matrices(model)
-    assert [m.name for m in matrices] == ["net.1.weight", "net.4.weight", "net.6.weight", "embed.weight"]
-    for matrix in matrices:
-        reference = weight_spectrum(matrix.matrix, k=3)
-        expected = {
-            "sigma_max": reference.sigma_max,
-            "frobenius_norm": reference.frobenius_norm,
-            "stable_rank": reference.stable_rank,
-            "effective_rank": reference.effective_rank,
-            **{f"sigma_{i}": v for i, v in enumerate(reference.singular_values.tolist(), 1)},
-        }
-        for key in METRICS:
-            assert logged[f"spectral/weights/{matrix.name}/{key}"] == pytest.approx(
-                expected[key], rel=1e-5
-            ), (
-                matrix.name,
-                key,
-            )
-    # The rotation needs the previous measurement's vectors: logged from the second measurement on.
-    assert all(f"spectral/weights/{m.name}/rotation" in logged for m in matrices)
-    sigma_max = max(weight_spectrum(m.matrix, k=3).sigma_max for m in matrices)
-    assert logged["spectral/weights/max_sigma_max"] == pytest.approx(sigma_max, rel=1e-5)
-
-
 def test_a_failure_between_two_gathers_ends_the_measurement_on_both_ranks(tmp_path):
     """Rank 0 raises between the gathers of the first and the second matrix; rank 1 must not wait in the next
     gather: both leave the measurement, disable the monitor (strict=False) and train to the end."""
     ranks = run("fail", tmp_path)
-    script = load_script()
+    script = load_script(SCRIPT)
     for r, outcome in enumerate(ranks):
         assert outcome["global_step"] == script.MAX_STEPS
         assert outcome["metrics"] == {}

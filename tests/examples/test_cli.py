@@ -11,7 +11,7 @@ from spectral_testing.log_readers import read_tensorboard_scalars
 
 pytestmark = pytest.mark.slow  # each test runs LightningCLI fits in a fresh interpreter
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 UNIFIED_SCRIPT = """
 import torch
 import lightning.pytorch as L

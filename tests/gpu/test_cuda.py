@@ -1,26 +1,27 @@
 """The estimators and the monitors on a CUDA device (skipped without one; CI has none).
 
-Run where a GPU is: ``pytest tests/test_cuda.py``. Each test checks the CUDA numbers against an exact CPU
+Run where a GPU is: ``pytest tests/gpu/test_cuda.py``. Each test checks the CUDA numbers against an exact CPU
 reference: float64 dense Hessians and explicit Jacobians, or the same measurement of the same model on the
 CPU. TensorFloat-32 is switched on for every test the way a speed-minded training script does it
 (``torch.set_float32_matmul_precision("high")``; cuDNN convolutions use TF32 by default on Ampere and later),
 so the measurements run under the guard that turns it off (``full_float32_precision``; that the switches
-are set and restored is tested in tests/test_full_precision.py, which also ran on the GPU machine under
+are set and restored is tested in tests/_internal/test_full_precision.py, which also ran on the GPU machine under
 torch 2.11). Passed on an NVIDIA H200 with torch 2.11.0+cu130 (benchmarks/RESULTS.md, section *CUDA*).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from functools import partial
-from pathlib import Path
 
 import pytest
 import torch
-from spectral_testing.ddp import run_ddp_script
+from spectral_testing.consolidated_weights import assert_spectra_of_consolidated_weights
+from spectral_testing.ddp import DISTRIBUTED, run_ddp_script
+from spectral_testing.gpu import image_batch, image_classifier, to
 from spectral_testing.models import TinyClassifier
 from spectral_testing.precision import tf32_training_precision
+from spectral_testing.problems import cross_entropy, seeded
 from spectral_testing.references import dense_hessian, explicit_jacobian
 from spectral_testing.step_zero import assert_same_metrics, step_zero_metrics
 from torch import nn
@@ -40,7 +41,6 @@ pytestmark = [
 ]
 
 CUDA = torch.device("cuda")
-CALLBACKS_DIR = Path(__file__).with_name("callbacks")
 
 
 @pytest.fixture(autouse=True)
@@ -48,37 +48,6 @@ def tf32_everywhere():
     """TF32 matrix products and convolutions, as a speed-minded training script sets them, for every test."""
     with tf32_training_precision():
         yield
-
-
-def seeded(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
-    return torch.Generator(device=device).manual_seed(seed)
-
-
-def image_classifier() -> nn.Module:
-    """Conv 1→4→4 (3×3) with BatchNorm on 8×8 images, then 256→5 (small enough for a dense Hessian)."""
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(1, 4, 3, padding=1),
-        nn.BatchNorm2d(4),
-        nn.Tanh(),
-        nn.Conv2d(4, 4, 3, padding=1),
-        nn.Tanh(),
-        nn.Flatten(),
-        nn.Linear(256, 5),
-    ).eval()  # P = 1,481
-
-
-def image_batch(n: int = 64, seed: int = 0):
-    g = seeded(seed)
-    return torch.randn(n, 1, 8, 8, generator=g), torch.randint(0, 5, (n,), generator=g)
-
-
-def cross_entropy(net, batch):
-    return nn.functional.cross_entropy(net(batch[0]), batch[1])
-
-
-def to(batch, device):
-    return tuple(part.to(device) for part in batch)
 
 
 # --------------------------------------------------------------------------------------------- functional
@@ -141,7 +110,7 @@ def test_recurrent_models_on_cuda_equal_the_dense_and_explicit_references(kind):
     Hessian by double backward and by "auto"; NTK trace and λ_max against the explicit Jacobian."""
     import warnings
 
-    from test_recurrent_models import batch, cross_entropy, model_and_reference
+    from spectral_testing.recurrent import batch, model_and_reference
 
     model, reference = model_and_reference(kind)
     data = batch()
@@ -192,26 +161,18 @@ def test_every_monitor_on_the_gpu_logs_what_the_cpu_logs(tmp_path, precision):
 
 
 # ------------------------------------------------------------------------------------- sharded strategies
-def load_fsdp2_tests():
-    path = CALLBACKS_DIR / "test_fsdp2_weights.py"
-    spec = importlib.util.spec_from_file_location("fsdp2_weight_tests", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.ddp
 def test_weight_monitor_gathers_fsdp2_dtensors_on_one_gpu(tmp_path):
-    process = run_ddp_script(CALLBACKS_DIR / "fsdp2_weights_script.py", "measure-gpu", str(tmp_path))
+    process = run_ddp_script(DISTRIBUTED / "fsdp2_weights_script.py", "measure-gpu", str(tmp_path))
     assert process.returncode == 0, process.stdout[-3000:]
     outcome = json.loads((tmp_path / "rank0.json").read_text())
     assert outcome["parameter_types"] == ["DTensor"]
-    load_fsdp2_tests().assert_spectra_of_consolidated_weights(tmp_path, outcome["metrics"])
+    assert_spectra_of_consolidated_weights(tmp_path, outcome["metrics"])
 
 
 @pytest.mark.ddp
 def test_weight_monitor_refuses_fsdp1_naming_model_parallel_strategy(tmp_path):
-    process = run_ddp_script(CALLBACKS_DIR / "fsdp2_weights_script.py", "fsdp1-gpu", str(tmp_path))
+    process = run_ddp_script(DISTRIBUTED / "fsdp2_weights_script.py", "fsdp1-gpu", str(tmp_path))
     assert process.returncode == 0, process.stdout[-3000:]
     refusal = json.loads((tmp_path / "refusal.json").read_text())
     assert refusal["type"] == "NotImplementedError", refusal

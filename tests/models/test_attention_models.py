@@ -13,6 +13,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from spectral_testing.invariance import fits_without_and_with
+from spectral_testing.problems import cross_entropy
 from spectral_testing.references import assert_top_hessian_eigenvalues, explicit_jacobian
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -55,10 +56,6 @@ def twins() -> tuple[nn.Module, nn.Module]:
 def batch():
     g = torch.Generator().manual_seed(1)
     return torch.randn(6, 5, 4, generator=g), torch.randint(0, 3, (6,), generator=g)
-
-
-def cross_entropy(model, batch):
-    return nn.functional.cross_entropy(model(batch[0]), batch[1])
 
 
 def test_fused_attention_refuses_second_order_derivatives_without_the_context():

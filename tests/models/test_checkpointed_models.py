@@ -1,7 +1,7 @@
 """Activation checkpointing (``torch.utils.checkpoint``, non-reentrant) under the NTK monitor: torch.func's
 reverse-mode transforms refuse its saved-tensor hooks, so the NTK products fall back to plain autograd and the
 per-example Jacobians to one example at a time. A fit with every NTK metric on equals the same fit without
-checkpointing. (The Hessian through checkpointing: tests/functional/test_hessian_operator.py.)"""
+checkpointing. (The Hessian through checkpointing: tests/functional/hessian/test_operator.py.)"""
 
 from __future__ import annotations
 

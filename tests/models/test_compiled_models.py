@@ -11,6 +11,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from spectral_testing.models import LossRecorder, TinyClassifier, trainer_kwargs
+from spectral_testing.problems import cross_entropy
 from spectral_testing.references import dense_hessian, explicit_jacobian
 from spectral_testing.step_zero import assert_same_metrics, step_zero_metrics
 from torch import nn
@@ -50,10 +51,6 @@ def compiled_graphs() -> int:
 def tiny_mlp(dtype=torch.float64) -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(nn.Linear(5, 6), nn.Tanh(), nn.Linear(6, 3)).to(dtype)
-
-
-def cross_entropy(model, batch):
-    return nn.functional.cross_entropy(model(batch[0]), batch[1])
 
 
 def regression_batch(dtype=torch.float64):

@@ -12,6 +12,8 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from spectral_testing.invariance import fits_without_and_with
+from spectral_testing.problems import cross_entropy
+from spectral_testing.recurrent import RECURRENT, TokenClassifier, batch, model_and_reference
 from spectral_testing.references import assert_top_hessian_eigenvalues, explicit_jacobian
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -19,38 +21,6 @@ from torch.utils.data import DataLoader, TensorDataset
 from lightning_spectral._internal.differentiable_kernels import differentiable_kernels, has_recurrent_layers
 from lightning_spectral.callbacks import HessianEigenMonitor, NTKTraceMonitor, WeightSpectrumMonitor
 from lightning_spectral.functional import ntk_lambda_max, ntk_matrix, ntk_trace
-
-RECURRENT = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
-
-
-class TokenClassifier(nn.Module):
-    """Embedding → recurrent layer → mean over time → linear readout."""
-
-    def __init__(self, kind: str) -> None:
-        super().__init__()
-        self.embedding = nn.Embedding(10, 4)
-        self.recurrent = RECURRENT[kind](4, 5, batch_first=True)
-        self.out = nn.Linear(5, 3)
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.out(self.recurrent(self.embedding(tokens))[0].mean(dim=1))
-
-
-def model_and_reference(kind: str) -> tuple[nn.Module, nn.Module]:
-    torch.manual_seed(0)
-    model = TokenClassifier(kind)
-    reference = TokenClassifier(kind).double()
-    reference.load_state_dict(model.state_dict())
-    return model, reference
-
-
-def batch():
-    g = torch.Generator().manual_seed(1)
-    return torch.randint(0, 10, (4, 6), generator=g), torch.randint(0, 3, (4,), generator=g)
-
-
-def cross_entropy(model, batch):
-    return nn.functional.cross_entropy(model(batch[0]), batch[1])
 
 
 def test_the_premises():

@@ -14,9 +14,8 @@ import pytorch_lightning as pl
 import yaml
 from pytorch_lightning.callbacks import ModelCheckpoint
 from spectral_testing.clock import CostlyMonitor, HandClock, TickPerStep
-from spectral_testing.ddp import run_ddp_script
+from spectral_testing.ddp import DISTRIBUTED, run_ddp_script
 from spectral_testing.models import TinyClassifier, trainer_kwargs
-from test_ddp_monitors import SCRIPT
 
 from lightning_spectral.callbacks import HessianEigenMonitor, NTKTraceMonitor, WeightSpectrumMonitor
 from lightning_spectral.callbacks._internal.auto_schedule import DEFAULT_BUDGET, plan_period, round_up_125
@@ -231,10 +230,12 @@ def test_the_three_monitors_with_no_arguments_share_one_schedule_in_a_real_fit(t
     assert all(not m._disabled for m in monitors)
 
 
+@pytest.mark.slow
+@pytest.mark.ddp
 def test_a_two_process_ddp_fit_measures_on_the_same_steps_on_both_ranks(tmp_path):
     """Rank 1's clock says a measurement costs 100× what rank 0's says; rank 0 decides, both measure the
     steps its costs give (1 s steps, 0.25 s measurements, 40 steps: every 10 steps after 2, 4, 8)."""
-    process = run_ddp_script(SCRIPT, "auto", str(tmp_path), timeout=180)
+    process = run_ddp_script(DISTRIBUTED / "ddp_monitors_script.py", "auto", str(tmp_path), timeout=180)
     assert process.returncode == 0, process.stdout[-3000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert ranks[0] == ranks[1] == {"steps": [0, 2, 4, 8, 10, 20, 30, 40], "period": 10, "global_step": 40}

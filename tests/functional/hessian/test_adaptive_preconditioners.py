@@ -1,7 +1,14 @@
 """The preconditioners of Adam, RMSprop, Adamax, RAdam and Adagrad against their states recomputed from the
 gradients, their stability limits against the torch optimizers themselves (with the second moment frozen), and
-the preconditioned Hessian eigenvalues against the dense ``D⁻¹H`` (NAdam and Adadelta:
-test_nadam_adadelta_preconditioners.py)."""
+the preconditioned Hessian eigenvalues against the dense ``D⁻¹H`` (NAdam and Adadelta below).
+
+NAdam's and Adadelta's preconditioners and limits (recomputed from the gradients; against the torch
+optimizers with a frozen preconditioner), and no preconditioner for an optimizer that maximizes.
+
+Weight decay in the adaptive edge of stability: coupled decay adds ``w`` to the curvature the step sees
+(``D⁻¹(H + W)``), decoupled decay lowers the limit by ``1 − ηw/2``; both against the torch optimizers with a
+frozen preconditioner on a 1-D quadratic, and the shifted eigenvalues against the dense matrix.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +23,7 @@ from spectral_testing.frozen_preconditioner import (
     diverges_with_frozen_preconditioner,
     optimizer_steps,
 )
+from spectral_testing.problems import squared_error
 from spectral_testing.references import dense_hessian
 from torch import nn
 
@@ -24,6 +32,7 @@ from lightning_spectral.functional import (
     adam_stability_limit,
     adaptive_preconditioning,
     hessian_eigenvalues,
+    nadam_stability_limit,
     rmsprop_preconditioner,
     stability_limit,
 )
@@ -174,10 +183,6 @@ def test_rmsprop_limit_separates_stable_from_divergent_with_a_frozen_preconditio
     assert _rmsprop_diverges(1.01 * limit * d, lr, momentum, second_moment)
 
 
-def squared_error(net, batch):
-    return ((net(batch[0]) - batch[1]) ** 2).mean()
-
-
 def test_preconditioned_eigenvalues_are_those_of_the_dense_d_inverse_h():
     params, optimizer, _ = optimizer_steps(torch.optim.Adam)
     torch.manual_seed(0)
@@ -308,3 +313,223 @@ def test_adagrad_limit_separates_stable_from_divergent_with_a_frozen_preconditio
 
     assert not diverges(0.99 * stability_limit(lr, 0.0) * d)
     assert diverges(1.01 * stability_limit(lr, 0.0) * d)
+
+
+# --------------------------------------------------------------------------------------- NAdam and Adadelta
+def _nadam_coefficients(beta1: float, momentum_decay: float, steps: int) -> tuple[float, float, float]:
+    """``μ_t``, ``μ_{t+1}`` and ``Π_t`` after ``steps`` steps, multiplied out step by step."""
+    mus = [beta1 * (1 - 0.5 * 0.96 ** (t * momentum_decay)) for t in range(1, steps + 2)]
+    return mus[steps - 1], mus[steps], math.prod(mus[:steps])
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"betas": (0.5, 0.99), "momentum_decay": 0.1, "eps": 1e-4}])
+def test_nadam_preconditioner_and_limit_from_the_states_recomputed_from_the_gradients(kwargs):
+    """``D = √v̂ + ε``; the limit ``2(1 + β₁)/(η(c₁(1 + β₁) + c₂(1 − β₁)))`` with the last step's
+    ``c₁ = (1 − μ_t)/(1 − Π_t)``, ``c₂ = μ_{t+1}/(1 − Π_t μ_{t+1})``."""
+    params, optimizer, grads = optimizer_steps(torch.optim.NAdam, **kwargs)
+    beta1, beta2 = kwargs.get("betas", (0.9, 0.999))
+    v = torch.zeros_like(grads[0])
+    for g in grads:
+        v = beta2 * v + (1 - beta2) * g**2
+    t = len(grads)
+    step = adaptive_preconditioning(optimizer, params)
+    assert step.optimizer == "NAdam"
+    expected = (v / (1 - beta2**t)).sqrt() + kwargs.get("eps", 1e-8)
+    torch.testing.assert_close(step.diagonal, expected, rtol=1e-12, atol=0)
+    mu, mu_next, product = _nadam_coefficients(beta1, kwargs.get("momentum_decay", 4e-3), t)
+    c1, c2 = (1 - mu) / (1 - product), mu_next / (1 - product * mu_next)
+    assert step.limit == pytest.approx(
+        2 * (1 + beta1) / (0.01 * (c1 * (1 + beta1) + c2 * (1 - beta1))), rel=1e-6
+    )  # torch keeps Π_t in float32
+
+
+@pytest.mark.parametrize(
+    "beta1, momentum_decay, limit_times_lr",
+    [
+        (0.9, 4e-3, 3.8 / (0.1 * 2.8)),  # μ = β₁ after 10¹⁷ steps: Nesterov's limit on Adam's step
+        (0.9, 0.0, None),  # μ = β₁/2 throughout
+        (0.0, 4e-3, 2.0),  # no momentum: 2/η
+    ],
+)
+def test_nadam_limit_separates_stable_from_divergent_with_a_frozen_preconditioner(
+    beta1, momentum_decay, limit_times_lr
+):
+    lr, pinned = 0.1, 0.25
+    limit = nadam_stability_limit(lr, beta1, momentum_decay, STEP, 0.0)
+    if limit_times_lr is not None:
+        assert limit * lr == pytest.approx(limit_times_lr, rel=1e-12)
+    d = math.sqrt(pinned)
+
+    def diverges(curvature: float) -> bool:
+        return diverges_with_frozen_preconditioner(
+            torch.optim.NAdam,
+            curvature,
+            pinned,
+            "exp_avg_sq",
+            lr=lr,
+            betas=(beta1, BETA2),
+            momentum_decay=momentum_decay,
+        )
+
+    assert not diverges(0.99 * limit * d)
+    assert diverges(1.01 * limit * d)
+
+
+def test_adadelta_preconditioner_from_the_averages_and_its_limit_against_torchs_adadelta():
+    """``D = √(v + ε)/√(u + ε)`` from the squared-gradient and squared-update averages, limit ``2/η``; with both
+    averages pinned, ``torch.optim.Adadelta`` is stable just below it and diverges just above."""
+    params, optimizer, grads = optimizer_steps(torch.optim.Adadelta, rho=0.8, eps=1e-4)
+    v, u = torch.zeros_like(grads[0]), torch.zeros_like(grads[0])
+    for g in grads:
+        v = 0.8 * v + 0.2 * g**2
+        delta = (u + 1e-4).sqrt() / (v + 1e-4).sqrt() * g
+        u = 0.8 * u + 0.2 * delta**2
+    step = adaptive_preconditioning(optimizer, params)
+    assert step.optimizer == "Adadelta" and step.limit == pytest.approx(2 / 0.01)
+    torch.testing.assert_close(step.diagonal, (v + 1e-4).sqrt() / (u + 1e-4).sqrt(), rtol=1e-10, atol=0)
+
+    lr, square_avg, acc_delta = 0.5, 0.25, 0.04
+    d = math.sqrt(square_avg / acc_delta)
+
+    def diverges(curvature: float) -> bool:
+        return diverges_with_frozen_preconditioner(
+            torch.optim.Adadelta,
+            curvature,
+            square_avg,
+            "square_avg",
+            pins={"acc_delta": acc_delta},
+            lr=lr,
+            rho=BETA2,
+        )
+
+    assert not diverges(0.99 * stability_limit(lr) * d)
+    assert diverges(1.01 * stability_limit(lr) * d)
+
+
+@pytest.mark.parametrize(
+    "optimizer_class", [torch.optim.Adam, torch.optim.NAdam, torch.optim.RMSprop, torch.optim.Adadelta]
+)
+def test_no_preconditioner_when_the_optimizer_maximizes(optimizer_class):
+    params, optimizer, _ = optimizer_steps(optimizer_class, maximize=True)
+    assert adaptive_preconditioning(optimizer, params) is None
+
+
+# --------------------------------------------------------------------------------------------- weight decay
+LR, PINNED, DECAY = 0.1, 0.25, 2.0  # ηw = 0.2: decoupled decay moves the limit by 10 %
+
+
+def pinned_step(optimizer_class, key, **kwargs):
+    """``adaptive_preconditioning`` of ``optimizer_class`` on one parameter with the state of the frozen runs
+    (``key`` pinned at ``PINNED``, ``STEP`` steps, NAdam's ``Π_t`` = 0)."""
+    theta = nn.Parameter(torch.ones(1, dtype=torch.float64))
+    optimizer = optimizer_class([theta], eps=0.0, **kwargs)
+    theta.grad = torch.ones(1, dtype=torch.float64)
+    optimizer.step()
+    state = optimizer.state[theta]
+    state[key].fill_(PINNED)
+    state["step"].fill_(STEP)
+    if "mu_product" in state:
+        state["mu_product"].zero_()
+    return adaptive_preconditioning(optimizer, [theta])
+
+
+def test_shifted_eigenvalues_are_those_of_the_dense_matrix():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1)).double()
+    batch = (torch.randn(6, 3, dtype=torch.float64), torch.randn(6, 1, dtype=torch.float64))
+    H = dense_hessian(model, squared_error, batch)
+    dim = H.shape[0]
+    w = torch.rand(dim, dtype=torch.float64)
+    d = torch.rand(dim, dtype=torch.float64) + 0.1
+    d[:3] = math.inf  # coordinates that do not move drop out, their decay too
+    exact = torch.linalg.eigvals(torch.diag(1 / d) @ (H + torch.diag(w))).real.max()
+    result = hessian_eigenvalues(model, squared_error, batch, tol=1e-10, preconditioner=d, weight_decay=w)
+    torch.testing.assert_close(result.eigenvalues[0], exact, rtol=1e-8, atol=0)
+    plain = hessian_eigenvalues(model, squared_error, batch, k=2, tol=1e-10, weight_decay=0.5)
+    torch.testing.assert_close(
+        plain.eigenvalues, torch.linalg.eigvalsh(H).flip(0)[:2] + 0.5, rtol=1e-8, atol=0
+    )
+    for bad in (-1.0, torch.ones(dim + 1), torch.full((dim,), math.nan), "0.1"):
+        with pytest.raises(ValueError, match="weight_decay"):
+            hessian_eigenvalues(model, squared_error, batch, weight_decay=bad)
+
+
+def test_coupled_decay_per_group_and_decoupled_decay_in_the_limit():
+    problem = TwoLayerProblem()
+    model, first, second, stepped = problem.model, problem.first, problem.second, problem.stepped
+    adam = stepped(torch.optim.Adam([{"params": first, "weight_decay": 0.3}, {"params": second}], lr=0.01))
+    step = adaptive_preconditioning(adam, first + second)
+    n = sum(p.numel() for p in first)
+    assert bool((step.weight_decay[:n] == 0.3).all()) and bool((step.weight_decay[n:] == 0).all())
+    assert step.limit == pytest.approx(adam_stability_limit(0.01, 0.9), rel=1e-12)
+    adamw = stepped(torch.optim.AdamW(model.parameters(), lr=0.01, weight_decay=0.3))
+    step = adaptive_preconditioning(adamw, list(model.parameters()))
+    assert step.weight_decay is None
+    assert step.limit == pytest.approx(adam_stability_limit(0.01, 0.9) * (1 - 0.01 * 0.3 / 2), rel=1e-12)
+    _, plain, _ = optimizer_steps(torch.optim.Adam)
+    assert (
+        adaptive_preconditioning(plain, [p for g in plain.param_groups for p in g["params"]]).weight_decay
+        is None
+    )
+
+
+@pytest.mark.parametrize(
+    "optimizer_class, key, scale, kwargs, limit",
+    [
+        (torch.optim.Adam, "exp_avg_sq", 1.0, {"betas": (0.9, BETA2)}, adam_stability_limit(LR, 0.9)),
+        (torch.optim.Adamax, "exp_inf", 1e-8, {"betas": (0.9, BETA2)}, adam_stability_limit(LR, 0.9)),
+        (torch.optim.RMSprop, "square_avg", 1.0, {"alpha": BETA2, "momentum": 0.5}, stability_limit(LR, 0.5)),
+        (torch.optim.Adagrad, "sum", 1e-8, {}, stability_limit(LR)),
+    ],
+    ids=["adam", "adamax", "rmsprop", "adagrad"],
+)
+def test_coupled_decay_adds_to_the_curvature_the_step_sees(optimizer_class, key, scale, kwargs, limit):
+    """On ``½aθ²`` with ``weight_decay=w`` the step sees ``(a + w)/D``: stable just below the limit, not above;
+    ``adaptive_preconditioning`` reports that ``D``, ``w`` and limit."""
+    d = PINNED if key == "exp_inf" else math.sqrt(PINNED)
+    step = pinned_step(optimizer_class, key, lr=LR, weight_decay=DECAY, **kwargs)
+    assert float(step.diagonal) == pytest.approx(d, rel=1e-6) and float(step.weight_decay) == DECAY
+    assert step.limit == pytest.approx(limit, rel=1e-12)
+
+    def diverges(preconditioned: float) -> bool:
+        curvature = preconditioned * d - DECAY
+        return diverges_with_frozen_preconditioner(
+            optimizer_class, curvature, PINNED, key, scale=scale, lr=LR, weight_decay=DECAY, **kwargs
+        )
+
+    assert not diverges(0.99 * limit)
+    assert diverges(1.01 * limit)
+
+
+@pytest.mark.parametrize(
+    "optimizer_class, kwargs, undecayed_limit",
+    [
+        (torch.optim.AdamW, {"betas": (0.9, BETA2)}, adam_stability_limit(LR, 0.9)),
+        (
+            torch.optim.RAdam,
+            {"betas": (0.9, BETA2), "decoupled_weight_decay": True},
+            adam_stability_limit(LR, 0.9),
+        ),
+        (
+            torch.optim.NAdam,
+            {"betas": (0.9, BETA2), "decoupled_weight_decay": True},
+            nadam_stability_limit(LR, 0.9, 4e-3, STEP, 0.0),
+        ),
+    ],
+    ids=["adamw", "radam", "nadam"],
+)
+def test_decoupled_decay_lowers_the_limit_by_one_minus_half_eta_w(optimizer_class, kwargs, undecayed_limit):
+    limit = undecayed_limit * (1 - LR * DECAY / 2)
+    d = math.sqrt(PINNED)
+    step = pinned_step(optimizer_class, "exp_avg_sq", lr=LR, weight_decay=DECAY, **kwargs)
+    assert step.weight_decay is None and float(step.diagonal) == pytest.approx(d, rel=1e-6)
+    assert step.limit == pytest.approx(limit, rel=1e-6)
+
+    def diverges(preconditioned: float) -> bool:
+        return diverges_with_frozen_preconditioner(
+            optimizer_class, preconditioned * d, PINNED, "exp_avg_sq", lr=LR, weight_decay=DECAY, **kwargs
+        )
+
+    assert not diverges(0.99 * limit)
+    assert diverges(1.01 * limit)
+    assert diverges(0.99 * undecayed_limit)  # the undecayed limit would call this run stable

@@ -7,8 +7,8 @@ import math
 
 import pytest
 import torch
+from spectral_testing.problems import DTYPE, cnn_with_batchnorm, cross_entropy, mlp, squared_error, torch_mse
 from spectral_testing.references import dense_hessian
-from test_hessian_operator import DTYPE, cnn_with_batchnorm, cross_entropy, mlp, squared_error, torch_mse
 from torch import nn
 
 from lightning_spectral.functional.hessian.batch_sharpness import batch_sharpness

@@ -1,6 +1,6 @@
 """Hessian-vector products replayed as CUDA graphs (:class:`~lightning_spectral.functional.HVPGraph`).
 
-The CUDA tests need a GPU (CI has none; run ``pytest tests/test_cuda_graphs.py`` where one is): every replayed
+The CUDA tests need a GPU (CI has none; run ``pytest tests/functional/hessian/test_hvp_graph.py`` where one is): every replayed
 product is compared with the eager product of the same operator, eigenvalues with a dense float64 Hessian, and
 a fit with ``cuda_graphs=True`` with the same fit measured eagerly. The CPU tests check that a graph never
 changes a CPU operator and the argument checks.
@@ -12,13 +12,14 @@ import warnings
 
 import pytest
 import pytorch_lightning as pl
-import test_cuda as cuda_tests
 import torch
 from pytorch_lightning.loggers import TensorBoardLogger
+from spectral_testing import gpu
+from spectral_testing.gpu import image_classifier, to
 from spectral_testing.log_readers import read_tensorboard_scalars
 from spectral_testing.models import LossRecorder, TinyClassifier, trainer_kwargs
+from spectral_testing.problems import cross_entropy, seeded
 from spectral_testing.references import dense_hessian
-from test_cuda import cross_entropy, image_classifier, seeded, to
 from torch import nn
 
 from lightning_spectral._internal.full_precision import full_float32_precision
@@ -30,12 +31,12 @@ CUDA = torch.device("cuda")
 
 
 def batchnorm_cnn() -> nn.Module:
-    """test_cuda's image classifier in train mode: BatchNorm on batch statistics, writing its running statistics."""
+    """The CUDA tests' image classifier in train mode: BatchNorm on batch statistics, writing its running statistics."""
     return image_classifier().train()
 
 
 def image_batch(n: int = 64, seed: int = 0, device: torch.device | str = "cpu"):
-    return to(cuda_tests.image_batch(n, seed), device)
+    return to(gpu.image_batch(n, seed), device)
 
 
 def products(operator: HessianOperator, vectors: list[torch.Tensor]) -> torch.Tensor:

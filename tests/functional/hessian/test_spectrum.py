@@ -11,6 +11,16 @@ import math
 
 import pytest
 import torch
+from spectral_testing.problems import (
+    DTYPE,
+    cnn_with_batchnorm,
+    cross_entropy,
+    image_batch,
+    mlp,
+    regression_batch,
+    seeded,
+    squared_error,
+)
 from spectral_testing.references import dense_hessian
 from torch import nn
 
@@ -22,43 +32,6 @@ from lightning_spectral.functional.hessian.spectrum import (
     warm_start_vector,
 )
 from lightning_spectral.linalg import guarded_start, rademacher
-
-DTYPE = torch.float64
-
-
-def seeded(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def mlp(hidden: int = 6) -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(4, hidden), nn.Tanh(), nn.Linear(hidden, 2)).to(DTYPE)
-
-
-def cnn_with_batchnorm() -> nn.Module:
-    torch.manual_seed(1)
-    return nn.Sequential(
-        nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 3 * 3, 3)
-    ).to(DTYPE)  # P = 81
-
-
-def regression_batch(n: int = 16, seed: int = 0):
-    g = seeded(seed)
-    return torch.randn(n, 4, generator=g, dtype=DTYPE), torch.randn(n, 2, generator=g, dtype=DTYPE)
-
-
-def image_batch(n: int = 12, seed: int = 0):
-    g = seeded(seed)
-    return torch.randn(n, 1, 5, 5, generator=g, dtype=DTYPE), torch.randint(0, 3, (n,), generator=g)
-
-
-def squared_error(net, batch):
-    return ((net(batch[0]) - batch[1]) ** 2).mean()
-
-
-def cross_entropy(net, batch):
-    return nn.functional.cross_entropy(net(batch[0]), batch[1])
-
 
 CASES = {
     "mlp": (mlp, squared_error, regression_batch),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_ntk_trace import DTYPE, tiny_cnn, tiny_mlp
+from spectral_testing.problems import DTYPE, tiny_cnn, tiny_mlp
 from torch import nn
 
 from lightning_spectral.functional.ntk.alignment import (

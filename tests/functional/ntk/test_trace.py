@@ -11,38 +11,11 @@ import math
 
 import pytest
 import torch
+from spectral_testing.problems import DTYPE, cnn_inputs, mlp_inputs, tiny_cnn, tiny_mlp
 from spectral_testing.references import explicit_jacobian
 from torch import nn
 
 from lightning_spectral.functional.ntk.trace import AUTO_EXACT_MAX_ROWS, NTKTrace, ntk_trace
-
-DTYPE = torch.float64
-
-
-def tiny_mlp() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3)).to(DTYPE)
-
-
-def tiny_cnn() -> nn.Module:
-    """Conv → BatchNorm (eval mode, non-trivial running statistics) → ReLU → Linear."""
-    torch.manual_seed(1)
-    model = nn.Sequential(
-        nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 4 * 4, 2)
-    ).to(DTYPE)
-    with torch.no_grad():
-        for _ in range(3):
-            model(torch.randn(8, 2, 6, 6, dtype=DTYPE) * 2 + 1)
-    return model.eval()
-
-
-def mlp_inputs(batch: int = 7, seed: int = 2) -> torch.Tensor:
-    return torch.randn(batch, 4, dtype=DTYPE, generator=torch.Generator().manual_seed(seed))
-
-
-def cnn_inputs(batch: int = 5, seed: int = 3) -> torch.Tensor:
-    return torch.randn(batch, 2, 6, 6, dtype=DTYPE, generator=torch.Generator().manual_seed(seed))
-
 
 CASES = {"mlp": (tiny_mlp, mlp_inputs), "cnn": (tiny_cnn, cnn_inputs)}
 
