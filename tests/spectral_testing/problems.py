@@ -82,6 +82,36 @@ def cnn_inputs(batch: int = 5, seed: int = 3) -> torch.Tensor:
     return torch.randn(batch, 2, 6, 6, dtype=DTYPE, generator=torch.Generator().manual_seed(seed))
 
 
+NTK_CASES = {"mlp": (tiny_mlp, mlp_inputs), "cnn": (tiny_cnn, cnn_inputs)}
+
+
+class TanhWithoutForwardMode(torch.autograd.Function):
+    """tanh with a backward (itself differentiable) but no forward-mode derivative, like the fused LSTM/GRU
+    cells on CUDA."""
+
+    @staticmethod
+    def forward(x):
+        return torch.tanh(x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(output)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (y,) = ctx.saved_tensors
+        return grad * (1 - y * y)
+
+
+class NoForwardModeMLP(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.first, self.second = nn.Linear(4, 6), nn.Linear(6, 3)
+
+    def forward(self, x):
+        return self.second(TanhWithoutForwardMode.apply(self.first(x)))
+
+
 # -------------------------------------------------------------------------------------------------- linalg
 class CountingMatvec:
     """``v ↦ A v`` that counts its calls (to check ``num_matvecs``)."""

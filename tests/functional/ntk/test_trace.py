@@ -11,13 +11,13 @@ import math
 
 import pytest
 import torch
-from spectral_testing.problems import DTYPE, cnn_inputs, mlp_inputs, tiny_cnn, tiny_mlp
+from spectral_testing.problems import DTYPE, NTK_CASES, cnn_inputs, mlp_inputs, tiny_cnn, tiny_mlp
 from spectral_testing.references import explicit_jacobian
 from torch import nn
 
 from lightning_spectral.functional.ntk.trace import AUTO_EXACT_MAX_ROWS, NTKTrace, ntk_trace
 
-CASES = {"mlp": (tiny_mlp, mlp_inputs), "cnn": (tiny_cnn, cnn_inputs)}
+CASES = NTK_CASES
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
