@@ -13,6 +13,7 @@ from spectral_testing.log_readers import read_tensorboard_scalars
 pytest.importorskip("transformers", reason="the example builds a transformers BERT (the `dev` extra)")
 
 
+@pytest.mark.slow
 def test_the_example_runs_and_its_report_is_legible(tmp_path):
     from lightning_spectral.report import read_runs
     from lightning_spectral.report.figures import make_figures, run_colors

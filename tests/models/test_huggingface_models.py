@@ -192,6 +192,7 @@ def test_bert_ntk_trace_matches_the_explicit_jacobian_of_its_logits(tmp_path):
     assert math.isfinite(measured) and measured > 0
 
 
+@pytest.mark.slow
 def test_report_of_a_bert_run_has_legible_per_layer_figures(tmp_path):
     """A BERT with 12 layers (77 weight matrices, names up to 46 characters) logging every layer
     (``per_layer_limit=None``): each per-layer figure of the report draws no text over other text."""

@@ -107,6 +107,7 @@ class SequenceModule(pl.LightningModule):
         return DataLoader(TensorDataset(tokens, tokens[:, 0] % 3), batch_size=8, shuffle=True)
 
 
+@pytest.mark.slow
 def test_an_lstm_fit_is_measured_by_every_monitor_and_trains_as_without_them(tmp_path):
     monitors = [
         HessianEigenMonitor(k=2, every_n_steps=2, hvp_method="auto", strict=True),

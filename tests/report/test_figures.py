@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import pytorch_lightning as pl
 import torch
 from matplotlib.collections import PolyCollection
@@ -21,6 +22,7 @@ from lightning_spectral.report.figures import legend_labels, make_figures, run_c
 from lightning_spectral.report.reader import RunData, Series
 
 
+@pytest.mark.slow
 def test_figures_overlay_both_runs_with_their_data(run_dirs):
     runs = read_runs(run_dirs)
     assert [run.name for run in runs] == ["lr_small", "version_0"]  # each named after the folder given

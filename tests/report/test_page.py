@@ -24,6 +24,7 @@ from lightning_spectral.report import read_runs
 CHROMIUM = Path("/usr/bin/chromium")
 
 
+@pytest.mark.slow
 def test_report_page_has_every_figure_and_no_external_resource(report):
     import matplotlib.image
 
@@ -39,6 +40,7 @@ def test_report_page_has_every_figure_and_no_external_resource(report):
     assert ">lr_small</td>" in text and ">version_0</td>" in text  # the runs table
 
 
+@pytest.mark.slow
 def test_cli_report_steps_and_errors(run_dirs, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["report", *map(str, run_dirs), "-o", str(out), "--steps", "0,9"]) == 0
@@ -92,6 +94,7 @@ def chromium(page: Path, screenshot: Path, profile: Path) -> list[str]:
     return [line for line in process.stderr.splitlines() if ":CONSOLE" in line or "Uncaught" in line]
 
 
+@pytest.mark.slow
 def test_report_renders_in_headless_chromium(report, tmp_path):
     import matplotlib.image
 

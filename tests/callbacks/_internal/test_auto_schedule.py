@@ -40,6 +40,7 @@ def is_125(n: int) -> bool:
     return round_up_125(n) == n
 
 
+@pytest.mark.slow
 def test_the_chosen_period_keeps_the_measuring_time_within_the_budget(tmp_path, caplog):
     """Costs in binary fractions of a second, so that the hand clock's arithmetic is exact."""
     clock = HandClock()
@@ -75,6 +76,7 @@ def test_the_chosen_period_keeps_the_measuring_time_within_the_budget(tmp_path, 
     assert float(monitor._measure_seconds) == total
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cost, budget", [(0.125, 0.05), (2.0, 0.25), (0.0625, 0.015625), (32.0, 0.05)])
 def test_other_costs_and_budgets_stay_within_the_budget_plus_one_measurement(tmp_path, cost, budget):
     clock = HandClock()
@@ -102,6 +104,7 @@ def test_the_plan_matches_a_repeated_run_with_the_recorded_period():
     assert plan_period(budget=0.05, total_steps=float("inf"), step=1, spent=1.0, round_cost=3.0) == (100, ())
 
 
+@pytest.mark.slow
 def test_the_budget_is_shared_by_the_monitors_of_a_trainer(tmp_path):
     """Three monitors costing 0.125, 0.25 and 0.5 s measure on the same steps as one monitor costing 0.875 s:
     together they get the one budget (three budgets would let each measure as if alone)."""

@@ -518,6 +518,7 @@ def parameter_space_growth_rate(
     return (log_scale - start) / window
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", [{}, {"momentum": 0.5}], ids=["plain", "heavy-ball"])
 def test_decay_stabilises_exactly_the_runs_it_is_predicted_to(variant):
     """SGD (torch.optim.SGD, in parameter space) on the linear model with Gaussian features: at the batch size B₁
