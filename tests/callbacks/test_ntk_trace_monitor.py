@@ -7,57 +7,11 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import TensorBoardLogger
 from spectral_testing.log_readers import read_tensorboard_scalars
-from spectral_testing.models import trainer_kwargs
+from spectral_testing.models import Regressor, trainer_kwargs
 from spectral_testing.references import explicit_jacobian
-from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_spectral.callbacks import NTKTraceMonitor
 from lightning_spectral.functional import sgd_stability
-
-
-class Regressor(pl.LightningModule):
-    """A tanh MLP with MSE loss (nn.MSELoss convention), plain SGD; the S-EOS setting."""
-
-    def __init__(
-        self,
-        lr=0.05,
-        batch_size=8,
-        momentum=0.0,
-        num_examples=64,
-        use_bn=False,
-        nesterov=False,
-        adam=False,
-        weight_decay=0.0,
-    ):
-        super().__init__()
-        self.save_hyperparameters()
-        layers = [nn.Linear(5, 16)] + ([nn.BatchNorm1d(16)] if use_bn else []) + [nn.Tanh(), nn.Linear(16, 2)]
-        self.net = nn.Sequential(*layers)
-
-    def forward(self, x):
-        return self.net(x)
-
-    def training_step(self, batch, batch_idx):
-        x, y = batch
-        return nn.functional.mse_loss(self(x), y)
-
-    def configure_optimizers(self):
-        if self.hparams.adam:
-            return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
-        return torch.optim.SGD(
-            self.parameters(),
-            lr=self.hparams.lr,
-            momentum=self.hparams.momentum,
-            nesterov=self.hparams.nesterov,
-            weight_decay=self.hparams.weight_decay,
-        )
-
-    def train_dataloader(self):
-        g = torch.Generator().manual_seed(0)
-        x = torch.randn(self.hparams.num_examples, 5, generator=g)
-        y = torch.stack([x[:, 0] * x[:, 1], x[:, 2].sin()], dim=1)
-        return DataLoader(TensorDataset(x, y), batch_size=self.hparams.batch_size, shuffle=True)
 
 
 def exact_monitor(batch, **options) -> NTKTraceMonitor:

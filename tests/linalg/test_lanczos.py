@@ -1,31 +1,25 @@
-"""lanczos against torch.linalg.eigh on symmetric matrices with known spectra ``Q diag(λ) Qᵀ``."""
+"""lanczos against torch.linalg.eigh on symmetric matrices with known spectra ``Q diag(λ) Qᵀ``.
+
+The small tridiagonal eigenproblems of Lanczos and SLQ are solved in torch's thread pool, never NumPy's (#26).
+"""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from spectral_testing.problems import CountingMatvec
 
-from lightning_spectral.linalg import lanczos
+from lightning_spectral.linalg import lanczos, slq_density
+from lightning_spectral.linalg.lanczos import small_eigh
 
 F64 = torch.float64
 
 
 def _gen(seed: int = 1) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
-
-
-class CountingMatvec:
-    """``v ↦ A v`` that counts its calls (to check ``num_matvecs``)."""
-
-    def __init__(self, A: torch.Tensor) -> None:
-        self.A = A
-        self.calls = 0
-
-    def __call__(self, v: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
-        return self.A @ v
 
 
 def _explicit_residuals(A: torch.Tensor, theta: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
@@ -481,3 +475,44 @@ def test_second_gram_schmidt_pass_runs_when_the_first_cancels_most_of_the_vector
     state = _lanczos_tridiagonal(lambda v: A @ v + scale * u * (weights @ v), start, 30)
     V = state.basis[: state.num_steps].mT
     _assert_orthonormal(V, 50 * torch.finfo(F64).eps)
+
+
+# ----------------------------------------------------------------------------------------------- small_eigh
+def _tridiagonal(n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    alphas, betas = rng.normal(size=n), rng.uniform(0.1, 1.0, size=n - 1)
+    return np.diag(alphas) + np.diag(betas, 1) + np.diag(betas, -1)
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 64])
+def test_small_eigh_is_an_eigendecomposition(n):
+    T = _tridiagonal(n, seed=n)
+    theta, S = small_eigh(T)
+    assert theta.dtype == S.dtype == np.float64 and theta.shape == (n,) and S.shape == (n, n)
+    assert np.all(np.diff(theta) >= 0)  # ascending, like numpy.linalg.eigh
+    np.testing.assert_allclose(theta, np.linalg.eigvalsh(T), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(S.T @ S, np.eye(n), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(T @ S, S * theta, rtol=0, atol=1e-12)
+    values, none = small_eigh(T, eigenvectors=False)
+    assert none is None
+    np.testing.assert_allclose(values, theta, rtol=0, atol=1e-12)
+
+
+def test_lanczos_and_slq_do_not_call_numpy_lapack(monkeypatch):
+    """NumPy's bundled OpenBLAS keeps its own thread pool, which stalls against torch's (issue #26)."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("numpy.linalg was called inside a Lanczos loop")
+
+    for name in ("eigh", "eigvalsh", "eig", "svd", "qr", "solve"):
+        monkeypatch.setattr(np.linalg, name, refuse)
+    generator = torch.Generator().manual_seed(0)
+    Q, _ = torch.linalg.qr(torch.randn(60, 60, dtype=torch.float64, generator=generator))
+    eigenvalues = torch.cat([torch.tensor([9.0, 9.0, 7.0]), torch.linspace(-1.0, 1.0, 57)]).double()
+    A = Q @ torch.diag(eigenvalues) @ Q.T
+    result = lanczos(lambda v: A @ v, 60, 3, max_iter=60, dtype=torch.float64, generator=generator)
+    torch.testing.assert_close(result.eigenvalues, eigenvalues[:3], rtol=0, atol=1e-8)
+    density = slq_density(
+        lambda v: A @ v, 60, num_probes=2, num_steps=10, dtype=torch.float64, generator=generator
+    )
+    assert density.nodes.shape == (2, 10)

@@ -33,7 +33,7 @@ their image-classification and LLM-pruning experiments select):
   (relative numerical-rank floor, or WeightWatcher's absolute ``1e-5``) for both ``xmin`` rules.
 
 **Planted exponents.** A block of a matrix with i.i.d. heavy-tailed entries (``P(|w| > x) ~ x^{-μ}``) has
-the same ESD tail ``α = 1 + μ/2`` as the whole, and FARMS recovers it (``tests/functional/test_farms.py``,
+the same ESD tail ``α = 1 + μ/2`` as the whole, and FARMS recovers it (``tests/functional/weights/test_farms.py``,
 aspect ratios 1 and 4, ``xmin="ks"``). A matrix whose *singular values alone* are planted (Haar singular
 vectors, ``λ`` Pareto) is different: a block mixes them, and its tail is steeper than the planted one.
 
@@ -44,7 +44,7 @@ spread of ``α`` over seeds several times on i.i.d. Gaussian matrices). ``alpha_
 is instead the delete-one-submatrix jackknife of the maximum-likelihood exponent at the fitted ``x_min``:
 ``α_(−k) = 1 + (T − t_k)/(L − L_k)`` with ``t_k`` the tail eigenvalues of submatrix ``k`` and
 ``L_k = Σ ln(λ/x_min)`` over them, ``SE² = (K−1)/K · Σ_k (α_(−k) − ᾱ)²``: the variability between blocks.
-For disjoint blocks it is somewhat below the spread over seeds (``tests/functional/test_farms.py`` bounds
+For disjoint blocks it is somewhat below the spread over seeds (``tests/functional/weights/test_farms.py`` bounds
 the ratio): it leaves out the variability of ``x_min`` itself, and with heavily
 overlapping blocks it is smaller still. With a single submatrix (the weight no larger than one block) it is
 the fit's asymptotic error.
