@@ -18,7 +18,7 @@ model and batch, each through the functional API the monitors call:
   ``matvec``: the gradient graph that ``HessianEigenMonitor`` (``hvp_method="double_backward"`` by default, no
   parameter copy) builds once per measurement, and one product through it;
 - ``λ_max``: ``hessian_eigenvalues(model, loss_fn, batch, k=1, hvp_method="double_backward")`` at its defaults
-  (``tol=1e-3``, ``max_iter=50``): Lanczos with full reorthogonalisation, the Hessian monitor's measurement
+  (``tol=1e-3``, ``max_matvecs=50``): Lanczos with full reorthogonalisation, the Hessian monitor's measurement
   (without its batch sharpness);
 - ``NTK trace``: ``ntk_trace(model, inputs)`` at its defaults (``method="auto"``);
 - ``weights``: ``weight_spectra([m.matrix for m in weight_matrices(model)], 5)``, the weight monitor's call

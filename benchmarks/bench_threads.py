@@ -155,13 +155,13 @@ def lanczos_step_overhead(dim: int, steps: int, device: str) -> float:
         return out
 
     generator = torch.Generator(device).manual_seed(SEED)
-    lanczos(matvec, dim, 1, max_iter=steps, tol=1e-12, device=device, generator=generator)  # warm-up
+    lanczos(matvec, dim, 1, max_matvecs=steps, tol=1e-12, device=device, generator=generator)  # warm-up
     totals = []
     for _ in range(5):
         product_seconds = 0.0
         synchronize(device)
         start = time.perf_counter()
-        result = lanczos(matvec, dim, 1, max_iter=steps, tol=1e-12, device=device, generator=generator)
+        result = lanczos(matvec, dim, 1, max_matvecs=steps, tol=1e-12, device=device, generator=generator)
         synchronize(device)
         totals.append((time.perf_counter() - start - product_seconds) / result.num_matvecs)
     return statistics.median(totals)

@@ -31,6 +31,7 @@ import torch
 from pytorch_lightning.utilities import rank_zero_warn
 from typing_extensions import override
 
+from lightning_spectral._internal.deprecation import renamed_keywords
 from lightning_spectral._internal.validation import (
     check_bool,
     check_callable,
@@ -71,7 +72,7 @@ class HessianEigenMonitor(SpectralMonitor):
         log_spacing: also measure at steps 1, 2, 4, ... below ``every_n_steps``.
         at_train_start: measure the initial model.
         tol: Lanczos stops when every residual ``‖Hv − λv‖ ≤ tol·|λ|``.
-        max_iter: at most this many Hessian-vector products per eigenvalue solve.
+        max_matvecs: at most this many Hessian-vector products per eigenvalue solve.
         which: ``"LA"`` (largest, default), ``"SA"`` (most negative) or ``"LM"`` (largest magnitude).
         num_batches: measurement batches drawn at fit start; the Hessian is their average (more faithful
             full-batch curvature), and batch sharpness is averaged over them.
@@ -79,11 +80,11 @@ class HessianEigenMonitor(SpectralMonitor):
             output (called with logging silenced).
         params: names / globs of the parameters whose Hessian is measured (default: all trainable). A pattern
             that matches no parameter raises ``ValueError`` at setup, naming it and the closest parameter names.
-        compute_trace: also log ``trace`` (Hutch++ with ``trace_matvecs`` products).
-        trace_matvecs: products spent on the trace.
+        compute_trace: also log ``trace`` (Hutch++ with ``trace_num_matvecs`` products).
+        trace_num_matvecs: products spent on the trace.
         compute_density: also log an eigenvalue-density figure (stochastic Lanczos quadrature).
-        density_probes: probe vectors of the density.
-        density_steps: Lanczos steps per probe of the density.
+        density_num_probes: probe vectors of the density.
+        density_num_steps: Lanczos steps per probe of the density.
         compute_batch_sharpness: log ``batch_sharpness`` (one gradient and one single-batch product per
             measurement batch; the gradients come with the graphs λ_max's products use).
         compute_preconditioned: under Adam / AdamW / Adamax / RAdam / NAdam / RMSprop / Adagrad / Adadelta, also log ``preconditioned_lambda_1`` (one more Lanczos run
@@ -121,6 +122,12 @@ class HessianEigenMonitor(SpectralMonitor):
         "trace": "max",
     }
 
+    @renamed_keywords(
+        max_iter="max_matvecs",
+        trace_matvecs="trace_num_matvecs",
+        density_probes="density_num_probes",
+        density_steps="density_num_steps",
+    )
     def __init__(
         self,
         k: int = 1,
@@ -130,16 +137,16 @@ class HessianEigenMonitor(SpectralMonitor):
         log_spacing: bool = False,
         at_train_start: bool = True,
         tol: float = 1e-3,
-        max_iter: int = 50,
+        max_matvecs: int = 50,
         which: Which = "LA",
         num_batches: int = 1,
         loss_fn: LossFn | None = None,
         params: str | Sequence[str] | None = None,
         compute_trace: bool = False,
-        trace_matvecs: int = 30,
+        trace_num_matvecs: int = 30,
         compute_density: bool = False,
-        density_probes: int = 2,
-        density_steps: int = 40,
+        density_num_probes: int = 2,
+        density_num_steps: int = 40,
         compute_batch_sharpness: bool = True,
         compute_preconditioned: bool = True,
         warm_start: bool = True,
@@ -167,15 +174,15 @@ class HessianEigenMonitor(SpectralMonitor):
             auto_schedule_budget=auto_schedule_budget,
         )
         check_int("k", k, 1)
-        check_int("max_iter", max_iter, 1)
-        if max_iter < k:
+        check_int("max_matvecs", max_matvecs, 1)
+        if max_matvecs < k:
             raise ValueError(
-                f"`max_iter` must be >= `k` (Lanczos needs at least k steps for k eigenvalues), got "
-                f"max_iter={max_iter}, k={k}."
+                f"`max_matvecs` must be >= `k` (Lanczos needs at least k steps for k eigenvalues), got "
+                f"max_matvecs={max_matvecs}, k={k}."
             )
-        check_int("trace_matvecs", trace_matvecs, 3)
-        check_int("density_probes", density_probes, 1)
-        check_int("density_steps", density_steps, 2)
+        check_int("trace_num_matvecs", trace_num_matvecs, 3)
+        check_int("density_num_probes", density_num_probes, 1)
+        check_int("density_num_steps", density_num_steps, 2)
         check_open_unit_interval("tol", tol)
         check_choice("which", which, WHICH)
         check_choice("measurement_mode", measurement_mode, MEASUREMENT_MODES)
@@ -190,15 +197,15 @@ class HessianEigenMonitor(SpectralMonitor):
         check_bool("cuda_graphs", cuda_graphs)
         self.k = k
         self.tol = tol
-        self.max_iter = max_iter
+        self.max_matvecs = max_matvecs
         self.which = which
         self.loss_fn = loss_fn
         self.params = params
         self.compute_trace = compute_trace
-        self.trace_matvecs = trace_matvecs
+        self.trace_num_matvecs = trace_num_matvecs
         self.compute_density = compute_density
-        self.density_probes = density_probes
-        self.density_steps = density_steps
+        self.density_num_probes = density_num_probes
+        self.density_num_steps = density_num_steps
         self.compute_batch_sharpness = compute_batch_sharpness
         self.compute_preconditioned = compute_preconditioned
         self.warm_start = warm_start
@@ -249,7 +256,7 @@ class HessianEigenMonitor(SpectralMonitor):
             k=min(self.k, operator.dim),
             which=self.which,
             tol=self.tol,
-            max_iter=self.max_iter,
+            max_matvecs=self.max_matvecs,
             v0=previous,
             generator=generator,
             operator=operator,
@@ -293,13 +300,13 @@ class HessianEigenMonitor(SpectralMonitor):
                 if limit is not None:
                     values["batch_sharpness_ratio"] = sharpness.value / limit
         if self.compute_trace:
-            trace = hessian_trace(num_matvecs=self.trace_matvecs, generator=generator, operator=operator)
+            trace = hessian_trace(num_matvecs=self.trace_num_matvecs, generator=generator, operator=operator)
             values["trace"] = trace.estimate
             values["trace_std_error"] = trace.std_error
         if self.compute_density:
             density = hessian_density(
-                num_probes=self.density_probes,
-                num_steps=self.density_steps,
+                num_probes=self.density_num_probes,
+                num_steps=self.density_num_steps,
                 generator=generator,
                 operator=operator,
             )
@@ -369,7 +376,7 @@ class HessianEigenMonitor(SpectralMonitor):
         result = hessian_eigenvalues(
             k=1,
             tol=self.tol,
-            max_iter=self.max_iter,
+            max_matvecs=self.max_matvecs,
             v0=previous,
             generator=generator,
             operator=operator,

@@ -40,6 +40,7 @@ import torch
 from pytorch_lightning.utilities import rank_zero_info
 from typing_extensions import override
 
+from lightning_spectral._internal.deprecation import renamed_keywords
 from lightning_spectral._internal.validation import (
     check_bool,
     check_choice,
@@ -96,8 +97,8 @@ class WeightSpectrumMonitor(SpectralMonitor):
             (clipped to ``min(m, n)`` per layer).
         method: ``"auto"`` (exact SVD for small matrices, randomized above a measured threshold),
             ``"exact"`` or ``"randomized"``.
-        n_iter: power iterations of the randomized SVD.
-        oversample: extra sketch columns of the randomized SVD.
+        num_power_iterations: power iterations of the randomized SVD.
+        num_oversamples: extra sketch columns of the randomized SVD.
         exact_threshold: ``"auto"`` is exact when ``min(m, n) <= exact_threshold`` (default: measured
             crossover, see :func:`~lightning_spectral.functional.weights.spectrum.weight_spectrum`).
         tol: accuracy check of randomized results: above this relative residual ``max_i ρ_i/σ_i`` the top
@@ -156,6 +157,7 @@ class WeightSpectrumMonitor(SpectralMonitor):
         "*/agreement": "min",
     }
 
+    @renamed_keywords(n_iter="num_power_iterations", oversample="num_oversamples")
     def __init__(
         self,
         *,
@@ -165,8 +167,8 @@ class WeightSpectrumMonitor(SpectralMonitor):
         at_train_start: bool = True,
         k: int = 5,
         method: str = "auto",
-        n_iter: int = 2,
-        oversample: int = 10,
+        num_power_iterations: int = 2,
+        num_oversamples: int = 10,
         exact_threshold: int | None = None,
         tol: float | None = DEFAULT_TOL,
         warm_start: bool = True,
@@ -200,8 +202,8 @@ class WeightSpectrumMonitor(SpectralMonitor):
         )
         check_int("k", k, 1)
         check_choice("method", method, METHODS)
-        check_int("n_iter", n_iter, 0)
-        check_int("oversample", oversample, 0)
+        check_int("num_power_iterations", num_power_iterations, 0)
+        check_int("num_oversamples", num_oversamples, 0)
         if exact_threshold is not None:
             check_int("exact_threshold", exact_threshold, 0)
         if tol is not None:
@@ -226,8 +228,8 @@ class WeightSpectrumMonitor(SpectralMonitor):
         self.interlayer_alignment = _check_pairs(interlayer_alignment)
         self.k = k
         self.method = method
-        self.n_iter = n_iter
-        self.oversample = oversample
+        self.num_power_iterations = num_power_iterations
+        self.num_oversamples = num_oversamples
         self.exact_threshold = exact_threshold
         self.tol = tol
         self.warm_start = warm_start
@@ -411,8 +413,8 @@ class WeightSpectrumMonitor(SpectralMonitor):
                     name,
                     self.k,
                     method=self.method,
-                    n_iter=self.n_iter,
-                    oversample=self.oversample,
+                    num_power_iterations=self.num_power_iterations,
+                    num_oversamples=self.num_oversamples,
                     generator=self.make_generator(module.out_proj.weight.device),
                     exact_threshold=self.exact_threshold,
                     tol=self.tol,
@@ -476,8 +478,8 @@ class WeightSpectrumMonitor(SpectralMonitor):
             self.k,
             method=self.method,
             previous=previous,
-            n_iter=self.n_iter,
-            oversample=self.oversample,
+            num_power_iterations=self.num_power_iterations,
+            num_oversamples=self.num_oversamples,
             generator=self.make_generator(matrices[0].matrix.device) if generator is None else generator,
             exact_threshold=self.exact_threshold,
             tol=self.tol,

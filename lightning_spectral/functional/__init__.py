@@ -3,9 +3,12 @@
 (the neural tangent kernel) and :mod:`~lightning_spectral.functional.weights` (weight matrices). Every name
 is importable from here and from its domain."""
 
+from typing import Any
+
+from lightning_spectral._internal.deprecation import renamed_attribute
 from lightning_spectral.functional.hessian import (
     BatchSharpness,
-    HessianEigenResult,
+    HessianEigenpairs,
     HessianOperator,
     HVPGraph,
     PreconditionedStep,
@@ -52,7 +55,7 @@ from lightning_spectral.functional.weights import (
 __all__ = [
     "BatchSharpness",
     "FarmsFit",
-    "HessianEigenResult",
+    "HessianEigenpairs",
     "HessianOperator",
     "HVPGraph",
     "LayerwiseChecks",
@@ -90,3 +93,11 @@ __all__ = [
     "weight_spectra",
     "weight_spectrum",
 ]
+
+
+# renamed classes: the old name still imports, with a DeprecationWarning
+_RENAMED = {"HessianEigenResult": "HessianEigenpairs"}
+
+
+def __getattr__(name: str) -> Any:
+    return renamed_attribute(__name__, name, _RENAMED)

@@ -8,12 +8,16 @@
 Randomness comes only from an optional ``generator: torch.Generator``; ``None`` means the global torch RNG.
 """
 
+from typing import Any
+
+from lightning_spectral._internal.deprecation import renamed_attribute
+
 from ._checks import NonFiniteError
 from .lanczos import WHICH, Which, lanczos
 from .orthonormalize import orthonormalize, project_out
 from .probes import rademacher
 from .randomized_svd import randomized_svd
-from .results import LanczosResult, SpectralDensity, SVDResult, TraceEstimate
+from .results import Eigenpairs, SpectralDensity, SVDFactors, TraceEstimate
 from .slq import gaussian_smoothed_density, slq_density
 from .trace_estimators import hutchinson_trace, hutchpp_trace, mean_and_std_error
 from .warm_start import guarded_start
@@ -21,9 +25,9 @@ from .warm_start import guarded_start
 __all__ = [
     "WHICH",
     "Which",
-    "LanczosResult",
+    "Eigenpairs",
     "NonFiniteError",
-    "SVDResult",
+    "SVDFactors",
     "SpectralDensity",
     "TraceEstimate",
     "gaussian_smoothed_density",
@@ -38,3 +42,11 @@ __all__ = [
     "randomized_svd",
     "slq_density",
 ]
+
+
+# renamed classes: the old name still imports, with a DeprecationWarning
+_RENAMED = {"LanczosResult": "Eigenpairs", "SVDResult": "SVDFactors"}
+
+
+def __getattr__(name: str) -> Any:
+    return renamed_attribute(__name__, name, _RENAMED)

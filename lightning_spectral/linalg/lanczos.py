@@ -55,16 +55,16 @@ single-vector Krylov method, copies of a repeated eigenvalue are found only thro
 subspaces: if the ``k`` wanted Ritz values converge before the first Krylov space becomes invariant (an
 operator with many distinct eigenvalues whose top one is repeated, e.g. the Hessian of ``nn.Linear(20, 4)``
 under MSE, every eigenvalue four times among 21 distinct ones), the copies are missed, as with ARPACK; so are
-they if it does not become invariant within ``max_iter`` steps. When
+they if it does not become invariant within ``max_matvecs`` steps. When
 ``j`` reaches ``dim`` the result is exact.
 
-Cost: ``num_matvecs`` products, ``O(max_iter·dim)`` memory for the basis.
+Cost: ``num_matvecs`` products, ``O(max_matvecs·dim)`` memory for the basis.
 
 Example::
 
     >>> import torch
     >>> A = torch.diag(torch.arange(1.0, 101.0, dtype=torch.float64))
-    >>> res = lanczos(lambda v: A @ v, dim=100, k=2, max_iter=100, dtype=torch.float64,
+    >>> res = lanczos(lambda v: A @ v, dim=100, k=2, max_matvecs=100, dtype=torch.float64,
     ...               generator=torch.Generator().manual_seed(0))
     >>> [round(x, 6) for x in res.eigenvalues.tolist()], res.converged
     ([100.0, 99.0], True)
@@ -83,10 +83,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from lightning_spectral._internal.deprecation import renamed_keywords
+
 from ._checks import NonFiniteError, check_int, resolve_dtype_device
 from ._matvec import Matvec, apply_matvec, check_matvec
 from .orthonormalize import project_out
-from .results import LanczosResult
+from .results import Eigenpairs
 
 __all__ = ["WHICH", "Which", "lanczos"]
 
@@ -230,11 +232,11 @@ def _lanczos_tridiagonal(
         if j > 0 and (j - 1) not in state.restarts:
             w.add_(basis[j - 1], alpha=-state.betas[-1])
         local_norm = torch.linalg.vector_norm(w)
-        w = project_out(w, basis[: j + 1].mT, passes=1)
+        w = project_out(w, basis[: j + 1].mT, num_passes=1)
         beta = torch.linalg.vector_norm(w)
         alpha_f, beta_f, w_norm_f, local_f = torch.stack([alpha, beta, w_norm, local_norm]).tolist()
         if beta_f < _DGKS * local_f:
-            w = project_out(w, basis[: j + 1].mT, passes=1)
+            w = project_out(w, basis[: j + 1].mT, num_passes=1)
             beta_f = float(torch.linalg.vector_norm(w))
         if not (math.isfinite(alpha_f) and math.isfinite(beta_f) and math.isfinite(w_norm_f)):
             raise NonFiniteError(f"`matvec` returned non-finite values at Lanczos step {j + 1}.")
@@ -317,19 +319,20 @@ def _resolve_start(
     return v0.detach()
 
 
+@renamed_keywords(max_iter="max_matvecs")
 def lanczos(
     matvec: Matvec,
     dim: int,
     k: int,
     *,
-    max_iter: int | None = None,
+    max_matvecs: int | None = None,
     tol: float = 1e-6,
     v0: Tensor | None = None,
     which: Which = "LA",
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
     generator: torch.Generator | None = None,
-) -> LanczosResult:
+) -> Eigenpairs:
     """``k`` extreme eigenpairs of the symmetric operator ``v ↦ matvec(v)`` (see the module docstring).
 
     Args:
@@ -337,7 +340,7 @@ def lanczos(
             It must represent a symmetric matrix. It receives a copy of the basis vector.
         dim: size of the operator (``>= 1``).
         k: number of eigenpairs, ``1 <= k <= dim``.
-        max_iter: maximum number of products with the operator (``>= k``); values above ``dim`` are
+        max_matvecs: maximum number of products with the operator (``>= k``); values above ``dim`` are
             clamped to ``dim``. Default ``min(dim, max(2k + 20, 40))``.
         tol: relative residual tolerance ``> 0``: pair ``i`` is converged when its residual estimate is
             ``<= max(tol·|θ_i|, noise)``.
@@ -351,7 +354,7 @@ def lanczos(
             on the working device.
 
     Returns:
-        :class:`LanczosResult` with eigenvalues ``(k,)``, orthonormal eigenvectors ``(dim, k)`` and residual
+        :class:`Eigenpairs` with eigenvalues ``(k,)``, orthonormal eigenvectors ``(dim, k)`` and residual
         estimates ``(k,)`` in the working dtype, the number of products and whether all ``k`` converged.
     """
     check_matvec(matvec)
@@ -359,13 +362,13 @@ def lanczos(
     k = check_int("k", k, 1)
     if k > dim:
         raise ValueError(f"`k` must satisfy 1 <= k <= dim = {dim}, got {k}.")
-    if max_iter is None:
-        max_iter = min(dim, max(2 * k + 20, 40))
+    if max_matvecs is None:
+        max_matvecs = min(dim, max(2 * k + 20, 40))
     else:
-        max_iter = check_int("max_iter", max_iter, 1)
-        if max_iter < k:
-            raise ValueError(f"`max_iter` must be >= k = {k}, got {max_iter}.")
-        max_iter = min(max_iter, dim)
+        max_matvecs = check_int("max_matvecs", max_matvecs, 1)
+        if max_matvecs < k:
+            raise ValueError(f"`max_matvecs` must be >= k = {k}, got {max_matvecs}.")
+        max_matvecs = min(max_matvecs, dim)
     if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not (math.isfinite(tol) and tol > 0):
         raise ValueError(f"`tol` must be a positive finite number, got {tol!r}.")
     if which not in WHICH:
@@ -428,7 +431,7 @@ def lanczos(
         repeats = bool((np.abs(earlier - value) <= margin).any())
         return repeats and _better(value, kth, max(tol * abs(kth), margin), which)
 
-    state = _lanczos_tridiagonal(matvec, start, max_iter, generator=generator, policy=policy)
+    state = _lanczos_tridiagonal(matvec, start, max_matvecs, generator=generator, policy=policy)
     theta, S, residuals = _ritz(state)
     scale = max(float(np.abs(theta).max()), state.anorm)
     wanted = _order(theta, which)[:k]
@@ -439,7 +442,7 @@ def lanczos(
         return torch.from_numpy(np.ascontiguousarray(values)).to(dtype=start.dtype, device=start.device)
 
     eigenvectors = state.basis[:j].mT @ working(S[:, wanted])
-    return LanczosResult(
+    return Eigenpairs(
         eigenvalues=working(theta[wanted]),
         eigenvectors=eigenvectors,
         residuals=working(residuals[wanted]),

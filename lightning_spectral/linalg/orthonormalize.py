@@ -21,6 +21,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from lightning_spectral._internal.deprecation import renamed_keywords
+
 from .device_fallback import on_cpu_if_unsupported
 
 __all__ = ["orthonormalize", "project_out"]
@@ -41,20 +43,21 @@ def _reduced_q(X: Tensor) -> Tensor:
     return torch.linalg.qr(X, mode="reduced").Q
 
 
-def project_out(w: Tensor, basis: Tensor, passes: int = 2) -> Tensor:
+@renamed_keywords(passes="num_passes")
+def project_out(w: Tensor, basis: Tensor, num_passes: int = 2) -> Tensor:
     """``w`` minus its orthogonal projection onto ``span(basis)`` (orthonormal columns), CGS applied twice.
 
     Args:
         w: ``(n,)`` vector.
         basis: ``(n, j)`` matrix with orthonormal columns (``j`` may be 0).
-        passes: Gram–Schmidt passes (default 2, "twice is enough"); the Lanczos iteration runs one and
+        num_passes: Gram–Schmidt passes (default 2, "twice is enough"); the Lanczos iteration runs one and
             decides about the second from the norms (DGKS criterion).
 
     Returns:
-        ``(n,)`` vector orthogonal to ``basis`` up to rounding (with ``passes=2``).
+        ``(n,)`` vector orthogonal to ``basis`` up to rounding (with ``num_passes=2``).
     """
     if basis.shape[-1] == 0:
         return w
-    for _ in range(passes):
+    for _ in range(num_passes):
         w = w - basis @ (basis.mT @ w)
     return w

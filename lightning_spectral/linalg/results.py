@@ -16,15 +16,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 
-__all__ = ["LanczosResult", "SVDResult", "SpectralDensity", "TraceEstimate"]
+from lightning_spectral._internal.deprecation import renamed_attribute
+
+__all__ = ["Eigenpairs", "SVDFactors", "SpectralDensity", "TraceEstimate"]
 
 
-class SVDResult(NamedTuple):
+class SVDFactors(NamedTuple):
     """A (truncated) singular value decomposition ``A ≈ U diag(S) Vh``.
 
     Attributes:
@@ -38,7 +40,7 @@ class SVDResult(NamedTuple):
     Vh: Tensor
 
 
-class LanczosResult(NamedTuple):
+class Eigenpairs(NamedTuple):
     """Ritz pairs returned by :func:`~lightning_spectral.linalg.lanczos`.
 
     Attributes:
@@ -116,3 +118,11 @@ class SpectralDensity:
         z = (grid[:, None] - nodes[None, :]) / sigma
         kernel = torch.exp(-0.5 * z**2) / (sigma * math.sqrt(2.0 * math.pi))
         return kernel @ weights
+
+
+# renamed classes: the old name still imports, with a DeprecationWarning
+_RENAMED = {"LanczosResult": "Eigenpairs", "SVDResult": "SVDFactors"}
+
+
+def __getattr__(name: str) -> Any:
+    return renamed_attribute(__name__, name, _RENAMED)

@@ -142,7 +142,7 @@ def test_attention_pairs_and_split_fused(tmp_path):
 
 
 def test_an_estimated_effective_rank_has_its_own_key(tmp_path):
-    scalars = _zoo_scalars(tmp_path, k=2, oversample=2, exact_threshold=5, compute_rank_measures=True)
+    scalars = _zoo_scalars(tmp_path, k=2, num_oversamples=2, exact_threshold=5, compute_rank_measures=True)
     # the (12 × 36) convolution is above the threshold: randomized, its effective rank an estimate
     assert "spectral/weights/conv.weight/effective_rank_estimate" in scalars
     assert "spectral/weights/conv.weight/effective_rank" not in scalars

@@ -128,7 +128,7 @@ def test_wandb_offline_run_contains_the_metrics(tmp_path, monkeypatch):
 def test_warm_start_state_survives_resume(tmp_path):
     checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=4, save_top_k=-1)
     first = WeightSpectrumMonitor(
-        every_n_steps=4, method="randomized", k=2, oversample=2, include=["head.weight"]
+        every_n_steps=4, method="randomized", k=2, num_oversamples=2, include=["head.weight"]
     )
     pl.seed_everything(0)
     trainer = pl.Trainer(
@@ -142,7 +142,7 @@ def test_warm_start_state_survives_resume(tmp_path):
     assert state["num_measurements"] == 2
     saved = state["extra"]["head.weight"]
     resumed = WeightSpectrumMonitor(
-        every_n_steps=4, method="randomized", k=2, oversample=2, include=["head.weight"]
+        every_n_steps=4, method="randomized", k=2, num_oversamples=2, include=["head.weight"]
     )
     resumed.load_state_dict(state)
     assert torch.equal(resumed._previous["head.weight"].right_vectors, saved["right_vectors"])
@@ -159,7 +159,7 @@ def test_warm_start_state_survives_resume(tmp_path):
     [
         ({"k": 0}, "k"),
         ({"method": "svd"}, "method"),
-        ({"n_iter": -1}, "n_iter"),
+        ({"num_power_iterations": -1}, "num_power_iterations"),
         ({"conv_mode": "patches"}, "conv_mode"),
         ({"histogram_every_n": -1}, "histogram_every_n"),
         ({"warm_start": "yes"}, "warm_start"),

@@ -42,7 +42,7 @@ def test_lanczos_and_slq_do_not_call_numpy_lapack(monkeypatch):
     Q, _ = torch.linalg.qr(torch.randn(60, 60, dtype=torch.float64, generator=generator))
     eigenvalues = torch.cat([torch.tensor([9.0, 9.0, 7.0]), torch.linspace(-1.0, 1.0, 57)]).double()
     A = Q @ torch.diag(eigenvalues) @ Q.T
-    result = lanczos(lambda v: A @ v, 60, 3, max_iter=60, dtype=torch.float64, generator=generator)
+    result = lanczos(lambda v: A @ v, 60, 3, max_matvecs=60, dtype=torch.float64, generator=generator)
     torch.testing.assert_close(result.eigenvalues, eigenvalues[:3], rtol=0, atol=1e-8)
     density = slq_density(
         lambda v: A @ v, 60, num_probes=2, num_steps=10, dtype=torch.float64, generator=generator

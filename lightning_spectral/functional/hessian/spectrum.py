@@ -39,6 +39,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from lightning_spectral._internal.deprecation import renamed_attribute, renamed_keywords
 from lightning_spectral.functional._common.parameter_selection import ParamSpec
 from lightning_spectral.functional.hessian.operator import (
     HVP_METHODS,
@@ -63,7 +64,7 @@ TRACE_METHODS = ("hutchpp", "hutchinson")
 __all__ = [
     "TRACE_METHODS",
     "WHICH",
-    "HessianEigenResult",
+    "HessianEigenpairs",
     "hessian_density",
     "hessian_eigenvalues",
     "hessian_trace",
@@ -71,7 +72,7 @@ __all__ = [
 ]
 
 
-class HessianEigenResult(NamedTuple):
+class HessianEigenpairs(NamedTuple):
     """The result of :func:`hessian_eigenvalues`.
 
     Attributes:
@@ -147,6 +148,7 @@ def warm_start_vector(
     return guarded_start(warm, generator)
 
 
+@renamed_keywords(max_iter="max_matvecs")
 def hessian_eigenvalues(
     model: nn.Module | None = None,
     loss_fn: LossFn | None = None,
@@ -155,7 +157,7 @@ def hessian_eigenvalues(
     *,
     which: Which = "LA",
     tol: float = 1e-3,
-    max_iter: int = 50,
+    max_matvecs: int = 50,
     v0: Tensor | None = None,
     params: ParamSpec = None,
     hvp_method: str | None = None,
@@ -163,7 +165,7 @@ def hessian_eigenvalues(
     operator: HessianOperator | None = None,
     preconditioner: Tensor | None = None,
     weight_decay: float | Tensor | None = None,
-) -> HessianEigenResult:
+) -> HessianEigenpairs:
     """The ``k`` extreme eigenpairs of the loss Hessian by Lanczos with full reorthogonalisation.
 
     Args:
@@ -171,7 +173,7 @@ def hessian_eigenvalues(
         k: number of eigenpairs, ``1 <= k <= P``.
         which: ``"LA"`` largest algebraic (default), ``"SA"`` smallest algebraic, ``"LM"`` largest magnitude.
         tol: stop when every residual ``‖Hv − λv‖ <= tol·|λ|`` (or at the rounding level).
-        max_iter: at most this many Hessian-vector products (``>= k``; clamped to ``P``).
+        max_matvecs: at most this many Hessian-vector products (``>= k``; clamped to ``P``).
         v0: warm start, ``(P,)`` or ``(P, j)`` previous eigenvectors (see :func:`warm_start_vector`);
             default a Gaussian vector from ``generator``.
         params: parameter selection of the operator built here (see :class:`HessianOperator`).
@@ -195,7 +197,7 @@ def hessian_eigenvalues(
             (:attr:`~lightning_spectral.functional.PreconditionedStep.weight_decay`). Default ``None``: none.
 
     Returns:
-        :class:`HessianEigenResult`.
+        :class:`HessianEigenpairs`.
     """
     if which not in WHICH:
         raise ValueError(f"`which` must be one of {WHICH}, got {which!r}.")
@@ -204,10 +206,10 @@ def hessian_eigenvalues(
         raise ValueError(
             f"`k` must be an integer with 1 <= k <= dim = {op.dim} (the parameter count), got {k!r}."
         )
-    if isinstance(max_iter, int) and not isinstance(max_iter, bool) and max_iter < k:
+    if isinstance(max_matvecs, int) and not isinstance(max_matvecs, bool) and max_matvecs < k:
         raise ValueError(
-            f"`max_iter` must be >= k = {k} (Lanczos takes at least k products), got {max_iter}; its default is "
-            "50, so pass a larger `max_iter` for k > 50."
+            f"`max_matvecs` must be >= k = {k} (Lanczos takes at least k products), got {max_matvecs}; its default is "
+            "50, so pass a larger `max_matvecs` for k > 50."
         )
     start = None if v0 is None else warm_start_vector(v0, op, generator)
     matvec = _shifted(op, preconditioner, weight_decay)
@@ -216,7 +218,7 @@ def hessian_eigenvalues(
         matvec,
         op.dim,
         k,
-        max_iter=max_iter,
+        max_matvecs=max_matvecs,
         tol=tol,
         v0=start,
         which=which,
@@ -224,7 +226,7 @@ def hessian_eigenvalues(
         device=op.device,
         generator=generator,
     )
-    return HessianEigenResult(
+    return HessianEigenpairs(
         result.eigenvalues, result.eigenvectors, result.residuals, op.num_matvecs - before, result.converged
     )
 
@@ -338,3 +340,11 @@ def hessian_density(
         device=op.device,
         generator=generator,
     )
+
+
+# renamed classes: the old name still imports, with a DeprecationWarning
+_RENAMED = {"HessianEigenResult": "HessianEigenpairs"}
+
+
+def __getattr__(name: str) -> Any:
+    return renamed_attribute(__name__, name, _RENAMED)

@@ -32,6 +32,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from lightning_spectral._internal.deprecation import renamed_keywords
 from lightning_spectral.functional.ntk.model_jacobian import (
     OutputFn,
     ParamSpec,
@@ -39,7 +40,7 @@ from lightning_spectral.functional.ntk.model_jacobian import (
     ntk_products,
     validate_inputs,
 )
-from lightning_spectral.linalg import LanczosResult, guarded_start, lanczos
+from lightning_spectral.linalg import Eigenpairs, guarded_start, lanczos
 
 __all__ = ["NTKOperator", "ntk_lambda_max", "ntk_operator"]
 
@@ -66,32 +67,33 @@ def ntk_operator(
     return NTKOperator(matvec=matvec, dim=outputs.numel(), dtype=outputs.dtype, device=outputs.device)
 
 
+@renamed_keywords(max_iter="max_matvecs")
 def ntk_lambda_max(
     model: nn.Module,
     inputs: Tensor,
     *,
     k: int = 1,
     tol: float = 1e-6,
-    max_iter: int | None = None,
+    max_matvecs: int | None = None,
     v0: Tensor | None = None,
     output_fn: OutputFn | None = None,
     params: ParamSpec = None,
     generator: torch.Generator | None = None,
-) -> LanczosResult:
+) -> Eigenpairs:
     """The ``k`` largest eigenvalues of the empirical NTK ``Θ = J Jᵀ`` of ``inputs``, by Lanczos.
 
     Args:
         model: the network; BatchNorm and dropout must be in eval mode. Left untouched.
         inputs: a tensor whose first dimension indexes the ``B`` examples.
         k: number of top eigenvalues (``1 ≤ k ≤ B·K``).
-        tol, max_iter, v0: passed to ``lightning_spectral.linalg.lanczos`` (``v0`` a start vector of length
+        tol, max_matvecs, v0: passed to ``lightning_spectral.linalg.lanczos`` (``v0`` a start vector of length
             ``B·K``, e.g. the previous call's top eigenvector, to warm-start a monitor).
         output_fn: ``output_fn(model, inputs)`` returns the outputs (default ``model(inputs)``).
         params: parameter names / globs (default: all with ``requires_grad=True``).
         generator: random source of the Lanczos start vector; ``None`` uses the global torch RNG.
 
     Returns:
-        ``LanczosResult``: ``eigenvalues`` ``(k,)`` descending, ``eigenvectors`` ``(B·K, k)`` in the
+        ``Eigenpairs``: ``eigenvalues`` ``(k,)`` descending, ``eigenvectors`` ``(B·K, k)`` in the
         example-major output space, ``residuals``, ``num_matvecs`` (each one VJP + one JVP) and
         ``converged``. Divide by ``B`` for the Gauss–Newton sharpness of ``(1/(2B)) Σ‖f − y‖²`` (see the
         module docstring).
@@ -105,7 +107,7 @@ def ntk_lambda_max(
         operator.matvec,
         operator.dim,
         k,
-        max_iter=max_iter,
+        max_matvecs=max_matvecs,
         tol=tol,
         v0=None
         if v0 is None

@@ -3,7 +3,7 @@
 A randomized SVD (Halko, Martinsson & Tropp) is accurate when the singular values decay past the sketch size;
 on a flat spectrum — a freshly initialised layer has a Marchenko–Pastur spectrum whose top is nearly flat —
 a few power iterations leave the top singular values several percent low (measured: 6–10 % for Gaussian
-256² … 4096² matrices with ``k = 5``, ``oversample = 10``, ``n_iter = 2``). A demanding user needs to know
+256² … 4096² matrices with ``k = 5``, ``num_oversamples = 10``, ``num_power_iterations = 2``). A demanding user needs to know
 the numbers are right whatever the spectrum, so every randomized result is checked:
 
 For a computed triplet ``(σ̃_i, u_i, v_i)`` (unit vectors) the residual
@@ -34,7 +34,7 @@ Example::
     >>> import torch
     >>> from lightning_spectral.linalg import randomized_svd
     >>> W = torch.randn(300, 200, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    >>> U, S, Vh = randomized_svd(W[None], 5, n_iter=0)
+    >>> U, S, Vh = randomized_svd(W[None], 5, num_power_iterations=0)
     >>> bool(relative_residuals(W[None], U, S, Vh)[0] > 1e-3)  # a flat spectrum: the sketch is off
     True
     >>> U, S, Vh, residual, refined = refine_truncated_svd(W[None], U, S, Vh, tol=1e-3)
@@ -105,7 +105,7 @@ def _lanczos_triplets(
         dim,
         min(dim, k + GUARD_PAIRS),  # guard pairs: the k-th must have converged with others beyond it
         tol=tol,
-        max_iter=min(dim, max(LANCZOS_MAX_ITER, 2 * (k + GUARD_PAIRS))),
+        max_matvecs=min(dim, max(LANCZOS_MAX_ITER, 2 * (k + GUARD_PAIRS))),
         v0=start,
         dtype=W.dtype,
         device=W.device,

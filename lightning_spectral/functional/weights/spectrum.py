@@ -15,7 +15,7 @@ measured. Ask for the ``k`` the agreement and rotation should cover; log as few 
 * ``"exact"``: ``torch.linalg.svd`` of the whole matrix, which yields all ``r`` singular values
   (``all_singular_values``): ``effective_rank`` is exact and the power-law exponent ``alpha`` is fitted.
 * ``"randomized"``: :func:`lightning_spectral.linalg.randomized_svd` (Halko, Martinsson & Tropp 2011) with a
-  sketch of ``l = k + oversample`` columns and ``n_iter`` power iterations, ``O(mnl·(2·n_iter + 2))`` work.
+  sketch of ``l = k + num_oversamples`` columns and ``num_power_iterations`` power iterations, ``O(mnl·(2·num_power_iterations + 2))`` work.
   Only the top ``k`` values are known, so ``effective_rank`` is an estimate and ``alpha`` is ``None``. When
   ``l ≥ r`` the sketch would not be cheaper than a dense SVD; the exact method is used (and reported).
   **Accuracy check:** the result's relative residual ``max_i ρ_i/σ_i`` (``ρ_i`` the residual of triplet
@@ -27,9 +27,9 @@ measured. Ask for the ``k`` the agreement and rotation should cover; log as few 
   spectra the check passes (1024², ``σ_i ∝ 1/i``: residual 5e-3, value error 1e-5) at the cost of two products
   with ``k`` vectors. ``relative_residual`` and ``refined`` report it.
 * ``"auto"`` (default): exact when ``r ≤ exact_threshold``, randomized otherwise. The default threshold is
-  ``3·(k + oversample)`` (45 for the defaults), the measured crossover: on a 2-core x86 CPU
+  ``3·(k + num_oversamples)`` (45 for the defaults), the measured crossover: on a 2-core x86 CPU
   (torch 2.13, float32, median of 7 runs of ``torch.linalg.svd(W, full_matrices=False)`` against
-  ``randomized_svd(W, k, n_iter=2)`` on square Gaussian matrices ``r = 32 … 192``, single and batches of 8,
+  ``randomized_svd(W, k, num_power_iterations=2)`` on square Gaussian matrices ``r = 32 … 192``, single and batches of 8,
   ``k ∈ {5, 10, 20}``, with 1 and 2 threads) the randomized method becomes faster at ``r ≈ 1.9–3.7·l``
   (``r = 40–56`` for ``l = 15``, ``r = 56–112`` for ``l = 30``); at ``r = 512`` it is 22× faster for
   ``k = 5``. Raise ``exact_threshold`` (or pass ``method="exact"``) to get exact effective ranks, ``alpha``
@@ -76,7 +76,7 @@ weight's device; bf16/fp16 weights are upcast first. Non-finite weights raise ``
 
 **Warm start.** With ``previous`` the randomized method starts its range finder from the previous right
 singular vectors (``init=``) instead of a purely Gaussian sketch: while the weights change slowly the
-previous top subspace is already almost right, and fewer power iterations (even ``n_iter=0``) reach the
+previous top subspace is already almost right, and fewer power iterations (even ``num_power_iterations=0``) reach the
 accuracy a cold start needs several for. The exact method ignores it (rotation is still measured).
 
 **Memory.** Each result keeps ``left_vectors`` and ``right_vectors`` (``(m + n)·k`` numbers in the compute
@@ -106,6 +106,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from lightning_spectral._internal.deprecation import renamed_keywords
 from lightning_spectral._internal.validation import check_int
 from lightning_spectral.functional.weights.power_law import DEFAULT_MIN_TAIL, PowerLawFit
 from lightning_spectral.functional.weights.singular_dynamics import singular_vector_agreement
@@ -129,7 +130,7 @@ __all__ = [
 DEFAULT_K = 5
 #: Default relative-residual tolerance of the randomized method's accuracy check.
 DEFAULT_TOL = 1e-2
-#: ``method="auto"`` uses the exact SVD while ``min(m, n) <= CROSSOVER_FACTOR * (k + oversample)``.
+#: ``method="auto"`` uses the exact SVD while ``min(m, n) <= CROSSOVER_FACTOR * (k + num_oversamples)``.
 CROSSOVER_FACTOR = 3
 #: Allowed values of ``method``.
 METHODS = ("auto", "exact", "randomized")
@@ -229,8 +230,8 @@ def _decompose_chunk(
     k: int,
     exact: bool,
     previous: list[WeightSpectrum | None],
-    oversample: int,
-    n_iter: int,
+    num_oversamples: int,
+    num_power_iterations: int,
     generator: torch.Generator | None,
     min_tail: int,
     tol: float | None,
@@ -252,10 +253,15 @@ def _decompose_chunk(
             init = torch.stack([p.right_vectors for p in previous]).to(device=stack.device)
             # The previous vectors are nearly exact singular vectors of a slowly changing matrix: they pass the
             # residual check whether or not a direction outside them has grown into the top k, which that
-            # check cannot see. So the sketch keeps a cold start's k + oversample Gaussian columns after them.
+            # check cannot see. So the sketch keeps a cold start's k + num_oversamples Gaussian columns after them.
             guard = init.shape[-1]
         U_k, S, Vh_k = randomized_svd(
-            stack, k, oversample=oversample + guard, n_iter=n_iter, init=init, generator=generator
+            stack,
+            k,
+            num_oversamples=num_oversamples + guard,
+            num_power_iterations=num_power_iterations,
+            init=init,
+            generator=generator,
         )
         if tol is not None:
             U_k, S, Vh_k, residuals, refined = refine_truncated_svd(
@@ -295,14 +301,15 @@ def _decompose_chunk(
     return results
 
 
+@renamed_keywords(n_iter="num_power_iterations", oversample="num_oversamples")
 def weight_spectra(
     matrices: Sequence[Tensor],
     k: int | None = None,
     *,
     method: str = "auto",
     previous: Sequence[WeightSpectrum | None] | None = None,
-    n_iter: int = 2,
-    oversample: int = 10,
+    num_power_iterations: int = 2,
+    num_oversamples: int = 10,
     generator: torch.Generator | None = None,
     exact_threshold: int | None = None,
     min_tail: int = DEFAULT_MIN_TAIL,
@@ -325,12 +332,12 @@ def weight_spectra(
         method: ``"auto"``, ``"exact"`` or ``"randomized"`` (module docstring).
         previous: earlier spectra aligned with ``matrices`` (``None`` entries allowed) for warm start and
             ``agreement`` and ``rotation``.
-        n_iter: power iterations of the randomized method (``>= 0``).
-        oversample: extra sketch columns of the randomized method (``>= 0``).
+        num_power_iterations: power iterations of the randomized method (``>= 0``).
+        num_oversamples: extra sketch columns of the randomized method (``>= 0``).
         generator: source of the randomized sketches, on the matrices' device; ``None`` uses the global
             torch RNG.
         exact_threshold: ``"auto"`` uses the exact method when ``min(m, n) <= exact_threshold``; default
-            ``CROSSOVER_FACTOR·(k + oversample)``.
+            ``CROSSOVER_FACTOR·(k + num_oversamples)``.
         min_tail: smallest ESD tail (and spectrum) for the ``alpha`` fit.
         max_batch_numel: cap on ``batch·m·n`` of one stacked call (``>= 1``; a single larger matrix still
             goes alone).
@@ -343,7 +350,7 @@ def weight_spectra(
         One :class:`WeightSpectrum` per matrix.
 
     Raises:
-        ValueError: bad ``k``, ``method``, ``n_iter``, ``oversample``, ``exact_threshold``, ``min_tail``,
+        ValueError: bad ``k``, ``method``, ``num_power_iterations``, ``num_oversamples``, ``exact_threshold``, ``min_tail``,
             ``max_batch_numel``; a matrix that is not 2-D, empty, not finite (or whose norm overflows); ``previous`` of another
             shape or length.
         TypeError: a matrix that is not a real floating-point tensor, a ``previous`` that is not a spectrum.
@@ -361,8 +368,8 @@ def weight_spectra(
         [f"previous[{i}]" for i in range(len(matrices))],
         k,
         method=method,
-        n_iter=n_iter,
-        oversample=oversample,
+        num_power_iterations=num_power_iterations,
+        num_oversamples=num_oversamples,
         generator=generator,
         exact_threshold=exact_threshold,
         min_tail=min_tail,
@@ -380,8 +387,8 @@ def _spectra(
     k: int | None,
     *,
     method: str,
-    n_iter: int,
-    oversample: int,
+    num_power_iterations: int,
+    num_oversamples: int,
     generator: torch.Generator | None,
     exact_threshold: int | None,
     min_tail: int,
@@ -400,8 +407,8 @@ def _spectra(
         k = check_int("k", k, 1)
     if method not in METHODS:
         raise ValueError(f"`method` must be one of {METHODS}, got {method!r}.")
-    n_iter = check_int("n_iter", n_iter, 0)
-    oversample = check_int("oversample", oversample, 0)
+    num_power_iterations = check_int("num_power_iterations", num_power_iterations, 0)
+    num_oversamples = check_int("num_oversamples", num_oversamples, 0)
     if exact_threshold is not None:
         check_int("exact_threshold", exact_threshold, 0)
     min_tail = check_int("min_tail", min_tail, 2)
@@ -414,13 +421,17 @@ def _spectra(
         prev = _check_previous(previous[i], shape, previous_labels[i])
         r = min(shape)
         rank = min(DEFAULT_K if k is None else k, r)
-        sketch_covers_all = rank + oversample >= r  # a sketch this large is no cheaper than the dense SVD
+        sketch_covers_all = (
+            rank + num_oversamples >= r
+        )  # a sketch this large is no cheaper than the dense SVD
         if method == "exact" or sketch_covers_all:
             exact = True
         elif method == "randomized":
             exact = False
         else:
-            threshold = CROSSOVER_FACTOR * (rank + oversample) if exact_threshold is None else exact_threshold
+            threshold = (
+                CROSSOVER_FACTOR * (rank + num_oversamples) if exact_threshold is None else exact_threshold
+            )
             exact = r <= threshold
         plan.append((rank, exact, prev))
         prev_rank = 0 if prev is None else prev.left_vectors.shape[1]
@@ -446,8 +457,8 @@ def _spectra(
                 rank,
                 exact,
                 [plan[i][2] for i in chunk],
-                oversample,
-                n_iter,
+                num_oversamples,
+                num_power_iterations,
                 generator,
                 min_tail,
                 tol,
@@ -458,14 +469,15 @@ def _spectra(
     return results  # type: ignore[return-value]
 
 
+@renamed_keywords(n_iter="num_power_iterations", oversample="num_oversamples")
 def weight_spectrum(
     weight: Tensor,
     k: int | None = None,
     *,
     method: str = "auto",
     previous: WeightSpectrum | None = None,
-    n_iter: int = 2,
-    oversample: int = 10,
+    num_power_iterations: int = 2,
+    num_oversamples: int = 10,
     generator: torch.Generator | None = None,
     exact_threshold: int | None = None,
     min_tail: int = DEFAULT_MIN_TAIL,
@@ -480,11 +492,11 @@ def weight_spectrum(
         method: ``"auto"`` (exact below the crossover size), ``"exact"`` or ``"randomized"``.
         previous: an earlier :class:`WeightSpectrum` of the same matrix: warm start, ``agreement`` and
             ``rotation``.
-        n_iter: power iterations of the randomized method.
-        oversample: extra sketch columns of the randomized method.
+        num_power_iterations: power iterations of the randomized method.
+        num_oversamples: extra sketch columns of the randomized method.
         generator: source of the randomized sketch (on ``weight``'s device); ``None``: global torch RNG.
         exact_threshold: ``"auto"`` is exact when ``min(m, n) <= exact_threshold`` (default
-            ``CROSSOVER_FACTOR·(k + oversample)``, the measured crossover).
+            ``CROSSOVER_FACTOR·(k + num_oversamples)``, the measured crossover).
         min_tail: smallest ESD tail for the ``alpha`` fit.
         tol: relative-residual check of the randomized method (Lanczos refinement above it); ``None``: off.
         warm_start: seed the range finder with ``previous``'s right vectors; ``False``: ``previous`` serves
@@ -503,8 +515,8 @@ def weight_spectrum(
         ["previous"],
         k,
         method=method,
-        n_iter=n_iter,
-        oversample=oversample,
+        num_power_iterations=num_power_iterations,
+        num_oversamples=num_oversamples,
         generator=generator,
         exact_threshold=exact_threshold,
         min_tail=min_tail,
