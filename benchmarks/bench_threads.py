@@ -263,7 +263,7 @@ NumPy untouched, as users run; *pinned*: `torch.set_num_threads(1)`, {note}
 matrices, default settings):** {"**met**" if met else "**missed**"}: {ratio:.2f}×.
 
 The Lanczos loop's own work per step beyond the operator's product (a diagonal operator; 40 steps, k = 1):
-reorthogonalisation against the basis, the step's scalars, and the small tridiagonal eigenproblems of the
+reorthogonalization against the basis, the step's scalars, and the small tridiagonal eigenproblems of the
 convergence checks (solved by torch in torch's thread pool, `linalg.lanczos.small_eigh`).
 
 {lanczos_table}

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, TensorDataset
 def teacher_dataset(
     num_examples: int = 2048, length: int = 32, num_classes: int = 4, seed: int = 0
 ) -> TensorDataset:
-    """1-D signals of ``length`` samples labelled by a random frozen teacher network."""
+    """1-D signals of ``length`` samples labeled by a random frozen teacher network."""
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn(num_examples, 1, length, generator=generator)
     teacher = nn.Sequential(

@@ -30,7 +30,7 @@ from lightning_spectral import callbacks as _callbacks
 
 
 def _for_unified_lightning(cls: type) -> type:
-    """``cls`` with ``lightning.pytorch.Callback`` as a second base (same name, docs and behaviour)."""
+    """``cls`` with ``lightning.pytorch.Callback`` as a second base (same name, docs and behavior)."""
     return type(
         cls.__name__, (cls, _lightning_pytorch.Callback), {"__module__": __name__, "__doc__": cls.__doc__}
     )

@@ -7,7 +7,7 @@ Logged under ``spectral/ntk/``: ``trace`` (``tr Θ = Σ_i Σ_k ‖∂f_k(x_i)/�
 noise-kernel norm 𝒦 of Agarwala & Pennington (2024) for the run's learning rate and training batch size (``≥ 1`` marks the stochastic edge of stability; see
 :mod:`lightning_spectral.functional.ntk.sgd_stability` for the formula and its assumptions: MSE loss,
 ``torch.optim.SGD`` (momentum, Nesterov, dampening and the first param group's coupled weight decay included),
-linearised model). The measurement runs in eval mode (the per-example Jacobians need examples that do not
+linearized model). The measurement runs in eval mode (the per-example Jacobians need examples that do not
 interact, so BatchNorm uses its running statistics and dropout is off).
 
 Distributed: under DDP the products / traces are reduced over the ranks' shards; under ``ModelParallelStrategy``
@@ -71,8 +71,8 @@ class NTKTraceMonitor(SpectralMonitor):
             probes above 65,536 outputs per example), ``"exact"``,
             ``"hutchinson"``, ``"hutchpp"`` (see :func:`lightning_spectral.functional.ntk.trace`).
         num_probes: probes of the stochastic methods.
-        compute_alignment: log the kernel-target alignment ``⟨Θ, yyᵀ⟩_F / (‖Θ‖_F ‖yyᵀ‖_F)`` and its centred
-            form ``alignment_centered`` (both kernels centred, ``HΘH`` with ``H = I − 11ᵀ/N``; Cortes et al.
+        compute_alignment: log the kernel-target alignment ``⟨Θ, yyᵀ⟩_F / (‖Θ‖_F ‖yyᵀ‖_F)`` and its centered
+            form ``alignment_centered`` (both kernels centered, ``HΘH`` with ``H = I − 11ᵀ/N``; Cortes et al.
             2012) and ``alignment_offdiagonal`` (the correlation, over pairs of distinct examples, of the
             output-traced kernel with the targets' Gram matrix: do examples that share a label have similar
             gradients? Needs a measurement batch with repeated labels) from the same kernel (forms the
@@ -84,7 +84,7 @@ class NTKTraceMonitor(SpectralMonitor):
             eigenvalue (no Lanczos), and ``sgd_stability_exact`` the exact noise-kernel norm 𝒦 from the whole
             spectrum, which the logged bounds bracket (SGD only, below the mean's edge).
         lambda_max_tol: relative residual tolerance of that Lanczos.
-        chunk_size: examples per vectorised chunk of per-example gradients, for parameters outside linear and
+        chunk_size: examples per vectorized chunk of per-example gradients, for parameters outside linear and
             convolution layers, and of the Jacobian when the kernel is formed (``None``: memory-bounded).
         loss_scale: the training loss over ``(1/(2B)) Σ ‖f − y‖²`` for ``sgd_stability``; ``None`` means
             ``torch.nn.MSELoss()`` (mean over ``B·K`` entries), i.e. ``2/K``.

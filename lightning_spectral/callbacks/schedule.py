@@ -1,7 +1,7 @@
 """When a monitor measures: a small, testable schedule over optimizer steps and epochs.
 
 A measurement "at step ``s``" happens after ``s`` optimizer steps, i.e. when ``trainer.global_step == s``.
-Step 0 is the model at initialisation (measured from ``on_train_start``). Where the global step jumps (manual
+Step 0 is the model at initialization (measured from ``on_train_start``). Where the global step jumps (manual
 optimization with several optimizers counts each one's step) the measurement is taken at the first batch end
 at which the global step has reached or passed ``s`` (:meth:`Schedule.is_due`).
 
@@ -35,7 +35,7 @@ class Schedule:
             measured: a run resumed from there measures it when it ends). Both may be given; a step is never
             measured twice.
         log_spacing: also measure at the powers of two below ``every_n_steps`` (needs ``every_n_steps``).
-        at_train_start: measure the model at step 0 (initialisation), from ``on_train_start``.
+        at_train_start: measure the model at step 0 (initialization), from ``on_train_start``.
     """
 
     every_n_steps: int | None = None

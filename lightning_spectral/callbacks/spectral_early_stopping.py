@@ -40,7 +40,7 @@ describes the firing measurement of the lowest firing rank. Checkpoints hold ran
 resume every rank compares ``relative_to="previous"`` with rank zero's last value.
 
 **Actions.** ``"stop"`` sets ``trainer.should_stop`` (training ends after the current batch; Lightning still
-honours ``min_steps``/``min_epochs``) and logs one line with ``rank_zero_info``; ``"warn"`` only calls
+honors ``min_steps``/``min_epochs``) and logs one line with ``rank_zero_info``; ``"warn"`` only calls
 ``rank_zero_warn``; ``"checkpoint_and_stop"`` first saves ``trainer.save_checkpoint`` to
 ``<dirpath>/spectral-early-stop-step=<global_step>.ckpt``, where ``<dirpath>`` is the trainer's
 ``ModelCheckpoint`` directory when it has one and ``trainer.default_root_dir`` otherwise.
@@ -86,7 +86,7 @@ CHECKPOINT_FILENAME = "spectral-early-stop-step={step}.ckpt"
 class SpectralEarlyStopping(Callback):
     """Stop training (or warn, or checkpoint and stop) when a spectral metric crosses a threshold.
 
-    See the module documentation for the exact rules (compared quantity, patience, DDP behaviour).
+    See the module documentation for the exact rules (compared quantity, patience, DDP behavior).
 
     Args:
         monitor: a key of ``trainer.callback_metrics`` (e.g. ``"spectral/hessian/lambda_1"``) or an

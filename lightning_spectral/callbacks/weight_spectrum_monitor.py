@@ -102,7 +102,7 @@ class WeightSpectrumMonitor(SpectralMonitor):
         exact_threshold: ``"auto"`` is exact when ``min(m, n) <= exact_threshold`` (default: measured
             crossover, see :func:`~lightning_spectral.functional.weights.spectrum.weight_spectrum`).
         tol: accuracy check of randomized results: above this relative residual ``max_i ρ_i/σ_i`` the top
-            ``k`` are recomputed by Lanczos (flat spectra, e.g. at initialisation); ``None`` turns it off.
+            ``k`` are recomputed by Lanczos (flat spectra, e.g. at initialization); ``None`` turns it off.
         warm_start: seed each range finder with the layer's previous right singular vectors (followed by a cold
             start's Gaussian columns); ``agreement`` and ``rotation`` are logged either way.
         include: glob pattern(s) on parameter names to keep (default: every supported layer).

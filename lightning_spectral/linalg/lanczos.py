@@ -1,4 +1,4 @@
-"""Extreme eigenpairs of a symmetric operator by the Lanczos iteration with full reorthogonalisation.
+"""Extreme eigenpairs of a symmetric operator by the Lanczos iteration with full reorthogonalization.
 
 Only products ``v ↦ A v`` are needed (a Hessian-vector product, for instance). Starting from
 ``q_1 = v_0 / ‖v_0‖`` the iteration builds an orthonormal basis ``V_j = [q_1, …, q_j]`` of the Krylov
@@ -7,7 +7,7 @@ space ``span{v_0, A v_0, …, A^{j−1} v_0}`` and the tridiagonal ``T_j = V_j�
     w = A q_j;  α_j = q_jᵀ w;  w ← w − α_j q_j − β_j q_{j−1};  w ← w − V_j (V_jᵀ w);
     β_{j+1} = ‖w‖;  q_{j+1} = w / β_{j+1}
 
-so that ``A V_j = V_j T_j + β_{j+1} q_{j+1} e_jᵀ``. Orthogonalising ``w`` against the *whole* basis
+so that ``A V_j = V_j T_j + β_{j+1} q_{j+1} e_jᵀ``. Orthogonalizing ``w`` against the *whole* basis
 (classical Gram–Schmidt) instead of only against ``q_j, q_{j−1}`` costs ``O(j·dim)`` per step but prevents
 the loss of orthogonality that makes plain Lanczos return spurious copies of converged eigenvalues
 (Paige 1971; Parlett 1998, ch. 13). The three-term recurrence first removes the large components exactly,
@@ -33,7 +33,7 @@ becomes invariant -- ``β_{j+1}`` at the rounding level, or so small that every 
 block has a residual at the rounding level; a ``β_{j+1}`` that collapsed (at most ``√ε·‖A q_j‖``) counts up to
 ``1000·ε·‖T_j‖``, since an operator's own rounding (a Hessian-vector product's sums over a batch and through
 layers) leaves more than a dot product's -- its Ritz pairs are eigenpairs and the rest of the spectrum lives
-in the orthogonal complement. The iteration then restarts from a Gaussian vector orthogonalised against the basis (``T``
+in the orthogonal complement. The iteration then restarts from a Gaussian vector orthogonalized against the basis (``T``
 becomes block diagonal). The dropped coupling is kept in the residual estimates, which become
 ``Σ_b β_b |s_{e_b,i}|`` over the last rows ``e_b`` of the blocks: still a bound on the true residual in exact
 arithmetic. The run stops when all ``k`` wanted pairs are converged and
@@ -95,7 +95,7 @@ __all__ = ["WHICH", "Which", "lanczos"]
 #: Which end of the spectrum: ``"LA"`` largest algebraic, ``"SA"`` smallest algebraic, ``"LM"`` largest magnitude.
 Which = Literal["LA", "SA", "LM"]
 WHICH: tuple[Which, ...] = get_args(Which)
-# Daniel, Gragg, Kaufman & Stewart (1976): reorthogonalise again when a pass leaves less than 1/√2 of the norm.
+# Daniel, Gragg, Kaufman & Stewart (1976): reorthogonalize again when a pass leaves less than 1/√2 of the norm.
 _DGKS = 1.0 / math.sqrt(2.0)
 
 
@@ -203,12 +203,12 @@ def _lanczos_tridiagonal(
     generator: torch.Generator | None = None,
     policy: Callable[[_LanczosState], _Action] | None = None,
 ) -> _LanczosState:
-    """Run up to ``max_steps`` Lanczos steps with full reorthogonalisation from ``v0`` (the one implementation
+    """Run up to ``max_steps`` Lanczos steps with full reorthogonalization from ``v0`` (the one implementation
     of the recurrence in this package; used by :func:`lanczos` and :func:`~lightning_spectral.linalg.slq_density`).
 
     After each step except the last, ``policy(state)`` (default: always ``CONTINUE``) decides whether to stop,
     continue the recurrence or restart. The run restarts -- from a Gaussian vector drawn from ``generator``
-    and orthogonalised against the basis, with the coupling to the previous block set to zero -- when the
+    and orthogonalized against the basis, with the coupling to the previous block set to zero -- when the
     policy asks for it or when ``β`` is at the rounding level (``state.breakdown``), where ``w/β`` would be
     noise. ``max_steps`` is clamped to ``dim``.
     """
@@ -226,7 +226,7 @@ def _lanczos_tridiagonal(
         alpha = torch.dot(q, w)
         w_norm = torch.linalg.vector_norm(w)
         # The three-term recurrence removes the large components exactly; one Gram-Schmidt pass against the
-        # whole basis then removes what rounding left, and a second pass runs only if that one cancelled
+        # whole basis then removes what rounding left, and a second pass runs only if that one canceled
         # more than 1 - 1/√2 of the norm (the DGKS criterion, as in ARPACK).
         w = torch.addcmul(w, alpha, q, value=-1.0)  # out of place: `w` may be storage the matvec owns
         if j > 0 and (j - 1) not in state.restarts:
@@ -255,7 +255,7 @@ def _lanczos_tridiagonal(
             fresh = project_out(fresh, basis[: j + 1].mT)
             fresh_norm = torch.linalg.vector_norm(fresh)
             if not float(fresh_norm) > 0.0:  # pragma: no cover - j + 1 < dim leaves a non-trivial complement
-                raise RuntimeError("Lanczos restart vector vanished after orthogonalisation.")
+                raise RuntimeError("Lanczos restart vector vanished after orthogonalization.")
             basis[j + 1] = fresh / fresh_norm
             state.restarts.append(j)
         else:

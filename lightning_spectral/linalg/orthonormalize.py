@@ -1,4 +1,4 @@
-"""Orthonormalisation helpers shared by the randomized SVD and the Lanczos iteration.
+"""Orthonormalization helpers shared by the randomized SVD and the Lanczos iteration.
 
 * :func:`orthonormalize` returns an orthonormal basis ``Q`` (Householder QR, ``Q`` is orthonormal even when
   the input is rank deficient) for the columns of a batch of tall matrices.

@@ -3,7 +3,7 @@
 For ``A ∈ R^{m×n}``, target rank ``k`` and sketch size ``l = k + num_oversamples``:
 
 1. draw a Gaussian test matrix ``Ω ∈ R^{n×l}`` (or warm-start it, see below) and form ``Q = qr(A Ω)``;
-2. power (subspace) iteration, ``q = num_power_iterations`` times: ``Q̃ = qr(Aᵀ Q)``, ``Q = qr(A Q̃)``. Re-orthonormalising
+2. power (subspace) iteration, ``q = num_power_iterations`` times: ``Q̃ = qr(Aᵀ Q)``, ``Q = qr(A Q̃)``. Re-orthonormalizing
    after *every* multiplication keeps the small singular directions from being swamped by rounding
    (HMT Algorithm 4.4); after ``q`` iterations the sketch sees ``σ_i^{2q+1}`` instead of ``σ_i``;
 3. ``B = Qᵀ A ∈ R^{l×n}``, ``B = Û S Vh`` (small dense SVD), ``U = Q Û``, truncated to the top ``k``.
@@ -20,7 +20,7 @@ Exact path. When ``l >= min(m, n)`` the sketch would span the whole column (or r
 randomized algorithm would do at least the work of a dense SVD without being exact; we then call
 ``torch.linalg.svd`` directly, which is both cheaper and exact.
 
-Precision. float16/bfloat16 inputs (e.g. weights under ``precision="bf16-true"``) are factorised in float32
+Precision. float16/bfloat16 inputs (e.g. weights under ``precision="bf16-true"``) are factorized in float32
 and the result is float32; other dtypes are kept.
 
 Autograd. Nothing is detached: pass ``weight.detach()`` to measure a parameter without recording a graph.
@@ -54,7 +54,7 @@ from .results import SVDFactors
 
 __all__ = ["randomized_svd"]
 
-# No QR/SVD kernels exist for these dtypes; they are factorised in float32.
+# No QR/SVD kernels exist for these dtypes; they are factorized in float32.
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 

@@ -12,7 +12,7 @@ steps from ``v`` give ``T_m = S diag(θ) Sᵀ``, and the Gauss quadrature rule w
 Averaging over ``num_probes`` probes gives ``SpectralDensity(nodes, weights)`` with
 ``weights = S_{1,i}² / num_probes`` (all weights sum to one).
 
-The Lanczos steps are those of :func:`~lightning_spectral.linalg.lanczos` (full reorthogonalisation). If a
+The Lanczos steps are those of :func:`~lightning_spectral.linalg.lanczos` (full reorthogonalization). If a
 probe's Krylov space becomes invariant after ``j < m`` steps (at most ``j`` distinct eigenvalues are seen by
 ``v``), the quadrature is already exact for every polynomial; the run continues from a random orthogonal
 vector so that every probe has exactly ``m = min(num_steps, dim)`` nodes, and those extra nodes carry zero
@@ -67,7 +67,7 @@ def slq_density(
         device: working device (default CPU; ``probes.device`` if given).
         generator: source of the probes and of restart vectors; ``None`` uses the global torch RNG.
         probes: optional ``(num_probes, dim)`` non-zero probe vectors to use instead of Rademacher ones
-            (each is normalised).
+            (each is normalized).
 
     Returns:
         :class:`SpectralDensity` with ``nodes`` and ``weights`` of shape ``(num_probes, min(num_steps, dim))``.

@@ -80,7 +80,7 @@ def hessian_eigenvalues(runs: Sequence[RunData], colors: dict[str, str]) -> Repo
     run_legend(figure, shown, colors, extra)
     caption = (
         "The largest eigenvalues λ_1 ≥ … ≥ λ_k of the loss Hessian ∇²L at each measurement (line style: index, "
-        "colour: run). The wide faint line is the run's stability limit λ_crit = λ_1/eos_ratio: 2/η for plain "
+        "color: run). The wide faint line is the run's stability limit λ_crit = λ_1/eos_ratio: 2/η for plain "
         "SGD ((2+2β)/η with momentum β). Gradient descent on a quadratic of curvature λ multiplies the error "
         "along that direction by 1 − ηλ each step, so it is stable iff λ < 2/η: λ_1 reaching the line is the "
         "edge of stability (Cohen et al. 2021). Under adaptive optimizers the dotted line is the preconditioned "

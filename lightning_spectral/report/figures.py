@@ -1,6 +1,6 @@
-"""The report's matplotlib figures, in page order: one per metric, every run overlaid in its own colour.
+"""The report's matplotlib figures, in page order: one per metric, every run overlaid in its own color.
 
-Each builder takes the runs and their colours and returns a
+Each builder takes the runs and their colors and returns a
 :class:`~lightning_spectral.report.figure_style.ReportFigure`, or ``None`` when no run logged the metric; the
 builders live by section (:mod:`~lightning_spectral.report.curvature_figures`,
 :mod:`~lightning_spectral.report.kernel_figures`, :mod:`~lightning_spectral.report.weight_figures`), the

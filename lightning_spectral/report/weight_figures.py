@@ -143,7 +143,7 @@ def layer_metric(runs: Sequence[RunData], colors: dict[str, str], metric: str) -
 
 def layer_heatmap(runs: Sequence[RunData], metric: str, layers: Sequence[str]) -> ReportFigure:
     """``metric`` of up to :data:`HEATMAP_ROWS` layers (rows, logging order) at each measurement (columns), one
-    panel per run on one colour scale: the legible form of a per-layer metric for a model with many layers."""
+    panel per run on one color scale: the legible form of a per-layer metric for a model with many layers."""
     ylabel, title = LAYER_METRICS[metric]
     chosen = extreme_layers(runs, layers, metric, HEATMAP_ROWS)
     tables = []
@@ -184,7 +184,7 @@ def layer_heatmap(runs: Sequence[RunData], metric: str, layers: Sequence[str]) -
     )
     caption = (
         f"{_CAPTIONS[metric]} One row per layer ({which}; long names shortened in the middle), one column "
-        "per measurement, one panel per run on one colour scale."
+        "per measurement, one panel per run on one color scale."
     )
     return titled(figure, f"weights_{metric}", "Weights", title, caption)
 
@@ -200,7 +200,7 @@ _CAPTIONS = {
 
 
 def singular_value_heatmap(runs: Sequence[RunData], layer: str) -> ReportFigure | None:
-    """``σ_1 .. σ_k`` of one weight matrix over time as a heatmap, one panel per run, one colour scale."""
+    """``σ_1 .. σ_k`` of one weight matrix over time as a heatmap, one panel per run, one color scale."""
     tables = []
     for run in runs:
         tags = eigen_tags(run, f"{WEIGHTS}{layer}/sigma_")
@@ -232,7 +232,7 @@ def singular_value_heatmap(runs: Sequence[RunData], layer: str) -> ReportFigure 
     figure.supxlabel(STEP_LABEL)
     caption = (
         f"σ_1 ≥ … ≥ σ_k of {layer} (rows, largest on top) at each measurement (columns), one panel per run "
-        "on one colour scale: which directions of the layer grow, and when."
+        "on one color scale: which directions of the layer grow, and when."
     )
     return titled(
         figure,

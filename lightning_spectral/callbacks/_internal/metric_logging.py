@@ -8,7 +8,7 @@ as tensors, so the stock ``EarlyStopping`` and ``ModelCheckpoint`` can monitor a
 
 Histograms and figures go only to the loggers that have a native form for them (TensorBoard's
 ``add_histogram``/``add_figure``, W&B's ``wandb.Histogram``/``wandb.Image``); other loggers skip them silently.
-Loggers are recognised by class name so both ``pytorch_lightning`` and ``lightning.pytorch`` loggers work.
+Loggers are recognized by class name so both ``pytorch_lightning`` and ``lightning.pytorch`` loggers work.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ A monitor runs between optimizer steps of someone else's training job. Whatever 
 - every module's ``training`` flag and every parameter's ``requires_grad`` flag are restored;
 - every buffer (BatchNorm running statistics, ``num_batches_tracked``, ...) is restored in place, so the
   tensors the optimizer, DDP or user code hold keep their identity;
-- the random number generators (Python, NumPy when installed, torch CPU and every initialised CUDA device)
+- the random number generators (Python, NumPy when installed, torch CPU and every initialized CUDA device)
   are restored, so dropout masks and data shuffling after the measurement are the ones the run would have
   drawn anyway;
 - autocast is disabled inside and float32 runs in full IEEE precision (TF32 and bfloat16 shortcuts off, see

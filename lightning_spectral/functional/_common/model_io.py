@@ -64,7 +64,7 @@ def forward_owner(module: nn.Module) -> type:
 
 def _has_own_forward(module: nn.Module) -> bool:
     """Whether ``forward`` is more than a placeholder: ``nn.Module``'s (which raises "missing the required
-    forward function") or ``LightningModule``'s (which calls it), recognised by class name for either
+    forward function") or ``LightningModule``'s (which calls it), recognized by class name for either
     Lightning distribution."""
     owner = forward_owner(module)
     return owner is not nn.Module and owner.__name__ != "LightningModule"

@@ -21,11 +21,11 @@ used first out).
 What a graph cannot see. A replay runs the kernels the capture recorded; Python code in the model or the loss
 does not run again. A ``forward`` whose control flow depends on Python state outside the signature (an epoch
 counter, a Python random number, a flag set by a callback) would replay the branch taken at capture (a branch
-on a tensor's value needs a host synchronisation, which fails the capture: detected, see below): use graphs only for losses that are a function of the parameters, buffers and batch tensors. Two
+on a tensor's value needs a host synchronization, which fails the capture: detected, see below): use graphs only for losses that are a function of the parameters, buffers and batch tensors. Two
 cases are detected and answered with eager products (with a warning, once per signature; the numbers are the
 eager ones): a loss that draws random numbers (dropout in train mode: each replay would draw a new mask,
 while the operator is the Hessian with one fixed mask), detected from the RNG states around the warm-up
-product, and a loss that cannot be captured (a host synchronisation such as ``.item()``, CPU tensors). Every
+product, and a loss that cannot be captured (a host synchronization such as ``.item()``, CPU tensors). Every
 capture is checked: its first replay must equal the eager warm-up product to ``100·ε`` relative.
 
 Memory. Each kept capture holds its static inputs (one copy of parameters, buffers and batches) and the graph's
@@ -268,7 +268,7 @@ class HVPGraph:
                 ):
                     self._disable(signature, "the loss draws random numbers, e.g. dropout in train mode")
                     return None
-                eager = twin._hvp_unshared(static_v)  # a second warm-up: lazy initialisations on this stream
+                eager = twin._hvp_unshared(static_v)  # a second warm-up: lazy initializations on this stream
             torch.cuda.current_stream(device).wait_stream(stream)
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph, stream=stream, capture_error_mode="thread_local"):

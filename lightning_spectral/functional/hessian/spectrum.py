@@ -166,7 +166,7 @@ def hessian_eigenvalues(
     preconditioner: Tensor | None = None,
     weight_decay: float | Tensor | None = None,
 ) -> HessianEigenpairs:
-    """The ``k`` extreme eigenpairs of the loss Hessian by Lanczos with full reorthogonalisation.
+    """The ``k`` extreme eigenpairs of the loss Hessian by Lanczos with full reorthogonalization.
 
     Args:
         model, loss_fn, batch: the loss ``loss_fn(model, batch)`` (or pass ``operator``).

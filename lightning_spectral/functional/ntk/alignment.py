@@ -11,7 +11,7 @@ NTK it measures how much of the kernel's "energy" points along the labels; its r
 the lazy → rich transition (Baratin et al. 2021; Kumar et al. 2024, "Grokking as the transition from lazy to
 rich training dynamics").
 
-``centered=True`` gives the centred alignment of Cortes, Mohri & Rostamizadeh (2012): ``Θ`` and ``y yᵀ`` are
+``centered=True`` gives the centered alignment of Cortes, Mohri & Rostamizadeh (2012): ``Θ`` and ``y yᵀ`` are
 replaced by ``H Θ H`` and ``H y yᵀ H`` with ``H = I − 11ᵀ/N`` (``N`` = number of rows), which removes the
 constant offset that inflates the plain alignment of, e.g., one-hot targets. For the NTK of a batch the rows
 are the ``B·K`` (example, output) pairs, example-major, and ``H`` centres over all of them.
@@ -28,7 +28,7 @@ have more similar gradients than examples that do not. Why leave out the diagona
 own squared gradient norm and ``G_ii = ‖y_i‖²``, the same for every one-hot label, so with many classes (few
 label-sharing pairs in a batch) the plain alignment mostly measures how diagonal-dominant ``Θ`` is - it falls
 as the kernel gets low-rank, whatever the labels - while how the kernel relates *different* examples is what
-kernel regression generalises with. Undefined (``ValueError``) when ``G`` or ``Θ̄`` is constant over the
+kernel regression generalizes with. Undefined (``ValueError``) when ``G`` or ``Θ̄`` is constant over the
 pairs ``i ≠ j``, e.g. a batch whose labels are all distinct: measure it on a batch with repeated labels.
 
 Targets for :func:`ntk_alignment`: integer class indices of shape ``(B,)`` are one-hot encoded to ``K``
@@ -74,7 +74,7 @@ def _center(kernel: Tensor) -> Tensor:
 
 def kernel_target_alignment(kernel: Tensor, targets: Tensor, *, centered: bool = False) -> float:
     """``⟨Θ, y yᵀ⟩_F / (‖Θ‖_F ‖y yᵀ‖_F)`` for a square ``kernel`` ``(N, N)`` and ``targets`` with ``N``
-    entries (flattened); centred (Cortes et al. 2012) when ``centered=True``. Computed in float64.
+    entries (flattened); centered (Cortes et al. 2012) when ``centered=True``. Computed in float64.
 
     Raises ``ValueError`` for a non-square kernel, mismatched sizes, or a zero kernel / target (the
     alignment is then undefined).
@@ -111,11 +111,11 @@ def kernel_target_alignment(kernel: Tensor, targets: Tensor, *, centered: bool =
 CONSTANT_RTOL = 1e-12
 
 
-def _centred(values: Tensor) -> Tensor | None:
+def _centered(values: Tensor) -> Tensor | None:
     """``values − mean``, or ``None`` where the values are constant (up to ``CONSTANT_RTOL``)."""
-    centred = values - values.mean()
-    spread = torch.linalg.vector_norm(centred)
-    return None if spread <= CONSTANT_RTOL * torch.linalg.vector_norm(values) else centred / spread
+    centered = values - values.mean()
+    spread = torch.linalg.vector_norm(centered)
+    return None if spread <= CONSTANT_RTOL * torch.linalg.vector_norm(values) else centered / spread
 
 
 def _check_offdiagonal_args(kernel: Tensor, targets: Tensor, num_examples: int) -> None:
@@ -143,14 +143,14 @@ def _check_offdiagonal_args(kernel: Tensor, targets: Tensor, num_examples: int) 
 def _offdiagonal_parts(
     kernel: Tensor, targets: Tensor, num_examples: int
 ) -> tuple[Tensor | None, Tensor | None]:
-    """The centred, normalised entries ``i ≠ j`` of the output-traced kernel and of the targets' Gram matrix
+    """The centered, normalized entries ``i ≠ j`` of the output-traced kernel and of the targets' Gram matrix
     (``None`` for a part that is constant there), float64."""
     num_outputs = kernel.shape[0] // num_examples
     theta = kernel.detach().to(torch.float64).reshape(num_examples, num_outputs, num_examples, num_outputs)
     traced = torch.einsum("ikjk->ij", theta)
     y = targets.detach().to(device=traced.device, dtype=torch.float64).reshape(num_examples, num_outputs)
     distinct = ~torch.eye(num_examples, dtype=torch.bool, device=traced.device)
-    return _centred(traced[distinct]), _centred((y @ y.T)[distinct])
+    return _centered(traced[distinct]), _centered((y @ y.T)[distinct])
 
 
 def offdiagonal_alignment(kernel: Tensor, targets: Tensor, num_examples: int) -> float:
@@ -226,12 +226,12 @@ def ntk_alignment(
 ) -> float:
     """Kernel-target alignment of the empirical NTK of ``inputs`` (:func:`ntk_matrix`, so ``B·K`` is
     limited to ``NTK_MATRIX_MAX_ROWS``) with ``targets`` (class indices are one-hot encoded, see the module
-    docstring); centred when ``centered=True``; between distinct examples (:func:`offdiagonal_alignment`,
-    itself centred) when ``offdiagonal=True``."""
+    docstring); centered when ``centered=True``; between distinct examples (:func:`offdiagonal_alignment`,
+    itself centered) when ``offdiagonal=True``."""
     if centered and offdiagonal:
         raise ValueError(
             "`centered` and `offdiagonal` exclude each other (the off-diagonal alignment is a correlation, "
-            "centred already): pass at most one."
+            "centered already): pass at most one."
         )
     kernel = ntk_matrix(model, inputs, output_fn=output_fn, params=params, chunk_size=chunk_size)
     num_examples = inputs.shape[0]

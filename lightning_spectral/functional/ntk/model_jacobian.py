@@ -85,12 +85,12 @@ def select_parameters(model: nn.Module, params: ParamSpec = None) -> dict[str, T
 def check_examples_independent(model: nn.Module) -> None:
     """Raise ``ValueError`` if a module in ``model`` couples examples or is random: BatchNorm or dropout in
     training mode, or BatchNorm with ``track_running_stats=False`` (batch statistics even in eval mode).
-    Call ``model.eval()`` first. Functional dropout / normalisation inside ``forward`` cannot be detected."""
+    Call ``model.eval()`` first. Functional dropout / normalization inside ``forward`` cannot be detected."""
     offenders = []
     for name, module in model.named_modules():
         label = f"{name or type(model).__name__} ({type(module).__name__})"
         if isinstance(module, nn.modules.batchnorm._BatchNorm) and not module.track_running_stats:
-            offenders.append(label + " without running statistics, normalising by batch statistics")
+            offenders.append(label + " without running statistics, normalizing by batch statistics")
         elif module.training and isinstance(
             module, (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd)
         ):

@@ -17,14 +17,14 @@ Two paths, combined:
 
       ‖G_i‖_F² = Σ_{t,s} (δ_i δ_iᵀ)_{ts} (a_i a_iᵀ)_{ts}   (= ‖δ_i‖² ‖a_i‖² when T = 1),   ‖∂b‖² = ‖Σ_t δ_{i,t}‖².
 
-  One backward pass of the whole batch per cotangent (``N`` passes, vectorised with
+  One backward pass of the whole batch per cotangent (``N`` passes, vectorized with
   ``torch.autograd.grad(..., is_grads_batched=True)``) yields every ``δ`` at once; the norms then cost
   ``O(B·T·(in + out))`` per layer (``O(B·T²)`` for the Gram form, or the per-example gradient itself when
   ``T² > in·out``) instead of a backward pass per example. Covered: ``nn.Linear``, ``nn.Conv1d`` and
   ``nn.Conv2d`` (``groups=1``, zero padding given as numbers; a convolution is a linear layer on the unfolded
   input patches), with their forward not overridden, called exactly once per forward pass, with the batch
   dimension first in their input and output, and whose weight is not tied to another module.
-- **Generic**: every other selected parameter (normalisation layers, embeddings, custom parameters, layers
+- **Generic**: every other selected parameter (normalization layers, embeddings, custom parameters, layers
   called twice): ``torch.func.vmap`` over examples of ``torch.func.grad``, ``chunk_size`` examples at a time.
 
 Check: the layer-wise path assumes that row ``i`` of a covered layer's input and output belongs to example
@@ -66,7 +66,7 @@ from lightning_spectral.functional.ntk.model_jacobian import FunctionalModel, wa
 __all__ = ["VECTORIZED_BUDGET", "LayerwiseChecks", "per_example_squared_gradient_norms"]
 
 VECTORIZED_BUDGET = 2**24
-"""Entries held at once by one vectorised step: ``chunk·P`` per-example gradient entries (generic path) or
+"""Entries held at once by one vectorized step: ``chunk·P`` per-example gradient entries (generic path) or
 ``cotangents·Σ|z|`` layer-output gradient entries (layer-wise path)."""
 
 _LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d)
@@ -281,7 +281,7 @@ def _cotangent_column(cotangents: Tensor | None, example: int, like: Tensor) -> 
 
 def _single_example_norms(fm: FunctionalModel, example: Tensor, cotangents: Tensor) -> Tensor:
     """``(N,)`` squared norms for one example (a batch of one) by plain autograd: one forward pass, then
-    backward passes vectorised over the cotangents (at most about ``VECTORIZED_BUDGET / P`` at a time).
+    backward passes vectorized over the cotangents (at most about ``VECTORIZED_BUDGET / P`` at a time).
     Independent of the layer-wise algebra and of ``torch.func``: the check's reference."""
     params = {n: p.detach().requires_grad_(True) for n, p in fm.params.items()}
     with torch.enable_grad():
@@ -306,7 +306,7 @@ def _single_example_norms(fm: FunctionalModel, example: Tensor, cotangents: Tens
 
 def _layer_norms(layers: list[_Layer], outputs: Tensor, cotangents: Tensor | None) -> Tensor:
     """``(N, B)`` squared norms over the covered layers: the gradients ``δ = ∂(c_n · f)/∂z`` of every layer
-    output ``z`` for a chunk of cotangents come from one vectorised backward pass."""
+    output ``z`` for a chunk of cotangents come from one vectorized backward pass."""
     layer_outputs = [layer.outputs[0] for layer in layers]
     count = outputs.shape[1] if cotangents is None else cotangents.shape[0]
     chunk = max(1, VECTORIZED_BUDGET // max(1, sum(z.numel() for z in layer_outputs)))
@@ -342,7 +342,7 @@ def per_example_squared_gradient_norms(
         cotangents: ``(N, B, K)`` weights of the outputs (``K`` = outputs per example, flattened), or
             ``None`` for the one-hot cotangents ``c[k, i] = e_k`` (``N = K``; the rows are then
             ``‖∂f_k(x_i)/∂θ‖²``, summing to the NTK trace), generated chunk by chunk.
-        chunk_size: examples per vectorised chunk of the generic path (default: about
+        chunk_size: examples per vectorized chunk of the generic path (default: about
             ``VECTORIZED_BUDGET / P`` examples).
         checks: a :class:`LayerwiseChecks`: the per-example check of the layer-wise path is skipped for a
             set-up that has passed it before (default: checked on every call).

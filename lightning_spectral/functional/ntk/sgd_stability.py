@@ -4,10 +4,10 @@ Full-batch gradient descent on a quadratic is stable iff ``η λ_max < 2`` (the 
 2021). Agarwala & Pennington show that mini-batch SGD has a second, *stochastic* edge of stability (S-EOS),
 set by the norm ``𝒦`` of the "noise kernel" of the second-moment dynamics; at small batch sizes it is
 governed by the trace of the NTK rather than by its top eigenvalue. The criterion below is re-derived in
-their setting, with every normalisation stated, and checked in the tests against the second-moment
+their setting, with every normalization stated, and checked in the tests against the second-moment
 recursion it comes from and against simulated SGD on both sides of the edge.
 
-Setting (assumptions). A linearised model ``f(θ) = f(θ₀) + J (θ − θ₀)`` (the NTK regime) on ``D`` training
+Setting (assumptions). A linearized model ``f(θ) = f(θ₀) + J (θ − θ₀)`` (the NTK regime) on ``D`` training
 examples with ``K`` outputs each; residuals ``z = f − y ∈ R^N``, ``N = D·K``; the MSE mini-batch loss
 ``L_S = (1/(2B)) Σ_{i∈S} ‖f(x_i) − y_i‖²``; plain SGD with learning rate ``η``; each example in the batch
 independently with probability ``β = B/D``. With ``Θ = J Jᵀ`` (``N × N``) and ``Θ̂ = Θ / D`` (the
@@ -17,7 +17,7 @@ Gauss–Newton matrix ``JᵀJ/D`` of the full-batch loss has the same non-zero e
     E z_{t+1} = (I − η Θ̂) E z_t                                  → stable iff η λ_max(Θ̂) < 2,
     M_{t+1} = (I − ηΘ̂) M_t (I − ηΘ̂) + η² (1/β − 1) Θ̂ bdiag(M_t) Θ̂,     M_t = E[z_t z_tᵀ].
 
-In high dimension, with eigenvectors of Θ̂ delocalised over the examples (the random-rotation model),
+In high dimension, with eigenvectors of Θ̂ delocalized over the examples (the random-rotation model),
 ``bdiag(M) ≈ (tr M / N) I``, and the diagonal ``m_α`` of ``M`` in the eigenbasis of Θ̂ (eigenvalues ``λ_α``)
 follows a diagonal-plus-rank-one non-negative linear map
 
@@ -72,7 +72,7 @@ dampening, Nesterov), and simulated momentum SGD on the linear model decays belo
 it.
 
 **Coupled weight decay** (``weight_decay`` w of ``torch.optim.SGD``, an extension derived here): the step adds
-``wθ`` to the gradient, ``ŵ = w / loss_scale`` in the units of Θ̂. Around the regularised minimum the
+``wθ`` to the gradient, ``ŵ = w / loss_scale`` in the units of Θ̂. Around the regularized minimum the
 deviation's component along the row space of ``J`` moves its residual ``u = Jδ`` by ``u ← (I − ηŵ − (η/β) Θ̂
 P_t) u`` (the remainder only decays by ``1 − ηŵ``; the gradient noise at the minimum is additive and does not
 move the edge): every mode's mean sees the curvature ``λ + ŵ``, its noise still ``λ²``. So the mean is stable
@@ -87,7 +87,7 @@ the noise of flat modes but, under plain SGD, raises that of modes past half the
 second-moment map, and SGD simulated by torch.optim.SGD in parameter space (``width > D``) on both sides of the
 decayed edge.
 
-Loss normalisation: ``lr`` is the step size on ``(1/(2B)) Σ_i ‖f(x_i) − y_i‖²``. For a loss ``c`` times that,
+Loss normalization: ``lr`` is the step size on ``(1/(2B)) Σ_i ‖f(x_i) − y_i‖²``. For a loss ``c`` times that,
 pass ``loss_scale=c``: ``torch.nn.MSELoss()`` (mean over the ``B·K`` entries, no ½) is ``loss_scale = 2/K``.
 The effective step ``η = lr · loss_scale`` enters every formula.
 

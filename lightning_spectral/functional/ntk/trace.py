@@ -11,7 +11,7 @@ stochastic edge of stability of small-batch SGD (Agarwala & Pennington 2024, arX
 
 - ``"exact"``: ``Σ_i Σ_k ‖∂f_k(x_i)/∂θ‖²`` from
   :func:`lightning_spectral.functional.ntk.per_example_gradient_norms.per_example_squared_gradient_norms` with
-  one-hot cotangents: for ``nn.Linear`` / ``nn.Conv1d`` / ``nn.Conv2d`` layers one vectorised backward pass of
+  one-hot cotangents: for ``nn.Linear`` / ``nn.Conv1d`` / ``nn.Conv2d`` layers one vectorized backward pass of
   the whole batch per output ``k`` (``K`` passes, not ``B·K``) and the per-example norms by the layer-wise
   identity ``‖Σ_t δ_t a_tᵀ‖² = Σ_{t,s} (δ_t·δ_s)(a_t·a_s)``, without forming per-example gradients; every other
   parameter by ``torch.func.vmap`` over examples of per-example gradients, ``chunk_size`` examples at a time
@@ -136,7 +136,7 @@ def ntk_trace(
             sketch); ignored by ``"exact"``.
         output_fn: ``output_fn(model, inputs)`` returns the outputs (default ``model(inputs)``, the logits for
             a classifier); its first dimension must be ``B``, the rest is flattened to ``K``.
-        chunk_size: examples per vectorised chunk of per-example gradients, for the parameters outside
+        chunk_size: examples per vectorized chunk of per-example gradients, for the parameters outside
             linear and convolution layers (default: see module doc).
         params: parameter names / globs (default: all with ``requires_grad=True``).
         generator: random source of the probes; ``None`` uses the global torch RNG.

@@ -2,7 +2,7 @@
 
 The alignment of a pair is the diagonal of ``|V_{l+1}ᵀ U_l|`` (Yunis et al. 2024; definitions in
 :mod:`~lightning_spectral.functional.weights.singular_dynamics`), computed from the top-``k`` singular vectors the
-weight monitor has anyway, and summarised by the mean of its first 10 entries.
+weight monitor has anyway, and summarized by the mean of its first 10 entries.
 
 **Pairs.** :func:`consecutive_pairs` guesses them from the order of :func:`weight_matrices`: two matrices next
 to each other, both of an ``nn.Linear``, a convolution or (as the earlier one) an ``nn.Embedding``, of

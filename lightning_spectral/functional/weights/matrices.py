@@ -30,7 +30,7 @@ Layers and orientation (``m × n``: the matrix maps an ``n``-vector to an ``m``-
                               are biases, not matrices, and skipped.
 Hugging Face ``Conv1D``       ``weight`` ``(in, out)`` (GPT-2's ``c_attn``, ``c_proj``, ``c_fc``: a linear layer
                               that stores its weight transposed) as its transpose ``(out, in)``, oriented like
-                              ``nn.Linear``; recognised by class name (``Conv1D`` with ``nf``), no import of
+                              ``nn.Linear``; recognized by class name (``Conv1D`` with ``nf``), no import of
                               ``transformers``. GPT-2's fused ``c_attn`` (query, key, value) is reported whole.
 ``nn.LSTM/GRU/RNN`` (+Cell)   ``weight_ih_l*`` ``(G·H, in)`` and ``weight_hh_l*`` ``(G·H, H or proj)`` (also
                               ``_reverse``) are split into their ``G`` gate row blocks, in PyTorch's order:
@@ -44,8 +44,8 @@ are different linear maps whose spectra evolve differently; the fused matrix mix
 ``split_fused=False`` reports ``in_proj_weight`` and the RNN matrices whole.
 
 Everything else (norm-layer scales, biases, ``nn.Bilinear``'s 3-D weight, parameters of custom modules,
-uninitialised lazy parameters) is not reported; pass any tensor to
-:func:`lightning_spectral.functional.weights.spectrum.weight_spectrum` directly to analyse it anyway.
+uninitialized lazy parameters) is not reported; pass any tensor to
+:func:`lightning_spectral.functional.weights.spectrum.weight_spectrum` directly to analyze it anyway.
 
 Selection: ``include``/``exclude`` are ``fnmatch`` globs (case sensitive) matched against both the reported name
 (``attn.in_proj_weight.q``, ``conv.weight[0,1]``) and the parameter name (``attn.in_proj_weight``,

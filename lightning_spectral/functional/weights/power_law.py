@@ -4,7 +4,7 @@ Martin & Mahoney ("Implicit Self-Regularization in Deep Neural Networks", 2021; 
 a power law ``ρ(λ) ∝ λ^{-α}`` to the tail of the empirical spectral density (ESD) of the correlation matrix
 ``WᵀW`` of a layer; its eigenvalues are the squared singular values ``λ_i = σ_i²``. Well-trained layers show
 ``α`` roughly in ``[2, 6]``; smaller ``α`` means a heavier tail (more strongly correlated weights). Scaling
-``W`` (or normalising ``WᵀW`` by a dimension) scales every ``λ_i`` by the same factor and leaves ``α``
+``W`` (or normalizing ``WᵀW`` by a dimension) scales every ``λ_i`` by the same factor and leaves ``α``
 unchanged, except where an *absolute* eigenvalue cut applies (``fit="weightwatcher"`` below).
 
 Two fits are offered, selected by ``fit`` (:data:`FITS`):
@@ -16,7 +16,7 @@ Two fits are offered, selected by ``fit`` (:data:`FITS`):
 
       α̂ = 1 + t / Σ_{λ_i ≥ x_min} ln(λ_i / x_min),     standard error (α̂ − 1) / √t.
 
-* ``x_min`` is chosen (``xmin="ks"``) as the candidate that minimises the two-sided Kolmogorov–Smirnov
+* ``x_min`` is chosen (``xmin="ks"``) as the candidate that minimizes the two-sided Kolmogorov–Smirnov
   distance between the tail's empirical CDF and the fitted model CDF ``F(x) = 1 − (x/x_min)^{1−α̂}``::
 
       D = max_{x ≥ x_min} |F_emp(x) − F(x)|   (both sides of every step of F_emp).
@@ -34,14 +34,14 @@ Two fits are offered, selected by ``fit`` (:data:`FITS`):
 ``analyze()`` path, read from its source), where it differs on purpose from the default:
 
 * its cut is absolute: eigenvalues ``≤ 1e-5`` are dropped (:data:`WEIGHTWATCHER_EVALS_THRESH`), whatever the
-  scale of ``W`` (a layer whose ``σ²`` all lie below ``1e-5`` is not fitted); no normalisation of ``WᵀW``
+  scale of ``W`` (a layer whose ``σ²`` all lie below ``1e-5`` is not fitted); no normalization of ``WᵀW``
   (WeightWatcher's ``normalize`` option has been a no-op since 0.6.5);
 * every sorted eigenvalue but the largest is a candidate ``x_min`` (tails down to 2 eigenvalues; repeated
   values are separate candidates), ``min_tail`` is not used;
 * its KS distance is one-sided, measured at the lower end of each step only:
   ``D = max_j |F(x_j) − j/t|``, ``j = 0 … t−1``; a candidate with ``α̂ ≤ 1`` gets ``D = 1``;
 * with fewer than 20 usable eigenvalues it switches to its small-sample fit: tails of at least 8, the
-  bias-corrected ``α̂ = 1 + (t−1)/Σ ln(λ/x_min)``, and ``x_min`` minimising ``D − 0.868/√t``;
+  bias-corrected ``α̂ = 1 + (t−1)/Σ ln(λ/x_min)``, and ``x_min`` minimizing ``D − 0.868/√t``;
 * a spectrum of fewer than 8 eigenvalues (its ``min_evals``, counted before the cut) is not fitted.
 
 Short tails make the exponent noisy (its standard error ``(α̂−1)/√t`` is large at ``t = 2``) and can pick a
@@ -86,7 +86,7 @@ _WW_MIN_EVALS = 8
 _WW_SMALL_N = 20
 _WW_SMALL_N_MIN_TAIL = 8
 
-# Entries of one (candidates x eigenvalues) block of the vectorised KS search (float64: 32 MB per temporary).
+# Entries of one (candidates x eigenvalues) block of the vectorized KS search (float64: 32 MB per temporary).
 _KS_BLOCK_ENTRIES = 1 << 22
 
 
@@ -169,7 +169,7 @@ def power_law_alpha(
     Args:
         eigenvalues: 1-D tensor of the eigenvalues of ``WᵀW`` (``σ_i²``), any order, any device; the fit runs
             in float64 on the CPU (a few thousand numbers).
-        xmin: ``"ks"`` (default) chooses ``x_min`` by minimising the KS distance; a positive number fixes it
+        xmin: ``"ks"`` (default) chooses ``x_min`` by minimizing the KS distance; a positive number fixes it
             (the tail is every eigenvalue ``≥ xmin``); ``None`` fits the whole usable spectrum
             (``x_min`` = the smallest usable eigenvalue).
         min_tail: smallest tail size accepted (``≥ 2``); also the smallest spectrum that is fitted at all.

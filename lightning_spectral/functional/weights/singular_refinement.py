@@ -1,7 +1,7 @@
 """Checking a truncated SVD by its residuals, and refining it by Lanczos where the check fails.
 
 A randomized SVD (Halko, Martinsson & Tropp) is accurate when the singular values decay past the sketch size;
-on a flat spectrum — a freshly initialised layer has a Marchenko–Pastur spectrum whose top is nearly flat —
+on a flat spectrum — a freshly initialized layer has a Marchenko–Pastur spectrum whose top is nearly flat —
 a few power iterations leave the top singular values several percent low (measured: 6–10 % for Gaussian
 256² … 4096² matrices with ``k = 5``, ``num_oversamples = 10``, ``num_power_iterations = 2``). A demanding user needs to know
 the numbers are right whatever the spectrum, so every randomized result is checked:

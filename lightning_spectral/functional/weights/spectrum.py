@@ -2,7 +2,7 @@
 
 Researchers follow the singular values and vectors of every weight matrix through training (Yunis et al.
 2024, "Approaching Deep Learning through the Spectral Dynamics of Weights"; Martin & Mahoney's heavy-tailed
-self-regularisation, the WeightWatcher tool). :func:`weight_spectrum` measures one matrix ``W ∈ R^{m×n}``
+self-regularization, the WeightWatcher tool). :func:`weight_spectrum` measures one matrix ``W ∈ R^{m×n}``
 with ``r = min(m, n)`` singular values ``σ_1 ≥ … ≥ σ_r``; :func:`weight_spectra` measures many at once.
 
 **Rank.** ``k`` (default :data:`DEFAULT_K` ``= 5``, clipped to ``r``) is the number of leading singular
@@ -23,7 +23,7 @@ measured. Ask for the ``k`` the agreement and rotation should cover; log as few 
   order ``ρ_i²/gap``) is computed, and above ``tol`` (default ``1e-2``) the top ``k`` are recomputed by
   Lanczos on the Gram matrix, warm-started from the sketch
   (:mod:`lightning_spectral.functional.weights.singular_refinement`). This matters on flat spectra — a freshly
-  initialised layer — where two power iterations leave ``σ_max`` 6–10 % low (residual ~0.2); on decaying
+  initialized layer — where two power iterations leave ``σ_max`` 6–10 % low (residual ~0.2); on decaying
   spectra the check passes (1024², ``σ_i ∝ 1/i``: residual 5e-3, value error 1e-5) at the cost of two products
   with ``k`` vectors. ``relative_residual`` and ``refined`` report it.
 * ``"auto"`` (default): exact when ``r ≤ exact_threshold``, randomized otherwise. The default threshold is
@@ -111,7 +111,7 @@ from lightning_spectral._internal.validation import check_int
 from lightning_spectral.functional.weights.power_law import DEFAULT_MIN_TAIL, PowerLawFit
 from lightning_spectral.functional.weights.singular_dynamics import singular_vector_agreement
 from lightning_spectral.functional.weights.singular_refinement import refine_truncated_svd, relative_residuals
-from lightning_spectral.functional.weights.spectrum_metrics import summarise_singular_values
+from lightning_spectral.functional.weights.spectrum_metrics import summarize_singular_values
 from lightning_spectral.linalg import NonFiniteError, randomized_svd
 from lightning_spectral.linalg.device_fallback import on_cpu_if_unsupported
 from lightning_spectral.linalg.randomized_svd import thin_svd
@@ -282,7 +282,7 @@ def _decompose_chunk(
     values = S.to(device="cpu")
     results = []
     for b in range(batch):
-        metrics = summarise_singular_values(values[b], k, (m, n), frobenius[b], exact, min_tail)
+        metrics = summarize_singular_values(values[b], k, (m, n), frobenius[b], exact, min_tail)
         results.append(
             WeightSpectrum(
                 singular_values=values[b, :k],

@@ -25,7 +25,7 @@ from torch import Tensor
 
 from lightning_spectral.functional.weights.power_law import power_law_alpha
 
-__all__ = ["MASS_FRACTION", "effective_rank", "gini_coefficient", "mass_count", "summarise_singular_values"]
+__all__ = ["MASS_FRACTION", "effective_rank", "gini_coefficient", "mass_count", "summarize_singular_values"]
 
 #: ``mass90_count`` counts the leading singular values holding this fraction of ``Σσ``.
 MASS_FRACTION = 0.9
@@ -80,7 +80,7 @@ def gini_coefficient(values: Tensor) -> float:
     return float((weights * x).sum()) / (r * total)
 
 
-def summarise_singular_values(
+def summarize_singular_values(
     values: Tensor,
     k: int,
     shape: tuple[int, int],
