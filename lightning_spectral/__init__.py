@@ -1,14 +1,4 @@
-"""lightning_spectral: spectral monitors for PyTorch Lightning.
-
-The public API, importable from here and grouped by kind::
-
-    from lightning_spectral import HessianEigenMonitor, SpectralEarlyStopping, hessian_eigenvalues
-
-Each name lives in (and stays importable from) :mod:`lightning_spectral.callbacks` (the Lightning callbacks)
-or :mod:`lightning_spectral.functional` (the estimators on a model, usable without Lightning). Names are
-imported on first access, so ``import lightning_spectral`` (and ``lightning_spectral.functional``) does not
-import Lightning; the numerical core is :mod:`lightning_spectral.linalg`.
-"""
+"""lightning_spectral: spectral monitors for PyTorch Lightning."""
 
 from __future__ import annotations
 

@@ -1,9 +1,4 @@
-"""Old names of renamed keyword arguments and classes, still accepted with a ``DeprecationWarning``.
-
-One helper per kind of name: :func:`renamed_keywords` wraps a function (or ``__init__``) so that an old
-keyword is passed on under its new name, and :func:`renamed_attribute` serves a module's ``__getattr__`` so
-that ``from module import OldName`` still gets the class now called ``NewName``.
-"""
+"""Old names of renamed keyword arguments and classes, still accepted with a ``DeprecationWarning``."""
 
 from __future__ import annotations
 

@@ -1,21 +1,5 @@
 """``HessianEigenMonitor``: top Hessian eigenvalues, trace, density and edge-of-stability indicators.
 
-Logged under ``spectral/hessian/``: ``lambda_1 .. lambda_k`` (``lambda_1`` = λ_max, the sharpness),
-``residual_max`` (the largest ``‖Hv − λv‖`` of the returned pairs), ``num_hvps``, ``eos_ratio`` (λ_max over
-the optimizer's stability limit: ``lr·λ_max/2`` for plain SGD; adaptive optimizers below),
-``batch_sharpness`` (Andreyev & Beneventano: ``mean_B g_Bᵀ H_B g_B / ‖g_B‖²`` over the measurement batches; it
-sits at ``2/η`` at the edge of stochastic stability; ``batch_sharpness_std_error`` with two or more batches),
-``batch_sharpness_ratio`` (``batch_sharpness`` over the same limit), ``trace`` and an eigenvalue-density figure when enabled. Under Adam / AdamW / Adamax / RAdam /
-NAdam / RMSprop / Adagrad / Adadelta also ``preconditioned_lambda_1``, ``λ_1(D⁻¹H)`` of the training-mode loss with the
-optimizer's preconditioner ``D`` (``D⁻¹(H + W)`` under coupled weight decay ``W``), and ``eos_ratio`` = that over the optimizer's limit: ``(2 + 2β₁)/((1 − β₁)η)``
-for the Adam family, its momentum schedule's for NAdam, ``(2 + 2μ)/η`` for RMSprop, ``2/η`` for Adagrad and
-Adadelta (the adaptive edge of stability, Cohen et
-al. 2022;
-:mod:`lightning_spectral.functional.hessian.adaptive_preconditioners`). Numerics: :mod:`lightning_spectral.functional`.
-
-Distributed: under DDP the products / traces are reduced over the ranks' shards; under ``ModelParallelStrategy``
-(FSDP2) the same runs on the gathered parameters (:mod:`~lightning_spectral.callbacks._internal.gathered_parameters`).
-
 Example::
 
     trainer = Trainer(callbacks=[HessianEigenMonitor(k=3, every_n_steps=100, compute_trace=True)])
@@ -239,6 +223,16 @@ class HessianEigenMonitor(SpectralMonitor):
             self._hvp_graph.release()  # the captured graphs' GPU memory
 
     def measure(self, trainer: Any, pl_module: Any, batches: list[Any]) -> Mapping[str, float]:
+        """One measurement of the model on ``batches`` (see :meth:`SpectralMonitor.measure`).
+
+        Args:
+            trainer: the running ``Trainer``.
+            pl_module: the model being trained.
+            batches: the measurement batches, on the model's device.
+
+        Returns:
+            ``{metric: value}``, logged under ``spectral/<name>/``.
+        """
         pl_module.train(self.measurement_mode == "train")
         loss_fn = resolve_loss_fn(pl_module, self.loss_fn)
         operator = self._operator(pl_module, loss_fn, batches)
@@ -352,7 +346,8 @@ class HessianEigenMonitor(SpectralMonitor):
         training-mode loss (``operator`` if given, else built here with the module in train mode): with
         BatchNorm, a parameter the training loss does not depend on (a bias right before BatchNorm) gets no
         gradient, so ``D`` is ``≈ ε`` there, while the eval-mode loss has curvature along it, which
-        ``D⁻¹`` would inflate by ``1/ε``."""
+        ``D⁻¹`` would inflate by ``1/ε``.
+        """
         optimizer = first_optimizer(trainer)
         if has_preconditioner_rule(optimizer) and has_distributed_parameters(parameters):
             if not self._warned_sharded_moments:
@@ -388,6 +383,7 @@ class HessianEigenMonitor(SpectralMonitor):
         return {"preconditioned_lambda_1": value, "eos_ratio": value / step.limit}
 
     def extra_state(self) -> dict[str, Any]:
+        """The warm-start state saved in the checkpoint (see :meth:`SpectralMonitor.extra_state`)."""
         return {
             "eigenvectors": None if self._eigenvectors is None else self._eigenvectors.cpu(),
             "preconditioned_vector": None
@@ -396,6 +392,11 @@ class HessianEigenMonitor(SpectralMonitor):
         }
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`extra_state` returned.
+
+        Args:
+            state: the dictionary from a checkpoint.
+        """
         vectors = state.get("eigenvectors")
         self._eigenvectors = vectors
         self._preconditioned_vector = state.get("preconditioned_vector")

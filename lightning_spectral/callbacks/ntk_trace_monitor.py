@@ -1,18 +1,5 @@
 """``NTKTraceMonitor``: the trace of the empirical NTK and the stochastic edge of stability during fit.
 
-Logged under ``spectral/ntk/``: ``trace`` (``tr Θ = Σ_i Σ_k ‖∂f_k(x_i)/∂θ‖²`` over the measurement batch),
-``trace_per_example`` (``tr Θ / n``), ``trace_std_error`` (stochastic methods), ``lambda_max`` and
-``alignment`` / ``alignment_centered`` / ``alignment_offdiagonal`` when enabled, ``sgd_stability_exact`` with
-``compute_spectrum=True``, and ``sgd_stability``, the
-noise-kernel norm 𝒦 of Agarwala & Pennington (2024) for the run's learning rate and training batch size (``≥ 1`` marks the stochastic edge of stability; see
-:mod:`lightning_spectral.functional.ntk.sgd_stability` for the formula and its assumptions: MSE loss,
-``torch.optim.SGD`` (momentum, Nesterov, dampening and the first param group's coupled weight decay included),
-linearized model). The measurement runs in eval mode (the per-example Jacobians need examples that do not
-interact, so BatchNorm uses its running statistics and dropout is off).
-
-Distributed: under DDP the products / traces are reduced over the ranks' shards; under ``ModelParallelStrategy``
-(FSDP2) the same runs on the gathered parameters (:mod:`~lightning_spectral.callbacks._internal.gathered_parameters`).
-
 Example::
 
     trainer = Trainer(callbacks=[NTKTraceMonitor(every_n_steps=100, compute_alignment=True)])
@@ -196,6 +183,16 @@ class NTKTraceMonitor(SpectralMonitor):
         self._model_call = None
 
     def measure(self, trainer: Any, pl_module: Any, batches: list[Any]) -> Mapping[str, float]:
+        """One measurement of the model on ``batches`` (see :meth:`SpectralMonitor.measure`).
+
+        Args:
+            trainer: the running ``Trainer``.
+            pl_module: the model being trained.
+            batches: the measurement batches, on the model's device.
+
+        Returns:
+            ``{metric: value}``, logged under ``spectral/<name>/``.
+        """
         pl_module.eval()
         if self._model_call is None:
             self._model_call = model_call(pl_module, batches[0], self._user_input_fn, self.output_fn)
@@ -263,7 +260,8 @@ class NTKTraceMonitor(SpectralMonitor):
     def _check_mse(self, pl_module: Any, batch: Any) -> None:
         """Once: warn when ``training_step`` computes a loss other than MSE (the loss functions it calls), as
         ``sgd_stability`` assumes MSE. Not with ``loss_scale`` given (the user chose the MSE scale), nor under
-        manual optimization (``training_step`` steps the optimizer)."""
+        manual optimization (``training_step`` steps the optimizer).
+        """
         if (
             self._checked_loss
             or self.loss_scale is not None
@@ -356,9 +354,15 @@ class NTKTraceMonitor(SpectralMonitor):
         return values
 
     def extra_state(self) -> dict[str, Any]:
+        """The warm-start state saved in the checkpoint (see :meth:`SpectralMonitor.extra_state`)."""
         return {
             "lambda_max_vector": None if self._lambda_max_vector is None else self._lambda_max_vector.cpu()
         }
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`extra_state` returned.
+
+        Args:
+            state: the dictionary from a checkpoint.
+        """
         self._lambda_max_vector = state.get("lambda_max_vector")

@@ -1,50 +1,5 @@
 """``SpectralEarlyStopping``: stop (or warn, or checkpoint and stop) when a spectral quantity crosses a line.
 
-The callback reads ``trainer.callback_metrics[monitor]`` -- any key, e.g. ``spectral/hessian/lambda_1`` written
-by :class:`~lightning_spectral.callbacks.HessianEigenMonitor`, or a key the module logs itself; ``monitor``
-may also be an ``fnmatch`` pattern (``*``, ``?``, ``[...]``), and then every matching key is watched.
-
-**The compared quantity** and when a measurement fires: see
-:mod:`~lightning_spectral.callbacks._internal.stopping_criterion` (``relative_to=None`` compares the value itself,
-``"lr"`` the value over the optimizer's stability limit, ``"previous"`` the value over its previous
-measurement).
-
-**Patience.** At each evaluation point with at least one new measurement of a watched key (on any rank), a
-counter ``c`` becomes ``c + 1`` if any new measurement fires on any rank and ``0`` otherwise; the callback
-acts when ``c`` reaches ``patience``, i.e. after ``patience`` *consecutive measurements* (not steps) fire.
-With ``check_finite=True`` a NaN/Inf value acts at once, without waiting for the patience. Measurements
-taken before ``warmup_steps`` optimizer steps are ignored (they only serve as ``v_prev`` for
-``relative_to="previous"``). A *firing episode* lasts until a measurement does not fire; the callback acts
-once per episode. The counter and the last evaluated value of each key are checkpointed, so a resumed run
-stops at the step the uninterrupted one would have (the episode itself is not: a run resumed past an
-action acts again at its first firing measurement, as the stock ``EarlyStopping`` would).
-
-**New measurements.** Values stay in ``callback_metrics`` until overwritten, so each measurement is evaluated
-exactly once (:mod:`~lightning_spectral.callbacks._internal.new_measurements`: a monitor's key is new when a new tensor
-was written, any other key when its value changed since the last evaluation). The callback moves itself right after the last ``SpectralMonitor`` in ``trainer.callbacks``
-(at ``setup``, the way Lightning moves ``ModelCheckpoint`` callbacks last), so a measurement is judged in the
-hook that produced it, whatever the order of the callbacks list, and the stop happens at the step measured.
-
-**When it evaluates.** When ``monitor`` (up to its first wildcard) lies under a monitor's prefix, only that
-monitor can write matching keys, and the callback evaluates exactly where the monitor's schedule measures:
-``on_train_start``/``on_train_batch_end`` at its measurement steps, ``on_train_epoch_end`` at its
-measurement epochs. For any other key it evaluates after every training batch, at the end of every
-training epoch and at the end of validation.
-
-**Distributed runs.** Every rank evaluates at the same points (they depend on ``global_step`` and the epoch
-only) and each decision goes through ``trainer.strategy.reduce_boolean_decision(..., all=False)``: whether
-any rank has a new measurement, whether any rank's new measurement fires, whether any is non-finite. So
-the patience counter is the same on every rank, and all ranks stop at the same step; the cost is one
-all-reduce of a boolean per evaluation point (two or three at a measurement). The one message (rank zero)
-describes the firing measurement of the lowest firing rank. Checkpoints hold rank zero's state: after a
-resume every rank compares ``relative_to="previous"`` with rank zero's last value.
-
-**Actions.** ``"stop"`` sets ``trainer.should_stop`` (training ends after the current batch; Lightning still
-honors ``min_steps``/``min_epochs``) and logs one line with ``rank_zero_info``; ``"warn"`` only calls
-``rank_zero_warn``; ``"checkpoint_and_stop"`` first saves ``trainer.save_checkpoint`` to
-``<dirpath>/spectral-early-stop-step=<global_step>.ckpt``, where ``<dirpath>`` is the trainer's
-``ModelCheckpoint`` directory when it has one and ``trainer.default_root_dir`` otherwise.
-
 Example::
 
     trainer = Trainer(callbacks=[
@@ -288,7 +243,8 @@ class SpectralEarlyStopping(Callback):
     def _warn_if_adaptive(self, trainer: Any) -> None:
         """Once: with ``relative_to="lr"`` under an optimizer other than ``torch.optim.SGD`` (Adam, AdamW, RMSprop,
         ...) say what is compared: ``lr·value/2``, the raw value against the plain-SGD limit ``2/lr``, a heuristic
-        (adaptive optimizers are stable relative to the preconditioned sharpness), and what to watch instead."""
+        (adaptive optimizers are stable relative to the preconditioned sharpness), and what to watch instead.
+        """
         optimizer = first_optimizer(trainer)
         if self._warned_adaptive or self.relative_to != "lr" or optimizer is None:
             return
@@ -369,7 +325,8 @@ class SpectralEarlyStopping(Callback):
 
     def _evaluate(self, trainer: Any, scheduled: bool) -> None:
         """Judge the new measurements, if any. ``scheduled``: whether any can exist now, decided from the
-        global step and epoch alone (so equal on every rank); the collectives run only then."""
+        global step and epoch alone (so equal on every rank); the collectives run only then.
+        """
         if not scheduled or trainer.state.fn != "fit" or trainer.sanity_checking or trainer.fast_dev_run:
             return
         if trainer.global_step < self.warmup_steps:  # the same step on every rank: no collective needed
@@ -403,7 +360,8 @@ class SpectralEarlyStopping(Callback):
         nothing for the whole run (e.g. ``spectral/hessian/trace`` without ``compute_trace=True``). Two
         measurements and a step past 0 because some keys first appear then (``rotation`` needs a previous
         measurement, adaptive optimizers' ``eos_ratio`` a first optimizer step). Without owners the warning
-        waits for the end of fit."""
+        waits for the end of fit.
+        """
         owners = self._owners
         if self._warned_unmatched or owners is None or trainer.global_step == 0:
             return

@@ -1,27 +1,5 @@
 """``WeightSpectrumMonitor``: singular values and singular-vector dynamics of every weight matrix during fit.
 
-Per layer, under ``spectral/weights/<name>/``: ``sigma_max``, ``sigma_1 .. sigma_k``,
-``frobenius_norm``, ``stable_rank``, ``effective_rank`` (exact; a layer decomposed by the randomized SVD logs
-the tail-spreading estimate as ``effective_rank_estimate`` instead), ``alpha`` (where a power-law fit is
-possible), from the second measurement on ``agreement`` (Yunis et al.'s singular-vector agreement with the
-previous measurement, mean of the first ``min(10, k)`` indices) and ``rotation`` (drift of the top-``k`` left
-subspace), ``condition_number`` and the rank measures ``stable_rank_ratio``, ``effective_rank_ratio``,
-``mass90_count``, ``gini`` (when asked for), ``alpha_farms`` and ``alpha_weightwatcher`` (when asked
-for with ``alpha``); with ``interlayer_alignment`` the score of each pair of consecutive
-matrices under ``spectral/weights/alignment/<pair>``; the aggregates ``spectral/weights/mean_stable_rank`` and
-``spectral/weights/max_sigma_max``; and a histogram of each layer's singular values every
-``histogram_every_n`` measurements on loggers that draw histograms. A model with more than
-``per_layer_limit`` matrices (a BERT has 150+) logs the aggregates only, plus the per-layer keys that a
-stopper, ``EarlyStopping`` or ``ModelCheckpoint`` watches (every layer's numbers still go to the W&B table
-``spectral/weights/per_layer`` at the end of the fit). The numerics are in
-:mod:`lightning_spectral.functional.weights.spectrum`, :mod:`~lightning_spectral.functional.weights.singular_dynamics`
-and :mod:`~lightning_spectral.functional.weights.interlayer_alignment` (definitions and formulas there).
-
-Replicated weights (one process, DDP) are decomposed on rank 0 and the numbers broadcast. Sharded ``DTensor``
-weights (Lightning's ``ModelParallelStrategy``: FSDP2's ``fully_shard``, tensor parallelism) are gathered one
-matrix at a time, every rank joining each all-gather, and rank 0 decomposes each whole matrix before the next
-is gathered (:meth:`~lightning_spectral.callbacks._internal.collectives.MeasurementCollectives.full_tensor`).
-
 Example::
 
     trainer = Trainer(callbacks=[WeightSpectrumMonitor(every_n_steps=100, log_spacing=True)])
@@ -262,6 +240,16 @@ class WeightSpectrumMonitor(SpectralMonitor):
         ]
 
     def measure(self, trainer: Any, pl_module: Any, batches: list[Any]) -> Mapping[str, float]:
+        """One measurement of the model on ``batches`` (see :meth:`SpectralMonitor.measure`).
+
+        Args:
+            trainer: the running ``Trainer``.
+            pl_module: the model being trained.
+            batches: the measurement batches, on the model's device.
+
+        Returns:
+            ``{metric: value}``, logged under ``spectral/<name>/``.
+        """
         # Weights are replicated across DDP ranks: rank 0 decomposes them, the others receive its numbers (so
         # `callback_metrics`, and any stopping decision on them, agree on every rank). Sharded (DTensor)
         # weights are gathered one matrix at a time, every rank taking part in each gather.
@@ -325,7 +313,8 @@ class WeightSpectrumMonitor(SpectralMonitor):
         self, trainer: Any, pl_module: Any, matrices: list[WeightMatrix]
     ) -> dict[str, float] | None:
         """One matrix at a time: every rank joins its all-gather, rank 0 decomposes the whole matrix and drops
-        it before the next (memory: one full matrix at a time); the values on rank 0, ``None`` elsewhere."""
+        it before the next (memory: one full matrix at a time); the values on rank 0, ``None`` elsewhere.
+        """
         measured: list[tuple[str, WeightSpectrum]] = []
         broken: list[str] = []
         alphas: dict[str, float] = {}
@@ -353,7 +342,8 @@ class WeightSpectrumMonitor(SpectralMonitor):
         self, matrices: list[WeightMatrix], spectra: Sequence[WeightSpectrum]
     ) -> dict[str, float]:
         """``<name>/alpha_farms`` and ``<name>/alpha_weightwatcher`` as asked for by ``alpha`` (none where no
-        fit is possible)."""
+        fit is possible).
+        """
         values = {}
         for matrix, spectrum in zip(matrices, spectra):
             fits = []
@@ -428,7 +418,8 @@ class WeightSpectrumMonitor(SpectralMonitor):
         self, trainer: Any, measured: list[tuple[str, WeightSpectrum]], broken: list[str]
     ) -> dict[str, float]:
         """The logged values of the decomposed layers (and NaN for the ``broken`` ones); histograms, the
-        warm-start state and the table rows as a side effect."""
+        warm-start state and the table rows as a side effect.
+        """
         if not measured and not broken:
             return {}
         values: dict[str, float] = {
@@ -523,6 +514,7 @@ class WeightSpectrumMonitor(SpectralMonitor):
 
     # Warm-start state: the last spectrum of every layer, as plain tensors/floats for the checkpoint.
     def extra_state(self) -> dict[str, Any]:
+        """The warm-start state saved in the checkpoint (see :meth:`SpectralMonitor.extra_state`)."""
         return {
             name: {**dataclasses.asdict(spectrum), "power_law": None}
             | {"left_vectors": spectrum.left_vectors.cpu(), "right_vectors": spectrum.right_vectors.cpu()}
@@ -530,6 +522,11 @@ class WeightSpectrumMonitor(SpectralMonitor):
         }
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`extra_state` returned.
+
+        Args:
+            state: the dictionary from a checkpoint.
+        """
         self._previous = {name: WeightSpectrum(**fields) for name, fields in state.items()}
 
 

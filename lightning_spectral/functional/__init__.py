@@ -1,7 +1,8 @@
 """Spectral estimators on a model, usable without Lightning (the numerics behind the callbacks), by domain:
 :mod:`~lightning_spectral.functional.hessian` (curvature), :mod:`~lightning_spectral.functional.ntk`
 (the neural tangent kernel) and :mod:`~lightning_spectral.functional.weights` (weight matrices). Every name
-is importable from here and from its domain."""
+is importable from here and from its domain.
+"""
 
 from typing import Any
 

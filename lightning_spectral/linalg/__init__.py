@@ -1,12 +1,4 @@
-"""Pure-torch numerical core of ``lightning_spectral`` (no Lightning import).
-
-* :func:`randomized_svd` -- truncated SVD of (batches of) matrices by randomized range finding.
-* :func:`lanczos` -- extreme eigenpairs of a symmetric operator given only ``v ↦ A v``.
-* :func:`hutchinson_trace`, :func:`hutchpp_trace` -- stochastic trace estimators.
-* :func:`slq_density` -- spectral density by stochastic Lanczos quadrature.
-
-Randomness comes only from an optional ``generator: torch.Generator``; ``None`` means the global torch RNG.
-"""
+"""Pure-torch numerical core of ``lightning_spectral`` (no Lightning import)."""
 
 from typing import Any
 

@@ -1,8 +1,4 @@
-"""Argument checks shared by the routines of :mod:`lightning_spectral.linalg`.
-
-Every check raises with a message that names the argument and the allowed values: ``TypeError`` for a value
-of the wrong type, ``ValueError`` for a value out of range.
-"""
+"""Argument checks shared by the routines of :mod:`lightning_spectral.linalg`."""
 
 from __future__ import annotations
 

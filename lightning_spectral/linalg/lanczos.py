@@ -1,74 +1,4 @@
-"""Extreme eigenpairs of a symmetric operator by the Lanczos iteration with full reorthogonalization.
-
-Only products ``v ↦ A v`` are needed (a Hessian-vector product, for instance). Starting from
-``q_1 = v_0 / ‖v_0‖`` the iteration builds an orthonormal basis ``V_j = [q_1, …, q_j]`` of the Krylov
-space ``span{v_0, A v_0, …, A^{j−1} v_0}`` and the tridiagonal ``T_j = V_jᵀ A V_j``::
-
-    w = A q_j;  α_j = q_jᵀ w;  w ← w − α_j q_j − β_j q_{j−1};  w ← w − V_j (V_jᵀ w);
-    β_{j+1} = ‖w‖;  q_{j+1} = w / β_{j+1}
-
-so that ``A V_j = V_j T_j + β_{j+1} q_{j+1} e_jᵀ``. Orthogonalizing ``w`` against the *whole* basis
-(classical Gram–Schmidt) instead of only against ``q_j, q_{j−1}`` costs ``O(j·dim)`` per step but prevents
-the loss of orthogonality that makes plain Lanczos return spurious copies of converged eigenvalues
-(Paige 1971; Parlett 1998, ch. 13). The three-term recurrence first removes the large components exactly,
-so one Gram–Schmidt pass usually suffices; a second pass runs when the first one shrank ``w`` below
-``1/√2`` of its norm (the DGKS criterion of Daniel, Gragg, Kaufman & Stewart 1976, as in ARPACK), which
-keeps the basis orthonormal to working precision at half the memory traffic of two passes every step.
-
-Rayleigh–Ritz. ``T_j = S diag(θ) Sᵀ`` is solved in float64 on the CPU by :func:`small_eigh` (torch's
-``eigh``, which shares torch's thread pool; ``j`` is small).
-The Ritz pairs ``(θ_i, V_j s_i)`` approximate eigenpairs of ``A`` and their residual norms are known without
-extra products: ``‖A V_j s_i − θ_i V_j s_i‖ = |β_{j+1}| · |s_{j,i}|`` (the last component of ``s_i``). These
-*estimates* are what ``residuals`` reports; they equal the explicit residuals up to rounding.
-
-Convergence. A Ritz pair is converged when its residual estimate is ``<= max(tol·|θ_i|, noise)``, where
-``noise = min(10·sqrt(dim)·ε, sqrt(ε))·‖T_j‖`` is the rounding level below which residuals cannot be
-resolved (``ε`` the machine epsilon of the working dtype). Convergence is checked after every step once
-``j >= k``, and beyond 32 steps every ``⌊j/16⌋`` steps (at most ~6% extra products; the small ``eigh``
-starts to cost more than a cheap product there).
-
-Invariant subspaces and restarts. A Krylov space holds a single direction of each eigenspace, so the
-recurrence itself never produces the second copy of a repeated eigenvalue. When the current Krylov space
-becomes invariant -- ``β_{j+1}`` at the rounding level, or so small that every Ritz pair of the current
-block has a residual at the rounding level; a ``β_{j+1}`` that collapsed (at most ``√ε·‖A q_j‖``) counts up to
-``1000·ε·‖T_j‖``, since an operator's own rounding (a Hessian-vector product's sums over a batch and through
-layers) leaves more than a dot product's -- its Ritz pairs are eigenpairs and the rest of the spectrum lives
-in the orthogonal complement. The iteration then restarts from a Gaussian vector orthogonalized against the basis (``T``
-becomes block diagonal). The dropped coupling is kept in the residual estimates, which become
-``Σ_b β_b |s_{e_b,i}|`` over the last rows ``e_b`` of the blocks: still a bound on the true residual in exact
-arithmetic. The run stops when all ``k`` wanted pairs are converged and
-
-* the current block is not invariant and its own most wanted Ritz pair has converged (for the first block
-  this is the usual Lanczos criterion; after a restart it is the same evidence -- extreme Ritz values find
-  the extreme eigenvalues first -- that the complement holds nothing more wanted), unless that pair repeats
-  a value of the earlier blocks and is more wanted than the ``k``-th: another copy of a repeated eigenvalue,
-  so the block runs on until it is invariant and the next restart looks for a further copy, or
-* the current block is invariant, the earlier blocks already supply ``k`` Ritz values and this block's most
-  wanted value is not better than the ``k``-th of them.
-
-So exact multiplicities are found (a top eigenvalue of multiplicity 2 with ``k = 2`` on a low-rank operator
-costs about 5 products) and an operator of rank ``r`` finishes after about ``r + 2`` products. The price is
-paid by a start vector that is, to within ``tol``, an eigenvector: the complement is then checked as
-thoroughly as a cold start would check the whole space (a stale warm start at the second eigenvector still
-returns the top one). A start vector merely close to an eigenvector converges in a few products. Like every
-single-vector Krylov method, copies of a repeated eigenvalue are found only through such invariant
-subspaces: if the ``k`` wanted Ritz values converge before the first Krylov space becomes invariant (an
-operator with many distinct eigenvalues whose top one is repeated, e.g. the Hessian of ``nn.Linear(20, 4)``
-under MSE, every eigenvalue four times among 21 distinct ones), the copies are missed, as with ARPACK; so are
-they if it does not become invariant within ``max_matvecs`` steps. When
-``j`` reaches ``dim`` the result is exact.
-
-Cost: ``num_matvecs`` products, ``O(max_matvecs·dim)`` memory for the basis.
-
-Example::
-
-    >>> import torch
-    >>> A = torch.diag(torch.arange(1.0, 101.0, dtype=torch.float64))
-    >>> res = lanczos(lambda v: A @ v, dim=100, k=2, max_matvecs=100, dtype=torch.float64,
-    ...               generator=torch.Generator().manual_seed(0))
-    >>> [round(x, 6) for x in res.eigenvalues.tolist()], res.converged
-    ([100.0, 99.0], True)
-"""
+"""Extreme eigenpairs of a symmetric operator by the Lanczos iteration with full reorthogonalization."""
 
 from __future__ import annotations
 
@@ -283,7 +213,8 @@ def _better(a: float, b: float, margin: float, which: Which) -> bool:
 
 def _ritz(state: _LanczosState, T: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Ritz values, eigenvectors of ``T`` (``state.tridiagonal()`` unless given) and residual estimates (all
-    float64 NumPy arrays)."""
+    float64 NumPy arrays).
+    """
     theta, S = small_eigh(state.tridiagonal() if T is None else T)
     if not state.restarts:  # one block: the classical estimate |β_{j+1}|·|s_{j,i}|
         return theta, S, abs(state.betas[-1]) * np.abs(S[-1])
@@ -333,7 +264,18 @@ def lanczos(
     device: torch.device | str | None = None,
     generator: torch.Generator | None = None,
 ) -> Eigenpairs:
-    """``k`` extreme eigenpairs of the symmetric operator ``v ↦ matvec(v)`` (see the module docstring).
+    r"""``k`` extreme eigenpairs of the symmetric operator ``v ↦ matvec(v)``.
+
+    Lanczos with full reorthogonalization: from ``q_1 = v_0/‖v_0‖`` it builds an orthonormal basis ``V_j``
+    of the Krylov space and the tridiagonal ``T_j = V_jᵀ A V_j``, whose eigenpairs (Ritz pairs) approximate
+    those of ``A``. Pair ``i`` is converged when its residual estimate
+
+    .. math::
+
+        \|A V_j s_i - \theta_i V_j s_i\| = |\beta_{j+1}| \, |s_{j,i}|
+
+    is at most ``max(tol·|θ_i|, noise)``. An invariant Krylov space restarts the iteration from a vector
+    orthogonal to the basis, so repeated eigenvalues are found (see the science notes for the rules).
 
     Args:
         matvec: maps a 1-D tensor of length ``dim`` to a 1-D tensor of length ``dim`` (same dtype/device).
@@ -356,6 +298,18 @@ def lanczos(
     Returns:
         :class:`Eigenpairs` with eigenvalues ``(k,)``, orthonormal eigenvectors ``(dim, k)`` and residual
         estimates ``(k,)`` in the working dtype, the number of products and whether all ``k`` converged.
+
+    Raises:
+        ValueError: ``dim``, ``k``, ``max_matvecs``, ``tol``, ``which`` or ``v0`` out of range.
+        NonFiniteError: a product is NaN or infinite.
+
+    Example:
+        >>> import torch
+        >>> A = torch.diag(torch.arange(1.0, 101.0, dtype=torch.float64))
+        >>> res = lanczos(lambda v: A @ v, dim=100, k=2, max_matvecs=100, dtype=torch.float64,
+        ...               generator=torch.Generator().manual_seed(0))
+        >>> [round(x, 6) for x in res.eigenvalues.tolist()], res.converged
+        ([100.0, 99.0], True)
     """
     check_matvec(matvec)
     dim = check_int("dim", dim, 1)
@@ -424,7 +378,8 @@ def lanczos(
         theta: np.ndarray, wanted: np.ndarray, T_earlier: np.ndarray, value: float, scale: float
     ) -> bool:
         """Whether ``value`` (a restarted block's converged best) repeats a Ritz value of the earlier blocks and
-        is more wanted than the current ``k``-th: then more copies may displace wanted values."""
+        is more wanted than the current ``k``-th: then more copies may displace wanted values.
+        """
         kth = float(theta[wanted[-1]])
         earlier, _ = small_eigh(T_earlier, eigenvectors=False)
         margin = max(tol * abs(value), noise * scale)

@@ -1,44 +1,4 @@
-"""Truncated SVD by randomized range finding (Halko, Martinsson & Tropp 2011, Algorithms 4.4 and 5.1).
-
-For ``A ∈ R^{m×n}``, target rank ``k`` and sketch size ``l = k + num_oversamples``:
-
-1. draw a Gaussian test matrix ``Ω ∈ R^{n×l}`` (or warm-start it, see below) and form ``Q = qr(A Ω)``;
-2. power (subspace) iteration, ``q = num_power_iterations`` times: ``Q̃ = qr(Aᵀ Q)``, ``Q = qr(A Q̃)``. Re-orthonormalizing
-   after *every* multiplication keeps the small singular directions from being swamped by rounding
-   (HMT Algorithm 4.4); after ``q`` iterations the sketch sees ``σ_i^{2q+1}`` instead of ``σ_i``;
-3. ``B = Qᵀ A ∈ R^{l×n}``, ``B = Û S Vh`` (small dense SVD), ``U = Q Û``, truncated to the top ``k``.
-
-The expected spectral error ``E‖A − QQᵀA‖`` is bounded by the optimum ``σ_{k+1}`` times a factor that tends to
-one as ``q`` grows (HMT Corollary 10.10: the factor enters with the power ``1/(2q+1)``). The cost is
-``2q + 2`` products with ``A`` or ``Aᵀ`` plus QRs of ``m×l`` and ``n×l`` matrices and a small ``l×n`` SVD.
-
-Shapes. Batches ``(..., m, n)`` are handled in one batched call (every step above is a batched torch op).
-Wide matrices (``m < n``) need no special treatment: the algorithm only factors the ``m×l`` and ``n×l``
-sketches and on the randomized path ``l < min(m, n)``, so both are tall.
-
-Exact path. When ``l >= min(m, n)`` the sketch would span the whole column (or row) space and the
-randomized algorithm would do at least the work of a dense SVD without being exact; we then call
-``torch.linalg.svd`` directly, which is both cheaper and exact.
-
-Precision. float16/bfloat16 inputs (e.g. weights under ``precision="bf16-true"``) are factorized in float32
-and the result is float32; other dtypes are kept.
-
-Autograd. Nothing is detached: pass ``weight.detach()`` to measure a parameter without recording a graph.
-
-Warm start. ``init`` (``(..., n, r)``, e.g. ``Vh.mT`` from the previous call while a weight matrix trains
-slowly) replaces the first ``min(r, l)`` columns of ``Ω``; the rest stays Gaussian. If ``init`` spans the
-top-``k`` right singular subspace exactly, ``A Ω`` contains the top-``k`` left singular subspace and a
-single pass (``num_power_iterations=0``) is exact.
-
-Example::
-
-    >>> import torch
-    >>> g = torch.Generator().manual_seed(0)
-    >>> A = torch.randn(200, 50, generator=g, dtype=torch.float64)
-    >>> U, S, Vh = randomized_svd(A, k=5, num_power_iterations=4, generator=g)
-    >>> U.shape, S.shape, Vh.shape
-    (torch.Size([200, 5]), torch.Size([5]), torch.Size([5, 50]))
-"""
+"""Truncated SVD by randomized range finding (Halko, Martinsson & Tropp 2011, Algorithms 4.4 and 5.1)."""
 
 from __future__ import annotations
 
@@ -73,7 +33,16 @@ def randomized_svd(
     init: Tensor | None = None,
     generator: torch.Generator | None = None,
 ) -> SVDFactors:
-    """Rank-``k`` truncated SVD of ``A`` (or of each matrix in a batch) by randomized range finding.
+    r"""Rank-``k`` truncated SVD of ``A`` (or of each matrix in a batch) by randomized range finding.
+
+    Halko, Martinsson & Tropp (2011), Algorithms 4.4 and 5.1: with a Gaussian ``Ω`` of ``l = k + p``
+    columns and ``q`` power iterations (each re-orthonormalized),
+
+    .. math::
+
+        Q = \operatorname{qr}\big((A A^\top)^q A \Omega\big), \qquad
+        Q^\top A = \tilde U \Sigma V^\top, \qquad A \approx (Q \tilde U)_{:, :k} \Sigma_{:k} V_{:, :k}^\top.
+
 
     Args:
         A: ``(..., m, n)`` real floating-point tensor.
@@ -91,6 +60,14 @@ def randomized_svd(
         (float32 for float16/bfloat16 input) with
         ``U diag(S) Vh ≈`` the best rank-``k`` approximation of ``A``. If ``l >= min(m, n)`` the result is
         the exact truncated SVD from ``torch.linalg.svd`` (see module docstring).
+
+    Example:
+        >>> import torch
+        >>> g = torch.Generator().manual_seed(0)
+        >>> A = torch.randn(200, 50, generator=g, dtype=torch.float64)
+        >>> U, S, Vh = randomized_svd(A, k=5, num_power_iterations=4, generator=g)
+        >>> U.shape, S.shape, Vh.shape
+        (torch.Size([200, 5]), torch.Size([5]), torch.Size([5, 50]))
     """
     if not isinstance(A, Tensor):
         raise TypeError(f"`A` must be a torch.Tensor, got {type(A).__name__}.")

@@ -1,16 +1,4 @@
-"""Result types returned by the numerical routines of :mod:`lightning_spectral.linalg`.
-
-They are plain :class:`typing.NamedTuple` s (unpackable, printable, cheap) except :class:`SpectralDensity`,
-a frozen dataclass that also knows how to evaluate its Gaussian-smoothed density.
-
-Example::
-
-    >>> import torch
-    >>> from lightning_spectral.linalg import randomized_svd
-    >>> U, S, Vh = randomized_svd(torch.eye(4, dtype=torch.float64), k=2)
-    >>> S.tolist()
-    [1.0, 1.0]
-"""
+"""Result types returned by the numerical routines of :mod:`lightning_spectral.linalg`."""
 
 from __future__ import annotations
 
@@ -33,6 +21,13 @@ class SVDFactors(NamedTuple):
         U: ``(..., m, k)`` left singular vectors, orthonormal columns.
         S: ``(..., k)`` singular values, descending.
         Vh: ``(..., k, n)`` right singular vectors (transposed), orthonormal rows.
+
+    Example:
+        >>> import torch
+        >>> from lightning_spectral.linalg import randomized_svd
+        >>> U, S, Vh = randomized_svd(torch.eye(4, dtype=torch.float64), k=2)
+        >>> S.tolist()
+        [1.0, 1.0]
     """
 
     U: Tensor
@@ -49,6 +44,14 @@ class Eigenpairs(NamedTuple):
         residuals: ``(k,)`` residual-norm estimates ``‖A v_i − θ_i v_i‖`` (see ``lanczos``).
         num_matvecs: number of calls to ``matvec``.
         converged: whether all ``k`` residuals met the tolerance.
+
+    Example:
+        >>> import torch
+        >>> from lightning_spectral.linalg import lanczos
+        >>> A = torch.diag(torch.tensor([3.0, 2.0, 1.0], dtype=torch.float64))
+        >>> pairs = lanczos(lambda v: A @ v, dim=3, k=1, dtype=torch.float64)
+        >>> round(pairs.eigenvalues.item(), 9), pairs.converged
+        (3.0, True)
     """
 
     eigenvalues: Tensor
@@ -66,6 +69,14 @@ class TraceEstimate(NamedTuple):
         std_error: its standard error (``0.0`` when the estimate is exact, ``nan`` when it cannot be
             estimated from a single sample).
         num_matvecs: number of calls to ``matvec`` actually made.
+
+    Example:
+        >>> import torch
+        >>> from lightning_spectral.linalg import hutchpp_trace
+        >>> A = torch.diag(torch.tensor([3.0, 2.0, 1.0], dtype=torch.float64))
+        >>> estimate, std_error, num_matvecs = hutchpp_trace(lambda v: A @ v, dim=3, num_matvecs=3, dtype=torch.float64)
+        >>> round(estimate, 9), std_error, num_matvecs
+        (6.0, 0.0, 3)
     """
 
     estimate: float
@@ -84,6 +95,12 @@ class SpectralDensity:
     Attributes:
         nodes: ``(num_probes, m)`` quadrature nodes (Ritz values).
         weights: ``(num_probes, m)`` quadrature weights.
+
+    Example:
+        >>> import torch
+        >>> density = SpectralDensity(torch.tensor([[1.0, 2.0]]), torch.tensor([[0.5, 0.5]]))
+        >>> density.smoothed(torch.tensor([1.0, 2.0]), sigma=0.1).shape
+        torch.Size([2])
     """
 
     nodes: Tensor

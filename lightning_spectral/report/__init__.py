@@ -1,10 +1,5 @@
 """Offline reports: compare runs from their TensorBoard event files in one static HTML page of figures.
 
-The command line is ``lightning-spectral report RUN_DIR [RUN_DIR ...] -o OUT``; the Python form is
-:func:`build_report`. Reading is in :mod:`~lightning_spectral.report.reader`, the figures in
-:mod:`~lightning_spectral.report.figures` (built by section in ``curvature_figures``, ``kernel_figures``,
-``weight_figures``), the page in :mod:`~lightning_spectral.report.page`.
-
 Example::
 
     from lightning_spectral.report import build_report

@@ -1,10 +1,4 @@
-"""Drawing pieces shared by the report's figures: the figure record, run colors, axes and legends.
-
-Figures are plain :class:`matplotlib.figure.Figure` objects (no pyplot, no global state), drawn with the Agg
-canvas when saved. Every run has one color in every figure (:func:`run_colors`); a y axis is logarithmic
-where its values span two decades or more (:func:`wants_log`); the legend sits right of the axes, one entry
-per run and then the line styles (:func:`run_legend`, :func:`style_entries`).
-"""
+"""Drawing pieces shared by the report's figures: the figure record, run colors, axes and legends."""
 
 from __future__ import annotations
 
@@ -98,6 +92,7 @@ def chosen_at_steps(items: Sequence, steps: Sequence[int] | None) -> list:
 
 
 def single_axes() -> tuple[Figure, object]:
+    """A report-wide figure with one axes."""
     figure = Figure(figsize=(WIDTH_IN, 4.4), dpi=DPI, layout="constrained")
     return figure, figure.subplots()
 

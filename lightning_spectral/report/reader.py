@@ -1,12 +1,5 @@
 """Read the ``spectral/`` scalars, histograms and images of runs back from their TensorBoard event files.
 
-A run is a folder with event files anywhere below it (a Lightning ``lightning_logs/version_0``, or its
-parent). All its event files are merged into one :class:`RunData`; where two files hold the same tag at the
-same step, the later file (by the creation time in its name) wins, as when a run is resumed. A folder whose
-later sub-folder starts again at or before an earlier one's first step holds separate runs, not a resumed one
-(a resumed run continues from its checkpoint's step): that is warned about, naming the sub-folders to report
-one by one.
-
 Example::
 
     runs = read_runs(["runs/lr0.05", "runs/lr0.2"], progress=sys.stderr)  # a line per event file

@@ -1,11 +1,4 @@
-"""Take the inputs and the targets out of a training batch, as the NTK monitor needs them.
-
-The default follows the most common batch layouts: a tensor (inputs only), a tuple/list ``(inputs, targets,
-...)``, a mapping with one of the keys ``"input"``, ``"inputs"``, ``"x"`` (and ``"target"``, ``"targets"``,
-``"label"``, ``"labels"``, ``"y"``), or any other mapping (a Hugging Face batch): its entries that the model's
-``forward`` takes, label entries left out, passed as keyword arguments (:func:`model_call`; rules in
-:mod:`lightning_spectral.functional._common.model_io`). Anything else needs the monitor's ``input_fn`` / ``target_fn``.
-"""
+"""Take the inputs and the targets out of a training batch, as the NTK monitor needs them."""
 
 from __future__ import annotations
 

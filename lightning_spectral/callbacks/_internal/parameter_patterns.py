@@ -1,12 +1,5 @@
 """The ``params=`` argument of a monitor, checked against the model at setup.
 
-A monitor that measures a subset of the parameters (names, globs or module prefixes; see
-:func:`~lightning_spectral.functional._common.parameter_selection.select_parameters`) checks its patterns once the
-model is known: a pattern that matches no parameter stops the run at setup with a ``ValueError`` naming the
-pattern and the closest parameter names (a typo must not silently measure something else). The weight monitor's
-``include`` / ``exclude`` globs get the same check against its weight matrices
-(:func:`check_patterns_match`).
-
 Example::
 
     >>> import torch
@@ -50,7 +43,8 @@ def check_param_spec(params: object) -> None:
 
 def check_patterns_match(unmatched: Sequence[tuple[str, str]], names: Sequence[str], monitor: str) -> None:
     """Raise ``ValueError`` naming each ``(argument, pattern)`` of ``unmatched`` and, for the first, the closest
-    of ``names`` (:func:`difflib.get_close_matches`); nothing when ``unmatched`` is empty."""
+    of ``names`` (:func:`difflib.get_close_matches`); nothing when ``unmatched`` is empty.
+    """
     if not unmatched:
         return
     argument, pattern = unmatched[0]
@@ -67,7 +61,8 @@ def checked_param_patterns(
     model: nn.Module, params: str | Sequence[str] | None, monitor: str
 ) -> str | list[str] | None:
     """``params`` as a list (a string stays a string, ``None`` passes through: every trainable parameter);
-    ``ValueError`` at the first pattern that matches no parameter of ``model`` (:func:`check_patterns_match`)."""
+    ``ValueError`` at the first pattern that matches no parameter of ``model`` (:func:`check_patterns_match`).
+    """
     unmatched = unmatched_patterns(model, params)
     check_patterns_match(
         [("params", pattern) for pattern in unmatched],
@@ -86,7 +81,8 @@ def check_weight_patterns(
 ) -> None:
     """``ValueError`` for an ``include`` / ``exclude`` glob that matches no weight matrix of ``model``, by its
     reported name or its parameter name (the matching of
-    :func:`~lightning_spectral.functional.weights.matrices.weight_matrices`)."""
+    :func:`~lightning_spectral.functional.weights.matrices.weight_matrices`).
+    """
     if include is None and exclude is None:
         return
     from lightning_spectral.functional.weights.matrices import weight_matrices

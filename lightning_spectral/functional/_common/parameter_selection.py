@@ -1,18 +1,5 @@
 """Which parameters of a model an estimator differentiates, and how they map to one flat vector.
 
-Curvature estimators (the Hessian operator, the NTK) work with ``θ ∈ R^P``, the selected parameters of a
-model concatenated into one vector. This module holds the two pieces of plumbing they share:
-
-- :func:`select_parameters` picks the parameters by name: ``None`` means every parameter with
-  ``requires_grad=True`` (frozen ones excluded); otherwise a name or a list of names / :mod:`fnmatch` globs
-  / module prefixes, matched against ``model.named_parameters()``. A pattern also matches a name with its
-  ``_orig_mod`` components removed (:func:`uncompiled_name`), so ``"net.0.*"`` selects the parameters of
-  ``net = torch.compile(...)``, which PyTorch names ``net._orig_mod.0.*``.
-- :class:`ParameterLayout` records the names, shapes, dtype and device of the selected tensors and converts
-  between ``{name: tensor}`` and the flat vector: :meth:`~ParameterLayout.flatten` concatenates the tensors
-  (each flattened row-major, in the layout's order), :meth:`~ParameterLayout.unflatten` splits a flat vector
-  back into views of the original shapes.
-
 Example::
 
     >>> import torch
@@ -46,7 +33,8 @@ COMPILED_WRAPPER_ATTRIBUTE = "_orig_mod"
 
 def uncompiled_name(name: str) -> str:
     """``name`` as the model names it without ``torch.compile``: the ``_orig_mod`` components that
-    compiled submodules add are removed (``"net._orig_mod.0.weight"`` → ``"net.0.weight"``)."""
+    compiled submodules add are removed (``"net._orig_mod.0.weight"`` → ``"net.0.weight"``).
+    """
     parts = name.split(".")
     if COMPILED_WRAPPER_ATTRIBUTE not in parts:
         return name
@@ -55,7 +43,8 @@ def uncompiled_name(name: str) -> str:
 
 def _matches(name: str, pattern: str) -> bool:
     """``name`` (or its :func:`uncompiled_name`) matches a glob, or lies below the module prefix ``pattern``
-    (``"net.0"`` → ``net.0.weight``)."""
+    (``"net.0"`` → ``net.0.weight``).
+    """
     prefix = pattern.rstrip(".") + "."
     return any(
         fnmatch.fnmatchcase(candidate, pattern) or candidate.startswith(prefix)
@@ -121,7 +110,8 @@ def select_parameters(model: nn.Module, params: ParamSpec = None) -> dict[str, n
 
 def unmatched_patterns(model: nn.Module, params: ParamSpec) -> list[str]:
     """The patterns of ``params`` (a name / glob / module prefix or a sequence of them) that match no
-    parameter of ``model`` (``[]`` for ``None``). Callbacks use it to warn at setup, naming the patterns."""
+    parameter of ``model`` (``[]`` for ``None``). Callbacks use it to warn at setup, naming the patterns.
+    """
     if params is None:
         return []
     patterns = [params] if isinstance(params, str) else list(params)
@@ -179,7 +169,8 @@ class ParameterLayout:
     def flatten(self, tensors: Mapping[str, Tensor] | Sequence[Tensor]) -> Tensor:
         """One 1-D tensor of length :attr:`dim`: the tensors (a mapping holding every name of the layout, or a
         sequence in layout order) flattened row-major and concatenated. A ``None`` entry (an unused
-        parameter's gradient) counts as zeros."""
+        parameter's gradient) counts as zeros.
+        """
         if isinstance(tensors, Mapping):
             missing = [name for name in self.names if name not in tensors]
             if missing:

@@ -1,5 +1,6 @@
 """Curvature: the loss Hessian's spectrum, its trace and density, batch sharpness, and the edge-of-stability
-limits of plain and adaptive optimizers."""
+limits of plain and adaptive optimizers.
+"""
 
 from typing import Any
 

@@ -1,22 +1,5 @@
 """Batch sharpness: the curvature of each mini-batch loss along its own gradient (Andreyev & Beneventano 2024).
 
-Under mini-batch SGD with step ``η`` the top eigenvalue of the full-batch Hessian usually stays below
-``2/η``. What rises to ``2/η`` and hovers there -- the *edge of stochastic stability* -- is the batch
-sharpness (A. Andreyev, P. Beneventano, "Edge of Stochastic Stability: Revisiting the Edge of Stability for
-SGD", arXiv:2412.20553, Definition 3, Eq. (3)):
-
-    BatchSharpness(θ) = E_B [ ∇L_B(θ)ᵀ ∇²L_B(θ) ∇L_B(θ) / ‖∇L_B(θ)‖² ]
-
-the expectation over mini-batches ``B`` (of the training batch size) of the Rayleigh quotient of the
-mini-batch Hessian ``H_B`` at the mini-batch gradient ``g_B`` -- the expectation is *outside* the ratio (the
-authors' reference code computes ``E[g_BᵀH_Bg_B] / E[‖g_B‖²]`` only as an exploratory variant). It is
-estimated by the mean over the given batches, with its standard error; each batch costs one gradient and
-one Hessian-vector product. Each Rayleigh quotient lies in ``[λ_min(H_B), λ_max(H_B)]``.
-
-A batch whose gradient is exactly zero has no direction: its value is ``nan`` and it is left out of the mean
-(``nan`` if every batch is). With a ``reduce_fn`` (all-reduce mean in data-parallel training) ``g_B`` and
-``H_B g_B`` are those of the union of the processes' batches, the batch SGD actually steps on.
-
 Example::
 
     >>> import torch
@@ -69,7 +52,8 @@ def batch_rayleigh_quotients(operator: HessianOperator, gradients: list[Tensor] 
     """``g_bᵀ H_b g_b / ‖g_b‖²`` for each batch ``b`` of ``operator`` (one single-batch product each; ``nan``
     for ``g_b = 0``). ``gradients``: ``operator.batch_gradients()``, which with double backward, taken before
     the operator's first product, come out of the graphs the products use -- so a caller that needs the
-    operator's eigenvalues too (the Hessian monitor) pays for the gradients once; ``None``: evaluated here."""
+    operator's eigenvalues too (the Hessian monitor) pays for the gradients once; ``None``: evaluated here.
+    """
     if gradients is None:
         gradients = operator.batch_gradients()
     quotients = []

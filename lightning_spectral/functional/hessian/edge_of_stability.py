@@ -1,26 +1,5 @@
 """The edge-of-stability ratio of (heavy-ball / Nesterov) gradient descent.
 
-Gradient descent with step size η on a quadratic with curvature λ is stable iff ``η·λ < 2``: the iterate
-along the top Hessian eigenvector is multiplied by ``1 − ηλ`` each step. Cohen et al. (2021, "Gradient
-Descent on Neural Networks Typically Occurs at the Edge of Stability") observed that full-batch GD drives
-the top eigenvalue λ_max up to this limit ``2/η`` and then hovers there. With momentum β the limits are
-(Cohen et al., Appendix; the stability region of the heavy-ball / Nesterov recurrences):
-
-- heavy ball:  ``λ_max < (2 + 2β) / η``
-- Nesterov:    ``λ_max < (2 + 2β) / (η (1 + 2β))``
-
-``torch.optim.SGD``'s other two settings move the limit too (both derived from its update ``b ← β b +
-(1 − d)(g + w θ)``, ``θ ← θ − η b``, and checked against the optimizer in the tests):
-
-- ``dampening`` ``d`` scales the step on the momentum buffer: heavy ball with step ``η (1 − d)``, limit
-  ``(2 + 2β) / (η (1 − d))`` (infinite at ``d = 1``, where the buffer no longer takes in gradients; torch
-  ignores ``d`` without momentum and forbids it with Nesterov);
-- coupled ``weight_decay`` ``w`` adds ``w`` to every eigenvalue of the Hessian the step sees (``H + w I``),
-  so the limit on ``λ_max`` of the loss Hessian is the limit above minus ``w``.
-
-The ratio returned here is ``λ_max / limit``, so it equals ``η·λ_max/2`` for plain SGD and is ``≥ 1``
-beyond the stability limit, for every one of these optimizers.
-
 Example::
 
     >>> edge_of_stability_ratio(lambda_max=40.0, lr=0.05)
@@ -47,7 +26,8 @@ def stability_limit(
     weight_decay: float = 0.0,
 ) -> float:
     """The largest stable curvature ``λ`` of the loss Hessian for ``torch.optim.SGD`` with these settings (module
-    docstring); ``inf`` when nothing is limited (``dampening = 1`` with momentum)."""
+    docstring); ``inf`` when nothing is limited (``dampening = 1`` with momentum).
+    """
     if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
         raise ValueError(f"`lr` must be a positive finite number, got {lr!r}.")
     if not (isinstance(momentum, (int, float)) and 0.0 <= momentum < 1.0):

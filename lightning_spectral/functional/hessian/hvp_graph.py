@@ -1,44 +1,5 @@
 """Hessian-vector products replayed as CUDA graphs, captured once and reused by every later operator of the same
 shape.
-
-On a GPU the product of a small or medium model is bound by kernel launches, not arithmetic: a
-double-backward HVP of a 32k-parameter MLP is a few µs of arithmetic spread over ~100 kernels, each launched
-from Python through autograd. A CUDA graph (:class:`torch.cuda.CUDAGraph`) records those launches once and
-replays them with one call. :class:`HVPGraph` captures one product -- the whole product: the loss, its gradient
-and the second differentiation (forward-over-reverse, or the gradient built with ``create_graph=True`` and
-differentiated again) -- on *static* copies of the operator's parameters, buffers, batch and vector. A later
-product, of the same operator or of any later :class:`~lightning_spectral.functional.HessianOperator` with the
-same structure, copies its tensors into the static ones and replays. A monitor that measures every few hundred
-steps on a fixed batch pays the capture once per fit.
-
-Same structure (the *signature*, compared before every replay): the same model object and ``loss_fn``, the
-same selected parameter names, shapes and dtypes, the same frozen parameters and buffers, the same batch
-structure (tensor shapes, dtypes and devices; other leaves equal), the same train/eval flag of every module,
-the same resolved HVP method, and the same float32 precision, cuDNN, determinism and autocast settings. When
-the signature changes the product is captured again (at most ``max_graphs`` captures are kept, least recently
-used first out).
-
-What a graph cannot see. A replay runs the kernels the capture recorded; Python code in the model or the loss
-does not run again. A ``forward`` whose control flow depends on Python state outside the signature (an epoch
-counter, a Python random number, a flag set by a callback) would replay the branch taken at capture (a branch
-on a tensor's value needs a host synchronization, which fails the capture: detected, see below): use graphs only for losses that are a function of the parameters, buffers and batch tensors. Two
-cases are detected and answered with eager products (with a warning, once per signature; the numbers are the
-eager ones): a loss that draws random numbers (dropout in train mode: each replay would draw a new mask,
-while the operator is the Hessian with one fixed mask), detected from the RNG states around the warm-up
-product, and a loss that cannot be captured (a host synchronization such as ``.item()``, CPU tensors). Every
-capture is checked: its first replay must equal the eager warm-up product to ``100·ε`` relative.
-
-Memory. Each kept capture holds its static inputs (one copy of parameters, buffers and batches) and the graph's
-private memory pool (the activations of one product) until :meth:`HVPGraph.release` or until the object is
-dropped.
-
-Example (on a GPU)::
-
-    graph = HVPGraph()
-    for step in range(...):
-        ...  # train
-        operator = HessianOperator(model, loss_fn, batch, method="double_backward", hvp_graph=graph)
-        result = hessian_eigenvalues(operator=operator, k=1)  # the first call captures, later ones replay
 """
 
 from __future__ import annotations
@@ -109,7 +70,8 @@ def _autocast_enabled() -> bool:
 
 def _tensors_of(operator: HessianOperator) -> tuple[list[Tensor], Any]:
     """The operator's inputs a capture copies: point, frozen parameters, buffers, then the batches' tensors
-    (and the batches' structure)."""
+    (and the batches' structure).
+    """
     leaves, spec = tree_flatten(operator._batches)
     tensors = [*operator._point.values(), *operator._constants.values(), *operator._buffers.values()]
     return tensors + [leaf for leaf in leaves if isinstance(leaf, Tensor)], (leaves, spec)
@@ -117,7 +79,8 @@ def _tensors_of(operator: HessianOperator) -> tuple[list[Tensor], Any]:
 
 def _signature(operator: HessianOperator) -> tuple:
     """What a capture must match: the operator's structure (computed once per operator) and the state that can
-    change between its products (train/eval flags, precision settings)."""
+    change between its products (train/eval flags, precision settings).
+    """
     structure = operator.__dict__.get("_graph_structure")
     if structure is None:
         leaves, spec = tree_flatten(operator._batches)
@@ -144,7 +107,8 @@ def _reset_generator_after_failed_capture(device: torch.device) -> None:
     """A capture registers the default CUDA generator and marks its state as capturing; a capture that fails
     ends without unmarking it (torch 2.11-2.13), after which every eager random draw on that device (dropout in
     the next training step) raises "Offset increment outside graph capture". A clone of the state is unmarked:
-    put it in place (the seed and offset are restored by the caller)."""
+    put it in place (the seed and offset are restored by the caller).
+    """
     generator = torch.cuda.default_generators[
         device.index if device.index is not None else torch.cuda.current_device()
     ]
@@ -191,7 +155,8 @@ class HVPGraph:
 
     def product(self, operator: HessianOperator, v: Tensor) -> Tensor | None:
         """``Σ_b H_b v`` (not yet averaged or reduced) by a replay, or ``None`` if this operator's products must
-        be eager: not on CUDA, ``"auto"`` not resolved yet, or the signature disabled."""
+        be eager: not on CUDA, ``"auto"`` not resolved yet, or the signature disabled.
+        """
         if operator.device.type != "cuda" or operator.method == "auto":
             return None
         signature = _signature(operator)

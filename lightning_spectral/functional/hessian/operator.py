@@ -1,58 +1,5 @@
 """The loss Hessian of a model as a symmetric linear operator on the flat vector of its parameters.
 
-For ``L(θ) = loss_fn(model, batch)`` and the selected parameters ``θ ∈ R^P`` (flattened in
-``named_parameters()`` order, see :mod:`~lightning_spectral.functional._common.parameter_selection`),
-:class:`HessianOperator` applies ``v ↦ H v = ∇²L(θ) v`` exactly, without forming ``H``. Built with
-:meth:`HessianOperator.from_batches` it is the average over batches ``H = (1/N) Σ_b ∇²L_b(θ)`` (one
-Hessian-vector product per batch per product), the more faithful full-batch curvature.
-
-Two exact Hessian-vector products (HVPs):
-
-- ``"forward_over_reverse"``: ``H v = (d/dε) ∇L(θ + ε v) |_{ε=0}``, the forward-mode derivative
-  (:func:`torch.func.jvp`) of the reverse-mode gradient (:func:`torch.func.grad`). Each product is one
-  forward and one backward pass carrying tangents; nothing is kept between products.
-- ``"double_backward"``: ``H v = ∇_θ (∇L(θ) · v)``. The gradient of every batch is built once with
-  ``create_graph=True`` and kept (:mod:`~lightning_spectral.functional.hessian.gradient_graphs`); every product is then
-  one more backward pass through those graphs (:meth:`HessianOperator.batch_matvec`: through one batch's). The
-  price is memory: the graphs of all batches stay alive while the operator does (drop the operator to free
-  them), about what one training step on all the batches together holds, and a bit more.
-- ``"auto"`` (default) tries forward-over-reverse on the first product and falls back to double backward
-  if :mod:`torch.func` cannot transform the loss (a ``RuntimeError`` or ``NotImplementedError`` from the
-  transform); :attr:`HessianOperator.method` then says which one is in use and
-  :attr:`HessianOperator.fallback_reason` why. Known cases that fall back: custom ``autograd.Function`` s
-  without ``setup_context``, and ``torch.nn.functional.mse_loss`` (its forward-mode derivative fails with
-  "ZeroTensors are immutable" in torch 2.13; ``((out - y) ** 2).mean()`` does not).
-
-Speed. Measured on one CPU thread (torch 2.13): for a 3-layer tanh MLP (85k parameters, batch 512) a
-gradient took 5.5 ms, a double-backward product 7.7 ms (13.7 ms for the first, which builds the graph) and a
-forward-over-reverse product 17 ms; for a 2-layer CNN (10k parameters, batch 128) 16, 34 (53) and 55 ms.
-Choose ``method="double_backward"`` when many products are taken and the memory is there.
-
-Memory of a double-backward product, beyond the model and the batch: the graph of each batch's gradient
-(the activations of a training step; the gradient values themselves are not kept, only the graph's
-edges), the partial products autograd adds up inside the backward pass (for a layer reached by several
-paths, two or three parameter-sized buffers at once), and the flat result; with ``copy_params=False``
-measured at about 3 parameter-sized vectors above a step's activations for a 10⁷-parameter MLP
-(``benchmarks/bench_scaling.py``); the default copy adds one. The product is taken as the vector-Jacobian
-product of the kept gradient with ``v`` (``H v = J_{∇L}ᵀ v``, ``H`` symmetric), so no parameter-sized
-``∇L ⊙ v`` is formed on the way.
-
-What the operator never changes. It evaluates the loss through :func:`torch.func.functional_call` on
-copies of the model's parameters and buffers taken at construction, so the operator is the Hessian at the
-parameter values of that moment (a later optimizer step does not change it; with ``copy_params=False`` it
-reads the model's own parameter storage instead, which saves one parameter-sized copy but lets an in-place
-update of the model change the operator -- or, once a double-backward graph holds the old values, make the
-next product raise autograd's "modified by an inplace operation" error: for operators used and dropped
-before the model changes, as the functional helpers and the monitors do), ``.grad`` is never written
-(only :func:`torch.autograd.grad` and :mod:`torch.func` are used), ``requires_grad`` flags and the train/eval
-mode are left alone, and BatchNorm in train mode updates copies of its running statistics that are thrown
-away. Unselected parameters (by default the frozen ones) are constants. Random layers (dropout in train
-mode) are made deterministic: every evaluation of batch ``b`` replays the same global RNG state (the state at
-construction for the first batch, the state the first evaluation of the previous batch left for the others),
-and the global RNG is restored afterwards, so the operator is the Hessian of the loss with one fixed dropout
-mask per batch and consumes no randomness. The CPU RNG and the RNG of the parameters' accelerator
-(``torch.cuda`` etc.) are replayed.
-
 Example::
 
     >>> import torch
@@ -299,7 +246,8 @@ class HessianOperator:
     def _build_gradient_graphs(self, keep_gradient: bool) -> GradientGraphs:
         """Per batch the gradient graph (:mod:`~lightning_spectral.functional.hessian.gradient_graphs`); with
         ``keep_gradient=True`` (asked by :meth:`loss_and_gradient` or :meth:`batch_gradients` before the first
-        product) each batch's flat gradient too."""
+        product) each batch's flat gradient too.
+        """
         return GradientGraphs.build(
             self._point, self.num_batches, self._replayed_loss, self.layout.flatten, keep_gradient
         )
@@ -318,7 +266,8 @@ class HessianOperator:
 
     def _hvp_unshared(self, v: Tensor) -> Tensor:
         """One product with the resolved method that keeps nothing for the next one (double backward builds
-        its gradient graph and consumes it): what a CUDA graph captures."""
+        its gradient graph and consumes it): what a CUDA graph captures.
+        """
         if self.method == "forward_over_reverse":
             return self._hvp_forward_over_reverse(v)
         return self._product_through(self._build_gradient_graphs(keep_gradient=False), v, retain_graph=False)
@@ -336,7 +285,8 @@ class HessianOperator:
 
     def _eager_product(self, v: Tensor, batch: int | None) -> Tensor:
         """``Σ_b H_b v`` (``batch=None``) or ``H_batch v``, unscaled, by the method in use (``"auto"`` resolved
-        here on the first product)."""
+        here on the first product).
+        """
         if self.method == "auto":
             try:
                 result = self._hvp_forward_over_reverse(v, batch)
@@ -372,7 +322,8 @@ class HessianOperator:
     def _losses_and_gradients(self) -> tuple[list[Tensor], list[Tensor]]:
         """Each batch's loss and flat gradient, before ``reduce_fn``. With double backward, asked for before the
         first product, they come with the gradient graphs the products use (no extra pass; the gradients are
-        handed out, not kept); otherwise one more gradient evaluation per batch."""
+        handed out, not kept); otherwise one more gradient evaluation per batch.
+        """
         graphs = self._graphs
         if self.method == "double_backward" and (graphs is None or graphs.gradients is not None):
             graphs = self._gradient_graphs(keep_gradient=True)
@@ -393,20 +344,23 @@ class HessianOperator:
         """The batch-averaged loss ``L(θ)`` and its flat gradient ``∇L(θ)`` (both passed through
         ``reduce_fn``). With double backward, called before the first product, it builds the gradient graphs
         the products use and keeps their gradient (no extra pass); called later it takes one more gradient
-        evaluation, because the graphs keep no gradient values."""
+        evaluation, because the graphs keep no gradient values.
+        """
         losses, gradients = self._losses_and_gradients()
         loss = self._finish(torch.stack(losses).sum().reshape(1))
         return float(loss[0]), self._finish(sum(gradients[1:], gradients[0]))
 
     def batch_gradients(self) -> list[Tensor]:
         """Each batch's own flat gradient ``∇L_b(θ)`` (through ``reduce_fn``, not averaged over the batches),
-        at the same cost as :meth:`loss_and_gradient`: free before the first double-backward product."""
+        at the same cost as :meth:`loss_and_gradient`: free before the first double-backward product.
+        """
         return [self._reduced(gradient) for gradient in self._losses_and_gradients()[1]]
 
     def batch_matvec(self, batch: int, v: Tensor) -> Tensor:
         """``∇²L_b(θ) v``, the Hessian of batch ``b = batch`` alone (through ``reduce_fn``): with double backward
         a backward pass through that batch's kept gradient graph only. Counted in :attr:`num_batch_matvecs`,
-        not :attr:`num_matvecs`; never replayed from a CUDA graph."""
+        not :attr:`num_matvecs`; never replayed from a CUDA graph.
+        """
         if isinstance(batch, bool) or not isinstance(batch, int) or not 0 <= batch < self.num_batches:
             raise ValueError(f"`batch` must be an int in [0, {self.num_batches}), got {batch!r}.")
         result = self._eager_product(self._checked(v), batch)

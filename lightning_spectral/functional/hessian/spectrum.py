@@ -1,25 +1,5 @@
 """Extreme eigenvalues, trace and spectral density of a loss Hessian, from exact Hessian-vector products.
 
-- :func:`hessian_eigenvalues`: the ``k`` extreme eigenpairs by Lanczos
-  (:func:`lightning_spectral.linalg.lanczos`) on a
-  :class:`~lightning_spectral.functional.hessian.operator.HessianOperator`. With ``which="LA"`` they are
-  ``λ_1 ≥ λ_2 ≥ … ≥ λ_k``, the top of the spectrum; ``λ_1 = λ_max`` is the *sharpness*, which under
-  full-batch gradient descent with step ``η`` rises (progressive sharpening) until it hovers at ``2/η``
-  (the edge of stability, Cohen et al. 2021). ``which="SA"`` gives the most negative eigenvalues (saddle
-  directions), ``"LM"`` the largest in magnitude. Each pair comes with its residual ``‖Hv − λv‖``.
-- :func:`hessian_trace`: ``tr H = Σ_i λ_i`` by Hutch++ (default) or Hutchinson, with a standard error.
-- :func:`hessian_density`: the eigenvalue density ``φ(t) = (1/P) Σ_i δ(t − λ_i)`` by stochastic Lanczos
-  quadrature, as nodes ``θ`` and weights ``w`` (all weights sum to one) with
-  ``E[Σ w f(θ)] = (1/P) Σ_i f(λ_i)`` for every polynomial ``f`` of degree ``< 2·num_steps``.
-
-Each takes ``(model, loss_fn, batch)`` (one batch; see ``HessianOperator`` for ``params`` and ``hvp_method``,
-whose default here is double backward: these estimators take many products, each cheapest through one kept
-gradient graph)
-or a ready ``operator=`` instead, to average several batches (:meth:`HessianOperator.from_batches`), to use a
-distributed ``reduce_fn``, or to share one operator (and its cached gradient graphs) between estimators.
-Randomness (start vector, probes) comes only from ``generator``; ``None`` uses the global torch RNG. A
-generator must live on the parameters' device.
-
 Example::
 
     >>> import torch
@@ -101,7 +81,8 @@ def _resolve_operator(
     hvp_method: str | None,
 ) -> HessianOperator:
     """``operator`` if given (then ``model``, ``loss_fn``, ``batch``, ``params`` and ``hvp_method`` must be
-    left out), else a new operator on the one ``batch`` (``hvp_method=None``: :data:`SOLVER_HVP_METHOD`)."""
+    left out), else a new operator on the one ``batch`` (``hvp_method=None``: :data:`SOLVER_HVP_METHOD`).
+    """
     if hvp_method is not None and hvp_method not in HVP_METHODS:
         raise ValueError(f"`hvp_method` must be one of {HVP_METHODS}, got {hvp_method!r}.")
     if operator is not None:
@@ -235,7 +216,8 @@ def _shifted(
     op: HessianOperator, preconditioner: Tensor | None, weight_decay: float | Tensor | None
 ) -> Callable[[Tensor], Tensor]:
     """``v ↦ D^{-1/2} (H + W) D^{-1/2} v`` (``D = I`` without a preconditioner, ``W = diag(weight_decay)``), similar
-    to ``D⁻¹(H + W)``; an entry ``D = +inf`` zeroes its row and column (a coordinate the optimizer does not move)."""
+    to ``D⁻¹(H + W)``; an entry ``D = +inf`` zeroes its row and column (a coordinate the optimizer does not move).
+    """
     d = None if preconditioner is None else _checked_preconditioner(op, preconditioner)
     w = None if weight_decay is None else _checked_weight_decay(op, weight_decay)
     if d is None and w is None:
@@ -329,7 +311,8 @@ def hessian_density(
     steps (and products) each. Returns a :class:`~lightning_spectral.linalg.SpectralDensity` with nodes and
     weights of shape ``(num_probes, m)``, all weights summing to one. The quadrature reproduces the moments
     of each probe exactly: ``Σ w θ^p = mean_z zᵀ H^p z / P`` for ``p < 2m``, so the first moment is
-    Hutchinson's estimate of ``tr(H)/P``. Other arguments as in :func:`hessian_eigenvalues`."""
+    Hutchinson's estimate of ``tr(H)/P``. Other arguments as in :func:`hessian_eigenvalues`.
+    """
     op = _resolve_operator(operator, model, loss_fn, batch, params, hvp_method)
     return slq_density(
         op.matvec,

@@ -1,40 +1,5 @@
 """Kernel-target alignment of the empirical NTK with the labels.
 
-Cristianini, Shawe-Taylor, Elisseeff & Kandola (2002, "On kernel-target alignment") define the alignment of
-a kernel matrix ``Θ`` with a target vector ``y`` as the cosine between ``Θ`` and ``y yᵀ`` in the Frobenius
-inner product:
-
-    A(Θ, y) = ⟨Θ, y yᵀ⟩_F / (‖Θ‖_F ‖y yᵀ‖_F) = yᵀ Θ y / (‖Θ‖_F ‖y‖²).
-
-For a PSD ``Θ`` it lies in ``[0, 1]`` and equals 1 exactly when ``Θ = c·y yᵀ`` with ``c > 0``. Applied to the
-NTK it measures how much of the kernel's "energy" points along the labels; its rise during training tracks
-the lazy → rich transition (Baratin et al. 2021; Kumar et al. 2024, "Grokking as the transition from lazy to
-rich training dynamics").
-
-``centered=True`` gives the centered alignment of Cortes, Mohri & Rostamizadeh (2012): ``Θ`` and ``y yᵀ`` are
-replaced by ``H Θ H`` and ``H y yᵀ H`` with ``H = I − 11ᵀ/N`` (``N`` = number of rows), which removes the
-constant offset that inflates the plain alignment of, e.g., one-hot targets. For the NTK of a batch the rows
-are the ``B·K`` (example, output) pairs, example-major, and ``H`` centres over all of them.
-
-``offdiagonal`` (:func:`offdiagonal_alignment`) compares examples with each other only. It reduces the NTK to
-the ``B × B`` output-traced kernel ``Θ̄_ij = Σ_k Θ_(i,k),(j,k) = Σ_k ⟨∂f_k(x_i)/∂θ, ∂f_k(x_j)/∂θ⟩`` and the
-targets to their Gram matrix ``G_ij = ⟨y_i, y_j⟩`` (for one-hot labels ``G_ij = 1`` when ``x_i`` and ``x_j``
-share a label, else 0), and takes the Pearson correlation of the two over the pairs ``i ≠ j``:
-
-    A_off = Σ_{i≠j} (Θ̄_ij − m_Θ)(G_ij − m_G) / ( sqrt(Σ_{i≠j} (Θ̄_ij − m_Θ)²) · sqrt(Σ_{i≠j} (G_ij − m_G)²) ),
-
-``m_Θ``, ``m_G`` the means over those pairs; ``A_off ∈ [−1, 1]``, positive when examples that share a label
-have more similar gradients than examples that do not. Why leave out the diagonal: ``Θ̄_ii`` is an example's
-own squared gradient norm and ``G_ii = ‖y_i‖²``, the same for every one-hot label, so with many classes (few
-label-sharing pairs in a batch) the plain alignment mostly measures how diagonal-dominant ``Θ`` is - it falls
-as the kernel gets low-rank, whatever the labels - while how the kernel relates *different* examples is what
-kernel regression generalizes with. Undefined (``ValueError``) when ``G`` or ``Θ̄`` is constant over the
-pairs ``i ≠ j``, e.g. a batch whose labels are all distinct: measure it on a batch with repeated labels.
-
-Targets for :func:`ntk_alignment`: integer class indices of shape ``(B,)`` are one-hot encoded to ``K``
-columns (``K`` = outputs per example, e.g. the number of logits); any floating tensor with ``B·K`` entries
-(``(B, K)``, or ``(B,)`` when ``K = 1``) is used as given, flattened example-major like the outputs.
-
 Example::
 
     >>> import torch
@@ -144,7 +109,8 @@ def _offdiagonal_parts(
     kernel: Tensor, targets: Tensor, num_examples: int
 ) -> tuple[Tensor | None, Tensor | None]:
     """The centered, normalized entries ``i ≠ j`` of the output-traced kernel and of the targets' Gram matrix
-    (``None`` for a part that is constant there), float64."""
+    (``None`` for a part that is constant there), float64.
+    """
     num_outputs = kernel.shape[0] // num_examples
     theta = kernel.detach().to(torch.float64).reshape(num_examples, num_outputs, num_examples, num_outputs)
     traced = torch.einsum("ikjk->ij", theta)
@@ -176,7 +142,8 @@ def kernel_alignments(kernel: Tensor, targets: Tensor, num_examples: int) -> dic
     """Every alignment of :data:`ALIGNMENT_FORMS` that is defined here, from one kernel: ``alignment``
     always; ``alignment_centered`` unless the targets are constant; ``alignment_offdiagonal`` for
     ``num_examples >= 3`` unless the kernel or the targets' Gram matrix is constant over the pairs of distinct
-    examples (e.g. all labels different). ``kernel`` and ``targets`` as in :func:`offdiagonal_alignment`."""
+    examples (e.g. all labels different). ``kernel`` and ``targets`` as in :func:`offdiagonal_alignment`.
+    """
     y = targets.detach().reshape(-1).to(torch.float64)
     values = {"alignment": kernel_target_alignment(kernel, y)}
     if float(torch.linalg.vector_norm(y - y.mean())) > 0:
@@ -227,7 +194,8 @@ def ntk_alignment(
     """Kernel-target alignment of the empirical NTK of ``inputs`` (:func:`ntk_matrix`, so ``B·K`` is
     limited to ``NTK_MATRIX_MAX_ROWS``) with ``targets`` (class indices are one-hot encoded, see the module
     docstring); centered when ``centered=True``; between distinct examples (:func:`offdiagonal_alignment`,
-    itself centered) when ``offdiagonal=True``."""
+    itself centered) when ``offdiagonal=True``.
+    """
     if centered and offdiagonal:
         raise ValueError(
             "`centered` and `offdiagonal` exclude each other (the off-diagonal alignment is a correlation, "

@@ -1,20 +1,5 @@
 """Top eigenvalues of the empirical NTK by Lanczos on NTK-vector products, never forming the matrix.
 
-The NTK of a batch, ``Θ = J Jᵀ`` (``(B·K) × (B·K)``, example-major rows; see
-:mod:`lightning_spectral.functional.ntk.kernel_matrix`), is applied to a vector ``v ∈ R^{B·K}`` as ``J (Jᵀ v)``: a
-VJP (one backward pass) gives ``u = Jᵀ v ∈ R^P`` and a JVP (one forward-mode pass) gives ``J u``. Lanczos
-(``lightning_spectral.linalg.lanczos``, ``which="LA"``) on these products returns the ``k`` largest
-eigenvalues of Θ; memory is ``O(P + B·K·(Lanczos steps))``, so it works where :func:`ntk_matrix` is too big.
-
-Relation to the Gauss–Newton sharpness of the MSE loss. With ``L = (1/(2B)) Σ_i ‖f(x_i) − y_i‖²`` the
-Gauss–Newton matrix is ``G = JᵀJ / B``, whose non-zero eigenvalues are those of ``Θ / B``:
-
-    λ_max(G) = λ_max(Θ) / B.
-
-For ``torch.nn.MSELoss()`` (mean over the ``B·K`` entries, no ½) ``G = 2 JᵀJ / (B·K)`` and
-``λ_max(G) = 2 λ_max(Θ) / (B·K)``. For the MSE loss the Hessian is ``G`` plus a term weighted by the
-residuals, so at (or near) interpolation ``λ_max(G)`` is the sharpness that full-batch GD drives to ``2/η``.
-
 Example::
 
     >>> import torch
@@ -47,7 +32,8 @@ __all__ = ["NTKOperator", "ntk_lambda_max", "ntk_operator"]
 
 class NTKOperator(NamedTuple):
     """``matvec`` maps a flat ``v ∈ R^dim`` (``dim = B·K``, example-major) to ``Θ v``; ``dtype`` and
-    ``device`` are those of the model outputs."""
+    ``device`` are those of the model outputs.
+    """
 
     matvec: Callable[[Tensor], Tensor]
     dim: int
@@ -60,7 +46,8 @@ def ntk_operator(
 ) -> NTKOperator:
     """The map ``v ↦ Θ v = J (Jᵀ v)`` (one VJP, then one JVP) for the current parameters of ``model``, which
     is checked and left untouched as in :func:`ntk_lambda_max`. One forward pass is done here (and kept
-    for the VJPs); each product then costs a backward and a forward-mode pass."""
+    for the VJPs); each product then costs a backward and a forward-mode pass.
+    """
     validate_inputs(inputs)
     fm = make_functional_model(model, output_fn=output_fn, params=params)
     outputs, _, matvec = ntk_products(fm, inputs)

@@ -2,27 +2,6 @@
 Weights") measure them: agreement of singular vectors across time, index by index, and alignment between
 consecutive layers.
 
-**Agreement.** For two measurements of one matrix, ``W = U Σ Vᵀ`` and a reference ``W_ref = U_ref Σ_ref
-V_refᵀ`` (the final checkpoint, or the previous measurement), the agreement of index ``i`` is the ``i``-th
-diagonal entry of ``|(Uᵀ U_ref) ⊙ (Vᵀ V_ref)|``::
-
-    agreement_i = |⟨u_i, u_ref,i⟩ · ⟨v_i, v_ref,i⟩|
-
-1 when the ``i``-th singular pair (left *and* right vector) is unchanged, 0 when either vector turned
-orthogonal to its reference, and invariant to the joint sign flip ``(u_i, v_i) → (−u_i, −v_i)`` of an SVD.
-Unlike a subspace angle it sees a swap of two singular values (``u_1 ↔ u_2``: agreement 0 at both indices)
-and a rotation of the right vectors alone. The layer's score is the mean of the first :data:`AGREEMENT_TOP`
-(10) entries (fewer when fewer are known). Where two singular values are (nearly) equal their vectors are
-not defined individually, and agreement at those indices is noise.
-
-**Inter-layer alignment.** For consecutive weight matrices ``W_l`` (output side ``U_l``) and ``W_{l+1}``
-(input side ``V_{l+1}``), the diagonal of ``|V_{l+1}ᵀ U_l|``: how well the ``i``-th output direction of a
-layer feeds the ``i``-th input direction of the next (1: the layers' singular bases line up, as the balanced
-deep-linear theory predicts). In attention, the query and key maps are compared per head on their output
-(head) side, ``|U_{q,h}ᵀ U_{k,h}|``, and the value map feeds the output projection, ``|V_oᵀ U_v|``. The score
-is again the mean of the first 10 diagonal entries. An embedding table ``(num_embeddings, dim)`` is read as
-``x ↦ Wᵀ x`` (one row per token): its output side is its right singular vectors.
-
 Example::
 
     >>> U, V = torch.eye(3)[:, :2], torch.eye(3)[:, :2]

@@ -1,88 +1,5 @@
 """Singular-value spectrum of weight matrices, and how it moves between two measurements.
 
-Researchers follow the singular values and vectors of every weight matrix through training (Yunis et al.
-2024, "Approaching Deep Learning through the Spectral Dynamics of Weights"; Martin & Mahoney's heavy-tailed
-self-regularization, the WeightWatcher tool). :func:`weight_spectrum` measures one matrix ``W ∈ R^{m×n}``
-with ``r = min(m, n)`` singular values ``σ_1 ≥ … ≥ σ_r``; :func:`weight_spectra` measures many at once.
-
-**Rank.** ``k`` (default :data:`DEFAULT_K` ``= 5``, clipped to ``r``) is the number of leading singular
-triplets computed and kept: ``singular_values`` (``k``), ``left_vectors`` (``m×k``), ``right_vectors``
-(``n×k``), the condition number of the top-``k`` block and the ``k``-dimensional subspace whose rotation is
-measured. Ask for the ``k`` the agreement and rotation should cover; log as few values as you like.
-
-**Methods.**
-
-* ``"exact"``: ``torch.linalg.svd`` of the whole matrix, which yields all ``r`` singular values
-  (``all_singular_values``): ``effective_rank`` is exact and the power-law exponent ``alpha`` is fitted.
-* ``"randomized"``: :func:`lightning_spectral.linalg.randomized_svd` (Halko, Martinsson & Tropp 2011) with a
-  sketch of ``l = k + num_oversamples`` columns and ``num_power_iterations`` power iterations, ``O(mnl·(2·num_power_iterations + 2))`` work.
-  Only the top ``k`` values are known, so ``effective_rank`` is an estimate and ``alpha`` is ``None``. When
-  ``l ≥ r`` the sketch would not be cheaper than a dense SVD; the exact method is used (and reported).
-  **Accuracy check:** the result's relative residual ``max_i ρ_i/σ_i`` (``ρ_i`` the residual of triplet
-  ``i``; a true singular value lies within ``ρ_i/√2`` of ``σ_i``, and with a spectral gap the error is of
-  order ``ρ_i²/gap``) is computed, and above ``tol`` (default ``1e-2``) the top ``k`` are recomputed by
-  Lanczos on the Gram matrix, warm-started from the sketch
-  (:mod:`lightning_spectral.functional.weights.singular_refinement`). This matters on flat spectra — a freshly
-  initialized layer — where two power iterations leave ``σ_max`` 6–10 % low (residual ~0.2); on decaying
-  spectra the check passes (1024², ``σ_i ∝ 1/i``: residual 5e-3, value error 1e-5) at the cost of two products
-  with ``k`` vectors. ``relative_residual`` and ``refined`` report it.
-* ``"auto"`` (default): exact when ``r ≤ exact_threshold``, randomized otherwise. The default threshold is
-  ``3·(k + num_oversamples)`` (45 for the defaults), the measured crossover: on a 2-core x86 CPU
-  (torch 2.13, float32, median of 7 runs of ``torch.linalg.svd(W, full_matrices=False)`` against
-  ``randomized_svd(W, k, num_power_iterations=2)`` on square Gaussian matrices ``r = 32 … 192``, single and batches of 8,
-  ``k ∈ {5, 10, 20}``, with 1 and 2 threads) the randomized method becomes faster at ``r ≈ 1.9–3.7·l``
-  (``r = 40–56`` for ``l = 15``, ``r = 56–112`` for ``l = 30``); at ``r = 512`` it is 22× faster for
-  ``k = 5``. Raise ``exact_threshold`` (or pass ``method="exact"``) to get exact effective ranks, ``alpha``
-  and the rank measures below for larger layers, at the cost of a dense SVD (44 ms at 512², 0.3 s at 1024² on that CPU).
-
-All work happens on a detached copy of the weight in float32 (float64 when the weight is float64), on the
-weight's device; bf16/fp16 weights are upcast first. Non-finite weights raise ``ValueError``.
-
-**Metrics** (``σ`` the singular values, ``‖W‖_F`` computed exactly from the weight itself):
-
-* ``stable_rank = ‖W‖_F² / σ_1²`` (between 1 and ``r``; 0 for the zero matrix).
-* ``effective_rank = exp(H(p))``, ``p_i = σ_i / Σ_j σ_j``, ``H(p) = −Σ p_i ln p_i`` (Roy & Vetterli 2007;
-  0 for the zero matrix). It needs all ``r`` values. With only the top ``k`` known, the unknown tail mass
-  ``‖W‖_F² − Σ_{i≤k} σ_i²`` (which *is* known) is spread evenly over the remaining ``r − k`` values,
-  ``σ_tail = sqrt(mass / (r − k))``, and ``effective_rank_is_estimate`` is True. The estimate is exact for a
-  flat tail; for a tail that decays it over-estimates (measured on 300×200 matrices, ``k = 5``: +12 % for
-  ``σ_i ∝ i^{-1/2}``, +90 % for ``σ_i ∝ 1/i``). Use it for trends, or the exact method for the value. The
-  monitor logs the estimate under its own key, ``effective_rank_estimate``, never as ``effective_rank``.
-* ``condition_number = σ_1 / σ_k`` of the top-``k`` block (``inf`` when ``σ_k = 0``, NaN for the zero matrix;
-  for a numerically rank-deficient matrix the computed ``σ_k`` is rounding noise and the ratio ``~1/eps``).
-* ``alpha``: the maximum-likelihood power-law exponent of the tail of the eigenvalues ``λ_i = σ_i²`` of
-  ``WᵀW`` (:func:`lightning_spectral.functional.weights.power_law.power_law_alpha`, ``x_min`` by KS distance), fitted
-  only when all ``r`` values were computed and ``r ≥ min_tail`` (default 10); ``None`` (skipped) otherwise.
-* ``stable_rank_ratio = stable_rank / r``; with all ``r`` values (exact method) also
-  ``effective_rank_ratio = effective_rank / r``, ``mass90_count`` (the fewest leading values holding 90 % of
-  ``Σσ``) and ``gini`` (the Gini coefficient of ``σ``), the rank measures of Yunis et al.
-  (:mod:`~lightning_spectral.functional.weights.spectrum_metrics`); ``None`` after a randomized top-``k``.
-* ``agreement`` against ``previous`` (an earlier spectrum of the same matrix): the per-index singular-vector
-  agreement of Yunis et al., ``|⟨u_i, u_prev,i⟩ ⟨v_i, v_prev,i⟩|`` for ``i ≤ k' = min(k, k_prev)``, left *and*
-  right vectors index by index (:func:`~lightning_spectral.functional.weights.singular_dynamics.singular_vector_agreement`;
-  its score, the mean of the first 10, is what the monitor logs). It sees a swap of two singular values and a
-  turn of the right vectors alone; it depends on how far apart the two measurements are.
-* ``rotation`` against ``previous``: a different, coarser quantity, the drift of the top-``k'`` *left
-  subspace*::
-
-      rotation = 1 − ‖U_prevᵀ U‖_F² / k'  =  1 − (1/k') Σ_i cos² θ_i
-
-  with ``θ_i`` the principal angles between the two subspaces: 0 when the subspace is unchanged, 1 when it
-  was replaced by an orthogonal one. It is blind to the right vectors and to any reordering or rotation of the
-  vectors inside the subspace (a swap of ``σ_1`` and ``σ_2``, or a turn of the right vectors alone, gives
-  rotation 0 and agreement near 0), so it is not Yunis et al.'s measure; it is robust where ``agreement`` is
-  noise, among (nearly) equal singular values. If ``σ_k ≈ σ_{k+1}`` the top-``k`` subspace itself is
-  ill-defined and the number is noisy.
-
-**Warm start.** With ``previous`` the randomized method starts its range finder from the previous right
-singular vectors (``init=``) instead of a purely Gaussian sketch: while the weights change slowly the
-previous top subspace is already almost right, and fewer power iterations (even ``num_power_iterations=0``) reach the
-accuracy a cold start needs several for. The exact method ignores it (rotation is still measured).
-
-**Memory.** Each result keeps ``left_vectors`` and ``right_vectors`` (``(m + n)·k`` numbers in the compute
-dtype, on the weight's device; 164 KB for a 4096×4096 layer at ``k = 5``) for the next warm start and
-rotation, plus ``all_singular_values`` on the CPU for the exact method (``r`` numbers).
-
 Example::
 
     >>> W = torch.diag(torch.tensor([4.0, 3.0, 2.0, 1.0]))
@@ -238,7 +155,8 @@ def _decompose_chunk(
     warm_start: bool,
 ) -> list[WeightSpectrum]:
     """Decompose a batch ``(B, m, n)`` of equal-shape matrices (compute dtype) with Frobenius norms
-    ``frobenius`` in one call."""
+    ``frobenius`` in one call.
+    """
     batch, m, n = stack.shape
     has_previous = previous[0] is not None  # all or none within a chunk (see the grouping key)
     if exact:

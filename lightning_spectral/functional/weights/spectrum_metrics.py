@@ -1,14 +1,6 @@
 """The scalar metrics of one matrix computed from its singular values (definitions: the docstring of
 :mod:`lightning_spectral.functional.weights.spectrum`).
 
-``stable_rank = ‖W‖_F² / σ_1²``; ``effective_rank = exp(H(p))``, ``p_i = σ_i / Σ_j σ_j`` (Roy & Vetterli 2007),
-with an unknown tail of known mass spread evenly when only the top ``k`` values are known;
-``condition_number = σ_1 / σ_k``; ``alpha`` the power-law exponent of the tail of ``σ²`` (fitted only from
-all the values). The rank measures of Yunis et al. (2024), from all ``r = min(m, n)`` values:
-``effective_rank_ratio = effective_rank / r`` and ``stable_rank_ratio = stable_rank / r`` (in ``(0, 1]``),
-``mass90_count`` the fewest leading values holding 90 % of ``Σσ`` (:func:`mass_count`) and ``gini`` the Gini
-coefficient of the values (:func:`gini_coefficient`).
-
 Example::
 
     >>> import torch
