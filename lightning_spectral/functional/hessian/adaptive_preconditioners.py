@@ -1,17 +1,4 @@
-"""Adaptive optimizers' diagonal preconditioners and their stability limits: the adaptive edge of stability.
-
-Example::
-
-    >>> round(adam_stability_limit(lr=0.01, beta1=0.9), 6)  # 38/η
-    3800.0
-    >>> w = torch.nn.Parameter(torch.ones(3))
-    >>> optimizer = torch.optim.Adam([w], lr=0.1)
-    >>> adam_preconditioner(optimizer, [w]) is None  # no step taken yet: no moment estimates
-    True
-    >>> w.grad = torch.tensor([1.0, 2.0, 4.0]); optimizer.step()
-    >>> adam_preconditioner(optimizer, [w])  # after one step: (1 − β₁)(|g| + ε)
-    tensor([0.1000, 0.2000, 0.4000])
-"""
+"""Adaptive optimizers' diagonal preconditioners and their stability limits: the adaptive edge of stability."""
 
 from __future__ import annotations
 
@@ -58,7 +45,26 @@ def is_rmsprop(optimizer: object) -> bool:
 
 
 def adam_stability_limit(lr: float, beta1: float) -> float:
-    """``(2 + 2β₁) / ((1 − β₁)·lr)``: Adam's largest stable eigenvalue of ``D⁻¹H`` (module docstring)."""
+    r"""Adam's largest stable eigenvalue of the preconditioned Hessian ``D⁻¹H`` (Cohen et al. 2022).
+
+    .. math::
+
+        \lambda_{\text{crit}} = \frac{2 + 2\beta_1}{(1 - \beta_1)\,\eta}
+
+    Args:
+        lr: the step size ``η`` (``> 0``).
+        beta1: Adam's ``β₁`` in ``[0, 1)``.
+
+    Returns:
+        The limit ``λ_crit``.
+
+    Raises:
+        ValueError: ``lr`` or ``beta1`` out of range.
+
+    Example:
+        >>> round(adam_stability_limit(lr=0.01, beta1=0.9), 6)  # 38/η
+        3800.0
+    """
     if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
         raise ValueError(f"`lr` must be a positive finite number, got {lr!r}.")
     if not (isinstance(beta1, (int, float)) and 0.0 <= beta1 < 1.0):
@@ -124,8 +130,31 @@ def _nadam_schedule(state: dict[str, Any], group: dict[str, Any]) -> tuple[float
 def nadam_stability_limit(
     lr: float, beta1: float, momentum_decay: float, step: float, mu_product: float
 ) -> float:
-    """NAdam's largest stable eigenvalue of ``D⁻¹H`` after ``step`` steps, ``mu_product`` = ``Π_t`` (module
-    docstring): ``2(1 + β₁) / (η(c₁(1 + β₁) + c₂(1 − β₁)))``.
+    r"""NAdam's largest stable eigenvalue of ``D⁻¹H`` after ``step`` steps.
+
+    With NAdam's momentum schedule ``μ_t = β₁(1 − 0.96^{tψ}/2)`` (``ψ`` = ``momentum_decay``),
+    ``c₁ = (1 − μ_t)/(1 − Π_t)`` and ``c₂ = μ_{t+1}/(1 − Π_t μ_{t+1})``:
+
+    .. math::
+
+        \lambda_{\text{crit}} = \frac{2(1 + \beta_1)}{\eta\,\big(c_1 (1 + \beta_1) + c_2 (1 - \beta_1)\big)}
+
+    Args:
+        lr: the step size ``η`` (``> 0``).
+        beta1: ``β₁`` in ``[0, 1)``.
+        momentum_decay: NAdam's ``momentum_decay`` ``ψ``.
+        step: the step count ``t``.
+        mu_product: ``Π_t``, the product of the ``μ`` so far (NAdam's ``mu_product`` state).
+
+    Returns:
+        The limit ``λ_crit``.
+
+    Raises:
+        ValueError: ``lr`` or ``beta1`` out of range.
+
+    Example:
+        >>> round(nadam_stability_limit(0.01, 0.9, 0.004, step=1000.0, mu_product=0.0), 1)
+        392.6
     """
     adam_stability_limit(lr, beta1)  # validates lr and β₁
     mu = beta1 * (1.0 - 0.5 * 0.96 ** (step * momentum_decay))
@@ -218,6 +247,24 @@ def adam_preconditioner(optimizer: torch.optim.Optimizer, parameters: Sequence[T
     ``None`` when it is not defined: ``optimizer`` is not Adam/AdamW (see :func:`is_adam`), a parameter has no
     moment estimates yet (no step taken, or not in the optimizer), or the parameters' groups have different
     ``β₁``.
+
+    Args:
+        optimizer: the optimizer that trains ``parameters``.
+        parameters: the parameters, in the order of the Hessian's flat vector.
+
+    Returns:
+        The ``(P,)`` diagonal of ``D_t``, or ``None`` where it is not defined.
+
+    Example:
+        >>> round(adam_stability_limit(lr=0.01, beta1=0.9), 6)  # 38/η
+        3800.0
+        >>> w = torch.nn.Parameter(torch.ones(3))
+        >>> optimizer = torch.optim.Adam([w], lr=0.1)
+        >>> adam_preconditioner(optimizer, [w]) is None  # no step taken yet: no moment estimates
+        True
+        >>> w.grad = torch.tensor([1.0, 2.0, 4.0]); optimizer.step()
+        >>> adam_preconditioner(optimizer, [w])  # after one step: (1 − β₁)(|g| + ε)
+        tensor([0.1000, 0.2000, 0.4000])
     """
     if not is_adam(optimizer):
         return None
@@ -229,6 +276,20 @@ def rmsprop_preconditioner(optimizer: torch.optim.Optimizer, parameters: Sequenc
     """The diagonal of RMSprop's ``D = diag(√v + ε)`` (``centered=True``: ``√(v − ḡ²) + ε``) over
     ``parameters``, like :func:`adam_preconditioner`; ``None`` for other optimizers, before the first step, or
     for groups with different ``momentum``.
+
+    Args:
+        optimizer: the optimizer that trains ``parameters``.
+        parameters: the parameters, in the order of the Hessian's flat vector.
+
+    Returns:
+        The ``(P,)`` diagonal of ``D``, or ``None`` where it is not defined.
+
+    Example:
+        >>> w = torch.nn.Parameter(torch.ones(2))
+        >>> optimizer = torch.optim.RMSprop([w], lr=0.1, alpha=0.0, eps=0.0)
+        >>> w.grad = torch.tensor([3.0, 4.0]); optimizer.step()
+        >>> rmsprop_preconditioner(optimizer, [w])  # √v = |g| after one step with alpha = 0
+        tensor([3., 4.])
     """
     if not is_rmsprop(optimizer):
         return None
@@ -241,6 +302,17 @@ class PreconditionedStep:
     """An adaptive optimizer's diagonal preconditioner ``D`` (over some parameters), its coupled weight decay
     ``w`` per coordinate (``None`` without; the step sees ``D⁻¹(H + diag(w))``) and the stability limit of that
     matrix's eigenvalues at the current step size (decoupled decay folded in).
+
+    Attributes:
+        optimizer: the optimizer's class name.
+        diagonal: ``(P,)`` the diagonal of ``D``.
+        limit: the largest stable eigenvalue of ``D⁻¹(H + diag(w))`` at the current step size.
+        weight_decay: ``(P,)`` coupled weight decay per coordinate, or ``None``.
+
+    Example::
+
+        step = adaptive_preconditioning(optimizer, params)
+        step.optimizer, step.limit  # e.g. ('Adam', 3800.0)
     """
 
     optimizer: str
@@ -297,6 +369,19 @@ def adaptive_preconditioning(
     RMSprop (``(2 + 2μ)/η``), Adagrad and Adadelta (``2/η``), ``η`` from the first param group (module
     docstring); ``None`` for other optimizers or where the preconditioner is not defined (see
     :func:`adam_preconditioner`).
+
+    Args:
+        optimizer: the optimizer that trains ``parameters``.
+        parameters: the parameters, in the order of the Hessian's flat vector.
+
+    Returns:
+        A :class:`PreconditionedStep`, or ``None`` for other optimizers or an undefined preconditioner.
+
+    Example::
+
+        step = adaptive_preconditioning(optimizer, list(model.parameters()))
+        result = hessian_eigenvalues(model, loss_fn, batch, preconditioner=step.diagonal)
+        ratio = result.eigenvalues[0].item() / step.limit  # >= 1: past the adaptive edge of stability
     """
     name = next((name for name, rule in _RULES.items() if _is_a(optimizer, rule.classes)), None)
     if name is None:

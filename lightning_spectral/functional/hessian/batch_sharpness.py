@@ -1,15 +1,4 @@
-"""Batch sharpness: the curvature of each mini-batch loss along its own gradient (Andreyev & Beneventano 2024).
-
-Example::
-
-    >>> import torch
-    >>> model = torch.nn.Linear(3, 1)
-    >>> batches = [(torch.randn(4, 3), torch.randn(4, 1)) for _ in range(3)]
-    >>> loss_fn = lambda m, b: ((m(b[0]) - b[1]) ** 2).mean()
-    >>> result = batch_sharpness(model, loss_fn, batches)
-    >>> len(result.per_batch), result.num_hvps
-    (3, 3)
-"""
+"""Batch sharpness: the curvature of each mini-batch loss along its own gradient (Andreyev & Beneventano 2024)."""
 
 from __future__ import annotations
 
@@ -40,6 +29,11 @@ class BatchSharpness(NamedTuple):
         std_error: its standard error ``s/√n`` (``nan`` with fewer than two usable batches).
         per_batch: ``g_Bᵀ H_B g_B / ‖g_B‖²`` for each batch, in order (``nan`` for a zero gradient).
         num_hvps: Hessian-vector products spent (one per batch).
+
+    Example:
+        >>> result = BatchSharpness(value=2.0, std_error=0.5, per_batch=[1.5, 2.5], num_hvps=2)
+        >>> result.value, len(result.per_batch)
+        (2.0, 2)
     """
 
     value: float
@@ -85,7 +79,13 @@ def batch_sharpness(
     hvp_method: str = SOLVER_HVP_METHOD,
     reduce_fn: Callable[[Tensor], Tensor] | None = None,
 ) -> BatchSharpness:
-    """``mean_B g_Bᵀ H_B g_B / ‖g_B‖²`` over ``batches`` (module docstring).
+    r"""The curvature of each mini-batch loss along its own gradient, averaged (Andreyev & Beneventano 2024).
+
+    .. math::
+
+        \text{batch sharpness} = \operatorname{mean}_B \frac{g_B^\top H_B g_B}{\|g_B\|^2},
+
+    ``g_B`` and ``H_B`` the gradient and Hessian of the loss on mini-batch ``B``.
 
     Args:
         model: the network (left untouched).
@@ -99,6 +99,19 @@ def batch_sharpness(
 
     Returns:
         :class:`BatchSharpness`.
+
+    Raises:
+        TypeError: ``batches`` is not a list.
+        ValueError: ``batches`` is empty or ``hvp_method`` is not one of the methods.
+
+    Example:
+        >>> import torch
+        >>> model = torch.nn.Linear(3, 1)
+        >>> batches = [(torch.randn(4, 3), torch.randn(4, 1)) for _ in range(3)]
+        >>> loss_fn = lambda m, b: ((m(b[0]) - b[1]) ** 2).mean()
+        >>> result = batch_sharpness(model, loss_fn, batches)
+        >>> len(result.per_batch), result.num_hvps
+        (3, 3)
     """
     if not isinstance(batches, list):
         hint = " (wrap one batch as [batch])" if isinstance(batches, tuple) else ""

@@ -1,12 +1,4 @@
-"""The edge-of-stability ratio of (heavy-ball / Nesterov) gradient descent.
-
-Example::
-
-    >>> edge_of_stability_ratio(lambda_max=40.0, lr=0.05)
-    1.0
-    >>> round(edge_of_stability_ratio(lambda_max=40.0, lr=0.05, momentum=0.9), 6)  # limit (2+1.8)/0.05 = 76
-    0.526316
-"""
+"""The edge-of-stability ratio of (heavy-ball / Nesterov) gradient descent."""
 
 from __future__ import annotations
 
@@ -25,8 +17,37 @@ def stability_limit(
     dampening: float = 0.0,
     weight_decay: float = 0.0,
 ) -> float:
-    """The largest stable curvature ``λ`` of the loss Hessian for ``torch.optim.SGD`` with these settings (module
-    docstring); ``inf`` when nothing is limited (``dampening = 1`` with momentum).
+    r"""The largest stable curvature ``λ`` of the loss Hessian for ``torch.optim.SGD`` with these settings.
+
+    Gradient descent with heavy-ball momentum ``μ``, dampening ``τ`` and coupled weight decay ``w`` is stable
+    along an eigenvector of curvature ``λ`` while ``λ`` is below
+
+    .. math::
+
+        \lambda_{\text{crit}} = \frac{2 + 2\mu}{\eta (1 - \tau)} - w
+        \quad\text{(Nesterov: } \frac{2 + 2\mu}{\eta (1 - \tau)(1 + 2\mu)} - w\text{)},
+
+    ``2/η`` for plain SGD (Cohen et al. 2021); ``inf`` when nothing is limited (``τ = 1`` with momentum).
+
+    Args:
+        lr: the step size ``η`` (``> 0``).
+        momentum: ``μ`` in ``[0, 1)``.
+        nesterov: Nesterov momentum (needs ``dampening = 0``).
+        dampening: ``τ`` in ``[0, 1]``.
+        weight_decay: coupled L2 weight decay ``w >= 0``.
+
+    Returns:
+        The limit ``λ_crit``.
+
+    Raises:
+        ValueError: an argument out of range, Nesterov with dampening, or a weight decay at least the
+            step's limit.
+
+    Example:
+        >>> stability_limit(lr=0.1)
+        20.0
+        >>> round(stability_limit(lr=0.1, momentum=0.9), 6)
+        38.0
     """
     if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
         raise ValueError(f"`lr` must be a positive finite number, got {lr!r}.")
@@ -62,5 +83,26 @@ def edge_of_stability_ratio(
     dampening: float = 0.0,
     weight_decay: float = 0.0,
 ) -> float:
-    """``λ_max`` divided by the stability limit: ``lr·λ_max/2`` for plain SGD, ``≥ 1`` means unstable."""
+    """``λ_max`` divided by :func:`stability_limit`: ``lr·λ_max/2`` for plain SGD, ``≥ 1`` means unstable.
+
+    Args:
+        lambda_max: the top eigenvalue of the loss Hessian.
+        lr: the step size ``η`` (``> 0``).
+        momentum: ``μ`` in ``[0, 1)``.
+        nesterov: Nesterov momentum (needs ``dampening = 0``).
+        dampening: ``τ`` in ``[0, 1]``.
+        weight_decay: coupled L2 weight decay ``w >= 0``.
+
+    Returns:
+        ``λ_max / λ_crit`` (``0.0`` when nothing is limited).
+
+    Raises:
+        ValueError: as :func:`stability_limit`.
+
+    Example:
+        >>> edge_of_stability_ratio(lambda_max=40.0, lr=0.05)
+        1.0
+        >>> round(edge_of_stability_ratio(lambda_max=40.0, lr=0.05, momentum=0.9), 6)  # limit (2+1.8)/0.05 = 76
+        0.526316
+    """
     return float(lambda_max) / stability_limit(lr, momentum, nesterov, dampening, weight_decay)

@@ -132,6 +132,16 @@ class HVPGraph:
         num_captures: captures taken so far.
         num_replays: products served by a replay.
         disabled: signature → why it is answered with eager products (the reasons also go to a warning).
+
+    Raises:
+        ValueError: ``max_graphs`` is not a positive integer.
+
+    Example::
+
+        graph = HVPGraph()
+        op = HessianOperator(model.cuda(), loss_fn, batch, method="double_backward", hvp_graph=graph)
+        result = hessian_eigenvalues(operator=op, k=3)  # the products after the first replay one capture
+        graph.num_captures, graph.num_replays
     """
 
     def __init__(self, max_graphs: int = 2) -> None:
@@ -149,13 +159,27 @@ class HVPGraph:
 
     # ------------------------------------------------------------------ used by HessianOperator
     def resolved_method(self, operator: HessianOperator) -> str | None:
-        """The HVP method a capture of this operator's signature resolved ``"auto"`` to, if there is one."""
+        """The HVP method a capture of this operator's signature resolved ``"auto"`` to, if there is one.
+
+        Args:
+            operator: the operator asking.
+
+        Returns:
+            The method, or ``None`` without such a capture.
+        """
         capture = self._captures.get(_signature(operator))
         return None if capture is None else capture.method
 
     def product(self, operator: HessianOperator, v: Tensor) -> Tensor | None:
         """``Σ_b H_b v`` (not yet averaged or reduced) by a replay, or ``None`` if this operator's products must
         be eager: not on CUDA, ``"auto"`` not resolved yet, or the signature disabled.
+
+        Args:
+            operator: the operator whose product is asked for.
+            v: ``(P,)`` vector.
+
+        Returns:
+            ``(P,)`` the summed product, or ``None``.
         """
         if operator.device.type != "cuda" or operator.method == "auto":
             return None

@@ -1,17 +1,4 @@
-"""The loss Hessian of a model as a symmetric linear operator on the flat vector of its parameters.
-
-Example::
-
-    >>> import torch
-    >>> model = torch.nn.Linear(3, 1)
-    >>> x, y = torch.randn(8, 3), torch.randn(8, 1)
-    >>> loss_fn = lambda m, batch: ((m(batch[0]) - batch[1]) ** 2).mean()
-    >>> op = HessianOperator(model, loss_fn, (x, y))
-    >>> op.dim, op.matvec(torch.ones(op.dim)).shape
-    (4, torch.Size([4]))
-    >>> bool(torch.allclose(op.to_dense(), op.to_dense().T, atol=1e-6)), op.method
-    (True, 'forward_over_reverse')
-"""
+"""The loss Hessian of a model as a symmetric linear operator on the flat vector of its parameters."""
 
 from __future__ import annotations
 
@@ -100,6 +87,22 @@ class HessianOperator:
         fallback_reason: why ``"auto"`` fell back to double backward (``None`` if it did not).
         num_matvecs: products computed so far.
         num_batch_matvecs: single-batch products (:meth:`batch_matvec`) computed so far.
+
+    Raises:
+        TypeError: ``loss_fn`` is not callable, or the loss is not a scalar tensor.
+        ValueError: ``method`` is not one of the methods, or ``params`` selects no parameter (or parameters of
+            several dtypes or devices).
+
+    Example:
+        >>> import torch
+        >>> model = torch.nn.Linear(3, 1)
+        >>> x, y = torch.randn(8, 3), torch.randn(8, 1)
+        >>> loss_fn = lambda m, batch: ((m(batch[0]) - batch[1]) ** 2).mean()
+        >>> op = HessianOperator(model, loss_fn, (x, y))
+        >>> op.dim, op.matvec(torch.ones(op.dim)).shape
+        (4, torch.Size([4]))
+        >>> bool(torch.allclose(op.to_dense(), op.to_dense().T, atol=1e-6)), op.method
+        (True, 'forward_over_reverse')
     """
 
     def __init__(
@@ -132,6 +135,28 @@ class HessianOperator:
         """The average Hessian ``(1/N) Σ_b ∇²L_b(θ)`` over ``batches``, a non-empty ``list`` of batches.
 
         Only a ``list`` is accepted, so that one batch ``(x, y)`` (a tuple) is never read as two batches.
+
+        Args:
+            model: the network, as in :class:`HessianOperator`.
+            loss_fn: ``loss_fn(model, batch) -> scalar tensor``.
+            batches: the batches, each passed to ``loss_fn`` as it is.
+            params: which parameters to differentiate, as in :class:`HessianOperator`.
+            method: the HVP method, as in :class:`HessianOperator`.
+            reduce_fn: applied to every product, loss and gradient, as in :class:`HessianOperator`.
+            copy_params: whether the operator keeps copies of the parameters.
+            hvp_graph: an optional :class:`~lightning_spectral.functional.HVPGraph`.
+
+        Returns:
+            The operator of the batch-averaged Hessian.
+
+        Raises:
+            TypeError: ``batches`` is not a list.
+            ValueError: ``batches`` is empty (and as :class:`HessianOperator`).
+
+        Example::
+
+            op = HessianOperator.from_batches(model, loss_fn, [batch_1, batch_2])
+            op.num_batches  # 2
         """
         if not isinstance(batches, list):
             hint = " (one batch (x, y) goes to HessianOperator(...))" if isinstance(batches, tuple) else ""
@@ -304,7 +329,17 @@ class HessianOperator:
         return self._hvp_double_backward(v, batch)
 
     def matvec(self, v: Tensor) -> Tensor:
-        """``H v`` for a 1-D ``v`` of length :attr:`dim` with the operator's dtype and device."""
+        """``H v`` for a 1-D ``v`` of length :attr:`dim` with the operator's dtype and device.
+
+        Args:
+            v: ``(P,)`` vector.
+
+        Returns:
+            ``(P,)`` the product ``H v``.
+
+        Raises:
+            ValueError: ``v`` has the wrong shape, dtype or device, or is not finite.
+        """
         v = self._checked(v)
         if self._hvp_graph is not None:
             if self.method == "auto":  # a capture of this loss already knows what "auto" resolves to
@@ -345,6 +380,9 @@ class HessianOperator:
         ``reduce_fn``). With double backward, called before the first product, it builds the gradient graphs
         the products use and keeps their gradient (no extra pass); called later it takes one more gradient
         evaluation, because the graphs keep no gradient values.
+
+        Returns:
+            ``(loss, gradient)``: a float and a ``(P,)`` tensor.
         """
         losses, gradients = self._losses_and_gradients()
         loss = self._finish(torch.stack(losses).sum().reshape(1))
@@ -353,6 +391,9 @@ class HessianOperator:
     def batch_gradients(self) -> list[Tensor]:
         """Each batch's own flat gradient ``∇L_b(θ)`` (through ``reduce_fn``, not averaged over the batches),
         at the same cost as :meth:`loss_and_gradient`: free before the first double-backward product.
+
+        Returns:
+            One ``(P,)`` tensor per batch.
         """
         return [self._reduced(gradient) for gradient in self._losses_and_gradients()[1]]
 
@@ -360,6 +401,16 @@ class HessianOperator:
         """``∇²L_b(θ) v``, the Hessian of batch ``b = batch`` alone (through ``reduce_fn``): with double backward
         a backward pass through that batch's kept gradient graph only. Counted in :attr:`num_batch_matvecs`,
         not :attr:`num_matvecs`; never replayed from a CUDA graph.
+
+        Args:
+            batch: the batch's index in ``[0, num_batches)``.
+            v: ``(P,)`` vector.
+
+        Returns:
+            ``(P,)`` the product ``∇²L_b(θ) v``.
+
+        Raises:
+            ValueError: ``batch`` out of range, or a bad ``v`` (as :meth:`matvec`).
         """
         if isinstance(batch, bool) or not isinstance(batch, int) or not 0 <= batch < self.num_batches:
             raise ValueError(f"`batch` must be an int in [0, {self.num_batches}), got {batch!r}.")
@@ -368,6 +419,10 @@ class HessianOperator:
         return self._reduced(result)
 
     def to_dense(self) -> Tensor:
-        """The ``P × P`` Hessian, column ``i`` being ``H e_i`` (``P`` products): for small models and tests."""
+        """The ``P × P`` Hessian, column ``i`` being ``H e_i`` (``P`` products): for small models and tests.
+
+        Returns:
+            ``(P, P)`` tensor.
+        """
         eye = torch.eye(self.dim, dtype=self.dtype, device=self.device)
         return torch.stack([self.matvec(eye[i]) for i in range(self.dim)], dim=1)

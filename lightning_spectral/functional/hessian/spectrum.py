@@ -1,15 +1,4 @@
-"""Extreme eigenvalues, trace and spectral density of a loss Hessian, from exact Hessian-vector products.
-
-Example::
-
-    >>> import torch
-    >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
-    >>> batch = (torch.randn(32, 4), torch.randn(32, 1))
-    >>> loss_fn = lambda m, b: ((m(b[0]) - b[1]) ** 2).mean()
-    >>> result = hessian_eigenvalues(model, loss_fn, batch, k=2, generator=torch.Generator().manual_seed(0))
-    >>> result.eigenvalues.shape, bool(result.eigenvalues[0] >= result.eigenvalues[1])
-    (torch.Size([2]), True)
-"""
+"""Extreme eigenvalues, trace and spectral density of a loss Hessian, from exact Hessian-vector products."""
 
 from __future__ import annotations
 
@@ -63,6 +52,15 @@ class HessianEigenpairs(NamedTuple):
         residuals: ``(k,)`` residual norms ``‖H v_i − λ_i v_i‖`` (Lanczos estimates).
         num_hvps: operator products spent (each is one Hessian-vector product per batch of the operator).
         converged: whether every residual met ``tol``.
+
+    Example:
+        >>> import torch
+        >>> model = torch.nn.Linear(2, 1)
+        >>> batch = (torch.eye(2), torch.zeros(2, 1))
+        >>> eigenvalues, eigenvectors, residuals, num_hvps, converged = hessian_eigenvalues(
+        ...     model, lambda m, b: ((m(b[0]) - b[1]) ** 2).mean(), batch, k=1)
+        >>> eigenvectors.shape, converged
+        (torch.Size([3, 1]), True)
     """
 
     eigenvalues: Tensor
@@ -147,10 +145,22 @@ def hessian_eigenvalues(
     preconditioner: Tensor | None = None,
     weight_decay: float | Tensor | None = None,
 ) -> HessianEigenpairs:
-    """The ``k`` extreme eigenpairs of the loss Hessian by Lanczos with full reorthogonalization.
+    r"""The ``k`` extreme eigenpairs of the loss Hessian by Lanczos with full reorthogonalization.
+
+    The Hessian of ``L(θ) = loss_fn(model, batch)`` over the selected parameters ``θ ∈ R^P`` is never formed:
+    Lanczos (:func:`~lightning_spectral.linalg.lanczos`) needs only the products ``v ↦ ∇²L(θ) v``. With a
+    preconditioner ``D`` and coupled weight decay ``w`` the operator is
+
+    .. math::
+
+        D^{-1/2} \big(\nabla^2 L(\theta) + \operatorname{diag}(w)\big) D^{-1/2},
+
+    which has the eigenvalues of ``D⁻¹(H + diag(w))``.
 
     Args:
-        model, loss_fn, batch: the loss ``loss_fn(model, batch)`` (or pass ``operator``).
+        model: the network (left untouched; or pass ``operator``).
+        loss_fn: ``loss_fn(model, batch) -> scalar tensor``.
+        batch: one batch, passed to ``loss_fn`` as it is.
         k: number of eigenpairs, ``1 <= k <= P``.
         which: ``"LA"`` largest algebraic (default), ``"SA"`` smallest algebraic, ``"LM"`` largest magnitude.
         tol: stop when every residual ``‖Hv − λv‖ <= tol·|λ|`` (or at the rounding level).
@@ -159,8 +169,8 @@ def hessian_eigenvalues(
             default a Gaussian vector from ``generator``.
         params: parameter selection of the operator built here (see :class:`HessianOperator`).
         hvp_method: its HVP method, ``"double_backward"`` (default: the gradient graph is built once and every
-            product is one more backward pass through it, 2–3× faster than forward-over-reverse on CPU and on
-            an eager GPU in ``benchmarks/RESULTS.md``), ``"forward_over_reverse"`` (keeps no graph between
+            product is one more backward pass through it; faster than forward-over-reverse in the benchmarks),
+            ``"forward_over_reverse"`` (keeps no graph between
             products) or ``"auto"`` (the operator's default: forward-over-reverse where :mod:`torch.func` can
             transform the loss).
         generator: source of the start (and restart) vectors; ``None`` uses the global torch RNG.
@@ -179,6 +189,21 @@ def hessian_eigenvalues(
 
     Returns:
         :class:`HessianEigenpairs`.
+
+    Raises:
+        ValueError: ``which``, ``k``, ``max_matvecs``, ``tol``, ``v0``, ``preconditioner``, ``weight_decay``
+            or ``hvp_method`` out of range; ``operator`` given together with ``model``/``loss_fn``/``batch``.
+        TypeError: ``operator`` is not a :class:`HessianOperator`.
+        NonFiniteError: a Hessian-vector product is NaN or infinite.
+
+    Example:
+        >>> import torch
+        >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+        >>> batch = (torch.randn(32, 4), torch.randn(32, 1))
+        >>> loss_fn = lambda m, b: ((m(b[0]) - b[1]) ** 2).mean()
+        >>> result = hessian_eigenvalues(model, loss_fn, batch, k=2, generator=torch.Generator().manual_seed(0))
+        >>> result.eigenvalues.shape, bool(result.eigenvalues[0] >= result.eigenvalues[1])
+        (torch.Size([2]), True)
     """
     if which not in WHICH:
         raise ValueError(f"`which` must be one of {WHICH}, got {which!r}.")
@@ -281,10 +306,36 @@ def hessian_trace(
 ) -> TraceEstimate:
     """``tr H`` from ``num_matvecs`` Hessian-vector products.
 
-    ``method="hutchpp"`` (default, ``num_matvecs >= 3``): Hutch++, exact once ``num_matvecs >= P``;
-    ``"hutchinson"``: the plain Rademacher estimator ``(1/n) Σ zᵀHz``. Both are unbiased and return a
-    :class:`~lightning_spectral.linalg.TraceEstimate` ``(estimate, std_error, num_matvecs)``. The other
-    arguments are as in :func:`hessian_eigenvalues`.
+    ``method="hutchpp"`` (default, ``num_matvecs >= 3``): Hutch++
+    (:func:`~lightning_spectral.linalg.hutchpp_trace`), exact once ``num_matvecs >= P``; ``"hutchinson"``:
+    the plain Rademacher estimator (:func:`~lightning_spectral.linalg.hutchinson_trace`). Both are unbiased.
+
+    Args:
+        model: the network (or pass ``operator``).
+        loss_fn: ``loss_fn(model, batch) -> scalar tensor``.
+        batch: one batch, passed to ``loss_fn`` as it is.
+        num_matvecs: the product budget.
+        method: ``"hutchpp"`` or ``"hutchinson"``.
+        params: parameter selection, as in :func:`hessian_eigenvalues`.
+        hvp_method: the HVP method, as in :func:`hessian_eigenvalues`.
+        generator: source of the probes; ``None`` uses the global torch RNG.
+        operator: a ready :class:`HessianOperator` instead of ``model``/``loss_fn``/``batch``/``params``.
+
+    Returns:
+        :class:`~lightning_spectral.linalg.TraceEstimate` ``(estimate, std_error, num_matvecs)``.
+
+    Raises:
+        ValueError: ``method`` or ``num_matvecs`` out of range (and as :func:`hessian_eigenvalues`).
+
+    Example:
+        >>> import torch
+        >>> model = torch.nn.Linear(3, 1)
+        >>> batch = (torch.randn(16, 3), torch.randn(16, 1))
+        >>> loss_fn = lambda m, b: ((m(b[0]) - b[1]) ** 2).mean()
+        >>> estimate = hessian_trace(model, loss_fn, batch, num_matvecs=4)  # >= P = 4: exact
+        >>> dense = HessianOperator(model, loss_fn, batch).to_dense()
+        >>> abs(estimate.estimate - dense.trace().item()) < 1e-4, estimate.std_error
+        (True, 0.0)
     """
     if method not in TRACE_METHODS:
         raise ValueError(f"`method` must be one of {TRACE_METHODS}, got {method!r}.")
@@ -311,7 +362,33 @@ def hessian_density(
     steps (and products) each. Returns a :class:`~lightning_spectral.linalg.SpectralDensity` with nodes and
     weights of shape ``(num_probes, m)``, all weights summing to one. The quadrature reproduces the moments
     of each probe exactly: ``Σ w θ^p = mean_z zᵀ H^p z / P`` for ``p < 2m``, so the first moment is
-    Hutchinson's estimate of ``tr(H)/P``. Other arguments as in :func:`hessian_eigenvalues`.
+    Hutchinson's estimate of ``tr(H)/P``.
+
+    Args:
+        model: the network (or pass ``operator``).
+        loss_fn: ``loss_fn(model, batch) -> scalar tensor``.
+        batch: one batch, passed to ``loss_fn`` as it is.
+        num_probes: number of Rademacher probes (``>= 1``).
+        num_steps: Lanczos steps per probe (``>= 1``, clamped to ``P``).
+        params: parameter selection, as in :func:`hessian_eigenvalues`.
+        hvp_method: the HVP method, as in :func:`hessian_eigenvalues`.
+        generator: source of the probes; ``None`` uses the global torch RNG.
+        operator: a ready :class:`HessianOperator` instead of ``model``/``loss_fn``/``batch``/``params``.
+
+    Returns:
+        :class:`~lightning_spectral.linalg.SpectralDensity`.
+
+    Raises:
+        ValueError: ``num_probes`` or ``num_steps`` out of range (and as :func:`hessian_eigenvalues`).
+
+    Example:
+        >>> import torch
+        >>> model = torch.nn.Linear(3, 1)
+        >>> batch = (torch.randn(16, 3), torch.randn(16, 1))
+        >>> loss_fn = lambda m, b: ((m(b[0]) - b[1]) ** 2).mean()
+        >>> density = hessian_density(model, loss_fn, batch, num_probes=2, num_steps=4)
+        >>> density.nodes.shape, round(float(density.weights.sum()), 6)
+        (torch.Size([2, 4]), 1.0)
     """
     op = _resolve_operator(operator, model, loss_fn, batch, params, hvp_method)
     return slq_density(
