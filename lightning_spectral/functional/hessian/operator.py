@@ -89,7 +89,8 @@ class HessianOperator:
         num_batch_matvecs: single-batch products (:meth:`batch_matvec`) computed so far.
 
     Raises:
-        TypeError: ``loss_fn`` is not callable, or the loss is not a scalar tensor.
+        TypeError: an argument of the wrong type (``model`` not a module, ``loss_fn`` or ``reduce_fn`` not
+        callable, ...), or a loss that is not a scalar tensor.
         ValueError: ``method`` is not one of the methods, or ``params`` selects no parameter (or parameters of
             several dtypes or devices).
 

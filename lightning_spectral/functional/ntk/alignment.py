@@ -1,16 +1,4 @@
-"""Kernel-target alignment of the empirical NTK with the labels.
-
-Example::
-
-    >>> import torch
-    >>> y = torch.tensor([1.0, -1.0, 2.0])
-    >>> kernel_target_alignment(3.0 * torch.outer(y, y), y)
-    1.0
-    >>> labels = torch.tensor([1.0, 1.0, -1.0, -1.0])  # one output per example: Θ̄ = Θ
-    >>> kernel = torch.eye(4) + torch.block_diag(torch.ones(2, 2), torch.ones(2, 2))
-    >>> round(offdiagonal_alignment(kernel, labels, num_examples=4), 12)
-    1.0
-"""
+"""Kernel-target alignment of the empirical NTK with the labels."""
 
 from __future__ import annotations
 
@@ -38,11 +26,31 @@ def _center(kernel: Tensor) -> Tensor:
 
 
 def kernel_target_alignment(kernel: Tensor, targets: Tensor, *, centered: bool = False) -> float:
-    """``⟨Θ, y yᵀ⟩_F / (‖Θ‖_F ‖y yᵀ‖_F)`` for a square ``kernel`` ``(N, N)`` and ``targets`` with ``N``
-    entries (flattened); centered (Cortes et al. 2012) when ``centered=True``. Computed in float64.
+    r"""The kernel-target alignment of Cristianini et al. (2002), in float64.
 
-    Raises ``ValueError`` for a non-square kernel, mismatched sizes, or a zero kernel / target (the
-    alignment is then undefined).
+    .. math::
+
+        A(\Theta, y) = \frac{\langle \Theta, y y^\top \rangle_F}{\|\Theta\|_F \, \|y y^\top\|_F}
+
+    With ``centered=True`` (Cortes, Mohri & Rostamizadeh 2012) ``Θ`` and ``y yᵀ`` are replaced by ``HΘH`` and
+    ``H y yᵀ H``, ``H = I − 11ᵀ/N``.
+
+    Args:
+        kernel: ``(N, N)`` kernel matrix.
+        targets: ``N`` target entries (flattened).
+        centered: center both matrices first.
+
+    Returns:
+        The alignment, in ``[0, 1]`` for a PSD kernel.
+
+    Raises:
+        ValueError: a non-square kernel, mismatched sizes, or a zero kernel or target (undefined).
+
+    Example:
+        >>> import torch
+        >>> y = torch.tensor([1.0, -1.0, 2.0])
+        >>> kernel_target_alignment(3.0 * torch.outer(y, y), y)
+        1.0
     """
     if not isinstance(kernel, Tensor) or kernel.dim() != 2 or kernel.shape[0] != kernel.shape[1]:
         raise ValueError(
@@ -120,12 +128,34 @@ def _offdiagonal_parts(
 
 
 def offdiagonal_alignment(kernel: Tensor, targets: Tensor, num_examples: int) -> float:
-    """Pearson correlation over the pairs of distinct examples ``i ≠ j`` between the output-traced kernel
+    r"""Pearson correlation over the pairs of distinct examples ``i ≠ j`` between the output-traced kernel
     ``Θ̄_ij = Σ_k Θ_(i,k),(j,k)`` and the targets' Gram matrix ``⟨y_i, y_j⟩`` (module docstring), in float64.
 
     ``kernel`` is the ``(B·K, B·K)`` NTK (rows example-major, ``B = num_examples``), ``targets`` the matching
-    ``B·K`` target entries (:func:`ntk_targets`). Raises ``ValueError`` for fewer than 3 examples, mismatched
-    sizes, or a kernel or Gram matrix that is constant over the pairs (undefined).
+    ``B·K`` target entries (:func:`ntk_targets`).
+
+    .. math::
+
+        A_{\text{off}} = \operatorname{corr}_{i \ne j}\big(\bar\Theta_{ij}, \langle y_i, y_j \rangle\big)
+
+    Args:
+        kernel: the ``(B·K, B·K)`` NTK.
+        targets: the ``B·K`` target entries.
+        num_examples: ``B`` (``>= 3``).
+
+    Returns:
+        The correlation, in ``[-1, 1]``.
+
+    Raises:
+        ValueError: fewer than 3 examples, mismatched sizes, or a kernel or Gram matrix that is constant over
+            the pairs (undefined).
+
+    Example:
+        >>> import torch
+        >>> labels = torch.tensor([1.0, 1.0, -1.0, -1.0])  # one output per example: Θ̄ = Θ
+        >>> kernel = torch.eye(4) + torch.block_diag(torch.ones(2, 2), torch.ones(2, 2))
+        >>> round(offdiagonal_alignment(kernel, labels, num_examples=4), 12)
+        1.0
     """
     _check_offdiagonal_args(kernel, targets, num_examples)
     traced, gram = _offdiagonal_parts(kernel, targets, num_examples)
@@ -142,7 +172,21 @@ def kernel_alignments(kernel: Tensor, targets: Tensor, num_examples: int) -> dic
     """Every alignment of :data:`ALIGNMENT_FORMS` that is defined here, from one kernel: ``alignment``
     always; ``alignment_centered`` unless the targets are constant; ``alignment_offdiagonal`` for
     ``num_examples >= 3`` unless the kernel or the targets' Gram matrix is constant over the pairs of distinct
-    examples (e.g. all labels different). ``kernel`` and ``targets`` as in :func:`offdiagonal_alignment`.
+    examples (e.g. all labels different).
+
+    Args:
+        kernel: the ``(B·K, B·K)`` NTK, as in :func:`offdiagonal_alignment`.
+        targets: the ``B·K`` target entries.
+        num_examples: ``B``.
+
+    Returns:
+        ``{form: alignment}`` for the defined forms.
+
+    Example:
+        >>> import torch
+        >>> y = torch.tensor([1.0, -1.0, 2.0])
+        >>> sorted(kernel_alignments(torch.outer(y, y), y, num_examples=3))
+        ['alignment', 'alignment_centered', 'alignment_offdiagonal']
     """
     y = targets.detach().reshape(-1).to(torch.float64)
     values = {"alignment": kernel_target_alignment(kernel, y)}
@@ -195,6 +239,30 @@ def ntk_alignment(
     limited to ``NTK_MATRIX_MAX_ROWS``) with ``targets`` (class indices are one-hot encoded, see the module
     docstring); centered when ``centered=True``; between distinct examples (:func:`offdiagonal_alignment`,
     itself centered) when ``offdiagonal=True``.
+
+    Args:
+        model: the network; BatchNorm and dropout in eval mode. Left untouched.
+        inputs: a tensor whose first dimension indexes the ``B`` examples.
+        targets: ``(B,)`` class indices (one-hot encoded to ``K`` outputs) or ``(B, K)`` regression targets.
+        output_fn: ``output_fn(model, inputs)`` returns the outputs (default ``model(inputs)``).
+        params: parameter names / globs (default: all with ``requires_grad=True``).
+        centered: the centered alignment (:func:`kernel_target_alignment`).
+        offdiagonal: the alignment between distinct examples (:func:`offdiagonal_alignment`).
+        chunk_size: examples per Jacobian block, as in :func:`ntk_matrix`.
+
+    Returns:
+        The alignment.
+
+    Raises:
+        ValueError: ``B·K`` above ``NTK_MATRIX_MAX_ROWS``, targets that do not match the outputs, or an
+            undefined alignment.
+
+    Example:
+        >>> import torch
+        >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+        >>> alignment = ntk_alignment(model, torch.randn(6, 4), torch.tensor([0, 1, 2, 0, 1, 2]))
+        >>> 0.0 <= alignment <= 1.0
+        True
     """
     if centered and offdiagonal:
         raise ValueError(

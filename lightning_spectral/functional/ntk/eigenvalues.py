@@ -1,13 +1,4 @@
-"""Top eigenvalues of the empirical NTK by Lanczos on NTK-vector products, never forming the matrix.
-
-Example::
-
-    >>> import torch
-    >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
-    >>> result = ntk_lambda_max(model, torch.randn(16, 4), k=2, generator=torch.Generator().manual_seed(0))
-    >>> result.eigenvalues.shape
-    torch.Size([2])
-"""
+"""Top eigenvalues of the empirical NTK by Lanczos on NTK-vector products, never forming the matrix."""
 
 from __future__ import annotations
 
@@ -47,6 +38,25 @@ def ntk_operator(
     """The map ``v ↦ Θ v = J (Jᵀ v)`` (one VJP, then one JVP) for the current parameters of ``model``, which
     is checked and left untouched as in :func:`ntk_lambda_max`. One forward pass is done here (and kept
     for the VJPs); each product then costs a backward and a forward-mode pass.
+
+    Args:
+        model: the network; BatchNorm and dropout in eval mode. Left untouched.
+        inputs: a tensor whose first dimension indexes the ``B`` examples.
+        output_fn: ``output_fn(model, inputs)`` returns the outputs (default ``model(inputs)``).
+        params: parameter names / globs (default: all with ``requires_grad=True``).
+
+    Returns:
+        An operator with ``matvec``, ``dim`` (``B·K``), ``dtype`` and ``device``.
+
+    Raises:
+        ValueError: a model in train mode with BatchNorm or dropout, or ``params`` matching nothing.
+
+    Example:
+        >>> import torch
+        >>> model = torch.nn.Linear(3, 2)
+        >>> operator = ntk_operator(model, torch.randn(4, 3))
+        >>> operator.dim, operator.matvec(torch.ones(operator.dim)).shape
+        (8, torch.Size([8]))
     """
     validate_inputs(inputs)
     fm = make_functional_model(model, output_fn=output_fn, params=params)
@@ -73,8 +83,11 @@ def ntk_lambda_max(
         model: the network; BatchNorm and dropout must be in eval mode. Left untouched.
         inputs: a tensor whose first dimension indexes the ``B`` examples.
         k: number of top eigenvalues (``1 ≤ k ≤ B·K``).
-        tol, max_matvecs, v0: passed to ``lightning_spectral.linalg.lanczos`` (``v0`` a start vector of length
-            ``B·K``, e.g. the previous call's top eigenvector, to warm-start a monitor).
+        tol: relative residual tolerance of :func:`~lightning_spectral.linalg.lanczos`.
+        max_matvecs: at most this many NTK-vector products (default as in
+            :func:`~lightning_spectral.linalg.lanczos`).
+        v0: a start vector of length ``B·K``, e.g. the previous call's top eigenvector, to warm-start a
+            monitor.
         output_fn: ``output_fn(model, inputs)`` returns the outputs (default ``model(inputs)``).
         params: parameter names / globs (default: all with ``requires_grad=True``).
         generator: random source of the Lanczos start vector; ``None`` uses the global torch RNG.
@@ -84,6 +97,17 @@ def ntk_lambda_max(
         example-major output space, ``residuals``, ``num_matvecs`` (each one VJP + one JVP) and
         ``converged``. Divide by ``B`` for the Gauss–Newton sharpness of ``(1/(2B)) Σ‖f − y‖²`` (see the
         module docstring).
+
+    Raises:
+        ValueError: ``k`` out of range, a model in train mode with BatchNorm or dropout (and as
+            :func:`~lightning_spectral.linalg.lanczos`).
+
+    Example:
+        >>> import torch
+        >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+        >>> result = ntk_lambda_max(model, torch.randn(16, 4), k=2, generator=torch.Generator().manual_seed(0))
+        >>> result.eigenvalues.shape
+        torch.Size([2])
     """
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ValueError(f"`k` must be a positive integer, got {k!r}.")

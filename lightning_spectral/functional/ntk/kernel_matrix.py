@@ -1,12 +1,4 @@
-"""The explicit empirical NTK matrix of a small batch.
-
-Example::
-
-    >>> import torch
-    >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
-    >>> ntk_matrix(model, torch.randn(5, 4)).shape
-    torch.Size([15, 15])
-"""
+"""The explicit empirical NTK matrix of a small batch."""
 
 from __future__ import annotations
 
@@ -94,6 +86,15 @@ def ntk_matrix(
 
     Raises:
         ValueError: if ``B·K > NTK_MATRIX_MAX_ROWS`` (argument ``inputs``), or ``chunk_size < 1``.
+
+    Returns:
+        ``(B·K, B·K)`` symmetric PSD tensor, ``Θ[(i, k), (j, l)] = ⟨∂f_k(x_i)/∂θ, ∂f_l(x_j)/∂θ⟩``.
+
+    Example:
+        >>> import torch
+        >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+        >>> ntk_matrix(model, torch.randn(5, 4)).shape
+        torch.Size([15, 15])
     """
     if chunk_size is not None and (
         isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1

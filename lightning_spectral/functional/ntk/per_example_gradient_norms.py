@@ -138,6 +138,15 @@ class LayerwiseChecks:
         """The set-up: each covered layer's name, module object, selected parameter names and the parameter
         objects behind them (registered ones, so never a temporary), the generic path's names, the inputs'
         shape, dtype and device.
+
+        Args:
+            fm: the functional model.
+            layers: the layers of the layer-wise path.
+            rest: the parameter names of the generic path.
+            inputs: the batch.
+
+        Returns:
+            A hashable key.
         """
         named = dict(fm.module.model.named_parameters(remove_duplicate=False))
         covered = tuple(

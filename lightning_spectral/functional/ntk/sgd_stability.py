@@ -1,12 +1,4 @@
-"""The stochastic edge of stability of SGD (Agarwala & Pennington 2024, arXiv:2404.19261).
-
-Example::
-
-    >>> s = sgd_stability(lr=0.5, batch_size=1, ntk_num_examples=2, num_outputs=2,
-    ...                   ntk_eigenvalues=torch.tensor([4.0, 2.0, 1.0, 0.0]))
-    >>> round(s.noise_kernel_norm, 6), s.noise_kernel_norm_lower, s.noise_kernel_norm_upper  # 𝒦 = 31/42
-    (0.738095, 0.4375, 0.875)
-"""
+"""The stochastic edge of stability of SGD (Agarwala & Pennington 2024, arXiv:2404.19261)."""
 
 from __future__ import annotations
 
@@ -32,6 +24,18 @@ class SGDStability:
     (:func:`~lightning_spectral.functional.hessian.edge_of_stability.stability_limit`; ``ηλ_max(Θ̂)/2`` without
     momentum). ``stable`` is True when ``ratio < 1`` and 𝒦 (or, without the spectrum, its upper bound)
     ``< 1``; False when ``ratio ≥ 1`` or 𝒦 (or its lower bound) ``≥ 1``; ``None`` when the bounds straddle 1.
+
+    Attributes:
+        noise_kernel_norm: 𝒦, or ``None`` without the spectrum.
+        noise_kernel_norm_lower: the lower bound on 𝒦 from the trace.
+        noise_kernel_norm_upper: the upper bound from the trace and ``λ_max`` (``inf`` past the mean's limit).
+        edge_of_stability_ratio: ``λ_max(Θ̂)`` over the optimizer's limit.
+        stable: ``True``, ``False``, or ``None`` when the bounds straddle 1.
+
+    Example:
+        >>> s = sgd_stability(lr=0.1, batch_size=4, ntk_num_examples=8, ntk_trace=16.0, ntk_lambda_max=4.0)
+        >>> s.noise_kernel_norm is None, s.stable
+        (True, True)
     """
 
     noise_kernel_norm: float | None
@@ -158,15 +162,55 @@ def sgd_stability(
     dampening: float = 0.0,
     weight_decay: float = 0.0,
 ) -> SGDStability:
-    """The S-EOS noise-kernel norm 𝒦 of SGD with step ``lr`` and batch size ``batch_size``.
+    r"""The S-EOS noise-kernel norm 𝒦 of SGD with step ``lr`` and batch size ``batch_size``.
 
     Give either ``ntk_eigenvalues`` (eigenvalues of the raw NTK ``Θ = J Jᵀ`` of ``ntk_num_examples``
     examples; zeros may be left out; exact 𝒦) or both ``ntk_trace`` and ``ntk_lambda_max`` of that same raw
     NTK (bounds on 𝒦 only), as returned by ``ntk_trace(...).trace`` and ``ntk_lambda_max``. ``num_outputs``
     is ``K``, ``dataset_size`` the training-set size ``D`` (``None``: ``D ≫ B``), ``loss_scale`` the factor
     between the loss and ``(1/(2B)) Σ‖f − y‖²`` (``2/K`` for ``torch.nn.MSELoss()``). See the module docstring
-    for the formula and its assumptions. ``momentum``, ``nesterov``, ``dampening`` and ``weight_decay`` are those
-    of ``torch.optim.SGD`` (module docstring, *Momentum* and *Coupled weight decay*).
+    With ``Θ̂ = Θ/n`` (``n`` = ``ntk_num_examples``) of eigenvalues ``λ_α``, batch size ``B``, dataset size
+    ``D`` and ``K`` outputs, the noise-kernel norm of plain SGD on ``(1/(2B)) Σ‖f − y‖²`` in the linearized
+    (NTK) model is
+
+    .. math::
+
+        \mathcal{K} = \frac{1 - B/D}{B K} \sum_\alpha \frac{\eta\lambda_\alpha}{2 - \eta\lambda_\alpha},
+        \qquad
+        \frac{(1 - B/D)\,\eta \operatorname{tr}\hat\Theta}{2 B K} \le \mathcal{K}
+        \le \frac{(1 - B/D)\,\eta \operatorname{tr}\hat\Theta}{B K (2 - \eta\lambda_{\max})},
+
+    and SGD is stable while ``ηλ_max(Θ̂) < 2`` and ``𝒦 < 1`` (the S-EOS is ``𝒦 = 1``). Momentum, dampening
+    and coupled weight decay change the limits as for ``torch.optim.SGD``; the derivation and its
+    assumptions are on the science pages.
+
+    Args:
+        lr: the step size ``η`` (``> 0``).
+        batch_size: ``B``.
+        ntk_num_examples: ``n``, the examples of the measured NTK.
+        num_outputs: ``K``.
+        ntk_eigenvalues: eigenvalues of the raw NTK ``Θ`` (zeros may be left out): the exact 𝒦.
+        ntk_trace: ``tr Θ`` (with ``ntk_lambda_max``: the bounds only).
+        ntk_lambda_max: ``λ_max(Θ)``.
+        dataset_size: ``D`` (``None``: ``D ≫ B``).
+        loss_scale: the loss over ``(1/(2B)) Σ‖f − y‖²`` (``2/K`` for ``torch.nn.MSELoss()``).
+        momentum: ``torch.optim.SGD``'s ``momentum``.
+        nesterov: ``torch.optim.SGD``'s ``nesterov``.
+        dampening: ``torch.optim.SGD``'s ``dampening``.
+        weight_decay: ``torch.optim.SGD``'s ``weight_decay`` (coupled).
+
+    Returns:
+        :class:`SGDStability`.
+
+    Raises:
+        ValueError: an argument out of range, neither the eigenvalues nor the trace given, or a
+            ``dataset_size`` below ``batch_size``.
+
+    Example:
+        >>> s = sgd_stability(lr=0.5, batch_size=1, ntk_num_examples=2, num_outputs=2,
+        ...                   ntk_eigenvalues=torch.tensor([4.0, 2.0, 1.0, 0.0]))
+        >>> round(s.noise_kernel_norm, 6), s.noise_kernel_norm_lower, s.noise_kernel_norm_upper  # 𝒦 = 31/42
+        (0.738095, 0.4375, 0.875)
     """
     scale_of_loss = _positive(loss_scale, "loss_scale")
     eta = _positive(lr, "lr") * scale_of_loss

@@ -1,13 +1,4 @@
-"""The trace of the empirical neural tangent kernel of a batch, exactly or by randomized trace estimation.
-
-Example::
-
-    >>> import torch
-    >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
-    >>> result = ntk_trace(model, torch.randn(16, 4), method="exact")
-    >>> result.method_used, result.num_examples, result.num_outputs, result.std_error
-    ('exact', 16, 3, 0.0)
-"""
+"""The trace of the empirical neural tangent kernel of a batch, exactly or by randomized trace estimation."""
 
 from __future__ import annotations
 
@@ -56,6 +47,18 @@ _METHODS = ("auto", "exact", "hutchinson", "hutchpp")
 class NTKTrace:
     """``trace`` = ``Σ_i Σ_k ‖∂f_k(x_i)/∂θ‖²`` over the batch (over all processes when ``reduce_fn`` is
     given), its ``std_error`` (0 for the exact method), the method that ran, ``B`` and ``K``.
+
+    Attributes:
+        trace: ``tr Θ``.
+        std_error: its standard error (``0.0`` for the exact method).
+        method_used: ``"exact"``, ``"hutchinson"`` or ``"hutchpp"``.
+        num_examples: ``B``.
+        num_outputs: ``K``.
+
+    Example:
+        >>> result = NTKTrace(trace=12.0, std_error=0.0, method_used="exact", num_examples=4, num_outputs=3)
+        >>> result.trace / result.num_examples  # the mean per-example trace
+        3.0
     """
 
     trace: float
@@ -85,7 +88,15 @@ def ntk_trace(
     reduce_fn: Callable[[Tensor], Tensor] | None = None,
     layerwise_checks: LayerwiseChecks | None = None,
 ) -> NTKTrace:
-    """Trace of the empirical NTK ``Θ = J Jᵀ`` of the batch ``inputs`` (see the module docstring).
+    r"""Trace of the empirical NTK ``Θ = J Jᵀ`` of the batch ``inputs``.
+
+    .. math::
+
+        \operatorname{tr}\Theta = \sum_{i=1}^{B} \sum_{k=1}^{K} \Big\| \frac{\partial f_k(x_i)}{\partial\theta} \Big\|^2
+
+    ``"exact"`` sums the per-example squared gradient norms (layer by layer where the algebra allows),
+    ``"hutchinson"`` and ``"hutchpp"`` estimate it from Rademacher probes of the outputs, ``"auto"`` takes the
+    exact method when ``K <= num_probes``.
 
     Args:
         model: the network; BatchNorm and dropout must be in eval mode (``ValueError`` otherwise). Its
@@ -108,6 +119,18 @@ def ntk_trace(
 
     Returns:
         :class:`NTKTrace`.
+
+    Raises:
+        ValueError: ``method``, ``num_probes`` or ``chunk_size`` out of range, or a model in train mode with
+            BatchNorm or dropout.
+        TypeError: ``reduce_fn`` is not callable.
+
+    Example:
+        >>> import torch
+        >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+        >>> result = ntk_trace(model, torch.randn(16, 4), method="exact")
+        >>> result.method_used, result.num_examples, result.num_outputs, result.std_error
+        ('exact', 16, 3, 0.0)
     """
     if method not in _METHODS:
         raise ValueError(f"`method` must be one of {_METHODS}, got {method!r}.")
