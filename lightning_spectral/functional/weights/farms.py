@@ -1,13 +1,4 @@
-"""FARMS: the power-law exponent of a weight matrix's ESD without aspect-ratio bias.
-
-Example::
-
-    >>> g = torch.Generator().manual_seed(0)
-    >>> wide = torch.randn(100, 800, generator=g) / 800**0.5
-    >>> result = farms_alpha(wide, submatrix_size=50, num_windows=4)
-    >>> result.num_submatrices, result.submatrix_shape
-    (16, (50, 50))
-"""
+"""FARMS: the power-law exponent of a weight matrix's ESD without aspect-ratio bias."""
 
 from __future__ import annotations
 
@@ -46,10 +37,17 @@ class FarmsFit:
 
     Attributes:
         alpha: the power-law exponent of the pooled ESD of the submatrices.
-        alpha_std_error: its delete-one-submatrix jackknife standard error (module docstring).
+        alpha_std_error: its delete-one-submatrix jackknife standard error.
         power_law: the fit behind ``alpha`` (``x_min``, KS distance, pooled tail size, asymptotic error).
         num_submatrices: number of submatrices sampled.
         submatrix_shape: their shape ``(rows, cols)`` in the weight's orientation.
+
+    Example:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> wide = torch.randn(100, 800, generator=g) / 800**0.5
+        >>> result = farms_alpha(wide, submatrix_size=50, num_windows=4)
+        >>> result.num_submatrices, result.submatrix_shape
+        (16, (50, 50))
     """
 
     alpha: float
@@ -100,7 +98,11 @@ def farms_alpha(
     min_tail: int = DEFAULT_MIN_TAIL,
     max_batch_numel: int = _DEFAULT_MAX_BATCH_NUMEL,
 ) -> FarmsFit | None:
-    """The FARMS power-law exponent of ``weight``'s ESD (module docstring), with its standard error.
+    """The FARMS power-law exponent of ``weight``'s ESD, with its standard error.
+
+    FARMS (Fixed-Aspect-Ratio Matrix Subsampling) fits the power law (:func:`power_law_alpha`) to the pooled
+    eigenvalues of ``WᵀW``'s overlapping ``s × aspect_ratio·s`` submatrices, so that the exponent is not
+    biased by the weight's own aspect ratio.
 
     Args:
         weight: ``(m, n)`` real floating-point matrix, any device (not modified; decomposed in float32, or

@@ -1,11 +1,4 @@
-"""Which parameters of a model are weight matrices, and how each one becomes a 2-D matrix.
-
-Example::
-
-    >>> model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.Linear(8 * 30 * 30, 10))
-    >>> [(w.name, tuple(w.matrix.shape)) for w in weight_matrices(model)]
-    [('0.weight', (8, 27)), ('2.weight', (10, 7200))]
-"""
+"""Which parameters of a model are weight matrices, and how each one becomes a 2-D matrix."""
 
 from __future__ import annotations
 
@@ -77,6 +70,12 @@ class WeightMatrix:
         module_type: the ``torch.nn`` layer class it belongs to, e.g. ``"Linear"``, ``"Conv2d"``, ``"LSTM"``.
         shape_note: how the parameter was turned into this matrix, in words.
         parameter_name: dotted name of the parameter (of the module attribute for parametrized weights).
+
+    Example:
+        >>> from torch import nn
+        >>> (w,) = weight_matrices(nn.Linear(3, 2))
+        >>> w.name, tuple(w.matrix.shape), w.module_type
+        ('weight', (2, 3), 'Linear')
     """
 
     name: str
@@ -260,7 +259,12 @@ def weight_matrices(
     conv_mode: str = "flatten",
     split_fused: bool = True,
 ) -> list[WeightMatrix]:
-    """The weight matrices of ``model`` (see the module docstring for layers, orientation and naming).
+    """The weight matrices of ``model``, each as the 2-D matrix a spectrum is taken of.
+
+    ``nn.Linear`` and Hugging Face's ``Conv1D`` give ``(out, in)``; a convolution's ``(out, in/groups, *k)``
+    kernel is flattened to ``(out, in/groups·∏k)`` (``conv_mode="flatten"``) or split into one
+    ``(out, in/groups)`` matrix per kernel position; fused attention and recurrent weights are split into
+    their blocks (``split_fused``). Embeddings are ``(num_embeddings, dim)``.
 
     Args:
         model: any ``nn.Module``; the root's own weights are named without a prefix (``"weight"``).
@@ -276,6 +280,11 @@ def weight_matrices(
     Raises:
         TypeError: ``model`` is not an ``nn.Module``, or ``include``/``exclude`` are not glob strings.
         ValueError: ``conv_mode`` is not one of :data:`CONV_MODES`.
+
+    Example:
+        >>> model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.Linear(8 * 30 * 30, 10))
+        >>> [(w.name, tuple(w.matrix.shape)) for w in weight_matrices(model)]
+        [('0.weight', (8, 27)), ('2.weight', (10, 7200))]
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"`model` must be a torch.nn.Module, got {type(model).__name__}.")

@@ -1,15 +1,4 @@
-"""Maximum-likelihood power-law fit to the tail of a weight matrix's eigenvalue spectrum.
-
-Example::
-
-    >>> g = torch.Generator().manual_seed(0)
-    >>> pareto = (1 - torch.rand(5000, generator=g, dtype=torch.float64)) ** (-1 / 1.5)  # alpha = 2.5
-    >>> fit = power_law_alpha(pareto, xmin=1.0)
-    >>> round(fit.alpha, 1), fit.num_tail
-    (2.5, 5000)
-    >>> round(power_law_alpha(pareto, fit="weightwatcher").alpha, 1)
-    2.5
-"""
+"""Maximum-likelihood power-law fit to the tail of a weight matrix's eigenvalue spectrum."""
 
 from __future__ import annotations
 
@@ -48,6 +37,12 @@ class PowerLawFit:
             default fit, WeightWatcher's one-sided one for ``fit="weightwatcher"``).
         num_tail: number of eigenvalues ``≥ x_min`` used in the fit.
         alpha_std_error: ``(α̂ − 1)/√num_tail``, the asymptotic standard error of ``α̂``.
+
+    Example:
+        >>> import torch
+        >>> fit = power_law_alpha(torch.tensor([1.0, 2.0, 4.0, 8.0, 16.0], dtype=torch.float64), xmin=1.0, min_tail=5)
+        >>> fit.num_tail, fit.xmin
+        (5, 1.0)
     """
 
     alpha: float
@@ -111,7 +106,16 @@ def power_law_alpha(
     min_tail: int = DEFAULT_MIN_TAIL,
     fit: str = "default",
 ) -> PowerLawFit | None:
-    """Fit ``ρ(λ) ∝ λ^{-α}`` to the tail of ``eigenvalues`` by maximum likelihood (see the module docstring).
+    r"""Fit ``ρ(λ) ∝ λ^{-α}`` to the tail of ``eigenvalues`` by maximum likelihood (Clauset et al. 2009).
+
+    For the ``t`` eigenvalues ``λ_i ≥ x_min`` of the tail the estimate and its asymptotic standard error are
+
+    .. math::
+
+        \hat\alpha = 1 + t \Big/ \sum_{i=1}^{t} \ln\frac{\lambda_i}{x_{\min}},
+        \qquad \sigma_{\hat\alpha} = \frac{\hat\alpha - 1}{\sqrt{t}},
+
+    with ``x_min`` the candidate that minimizes the Kolmogorov–Smirnov distance (``xmin="ks"``).
 
     Args:
         eigenvalues: 1-D tensor of the eigenvalues of ``WᵀW`` (``σ_i²``), any order, any device; the fit runs
@@ -133,6 +137,15 @@ def power_law_alpha(
     Raises:
         ValueError: ``eigenvalues`` not 1-D / not floating point / not finite; bad ``xmin``, ``min_tail`` or
             ``fit`` (or a fixed ``xmin`` with ``fit="weightwatcher"``).
+
+    Example:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> pareto = (1 - torch.rand(5000, generator=g, dtype=torch.float64)) ** (-1 / 1.5)  # alpha = 2.5
+        >>> fit = power_law_alpha(pareto, xmin=1.0)
+        >>> round(fit.alpha, 1), fit.num_tail
+        (2.5, 5000)
+        >>> round(power_law_alpha(pareto, fit="weightwatcher").alpha, 1)
+        2.5
     """
     if not isinstance(eigenvalues, Tensor) or eigenvalues.ndim != 1 or not eigenvalues.is_floating_point():
         raise ValueError("`eigenvalues` must be a 1-D floating-point tensor.")

@@ -1,15 +1,6 @@
 """Singular-vector dynamics as Yunis et al. (2024, "Approaching Deep Learning through the Spectral Dynamics of
 Weights") measure them: agreement of singular vectors across time, index by index, and alignment between
 consecutive layers.
-
-Example::
-
-    >>> U, V = torch.eye(3)[:, :2], torch.eye(3)[:, :2]
-    >>> swapped = U[:, [1, 0]]  # σ_1 and σ_2 trade places
-    >>> singular_vector_agreement(swapped, V[:, [1, 0]], U, V).tolist()
-    [0.0, 0.0]
-    >>> singular_vector_agreement(U, -V, -U, V).tolist()  # joint sign flips do not count
-    [1.0, 1.0]
 """
 
 from __future__ import annotations
@@ -54,6 +45,14 @@ def singular_vector_agreement(U: Tensor, V: Tensor, U_ref: Tensor, V_ref: Tensor
     Raises:
         TypeError: an argument is not a tensor.
         ValueError: the shapes do not match (rows of ``U``/``U_ref``, ``V``/``V_ref``; equal ``k`` per side).
+
+    Example:
+        >>> U, V = torch.eye(3)[:, :2], torch.eye(3)[:, :2]
+        >>> swapped = U[:, [1, 0]]  # σ_1 and σ_2 trade places
+        >>> singular_vector_agreement(swapped, V[:, [1, 0]], U, V).tolist()
+        [0.0, 0.0]
+        >>> singular_vector_agreement(U, -V, -U, V).tolist()  # joint sign flips do not count
+        [1.0, 1.0]
     """
     U, V, U_ref, V_ref = (
         _check_vectors(n, x) for n, x in zip(("U", "V", "U_ref", "V_ref"), (U, V, U_ref, V_ref))
@@ -99,8 +98,19 @@ def alignment_diagonal(outputs: Tensor, inputs: Tensor) -> Tensor:
 def agreement_score(diagonal: Tensor, top: int = AGREEMENT_TOP) -> float:
     """Mean of the first ``min(top, len)`` entries of a 1-D agreement or alignment diagonal (NaN if empty).
 
-    >>> agreement_score(torch.tensor([1.0, 0.5, 0.0]), top=2)
-    0.75
+    Args:
+        diagonal: 1-D tensor, e.g. from :func:`singular_vector_agreement`.
+        top: how many leading entries to average (``>= 1``).
+
+    Returns:
+        The mean, ``nan`` for an empty diagonal.
+
+    Raises:
+        ValueError: ``diagonal`` is not a 1-D tensor, or ``top`` is not a positive integer.
+
+    Example:
+        >>> agreement_score(torch.tensor([1.0, 0.5, 0.0]), top=2)
+        0.75
     """
     if not isinstance(diagonal, Tensor) or diagonal.ndim != 1:
         raise ValueError("`diagonal` must be a 1-D tensor.")

@@ -1,18 +1,4 @@
-"""Singular-value spectrum of weight matrices, and how it moves between two measurements.
-
-Example::
-
-    >>> W = torch.diag(torch.tensor([4.0, 3.0, 2.0, 1.0]))
-    >>> s = weight_spectrum(W, k=2)
-    >>> s.singular_values.tolist(), s.method_used, round(s.stable_rank, 4)
-    ([4.0, 3.0], 'exact', 1.875)
-    >>> later = weight_spectrum(W, k=2, previous=s)
-    >>> round(later.rotation, 6), later.agreement.tolist()
-    (0.0, [1.0, 1.0])
-    >>> swapped = weight_spectrum(torch.diag(torch.tensor([3.0, 4.0, 2.0, 1.0])), k=2, previous=s)
-    >>> round(swapped.rotation, 6), swapped.agreement.tolist()  # σ_1 and σ_2 traded directions
-    (0.0, [0.0, 0.0])
-"""
+"""Singular-value spectrum of weight matrices, and how it moves between two measurements."""
 
 from __future__ import annotations
 
@@ -57,7 +43,7 @@ _DEFAULT_MAX_BATCH_NUMEL = 1 << 26
 
 @dataclass(frozen=True, eq=False)  # holds tensors: compared (and hashed) by identity
 class WeightSpectrum:
-    """Spectrum of one weight matrix (see the module docstring for the definitions).
+    """Spectrum of one weight matrix (the metrics are defined in :func:`weight_spectrum`).
 
     Attributes:
         singular_values: ``(k,)`` top singular values, descending, on the CPU, float32 (float64 for float64
@@ -78,7 +64,7 @@ class WeightSpectrum:
             (not Yunis et al.'s agreement, see ``agreement``); ``None`` without ``previous``.
         method_used: ``"exact"`` or ``"randomized"``.
         relative_residual: ``max_i ρ_i / σ_i`` of the top-``k`` triplets (randomized method; 0.0 for the exact
-            one): every ``σ_i`` lies within ``ρ_i/√2`` of a true singular value (module docstring).
+            one): every ``σ_i`` lies within ``ρ_i/√2`` of a true singular value.
         refined: whether the randomized result failed the ``tol`` check and was recomputed by Lanczos.
         stable_rank_ratio: ``stable_rank / min(m, n)``.
         effective_rank_ratio: ``effective_rank / min(m, n)`` (exact method; ``None`` when estimated).
@@ -86,6 +72,12 @@ class WeightSpectrum:
         gini: Gini coefficient of all singular values (exact method, else ``None``).
         agreement: ``(k',)`` per-index agreement ``|⟨u_i, u_prev,i⟩ ⟨v_i, v_prev,i⟩|`` with ``previous`` (CPU,
             float64); ``None`` without ``previous``.
+
+    Example:
+        >>> import torch
+        >>> s = weight_spectrum(torch.diag(torch.tensor([4.0, 3.0, 2.0, 1.0])), k=2)
+        >>> s.shape, s.sigma_max, s.method_used
+        ((4, 4), 4.0, 'exact')
     """
 
     singular_values: Tensor
@@ -247,7 +239,7 @@ def weight_spectra(
     Args:
         matrices: 2-D weight matrices (e.g. ``[w.matrix for w in weight_matrices(model)]``).
         k: leading singular triplets per matrix, clipped to ``min(m, n)``; default :data:`DEFAULT_K`.
-        method: ``"auto"``, ``"exact"`` or ``"randomized"`` (module docstring).
+        method: ``"auto"``, ``"exact"`` or ``"randomized"`` (as in :func:`weight_spectrum`).
         previous: earlier spectra aligned with ``matrices`` (``None`` entries allowed) for warm start and
             ``agreement`` and ``rotation``.
         num_power_iterations: power iterations of the randomized method (``>= 0``).
@@ -260,7 +252,7 @@ def weight_spectra(
         max_batch_numel: cap on ``batch·m·n`` of one stacked call (``>= 1``; a single larger matrix still
             goes alone).
         tol: accuracy check of the randomized method: a result whose relative residual exceeds ``tol`` is
-            recomputed by Lanczos (module docstring); ``None`` skips the check (raw randomized SVD).
+            recomputed by Lanczos; ``None`` skips the check (raw randomized SVD).
         warm_start: seed the randomized range finder with ``previous``'s right singular vectors (followed by
             a cold start's Gaussian columns); ``False``: ``previous`` serves ``rotation`` only.
 
@@ -272,6 +264,12 @@ def weight_spectra(
             ``max_batch_numel``; a matrix that is not 2-D, empty, not finite (or whose norm overflows); ``previous`` of another
             shape or length.
         TypeError: a matrix that is not a real floating-point tensor, a ``previous`` that is not a spectrum.
+
+    Example:
+        >>> import torch
+        >>> spectra = weight_spectra([torch.eye(3), 2 * torch.eye(3), torch.ones(2, 5)], k=1)
+        >>> [round(s.sigma_max, 4) for s in spectra]
+        [1.0, 2.0, 3.1623]
     """
     if isinstance(matrices, Tensor) or not isinstance(matrices, Sequence):
         raise TypeError("`matrices` must be a sequence (list/tuple) of 2-D tensors.")
@@ -402,7 +400,20 @@ def weight_spectrum(
     tol: float | None = DEFAULT_TOL,
     warm_start: bool = True,
 ) -> WeightSpectrum:
-    """Top-``k`` singular values and vectors of one 2-D ``weight`` and the metrics of the module docstring.
+    r"""Top-``k`` singular values and vectors of one 2-D ``weight``, and the metrics of its spectrum.
+
+    With singular values ``σ_1 ≥ σ_2 ≥ …`` and ``p_i = σ_i / Σ_j σ_j``:
+
+    .. math::
+
+        \text{stable rank} = \frac{\|W\|_F^2}{\sigma_1^2}, \qquad
+        \text{effective rank} = \exp\Big(-\sum_i p_i \ln p_i\Big), \qquad
+        \text{condition number} = \frac{\sigma_1}{\sigma_k},
+
+    and the power-law exponent ``alpha`` of the eigenvalues ``σ_i²`` of ``WᵀW`` (:func:`power_law_alpha`).
+    ``method="exact"`` uses ``torch.linalg.svd``; ``"randomized"``
+    :func:`~lightning_spectral.linalg.randomized_svd`, checked by its residuals (``tol``) and refined by
+    Lanczos where the check fails.
 
     Args:
         weight: ``(m, n)`` real floating-point matrix (any device, any float dtype; not modified).
@@ -414,7 +425,7 @@ def weight_spectrum(
         num_oversamples: extra sketch columns of the randomized method.
         generator: source of the randomized sketch (on ``weight``'s device); ``None``: global torch RNG.
         exact_threshold: ``"auto"`` is exact when ``min(m, n) <= exact_threshold`` (default
-            ``CROSSOVER_FACTOR·(k + num_oversamples)``, the measured crossover).
+            ``CROSSOVER_FACTOR·(k + num_oversamples)``).
         min_tail: smallest ESD tail for the ``alpha`` fit.
         tol: relative-residual check of the randomized method (Lanczos refinement above it); ``None``: off.
         warm_start: seed the range finder with ``previous``'s right vectors; ``False``: ``previous`` serves
@@ -424,7 +435,20 @@ def weight_spectrum(
         A :class:`WeightSpectrum`.
 
     Raises:
-        ValueError / TypeError: as :func:`weight_spectra`, with the argument named ``weight``.
+        ValueError: as :func:`weight_spectra`, with the argument named ``weight``.
+        TypeError: as :func:`weight_spectra`, with the argument named ``weight``.
+
+    Example:
+        >>> W = torch.diag(torch.tensor([4.0, 3.0, 2.0, 1.0]))
+        >>> s = weight_spectrum(W, k=2)
+        >>> s.singular_values.tolist(), s.method_used, round(s.stable_rank, 4)
+        ([4.0, 3.0], 'exact', 1.875)
+        >>> later = weight_spectrum(W, k=2, previous=s)
+        >>> round(later.rotation, 6), later.agreement.tolist()
+        (0.0, [1.0, 1.0])
+        >>> swapped = weight_spectrum(torch.diag(torch.tensor([3.0, 4.0, 2.0, 1.0])), k=2, previous=s)
+        >>> round(swapped.rotation, 6), swapped.agreement.tolist()  # σ_1 and σ_2 traded directions
+        (0.0, [0.0, 0.0])
     """
     (spectrum,) = _spectra(
         [weight],
