@@ -27,7 +27,7 @@ def eager_stance_available() -> bool:
 
 @contextlib.contextmanager
 def compiled_code_runs_eagerly() -> Iterator[None]:
-    """Run ``torch.compile``d code in the body eagerly (see the module docstring); restore the stance on exit."""
+    """Run ``torch.compile``d code in the body eagerly (see the module's science notes); restore the stance on exit."""
     if "torch._dynamo" not in sys.modules or not eager_stance_available():  # nothing compiled / no stance
         yield
         return

@@ -159,6 +159,16 @@ class SpectralMonitor(Callback):
 
     Raises:
         ValueError: an argument outside its allowed values (the message names it).
+
+    Example::
+
+        class ParameterNorm(SpectralMonitor):
+            monitor_name = "norm"
+
+            def measure(self, trainer, pl_module, batches):
+                return {"total": float(sum(p.detach().norm() ** 2 for p in pl_module.parameters()) ** 0.5)}
+
+        Trainer(callbacks=[ParameterNorm(every_n_steps=100)])  # logs spectral/norm/total
     """
 
     #: The ``<monitor>`` part of the metric keys ``spectral/<monitor>/<metric>``.
@@ -272,6 +282,14 @@ class SpectralMonitor(Callback):
 
         Runs inside :func:`preserved_training_state`: the model may be put in eval mode, gradients may be
         computed with ``torch.autograd.grad``; everything is restored afterwards.
+
+        Args:
+            trainer: the running ``Trainer``.
+            pl_module: the model being trained.
+            batches: the measurement batches, on the model's device.
+
+        Returns:
+            ``{metric: value}``.
         """
         raise NotImplementedError
 
@@ -414,6 +432,12 @@ class SpectralMonitor(Callback):
     def measurement_due_at(self, step: int) -> bool:
         """Whether the step-based schedule had a measurement due at global step ``step`` in this monitor's last
         ``on_train_start`` / ``on_train_batch_end`` (the same on every rank: decided from global steps alone).
+
+        Args:
+            step: a global step.
+
+        Returns:
+            Whether a measurement was due there.
         """
         return self._due_step == step
 
@@ -550,6 +574,12 @@ class SpectralMonitor(Callback):
     def trained_parameter(self, parameter: torch.Tensor) -> torch.Tensor:
         """The parameter the optimizer holds for ``parameter`` of the measured module: the ``DTensor`` shard
         for a gathered one (:meth:`_whole_parameters`), else ``parameter`` itself.
+
+        Args:
+            parameter: a parameter of the measured module.
+
+        Returns:
+            The optimizer's tensor for it.
         """
         return self._gathered_originals.get(id(parameter), parameter)
 
@@ -575,6 +605,9 @@ class SpectralMonitor(Callback):
     def non_finite_metrics(self) -> list[str]:
         """The metrics logged as NaN when a measurement meets non-finite numbers (NaN / inf weights, loss or
         products): every metric this monitor has logged so far, or :attr:`primary_metrics` before the first.
+
+        Returns:
+            The metric names (without the ``spectral/<monitor>/`` prefix).
         """
         return sorted(self._declared_metrics) or list(self.primary_metrics)
 

@@ -1,9 +1,4 @@
-"""``HessianEigenMonitor``: top Hessian eigenvalues, trace, density and edge-of-stability indicators.
-
-Example::
-
-    trainer = Trainer(callbacks=[HessianEigenMonitor(k=3, every_n_steps=100, compute_trace=True)])
-"""
+"""``HessianEigenMonitor``: top Hessian eigenvalues, trace, density and edge-of-stability indicators."""
 
 from __future__ import annotations
 
@@ -91,6 +86,13 @@ class HessianEigenMonitor(SpectralMonitor):
             capture); losses that draw random numbers or cannot be captured are measured eagerly, with a
             warning. Default off; no effect on other devices.
         batch, seed, strict, max_overhead, name, auto_schedule_budget: see :class:`~lightning_spectral.callbacks.SpectralMonitor`.
+
+    Raises:
+        ValueError: an argument out of range (the message names it and what is allowed).
+
+    Example::
+
+        trainer = Trainer(callbacks=[HessianEigenMonitor(k=3, every_n_steps=100, compute_trace=True)])
     """
 
     monitor_name = "hessian"

@@ -1,9 +1,4 @@
-"""``NTKTraceMonitor``: the trace of the empirical NTK and the stochastic edge of stability during fit.
-
-Example::
-
-    trainer = Trainer(callbacks=[NTKTraceMonitor(every_n_steps=100, compute_alignment=True)])
-"""
+"""``NTKTraceMonitor``: the trace of the empirical NTK and the stochastic edge of stability during fit."""
 
 from __future__ import annotations
 
@@ -92,6 +87,13 @@ class NTKTraceMonitor(SpectralMonitor):
             the read-out alone). A pattern that matches no parameter raises ``ValueError`` at setup, naming it
             and the closest parameter names.
         batch, num_batches, seed, strict, max_overhead, name, auto_schedule_budget: see :class:`~lightning_spectral.callbacks.SpectralMonitor`.
+
+    Raises:
+        ValueError: an argument out of range (the message names it and what is allowed).
+
+    Example::
+
+        trainer = Trainer(callbacks=[NTKTraceMonitor(every_n_steps=100, compute_alignment=True)])
     """
 
     monitor_name = "ntk"

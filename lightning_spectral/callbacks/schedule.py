@@ -75,6 +75,13 @@ class Schedule:
         ``previous_step`` to ``step`` since the last check. It moves by one per optimizer step in automatic
         optimization, but by the number of optimizers stepped per batch in manual optimization (a GAN's two
         optimizers: 2, 4, 6, ...), where an exact hit would skip every odd multiple of ``every_n_steps``.
+
+        Args:
+            previous_step: the global step at the last check.
+            step: the global step now.
+
+        Returns:
+            Whether a measurement is due.
         """
         n = self.every_n_steps
         if n is None or step <= previous_step:

@@ -1,13 +1,4 @@
-"""``SpectralEarlyStopping``: stop (or warn, or checkpoint and stop) when a spectral quantity crosses a line.
-
-Example::
-
-    trainer = Trainer(callbacks=[
-        HessianEigenMonitor(every_n_steps=10),
-        SpectralEarlyStopping.edge_of_stability(patience=3),       # η·λ_max/2 > 1 three times in a row
-        SpectralEarlyStopping("spectral/hessian/lambda_1", threshold=1e4, action="warn"),
-    ])
-"""
+"""``SpectralEarlyStopping``: stop (or warn, or checkpoint and stop) when a spectral quantity crosses a line."""
 
 from __future__ import annotations
 
@@ -41,7 +32,11 @@ CHECKPOINT_FILENAME = "spectral-early-stop-step={step}.ckpt"
 class SpectralEarlyStopping(Callback):
     """Stop training (or warn, or checkpoint and stop) when a spectral metric crosses a threshold.
 
-    See the module documentation for the exact rules (compared quantity, patience, DDP behavior).
+    Each new measurement of a watched key is judged once, in the hook of the monitor that produced it; the
+    callback acts after ``patience`` consecutive firing measurements (not steps), at once for a NaN/Inf value
+    (``check_finite``), and once per firing episode. Under DDP every decision is all-reduced, so all ranks
+    stop at the same step; the counter is checkpointed, so a resumed run stops where the uninterrupted one
+    would have.
 
     Args:
         monitor: a key of ``trainer.callback_metrics`` (e.g. ``"spectral/hessian/lambda_1"``) or an
@@ -64,6 +59,14 @@ class SpectralEarlyStopping(Callback):
         wait_count: the current number of consecutive firing measurements (kept across resume).
         stopped_step: the ``global_step`` at which this callback stopped training (``None`` if it did not).
         reason: the last message this callback logged or warned (``None`` if it never acted).
+
+    Example::
+
+        trainer = Trainer(callbacks=[
+            HessianEigenMonitor(every_n_steps=10),
+            SpectralEarlyStopping.edge_of_stability(patience=3),       # η·λ_max/2 > 1 three times in a row
+            SpectralEarlyStopping("spectral/hessian/lambda_1", threshold=1e4, action="warn"),
+        ])
     """
 
     def __init__(
@@ -140,6 +143,18 @@ class SpectralEarlyStopping(Callback):
         Adam / AdamW / RMSprop the relevant limit is that of the preconditioned sharpness: watch the monitor's
         ``eos_ratio`` instead, ``SpectralEarlyStopping("spectral/hessian/eos_ratio", threshold=1.0)``.
         ``kwargs`` go to the constructor (``threshold`` defaults to 1.0, ``action``, ``warmup_steps``, ...).
+
+        Args:
+            patience: consecutive firing measurements before acting.
+            monitor: the sharpness key (default ``spectral/hessian/lambda_1``).
+            **kwargs: further constructor arguments.
+
+        Returns:
+            The callback, with ``relative_to="lr"``.
+
+        Example::
+
+            Trainer(callbacks=[HessianEigenMonitor(every_n_steps=10), SpectralEarlyStopping.edge_of_stability()])
         """
         instance = cls(monitor, relative_to="lr", mode="above", patience=patience, **kwargs)
         instance._name = "edge_of_stability"
@@ -157,6 +172,18 @@ class SpectralEarlyStopping(Callback):
         the residual grows under the mini-batch noise although the mean may still be stable, so the run is
         past the edge whatever the rest of the spectrum. ``kwargs`` go to the constructor (``threshold``
         defaults to 1.0, ``action``, ``warmup_steps``, ...).
+
+        Args:
+            patience: consecutive firing measurements before acting.
+            monitor: the key of 𝒦's bound (default ``spectral/ntk/sgd_stability``).
+            **kwargs: further constructor arguments.
+
+        Returns:
+            The callback.
+
+        Example::
+
+            Trainer(callbacks=[NTKTraceMonitor(every_n_steps=10), SpectralEarlyStopping.stochastic_edge_of_stability()])
         """
         kwargs.setdefault("threshold", 1.0)
         instance = cls(monitor, mode="above", patience=patience, **kwargs)
@@ -170,6 +197,18 @@ class SpectralEarlyStopping(Callback):
 
         Watches the keys ``spectral/weights/<layer_glob>/stable_rank`` of ``WeightSpectrumMonitor``
         (``fnmatch`` pattern, e.g. ``"encoder.*"``). ``kwargs`` go to the constructor (``patience``, ...).
+
+        Args:
+            layer_glob: ``fnmatch`` pattern of the layer names.
+            min_stable_rank: the threshold (``> 0``).
+            **kwargs: further constructor arguments.
+
+        Returns:
+            The callback, with ``mode="below"``.
+
+        Example::
+
+            SpectralEarlyStopping.rank_collapse("encoder.*", min_stable_rank=1.5, action="warn")
         """
         if not isinstance(layer_glob, str) or not layer_glob:
             raise ValueError(f"`layer_glob` must be a non-empty fnmatch pattern, got {layer_glob!r}.")
@@ -188,6 +227,21 @@ class SpectralEarlyStopping(Callback):
 
         A sudden jump of λ_max (a catapult, a loss spike) often precedes divergence. ``factor`` must exceed 1.
         ``kwargs`` go to the constructor (``patience``, ``action``, ...).
+
+        Args:
+            factor: the jump, ``> 1``.
+            monitor: the watched key (default ``spectral/hessian/lambda_1``).
+            **kwargs: further constructor arguments.
+
+        Returns:
+            The callback.
+
+        Raises:
+            ValueError: ``factor`` is not above 1.
+
+        Example::
+
+            SpectralEarlyStopping.sharpness_spike(factor=3.0, patience=1, action="checkpoint_and_stop")
         """
         if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not 1.0 < factor < math.inf:
             raise ValueError(f"`factor` must be a finite number > 1, got {factor!r}.")
@@ -217,7 +271,15 @@ class SpectralEarlyStopping(Callback):
         )
 
     def checkpoint_path(self, trainer: Any) -> str:
-        """Where ``action="checkpoint_and_stop"`` saves at the current step (see the module documentation)."""
+        """Where ``action="checkpoint_and_stop"`` saves at the current step.
+
+        Args:
+            trainer: the running ``Trainer``.
+
+        Returns:
+            ``<dirpath>/spectral-early-stop-step=<global_step>.ckpt``, ``<dirpath>`` the ``ModelCheckpoint``
+            directory or ``trainer.default_root_dir``.
+        """
         directory = getattr(trainer.checkpoint_callback, "dirpath", None) or trainer.default_root_dir
         return os.path.join(directory, CHECKPOINT_FILENAME.format(step=trainer.global_step))
 

@@ -1,9 +1,4 @@
-"""``WeightSpectrumMonitor``: singular values and singular-vector dynamics of every weight matrix during fit.
-
-Example::
-
-    trainer = Trainer(callbacks=[WeightSpectrumMonitor(every_n_steps=100, log_spacing=True)])
-"""
+"""``WeightSpectrumMonitor``: singular values and singular-vector dynamics of every weight matrix during fit."""
 
 from __future__ import annotations
 
@@ -118,6 +113,13 @@ class WeightSpectrumMonitor(SpectralMonitor):
         name: the name its metrics go under (see :class:`~lightning_spectral.callbacks.SpectralMonitor`).
         auto_schedule_budget: the shared budget of the automatic schedule (see
             :class:`~lightning_spectral.callbacks.SpectralMonitor`).
+
+    Raises:
+        ValueError: an argument out of range (the message names it and what is allowed).
+
+    Example::
+
+        trainer = Trainer(callbacks=[WeightSpectrumMonitor(every_n_steps=100, log_spacing=True)])
     """
 
     monitor_name = "weights"

@@ -30,7 +30,7 @@ _DGKS = 1.0 / math.sqrt(2.0)
 
 
 def _noise_level(dim: int, dtype: torch.dtype) -> float:
-    """Relative rounding level of a length-``dim`` computation in ``dtype`` (see module docstring)."""
+    """Relative rounding level of a length-``dim`` computation in ``dtype`` (see the module's science notes)."""
     eps = torch.finfo(dtype).eps
     return min(10.0 * math.sqrt(dim) * eps, math.sqrt(eps))
 

@@ -106,7 +106,7 @@ _GROUPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 class AutoSchedule:
-    """One ``Trainer``'s automatic schedule, shared by its members (module docstring).
+    """One ``Trainer``'s automatic schedule, shared by its members (see the module's science notes).
 
     Args:
         budget: the fraction of the training time all members together may spend measuring, in (0, 1).

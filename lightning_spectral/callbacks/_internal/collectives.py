@@ -54,10 +54,17 @@ class PeerNonFinite(PeerMeasurementFailed, NonFiniteError):
 
 
 class MeasurementCollectives:
-    """Failure-aware collectives of one measurement (see the module docstring); identity on one process.
+    """Failure-aware collectives of one measurement (see the module's science notes); identity on one process.
 
     Args:
         trainer: the running trainer; its ``strategy`` performs the collectives.
+
+    Example::
+
+        def measure(self, trainer, pl_module, batches):
+            local = torch.tensor([partial_trace, num_examples], dtype=torch.float64)
+            total = self.collectives.sum(local)  # a rank that failed makes this raise on the others
+            return {"trace": float(total[0])}
     """
 
     def __init__(self, trainer: Any) -> None:
@@ -108,6 +115,12 @@ class MeasurementCollectives:
     def gather(self, tensor: Tensor) -> Tensor:
         """The ranks' tensors concatenated along the first dimension, in rank order, on every rank. Every rank
         must pass the same shape (Lightning's distributed sampler gives every rank equally many examples).
+
+        Args:
+            tensor: this rank's part.
+
+        Returns:
+            The concatenation over the ranks.
         """
         if not self.distributed:
             return tensor
@@ -119,6 +132,12 @@ class MeasurementCollectives:
         """The whole of a parameter that a sharding strategy (FSDP2, tensor parallel) holds as a ``DTensor``:
         every rank must call this for the same tensors in the same order (an all-gather over the tensor's
         device mesh; local for a replicated one). Any other tensor is returned as it is, with no collective.
+
+        Args:
+            tensor: a parameter (a ``DTensor`` under FSDP2) or any tensor.
+
+        Returns:
+            The whole tensor.
         """
         if not is_distributed_tensor(tensor):
             return tensor
@@ -129,6 +148,9 @@ class MeasurementCollectives:
     def report_failure(self, non_finite: bool = False) -> None:
         """Called by the failing rank's error handler: lets the other ranks' next collective raise
         (:class:`PeerNonFinite` if every failing rank only met non-finite numbers).
+
+        Args:
+            non_finite: whether this rank's failure was non-finite numbers only.
         """
         if self.distributed:
             self._flag_sum(1.0 if non_finite else _ERROR_FLAG)

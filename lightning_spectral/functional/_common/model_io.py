@@ -57,7 +57,7 @@ def _has_own_forward(module: nn.Module) -> bool:
 
 def measured_module(module: nn.Module) -> tuple[str, nn.Module]:
     """``("", module)`` if its class defines ``forward``, else ``(name, child)`` for its only child module
-    holding parameters (see the module docstring).
+    holding parameters (see the module's science notes).
 
     Raises:
         ValueError: no ``forward`` and not exactly one child with parameters (names ``output_fn``).
@@ -78,7 +78,7 @@ def measured_module(module: nn.Module) -> tuple[str, nn.Module]:
 
 
 def model_logits(output: object, batch_size: int) -> Tensor:
-    """The outputs the NTK is taken of, from what a model returns (rule in the module docstring).
+    """The outputs the NTK is taken of, from what a model returns (rule in the module's science notes).
 
     Raises:
         ValueError: no such tensor; the message names ``output_fn`` and the key looked for.

@@ -117,7 +117,7 @@ def _reset_generator_after_failed_capture(device: torch.device) -> None:
 
 
 class HVPGraph:
-    """A cache of Hessian-vector products captured as CUDA graphs (see the module docstring).
+    """A cache of Hessian-vector products captured as CUDA graphs (see the module's science notes).
 
     Pass one to :class:`~lightning_spectral.functional.HessianOperator` (``hvp_graph=``) and the operator to the
     estimators (``hessian_eigenvalues(operator=...)``, ``hessian_trace``, ``hessian_density``), or let
