@@ -1,4 +1,4 @@
-"""Measurements run ``torch.compile``d code eagerly: exact, no double-backward error, no recompilation.
+"""Measurements run code compiled by ``torch.compile`` eagerly: exact, no double-backward error, no recompilation.
 
 Example::
 
@@ -27,7 +27,7 @@ def eager_stance_available() -> bool:
 
 @contextlib.contextmanager
 def compiled_code_runs_eagerly() -> Iterator[None]:
-    """Run ``torch.compile``d code in the body eagerly (see the module's science notes); restore the stance on exit."""
+    """Run code compiled by ``torch.compile`` eagerly in the body (see the module's science notes); restore the stance on exit."""
     if "torch._dynamo" not in sys.modules or not eager_stance_available():  # nothing compiled / no stance
         yield
         return
