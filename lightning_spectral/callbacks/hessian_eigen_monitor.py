@@ -75,7 +75,7 @@ class HessianEigenMonitor(SpectralMonitor):
             ``"train"`` (the stochastic training-mode loss, BatchNorm on batch statistics). The module's
             mode, buffers and RNG are restored afterwards either way.
         hvp_method: ``"double_backward"`` (default: the gradient graph is built once per measurement and each
-            product is one more backward pass, about 2× faster than forward-over-reverse on CPU, at the memory
+            product is one more backward pass, faster than forward-over-reverse in the benchmarks, at the memory
             of one training step), ``"forward_over_reverse"`` (``torch.func``; keeps no graph between
             products) or ``"auto"`` (forward-over-reverse where ``torch.func`` can transform the loss).
         cuda_graphs: on CUDA, replay the Hessian-vector products of every measurement from CUDA graphs captured

@@ -21,17 +21,19 @@ def mean_and_std_error(samples: Tensor) -> tuple[float, float]:
 
     With a single sample the standard error is unknown and returned as ``nan``.
 
-    Example::
-
-        >>> import torch
-        >>> mean_and_std_error(torch.tensor([1.0, 3.0]))
-        (2.0, 1.0)
-
     Args:
         samples: 1-D tensor of samples.
 
     Returns:
         ``(mean, std_error)`` as Python floats.
+
+    Raises:
+        ValueError: ``samples`` is not a non-empty 1-D tensor.
+
+    Example:
+        >>> import torch
+        >>> mean_and_std_error(torch.tensor([1.0, 3.0]))
+        (2.0, 1.0)
     """
     if not isinstance(samples, Tensor) or samples.ndim != 1 or samples.numel() < 1:
         raise ValueError("`samples` must be a non-empty 1-D tensor.")
