@@ -224,17 +224,8 @@ class HessianEigenMonitor(SpectralMonitor):
         if self._hvp_graph is not None:
             self._hvp_graph.release()  # the captured graphs' GPU memory
 
+    @override
     def measure(self, trainer: Any, pl_module: Any, batches: list[Any]) -> Mapping[str, float]:
-        """One measurement of the model on ``batches`` (see :meth:`SpectralMonitor.measure`).
-
-        Args:
-            trainer: the running ``Trainer``.
-            pl_module: the model being trained.
-            batches: the measurement batches, on the model's device.
-
-        Returns:
-            ``{metric: value}``, logged under ``spectral/<name>/``.
-        """
         pl_module.train(self.measurement_mode == "train")
         loss_fn = resolve_loss_fn(pl_module, self.loss_fn)
         operator = self._operator(pl_module, loss_fn, batches)
@@ -384,8 +375,8 @@ class HessianEigenMonitor(SpectralMonitor):
         value = float(result.eigenvalues[0])
         return {"preconditioned_lambda_1": value, "eos_ratio": value / step.limit}
 
+    @override
     def extra_state(self) -> dict[str, Any]:
-        """The warm-start state saved in the checkpoint (see :meth:`SpectralMonitor.extra_state`)."""
         return {
             "eigenvectors": None if self._eigenvectors is None else self._eigenvectors.cpu(),
             "preconditioned_vector": None
@@ -393,12 +384,8 @@ class HessianEigenMonitor(SpectralMonitor):
             else self._preconditioned_vector.cpu(),
         }
 
+    @override
     def load_extra_state(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`extra_state` returned.
-
-        Args:
-            state: the dictionary from a checkpoint.
-        """
         vectors = state.get("eigenvectors")
         self._eigenvectors = vectors
         self._preconditioned_vector = state.get("preconditioned_vector")

@@ -184,17 +184,8 @@ class NTKTraceMonitor(SpectralMonitor):
         self._layerwise_checks.clear()  # a new fit may bring a new model
         self._model_call = None
 
+    @override
     def measure(self, trainer: Any, pl_module: Any, batches: list[Any]) -> Mapping[str, float]:
-        """One measurement of the model on ``batches`` (see :meth:`SpectralMonitor.measure`).
-
-        Args:
-            trainer: the running ``Trainer``.
-            pl_module: the model being trained.
-            batches: the measurement batches, on the model's device.
-
-        Returns:
-            ``{metric: value}``, logged under ``spectral/<name>/``.
-        """
         pl_module.eval()
         if self._model_call is None:
             self._model_call = model_call(pl_module, batches[0], self._user_input_fn, self.output_fn)
@@ -355,16 +346,12 @@ class NTKTraceMonitor(SpectralMonitor):
                 values["sgd_stability_exact"] = exact
         return values
 
+    @override
     def extra_state(self) -> dict[str, Any]:
-        """The warm-start state saved in the checkpoint (see :meth:`SpectralMonitor.extra_state`)."""
         return {
             "lambda_max_vector": None if self._lambda_max_vector is None else self._lambda_max_vector.cpu()
         }
 
+    @override
     def load_extra_state(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`extra_state` returned.
-
-        Args:
-            state: the dictionary from a checkpoint.
-        """
         self._lambda_max_vector = state.get("lambda_max_vector")

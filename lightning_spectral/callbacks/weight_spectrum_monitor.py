@@ -241,17 +241,8 @@ class WeightSpectrumMonitor(SpectralMonitor):
             and monitor.startswith(self.metric_prefix)
         ]
 
+    @override
     def measure(self, trainer: Any, pl_module: Any, batches: list[Any]) -> Mapping[str, float]:
-        """One measurement of the model on ``batches`` (see :meth:`SpectralMonitor.measure`).
-
-        Args:
-            trainer: the running ``Trainer``.
-            pl_module: the model being trained.
-            batches: the measurement batches, on the model's device.
-
-        Returns:
-            ``{metric: value}``, logged under ``spectral/<name>/``.
-        """
         # Weights are replicated across DDP ranks: rank 0 decomposes them, the others receive its numbers (so
         # `callback_metrics`, and any stopping decision on them, agree on every rank). Sharded (DTensor)
         # weights are gathered one matrix at a time, every rank taking part in each gather.
@@ -515,20 +506,16 @@ class WeightSpectrumMonitor(SpectralMonitor):
         self._table_rows = []
 
     # Warm-start state: the last spectrum of every layer, as plain tensors/floats for the checkpoint.
+    @override
     def extra_state(self) -> dict[str, Any]:
-        """The warm-start state saved in the checkpoint (see :meth:`SpectralMonitor.extra_state`)."""
         return {
             name: {**dataclasses.asdict(spectrum), "power_law": None}
             | {"left_vectors": spectrum.left_vectors.cpu(), "right_vectors": spectrum.right_vectors.cpu()}
             for name, spectrum in self._previous.items()
         }
 
+    @override
     def load_extra_state(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`extra_state` returned.
-
-        Args:
-            state: the dictionary from a checkpoint.
-        """
         self._previous = {name: WeightSpectrum(**fields) for name, fields in state.items()}
 
 

@@ -256,8 +256,6 @@ def adam_preconditioner(optimizer: torch.optim.Optimizer, parameters: Sequence[T
         The ``(P,)`` diagonal of ``D_t``, or ``None`` where it is not defined.
 
     Example:
-        >>> round(adam_stability_limit(lr=0.01, beta1=0.9), 6)  # 38/η
-        3800.0
         >>> w = torch.nn.Parameter(torch.ones(3))
         >>> optimizer = torch.optim.Adam([w], lr=0.1)
         >>> adam_preconditioner(optimizer, [w]) is None  # no step taken yet: no moment estimates
