@@ -77,38 +77,39 @@ def _returns_something(function: object) -> bool:
     return annotation not in (None, "None", inspect.Signature.empty)
 
 
+def _missing_sections(obj: object, *, example: bool) -> list[str]:
+    """The sections ``obj``'s docstring lacks: ``Args`` for parameters, ``Returns`` for a result,
+    ``Attributes`` for a result type, ``Example`` when asked for."""
+    doc = inspect.getdoc(obj) or ""
+    assert doc, "no docstring"
+    sections = _sections(doc)
+    missing = ["Example"] if example and not sections & {"Example", "Examples"} else []
+    if inspect.isclass(obj) and _is_record(obj):
+        return missing + ([] if sections & {"Attributes", "Args"} else ["Attributes"])
+    if _parameters(obj) and "Args" not in sections:
+        missing.append("Args")
+    if not inspect.isclass(obj) and _returns_something(obj) and not sections & {"Returns", "Yields"}:
+        missing.append("Returns")
+    return missing
+
+
 @pytest.mark.parametrize("name", sorted(PUBLIC))
 def test_every_public_name_has_its_sections(name):
     obj = PUBLIC[name]
-    doc = inspect.getdoc(obj) or ""
-    assert doc, f"{name} has no docstring"
-    sections = _sections(doc)
     if inspect.isclass(obj) and issubclass(obj, BaseException):
+        assert inspect.getdoc(obj), f"{name} has no docstring"
         return
-    missing = []
-    if not sections & {"Example", "Examples"}:
-        missing.append("Example")
-    if inspect.isclass(obj) and _is_record(obj):
-        missing += [] if sections & {"Attributes", "Args"} else ["Attributes"]
-    elif inspect.isclass(obj):
-        missing += [] if not _parameters(obj) or "Args" in sections else ["Args"]
-    else:
-        missing += [] if not _parameters(obj) or "Args" in sections else ["Args"]
-        missing += [] if not _returns_something(obj) or sections & {"Returns", "Yields"} else ["Returns"]
+    missing = _missing_sections(obj, example=True)
     assert not missing, f"{name}: no {', '.join(missing)} section"
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_every_public_method_documents_its_arguments_and_result(name):
+    """A one-line docstring is enough for a method whose line says it all (``sum(tensor)``)."""
     method = METHODS[name]
-    doc = inspect.getdoc(method) or ""
-    assert doc, f"{name} has no docstring"
-    sections = _sections(doc)
-    one_line = "\n" not in doc.strip()
-    if _parameters(method) and not one_line:
-        assert "Args" in sections, f"{name}: no Args section"
-    if _returns_something(method) and not one_line:
-        assert sections & {"Returns", "Yields"}, f"{name}: no Returns section"
+    one_line = "\n" not in (inspect.getdoc(method) or "x").strip()
+    missing = [] if one_line else _missing_sections(method, example=False)
+    assert not missing, f"{name}: no {', '.join(missing)} section"
 
 
 def _example_code(doc: str) -> list[str]:
