@@ -44,6 +44,22 @@ MEASUREMENT_MODES = ("eval", "train")
 class HessianEigenMonitor(SpectralMonitor):
     """Top-k eigenvalues of the training-loss Hessian by Lanczos on exact Hessian-vector products.
 
+    Logged under ``spectral/hessian/``: ``lambda_1 .. lambda_k`` (``lambda_1`` = λ_max, the sharpness),
+    ``residual_max`` (the largest ``‖Hv − λv‖`` of the returned pairs), ``num_hvps``, ``eos_ratio`` (λ_max over
+    the optimizer's stability limit: ``lr·λ_max/2`` for plain SGD; adaptive optimizers below),
+    ``batch_sharpness`` (Andreyev & Beneventano: ``mean_B g_Bᵀ H_B g_B / ‖g_B‖²`` over the measurement batches; it
+    sits at ``2/η`` at the edge of stochastic stability; ``batch_sharpness_std_error`` with two or more batches),
+    ``batch_sharpness_ratio`` (``batch_sharpness`` over the same limit), ``trace`` and an eigenvalue-density figure when enabled. Under Adam / AdamW / Adamax / RAdam /
+    NAdam / RMSprop / Adagrad / Adadelta also ``preconditioned_lambda_1``, ``λ_1(D⁻¹H)`` of the training-mode loss with the
+    optimizer's preconditioner ``D`` (``D⁻¹(H + W)`` under coupled weight decay ``W``), and ``eos_ratio`` = that over the optimizer's limit: ``(2 + 2β₁)/((1 − β₁)η)``
+    for the Adam family, its momentum schedule's for NAdam, ``(2 + 2μ)/η`` for RMSprop, ``2/η`` for Adagrad and
+    Adadelta (the adaptive edge of stability, Cohen et
+    al. 2022;
+    :mod:`lightning_spectral.functional.hessian.adaptive_preconditioners`). Numerics: :mod:`lightning_spectral.functional`.
+
+    Distributed: under DDP the products / traces are reduced over the ranks' shards; under ``ModelParallelStrategy``
+    (FSDP2) the same runs on the gathered parameters (:mod:`~lightning_spectral.callbacks._internal.gathered_parameters`).
+
     Args:
         k: how many eigenvalues (``lambda_1 .. lambda_k``).
         every_n_steps: measure every n optimizer steps; default: the automatic schedule.

@@ -44,6 +44,19 @@ NTK_METHODS = ("auto", "exact", "hutchinson", "hutchpp")
 class NTKTraceMonitor(SpectralMonitor):
     """Trace (and optionally top eigenvalue and label alignment) of the empirical NTK on a schedule.
 
+    Logged under ``spectral/ntk/``: ``trace`` (``tr Θ = Σ_i Σ_k ‖∂f_k(x_i)/∂θ‖²`` over the measurement batch),
+    ``trace_per_example`` (``tr Θ / n``), ``trace_std_error`` (stochastic methods), ``lambda_max`` and
+    ``alignment`` / ``alignment_centered`` / ``alignment_offdiagonal`` when enabled, ``sgd_stability_exact`` with
+    ``compute_spectrum=True``, and ``sgd_stability``, the
+    noise-kernel norm 𝒦 of Agarwala & Pennington (2024) for the run's learning rate and training batch size (``≥ 1`` marks the stochastic edge of stability; see
+    :mod:`lightning_spectral.functional.ntk.sgd_stability` for the formula and its assumptions: MSE loss,
+    ``torch.optim.SGD`` (momentum, Nesterov, dampening and the first param group's coupled weight decay included),
+    linearized model). The measurement runs in eval mode (the per-example Jacobians need examples that do not
+    interact, so BatchNorm uses its running statistics and dropout is off).
+
+    Distributed: under DDP the products / traces are reduced over the ranks' shards; under ``ModelParallelStrategy``
+    (FSDP2) the same runs on the gathered parameters (:mod:`~lightning_spectral.callbacks._internal.gathered_parameters`).
+
     Args:
         every_n_steps: measure every n optimizer steps; default: the automatic schedule.
         every_n_epochs: measure at the end of every n-th epoch.

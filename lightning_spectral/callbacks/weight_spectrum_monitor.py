@@ -58,6 +58,28 @@ ALPHA_MODES = ("plain", "farms", "weightwatcher")
 class WeightSpectrumMonitor(SpectralMonitor):
     """Randomized SVD of every weight matrix of the model on a schedule.
 
+    Per layer, under ``spectral/weights/<name>/``: ``sigma_max``, ``sigma_1 .. sigma_k``,
+    ``frobenius_norm``, ``stable_rank``, ``effective_rank`` (exact; a layer decomposed by the randomized SVD logs
+    the tail-spreading estimate as ``effective_rank_estimate`` instead), ``alpha`` (where a power-law fit is
+    possible), from the second measurement on ``agreement`` (Yunis et al.'s singular-vector agreement with the
+    previous measurement, mean of the first ``min(10, k)`` indices) and ``rotation`` (drift of the top-``k`` left
+    subspace), ``condition_number`` and the rank measures ``stable_rank_ratio``, ``effective_rank_ratio``,
+    ``mass90_count``, ``gini`` (when asked for), ``alpha_farms`` and ``alpha_weightwatcher`` (when asked
+    for with ``alpha``); with ``interlayer_alignment`` the score of each pair of consecutive
+    matrices under ``spectral/weights/alignment/<pair>``; the aggregates ``spectral/weights/mean_stable_rank`` and
+    ``spectral/weights/max_sigma_max``; and a histogram of each layer's singular values every
+    ``histogram_every_n`` measurements on loggers that draw histograms. A model with more than
+    ``per_layer_limit`` matrices (a BERT has 150+) logs the aggregates only, plus the per-layer keys that a
+    stopper, ``EarlyStopping`` or ``ModelCheckpoint`` watches (every layer's numbers still go to the W&B table
+    ``spectral/weights/per_layer`` at the end of the fit). The numerics are in
+    :mod:`lightning_spectral.functional.weights.spectrum`, :mod:`~lightning_spectral.functional.weights.singular_dynamics`
+    and :mod:`~lightning_spectral.functional.weights.interlayer_alignment` (definitions and formulas there).
+
+    Replicated weights (one process, DDP) are decomposed on rank 0 and the numbers broadcast. Sharded ``DTensor``
+    weights (Lightning's ``ModelParallelStrategy``: FSDP2's ``fully_shard``, tensor parallelism) are gathered one
+    matrix at a time, every rank joining each all-gather, and rank 0 decomposes each whole matrix before the next
+    is gathered (:meth:`~lightning_spectral.callbacks._internal.collectives.MeasurementCollectives.full_tensor`).
+
     Args:
         every_n_steps: measure every n optimizer steps (see :class:`SpectralMonitor`); default: the automatic
             schedule when neither ``every_n_steps`` nor ``every_n_epochs`` is given.
