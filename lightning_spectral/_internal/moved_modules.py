@@ -1,11 +1,4 @@
-"""Old module paths of the package, kept importable after the modules moved into domain folders.
-
-Before version 0.2 the estimators lived in one flat ``lightning_spectral.functional`` folder and the helpers at
-the top level. Code that imports a moved module by its old path (``import
-lightning_spectral.functional.hessian_spectrum``) still gets the module, with a ``DeprecationWarning`` naming
-the new path; names imported from the packages (``from lightning_spectral.functional import ntk_trace``) never
-moved. The finder below is installed once, by ``lightning_spectral/__init__.py``.
-"""
+"""Old module paths of the package, kept importable after the modules moved into domain folders."""
 
 from __future__ import annotations
 

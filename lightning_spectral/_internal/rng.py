@@ -41,7 +41,7 @@ __all__ = ["RNGState", "capture_rng_state", "preserved_rng_state"]
 
 
 def _accelerator_module(device_type: str) -> Any | None:
-    """torch's module for ``device_type`` when it has per-device generator states, else ``None``."""
+    """Torch's module for ``device_type`` when it has per-device generator states, else ``None``."""
     if device_type in ("cpu", "meta"):
         return None
     try:

@@ -33,7 +33,8 @@ __all__ = [
 
 class ArgumentTypeError(TypeError, ValueError):
     """An argument of the wrong type. A ``TypeError``; also a ``ValueError`` (what constructors raised
-    before version 0.2), so existing handlers of either keep working."""
+    before version 0.2), so existing handlers of either keep working.
+    """
 
 
 class NonFiniteError(ValueError):

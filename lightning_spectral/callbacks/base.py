@@ -1,29 +1,4 @@
-"""``SpectralMonitor``: the shared base of every monitor (schedule, measurement batch, logging, state).
-
-A monitor subclass only says *what* to measure, in :meth:`SpectralMonitor.measure`, returning a mapping of
-metric names to numbers. The base class decides *when* (a :class:`Schedule` over optimizer steps and
-epochs), *on what* (a fixed measurement batch drawn once at fit start, or the user's), and *where the
-numbers go*: every logger of the trainer under ``spectral/<monitor_name>/<metric>``, keyed by
-``trainer.global_step``, and ``trainer.callback_metrics`` for ``EarlyStopping``/``ModelCheckpoint``.
-
-Every measurement runs inside :func:`preserved_training_state`, so the training trajectory with the
-monitor is bit-identical to the one without it. A failing measurement is reported once with its traceback
-and the monitor switches itself off for the rest of the run (training goes on), unless ``strict=True``.
-Under DDP the decision is collective: a measurement that raises on one rank raises (``strict=True``) or
-disables the monitor on every rank, with no rank left waiting in a collective
-(:mod:`lightning_spectral.callbacks._internal.collectives`).
-
-Example (a complete monitor)::
-
-    class ParameterNormMonitor(SpectralMonitor):
-        monitor_name = "param_norm"
-        needs_batch = False
-
-        def measure(self, trainer, pl_module, batches):
-            return {"l2": torch.cat([p.flatten() for p in pl_module.parameters()]).norm().item()}
-
-    trainer = Trainer(callbacks=[ParameterNormMonitor(every_n_steps=10)])
-"""
+"""``SpectralMonitor``: the shared base of every monitor (schedule, measurement batch, logging, state)."""
 
 from __future__ import annotations
 
@@ -85,7 +60,8 @@ _NAME = re.compile(r"[A-Za-z0-9_.\-]+")
 def epoch_ran_to_its_end(trainer: Any) -> bool:
     """Whether the training epoch now ending reached its last batch. Lightning also ends an epoch cut short
     (``max_steps`` reached, ``trainer.should_stop``): an epoch-based measurement there would be taken again when
-    a run resumed from that point finishes the epoch, so epoch-based measurements wait for a whole epoch."""
+    a run resumed from that point finishes the epoch, so epoch-based measurements wait for a whole epoch.
+    """
     progress = getattr(
         getattr(getattr(trainer, "fit_loop", None), "epoch_loop", None), "batch_progress", None
     )
@@ -96,7 +72,8 @@ def check_strategy_supported(strategy: Any, monitor: str, supports_dtensor_param
     """Raise ``NotImplementedError`` for a strategy that shards the parameters (FSDP, DeepSpeed, model
     parallel) unless the monitor can gather them: every monitor reads whole parameters, which such a strategy
     holds on no single rank. ``supports_dtensor_parameters``: the monitor gathers ``DTensor`` parameters, so
-    :data:`DTENSOR_STRATEGIES` are allowed."""
+    :data:`DTENSOR_STRATEGIES` are allowed.
+    """
     names = {cls.__name__ for cls in type(strategy).__mro__}
     sharded = next((name for name in SHARDED_STRATEGIES if name in names), None)
     if sharded is None or (supports_dtensor_parameters and sharded in DTENSOR_STRATEGIES):
@@ -123,7 +100,8 @@ def check_strategy_supported(strategy: Any, monitor: str, supports_dtensor_param
 
 def check_data_parallel_mesh(strategy: Any, monitor: str) -> None:
     """Refuse a ``ModelParallelStrategy`` mesh with tensor parallelism for a monitor that reduces its measurement
-    over all ranks as data-parallel shards (:mod:`~lightning_spectral.callbacks._internal.gathered_parameters`)."""
+    over all ranks as data-parallel shards (:mod:`~lightning_spectral.callbacks._internal.gathered_parameters`).
+    """
     mesh = (
         getattr(strategy, "_device_mesh", None)  # (the property raises before the processes start)
         if "ModelParallelStrategy" in {cls.__name__ for cls in type(strategy).__mro__}
@@ -181,6 +159,16 @@ class SpectralMonitor(Callback):
 
     Raises:
         ValueError: an argument outside its allowed values (the message names it).
+
+    Example::
+
+        class ParameterNorm(SpectralMonitor):
+            monitor_name = "norm"
+
+            def measure(self, trainer, pl_module, batches):
+                return {"total": float(sum(p.detach().norm() ** 2 for p in pl_module.parameters()) ** 0.5)}
+
+        Trainer(callbacks=[ParameterNorm(every_n_steps=100)])  # logs spectral/norm/total
     """
 
     #: The ``<monitor>`` part of the metric keys ``spectral/<monitor>/<metric>``.
@@ -294,6 +282,14 @@ class SpectralMonitor(Callback):
 
         Runs inside :func:`preserved_training_state`: the model may be put in eval mode, gradients may be
         computed with ``torch.autograd.grad``; everything is restored afterwards.
+
+        Args:
+            trainer: the running ``Trainer``.
+            pl_module: the model being trained.
+            batches: the measurement batches, on the model's device.
+
+        Returns:
+            ``{metric: value}``.
         """
         raise NotImplementedError
 
@@ -309,7 +305,8 @@ class SpectralMonitor(Callback):
     def collectives(self) -> MeasurementCollectives:
         """The failure-aware collectives of the measurement in progress (identity on one process): combine the
         ranks' pieces of a measurement only through these, so a rank that fails cannot leave the others
-        waiting (see :mod:`lightning_spectral.callbacks._internal.collectives`)."""
+        waiting (see :mod:`lightning_spectral.callbacks._internal.collectives`).
+        """
         if self._collectives is None:
             raise RuntimeError("`collectives` is only available inside `measure`.")
         return self._collectives
@@ -322,7 +319,8 @@ class SpectralMonitor(Callback):
     @property
     def auto_schedule(self) -> AutoSchedule | None:
         """The trainer's shared automatic schedule this monitor follows (``None``: an explicit schedule, or
-        before setup): its ``period``, ``early_steps`` and ``budget``."""
+        before setup): its ``period``, ``early_steps`` and ``budget``.
+        """
         return self._auto
 
     @property
@@ -433,7 +431,14 @@ class SpectralMonitor(Callback):
 
     def measurement_due_at(self, step: int) -> bool:
         """Whether the step-based schedule had a measurement due at global step ``step`` in this monitor's last
-        ``on_train_start`` / ``on_train_batch_end`` (the same on every rank: decided from global steps alone)."""
+        ``on_train_start`` / ``on_train_batch_end`` (the same on every rank: decided from global steps alone).
+
+        Args:
+            step: a global step.
+
+        Returns:
+            Whether a measurement was due there.
+        """
         return self._due_step == step
 
     @override
@@ -551,7 +556,8 @@ class SpectralMonitor(Callback):
         self, pl_module: Any, collectives: MeasurementCollectives
     ) -> contextlib.AbstractContextManager[Any]:
         """Under a sharded (``DTensor``) model, the module with whole parameters for a monitor that measures on
-        them (:attr:`measures_gathered_parameters`); :attr:`trained_parameter` maps them back meanwhile."""
+        them (:attr:`measures_gathered_parameters`); :attr:`trained_parameter` maps them back meanwhile.
+        """
         if not (self.measures_gathered_parameters and has_distributed_parameters(pl_module)):
             return contextlib.nullcontext()
         return self._gathered(pl_module, collectives)
@@ -567,7 +573,14 @@ class SpectralMonitor(Callback):
 
     def trained_parameter(self, parameter: torch.Tensor) -> torch.Tensor:
         """The parameter the optimizer holds for ``parameter`` of the measured module: the ``DTensor`` shard
-        for a gathered one (:meth:`_whole_parameters`), else ``parameter`` itself."""
+        for a gathered one (:meth:`_whole_parameters`), else ``parameter`` itself.
+
+        Args:
+            parameter: a parameter of the measured module.
+
+        Returns:
+            The optimizer's tensor for it.
+        """
         return self._gathered_originals.get(id(parameter), parameter)
 
     def _measurement_dtype(self, pl_module: Any) -> contextlib.AbstractContextManager[bool]:
@@ -578,7 +591,8 @@ class SpectralMonitor(Callback):
 
     def _budget_allows(self, trainer: Any) -> bool:
         """Whether the time budget lets this scheduled step be measured; rank 0 decides for every rank (the
-        ranks' clocks differ, and every rank must take the same measurements: they hold collectives)."""
+        ranks' clocks differ, and every rank must take the same measurements: they hold collectives).
+        """
         assert self.budget is not None
         step = trainer.global_step
         allowed = self.budget.allows(step) if trainer.global_rank == 0 else True
@@ -590,7 +604,11 @@ class SpectralMonitor(Callback):
 
     def non_finite_metrics(self) -> list[str]:
         """The metrics logged as NaN when a measurement meets non-finite numbers (NaN / inf weights, loss or
-        products): every metric this monitor has logged so far, or :attr:`primary_metrics` before the first."""
+        products): every metric this monitor has logged so far, or :attr:`primary_metrics` before the first.
+
+        Returns:
+            The metric names (without the ``spectral/<monitor>/`` prefix).
+        """
         return sorted(self._declared_metrics) or list(self.primary_metrics)
 
     def _warn_non_finite(self, step: int, what: str) -> None:

@@ -1,25 +1,4 @@
-"""``HessianEigenMonitor``: top Hessian eigenvalues, trace, density and edge-of-stability indicators.
-
-Logged under ``spectral/hessian/``: ``lambda_1 .. lambda_k`` (``lambda_1`` = λ_max, the sharpness),
-``residual_max`` (the largest ``‖Hv − λv‖`` of the returned pairs), ``num_hvps``, ``eos_ratio`` (λ_max over
-the optimizer's stability limit: ``lr·λ_max/2`` for plain SGD; adaptive optimizers below),
-``batch_sharpness`` (Andreyev & Beneventano: ``mean_B g_Bᵀ H_B g_B / ‖g_B‖²`` over the measurement batches; it
-sits at ``2/η`` at the edge of stochastic stability; ``batch_sharpness_std_error`` with two or more batches),
-``batch_sharpness_ratio`` (``batch_sharpness`` over the same limit), ``trace`` and an eigenvalue-density figure when enabled. Under Adam / AdamW / Adamax / RAdam /
-NAdam / RMSprop / Adagrad / Adadelta also ``preconditioned_lambda_1``, ``λ_1(D⁻¹H)`` of the training-mode loss with the
-optimizer's preconditioner ``D`` (``D⁻¹(H + W)`` under coupled weight decay ``W``), and ``eos_ratio`` = that over the optimizer's limit: ``(2 + 2β₁)/((1 − β₁)η)``
-for the Adam family, its momentum schedule's for NAdam, ``(2 + 2μ)/η`` for RMSprop, ``2/η`` for Adagrad and
-Adadelta (the adaptive edge of stability, Cohen et
-al. 2022;
-:mod:`lightning_spectral.functional.hessian.adaptive_preconditioners`). Numerics: :mod:`lightning_spectral.functional`.
-
-Distributed: under DDP the products / traces are reduced over the ranks' shards; under ``ModelParallelStrategy``
-(FSDP2) the same runs on the gathered parameters (:mod:`~lightning_spectral.callbacks._internal.gathered_parameters`).
-
-Example::
-
-    trainer = Trainer(callbacks=[HessianEigenMonitor(k=3, every_n_steps=100, compute_trace=True)])
-"""
+"""``HessianEigenMonitor``: top Hessian eigenvalues, trace, density and edge-of-stability indicators."""
 
 from __future__ import annotations
 
@@ -31,6 +10,7 @@ import torch
 from pytorch_lightning.utilities import rank_zero_warn
 from typing_extensions import override
 
+from lightning_spectral._internal.deprecation import renamed_keywords
 from lightning_spectral._internal.validation import (
     check_bool,
     check_callable,
@@ -68,6 +48,22 @@ MEASUREMENT_MODES = ("eval", "train")
 class HessianEigenMonitor(SpectralMonitor):
     """Top-k eigenvalues of the training-loss Hessian by Lanczos on exact Hessian-vector products.
 
+    Logged under ``spectral/hessian/``: ``lambda_1 .. lambda_k`` (``lambda_1`` = λ_max, the sharpness),
+    ``residual_max`` (the largest ``‖Hv − λv‖`` of the returned pairs), ``num_hvps``, ``eos_ratio`` (λ_max over
+    the optimizer's stability limit: ``lr·λ_max/2`` for plain SGD; adaptive optimizers below),
+    ``batch_sharpness`` (Andreyev & Beneventano: ``mean_B g_Bᵀ H_B g_B / ‖g_B‖²`` over the measurement batches; it
+    sits at ``2/η`` at the edge of stochastic stability; ``batch_sharpness_std_error`` with two or more batches),
+    ``batch_sharpness_ratio`` (``batch_sharpness`` over the same limit), ``trace`` and an eigenvalue-density figure when enabled. Under Adam / AdamW / Adamax / RAdam /
+    NAdam / RMSprop / Adagrad / Adadelta also ``preconditioned_lambda_1``, ``λ_1(D⁻¹H)`` of the training-mode loss with the
+    optimizer's preconditioner ``D`` (``D⁻¹(H + W)`` under coupled weight decay ``W``), and ``eos_ratio`` = that over the optimizer's limit: ``(2 + 2β₁)/((1 − β₁)η)``
+    for the Adam family, its momentum schedule's for NAdam, ``(2 + 2μ)/η`` for RMSprop, ``2/η`` for Adagrad and
+    Adadelta (the adaptive edge of stability, Cohen et
+    al. 2022;
+    :mod:`lightning_spectral.functional.hessian.adaptive_preconditioners`). Numerics: :mod:`lightning_spectral.functional`.
+
+    Distributed: under DDP the products / traces are reduced over the ranks' shards; under ``ModelParallelStrategy``
+    (FSDP2) the same runs on the gathered parameters (:mod:`~lightning_spectral.callbacks._internal.gathered_parameters`).
+
     Args:
         k: how many eigenvalues (``lambda_1 .. lambda_k``).
         every_n_steps: measure every n optimizer steps; default: the automatic schedule.
@@ -75,7 +71,7 @@ class HessianEigenMonitor(SpectralMonitor):
         log_spacing: also measure at steps 1, 2, 4, ... below ``every_n_steps``.
         at_train_start: measure the initial model.
         tol: Lanczos stops when every residual ``‖Hv − λv‖ ≤ tol·|λ|``.
-        max_iter: at most this many Hessian-vector products per eigenvalue solve.
+        max_matvecs: at most this many Hessian-vector products per eigenvalue solve.
         which: ``"LA"`` (largest, default), ``"SA"`` (most negative) or ``"LM"`` (largest magnitude).
         num_batches: measurement batches drawn at fit start; the Hessian is their average (more faithful
             full-batch curvature), and batch sharpness is averaged over them.
@@ -87,11 +83,11 @@ class HessianEigenMonitor(SpectralMonitor):
             closest parameter names.
         exclude: names / globs / module prefixes of parameters left out of the selection (e.g. ``"*.bias"``),
             checked the same way.
-        compute_trace: also log ``trace`` (Hutch++ with ``trace_matvecs`` products).
-        trace_matvecs: products spent on the trace.
+        compute_trace: also log ``trace`` (Hutch++ with ``trace_num_matvecs`` products).
+        trace_num_matvecs: products spent on the trace.
         compute_density: also log an eigenvalue-density figure (stochastic Lanczos quadrature).
-        density_probes: probe vectors of the density.
-        density_steps: Lanczos steps per probe of the density.
+        density_num_probes: probe vectors of the density.
+        density_num_steps: Lanczos steps per probe of the density.
         compute_batch_sharpness: log ``batch_sharpness`` (one gradient and one single-batch product per
             measurement batch; the gradients come with the graphs λ_max's products use).
         compute_preconditioned: under Adam / AdamW / Adamax / RAdam / NAdam / RMSprop / Adagrad / Adadelta, also log ``preconditioned_lambda_1`` (one more Lanczos run
@@ -103,7 +99,7 @@ class HessianEigenMonitor(SpectralMonitor):
             ``"train"`` (the stochastic training-mode loss, BatchNorm on batch statistics). The module's
             mode, buffers and RNG are restored afterwards either way.
         hvp_method: ``"double_backward"`` (default: the gradient graph is built once per measurement and each
-            product is one more backward pass, about 2× faster than forward-over-reverse on CPU, at the memory
+            product is one more backward pass, faster than forward-over-reverse in the benchmarks, at the memory
             of one training step), ``"forward_over_reverse"`` (``torch.func``; keeps no graph between
             products) or ``"auto"`` (forward-over-reverse where ``torch.func`` can transform the loss).
         cuda_graphs: on CUDA, replay the Hessian-vector products of every measurement from CUDA graphs captured
@@ -114,6 +110,13 @@ class HessianEigenMonitor(SpectralMonitor):
             capture); losses that draw random numbers or cannot be captured are measured eagerly, with a
             warning. Default off; no effect on other devices.
         batch, seed, strict, max_overhead, name, auto_schedule_budget: see :class:`~lightning_spectral.callbacks.SpectralMonitor`.
+
+    Raises:
+        ValueError: an argument out of range (the message names it and what is allowed).
+
+    Example::
+
+        trainer = Trainer(callbacks=[HessianEigenMonitor(k=3, every_n_steps=100, compute_trace=True)])
     """
 
     monitor_name = "hessian"
@@ -129,6 +132,12 @@ class HessianEigenMonitor(SpectralMonitor):
         "trace": "max",
     }
 
+    @renamed_keywords(
+        max_iter="max_matvecs",
+        trace_matvecs="trace_num_matvecs",
+        density_probes="density_num_probes",
+        density_steps="density_num_steps",
+    )
     def __init__(
         self,
         k: int = 1,
@@ -138,7 +147,7 @@ class HessianEigenMonitor(SpectralMonitor):
         log_spacing: bool = False,
         at_train_start: bool = True,
         tol: float = 1e-3,
-        max_iter: int = 50,
+        max_matvecs: int = 50,
         which: Which = "LA",
         num_batches: int = 1,
         loss_fn: LossFn | None = None,
@@ -146,10 +155,10 @@ class HessianEigenMonitor(SpectralMonitor):
         include: str | Sequence[str] | None = None,
         exclude: str | Sequence[str] | None = None,
         compute_trace: bool = False,
-        trace_matvecs: int = 30,
+        trace_num_matvecs: int = 30,
         compute_density: bool = False,
-        density_probes: int = 2,
-        density_steps: int = 40,
+        density_num_probes: int = 2,
+        density_num_steps: int = 40,
         compute_batch_sharpness: bool = True,
         compute_preconditioned: bool = True,
         warm_start: bool = True,
@@ -177,15 +186,15 @@ class HessianEigenMonitor(SpectralMonitor):
             auto_schedule_budget=auto_schedule_budget,
         )
         check_int("k", k, 1)
-        check_int("max_iter", max_iter, 1)
-        if max_iter < k:
+        check_int("max_matvecs", max_matvecs, 1)
+        if max_matvecs < k:
             raise ValueError(
-                f"`max_iter` must be >= `k` (Lanczos needs at least k steps for k eigenvalues), got "
-                f"max_iter={max_iter}, k={k}."
+                f"`max_matvecs` must be >= `k` (Lanczos needs at least k steps for k eigenvalues), got "
+                f"max_matvecs={max_matvecs}, k={k}."
             )
-        check_int("trace_matvecs", trace_matvecs, 3)
-        check_int("density_probes", density_probes, 1)
-        check_int("density_steps", density_steps, 2)
+        check_int("trace_num_matvecs", trace_num_matvecs, 3)
+        check_int("density_num_probes", density_num_probes, 1)
+        check_int("density_num_steps", density_num_steps, 2)
         check_open_unit_interval("tol", tol)
         check_choice("which", which, WHICH)
         check_choice("measurement_mode", measurement_mode, MEASUREMENT_MODES)
@@ -203,17 +212,17 @@ class HessianEigenMonitor(SpectralMonitor):
         check_bool("cuda_graphs", cuda_graphs)
         self.k = k
         self.tol = tol
-        self.max_iter = max_iter
+        self.max_matvecs = max_matvecs
         self.which = which
         self.loss_fn = loss_fn
         self.params = include  # `include` under its older name
         self.include = include
         self.exclude = exclude
         self.compute_trace = compute_trace
-        self.trace_matvecs = trace_matvecs
+        self.trace_num_matvecs = trace_num_matvecs
         self.compute_density = compute_density
-        self.density_probes = density_probes
-        self.density_steps = density_steps
+        self.density_num_probes = density_num_probes
+        self.density_num_steps = density_num_steps
         self.compute_batch_sharpness = compute_batch_sharpness
         self.compute_preconditioned = compute_preconditioned
         self.warm_start = warm_start
@@ -252,6 +261,7 @@ class HessianEigenMonitor(SpectralMonitor):
         if self._hvp_graph is not None:
             self._hvp_graph.release()  # the captured graphs' GPU memory
 
+    @override
     def measure(self, trainer: Any, pl_module: Any, batches: list[Any]) -> Mapping[str, float]:
         pl_module.train(self.measurement_mode == "train")
         loss_fn = resolve_loss_fn(pl_module, self.loss_fn)
@@ -270,7 +280,7 @@ class HessianEigenMonitor(SpectralMonitor):
             k=min(self.k, operator.dim),
             which=self.which,
             tol=self.tol,
-            max_iter=self.max_iter,
+            max_matvecs=self.max_matvecs,
             v0=previous,
             generator=generator,
             operator=operator,
@@ -314,13 +324,13 @@ class HessianEigenMonitor(SpectralMonitor):
                 if limit is not None:
                     values["batch_sharpness_ratio"] = sharpness.value / limit
         if self.compute_trace:
-            trace = hessian_trace(num_matvecs=self.trace_matvecs, generator=generator, operator=operator)
+            trace = hessian_trace(num_matvecs=self.trace_num_matvecs, generator=generator, operator=operator)
             values["trace"] = trace.estimate
             values["trace_std_error"] = trace.std_error
         if self.compute_density:
             density = hessian_density(
-                num_probes=self.density_probes,
-                num_steps=self.density_steps,
+                num_probes=self.density_num_probes,
+                num_steps=self.density_num_steps,
                 generator=generator,
                 operator=operator,
             )
@@ -366,7 +376,8 @@ class HessianEigenMonitor(SpectralMonitor):
         training-mode loss (``operator`` if given, else built here with the module in train mode): with
         BatchNorm, a parameter the training loss does not depend on (a bias right before BatchNorm) gets no
         gradient, so ``D`` is ``≈ ε`` there, while the eval-mode loss has curvature along it, which
-        ``D⁻¹`` would inflate by ``1/ε``."""
+        ``D⁻¹`` would inflate by ``1/ε``.
+        """
         optimizer = first_optimizer(trainer)
         if has_preconditioner_rule(optimizer) and has_distributed_parameters(parameters):
             if not self._warned_sharded_moments:
@@ -390,7 +401,7 @@ class HessianEigenMonitor(SpectralMonitor):
         result = hessian_eigenvalues(
             k=1,
             tol=self.tol,
-            max_iter=self.max_iter,
+            max_matvecs=self.max_matvecs,
             v0=previous,
             generator=generator,
             operator=operator,
@@ -401,6 +412,7 @@ class HessianEigenMonitor(SpectralMonitor):
         value = float(result.eigenvalues[0])
         return {"preconditioned_lambda_1": value, "eos_ratio": value / step.limit}
 
+    @override
     def extra_state(self) -> dict[str, Any]:
         return {
             "eigenvectors": None if self._eigenvectors is None else self._eigenvectors.cpu(),
@@ -409,6 +421,7 @@ class HessianEigenMonitor(SpectralMonitor):
             else self._preconditioned_vector.cpu(),
         }
 
+    @override
     def load_extra_state(self, state: dict[str, Any]) -> None:
         vectors = state.get("eigenvectors")
         self._eigenvectors = vectors

@@ -1,22 +1,4 @@
-"""``NTKTraceMonitor``: the trace of the empirical NTK and the stochastic edge of stability during fit.
-
-Logged under ``spectral/ntk/``: ``trace`` (``tr Θ = Σ_i Σ_k ‖∂f_k(x_i)/∂θ‖²`` over the measurement batch),
-``trace_per_example`` (``tr Θ / n``), ``trace_std_error`` (stochastic methods), ``lambda_max`` and
-``alignment`` / ``alignment_centered`` / ``alignment_offdiagonal`` when enabled, ``sgd_stability_exact`` with
-``compute_spectrum=True``, and ``sgd_stability``, the
-noise-kernel norm 𝒦 of Agarwala & Pennington (2024) for the run's learning rate and training batch size (``≥ 1`` marks the stochastic edge of stability; see
-:mod:`lightning_spectral.functional.ntk.sgd_stability` for the formula and its assumptions: MSE loss,
-``torch.optim.SGD`` (momentum, Nesterov, dampening and the first param group's coupled weight decay included),
-linearised model). The measurement runs in eval mode (the per-example Jacobians need examples that do not
-interact, so BatchNorm uses its running statistics and dropout is off).
-
-Distributed: under DDP the products / traces are reduced over the ranks' shards; under ``ModelParallelStrategy``
-(FSDP2) the same runs on the gathered parameters (:mod:`~lightning_spectral.callbacks._internal.gathered_parameters`).
-
-Example::
-
-    trainer = Trainer(callbacks=[NTKTraceMonitor(every_n_steps=100, compute_alignment=True)])
-"""
+"""``NTKTraceMonitor``: the trace of the empirical NTK and the stochastic edge of stability during fit."""
 
 from __future__ import annotations
 
@@ -66,6 +48,19 @@ NTK_METHODS = ("auto", "exact", "hutchinson", "hutchpp")
 class NTKTraceMonitor(SpectralMonitor):
     """Trace (and optionally top eigenvalue and label alignment) of the empirical NTK on a schedule.
 
+    Logged under ``spectral/ntk/``: ``trace`` (``tr Θ = Σ_i Σ_k ‖∂f_k(x_i)/∂θ‖²`` over the measurement batch),
+    ``trace_per_example`` (``tr Θ / n``), ``trace_std_error`` (stochastic methods), ``lambda_max`` and
+    ``alignment`` / ``alignment_centered`` / ``alignment_offdiagonal`` when enabled, ``sgd_stability_exact`` with
+    ``compute_spectrum=True``, and ``sgd_stability``, the
+    noise-kernel norm 𝒦 of Agarwala & Pennington (2024) for the run's learning rate and training batch size (``≥ 1`` marks the stochastic edge of stability; see
+    :mod:`lightning_spectral.functional.ntk.sgd_stability` for the formula and its assumptions: MSE loss,
+    ``torch.optim.SGD`` (momentum, Nesterov, dampening and the first param group's coupled weight decay included),
+    linearized model). The measurement runs in eval mode (the per-example Jacobians need examples that do not
+    interact, so BatchNorm uses its running statistics and dropout is off).
+
+    Distributed: under DDP the products / traces are reduced over the ranks' shards; under ``ModelParallelStrategy``
+    (FSDP2) the same runs on the gathered parameters (:mod:`~lightning_spectral.callbacks._internal.gathered_parameters`).
+
     Args:
         every_n_steps: measure every n optimizer steps; default: the automatic schedule.
         every_n_epochs: measure at the end of every n-th epoch.
@@ -75,8 +70,8 @@ class NTKTraceMonitor(SpectralMonitor):
             probes above 65,536 outputs per example), ``"exact"``,
             ``"hutchinson"``, ``"hutchpp"`` (see :func:`lightning_spectral.functional.ntk.trace`).
         num_probes: probes of the stochastic methods.
-        compute_alignment: log the kernel-target alignment ``⟨Θ, yyᵀ⟩_F / (‖Θ‖_F ‖yyᵀ‖_F)`` and its centred
-            form ``alignment_centered`` (both kernels centred, ``HΘH`` with ``H = I − 11ᵀ/N``; Cortes et al.
+        compute_alignment: log the kernel-target alignment ``⟨Θ, yyᵀ⟩_F / (‖Θ‖_F ‖yyᵀ‖_F)`` and its centered
+            form ``alignment_centered`` (both kernels centered, ``HΘH`` with ``H = I − 11ᵀ/N``; Cortes et al.
             2012) and ``alignment_offdiagonal`` (the correlation, over pairs of distinct examples, of the
             output-traced kernel with the targets' Gram matrix: do examples that share a label have similar
             gradients? Needs a measurement batch with repeated labels) from the same kernel (forms the
@@ -88,7 +83,7 @@ class NTKTraceMonitor(SpectralMonitor):
             eigenvalue (no Lanczos), and ``sgd_stability_exact`` the exact noise-kernel norm 𝒦 from the whole
             spectrum, which the logged bounds bracket (SGD only, below the mean's edge).
         lambda_max_tol: relative residual tolerance of that Lanczos.
-        chunk_size: examples per vectorised chunk of per-example gradients, for parameters outside linear and
+        chunk_size: examples per vectorized chunk of per-example gradients, for parameters outside linear and
             convolution layers, and of the Jacobian when the kernel is formed (``None``: memory-bounded).
         loss_scale: the training loss over ``(1/(2B)) Σ ‖f − y‖²`` for ``sgd_stability``; ``None`` means
             ``torch.nn.MSELoss()`` (mean over ``B·K`` entries), i.e. ``2/K``.
@@ -111,6 +106,13 @@ class NTKTraceMonitor(SpectralMonitor):
             and the closest parameter names.
         exclude: names / globs / module prefixes of parameters left out of the selection, checked the same way.
         batch, num_batches, seed, strict, max_overhead, name, auto_schedule_budget: see :class:`~lightning_spectral.callbacks.SpectralMonitor`.
+
+    Raises:
+        ValueError: an argument out of range (the message names it and what is allowed).
+
+    Example::
+
+        trainer = Trainer(callbacks=[NTKTraceMonitor(every_n_steps=100, compute_alignment=True)])
     """
 
     monitor_name = "ntk"
@@ -214,6 +216,7 @@ class NTKTraceMonitor(SpectralMonitor):
         self._layerwise_checks.clear()  # a new fit may bring a new model
         self._model_call = None
 
+    @override
     def measure(self, trainer: Any, pl_module: Any, batches: list[Any]) -> Mapping[str, float]:
         pl_module.eval()
         if self._model_call is None:
@@ -282,7 +285,8 @@ class NTKTraceMonitor(SpectralMonitor):
     def _check_mse(self, pl_module: Any, batch: Any) -> None:
         """Once: warn when ``training_step`` computes a loss other than MSE (the loss functions it calls), as
         ``sgd_stability`` assumes MSE. Not with ``loss_scale`` given (the user chose the MSE scale), nor under
-        manual optimization (``training_step`` steps the optimizer)."""
+        manual optimization (``training_step`` steps the optimizer).
+        """
         if (
             self._checked_loss
             or self.loss_scale is not None
@@ -374,10 +378,12 @@ class NTKTraceMonitor(SpectralMonitor):
                 values["sgd_stability_exact"] = exact
         return values
 
+    @override
     def extra_state(self) -> dict[str, Any]:
         return {
             "lambda_max_vector": None if self._lambda_max_vector is None else self._lambda_max_vector.cpu()
         }
 
+    @override
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self._lambda_max_vector = state.get("lambda_max_vector")

@@ -1,58 +1,4 @@
-"""``SpectralEarlyStopping``: stop (or warn, or checkpoint and stop) when a spectral quantity crosses a line.
-
-The callback reads ``trainer.callback_metrics[monitor]`` -- any key, e.g. ``spectral/hessian/lambda_1`` written
-by :class:`~lightning_spectral.callbacks.HessianEigenMonitor`, or a key the module logs itself; ``monitor``
-may also be an ``fnmatch`` pattern (``*``, ``?``, ``[...]``), and then every matching key is watched.
-
-**The compared quantity** and when a measurement fires: see
-:mod:`~lightning_spectral.callbacks._internal.stopping_criterion` (``relative_to=None`` compares the value itself,
-``"lr"`` the value over the optimizer's stability limit, ``"previous"`` the value over its previous
-measurement).
-
-**Patience.** At each evaluation point with at least one new measurement of a watched key (on any rank), a
-counter ``c`` becomes ``c + 1`` if any new measurement fires on any rank and ``0`` otherwise; the callback
-acts when ``c`` reaches ``patience``, i.e. after ``patience`` *consecutive measurements* (not steps) fire.
-With ``check_finite=True`` a NaN/Inf value acts at once, without waiting for the patience. Measurements
-taken before ``warmup_steps`` optimizer steps are ignored (they only serve as ``v_prev`` for
-``relative_to="previous"``). A *firing episode* lasts until a measurement does not fire; the callback acts
-once per episode. The counter and the last evaluated value of each key are checkpointed, so a resumed run
-stops at the step the uninterrupted one would have (the episode itself is not: a run resumed past an
-action acts again at its first firing measurement, as the stock ``EarlyStopping`` would).
-
-**New measurements.** Values stay in ``callback_metrics`` until overwritten, so each measurement is evaluated
-exactly once (:mod:`~lightning_spectral.callbacks._internal.new_measurements`: a monitor's key is new when a new tensor
-was written, any other key when its value changed since the last evaluation). The callback moves itself right after the last ``SpectralMonitor`` in ``trainer.callbacks``
-(at ``setup``, the way Lightning moves ``ModelCheckpoint`` callbacks last), so a measurement is judged in the
-hook that produced it, whatever the order of the callbacks list, and the stop happens at the step measured.
-
-**When it evaluates.** When ``monitor`` (up to its first wildcard) lies under a monitor's prefix, only that
-monitor can write matching keys, and the callback evaluates exactly where the monitor's schedule measures:
-``on_train_start``/``on_train_batch_end`` at its measurement steps, ``on_train_epoch_end`` at its
-measurement epochs. For any other key it evaluates after every training batch, at the end of every
-training epoch and at the end of validation.
-
-**Distributed runs.** Every rank evaluates at the same points (they depend on ``global_step`` and the epoch
-only) and each decision goes through ``trainer.strategy.reduce_boolean_decision(..., all=False)``: whether
-any rank has a new measurement, whether any rank's new measurement fires, whether any is non-finite. So
-the patience counter is the same on every rank, and all ranks stop at the same step; the cost is one
-all-reduce of a boolean per evaluation point (two or three at a measurement). The one message (rank zero)
-describes the firing measurement of the lowest firing rank. Checkpoints hold rank zero's state: after a
-resume every rank compares ``relative_to="previous"`` with rank zero's last value.
-
-**Actions.** ``"stop"`` sets ``trainer.should_stop`` (training ends after the current batch; Lightning still
-honours ``min_steps``/``min_epochs``) and logs one line with ``rank_zero_info``; ``"warn"`` only calls
-``rank_zero_warn``; ``"checkpoint_and_stop"`` first saves ``trainer.save_checkpoint`` to
-``<dirpath>/spectral-early-stop-step=<global_step>.ckpt``, where ``<dirpath>`` is the trainer's
-``ModelCheckpoint`` directory when it has one and ``trainer.default_root_dir`` otherwise.
-
-Example::
-
-    trainer = Trainer(callbacks=[
-        HessianEigenMonitor(every_n_steps=10),
-        SpectralEarlyStopping.edge_of_stability(patience=3),       # η·λ_max/2 > 1 three times in a row
-        SpectralEarlyStopping("spectral/hessian/lambda_1", threshold=1e4, action="warn"),
-    ])
-"""
+"""``SpectralEarlyStopping``: stop (or warn, or checkpoint and stop) when a spectral quantity crosses a line."""
 
 from __future__ import annotations
 
@@ -86,7 +32,11 @@ CHECKPOINT_FILENAME = "spectral-early-stop-step={step}.ckpt"
 class SpectralEarlyStopping(Callback):
     """Stop training (or warn, or checkpoint and stop) when a spectral metric crosses a threshold.
 
-    See the module documentation for the exact rules (compared quantity, patience, DDP behaviour).
+    Each new measurement of a watched key is judged once, in the hook of the monitor that produced it; the
+    callback acts after ``patience`` consecutive firing measurements (not steps), at once for a NaN/Inf value
+    (``check_finite``), and once per firing episode. Under DDP every decision is all-reduced, so all ranks
+    stop at the same step; the counter is checkpointed, so a resumed run stops where the uninterrupted one
+    would have.
 
     Args:
         monitor: a key of ``trainer.callback_metrics`` (e.g. ``"spectral/hessian/lambda_1"``) or an
@@ -109,6 +59,14 @@ class SpectralEarlyStopping(Callback):
         wait_count: the current number of consecutive firing measurements (kept across resume).
         stopped_step: the ``global_step`` at which this callback stopped training (``None`` if it did not).
         reason: the last message this callback logged or warned (``None`` if it never acted).
+
+    Example::
+
+        trainer = Trainer(callbacks=[
+            HessianEigenMonitor(every_n_steps=10),
+            SpectralEarlyStopping.edge_of_stability(patience=3),       # η·λ_max/2 > 1 three times in a row
+            SpectralEarlyStopping("spectral/hessian/lambda_1", threshold=1e4, action="warn"),
+        ])
     """
 
     def __init__(
@@ -185,6 +143,18 @@ class SpectralEarlyStopping(Callback):
         Adam / AdamW / RMSprop the relevant limit is that of the preconditioned sharpness: watch the monitor's
         ``eos_ratio`` instead, ``SpectralEarlyStopping("spectral/hessian/eos_ratio", threshold=1.0)``.
         ``kwargs`` go to the constructor (``threshold`` defaults to 1.0, ``action``, ``warmup_steps``, ...).
+
+        Args:
+            patience: consecutive firing measurements before acting.
+            monitor: the sharpness key (default ``spectral/hessian/lambda_1``).
+            **kwargs: further constructor arguments.
+
+        Returns:
+            The callback, with ``relative_to="lr"``.
+
+        Example::
+
+            Trainer(callbacks=[HessianEigenMonitor(every_n_steps=10), SpectralEarlyStopping.edge_of_stability()])
         """
         instance = cls(monitor, relative_to="lr", mode="above", patience=patience, **kwargs)
         instance._name = "edge_of_stability"
@@ -202,6 +172,18 @@ class SpectralEarlyStopping(Callback):
         the residual grows under the mini-batch noise although the mean may still be stable, so the run is
         past the edge whatever the rest of the spectrum. ``kwargs`` go to the constructor (``threshold``
         defaults to 1.0, ``action``, ``warmup_steps``, ...).
+
+        Args:
+            patience: consecutive firing measurements before acting.
+            monitor: the key of 𝒦's bound (default ``spectral/ntk/sgd_stability``).
+            **kwargs: further constructor arguments.
+
+        Returns:
+            The callback.
+
+        Example::
+
+            Trainer(callbacks=[NTKTraceMonitor(every_n_steps=10), SpectralEarlyStopping.stochastic_edge_of_stability()])
         """
         kwargs.setdefault("threshold", 1.0)
         instance = cls(monitor, mode="above", patience=patience, **kwargs)
@@ -215,6 +197,18 @@ class SpectralEarlyStopping(Callback):
 
         Watches the keys ``spectral/weights/<layer_glob>/stable_rank`` of ``WeightSpectrumMonitor``
         (``fnmatch`` pattern, e.g. ``"encoder.*"``). ``kwargs`` go to the constructor (``patience``, ...).
+
+        Args:
+            layer_glob: ``fnmatch`` pattern of the layer names.
+            min_stable_rank: the threshold (``> 0``).
+            **kwargs: further constructor arguments.
+
+        Returns:
+            The callback, with ``mode="below"``.
+
+        Example::
+
+            SpectralEarlyStopping.rank_collapse("encoder.*", min_stable_rank=1.5, action="warn")
         """
         if not isinstance(layer_glob, str) or not layer_glob:
             raise ValueError(f"`layer_glob` must be a non-empty fnmatch pattern, got {layer_glob!r}.")
@@ -233,6 +227,21 @@ class SpectralEarlyStopping(Callback):
 
         A sudden jump of λ_max (a catapult, a loss spike) often precedes divergence. ``factor`` must exceed 1.
         ``kwargs`` go to the constructor (``patience``, ``action``, ...).
+
+        Args:
+            factor: the jump, ``> 1``.
+            monitor: the watched key (default ``spectral/hessian/lambda_1``).
+            **kwargs: further constructor arguments.
+
+        Returns:
+            The callback.
+
+        Raises:
+            ValueError: ``factor`` is not above 1.
+
+        Example::
+
+            SpectralEarlyStopping.sharpness_spike(factor=3.0, patience=1, action="checkpoint_and_stop")
         """
         if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not 1.0 < factor < math.inf:
             raise ValueError(f"`factor` must be a finite number > 1, got {factor!r}.")
@@ -262,7 +271,15 @@ class SpectralEarlyStopping(Callback):
         )
 
     def checkpoint_path(self, trainer: Any) -> str:
-        """Where ``action="checkpoint_and_stop"`` saves at the current step (see the module documentation)."""
+        """Where ``action="checkpoint_and_stop"`` saves at the current step.
+
+        Args:
+            trainer: the running ``Trainer``.
+
+        Returns:
+            ``<dirpath>/spectral-early-stop-step=<global_step>.ckpt``, ``<dirpath>`` the ``ModelCheckpoint``
+            directory or ``trainer.default_root_dir``.
+        """
         directory = getattr(trainer.checkpoint_callback, "dirpath", None) or trainer.default_root_dir
         return os.path.join(directory, CHECKPOINT_FILENAME.format(step=trainer.global_step))
 
@@ -288,7 +305,8 @@ class SpectralEarlyStopping(Callback):
     def _warn_if_adaptive(self, trainer: Any) -> None:
         """Once: with ``relative_to="lr"`` under an optimizer other than ``torch.optim.SGD`` (Adam, AdamW, RMSprop,
         ...) say what is compared: ``lr·value/2``, the raw value against the plain-SGD limit ``2/lr``, a heuristic
-        (adaptive optimizers are stable relative to the preconditioned sharpness), and what to watch instead."""
+        (adaptive optimizers are stable relative to the preconditioned sharpness), and what to watch instead.
+        """
         optimizer = first_optimizer(trainer)
         if self._warned_adaptive or self.relative_to != "lr" or optimizer is None:
             return
@@ -369,7 +387,8 @@ class SpectralEarlyStopping(Callback):
 
     def _evaluate(self, trainer: Any, scheduled: bool) -> None:
         """Judge the new measurements, if any. ``scheduled``: whether any can exist now, decided from the
-        global step and epoch alone (so equal on every rank); the collectives run only then."""
+        global step and epoch alone (so equal on every rank); the collectives run only then.
+        """
         if not scheduled or trainer.state.fn != "fit" or trainer.sanity_checking or trainer.fast_dev_run:
             return
         if trainer.global_step < self.warmup_steps:  # the same step on every rank: no collective needed
@@ -403,7 +422,8 @@ class SpectralEarlyStopping(Callback):
         nothing for the whole run (e.g. ``spectral/hessian/trace`` without ``compute_trace=True``). Two
         measurements and a step past 0 because some keys first appear then (``rotation`` needs a previous
         measurement, adaptive optimizers' ``eos_ratio`` a first optimizer step). Without owners the warning
-        waits for the end of fit."""
+        waits for the end of fit.
+        """
         owners = self._owners
         if self._warned_unmatched or owners is None or trainer.global_step == 0:
             return

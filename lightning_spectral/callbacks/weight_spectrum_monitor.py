@@ -1,31 +1,4 @@
-"""``WeightSpectrumMonitor``: singular values and singular-vector dynamics of every weight matrix during fit.
-
-Per layer, under ``spectral/weights/<name>/``: ``sigma_max``, ``sigma_1 .. sigma_k``,
-``frobenius_norm``, ``stable_rank``, ``effective_rank`` (exact; a layer decomposed by the randomized SVD logs
-the tail-spreading estimate as ``effective_rank_estimate`` instead), ``alpha`` (where a power-law fit is
-possible), from the second measurement on ``agreement`` (Yunis et al.'s singular-vector agreement with the
-previous measurement, mean of the first ``min(10, k)`` indices) and ``rotation`` (drift of the top-``k`` left
-subspace), ``condition_number`` and the rank measures ``stable_rank_ratio``, ``effective_rank_ratio``,
-``mass90_count``, ``gini`` (when asked for), ``alpha_farms`` and ``alpha_weightwatcher`` (when asked
-for with ``alpha``); with ``interlayer_alignment`` the score of each pair of consecutive
-matrices under ``spectral/weights/alignment/<pair>``; the aggregates ``spectral/weights/mean_stable_rank`` and
-``spectral/weights/max_sigma_max``; and a histogram of each layer's singular values every
-``histogram_every_n`` measurements on loggers that draw histograms. A model with more than
-``per_layer_limit`` matrices (a BERT has 150+) logs the aggregates only, plus the per-layer keys that a
-stopper, ``EarlyStopping`` or ``ModelCheckpoint`` watches (every layer's numbers still go to the W&B table
-``spectral/weights/per_layer`` at the end of the fit). The numerics are in
-:mod:`lightning_spectral.functional.weights.spectrum`, :mod:`~lightning_spectral.functional.weights.singular_dynamics`
-and :mod:`~lightning_spectral.functional.weights.interlayer_alignment` (definitions and formulas there).
-
-Replicated weights (one process, DDP) are decomposed on rank 0 and the numbers broadcast. Sharded ``DTensor``
-weights (Lightning's ``ModelParallelStrategy``: FSDP2's ``fully_shard``, tensor parallelism) are gathered one
-matrix at a time, every rank joining each all-gather, and rank 0 decomposes each whole matrix before the next
-is gathered (:meth:`~lightning_spectral.callbacks._internal.collectives.MeasurementCollectives.full_tensor`).
-
-Example::
-
-    trainer = Trainer(callbacks=[WeightSpectrumMonitor(every_n_steps=100, log_spacing=True)])
-"""
+"""``WeightSpectrumMonitor``: singular values and singular-vector dynamics of every weight matrix during fit."""
 
 from __future__ import annotations
 
@@ -40,6 +13,7 @@ import torch
 from pytorch_lightning.utilities import rank_zero_info
 from typing_extensions import override
 
+from lightning_spectral._internal.deprecation import renamed_keywords
 from lightning_spectral._internal.validation import (
     check_bool,
     check_choice,
@@ -84,6 +58,28 @@ ALPHA_MODES = ("plain", "farms", "weightwatcher")
 class WeightSpectrumMonitor(SpectralMonitor):
     """Randomized SVD of every weight matrix of the model on a schedule.
 
+    Per layer, under ``spectral/weights/<name>/``: ``sigma_max``, ``sigma_1 .. sigma_k``,
+    ``frobenius_norm``, ``stable_rank``, ``effective_rank`` (exact; a layer decomposed by the randomized SVD logs
+    the tail-spreading estimate as ``effective_rank_estimate`` instead), ``alpha`` (where a power-law fit is
+    possible), from the second measurement on ``agreement`` (Yunis et al.'s singular-vector agreement with the
+    previous measurement, mean of the first ``min(10, k)`` indices) and ``rotation`` (drift of the top-``k`` left
+    subspace), ``condition_number`` and the rank measures ``stable_rank_ratio``, ``effective_rank_ratio``,
+    ``mass90_count``, ``gini`` (when asked for), ``alpha_farms`` and ``alpha_weightwatcher`` (when asked
+    for with ``alpha``); with ``interlayer_alignment`` the score of each pair of consecutive
+    matrices under ``spectral/weights/alignment/<pair>``; the aggregates ``spectral/weights/mean_stable_rank`` and
+    ``spectral/weights/max_sigma_max``; and a histogram of each layer's singular values every
+    ``histogram_every_n`` measurements on loggers that draw histograms. A model with more than
+    ``per_layer_limit`` matrices (a BERT has 150+) logs the aggregates only, plus the per-layer keys that a
+    stopper, ``EarlyStopping`` or ``ModelCheckpoint`` watches (every layer's numbers still go to the W&B table
+    ``spectral/weights/per_layer`` at the end of the fit). The numerics are in
+    :mod:`lightning_spectral.functional.weights.spectrum`, :mod:`~lightning_spectral.functional.weights.singular_dynamics`
+    and :mod:`~lightning_spectral.functional.weights.interlayer_alignment` (definitions and formulas there).
+
+    Replicated weights (one process, DDP) are decomposed on rank 0 and the numbers broadcast. Sharded ``DTensor``
+    weights (Lightning's ``ModelParallelStrategy``: FSDP2's ``fully_shard``, tensor parallelism) are gathered one
+    matrix at a time, every rank joining each all-gather, and rank 0 decomposes each whole matrix before the next
+    is gathered (:meth:`~lightning_spectral.callbacks._internal.collectives.MeasurementCollectives.full_tensor`).
+
     Args:
         every_n_steps: measure every n optimizer steps (see :class:`SpectralMonitor`); default: the automatic
             schedule when neither ``every_n_steps`` nor ``every_n_epochs`` is given.
@@ -96,12 +92,12 @@ class WeightSpectrumMonitor(SpectralMonitor):
             (clipped to ``min(m, n)`` per layer).
         method: ``"auto"`` (exact SVD for small matrices, randomized above a measured threshold),
             ``"exact"`` or ``"randomized"``.
-        n_iter: power iterations of the randomized SVD.
-        oversample: extra sketch columns of the randomized SVD.
+        num_power_iterations: power iterations of the randomized SVD.
+        num_oversamples: extra sketch columns of the randomized SVD.
         exact_threshold: ``"auto"`` is exact when ``min(m, n) <= exact_threshold`` (default: measured
             crossover, see :func:`~lightning_spectral.functional.weights.spectrum.weight_spectrum`).
         tol: accuracy check of randomized results: above this relative residual ``max_i ρ_i/σ_i`` the top
-            ``k`` are recomputed by Lanczos (flat spectra, e.g. at initialisation); ``None`` turns it off.
+            ``k`` are recomputed by Lanczos (flat spectra, e.g. at initialization); ``None`` turns it off.
         warm_start: seed each range finder with the layer's previous right singular vectors (followed by a cold
             start's Gaussian columns); ``agreement`` and ``rotation`` are logged either way.
         include: glob pattern(s) on parameter names to keep (default: every supported layer).
@@ -139,6 +135,13 @@ class WeightSpectrumMonitor(SpectralMonitor):
         name: the name its metrics go under (see :class:`~lightning_spectral.callbacks.SpectralMonitor`).
         auto_schedule_budget: the shared budget of the automatic schedule (see
             :class:`~lightning_spectral.callbacks.SpectralMonitor`).
+
+    Raises:
+        ValueError: an argument out of range (the message names it and what is allowed).
+
+    Example::
+
+        trainer = Trainer(callbacks=[WeightSpectrumMonitor(every_n_steps=100, log_spacing=True)])
     """
 
     monitor_name = "weights"
@@ -156,6 +159,7 @@ class WeightSpectrumMonitor(SpectralMonitor):
         "*/agreement": "min",
     }
 
+    @renamed_keywords(n_iter="num_power_iterations", oversample="num_oversamples")
     def __init__(
         self,
         *,
@@ -165,8 +169,8 @@ class WeightSpectrumMonitor(SpectralMonitor):
         at_train_start: bool = True,
         k: int = 5,
         method: str = "auto",
-        n_iter: int = 2,
-        oversample: int = 10,
+        num_power_iterations: int = 2,
+        num_oversamples: int = 10,
         exact_threshold: int | None = None,
         tol: float | None = DEFAULT_TOL,
         warm_start: bool = True,
@@ -200,8 +204,8 @@ class WeightSpectrumMonitor(SpectralMonitor):
         )
         check_int("k", k, 1)
         check_choice("method", method, METHODS)
-        check_int("n_iter", n_iter, 0)
-        check_int("oversample", oversample, 0)
+        check_int("num_power_iterations", num_power_iterations, 0)
+        check_int("num_oversamples", num_oversamples, 0)
         if exact_threshold is not None:
             check_int("exact_threshold", exact_threshold, 0)
         if tol is not None:
@@ -226,8 +230,8 @@ class WeightSpectrumMonitor(SpectralMonitor):
         self.interlayer_alignment = _check_pairs(interlayer_alignment)
         self.k = k
         self.method = method
-        self.n_iter = n_iter
-        self.oversample = oversample
+        self.num_power_iterations = num_power_iterations
+        self.num_oversamples = num_oversamples
         self.exact_threshold = exact_threshold
         self.tol = tol
         self.warm_start = warm_start
@@ -259,6 +263,7 @@ class WeightSpectrumMonitor(SpectralMonitor):
             and monitor.startswith(self.metric_prefix)
         ]
 
+    @override
     def measure(self, trainer: Any, pl_module: Any, batches: list[Any]) -> Mapping[str, float]:
         # Weights are replicated across DDP ranks: rank 0 decomposes them, the others receive its numbers (so
         # `callback_metrics`, and any stopping decision on them, agree on every rank). Sharded (DTensor)
@@ -323,7 +328,8 @@ class WeightSpectrumMonitor(SpectralMonitor):
         self, trainer: Any, pl_module: Any, matrices: list[WeightMatrix]
     ) -> dict[str, float] | None:
         """One matrix at a time: every rank joins its all-gather, rank 0 decomposes the whole matrix and drops
-        it before the next (memory: one full matrix at a time); the values on rank 0, ``None`` elsewhere."""
+        it before the next (memory: one full matrix at a time); the values on rank 0, ``None`` elsewhere.
+        """
         measured: list[tuple[str, WeightSpectrum]] = []
         broken: list[str] = []
         alphas: dict[str, float] = {}
@@ -351,7 +357,8 @@ class WeightSpectrumMonitor(SpectralMonitor):
         self, matrices: list[WeightMatrix], spectra: Sequence[WeightSpectrum]
     ) -> dict[str, float]:
         """``<name>/alpha_farms`` and ``<name>/alpha_weightwatcher`` as asked for by ``alpha`` (none where no
-        fit is possible)."""
+        fit is possible).
+        """
         values = {}
         for matrix, spectrum in zip(matrices, spectra):
             fits = []
@@ -411,8 +418,8 @@ class WeightSpectrumMonitor(SpectralMonitor):
                     name,
                     self.k,
                     method=self.method,
-                    n_iter=self.n_iter,
-                    oversample=self.oversample,
+                    num_power_iterations=self.num_power_iterations,
+                    num_oversamples=self.num_oversamples,
                     generator=self.make_generator(module.out_proj.weight.device),
                     exact_threshold=self.exact_threshold,
                     tol=self.tol,
@@ -426,7 +433,8 @@ class WeightSpectrumMonitor(SpectralMonitor):
         self, trainer: Any, measured: list[tuple[str, WeightSpectrum]], broken: list[str]
     ) -> dict[str, float]:
         """The logged values of the decomposed layers (and NaN for the ``broken`` ones); histograms, the
-        warm-start state and the table rows as a side effect."""
+        warm-start state and the table rows as a side effect.
+        """
         if not measured and not broken:
             return {}
         values: dict[str, float] = {
@@ -476,8 +484,8 @@ class WeightSpectrumMonitor(SpectralMonitor):
             self.k,
             method=self.method,
             previous=previous,
-            n_iter=self.n_iter,
-            oversample=self.oversample,
+            num_power_iterations=self.num_power_iterations,
+            num_oversamples=self.num_oversamples,
             generator=self.make_generator(matrices[0].matrix.device) if generator is None else generator,
             exact_threshold=self.exact_threshold,
             tol=self.tol,
@@ -520,6 +528,7 @@ class WeightSpectrumMonitor(SpectralMonitor):
         self._table_rows = []
 
     # Warm-start state: the last spectrum of every layer, as plain tensors/floats for the checkpoint.
+    @override
     def extra_state(self) -> dict[str, Any]:
         return {
             name: {**dataclasses.asdict(spectrum), "power_law": None}
@@ -527,6 +536,7 @@ class WeightSpectrumMonitor(SpectralMonitor):
             for name, spectrum in self._previous.items()
         }
 
+    @override
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self._previous = {name: WeightSpectrum(**fields) for name, fields in state.items()}
 

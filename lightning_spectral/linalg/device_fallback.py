@@ -1,12 +1,5 @@
 """Dense factorizations on devices that lack them: run on the CPU and move the result back.
 
-Apple's MPS backend does not implement several ``torch.linalg`` factorizations (``svd`` among them: it
-raises ``NotImplementedError`` unless ``PYTORCH_ENABLE_MPS_FALLBACK=1`` is set for the whole process). The
-numerical core calls its dense factorizations (QR in the range finder, the small and the full SVDs) through
-:func:`on_cpu_if_unsupported`: first where the tensors live; if the device raises ``NotImplementedError``,
-again on CPU copies, with the results moved back to the original device. CPU errors are never retried.
-(The Lanczos tridiagonal eigenproblems are small and always solved on the CPU in float64.)
-
 Example::
 
     >>> import torch
@@ -33,7 +26,8 @@ def _on_cpu(tensor: Tensor) -> bool:
 
 def on_cpu_if_unsupported(op: Callable[..., T], *tensors: Tensor) -> T:
     """``op(*tensors)`` on the tensors' device, or on CPU copies if that device raises ``NotImplementedError``
-    (see the module docstring). ``op`` returns a tensor or a tuple of tensors."""
+    (see the module's science notes). ``op`` returns a tensor or a tuple of tensors.
+    """
     try:
         return op(*tensors)
     except NotImplementedError:

@@ -52,7 +52,8 @@ class LinearOperator(Protocol):
 
 class ResolvedOperator(NamedTuple):
     """What a routine works with: the product function, the size, and the dtype/device (``None``: the
-    routine's default)."""
+    routine's default).
+    """
 
     matvec: Matvec
     dim: int

@@ -2,21 +2,6 @@
 the final checkpoint, index by index, at every saved step (Yunis et al. 2024, whose figures are drawn from
 checkpoints this way).
 
-A run's checkpoints are the Lightning ``*.ckpt`` files anywhere below its folder (``ModelCheckpoint`` with
-``save_top_k=-1`` and ``every_n_train_steps`` keeps one per step); each one's step is its ``global_step``, a
-step saved twice (``last.ckpt``) is read once, and the last step is the reference (or any checkpoint file of
-the same model). The weight matrices are the
-floating-point ``state_dict`` entries of two or more dimensions whose name ends in ``weight`` (``weight``,
-``in_proj_weight``, ``weight_ih_l0``, ...), a kernel flattened to ``(out, in·∏k)`` as the monitor does, and an
-attention ``in_proj_weight`` ``(3E, E)`` split into ``.q/.k/.v``; the names are the monitor's. Recurrent weights
-are kept whole (a state dict does not say how many gates they hold).
-
-Per matrix and step, from full SVDs in float64 (``r = min(m, n)``): the agreement diagonal
-``|⟨u_i, u_final,i⟩ ⟨v_i, v_final,i⟩|`` for ``i ≤ r``
-(:func:`~lightning_spectral.functional.weights.singular_dynamics.singular_vector_agreement`), its score (mean of the
-first 10) and ``effective_rank / r``. Checkpoints are read one at a time (memory: two state dicts), at the
-cost of a full SVD of every matrix of every checkpoint.
-
 Example::
 
     dynamics = checkpoint_dynamics("lightning_logs/version_0")

@@ -1,5 +1,6 @@
 """The report's curvature figures: the top Hessian eigenvalues and the batch sharpness against the step with
-each run's stability limit, and the Hessian density images."""
+each run's stability limit, and the Hessian density images.
+"""
 
 from __future__ import annotations
 
@@ -38,7 +39,8 @@ def stability_limit(run: RunData) -> Series | None:
     """The optimizer's stability limit ``λ_crit`` at each measurement, as ``s / eos_ratio`` for the sharpness
     ``s`` that ``eos_ratio`` divides: ``λ_1`` under SGD (``λ_crit = 2/η``, ``(2+2β)/η`` with momentum), the
     preconditioned ``λ_1(D⁻¹H)`` under the Adam family (``λ_crit = (2+2β₁)/((1−β₁)η)``), NAdam (its schedule's
-    limit), RMSprop (``(2+2μ)/η``), Adagrad and Adadelta (``2/η``)."""
+    limit), RMSprop (``(2+2μ)/η``), Adagrad and Adadelta (``2/η``).
+    """
     sharpness_tag = PRECONDITIONED if PRECONDITIONED in run.scalars else HESSIAN + "lambda_1"
     lam, ratio = run.scalars.get(sharpness_tag), run.scalars.get(HESSIAN + "eos_ratio")
     if lam is None or ratio is None:
@@ -52,7 +54,8 @@ def stability_limit(run: RunData) -> Series | None:
 
 def hessian_eigenvalues(runs: Sequence[RunData], colors: dict[str, str]) -> ReportFigure | None:
     """``λ_1 .. λ_k`` against step (line style per index) with each run's stability limit ``λ_crit``, and
-    ``eos_ratio = λ_1 / limit`` below it with the edge at 1."""
+    ``eos_ratio = λ_1 / limit`` below it with the edge at 1.
+    """
     shown = [run for run in runs if eigen_tags(run, HESSIAN + "lambda_")]
     if not shown:
         return None
@@ -80,7 +83,7 @@ def hessian_eigenvalues(runs: Sequence[RunData], colors: dict[str, str]) -> Repo
     run_legend(figure, shown, colors, extra)
     caption = (
         "The largest eigenvalues λ_1 ≥ … ≥ λ_k of the loss Hessian ∇²L at each measurement (line style: index, "
-        "colour: run). The wide faint line is the run's stability limit λ_crit = λ_1/eos_ratio: 2/η for plain "
+        "color: run). The wide faint line is the run's stability limit λ_crit = λ_1/eos_ratio: 2/η for plain "
         "SGD ((2+2β)/η with momentum β). Gradient descent on a quadratic of curvature λ multiplies the error "
         "along that direction by 1 − ηλ each step, so it is stable iff λ < 2/η: λ_1 reaching the line is the "
         "edge of stability (Cohen et al. 2021). Under adaptive optimizers the dotted line is the preconditioned "

@@ -1,6 +1,7 @@
 """The report's checkpoint figures (:mod:`~lightning_spectral.report.checkpoints`): per run, the agreement of
 every weight matrix with the final checkpoint as an index × step heatmap, and the layer × step map of the
-agreement score (Yunis et al. 2024)."""
+agreement score (Yunis et al. 2024).
+"""
 
 from __future__ import annotations
 

@@ -1,10 +1,4 @@
-"""Drawing pieces shared by the report's figures: the figure record, run colours, axes and legends.
-
-Figures are plain :class:`matplotlib.figure.Figure` objects (no pyplot, no global state), drawn with the Agg
-canvas when saved. Every run has one colour in every figure (:func:`run_colors`); a y axis is logarithmic
-where its values span two decades or more (:func:`wants_log`); the legend sits right of the axes, one entry
-per run and then the line styles (:func:`run_legend`, :func:`style_entries`).
-"""
+"""Drawing pieces shared by the report's figures: the figure record, run colors, axes and legends."""
 
 from __future__ import annotations
 
@@ -46,7 +40,7 @@ def titled(figure: Figure, name: str, section: str, title: str, caption: str) ->
 
 
 def run_colors(runs: Sequence[RunData]) -> dict[str, str]:
-    """A distinct colour per run name (Tableau 10, then Tableau 20), the same in every figure.
+    """A distinct color per run name (Tableau 10, then Tableau 20), the same in every figure.
 
     >>> from pathlib import Path
     >>> run_colors([RunData("a", Path("a"), []), RunData("b", Path("b"), [])])
@@ -98,6 +92,7 @@ def chosen_at_steps(items: Sequence, steps: Sequence[int] | None) -> list:
 
 
 def single_axes() -> tuple[Figure, object]:
+    """A report-wide figure with one axes."""
     figure = Figure(figsize=(WIDTH_IN, 4.4), dpi=DPI, layout="constrained")
     return figure, figure.subplots()
 
@@ -140,7 +135,7 @@ def style_axes(ax, values: list, ylabel: str | None, xlabel: str | None = STEP_L
 
 
 def run_legend(figure: Figure, runs: Sequence[RunData], colors: dict[str, str], extra: Sequence = ()) -> None:
-    """A legend right of the axes: one entry per run (its colour), then ``extra`` entries."""
+    """A legend right of the axes: one entry per run (its color), then ``extra`` entries."""
     handles = [Line2D([], [], color=colors[run.name], linewidth=2, label=run.name) for run in runs] + list(
         extra
     )
@@ -148,7 +143,7 @@ def run_legend(figure: Figure, runs: Sequence[RunData], colors: dict[str, str], 
 
 
 def style_entries(styles: Sequence[tuple[str, object]]) -> list[Line2D]:
-    """Legend entries ``(label, line style)`` in grey: the style stands for a quantity, the colour for a run."""
+    """Legend entries ``(label, line style)`` in gray: the style stands for a quantity, the color for a run."""
     return [Line2D([], [], color="0.2", linestyle=style, label=label) for label, style in styles]
 
 

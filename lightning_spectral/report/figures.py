@@ -1,18 +1,11 @@
-"""The report's matplotlib figures, in page order: one per metric, every run overlaid in its own colour.
-
-Each builder takes the runs and their colours and returns a
-:class:`~lightning_spectral.report.figure_style.ReportFigure`, or ``None`` when no run logged the metric; the
-builders live by section (:mod:`~lightning_spectral.report.curvature_figures`,
-:mod:`~lightning_spectral.report.kernel_figures`, :mod:`~lightning_spectral.report.weight_figures`), the
-shared drawing pieces in :mod:`~lightning_spectral.report.figure_style`. :func:`make_figures` builds all of
-them for a set of runs.
+r"""The report's matplotlib figures, in page order: one per metric, every run overlaid in its own color.
 
 Example::
 
     colors = run_colors(runs)
     figures, notes = make_figures(runs, colors, steps=[0, 300])
     figures[0].figure.savefig(f"{figures[0].name}.png")
-    legend_labels(figures[0].figure)     # ['lr0.05', 'lr0.2', '$\\lambda_1$', ..., 'stability limit $2/\\eta$']
+    legend_labels(figures[0].figure)     # ['lr0.05', 'lr0.2', '$\lambda_1$', ..., 'stability limit $2/\eta$']
 """
 
 from __future__ import annotations

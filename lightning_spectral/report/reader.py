@@ -1,17 +1,4 @@
-"""Read the ``spectral/`` scalars, histograms and images of runs back from their TensorBoard event files.
-
-A run is a folder with event files anywhere below it (a Lightning ``lightning_logs/version_0``, or its
-parent). All its event files are merged into one :class:`RunData`; where two files hold the same tag at the
-same step, the later file (by the creation time in its name) wins, as when a run is resumed. A folder whose
-later sub-folder starts again at or before an earlier one's first step holds separate runs, not a resumed one
-(a resumed run continues from its checkpoint's step): that is warned about, naming the sub-folders to report
-one by one.
-
-Example::
-
-    runs = read_runs(["runs/lr0.05", "runs/lr0.2"], progress=sys.stderr)  # a line per event file
-    steps, values = runs[0].scalars["spectral/hessian/lambda_1"]
-"""
+"""Read the ``spectral/`` scalars, histograms and images of runs back from their TensorBoard event files."""
 
 from __future__ import annotations
 
@@ -64,7 +51,21 @@ class Image:
 
 @dataclass
 class RunData:
-    """Everything under ``spectral/`` that one run logged."""
+    """Everything under ``spectral/`` that one run logged.
+
+    Attributes:
+        name: the run's display name.
+        path: its folder.
+        event_files: the TensorBoard event files read.
+        scalars: ``tag -> (steps, values)``.
+        histograms: ``tag -> histograms by step``.
+        images: ``tag -> images by step``.
+
+    Example::
+
+        (run,) = read_runs(["lightning_logs/version_0"])
+        first_step, last_step = run.steps
+    """
 
     name: str
     path: Path
@@ -235,7 +236,23 @@ def _warn_if_restarted(path: Path, first_steps: dict[Path, int]) -> None:
 
 
 def read_runs(run_dirs: Sequence[str | os.PathLike], *, progress: TextIO | None = None) -> list[RunData]:
-    """:func:`read_run` of each folder, named by :func:`unique_run_names`; progress lines to ``progress``."""
+    """:func:`read_run` of each folder, named by :func:`unique_run_names`; progress lines to ``progress``.
+
+    Args:
+        run_dirs: one folder per run, with TensorBoard event files anywhere below it.
+        progress: a stream for one line per event file (``None``: quiet).
+
+    Returns:
+        One :class:`RunData` per folder, in order.
+
+    Raises:
+        ReportError: no folder given, or a folder that is missing, has no event files or no ``spectral/`` tag.
+
+    Example::
+
+        runs = read_runs(["runs/lr0.05", "runs/lr0.2"], progress=sys.stderr)  # a line per event file
+        steps, values = runs[0].scalars["spectral/hessian/lambda_1"]
+    """
     if not run_dirs:
         raise ReportError("no run folder given")
     names = unique_run_names(run_dirs)

@@ -492,7 +492,7 @@ def model_with_lr_over_lambda_max(factor: float, **kwargs) -> tuple[FullBatchReg
     model = FullBatchRegressor(lr=1.0, **kwargs)
     dim = sum(p.numel() for p in model.parameters())
     lambda_max = hessian_eigenvalues(
-        model, lambda m, b: m.training_step(b, 0), model.data(), k=1, tol=1e-6, max_iter=dim
+        model, lambda m, b: m.training_step(b, 0), model.data(), k=1, tol=1e-6, max_matvecs=dim
     ).eigenvalues[0]
     model.lr = factor / float(lambda_max)
     return model, float(lambda_max)
@@ -502,7 +502,7 @@ def test_edge_of_stability_stops_a_run_past_two_over_lr(tmp_path):
     patience = 3
     model, lambda_max = model_with_lr_over_lambda_max(2.5)  # η·λ_max/2 = 1.25 at initialisation
     monitor = HessianEigenMonitor(
-        every_n_steps=1, tol=1e-6, max_iter=81, compute_batch_sharpness=False, strict=True
+        every_n_steps=1, tol=1e-6, max_matvecs=81, compute_batch_sharpness=False, strict=True
     )
     stopper = SpectralEarlyStopping.edge_of_stability(patience=patience)
     with rank_zero_info_messages() as messages:

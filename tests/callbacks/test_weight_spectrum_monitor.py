@@ -138,7 +138,7 @@ def test_wandb_offline_run_contains_the_metrics(tmp_path, monkeypatch):
 def test_warm_start_state_survives_resume(tmp_path):
     checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=4, save_top_k=-1)
     first = WeightSpectrumMonitor(
-        every_n_steps=4, method="randomized", k=2, oversample=2, include=["head.weight"]
+        every_n_steps=4, method="randomized", k=2, num_oversamples=2, include=["head.weight"]
     )
     pl.seed_everything(0)
     trainer = pl.Trainer(
@@ -152,7 +152,7 @@ def test_warm_start_state_survives_resume(tmp_path):
     assert state["num_measurements"] == 2
     saved = state["extra"]["head.weight"]
     resumed = WeightSpectrumMonitor(
-        every_n_steps=4, method="randomized", k=2, oversample=2, include=["head.weight"]
+        every_n_steps=4, method="randomized", k=2, num_oversamples=2, include=["head.weight"]
     )
     resumed.load_state_dict(state)
     assert torch.equal(resumed._previous["head.weight"].right_vectors, saved["right_vectors"])
@@ -169,7 +169,7 @@ def test_warm_start_state_survives_resume(tmp_path):
     [
         ({"k": 0}, "k"),
         ({"method": "svd"}, "method"),
-        ({"n_iter": -1}, "n_iter"),
+        ({"num_power_iterations": -1}, "num_power_iterations"),
         ({"conv_mode": "patches"}, "conv_mode"),
         ({"histogram_every_n": -1}, "histogram_every_n"),
         ({"warm_start": "yes"}, "warm_start"),
@@ -357,7 +357,7 @@ def test_attention_pairs_and_split_fused(tmp_path):
 
 
 def test_an_estimated_effective_rank_has_its_own_key(tmp_path):
-    scalars = _zoo_scalars(tmp_path, k=2, oversample=2, exact_threshold=5, compute_rank_measures=True)
+    scalars = _zoo_scalars(tmp_path, k=2, num_oversamples=2, exact_threshold=5, compute_rank_measures=True)
     # the (12 × 36) convolution is above the threshold: randomized, its effective rank an estimate
     assert "spectral/weights/conv.weight/effective_rank_estimate" in scalars
     assert "spectral/weights/conv.weight/effective_rank" not in scalars

@@ -91,7 +91,7 @@ def measure(out_dir: str, strategy: str) -> None:
         HessianEigenMonitor(
             k=HESSIAN_K,
             tol=HESSIAN_TOL,
-            max_iter=32,
+            max_matvecs=32,
             every_n_steps=100,
             num_batches=HESSIAN_BATCHES,
             compute_batch_sharpness=True,

@@ -77,11 +77,11 @@ def monitors(every: int = 1) -> list:
         HessianEigenMonitor(
             k=2,
             tol=1e-6,
-            max_iter=40,
+            max_matvecs=40,
             every_n_steps=every,
             num_batches=2,
             compute_trace=True,
-            trace_matvecs=12,
+            trace_num_matvecs=12,
             compute_density=True,
             compute_batch_sharpness=True,
             strict=True,

@@ -79,7 +79,7 @@ def test_hessian_equals_single_process_measurement_on_the_union(ddp_run):
     reference = hessian_eigenvalues(
         k=script.HESSIAN_K,
         tol=1e-8,
-        max_iter=32,
+        max_matvecs=32,
         operator=HessianOperator.from_batches(model, script.loss_fn, union_batches),
     )
     for i, value in enumerate(reference.eigenvalues.tolist(), 1):
@@ -103,7 +103,7 @@ def test_adam_preconditioned_sharpness_equals_single_process_measurement_on_the_
     optimizer.load_state_dict(torch.load(tmp_path / "optimizer.pt"))
     (union,) = unions(tmp_path)[1]
     d = adam_preconditioner(optimizer, list(model.parameters()))
-    reference = hessian_eigenvalues(model, script.loss_fn, union, tol=1e-8, max_iter=32, preconditioner=d)
+    reference = hessian_eigenvalues(model, script.loss_fn, union, tol=1e-8, max_matvecs=32, preconditioner=d)
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     for logged in ranks:
         value = logged["spectral/hessian/preconditioned_lambda_1"]

@@ -65,7 +65,7 @@ def test_hessian_eigenvalues_on_cuda_equal_the_dense_float64_spectrum(hvp_method
             to(batch, CUDA),
             k=3,
             tol=1e-6,
-            max_iter=200,
+            max_matvecs=200,
             hvp_method=hvp_method,
             generator=seeded(0, CUDA),
         )

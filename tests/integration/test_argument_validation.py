@@ -77,12 +77,12 @@ def _functional_calls():
     return {
         "weight_spectrum": (
             lambda **kw: weight_spectrum(weight, **kw),
-            ("k", "method", "oversample", "n_iter"),
+            ("k", "method", "num_oversamples", "num_power_iterations"),
         ),
         "ntk_trace": (lambda **kw: ntk_trace(model, x, **kw), ("method", "num_probes", "chunk_size")),
         "hessian_eigenvalues": (
             lambda **kw: hessian_eigenvalues(model, loss, (x, y), **kw),
-            ("k", "tol", "max_iter", "which"),
+            ("k", "tol", "max_matvecs", "which"),
         ),
     }
 

@@ -37,7 +37,7 @@ def fit(root: Path, name: str, callbacks: list | None = None, lr: float = 0.1) -
 def monitors() -> list[pl.Callback]:
     return [
         WeightSpectrumMonitor(every_n_steps=4, strict=True),
-        HessianEigenMonitor(k=2, every_n_steps=8, compute_density=True, density_steps=10, strict=True),
+        HessianEigenMonitor(k=2, every_n_steps=8, compute_density=True, density_num_steps=10, strict=True),
         NTKTraceMonitor(every_n_steps=4, compute_lambda_max=True, compute_alignment=True, strict=True),
     ]
 

@@ -1,39 +1,4 @@
-"""The automatic schedule: the monitors of one ``Trainer`` that were given no schedule share one time budget.
-
-A monitor constructed with neither ``every_n_steps`` nor ``every_n_epochs`` joins its ``Trainer``'s
-:class:`AutoSchedule`. All its members measure on the same steps, and together they spend at most
-``auto_schedule_budget`` (default 5 %) of the training time measuring: three monitors share 5 %, they do not get
-15 %. The plan, in units of training steps (``r``: the cost of one round of the members' measurements, ``s``: a
-training step, both measured with the rank-0 clock; ``N``: ``trainer.estimated_stepping_batches``; ``σ``: the
-measuring time spent so far, all in training steps):
-
-- step 0 (the initial model) is measured, which gives the first costs;
-- **dense early**: at the powers of two ``2, 4, 8, ...`` (a fit's first step is not timed: it also starts the
-  data loader and the optimizer) the plan is made from the latest costs (:func:`plan_period`) and holds until
-  the costs drift. It picks the smallest period ``P`` of the 1-2-5 sequence (1, 2, 5, 10, 20, 50, ...)
-  with at least two regular rounds up to ``N`` that fit in what is left of the budget ``b·N − σ`` together
-  with *all* the powers of two from 2 below ``P`` (as ``every_n_steps=P, log_spacing=True``); where none does, the regular
-  rounds get half of what is left and the largest powers of two below ``P`` the rest;
-- **regular**: once no early step remains, ``P`` is fixed (the period is *chosen*): a rank-zero line says it,
-  and it goes into the run config (``spectral/<monitor>/every_n_steps``, ``early_steps``) and the checkpoint.
-  It is re-chosen only when the cost ratio ``r`` has drifted by a factor :data:`DRIFT` from its value at the
-  choice, or when a round would overrun the whole run's budget.
-
-With costs that stay as measured the total measuring time stays within the budget (the early rounds use the
-estimates of that moment, hence "plus about one measurement"). A run of unknown length (``max_steps=-1`` and
-``max_epochs=-1``) gets ``P = r / b`` rounded up and no early steps. Under DDP rank 0 decides at every decision
-point (the early powers of two, then the multiples of ``P``) and broadcasts its decision, so every rank measures
-on the same steps. A resumed run keeps its period (state in the checkpoint of each member).
-
-Example (the planner alone)::
-
-    >>> plan_period(budget=0.05, total_steps=2000, step=2, spent=8.0, round_cost=8.0)
-    (1000, (2, 4, 8, 16, 32, 64, 128, 256, 512))
-    >>> plan_period(budget=0.05, total_steps=2000, step=2, spent=20.0, round_cost=12.0)
-    (1000, (64, 128, 256, 512))
-    >>> plan_period(budget=0.05, total_steps=10_000, step=2, spent=0.2, round_cost=0.2)
-    (5, (2, 4))
-"""
+"""The automatic schedule: the monitors of one ``Trainer`` that were given no schedule share one time budget."""
 
 from __future__ import annotations
 
@@ -86,7 +51,7 @@ def plan_period(
     round_cost: float,
     early: bool = True,
 ) -> tuple[int, tuple[int, ...]]:
-    """The period and the early steps that spend what is left of the budget (module docstring).
+    """The period and the early steps that spend what is left of the budget.
 
     Args:
         budget: the fraction of the training time the members may spend measuring.
@@ -99,6 +64,14 @@ def plan_period(
     Returns:
         ``(period, early_steps)``: the 1-2-5 period, and the powers of two in ``[step, period)`` to measure
         as well. A period above ``N`` means no further measurement in this fit.
+
+    Example:
+        >>> plan_period(budget=0.05, total_steps=2000, step=2, spent=8.0, round_cost=8.0)
+        (1000, (2, 4, 8, 16, 32, 64, 128, 256, 512))
+        >>> plan_period(budget=0.05, total_steps=2000, step=2, spent=20.0, round_cost=12.0)
+        (1000, (64, 128, 256, 512))
+        >>> plan_period(budget=0.05, total_steps=10_000, step=2, spent=0.2, round_cost=0.2)
+        (5, (2, 4))
     """
     if math.isinf(total_steps):
         return round_up_125(round_cost / budget), ()
@@ -133,7 +106,7 @@ _GROUPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 class AutoSchedule:
-    """One ``Trainer``'s automatic schedule, shared by its members (module docstring).
+    """One ``Trainer``'s automatic schedule, shared by its members (see the module's science notes).
 
     Args:
         budget: the fraction of the training time all members together may spend measuring, in (0, 1).
@@ -227,7 +200,8 @@ class AutoSchedule:
 
     def train_seconds(self) -> float:
         """Training wall time so far (all fits): this fit's time since train start less the measurements (the
-        members' and those of the trainer's monitors on an explicit schedule)."""
+        members' and those of the trainer's monitors on an explicit schedule).
+        """
         if self._started_at is None:
             return self._earlier_train_seconds
         measured = self.measure_seconds - self._measure_at_start + self._other_seconds
@@ -251,7 +225,8 @@ class AutoSchedule:
     def round_seconds(self) -> float | None:
         """The estimated cost of one round: the sum over the active members of the median of their last three
         measurements, a fit's first left out where later ones exist (its one-off costs: a cold start, the
-        first call of a kernel); ``None`` while a member has not measured yet."""
+        first call of a kernel); ``None`` while a member has not measured yet.
+        """
         total = 0.0
         for member in self.members:
             if member._disabled:
@@ -265,7 +240,8 @@ class AutoSchedule:
 
     def _timed(self, step: int) -> tuple[float, int]:
         """Training seconds and steps that time a step: every fit's first step is left out (it also starts the
-        data loader and the optimizer's state)."""
+        data loader and the optimizer's state).
+        """
         seconds, steps = self._earlier_timed
         if self._timing_origin is not None:
             seconds += self.train_seconds() - self._timing_origin[0]
@@ -280,7 +256,8 @@ class AutoSchedule:
     # ------------------------------------------------------------------ the decisions
     def due(self, trainer: Any, step: int) -> bool:
         """Whether the members measure at ``step`` (the global step at a batch end); decided once per step, by
-        rank 0 at a decision point (broadcast), without any communication between decision points."""
+        rank 0 at a decision point (broadcast), without any communication between decision points.
+        """
         if step <= self._checked_step:
             return self._measure_now and step == self._checked_step
         previous, self._checked_step = self._checked_step, step
@@ -307,7 +284,8 @@ class AutoSchedule:
 
     def _decision_point(self, previous: int, step: int) -> int | None:
         """A decision step in ``(previous, step]``: a power of two in the early phase, a multiple of the period
-        after it (the global step moves by more than one per batch under manual optimization)."""
+        after it (the global step moves by more than one per batch under manual optimization).
+        """
         if self.early:
             return next((2**j for j in range(step.bit_length() + 1) if previous < 2**j <= step), None)
         if self.period is None or step // self.period <= previous // self.period:
@@ -316,7 +294,8 @@ class AutoSchedule:
 
     def _decide(self, step: int, trainer: Any) -> tuple[bool, dict[str, Any]]:
         """Rank 0: whether to measure at ``step``, and the schedule from here on. The plan of the early phase
-        (made at its first decision) holds unless the cost ratio drifted or a round would overrun the budget."""
+        (made at its first decision) holds unless the cost ratio drifted or a round would overrun the budget.
+        """
         state = {
             "period": self.period,
             "planned": list(self.planned_early),

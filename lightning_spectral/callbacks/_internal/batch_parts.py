@@ -1,11 +1,4 @@
-"""Take the inputs and the targets out of a training batch, as the NTK monitor needs them.
-
-The default follows the most common batch layouts: a tensor (inputs only), a tuple/list ``(inputs, targets,
-...)``, a mapping with one of the keys ``"input"``, ``"inputs"``, ``"x"`` (and ``"target"``, ``"targets"``,
-``"label"``, ``"labels"``, ``"y"``), or any other mapping (a Hugging Face batch): its entries that the model's
-``forward`` takes, label entries left out, passed as keyword arguments (:func:`model_call`; rules in
-:mod:`lightning_spectral.functional._common.model_io`). Anything else needs the monitor's ``input_fn`` / ``target_fn``.
-"""
+"""Take the inputs and the targets out of a training batch, as the NTK monitor needs them."""
 
 from __future__ import annotations
 
@@ -37,7 +30,7 @@ def _from_mapping(batch: Mapping, keys: Sequence[str], what: str, argument: str)
 
 
 def default_inputs(batch: Any) -> torch.Tensor:
-    """The model inputs of ``batch`` (see the module docstring for the layouts understood)."""
+    """The model inputs of ``batch`` (see the module's science notes for the layouts understood)."""
     if isinstance(batch, torch.Tensor):
         return batch
     if isinstance(batch, Mapping):
@@ -83,7 +76,7 @@ def model_call(
     """The ``(input_fn, output_fn)`` pair the NTK estimators take (``batch -> tensor``, ``(module, tensor) ->
     outputs``) for the user's ``input_fn`` / ``output_fn`` (either may be ``None``) and a sample ``batch``.
 
-    Default inputs: as in the module docstring. Default outputs: the measured module
+    Default inputs: as in the module's science notes. Default outputs: the measured module
     (:func:`~lightning_spectral.functional._common.model_io.measured_module`: ``pl_module`` or the one model it wraps)
     called on the inputs, positionally or as keyword arguments, and reduced to its logits
     (:func:`~lightning_spectral.functional._common.model_io.model_logits`); keyword inputs with an ``attention_mask``

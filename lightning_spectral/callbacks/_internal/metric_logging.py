@@ -1,15 +1,4 @@
-"""Send monitor values to every logger of a trainer, and to ``trainer.callback_metrics``.
-
-Scalars go to **all** of ``trainer.loggers`` (TensorBoard, W&B, CSV, MLflow, ...) through the generic
-``Logger.log_metrics(metrics, step=trainer.global_step)``, from global rank zero only, exactly like
-Lightning's ``LearningRateMonitor``. They are also written into ``trainer.callback_metrics`` on every rank,
-as tensors, so the stock ``EarlyStopping`` and ``ModelCheckpoint`` can monitor a key such as
-``spectral/hessian/lambda_1``.
-
-Histograms and figures go only to the loggers that have a native form for them (TensorBoard's
-``add_histogram``/``add_figure``, W&B's ``wandb.Histogram``/``wandb.Image``); other loggers skip them silently.
-Loggers are recognised by class name so both ``pytorch_lightning`` and ``lightning.pytorch`` loggers work.
-"""
+"""Send monitor values to every logger of a trainer, and to ``trainer.callback_metrics``."""
 
 from __future__ import annotations
 

@@ -1,12 +1,5 @@
 """The ``params=`` argument of a monitor, checked against the model at setup.
 
-A monitor that measures a subset of the parameters (names, globs or module prefixes; see
-:func:`~lightning_spectral.functional._common.parameter_selection.select_parameters`) checks its patterns once the
-model is known: a pattern that matches no parameter stops the run at setup with a ``ValueError`` naming the
-pattern and the closest parameter names (a typo must not silently measure something else). The weight monitor's
-``include`` / ``exclude`` globs get the same check against its weight matrices
-(:func:`check_patterns_match`).
-
 Example::
 
     >>> import torch
@@ -43,7 +36,8 @@ __all__ = [
 
 def check_param_spec(params: object, argument: str = "params") -> None:
     """At construction: ``params`` (the argument ``argument``) must be ``None``, a non-empty string, or a
-    non-empty list/tuple of them."""
+    non-empty list/tuple of them.
+    """
     patterns = [params] if isinstance(params, str) else params
     if params is None:
         return
@@ -62,7 +56,8 @@ def check_patterns_match(
     unmatched: Sequence[tuple[str, str]], names: Sequence[str], monitor: str, *, weights: bool = False
 ) -> None:
     """Raise ``ValueError`` naming each ``(argument, pattern)`` of ``unmatched`` and, for the first, the closest
-    of ``names`` (:func:`difflib.get_close_matches`); nothing when ``unmatched`` is empty."""
+    of ``names`` (:func:`difflib.get_close_matches`); nothing when ``unmatched`` is empty.
+    """
     if not unmatched:
         return
     argument, pattern = unmatched[0]
@@ -77,7 +72,8 @@ def check_patterns_match(
 
 def include_argument(params: object, include: object) -> tuple[str, object]:
     """The monitor's ``include`` patterns and the name they were given under: ``params`` is the older name of
-    ``include`` (both accepted; passing both is a ``ValueError``)."""
+    ``include`` (both accepted; passing both is a ``ValueError``).
+    """
     if params is not None and include is not None:
         raise ValueError("Pass `include` or its older name `params`, not both.")
     return ("params", params) if params is not None else ("include", include)
@@ -95,7 +91,8 @@ def checked_param_patterns(
     ``params`` (given as ``argument``) or ``exclude`` that matches no parameter (:func:`check_patterns_match`).
 
     Returns ``params`` as a list (a string stays a string, ``None`` passes through: every trainable parameter);
-    with ``exclude`` the explicit names that remain (what the functional estimators take as ``params``)."""
+    with ``exclude`` the explicit names that remain (what the functional estimators take as ``params``).
+    """
     names = [name for name, _ in model.named_parameters()]
     unmatched = [(argument, pattern) for pattern in unmatched_patterns(model, params)]
     unmatched += [("exclude", pattern) for pattern in unmatched_patterns(model, exclude)]
@@ -114,7 +111,8 @@ def check_weight_patterns(
 ) -> None:
     """``ValueError`` for an ``include`` / ``exclude`` glob that matches no weight matrix of ``model``, by its
     reported name or its parameter name (the matching of
-    :func:`~lightning_spectral.functional.weights.matrices.weight_matrices`)."""
+    :func:`~lightning_spectral.functional.weights.matrices.weight_matrices`).
+    """
     if include is None and exclude is None:
         return
     from lightning_spectral.functional.weights.matrices import weight_matrices

@@ -1,26 +1,6 @@
 """The firing rule of :class:`~lightning_spectral.callbacks.SpectralEarlyStopping`: which quantity of a
 measured value is compared with the threshold, and which of a batch of new measurements fires.
 
-**The compared quantity** ``q`` of a measured value ``v`` (``relative_to``):
-
-- ``None``: ``q = v``.
-- ``"lr"``: ``q = v / L``, where ``L`` is the optimizer's stability limit
-  (:func:`~lightning_spectral.functional.hessian.edge_of_stability.stability_limit`): ``L = 2/η`` for plain SGD,
-  ``(2 + 2β)/η`` with heavy-ball momentum β, ``(2 + 2β)/(η(1 + 2β))`` with Nesterov momentum (with
-  ``dampening`` d the step is ``η(1 − d)``; coupled ``weight_decay`` w lowers the limit by w), so
-  ``q = η·λ_max/2`` for plain SGD and ``q > 1`` means λ_max is past the edge of stability. For optimizers
-  other than ``torch.optim.SGD`` (Adam, RMSprop, ...) ``q = η·v/2`` with the first param group's learning
-  rate: only a heuristic there, since adaptive optimizers are stable relative to the *preconditioned*
-  sharpness, not λ_max of the raw Hessian (under Adam / AdamW / RMSprop the Hessian monitor's ``eos_ratio`` is the
-  preconditioned ratio: watch it with ``relative_to=None``). The learning rate is read at every evaluation (schedulers are
-  followed); ``η = 0`` gives ``q = 0``. The threshold defaults to 1.
-- ``"previous"``: ``q = v / v_prev`` with ``v_prev`` the previous measurement of the same key; a measurement
-  whose previous value is missing, non-finite or ``≤ 0`` cannot fire (there is no scale to compare with).
-
-A measurement *fires* when ``q > threshold`` (``mode="above"``) or ``q < threshold`` (``mode="below"``).
-
-A NaN/Inf value is its own verdict (``NOT_FINITE``) when ``check_finite`` is set, and is skipped otherwise.
-
 Example::
 
     >>> rule = StoppingCriterion("spectral/x", threshold=2.0, relative_to="previous")
@@ -58,7 +38,7 @@ NOT_FIRED, FIRED, NOT_FINITE = 0, 1, 2
 
 @dataclass(frozen=True)
 class StoppingCriterion:
-    """The rule (module docstring); the arguments mean what they mean for ``SpectralEarlyStopping``."""
+    """The rule (see the module's science notes); the arguments mean what they mean for ``SpectralEarlyStopping``."""
 
     monitor: str
     threshold: float

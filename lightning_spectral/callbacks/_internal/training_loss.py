@@ -1,11 +1,4 @@
-"""The loss a curvature measurement differentiates: the module's own ``training_step``, or the user's.
-
-By default the measured loss is what ``pl_module.training_step(batch, 0)`` returns — a tensor, or a dict
-with a ``"loss"`` entry — so the Hessian is that of exactly the objective being trained. It is called inside
-the monitors' guard, with ``LightningModule.log`` silenced, so the measurement never pollutes the user's
-logged metrics. Modules with manual optimization step their optimizers inside ``training_step``; for them a
-``loss_fn(pl_module, batch)`` must be given.
-"""
+"""The loss a curvature measurement differentiates: the module's own ``training_step``, or the user's."""
 
 from __future__ import annotations
 
@@ -84,7 +77,8 @@ def loss_functions_called(pl_module: Any, batch: Any) -> list[str]:
     """The ``torch.nn.functional`` loss functions (``mse_loss`` and :data:`NON_MSE_LOSSES`) that
     ``pl_module.training_step(batch, 0)`` calls, in order, once each; with gradients off. Call it inside the
     monitors' guard (logging silenced, random state restored). A loss written out by hand (``((f - y) ** 2)
-    .mean()``) calls none of them."""
+    .mean()``) calls none of them.
+    """
     from lightning_spectral._internal.eager_execution import compiled_code_runs_eagerly
 
     recorder = _LossCalls()

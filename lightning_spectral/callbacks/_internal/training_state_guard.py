@@ -1,25 +1,5 @@
 """A guard that makes a measurement invisible to the training run.
 
-A monitor runs between optimizer steps of someone else's training job. Whatever it does inside
-:func:`preserved_training_state`, training continues exactly as if it had not run:
-
-- every parameter's ``.grad`` is set aside (the measurement sees ``None``) and put back by identity, so
-  gradients accumulated mid-way through gradient accumulation survive untouched;
-- every module's ``training`` flag and every parameter's ``requires_grad`` flag are restored;
-- every buffer (BatchNorm running statistics, ``num_batches_tracked``, ...) is restored in place, so the
-  tensors the optimizer, DDP or user code hold keep their identity;
-- the random number generators (Python, NumPy when installed, torch CPU and every initialised accelerator device)
-  are restored, so dropout masks and data shuffling after the measurement are the ones the run would have
-  drawn anyway;
-- autocast is disabled inside and float32 runs in full IEEE precision (TF32 and bfloat16 shortcuts off, see
-  :mod:`lightning_spectral._internal.full_precision`; every switch restored on exit), and gradients are enabled;
-- ``LightningModule.log``/``log_dict`` are silenced, and the accumulated state of every ``torchmetrics.Metric``
-  submodule (its ``add_state`` states, update count, forward cache and computed value) is restored, so a
-  ``training_step`` called for a measurement never writes into the user's logged metrics, step- or
-  epoch-level. Other Python-side effects of a ``training_step`` (a counter, a list, a direct write to
-  ``self.logger.experiment``) cannot be undone from outside: such modules should give the monitor a
-  ``loss_fn``.
-
 Example::
 
     with preserved_training_state(model):
@@ -57,7 +37,8 @@ def preserved_metric_states(module: nn.Module) -> Iterator[None]:
     """Restore every ``torchmetrics.Metric`` submodule of ``module`` on exit: each ``add_state`` state in place
     (tensor values copied back into the original tensor, list states refilled, so states that a
     ``MetricCollection``'s compute group shares stay shared) and rebound to it, and the update count, forward
-    cache and computed value."""
+    cache and computed value.
+    """
     saved = []
     for metric in _torchmetrics_metrics(module):
         states = {}

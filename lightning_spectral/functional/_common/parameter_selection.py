@@ -1,18 +1,5 @@
 """Which parameters of a model an estimator differentiates, and how they map to one flat vector.
 
-Curvature estimators (the Hessian operator, the NTK) work with ``θ ∈ R^P``, the selected parameters of a
-model concatenated into one vector. This module holds the two pieces of plumbing they share:
-
-- :func:`select_parameters` picks the parameters by name: ``None`` means every parameter with
-  ``requires_grad=True`` (frozen ones excluded); otherwise a name or a list of names / :mod:`fnmatch` globs
-  / module prefixes, matched against ``model.named_parameters()``. A pattern also matches a name with its
-  ``_orig_mod`` components removed (:func:`uncompiled_name`), so ``"net.0.*"`` selects the parameters of
-  ``net = torch.compile(...)``, which PyTorch names ``net._orig_mod.0.*``.
-- :class:`ParameterLayout` records the names, shapes, dtype and device of the selected tensors and converts
-  between ``{name: tensor}`` and the flat vector: :meth:`~ParameterLayout.flatten` concatenates the tensors
-  (each flattened row-major, in the layout's order), :meth:`~ParameterLayout.unflatten` splits a flat vector
-  back into views of the original shapes.
-
 Example::
 
     >>> import torch
@@ -53,7 +40,8 @@ COMPILED_WRAPPER_ATTRIBUTE = "_orig_mod"
 
 def uncompiled_name(name: str) -> str:
     """``name`` as the model names it without ``torch.compile``: the ``_orig_mod`` components that
-    compiled submodules add are removed (``"net._orig_mod.0.weight"`` → ``"net.0.weight"``)."""
+    compiled submodules add are removed (``"net._orig_mod.0.weight"`` → ``"net.0.weight"``).
+    """
     parts = name.split(".")
     if COMPILED_WRAPPER_ATTRIBUTE not in parts:
         return name
@@ -61,12 +49,24 @@ def uncompiled_name(name: str) -> str:
 
 
 def name_matches(name: str, pattern: str) -> bool:
-    """``name`` (or its :func:`uncompiled_name`) matches the :mod:`fnmatch` glob ``pattern`` (case sensitive),
-    or lies below the module prefix ``pattern`` (``"net.0"`` → ``net.0.weight``).
+    """Whether ``name`` matches ``pattern`` by the one matching rule of every parameter selection.
 
-    The one matching rule of every parameter selection of the package: the Hessian's and the NTK's
-    ``params``/``include``/``exclude``, and the weight monitor's ``include``/``exclude`` (there against a
-    matrix's reported name and its parameter name)."""
+    ``name`` (or its :func:`uncompiled_name`) matches the :mod:`fnmatch` glob ``pattern`` (case sensitive), or
+    lies below the module prefix ``pattern`` (``"net.0"`` → ``net.0.weight``). The rule of the Hessian's and
+    the NTK's ``params``/``include``/``exclude``, and of the weight monitor's ``include``/``exclude`` (there
+    against a matrix's reported name and its parameter name).
+
+    Args:
+        name: a parameter (or weight-matrix) name.
+        pattern: a name, glob or module prefix.
+
+    Returns:
+        Whether it matches.
+
+    Example:
+        >>> name_matches("net.0.weight", "net.0"), name_matches("net.0.weight", "*.bias")
+        (True, False)
+    """
     prefix = pattern.rstrip(".") + "."
     return any(
         fnmatch.fnmatchcase(candidate, pattern) or candidate.startswith(prefix)
@@ -147,7 +147,8 @@ def _matching_names(named: Mapping[str, Tensor], spec: ParamSpec, argument: str)
 
 def unmatched_patterns(model: nn.Module, params: ParamSpec) -> list[str]:
     """The patterns of ``params`` (a name / glob / module prefix or a sequence of them) that match no
-    parameter of ``model`` (``[]`` for ``None``). Callbacks use it to warn at setup, naming the patterns."""
+    parameter of ``model`` (``[]`` for ``None``). Callbacks use it to warn at setup, naming the patterns.
+    """
     if params is None:
         return []
     patterns = [params] if isinstance(params, str) else list(params)
@@ -205,7 +206,8 @@ class ParameterLayout:
     def flatten(self, tensors: Mapping[str, Tensor] | Sequence[Tensor]) -> Tensor:
         """One 1-D tensor of length :attr:`dim`: the tensors (a mapping holding every name of the layout, or a
         sequence in layout order) flattened row-major and concatenated. A ``None`` entry (an unused
-        parameter's gradient) counts as zeros."""
+        parameter's gradient) counts as zeros.
+        """
         if isinstance(tensors, Mapping):
             missing = [name for name in self.names if name not in tensors]
             if missing:

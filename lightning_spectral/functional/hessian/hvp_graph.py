@@ -1,44 +1,5 @@
 """Hessian-vector products replayed as CUDA graphs, captured once and reused by every later operator of the same
 shape.
-
-On a GPU the product of a small or medium model is bound by kernel launches, not arithmetic: a
-double-backward HVP of a 32k-parameter MLP is a few µs of arithmetic spread over ~100 kernels, each launched
-from Python through autograd. A CUDA graph (:class:`torch.cuda.CUDAGraph`) records those launches once and
-replays them with one call. :class:`HVPGraph` captures one product -- the whole product: the loss, its gradient
-and the second differentiation (forward-over-reverse, or the gradient built with ``create_graph=True`` and
-differentiated again) -- on *static* copies of the operator's parameters, buffers, batch and vector. A later
-product, of the same operator or of any later :class:`~lightning_spectral.functional.HessianOperator` with the
-same structure, copies its tensors into the static ones and replays. A monitor that measures every few hundred
-steps on a fixed batch pays the capture once per fit.
-
-Same structure (the *signature*, compared before every replay): the same model object and ``loss_fn``, the
-same selected parameter names, shapes and dtypes, the same frozen parameters and buffers, the same batch
-structure (tensor shapes, dtypes and devices; other leaves equal), the same train/eval flag of every module,
-the same resolved HVP method, and the same float32 precision, cuDNN, determinism and autocast settings. When
-the signature changes the product is captured again (at most ``max_graphs`` captures are kept, least recently
-used first out).
-
-What a graph cannot see. A replay runs the kernels the capture recorded; Python code in the model or the loss
-does not run again. A ``forward`` whose control flow depends on Python state outside the signature (an epoch
-counter, a Python random number, a flag set by a callback) would replay the branch taken at capture (a branch
-on a tensor's value needs a host synchronisation, which fails the capture: detected, see below): use graphs only for losses that are a function of the parameters, buffers and batch tensors. Two
-cases are detected and answered with eager products (with a warning, once per signature; the numbers are the
-eager ones): a loss that draws random numbers (dropout in train mode: each replay would draw a new mask,
-while the operator is the Hessian with one fixed mask), detected from the RNG states around the warm-up
-product, and a loss that cannot be captured (a host synchronisation such as ``.item()``, CPU tensors). Every
-capture is checked: its first replay must equal the eager warm-up product to ``100·ε`` relative.
-
-Memory. Each kept capture holds its static inputs (one copy of parameters, buffers and batches) and the graph's
-private memory pool (the activations of one product) until :meth:`HVPGraph.release` or until the object is
-dropped.
-
-Example (on a GPU)::
-
-    graph = HVPGraph()
-    for step in range(...):
-        ...  # train
-        operator = HessianOperator(model, loss_fn, batch, method="double_backward", hvp_graph=graph)
-        result = hessian_eigenvalues(operator=operator, k=1)  # the first call captures, later ones replay
 """
 
 from __future__ import annotations
@@ -111,7 +72,8 @@ def _autocast_enabled() -> bool:
 
 def _tensors_of(operator: HessianOperator) -> tuple[list[Tensor], Any]:
     """The operator's inputs a capture copies: point, frozen parameters, buffers, then the batches' tensors
-    (and the batches' structure)."""
+    (and the batches' structure).
+    """
     leaves, spec = tree_flatten(operator._batches)
     tensors = [*operator._point.values(), *operator._constants.values(), *operator._buffers.values()]
     return tensors + [leaf for leaf in leaves if isinstance(leaf, Tensor)], (leaves, spec)
@@ -119,7 +81,8 @@ def _tensors_of(operator: HessianOperator) -> tuple[list[Tensor], Any]:
 
 def _signature(operator: HessianOperator) -> tuple:
     """What a capture must match: the operator's structure (computed once per operator) and the state that can
-    change between its products (train/eval flags, precision settings)."""
+    change between its products (train/eval flags, precision settings).
+    """
     structure = operator.__dict__.get("_graph_structure")
     if structure is None:
         leaves, spec = tree_flatten(operator._batches)
@@ -146,7 +109,8 @@ def _reset_generator_after_failed_capture(device: torch.device) -> None:
     """A capture registers the default CUDA generator and marks its state as capturing; a capture that fails
     ends without unmarking it (torch 2.11-2.13), after which every eager random draw on that device (dropout in
     the next training step) raises "Offset increment outside graph capture". A clone of the state is unmarked:
-    put it in place (the seed and offset are restored by the caller)."""
+    put it in place (the seed and offset are restored by the caller).
+    """
     generator = torch.cuda.default_generators[
         device.index if device.index is not None else torch.cuda.current_device()
     ]
@@ -155,7 +119,7 @@ def _reset_generator_after_failed_capture(device: torch.device) -> None:
 
 
 class HVPGraph:
-    """A cache of Hessian-vector products captured as CUDA graphs (see the module docstring).
+    """A cache of Hessian-vector products captured as CUDA graphs (see the module's science notes).
 
     Pass one to :class:`~lightning_spectral.functional.HessianOperator` (``hvp_graph=``) and the operator to the
     estimators (``hessian_eigenvalues(operator=...)``, ``hessian_trace``, ``hessian_density``), or let
@@ -170,6 +134,16 @@ class HVPGraph:
         num_captures: captures taken so far.
         num_replays: products served by a replay.
         disabled: signature → why it is answered with eager products (the reasons also go to a warning).
+
+    Raises:
+        ValueError: ``max_graphs`` is not a positive integer.
+
+    Example::
+
+        graph = HVPGraph()
+        op = HessianOperator(model.cuda(), loss_fn, batch, method="double_backward", hvp_graph=graph)
+        result = hessian_eigenvalues(operator=op, k=3)  # the products after the first replay one capture
+        graph.num_captures, graph.num_replays
     """
 
     def __init__(self, max_graphs: int = 2) -> None:
@@ -185,13 +159,28 @@ class HVPGraph:
 
     # ------------------------------------------------------------------ used by HessianOperator
     def resolved_method(self, operator: HessianOperator) -> str | None:
-        """The HVP method a capture of this operator's signature resolved ``"auto"`` to, if there is one."""
+        """The HVP method a capture of this operator's signature resolved ``"auto"`` to, if there is one.
+
+        Args:
+            operator: the operator asking.
+
+        Returns:
+            The method, or ``None`` without such a capture.
+        """
         capture = self._captures.get(_signature(operator))
         return None if capture is None else capture.method
 
     def product(self, operator: HessianOperator, v: Tensor) -> Tensor | None:
         """``Σ_b H_b v`` (not yet averaged or reduced) by a replay, or ``None`` if this operator's products must
-        be eager: not on CUDA, ``"auto"`` not resolved yet, or the signature disabled."""
+        be eager: not on CUDA, ``"auto"`` not resolved yet, or the signature disabled.
+
+        Args:
+            operator: the operator whose product is asked for.
+            v: ``(P,)`` vector.
+
+        Returns:
+            ``(P,)`` the summed product, or ``None``.
+        """
         if operator.device.type != "cuda" or operator.method == "auto":
             return None
         signature = _signature(operator)
@@ -264,7 +253,7 @@ class HVPGraph:
                 if not capture_rng_state(device).same_torch_state(rng_state):
                     self._disable(signature, "the loss draws random numbers, e.g. dropout in train mode")
                     return None
-                eager = twin._hvp_unshared(static_v)  # a second warm-up: lazy initialisations on this stream
+                eager = twin._hvp_unshared(static_v)  # a second warm-up: lazy initializations on this stream
             torch.cuda.current_stream(device).wait_stream(stream)
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph, stream=stream, capture_error_mode="thread_local"):

@@ -1,9 +1,6 @@
 """The global random state replayed for every evaluation of a batch, so that an operator built from a random loss
 (dropout in train mode) is one fixed function of the parameters and consumes no randomness.
 
-:class:`ReplayedRandomness` gives batch ``i`` the same CPU and accelerator RNG state at every evaluation and
-restores the caller's state afterwards; :class:`NoReplay` is its stand-in where nothing may be replayed.
-
 Example::
 
     >>> import torch
@@ -42,7 +39,8 @@ class ReplayedRandomness:
 
     def prime(self, index: int, evaluate: Callable[[int], object]) -> None:
         """Make batch ``index``'s state known: the batches before it not evaluated yet are, in order, by
-        ``evaluate(i)`` under their replayed state (a product through batch ``index`` alone can come first)."""
+        ``evaluate(i)`` under their replayed state (a product through batch ``index`` alone can come first).
+        """
         for earlier in range(index):
             if self._states[earlier + 1] is None:
                 with self.replay(earlier):
@@ -50,6 +48,7 @@ class ReplayedRandomness:
 
     @contextmanager
     def replay(self, index: int) -> Iterator[None]:
+        """Run the body under batch ``index``'s random state; the caller's state is restored afterwards."""
         state = self._states[index]
         if state is None:  # callers evaluate the batches before it first (see prime)
             raise RuntimeError(f"batch {index} evaluated before batch {index - 1}.")
@@ -65,11 +64,14 @@ class ReplayedRandomness:
 
 class NoReplay:
     """Replays nothing: the stand-in inside a CUDA-graph capture, which refuses losses that draw random numbers
-    (:mod:`~lightning_spectral.functional.hessian.hvp_graph`)."""
+    (:mod:`~lightning_spectral.functional.hessian.hvp_graph`).
+    """
 
     def prime(self, index: int, evaluate: Callable[[int], object]) -> None:
+        """Nothing to prime."""
         return None
 
     @contextmanager
     def replay(self, index: int) -> Iterator[None]:
+        """Run the body as it is."""
         yield

@@ -1,20 +1,5 @@
 """A model's outputs as a pure function of (a subset of) its parameters: the plumbing of the NTK estimators.
 
-Every NTK quantity in this package is built from the Jacobian ``J = ∂f/∂θ`` of the flattened model outputs
-``f(θ) ∈ R^{B·K}`` (``B`` examples, ``K`` outputs per example, example-major: row ``i·K + k`` is output
-``k`` of example ``i``) with respect to the selected parameters ``θ ∈ R^P``. This module turns an
-``nn.Module`` into that function with :func:`torch.func.functional_call`, so that :mod:`torch.func`
-transforms (``vmap``, ``jacrev``, ``vjp``, ``jvp``) can differentiate it without touching the module:
-parameters are passed in as detached tensors, so ``.grad`` is never written, ``requires_grad`` flags are
-never changed, buffers are read but never updated, and the train/eval mode is left as it is.
-
-Examples are assumed independent: ``f(x_i)`` may depend on ``x_i`` only. That is what makes per-example
-Jacobians (``vmap`` over examples) equal to the rows of the whole-batch Jacobian. BatchNorm in train mode
-couples the examples of a batch (and writes its running statistics), and dropout in train mode makes ``f``
-random, so :func:`make_functional_model` refuses a model with either in training mode: call
-``model.eval()`` first (the NTK callback does). The model's forward must also be traceable by
-:mod:`torch.func` (no ``.item()`` or Python branching on tensor values, no in-place writes to its inputs).
-
 Example::
 
     >>> import torch
@@ -78,12 +63,13 @@ class _OutputModule(nn.Module):
 def check_examples_independent(model: nn.Module) -> None:
     """Raise ``ValueError`` if a module in ``model`` couples examples or is random: BatchNorm or dropout in
     training mode, or BatchNorm with ``track_running_stats=False`` (batch statistics even in eval mode).
-    Call ``model.eval()`` first. Functional dropout / normalisation inside ``forward`` cannot be detected."""
+    Call ``model.eval()`` first. Functional dropout / normalization inside ``forward`` cannot be detected.
+    """
     offenders = []
     for name, module in model.named_modules():
         label = f"{name or type(model).__name__} ({type(module).__name__})"
         if isinstance(module, nn.modules.batchnorm._BatchNorm) and not module.track_running_stats:
-            offenders.append(label + " without running statistics, normalising by batch statistics")
+            offenders.append(label + " without running statistics, normalizing by batch statistics")
         elif module.training and isinstance(
             module, (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd)
         ):
@@ -164,7 +150,7 @@ class FunctionalModel:
 def make_functional_model(
     model: nn.Module, *, output_fn: OutputFn | None = None, params: ParamSpec = None
 ) -> FunctionalModel:
-    """Build the :class:`FunctionalModel` of ``model`` (see the module docstring).
+    """Build the :class:`FunctionalModel` of ``model`` (see the module's science notes).
 
     ``output_fn(model, inputs)`` chooses the output (default ``model(inputs)``, reduced to its logits when it is
     a ``ModelOutput``, dict or tuple: :func:`~lightning_spectral.functional._common.model_io.model_logits`); ``params`` selects the
@@ -287,7 +273,8 @@ def push_forward_by_reverse_mode(
 
 def warn_per_example_loop(what: str, error: BaseException) -> None:
     """Say that ``what`` (per-example gradients or Jacobians) fell back from ``vmap`` over examples to a loop over
-    them (Python's default warning filter shows an identical message once)."""
+    them (Python's default warning filter shows an identical message once).
+    """
     warnings.warn(
         f"{what}: torch.func.vmap cannot batch this model over examples "
         f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); computing them with "

@@ -1,71 +1,4 @@
-"""Which parameters of a model are weight matrices, and how each one becomes a 2-D matrix.
-
-:func:`weight_matrices` walks a model and returns one :class:`WeightMatrix` per weight matrix of the layers
-below. Each matrix is a *view* of the parameter's storage (``param.detach()`` reshaped or sliced, no copy),
-so it follows in-place optimizer updates and costs no memory; ``.clone()`` it to keep a snapshot. Only the
-weights of parametrized modules (``torch.nn.utils.parametrize``, e.g. ``weight_norm``/``spectral_norm``)
-are computed tensors: the parametrization is evaluated under ``no_grad`` with the parametrization modules
-temporarily in eval mode, so a spectral-norm power iteration does not advance.
-
-Layers and orientation (``m × n``: the matrix maps an ``n``-vector to an ``m``-vector):
-
-===========================  ==================================================================================
-``nn.Linear`` (and subclass)  ``weight`` ``(out_features, in_features)`` as is (``out_proj`` of attention too).
-``nn.Conv1d/2d/3d``           kernel ``(out, in/groups, *k)``. ``conv_mode="flatten"`` (default): one
-                              ``(out, in/groups·∏k)`` matrix, the im2col map from a receptive field to the
-                              output channels. ``conv_mode="per_position"``: one ``(out, in/groups)`` matrix per
-                              kernel position, named ``<name>[i]``, ``<name>[i,j]``, ``<name>[i,j,l]`` (the
-                              per-tap channel mixing that WeightWatcher analyses). For ``groups > 1`` the rows of
-                              all groups are stacked (each row block is one group's filters).
-``nn.ConvTranspose1d/2d/3d``  kernel ``(in, out/groups, *k)`` is reshaped the same way, giving
-                              ``(in, out/groups·∏k)`` (or ``(in, out/groups)`` per position): the rows index
-                              *input* channels, i.e. this is the transpose of the map input → output. Singular
-                              values are the same either way; left and right singular vectors swap roles.
-``nn.Embedding(Bag)``         ``(num_embeddings, embedding_dim)``: one row per token.
-``nn.MultiheadAttention``     ``in_proj_weight`` ``(3E, E)`` is split into its query, key and value row blocks,
-                              named ``<name>.in_proj_weight.q/.k/.v`` (each ``(E, E)``); with ``kdim``/``vdim``
-                              different from ``embed_dim`` the separate ``q_proj_weight`` ``(E, E)``,
-                              ``k_proj_weight`` ``(E, kdim)``, ``v_proj_weight`` ``(E, vdim)`` are used as they
-                              are. ``out_proj`` is an ``nn.Linear`` and reported as such; ``bias_k``/``bias_v``
-                              are biases, not matrices, and skipped.
-Hugging Face ``Conv1D``       ``weight`` ``(in, out)`` (GPT-2's ``c_attn``, ``c_proj``, ``c_fc``: a linear layer
-                              that stores its weight transposed) as its transpose ``(out, in)``, oriented like
-                              ``nn.Linear``; recognised by class name (``Conv1D`` with ``nf``), no import of
-                              ``transformers``. GPT-2's fused ``c_attn`` (query, key, value) is reported whole.
-``nn.LSTM/GRU/RNN`` (+Cell)   ``weight_ih_l*`` ``(G·H, in)`` and ``weight_hh_l*`` ``(G·H, H or proj)`` (also
-                              ``_reverse``) are split into their ``G`` gate row blocks, in PyTorch's order:
-                              LSTM ``.i .f .g .o`` (input, forget, cell, output), GRU ``.r .z .n`` (reset,
-                              update, new); the plain RNN has one block and is not split. The LSTM projection
-                              ``weight_hr_l*`` ``(proj, H)`` is not split. Cells: ``weight_ih``, ``weight_hh``.
-===========================  ==================================================================================
-
-Splitting fused matrices is what one wants for spectra: the query and key maps, or the forget and input gates,
-are different linear maps whose spectra evolve differently; the fused matrix mixes them.
-``split_fused=False`` reports ``in_proj_weight`` and the RNN matrices whole.
-
-Everything else (norm-layer scales, biases, ``nn.Bilinear``'s 3-D weight, parameters of custom modules,
-uninitialised lazy parameters) is not reported; pass any tensor to
-:func:`lightning_spectral.functional.weights.spectrum.weight_spectrum` directly to analyse it anyway.
-
-Selection: ``include``/``exclude`` are ``fnmatch`` globs (case sensitive) or module prefixes (the one rule of
-:func:`~lightning_spectral.functional._common.parameter_selection.name_matches`) matched against both the reported name
-(``attn.in_proj_weight.q``, ``conv.weight[0,1]``) and the parameter name (``attn.in_proj_weight``,
-``conv.weight``); ``include`` keeps matrices matching any of its patterns, then ``exclude`` drops those
-matching any of its patterns. Note that ``[...]`` is a character class in ``fnmatch``: to pick one kernel
-position write ``conv.weight[[]0,1]``. A pattern that matches no weight matrix of the model triggers a
-``UserWarning`` naming it (usually a typo). Frozen parameters are reported unless ``trainable_only=True``. A
-parameter shared by several modules (tied embeddings) is reported once, under the first selected name in
-``model.named_modules()`` order. Names are those of the uncompiled model: a submodule wrapped by
-``torch.compile`` reports ``net.0.weight``, not PyTorch's ``net._orig_mod.0.weight``
-(:func:`~lightning_spectral.functional._common.parameter_selection.uncompiled_name`), so compiled and eager runs log
-the same keys.
-
-Example::
-
-    >>> model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.Linear(8 * 30 * 30, 10))
-    >>> [(w.name, tuple(w.matrix.shape)) for w in weight_matrices(model)]
-    [('0.weight', (8, 27)), ('2.weight', (10, 7200))]
-"""
+"""Which parameters of a model are weight matrices, and how each one becomes a 2-D matrix."""
 
 from __future__ import annotations
 
@@ -137,6 +70,12 @@ class WeightMatrix:
         module_type: the ``torch.nn`` layer class it belongs to, e.g. ``"Linear"``, ``"Conv2d"``, ``"LSTM"``.
         shape_note: how the parameter was turned into this matrix, in words.
         parameter_name: dotted name of the parameter (of the module attribute for parametrized weights).
+
+    Example:
+        >>> from torch import nn
+        >>> (w,) = weight_matrices(nn.Linear(3, 2))
+        >>> w.name, tuple(w.matrix.shape), w.module_type
+        ('weight', (2, 3), 'Linear')
     """
 
     name: str
@@ -320,7 +259,12 @@ def weight_matrices(
     conv_mode: str = "flatten",
     split_fused: bool = True,
 ) -> list[WeightMatrix]:
-    """The weight matrices of ``model`` (see the module docstring for layers, orientation and naming).
+    """The weight matrices of ``model``, each as the 2-D matrix a spectrum is taken of.
+
+    ``nn.Linear`` and Hugging Face's ``Conv1D`` give ``(out, in)``; a convolution's ``(out, in/groups, *k)``
+    kernel is flattened to ``(out, in/groups·∏k)`` (``conv_mode="flatten"``) or split into one
+    ``(out, in/groups)`` matrix per kernel position; fused attention and recurrent weights are split into
+    their blocks (``split_fused``). Embeddings are ``(num_embeddings, dim)``.
 
     Args:
         model: any ``nn.Module``; the root's own weights are named without a prefix (``"weight"``).
@@ -336,6 +280,11 @@ def weight_matrices(
     Raises:
         TypeError: ``model`` is not an ``nn.Module``, or ``include``/``exclude`` are not glob strings.
         ValueError: ``conv_mode`` is not one of :data:`CONV_MODES`.
+
+    Example:
+        >>> model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.Linear(8 * 30 * 30, 10))
+        >>> [(w.name, tuple(w.matrix.shape)) for w in weight_matrices(model)]
+        [('0.weight', (8, 27)), ('2.weight', (10, 7200))]
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"`model` must be a torch.nn.Module, got {type(model).__name__}.")

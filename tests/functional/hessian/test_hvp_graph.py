@@ -216,7 +216,7 @@ def test_eigenvalues_with_a_graph_equal_the_dense_float64_spectrum():
                 hvp_graph=graph,
             )
             result = hessian_eigenvalues(
-                operator=operator, k=3, tol=1e-6, max_iter=200, generator=seeded(0, CUDA)
+                operator=operator, k=3, tol=1e-6, max_matvecs=200, generator=seeded(0, CUDA)
             )
         relative = (result.eigenvalues.cpu().double() - reference).abs() / reference.abs()
         assert relative.max() < 1e-4, (result.eigenvalues, reference)

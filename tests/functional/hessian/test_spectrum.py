@@ -62,13 +62,15 @@ def test_top3_eigenvalues_match_eigvalsh(case):
     model, batch = make_model(), make_batch()
     H = dense_hessian(model, loss_fn, batch)
     exact = torch.linalg.eigvalsh(H).flip(0)  # descending
-    # The bar with the defaults (tol=1e-3, max_iter=50) ...
+    # The bar with the defaults (tol=1e-3, max_matvecs=50) ...
     default = hessian_eigenvalues(model, loss_fn, batch, k=3, generator=seeded(0))
     assert default.converged
     torch.testing.assert_close(default.eigenvalues, exact[:3], rtol=1e-3, atol=0)
     # ... and far tighter when asked.
     operator = HessianOperator(model, loss_fn, batch, method="double_backward")  # the faster one on CPU
-    tight = hessian_eigenvalues(k=3, tol=1e-10, max_iter=H.shape[0], operator=operator, generator=seeded(0))
+    tight = hessian_eigenvalues(
+        k=3, tol=1e-10, max_matvecs=H.shape[0], operator=operator, generator=seeded(0)
+    )
     assert tight.converged
     torch.testing.assert_close(tight.eigenvalues, exact[:3], rtol=1e-8, atol=1e-12)
     vectors = tight.eigenvectors
@@ -105,11 +107,11 @@ def test_negative_and_largest_magnitude_eigenvalues_of_an_indefinite_hessian(cas
     assert exact[0] < -1e-3 * exact.abs().max()  # genuinely indefinite
     operator = HessianOperator(model, loss_fn, batch, method="double_backward")
     smallest = hessian_eigenvalues(
-        k=2, which="SA", tol=1e-10, max_iter=100, operator=operator, generator=seeded(1)
+        k=2, which="SA", tol=1e-10, max_matvecs=100, operator=operator, generator=seeded(1)
     )
     torch.testing.assert_close(smallest.eigenvalues, exact[:2], rtol=1e-8, atol=1e-12)  # ascending
     largest = hessian_eigenvalues(
-        k=2, which="LM", tol=1e-10, max_iter=100, operator=operator, generator=seeded(2)
+        k=2, which="LM", tol=1e-10, max_matvecs=100, operator=operator, generator=seeded(2)
     )
     by_magnitude = exact[exact.abs().argsort(descending=True)][:2]
     torch.testing.assert_close(largest.eigenvalues, by_magnitude, rtol=1e-8, atol=1e-12)
@@ -142,7 +144,7 @@ def test_frozen_parameters_and_parameter_subsets_give_the_sub_block_spectrum():
     )  # order: 0.weight(24) 0.bias(6) 2.weight(12) 2.bias(2)
     model[0].weight.requires_grad_(False)
     result = hessian_eigenvalues(
-        model, squared_error, batch, k=2, tol=1e-10, max_iter=20, generator=seeded(0)
+        model, squared_error, batch, k=2, tol=1e-10, max_matvecs=20, generator=seeded(0)
     )
     assert result.eigenvectors.shape == (20, 2)
     expected = torch.linalg.eigvalsh(H_full[24:, 24:]).flip(0)[:2]
@@ -151,7 +153,7 @@ def test_frozen_parameters_and_parameter_subsets_give_the_sub_block_spectrum():
     # squared error its Hessian is kron(I_2, G), every eigenvalue doubled, which single-vector Lanczos
     # finds only through an exactly invariant Krylov space).
     first_layer = hessian_eigenvalues(
-        model, squared_error, batch, k=3, tol=1e-10, params=["0.*"], max_iter=30, generator=seeded(0)
+        model, squared_error, batch, k=3, tol=1e-10, params=["0.*"], max_matvecs=30, generator=seeded(0)
     )
     expected = torch.linalg.eigvalsh(H_full[:30, :30]).flip(0)[:3]
     torch.testing.assert_close(first_layer.eigenvalues, expected, rtol=1e-8, atol=1e-12)
@@ -164,7 +166,7 @@ def test_a_shared_operator_averaging_several_batches():
     operator = HessianOperator.from_batches(model, squared_error, batches)
     H = sum(dense_hessian(model, squared_error, b) for b in batches) / 3
     exact = torch.linalg.eigvalsh(H)
-    result = hessian_eigenvalues(k=2, tol=1e-10, max_iter=44, operator=operator, generator=seeded(0))
+    result = hessian_eigenvalues(k=2, tol=1e-10, max_matvecs=44, operator=operator, generator=seeded(0))
     torch.testing.assert_close(result.eigenvalues, exact.flip(0)[:2], rtol=1e-8, atol=1e-12)
     assert result.num_hvps == operator.num_matvecs  # one product per call, whatever the number of batches
     trace = hessian_trace(num_matvecs=44, operator=operator)
@@ -173,7 +175,7 @@ def test_a_shared_operator_averaging_several_batches():
 
 def test_warm_start_after_a_small_step_needs_far_fewer_products():
     model, batch = mlp(hidden=24), regression_batch(n=64)  # P = 170
-    solve = {"max_iter": 150, "hvp_method": "double_backward"}
+    solve = {"max_matvecs": 150, "hvp_method": "double_backward"}
     previous = hessian_eigenvalues(model, squared_error, batch, k=3, tol=1e-6, generator=seeded(0), **solve)
     assert previous.converged
     with torch.no_grad():
@@ -288,7 +290,11 @@ def test_model_state_is_untouched():
             "`hvp_method`",
         ),
         (lambda m, b: hessian_eigenvalues(m, squared_error, b, params="nothing.*"), ValueError, "`params`"),
-        (lambda m, b: hessian_eigenvalues(m, squared_error, b, k=2, max_iter=1), ValueError, "`max_iter`"),
+        (
+            lambda m, b: hessian_eigenvalues(m, squared_error, b, k=2, max_matvecs=1),
+            ValueError,
+            "`max_matvecs`",
+        ),
         (lambda m, b: hessian_eigenvalues(m, squared_error, b, tol=0.0), ValueError, "`tol`"),
         (lambda m, b: hessian_eigenvalues(m, squared_error), ValueError, "`batch`"),
         (
@@ -307,12 +313,12 @@ def test_model_state_is_untouched():
         (lambda m, b: hessian_trace(m, squared_error, b, method="exact"), ValueError, "`method`.*hutchpp"),
         (lambda m, b: hessian_trace(m, squared_error, b, num_matvecs=2), ValueError, "`num_matvecs`"),
         (lambda m, b: hessian_density(m, squared_error, b, num_probes=0), ValueError, "`num_probes`"),
-        (  # k above the default max_iter (50): the message says where the 50 comes from
+        (  # k above the default max_matvecs (50): the message says where the 50 comes from
             lambda m, b: hessian_eigenvalues(
                 nn.Linear(20, 4), squared_error, (b[0].new_zeros(4, 20), b[1]), k=60
             ),
             ValueError,
-            "`max_iter` must be >= k = 60.*default is 50",
+            "`max_matvecs` must be >= k = 60.*default is 50",
         ),
     ],
 )

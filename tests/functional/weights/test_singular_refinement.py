@@ -70,7 +70,7 @@ def test_small_matrices_are_refined_by_the_dense_svd_without_lanczos(monkeypatch
 
     monkeypatch.setattr(refinement, "_lanczos_triplets", no_lanczos)
     W = gaussian(3 * refinement.DENSE_MAX_DIM, refinement.DENSE_MAX_DIM, 6)
-    U, S, Vh = randomized_svd(W[None], 5, n_iter=0, generator=torch.Generator().manual_seed(0))
+    U, S, Vh = randomized_svd(W[None], 5, num_power_iterations=0, generator=torch.Generator().manual_seed(0))
     assert refinement.relative_residuals(W[None], U, S, Vh)[0] > 1e-2  # the flat spectrum fails the check
     U, S, Vh, residuals, refined = refinement.refine_truncated_svd(W[None], U, S, Vh, tol=1e-2)
     assert refined == [True] and residuals[0] <= 1e-5
@@ -81,7 +81,7 @@ def test_lanczos_that_does_not_converge_falls_back_to_the_dense_svd(monkeypatch)
     monkeypatch.setattr(refinement, "DENSE_MAX_DIM", 0)  # take the Lanczos path at this small size
     monkeypatch.setattr(refinement, "LANCZOS_MAX_ITER", 1)  # far too few products to converge
     W = gaussian(120, 80, 2)
-    U, S, Vh = randomized_svd(W[None], 5, n_iter=0, generator=torch.Generator().manual_seed(0))
+    U, S, Vh = randomized_svd(W[None], 5, num_power_iterations=0, generator=torch.Generator().manual_seed(0))
     U, S, Vh, residuals, refined = refinement.refine_truncated_svd(W[None], U, S, Vh, tol=1e-3)
     assert refined == [True] and residuals[0] <= 1e-5
     assert rel_err(S[0], torch.linalg.svdvals(W.double())[:5]) <= 1e-5
@@ -113,7 +113,7 @@ def test_a_float32_refinement_that_fails_the_check_is_redone_in_float64(monkeypa
     monkeypatch.setattr(refinement, "_lanczos_triplets", spoiled_in_float32)
     monkeypatch.setattr(refinement, "DENSE_MAX_DIM", 0)  # take the Lanczos path at this small size
     W = gaussian(150, 100, 5)
-    U, S, Vh = randomized_svd(W[None], 5, n_iter=0, generator=torch.Generator().manual_seed(0))
+    U, S, Vh = randomized_svd(W[None], 5, num_power_iterations=0, generator=torch.Generator().manual_seed(0))
     U, S, Vh, residuals, refined = refinement.refine_truncated_svd(W[None], U, S, Vh, tol=1e-2)
     assert dtypes == [torch.float32, torch.float64] and refined == [True]
     assert S.dtype == torch.float32 and residuals[0] <= 1e-3

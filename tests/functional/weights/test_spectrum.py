@@ -95,7 +95,9 @@ def test_float64_weight_is_computed_in_float64() -> None:
     W, _, _ = _with_spectrum(120, 100, DECAYING[:100], seed=2)
     reference = torch.linalg.svdvals(W)
     for method in ("exact", "randomized"):
-        s = weight_spectrum(W, k=4, method=method, n_iter=4, generator=torch.Generator().manual_seed(0))
+        s = weight_spectrum(
+            W, k=4, method=method, num_power_iterations=4, generator=torch.Generator().manual_seed(0)
+        )
         assert s.singular_values.dtype == torch.float64 and s.left_vectors.dtype == torch.float64
         assert _rel_err(s.singular_values, reference[:4]) <= 1e-10
 
@@ -222,8 +224,10 @@ def _rotated(
 def test_rotation_zero_for_unchanged_matrix(method: str) -> None:
     W, _ = _rotated(0, 0.0)
     g = torch.Generator().manual_seed(0)
-    first = weight_spectrum(W.float(), k=3, method=method, n_iter=4, generator=g)
-    second = weight_spectrum(W.float(), k=3, method=method, n_iter=4, previous=first, generator=g)
+    first = weight_spectrum(W.float(), k=3, method=method, num_power_iterations=4, generator=g)
+    second = weight_spectrum(
+        W.float(), k=3, method=method, num_power_iterations=4, previous=first, generator=g
+    )
     assert 0.0 <= second.rotation <= 1e-5
 
 
@@ -231,8 +235,10 @@ def test_rotation_zero_for_unchanged_matrix(method: str) -> None:
 def test_rotation_one_for_orthogonal_replacement(method: str) -> None:
     before, after = _rotated(1, 0.0, orthogonal=True)
     g = torch.Generator().manual_seed(0)
-    first = weight_spectrum(before.float(), k=3, method=method, n_iter=4, generator=g)
-    second = weight_spectrum(after.float(), k=3, method=method, n_iter=4, previous=first, generator=g)
+    first = weight_spectrum(before.float(), k=3, method=method, num_power_iterations=4, generator=g)
+    second = weight_spectrum(
+        after.float(), k=3, method=method, num_power_iterations=4, previous=first, generator=g
+    )
     assert second.rotation >= 0.99
 
 
@@ -242,8 +248,10 @@ def test_partial_rotation_has_expected_value(method: str, angle: float) -> None:
     """Rotating one of k=3 top directions by θ out of the subspace: rotation = sin²θ / 3."""
     before, after = _rotated(2, angle)
     g = torch.Generator().manual_seed(0)
-    first = weight_spectrum(before.float(), k=3, method=method, n_iter=4, generator=g)
-    second = weight_spectrum(after.float(), k=3, method=method, n_iter=4, previous=first, generator=g)
+    first = weight_spectrum(before.float(), k=3, method=method, num_power_iterations=4, generator=g)
+    second = weight_spectrum(
+        after.float(), k=3, method=method, num_power_iterations=4, previous=first, generator=g
+    )
     assert second.rotation == pytest.approx(math.sin(angle) ** 2 / 3, abs=1e-4)
 
 
@@ -274,15 +282,19 @@ def test_warm_start_needs_no_power_iteration() -> None:
     earlier = weight_spectrum(W.float(), k=5, method="exact")
     W_next = (W + 1e-3 * torch.randn(400, 300, generator=g, dtype=torch.float64)).float()
     reference = torch.linalg.svdvals(W_next.double())[:5]
-    raw = dict(k=5, method="randomized", n_iter=0, generator=g, tol=None)  # the sketch alone, unchecked
+    raw = dict(
+        k=5, method="randomized", num_power_iterations=0, generator=g, tol=None
+    )  # the sketch alone, unchecked
     cold = weight_spectrum(W_next, **raw)
     warm = weight_spectrum(W_next, previous=earlier, **raw)
     assert _rel_err(warm.singular_values, reference) <= 1e-4
     assert _rel_err(cold.singular_values, reference) >= 1e-2  # the flat spectrum defeats a cold single pass
     assert warm.rotation <= 1e-4
     # with the default check the cold result is caught by its residual and refined; the warm one passes
-    checked_cold = weight_spectrum(W_next, k=5, method="randomized", n_iter=0, generator=g)
-    checked_warm = weight_spectrum(W_next, k=5, method="randomized", n_iter=0, previous=earlier, generator=g)
+    checked_cold = weight_spectrum(W_next, k=5, method="randomized", num_power_iterations=0, generator=g)
+    checked_warm = weight_spectrum(
+        W_next, k=5, method="randomized", num_power_iterations=0, previous=earlier, generator=g
+    )
     assert checked_cold.refined and not checked_warm.refined
     assert cold.relative_residual > ws_module.DEFAULT_TOL >= checked_cold.relative_residual
     assert _rel_err(checked_cold.singular_values, reference) <= 1e-4
@@ -340,11 +352,11 @@ def test_batched_equals_individual_calls(monkeypatch: pytest.MonkeyPatch) -> Non
         return original(A, k, **kwargs)
 
     monkeypatch.setattr(ws_module, "randomized_svd", counting)
-    batched = weight_spectra(mats, k=4, generator=g, n_iter=3)
+    batched = weight_spectra(mats, k=4, generator=g, num_power_iterations=3)
     # one call per distinct large shape; (60, 30) is below the crossover and goes exact
     assert calls == [(3, 120, 100), (1, 100, 120)]
     for W, b in zip(mats, batched):
-        single = weight_spectrum(W, k=4, generator=g, n_iter=3)
+        single = weight_spectrum(W, k=4, generator=g, num_power_iterations=3)
         assert b.method_used == single.method_used and b.shape == tuple(W.shape)
         torch.testing.assert_close(b.singular_values, single.singular_values, rtol=1e-4, atol=0)
         for field in ("frobenius_norm", "stable_rank", "effective_rank", "condition_number"):
@@ -396,8 +408,8 @@ def test_k_default_and_clipping() -> None:
         ({"k": 0}, "k"),
         ({"k": 2.0}, "k"),
         ({"method": "svd"}, "method"),
-        ({"n_iter": -1}, "n_iter"),
-        ({"oversample": -2}, "oversample"),
+        ({"num_power_iterations": -1}, "num_power_iterations"),
+        ({"num_oversamples": -2}, "num_oversamples"),
         ({"exact_threshold": -1}, "exact_threshold"),
         ({"min_tail": 1}, "min_tail"),
     ],
