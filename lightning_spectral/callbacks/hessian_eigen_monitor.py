@@ -27,6 +27,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_warn
 from typing_extensions import override
@@ -213,17 +214,19 @@ class HessianEigenMonitor(SpectralMonitor):
         self._warned_sharded_moments = False
 
     @override
-    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
         self._params = checked_param_patterns(pl_module, self.params, type(self).__name__)
 
     @override
-    def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         super().teardown(trainer, pl_module, stage)
         self._release_graphs()
 
     @override
-    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
         super().on_exception(trainer, pl_module, exception)
         self._release_graphs()  # Lightning skips the callbacks' teardown after an exception
 
@@ -231,7 +234,9 @@ class HessianEigenMonitor(SpectralMonitor):
         if self._hvp_graph is not None:
             self._hvp_graph.release()  # the captured graphs' GPU memory
 
-    def measure(self, trainer: Any, pl_module: Any, batches: list[Any]) -> Mapping[str, float]:
+    def measure(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batches: list[Any]
+    ) -> Mapping[str, float]:
         pl_module.train(self.measurement_mode == "train")
         loss_fn = resolve_loss_fn(pl_module, self.loss_fn)
         operator = self._operator(pl_module, loss_fn, batches)
@@ -318,7 +323,9 @@ class HessianEigenMonitor(SpectralMonitor):
             )
         return values
 
-    def _operator(self, pl_module: Any, loss_fn: LossFn, batches: list[Any]) -> HessianOperator:
+    def _operator(
+        self, pl_module: pl.LightningModule, loss_fn: LossFn, batches: list[Any]
+    ) -> HessianOperator:
         """The Hessian operator of the measurement batches' average loss, in the module's current mode."""
         return HessianOperator.from_batches(
             pl_module,
@@ -333,8 +340,8 @@ class HessianEigenMonitor(SpectralMonitor):
 
     def _preconditioned_sharpness(
         self,
-        trainer: Any,
-        pl_module: Any,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
         loss_fn: LossFn,
         batches: list[Any],
         parameters: list[torch.Tensor],

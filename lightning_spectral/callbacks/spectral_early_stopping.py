@@ -61,6 +61,7 @@ import os
 import re
 from typing import Any, Literal
 
+import pytorch_lightning as pl
 import torch
 from pytorch_lightning import Callback
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
@@ -261,17 +262,17 @@ class SpectralEarlyStopping(Callback):
             action=self.action,
         )
 
-    def checkpoint_path(self, trainer: Any) -> str:
+    def checkpoint_path(self, trainer: pl.Trainer) -> str:
         """Where ``action="checkpoint_and_stop"`` saves at the current step (see the module documentation)."""
         directory = getattr(trainer.checkpoint_callback, "dirpath", None) or trainer.default_root_dir
         return os.path.join(directory, CHECKPOINT_FILENAME.format(step=trainer.global_step))
 
     # ------------------------------------------------------------------ Lightning hooks
     @override
-    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
-        callbacks = list(trainer.callbacks)
+        callbacks = list(trainer.callbacks)  # type: ignore[attr-defined]  # set by Lightning's CallbackConnector, undeclared
         monitors = [c for c in callbacks if isinstance(c, SpectralMonitor)]
         self._measurements.owned_prefixes = tuple(m.metric_prefix for m in monitors)
         # A pattern whose literal start lies under a monitor's prefix can only match that monitor's keys:
@@ -283,9 +284,10 @@ class SpectralEarlyStopping(Callback):
         last_monitor = max((i for i, c in enumerate(callbacks) if isinstance(c, SpectralMonitor)), default=-1)
         if last_monitor > position:
             callbacks.insert(last_monitor, callbacks.pop(position))  # right after the last monitor
-            trainer.callbacks = callbacks  # a new list: the hook loop running now keeps the old one
+            # a new list: the hook loop running now keeps the old one
+            trainer.callbacks = callbacks  # type: ignore[attr-defined]  # set by Lightning's CallbackConnector, undeclared
 
-    def _warn_if_adaptive(self, trainer: Any) -> None:
+    def _warn_if_adaptive(self, trainer: pl.Trainer) -> None:
         """Once: with ``relative_to="lr"`` under an optimizer other than ``torch.optim.SGD`` (Adam, AdamW, RMSprop,
         ...) say what is compared: ``lr·value/2``, the raw value against the plain-SGD limit ``2/lr``, a heuristic
         (adaptive optimizers are stable relative to the preconditioned sharpness), and what to watch instead."""
@@ -304,17 +306,17 @@ class SpectralEarlyStopping(Callback):
         )
 
     @override
-    def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # after a resume restored the owners' states, before any measurement of this fit
         self._owner_counts = {id(m): m.num_measurements for m in self._owners or []}
 
     @override
-    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._warn_if_adaptive(trainer)
         self._evaluate(trainer, self._owners_measure_at_step(trainer))
 
     @override
-    def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # A key the module logs in its own on_train_epoch_end arrives after the callbacks' epoch-end hooks
         # (Lightning runs only its stock EarlyStopping and ModelCheckpoint after the module's hook): judge it
         # before the next epoch trains, at the step it was logged at.
@@ -322,12 +324,12 @@ class SpectralEarlyStopping(Callback):
 
     @override
     def on_train_batch_end(
-        self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         self._evaluate(trainer, self._owners_measure_at_step(trainer))
 
     @override
-    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         owners = self._owners
         scheduled = owners is None or any(
             m.schedule is not None and m.schedule.is_measurement_epoch(trainer.current_epoch) for m in owners
@@ -335,12 +337,13 @@ class SpectralEarlyStopping(Callback):
         self._evaluate(trainer, scheduled)
 
     @override
-    def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._evaluate(trainer, self._owners is None)  # monitors do not measure during validation
 
     @override
-    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
-        if not self._measurements.matched_any and not self._warned_unmatched and not trainer.fast_dev_run:
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        fast_dev_run = trainer.fast_dev_run  # type: ignore[attr-defined]  # set by Lightning's Trainer setup, undeclared
+        if not self._measurements.matched_any and not self._warned_unmatched and not fast_dev_run:
             self._warned_unmatched = True
             rank_zero_warn(
                 f"SpectralEarlyStopping: no key of trainer.callback_metrics matched monitor={self.monitor!r} "
@@ -363,14 +366,15 @@ class SpectralEarlyStopping(Callback):
         self.stopped_step = state_dict["stopped_step"]
 
     # ------------------------------------------------------------------ evaluation
-    def _owners_measure_at_step(self, trainer: Any) -> bool:
+    def _owners_measure_at_step(self, trainer: pl.Trainer) -> bool:
         owners = self._owners
         return owners is None or any(m.measurement_due_at(trainer.global_step) for m in owners)
 
-    def _evaluate(self, trainer: Any, scheduled: bool) -> None:
+    def _evaluate(self, trainer: pl.Trainer, scheduled: bool) -> None:
         """Judge the new measurements, if any. ``scheduled``: whether any can exist now, decided from the
         global step and epoch alone (so equal on every rank); the collectives run only then."""
-        if not scheduled or trainer.state.fn != "fit" or trainer.sanity_checking or trainer.fast_dev_run:
+        fast_dev_run = trainer.fast_dev_run  # type: ignore[attr-defined]  # set by Lightning's Trainer setup, undeclared
+        if not scheduled or trainer.state.fn != "fit" or trainer.sanity_checking or fast_dev_run:
             return
         if trainer.global_step < self.warmup_steps:  # the same step on every rank: no collective needed
             # nothing is collected: a value first seen during warmup (a constant key, a NaN loss) is new after it
@@ -397,7 +401,7 @@ class SpectralEarlyStopping(Callback):
         description, rank = self._shared_description(trainer, verdict, description)
         self._act(trainer, description, rank, not_finite)
 
-    def _warn_if_owners_log_other_keys(self, trainer: Any) -> None:
+    def _warn_if_owners_log_other_keys(self, trainer: pl.Trainer) -> None:
         """Warn once, during training, when the monitor(s) whose prefix the pattern lies under have measured
         at least twice in this fit, past step 0, without logging a matching key: the criterion would check
         nothing for the whole run (e.g. ``spectral/hessian/trace`` without ``compute_trace=True``). Two
@@ -422,7 +426,7 @@ class SpectralEarlyStopping(Callback):
             "HessianEigenMonitor(compute_trace=True)."
         )
 
-    def _shared_description(self, trainer: Any, verdict: int, description: str) -> tuple[str, int]:
+    def _shared_description(self, trainer: pl.Trainer, verdict: int, description: str) -> tuple[str, int]:
         """The description of the lowest rank with the strongest verdict (non-finite over firing), on every rank."""
         world_size = trainer.world_size
         if world_size == 1:
@@ -435,7 +439,7 @@ class SpectralEarlyStopping(Callback):
         source = world_size - 1 - int(strategy.reduce(code, reduce_op="max")) % world_size
         return strategy.broadcast(description, src=source), source
 
-    def _act(self, trainer: Any, description: str, rank: int, not_finite: bool) -> None:
+    def _act(self, trainer: pl.Trainer, description: str, rank: int, not_finite: bool) -> None:
         step = trainer.global_step
         name = f"[{self._name}]" if self._name else ""
         where = f" on rank {rank}" if trainer.world_size > 1 else ""

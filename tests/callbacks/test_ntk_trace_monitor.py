@@ -333,3 +333,20 @@ def test_params_restrict_the_kernel_to_a_parameter_subset(tmp_path):
 def test_constructor_validation(kwargs, argument):
     with pytest.raises(ValueError, match=argument):
         NTKTraceMonitor(**kwargs)
+
+
+def test_input_fn_must_keep_to_one_kind_of_inputs():
+    """``input_fn`` returns a tensor for every batch or a mapping for every batch: a batch that breaks the kind
+    of the first one is a TypeError naming ``input_fn`` (not a shape error deep in the kernel)."""
+    from lightning_spectral.callbacks._internal.batch_parts import model_call
+
+    model = nn.Linear(3, 2)
+    x = torch.randn(4, 3)
+    as_tensor, _ = model_call(model, x, lambda b: b if isinstance(b, torch.Tensor) else [b], None)
+    assert torch.equal(as_tensor(x), x)
+    with pytest.raises(TypeError, match="input_fn.*list"):
+        as_tensor("not a tensor")
+    as_mapping, _ = model_call(model, x, lambda b: {"input": b} if isinstance(b, torch.Tensor) else b, None)
+    assert as_mapping(x).shape == (4, 3)
+    with pytest.raises(TypeError, match="input_fn.*str"):
+        as_mapping("not a mapping")

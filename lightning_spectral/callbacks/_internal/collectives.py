@@ -33,12 +33,15 @@ Example (inside a monitor's ``measure``)::
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from torch import Tensor
 
 from lightning_spectral.linalg import NonFiniteError
+
+if TYPE_CHECKING:
+    import pytorch_lightning as pl
 
 __all__ = [
     "MeasurementCollectives",
@@ -87,7 +90,7 @@ class MeasurementCollectives:
         trainer: the running trainer; its ``strategy`` performs the collectives.
     """
 
-    def __init__(self, trainer: Any) -> None:
+    def __init__(self, trainer: pl.Trainer) -> None:
         self._strategy = trainer.strategy
         self.world_size = int(trainer.world_size)
         self.rank = int(trainer.global_rank)

@@ -35,11 +35,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from pytorch_lightning.utilities import rank_zero_warn
 
 from lightning_spectral.callbacks._internal.optimizer_info import learning_rate, resolved_sgd_settings
+
+if TYPE_CHECKING:
+    import pytorch_lightning as pl
 
 __all__ = [
     "FIRED",
@@ -76,7 +79,7 @@ class StoppingCriterion:
         }[self.relative_to]
         return f"{quantity} {'>' if self.mode == 'above' else '<'} {self.threshold:g}"
 
-    def quantity(self, trainer: Any, value: float, previous: float | None) -> tuple[float | None, str]:
+    def quantity(self, trainer: pl.Trainer, value: float, previous: float | None) -> tuple[float | None, str]:
         """The compared quantity ``q`` (``None``: this measurement cannot fire) and what it is, in words."""
         if self.relative_to is None:
             return value, ""
@@ -104,7 +107,7 @@ class StoppingCriterion:
             return None, ""
         return lr * value / 2, f"lr·value/2 with lr={lr:g} (not SGD: the plain-SGD limit 2/lr)"
 
-    def judge(self, trainer: Any, new: Sequence[tuple[str, float, float | None]]) -> tuple[int, str]:
+    def judge(self, trainer: pl.Trainer, new: Sequence[tuple[str, float, float | None]]) -> tuple[int, str]:
         """This rank's verdict on its new measurements and a description of the most extreme firing one."""
         comparison = ">" if self.mode == "above" else "<"
         worst: tuple[float, str] | None = None

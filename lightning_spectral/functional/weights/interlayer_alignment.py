@@ -137,7 +137,9 @@ def attention_alignment(
     return {pair: diagonal.to("cpu", torch.float64) for pair, diagonal in result.items()}
 
 
-def attention_modules(model: nn.Module, matrices: Sequence[WeightMatrix]) -> list[tuple[str, nn.Module]]:
+def attention_modules(
+    model: nn.Module, matrices: Sequence[WeightMatrix]
+) -> list[tuple[str, nn.MultiheadAttention]]:
     """The ``nn.MultiheadAttention`` modules of ``model`` whose projection weights are among ``matrices``."""
     selected = {m.parameter_name for m in matrices}
     found = []
