@@ -60,18 +60,18 @@ class DemoClassifier(pl.LightningModule):
         x, y = batch
         logits = self(x)
         loss = nn.functional.mse_loss(
-            logits, nn.functional.one_hot(y, self.hparams.num_classes).to(logits.dtype)
+            logits, nn.functional.one_hot(y, self.hparams["num_classes"]).to(logits.dtype)
         )
         self.log("train/loss", loss)
         self.log("train/accuracy", (logits.argmax(dim=1) == y).float().mean())
         return loss
 
     def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
+        return torch.optim.SGD(self.parameters(), lr=self.hparams["lr"])
 
     def train_dataloader(self):
-        data = teacher_dataset(length=self.hparams.length, num_classes=self.hparams.num_classes)
-        return DataLoader(data, batch_size=self.hparams.batch_size, shuffle=True)
+        data = teacher_dataset(length=self.hparams["length"], num_classes=self.hparams["num_classes"])
+        return DataLoader(data, batch_size=self.hparams["batch_size"], shuffle=True)
 
 
 def demo_monitors() -> list[pl.Callback]:

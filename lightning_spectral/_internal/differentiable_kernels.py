@@ -82,7 +82,7 @@ def has_recurrent_layers(model: nn.Module | None) -> bool:
 @contextlib.contextmanager
 def _native_recurrence() -> Iterator[None]:
     before = torch.backends.mkldnn.enabled, torch.backends.cudnn.enabled
-    torch.backends.mkldnn.enabled = False
+    torch.backends.mkldnn.enabled = False  # type: ignore[assignment]  # torch types it as its ContextProp
     torch.backends.cudnn.enabled = False
     try:
         yield

@@ -37,11 +37,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from torch import Tensor
+from typing_extensions import TypeIs
 
 from lightning_spectral.linalg import NonFiniteError
 
 if TYPE_CHECKING:
     import pytorch_lightning as pl
+    from torch.distributed.tensor import DTensor
 
 __all__ = [
     "MeasurementCollectives",
@@ -57,7 +59,7 @@ _ERROR_FLAG = 1024.0
 T = TypeVar("T")
 
 
-def is_distributed_tensor(tensor: Any) -> bool:
+def is_distributed_tensor(tensor: Any) -> TypeIs[DTensor]:
     """Whether ``tensor`` is a ``torch.distributed.tensor.DTensor`` (how FSDP2's ``fully_shard`` and tensor
     parallelism hold parameters); ``False`` where torch has no distributed support."""
     if not torch.distributed.is_available():

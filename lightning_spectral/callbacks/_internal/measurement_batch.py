@@ -103,7 +103,7 @@ def _iterable_train_data(trainer: pl.Trainer) -> tuple[Any, bool, list[torch.Gen
 def draw_measurement_batches(trainer: pl.Trainer, num_batches: int, seed: int) -> list[Any]:
     """Draw ``num_batches`` batches from the training data under ``seed``; the global RNG is left unchanged."""
     data, yields_index_triples, generators = _iterable_train_data(trainer)
-    batches = []
+    batches: list[Any] = []
     with preserved_rng_state(), _preserved_generators(generators):
         torch.manual_seed(seed)
         iterator = iter(data)

@@ -83,7 +83,9 @@ def resolved_sgd_settings(
     if optimizer is None:
         return None, ""
     outside = 0 if parameters is None else outside_first_optimizer(trainer, parameters)
-    if outside:  # whatever the optimizer: its limits (SGD's or a preconditioned one) are read from the first
+    if (
+        outside and parameters is not None
+    ):  # whatever the optimizer: its limits (SGD's or a preconditioned one) are read from the first
         return None, f"{outside} of the {len(parameters)} measured parameters are not in the first optimizer"
     if "SGD" not in {cls.__name__ for cls in type(optimizer).__mro__}:
         return None, ""

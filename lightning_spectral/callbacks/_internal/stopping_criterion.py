@@ -117,8 +117,7 @@ class StoppingCriterion:
                     return NOT_FINITE, f"`{key}` = {value} is not finite"
                 continue
             q, how = self.quantity(trainer, value, previous)
-            fires = q is not None and (q > self.threshold if self.mode == "above" else q < self.threshold)
-            if not fires:
+            if q is None or not (q > self.threshold if self.mode == "above" else q < self.threshold):
                 continue
             described = f"`{key}` = {value:.6g}" + (f", {how} = {q:.4g}" if how else "")
             described += f" {comparison} {self.threshold:g}"

@@ -33,17 +33,20 @@ from __future__ import annotations
 import contextlib
 import random
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
 from lightning_spectral._internal.full_precision import full_float32_precision
 
+if TYPE_CHECKING:
+    from torchmetrics import Metric
+
 try:  # NumPy is optional for the package; restore its global RNG when it is there.
     import numpy as _np
 except ImportError:  # pragma: no cover - numpy ships with torch's usual installs
-    _np = None
+    _np = None  # type: ignore[assignment]  # the module's stand-in when NumPy is absent
 
 
 @contextlib.contextmanager
@@ -70,7 +73,7 @@ def preserved_rng_state() -> Iterator[None]:
 _METRIC_BOOKKEEPING = ("_update_count", "_computed", "_forward_cache")
 
 
-def _torchmetrics_metrics(module: nn.Module) -> list[nn.Module]:
+def _torchmetrics_metrics(module: nn.Module) -> list[Metric]:
     try:
         from torchmetrics import Metric
     except ImportError:  # pragma: no cover - torchmetrics is a dependency; a module without it has no metrics
@@ -86,11 +89,13 @@ def preserved_metric_states(module: nn.Module) -> Iterator[None]:
     cache and computed value."""
     saved = []
     for metric in _torchmetrics_metrics(module):
-        states = {}
+        # {state name: (the state, its snapshot)}
+        states: dict[str, tuple[Tensor, Tensor] | tuple[list[Any], list[Any]]] = {}
         for name in metric._defaults:
             value = getattr(metric, name)
-            snapshot = value.detach().clone() if isinstance(value, Tensor) else list(value)
-            states[name] = (value, snapshot)
+            states[name] = (
+                (value, value.detach().clone()) if isinstance(value, Tensor) else (value, list(value))
+            )
         bookkeeping = {attr: getattr(metric, attr) for attr in _METRIC_BOOKKEEPING if hasattr(metric, attr)}
         saved.append((metric, states, bookkeeping))
     try:
@@ -98,12 +103,12 @@ def preserved_metric_states(module: nn.Module) -> Iterator[None]:
     finally:
         with torch.no_grad():
             for metric, states, bookkeeping in saved:
-                for name, (original, snapshot) in states.items():
-                    if isinstance(original, Tensor):
-                        original.copy_(snapshot)
+                for name, state in states.items():
+                    if isinstance(state[0], Tensor):
+                        state[0].copy_(state[1])
                     else:
-                        original[:] = snapshot
-                    setattr(metric, name, original)
+                        state[0][:] = state[1]
+                    setattr(metric, name, state[0])
                 for attr, value in bookkeeping.items():
                     setattr(metric, attr, value)
 

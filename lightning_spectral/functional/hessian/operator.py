@@ -84,7 +84,7 @@ from lightning_spectral.functional._common.parameter_selection import (
 )
 from lightning_spectral.functional.hessian.gradient_graphs import GradientGraphs
 from lightning_spectral.functional.hessian.hvp_graph import HVPGraph
-from lightning_spectral.functional.hessian.replayed_randomness import ReplayedRandomness
+from lightning_spectral.functional.hessian.replayed_randomness import NoReplay, ReplayedRandomness
 
 LossFn = Callable[[nn.Module, Any], Tensor]
 HVP_METHODS = ("auto", "forward_over_reverse", "double_backward")
@@ -154,6 +154,9 @@ class HessianOperator:
         num_matvecs: products computed so far.
         num_batch_matvecs: single-batch products (:meth:`batch_matvec`) computed so far.
     """
+
+    #: The operator's structure, set by :mod:`~lightning_spectral.functional.hessian.hvp_graph` once it is known.
+    _graph_structure: tuple
 
     def __init__(
         self,
@@ -245,7 +248,7 @@ class HessianOperator:
         }
         # Buffers are cloned again for every evaluation (BatchNorm in train mode writes them).
         self._buffers = {f"model.{name}": take(b) for name, b in model.named_buffers()}
-        self._randomness = ReplayedRandomness(self.device, self.num_batches)
+        self._randomness: ReplayedRandomness | NoReplay = ReplayedRandomness(self.device, self.num_batches)
         self._graphs: GradientGraphs | None = None
         self._hvp_graph = hvp_graph
 
@@ -279,7 +282,7 @@ class HessianOperator:
         for index in range(self.num_batches) if batch is None else (batch,):
             gradient_fn = torch.func.grad(lambda p, i=index: self._loss(p, i))
             with self._randomness.replay(index):
-                _, hv = torch.func.jvp(gradient_fn, (self._point,), (tangent,))
+                hv = torch.func.jvp(gradient_fn, (self._point,), (tangent,))[1]  # (primal out, tangent out)
             flat = self.layout.flatten([hv.pop(key) for key in self._keys])
             total = flat if total is None else total.add_(flat)
         assert total is not None  # num_batches >= 1

@@ -128,7 +128,7 @@ class FunctionalModel:
     one and returns its ``K`` outputs.
     """
 
-    module: nn.Module
+    module: _OutputModule
     names: tuple[str, ...]
     params: dict[str, Tensor]
     constants: dict[str, Tensor]
@@ -210,7 +210,8 @@ def ntk_products(
         return fm.batch_outputs(p, inputs)
 
     try:
-        outputs, vjp_fn = torch.func.vjp(batch_outputs, fm.params)
+        # (torch annotates vjp's result as a 2- or, with has_aux, 3-tuple)
+        outputs, vjp_fn = torch.func.vjp(batch_outputs, fm.params)[:2]
     except FORWARD_MODE_ERRORS:  # e.g. saved-tensor hooks (activation checkpointing): plain autograd
         outputs, vjp_fn = _vjp_by_autograd(batch_outputs, fm.params)
     reverse_push_forward: Callable[[dict[str, Tensor]], Tensor] | None = None

@@ -55,6 +55,7 @@ import dataclasses
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import TypeGuard
 
 import torch
 import torch.nn.functional as F
@@ -70,6 +71,7 @@ VECTORIZED_BUDGET = 2**24
 ``cotangents·Σ|z|`` layer-output gradient entries (layer-wise path)."""
 
 _LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d)
+_CoveredModule = nn.Linear | nn.Conv1d | nn.Conv2d
 
 
 @dataclass
@@ -77,7 +79,7 @@ class _Layer:
     """A covered layer: its module, the selected names of its weight / bias, what one forward call saw."""
 
     name: str
-    module: nn.Module
+    module: _CoveredModule
     weight: str | None
     bias: str | None
     inputs: list[Tensor] = field(default_factory=list)
@@ -102,6 +104,11 @@ class _Layer:
         m = self.module
         if isinstance(m, nn.Linear):
             return a.reshape(a.shape[0], -1, a.shape[-1])
+        kernel: tuple[int, ...]
+        dilation: tuple[int, ...]
+        padding: tuple[int, ...]
+        stride: tuple[int, ...]
+        assert not isinstance(m.padding, str)  # string padding is not covered (_eligible)
         if isinstance(m, nn.Conv1d):
             a = a.unsqueeze(2)
             kernel, dilation = (1, m.kernel_size[0]), (1, m.dilation[0])
@@ -158,7 +165,7 @@ class LayerwiseChecks:
     def __len__(self) -> int:
         return len(self._passed)
 
-    def __contains__(self, key: tuple) -> bool:
+    def __contains__(self, key: object) -> bool:
         return key in self._passed
 
     def add(self, key: tuple) -> None:
@@ -173,7 +180,7 @@ class LayerwiseChecks:
         """The set-up: each covered layer's name, module object, selected parameter names and the parameter
         objects behind them (registered ones, so never a temporary), the generic path's names, the inputs'
         shape, dtype and device."""
-        named = dict(fm.module.model.named_parameters(remove_duplicate=False))
+        named: dict[str | None, Tensor] = dict(fm.module.model.named_parameters(remove_duplicate=False))
         covered = tuple(
             (
                 layer.name,
@@ -188,7 +195,7 @@ class LayerwiseChecks:
         return covered, tuple(rest), tuple(inputs.shape), inputs.dtype, inputs.device
 
 
-def _eligible(module: nn.Module) -> bool:
+def _eligible(module: nn.Module) -> TypeGuard[_CoveredModule]:
     if not isinstance(module, _LAYER_TYPES):
         return False
     base = next(t for t in _LAYER_TYPES if isinstance(module, t))
@@ -300,7 +307,8 @@ def _single_example_norms(fm: FunctionalModel, example: Tensor, cotangents: Tens
                 allow_unused=True,
             )
         # (N, *shape) per cotangent; a 0-dim parameter's is (N,)
-        norms.append(sum(g.pow(2).reshape(g.shape[0], -1).sum(1) for g in grads if g is not None))
+        squares = [g.pow(2).reshape(g.shape[0], -1).sum(1) for g in grads if g is not None]
+        norms.append(sum(squares[1:], squares[0]))
     return torch.cat(norms)
 
 
@@ -397,7 +405,7 @@ def per_example_squared_gradient_norms(
     if not names:
         return total
     key = None if checks is None else LayerwiseChecks.key(fm, layers, rest, inputs)
-    if key is not None and key in checks:
+    if checks is not None and key in checks:
         return total
 
     ends = sorted({0, batch - 1})
@@ -414,6 +422,6 @@ def per_example_squared_gradient_norms(
             stacklevel=2,
         )
         return _generic_norms(fm, list(fm.names), inputs, cotangents, like, chunk_size)
-    if key is not None:
+    if checks is not None and key is not None:
         checks.add(key)
     return total

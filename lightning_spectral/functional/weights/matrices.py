@@ -74,6 +74,7 @@ import itertools
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -179,7 +180,7 @@ def _weight_attributes(module: nn.Module, kind: type[nn.Module]) -> list[str]:
         if module.in_proj_weight is not None:
             return ["in_proj_weight"]
         return ["q_proj_weight", "k_proj_weight", "v_proj_weight"]
-    if kind in (nn.LSTM, nn.GRU, nn.RNN):
+    if kind in (nn.LSTM, nn.GRU, nn.RNN) and isinstance(module, nn.RNNBase):
         suffixes = ["", "_reverse"] if module.bidirectional else [""]
         names = []
         for layer, suffix in itertools.product(range(module.num_layers), suffixes):
@@ -195,7 +196,7 @@ def _weight_attributes(module: nn.Module, kind: type[nn.Module]) -> list[str]:
 @contextlib.contextmanager
 def _parametrizations_in_eval_mode(module: nn.Module) -> Iterator[None]:
     """Evaluate parametrizations without their training-mode side effects; restores every mode flag."""
-    holder = module.parametrizations
+    holder = cast(nn.ModuleDict, module.parametrizations)  # torch types a submodule as `Tensor | Module`
     modes = [(m, m.training) for m in holder.modules()]
     holder.eval()
     try:
@@ -211,7 +212,8 @@ def _resolve(module: nn.Module, attr: str) -> tuple[Tensor, tuple[int, ...], boo
     For a parametrized attribute the key is made of the ids of the parametrization's original parameters.
     """
     if parametrize.is_parametrized(module, attr):
-        originals = list(module.parametrizations[attr].parameters())
+        parametrizations = cast(nn.ModuleDict, module.parametrizations)  # torch: `Tensor | Module`
+        originals = list(parametrizations[attr].parameters())
         with torch.no_grad(), _parametrizations_in_eval_mode(module):
             tensor = getattr(module, attr)
         return tensor.detach(), tuple(id(p) for p in originals), any(p.requires_grad for p in originals)
@@ -240,7 +242,8 @@ def _conv_matrices(
         note = (
             f"kernel {tuple(kernel.shape)} at position {_position_suffix(index)}: ({rows}, {cols}){note_tail}"
         )
-        yield name + _position_suffix(index), kernel[(slice(None), slice(None), *index)], note
+        position: tuple[slice | int, ...] = (slice(None), slice(None), *index)
+        yield name + _position_suffix(index), kernel[position], note
 
 
 def _split_rows(
@@ -275,14 +278,14 @@ def _candidates(model: nn.Module, conv_mode: str, split: bool) -> Iterator[_Cand
         transposed = kind is None and _is_transposed_linear(module)
         if kind is None and not transposed:
             continue
-        for attr in ["weight"] if transposed else _weight_attributes(module, kind):
+        for attr in ["weight"] if kind is None else _weight_attributes(module, kind):
             resolved = _resolve(module, attr)
             if resolved is None:
                 continue
             weight, key, trainable = resolved
             parameter_name = uncompiled_name(f"{module_name}.{attr}" if module_name else attr)
             computed = parametrize.is_parametrized(module, attr)
-            if transposed:
+            if kind is None:  # transposed
                 type_name = type(module).__name__
                 note = f"{attr} {tuple(weight.shape)} (in, out) transposed to (out, in)"
                 matrices: Iterable[tuple[str, Tensor, str]] = [(parameter_name, weight.mT, note)]

@@ -239,7 +239,8 @@ def _decompose_chunk(
     """Decompose a batch ``(B, m, n)`` of equal-shape matrices (compute dtype) with Frobenius norms
     ``frobenius`` in one call."""
     batch, m, n = stack.shape
-    has_previous = previous[0] is not None  # all or none within a chunk (see the grouping key)
+    earlier = [p for p in previous if p is not None]  # all or none within a chunk (see the grouping key)
+    has_previous = bool(earlier)
     if exact:
         U, S, Vh = on_cpu_if_unsupported(thin_svd, stack)
         # copy the top-k out so that the full (B, m, r) / (B, r, n) factors can be freed
@@ -249,7 +250,7 @@ def _decompose_chunk(
         init = None
         guard = 0
         if has_previous and warm_start:
-            init = torch.stack([p.right_vectors for p in previous]).to(device=stack.device)
+            init = torch.stack([p.right_vectors for p in earlier]).to(device=stack.device)
             # The previous vectors are nearly exact singular vectors of a slowly changing matrix: they pass the
             # residual check whether or not a direction outside them has grown into the top k, which that
             # check cannot see. So the sketch keeps a cold start's k + oversample Gaussian columns after them.
@@ -266,9 +267,9 @@ def _decompose_chunk(
 
     rotation = agreement = None
     if has_previous:
-        k_common = min(k, previous[0].left_vectors.shape[1])
-        U_prev = torch.stack([p.left_vectors[:, :k_common] for p in previous]).to(stack.device, stack.dtype)
-        V_prev = torch.stack([p.right_vectors[:, :k_common] for p in previous]).to(stack.device, stack.dtype)
+        k_common = min(k, earlier[0].left_vectors.shape[1])
+        U_prev = torch.stack([p.left_vectors[:, :k_common] for p in earlier]).to(stack.device, stack.dtype)
+        V_prev = torch.stack([p.right_vectors[:, :k_common] for p in earlier]).to(stack.device, stack.dtype)
         overlap = torch.linalg.matrix_norm(U_prev.mT @ U_k[..., :k_common]) ** 2
         rotation = (1.0 - overlap / k_common).clamp_(min=0.0).cpu().tolist()
         agreement = singular_vector_agreement(U_k, Vh_k.mT, U_prev, V_prev).to("cpu", torch.float64)
