@@ -65,10 +65,15 @@ def build_report(
     panels = []
     for figure in figures:
         figure.figure.savefig(out / f"{figure.name}.png", dpi=DPI, facecolor="white")
-        size = tuple(int(round(v)) for v in figure.figure.get_size_inches() * DPI)
+        width, height = (int(round(v)) for v in figure.figure.get_size_inches() * DPI)
         panels.append(
             Panel(
-                figure.name, figure.section, figure.title, figure.caption, [(f"{figure.name}.png", "")], size
+                figure.name,
+                figure.section,
+                figure.title,
+                figure.caption,
+                [(f"{figure.name}.png", "")],
+                (width, height),
             )
         )
     density = density_images(runs, steps)

@@ -4,6 +4,7 @@ each run's stability limit, and the Hessian density images."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -28,10 +29,14 @@ from lightning_spectral.report.figure_style import (
 )
 from lightning_spectral.report.reader import Image, RunData, Series
 
-LIMIT_STYLE = dict(linewidth=5, alpha=0.25, solid_capstyle="butt")
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.typing import LineStyleType
+
+LIMIT_STYLE: dict[str, Any] = dict(linewidth=5, alpha=0.25, solid_capstyle="butt")
 #: Adaptive-optimizer runs (Adam family, NAdam, RMSprop, Adagrad, Adadelta) log the preconditioned sharpness λ_1(D⁻¹H); their ``eos_ratio`` divides it, not λ_1 of H.
 PRECONDITIONED = HESSIAN + "preconditioned_lambda_1"
-PRECONDITIONED_STYLE = (0, (1, 1))
+PRECONDITIONED_STYLE: LineStyleType = (0, (1, 1))
 
 
 def stability_limit(run: RunData) -> Series | None:
@@ -141,7 +146,7 @@ def density_images(
     ]
 
 
-def _curvature_axes(runs: Sequence[RunData], ratio_tag: str) -> tuple[Figure, object, object | None]:
+def _curvature_axes(runs: Sequence[RunData], ratio_tag: str) -> tuple[Figure, Axes, Axes | None]:
     """A value panel, and below it a ratio panel when any run logged ``ratio_tag`` (else ``None``)."""
     if not any(ratio_tag in run.scalars for run in runs):
         return (*single_axes(), None)

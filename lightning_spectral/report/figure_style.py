@@ -12,17 +12,22 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.typing import LineStyleType
 
 from lightning_spectral.report.reader import RunData, Series, nearest
 
 STEP_LABEL = "optimizer step"
 WIDTH_IN = 10.0
 DPI = 100
-EIGEN_STYLES = ("-", "--", ":", (0, (5, 1, 1, 1)), (0, (1, 3)))
+EIGEN_STYLES: tuple[LineStyleType, ...] = ("-", "--", ":", (0, (5, 1, 1, 1)), (0, (1, 3)))
 HESSIAN = "spectral/hessian/"
 NTK = "spectral/ntk/"
 WEIGHTS = "spectral/weights/"
@@ -55,7 +60,8 @@ def run_colors(runs: Sequence[RunData]) -> dict[str, str]:
     from matplotlib import colormaps
     from matplotlib.colors import to_hex
 
-    palette = [to_hex(c) for c in colormaps["tab10"].colors + colormaps["tab20"].colors[1::2]]
+    # (matplotlib types the registry's entries as Colormap: tab10 and tab20 are ListedColormaps, with `colors`)
+    palette = [to_hex(c) for c in colormaps["tab10"].colors + colormaps["tab20"].colors[1::2]]  # type: ignore[attr-defined]
     return {run.name: palette[i % len(palette)] for i, run in enumerate(runs)}
 
 
@@ -74,7 +80,7 @@ def wants_log(*arrays, decades: float = 2.0) -> bool:
 
 def legend_labels(figure: Figure) -> list[str]:
     """The texts of every legend of ``figure`` and the titles of its panels, in drawing order."""
-    legends = list(figure.legends) + [ax.get_legend() for ax in figure.axes if ax.get_legend()]
+    legends = list(figure.legends) + [legend for ax in figure.axes if (legend := ax.get_legend()) is not None]
     titles = [ax.get_title() for ax in figure.axes if ax.get_title()]
     return [t.get_text() for legend in legends for t in legend.get_texts()] + titles
 
@@ -97,7 +103,7 @@ def chosen_at_steps(items: Sequence, steps: Sequence[int] | None) -> list:
     )
 
 
-def single_axes() -> tuple[Figure, object]:
+def single_axes() -> tuple[Figure, Axes]:
     figure = Figure(figsize=(WIDTH_IN, 4.4), dpi=DPI, layout="constrained")
     return figure, figure.subplots()
 
@@ -147,14 +153,14 @@ def run_legend(figure: Figure, runs: Sequence[RunData], colors: dict[str, str], 
     figure.legend(handles=handles, loc="outside right upper", frameon=False)
 
 
-def style_entries(styles: Sequence[tuple[str, object]]) -> list[Line2D]:
+def style_entries(styles: Sequence[tuple[str, LineStyleType]]) -> list[Line2D]:
     """Legend entries ``(label, line style)`` in grey: the style stands for a quantity, the colour for a run."""
     return [Line2D([], [], color="0.2", linestyle=style, label=label) for label, style in styles]
 
 
 def edge_line(ax, label: str) -> Line2D:
     """A black dashed line at 1 on ``ax``; its legend entry."""
-    style = dict(color="black", linestyle="--", linewidth=1.2)
+    style: dict[str, Any] = dict(color="black", linestyle="--", linewidth=1.2)
     ax.axhline(1.0, **style)
     return Line2D([], [], label=label, **style)
 
