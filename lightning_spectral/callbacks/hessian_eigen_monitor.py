@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal, get_args
 
 import pytorch_lightning as pl
 import torch
@@ -55,11 +55,13 @@ from lightning_spectral.functional.hessian.batch_sharpness import (
     summarized,
 )
 from lightning_spectral.functional.hessian.hvp_graph import HVPGraph
-from lightning_spectral.functional.hessian.operator import HVP_METHODS, HessianOperator
+from lightning_spectral.functional.hessian.operator import HVP_METHODS, HessianOperator, HVPMethod
 from lightning_spectral.functional.hessian.spectrum import hessian_density, hessian_eigenvalues, hessian_trace
 from lightning_spectral.linalg import WHICH, Which
 
-MEASUREMENT_MODES = ("eval", "train")
+#: The mode the model is measured in.
+MeasurementMode = Literal["eval", "train"]
+MEASUREMENT_MODES: tuple[MeasurementMode, ...] = get_args(MeasurementMode)
 
 
 class HessianEigenMonitor(SpectralMonitor):
@@ -144,8 +146,8 @@ class HessianEigenMonitor(SpectralMonitor):
         compute_batch_sharpness: bool = True,
         compute_preconditioned: bool = True,
         warm_start: bool = True,
-        measurement_mode: str = "eval",
-        hvp_method: str = "double_backward",
+        measurement_mode: MeasurementMode = "eval",
+        hvp_method: HVPMethod = "double_backward",
         cuda_graphs: bool = False,
         batch: Any = None,
         seed: int = 0,

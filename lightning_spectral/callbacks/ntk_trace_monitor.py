@@ -23,7 +23,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Mapping, Sequence, Sized
-from typing import Any
+from typing import Any, get_args
 
 import pytorch_lightning as pl
 import torch
@@ -57,9 +57,9 @@ from lightning_spectral.functional.ntk.eigenvalues import ntk_lambda_max
 from lightning_spectral.functional.ntk.kernel_matrix import ntk_matrix
 from lightning_spectral.functional.ntk.per_example_gradient_norms import LayerwiseChecks
 from lightning_spectral.functional.ntk.sgd_stability import sgd_stability
-from lightning_spectral.functional.ntk.trace import ntk_trace
+from lightning_spectral.functional.ntk.trace import NTKTraceMethod, ntk_trace
 
-NTK_METHODS = ("auto", "exact", "hutchinson", "hutchpp")
+NTK_METHODS: tuple[NTKTraceMethod, ...] = get_args(NTKTraceMethod)
 
 
 class NTKTraceMonitor(SpectralMonitor):
@@ -123,7 +123,7 @@ class NTKTraceMonitor(SpectralMonitor):
         every_n_epochs: int | None = None,
         log_spacing: bool = False,
         at_train_start: bool = True,
-        method: str = "auto",
+        method: NTKTraceMethod = "auto",
         num_probes: int = 8,
         compute_alignment: bool = False,
         compute_lambda_max: bool = False,

@@ -59,7 +59,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import pytorch_lightning as pl
 import torch
@@ -75,11 +75,14 @@ from lightning_spectral.callbacks._internal.stopping_criterion import (
     NOT_FINITE,
     NOT_FIRED,
     RELATIVE_TO,
+    RelativeTo,
+    StopMode,
     StoppingCriterion,
 )
 from lightning_spectral.callbacks.base import SpectralMonitor
 
-ACTIONS = ("stop", "warn", "checkpoint_and_stop")
+StopAction = Literal["stop", "warn", "checkpoint_and_stop"]
+ACTIONS: tuple[StopAction, ...] = get_args(StopAction)
 #: File name of the checkpoint written by ``action="checkpoint_and_stop"``.
 CHECKPOINT_FILENAME = "spectral-early-stop-step={step}.ckpt"
 
@@ -117,12 +120,12 @@ class SpectralEarlyStopping(Callback):
         monitor: str,
         *,
         threshold: float | None = None,
-        relative_to: Literal["lr", "previous"] | None = None,
-        mode: Literal["above", "below"] = "above",
+        relative_to: RelativeTo | None = None,
+        mode: StopMode = "above",
         patience: int = 1,
         warmup_steps: int = 0,
         check_finite: bool = True,
-        action: Literal["stop", "warn", "checkpoint_and_stop"] = "stop",
+        action: StopAction = "stop",
     ) -> None:
         super().__init__()
         if not isinstance(monitor, str) or not monitor:

@@ -34,7 +34,7 @@ import fnmatch
 import math
 import warnings
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal, get_args
 
 import pytorch_lightning as pl
 import torch
@@ -59,13 +59,14 @@ from lightning_spectral.functional.weights.interlayer_alignment import (
     consecutive_pairs,
     pair_alignment,
 )
-from lightning_spectral.functional.weights.matrices import CONV_MODES, WeightMatrix, weight_matrices
+from lightning_spectral.functional.weights.matrices import CONV_MODES, ConvMode, WeightMatrix, weight_matrices
 from lightning_spectral.functional.weights.power_law import PowerLawFit, power_law_alpha
 from lightning_spectral.functional.weights.singular_dynamics import AGREEMENT_TOP, agreement_score
 from lightning_spectral.functional.weights.spectrum import (
     DEFAULT_TOL,
     METHODS,
     WeightSpectrum,
+    WeightSpectrumMethod,
     weight_spectra,
 )
 
@@ -79,7 +80,8 @@ TABLE_COLUMNS = (
     "alpha",
 )
 #: Allowed values of ``alpha`` (one, or a sequence of them).
-ALPHA_MODES = ("plain", "farms", "weightwatcher")
+AlphaMode = Literal["plain", "farms", "weightwatcher"]
+ALPHA_MODES: tuple[AlphaMode, ...] = get_args(AlphaMode)
 
 
 class WeightSpectrumMonitor(SpectralMonitor):
@@ -165,7 +167,7 @@ class WeightSpectrumMonitor(SpectralMonitor):
         log_spacing: bool = False,
         at_train_start: bool = True,
         k: int = 5,
-        method: str = "auto",
+        method: WeightSpectrumMethod = "auto",
         n_iter: int = 2,
         oversample: int = 10,
         exact_threshold: int | None = None,
@@ -174,10 +176,10 @@ class WeightSpectrumMonitor(SpectralMonitor):
         include: str | Sequence[str] | None = None,
         exclude: str | Sequence[str] | None = None,
         trainable_only: bool = False,
-        conv_mode: str = "flatten",
+        conv_mode: ConvMode = "flatten",
         split_fused: bool = True,
         compute_condition_number: bool = False,
-        alpha: str | Sequence[str] = "plain",
+        alpha: AlphaMode | Sequence[AlphaMode] = "plain",
         compute_rank_measures: bool = False,
         interlayer_alignment: bool | Sequence[tuple[str, str]] = False,
         histogram_every_n: int = 1,

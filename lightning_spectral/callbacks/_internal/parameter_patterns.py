@@ -24,10 +24,14 @@ from __future__ import annotations
 import difflib
 import fnmatch
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from torch import nn
 
 from lightning_spectral.functional._common.parameter_selection import unmatched_patterns
+
+if TYPE_CHECKING:
+    from lightning_spectral.functional.weights.matrices import ConvMode
 
 __all__ = ["check_param_spec", "check_patterns_match", "check_weight_patterns", "checked_param_patterns"]
 
@@ -81,7 +85,7 @@ def check_weight_patterns(
     model: nn.Module,
     include: str | Sequence[str] | None,
     exclude: str | Sequence[str] | None,
-    conv_mode: str,
+    conv_mode: ConvMode,
     monitor: str,
 ) -> None:
     """``ValueError`` for an ``include`` / ``exclude`` glob that matches no weight matrix of ``model``, by its

@@ -35,7 +35,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, get_args
 
 from pytorch_lightning.utilities import rank_zero_warn
 
@@ -53,8 +53,12 @@ __all__ = [
     "StoppingCriterion",
 ]
 
-MODES = ("above", "below")
-RELATIVE_TO = (None, "lr", "previous")
+#: On which side of the threshold the criterion fires.
+StopMode = Literal["above", "below"]
+MODES: tuple[StopMode, ...] = get_args(StopMode)
+#: What a value is compared relative to (``None``: itself).
+RelativeTo = Literal["lr", "previous"]
+RELATIVE_TO: tuple[RelativeTo | None, ...] = (None, *get_args(RelativeTo))
 #: Verdicts on a batch of new measurements, in increasing strength.
 NOT_FIRED, FIRED, NOT_FINITE = 0, 1, 2
 
@@ -65,8 +69,8 @@ class StoppingCriterion:
 
     monitor: str
     threshold: float
-    relative_to: str | None = None
-    mode: str = "above"
+    relative_to: RelativeTo | None = None
+    mode: StopMode = "above"
     check_finite: bool = True
 
     @property

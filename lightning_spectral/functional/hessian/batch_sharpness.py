@@ -42,6 +42,7 @@ from lightning_spectral.functional.hessian.operator import (
     HVP_METHODS,
     SOLVER_HVP_METHOD,
     HessianOperator,
+    HVPMethod,
     LossFn,
 )
 from lightning_spectral.linalg import mean_and_std_error
@@ -98,7 +99,7 @@ def batch_sharpness(
     batches: list[Any],
     *,
     params: ParamSpec = None,
-    hvp_method: str = SOLVER_HVP_METHOD,
+    hvp_method: HVPMethod = SOLVER_HVP_METHOD,
     reduce_fn: Callable[[Tensor], Tensor] | None = None,
 ) -> BatchSharpness:
     """``mean_B g_Bᵀ H_B g_B / ‖g_B‖²`` over ``batches`` (module docstring).

@@ -58,7 +58,7 @@ from lightning_spectral._internal.full_precision import _matmul_precision, preci
 from lightning_spectral.functional.hessian.replayed_randomness import NoReplay
 
 if TYPE_CHECKING:
-    from lightning_spectral.functional.hessian.operator import HessianOperator
+    from lightning_spectral.functional.hessian.operator import HessianOperator, HVPMethod
 
 __all__ = ["HVPGraph"]
 
@@ -67,7 +67,7 @@ __all__ = ["HVPGraph"]
 class _Capture:
     """One captured product: the operator twin whose tensors are the static inputs, the graph and its output."""
 
-    method: str
+    method: HVPMethod
     twin: HessianOperator
     static_inputs: list[Tensor]
     static_v: Tensor
@@ -184,7 +184,7 @@ class HVPGraph:
         self._captures.clear()
 
     # ------------------------------------------------------------------ used by HessianOperator
-    def resolved_method(self, operator: HessianOperator) -> str | None:
+    def resolved_method(self, operator: HessianOperator) -> HVPMethod | None:
         """The HVP method a capture of this operator's signature resolved ``"auto"`` to, if there is one."""
         capture = self._captures.get(_signature(operator))
         return None if capture is None else capture.method

@@ -70,7 +70,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 from torch import Tensor, nn
@@ -87,14 +87,16 @@ from lightning_spectral.functional.hessian.hvp_graph import HVPGraph
 from lightning_spectral.functional.hessian.replayed_randomness import NoReplay, ReplayedRandomness
 
 LossFn = Callable[[nn.Module, Any], Tensor]
-HVP_METHODS = ("auto", "forward_over_reverse", "double_backward")
+#: How a Hessian-vector product is computed (``"auto"``: forward-over-reverse, else double backward).
+HVPMethod = Literal["auto", "forward_over_reverse", "double_backward"]
+HVP_METHODS: tuple[HVPMethod, ...] = get_args(HVPMethod)
 #: The HVP method of the estimators that take many products (eigenvalues, trace, density, batch sharpness)
 #: when none is given: each product is one backward pass through the kept gradient graph.
-SOLVER_HVP_METHOD = "double_backward"
+SOLVER_HVP_METHOD: HVPMethod = "double_backward"
 # What torch.func raises for a loss it cannot transform; "auto" falls back on these and only these.
 _TRANSFORM_ERRORS = (RuntimeError, NotImplementedError)
 
-__all__ = ["HVP_METHODS", "HessianOperator", "LossFn"]
+__all__ = ["HVP_METHODS", "HVPMethod", "HessianOperator", "LossFn"]
 
 
 class _LossOfModel(nn.Module):
@@ -165,7 +167,7 @@ class HessianOperator:
         batch: Any,
         *,
         params: ParamSpec = None,
-        method: str = "auto",
+        method: HVPMethod = "auto",
         reduce_fn: Callable[[Tensor], Tensor] | None = None,
         copy_params: bool = True,
         hvp_graph: HVPGraph | None = None,
@@ -180,7 +182,7 @@ class HessianOperator:
         batches: list[Any],
         *,
         params: ParamSpec = None,
-        method: str = "auto",
+        method: HVPMethod = "auto",
         reduce_fn: Callable[[Tensor], Tensor] | None = None,
         copy_params: bool = True,
         hvp_graph: HVPGraph | None = None,
@@ -204,7 +206,7 @@ class HessianOperator:
         loss_fn: LossFn,
         batches: list[Any],
         params: ParamSpec,
-        method: str,
+        method: HVPMethod,
         reduce_fn: Callable[[Tensor], Tensor] | None,
         copy_params: bool,
         hvp_graph: HVPGraph | None,

@@ -34,7 +34,7 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple, get_args
 
 import torch
 from torch import Tensor, nn
@@ -44,6 +44,7 @@ from lightning_spectral.functional.hessian.operator import (
     HVP_METHODS,
     SOLVER_HVP_METHOD,
     HessianOperator,
+    HVPMethod,
     LossFn,
 )
 from lightning_spectral.linalg import (
@@ -58,10 +59,13 @@ from lightning_spectral.linalg import (
     slq_density,
 )
 
-TRACE_METHODS = ("hutchpp", "hutchinson")
+#: The stochastic trace estimator of :func:`hessian_trace`.
+TraceMethod = Literal["hutchpp", "hutchinson"]
+TRACE_METHODS: tuple[TraceMethod, ...] = get_args(TraceMethod)
 
 __all__ = [
     "TRACE_METHODS",
+    "TraceMethod",
     "WHICH",
     "HessianEigenResult",
     "hessian_density",
@@ -97,7 +101,7 @@ def _resolve_operator(
     loss_fn: LossFn | None,
     batch: Any,
     params: ParamSpec,
-    hvp_method: str | None,
+    hvp_method: HVPMethod | None,
 ) -> HessianOperator:
     """``operator`` if given (then ``model``, ``loss_fn``, ``batch``, ``params`` and ``hvp_method`` must be
     left out), else a new operator on the one ``batch`` (``hvp_method=None``: :data:`SOLVER_HVP_METHOD`)."""
@@ -158,7 +162,7 @@ def hessian_eigenvalues(
     max_iter: int = 50,
     v0: Tensor | None = None,
     params: ParamSpec = None,
-    hvp_method: str | None = None,
+    hvp_method: HVPMethod | None = None,
     generator: torch.Generator | None = None,
     operator: HessianOperator | None = None,
     preconditioner: Tensor | None = None,
@@ -289,9 +293,9 @@ def hessian_trace(
     batch: Any = None,
     *,
     num_matvecs: int = 30,
-    method: str = "hutchpp",
+    method: TraceMethod = "hutchpp",
     params: ParamSpec = None,
-    hvp_method: str | None = None,
+    hvp_method: HVPMethod | None = None,
     generator: torch.Generator | None = None,
     operator: HessianOperator | None = None,
 ) -> TraceEstimate:
@@ -317,7 +321,7 @@ def hessian_density(
     num_probes: int = 4,
     num_steps: int = 30,
     params: ParamSpec = None,
-    hvp_method: str | None = None,
+    hvp_method: HVPMethod | None = None,
     generator: torch.Generator | None = None,
     operator: HessianOperator | None = None,
 ) -> SpectralDensity:

@@ -74,7 +74,7 @@ import itertools
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import cast
+from typing import Literal, cast, get_args
 
 import torch
 from torch import Tensor, nn
@@ -83,10 +83,11 @@ from torch.nn.utils import parametrize
 
 from lightning_spectral.functional._common.parameter_selection import uncompiled_name
 
-__all__ = ["CONV_MODES", "WeightMatrix", "weight_matrices"]
+__all__ = ["CONV_MODES", "ConvMode", "WeightMatrix", "weight_matrices"]
 
 #: Allowed values of ``conv_mode``.
-CONV_MODES = ("flatten", "per_position")
+ConvMode = Literal["flatten", "per_position"]
+CONV_MODES: tuple[ConvMode, ...] = get_args(ConvMode)
 
 _CONV_TYPES: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _CONV_TRANSPOSE_TYPES: tuple[type[nn.Module], ...] = (
@@ -228,7 +229,7 @@ def _position_suffix(index: tuple[int, ...]) -> str:
 
 
 def _conv_matrices(
-    name: str, kernel: Tensor, kind: type[nn.Module], conv_mode: str
+    name: str, kernel: Tensor, kind: type[nn.Module], conv_mode: ConvMode
 ) -> Iterator[tuple[str, Tensor, str]]:
     rows, cols = ("in", "out/groups") if kind in _CONV_TRANSPOSE_TYPES else ("out", "in/groups")
     note_tail = " (rows: input channels, the transpose of input -> output)" if rows == "in" else ""
@@ -257,7 +258,7 @@ def _split_rows(
 
 
 def _module_matrices(
-    kind: type[nn.Module], attr: str, name: str, weight: Tensor, conv_mode: str, split: bool
+    kind: type[nn.Module], attr: str, name: str, weight: Tensor, conv_mode: ConvMode, split: bool
 ) -> Iterator[tuple[str, Tensor, str]]:
     """(reported name, matrix, shape note) for one weight attribute of a supported module."""
     if kind in _CONV_TYPES or kind in _CONV_TRANSPOSE_TYPES:
@@ -272,7 +273,7 @@ def _module_matrices(
         yield name, weight, f"{attr} {tuple(weight.shape)} as is"
 
 
-def _candidates(model: nn.Module, conv_mode: str, split: bool) -> Iterator[_Candidate]:
+def _candidates(model: nn.Module, conv_mode: ConvMode, split: bool) -> Iterator[_Candidate]:
     for module_name, module in model.named_modules():
         kind = _module_type(module)
         transposed = kind is None and _is_transposed_linear(module)
@@ -319,7 +320,7 @@ def weight_matrices(
     include: str | Iterable[str] | None = None,
     exclude: str | Iterable[str] | None = None,
     trainable_only: bool = False,
-    conv_mode: str = "flatten",
+    conv_mode: ConvMode = "flatten",
     split_fused: bool = True,
 ) -> list[WeightMatrix]:
     """The weight matrices of ``model`` (see the module docstring for layers, orientation and naming).

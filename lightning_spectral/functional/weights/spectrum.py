@@ -102,6 +102,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor
@@ -132,7 +133,8 @@ DEFAULT_TOL = 1e-2
 #: ``method="auto"`` uses the exact SVD while ``min(m, n) <= CROSSOVER_FACTOR * (k + oversample)``.
 CROSSOVER_FACTOR = 3
 #: Allowed values of ``method``.
-METHODS = ("auto", "exact", "randomized")
+WeightSpectrumMethod = Literal["auto", "exact", "randomized"]
+METHODS: tuple[WeightSpectrumMethod, ...] = get_args(WeightSpectrumMethod)
 # Largest number of matrix entries stacked into one batched decomposition (256 MB in float32).
 _DEFAULT_MAX_BATCH_NUMEL = 1 << 26
 
@@ -300,7 +302,7 @@ def weight_spectra(
     matrices: Sequence[Tensor],
     k: int | None = None,
     *,
-    method: str = "auto",
+    method: WeightSpectrumMethod = "auto",
     previous: Sequence[WeightSpectrum | None] | None = None,
     n_iter: int = 2,
     oversample: int = 10,
@@ -380,7 +382,7 @@ def _spectra(
     previous_labels: list[str],
     k: int | None,
     *,
-    method: str,
+    method: WeightSpectrumMethod,
     n_iter: int,
     oversample: int,
     generator: torch.Generator | None,
@@ -463,7 +465,7 @@ def weight_spectrum(
     weight: Tensor,
     k: int | None = None,
     *,
-    method: str = "auto",
+    method: WeightSpectrumMethod = "auto",
     previous: WeightSpectrum | None = None,
     n_iter: int = 2,
     oversample: int = 10,
