@@ -12,6 +12,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
+from typing_extensions import override
 
 
 def teacher_dataset(
@@ -53,10 +54,12 @@ class DemoClassifier(pl.LightningModule):
             nn.Linear(64, num_classes),
         )
 
+    @override
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
-    def training_step(self, batch, batch_idx):
+    @override
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
         logits = self(x)
         loss = nn.functional.mse_loss(
@@ -66,10 +69,12 @@ class DemoClassifier(pl.LightningModule):
         self.log("train/accuracy", (logits.argmax(dim=1) == y).float().mean())
         return loss
 
-    def configure_optimizers(self):
+    @override
+    def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.SGD(self.parameters(), lr=self.hparams["lr"])
 
-    def train_dataloader(self):
+    @override
+    def train_dataloader(self) -> DataLoader[tuple[torch.Tensor, ...]]:
         data = teacher_dataset(length=self.hparams["length"], num_classes=self.hparams["num_classes"])
         return DataLoader(data, batch_size=self.hparams["batch_size"], shuffle=True)
 

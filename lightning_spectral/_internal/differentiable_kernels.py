@@ -52,7 +52,7 @@ from torch import nn
 __all__ = ["differentiable_kernels", "has_recurrent_layers"]
 
 
-def _math_backend() -> contextlib.AbstractContextManager:
+def _math_backend() -> contextlib.AbstractContextManager[object]:
     try:
         from torch.nn.attention import SDPBackend, sdpa_kernel
     except ImportError:  # pragma: no cover - PyTorch < 2.3

@@ -236,6 +236,7 @@ class HessianEigenMonitor(SpectralMonitor):
         if self._hvp_graph is not None:
             self._hvp_graph.release()  # the captured graphs' GPU memory
 
+    @override
     def measure(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batches: list[Any]
     ) -> Mapping[str, float]:
@@ -389,6 +390,7 @@ class HessianEigenMonitor(SpectralMonitor):
         value = float(result.eigenvalues[0])
         return {"preconditioned_lambda_1": value, "eos_ratio": value / step.limit}
 
+    @override
     def extra_state(self) -> dict[str, Any]:
         return {
             "eigenvectors": None if self._eigenvectors is None else self._eigenvectors.cpu(),
@@ -397,6 +399,7 @@ class HessianEigenMonitor(SpectralMonitor):
             else self._preconditioned_vector.cpu(),
         }
 
+    @override
     def load_extra_state(self, state: dict[str, Any]) -> None:
         vectors = state.get("eigenvectors")
         self._eigenvectors = vectors

@@ -198,6 +198,7 @@ class NTKTraceMonitor(SpectralMonitor):
         self._layerwise_checks.clear()  # a new fit may bring a new model
         self._model_call = None
 
+    @override
     def measure(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batches: list[Any]
     ) -> Mapping[str, float]:
@@ -366,10 +367,12 @@ class NTKTraceMonitor(SpectralMonitor):
                 values["sgd_stability_exact"] = exact
         return values
 
+    @override
     def extra_state(self) -> dict[str, Any]:
         return {
             "lambda_max_vector": None if self._lambda_max_vector is None else self._lambda_max_vector.cpu()
         }
 
+    @override
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self._lambda_max_vector = state.get("lambda_max_vector")

@@ -263,6 +263,7 @@ class WeightSpectrumMonitor(SpectralMonitor):
             and monitor.startswith(self.metric_prefix)
         ]
 
+    @override
     def measure(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batches: list[Any]
     ) -> Mapping[str, float]:
@@ -531,6 +532,7 @@ class WeightSpectrumMonitor(SpectralMonitor):
         self._table_rows = []
 
     # Warm-start state: the last spectrum of every layer, as plain tensors/floats for the checkpoint.
+    @override
     def extra_state(self) -> dict[str, Any]:
         return {
             name: {**dataclasses.asdict(spectrum), "power_law": None}
@@ -538,6 +540,7 @@ class WeightSpectrumMonitor(SpectralMonitor):
             for name, spectrum in self._previous.items()
         }
 
+    @override
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self._previous = {name: WeightSpectrum(**fields) for name, fields in state.items()}
 

@@ -31,8 +31,8 @@ __all__ = ["ReportError", "RunData", "build_report", "read_runs"]
 
 
 def build_report(
-    run_dirs: Sequence[str | os.PathLike],
-    out_dir: str | os.PathLike,
+    run_dirs: Sequence[str | os.PathLike[str]],
+    out_dir: str | os.PathLike[str],
     *,
     steps: Sequence[int] | None = None,
     progress: bool = True,

@@ -155,7 +155,9 @@ def _curvature_axes(runs: Sequence[RunData], ratio_tag: str) -> tuple[Figure, Ax
     return figure, top, bottom
 
 
-def _limits(ax, runs: Sequence[RunData], colors: dict[str, str], values: list) -> list[Line2D]:
+def _limits(
+    ax: Axes, runs: Sequence[RunData], colors: dict[str, str], values: list[np.ndarray]
+) -> list[Line2D]:
     """Draw each run's stability limit (added to ``values``); the legend entry, if any was drawn."""
     drawn = False
     for run in runs:
@@ -169,7 +171,9 @@ def _limits(ax, runs: Sequence[RunData], colors: dict[str, str], values: list) -
     return [Line2D([], [], color="0.4", label=label, **LIMIT_STYLE)] if drawn else []
 
 
-def _ratio_panel(ax, runs: Sequence[RunData], colors: dict[str, str], tag: str, ylabel: str) -> list[Line2D]:
+def _ratio_panel(
+    ax: Axes | None, runs: Sequence[RunData], colors: dict[str, str], tag: str, ylabel: str
+) -> list[Line2D]:
     """Each run's ``tag`` against step on ``ax`` with the edge at 1 (nothing when ``ax`` is ``None``)."""
     if ax is None:
         return []

@@ -21,8 +21,9 @@ from matplotlib.lines import Line2D
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.typing import LineStyleType
+    from numpy.typing import ArrayLike
 
-from lightning_spectral.report.reader import RunData, Series, nearest
+from lightning_spectral.report.reader import RunData, Series, _Stepped, nearest
 
 STEP_LABEL = "optimizer step"
 WIDTH_IN = 10.0
@@ -65,7 +66,7 @@ def run_colors(runs: Sequence[RunData]) -> dict[str, str]:
     return {run.name: palette[i % len(palette)] for i, run in enumerate(runs)}
 
 
-def wants_log(*arrays, decades: float = 2.0) -> bool:
+def wants_log(*arrays: ArrayLike, decades: float = 2.0) -> bool:
     """Whether values are all positive and span at least ``decades`` powers of ten.
 
     >>> wants_log([1.0, 50.0], [2000.0]), wants_log([1.0, 50.0]), wants_log([-1.0, 1000.0])
@@ -92,7 +93,7 @@ def eigen_tags(run: RunData, prefix: str) -> list[tuple[int, str]]:
     return sorted(found)
 
 
-def chosen_at_steps(items: Sequence, steps: Sequence[int] | None) -> list:
+def chosen_at_steps(items: Sequence[_Stepped], steps: Sequence[int] | None) -> list[_Stepped]:
     """The items nearest to ``steps`` (once each, by step), or the last one."""
     if not items:
         return []
@@ -108,7 +109,7 @@ def single_axes() -> tuple[Figure, Axes]:
     return figure, figure.subplots()
 
 
-def grid_axes(panels: int, panel_height: float = 2.6, sharex: bool = True) -> tuple[Figure, list]:
+def grid_axes(panels: int, panel_height: float = 2.6, sharex: bool = True) -> tuple[Figure, list[Axes]]:
     """A figure with ``panels`` axes in up to three columns (sharing the x axis); spare axes removed."""
     columns = min(panels, 3)
     rows = math.ceil(panels / columns)
@@ -119,7 +120,9 @@ def grid_axes(panels: int, panel_height: float = 2.6, sharex: bool = True) -> tu
     return figure, axes[:panels]
 
 
-def plot_series(ax, series: Series, color: str, linestyle="-", marker="auto") -> None:
+def plot_series(
+    ax: Axes, series: Series, color: str, linestyle: LineStyleType = "-", marker: str | None = "auto"
+) -> None:
     """One run's series, with point markers when measurements are sparse."""
     if marker == "auto":
         marker = "o" if len(series.steps) <= 60 else None
@@ -134,7 +137,9 @@ def plot_series(ax, series: Series, color: str, linestyle="-", marker="auto") ->
     )
 
 
-def style_axes(ax, values: list, ylabel: str | None, xlabel: str | None = STEP_LABEL) -> None:
+def style_axes(
+    ax: Axes, values: Sequence[ArrayLike], ylabel: str | None, xlabel: str | None = STEP_LABEL
+) -> None:
     """Log y where the values span two decades; grid; labels."""
     if wants_log(*values):
         ax.set_yscale("log")
@@ -145,7 +150,9 @@ def style_axes(ax, values: list, ylabel: str | None, xlabel: str | None = STEP_L
         ax.set_ylabel(ylabel)
 
 
-def run_legend(figure: Figure, runs: Sequence[RunData], colors: dict[str, str], extra: Sequence = ()) -> None:
+def run_legend(
+    figure: Figure, runs: Sequence[RunData], colors: dict[str, str], extra: Sequence[Line2D] = ()
+) -> None:
     """A legend right of the axes: one entry per run (its colour), then ``extra`` entries."""
     handles = [Line2D([], [], color=colors[run.name], linewidth=2, label=run.name) for run in runs] + list(
         extra
@@ -158,7 +165,7 @@ def style_entries(styles: Sequence[tuple[str, LineStyleType]]) -> list[Line2D]:
     return [Line2D([], [], color="0.2", linestyle=style, label=label) for label, style in styles]
 
 
-def edge_line(ax, label: str) -> Line2D:
+def edge_line(ax: Axes, label: str) -> Line2D:
     """A black dashed line at 1 on ``ax``; its legend entry."""
     style: dict[str, Any] = dict(color="black", linestyle="--", linewidth=1.2)
     ax.axhline(1.0, **style)

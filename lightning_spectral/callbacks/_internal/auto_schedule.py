@@ -42,7 +42,7 @@ import math
 import statistics
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
@@ -73,7 +73,7 @@ def round_up_125(x: float) -> int:
     return 10 * decade  # pragma: no cover (the loop ends at 10)
 
 
-def _periods(limit: int):
+def _periods(limit: int) -> Iterator[int]:
     """The 1-2-5 sequence up to and including its first number above ``limit``."""
     period = 1
     while True:
@@ -135,7 +135,7 @@ def plan_period(
     return periods[-1], ()
 
 
-_GROUPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_GROUPS: weakref.WeakKeyDictionary[pl.Trainer, AutoSchedule] = weakref.WeakKeyDictionary()
 
 
 class AutoSchedule:
@@ -159,7 +159,7 @@ class AutoSchedule:
         self.ratio_at_choice: float | None = None  # round cost over step time when the period was chosen
         self.measure_seconds = 0.0  # all fits
         self.costs: dict[
-            str, list[list]
+            str, list[list[Any]]
         ] = {}  # per member: [seconds, first of its fit] of recent measurements
         self._earlier_train_seconds = 0.0
         self._earlier_steps = 0

@@ -31,7 +31,7 @@ _INPUT_KEYS = ("input", "inputs", "x")
 _TARGET_KEYS = ("target", "targets", "label", "labels", "y")
 
 
-def _from_mapping(batch: Mapping, keys: Sequence[str], what: str, argument: str) -> torch.Tensor:
+def _from_mapping(batch: Mapping[str, Any], keys: Sequence[str], what: str, argument: str) -> torch.Tensor:
     for key in keys:
         if key in batch:
             return batch[key]

@@ -72,7 +72,9 @@ def gathered_parameters(
     swapped: list[tuple[nn.Module, str, nn.Parameter]] = []
     gathered: dict[int, nn.Parameter] = {}
     originals: dict[int, Tensor] = {}
-    hook_dicts: dict[int, tuple[dict, dict]] = {}  # each hook dict once, as it was (a group shares a state)
+    hook_dicts: dict[
+        int, tuple[dict[Any, Any], dict[Any, Any]]
+    ] = {}  # each hook dict once, as it was (a group shares a state)
     try:
         for submodule in module.modules():
             for handle in _fsdp_hook_handles(submodule):

@@ -9,10 +9,11 @@ logged metrics. Modules with manual optimization step their optimizers inside ``
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
+from typing_extensions import override
 
 if TYPE_CHECKING:
     import pytorch_lightning as pl
@@ -76,7 +77,14 @@ class _LossCalls(torch.overrides.TorchFunctionMode):
         super().__init__()
         self.names: list[str] = []
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):
+    @override
+    def __torch_function__(
+        self,
+        func: Callable[..., Any],
+        types: Collection[type],
+        args: Sequence[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> Any:
         name = getattr(func, "__name__", "")
         if name == "mse_loss" or name in NON_MSE_LOSSES:
             self.names.append(name)

@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from lightning_spectral._internal.full_precision import _matmul_precision, precision_switches
@@ -73,18 +73,18 @@ class _Capture:
     static_v: Tensor
     static_out: Tensor
     graph: Any  # torch.cuda.CUDAGraph
-    model: weakref.ref
+    model: weakref.ref[nn.Module]
     loss_fn: Any
-    loaded_for: weakref.ref | None = None
+    loaded_for: weakref.ref[HessianOperator] | None = None
 
 
-def _describe_leaf(leaf: Any) -> tuple:
+def _describe_leaf(leaf: Any) -> tuple[Any, ...]:
     if isinstance(leaf, Tensor):
         return ("tensor", tuple(leaf.shape), leaf.dtype, leaf.device)
     return ("value", type(leaf).__qualname__, repr(leaf))
 
 
-def _precision_settings() -> tuple:
+def _precision_settings() -> tuple[Any, ...]:
     """The global switches that change which kernels a product runs."""
     switches = precision_switches()
     legacy = () if switches else (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
@@ -115,14 +115,14 @@ def _tensors_of(operator: HessianOperator) -> tuple[list[Tensor], Any]:
     return tensors + [leaf for leaf in leaves if isinstance(leaf, Tensor)], (leaves, spec)
 
 
-def _signature(operator: HessianOperator) -> tuple:
+def _signature(operator: HessianOperator) -> tuple[Any, ...]:
     """What a capture must match: the operator's structure (computed once per operator) and the state that can
     change between its products (train/eval flags, precision settings)."""
     structure = operator.__dict__.get("_graph_structure")
     if structure is None:
         leaves, spec = tree_flatten(operator._batches)
 
-        def shapes(tensors: dict[str, Tensor]) -> tuple:
+        def shapes(tensors: dict[str, Tensor]) -> tuple[Any, ...]:
             return tuple((name, tuple(t.shape), t.dtype, t.device) for name, t in tensors.items())
 
         structure = (
@@ -176,8 +176,8 @@ class HVPGraph:
         self.max_graphs = max_graphs
         self.num_captures = 0
         self.num_replays = 0
-        self.disabled: dict[tuple, str] = {}
-        self._captures: OrderedDict[tuple, _Capture] = OrderedDict()
+        self.disabled: dict[tuple[Any, ...], str] = {}
+        self._captures: OrderedDict[tuple[Any, ...], _Capture] = OrderedDict()
 
     def release(self) -> None:
         """Drop every capture (static tensors and graph memory); later products capture again."""
@@ -223,7 +223,7 @@ class HVPGraph:
     def _same_objects(capture: _Capture, operator: HessianOperator) -> bool:
         return capture.model() is operator._module.model and capture.loss_fn is operator._module._loss_fn[0]
 
-    def _disable(self, signature: tuple, reason: str) -> None:
+    def _disable(self, signature: tuple[Any, ...], reason: str) -> None:
         self.disabled[signature] = reason
         warnings.warn(
             f"HVPGraph: Hessian-vector products of this loss are not replayed as a CUDA graph ({reason}); they are "
@@ -231,7 +231,7 @@ class HVPGraph:
             stacklevel=4,
         )
 
-    def _capture(self, operator: HessianOperator, signature: tuple) -> _Capture | None:
+    def _capture(self, operator: HessianOperator, signature: tuple[Any, ...]) -> _Capture | None:
         device = operator.device
         tensors, (leaves, spec) = _tensors_of(operator)
         with torch.no_grad():

@@ -74,6 +74,7 @@ from typing import Any, Literal, get_args
 
 import torch
 from torch import Tensor, nn
+from typing_extensions import override
 
 from lightning_spectral._internal.differentiable_kernels import differentiable_kernels, has_recurrent_layers
 from lightning_spectral._internal.eager_execution import compiled_code_runs_eagerly
@@ -107,6 +108,7 @@ class _LossOfModel(nn.Module):
         self.model = model
         self._loss_fn = (loss_fn,)  # a tuple: a loss_fn that is an nn.Module is not registered as a child
 
+    @override
     def forward(self, batch: Any) -> Tensor:
         loss = self._loss_fn[0](self.model, batch)
         if not isinstance(loss, Tensor):
@@ -158,7 +160,7 @@ class HessianOperator:
     """
 
     #: The operator's structure, set by :mod:`~lightning_spectral.functional.hessian.hvp_graph` once it is known.
-    _graph_structure: tuple
+    _graph_structure: tuple[Any, ...]
 
     def __init__(
         self,

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+from typing_extensions import override
 
 from lightning_spectral._internal.differentiable_kernels import differentiable_kernels, has_recurrent_layers
 from lightning_spectral._internal.eager_execution import compiled_code_runs_eagerly
@@ -72,6 +73,7 @@ class _OutputModule(nn.Module):
         self.model = model
         self.output_fn = output_fn
 
+    @override
     def forward(self, inputs: Tensor) -> Tensor:
         return self.output_fn(self.model, inputs)
 

@@ -55,7 +55,7 @@ import dataclasses
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TypeGuard
+from typing import Any, TypeGuard
 
 import torch
 import torch.nn.functional as F
@@ -86,7 +86,9 @@ class _Layer:
     outputs: list[Tensor] = field(default_factory=list)
     _patches: Tensor | None = None
 
-    def hook(self, module: nn.Module, args: tuple, kwargs: dict, output: Tensor) -> Tensor:
+    def hook(
+        self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Tensor
+    ) -> Tensor:
         # Linear / Conv take one input, positionally or as ``input=``
         self.inputs.append((args[0] if args else kwargs["input"]).detach())
         self.outputs.append(output)
@@ -160,7 +162,7 @@ class LayerwiseChecks:
     """
 
     def __init__(self) -> None:
-        self._passed: set[tuple] = set()
+        self._passed: set[tuple[Any, ...]] = set()
 
     def __len__(self) -> int:
         return len(self._passed)
@@ -168,7 +170,7 @@ class LayerwiseChecks:
     def __contains__(self, key: object) -> bool:
         return key in self._passed
 
-    def add(self, key: tuple) -> None:
+    def add(self, key: tuple[Any, ...]) -> None:
         """Remember a set-up (a :meth:`key`) that has passed the check."""
         self._passed.add(key)
 
@@ -176,7 +178,7 @@ class LayerwiseChecks:
         self._passed.clear()
 
     @staticmethod
-    def key(fm: FunctionalModel, layers: list[_Layer], rest: list[str], inputs: Tensor) -> tuple:
+    def key(fm: FunctionalModel, layers: list[_Layer], rest: list[str], inputs: Tensor) -> tuple[Any, ...]:
         """The set-up: each covered layer's name, module object, selected parameter names and the parameter
         objects behind them (registered ones, so never a temporary), the generic path's names, the inputs'
         shape, dtype and device."""

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -104,7 +105,7 @@ def _attention_blocks(module: nn.MultiheadAttention) -> tuple[Tensor, Tensor, Te
 
 
 def attention_alignment(
-    module: nn.MultiheadAttention, name: str, k: int, **spectra_options
+    module: nn.MultiheadAttention, name: str, k: int, **spectra_options: Any
 ) -> dict[str, Tensor]:
     """Per-head query/key and value→output alignment diagonals of one attention module.
 

@@ -102,7 +102,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import torch
 from torch import Tensor
@@ -410,7 +410,7 @@ def _spectra(
     min_tail = check_int("min_tail", min_tail, 2)
     max_batch_numel = check_int("max_batch_numel", max_batch_numel, 1)
 
-    groups: dict[tuple, list[int]] = {}
+    groups: dict[tuple[Any, ...], list[int]] = {}
     plan: list[tuple[int, bool, WeightSpectrum | None]] = []
     for i, weight in enumerate(matrices):
         shape = _check_matrix(weight, labels[i])
