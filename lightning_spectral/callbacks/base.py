@@ -35,7 +35,7 @@ import re
 import time
 import traceback
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, ClassVar
 
 import pytorch_lightning as pl
@@ -261,7 +261,7 @@ class SpectralMonitor(Callback):
         self.at_train_start = at_train_start
         self.auto_schedule_budget = budget
         #: Seconds as a float, for the automatic schedule's costs (replaceable: the tests drive it by hand).
-        self.clock: Any = time.perf_counter
+        self.clock: Callable[[], float] = time.perf_counter
         self._auto: AutoSchedule | None = None
         self._loaded_auto_schedule: dict[str, Any] | None = None
         self._measurements_this_fit = 0
@@ -563,7 +563,7 @@ class SpectralMonitor(Callback):
         return self._gathered(pl_module, collectives)
 
     @contextlib.contextmanager
-    def _gathered(self, pl_module: pl.LightningModule, collectives: MeasurementCollectives) -> Any:
+    def _gathered(self, pl_module: pl.LightningModule, collectives: MeasurementCollectives) -> Iterator[None]:
         with gathered_parameters(pl_module, collectives.full_tensor) as originals:
             self._gathered_originals = originals
             try:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import torch
 from torch import Tensor
 
 from lightning_spectral.functional.hessian.edge_of_stability import stability_limit
@@ -15,7 +16,7 @@ if TYPE_CHECKING:
     import pytorch_lightning as pl
 
 
-def first_optimizer(trainer: pl.Trainer) -> Any:
+def first_optimizer(trainer: pl.Trainer) -> torch.optim.Optimizer | None:
     """The trainer's first optimizer (the one the stability limits are read from), ``None`` without one."""
     optimizers = getattr(trainer, "optimizers", None) or []
     return optimizers[0] if optimizers else None
