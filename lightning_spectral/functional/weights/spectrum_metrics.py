@@ -19,34 +19,17 @@ Example::
 from __future__ import annotations
 
 import math
-from typing import TypedDict
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from lightning_spectral.functional.weights.power_law import PowerLawFit, power_law_alpha
+from lightning_spectral.functional.weights.power_law import power_law_alpha
 
 __all__ = ["MASS_FRACTION", "effective_rank", "gini_coefficient", "mass_count", "summarise_singular_values"]
 
 #: ``mass90_count`` counts the leading singular values holding this fraction of ``Σσ``.
 MASS_FRACTION = 0.9
-
-
-class SpectrumSummary(TypedDict):
-    """The scalar fields of a ``WeightSpectrum`` that :func:`summarise_singular_values` computes."""
-
-    sigma_max: float
-    frobenius_norm: float
-    stable_rank: float
-    effective_rank: float
-    effective_rank_is_estimate: bool
-    condition_number: float
-    alpha: float | None
-    power_law: PowerLawFit | None
-    stable_rank_ratio: float
-    effective_rank_ratio: float | None
-    mass90_count: int | None
-    gini: float | None
 
 
 def effective_rank(top: Tensor, tail_count: int, tail_mass: float) -> float:
@@ -105,7 +88,7 @@ def summarise_singular_values(
     frobenius: float,
     full: bool,
     min_tail: int,
-) -> SpectrumSummary:
+) -> dict[str, Any]:
     """Scalar metrics of one matrix from its (all or top-k) singular values (CPU, compute dtype).
 
     The sums run in float64; the power-law fit gets the eigenvalues in the compute dtype so that its
