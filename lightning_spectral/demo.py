@@ -8,6 +8,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
+from typing_extensions import override
 
 
 def teacher_dataset(
@@ -49,29 +50,33 @@ class DemoClassifier(pl.LightningModule):
             nn.Linear(64, num_classes),
         )
 
+    @override
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``(batch, num_classes)`` of signals ``(batch, 1, length)``."""
         return self.net(x)
 
-    def training_step(self, batch, batch_idx):
+    @override
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         """Mean squared error to the one-hot labels; logs ``train/loss`` and ``train/accuracy``."""
         x, y = batch
         logits = self(x)
         loss = nn.functional.mse_loss(
-            logits, nn.functional.one_hot(y, self.hparams.num_classes).to(logits.dtype)
+            logits, nn.functional.one_hot(y, self.hparams["num_classes"]).to(logits.dtype)
         )
         self.log("train/loss", loss)
         self.log("train/accuracy", (logits.argmax(dim=1) == y).float().mean())
         return loss
 
-    def configure_optimizers(self):
+    @override
+    def configure_optimizers(self) -> torch.optim.Optimizer:
         """Plain SGD at ``lr``."""
-        return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
+        return torch.optim.SGD(self.parameters(), lr=self.hparams["lr"])
 
-    def train_dataloader(self):
+    @override
+    def train_dataloader(self) -> DataLoader[tuple[torch.Tensor, ...]]:
         """The teacher dataset, shuffled, in batches of ``batch_size``."""
-        data = teacher_dataset(length=self.hparams.length, num_classes=self.hparams.num_classes)
-        return DataLoader(data, batch_size=self.hparams.batch_size, shuffle=True)
+        data = teacher_dataset(length=self.hparams["length"], num_classes=self.hparams["num_classes"])
+        return DataLoader(data, batch_size=self.hparams["batch_size"], shuffle=True)
 
 
 def demo_monitors() -> list[pl.Callback]:

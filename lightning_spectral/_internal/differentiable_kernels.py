@@ -24,7 +24,7 @@ from torch import nn
 __all__ = ["differentiable_kernels", "has_recurrent_layers"]
 
 
-def _math_backend() -> contextlib.AbstractContextManager:
+def _math_backend() -> contextlib.AbstractContextManager[object]:
     try:
         from torch.nn.attention import SDPBackend, sdpa_kernel
     except ImportError:  # pragma: no cover - PyTorch < 2.3
@@ -54,7 +54,7 @@ def has_recurrent_layers(model: nn.Module | None) -> bool:
 @contextlib.contextmanager
 def _native_recurrence() -> Iterator[None]:
     before = torch.backends.mkldnn.enabled, torch.backends.cudnn.enabled
-    torch.backends.mkldnn.enabled = False
+    torch.backends.mkldnn.enabled = False  # type: ignore[assignment]  # torch types it as its ContextProp
     torch.backends.cudnn.enabled = False
     try:
         yield

@@ -9,6 +9,8 @@ import sys
 import warnings
 from types import ModuleType
 
+from typing_extensions import override
+
 # old module path -> where the module lives now
 MOVED_MODULES: dict[str, str] = {
     "lightning_spectral.validation": "lightning_spectral._internal.validation",
@@ -66,6 +68,7 @@ class _MovedModuleLoader(importlib.abc.Loader):
         self.new_name = new_name
         self.new_spec: importlib.machinery.ModuleSpec | None = None
 
+    @override
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType:
         warnings.warn(
             f"{spec.name} moved to {self.new_name}; import it from there (the old path will be removed)",
@@ -76,6 +79,7 @@ class _MovedModuleLoader(importlib.abc.Loader):
         self.new_spec = module.__spec__
         return module
 
+    @override
     def exec_module(self, module: ModuleType) -> None:
         # the import system set the old path's spec on the module object; give it back its own
         module.__spec__ = self.new_spec
@@ -84,6 +88,7 @@ class _MovedModuleLoader(importlib.abc.Loader):
 class _MovedModuleFinder(importlib.abc.MetaPathFinder):
     """Finds the old path of a moved module (and nothing else)."""
 
+    @override
     def find_spec(
         self, fullname: str, path: object = None, target: object = None
     ) -> importlib.machinery.ModuleSpec | None:

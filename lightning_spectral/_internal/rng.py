@@ -35,7 +35,7 @@ from torch import Tensor
 try:  # NumPy is optional for the package; its global RNG is covered when it is there.
     import numpy as _np
 except ImportError:  # pragma: no cover - numpy ships with torch's usual installs
-    _np = None
+    _np = None  # type: ignore[assignment]  # the module's stand-in when NumPy is absent
 
 __all__ = ["RNGState", "capture_rng_state", "preserved_rng_state"]
 
@@ -78,6 +78,7 @@ class RNGState:
         if self.accelerator is not None:
             device_type, states = self.accelerator
             module = _accelerator_module(device_type)
+            assert module is not None  # captured from this device type, so it has generator states
             for index, state in states.items():
                 module.set_rng_state(state, torch.device(device_type, index))
         if self.python is not None:
@@ -116,7 +117,7 @@ def capture_rng_state(device: torch.device | str | None = None, *, host: bool = 
     if device is None:
         current = torch.accelerator.current_accelerator() if torch.accelerator.is_available() else None
         module = _accelerator_module(current.type) if current is not None else None
-        if module is not None and _initialised(module):
+        if current is not None and module is not None and _initialised(module):
             states = {
                 i: module.get_rng_state(torch.device(current.type, i)) for i in range(module.device_count())
             }

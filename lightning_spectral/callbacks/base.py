@@ -10,9 +10,10 @@ import re
 import time
 import traceback
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, ClassVar
 
+import pytorch_lightning as pl
 import torch
 from pytorch_lightning import Callback
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
@@ -57,7 +58,7 @@ DTENSOR_STRATEGIES = ("ModelParallelStrategy",)
 _NAME = re.compile(r"[A-Za-z0-9_.\-]+")
 
 
-def epoch_ran_to_its_end(trainer: Any) -> bool:
+def epoch_ran_to_its_end(trainer: pl.Trainer) -> bool:
     """Whether the training epoch now ending reached its last batch. Lightning also ends an epoch cut short
     (``max_steps`` reached, ``trainer.should_stop``): an epoch-based measurement there would be taken again when
     a run resumed from that point finishes the epoch, so epoch-based measurements wait for a whole epoch.
@@ -248,7 +249,7 @@ class SpectralMonitor(Callback):
         self.at_train_start = at_train_start
         self.auto_schedule_budget = budget
         #: Seconds as a float, for the automatic schedule's costs (replaceable: the tests drive it by hand).
-        self.clock: Any = time.perf_counter
+        self.clock: Callable[[], float] = time.perf_counter
         self._auto: AutoSchedule | None = None
         self._loaded_auto_schedule: dict[str, Any] | None = None
         self._measurements_this_fit = 0
@@ -277,7 +278,9 @@ class SpectralMonitor(Callback):
         self._warned_non_finite = False
 
     # ------------------------------------------------------------------ subclass interface
-    def measure(self, trainer: Any, pl_module: Any, batches: list[Any]) -> Mapping[str, float]:
+    def measure(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batches: list[Any]
+    ) -> Mapping[str, float]:
         """Measure the model; return ``{metric: value}`` (logged as ``spectral/<monitor_name>/<metric>``).
 
         Runs inside :func:`preserved_training_state`: the model may be put in eval mode, gradients may be
@@ -334,11 +337,11 @@ class SpectralMonitor(Callback):
         generator.manual_seed(self.seed * 1_000_003 + self._num_measurements)
         return generator
 
-    def log_histogram(self, trainer: Any, name: str, values: torch.Tensor) -> None:
+    def log_histogram(self, trainer: pl.Trainer, name: str, values: torch.Tensor) -> None:
         """Histogram ``spectral/<monitor>/<name>`` to the loggers that support it."""
         log_histogram(trainer, self.metric_prefix + name, values, trainer.global_step)
 
-    def log_figure(self, trainer: Any, name: str, figure: Any) -> None:
+    def log_figure(self, trainer: pl.Trainer, name: str, figure: Any) -> None:
         """Matplotlib figure ``spectral/<monitor>/<name>`` to the loggers that support it."""
         log_figure(trainer, self.metric_prefix + name, figure, trainer.global_step)
 
@@ -375,11 +378,12 @@ class SpectralMonitor(Callback):
         return self._generate_state_key(name=self.name or self.monitor_name)
 
     @override
-    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         check_strategy_supported(trainer.strategy, type(self).__name__, self.supports_dtensor_parameters)
         if self.measures_gathered_parameters:
             check_data_parallel_mesh(trainer.strategy, type(self).__name__)
-        others = [c for c in trainer.callbacks if isinstance(c, SpectralMonitor) and c is not self]
+        callbacks = trainer.callbacks  # type: ignore[attr-defined]  # set by Lightning's CallbackConnector, undeclared
+        others = [c for c in callbacks if isinstance(c, SpectralMonitor) and c is not self]
         clash = next((c for c in others if c.metric_prefix == self.metric_prefix), None)
         if clash is not None:
             raise ValueError(
@@ -388,14 +392,15 @@ class SpectralMonitor(Callback):
                 f"name='{self.monitor_name}_head'), whose metrics then go to spectral/<name>/."
             )
         if self.schedule is None:
+            assert self.auto_schedule_budget is not None  # given (or defaulted) with the automatic schedule
             self._auto = AutoSchedule.join(trainer, self, self.auto_schedule_budget)
 
     @override
-    def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         log_config(trainer, {f"{self.metric_prefix}{name}": value for name, value in self.config().items()})
 
     @override
-    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.budget is not None:
             self.budget.start()
         self._measurements_this_fit = 0
@@ -417,12 +422,13 @@ class SpectralMonitor(Callback):
 
     @override
     def on_train_batch_end(
-        self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         step = trainer.global_step
         if self._auto is not None:
             due = step > self._previous_step and self._auto.due(trainer, step)
         else:
+            assert self.schedule is not None  # without the automatic schedule (``_auto``), an explicit one
             due = self.schedule.is_due(self._previous_step, step)
         self._previous_step = step
         if due:
@@ -442,7 +448,7 @@ class SpectralMonitor(Callback):
         return self._due_step == step
 
     @override
-    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if (
             self.schedule is not None
             and self.schedule.is_measurement_epoch(trainer.current_epoch)
@@ -451,7 +457,7 @@ class SpectralMonitor(Callback):
             self._measure_and_log(trainer, pl_module)
 
     @override
-    def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._batches = []
         if self._auto is not None:
             self._auto.end_fit(trainer.global_step)
@@ -491,7 +497,7 @@ class SpectralMonitor(Callback):
         """``self.clock()``, read late: a test may replace ``clock`` after construction."""
         return self.clock()
 
-    def _measure_and_log(self, trainer: Any, pl_module: Any) -> None:
+    def _measure_and_log(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         step = trainer.global_step
         if self._disabled or trainer.sanity_checking or step == self._last_measured_step:
             return
@@ -553,7 +559,7 @@ class SpectralMonitor(Callback):
         log_scalars(trainer, {self.metric_prefix + name: value for name, value in values.items()}, step)
 
     def _whole_parameters(
-        self, pl_module: Any, collectives: MeasurementCollectives
+        self, pl_module: pl.LightningModule, collectives: MeasurementCollectives
     ) -> contextlib.AbstractContextManager[Any]:
         """Under a sharded (``DTensor``) model, the module with whole parameters for a monitor that measures on
         them (:attr:`measures_gathered_parameters`); :attr:`trained_parameter` maps them back meanwhile.
@@ -563,7 +569,7 @@ class SpectralMonitor(Callback):
         return self._gathered(pl_module, collectives)
 
     @contextlib.contextmanager
-    def _gathered(self, pl_module: Any, collectives: MeasurementCollectives) -> Any:
+    def _gathered(self, pl_module: pl.LightningModule, collectives: MeasurementCollectives) -> Iterator[None]:
         with gathered_parameters(pl_module, collectives.full_tensor) as originals:
             self._gathered_originals = originals
             try:
@@ -583,13 +589,13 @@ class SpectralMonitor(Callback):
         """
         return self._gathered_originals.get(id(parameter), parameter)
 
-    def _measurement_dtype(self, pl_module: Any) -> contextlib.AbstractContextManager[bool]:
+    def _measurement_dtype(self, pl_module: pl.LightningModule) -> contextlib.AbstractContextManager[bool]:
         """Float32 copies of a half-precision model for the measurement, where this monitor asks for them."""
         if self.upcasts_half_precision:
             return float32_half_precision_tensors(pl_module)
         return contextlib.nullcontext(False)
 
-    def _budget_allows(self, trainer: Any) -> bool:
+    def _budget_allows(self, trainer: pl.Trainer) -> bool:
         """Whether the time budget lets this scheduled step be measured; rank 0 decides for every rank (the
         ranks' clocks differ, and every rank must take the same measurements: they hold collectives).
         """
@@ -621,7 +627,7 @@ class SpectralMonitor(Callback):
             "are not reported again. SpectralEarlyStopping(check_finite=True) can stop the run on them."
         )
 
-    def _report_failure(self, trainer: Any, step: int, error: Exception) -> None:
+    def _report_failure(self, trainer: pl.Trainer, step: int, error: Exception) -> None:
         """One warning per failure: the failing rank shows its traceback, rank zero says that it followed."""
         consequence = (
             "the monitor is disabled for the rest of the run and training continues. Pass `strict=True` to "

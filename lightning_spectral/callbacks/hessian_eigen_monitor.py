@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal, get_args
 
+import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_warn
 from typing_extensions import override
@@ -38,11 +39,13 @@ from lightning_spectral.functional.hessian.batch_sharpness import (
     summarized,
 )
 from lightning_spectral.functional.hessian.hvp_graph import HVPGraph
-from lightning_spectral.functional.hessian.operator import HVP_METHODS, HessianOperator
+from lightning_spectral.functional.hessian.operator import HVP_METHODS, HessianOperator, HVPMethod
 from lightning_spectral.functional.hessian.spectrum import hessian_density, hessian_eigenvalues, hessian_trace
 from lightning_spectral.linalg import WHICH, Which
 
-MEASUREMENT_MODES = ("eval", "train")
+#: The mode the model is measured in.
+MeasurementMode = Literal["eval", "train"]
+MEASUREMENT_MODES: tuple[MeasurementMode, ...] = get_args(MeasurementMode)
 
 
 class HessianEigenMonitor(SpectralMonitor):
@@ -162,8 +165,8 @@ class HessianEigenMonitor(SpectralMonitor):
         compute_batch_sharpness: bool = True,
         compute_preconditioned: bool = True,
         warm_start: bool = True,
-        measurement_mode: str = "eval",
-        hvp_method: str = "double_backward",
+        measurement_mode: MeasurementMode = "eval",
+        hvp_method: HVPMethod = "double_backward",
         cuda_graphs: bool = False,
         batch: Any = None,
         seed: int = 0,
@@ -237,7 +240,7 @@ class HessianEigenMonitor(SpectralMonitor):
         self._warned_sharded_moments = False
 
     @override
-    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
         self._params = checked_param_patterns(
             pl_module,
@@ -248,12 +251,14 @@ class HessianEigenMonitor(SpectralMonitor):
         )
 
     @override
-    def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         super().teardown(trainer, pl_module, stage)
         self._release_graphs()
 
     @override
-    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
         super().on_exception(trainer, pl_module, exception)
         self._release_graphs()  # Lightning skips the callbacks' teardown after an exception
 
@@ -262,7 +267,9 @@ class HessianEigenMonitor(SpectralMonitor):
             self._hvp_graph.release()  # the captured graphs' GPU memory
 
     @override
-    def measure(self, trainer: Any, pl_module: Any, batches: list[Any]) -> Mapping[str, float]:
+    def measure(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batches: list[Any]
+    ) -> Mapping[str, float]:
         pl_module.train(self.measurement_mode == "train")
         loss_fn = resolve_loss_fn(pl_module, self.loss_fn)
         operator = self._operator(pl_module, loss_fn, batches)
@@ -349,7 +356,9 @@ class HessianEigenMonitor(SpectralMonitor):
             )
         return values
 
-    def _operator(self, pl_module: Any, loss_fn: LossFn, batches: list[Any]) -> HessianOperator:
+    def _operator(
+        self, pl_module: pl.LightningModule, loss_fn: LossFn, batches: list[Any]
+    ) -> HessianOperator:
         """The Hessian operator of the measurement batches' average loss, in the module's current mode."""
         return HessianOperator.from_batches(
             pl_module,
@@ -364,8 +373,8 @@ class HessianEigenMonitor(SpectralMonitor):
 
     def _preconditioned_sharpness(
         self,
-        trainer: Any,
-        pl_module: Any,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
         loss_fn: LossFn,
         batches: list[Any],
         parameters: list[torch.Tensor],

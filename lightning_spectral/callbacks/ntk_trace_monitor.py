@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence, Sized
+from typing import Any, get_args
 
+import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_warn
 from typing_extensions import override
@@ -20,6 +22,7 @@ from lightning_spectral._internal.validation import (
 )
 from lightning_spectral.callbacks._internal.batch_parts import (
     BatchFn,
+    InputFn,
     OutputFn,
     concatenated,
     default_inputs,
@@ -40,9 +43,9 @@ from lightning_spectral.functional.ntk.eigenvalues import ntk_lambda_max
 from lightning_spectral.functional.ntk.kernel_matrix import ntk_matrix
 from lightning_spectral.functional.ntk.per_example_gradient_norms import LayerwiseChecks
 from lightning_spectral.functional.ntk.sgd_stability import sgd_stability
-from lightning_spectral.functional.ntk.trace import ntk_trace
+from lightning_spectral.functional.ntk.trace import NTKTraceMethod, ntk_trace
 
-NTK_METHODS = ("auto", "exact", "hutchinson", "hutchpp")
+NTK_METHODS: tuple[NTKTraceMethod, ...] = get_args(NTKTraceMethod)
 
 
 class NTKTraceMonitor(SpectralMonitor):
@@ -128,7 +131,7 @@ class NTKTraceMonitor(SpectralMonitor):
         every_n_epochs: int | None = None,
         log_spacing: bool = False,
         at_train_start: bool = True,
-        method: str = "auto",
+        method: NTKTraceMethod = "auto",
         num_probes: int = 8,
         compute_alignment: bool = False,
         compute_lambda_max: bool = False,
@@ -136,7 +139,7 @@ class NTKTraceMonitor(SpectralMonitor):
         lambda_max_tol: float = 1e-3,
         chunk_size: int | None = None,
         loss_scale: float | None = None,
-        input_fn: BatchFn | None = None,
+        input_fn: InputFn | None = None,
         target_fn: BatchFn | None = None,
         output_fn: OutputFn | None = None,
         params: str | Sequence[str] | None = None,
@@ -204,7 +207,7 @@ class NTKTraceMonitor(SpectralMonitor):
         self._layerwise_checks = LayerwiseChecks()
 
     @override
-    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
         self._params = checked_param_patterns(
             pl_module,
@@ -217,7 +220,9 @@ class NTKTraceMonitor(SpectralMonitor):
         self._model_call = None
 
     @override
-    def measure(self, trainer: Any, pl_module: Any, batches: list[Any]) -> Mapping[str, float]:
+    def measure(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batches: list[Any]
+    ) -> Mapping[str, float]:
         pl_module.eval()
         if self._model_call is None:
             self._model_call = model_call(pl_module, batches[0], self._user_input_fn, self.output_fn)
@@ -249,7 +254,7 @@ class NTKTraceMonitor(SpectralMonitor):
                 pl_module, inputs, output_fn=output_fn, params=self._params, chunk_size=self.chunk_size
             )
         eigenvalues = None
-        if self.compute_spectrum:
+        if kernel is not None and self.compute_spectrum:
             # J Jᵀ is PSD: negative eigenvalues are the rounding of the (float32) kernel
             eigenvalues = torch.linalg.eigvalsh(kernel.double()).clamp_min(0.0)
         lambda_max = None
@@ -261,7 +266,7 @@ class NTKTraceMonitor(SpectralMonitor):
             )
         if lambda_max is not None:
             values["lambda_max"] = lambda_max
-        if self.compute_alignment:
+        if kernel is not None and self.compute_alignment:
             num_examples = inputs.shape[0]
             targets = self.collectives.gather(concatenated(batches, self.target_fn))
             y = ntk_targets(targets, num_examples, kernel.shape[0] // num_examples)
@@ -282,7 +287,7 @@ class NTKTraceMonitor(SpectralMonitor):
             self._check_mse(pl_module, batches[0])
         return values
 
-    def _check_mse(self, pl_module: Any, batch: Any) -> None:
+    def _check_mse(self, pl_module: pl.LightningModule, batch: Any) -> None:
         """Once: warn when ``training_step`` computes a loss other than MSE (the loss functions it calls), as
         ``sgd_stability`` assumes MSE. Not with ``loss_scale`` given (the user chose the MSE scale), nor under
         manual optimization (``training_step`` steps the optimizer).
@@ -308,7 +313,12 @@ class NTKTraceMonitor(SpectralMonitor):
             )
 
     def _lambda_max(
-        self, pl_module: Any, inputs: torch.Tensor, device: torch.device, dim: int, output_fn: OutputFn
+        self,
+        pl_module: pl.LightningModule,
+        inputs: torch.Tensor,
+        device: torch.device,
+        dim: int,
+        output_fn: OutputFn,
     ) -> float:
         v0 = (
             self._lambda_max_vector
@@ -330,8 +340,8 @@ class NTKTraceMonitor(SpectralMonitor):
 
     def _stability(
         self,
-        trainer: Any,
-        pl_module: Any,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
         trace: float,
         lambda_max: float | None,
         num_examples: int,
@@ -354,8 +364,9 @@ class NTKTraceMonitor(SpectralMonitor):
             return {}
         global_batch = batch_size * trainer.world_size * trainer.accumulate_grad_batches
         dataset = getattr(trainer.train_dataloader, "dataset", None)
-        dataset_size = len(dataset) if hasattr(dataset, "__len__") else None
-        setting = dict(
+        dataset_size = len(dataset) if isinstance(dataset, Sized) else None
+        stability_of = functools.partial(
+            sgd_stability,
             lr=settings.lr,
             batch_size=global_batch,
             ntk_num_examples=num_examples,
@@ -367,13 +378,13 @@ class NTKTraceMonitor(SpectralMonitor):
             dampening=settings.dampening,
             weight_decay=settings.weight_decay,
         )
-        stability = sgd_stability(ntk_trace=trace, ntk_lambda_max=lambda_max, **setting)
+        stability = stability_of(ntk_trace=trace, ntk_lambda_max=lambda_max)
         values = {"sgd_stability": stability.noise_kernel_norm_lower}
         if lambda_max is not None and math.isfinite(stability.noise_kernel_norm_upper):
             # infinite once η·λ̂_max ≥ 2 (the mean itself is past its edge): not logged then
             values["sgd_stability_upper"] = stability.noise_kernel_norm_upper
         if eigenvalues is not None:
-            exact = sgd_stability(ntk_eigenvalues=eigenvalues, **setting).noise_kernel_norm
+            exact = stability_of(ntk_eigenvalues=eigenvalues).noise_kernel_norm
             if exact is not None and math.isfinite(exact):  # likewise infinite past the mean's edge
                 values["sgd_stability_exact"] = exact
         return values

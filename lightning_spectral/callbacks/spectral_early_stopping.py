@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 import os
 import re
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
+import pytorch_lightning as pl
 import torch
 from pytorch_lightning import Callback
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
@@ -20,11 +21,14 @@ from lightning_spectral.callbacks._internal.stopping_criterion import (
     NOT_FINITE,
     NOT_FIRED,
     RELATIVE_TO,
+    RelativeTo,
+    StopMode,
     StoppingCriterion,
 )
 from lightning_spectral.callbacks.base import SpectralMonitor
 
-ACTIONS = ("stop", "warn", "checkpoint_and_stop")
+StopAction = Literal["stop", "warn", "checkpoint_and_stop"]
+ACTIONS: tuple[StopAction, ...] = get_args(StopAction)
 #: File name of the checkpoint written by ``action="checkpoint_and_stop"``.
 CHECKPOINT_FILENAME = "spectral-early-stop-step={step}.ckpt"
 
@@ -74,12 +78,12 @@ class SpectralEarlyStopping(Callback):
         monitor: str,
         *,
         threshold: float | None = None,
-        relative_to: Literal["lr", "previous"] | None = None,
-        mode: Literal["above", "below"] = "above",
+        relative_to: RelativeTo | None = None,
+        mode: StopMode = "above",
         patience: int = 1,
         warmup_steps: int = 0,
         check_finite: bool = True,
-        action: Literal["stop", "warn", "checkpoint_and_stop"] = "stop",
+        action: StopAction = "stop",
     ) -> None:
         super().__init__()
         if not isinstance(monitor, str) or not monitor:
@@ -270,7 +274,7 @@ class SpectralEarlyStopping(Callback):
             action=self.action,
         )
 
-    def checkpoint_path(self, trainer: Any) -> str:
+    def checkpoint_path(self, trainer: pl.Trainer) -> str:
         """Where ``action="checkpoint_and_stop"`` saves at the current step.
 
         Args:
@@ -285,10 +289,10 @@ class SpectralEarlyStopping(Callback):
 
     # ------------------------------------------------------------------ Lightning hooks
     @override
-    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
-        callbacks = list(trainer.callbacks)
+        callbacks = list(trainer.callbacks)  # type: ignore[attr-defined]  # set by Lightning's CallbackConnector, undeclared
         monitors = [c for c in callbacks if isinstance(c, SpectralMonitor)]
         self._measurements.owned_prefixes = tuple(m.metric_prefix for m in monitors)
         # A pattern whose literal start lies under a monitor's prefix can only match that monitor's keys:
@@ -300,9 +304,10 @@ class SpectralEarlyStopping(Callback):
         last_monitor = max((i for i, c in enumerate(callbacks) if isinstance(c, SpectralMonitor)), default=-1)
         if last_monitor > position:
             callbacks.insert(last_monitor, callbacks.pop(position))  # right after the last monitor
-            trainer.callbacks = callbacks  # a new list: the hook loop running now keeps the old one
+            # a new list: the hook loop running now keeps the old one
+            trainer.callbacks = callbacks  # type: ignore[attr-defined]  # set by Lightning's CallbackConnector, undeclared
 
-    def _warn_if_adaptive(self, trainer: Any) -> None:
+    def _warn_if_adaptive(self, trainer: pl.Trainer) -> None:
         """Once: with ``relative_to="lr"`` under an optimizer other than ``torch.optim.SGD`` (Adam, AdamW, RMSprop,
         ...) say what is compared: ``lr·value/2``, the raw value against the plain-SGD limit ``2/lr``, a heuristic
         (adaptive optimizers are stable relative to the preconditioned sharpness), and what to watch instead.
@@ -322,17 +327,17 @@ class SpectralEarlyStopping(Callback):
         )
 
     @override
-    def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # after a resume restored the owners' states, before any measurement of this fit
         self._owner_counts = {id(m): m.num_measurements for m in self._owners or []}
 
     @override
-    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._warn_if_adaptive(trainer)
         self._evaluate(trainer, self._owners_measure_at_step(trainer))
 
     @override
-    def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # A key the module logs in its own on_train_epoch_end arrives after the callbacks' epoch-end hooks
         # (Lightning runs only its stock EarlyStopping and ModelCheckpoint after the module's hook): judge it
         # before the next epoch trains, at the step it was logged at.
@@ -340,12 +345,12 @@ class SpectralEarlyStopping(Callback):
 
     @override
     def on_train_batch_end(
-        self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         self._evaluate(trainer, self._owners_measure_at_step(trainer))
 
     @override
-    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         owners = self._owners
         scheduled = owners is None or any(
             m.schedule is not None and m.schedule.is_measurement_epoch(trainer.current_epoch) for m in owners
@@ -353,12 +358,13 @@ class SpectralEarlyStopping(Callback):
         self._evaluate(trainer, scheduled)
 
     @override
-    def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._evaluate(trainer, self._owners is None)  # monitors do not measure during validation
 
     @override
-    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
-        if not self._measurements.matched_any and not self._warned_unmatched and not trainer.fast_dev_run:
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        fast_dev_run = trainer.fast_dev_run  # type: ignore[attr-defined]  # set by Lightning's Trainer setup, undeclared
+        if not self._measurements.matched_any and not self._warned_unmatched and not fast_dev_run:
             self._warned_unmatched = True
             rank_zero_warn(
                 f"SpectralEarlyStopping: no key of trainer.callback_metrics matched monitor={self.monitor!r} "
@@ -381,15 +387,16 @@ class SpectralEarlyStopping(Callback):
         self.stopped_step = state_dict["stopped_step"]
 
     # ------------------------------------------------------------------ evaluation
-    def _owners_measure_at_step(self, trainer: Any) -> bool:
+    def _owners_measure_at_step(self, trainer: pl.Trainer) -> bool:
         owners = self._owners
         return owners is None or any(m.measurement_due_at(trainer.global_step) for m in owners)
 
-    def _evaluate(self, trainer: Any, scheduled: bool) -> None:
+    def _evaluate(self, trainer: pl.Trainer, scheduled: bool) -> None:
         """Judge the new measurements, if any. ``scheduled``: whether any can exist now, decided from the
         global step and epoch alone (so equal on every rank); the collectives run only then.
         """
-        if not scheduled or trainer.state.fn != "fit" or trainer.sanity_checking or trainer.fast_dev_run:
+        fast_dev_run = trainer.fast_dev_run  # type: ignore[attr-defined]  # set by Lightning's Trainer setup, undeclared
+        if not scheduled or trainer.state.fn != "fit" or trainer.sanity_checking or fast_dev_run:
             return
         if trainer.global_step < self.warmup_steps:  # the same step on every rank: no collective needed
             # nothing is collected: a value first seen during warmup (a constant key, a NaN loss) is new after it
@@ -416,7 +423,7 @@ class SpectralEarlyStopping(Callback):
         description, rank = self._shared_description(trainer, verdict, description)
         self._act(trainer, description, rank, not_finite)
 
-    def _warn_if_owners_log_other_keys(self, trainer: Any) -> None:
+    def _warn_if_owners_log_other_keys(self, trainer: pl.Trainer) -> None:
         """Warn once, during training, when the monitor(s) whose prefix the pattern lies under have measured
         at least twice in this fit, past step 0, without logging a matching key: the criterion would check
         nothing for the whole run (e.g. ``spectral/hessian/trace`` without ``compute_trace=True``). Two
@@ -442,7 +449,7 @@ class SpectralEarlyStopping(Callback):
             "HessianEigenMonitor(compute_trace=True)."
         )
 
-    def _shared_description(self, trainer: Any, verdict: int, description: str) -> tuple[str, int]:
+    def _shared_description(self, trainer: pl.Trainer, verdict: int, description: str) -> tuple[str, int]:
         """The description of the lowest rank with the strongest verdict (non-finite over firing), on every rank."""
         world_size = trainer.world_size
         if world_size == 1:
@@ -455,7 +462,7 @@ class SpectralEarlyStopping(Callback):
         source = world_size - 1 - int(strategy.reduce(code, reduce_op="max")) % world_size
         return strategy.broadcast(description, src=source), source
 
-    def _act(self, trainer: Any, description: str, rank: int, not_finite: bool) -> None:
+    def _act(self, trainer: pl.Trainer, description: str, rank: int, not_finite: bool) -> None:
         step = trainer.global_step
         name = f"[{self._name}]" if self._name else ""
         where = f" on rank {rank}" if trainer.world_size > 1 else ""

@@ -7,8 +7,9 @@ import fnmatch
 import math
 import warnings
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal, get_args
 
+import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_info
 from typing_extensions import override
@@ -24,7 +25,7 @@ from lightning_spectral.callbacks._internal.collectives import has_distributed_p
 from lightning_spectral.callbacks._internal.metric_logging import log_table
 from lightning_spectral.callbacks._internal.parameter_patterns import check_weight_patterns
 from lightning_spectral.callbacks.base import SpectralMonitor
-from lightning_spectral.functional.weights.farms import farms_alpha
+from lightning_spectral.functional.weights.farms import FarmsFit, farms_alpha
 from lightning_spectral.functional.weights.interlayer_alignment import (
     AlignmentPair,
     attention_alignment,
@@ -32,13 +33,14 @@ from lightning_spectral.functional.weights.interlayer_alignment import (
     consecutive_pairs,
     pair_alignment,
 )
-from lightning_spectral.functional.weights.matrices import CONV_MODES, WeightMatrix, weight_matrices
-from lightning_spectral.functional.weights.power_law import power_law_alpha
+from lightning_spectral.functional.weights.matrices import CONV_MODES, ConvMode, WeightMatrix, weight_matrices
+from lightning_spectral.functional.weights.power_law import PowerLawFit, power_law_alpha
 from lightning_spectral.functional.weights.singular_dynamics import AGREEMENT_TOP, agreement_score
 from lightning_spectral.functional.weights.spectrum import (
     DEFAULT_TOL,
     METHODS,
     WeightSpectrum,
+    WeightSpectrumMethod,
     weight_spectra,
 )
 
@@ -52,7 +54,8 @@ TABLE_COLUMNS = (
     "alpha",
 )
 #: Allowed values of ``alpha`` (one, or a sequence of them).
-ALPHA_MODES = ("plain", "farms", "weightwatcher")
+AlphaMode = Literal["plain", "farms", "weightwatcher"]
+ALPHA_MODES: tuple[AlphaMode, ...] = get_args(AlphaMode)
 
 
 class WeightSpectrumMonitor(SpectralMonitor):
@@ -168,7 +171,7 @@ class WeightSpectrumMonitor(SpectralMonitor):
         log_spacing: bool = False,
         at_train_start: bool = True,
         k: int = 5,
-        method: str = "auto",
+        method: WeightSpectrumMethod = "auto",
         num_power_iterations: int = 2,
         num_oversamples: int = 10,
         exact_threshold: int | None = None,
@@ -177,10 +180,10 @@ class WeightSpectrumMonitor(SpectralMonitor):
         include: str | Sequence[str] | None = None,
         exclude: str | Sequence[str] | None = None,
         trainable_only: bool = False,
-        conv_mode: str = "flatten",
+        conv_mode: ConvMode = "flatten",
         split_fused: bool = True,
         compute_condition_number: bool = False,
-        alpha: str | Sequence[str] = "plain",
+        alpha: AlphaMode | Sequence[AlphaMode] = "plain",
         compute_rank_measures: bool = False,
         interlayer_alignment: bool | Sequence[tuple[str, str]] = False,
         histogram_every_n: int = 1,
@@ -253,18 +256,21 @@ class WeightSpectrumMonitor(SpectralMonitor):
         self._table_rows: list[list[Any]] = []
 
     @override
-    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
         check_weight_patterns(pl_module, self.include, self.exclude, self.conv_mode, type(self).__name__)
+        callbacks = trainer.callbacks  # type: ignore[attr-defined]  # set by Lightning's CallbackConnector, undeclared
         self._watched = [
             monitor
-            for callback in trainer.callbacks
+            for callback in callbacks
             if isinstance(monitor := getattr(callback, "monitor", None), str)
             and monitor.startswith(self.metric_prefix)
         ]
 
     @override
-    def measure(self, trainer: Any, pl_module: Any, batches: list[Any]) -> Mapping[str, float]:
+    def measure(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batches: list[Any]
+    ) -> Mapping[str, float]:
         # Weights are replicated across DDP ranks: rank 0 decomposes them, the others receive its numbers (so
         # `callback_metrics`, and any stopping decision on them, agree on every rank). Sharded (DTensor)
         # weights are gathered one matrix at a time, every rank taking part in each gather.
@@ -275,6 +281,7 @@ class WeightSpectrumMonitor(SpectralMonitor):
         else:
             values = None
         values = self.collectives.broadcast(values, src=0)
+        assert values is not None  # rank 0's numbers
         return {key: value for key, value in values.items() if self._logs_key(key)}
 
     def _logs_key(self, key: str) -> bool:
@@ -285,7 +292,7 @@ class WeightSpectrumMonitor(SpectralMonitor):
             or any(fnmatch.fnmatchcase(self.metric_prefix + key, pattern) for pattern in self._watched)
         )
 
-    def _matrices(self, pl_module: Any) -> list[WeightMatrix]:
+    def _matrices(self, pl_module: pl.LightningModule) -> list[WeightMatrix]:
         with warnings.catch_warnings():
             if self.num_measurements > 0:  # unmatched include/exclude patterns are reported once
                 warnings.simplefilter("ignore", UserWarning)
@@ -309,7 +316,7 @@ class WeightSpectrumMonitor(SpectralMonitor):
         return matrices
 
     def _measure_replicated(
-        self, trainer: Any, pl_module: Any, matrices: list[WeightMatrix]
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, matrices: list[WeightMatrix]
     ) -> dict[str, float]:
         """All matrices at once (same-shape layers are decomposed as one batch), on rank 0."""
         # A layer with NaN / inf entries gets NaN metrics (the base class warns once); the others are measured.
@@ -325,7 +332,7 @@ class WeightSpectrumMonitor(SpectralMonitor):
         )
 
     def _measure_sharded(
-        self, trainer: Any, pl_module: Any, matrices: list[WeightMatrix]
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, matrices: list[WeightMatrix]
     ) -> dict[str, float] | None:
         """One matrix at a time: every rank joins its all-gather, rank 0 decomposes the whole matrix and drops
         it before the next (memory: one full matrix at a time); the values on rank 0, ``None`` elsewhere.
@@ -361,7 +368,7 @@ class WeightSpectrumMonitor(SpectralMonitor):
         """
         values = {}
         for matrix, spectrum in zip(matrices, spectra):
-            fits = []
+            fits: list[tuple[str, FarmsFit | PowerLawFit | None]] = []
             if "farms" in self._alpha_modes:
                 fits.append(("alpha_farms", farms_alpha(matrix.matrix)))
             if "weightwatcher" in self._alpha_modes and spectrum.all_singular_values is not None:
@@ -386,7 +393,10 @@ class WeightSpectrumMonitor(SpectralMonitor):
         return list(self.interlayer_alignment or ())
 
     def _alignment_values(
-        self, matrices: list[WeightMatrix], spectra: dict[str, WeightSpectrum], pl_module: Any
+        self,
+        matrices: list[WeightMatrix],
+        spectra: dict[str, WeightSpectrum],
+        pl_module: pl.LightningModule | None,
     ) -> dict[str, float]:
         """``alignment/<pair>`` scores (NaN where a matrix of the pair is not finite)."""
         if self.interlayer_alignment is False:
@@ -430,7 +440,7 @@ class WeightSpectrumMonitor(SpectralMonitor):
         return values
 
     def _values(
-        self, trainer: Any, measured: list[tuple[str, WeightSpectrum]], broken: list[str]
+        self, trainer: pl.Trainer, measured: list[tuple[str, WeightSpectrum]], broken: list[str]
     ) -> dict[str, float]:
         """The logged values of the decomposed layers (and NaN for the ``broken`` ones); histograms, the
         warm-start state and the table rows as a side effect.
@@ -514,6 +524,7 @@ class WeightSpectrumMonitor(SpectralMonitor):
         if self.compute_condition_number:
             values["condition_number"] = spectrum.condition_number
         if self.compute_rank_measures:
+            assert spectrum.stable_rank_ratio is not None  # set by weight_spectrum (None: older checkpoints)
             values["stable_rank_ratio"] = spectrum.stable_rank_ratio
             for key in ("effective_rank_ratio", "mass90_count", "gini"):
                 if getattr(spectrum, key) is not None:  # exact decompositions only
@@ -521,7 +532,7 @@ class WeightSpectrumMonitor(SpectralMonitor):
         return values
 
     @override
-    def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Per-layer spectra of the whole run as one table (``spectral/weights/per_layer``, W&B only)."""
         super().on_fit_end(trainer, pl_module)
         log_table(trainer, self.metric_prefix + "per_layer", list(TABLE_COLUMNS), self._table_rows)

@@ -11,7 +11,7 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from torch import Tensor
 
@@ -34,7 +34,7 @@ def on_cpu_if_unsupported(op: Callable[..., T], *tensors: Tensor) -> T:
         if all(_on_cpu(t) for t in tensors):
             raise
     device = tensors[0].device
-    result = op(*(t.cpu() for t in tensors))
+    result: Any = op(*(t.cpu() for t in tensors))  # a tensor, a tuple or a torch.return_types of tensors
     if isinstance(result, Tensor):
-        return result.to(device)  # type: ignore[return-value]
-    return type(result)(r.to(device) for r in result)  # type: ignore[call-arg, return-value]
+        return result.to(device)  # type: ignore[return-value]  # T is Tensor here (mypy cannot narrow a TypeVar)
+    return type(result)(r.to(device) for r in result)

@@ -6,7 +6,7 @@ import enum
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal, get_args
+from typing import Literal, get_args, overload
 
 import numpy as np
 import torch
@@ -56,6 +56,12 @@ def _invariance_level(dim: int, dtype: torch.dtype) -> float:
     return max(_noise_level(dim, dtype), _INVARIANCE_EPS * torch.finfo(dtype).eps)
 
 
+@overload
+def small_eigh(T: np.ndarray, *, eigenvectors: Literal[True] = True) -> tuple[np.ndarray, np.ndarray]: ...
+@overload
+def small_eigh(T: np.ndarray, *, eigenvectors: Literal[False]) -> tuple[np.ndarray, None]: ...
+@overload
+def small_eigh(T: np.ndarray, *, eigenvectors: bool) -> tuple[np.ndarray, np.ndarray | None]: ...
 def small_eigh(T: np.ndarray, *, eigenvectors: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
     """Eigen-decomposition of a small symmetric float64 matrix (a Lanczos tridiagonal) on the CPU.
 

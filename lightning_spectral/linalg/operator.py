@@ -35,15 +35,41 @@ __all__ = ["LinearOperator", "ResolvedOperator", "resolve_operator"]
 class LinearOperator(Protocol):
     """A square linear operator ``A`` on ``R^dim`` known through its products ``v ↦ A v``.
 
-    Attributes:
-        dim: the size of ``A``.
+    Anything with the four members ``dim``, ``dtype``, ``device`` and ``matvec`` is one (a class, a dataclass
+    or a named tuple; no base class needed).
+
+    Args:
+        dim: the size of ``A`` (a read-only attribute or property).
         dtype: the dtype of the vectors it takes and returns.
         device: the device of those vectors.
+
+    Example:
+        >>> import torch
+        >>> from lightning_spectral.linalg import hutchpp_trace
+        >>> class Diagonal:
+        ...     dim, dtype, device = 4, torch.float64, torch.device("cpu")
+        ...     def matvec(self, v):
+        ...         return torch.arange(1.0, 5.0, dtype=torch.float64) * v
+        >>> isinstance(Diagonal(), LinearOperator)
+        True
+        >>> hutchpp_trace(Diagonal(), num_matvecs=4).estimate  # a budget >= dim: exact
+        10.0
     """
 
-    dim: int
-    dtype: torch.dtype
-    device: torch.device
+    @property
+    def dim(self) -> int:
+        """The size of ``A``."""
+        ...
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the vectors it takes and returns."""
+        ...
+
+    @property
+    def device(self) -> torch.device:
+        """The device of those vectors."""
+        ...
 
     def matvec(self, v: Tensor) -> Tensor:
         """``A v`` for a 1-D tensor ``v`` of length ``dim`` (same dtype and device)."""

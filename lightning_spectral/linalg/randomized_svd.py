@@ -20,7 +20,8 @@ _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 def thin_svd(A: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """``torch.linalg.svd(A, full_matrices=False)`` as a plain tuple ``(U, S, Vh)``."""
-    return tuple(torch.linalg.svd(A, full_matrices=False))  # type: ignore[return-value]
+    U, S, Vh = torch.linalg.svd(A, full_matrices=False)
+    return U, S, Vh
 
 
 @renamed_keywords(n_iter="num_power_iterations", oversample="num_oversamples")

@@ -53,12 +53,12 @@ def _check_args(
     minimum: int,
     dtype: torch.dtype | None,
     device: torch.device | str | None,
-) -> tuple[Matvec, int, torch.dtype, torch.device]:
+) -> tuple[Matvec, int, int, torch.dtype, torch.device]:
     matvec, dim, dtype, device = resolve_operator(operator, dim, dtype, device)
     if num_matvecs is None:
         raise ArgumentTypeError("missing the argument `num_matvecs` (the product budget).")
-    check_int("num_matvecs", num_matvecs, minimum)
-    return (matvec, dim, *resolve_dtype_device(dtype, device))
+    num_matvecs = check_int("num_matvecs", num_matvecs, minimum)
+    return (matvec, dim, num_matvecs, *resolve_dtype_device(dtype, device))
 
 
 def _basis_vector(dim: int, i: int, dtype: torch.dtype, device: torch.device) -> Tensor:
@@ -111,7 +111,7 @@ def hutchinson_trace(
         >>> abs(est.estimate - 10.0) < 3 * est.std_error
         True
     """
-    matvec, dim, dtype, device = _check_args(matvec, dim, num_matvecs, 1, dtype, device)
+    matvec, dim, num_matvecs, dtype, device = _check_args(matvec, dim, num_matvecs, 1, dtype, device)
     samples = torch.stack(
         [
             _quadratic_form(matvec, rademacher(dim, dtype=dtype, device=device, generator=generator))
@@ -165,7 +165,7 @@ def hutchpp_trace(
         >>> round(est.estimate, 9), est.std_error < 1e-12  # the rank-one sketch captures A exactly
         (10.0, True)
     """
-    matvec, dim, dtype, device = _check_args(matvec, dim, num_matvecs, 3, dtype, device)
+    matvec, dim, num_matvecs, dtype, device = _check_args(matvec, dim, num_matvecs, 3, dtype, device)
     if num_matvecs >= dim:
         diagonal = torch.stack(
             [apply_matvec(matvec, _basis_vector(dim, i, dtype, device))[i] for i in range(dim)]

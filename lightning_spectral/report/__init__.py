@@ -18,8 +18,8 @@ __all__ = ["ReportError", "RunData", "build_report", "read_runs"]
 
 
 def build_report(
-    run_dirs: Sequence[str | os.PathLike],
-    out_dir: str | os.PathLike,
+    run_dirs: Sequence[str | os.PathLike[str]],
+    out_dir: str | os.PathLike[str],
     *,
     steps: Sequence[int] | None = None,
     progress: bool = True,
@@ -62,10 +62,15 @@ def build_report(
     panels = []
     for figure in figures:
         figure.figure.savefig(out / f"{figure.name}.png", dpi=DPI, facecolor="white")
-        size = tuple(int(round(v)) for v in figure.figure.get_size_inches() * DPI)
+        width, height = (int(round(v)) for v in figure.figure.get_size_inches() * DPI)
         panels.append(
             Panel(
-                figure.name, figure.section, figure.title, figure.caption, [(f"{figure.name}.png", "")], size
+                figure.name,
+                figure.section,
+                figure.title,
+                figure.caption,
+                [(f"{figure.name}.png", "")],
+                (width, height),
             )
         )
     density = density_images(runs, steps)

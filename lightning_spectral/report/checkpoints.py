@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -48,14 +49,14 @@ class CheckpointDynamics:
     files: list[Path] = field(default_factory=list)
 
 
-def _load(path: Path) -> dict:
+def _load(path: Path) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # an unpickling refusal or a damaged file: name the file
         raise ReportError(f"{path}: cannot read this checkpoint ({type(error).__name__}: {error})") from error
 
 
-def find_checkpoints(run_dir: str | os.PathLike) -> list[tuple[int, Path]]:
+def find_checkpoints(run_dir: str | os.PathLike[str]) -> list[tuple[int, Path]]:
     """``(global_step, path)`` of the Lightning checkpoints below ``run_dir``, by step, one per step."""
     by_step: dict[int, Path] = {}
     for path in sorted(Path(run_dir).rglob("*.ckpt"), key=lambda p: (p.name == "last.ckpt", str(p))):
@@ -86,9 +87,9 @@ def state_dict_matrices(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.
 
 
 def checkpoint_dynamics(
-    run_dir: str | os.PathLike,
+    run_dir: str | os.PathLike[str],
     *,
-    reference: str | os.PathLike | None = None,
+    reference: str | os.PathLike[str] | None = None,
     max_index: int | None = None,
 ) -> CheckpointDynamics | None:
     """Agreement with the final (or a ``reference``) checkpoint of every saved step of the run in ``run_dir``.
@@ -116,8 +117,8 @@ def checkpoint_dynamics(
         name: thin_singular_vectors(matrix)
         for name, matrix in state_dict_matrices(_load(reference_file)["state_dict"]).items()
     }
-    rows: dict[str, list] = {name: [] for name in reference_svd}
-    ratios: dict[str, list] = {name: [] for name in reference_svd}
+    rows: dict[str, list[np.ndarray]] = {name: [] for name in reference_svd}
+    ratios: dict[str, list[float]] = {name: [] for name in reference_svd}
     steps, files = [], []
     for step, path in found:
         matrices = state_dict_matrices(_load(path)["state_dict"])

@@ -5,6 +5,7 @@ each run's stability limit, and the Hessian density images.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -29,10 +30,14 @@ from lightning_spectral.report.figure_style import (
 )
 from lightning_spectral.report.reader import Image, RunData, Series
 
-LIMIT_STYLE = dict(linewidth=5, alpha=0.25, solid_capstyle="butt")
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.typing import LineStyleType
+
+LIMIT_STYLE: dict[str, Any] = dict(linewidth=5, alpha=0.25, solid_capstyle="butt")
 #: Adaptive-optimizer runs (Adam family, NAdam, RMSprop, Adagrad, Adadelta) log the preconditioned sharpness λ_1(D⁻¹H); their ``eos_ratio`` divides it, not λ_1 of H.
 PRECONDITIONED = HESSIAN + "preconditioned_lambda_1"
-PRECONDITIONED_STYLE = (0, (1, 1))
+PRECONDITIONED_STYLE: LineStyleType = (0, (1, 1))
 
 
 def stability_limit(run: RunData) -> Series | None:
@@ -144,7 +149,7 @@ def density_images(
     ]
 
 
-def _curvature_axes(runs: Sequence[RunData], ratio_tag: str) -> tuple[Figure, object, object | None]:
+def _curvature_axes(runs: Sequence[RunData], ratio_tag: str) -> tuple[Figure, Axes, Axes | None]:
     """A value panel, and below it a ratio panel when any run logged ``ratio_tag`` (else ``None``)."""
     if not any(ratio_tag in run.scalars for run in runs):
         return (*single_axes(), None)
@@ -153,7 +158,9 @@ def _curvature_axes(runs: Sequence[RunData], ratio_tag: str) -> tuple[Figure, ob
     return figure, top, bottom
 
 
-def _limits(ax, runs: Sequence[RunData], colors: dict[str, str], values: list) -> list[Line2D]:
+def _limits(
+    ax: Axes, runs: Sequence[RunData], colors: dict[str, str], values: list[np.ndarray]
+) -> list[Line2D]:
     """Draw each run's stability limit (added to ``values``); the legend entry, if any was drawn."""
     drawn = False
     for run in runs:
@@ -167,7 +174,9 @@ def _limits(ax, runs: Sequence[RunData], colors: dict[str, str], values: list) -
     return [Line2D([], [], color="0.4", label=label, **LIMIT_STYLE)] if drawn else []
 
 
-def _ratio_panel(ax, runs: Sequence[RunData], colors: dict[str, str], tag: str, ylabel: str) -> list[Line2D]:
+def _ratio_panel(
+    ax: Axes | None, runs: Sequence[RunData], colors: dict[str, str], tag: str, ylabel: str
+) -> list[Line2D]:
     """Each run's ``tag`` against step on ``ax`` with the edge at 1 (nothing when ``ax`` is ``None``)."""
     if ax is None:
         return []

@@ -10,7 +10,8 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 
 from lightning_spectral.report.curvature_figures import (
     batch_sharpness,
@@ -47,7 +48,7 @@ def make_figures(
     runs: Sequence[RunData], colors: dict[str, str], steps: Sequence[int] | None = None
 ) -> tuple[list[ReportFigure], list[str]]:
     """Every figure the runs have data for, in page order, and a note for each metric no run logged."""
-    wanted = [
+    wanted: list[tuple[str, Callable[[], ReportFigure | None]]] = [
         ("Hessian λ_1..λ_k (HessianEigenMonitor)", lambda: hessian_eigenvalues(runs, colors)),
         (
             "batch sharpness (HessianEigenMonitor, compute_batch_sharpness=True)",
@@ -61,7 +62,7 @@ def make_figures(
         ),
     ]
     wanted += [
-        (f"per-layer {m} (WeightSpectrumMonitor)", lambda m=m: layer_metric(runs, colors, m))
+        (f"per-layer {m} (WeightSpectrumMonitor)", functools.partial(layer_metric, runs, colors, m))
         for m in LAYER_METRICS
     ]
     wanted.append(
@@ -71,7 +72,7 @@ def make_figures(
         )
     )
     wanted += [
-        (f"singular values of {layer}", lambda layer=layer: singular_value_heatmap(runs, layer))
+        (f"singular values of {layer}", functools.partial(singular_value_heatmap, runs, layer))
         for layer in extreme_layers(runs, layer_names(runs, "sigma_1"), "sigma_max", SINGULAR_VALUE_LAYERS)
     ]
     figures, notes = [], []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from matplotlib.lines import Line2D
@@ -20,8 +21,15 @@ from lightning_spectral.report.figure_style import (
 )
 from lightning_spectral.report.reader import RunData, Series
 
+if TYPE_CHECKING:
+    from matplotlib.typing import LineStyleType
+
 #: The NTK alignments (``spectral/ntk/<form>``) and their line styles in :func:`ntk_alignment`.
-ALIGNMENT_STYLES = {"alignment": "-", "alignment_centered": "--", "alignment_offdiagonal": ":"}
+ALIGNMENT_STYLES: dict[str, LineStyleType] = {
+    "alignment": "-",
+    "alignment_centered": "--",
+    "alignment_offdiagonal": ":",
+}
 
 
 def ntk_trace(runs: Sequence[RunData], colors: dict[str, str]) -> ReportFigure | None:

@@ -6,10 +6,10 @@ import os
 import time
 import warnings
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, Protocol, TextIO, TypeVar
 
 import numpy as np
 
@@ -28,7 +28,7 @@ class Series:
     steps: np.ndarray
     values: np.ndarray
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[np.ndarray]:
         return iter((self.steps, self.values))
 
 
@@ -82,7 +82,7 @@ class RunData:
         return min(firsts), max(lasts)
 
 
-def unique_run_names(paths: Sequence[str | os.PathLike]) -> list[str]:
+def unique_run_names(paths: Sequence[str | os.PathLike[str]]) -> list[str]:
     """Each folder's name, with parent folders prepended where names collide, then ``" (2)"``, ... .
 
     >>> unique_run_names(["/logs/a/version_0", "/logs/b/version_0", "/logs/lr0.1"])
@@ -110,7 +110,7 @@ def unique_run_names(paths: Sequence[str | os.PathLike]) -> list[str]:
     return unique
 
 
-def find_event_files(run_dir: str | os.PathLike) -> list[Path]:
+def find_event_files(run_dir: str | os.PathLike[str]) -> list[Path]:
     """The TensorBoard event files anywhere below ``run_dir``, oldest first (by the time in their name)."""
 
     def created(path: Path) -> tuple[float, str]:
@@ -121,7 +121,7 @@ def find_event_files(run_dir: str | os.PathLike) -> list[Path]:
 
 
 def read_scalars(
-    run_dir: str | os.PathLike, *, keep_repeats: bool = False
+    run_dir: str | os.PathLike[str], *, keep_repeats: bool = False
 ) -> dict[str, list[tuple[int, float]]]:
     """Every scalar series of the event files below ``run_dir``, ``{tag: [(step, value), ...]}`` by step (a
     later file's value wins at a step logged twice); ``FileNotFoundError`` if there is no event file.
@@ -145,7 +145,15 @@ def read_scalars(
     return {tag: sorted(dict(events).items()) for tag, events in series.items()}  # in file order: later wins
 
 
-def nearest(items: Sequence, step: int):
+class _HasStep(Protocol):
+    @property
+    def step(self) -> int: ...
+
+
+_Stepped = TypeVar("_Stepped", bound=_HasStep)
+
+
+def nearest(items: Sequence[_Stepped], step: int) -> _Stepped:
     """The item of ``items`` (each with a ``.step``) logged nearest to ``step``, the earlier one on a tie.
 
     >>> nearest([Image(0, b""), Image(10, b""), Image(20, b"")], 16).step
@@ -154,7 +162,7 @@ def nearest(items: Sequence, step: int):
     return min(items, key=lambda item: (abs(item.step - step), item.step))
 
 
-def read_run(run_dir: str | os.PathLike, name: str, *, progress: TextIO | None = None) -> RunData:
+def read_run(run_dir: str | os.PathLike[str], name: str, *, progress: TextIO | None = None) -> RunData:
     """Read every ``spectral/`` tag of the event files below ``run_dir``; :class:`ReportError` if none."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -235,7 +243,7 @@ def _warn_if_restarted(path: Path, first_steps: dict[Path, int]) -> None:
             return
 
 
-def read_runs(run_dirs: Sequence[str | os.PathLike], *, progress: TextIO | None = None) -> list[RunData]:
+def read_runs(run_dirs: Sequence[str | os.PathLike[str]], *, progress: TextIO | None = None) -> list[RunData]:
     """:func:`read_run` of each folder, named by :func:`unique_run_names`; progress lines to ``progress``.
 
     Args:
@@ -259,7 +267,7 @@ def read_runs(run_dirs: Sequence[str | os.PathLike], *, progress: TextIO | None 
     return [read_run(run_dir, name, progress=progress) for run_dir, name in zip(run_dirs, names)]
 
 
-def _histogram(step: int, value) -> Histogram:
+def _histogram(step: int, value: Any) -> Histogram:  # (TensorBoard's HistogramValue protobuf, untyped)
     """TensorBoard's ``HistogramValue`` (bucket right limits; the first bucket starts at ``min``)."""
     limits = np.asarray(value.bucket_limit, dtype=float)
     counts = np.asarray(value.bucket, dtype=float)

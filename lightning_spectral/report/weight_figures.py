@@ -170,6 +170,7 @@ def layer_heatmap(runs: Sequence[RunData], metric: str, layers: Sequence[str]) -
         ax.set_title(run.name, fontsize=10)
         ax.tick_params(axis="x", labelsize=8)
     axes[0].set_yticks(np.arange(len(chosen)), [short_name(layer) for layer in chosen], fontsize=7)
+    assert mesh is not None  # a panel per table, and there is one at least
     figure.colorbar(mesh, ax=list(axes), label=ylabel, shrink=0.9)
     figure.supxlabel(STEP_LABEL)
     which = (
@@ -224,6 +225,7 @@ def singular_value_heatmap(runs: Sequence[RunData], layer: str) -> ReportFigure 
         ticks = np.unique(np.linspace(1, grid.shape[0], min(grid.shape[0], 6)).round().astype(int))
         ax.set_yticks(ticks, [rf"$\sigma_{{{t}}}$" for t in ticks])
         ax.set_title(run.name, fontsize=10)
+    assert mesh is not None  # a panel per table, and there is one at least
     figure.colorbar(mesh, ax=axes, label=r"singular value $\sigma_i$", shrink=0.9)
     figure.supxlabel(STEP_LABEL)
     caption = (

@@ -9,6 +9,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from spectral_testing.log_readers import read_tensorboard_scalars
 from spectral_testing.models import Regressor, trainer_kwargs
 from spectral_testing.references import explicit_jacobian
+from torch import nn
 
 from lightning_spectral.callbacks import NTKTraceMonitor
 from lightning_spectral.functional import sgd_stability
@@ -324,3 +325,20 @@ def test_selection_arguments_are_checked():
             enable_progress_bar=False,
             enable_model_summary=False,
         ).fit(Regressor())
+
+
+def test_input_fn_must_keep_to_one_kind_of_inputs():
+    """``input_fn`` returns a tensor for every batch or a mapping for every batch: a batch that breaks the kind
+    of the first one is a TypeError naming ``input_fn`` (not a shape error deep in the kernel)."""
+    from lightning_spectral.callbacks._internal.batch_parts import model_call
+
+    model = nn.Linear(3, 2)
+    x = torch.randn(4, 3)
+    as_tensor, _ = model_call(model, x, lambda b: b if isinstance(b, torch.Tensor) else [b], None)
+    assert torch.equal(as_tensor(x), x)
+    with pytest.raises(TypeError, match="input_fn.*list"):
+        as_tensor("not a tensor")
+    as_mapping, _ = model_call(model, x, lambda b: {"input": b} if isinstance(b, torch.Tensor) else b, None)
+    assert as_mapping(x).shape == (4, 3)
+    with pytest.raises(TypeError, match="input_fn.*str"):
+        as_mapping("not a mapping")

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 import time
 import weakref
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
+
+if TYPE_CHECKING:
+    import pytorch_lightning as pl
+
+    from lightning_spectral.callbacks.base import SpectralMonitor
 
 __all__ = ["DEFAULT_BUDGET", "DRIFT", "AutoSchedule", "plan_period", "round_up_125"]
 
@@ -32,7 +38,7 @@ def round_up_125(x: float) -> int:
     return 10 * decade  # pragma: no cover (the loop ends at 10)
 
 
-def _periods(limit: int):
+def _periods(limit: int) -> Iterator[int]:
     """The 1-2-5 sequence up to and including its first number above ``limit``."""
     period = 1
     while True:
@@ -102,7 +108,7 @@ def plan_period(
     return periods[-1], ()
 
 
-_GROUPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_GROUPS: weakref.WeakKeyDictionary[pl.Trainer, AutoSchedule] = weakref.WeakKeyDictionary()
 
 
 class AutoSchedule:
@@ -116,7 +122,7 @@ class AutoSchedule:
     def __init__(self, budget: float, clock: Callable[[], float] = time.perf_counter) -> None:
         self.budget = budget
         self.clock = clock
-        self.members: list[Any] = []
+        self.members: list[SpectralMonitor] = []
         # the schedule (checkpointed)
         self.period: int | None = None
         self.early = True  # still in the early phase (the period not yet chosen)
@@ -126,7 +132,7 @@ class AutoSchedule:
         self.ratio_at_choice: float | None = None  # round cost over step time when the period was chosen
         self.measure_seconds = 0.0  # all fits
         self.costs: dict[
-            str, list[list]
+            str, list[list[Any]]
         ] = {}  # per member: [seconds, first of its fit] of recent measurements
         self._earlier_train_seconds = 0.0
         self._earlier_steps = 0
@@ -149,7 +155,7 @@ class AutoSchedule:
 
     # ------------------------------------------------------------------ membership
     @classmethod
-    def join(cls, trainer: Any, member: Any, budget: float) -> AutoSchedule:
+    def join(cls, trainer: pl.Trainer, member: SpectralMonitor, budget: float) -> AutoSchedule:
         """The trainer's schedule (created by its first member); the smallest budget of its members wins."""
         group = _GROUPS.get(trainer)
         if group is None:
@@ -166,7 +172,7 @@ class AutoSchedule:
         return group
 
     # ------------------------------------------------------------------ the clock
-    def start(self, trainer: Any) -> None:
+    def start(self, trainer: pl.Trainer) -> None:
         """Called by every member at train start; the first call of a fit starts the clock."""
         if self._started_at is not None and self._checked_step == trainer.global_step:
             return
@@ -209,13 +215,13 @@ class AutoSchedule:
         return self._earlier_train_seconds + max(this_fit, 0.0)
 
     @staticmethod
-    def add_other_measurement(trainer: Any, seconds: float) -> None:
+    def add_other_measurement(trainer: pl.Trainer, seconds: float) -> None:
         """A measurement of a monitor on an explicit schedule: not training time for the trainer's schedule."""
         group = _GROUPS.get(trainer)
         if group is not None and group._started_at is not None:
             group._other_seconds += seconds
 
-    def add_measurement(self, member: Any, seconds: float, first_of_fit: bool) -> None:
+    def add_measurement(self, member: SpectralMonitor, seconds: float, first_of_fit: bool) -> None:
         """Account one member's measurement of ``seconds`` (``first_of_fit``: it carried one-off costs)."""
         self.measure_seconds += seconds
         costs = self.costs.setdefault(member.state_key, [])
@@ -254,7 +260,7 @@ class AutoSchedule:
         return seconds / steps if steps > 0 else None
 
     # ------------------------------------------------------------------ the decisions
-    def due(self, trainer: Any, step: int) -> bool:
+    def due(self, trainer: pl.Trainer, step: int) -> bool:
         """Whether the members measure at ``step`` (the global step at a batch end); decided once per step, by
         rank 0 at a decision point (broadcast), without any communication between decision points.
         """
@@ -270,6 +276,7 @@ class AutoSchedule:
         decision = self._decide(step, trainer) if trainer.global_rank == 0 else None
         if trainer.world_size > 1:
             decision = trainer.strategy.broadcast(decision, src=0)
+        assert decision is not None  # rank 0 decided, and every other rank received its decision
         measure, state = decision
         was_chosen = not self.early and self.period is not None
         self.period, self.early, self.ratio_at_choice = state["period"], state["early"], state["ratio"]
@@ -292,11 +299,11 @@ class AutoSchedule:
             return None
         return step
 
-    def _decide(self, step: int, trainer: Any) -> tuple[bool, dict[str, Any]]:
+    def _decide(self, step: int, trainer: pl.Trainer) -> tuple[bool, dict[str, Any]]:
         """Rank 0: whether to measure at ``step``, and the schedule from here on. The plan of the early phase
         (made at its first decision) holds unless the cost ratio drifted or a round would overrun the budget.
         """
-        state = {
+        state: dict[str, Any] = {
             "period": self.period,
             "planned": list(self.planned_early),
             "early": self.early,
@@ -310,15 +317,20 @@ class AutoSchedule:
             return False, state  # no training step timed yet (a fit's first is not): wait for one
         ratio = round_seconds / step_seconds
         spent = self.measure_seconds / step_seconds
-        plan = dict(
-            budget=self.budget, total_steps=self.total_steps, step=step, spent=spent, round_cost=ratio
+        plan = functools.partial(
+            plan_period,
+            budget=self.budget,
+            total_steps=self.total_steps,
+            step=step,
+            spent=spent,
+            round_cost=ratio,
         )
         planned_ratio = self.ratio_at_choice
         drifted = planned_ratio is not None and max(ratio / planned_ratio, planned_ratio / ratio) >= DRIFT
         overrun = spent + ratio > self.budget * self.total_steps
         if self.early:
             if self.period is None or drifted or overrun:
-                period, early = plan_period(**plan)
+                period, early = plan()
                 state.update(period=period, planned=list(early), ratio=ratio)
             period, early = state["period"], state["planned"]
             measure = step in early or step % period == 0
@@ -328,12 +340,14 @@ class AutoSchedule:
                 state["projected"] = self._projected(spent, ratio, period, rest, step)
             return measure, state
         if drifted or overrun:
-            period, _ = plan_period(**plan, early=False)
+            period, _ = plan(early=False)
             state.update(period=period, ratio=ratio, chosen=True)
             state["projected"] = self._projected(spent, ratio, period, (), step)
         return step % state["period"] == 0, state
 
-    def _projected(self, spent: float, ratio: float, period: int, early: tuple[int, ...], step: int) -> dict:
+    def _projected(
+        self, spent: float, ratio: float, period: int, early: Sequence[int], step: int
+    ) -> dict[str, float]:
         """The overhead the plan makes (measuring over training time at the fit's end), for the log line."""
         state = {"ratio": ratio}
         if math.isinf(self.total_steps):
@@ -344,7 +358,7 @@ class AutoSchedule:
             state["overhead"] = (spent + ratio * rounds) / max(last, 1)
         return state
 
-    def _announce_choice(self, trainer: Any, state: dict[str, Any], again: bool) -> None:
+    def _announce_choice(self, trainer: pl.Trainer, state: dict[str, Any], again: bool) -> None:
         from lightning_spectral.callbacks._internal.metric_logging import log_config
 
         period = state["period"]

@@ -16,13 +16,15 @@ from lightning_spectral.functional._common.model_io import (
 )
 
 BatchFn = Callable[[Any], torch.Tensor]
+#: A user's ``input_fn``: ``batch -> inputs``, a tensor (positional) or a mapping of tensors (keyword arguments).
+InputFn = Callable[[Any], torch.Tensor | Mapping[str, torch.Tensor]]
 OutputFn = Callable[[nn.Module, Any], torch.Tensor]
 
 _INPUT_KEYS = ("input", "inputs", "x")
 _TARGET_KEYS = ("target", "targets", "label", "labels", "y")
 
 
-def _from_mapping(batch: Mapping, keys: Sequence[str], what: str, argument: str) -> torch.Tensor:
+def _from_mapping(batch: Mapping[str, Any], keys: Sequence[str], what: str, argument: str) -> torch.Tensor:
     for key in keys:
         if key in batch:
             return batch[key]
@@ -71,7 +73,7 @@ def _masked(outputs: torch.Tensor, inputs: Mapping[str, torch.Tensor]) -> torch.
 
 
 def model_call(
-    pl_module: nn.Module, batch: Any, input_fn: BatchFn | None, output_fn: OutputFn | None
+    pl_module: nn.Module, batch: Any, input_fn: InputFn | None, output_fn: OutputFn | None
 ) -> tuple[BatchFn, OutputFn]:
     """The ``(input_fn, output_fn)`` pair the NTK estimators take (``batch -> tensor``, ``(module, tensor) ->
     outputs``) for the user's ``input_fn`` / ``output_fn`` (either may be ``None``) and a sample ``batch``.
@@ -90,7 +92,15 @@ def model_call(
     if not isinstance(raw, Mapping):
 
         def tensor_inputs(b: Any) -> torch.Tensor:
-            return input_fn(b) if input_fn is not None else default_inputs(b)
+            if input_fn is None:
+                return default_inputs(b)
+            inputs = input_fn(b)
+            if not isinstance(inputs, torch.Tensor):
+                raise TypeError(
+                    f"`input_fn` returned a tensor for the first measurement batch and a {type(inputs).__name__} "
+                    "for another: it must return a tensor for every batch, or a mapping of tensors for every batch."
+                )
+            return inputs
 
         if output_fn is not None:
             return tensor_inputs, lambda m, x: model_logits(output_fn(m, x), x.shape[0])
@@ -99,6 +109,11 @@ def model_call(
 
     def packed_inputs(b: Any) -> torch.Tensor:
         chosen = input_fn(b) if input_fn is not None else {key: b[key] for key in layout.keys}
+        if not isinstance(chosen, Mapping):
+            raise TypeError(
+                f"`input_fn` returned a mapping for the first measurement batch and a {type(chosen).__name__} for "
+                "another: it must return a tensor for every batch, or a mapping of tensors for every batch."
+            )
         return layout.pack(chosen)
 
     if output_fn is not None:

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from torch import Tensor
+from typing_extensions import TypeIs
 
 from lightning_spectral.linalg import NonFiniteError
+
+if TYPE_CHECKING:
+    import pytorch_lightning as pl
+    from torch.distributed.tensor import DTensor
 
 __all__ = [
     "MeasurementCollectives",
@@ -24,7 +29,7 @@ _ERROR_FLAG = 1024.0
 T = TypeVar("T")
 
 
-def is_distributed_tensor(tensor: Any) -> bool:
+def is_distributed_tensor(tensor: Any) -> TypeIs[DTensor]:
     """Whether ``tensor`` is a ``torch.distributed.tensor.DTensor`` (how FSDP2's ``fully_shard`` and tensor
     parallelism hold parameters); ``False`` where torch has no distributed support.
     """
@@ -67,7 +72,7 @@ class MeasurementCollectives:
             return {"trace": float(total[0])}
     """
 
-    def __init__(self, trainer: Any) -> None:
+    def __init__(self, trainer: pl.Trainer) -> None:
         self._strategy = trainer.strategy
         self.world_size = int(trainer.world_size)
         self.rank = int(trainer.global_rank)

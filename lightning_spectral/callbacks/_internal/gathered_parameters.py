@@ -19,7 +19,7 @@ def _fsdp_hook_handles(module: nn.Module) -> list[Any]:
     if get_state is None:
         return []
     state = get_state()
-    handles = []
+    handles: list[Any] = []
     for handle in (
         getattr(state, "_pre_forward_hook_handle", None),
         getattr(state, "_post_forward_hook_handle", None),
@@ -43,10 +43,12 @@ def gathered_parameters(
         ``{id(gathered parameter): original DTensor parameter}``, to map measured parameters back to those the
         optimizer holds.
     """
-    swapped: list[tuple[nn.Module, str, Tensor]] = []
+    swapped: list[tuple[nn.Module, str, nn.Parameter]] = []
     gathered: dict[int, nn.Parameter] = {}
     originals: dict[int, Tensor] = {}
-    hook_dicts: dict[int, tuple[dict, dict]] = {}  # each hook dict once, as it was (a group shares a state)
+    hook_dicts: dict[
+        int, tuple[dict[Any, Any], dict[Any, Any]]
+    ] = {}  # each hook dict once, as it was (a group shares a state)
     try:
         for submodule in module.modules():
             for handle in _fsdp_hook_handles(submodule):

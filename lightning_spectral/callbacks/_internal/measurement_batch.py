@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from lightning_spectral._internal.rng import preserved_rng_state
+
+if TYPE_CHECKING:
+    import pytorch_lightning as pl
 
 
 def _loaders(dataloader: Any) -> list[Any]:
@@ -62,7 +65,7 @@ def _without_persistent_workers(loader: Any) -> Any:
     return DataLoader(loader.dataset, batch_size=None, sampler=loader.sampler, **common)
 
 
-def _iterable_train_data(trainer: Any) -> tuple[Any, bool, list[torch.Generator]]:
+def _iterable_train_data(trainer: pl.Trainer) -> tuple[Any, bool, list[torch.Generator]]:
     """The training data to iterate, whether it is a ``CombinedLoader`` (which yields index triples), and the
     generators iterating it draws from.
     """
@@ -84,10 +87,10 @@ def _iterable_train_data(trainer: Any) -> tuple[Any, bool, list[torch.Generator]
     return CombinedLoader(dataloader, mode="max_size_cycle"), True, generators
 
 
-def draw_measurement_batches(trainer: Any, num_batches: int, seed: int) -> list[Any]:
+def draw_measurement_batches(trainer: pl.Trainer, num_batches: int, seed: int) -> list[Any]:
     """Draw ``num_batches`` batches from the training data under ``seed``; the global RNG is left unchanged."""
     data, yields_index_triples, generators = _iterable_train_data(trainer)
-    batches = []
+    batches: list[Any] = []
     with preserved_rng_state(), _preserved_generators(generators):
         torch.manual_seed(seed)
         iterator = iter(data)
@@ -103,7 +106,7 @@ def draw_measurement_batches(trainer: Any, num_batches: int, seed: int) -> list[
     return [to_module_device(trainer, batch) for batch in batches]
 
 
-def to_module_device(trainer: Any, batch: Any) -> Any:
+def to_module_device(trainer: pl.Trainer, batch: Any) -> Any:
     """A batch as the train dataloader yields it, turned into what ``training_step`` receives, in the steps and
     order of Lightning's training loop: ``precision_plugin.convert_input``, the module's (and datamodule's)
     ``on_before_batch_transfer``, then ``strategy.batch_to_device`` (``transfer_batch_to_device`` and

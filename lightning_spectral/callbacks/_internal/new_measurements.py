@@ -91,7 +91,7 @@ class NewMeasurements:
             self._objects[key] = obj
         return new
 
-    def state_dict(self) -> dict[str, list]:
+    def state_dict(self) -> dict[str, list[Any]]:
         """``{key: [step, value]}`` of the last new values."""
         return {key: [step, value] for key, (step, value) in self.last.items()}
 

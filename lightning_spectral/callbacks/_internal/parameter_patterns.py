@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from torch import nn
 
@@ -24,6 +25,9 @@ from lightning_spectral.functional._common.parameter_selection import (
     select_parameters,
     unmatched_patterns,
 )
+
+if TYPE_CHECKING:
+    from lightning_spectral.functional.weights.matrices import ConvMode
 
 __all__ = [
     "check_param_spec",
@@ -70,7 +74,9 @@ def check_patterns_match(
     )
 
 
-def include_argument(params: object, include: object) -> tuple[str, object]:
+def include_argument(
+    params: str | Sequence[str] | None, include: str | Sequence[str] | None
+) -> tuple[str, str | Sequence[str] | None]:
     """The monitor's ``include`` patterns and the name they were given under: ``params`` is the older name of
     ``include`` (both accepted; passing both is a ``ValueError``).
     """
@@ -106,7 +112,7 @@ def check_weight_patterns(
     model: nn.Module,
     include: str | Sequence[str] | None,
     exclude: str | Sequence[str] | None,
-    conv_mode: str,
+    conv_mode: ConvMode,
     monitor: str,
 ) -> None:
     """``ValueError`` for an ``include`` / ``exclude`` glob that matches no weight matrix of ``model``, by its

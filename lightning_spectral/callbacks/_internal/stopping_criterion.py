@@ -15,11 +15,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Literal, get_args
 
 from pytorch_lightning.utilities import rank_zero_warn
 
 from lightning_spectral.callbacks._internal.optimizer_info import learning_rate, resolved_sgd_settings
+
+if TYPE_CHECKING:
+    import pytorch_lightning as pl
 
 __all__ = [
     "FIRED",
@@ -30,8 +33,12 @@ __all__ = [
     "StoppingCriterion",
 ]
 
-MODES = ("above", "below")
-RELATIVE_TO = (None, "lr", "previous")
+#: On which side of the threshold the criterion fires.
+StopMode = Literal["above", "below"]
+MODES: tuple[StopMode, ...] = get_args(StopMode)
+#: What a value is compared relative to (``None``: itself).
+RelativeTo = Literal["lr", "previous"]
+RELATIVE_TO: tuple[RelativeTo | None, ...] = (None, *get_args(RelativeTo))
 #: Verdicts on a batch of new measurements, in increasing strength.
 NOT_FIRED, FIRED, NOT_FINITE = 0, 1, 2
 
@@ -42,8 +49,8 @@ class StoppingCriterion:
 
     monitor: str
     threshold: float
-    relative_to: str | None = None
-    mode: str = "above"
+    relative_to: RelativeTo | None = None
+    mode: StopMode = "above"
     check_finite: bool = True
 
     @property
@@ -56,7 +63,7 @@ class StoppingCriterion:
         }[self.relative_to]
         return f"{quantity} {'>' if self.mode == 'above' else '<'} {self.threshold:g}"
 
-    def quantity(self, trainer: Any, value: float, previous: float | None) -> tuple[float | None, str]:
+    def quantity(self, trainer: pl.Trainer, value: float, previous: float | None) -> tuple[float | None, str]:
         """The compared quantity ``q`` (``None``: this measurement cannot fire) and what it is, in words."""
         if self.relative_to is None:
             return value, ""
@@ -84,7 +91,7 @@ class StoppingCriterion:
             return None, ""
         return lr * value / 2, f"lr·value/2 with lr={lr:g} (not SGD: the plain-SGD limit 2/lr)"
 
-    def judge(self, trainer: Any, new: Sequence[tuple[str, float, float | None]]) -> tuple[int, str]:
+    def judge(self, trainer: pl.Trainer, new: Sequence[tuple[str, float, float | None]]) -> tuple[int, str]:
         """This rank's verdict on its new measurements and a description of the most extreme firing one."""
         comparison = ">" if self.mode == "above" else "<"
         worst: tuple[float, str] | None = None
@@ -94,8 +101,7 @@ class StoppingCriterion:
                     return NOT_FINITE, f"`{key}` = {value} is not finite"
                 continue
             q, how = self.quantity(trainer, value, previous)
-            fires = q is not None and (q > self.threshold if self.mode == "above" else q < self.threshold)
-            if not fires:
+            if q is None or not (q > self.threshold if self.mode == "above" else q < self.threshold):
                 continue
             described = f"`{key}` = {value:.6g}" + (f", {how} = {q:.4g}" if how else "")
             described += f" {comparison} {self.threshold:g}"

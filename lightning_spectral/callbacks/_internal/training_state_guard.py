@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -20,11 +20,15 @@ from torch import Tensor, nn
 from lightning_spectral._internal.full_precision import full_float32_precision
 from lightning_spectral._internal.rng import preserved_rng_state
 
+if TYPE_CHECKING:
+    from torchmetrics import Metric
+
+
 #: ``torchmetrics.Metric`` attributes besides its ``add_state`` states that an ``update`` or ``forward`` changes.
 _METRIC_BOOKKEEPING = ("_update_count", "_computed", "_forward_cache")
 
 
-def _torchmetrics_metrics(module: nn.Module) -> list[nn.Module]:
+def _torchmetrics_metrics(module: nn.Module) -> list[Metric]:
     try:
         from torchmetrics import Metric
     except ImportError:  # pragma: no cover - torchmetrics is a dependency; a module without it has no metrics
@@ -41,11 +45,13 @@ def preserved_metric_states(module: nn.Module) -> Iterator[None]:
     """
     saved = []
     for metric in _torchmetrics_metrics(module):
-        states = {}
+        # {state name: (the state, its snapshot)}
+        states: dict[str, tuple[Tensor, Tensor] | tuple[list[Any], list[Any]]] = {}
         for name in metric._defaults:
             value = getattr(metric, name)
-            snapshot = value.detach().clone() if isinstance(value, Tensor) else list(value)
-            states[name] = (value, snapshot)
+            states[name] = (
+                (value, value.detach().clone()) if isinstance(value, Tensor) else (value, list(value))
+            )
         bookkeeping = {attr: getattr(metric, attr) for attr in _METRIC_BOOKKEEPING if hasattr(metric, attr)}
         saved.append((metric, states, bookkeeping))
     try:
@@ -53,12 +59,12 @@ def preserved_metric_states(module: nn.Module) -> Iterator[None]:
     finally:
         with torch.no_grad():
             for metric, states, bookkeeping in saved:
-                for name, (original, snapshot) in states.items():
-                    if isinstance(original, Tensor):
-                        original.copy_(snapshot)
+                for name, state in states.items():
+                    if isinstance(state[0], Tensor):
+                        state[0].copy_(state[1])
                     else:
-                        original[:] = snapshot
-                    setattr(metric, name, original)
+                        state[0][:] = state[1]
+                    setattr(metric, name, state[0])
                 for attr, value in bookkeeping.items():
                     setattr(metric, attr, value)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -115,7 +116,7 @@ def model_logits(output: object, batch_size: int) -> Tensor:
     )
 
 
-def keyword_inputs(batch: Mapping, module: nn.Module) -> dict[str, Tensor]:
+def keyword_inputs(batch: Mapping[str, Any], module: nn.Module) -> dict[str, Tensor]:
     """The entries of ``batch`` that ``module``'s ``forward`` takes as keyword arguments (every tensor entry
     when it takes ``**kwargs``), label entries (:data:`LABEL_KEYS`) and non-tensors left out.
 

@@ -234,5 +234,5 @@ class ParameterLayout:
         if not isinstance(flat, Tensor) or flat.shape != (self.dim,):
             shape = tuple(flat.shape) if isinstance(flat, Tensor) else type(flat).__name__
             raise ValueError(f"`flat` must be a 1-D tensor of length {self.dim}, got {shape}.")
-        pieces = torch.split(flat, self.numels)
+        pieces = torch.split(flat, list(self.numels))
         return {name: piece.view(shape) for name, piece, shape in zip(self.names, pieces, self.shapes)}

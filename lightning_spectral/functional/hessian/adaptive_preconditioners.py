@@ -223,7 +223,9 @@ def _preconditioner(
     pieces, decays, keys = [], [], set()
     for parameter in parameters:
         state, group = optimizer.state.get(parameter), groups.get(id(parameter))
-        piece = diagonal(state, group) if state and group is not None and not group.get("maximize") else None
+        if not state or group is None or group.get("maximize"):
+            return None
+        piece = diagonal(state, group)
         if piece is None:
             return None
         keys.add(limit_key(state, group))

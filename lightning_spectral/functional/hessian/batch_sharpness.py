@@ -15,6 +15,7 @@ from lightning_spectral.functional.hessian.operator import (
     HVP_METHODS,
     SOLVER_HVP_METHOD,
     HessianOperator,
+    HVPMethod,
     LossFn,
 )
 from lightning_spectral.linalg import mean_and_std_error
@@ -77,7 +78,7 @@ def batch_sharpness(
     batches: list[Any],
     *,
     params: ParamSpec = None,
-    hvp_method: str = SOLVER_HVP_METHOD,
+    hvp_method: HVPMethod = SOLVER_HVP_METHOD,
     reduce_fn: Callable[[Tensor], Tensor] | None = None,
 ) -> BatchSharpness:
     r"""The curvature of each mini-batch loss along its own gradient, averaged (Andreyev & Beneventano 2024).

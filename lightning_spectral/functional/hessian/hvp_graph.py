@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from lightning_spectral._internal.full_precision import _matmul_precision, precision_switches
@@ -21,7 +21,7 @@ from lightning_spectral._internal.validation import check_int
 from lightning_spectral.functional.hessian.replayed_randomness import NoReplay
 
 if TYPE_CHECKING:
-    from lightning_spectral.functional.hessian.operator import HessianOperator
+    from lightning_spectral.functional.hessian.operator import HessianOperator, HVPMethod
 
 __all__ = ["HVPGraph"]
 
@@ -30,24 +30,24 @@ __all__ = ["HVPGraph"]
 class _Capture:
     """One captured product: the operator twin whose tensors are the static inputs, the graph and its output."""
 
-    method: str
+    method: HVPMethod
     twin: HessianOperator
     static_inputs: list[Tensor]
     static_v: Tensor
     static_out: Tensor
     graph: Any  # torch.cuda.CUDAGraph
-    model: weakref.ref
+    model: weakref.ref[nn.Module]
     loss_fn: Any
-    loaded_for: weakref.ref | None = None
+    loaded_for: weakref.ref[HessianOperator] | None = None
 
 
-def _describe_leaf(leaf: Any) -> tuple:
+def _describe_leaf(leaf: Any) -> tuple[Any, ...]:
     if isinstance(leaf, Tensor):
         return ("tensor", tuple(leaf.shape), leaf.dtype, leaf.device)
     return ("value", type(leaf).__qualname__, repr(leaf))
 
 
-def _precision_settings() -> tuple:
+def _precision_settings() -> tuple[Any, ...]:
     """The global switches that change which kernels a product runs."""
     switches = precision_switches()
     legacy = () if switches else (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
@@ -79,7 +79,7 @@ def _tensors_of(operator: HessianOperator) -> tuple[list[Tensor], Any]:
     return tensors + [leaf for leaf in leaves if isinstance(leaf, Tensor)], (leaves, spec)
 
 
-def _signature(operator: HessianOperator) -> tuple:
+def _signature(operator: HessianOperator) -> tuple[Any, ...]:
     """What a capture must match: the operator's structure (computed once per operator) and the state that can
     change between its products (train/eval flags, precision settings).
     """
@@ -87,7 +87,7 @@ def _signature(operator: HessianOperator) -> tuple:
     if structure is None:
         leaves, spec = tree_flatten(operator._batches)
 
-        def shapes(tensors: dict[str, Tensor]) -> tuple:
+        def shapes(tensors: dict[str, Tensor]) -> tuple[Any, ...]:
             return tuple((name, tuple(t.shape), t.dtype, t.device) for name, t in tensors.items())
 
         structure = (
@@ -150,15 +150,15 @@ class HVPGraph:
         self.max_graphs = check_int("max_graphs", max_graphs, 1)
         self.num_captures = 0
         self.num_replays = 0
-        self.disabled: dict[tuple, str] = {}
-        self._captures: OrderedDict[tuple, _Capture] = OrderedDict()
+        self.disabled: dict[tuple[Any, ...], str] = {}
+        self._captures: OrderedDict[tuple[Any, ...], _Capture] = OrderedDict()
 
     def release(self) -> None:
         """Drop every capture (static tensors and graph memory); later products capture again."""
         self._captures.clear()
 
     # ------------------------------------------------------------------ used by HessianOperator
-    def resolved_method(self, operator: HessianOperator) -> str | None:
+    def resolved_method(self, operator: HessianOperator) -> HVPMethod | None:
         """The HVP method a capture of this operator's signature resolved ``"auto"`` to, if there is one.
 
         Args:
@@ -212,7 +212,7 @@ class HVPGraph:
     def _same_objects(capture: _Capture, operator: HessianOperator) -> bool:
         return capture.model() is operator._module.model and capture.loss_fn is operator._module._loss_fn[0]
 
-    def _disable(self, signature: tuple, reason: str) -> None:
+    def _disable(self, signature: tuple[Any, ...], reason: str) -> None:
         self.disabled[signature] = reason
         warnings.warn(
             f"HVPGraph: Hessian-vector products of this loss are not replayed as a CUDA graph ({reason}); they are "
@@ -220,7 +220,7 @@ class HVPGraph:
             stacklevel=4,
         )
 
-    def _capture(self, operator: HessianOperator, signature: tuple) -> _Capture | None:
+    def _capture(self, operator: HessianOperator, signature: tuple[Any, ...]) -> _Capture | None:
         device = operator.device
         tensors, (leaves, spec) = _tensors_of(operator)
         with torch.no_grad():

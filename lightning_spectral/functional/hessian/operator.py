@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 from torch import Tensor, nn
+from typing_extensions import override
 
 from lightning_spectral._internal.differentiable_kernels import differentiable_kernels, has_recurrent_layers
 from lightning_spectral._internal.eager_execution import compiled_code_runs_eagerly
@@ -19,17 +20,19 @@ from lightning_spectral.functional._common.parameter_selection import (
 )
 from lightning_spectral.functional.hessian.gradient_graphs import GradientGraphs
 from lightning_spectral.functional.hessian.hvp_graph import HVPGraph
-from lightning_spectral.functional.hessian.replayed_randomness import ReplayedRandomness
+from lightning_spectral.functional.hessian.replayed_randomness import NoReplay, ReplayedRandomness
 
 LossFn = Callable[[nn.Module, Any], Tensor]
-HVP_METHODS = ("auto", "forward_over_reverse", "double_backward")
+#: How a Hessian-vector product is computed (``"auto"``: forward-over-reverse, else double backward).
+HVPMethod = Literal["auto", "forward_over_reverse", "double_backward"]
+HVP_METHODS: tuple[HVPMethod, ...] = get_args(HVPMethod)
 #: The HVP method of the estimators that take many products (eigenvalues, trace, density, batch sharpness)
 #: when none is given: each product is one backward pass through the kept gradient graph.
-SOLVER_HVP_METHOD = "double_backward"
+SOLVER_HVP_METHOD: HVPMethod = "double_backward"
 # What torch.func raises for a loss it cannot transform; "auto" falls back on these and only these.
 _TRANSFORM_ERRORS = (RuntimeError, NotImplementedError)
 
-__all__ = ["HVP_METHODS", "HessianOperator", "LossFn"]
+__all__ = ["HVP_METHODS", "HVPMethod", "HessianOperator", "LossFn"]
 
 
 class _LossOfModel(nn.Module):
@@ -40,6 +43,7 @@ class _LossOfModel(nn.Module):
         self.model = model
         self._loss_fn = (loss_fn,)  # a tuple: a loss_fn that is an nn.Module is not registered as a child
 
+    @override
     def forward(self, batch: Any) -> Tensor:
         loss = self._loss_fn[0](self.model, batch)
         if not isinstance(loss, Tensor):
@@ -107,6 +111,9 @@ class HessianOperator:
         (True, 'forward_over_reverse')
     """
 
+    #: The operator's structure, set by :mod:`~lightning_spectral.functional.hessian.hvp_graph` once it is known.
+    _graph_structure: tuple[Any, ...]
+
     def __init__(
         self,
         model: nn.Module,
@@ -114,7 +121,7 @@ class HessianOperator:
         batch: Any,
         *,
         params: ParamSpec = None,
-        method: str = "auto",
+        method: HVPMethod = "auto",
         reduce_fn: Callable[[Tensor], Tensor] | None = None,
         copy_params: bool = True,
         hvp_graph: HVPGraph | None = None,
@@ -129,7 +136,7 @@ class HessianOperator:
         batches: list[Any],
         *,
         params: ParamSpec = None,
-        method: str = "auto",
+        method: HVPMethod = "auto",
         reduce_fn: Callable[[Tensor], Tensor] | None = None,
         copy_params: bool = True,
         hvp_graph: HVPGraph | None = None,
@@ -175,7 +182,7 @@ class HessianOperator:
         loss_fn: LossFn,
         batches: list[Any],
         params: ParamSpec,
-        method: str,
+        method: HVPMethod,
         reduce_fn: Callable[[Tensor], Tensor] | None,
         copy_params: bool,
         hvp_graph: HVPGraph | None,
@@ -216,7 +223,7 @@ class HessianOperator:
         }
         # Buffers are cloned again for every evaluation (BatchNorm in train mode writes them).
         self._buffers = {f"model.{name}": take(b) for name, b in model.named_buffers()}
-        self._randomness = ReplayedRandomness(self.device, self.num_batches)
+        self._randomness: ReplayedRandomness | NoReplay = ReplayedRandomness(self.device, self.num_batches)
         self._graphs: GradientGraphs | None = None
         self._hvp_graph = hvp_graph
 
@@ -250,7 +257,7 @@ class HessianOperator:
         for index in range(self.num_batches) if batch is None else (batch,):
             gradient_fn = torch.func.grad(lambda p, i=index: self._loss(p, i))
             with self._randomness.replay(index):
-                _, hv = torch.func.jvp(gradient_fn, (self._point,), (tangent,))
+                hv = torch.func.jvp(gradient_fn, (self._point,), (tangent,))[1]  # (primal out, tangent out)
             flat = self.layout.flatten([hv.pop(key) for key in self._keys])
             total = flat if total is None else total.add_(flat)
         assert total is not None  # num_batches >= 1

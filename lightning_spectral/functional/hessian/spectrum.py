@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple, get_args
 
 import torch
 from torch import Tensor, nn
@@ -15,6 +15,7 @@ from lightning_spectral.functional.hessian.operator import (
     HVP_METHODS,
     SOLVER_HVP_METHOD,
     HessianOperator,
+    HVPMethod,
     LossFn,
 )
 from lightning_spectral.linalg import (
@@ -29,10 +30,13 @@ from lightning_spectral.linalg import (
     slq_density,
 )
 
-TRACE_METHODS = ("hutchpp", "hutchinson")
+#: The stochastic trace estimator of :func:`hessian_trace`.
+TraceMethod = Literal["hutchpp", "hutchinson"]
+TRACE_METHODS: tuple[TraceMethod, ...] = get_args(TraceMethod)
 
 __all__ = [
     "TRACE_METHODS",
+    "TraceMethod",
     "WHICH",
     "HessianEigenpairs",
     "hessian_density",
@@ -77,7 +81,7 @@ def _resolve_operator(
     loss_fn: LossFn | None,
     batch: Any,
     params: ParamSpec,
-    hvp_method: str | None,
+    hvp_method: HVPMethod | None,
 ) -> HessianOperator:
     """``operator`` if given (then ``model``, ``loss_fn``, ``batch``, ``params`` and ``hvp_method`` must be
     left out), else a new operator on the one ``batch`` (``hvp_method=None``: :data:`SOLVER_HVP_METHOD`).
@@ -140,7 +144,7 @@ def hessian_eigenvalues(
     max_matvecs: int = 50,
     v0: Tensor | None = None,
     params: ParamSpec = None,
-    hvp_method: str | None = None,
+    hvp_method: HVPMethod | None = None,
     generator: torch.Generator | None = None,
     operator: HessianOperator | None = None,
     preconditioner: Tensor | None = None,
@@ -295,9 +299,9 @@ def hessian_trace(
     batch: Any = None,
     *,
     num_matvecs: int = 30,
-    method: str = "hutchpp",
+    method: TraceMethod = "hutchpp",
     params: ParamSpec = None,
-    hvp_method: str | None = None,
+    hvp_method: HVPMethod | None = None,
     generator: torch.Generator | None = None,
     operator: HessianOperator | None = None,
 ) -> TraceEstimate:
@@ -348,7 +352,7 @@ def hessian_density(
     num_probes: int = 4,
     num_steps: int = 30,
     params: ParamSpec = None,
-    hvp_method: str | None = None,
+    hvp_method: HVPMethod | None = None,
     generator: torch.Generator | None = None,
     operator: HessianOperator | None = None,
 ) -> SpectralDensity:

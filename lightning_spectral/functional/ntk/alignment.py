@@ -157,12 +157,12 @@ def offdiagonal_alignment(kernel: Tensor, targets: Tensor, num_examples: int) ->
     """
     _check_offdiagonal_args(kernel, targets, num_examples)
     traced, gram = _offdiagonal_parts(kernel, targets, num_examples)
-    for name, part in (("kernel", traced), ("targets' Gram matrix", gram)):
-        if part is None:
-            raise ValueError(
-                f"the {name} is constant over the pairs of distinct examples: the off-diagonal alignment is "
-                "undefined (for class labels: use a batch in which some, not all, examples share a label)."
-            )
+    if traced is None or gram is None:
+        name = "kernel" if traced is None else "targets' Gram matrix"
+        raise ValueError(
+            f"the {name} is constant over the pairs of distinct examples: the off-diagonal alignment is "
+            "undefined (for class labels: use a batch in which some, not all, examples share a label)."
+        )
     return float((traced * gram).sum())
 
 

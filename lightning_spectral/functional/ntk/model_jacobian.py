@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+from typing_extensions import override
 
 from lightning_spectral._internal.differentiable_kernels import differentiable_kernels, has_recurrent_layers
 from lightning_spectral._internal.eager_execution import compiled_code_runs_eagerly
@@ -56,6 +57,7 @@ class _OutputModule(nn.Module):
         self.model = model
         self.output_fn = output_fn
 
+    @override
     def forward(self, inputs: Tensor) -> Tensor:
         return self.output_fn(self.model, inputs)
 
@@ -107,7 +109,7 @@ class FunctionalModel:
     one and returns its ``K`` outputs.
     """
 
-    module: nn.Module
+    module: _OutputModule
     names: tuple[str, ...]
     params: dict[str, Tensor]
     constants: dict[str, Tensor]
@@ -190,7 +192,8 @@ def ntk_products(
         return fm.batch_outputs(p, inputs)
 
     try:
-        outputs, vjp_fn = torch.func.vjp(batch_outputs, fm.params)
+        # (torch annotates vjp's result as a 2- or, with has_aux, 3-tuple)
+        outputs, vjp_fn = torch.func.vjp(batch_outputs, fm.params)[:2]
     except FORWARD_MODE_ERRORS:  # e.g. saved-tensor hooks (activation checkpointing): plain autograd
         outputs, vjp_fn = _vjp_by_autograd(batch_outputs, fm.params)
     reverse_push_forward: Callable[[dict[str, Tensor]], Tensor] | None = None

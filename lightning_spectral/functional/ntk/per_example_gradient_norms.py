@@ -19,6 +19,7 @@ import dataclasses
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any, TypeGuard
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +35,7 @@ VECTORIZED_BUDGET = 2**24
 ``cotangents·Σ|z|`` layer-output gradient entries (layer-wise path)."""
 
 _LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d)
+_CoveredModule = nn.Linear | nn.Conv1d | nn.Conv2d
 
 
 @dataclass
@@ -41,14 +43,16 @@ class _Layer:
     """A covered layer: its module, the selected names of its weight / bias, what one forward call saw."""
 
     name: str
-    module: nn.Module
+    module: _CoveredModule
     weight: str | None
     bias: str | None
     inputs: list[Tensor] = field(default_factory=list)
     outputs: list[Tensor] = field(default_factory=list)
     _patches: Tensor | None = None
 
-    def hook(self, module: nn.Module, args: tuple, kwargs: dict, output: Tensor) -> Tensor:
+    def hook(
+        self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Tensor
+    ) -> Tensor:
         # Linear / Conv take one input, positionally or as ``input=``
         self.inputs.append((args[0] if args else kwargs["input"]).detach())
         self.outputs.append(output)
@@ -66,6 +70,11 @@ class _Layer:
         m = self.module
         if isinstance(m, nn.Linear):
             return a.reshape(a.shape[0], -1, a.shape[-1])
+        kernel: tuple[int, ...]
+        dilation: tuple[int, ...]
+        padding: tuple[int, ...]
+        stride: tuple[int, ...]
+        assert not isinstance(m.padding, str)  # string padding is not covered (_eligible)
         if isinstance(m, nn.Conv1d):
             a = a.unsqueeze(2)
             kernel, dilation = (1, m.kernel_size[0]), (1, m.dilation[0])
@@ -117,15 +126,15 @@ class LayerwiseChecks:
     """
 
     def __init__(self) -> None:
-        self._passed: set[tuple] = set()
+        self._passed: set[tuple[Any, ...]] = set()
 
     def __len__(self) -> int:
         return len(self._passed)
 
-    def __contains__(self, key: tuple) -> bool:
+    def __contains__(self, key: object) -> bool:
         return key in self._passed
 
-    def add(self, key: tuple) -> None:
+    def add(self, key: tuple[Any, ...]) -> None:
         """Remember a set-up (a :meth:`key`) that has passed the check."""
         self._passed.add(key)
 
@@ -134,7 +143,7 @@ class LayerwiseChecks:
         self._passed.clear()
 
     @staticmethod
-    def key(fm: FunctionalModel, layers: list[_Layer], rest: list[str], inputs: Tensor) -> tuple:
+    def key(fm: FunctionalModel, layers: list[_Layer], rest: list[str], inputs: Tensor) -> tuple[Any, ...]:
         """The set-up: each covered layer's name, module object, selected parameter names and the parameter
         objects behind them (registered ones, so never a temporary), the generic path's names, the inputs'
         shape, dtype and device.
@@ -148,7 +157,7 @@ class LayerwiseChecks:
         Returns:
             A hashable key.
         """
-        named = dict(fm.module.model.named_parameters(remove_duplicate=False))
+        named: dict[str | None, Tensor] = dict(fm.module.model.named_parameters(remove_duplicate=False))
         covered = tuple(
             (
                 layer.name,
@@ -163,7 +172,7 @@ class LayerwiseChecks:
         return covered, tuple(rest), tuple(inputs.shape), inputs.dtype, inputs.device
 
 
-def _eligible(module: nn.Module) -> bool:
+def _eligible(module: nn.Module) -> TypeGuard[_CoveredModule]:
     if not isinstance(module, _LAYER_TYPES):
         return False
     base = next(t for t in _LAYER_TYPES if isinstance(module, t))
@@ -276,7 +285,8 @@ def _single_example_norms(fm: FunctionalModel, example: Tensor, cotangents: Tens
                 allow_unused=True,
             )
         # (N, *shape) per cotangent; a 0-dim parameter's is (N,)
-        norms.append(sum(g.pow(2).reshape(g.shape[0], -1).sum(1) for g in grads if g is not None))
+        squares = [g.pow(2).reshape(g.shape[0], -1).sum(1) for g in grads if g is not None]
+        norms.append(sum(squares[1:], squares[0]))
     return torch.cat(norms)
 
 
@@ -374,7 +384,7 @@ def per_example_squared_gradient_norms(
     if not names:
         return total
     key = None if checks is None else LayerwiseChecks.key(fm, layers, rest, inputs)
-    if key is not None and key in checks:
+    if checks is not None and key in checks:
         return total
 
     ends = sorted({0, batch - 1})
@@ -391,6 +401,6 @@ def per_example_squared_gradient_norms(
             stacklevel=2,
         )
         return _generic_norms(fm, list(fm.names), inputs, cotangents, like, chunk_size)
-    if key is not None:
+    if checks is not None and key is not None:
         checks.add(key)
     return total

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor, nn
@@ -41,7 +42,9 @@ AUTO_FEW_PROBES_OUTPUTS = 2**16
 AUTO_FEW_PROBES = 2
 """The probes of ``method="auto"`` for sequence-sized outputs (2: the least that gives a standard error)."""
 
-_METHODS = ("auto", "exact", "hutchinson", "hutchpp")
+#: How :func:`ntk_trace` computes the trace: exactly, by Hutchinson or Hutch++ probes, or chosen by size.
+NTKTraceMethod = Literal["auto", "exact", "hutchinson", "hutchpp"]
+_METHODS: tuple[NTKTraceMethod, ...] = get_args(NTKTraceMethod)
 
 
 @dataclass(frozen=True)
@@ -73,7 +76,7 @@ def ntk_trace(
     model: nn.Module,
     inputs: Tensor,
     *,
-    method: str = "auto",
+    method: NTKTraceMethod = "auto",
     num_probes: int = 8,
     output_fn: OutputFn | None = None,
     chunk_size: int | None = None,

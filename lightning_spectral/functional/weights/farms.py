@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor
@@ -14,14 +15,23 @@ from lightning_spectral.functional.weights.power_law import (
     FITS,
     WEIGHTWATCHER_EVALS_THRESH,
     PowerLawFit,
+    PowerLawFitKind,
     power_law_alpha,
 )
 from lightning_spectral.linalg.device_fallback import on_cpu_if_unsupported
 
-__all__ = ["DEFAULT_NUM_WINDOWS", "DEFAULT_SUBMATRIX_SIZE", "FARMS_XMIN", "FarmsFit", "farms_alpha"]
+__all__ = [
+    "DEFAULT_NUM_WINDOWS",
+    "DEFAULT_SUBMATRIX_SIZE",
+    "FARMS_XMIN",
+    "FarmsFit",
+    "FarmsXmin",
+    "farms_alpha",
+]
 
 #: Allowed values of ``xmin``: the authors' median rule, or the KS search of the chosen ``fit``.
-FARMS_XMIN = ("median", "ks")
+FarmsXmin = Literal["median", "ks"]
+FARMS_XMIN: tuple[FarmsXmin, ...] = get_args(FarmsXmin)
 
 #: Default side of the (square) submatrices: the authors' image-classification setting.
 DEFAULT_SUBMATRIX_SIZE = 100
@@ -93,8 +103,8 @@ def farms_alpha(
     submatrix_size: int = DEFAULT_SUBMATRIX_SIZE,
     aspect_ratio: float = 1.0,
     num_windows: int = DEFAULT_NUM_WINDOWS,
-    xmin: str = "median",
-    fit: str = "default",
+    xmin: FarmsXmin = "median",
+    fit: PowerLawFitKind = "default",
     min_tail: int = DEFAULT_MIN_TAIL,
     max_batch_numel: int = _DEFAULT_MAX_BATCH_NUMEL,
 ) -> FarmsFit | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -90,7 +91,7 @@ def _attention_blocks(module: nn.MultiheadAttention) -> tuple[Tensor, Tensor, Te
 
 
 def attention_alignment(
-    module: nn.MultiheadAttention, name: str, k: int, **spectra_options
+    module: nn.MultiheadAttention, name: str, k: int, **spectra_options: Any
 ) -> dict[str, Tensor]:
     """Per-head query/key and value→output alignment diagonals of one attention module.
 
@@ -123,7 +124,9 @@ def attention_alignment(
     return {pair: diagonal.to("cpu", torch.float64) for pair, diagonal in result.items()}
 
 
-def attention_modules(model: nn.Module, matrices: Sequence[WeightMatrix]) -> list[tuple[str, nn.Module]]:
+def attention_modules(
+    model: nn.Module, matrices: Sequence[WeightMatrix]
+) -> list[tuple[str, nn.MultiheadAttention]]:
     """The ``nn.MultiheadAttention`` modules of ``model`` whose projection weights are among ``matrices``."""
     selected = {m.parameter_name for m in matrices}
     found = []

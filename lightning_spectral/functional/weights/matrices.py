@@ -7,6 +7,7 @@ import itertools
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Literal, cast, get_args
 
 import torch
 from torch import Tensor, nn
@@ -16,10 +17,11 @@ from torch.nn.utils import parametrize
 from lightning_spectral._internal.validation import check_choice
 from lightning_spectral.functional._common.parameter_selection import name_matches, uncompiled_name
 
-__all__ = ["CONV_MODES", "WeightMatrix", "weight_matrices"]
+__all__ = ["CONV_MODES", "ConvMode", "WeightMatrix", "weight_matrices"]
 
 #: Allowed values of ``conv_mode``.
-CONV_MODES = ("flatten", "per_position")
+ConvMode = Literal["flatten", "per_position"]
+CONV_MODES: tuple[ConvMode, ...] = get_args(ConvMode)
 
 _CONV_TYPES: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _CONV_TRANSPOSE_TYPES: tuple[type[nn.Module], ...] = (
@@ -119,7 +121,7 @@ def _weight_attributes(module: nn.Module, kind: type[nn.Module]) -> list[str]:
         if module.in_proj_weight is not None:
             return ["in_proj_weight"]
         return ["q_proj_weight", "k_proj_weight", "v_proj_weight"]
-    if kind in (nn.LSTM, nn.GRU, nn.RNN):
+    if kind in (nn.LSTM, nn.GRU, nn.RNN) and isinstance(module, nn.RNNBase):
         suffixes = ["", "_reverse"] if module.bidirectional else [""]
         names = []
         for layer, suffix in itertools.product(range(module.num_layers), suffixes):
@@ -135,7 +137,7 @@ def _weight_attributes(module: nn.Module, kind: type[nn.Module]) -> list[str]:
 @contextlib.contextmanager
 def _parametrizations_in_eval_mode(module: nn.Module) -> Iterator[None]:
     """Evaluate parametrizations without their training-mode side effects; restores every mode flag."""
-    holder = module.parametrizations
+    holder = cast(nn.ModuleDict, module.parametrizations)  # torch types a submodule as `Tensor | Module`
     modes = [(m, m.training) for m in holder.modules()]
     holder.eval()
     try:
@@ -151,7 +153,8 @@ def _resolve(module: nn.Module, attr: str) -> tuple[Tensor, tuple[int, ...], boo
     For a parametrized attribute the key is made of the ids of the parametrization's original parameters.
     """
     if parametrize.is_parametrized(module, attr):
-        originals = list(module.parametrizations[attr].parameters())
+        parametrizations = cast(nn.ModuleDict, module.parametrizations)  # torch: `Tensor | Module`
+        originals = list(parametrizations[attr].parameters())
         with torch.no_grad(), _parametrizations_in_eval_mode(module):
             tensor = getattr(module, attr)
         return tensor.detach(), tuple(id(p) for p in originals), any(p.requires_grad for p in originals)
@@ -166,7 +169,7 @@ def _position_suffix(index: tuple[int, ...]) -> str:
 
 
 def _conv_matrices(
-    name: str, kernel: Tensor, kind: type[nn.Module], conv_mode: str
+    name: str, kernel: Tensor, kind: type[nn.Module], conv_mode: ConvMode
 ) -> Iterator[tuple[str, Tensor, str]]:
     rows, cols = ("in", "out/groups") if kind in _CONV_TRANSPOSE_TYPES else ("out", "in/groups")
     note_tail = " (rows: input channels, the transpose of input -> output)" if rows == "in" else ""
@@ -180,7 +183,8 @@ def _conv_matrices(
         note = (
             f"kernel {tuple(kernel.shape)} at position {_position_suffix(index)}: ({rows}, {cols}){note_tail}"
         )
-        yield name + _position_suffix(index), kernel[(slice(None), slice(None), *index)], note
+        position: tuple[slice | int, ...] = (slice(None), slice(None), *index)
+        yield name + _position_suffix(index), kernel[position], note
 
 
 def _split_rows(
@@ -194,7 +198,7 @@ def _split_rows(
 
 
 def _module_matrices(
-    kind: type[nn.Module], attr: str, name: str, weight: Tensor, conv_mode: str, split: bool
+    kind: type[nn.Module], attr: str, name: str, weight: Tensor, conv_mode: ConvMode, split: bool
 ) -> Iterator[tuple[str, Tensor, str]]:
     """(reported name, matrix, shape note) for one weight attribute of a supported module."""
     if kind in _CONV_TYPES or kind in _CONV_TRANSPOSE_TYPES:
@@ -209,20 +213,20 @@ def _module_matrices(
         yield name, weight, f"{attr} {tuple(weight.shape)} as is"
 
 
-def _candidates(model: nn.Module, conv_mode: str, split: bool) -> Iterator[_Candidate]:
+def _candidates(model: nn.Module, conv_mode: ConvMode, split: bool) -> Iterator[_Candidate]:
     for module_name, module in model.named_modules():
         kind = _module_type(module)
         transposed = kind is None and _is_transposed_linear(module)
         if kind is None and not transposed:
             continue
-        for attr in ["weight"] if transposed else _weight_attributes(module, kind):
+        for attr in ["weight"] if kind is None else _weight_attributes(module, kind):
             resolved = _resolve(module, attr)
             if resolved is None:
                 continue
             weight, key, trainable = resolved
             parameter_name = uncompiled_name(f"{module_name}.{attr}" if module_name else attr)
             computed = parametrize.is_parametrized(module, attr)
-            if transposed:
+            if kind is None:  # transposed
                 type_name = type(module).__name__
                 note = f"{attr} {tuple(weight.shape)} (in, out) transposed to (out, in)"
                 matrices: Iterable[tuple[str, Tensor, str]] = [(parameter_name, weight.mT, note)]
@@ -256,7 +260,7 @@ def weight_matrices(
     include: str | Iterable[str] | None = None,
     exclude: str | Iterable[str] | None = None,
     trainable_only: bool = False,
-    conv_mode: str = "flatten",
+    conv_mode: ConvMode = "flatten",
     split_fused: bool = True,
 ) -> list[WeightMatrix]:
     """The weight matrices of ``model``, each as the 2-D matrix a spectrum is taken of.

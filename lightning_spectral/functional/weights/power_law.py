@@ -4,18 +4,27 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor
 
 from lightning_spectral._internal.validation import check_choice, check_int
 
-__all__ = ["DEFAULT_MIN_TAIL", "FITS", "WEIGHTWATCHER_EVALS_THRESH", "PowerLawFit", "power_law_alpha"]
+__all__ = [
+    "DEFAULT_MIN_TAIL",
+    "FITS",
+    "WEIGHTWATCHER_EVALS_THRESH",
+    "PowerLawFit",
+    "PowerLawFitKind",
+    "power_law_alpha",
+]
 
 #: Smallest number of eigenvalues a tail (and hence a spectrum) must hold for the default fit.
 DEFAULT_MIN_TAIL = 10
 #: Allowed values of ``fit``.
-FITS = ("default", "weightwatcher")
+PowerLawFitKind = Literal["default", "weightwatcher"]
+FITS: tuple[PowerLawFitKind, ...] = get_args(PowerLawFitKind)
 #: WeightWatcher's absolute eigenvalue cut (``EVALS_THRESH``): eigenvalues ``<=`` it are dropped.
 WEIGHTWATCHER_EVALS_THRESH = 1e-5
 # WeightWatcher's smallest fitted spectrum (DEFAULT_MIN_EVALS), its small-sample switch (SMALL_N_CUTOFF) and
@@ -104,9 +113,9 @@ def _ks_distances(
 def power_law_alpha(
     eigenvalues: Tensor,
     *,
-    xmin: str | float | None = "ks",
+    xmin: Literal["ks"] | float | None = "ks",
     min_tail: int = DEFAULT_MIN_TAIL,
-    fit: str = "default",
+    fit: PowerLawFitKind = "default",
 ) -> PowerLawFit | None:
     r"""Fit ``ρ(λ) ∝ λ^{-α}`` to the tail of ``eigenvalues`` by maximum likelihood (Clauset et al. 2009).
 

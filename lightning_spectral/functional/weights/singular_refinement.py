@@ -124,9 +124,9 @@ def refine_truncated_svd(
         for dtype in dtypes if min(W.shape) > DENSE_MAX_DIM else []:
             found = _lanczos_triplets(W.to(dtype), k, tol * REFINED_TOL_FACTOR, warm.to(dtype), generator)
             if found is not None:
-                found = tuple(t.to(W.dtype) for t in found)
-                if relative_residuals(W[None], found[0][None], found[1][None], found[2][None])[0] <= tol:
-                    triplets = found
+                u, s, vh = (t.to(W.dtype) for t in found)
+                if relative_residuals(W[None], u[None], s[None], vh[None])[0] <= tol:
+                    triplets = u, s, vh
                     break
         if triplets is None:  # not converged, or not good enough: the dense SVD is always right
             full_U, full_S, full_Vh = on_cpu_if_unsupported(thin_svd, W)

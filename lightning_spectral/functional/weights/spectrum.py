@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, Literal, get_args
 
 import torch
 from torch import Tensor
@@ -41,7 +42,8 @@ DEFAULT_TOL = 1e-2
 #: ``method="auto"`` uses the exact SVD while ``min(m, n) <= CROSSOVER_FACTOR * (k + num_oversamples)``.
 CROSSOVER_FACTOR = 3
 #: Allowed values of ``method``.
-METHODS = ("auto", "exact", "randomized")
+WeightSpectrumMethod = Literal["auto", "exact", "randomized"]
+METHODS: tuple[WeightSpectrumMethod, ...] = get_args(WeightSpectrumMethod)
 # Largest number of matrix entries stacked into one batched decomposition (256 MB in float32).
 _DEFAULT_MAX_BATCH_NUMEL = 1 << 26
 
@@ -155,7 +157,8 @@ def _decompose_chunk(
     ``frobenius`` in one call.
     """
     batch, m, n = stack.shape
-    has_previous = previous[0] is not None  # all or none within a chunk (see the grouping key)
+    earlier = [p for p in previous if p is not None]  # all or none within a chunk (see the grouping key)
+    has_previous = bool(earlier)
     if exact:
         U, S, Vh = on_cpu_if_unsupported(thin_svd, stack)
         # copy the top-k out so that the full (B, m, r) / (B, r, n) factors can be freed
@@ -165,7 +168,7 @@ def _decompose_chunk(
         init = None
         guard = 0
         if has_previous and warm_start:
-            init = torch.stack([p.right_vectors for p in previous]).to(device=stack.device)
+            init = torch.stack([p.right_vectors for p in earlier]).to(device=stack.device)
             # The previous vectors are nearly exact singular vectors of a slowly changing matrix: they pass the
             # residual check whether or not a direction outside them has grown into the top k, which that
             # check cannot see. So the sketch keeps a cold start's k + num_oversamples Gaussian columns after them.
@@ -187,9 +190,9 @@ def _decompose_chunk(
 
     rotation = agreement = None
     if has_previous:
-        k_common = min(k, previous[0].left_vectors.shape[1])
-        U_prev = torch.stack([p.left_vectors[:, :k_common] for p in previous]).to(stack.device, stack.dtype)
-        V_prev = torch.stack([p.right_vectors[:, :k_common] for p in previous]).to(stack.device, stack.dtype)
+        k_common = min(k, earlier[0].left_vectors.shape[1])
+        U_prev = torch.stack([p.left_vectors[:, :k_common] for p in earlier]).to(stack.device, stack.dtype)
+        V_prev = torch.stack([p.right_vectors[:, :k_common] for p in earlier]).to(stack.device, stack.dtype)
         overlap = torch.linalg.matrix_norm(U_prev.mT @ U_k[..., :k_common]) ** 2
         rotation = (1.0 - overlap / k_common).clamp_(min=0.0).cpu().tolist()
         agreement = singular_vector_agreement(U_k, Vh_k.mT, U_prev, V_prev).to("cpu", torch.float64)
@@ -221,7 +224,7 @@ def weight_spectra(
     matrices: Sequence[Tensor],
     k: int | None = None,
     *,
-    method: str = "auto",
+    method: WeightSpectrumMethod = "auto",
     previous: Sequence[WeightSpectrum | None] | None = None,
     num_power_iterations: int = 2,
     num_oversamples: int = 10,
@@ -307,7 +310,7 @@ def _spectra(
     previous_labels: list[str],
     k: int | None,
     *,
-    method: str,
+    method: WeightSpectrumMethod,
     num_power_iterations: int,
     num_oversamples: int,
     generator: torch.Generator | None,
@@ -331,7 +334,7 @@ def _spectra(
     min_tail = check_int("min_tail", min_tail, 2)
     max_batch_numel = check_int("max_batch_numel", max_batch_numel, 1)
 
-    groups: dict[tuple, list[int]] = {}
+    groups: dict[tuple[Any, ...], list[int]] = {}
     plan: list[tuple[int, bool, WeightSpectrum | None]] = []
     for i, weight in enumerate(matrices):
         shape = _check_matrix(weight, labels[i])
@@ -391,7 +394,7 @@ def weight_spectrum(
     weight: Tensor,
     k: int | None = None,
     *,
-    method: str = "auto",
+    method: WeightSpectrumMethod = "auto",
     previous: WeightSpectrum | None = None,
     num_power_iterations: int = 2,
     num_oversamples: int = 10,

@@ -11,6 +11,7 @@ Example::
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -79,7 +80,7 @@ def summarize_singular_values(
     frobenius: float,
     full: bool,
     min_tail: int,
-) -> dict[str, object]:
+) -> dict[str, Any]:
     """Scalar metrics of one matrix from its (all or top-k) singular values (CPU, compute dtype).
 
     The sums run in float64; the power-law fit gets the eigenvalues in the compute dtype so that its
