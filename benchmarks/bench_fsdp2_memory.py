@@ -7,7 +7,7 @@ Run from the repository root (a few minutes on 2 cores; writes the ``fsdp2-memor
 
 Each strategy runs in its own two-process fit (``--worker <strategy> <json>``, relaunched by Lightning for
 rank 1): an MLP 256→W→W→W→10 (W = 2048, float32, each Linear and the module ``fully_shard``-ed under FSDP2),
-SGD, batches of 64 random examples, 3 steps; ``HessianEigenMonitor(k=1, max_iter=20, tol=1e-12,
+SGD, batches of 64 random examples, 3 steps; ``HessianEigenMonitor(k=1, max_matvecs=20, tol=1e-12,
 compute_batch_sharpness=False)`` (at most 20 double-backward products, the default ``hvp_method``; the
 number run is in the table) at steps 1 and 2.
 Peak: the RSS high-water mark (``VmHWM``, reset through ``/proc/self/clear_refs`` just before) above the RSS
@@ -106,7 +106,7 @@ class StepPeaks(pl.Callback):
 class MeasuredHessian(HessianEigenMonitor):
     def __init__(self) -> None:
         super().__init__(
-            k=1, max_iter=20, tol=1e-12, every_n_steps=1, at_train_start=False, compute_batch_sharpness=False,
+            k=1, max_matvecs=20, tol=1e-12, every_n_steps=1, at_train_start=False, compute_batch_sharpness=False,
             compute_preconditioned=False, strict=True,
         )  # fmt: skip
         self.peaks: list[float] = []

@@ -26,7 +26,7 @@ images):
 
 Both are first trained for ``PRETRAIN_STEPS`` steps of minibatch SGD (batch 64, learning rate 0.1, fixed seed,
 all 1797 images) so that the Hessian has the outliers of a network in training, not those of the
-initialisation.
+initialization.
 
 1. **Reference.** ``λ_1 ≥ λ_2 ≥ λ_3`` of the Hessian of a float64 copy of model and batch, by our Lanczos at
    ``tol=1e-10`` (residual ``‖Hv − λv‖ ≤ 1e-10·|λ|``), cross-checked by ``scipy.sparse.linalg.eigsh``
@@ -562,7 +562,7 @@ processes hits every tool alike, each run after {QUIET_SECONDS} s idle (ARPACK's
 a call and slowed whatever ran next 2–4×: runs before 2026-11-30 charged that to the tool after eigsh, our
 default row); the table gives the median wall time of those {cfg.repeats} runs (operator
 construction included), their median HVP count and their worst error. Ours:
-`hessian_eigenvalues(operator=HessianOperator(..., method=…), k, tol=…)` (Lanczos with full reorthogonalisation, convergence checked after every product). PyHessian:
+`hessian_eigenvalues(operator=HessianOperator(..., method=…), k, tol=…)` (Lanczos with full reorthogonalization, convergence checked after every product). PyHessian:
 `hessian(...).eigenvalues(top_n=k, tol=…, maxIter={PYHESSIAN_MAX_ITER})` (power iteration, deflated restarts for
 k > 1, stops when the estimate changes by less than tol). hessian-eigenthings: `lanczos(HessianOperator(...),
 k, max_iter=…, which="LA")` (always exactly `max_iter` steps; every HVP re-runs forward and backward).

@@ -1,20 +1,20 @@
-"""NTK-trace benchmarks: exact vectorised trace vs a Python loop, estimator error vs probes, scaling.
+"""NTK-trace benchmarks: exact vectorized trace vs a Python loop, estimator error vs probes, scaling.
 
 Run from the repository root::
 
     python -m benchmarks.bench_ntk [--quick] [--device {cpu,cuda}]
 
 and the ``ntk`` section of ``benchmarks/RESULTS.md`` is rewritten with the tables below. The model is an MLP
-``64 → w → w → 10`` (ReLU) on scikit-learn's 8×8 digits (standardised pixels; they ship with scikit-learn, no
+``64 → w → w → 10`` (ReLU) on scikit-learn's 8×8 digits (standardized pixels; they ship with scikit-learn, no
 download; Gaussian inputs if scikit-learn is missing), ``K = 10`` logits, ``tr Θ = Σ_i Σ_k ‖∂f_k(x_i)/∂θ‖²``.
 
 1. **Exact vs loop** at ``B = 128``, ``K = 10``, ``w = 256`` (85 002 parameters): ``ntk_trace(method="exact")``
-   (layer-wise per-example norms: ``K`` vectorised backward passes of the batch) against :func:`loop_trace`
+   (layer-wise per-example norms: ``K`` vectorized backward passes of the batch) against :func:`loop_trace`
    below, one forward pass per example and one ``torch.autograd.grad`` per example and output (``B·K = 1280``
    backward passes), and against :func:`per_example_jacobian_trace` (``torch.func.vmap`` over examples of
-   ``jacrev``, the textbook vectorisation, which forms every per-example Jacobian). Target ≥ 10×.
+   ``jacrev``, the textbook vectorization, which forms every per-example Jacobian). Target ≥ 10×.
 2. **Relative standard error vs probes** for ``"hutchinson"`` and ``"hutchpp"`` on the same batch, at
-   initialisation and after training on the digits: over many seeds, the empirical relative standard error
+   initialization and after training on the digits: over many seeds, the empirical relative standard error
    ``std(estimates) / tr Θ``, the mean reported ``std_error / tr Θ``, and for Hutchinson the value predicted
    from the exact kernel, ``sqrt(2 Σ_i (‖Θ_ii‖_F² − Σ_k (Θ_ii)_kk²) / p) / tr Θ`` (the variance of one
    per-example Rademacher probe; ``Θ_ii`` is the ``K × K`` block of example ``i``).
@@ -95,7 +95,7 @@ def settings(quick: bool) -> Settings:
 
 
 def digits(count: int) -> tuple[Tensor, Tensor, str]:
-    """``count`` standardised 8×8 digit images ``(count, 64)``, their labels, and where they came from."""
+    """``count`` standardized 8×8 digit images ``(count, 64)``, their labels, and where they came from."""
     try:
         from sklearn.datasets import load_digits
     except ImportError:
@@ -108,7 +108,7 @@ def digits(count: int) -> tuple[Tensor, Tensor, str]:
     x = (x - x.mean(0)) / (x.std(0) + 1e-6)
     y = torch.tensor(data.target)
     perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
-    return x[perm][:count], y[perm][:count], "scikit-learn digits (1797 images, standardised)"
+    return x[perm][:count], y[perm][:count], "scikit-learn digits (1797 images, standardized)"
 
 
 def mlp(width: int, seed: int = 0) -> nn.Sequential:
@@ -273,7 +273,7 @@ def standard_error_vs_probes(
 ) -> tuple[str, list[str], list[tuple[str, str, float]]]:
     inputs = x[:B_TARGET]
     rows, verdicts, notes, at_target = [], [], [], []
-    for state in ("initialisation", "trained"):
+    for state in ("initialization", "trained"):
         model = mlp(WIDTH).to(x.device)
         if state == "trained":
             accuracy = train(model, x, y, TRAIN_STEPS)
@@ -426,7 +426,7 @@ Machine: {machine_description()} ({platform.system()}); device: {args.device}. P
 Times are medians of {cfg.repeats} runs after one warm-up run. {THREADS_NOTE}
 Model: MLP 64→w→w→10 (ReLU, PyTorch default init), inputs: {source}; float32.
 
-### Exact vectorised trace vs a Python loop (B = {B_TARGET}, K = {K}, w = {WIDTH}, P = {p_target})
+### Exact vectorized trace vs a Python loop (B = {B_TARGET}, K = {K}, w = {WIDTH}, P = {p_target})
 
 {section1}
 
@@ -439,7 +439,7 @@ trace; predicted (Hutchinson) = `sqrt(2 Σ_i (‖Θ_ii‖_F² − Σ_k (Θ_ii)_k
 float64 kernel (`Θ_ii`: the K × K block of example i);
 reported = mean of the estimator's own `std_error` / exact trace (Hutch++: the standard error of its
 Hutchinson part given the sketch; at 3 products it has one probe and no standard error). "probes" is
-`num_probes`: Rademacher probes for Hutchinson (one backward pass of the batch each, vectorised),
+`num_probes`: Rademacher probes for Hutchinson (one backward pass of the batch each, vectorized),
 operator products for Hutch++
 (a VJP and a JVP each, sequential). Time = median over the seeds.
 {chr(10).join("- " + n for n in notes)}

@@ -9,7 +9,7 @@ rewritten.
 
 Models: MLPs ``64 → w → w → 10`` (ReLU, PyTorch default init, float32, CPU) with ``w`` chosen so that the
 parameter count ``P`` runs over 1e4 … 1e6 (``--quick``) or 1e4 … 1e7 in half decades; one batch of ``B = 64``
-standardised 8×8 digits (scikit-learn, no download) and their labels, mean cross-entropy. Measured on that
+standardized 8×8 digits (scikit-learn, no download) and their labels, mean cross-entropy. Measured on that
 model and batch, each through the functional API the monitors call:
 
 - ``step``: one training step, ``zero_grad()``, forward, ``backward()``, ``torch.optim.SGD(lr=0.01).step()``
@@ -18,7 +18,7 @@ model and batch, each through the functional API the monitors call:
   ``matvec``: the gradient graph that ``HessianEigenMonitor`` (``hvp_method="double_backward"`` by default, no
   parameter copy) builds once per measurement, and one product through it;
 - ``λ_max``: ``hessian_eigenvalues(model, loss_fn, batch, k=1, hvp_method="double_backward")`` at its defaults
-  (``tol=1e-3``, ``max_iter=50``): Lanczos with full reorthogonalisation, the Hessian monitor's measurement
+  (``tol=1e-3``, ``max_matvecs=50``): Lanczos with full reorthogonalization, the Hessian monitor's measurement
   (without its batch sharpness);
 - ``NTK trace``: ``ntk_trace(model, inputs)`` at its defaults (``method="auto"``);
 - ``weights``: ``weight_spectra([m.matrix for m in weight_matrices(model)], 5)``, the weight monitor's call
@@ -136,7 +136,7 @@ def num_params(model: nn.Module) -> int:
 
 
 def digits_batch() -> tuple[Tensor, Tensor]:
-    """``B`` standardised 8×8 digit images ``(B, 64)`` and their labels."""
+    """``B`` standardized 8×8 digit images ``(B, 64)`` and their labels."""
     from sklearn.datasets import load_digits
 
     data = load_digits()
@@ -467,7 +467,7 @@ Machine: {machine_description()} ({platform.system()}); device: {args.device}; `
 
 One measurement of each monitor, through the functional API it calls, against one training step (forward,
 backward, SGD step) on the same model and batch: MLPs 64→w→w→10 (ReLU, float32, {args.device.upper()}), one batch of {BATCH}
-standardised digits, cross-entropy. `1 HVP`: `HessianOperator(..., method="double_backward", copy_params=False)`
+standardized digits, cross-entropy. `1 HVP`: `HessianOperator(..., method="double_backward", copy_params=False)`
 and one `matvec` (the Hessian monitor's default product: it builds the gradient graph once per measurement and
 reads the parameters without copying them);
 `λ_max`: `hessian_eigenvalues(model, loss_fn, batch, k=1, hvp_method="double_backward")` at its defaults

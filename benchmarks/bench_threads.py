@@ -155,13 +155,13 @@ def lanczos_step_overhead(dim: int, steps: int, device: str) -> float:
         return out
 
     generator = torch.Generator(device).manual_seed(SEED)
-    lanczos(matvec, dim, 1, max_iter=steps, tol=1e-12, device=device, generator=generator)  # warm-up
+    lanczos(matvec, dim, 1, max_matvecs=steps, tol=1e-12, device=device, generator=generator)  # warm-up
     totals = []
     for _ in range(5):
         product_seconds = 0.0
         synchronize(device)
         start = time.perf_counter()
-        result = lanczos(matvec, dim, 1, max_iter=steps, tol=1e-12, device=device, generator=generator)
+        result = lanczos(matvec, dim, 1, max_matvecs=steps, tol=1e-12, device=device, generator=generator)
         synchronize(device)
         totals.append((time.perf_counter() - start - product_seconds) / result.num_matvecs)
     return statistics.median(totals)
@@ -263,7 +263,7 @@ NumPy untouched, as users run; *pinned*: `torch.set_num_threads(1)`, {note}
 matrices, default settings):** {"**met**" if met else "**missed**"}: {ratio:.2f}×.
 
 The Lanczos loop's own work per step beyond the operator's product (a diagonal operator; 40 steps, k = 1):
-reorthogonalisation against the basis, the step's scalars, and the small tridiagonal eigenproblems of the
+reorthogonalization against the basis, the step's scalars, and the small tridiagonal eigenproblems of the
 convergence checks (solved by torch in torch's thread pool, `linalg.lanczos.small_eigh`).
 
 {lanczos_table}

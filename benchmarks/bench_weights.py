@@ -118,8 +118,8 @@ def randomized(W: Tensor, oversample: int, n_iter: int, seed: int = 0, previous=
         W,
         k=K,
         method="randomized",
-        oversample=oversample,
-        n_iter=n_iter,
+        num_oversamples=oversample,
+        num_power_iterations=n_iter,
         generator=seeded(seed, W.device),
         previous=previous,
         tol=tol,
@@ -434,7 +434,7 @@ columns come from one more call each.
 
 MLP 784→1024→1024→768→512→512→10 (PyTorch default init; layers `2` and `8` with Student-t entries, df 3
 and 2; layer `4` with a planted power-law ESD, `λ_i` Pareto with density ∝ `λ^-3`, i.e. alpha = 3).
-WeightWatcher's `spectral_norm` is `λ_max = σ_max²` of `WᵀW` (no normalisation for PyTorch layers),
+WeightWatcher's `spectral_norm` is `λ_max = σ_max²` of `WᵀW` (no normalization for PyTorch layers),
 compared with our `sigma_max**2`; WeightWatcher's `num_pl_spikes` is its tail size.
 
 {section4}

@@ -125,7 +125,7 @@ def weightwatcher_table(count: int) -> str:
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         details = ww.WeightWatcher(model=model).analyze()
     if len(details) != count:
-        return f"WeightWatcher analysed {len(details)} of {count} layers: cannot compare."
+        return f"WeightWatcher analyzed {len(details)} of {count} layers: cannot compare."
     worst, same_alpha, same_tail, default_differs = 0.0, 0, 0, 0
     for layer, (_, row) in zip(layers, details.iterrows()):
         eigenvalues = torch.linalg.svdvals(layer.weight.detach().double()) ** 2

@@ -47,7 +47,7 @@ def spectrum(model: nn.Module, batch: tuple[Tensor, Tensor]) -> Tensor:
         batch,
         k=K,
         tol=TOL,
-        max_iter=MAX_ITER,
+        max_matvecs=MAX_ITER,
         hvp_method="double_backward",
         generator=torch.Generator().manual_seed(0),
     )

@@ -117,7 +117,7 @@ def float64_reference(model: nn.Module, batch: tuple[Tensor, Tensor], k: int, cr
         operator=op,
         k=k,
         tol=REFERENCE_TOL,
-        max_iter=REFERENCE_MAX_ITER,
+        max_matvecs=REFERENCE_MAX_ITER,
         generator=seeded(SEED + 7, op.device),
     )
     if not result.converged:

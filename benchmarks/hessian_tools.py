@@ -97,7 +97,9 @@ def our_run(method: str, graph: HVPGraph | None = None) -> RunFn:
     def run(problem: Problem, k: int, setting: Setting, seed: int | None, cap: int | None) -> Run:
         op = HessianOperator(problem.model, loss_fn, problem.batch, method=method, hvp_graph=graph)
         generator = None if seed is None else seeded(seed, op.device)
-        result = hessian_eigenvalues(operator=op, k=k, generator=generator, **setting)  # max_iter bounds it
+        result = hessian_eigenvalues(
+            operator=op, k=k, generator=generator, **setting
+        )  # max_matvecs bounds it
         return Run(sorted(result.eigenvalues.tolist(), reverse=True), op.num_matvecs)
 
     return run
@@ -112,7 +114,7 @@ def our_matvec(method: str, graph: HVPGraph | None = None) -> Callable[[Problem]
 
 def our_sweeps(k: int, quick: bool) -> list[list[Setting]]:
     tols = (1e-1, 1e-2, 1e-3, 1e-4) if quick else (1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 1e-4, 1e-5)
-    return [[{"tol": tol, "max_iter": HVP_CAP} for tol in tols]]
+    return [[{"tol": tol, "max_matvecs": HVP_CAP} for tol in tols]]
 
 
 # --- PyHessian: power iteration, with deflation for k > 1

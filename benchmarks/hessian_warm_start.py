@@ -8,7 +8,7 @@ Gaussian vector of equal norm). Target: ≥ 2× fewer HVPs warm, in every row.
 **Krylov floor.** Next to what our stopping test spends, each row gives the fewest products with which
 Lanczos, from the *same* start vector, has its top-``k`` Ritz values within ``FLOOR_ERROR`` of the float64
 reference: what a stopping rule that knew the answer would spend. It is found by running
-``hessian_eigenvalues(..., max_iter=m, tol=1e-12)`` (exactly ``m`` steps; the Ritz values of a run are those of
+``hessian_eigenvalues(..., max_matvecs=m, tol=1e-12)`` (exactly ``m`` steps; the Ritz values of a run are those of
 every longer run's first ``m`` steps) for ``m = k, k+1, …`` until the error is within ``FLOOR_ERROR``: the Ritz
 values ``θ_i`` of nested Krylov spaces rise monotonically towards ``λ_i`` (Cauchy interlacing), so the first
 such ``m`` is the floor. The cold/warm ratio of the floors bounds what any stopping rule can make of this warm
@@ -70,7 +70,7 @@ def krylov_floor(problem: Problem, k: int, seed: int, v0: Tensor | None) -> int 
     op = HessianOperator(problem.model, loss_fn, problem.batch, method="double_backward")
     for steps in range(k, FLOOR_MAX_STEPS + 1):
         result = hessian_eigenvalues(
-            operator=op, k=k, v0=v0, tol=1e-12, max_iter=steps, generator=seeded(seed, op.device)
+            operator=op, k=k, v0=v0, tol=1e-12, max_matvecs=steps, generator=seeded(seed, op.device)
         )
         if relative_error(result.eigenvalues.tolist(), problem.reference.values, k) <= FLOOR_ERROR:
             return steps
@@ -159,7 +159,7 @@ def warm_start_section(rows: list[list[Any]], repeats: int) -> str:
     table = markdown_table(HEADER, [row[: len(HEADER)] for row in rows])
     return f"""### Warm start
 
-Our defaults (`tol=1e-3`, `max_iter=50`; double-backward products, which change no count) at the trained
+Our defaults (`tol=1e-3`, `max_matvecs=50`; double-backward products, which change no count) at the trained
 state, then {" and ".join(map(str, WARM_STEPS))} more SGD steps; cold = fresh Gaussian start (seeds 0…{repeats - 1}), warm = `v0=` the previous
 eigenvectors (one set from each of those seeds). Medians over {repeats}; errors against a float64 reference at the
 new point. Krylov floor (`benchmarks/hessian_warm_start.py`): the fewest products with which Lanczos from the

@@ -53,7 +53,7 @@ def top_eigenvalues(model: nn.Module, batch: tuple[Tensor, Tensor], hvp_method: 
         batch,
         k=K,
         tol=TOL,
-        max_iter=MAX_ITER,
+        max_matvecs=MAX_ITER,
         hvp_method=hvp_method,
         generator=seeded(0, device),
     )

@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
             model.eval()
             operator = HessianOperator.from_batches(model, loss_fn, [batch], method="double_backward")
             reference = hessian_eigenvalues(
-                k=1, tol=1e-6, max_iter=300, operator=operator, generator=torch.Generator().manual_seed(1)
+                k=1, tol=1e-6, max_matvecs=300, operator=operator, generator=torch.Generator().manual_seed(1)
             )
             lam = reference.eigenvalues[0].item()
             reference_hvps.append(reference.num_hvps)
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
                     result = hessian_eigenvalues(
                         k=1,
                         tol=tol,
-                        max_iter=50,
+                        max_matvecs=50,
                         operator=operator,
                         v0=v0,
                         generator=torch.Generator().manual_seed(2),

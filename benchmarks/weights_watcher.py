@@ -22,7 +22,7 @@ from lightning_spectral.functional import power_law_alpha, weight_matrices, weig
 
 
 def watcher_model() -> nn.Module:
-    """An MLP with default-initialised and heavy-tailed layers (no downloads)."""
+    """An MLP with default-initialized and heavy-tailed layers (no downloads)."""
     generator = seeded(2024)
     torch.manual_seed(0)  # default init and Student-t draws use the global RNG
     model = nn.Sequential(
@@ -92,7 +92,7 @@ def compare_with_watcher(ww, repeats: int, device: torch.device) -> str:
     ours = ours_exact()
     names = [w.name for w in weight_matrices(model)]
     if len(details) != len(ours):
-        return f"WeightWatcher analysed {len(details)} layers, we found {len(ours)}: cannot compare."
+        return f"WeightWatcher analyzed {len(details)} layers, we found {len(ours)}: cannot compare."
     rows, worst_norm, alpha_diffs = [], 0.0, []
     for name, spectrum, (_, row) in zip(names, ours, details.iterrows()):
         ours_lambda_max = spectrum.sigma_max**2

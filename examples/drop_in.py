@@ -57,7 +57,7 @@ from lightning_spectral.report.reader import read_scalars
 
 
 class DigitsCNN(pl.LightningModule):
-    """A small CNN for 8×8 grey-scale digits: an ordinary LightningModule, nothing spectral in it."""
+    """A small CNN for 8×8 gray-scale digits: an ordinary LightningModule, nothing spectral in it."""
 
     def __init__(self, lr: float = 0.1) -> None:
         super().__init__()

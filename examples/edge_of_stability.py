@@ -91,7 +91,7 @@ Series = dict[str, list[tuple[int, float]]]
 
 def digits_data(num_examples: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
     """The first ``num_examples`` of scikit-learn's 8×8 digits: standardized pixels ``(n, 64)`` and one-hot
-    targets ``(n, 10)``, both float32. Pixels that are constant over the subset are centred and left at 0."""
+    targets ``(n, 10)``, both float32. Pixels that are constant over the subset are centered and left at 0."""
     from sklearn.datasets import load_digits
 
     images, labels = load_digits(return_X_y=True)
@@ -228,7 +228,7 @@ def plot(
     stochastic: tuple[float, int, Series] | None = None,
     adaptive: tuple[float, Series] | None = None,
 ) -> Path:
-    """Training loss (top) and λ_max with its limit 2/η dashed (bottom) against the step, one colour per η.
+    """Training loss (top) and λ_max with its limit 2/η dashed (bottom) against the step, one color per η.
     With ``stochastic = (η, batch size, series)`` of an SGD run, a column shows its loss (a running
     mean over ``LOSS_WINDOW`` mini-batches), its λ_max and its batch sharpness against the same limit. With
     ``adaptive = (η, series)`` of a full-batch Adam run, a column shows its loss, its preconditioned
@@ -249,13 +249,13 @@ def plot(
     )
     loss_axes, sharpness_axes = axes[0, 0], axes[1, 0]
     for index, (lr, series) in enumerate(sorted(runs.items())):
-        colour = f"C{index}"
+        color = f"C{index}"
         if series[TRAIN_LOSS]:
             steps, values = zip(*series[TRAIN_LOSS])
-            loss_axes.plot(steps, values, color=colour, linewidth=1, label=f"η = {lr:g}")
+            loss_axes.plot(steps, values, color=color, linewidth=1, label=f"η = {lr:g}")
         steps, values = zip(*series[LAMBDA_MAX])
-        sharpness_axes.plot(steps, values, color=colour, linewidth=1.5, label=f"λ_max, η = {lr:g}")
-        sharpness_axes.axhline(2 / lr, color=colour, linestyle="--", linewidth=1, label=f"2/η = {2 / lr:.3g}")
+        sharpness_axes.plot(steps, values, color=color, linewidth=1.5, label=f"λ_max, η = {lr:g}")
+        sharpness_axes.axhline(2 / lr, color=color, linestyle="--", linewidth=1, label=f"2/η = {2 / lr:.3g}")
     loss_axes.set_title("Full-batch gradient descent: λ_max rises to 2/η and hovers there", fontsize="medium")
     sharpness_axes.set_xlabel("step (full-batch gradient descent)")
     sharpness_axes.set_ylabel("sharpness λ_max(∇²L)")

@@ -4,7 +4,7 @@ Power et al. (2022, "Grokking: Generalization Beyond Overfitting on Small Algori
 networks on modular arithmetic and saw validation accuracy jump from chance to 100 % long after training
 accuracy had reached 100 %; weight decay hastens the jump most. Its spectral signature: Yunis et al. (2024,
 "Approaching Deep Learning through the Spectral Dynamics of Weights") found that weight decay pulls the weight
-matrices towards low rank while the network moves from the memorising to the generalising solution, and that
+matrices towards low rank while the network moves from the memorizing to the generalizing solution, and that
 their top singular vectors stop rotating; Kumar et al. (2024, "Grokking as the Transition from Lazy to Rich
 Training Dynamics") describe the jump as the network leaving the kernel (lazy) regime for feature learning,
 which shows as a change of its neural tangent kernel (NTK) and of the kernel's alignment with the labels.
@@ -35,24 +35,24 @@ weight decay 1.0, 6000 steps, seed 0; about 2 minutes on 2 CPU cores):
 
 - train accuracy is 100 % from step 28 on; validation accuracy is 0.000 at the first validation (step 50),
   0.001 at step 1000, passes 5 % near step 1650, 50 % at step 2700 and 99 % at step 3550 (1.000 at the end);
-- the mean stable rank goes from 24.3 at initialisation up to 25.7 while the network memorises (step 1050),
+- the mean stable rank goes from 24.3 at initialization up to 25.7 while the network memorizes (step 1050),
   then down to 18.7 at the 50 % point and 14.9 after the jump (step 5050); the embedding and the read-out
   fall from 22.3 and 25.6 at their peaks to 13.0 and 12.9, the hidden layer from 32.7 to 17-21. (The
   estimated effective ranks move by only 5-9 %: the change is in the few top singular values.)
 - the rotation of the top-8 left singular subspace between measurements 50 steps apart (median over a
-  stretch) is 0.03-0.06 while the network memorises (steps 50-500), 5e-4 to 2e-3 just before the jump
+  stretch) is 0.03-0.06 while the network memorizes (steps 50-500), 5e-4 to 2e-3 just before the jump
   (steps 2200-2600), 2e-3 to 4e-3 while validation accuracy climbs (steps 2700-3700), and below 1e-4 for the
   embedding and the read-out once it has grokked (steps 5000-6000; the hidden layer keeps turning at 2e-3);
 - the NTK is not lazy here: its trace grows 13-fold within the first 250 steps (7.8e4 → 1.0e6) and
   19-fold by step 1000. Its alignment between examples starts slightly negative (−0.008 at steps 0 and 250:
-  held-out pairs that share a label have no more similar gradients than others after memorisation), then
+  held-out pairs that share a label have no more similar gradients than others after memorization), then
   rises steadily while validation accuracy is still near chance (+0.040 at step 1000, val. 0.001; +0.067 at
   step 1500, val. 0.03), keeps rising through the jump (+0.08 to +0.09 around the 50 % point, steps 2500-2750; +0.135 at step 3500) and
   levels off at +0.175 once the network has grokked (step 4000 on): the kernel comes to relate the
   held-out pairs by their sum, the lazy → rich change of Kumar et al. With ``--seed 1`` / ``--seed 2`` it goes
   from −0.040 / −0.074 to +0.051 / +0.204, and with ``--train-fraction 0.4 --steps 1500`` (the shortened run
   of the tests) and seeds 0-4 from −0.035…−0.055 to +0.079…+0.171, always in step with validation accuracy.
-- The plain and centred alignments (all (example, logit) pairs, diagonal included) stay flat at 0.021-0.024
+- The plain and centered alignments (all (example, logit) pairs, diagonal included) stay flat at 0.021-0.024
   through it all: with 59 one-hot classes the label kernel ``yyᵀ`` is almost diagonal, so they mostly
   measure how diagonal-dominant the kernel is. In earlier trials neither they nor the alignment of the
   logit-summed kernel including its diagonal rose at the jump (training or held-out pairs, B = 32 or 64), and
@@ -251,16 +251,16 @@ def plot(series: Series, path: str | Path, title: str) -> Path:
 
     figure, axes = plt.subplots(4, 1, figsize=(8, 9), sharex=True)
     accuracy_axes, rank_axes, rotation_axes, ntk_axes = axes
-    for tag, label, colour in ((TRAIN_ACC, "train", "C0"), (VAL_ACC, "validation", "C1")):
-        accuracy_axes.plot(*zip(*series[tag]), color=colour, linewidth=1.5, label=label)
+    for tag, label, color in ((TRAIN_ACC, "train", "C0"), (VAL_ACC, "validation", "C1")):
+        accuracy_axes.plot(*zip(*series[tag]), color=color, linewidth=1.5, label=label)
     accuracy_axes.set_ylabel("accuracy")
     accuracy_axes.set_ylim(-0.02, 1.02)
     for index, layer in enumerate(LAYERS):
-        colour = f"C{index + 2}"
-        rank_axes.plot(*zip(*series[f"spectral/weights/{layer}/stable_rank"]), color=colour, label=layer)
+        color = f"C{index + 2}"
+        rank_axes.plot(*zip(*series[f"spectral/weights/{layer}/stable_rank"]), color=color, label=layer)
         steps, rotation = zip(*series[f"spectral/weights/{layer}/rotation"])
         rotation_axes.plot(
-            steps, [max(value, ROTATION_FLOOR) for value in rotation], color=colour, linewidth=1, label=layer
+            steps, [max(value, ROTATION_FLOOR) for value in rotation], color=color, linewidth=1, label=layer
         )
     rank_axes.plot(*zip(*series[MEAN_STABLE_RANK]), color="k", linewidth=2, label="mean")
     rank_axes.set_ylabel("stable rank\n(‖W‖_F / ‖W‖_2)²")
@@ -284,12 +284,12 @@ def plot(series: Series, path: str | Path, title: str) -> Path:
     ntk_axes.legend(handles=[alignment_line, trace_line], loc="lower right", fontsize="small", ncol=2)
     ntk_axes.set_xlabel("step (full-batch AdamW)")
     fitted, grokked = first_step(series[TRAIN_ACC], 1.0), first_step(series[VAL_ACC], 0.5)
-    for step, label, colour in ((fitted, "train acc. 100 %", "C0"), (grokked, "val. acc. 50 %", "C1")):
+    for step, label, color in ((fitted, "train acc. 100 %", "C0"), (grokked, "val. acc. 50 %", "C1")):
         if step is not None:
             for axes_ in axes:
                 axes_.axvline(
                     step,
-                    color=colour,
+                    color=color,
                     linestyle=":",
                     linewidth=1,
                     label=label if axes_ is accuracy_axes else None,
@@ -325,7 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--top-k", type=positive_int, default=8, help="singular vectors whose rotation is logged"
     )
-    parser.add_argument("--seed", type=int, default=0, help="seeds the split and the initialisation")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the split and the initialization")
     add_threads_argument(parser)
     parser.add_argument("--log-dir", default="runs/grokking")
     parser.add_argument("--plot", default="grokking.png", help="where to save the figure (PNG)")

@@ -73,7 +73,7 @@ class HuggingFaceClassifier(pl.LightningModule):
 
 
 def generated_examples(count: int, seed: int = 0) -> list[dict[str, torch.Tensor]]:
-    """Token sequences of random length (padded with 0, masked), labelled by their first token modulo 3."""
+    """Token sequences of random length (padded with 0, masked), labeled by their first token modulo 3."""
     generator = torch.Generator().manual_seed(seed)
     ids = torch.randint(1, VOCAB, (count, LENGTH), generator=generator)
     lengths = torch.randint(LENGTH // 2, LENGTH + 1, (count,), generator=generator)

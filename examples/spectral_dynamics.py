@@ -2,9 +2,9 @@
 early, and the alignment between consecutive layers (Yunis et al. 2024, "Approaching Deep Learning through
 the Spectral Dynamics of Weights", on a small model).
 
-The task: 2048 Gaussian inputs in ``R^24``, labelled by ``argmax(A x)`` over 10 classes with a rank-3 teacher
+The task: 2048 Gaussian inputs in ``R^24``, labeled by ``argmax(A x)`` over 10 classes with a rank-3 teacher
 ``A`` (10 × 24). The model: an MLP 24 → 64 → 64 → 10 with ReLUs (``net.0``, ``net.2``, ``net.4``),
-cross-entropy, AdamW (lr 3e-3, batches of 128), trained twice from the same initialisation: weight decay 0
+cross-entropy, AdamW (lr 3e-3, batches of 128), trained twice from the same initialization: weight decay 0
 and ``--weight-decay`` (default 1.0). Per run:
 
 - :class:`~lightning_spectral.callbacks.WeightSpectrumMonitor` every ``--every`` steps, exact SVDs, ``k = 10``,
@@ -61,7 +61,7 @@ INPUTS, CLASSES, TEACHER_RANK, EXAMPLES = 24, 10, 3, 2048
 
 
 def teacher_data(seed: int = 0) -> TensorDataset:
-    """Gaussian inputs labelled by the arg-max of a rank-3 linear teacher."""
+    """Gaussian inputs labeled by the arg-max of a rank-3 linear teacher."""
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn(EXAMPLES, INPUTS, generator=generator)
     teacher = torch.randn(CLASSES, TEACHER_RANK, generator=generator) @ torch.randn(
@@ -155,12 +155,12 @@ def plot(runs: dict[str, tuple[dict, CheckpointDynamics]], path: str | Path, tit
     (rank_axes, alignment_axes), heat_axes = axes
     styles = {label: style for label, style in zip(runs, ("--", "-"))}
     for label, (series, _) in runs.items():
-        for colour, layer in zip(("C0", "C1", "C2"), LAYERS):
+        for color, layer in zip(("C0", "C1", "C2"), LAYERS):
             steps, values = zip(*series[f"spectral/weights/{layer}/effective_rank_ratio"])
-            rank_axes.plot(steps, values, styles[label], color=colour, label=f"{layer}, {label}")
-        for colour, pair in zip(("C3", "C4"), PAIRS):
+            rank_axes.plot(steps, values, styles[label], color=color, label=f"{layer}, {label}")
+        for color, pair in zip(("C3", "C4"), PAIRS):
             steps, values = zip(*series[f"spectral/weights/alignment/{pair}"])
-            alignment_axes.plot(steps, values, styles[label], color=colour, label=f"{pair}, {label}")
+            alignment_axes.plot(steps, values, styles[label], color=color, label=f"{pair}, {label}")
     rank_axes.set_ylabel("effective rank / min(m, n)")
     rank_axes.set_title("rank collapse", fontsize="medium")
     alignment_axes.set_ylabel(r"inter-layer alignment (mean of diag $|V_{l+1}^T U_l|_{1..10}$)")
@@ -192,7 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--weight-decay", type=positive_float, default=1.0, help="AdamW weight decay (2nd run)"
     )
-    parser.add_argument("--seed", type=int, default=0, help="seeds the data and the initialisation")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the data and the initialization")
     add_threads_argument(parser)
     parser.add_argument("--log-dir", default="runs/spectral_dynamics")
     parser.add_argument("--plot", default="spectral_dynamics.png", help="where to save the figure (PNG)")

@@ -1,14 +1,4 @@
-"""lightning_spectral: spectral monitors for PyTorch Lightning.
-
-The public API, importable from here and grouped by kind::
-
-    from lightning_spectral import HessianEigenMonitor, SpectralEarlyStopping, hessian_eigenvalues
-
-Each name lives in (and stays importable from) :mod:`lightning_spectral.callbacks` (the Lightning callbacks)
-or :mod:`lightning_spectral.functional` (the estimators on a model, usable without Lightning). Names are
-imported on first access, so ``import lightning_spectral`` (and ``lightning_spectral.functional``) does not
-import Lightning; the numerical core is :mod:`lightning_spectral.linalg`.
-"""
+"""lightning_spectral: spectral monitors for PyTorch Lightning."""
 
 from __future__ import annotations
 
@@ -16,6 +6,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from lightning_spectral._internal import moved_modules as _moved_modules
+from lightning_spectral._internal.deprecation import renamed_attribute
 
 __version__ = "0.1.0"
 
@@ -50,7 +41,7 @@ _EXPORTS: dict[str, str] = {
     "edge_of_stability_ratio": "lightning_spectral.functional",
     "sgd_stability": "lightning_spectral.functional",
     "HessianOperator": "lightning_spectral.functional",
-    "HessianEigenResult": "lightning_spectral.functional",
+    "HessianEigenpairs": "lightning_spectral.functional",
     "BatchSharpness": "lightning_spectral.functional",
     "SGDStability": "lightning_spectral.functional",
     # Kernel: the empirical neural tangent kernel
@@ -64,6 +55,9 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = list(_EXPORTS)
 
+# renamed classes: the old name still imports, with a DeprecationWarning
+_RENAMED = {"HessianEigenResult": "HessianEigenpairs"}
+
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ imports on first access
     from lightning_spectral.callbacks import (
         HessianEigenMonitor,
@@ -76,7 +70,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ im
     from lightning_spectral.functional import (
         BatchSharpness,
         FarmsFit,
-        HessianEigenResult,
+        HessianEigenpairs,
         HessianOperator,
         NTKTrace,
         PowerLawFit,
@@ -105,6 +99,8 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ im
 
 def __getattr__(name: str) -> Any:
     """Import an exported name from its subpackage on first access (PEP 562)."""
+    if name in _RENAMED:
+        return renamed_attribute(__name__, name, _RENAMED)
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -20,6 +20,7 @@ DEMO_SUMMARY_KEYS = (
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``lightning-spectral`` argument parser: the ``demo`` and ``report`` commands."""
     parser = argparse.ArgumentParser(
         prog="lightning-spectral",
         description="Spectral monitors for PyTorch Lightning: weight SVDs, Hessian eigenvalues, NTK trace.",
@@ -99,6 +100,14 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``lightning-spectral`` command line.
+
+    Args:
+        argv: the arguments after the program name (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit status (0: success).
+    """
     args = build_parser().parse_args(argv)
     if args.command == "report":
         return _report(args)

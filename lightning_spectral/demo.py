@@ -1,8 +1,4 @@
-"""``lightning-spectral demo``: a small classifier trained with every monitor on, logged to TensorBoard.
-
-The data are generated (a fixed random teacher network labels Gaussian inputs), so nothing is downloaded.
-The student is a small convolutional-plus-dense network, so the weight monitor shows both kinds of layer.
-"""
+"""``lightning-spectral demo``: a small classifier trained with every monitor on, logged to TensorBoard."""
 
 from __future__ import annotations
 
@@ -12,12 +8,13 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
+from typing_extensions import override
 
 
 def teacher_dataset(
     num_examples: int = 2048, length: int = 32, num_classes: int = 4, seed: int = 0
 ) -> TensorDataset:
-    """1-D signals of ``length`` samples labelled by a random frozen teacher network."""
+    """1-D signals of ``length`` samples labeled by a random frozen teacher network."""
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn(num_examples, 1, length, generator=generator)
     teacher = nn.Sequential(
@@ -53,25 +50,33 @@ class DemoClassifier(pl.LightningModule):
             nn.Linear(64, num_classes),
         )
 
+    @override
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(batch, num_classes)`` of signals ``(batch, 1, length)``."""
         return self.net(x)
 
-    def training_step(self, batch, batch_idx):
+    @override
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        """Mean squared error to the one-hot labels; logs ``train/loss`` and ``train/accuracy``."""
         x, y = batch
         logits = self(x)
         loss = nn.functional.mse_loss(
-            logits, nn.functional.one_hot(y, self.hparams.num_classes).to(logits.dtype)
+            logits, nn.functional.one_hot(y, self.hparams["num_classes"]).to(logits.dtype)
         )
         self.log("train/loss", loss)
         self.log("train/accuracy", (logits.argmax(dim=1) == y).float().mean())
         return loss
 
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
+    @override
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        """Plain SGD at ``lr``."""
+        return torch.optim.SGD(self.parameters(), lr=self.hparams["lr"])
 
-    def train_dataloader(self):
-        data = teacher_dataset(length=self.hparams.length, num_classes=self.hparams.num_classes)
-        return DataLoader(data, batch_size=self.hparams.batch_size, shuffle=True)
+    @override
+    def train_dataloader(self) -> DataLoader[tuple[torch.Tensor, ...]]:
+        """The teacher dataset, shuffled, in batches of ``batch_size``."""
+        data = teacher_dataset(length=self.hparams["length"], num_classes=self.hparams["num_classes"])
+        return DataLoader(data, batch_size=self.hparams["batch_size"], shuffle=True)
 
 
 def demo_monitors() -> list[pl.Callback]:
@@ -91,7 +96,8 @@ def run_demo(
     log_dir: str | Path = "runs", max_steps: int = 300, seed: int = 0, lr: float = 0.05, name: str = "demo"
 ) -> tuple[str, dict[str, float]]:
     """Train :class:`DemoClassifier` (SGD at ``lr``) with every monitor, logging to ``log_dir/name``; return the
-    run directory and the last values."""
+    run directory and the last values.
+    """
     from pytorch_lightning.loggers import TensorBoardLogger
 
     pl.seed_everything(seed, workers=True)

@@ -1,13 +1,5 @@
 """The callbacks for the unified ``lightning`` package (``import lightning.pytorch as L``).
 
-Lightning ships under two names: ``pytorch_lightning`` (this package's dependency, used by
-:mod:`lightning_spectral.callbacks`) and ``lightning.pytorch`` (inside the unified ``lightning`` package).
-A callback is meant to derive from the ``Callback`` class of the distribution whose ``Trainer`` runs it:
-``LightningCLI`` (jsonargparse) rejects a ``trainer.callbacks`` entry of the other distribution, and so do
-``isinstance`` checks in user and library code and static type checkers. The classes here are the same
-monitors, derived from both bases, so they are genuine ``lightning.pytorch`` callbacks; all logic stays in
-:mod:`lightning_spectral.callbacks` (nothing is duplicated: each class here only adds the second base).
-
 Example::
 
     import lightning.pytorch as L
@@ -30,7 +22,7 @@ from lightning_spectral import callbacks as _callbacks
 
 
 def _for_unified_lightning(cls: type) -> type:
-    """``cls`` with ``lightning.pytorch.Callback`` as a second base (same name, docs and behaviour)."""
+    """``cls`` with ``lightning.pytorch.Callback`` as a second base (same name, docs and behavior)."""
     return type(
         cls.__name__, (cls, _lightning_pytorch.Callback), {"__module__": __name__, "__doc__": cls.__doc__}
     )

@@ -1,2 +1,3 @@
 """Internal helpers shared by the layers (pure torch; no Lightning import). Not public API: names here may
-change without notice."""
+change without notice.
+"""

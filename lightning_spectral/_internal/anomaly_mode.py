@@ -1,13 +1,4 @@
-"""Vectorised autograd runs with anomaly detection paused: ``Trainer(detect_anomaly=True)`` breaks ``vmap``.
-
-Anomaly detection (``torch.autograd.set_detect_anomaly(True)``, which ``Trainer(detect_anomaly=True)`` turns on
-for the whole fit) checks every gradient of a backward pass for NaN with a Python-level ``.item()``. Under
-``torch.func.vmap`` and ``torch.autograd.grad(..., is_grads_batched=True)`` (a ``vmap`` of the backward pass)
-that check has no batching rule: ``RuntimeError: Batching rule not implemented for aten::item``. The
-measurements' vectorised paths (per-example gradient norms and Jacobians, batched Jacobian-vector products) run
-inside :func:`anomaly_detection_paused`: anomaly mode off for the body, the caller's mode (and its
-``check_nan`` setting) back on exit. Anomaly mode only adds checks and forward tracebacks, so the numbers are
-the same; a non-finite measurement is still reported by the monitors (logged as NaN, ``check_finite``).
+"""Vectorized autograd runs with anomaly detection paused: ``Trainer(detect_anomaly=True)`` breaks ``vmap``.
 
 Example::
 

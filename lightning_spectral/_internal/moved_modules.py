@@ -1,11 +1,4 @@
-"""Old module paths of the package, kept importable after the modules moved into domain folders.
-
-Before version 0.2 the estimators lived in one flat ``lightning_spectral.functional`` folder and the helpers at
-the top level. Code that imports a moved module by its old path (``import
-lightning_spectral.functional.hessian_spectrum``) still gets the module, with a ``DeprecationWarning`` naming
-the new path; names imported from the packages (``from lightning_spectral.functional import ntk_trace``) never
-moved. The finder below is installed once, by ``lightning_spectral/__init__.py``.
-"""
+"""Old module paths of the package, kept importable after the modules moved into domain folders."""
 
 from __future__ import annotations
 
@@ -15,6 +8,8 @@ import importlib.machinery
 import sys
 import warnings
 from types import ModuleType
+
+from typing_extensions import override
 
 # old module path -> where the module lives now
 MOVED_MODULES: dict[str, str] = {
@@ -73,6 +68,7 @@ class _MovedModuleLoader(importlib.abc.Loader):
         self.new_name = new_name
         self.new_spec: importlib.machinery.ModuleSpec | None = None
 
+    @override
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType:
         warnings.warn(
             f"{spec.name} moved to {self.new_name}; import it from there (the old path will be removed)",
@@ -83,6 +79,7 @@ class _MovedModuleLoader(importlib.abc.Loader):
         self.new_spec = module.__spec__
         return module
 
+    @override
     def exec_module(self, module: ModuleType) -> None:
         # the import system set the old path's spec on the module object; give it back its own
         module.__spec__ = self.new_spec
@@ -91,6 +88,7 @@ class _MovedModuleLoader(importlib.abc.Loader):
 class _MovedModuleFinder(importlib.abc.MetaPathFinder):
     """Finds the old path of a moved module (and nothing else)."""
 
+    @override
     def find_spec(
         self, fullname: str, path: object = None, target: object = None
     ) -> importlib.machinery.ModuleSpec | None:

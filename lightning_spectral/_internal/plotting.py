@@ -1,5 +1,6 @@
 """Figures: the Hessian eigenvalue density for the loggers, and saving a figure to a PNG file (matplotlib,
-headless backend)."""
+headless backend).
+"""
 
 from __future__ import annotations
 

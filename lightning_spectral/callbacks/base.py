@@ -1,29 +1,4 @@
-"""``SpectralMonitor``: the shared base of every monitor (schedule, measurement batch, logging, state).
-
-A monitor subclass only says *what* to measure, in :meth:`SpectralMonitor.measure`, returning a mapping of
-metric names to numbers. The base class decides *when* (a :class:`Schedule` over optimizer steps and
-epochs), *on what* (a fixed measurement batch drawn once at fit start, or the user's), and *where the
-numbers go*: every logger of the trainer under ``spectral/<monitor_name>/<metric>``, keyed by
-``trainer.global_step``, and ``trainer.callback_metrics`` for ``EarlyStopping``/``ModelCheckpoint``.
-
-Every measurement runs inside :func:`preserved_training_state`, so the training trajectory with the
-monitor is bit-identical to the one without it. A failing measurement is reported once with its traceback
-and the monitor switches itself off for the rest of the run (training goes on), unless ``strict=True``.
-Under DDP the decision is collective: a measurement that raises on one rank raises (``strict=True``) or
-disables the monitor on every rank, with no rank left waiting in a collective
-(:mod:`lightning_spectral.callbacks._internal.collectives`).
-
-Example (a complete monitor)::
-
-    class ParameterNormMonitor(SpectralMonitor):
-        monitor_name = "param_norm"
-        needs_batch = False
-
-        def measure(self, trainer, pl_module, batches):
-            return {"l2": torch.cat([p.flatten() for p in pl_module.parameters()]).norm().item()}
-
-    trainer = Trainer(callbacks=[ParameterNormMonitor(every_n_steps=10)])
-"""
+"""``SpectralMonitor``: the shared base of every monitor (schedule, measurement batch, logging, state)."""
 
 from __future__ import annotations
 
@@ -35,9 +10,10 @@ import re
 import time
 import traceback
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, ClassVar
 
+import pytorch_lightning as pl
 import torch
 from pytorch_lightning import Callback
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
@@ -82,10 +58,11 @@ DTENSOR_STRATEGIES = ("ModelParallelStrategy",)
 _NAME = re.compile(r"[A-Za-z0-9_.\-]+")
 
 
-def epoch_ran_to_its_end(trainer: Any) -> bool:
+def epoch_ran_to_its_end(trainer: pl.Trainer) -> bool:
     """Whether the training epoch now ending reached its last batch. Lightning also ends an epoch cut short
     (``max_steps`` reached, ``trainer.should_stop``): an epoch-based measurement there would be taken again when
-    a run resumed from that point finishes the epoch, so epoch-based measurements wait for a whole epoch."""
+    a run resumed from that point finishes the epoch, so epoch-based measurements wait for a whole epoch.
+    """
     progress = getattr(
         getattr(getattr(trainer, "fit_loop", None), "epoch_loop", None), "batch_progress", None
     )
@@ -96,7 +73,8 @@ def check_strategy_supported(strategy: Any, monitor: str, supports_dtensor_param
     """Raise ``NotImplementedError`` for a strategy that shards the parameters (FSDP, DeepSpeed, model
     parallel) unless the monitor can gather them: every monitor reads whole parameters, which such a strategy
     holds on no single rank. ``supports_dtensor_parameters``: the monitor gathers ``DTensor`` parameters, so
-    :data:`DTENSOR_STRATEGIES` are allowed."""
+    :data:`DTENSOR_STRATEGIES` are allowed.
+    """
     names = {cls.__name__ for cls in type(strategy).__mro__}
     sharded = next((name for name in SHARDED_STRATEGIES if name in names), None)
     if sharded is None or (supports_dtensor_parameters and sharded in DTENSOR_STRATEGIES):
@@ -123,7 +101,8 @@ def check_strategy_supported(strategy: Any, monitor: str, supports_dtensor_param
 
 def check_data_parallel_mesh(strategy: Any, monitor: str) -> None:
     """Refuse a ``ModelParallelStrategy`` mesh with tensor parallelism for a monitor that reduces its measurement
-    over all ranks as data-parallel shards (:mod:`~lightning_spectral.callbacks._internal.gathered_parameters`)."""
+    over all ranks as data-parallel shards (:mod:`~lightning_spectral.callbacks._internal.gathered_parameters`).
+    """
     mesh = (
         getattr(strategy, "_device_mesh", None)  # (the property raises before the processes start)
         if "ModelParallelStrategy" in {cls.__name__ for cls in type(strategy).__mro__}
@@ -181,6 +160,16 @@ class SpectralMonitor(Callback):
 
     Raises:
         ValueError: an argument outside its allowed values (the message names it).
+
+    Example::
+
+        class ParameterNorm(SpectralMonitor):
+            monitor_name = "norm"
+
+            def measure(self, trainer, pl_module, batches):
+                return {"total": float(sum(p.detach().norm() ** 2 for p in pl_module.parameters()) ** 0.5)}
+
+        Trainer(callbacks=[ParameterNorm(every_n_steps=100)])  # logs spectral/norm/total
     """
 
     #: The ``<monitor>`` part of the metric keys ``spectral/<monitor>/<metric>``.
@@ -260,7 +249,7 @@ class SpectralMonitor(Callback):
         self.at_train_start = at_train_start
         self.auto_schedule_budget = budget
         #: Seconds as a float, for the automatic schedule's costs (replaceable: the tests drive it by hand).
-        self.clock: Any = time.perf_counter
+        self.clock: Callable[[], float] = time.perf_counter
         self._auto: AutoSchedule | None = None
         self._loaded_auto_schedule: dict[str, Any] | None = None
         self._measurements_this_fit = 0
@@ -289,11 +278,21 @@ class SpectralMonitor(Callback):
         self._warned_non_finite = False
 
     # ------------------------------------------------------------------ subclass interface
-    def measure(self, trainer: Any, pl_module: Any, batches: list[Any]) -> Mapping[str, float]:
+    def measure(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batches: list[Any]
+    ) -> Mapping[str, float]:
         """Measure the model; return ``{metric: value}`` (logged as ``spectral/<monitor_name>/<metric>``).
 
         Runs inside :func:`preserved_training_state`: the model may be put in eval mode, gradients may be
         computed with ``torch.autograd.grad``; everything is restored afterwards.
+
+        Args:
+            trainer: the running ``Trainer``.
+            pl_module: the model being trained.
+            batches: the measurement batches, on the model's device.
+
+        Returns:
+            ``{metric: value}``.
         """
         raise NotImplementedError
 
@@ -309,7 +308,8 @@ class SpectralMonitor(Callback):
     def collectives(self) -> MeasurementCollectives:
         """The failure-aware collectives of the measurement in progress (identity on one process): combine the
         ranks' pieces of a measurement only through these, so a rank that fails cannot leave the others
-        waiting (see :mod:`lightning_spectral.callbacks._internal.collectives`)."""
+        waiting (see :mod:`lightning_spectral.callbacks._internal.collectives`).
+        """
         if self._collectives is None:
             raise RuntimeError("`collectives` is only available inside `measure`.")
         return self._collectives
@@ -322,7 +322,8 @@ class SpectralMonitor(Callback):
     @property
     def auto_schedule(self) -> AutoSchedule | None:
         """The trainer's shared automatic schedule this monitor follows (``None``: an explicit schedule, or
-        before setup): its ``period``, ``early_steps`` and ``budget``."""
+        before setup): its ``period``, ``early_steps`` and ``budget``.
+        """
         return self._auto
 
     @property
@@ -336,11 +337,11 @@ class SpectralMonitor(Callback):
         generator.manual_seed(self.seed * 1_000_003 + self._num_measurements)
         return generator
 
-    def log_histogram(self, trainer: Any, name: str, values: torch.Tensor) -> None:
+    def log_histogram(self, trainer: pl.Trainer, name: str, values: torch.Tensor) -> None:
         """Histogram ``spectral/<monitor>/<name>`` to the loggers that support it."""
         log_histogram(trainer, self.metric_prefix + name, values, trainer.global_step)
 
-    def log_figure(self, trainer: Any, name: str, figure: Any) -> None:
+    def log_figure(self, trainer: pl.Trainer, name: str, figure: Any) -> None:
         """Matplotlib figure ``spectral/<monitor>/<name>`` to the loggers that support it."""
         log_figure(trainer, self.metric_prefix + name, figure, trainer.global_step)
 
@@ -377,11 +378,12 @@ class SpectralMonitor(Callback):
         return self._generate_state_key(name=self.name or self.monitor_name)
 
     @override
-    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         check_strategy_supported(trainer.strategy, type(self).__name__, self.supports_dtensor_parameters)
         if self.measures_gathered_parameters:
             check_data_parallel_mesh(trainer.strategy, type(self).__name__)
-        others = [c for c in trainer.callbacks if isinstance(c, SpectralMonitor) and c is not self]
+        callbacks = trainer.callbacks  # type: ignore[attr-defined]  # set by Lightning's CallbackConnector, undeclared
+        others = [c for c in callbacks if isinstance(c, SpectralMonitor) and c is not self]
         clash = next((c for c in others if c.metric_prefix == self.metric_prefix), None)
         if clash is not None:
             raise ValueError(
@@ -390,14 +392,15 @@ class SpectralMonitor(Callback):
                 f"name='{self.monitor_name}_head'), whose metrics then go to spectral/<name>/."
             )
         if self.schedule is None:
+            assert self.auto_schedule_budget is not None  # given (or defaulted) with the automatic schedule
             self._auto = AutoSchedule.join(trainer, self, self.auto_schedule_budget)
 
     @override
-    def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         log_config(trainer, {f"{self.metric_prefix}{name}": value for name, value in self.config().items()})
 
     @override
-    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.budget is not None:
             self.budget.start()
         self._measurements_this_fit = 0
@@ -419,12 +422,13 @@ class SpectralMonitor(Callback):
 
     @override
     def on_train_batch_end(
-        self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         step = trainer.global_step
         if self._auto is not None:
             due = step > self._previous_step and self._auto.due(trainer, step)
         else:
+            assert self.schedule is not None  # without the automatic schedule (``_auto``), an explicit one
             due = self.schedule.is_due(self._previous_step, step)
         self._previous_step = step
         if due:
@@ -433,11 +437,18 @@ class SpectralMonitor(Callback):
 
     def measurement_due_at(self, step: int) -> bool:
         """Whether the step-based schedule had a measurement due at global step ``step`` in this monitor's last
-        ``on_train_start`` / ``on_train_batch_end`` (the same on every rank: decided from global steps alone)."""
+        ``on_train_start`` / ``on_train_batch_end`` (the same on every rank: decided from global steps alone).
+
+        Args:
+            step: a global step.
+
+        Returns:
+            Whether a measurement was due there.
+        """
         return self._due_step == step
 
     @override
-    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if (
             self.schedule is not None
             and self.schedule.is_measurement_epoch(trainer.current_epoch)
@@ -446,7 +457,7 @@ class SpectralMonitor(Callback):
             self._measure_and_log(trainer, pl_module)
 
     @override
-    def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._batches = []
         if self._auto is not None:
             self._auto.end_fit(trainer.global_step)
@@ -486,7 +497,7 @@ class SpectralMonitor(Callback):
         """``self.clock()``, read late: a test may replace ``clock`` after construction."""
         return self.clock()
 
-    def _measure_and_log(self, trainer: Any, pl_module: Any) -> None:
+    def _measure_and_log(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         step = trainer.global_step
         if self._disabled or trainer.sanity_checking or step == self._last_measured_step:
             return
@@ -548,16 +559,17 @@ class SpectralMonitor(Callback):
         log_scalars(trainer, {self.metric_prefix + name: value for name, value in values.items()}, step)
 
     def _whole_parameters(
-        self, pl_module: Any, collectives: MeasurementCollectives
+        self, pl_module: pl.LightningModule, collectives: MeasurementCollectives
     ) -> contextlib.AbstractContextManager[Any]:
         """Under a sharded (``DTensor``) model, the module with whole parameters for a monitor that measures on
-        them (:attr:`measures_gathered_parameters`); :attr:`trained_parameter` maps them back meanwhile."""
+        them (:attr:`measures_gathered_parameters`); :attr:`trained_parameter` maps them back meanwhile.
+        """
         if not (self.measures_gathered_parameters and has_distributed_parameters(pl_module)):
             return contextlib.nullcontext()
         return self._gathered(pl_module, collectives)
 
     @contextlib.contextmanager
-    def _gathered(self, pl_module: Any, collectives: MeasurementCollectives) -> Any:
+    def _gathered(self, pl_module: pl.LightningModule, collectives: MeasurementCollectives) -> Iterator[None]:
         with gathered_parameters(pl_module, collectives.full_tensor) as originals:
             self._gathered_originals = originals
             try:
@@ -567,18 +579,26 @@ class SpectralMonitor(Callback):
 
     def trained_parameter(self, parameter: torch.Tensor) -> torch.Tensor:
         """The parameter the optimizer holds for ``parameter`` of the measured module: the ``DTensor`` shard
-        for a gathered one (:meth:`_whole_parameters`), else ``parameter`` itself."""
+        for a gathered one (:meth:`_whole_parameters`), else ``parameter`` itself.
+
+        Args:
+            parameter: a parameter of the measured module.
+
+        Returns:
+            The optimizer's tensor for it.
+        """
         return self._gathered_originals.get(id(parameter), parameter)
 
-    def _measurement_dtype(self, pl_module: Any) -> contextlib.AbstractContextManager[bool]:
+    def _measurement_dtype(self, pl_module: pl.LightningModule) -> contextlib.AbstractContextManager[bool]:
         """Float32 copies of a half-precision model for the measurement, where this monitor asks for them."""
         if self.upcasts_half_precision:
             return float32_half_precision_tensors(pl_module)
         return contextlib.nullcontext(False)
 
-    def _budget_allows(self, trainer: Any) -> bool:
+    def _budget_allows(self, trainer: pl.Trainer) -> bool:
         """Whether the time budget lets this scheduled step be measured; rank 0 decides for every rank (the
-        ranks' clocks differ, and every rank must take the same measurements: they hold collectives)."""
+        ranks' clocks differ, and every rank must take the same measurements: they hold collectives).
+        """
         assert self.budget is not None
         step = trainer.global_step
         allowed = self.budget.allows(step) if trainer.global_rank == 0 else True
@@ -590,7 +610,11 @@ class SpectralMonitor(Callback):
 
     def non_finite_metrics(self) -> list[str]:
         """The metrics logged as NaN when a measurement meets non-finite numbers (NaN / inf weights, loss or
-        products): every metric this monitor has logged so far, or :attr:`primary_metrics` before the first."""
+        products): every metric this monitor has logged so far, or :attr:`primary_metrics` before the first.
+
+        Returns:
+            The metric names (without the ``spectral/<monitor>/`` prefix).
+        """
         return sorted(self._declared_metrics) or list(self.primary_metrics)
 
     def _warn_non_finite(self, step: int, what: str) -> None:
@@ -603,7 +627,7 @@ class SpectralMonitor(Callback):
             "are not reported again. SpectralEarlyStopping(check_finite=True) can stop the run on them."
         )
 
-    def _report_failure(self, trainer: Any, step: int, error: Exception) -> None:
+    def _report_failure(self, trainer: pl.Trainer, step: int, error: Exception) -> None:
         """One warning per failure: the failing rank shows its traceback, rank zero says that it followed."""
         consequence = (
             "the monitor is disabled for the rest of the run and training continues. Pass `strict=True` to "

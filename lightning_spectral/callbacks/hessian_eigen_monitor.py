@@ -1,36 +1,17 @@
-"""``HessianEigenMonitor``: top Hessian eigenvalues, trace, density and edge-of-stability indicators.
-
-Logged under ``spectral/hessian/``: ``lambda_1 .. lambda_k`` (``lambda_1`` = λ_max, the sharpness),
-``residual_max`` (the largest ``‖Hv − λv‖`` of the returned pairs), ``num_hvps``, ``eos_ratio`` (λ_max over
-the optimizer's stability limit: ``lr·λ_max/2`` for plain SGD; adaptive optimizers below),
-``batch_sharpness`` (Andreyev & Beneventano: ``mean_B g_Bᵀ H_B g_B / ‖g_B‖²`` over the measurement batches; it
-sits at ``2/η`` at the edge of stochastic stability; ``batch_sharpness_std_error`` with two or more batches),
-``batch_sharpness_ratio`` (``batch_sharpness`` over the same limit), ``trace`` and an eigenvalue-density figure when enabled. Under Adam / AdamW / Adamax / RAdam /
-NAdam / RMSprop / Adagrad / Adadelta also ``preconditioned_lambda_1``, ``λ_1(D⁻¹H)`` of the training-mode loss with the
-optimizer's preconditioner ``D`` (``D⁻¹(H + W)`` under coupled weight decay ``W``), and ``eos_ratio`` = that over the optimizer's limit: ``(2 + 2β₁)/((1 − β₁)η)``
-for the Adam family, its momentum schedule's for NAdam, ``(2 + 2μ)/η`` for RMSprop, ``2/η`` for Adagrad and
-Adadelta (the adaptive edge of stability, Cohen et
-al. 2022;
-:mod:`lightning_spectral.functional.hessian.adaptive_preconditioners`). Numerics: :mod:`lightning_spectral.functional`.
-
-Distributed: under DDP the products / traces are reduced over the ranks' shards; under ``ModelParallelStrategy``
-(FSDP2) the same runs on the gathered parameters (:mod:`~lightning_spectral.callbacks._internal.gathered_parameters`).
-
-Example::
-
-    trainer = Trainer(callbacks=[HessianEigenMonitor(k=3, every_n_steps=100, compute_trace=True)])
-"""
+"""``HessianEigenMonitor``: top Hessian eigenvalues, trace, density and edge-of-stability indicators."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal, get_args
 
+import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_warn
 from typing_extensions import override
 
+from lightning_spectral._internal.deprecation import renamed_keywords
 from lightning_spectral._internal.validation import (
     check_bool,
     check_callable,
@@ -40,7 +21,11 @@ from lightning_spectral._internal.validation import (
 )
 from lightning_spectral.callbacks._internal.collectives import has_distributed_parameters
 from lightning_spectral.callbacks._internal.optimizer_info import first_optimizer, resolved_sgd_settings
-from lightning_spectral.callbacks._internal.parameter_patterns import check_param_spec, checked_param_patterns
+from lightning_spectral.callbacks._internal.parameter_patterns import (
+    check_param_spec,
+    checked_param_patterns,
+    include_argument,
+)
 from lightning_spectral.callbacks._internal.training_loss import LossFn, resolve_loss_fn
 from lightning_spectral.callbacks.base import SpectralMonitor
 from lightning_spectral.functional._common.parameter_selection import select_parameters
@@ -54,15 +39,33 @@ from lightning_spectral.functional.hessian.batch_sharpness import (
     summarized,
 )
 from lightning_spectral.functional.hessian.hvp_graph import HVPGraph
-from lightning_spectral.functional.hessian.operator import HVP_METHODS, HessianOperator
+from lightning_spectral.functional.hessian.operator import HVP_METHODS, HessianOperator, HVPMethod
 from lightning_spectral.functional.hessian.spectrum import hessian_density, hessian_eigenvalues, hessian_trace
 from lightning_spectral.linalg import WHICH, Which
 
-MEASUREMENT_MODES = ("eval", "train")
+#: The mode the model is measured in.
+MeasurementMode = Literal["eval", "train"]
+MEASUREMENT_MODES: tuple[MeasurementMode, ...] = get_args(MeasurementMode)
 
 
 class HessianEigenMonitor(SpectralMonitor):
     """Top-k eigenvalues of the training-loss Hessian by Lanczos on exact Hessian-vector products.
+
+    Logged under ``spectral/hessian/``: ``lambda_1 .. lambda_k`` (``lambda_1`` = λ_max, the sharpness),
+    ``residual_max`` (the largest ``‖Hv − λv‖`` of the returned pairs), ``num_hvps``, ``eos_ratio`` (λ_max over
+    the optimizer's stability limit: ``lr·λ_max/2`` for plain SGD; adaptive optimizers below),
+    ``batch_sharpness`` (Andreyev & Beneventano: ``mean_B g_Bᵀ H_B g_B / ‖g_B‖²`` over the measurement batches; it
+    sits at ``2/η`` at the edge of stochastic stability; ``batch_sharpness_std_error`` with two or more batches),
+    ``batch_sharpness_ratio`` (``batch_sharpness`` over the same limit), ``trace`` and an eigenvalue-density figure when enabled. Under Adam / AdamW / Adamax / RAdam /
+    NAdam / RMSprop / Adagrad / Adadelta also ``preconditioned_lambda_1``, ``λ_1(D⁻¹H)`` of the training-mode loss with the
+    optimizer's preconditioner ``D`` (``D⁻¹(H + W)`` under coupled weight decay ``W``), and ``eos_ratio`` = that over the optimizer's limit: ``(2 + 2β₁)/((1 − β₁)η)``
+    for the Adam family, its momentum schedule's for NAdam, ``(2 + 2μ)/η`` for RMSprop, ``2/η`` for Adagrad and
+    Adadelta (the adaptive edge of stability, Cohen et
+    al. 2022;
+    :mod:`lightning_spectral.functional.hessian.adaptive_preconditioners`). Numerics: :mod:`lightning_spectral.functional`.
+
+    Distributed: under DDP the products / traces are reduced over the ranks' shards; under ``ModelParallelStrategy``
+    (FSDP2) the same runs on the gathered parameters (:mod:`~lightning_spectral.callbacks._internal.gathered_parameters`).
 
     Args:
         k: how many eigenvalues (``lambda_1 .. lambda_k``).
@@ -71,19 +74,23 @@ class HessianEigenMonitor(SpectralMonitor):
         log_spacing: also measure at steps 1, 2, 4, ... below ``every_n_steps``.
         at_train_start: measure the initial model.
         tol: Lanczos stops when every residual ``‖Hv − λv‖ ≤ tol·|λ|``.
-        max_iter: at most this many Hessian-vector products per eigenvalue solve.
+        max_matvecs: at most this many Hessian-vector products per eigenvalue solve.
         which: ``"LA"`` (largest, default), ``"SA"`` (most negative) or ``"LM"`` (largest magnitude).
         num_batches: measurement batches drawn at fit start; the Hessian is their average (more faithful
             full-batch curvature), and batch sharpness is averaged over them.
         loss_fn: ``loss_fn(pl_module, batch) -> scalar``; default: the module's own ``training_step``
             output (called with logging silenced).
-        params: names / globs of the parameters whose Hessian is measured (default: all trainable). A pattern
-            that matches no parameter raises ``ValueError`` at setup, naming it and the closest parameter names.
-        compute_trace: also log ``trace`` (Hutch++ with ``trace_matvecs`` products).
-        trace_matvecs: products spent on the trace.
+        params: the older name of ``include`` (still accepted; pass one of the two).
+        include: names / globs / module prefixes of the parameters whose Hessian is measured (default: all
+            trainable). A pattern that matches no parameter raises ``ValueError`` at setup, naming it and the
+            closest parameter names.
+        exclude: names / globs / module prefixes of parameters left out of the selection (e.g. ``"*.bias"``),
+            checked the same way.
+        compute_trace: also log ``trace`` (Hutch++ with ``trace_num_matvecs`` products).
+        trace_num_matvecs: products spent on the trace.
         compute_density: also log an eigenvalue-density figure (stochastic Lanczos quadrature).
-        density_probes: probe vectors of the density.
-        density_steps: Lanczos steps per probe of the density.
+        density_num_probes: probe vectors of the density.
+        density_num_steps: Lanczos steps per probe of the density.
         compute_batch_sharpness: log ``batch_sharpness`` (one gradient and one single-batch product per
             measurement batch; the gradients come with the graphs λ_max's products use).
         compute_preconditioned: under Adam / AdamW / Adamax / RAdam / NAdam / RMSprop / Adagrad / Adadelta, also log ``preconditioned_lambda_1`` (one more Lanczos run
@@ -95,7 +102,7 @@ class HessianEigenMonitor(SpectralMonitor):
             ``"train"`` (the stochastic training-mode loss, BatchNorm on batch statistics). The module's
             mode, buffers and RNG are restored afterwards either way.
         hvp_method: ``"double_backward"`` (default: the gradient graph is built once per measurement and each
-            product is one more backward pass, about 2× faster than forward-over-reverse on CPU, at the memory
+            product is one more backward pass, faster than forward-over-reverse in the benchmarks, at the memory
             of one training step), ``"forward_over_reverse"`` (``torch.func``; keeps no graph between
             products) or ``"auto"`` (forward-over-reverse where ``torch.func`` can transform the loss).
         cuda_graphs: on CUDA, replay the Hessian-vector products of every measurement from CUDA graphs captured
@@ -106,6 +113,13 @@ class HessianEigenMonitor(SpectralMonitor):
             capture); losses that draw random numbers or cannot be captured are measured eagerly, with a
             warning. Default off; no effect on other devices.
         batch, seed, strict, max_overhead, name, auto_schedule_budget: see :class:`~lightning_spectral.callbacks.SpectralMonitor`.
+
+    Raises:
+        ValueError: an argument out of range (the message names it and what is allowed).
+
+    Example::
+
+        trainer = Trainer(callbacks=[HessianEigenMonitor(k=3, every_n_steps=100, compute_trace=True)])
     """
 
     monitor_name = "hessian"
@@ -121,6 +135,12 @@ class HessianEigenMonitor(SpectralMonitor):
         "trace": "max",
     }
 
+    @renamed_keywords(
+        max_iter="max_matvecs",
+        trace_matvecs="trace_num_matvecs",
+        density_probes="density_num_probes",
+        density_steps="density_num_steps",
+    )
     def __init__(
         self,
         k: int = 1,
@@ -130,21 +150,23 @@ class HessianEigenMonitor(SpectralMonitor):
         log_spacing: bool = False,
         at_train_start: bool = True,
         tol: float = 1e-3,
-        max_iter: int = 50,
+        max_matvecs: int = 50,
         which: Which = "LA",
         num_batches: int = 1,
         loss_fn: LossFn | None = None,
         params: str | Sequence[str] | None = None,
+        include: str | Sequence[str] | None = None,
+        exclude: str | Sequence[str] | None = None,
         compute_trace: bool = False,
-        trace_matvecs: int = 30,
+        trace_num_matvecs: int = 30,
         compute_density: bool = False,
-        density_probes: int = 2,
-        density_steps: int = 40,
+        density_num_probes: int = 2,
+        density_num_steps: int = 40,
         compute_batch_sharpness: bool = True,
         compute_preconditioned: bool = True,
         warm_start: bool = True,
-        measurement_mode: str = "eval",
-        hvp_method: str = "double_backward",
+        measurement_mode: MeasurementMode = "eval",
+        hvp_method: HVPMethod = "double_backward",
         cuda_graphs: bool = False,
         batch: Any = None,
         seed: int = 0,
@@ -167,21 +189,24 @@ class HessianEigenMonitor(SpectralMonitor):
             auto_schedule_budget=auto_schedule_budget,
         )
         check_int("k", k, 1)
-        check_int("max_iter", max_iter, 1)
-        if max_iter < k:
+        check_int("max_matvecs", max_matvecs, 1)
+        if max_matvecs < k:
             raise ValueError(
-                f"`max_iter` must be >= `k` (Lanczos needs at least k steps for k eigenvalues), got "
-                f"max_iter={max_iter}, k={k}."
+                f"`max_matvecs` must be >= `k` (Lanczos needs at least k steps for k eigenvalues), got "
+                f"max_matvecs={max_matvecs}, k={k}."
             )
-        check_int("trace_matvecs", trace_matvecs, 3)
-        check_int("density_probes", density_probes, 1)
-        check_int("density_steps", density_steps, 2)
+        check_int("trace_num_matvecs", trace_num_matvecs, 3)
+        check_int("density_num_probes", density_num_probes, 1)
+        check_int("density_num_steps", density_num_steps, 2)
         check_open_unit_interval("tol", tol)
         check_choice("which", which, WHICH)
         check_choice("measurement_mode", measurement_mode, MEASUREMENT_MODES)
         check_choice("hvp_method", hvp_method, HVP_METHODS)
         check_callable("loss_fn", loss_fn)
         check_param_spec(params)
+        check_param_spec(include, "include")
+        check_param_spec(exclude, "exclude")
+        self._include_argument, include = include_argument(params, include)
         check_bool("compute_trace", compute_trace)
         check_bool("compute_density", compute_density)
         check_bool("compute_batch_sharpness", compute_batch_sharpness)
@@ -190,15 +215,17 @@ class HessianEigenMonitor(SpectralMonitor):
         check_bool("cuda_graphs", cuda_graphs)
         self.k = k
         self.tol = tol
-        self.max_iter = max_iter
+        self.max_matvecs = max_matvecs
         self.which = which
         self.loss_fn = loss_fn
-        self.params = params
+        self.params = include  # `include` under its older name
+        self.include = include
+        self.exclude = exclude
         self.compute_trace = compute_trace
-        self.trace_matvecs = trace_matvecs
+        self.trace_num_matvecs = trace_num_matvecs
         self.compute_density = compute_density
-        self.density_probes = density_probes
-        self.density_steps = density_steps
+        self.density_num_probes = density_num_probes
+        self.density_num_steps = density_num_steps
         self.compute_batch_sharpness = compute_batch_sharpness
         self.compute_preconditioned = compute_preconditioned
         self.warm_start = warm_start
@@ -208,22 +235,30 @@ class HessianEigenMonitor(SpectralMonitor):
         self._hvp_graph = HVPGraph() if cuda_graphs else None
         self._eigenvectors: torch.Tensor | None = None
         self._preconditioned_vector: torch.Tensor | None = None
-        self._params = params
+        self._params = include
         self._warned_no_limit = False
         self._warned_sharded_moments = False
 
     @override
-    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
-        self._params = checked_param_patterns(pl_module, self.params, type(self).__name__)
+        self._params = checked_param_patterns(
+            pl_module,
+            self.include,
+            type(self).__name__,
+            exclude=self.exclude,
+            argument=self._include_argument,
+        )
 
     @override
-    def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         super().teardown(trainer, pl_module, stage)
         self._release_graphs()
 
     @override
-    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
         super().on_exception(trainer, pl_module, exception)
         self._release_graphs()  # Lightning skips the callbacks' teardown after an exception
 
@@ -231,7 +266,10 @@ class HessianEigenMonitor(SpectralMonitor):
         if self._hvp_graph is not None:
             self._hvp_graph.release()  # the captured graphs' GPU memory
 
-    def measure(self, trainer: Any, pl_module: Any, batches: list[Any]) -> Mapping[str, float]:
+    @override
+    def measure(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batches: list[Any]
+    ) -> Mapping[str, float]:
         pl_module.train(self.measurement_mode == "train")
         loss_fn = resolve_loss_fn(pl_module, self.loss_fn)
         operator = self._operator(pl_module, loss_fn, batches)
@@ -249,7 +287,7 @@ class HessianEigenMonitor(SpectralMonitor):
             k=min(self.k, operator.dim),
             which=self.which,
             tol=self.tol,
-            max_iter=self.max_iter,
+            max_matvecs=self.max_matvecs,
             v0=previous,
             generator=generator,
             operator=operator,
@@ -293,13 +331,13 @@ class HessianEigenMonitor(SpectralMonitor):
                 if limit is not None:
                     values["batch_sharpness_ratio"] = sharpness.value / limit
         if self.compute_trace:
-            trace = hessian_trace(num_matvecs=self.trace_matvecs, generator=generator, operator=operator)
+            trace = hessian_trace(num_matvecs=self.trace_num_matvecs, generator=generator, operator=operator)
             values["trace"] = trace.estimate
             values["trace_std_error"] = trace.std_error
         if self.compute_density:
             density = hessian_density(
-                num_probes=self.density_probes,
-                num_steps=self.density_steps,
+                num_probes=self.density_num_probes,
+                num_steps=self.density_num_steps,
                 generator=generator,
                 operator=operator,
             )
@@ -318,7 +356,9 @@ class HessianEigenMonitor(SpectralMonitor):
             )
         return values
 
-    def _operator(self, pl_module: Any, loss_fn: LossFn, batches: list[Any]) -> HessianOperator:
+    def _operator(
+        self, pl_module: pl.LightningModule, loss_fn: LossFn, batches: list[Any]
+    ) -> HessianOperator:
         """The Hessian operator of the measurement batches' average loss, in the module's current mode."""
         return HessianOperator.from_batches(
             pl_module,
@@ -333,8 +373,8 @@ class HessianEigenMonitor(SpectralMonitor):
 
     def _preconditioned_sharpness(
         self,
-        trainer: Any,
-        pl_module: Any,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
         loss_fn: LossFn,
         batches: list[Any],
         parameters: list[torch.Tensor],
@@ -345,7 +385,8 @@ class HessianEigenMonitor(SpectralMonitor):
         training-mode loss (``operator`` if given, else built here with the module in train mode): with
         BatchNorm, a parameter the training loss does not depend on (a bias right before BatchNorm) gets no
         gradient, so ``D`` is ``≈ ε`` there, while the eval-mode loss has curvature along it, which
-        ``D⁻¹`` would inflate by ``1/ε``."""
+        ``D⁻¹`` would inflate by ``1/ε``.
+        """
         optimizer = first_optimizer(trainer)
         if has_preconditioner_rule(optimizer) and has_distributed_parameters(parameters):
             if not self._warned_sharded_moments:
@@ -369,7 +410,7 @@ class HessianEigenMonitor(SpectralMonitor):
         result = hessian_eigenvalues(
             k=1,
             tol=self.tol,
-            max_iter=self.max_iter,
+            max_matvecs=self.max_matvecs,
             v0=previous,
             generator=generator,
             operator=operator,
@@ -380,6 +421,7 @@ class HessianEigenMonitor(SpectralMonitor):
         value = float(result.eigenvalues[0])
         return {"preconditioned_lambda_1": value, "eos_ratio": value / step.limit}
 
+    @override
     def extra_state(self) -> dict[str, Any]:
         return {
             "eigenvectors": None if self._eigenvectors is None else self._eigenvectors.cpu(),
@@ -388,6 +430,7 @@ class HessianEigenMonitor(SpectralMonitor):
             else self._preconditioned_vector.cpu(),
         }
 
+    @override
     def load_extra_state(self, state: dict[str, Any]) -> None:
         vectors = state.get("eigenvectors")
         self._eigenvectors = vectors

@@ -1,29 +1,13 @@
-"""``NTKTraceMonitor``: the trace of the empirical NTK and the stochastic edge of stability during fit.
-
-Logged under ``spectral/ntk/``: ``trace`` (``tr Θ = Σ_i Σ_k ‖∂f_k(x_i)/∂θ‖²`` over the measurement batch),
-``trace_per_example`` (``tr Θ / n``), ``trace_std_error`` (stochastic methods), ``lambda_max`` and
-``alignment`` / ``alignment_centered`` / ``alignment_offdiagonal`` when enabled, ``sgd_stability_exact`` with
-``compute_spectrum=True``, and ``sgd_stability``, the
-noise-kernel norm 𝒦 of Agarwala & Pennington (2024) for the run's learning rate and training batch size (``≥ 1`` marks the stochastic edge of stability; see
-:mod:`lightning_spectral.functional.ntk.sgd_stability` for the formula and its assumptions: MSE loss,
-``torch.optim.SGD`` (momentum, Nesterov, dampening and the first param group's coupled weight decay included),
-linearised model). The measurement runs in eval mode (the per-example Jacobians need examples that do not
-interact, so BatchNorm uses its running statistics and dropout is off).
-
-Distributed: under DDP the products / traces are reduced over the ranks' shards; under ``ModelParallelStrategy``
-(FSDP2) the same runs on the gathered parameters (:mod:`~lightning_spectral.callbacks._internal.gathered_parameters`).
-
-Example::
-
-    trainer = Trainer(callbacks=[NTKTraceMonitor(every_n_steps=100, compute_alignment=True)])
-"""
+"""``NTKTraceMonitor``: the trace of the empirical NTK and the stochastic edge of stability during fit."""
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence, Sized
+from typing import Any, get_args
 
+import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_warn
 from typing_extensions import override
@@ -38,6 +22,7 @@ from lightning_spectral._internal.validation import (
 )
 from lightning_spectral.callbacks._internal.batch_parts import (
     BatchFn,
+    InputFn,
     OutputFn,
     concatenated,
     default_inputs,
@@ -45,7 +30,11 @@ from lightning_spectral.callbacks._internal.batch_parts import (
     model_call,
 )
 from lightning_spectral.callbacks._internal.optimizer_info import resolved_sgd_settings, training_batch_size
-from lightning_spectral.callbacks._internal.parameter_patterns import check_param_spec, checked_param_patterns
+from lightning_spectral.callbacks._internal.parameter_patterns import (
+    check_param_spec,
+    checked_param_patterns,
+    include_argument,
+)
 from lightning_spectral.callbacks._internal.training_loss import loss_functions_called
 from lightning_spectral.callbacks.base import SpectralMonitor
 from lightning_spectral.functional._common.parameter_selection import select_parameters
@@ -54,13 +43,26 @@ from lightning_spectral.functional.ntk.eigenvalues import ntk_lambda_max
 from lightning_spectral.functional.ntk.kernel_matrix import ntk_matrix
 from lightning_spectral.functional.ntk.per_example_gradient_norms import LayerwiseChecks
 from lightning_spectral.functional.ntk.sgd_stability import sgd_stability
-from lightning_spectral.functional.ntk.trace import ntk_trace
+from lightning_spectral.functional.ntk.trace import NTKTraceMethod, ntk_trace
 
-NTK_METHODS = ("auto", "exact", "hutchinson", "hutchpp")
+NTK_METHODS: tuple[NTKTraceMethod, ...] = get_args(NTKTraceMethod)
 
 
 class NTKTraceMonitor(SpectralMonitor):
     """Trace (and optionally top eigenvalue and label alignment) of the empirical NTK on a schedule.
+
+    Logged under ``spectral/ntk/``: ``trace`` (``tr Θ = Σ_i Σ_k ‖∂f_k(x_i)/∂θ‖²`` over the measurement batch),
+    ``trace_per_example`` (``tr Θ / n``), ``trace_std_error`` (stochastic methods), ``lambda_max`` and
+    ``alignment`` / ``alignment_centered`` / ``alignment_offdiagonal`` when enabled, ``sgd_stability_exact`` with
+    ``compute_spectrum=True``, and ``sgd_stability``, the
+    noise-kernel norm 𝒦 of Agarwala & Pennington (2024) for the run's learning rate and training batch size (``≥ 1`` marks the stochastic edge of stability; see
+    :mod:`lightning_spectral.functional.ntk.sgd_stability` for the formula and its assumptions: MSE loss,
+    ``torch.optim.SGD`` (momentum, Nesterov, dampening and the first param group's coupled weight decay included),
+    linearized model). The measurement runs in eval mode (the per-example Jacobians need examples that do not
+    interact, so BatchNorm uses its running statistics and dropout is off).
+
+    Distributed: under DDP the products / traces are reduced over the ranks' shards; under ``ModelParallelStrategy``
+    (FSDP2) the same runs on the gathered parameters (:mod:`~lightning_spectral.callbacks._internal.gathered_parameters`).
 
     Args:
         every_n_steps: measure every n optimizer steps; default: the automatic schedule.
@@ -71,8 +73,8 @@ class NTKTraceMonitor(SpectralMonitor):
             probes above 65,536 outputs per example), ``"exact"``,
             ``"hutchinson"``, ``"hutchpp"`` (see :func:`lightning_spectral.functional.ntk.trace`).
         num_probes: probes of the stochastic methods.
-        compute_alignment: log the kernel-target alignment ``⟨Θ, yyᵀ⟩_F / (‖Θ‖_F ‖yyᵀ‖_F)`` and its centred
-            form ``alignment_centered`` (both kernels centred, ``HΘH`` with ``H = I − 11ᵀ/N``; Cortes et al.
+        compute_alignment: log the kernel-target alignment ``⟨Θ, yyᵀ⟩_F / (‖Θ‖_F ‖yyᵀ‖_F)`` and its centered
+            form ``alignment_centered`` (both kernels centered, ``HΘH`` with ``H = I − 11ᵀ/N``; Cortes et al.
             2012) and ``alignment_offdiagonal`` (the correlation, over pairs of distinct examples, of the
             output-traced kernel with the targets' Gram matrix: do examples that share a label have similar
             gradients? Needs a measurement batch with repeated labels) from the same kernel (forms the
@@ -84,7 +86,7 @@ class NTKTraceMonitor(SpectralMonitor):
             eigenvalue (no Lanczos), and ``sgd_stability_exact`` the exact noise-kernel norm 𝒦 from the whole
             spectrum, which the logged bounds bracket (SGD only, below the mean's edge).
         lambda_max_tol: relative residual tolerance of that Lanczos.
-        chunk_size: examples per vectorised chunk of per-example gradients, for parameters outside linear and
+        chunk_size: examples per vectorized chunk of per-example gradients, for parameters outside linear and
             convolution layers, and of the Jacobian when the kernel is formed (``None``: memory-bounded).
         loss_scale: the training loss over ``(1/(2B)) Σ ‖f − y‖²`` for ``sgd_stability``; ``None`` means
             ``torch.nn.MSELoss()`` (mean over ``B·K`` entries), i.e. ``2/K``.
@@ -100,11 +102,20 @@ class NTKTraceMonitor(SpectralMonitor):
             ``K = T·V`` outputs per example: the trace sums ``‖∂f_{t,v}/∂θ‖²`` over every position ``t``
             (those with ``attention_mask`` 1 when the batch has one) and every entry ``v``; ``method="auto"``
             then picks per-example Hutchinson, whose backward passes (2 probes) do not grow with ``T·V``.
-        params: names / globs / module prefixes of the parameters whose NTK is measured,
-            ``Θ = Σ_{θ ∈ params} (∂f/∂θ)(∂f/∂θ)ᵀ`` (default: all trainable; e.g. ``"head.*"`` for the kernel of
+        params: the older name of ``include`` (still accepted; pass one of the two).
+        include: names / globs / module prefixes of the parameters whose NTK is measured,
+            ``Θ = Σ_{θ ∈ include} (∂f/∂θ)(∂f/∂θ)ᵀ`` (default: all trainable; e.g. ``"head.*"`` for the kernel of
             the read-out alone). A pattern that matches no parameter raises ``ValueError`` at setup, naming it
             and the closest parameter names.
+        exclude: names / globs / module prefixes of parameters left out of the selection, checked the same way.
         batch, num_batches, seed, strict, max_overhead, name, auto_schedule_budget: see :class:`~lightning_spectral.callbacks.SpectralMonitor`.
+
+    Raises:
+        ValueError: an argument out of range (the message names it and what is allowed).
+
+    Example::
+
+        trainer = Trainer(callbacks=[NTKTraceMonitor(every_n_steps=100, compute_alignment=True)])
     """
 
     monitor_name = "ntk"
@@ -120,7 +131,7 @@ class NTKTraceMonitor(SpectralMonitor):
         every_n_epochs: int | None = None,
         log_spacing: bool = False,
         at_train_start: bool = True,
-        method: str = "auto",
+        method: NTKTraceMethod = "auto",
         num_probes: int = 8,
         compute_alignment: bool = False,
         compute_lambda_max: bool = False,
@@ -128,10 +139,12 @@ class NTKTraceMonitor(SpectralMonitor):
         lambda_max_tol: float = 1e-3,
         chunk_size: int | None = None,
         loss_scale: float | None = None,
-        input_fn: BatchFn | None = None,
+        input_fn: InputFn | None = None,
         target_fn: BatchFn | None = None,
         output_fn: OutputFn | None = None,
         params: str | Sequence[str] | None = None,
+        include: str | Sequence[str] | None = None,
+        exclude: str | Sequence[str] | None = None,
         batch: Any = None,
         num_batches: int = 1,
         seed: int = 0,
@@ -166,6 +179,9 @@ class NTKTraceMonitor(SpectralMonitor):
         for name, fn in (("input_fn", input_fn), ("target_fn", target_fn), ("output_fn", output_fn)):
             check_callable(name, fn)
         check_param_spec(params)
+        check_param_spec(include, "include")
+        check_param_spec(exclude, "exclude")
+        self._include_argument, include = include_argument(params, include)
         self.method = method
         self.num_probes = num_probes
         self.compute_alignment = compute_alignment
@@ -180,8 +196,10 @@ class NTKTraceMonitor(SpectralMonitor):
         self._user_input_fn = input_fn
         # (batch -> tensor, (module, tensor) -> outputs), found from the first measurement batch of a fit
         self._model_call: tuple[BatchFn, OutputFn] | None = None
-        self.params = params
-        self._params = params
+        self.params = include  # `include` under its older name
+        self.include = include
+        self.exclude = exclude
+        self._params = include
         self._lambda_max_vector: torch.Tensor | None = None
         self._warned_stability = False
         self._checked_loss = False  # whether training_step's loss was looked at (the MSE warning, once)
@@ -189,13 +207,22 @@ class NTKTraceMonitor(SpectralMonitor):
         self._layerwise_checks = LayerwiseChecks()
 
     @override
-    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
-        self._params = checked_param_patterns(pl_module, self.params, type(self).__name__)
+        self._params = checked_param_patterns(
+            pl_module,
+            self.include,
+            type(self).__name__,
+            exclude=self.exclude,
+            argument=self._include_argument,
+        )
         self._layerwise_checks.clear()  # a new fit may bring a new model
         self._model_call = None
 
-    def measure(self, trainer: Any, pl_module: Any, batches: list[Any]) -> Mapping[str, float]:
+    @override
+    def measure(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batches: list[Any]
+    ) -> Mapping[str, float]:
         pl_module.eval()
         if self._model_call is None:
             self._model_call = model_call(pl_module, batches[0], self._user_input_fn, self.output_fn)
@@ -227,7 +254,7 @@ class NTKTraceMonitor(SpectralMonitor):
                 pl_module, inputs, output_fn=output_fn, params=self._params, chunk_size=self.chunk_size
             )
         eigenvalues = None
-        if self.compute_spectrum:
+        if kernel is not None and self.compute_spectrum:
             # J Jᵀ is PSD: negative eigenvalues are the rounding of the (float32) kernel
             eigenvalues = torch.linalg.eigvalsh(kernel.double()).clamp_min(0.0)
         lambda_max = None
@@ -239,7 +266,7 @@ class NTKTraceMonitor(SpectralMonitor):
             )
         if lambda_max is not None:
             values["lambda_max"] = lambda_max
-        if self.compute_alignment:
+        if kernel is not None and self.compute_alignment:
             num_examples = inputs.shape[0]
             targets = self.collectives.gather(concatenated(batches, self.target_fn))
             y = ntk_targets(targets, num_examples, kernel.shape[0] // num_examples)
@@ -260,10 +287,11 @@ class NTKTraceMonitor(SpectralMonitor):
             self._check_mse(pl_module, batches[0])
         return values
 
-    def _check_mse(self, pl_module: Any, batch: Any) -> None:
+    def _check_mse(self, pl_module: pl.LightningModule, batch: Any) -> None:
         """Once: warn when ``training_step`` computes a loss other than MSE (the loss functions it calls), as
         ``sgd_stability`` assumes MSE. Not with ``loss_scale`` given (the user chose the MSE scale), nor under
-        manual optimization (``training_step`` steps the optimizer)."""
+        manual optimization (``training_step`` steps the optimizer).
+        """
         if (
             self._checked_loss
             or self.loss_scale is not None
@@ -285,7 +313,12 @@ class NTKTraceMonitor(SpectralMonitor):
             )
 
     def _lambda_max(
-        self, pl_module: Any, inputs: torch.Tensor, device: torch.device, dim: int, output_fn: OutputFn
+        self,
+        pl_module: pl.LightningModule,
+        inputs: torch.Tensor,
+        device: torch.device,
+        dim: int,
+        output_fn: OutputFn,
     ) -> float:
         v0 = (
             self._lambda_max_vector
@@ -307,8 +340,8 @@ class NTKTraceMonitor(SpectralMonitor):
 
     def _stability(
         self,
-        trainer: Any,
-        pl_module: Any,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
         trace: float,
         lambda_max: float | None,
         num_examples: int,
@@ -331,8 +364,9 @@ class NTKTraceMonitor(SpectralMonitor):
             return {}
         global_batch = batch_size * trainer.world_size * trainer.accumulate_grad_batches
         dataset = getattr(trainer.train_dataloader, "dataset", None)
-        dataset_size = len(dataset) if hasattr(dataset, "__len__") else None
-        setting = dict(
+        dataset_size = len(dataset) if isinstance(dataset, Sized) else None
+        stability_of = functools.partial(
+            sgd_stability,
             lr=settings.lr,
             batch_size=global_batch,
             ntk_num_examples=num_examples,
@@ -344,21 +378,23 @@ class NTKTraceMonitor(SpectralMonitor):
             dampening=settings.dampening,
             weight_decay=settings.weight_decay,
         )
-        stability = sgd_stability(ntk_trace=trace, ntk_lambda_max=lambda_max, **setting)
+        stability = stability_of(ntk_trace=trace, ntk_lambda_max=lambda_max)
         values = {"sgd_stability": stability.noise_kernel_norm_lower}
         if lambda_max is not None and math.isfinite(stability.noise_kernel_norm_upper):
             # infinite once η·λ̂_max ≥ 2 (the mean itself is past its edge): not logged then
             values["sgd_stability_upper"] = stability.noise_kernel_norm_upper
         if eigenvalues is not None:
-            exact = sgd_stability(ntk_eigenvalues=eigenvalues, **setting).noise_kernel_norm
+            exact = stability_of(ntk_eigenvalues=eigenvalues).noise_kernel_norm
             if exact is not None and math.isfinite(exact):  # likewise infinite past the mean's edge
                 values["sgd_stability_exact"] = exact
         return values
 
+    @override
     def extra_state(self) -> dict[str, Any]:
         return {
             "lambda_max_vector": None if self._lambda_max_vector is None else self._lambda_max_vector.cpu()
         }
 
+    @override
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self._lambda_max_vector = state.get("lambda_max_vector")

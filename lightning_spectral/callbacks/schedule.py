@@ -1,27 +1,10 @@
-"""When a monitor measures: a small, testable schedule over optimizer steps and epochs.
-
-A measurement "at step ``s``" happens after ``s`` optimizer steps, i.e. when ``trainer.global_step == s``.
-Step 0 is the model at initialisation (measured from ``on_train_start``). Where the global step jumps (manual
-optimization with several optimizers counts each one's step) the measurement is taken at the first batch end
-at which the global step has reached or passed ``s`` (:meth:`Schedule.is_due`).
-
-With ``log_spacing=True`` the schedule is dense early, where training dynamics change fastest, and regular
-later: steps ``0, 1, 2, 4, 8, ...`` (powers of two) below ``every_n_steps``, then every ``every_n_steps``::
-
-    >>> Schedule(every_n_steps=50, log_spacing=True).steps_up_to(200)
-    [0, 1, 2, 4, 8, 16, 32, 50, 100, 150, 200]
-"""
+"""When a monitor measures: a small, testable schedule over optimizer steps and epochs."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-
-def _check_optional_positive_int(name: str, value: int | None) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"`{name}` must be a positive integer or None, got {value!r}.")
+from lightning_spectral._internal.validation import check_bool, check_int
 
 
 @dataclass(frozen=True)
@@ -35,7 +18,21 @@ class Schedule:
             measured: a run resumed from there measures it when it ends). Both may be given; a step is never
             measured twice.
         log_spacing: also measure at the powers of two below ``every_n_steps`` (needs ``every_n_steps``).
-        at_train_start: measure the model at step 0 (initialisation), from ``on_train_start``.
+        at_train_start: measure the model at step 0 (initialization), from ``on_train_start``.
+
+    A measurement "at step ``s``" happens after ``s`` optimizer steps, when ``trainer.global_step == s``;
+    where the global step jumps (manual optimization with several optimizers) it is taken at the first batch
+    end at which the global step has reached or passed ``s`` (:meth:`is_due`). With ``log_spacing=True`` the
+    schedule is dense early, where training changes fastest: the powers of two below ``every_n_steps``, then
+    every ``every_n_steps``.
+
+    Raises:
+        ValueError: neither ``every_n_steps`` nor ``every_n_epochs`` is given, one is not a positive integer,
+            ``log_spacing`` without ``every_n_steps``, or a flag that is not a bool.
+
+    Example:
+        >>> Schedule(every_n_steps=50, log_spacing=True).steps_up_to(200)
+        [0, 1, 2, 4, 8, 16, 32, 50, 100, 150, 200]
     """
 
     every_n_steps: int | None = None
@@ -44,8 +41,8 @@ class Schedule:
     at_train_start: bool = True
 
     def __post_init__(self) -> None:
-        _check_optional_positive_int("every_n_steps", self.every_n_steps)
-        _check_optional_positive_int("every_n_epochs", self.every_n_epochs)
+        check_int("every_n_steps", self.every_n_steps, 1, optional=True)
+        check_int("every_n_epochs", self.every_n_epochs, 1, optional=True)
         if self.every_n_steps is None and self.every_n_epochs is None:
             raise ValueError(
                 "At least one of `every_n_steps` or `every_n_epochs` must be a positive integer, got None for both."
@@ -55,8 +52,7 @@ class Schedule:
                 "`log_spacing=True` needs `every_n_steps` (the regular interval after the dense start)."
             )
         for name in ("log_spacing", "at_train_start"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"`{name}` must be True or False, got {getattr(self, name)!r}.")
+            check_bool(name, getattr(self, name))
 
     def is_measurement_step(self, step: int) -> bool:
         """Whether the step-based schedule measures when ``global_step == step``."""
@@ -72,7 +68,15 @@ class Schedule:
         """Whether a measurement step lies in ``(previous_step, step]``: the global step moved from
         ``previous_step`` to ``step`` since the last check. It moves by one per optimizer step in automatic
         optimization, but by the number of optimizers stepped per batch in manual optimization (a GAN's two
-        optimizers: 2, 4, 6, ...), where an exact hit would skip every odd multiple of ``every_n_steps``."""
+        optimizers: 2, 4, 6, ...), where an exact hit would skip every odd multiple of ``every_n_steps``.
+
+        Args:
+            previous_step: the global step at the last check.
+            step: the global step now.
+
+        Returns:
+            Whether a measurement is due.
+        """
         n = self.every_n_steps
         if n is None or step <= previous_step:
             return False

@@ -1,66 +1,13 @@
-"""``SpectralEarlyStopping``: stop (or warn, or checkpoint and stop) when a spectral quantity crosses a line.
-
-The callback reads ``trainer.callback_metrics[monitor]`` -- any key, e.g. ``spectral/hessian/lambda_1`` written
-by :class:`~lightning_spectral.callbacks.HessianEigenMonitor`, or a key the module logs itself; ``monitor``
-may also be an ``fnmatch`` pattern (``*``, ``?``, ``[...]``), and then every matching key is watched.
-
-**The compared quantity** and when a measurement fires: see
-:mod:`~lightning_spectral.callbacks._internal.stopping_criterion` (``relative_to=None`` compares the value itself,
-``"lr"`` the value over the optimizer's stability limit, ``"previous"`` the value over its previous
-measurement).
-
-**Patience.** At each evaluation point with at least one new measurement of a watched key (on any rank), a
-counter ``c`` becomes ``c + 1`` if any new measurement fires on any rank and ``0`` otherwise; the callback
-acts when ``c`` reaches ``patience``, i.e. after ``patience`` *consecutive measurements* (not steps) fire.
-With ``check_finite=True`` a NaN/Inf value acts at once, without waiting for the patience. Measurements
-taken before ``warmup_steps`` optimizer steps are ignored (they only serve as ``v_prev`` for
-``relative_to="previous"``). A *firing episode* lasts until a measurement does not fire; the callback acts
-once per episode. The counter and the last evaluated value of each key are checkpointed, so a resumed run
-stops at the step the uninterrupted one would have (the episode itself is not: a run resumed past an
-action acts again at its first firing measurement, as the stock ``EarlyStopping`` would).
-
-**New measurements.** Values stay in ``callback_metrics`` until overwritten, so each measurement is evaluated
-exactly once (:mod:`~lightning_spectral.callbacks._internal.new_measurements`: a monitor's key is new when a new tensor
-was written, any other key when its value changed since the last evaluation). The callback moves itself right after the last ``SpectralMonitor`` in ``trainer.callbacks``
-(at ``setup``, the way Lightning moves ``ModelCheckpoint`` callbacks last), so a measurement is judged in the
-hook that produced it, whatever the order of the callbacks list, and the stop happens at the step measured.
-
-**When it evaluates.** When ``monitor`` (up to its first wildcard) lies under a monitor's prefix, only that
-monitor can write matching keys, and the callback evaluates exactly where the monitor's schedule measures:
-``on_train_start``/``on_train_batch_end`` at its measurement steps, ``on_train_epoch_end`` at its
-measurement epochs. For any other key it evaluates after every training batch, at the end of every
-training epoch and at the end of validation.
-
-**Distributed runs.** Every rank evaluates at the same points (they depend on ``global_step`` and the epoch
-only) and each decision goes through ``trainer.strategy.reduce_boolean_decision(..., all=False)``: whether
-any rank has a new measurement, whether any rank's new measurement fires, whether any is non-finite. So
-the patience counter is the same on every rank, and all ranks stop at the same step; the cost is one
-all-reduce of a boolean per evaluation point (two or three at a measurement). The one message (rank zero)
-describes the firing measurement of the lowest firing rank. Checkpoints hold rank zero's state: after a
-resume every rank compares ``relative_to="previous"`` with rank zero's last value.
-
-**Actions.** ``"stop"`` sets ``trainer.should_stop`` (training ends after the current batch; Lightning still
-honours ``min_steps``/``min_epochs``) and logs one line with ``rank_zero_info``; ``"warn"`` only calls
-``rank_zero_warn``; ``"checkpoint_and_stop"`` first saves ``trainer.save_checkpoint`` to
-``<dirpath>/spectral-early-stop-step=<global_step>.ckpt``, where ``<dirpath>`` is the trainer's
-``ModelCheckpoint`` directory when it has one and ``trainer.default_root_dir`` otherwise.
-
-Example::
-
-    trainer = Trainer(callbacks=[
-        HessianEigenMonitor(every_n_steps=10),
-        SpectralEarlyStopping.edge_of_stability(patience=3),       # η·λ_max/2 > 1 three times in a row
-        SpectralEarlyStopping("spectral/hessian/lambda_1", threshold=1e4, action="warn"),
-    ])
-"""
+"""``SpectralEarlyStopping``: stop (or warn, or checkpoint and stop) when a spectral quantity crosses a line."""
 
 from __future__ import annotations
 
 import math
 import os
 import re
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
+import pytorch_lightning as pl
 import torch
 from pytorch_lightning import Callback
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
@@ -74,11 +21,14 @@ from lightning_spectral.callbacks._internal.stopping_criterion import (
     NOT_FINITE,
     NOT_FIRED,
     RELATIVE_TO,
+    RelativeTo,
+    StopMode,
     StoppingCriterion,
 )
 from lightning_spectral.callbacks.base import SpectralMonitor
 
-ACTIONS = ("stop", "warn", "checkpoint_and_stop")
+StopAction = Literal["stop", "warn", "checkpoint_and_stop"]
+ACTIONS: tuple[StopAction, ...] = get_args(StopAction)
 #: File name of the checkpoint written by ``action="checkpoint_and_stop"``.
 CHECKPOINT_FILENAME = "spectral-early-stop-step={step}.ckpt"
 
@@ -86,7 +36,11 @@ CHECKPOINT_FILENAME = "spectral-early-stop-step={step}.ckpt"
 class SpectralEarlyStopping(Callback):
     """Stop training (or warn, or checkpoint and stop) when a spectral metric crosses a threshold.
 
-    See the module documentation for the exact rules (compared quantity, patience, DDP behaviour).
+    Each new measurement of a watched key is judged once, in the hook of the monitor that produced it; the
+    callback acts after ``patience`` consecutive firing measurements (not steps), at once for a NaN/Inf value
+    (``check_finite``), and once per firing episode. Under DDP every decision is all-reduced, so all ranks
+    stop at the same step; the counter is checkpointed, so a resumed run stops where the uninterrupted one
+    would have.
 
     Args:
         monitor: a key of ``trainer.callback_metrics`` (e.g. ``"spectral/hessian/lambda_1"``) or an
@@ -109,6 +63,14 @@ class SpectralEarlyStopping(Callback):
         wait_count: the current number of consecutive firing measurements (kept across resume).
         stopped_step: the ``global_step`` at which this callback stopped training (``None`` if it did not).
         reason: the last message this callback logged or warned (``None`` if it never acted).
+
+    Example::
+
+        trainer = Trainer(callbacks=[
+            HessianEigenMonitor(every_n_steps=10),
+            SpectralEarlyStopping.edge_of_stability(patience=3),       # η·λ_max/2 > 1 three times in a row
+            SpectralEarlyStopping("spectral/hessian/lambda_1", threshold=1e4, action="warn"),
+        ])
     """
 
     def __init__(
@@ -116,12 +78,12 @@ class SpectralEarlyStopping(Callback):
         monitor: str,
         *,
         threshold: float | None = None,
-        relative_to: Literal["lr", "previous"] | None = None,
-        mode: Literal["above", "below"] = "above",
+        relative_to: RelativeTo | None = None,
+        mode: StopMode = "above",
         patience: int = 1,
         warmup_steps: int = 0,
         check_finite: bool = True,
-        action: Literal["stop", "warn", "checkpoint_and_stop"] = "stop",
+        action: StopAction = "stop",
     ) -> None:
         super().__init__()
         if not isinstance(monitor, str) or not monitor:
@@ -185,6 +147,18 @@ class SpectralEarlyStopping(Callback):
         Adam / AdamW / RMSprop the relevant limit is that of the preconditioned sharpness: watch the monitor's
         ``eos_ratio`` instead, ``SpectralEarlyStopping("spectral/hessian/eos_ratio", threshold=1.0)``.
         ``kwargs`` go to the constructor (``threshold`` defaults to 1.0, ``action``, ``warmup_steps``, ...).
+
+        Args:
+            patience: consecutive firing measurements before acting.
+            monitor: the sharpness key (default ``spectral/hessian/lambda_1``).
+            **kwargs: further constructor arguments.
+
+        Returns:
+            The callback, with ``relative_to="lr"``.
+
+        Example::
+
+            Trainer(callbacks=[HessianEigenMonitor(every_n_steps=10), SpectralEarlyStopping.edge_of_stability()])
         """
         instance = cls(monitor, relative_to="lr", mode="above", patience=patience, **kwargs)
         instance._name = "edge_of_stability"
@@ -202,6 +176,18 @@ class SpectralEarlyStopping(Callback):
         the residual grows under the mini-batch noise although the mean may still be stable, so the run is
         past the edge whatever the rest of the spectrum. ``kwargs`` go to the constructor (``threshold``
         defaults to 1.0, ``action``, ``warmup_steps``, ...).
+
+        Args:
+            patience: consecutive firing measurements before acting.
+            monitor: the key of 𝒦's bound (default ``spectral/ntk/sgd_stability``).
+            **kwargs: further constructor arguments.
+
+        Returns:
+            The callback.
+
+        Example::
+
+            Trainer(callbacks=[NTKTraceMonitor(every_n_steps=10), SpectralEarlyStopping.stochastic_edge_of_stability()])
         """
         kwargs.setdefault("threshold", 1.0)
         instance = cls(monitor, mode="above", patience=patience, **kwargs)
@@ -215,6 +201,18 @@ class SpectralEarlyStopping(Callback):
 
         Watches the keys ``spectral/weights/<layer_glob>/stable_rank`` of ``WeightSpectrumMonitor``
         (``fnmatch`` pattern, e.g. ``"encoder.*"``). ``kwargs`` go to the constructor (``patience``, ...).
+
+        Args:
+            layer_glob: ``fnmatch`` pattern of the layer names.
+            min_stable_rank: the threshold (``> 0``).
+            **kwargs: further constructor arguments.
+
+        Returns:
+            The callback, with ``mode="below"``.
+
+        Example::
+
+            SpectralEarlyStopping.rank_collapse("encoder.*", min_stable_rank=1.5, action="warn")
         """
         if not isinstance(layer_glob, str) or not layer_glob:
             raise ValueError(f"`layer_glob` must be a non-empty fnmatch pattern, got {layer_glob!r}.")
@@ -233,6 +231,21 @@ class SpectralEarlyStopping(Callback):
 
         A sudden jump of λ_max (a catapult, a loss spike) often precedes divergence. ``factor`` must exceed 1.
         ``kwargs`` go to the constructor (``patience``, ``action``, ...).
+
+        Args:
+            factor: the jump, ``> 1``.
+            monitor: the watched key (default ``spectral/hessian/lambda_1``).
+            **kwargs: further constructor arguments.
+
+        Returns:
+            The callback.
+
+        Raises:
+            ValueError: ``factor`` is not above 1.
+
+        Example::
+
+            SpectralEarlyStopping.sharpness_spike(factor=3.0, patience=1, action="checkpoint_and_stop")
         """
         if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not 1.0 < factor < math.inf:
             raise ValueError(f"`factor` must be a finite number > 1, got {factor!r}.")
@@ -261,17 +274,25 @@ class SpectralEarlyStopping(Callback):
             action=self.action,
         )
 
-    def checkpoint_path(self, trainer: Any) -> str:
-        """Where ``action="checkpoint_and_stop"`` saves at the current step (see the module documentation)."""
+    def checkpoint_path(self, trainer: pl.Trainer) -> str:
+        """Where ``action="checkpoint_and_stop"`` saves at the current step.
+
+        Args:
+            trainer: the running ``Trainer``.
+
+        Returns:
+            ``<dirpath>/spectral-early-stop-step=<global_step>.ckpt``, ``<dirpath>`` the ``ModelCheckpoint``
+            directory or ``trainer.default_root_dir``.
+        """
         directory = getattr(trainer.checkpoint_callback, "dirpath", None) or trainer.default_root_dir
         return os.path.join(directory, CHECKPOINT_FILENAME.format(step=trainer.global_step))
 
     # ------------------------------------------------------------------ Lightning hooks
     @override
-    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
-        callbacks = list(trainer.callbacks)
+        callbacks = list(trainer.callbacks)  # type: ignore[attr-defined]  # set by Lightning's CallbackConnector, undeclared
         monitors = [c for c in callbacks if isinstance(c, SpectralMonitor)]
         self._measurements.owned_prefixes = tuple(m.metric_prefix for m in monitors)
         # A pattern whose literal start lies under a monitor's prefix can only match that monitor's keys:
@@ -283,12 +304,14 @@ class SpectralEarlyStopping(Callback):
         last_monitor = max((i for i, c in enumerate(callbacks) if isinstance(c, SpectralMonitor)), default=-1)
         if last_monitor > position:
             callbacks.insert(last_monitor, callbacks.pop(position))  # right after the last monitor
-            trainer.callbacks = callbacks  # a new list: the hook loop running now keeps the old one
+            # a new list: the hook loop running now keeps the old one
+            trainer.callbacks = callbacks  # type: ignore[attr-defined]  # set by Lightning's CallbackConnector, undeclared
 
-    def _warn_if_adaptive(self, trainer: Any) -> None:
+    def _warn_if_adaptive(self, trainer: pl.Trainer) -> None:
         """Once: with ``relative_to="lr"`` under an optimizer other than ``torch.optim.SGD`` (Adam, AdamW, RMSprop,
         ...) say what is compared: ``lr·value/2``, the raw value against the plain-SGD limit ``2/lr``, a heuristic
-        (adaptive optimizers are stable relative to the preconditioned sharpness), and what to watch instead."""
+        (adaptive optimizers are stable relative to the preconditioned sharpness), and what to watch instead.
+        """
         optimizer = first_optimizer(trainer)
         if self._warned_adaptive or self.relative_to != "lr" or optimizer is None:
             return
@@ -304,17 +327,17 @@ class SpectralEarlyStopping(Callback):
         )
 
     @override
-    def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # after a resume restored the owners' states, before any measurement of this fit
         self._owner_counts = {id(m): m.num_measurements for m in self._owners or []}
 
     @override
-    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._warn_if_adaptive(trainer)
         self._evaluate(trainer, self._owners_measure_at_step(trainer))
 
     @override
-    def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # A key the module logs in its own on_train_epoch_end arrives after the callbacks' epoch-end hooks
         # (Lightning runs only its stock EarlyStopping and ModelCheckpoint after the module's hook): judge it
         # before the next epoch trains, at the step it was logged at.
@@ -322,12 +345,12 @@ class SpectralEarlyStopping(Callback):
 
     @override
     def on_train_batch_end(
-        self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         self._evaluate(trainer, self._owners_measure_at_step(trainer))
 
     @override
-    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         owners = self._owners
         scheduled = owners is None or any(
             m.schedule is not None and m.schedule.is_measurement_epoch(trainer.current_epoch) for m in owners
@@ -335,12 +358,13 @@ class SpectralEarlyStopping(Callback):
         self._evaluate(trainer, scheduled)
 
     @override
-    def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._evaluate(trainer, self._owners is None)  # monitors do not measure during validation
 
     @override
-    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
-        if not self._measurements.matched_any and not self._warned_unmatched and not trainer.fast_dev_run:
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        fast_dev_run = trainer.fast_dev_run  # type: ignore[attr-defined]  # set by Lightning's Trainer setup, undeclared
+        if not self._measurements.matched_any and not self._warned_unmatched and not fast_dev_run:
             self._warned_unmatched = True
             rank_zero_warn(
                 f"SpectralEarlyStopping: no key of trainer.callback_metrics matched monitor={self.monitor!r} "
@@ -363,14 +387,16 @@ class SpectralEarlyStopping(Callback):
         self.stopped_step = state_dict["stopped_step"]
 
     # ------------------------------------------------------------------ evaluation
-    def _owners_measure_at_step(self, trainer: Any) -> bool:
+    def _owners_measure_at_step(self, trainer: pl.Trainer) -> bool:
         owners = self._owners
         return owners is None or any(m.measurement_due_at(trainer.global_step) for m in owners)
 
-    def _evaluate(self, trainer: Any, scheduled: bool) -> None:
+    def _evaluate(self, trainer: pl.Trainer, scheduled: bool) -> None:
         """Judge the new measurements, if any. ``scheduled``: whether any can exist now, decided from the
-        global step and epoch alone (so equal on every rank); the collectives run only then."""
-        if not scheduled or trainer.state.fn != "fit" or trainer.sanity_checking or trainer.fast_dev_run:
+        global step and epoch alone (so equal on every rank); the collectives run only then.
+        """
+        fast_dev_run = trainer.fast_dev_run  # type: ignore[attr-defined]  # set by Lightning's Trainer setup, undeclared
+        if not scheduled or trainer.state.fn != "fit" or trainer.sanity_checking or fast_dev_run:
             return
         if trainer.global_step < self.warmup_steps:  # the same step on every rank: no collective needed
             # nothing is collected: a value first seen during warmup (a constant key, a NaN loss) is new after it
@@ -397,13 +423,14 @@ class SpectralEarlyStopping(Callback):
         description, rank = self._shared_description(trainer, verdict, description)
         self._act(trainer, description, rank, not_finite)
 
-    def _warn_if_owners_log_other_keys(self, trainer: Any) -> None:
+    def _warn_if_owners_log_other_keys(self, trainer: pl.Trainer) -> None:
         """Warn once, during training, when the monitor(s) whose prefix the pattern lies under have measured
         at least twice in this fit, past step 0, without logging a matching key: the criterion would check
         nothing for the whole run (e.g. ``spectral/hessian/trace`` without ``compute_trace=True``). Two
         measurements and a step past 0 because some keys first appear then (``rotation`` needs a previous
         measurement, adaptive optimizers' ``eos_ratio`` a first optimizer step). Without owners the warning
-        waits for the end of fit."""
+        waits for the end of fit.
+        """
         owners = self._owners
         if self._warned_unmatched or owners is None or trainer.global_step == 0:
             return
@@ -422,7 +449,7 @@ class SpectralEarlyStopping(Callback):
             "HessianEigenMonitor(compute_trace=True)."
         )
 
-    def _shared_description(self, trainer: Any, verdict: int, description: str) -> tuple[str, int]:
+    def _shared_description(self, trainer: pl.Trainer, verdict: int, description: str) -> tuple[str, int]:
         """The description of the lowest rank with the strongest verdict (non-finite over firing), on every rank."""
         world_size = trainer.world_size
         if world_size == 1:
@@ -435,7 +462,7 @@ class SpectralEarlyStopping(Callback):
         source = world_size - 1 - int(strategy.reduce(code, reduce_op="max")) % world_size
         return strategy.broadcast(description, src=source), source
 
-    def _act(self, trainer: Any, description: str, rank: int, not_finite: bool) -> None:
+    def _act(self, trainer: pl.Trainer, description: str, rank: int, not_finite: bool) -> None:
         step = trainer.global_step
         name = f"[{self._name}]" if self._name else ""
         where = f" on rank {rank}" if trainer.world_size > 1 else ""

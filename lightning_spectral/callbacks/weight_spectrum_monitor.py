@@ -1,31 +1,4 @@
-"""``WeightSpectrumMonitor``: singular values and singular-vector dynamics of every weight matrix during fit.
-
-Per layer, under ``spectral/weights/<name>/``: ``sigma_max``, ``sigma_1 .. sigma_k``,
-``frobenius_norm``, ``stable_rank``, ``effective_rank`` (exact; a layer decomposed by the randomized SVD logs
-the tail-spreading estimate as ``effective_rank_estimate`` instead), ``alpha`` (where a power-law fit is
-possible), from the second measurement on ``agreement`` (Yunis et al.'s singular-vector agreement with the
-previous measurement, mean of the first ``min(10, k)`` indices) and ``rotation`` (drift of the top-``k`` left
-subspace), ``condition_number`` and the rank measures ``stable_rank_ratio``, ``effective_rank_ratio``,
-``mass90_count``, ``gini`` (when asked for), ``alpha_farms`` and ``alpha_weightwatcher`` (when asked
-for with ``alpha``); with ``interlayer_alignment`` the score of each pair of consecutive
-matrices under ``spectral/weights/alignment/<pair>``; the aggregates ``spectral/weights/mean_stable_rank`` and
-``spectral/weights/max_sigma_max``; and a histogram of each layer's singular values every
-``histogram_every_n`` measurements on loggers that draw histograms. A model with more than
-``per_layer_limit`` matrices (a BERT has 150+) logs the aggregates only, plus the per-layer keys that a
-stopper, ``EarlyStopping`` or ``ModelCheckpoint`` watches (every layer's numbers still go to the W&B table
-``spectral/weights/per_layer`` at the end of the fit). The numerics are in
-:mod:`lightning_spectral.functional.weights.spectrum`, :mod:`~lightning_spectral.functional.weights.singular_dynamics`
-and :mod:`~lightning_spectral.functional.weights.interlayer_alignment` (definitions and formulas there).
-
-Replicated weights (one process, DDP) are decomposed on rank 0 and the numbers broadcast. Sharded ``DTensor``
-weights (Lightning's ``ModelParallelStrategy``: FSDP2's ``fully_shard``, tensor parallelism) are gathered one
-matrix at a time, every rank joining each all-gather, and rank 0 decomposes each whole matrix before the next
-is gathered (:meth:`~lightning_spectral.callbacks._internal.collectives.MeasurementCollectives.full_tensor`).
-
-Example::
-
-    trainer = Trainer(callbacks=[WeightSpectrumMonitor(every_n_steps=100, log_spacing=True)])
-"""
+"""``WeightSpectrumMonitor``: singular values and singular-vector dynamics of every weight matrix during fit."""
 
 from __future__ import annotations
 
@@ -34,12 +7,14 @@ import fnmatch
 import math
 import warnings
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal, get_args
 
+import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_info
 from typing_extensions import override
 
+from lightning_spectral._internal.deprecation import renamed_keywords
 from lightning_spectral._internal.validation import (
     check_bool,
     check_choice,
@@ -50,7 +25,7 @@ from lightning_spectral.callbacks._internal.collectives import has_distributed_p
 from lightning_spectral.callbacks._internal.metric_logging import log_table
 from lightning_spectral.callbacks._internal.parameter_patterns import check_weight_patterns
 from lightning_spectral.callbacks.base import SpectralMonitor
-from lightning_spectral.functional.weights.farms import farms_alpha
+from lightning_spectral.functional.weights.farms import FarmsFit, farms_alpha
 from lightning_spectral.functional.weights.interlayer_alignment import (
     AlignmentPair,
     attention_alignment,
@@ -58,13 +33,14 @@ from lightning_spectral.functional.weights.interlayer_alignment import (
     consecutive_pairs,
     pair_alignment,
 )
-from lightning_spectral.functional.weights.matrices import CONV_MODES, WeightMatrix, weight_matrices
-from lightning_spectral.functional.weights.power_law import power_law_alpha
+from lightning_spectral.functional.weights.matrices import CONV_MODES, ConvMode, WeightMatrix, weight_matrices
+from lightning_spectral.functional.weights.power_law import PowerLawFit, power_law_alpha
 from lightning_spectral.functional.weights.singular_dynamics import AGREEMENT_TOP, agreement_score
 from lightning_spectral.functional.weights.spectrum import (
     DEFAULT_TOL,
     METHODS,
     WeightSpectrum,
+    WeightSpectrumMethod,
     weight_spectra,
 )
 
@@ -78,11 +54,34 @@ TABLE_COLUMNS = (
     "alpha",
 )
 #: Allowed values of ``alpha`` (one, or a sequence of them).
-ALPHA_MODES = ("plain", "farms", "weightwatcher")
+AlphaMode = Literal["plain", "farms", "weightwatcher"]
+ALPHA_MODES: tuple[AlphaMode, ...] = get_args(AlphaMode)
 
 
 class WeightSpectrumMonitor(SpectralMonitor):
     """Randomized SVD of every weight matrix of the model on a schedule.
+
+    Per layer, under ``spectral/weights/<name>/``: ``sigma_max``, ``sigma_1 .. sigma_k``,
+    ``frobenius_norm``, ``stable_rank``, ``effective_rank`` (exact; a layer decomposed by the randomized SVD logs
+    the tail-spreading estimate as ``effective_rank_estimate`` instead), ``alpha`` (where a power-law fit is
+    possible), from the second measurement on ``agreement`` (Yunis et al.'s singular-vector agreement with the
+    previous measurement, mean of the first ``min(10, k)`` indices) and ``rotation`` (drift of the top-``k`` left
+    subspace), ``condition_number`` and the rank measures ``stable_rank_ratio``, ``effective_rank_ratio``,
+    ``mass90_count``, ``gini`` (when asked for), ``alpha_farms`` and ``alpha_weightwatcher`` (when asked
+    for with ``alpha``); with ``interlayer_alignment`` the score of each pair of consecutive
+    matrices under ``spectral/weights/alignment/<pair>``; the aggregates ``spectral/weights/mean_stable_rank`` and
+    ``spectral/weights/max_sigma_max``; and a histogram of each layer's singular values every
+    ``histogram_every_n`` measurements on loggers that draw histograms. A model with more than
+    ``per_layer_limit`` matrices (a BERT has 150+) logs the aggregates only, plus the per-layer keys that a
+    stopper, ``EarlyStopping`` or ``ModelCheckpoint`` watches (every layer's numbers still go to the W&B table
+    ``spectral/weights/per_layer`` at the end of the fit). The numerics are in
+    :mod:`lightning_spectral.functional.weights.spectrum`, :mod:`~lightning_spectral.functional.weights.singular_dynamics`
+    and :mod:`~lightning_spectral.functional.weights.interlayer_alignment` (definitions and formulas there).
+
+    Replicated weights (one process, DDP) are decomposed on rank 0 and the numbers broadcast. Sharded ``DTensor``
+    weights (Lightning's ``ModelParallelStrategy``: FSDP2's ``fully_shard``, tensor parallelism) are gathered one
+    matrix at a time, every rank joining each all-gather, and rank 0 decomposes each whole matrix before the next
+    is gathered (:meth:`~lightning_spectral.callbacks._internal.collectives.MeasurementCollectives.full_tensor`).
 
     Args:
         every_n_steps: measure every n optimizer steps (see :class:`SpectralMonitor`); default: the automatic
@@ -96,12 +95,12 @@ class WeightSpectrumMonitor(SpectralMonitor):
             (clipped to ``min(m, n)`` per layer).
         method: ``"auto"`` (exact SVD for small matrices, randomized above a measured threshold),
             ``"exact"`` or ``"randomized"``.
-        n_iter: power iterations of the randomized SVD.
-        oversample: extra sketch columns of the randomized SVD.
+        num_power_iterations: power iterations of the randomized SVD.
+        num_oversamples: extra sketch columns of the randomized SVD.
         exact_threshold: ``"auto"`` is exact when ``min(m, n) <= exact_threshold`` (default: measured
             crossover, see :func:`~lightning_spectral.functional.weights.spectrum.weight_spectrum`).
         tol: accuracy check of randomized results: above this relative residual ``max_i ρ_i/σ_i`` the top
-            ``k`` are recomputed by Lanczos (flat spectra, e.g. at initialisation); ``None`` turns it off.
+            ``k`` are recomputed by Lanczos (flat spectra, e.g. at initialization); ``None`` turns it off.
         warm_start: seed each range finder with the layer's previous right singular vectors (followed by a cold
             start's Gaussian columns); ``agreement`` and ``rotation`` are logged either way.
         include: glob pattern(s) on parameter names to keep (default: every supported layer).
@@ -139,6 +138,13 @@ class WeightSpectrumMonitor(SpectralMonitor):
         name: the name its metrics go under (see :class:`~lightning_spectral.callbacks.SpectralMonitor`).
         auto_schedule_budget: the shared budget of the automatic schedule (see
             :class:`~lightning_spectral.callbacks.SpectralMonitor`).
+
+    Raises:
+        ValueError: an argument out of range (the message names it and what is allowed).
+
+    Example::
+
+        trainer = Trainer(callbacks=[WeightSpectrumMonitor(every_n_steps=100, log_spacing=True)])
     """
 
     monitor_name = "weights"
@@ -156,6 +162,7 @@ class WeightSpectrumMonitor(SpectralMonitor):
         "*/agreement": "min",
     }
 
+    @renamed_keywords(n_iter="num_power_iterations", oversample="num_oversamples")
     def __init__(
         self,
         *,
@@ -164,19 +171,19 @@ class WeightSpectrumMonitor(SpectralMonitor):
         log_spacing: bool = False,
         at_train_start: bool = True,
         k: int = 5,
-        method: str = "auto",
-        n_iter: int = 2,
-        oversample: int = 10,
+        method: WeightSpectrumMethod = "auto",
+        num_power_iterations: int = 2,
+        num_oversamples: int = 10,
         exact_threshold: int | None = None,
         tol: float | None = DEFAULT_TOL,
         warm_start: bool = True,
         include: str | Sequence[str] | None = None,
         exclude: str | Sequence[str] | None = None,
         trainable_only: bool = False,
-        conv_mode: str = "flatten",
+        conv_mode: ConvMode = "flatten",
         split_fused: bool = True,
         compute_condition_number: bool = False,
-        alpha: str | Sequence[str] = "plain",
+        alpha: AlphaMode | Sequence[AlphaMode] = "plain",
         compute_rank_measures: bool = False,
         interlayer_alignment: bool | Sequence[tuple[str, str]] = False,
         histogram_every_n: int = 1,
@@ -200,8 +207,8 @@ class WeightSpectrumMonitor(SpectralMonitor):
         )
         check_int("k", k, 1)
         check_choice("method", method, METHODS)
-        check_int("n_iter", n_iter, 0)
-        check_int("oversample", oversample, 0)
+        check_int("num_power_iterations", num_power_iterations, 0)
+        check_int("num_oversamples", num_oversamples, 0)
         if exact_threshold is not None:
             check_int("exact_threshold", exact_threshold, 0)
         if tol is not None:
@@ -226,8 +233,8 @@ class WeightSpectrumMonitor(SpectralMonitor):
         self.interlayer_alignment = _check_pairs(interlayer_alignment)
         self.k = k
         self.method = method
-        self.n_iter = n_iter
-        self.oversample = oversample
+        self.num_power_iterations = num_power_iterations
+        self.num_oversamples = num_oversamples
         self.exact_threshold = exact_threshold
         self.tol = tol
         self.warm_start = warm_start
@@ -249,17 +256,21 @@ class WeightSpectrumMonitor(SpectralMonitor):
         self._table_rows: list[list[Any]] = []
 
     @override
-    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
         check_weight_patterns(pl_module, self.include, self.exclude, self.conv_mode, type(self).__name__)
+        callbacks = trainer.callbacks  # type: ignore[attr-defined]  # set by Lightning's CallbackConnector, undeclared
         self._watched = [
             monitor
-            for callback in trainer.callbacks
+            for callback in callbacks
             if isinstance(monitor := getattr(callback, "monitor", None), str)
             and monitor.startswith(self.metric_prefix)
         ]
 
-    def measure(self, trainer: Any, pl_module: Any, batches: list[Any]) -> Mapping[str, float]:
+    @override
+    def measure(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batches: list[Any]
+    ) -> Mapping[str, float]:
         # Weights are replicated across DDP ranks: rank 0 decomposes them, the others receive its numbers (so
         # `callback_metrics`, and any stopping decision on them, agree on every rank). Sharded (DTensor)
         # weights are gathered one matrix at a time, every rank taking part in each gather.
@@ -270,6 +281,7 @@ class WeightSpectrumMonitor(SpectralMonitor):
         else:
             values = None
         values = self.collectives.broadcast(values, src=0)
+        assert values is not None  # rank 0's numbers
         return {key: value for key, value in values.items() if self._logs_key(key)}
 
     def _logs_key(self, key: str) -> bool:
@@ -280,7 +292,7 @@ class WeightSpectrumMonitor(SpectralMonitor):
             or any(fnmatch.fnmatchcase(self.metric_prefix + key, pattern) for pattern in self._watched)
         )
 
-    def _matrices(self, pl_module: Any) -> list[WeightMatrix]:
+    def _matrices(self, pl_module: pl.LightningModule) -> list[WeightMatrix]:
         with warnings.catch_warnings():
             if self.num_measurements > 0:  # unmatched include/exclude patterns are reported once
                 warnings.simplefilter("ignore", UserWarning)
@@ -304,7 +316,7 @@ class WeightSpectrumMonitor(SpectralMonitor):
         return matrices
 
     def _measure_replicated(
-        self, trainer: Any, pl_module: Any, matrices: list[WeightMatrix]
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, matrices: list[WeightMatrix]
     ) -> dict[str, float]:
         """All matrices at once (same-shape layers are decomposed as one batch), on rank 0."""
         # A layer with NaN / inf entries gets NaN metrics (the base class warns once); the others are measured.
@@ -320,10 +332,11 @@ class WeightSpectrumMonitor(SpectralMonitor):
         )
 
     def _measure_sharded(
-        self, trainer: Any, pl_module: Any, matrices: list[WeightMatrix]
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, matrices: list[WeightMatrix]
     ) -> dict[str, float] | None:
         """One matrix at a time: every rank joins its all-gather, rank 0 decomposes the whole matrix and drops
-        it before the next (memory: one full matrix at a time); the values on rank 0, ``None`` elsewhere."""
+        it before the next (memory: one full matrix at a time); the values on rank 0, ``None`` elsewhere.
+        """
         measured: list[tuple[str, WeightSpectrum]] = []
         broken: list[str] = []
         alphas: dict[str, float] = {}
@@ -351,10 +364,11 @@ class WeightSpectrumMonitor(SpectralMonitor):
         self, matrices: list[WeightMatrix], spectra: Sequence[WeightSpectrum]
     ) -> dict[str, float]:
         """``<name>/alpha_farms`` and ``<name>/alpha_weightwatcher`` as asked for by ``alpha`` (none where no
-        fit is possible)."""
+        fit is possible).
+        """
         values = {}
         for matrix, spectrum in zip(matrices, spectra):
-            fits = []
+            fits: list[tuple[str, FarmsFit | PowerLawFit | None]] = []
             if "farms" in self._alpha_modes:
                 fits.append(("alpha_farms", farms_alpha(matrix.matrix)))
             if "weightwatcher" in self._alpha_modes and spectrum.all_singular_values is not None:
@@ -379,7 +393,10 @@ class WeightSpectrumMonitor(SpectralMonitor):
         return list(self.interlayer_alignment or ())
 
     def _alignment_values(
-        self, matrices: list[WeightMatrix], spectra: dict[str, WeightSpectrum], pl_module: Any
+        self,
+        matrices: list[WeightMatrix],
+        spectra: dict[str, WeightSpectrum],
+        pl_module: pl.LightningModule | None,
     ) -> dict[str, float]:
         """``alignment/<pair>`` scores (NaN where a matrix of the pair is not finite)."""
         if self.interlayer_alignment is False:
@@ -411,8 +428,8 @@ class WeightSpectrumMonitor(SpectralMonitor):
                     name,
                     self.k,
                     method=self.method,
-                    n_iter=self.n_iter,
-                    oversample=self.oversample,
+                    num_power_iterations=self.num_power_iterations,
+                    num_oversamples=self.num_oversamples,
                     generator=self.make_generator(module.out_proj.weight.device),
                     exact_threshold=self.exact_threshold,
                     tol=self.tol,
@@ -423,10 +440,11 @@ class WeightSpectrumMonitor(SpectralMonitor):
         return values
 
     def _values(
-        self, trainer: Any, measured: list[tuple[str, WeightSpectrum]], broken: list[str]
+        self, trainer: pl.Trainer, measured: list[tuple[str, WeightSpectrum]], broken: list[str]
     ) -> dict[str, float]:
         """The logged values of the decomposed layers (and NaN for the ``broken`` ones); histograms, the
-        warm-start state and the table rows as a side effect."""
+        warm-start state and the table rows as a side effect.
+        """
         if not measured and not broken:
             return {}
         values: dict[str, float] = {
@@ -476,8 +494,8 @@ class WeightSpectrumMonitor(SpectralMonitor):
             self.k,
             method=self.method,
             previous=previous,
-            n_iter=self.n_iter,
-            oversample=self.oversample,
+            num_power_iterations=self.num_power_iterations,
+            num_oversamples=self.num_oversamples,
             generator=self.make_generator(matrices[0].matrix.device) if generator is None else generator,
             exact_threshold=self.exact_threshold,
             tol=self.tol,
@@ -506,6 +524,7 @@ class WeightSpectrumMonitor(SpectralMonitor):
         if self.compute_condition_number:
             values["condition_number"] = spectrum.condition_number
         if self.compute_rank_measures:
+            assert spectrum.stable_rank_ratio is not None  # set by weight_spectrum (None: older checkpoints)
             values["stable_rank_ratio"] = spectrum.stable_rank_ratio
             for key in ("effective_rank_ratio", "mass90_count", "gini"):
                 if getattr(spectrum, key) is not None:  # exact decompositions only
@@ -513,13 +532,14 @@ class WeightSpectrumMonitor(SpectralMonitor):
         return values
 
     @override
-    def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Per-layer spectra of the whole run as one table (``spectral/weights/per_layer``, W&B only)."""
         super().on_fit_end(trainer, pl_module)
         log_table(trainer, self.metric_prefix + "per_layer", list(TABLE_COLUMNS), self._table_rows)
         self._table_rows = []
 
     # Warm-start state: the last spectrum of every layer, as plain tensors/floats for the checkpoint.
+    @override
     def extra_state(self) -> dict[str, Any]:
         return {
             name: {**dataclasses.asdict(spectrum), "power_law": None}
@@ -527,6 +547,7 @@ class WeightSpectrumMonitor(SpectralMonitor):
             for name, spectrum in self._previous.items()
         }
 
+    @override
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self._previous = {name: WeightSpectrum(**fields) for name, fields in state.items()}
 

@@ -1,19 +1,20 @@
 """Pure-torch numerical core of ``lightning_spectral`` (no Lightning import).
 
-* :func:`randomized_svd` -- truncated SVD of (batches of) matrices by randomized range finding.
-* :func:`lanczos` -- extreme eigenpairs of a symmetric operator given only ``v ↦ A v``.
-* :func:`hutchinson_trace`, :func:`hutchpp_trace` -- stochastic trace estimators.
-* :func:`slq_density` -- spectral density by stochastic Lanczos quadrature.
-
-Randomness comes only from an optional ``generator: torch.Generator``; ``None`` means the global torch RNG.
+Each routine takes a :class:`LinearOperator` (anything with ``matvec``, ``dim``, ``dtype`` and ``device``, such
+as ``HessianOperator``), a dense square matrix, or a ``matvec`` function with its ``dim``.
 """
 
-from ._checks import NonFiniteError
+from typing import Any
+
+from lightning_spectral._internal.deprecation import renamed_attribute
+from lightning_spectral._internal.validation import NonFiniteError
+
 from .lanczos import WHICH, Which, lanczos
+from .operator import LinearOperator
 from .orthonormalize import orthonormalize, project_out
 from .probes import rademacher
 from .randomized_svd import randomized_svd
-from .results import LanczosResult, SpectralDensity, SVDResult, TraceEstimate
+from .results import Eigenpairs, SpectralDensity, SVDFactors, TraceEstimate
 from .slq import gaussian_smoothed_density, slq_density
 from .trace_estimators import hutchinson_trace, hutchpp_trace, mean_and_std_error
 from .warm_start import guarded_start
@@ -21,9 +22,10 @@ from .warm_start import guarded_start
 __all__ = [
     "WHICH",
     "Which",
-    "LanczosResult",
+    "Eigenpairs",
+    "LinearOperator",
     "NonFiniteError",
-    "SVDResult",
+    "SVDFactors",
     "SpectralDensity",
     "TraceEstimate",
     "gaussian_smoothed_density",
@@ -38,3 +40,11 @@ __all__ = [
     "randomized_svd",
     "slq_density",
 ]
+
+
+# renamed classes: the old name still imports, with a DeprecationWarning
+_RENAMED = {"LanczosResult": "Eigenpairs", "SVDResult": "SVDFactors"}
+
+
+def __getattr__(name: str) -> Any:
+    return renamed_attribute(__name__, name, _RENAMED)

@@ -1,8 +1,4 @@
-"""The ``matvec`` convention shared by the matrix-free routines, and the check applied to every product.
-
-A ``matvec`` is any callable mapping a 1-D tensor ``v`` of length ``dim`` to ``A v``, a 1-D tensor of the same
-length, dtype and device (a Hessian-vector product, a dense ``lambda v: A @ v``, ...).
-"""
+"""The ``matvec`` convention shared by the matrix-free routines, and the check applied to every product."""
 
 from __future__ import annotations
 

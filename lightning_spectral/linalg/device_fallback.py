@@ -1,12 +1,5 @@
 """Dense factorizations on devices that lack them: run on the CPU and move the result back.
 
-Apple's MPS backend does not implement several ``torch.linalg`` factorizations (``svd`` among them: it
-raises ``NotImplementedError`` unless ``PYTORCH_ENABLE_MPS_FALLBACK=1`` is set for the whole process). The
-numerical core calls its dense factorizations (QR in the range finder, the small and the full SVDs) through
-:func:`on_cpu_if_unsupported`: first where the tensors live; if the device raises ``NotImplementedError``,
-again on CPU copies, with the results moved back to the original device. CPU errors are never retried.
-(The Lanczos tridiagonal eigenproblems are small and always solved on the CPU in float64.)
-
 Example::
 
     >>> import torch
@@ -18,7 +11,7 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from torch import Tensor
 
@@ -33,14 +26,15 @@ def _on_cpu(tensor: Tensor) -> bool:
 
 def on_cpu_if_unsupported(op: Callable[..., T], *tensors: Tensor) -> T:
     """``op(*tensors)`` on the tensors' device, or on CPU copies if that device raises ``NotImplementedError``
-    (see the module docstring). ``op`` returns a tensor or a tuple of tensors."""
+    (see the module's science notes). ``op`` returns a tensor or a tuple of tensors.
+    """
     try:
         return op(*tensors)
     except NotImplementedError:
         if all(_on_cpu(t) for t in tensors):
             raise
     device = tensors[0].device
-    result = op(*(t.cpu() for t in tensors))
+    result: Any = op(*(t.cpu() for t in tensors))  # a tensor, a tuple or a torch.return_types of tensors
     if isinstance(result, Tensor):
-        return result.to(device)  # type: ignore[return-value]
-    return type(result)(r.to(device) for r in result)  # type: ignore[call-arg, return-value]
+        return result.to(device)  # type: ignore[return-value]  # T is Tensor here (mypy cannot narrow a TypeVar)
+    return type(result)(r.to(device) for r in result)

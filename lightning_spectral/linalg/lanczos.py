@@ -1,104 +1,43 @@
-"""Extreme eigenpairs of a symmetric operator by the Lanczos iteration with full reorthogonalisation.
-
-Only products ``v ↦ A v`` are needed (a Hessian-vector product, for instance). Starting from
-``q_1 = v_0 / ‖v_0‖`` the iteration builds an orthonormal basis ``V_j = [q_1, …, q_j]`` of the Krylov
-space ``span{v_0, A v_0, …, A^{j−1} v_0}`` and the tridiagonal ``T_j = V_jᵀ A V_j``::
-
-    w = A q_j;  α_j = q_jᵀ w;  w ← w − α_j q_j − β_j q_{j−1};  w ← w − V_j (V_jᵀ w);
-    β_{j+1} = ‖w‖;  q_{j+1} = w / β_{j+1}
-
-so that ``A V_j = V_j T_j + β_{j+1} q_{j+1} e_jᵀ``. Orthogonalising ``w`` against the *whole* basis
-(classical Gram–Schmidt) instead of only against ``q_j, q_{j−1}`` costs ``O(j·dim)`` per step but prevents
-the loss of orthogonality that makes plain Lanczos return spurious copies of converged eigenvalues
-(Paige 1971; Parlett 1998, ch. 13). The three-term recurrence first removes the large components exactly,
-so one Gram–Schmidt pass usually suffices; a second pass runs when the first one shrank ``w`` below
-``1/√2`` of its norm (the DGKS criterion of Daniel, Gragg, Kaufman & Stewart 1976, as in ARPACK), which
-keeps the basis orthonormal to working precision at half the memory traffic of two passes every step.
-
-Rayleigh–Ritz. ``T_j = S diag(θ) Sᵀ`` is solved in float64 on the CPU by :func:`small_eigh` (torch's
-``eigh``, which shares torch's thread pool; ``j`` is small).
-The Ritz pairs ``(θ_i, V_j s_i)`` approximate eigenpairs of ``A`` and their residual norms are known without
-extra products: ``‖A V_j s_i − θ_i V_j s_i‖ = |β_{j+1}| · |s_{j,i}|`` (the last component of ``s_i``). These
-*estimates* are what ``residuals`` reports; they equal the explicit residuals up to rounding.
-
-Convergence. A Ritz pair is converged when its residual estimate is ``<= max(tol·|θ_i|, noise)``, where
-``noise = min(10·sqrt(dim)·ε, sqrt(ε))·‖T_j‖`` is the rounding level below which residuals cannot be
-resolved (``ε`` the machine epsilon of the working dtype). Convergence is checked after every step once
-``j >= k``, and beyond 32 steps every ``⌊j/16⌋`` steps (at most ~6% extra products; the small ``eigh``
-starts to cost more than a cheap product there).
-
-Invariant subspaces and restarts. A Krylov space holds a single direction of each eigenspace, so the
-recurrence itself never produces the second copy of a repeated eigenvalue. When the current Krylov space
-becomes invariant -- ``β_{j+1}`` at the rounding level, or so small that every Ritz pair of the current
-block has a residual at the rounding level; a ``β_{j+1}`` that collapsed (at most ``√ε·‖A q_j‖``) counts up to
-``1000·ε·‖T_j‖``, since an operator's own rounding (a Hessian-vector product's sums over a batch and through
-layers) leaves more than a dot product's -- its Ritz pairs are eigenpairs and the rest of the spectrum lives
-in the orthogonal complement. The iteration then restarts from a Gaussian vector orthogonalised against the basis (``T``
-becomes block diagonal). The dropped coupling is kept in the residual estimates, which become
-``Σ_b β_b |s_{e_b,i}|`` over the last rows ``e_b`` of the blocks: still a bound on the true residual in exact
-arithmetic. The run stops when all ``k`` wanted pairs are converged and
-
-* the current block is not invariant and its own most wanted Ritz pair has converged (for the first block
-  this is the usual Lanczos criterion; after a restart it is the same evidence -- extreme Ritz values find
-  the extreme eigenvalues first -- that the complement holds nothing more wanted), unless that pair repeats
-  a value of the earlier blocks and is more wanted than the ``k``-th: another copy of a repeated eigenvalue,
-  so the block runs on until it is invariant and the next restart looks for a further copy, or
-* the current block is invariant, the earlier blocks already supply ``k`` Ritz values and this block's most
-  wanted value is not better than the ``k``-th of them.
-
-So exact multiplicities are found (a top eigenvalue of multiplicity 2 with ``k = 2`` on a low-rank operator
-costs about 5 products) and an operator of rank ``r`` finishes after about ``r + 2`` products. The price is
-paid by a start vector that is, to within ``tol``, an eigenvector: the complement is then checked as
-thoroughly as a cold start would check the whole space (a stale warm start at the second eigenvector still
-returns the top one). A start vector merely close to an eigenvector converges in a few products. Like every
-single-vector Krylov method, copies of a repeated eigenvalue are found only through such invariant
-subspaces: if the ``k`` wanted Ritz values converge before the first Krylov space becomes invariant (an
-operator with many distinct eigenvalues whose top one is repeated, e.g. the Hessian of ``nn.Linear(20, 4)``
-under MSE, every eigenvalue four times among 21 distinct ones), the copies are missed, as with ARPACK; so are
-they if it does not become invariant within ``max_iter`` steps. When
-``j`` reaches ``dim`` the result is exact.
-
-Cost: ``num_matvecs`` products, ``O(max_iter·dim)`` memory for the basis.
-
-Example::
-
-    >>> import torch
-    >>> A = torch.diag(torch.arange(1.0, 101.0, dtype=torch.float64))
-    >>> res = lanczos(lambda v: A @ v, dim=100, k=2, max_iter=100, dtype=torch.float64,
-    ...               generator=torch.Generator().manual_seed(0))
-    >>> [round(x, 6) for x in res.eigenvalues.tolist()], res.converged
-    ([100.0, 99.0], True)
-"""
+"""Extreme eigenpairs of a symmetric operator by the Lanczos iteration with full reorthogonalization."""
 
 from __future__ import annotations
 
 import enum
 import math
-import numbers
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal, get_args
+from typing import Literal, get_args, overload
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from ._checks import NonFiniteError, check_int, resolve_dtype_device
-from ._matvec import Matvec, apply_matvec, check_matvec
+from lightning_spectral._internal.deprecation import renamed_keywords
+from lightning_spectral._internal.validation import (
+    ArgumentTypeError,
+    NonFiniteError,
+    check_choice,
+    check_int,
+    check_positive_finite,
+    resolve_dtype_device,
+)
+
+from ._matvec import Matvec, apply_matvec
+from .operator import LinearOperator, resolve_operator
 from .orthonormalize import project_out
-from .results import LanczosResult
+from .results import Eigenpairs
 
 __all__ = ["WHICH", "Which", "lanczos"]
 
 #: Which end of the spectrum: ``"LA"`` largest algebraic, ``"SA"`` smallest algebraic, ``"LM"`` largest magnitude.
 Which = Literal["LA", "SA", "LM"]
 WHICH: tuple[Which, ...] = get_args(Which)
-# Daniel, Gragg, Kaufman & Stewart (1976): reorthogonalise again when a pass leaves less than 1/√2 of the norm.
+# Daniel, Gragg, Kaufman & Stewart (1976): reorthogonalize again when a pass leaves less than 1/√2 of the norm.
 _DGKS = 1.0 / math.sqrt(2.0)
 
 
 def _noise_level(dim: int, dtype: torch.dtype) -> float:
-    """Relative rounding level of a length-``dim`` computation in ``dtype`` (see module docstring)."""
+    """Relative rounding level of a length-``dim`` computation in ``dtype`` (see the module's science notes)."""
     eps = torch.finfo(dtype).eps
     return min(10.0 * math.sqrt(dim) * eps, math.sqrt(eps))
 
@@ -117,6 +56,12 @@ def _invariance_level(dim: int, dtype: torch.dtype) -> float:
     return max(_noise_level(dim, dtype), _INVARIANCE_EPS * torch.finfo(dtype).eps)
 
 
+@overload
+def small_eigh(T: np.ndarray, *, eigenvectors: Literal[True] = True) -> tuple[np.ndarray, np.ndarray]: ...
+@overload
+def small_eigh(T: np.ndarray, *, eigenvectors: Literal[False]) -> tuple[np.ndarray, None]: ...
+@overload
+def small_eigh(T: np.ndarray, *, eigenvectors: bool) -> tuple[np.ndarray, np.ndarray | None]: ...
 def small_eigh(T: np.ndarray, *, eigenvectors: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
     """Eigen-decomposition of a small symmetric float64 matrix (a Lanczos tridiagonal) on the CPU.
 
@@ -201,12 +146,12 @@ def _lanczos_tridiagonal(
     generator: torch.Generator | None = None,
     policy: Callable[[_LanczosState], _Action] | None = None,
 ) -> _LanczosState:
-    """Run up to ``max_steps`` Lanczos steps with full reorthogonalisation from ``v0`` (the one implementation
+    """Run up to ``max_steps`` Lanczos steps with full reorthogonalization from ``v0`` (the one implementation
     of the recurrence in this package; used by :func:`lanczos` and :func:`~lightning_spectral.linalg.slq_density`).
 
     After each step except the last, ``policy(state)`` (default: always ``CONTINUE``) decides whether to stop,
     continue the recurrence or restart. The run restarts -- from a Gaussian vector drawn from ``generator``
-    and orthogonalised against the basis, with the coupling to the previous block set to zero -- when the
+    and orthogonalized against the basis, with the coupling to the previous block set to zero -- when the
     policy asks for it or when ``β`` is at the rounding level (``state.breakdown``), where ``w/β`` would be
     noise. ``max_steps`` is clamped to ``dim``.
     """
@@ -224,17 +169,17 @@ def _lanczos_tridiagonal(
         alpha = torch.dot(q, w)
         w_norm = torch.linalg.vector_norm(w)
         # The three-term recurrence removes the large components exactly; one Gram-Schmidt pass against the
-        # whole basis then removes what rounding left, and a second pass runs only if that one cancelled
+        # whole basis then removes what rounding left, and a second pass runs only if that one canceled
         # more than 1 - 1/√2 of the norm (the DGKS criterion, as in ARPACK).
         w = torch.addcmul(w, alpha, q, value=-1.0)  # out of place: `w` may be storage the matvec owns
         if j > 0 and (j - 1) not in state.restarts:
             w.add_(basis[j - 1], alpha=-state.betas[-1])
         local_norm = torch.linalg.vector_norm(w)
-        w = project_out(w, basis[: j + 1].mT, passes=1)
+        w = project_out(w, basis[: j + 1].mT, num_passes=1)
         beta = torch.linalg.vector_norm(w)
         alpha_f, beta_f, w_norm_f, local_f = torch.stack([alpha, beta, w_norm, local_norm]).tolist()
         if beta_f < _DGKS * local_f:
-            w = project_out(w, basis[: j + 1].mT, passes=1)
+            w = project_out(w, basis[: j + 1].mT, num_passes=1)
             beta_f = float(torch.linalg.vector_norm(w))
         if not (math.isfinite(alpha_f) and math.isfinite(beta_f) and math.isfinite(w_norm_f)):
             raise NonFiniteError(f"`matvec` returned non-finite values at Lanczos step {j + 1}.")
@@ -253,7 +198,7 @@ def _lanczos_tridiagonal(
             fresh = project_out(fresh, basis[: j + 1].mT)
             fresh_norm = torch.linalg.vector_norm(fresh)
             if not float(fresh_norm) > 0.0:  # pragma: no cover - j + 1 < dim leaves a non-trivial complement
-                raise RuntimeError("Lanczos restart vector vanished after orthogonalisation.")
+                raise RuntimeError("Lanczos restart vector vanished after orthogonalization.")
             basis[j + 1] = fresh / fresh_norm
             state.restarts.append(j)
         else:
@@ -281,7 +226,8 @@ def _better(a: float, b: float, margin: float, which: Which) -> bool:
 
 def _ritz(state: _LanczosState, T: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Ritz values, eigenvectors of ``T`` (``state.tridiagonal()`` unless given) and residual estimates (all
-    float64 NumPy arrays)."""
+    float64 NumPy arrays).
+    """
     theta, S = small_eigh(state.tridiagonal() if T is None else T)
     if not state.restarts:  # one block: the classical estimate |β_{j+1}|·|s_{j,i}|
         return theta, S, abs(state.betas[-1]) * np.abs(S[-1])
@@ -317,27 +263,40 @@ def _resolve_start(
     return v0.detach()
 
 
+@renamed_keywords(max_iter="max_matvecs")
 def lanczos(
-    matvec: Matvec,
-    dim: int,
-    k: int,
+    matvec: Matvec | LinearOperator | Tensor,
+    dim: int | None = None,
+    k: int | None = None,
     *,
-    max_iter: int | None = None,
+    max_matvecs: int | None = None,
     tol: float = 1e-6,
     v0: Tensor | None = None,
     which: Which = "LA",
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
     generator: torch.Generator | None = None,
-) -> LanczosResult:
-    """``k`` extreme eigenpairs of the symmetric operator ``v ↦ matvec(v)`` (see the module docstring).
+) -> Eigenpairs:
+    r"""``k`` extreme eigenpairs of the symmetric operator ``v ↦ matvec(v)``.
+
+    Lanczos with full reorthogonalization: from ``q_1 = v_0/‖v_0‖`` it builds an orthonormal basis ``V_j``
+    of the Krylov space and the tridiagonal ``T_j = V_jᵀ A V_j``, whose eigenpairs (Ritz pairs) approximate
+    those of ``A``. Pair ``i`` is converged when its residual estimate
+
+    .. math::
+
+        \|A V_j s_i - \theta_i V_j s_i\| = |\beta_{j+1}| \, |s_{j,i}|
+
+    is at most ``max(tol·|θ_i|, noise)``. An invariant Krylov space restarts the iteration from a vector
+    orthogonal to the basis, so repeated eigenvalues are found (see the science notes for the rules).
 
     Args:
-        matvec: maps a 1-D tensor of length ``dim`` to a 1-D tensor of length ``dim`` (same dtype/device).
-            It must represent a symmetric matrix. It receives a copy of the basis vector.
-        dim: size of the operator (``>= 1``).
-        k: number of eigenpairs, ``1 <= k <= dim``.
-        max_iter: maximum number of products with the operator (``>= k``); values above ``dim`` are
+        matvec: the symmetric operator: a function mapping a 1-D tensor of length ``dim`` to a 1-D tensor of
+            length ``dim`` (same dtype/device; it receives a copy of the basis vector), a
+            :class:`~lightning_spectral.linalg.LinearOperator` (e.g. a ``HessianOperator``) or a dense matrix.
+        dim: size of the operator (``>= 1``); required for a function, read from an operator or matrix.
+        k: number of eigenpairs, ``1 <= k <= dim`` (required).
+        max_matvecs: maximum number of products with the operator (``>= k``); values above ``dim`` are
             clamped to ``dim``. Default ``min(dim, max(2k + 20, 40))``.
         tol: relative residual tolerance ``> 0``: pair ``i`` is converged when its residual estimate is
             ``<= max(tol·|θ_i|, noise)``.
@@ -351,25 +310,36 @@ def lanczos(
             on the working device.
 
     Returns:
-        :class:`LanczosResult` with eigenvalues ``(k,)``, orthonormal eigenvectors ``(dim, k)`` and residual
+        :class:`Eigenpairs` with eigenvalues ``(k,)``, orthonormal eigenvectors ``(dim, k)`` and residual
         estimates ``(k,)`` in the working dtype, the number of products and whether all ``k`` converged.
+
+    Raises:
+        ValueError: ``dim``, ``k``, ``max_matvecs``, ``tol``, ``which`` or ``v0`` out of range.
+        NonFiniteError: a product is NaN or infinite.
+
+    Example:
+        >>> import torch
+        >>> A = torch.diag(torch.arange(1.0, 101.0, dtype=torch.float64))
+        >>> res = lanczos(lambda v: A @ v, dim=100, k=2, max_matvecs=100, dtype=torch.float64,
+        ...               generator=torch.Generator().manual_seed(0))
+        >>> [round(x, 6) for x in res.eigenvalues.tolist()], res.converged
+        ([100.0, 99.0], True)
     """
-    check_matvec(matvec)
-    dim = check_int("dim", dim, 1)
+    matvec, dim, dtype, device = resolve_operator(matvec, dim, dtype, device)
+    if k is None:
+        raise ArgumentTypeError("lanczos() missing the argument `k` (the number of eigenpairs).")
     k = check_int("k", k, 1)
     if k > dim:
         raise ValueError(f"`k` must satisfy 1 <= k <= dim = {dim}, got {k}.")
-    if max_iter is None:
-        max_iter = min(dim, max(2 * k + 20, 40))
+    if max_matvecs is None:
+        max_matvecs = min(dim, max(2 * k + 20, 40))
     else:
-        max_iter = check_int("max_iter", max_iter, 1)
-        if max_iter < k:
-            raise ValueError(f"`max_iter` must be >= k = {k}, got {max_iter}.")
-        max_iter = min(max_iter, dim)
-    if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not (math.isfinite(tol) and tol > 0):
-        raise ValueError(f"`tol` must be a positive finite number, got {tol!r}.")
-    if which not in WHICH:
-        raise ValueError(f"`which` must be one of {WHICH}, got {which!r}.")
+        max_matvecs = check_int("max_matvecs", max_matvecs, 1)
+        if max_matvecs < k:
+            raise ValueError(f"`max_matvecs` must be >= k = {k}, got {max_matvecs}.")
+        max_matvecs = min(max_matvecs, dim)
+    check_positive_finite("tol", tol)
+    check_choice("which", which, WHICH)
     start = _resolve_start(dim, v0, dtype, device, generator)
     noise = _noise_level(dim, start.dtype)
 
@@ -421,14 +391,15 @@ def lanczos(
         theta: np.ndarray, wanted: np.ndarray, T_earlier: np.ndarray, value: float, scale: float
     ) -> bool:
         """Whether ``value`` (a restarted block's converged best) repeats a Ritz value of the earlier blocks and
-        is more wanted than the current ``k``-th: then more copies may displace wanted values."""
+        is more wanted than the current ``k``-th: then more copies may displace wanted values.
+        """
         kth = float(theta[wanted[-1]])
         earlier, _ = small_eigh(T_earlier, eigenvectors=False)
         margin = max(tol * abs(value), noise * scale)
         repeats = bool((np.abs(earlier - value) <= margin).any())
         return repeats and _better(value, kth, max(tol * abs(kth), margin), which)
 
-    state = _lanczos_tridiagonal(matvec, start, max_iter, generator=generator, policy=policy)
+    state = _lanczos_tridiagonal(matvec, start, max_matvecs, generator=generator, policy=policy)
     theta, S, residuals = _ritz(state)
     scale = max(float(np.abs(theta).max()), state.anorm)
     wanted = _order(theta, which)[:k]
@@ -439,7 +410,7 @@ def lanczos(
         return torch.from_numpy(np.ascontiguousarray(values)).to(dtype=start.dtype, device=start.device)
 
     eigenvectors = state.basis[:j].mT @ working(S[:, wanted])
-    return LanczosResult(
+    return Eigenpairs(
         eigenvalues=working(theta[wanted]),
         eigenvectors=eigenvectors,
         residuals=working(residuals[wanted]),

@@ -1,17 +1,4 @@
-"""Random probe vectors for stochastic estimators.
-
-A Rademacher vector ``z`` has independent entries ``±1`` with probability ½ each, so ``E[z zᵀ] = I`` and
-``zᵀ A z`` is an unbiased estimate of ``tr(A)`` with the smallest variance among i.i.d. probe
-distributions (Hutchinson 1990): ``Var(zᵀAz) = 2 (‖A‖_F² − Σ_i A_ii²)`` for symmetric ``A``.
-
-Example::
-
-    >>> import torch
-    >>> g = torch.Generator().manual_seed(0)
-    >>> z = rademacher((3, 4), generator=g)
-    >>> sorted(set(z.flatten().tolist()))
-    [-1.0, 1.0]
-"""
+"""Random probe vectors for stochastic estimators."""
 
 from __future__ import annotations
 
@@ -20,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ._checks import resolve_dtype_device
+from lightning_spectral._internal.validation import resolve_dtype_device
 
 __all__ = ["rademacher"]
 
@@ -42,6 +29,13 @@ def rademacher(
 
     Returns:
         Tensor of the given shape filled with ``-1`` and ``+1``.
+
+    Example:
+        >>> import torch
+        >>> g = torch.Generator().manual_seed(0)
+        >>> z = rademacher((3, 4), generator=g)
+        >>> sorted(set(z.flatten().tolist()))
+        [-1.0, 1.0]
     """
     shape = (shape,) if isinstance(shape, int) else tuple(shape)
     if any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in shape):

@@ -1,36 +1,34 @@
-"""Result types returned by the numerical routines of :mod:`lightning_spectral.linalg`.
-
-They are plain :class:`typing.NamedTuple` s (unpackable, printable, cheap) except :class:`SpectralDensity`,
-a frozen dataclass that also knows how to evaluate its Gaussian-smoothed density.
-
-Example::
-
-    >>> import torch
-    >>> from lightning_spectral.linalg import randomized_svd
-    >>> U, S, Vh = randomized_svd(torch.eye(4, dtype=torch.float64), k=2)
-    >>> S.tolist()
-    [1.0, 1.0]
-"""
+"""Result types returned by the numerical routines of :mod:`lightning_spectral.linalg`."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 
-__all__ = ["LanczosResult", "SVDResult", "SpectralDensity", "TraceEstimate"]
+from lightning_spectral._internal.deprecation import renamed_attribute
+from lightning_spectral._internal.validation import check_positive_finite
+
+__all__ = ["Eigenpairs", "SVDFactors", "SpectralDensity", "TraceEstimate"]
 
 
-class SVDResult(NamedTuple):
+class SVDFactors(NamedTuple):
     """A (truncated) singular value decomposition ``A ≈ U diag(S) Vh``.
 
     Attributes:
         U: ``(..., m, k)`` left singular vectors, orthonormal columns.
         S: ``(..., k)`` singular values, descending.
         Vh: ``(..., k, n)`` right singular vectors (transposed), orthonormal rows.
+
+    Example:
+        >>> import torch
+        >>> from lightning_spectral.linalg import randomized_svd
+        >>> U, S, Vh = randomized_svd(torch.eye(4, dtype=torch.float64), k=2)
+        >>> S.tolist()
+        [1.0, 1.0]
     """
 
     U: Tensor
@@ -38,7 +36,7 @@ class SVDResult(NamedTuple):
     Vh: Tensor
 
 
-class LanczosResult(NamedTuple):
+class Eigenpairs(NamedTuple):
     """Ritz pairs returned by :func:`~lightning_spectral.linalg.lanczos`.
 
     Attributes:
@@ -47,6 +45,14 @@ class LanczosResult(NamedTuple):
         residuals: ``(k,)`` residual-norm estimates ``‖A v_i − θ_i v_i‖`` (see ``lanczos``).
         num_matvecs: number of calls to ``matvec``.
         converged: whether all ``k`` residuals met the tolerance.
+
+    Example:
+        >>> import torch
+        >>> from lightning_spectral.linalg import lanczos
+        >>> A = torch.diag(torch.tensor([3.0, 2.0, 1.0], dtype=torch.float64))
+        >>> pairs = lanczos(lambda v: A @ v, dim=3, k=1, dtype=torch.float64)
+        >>> round(pairs.eigenvalues.item(), 9), pairs.converged
+        (3.0, True)
     """
 
     eigenvalues: Tensor
@@ -64,6 +70,14 @@ class TraceEstimate(NamedTuple):
         std_error: its standard error (``0.0`` when the estimate is exact, ``nan`` when it cannot be
             estimated from a single sample).
         num_matvecs: number of calls to ``matvec`` actually made.
+
+    Example:
+        >>> import torch
+        >>> from lightning_spectral.linalg import hutchpp_trace
+        >>> A = torch.diag(torch.tensor([3.0, 2.0, 1.0], dtype=torch.float64))
+        >>> estimate, std_error, num_matvecs = hutchpp_trace(lambda v: A @ v, dim=3, num_matvecs=3, dtype=torch.float64)
+        >>> round(estimate, 9), std_error, num_matvecs
+        (6.0, 0.0, 3)
     """
 
     estimate: float
@@ -82,6 +96,12 @@ class SpectralDensity:
     Attributes:
         nodes: ``(num_probes, m)`` quadrature nodes (Ritz values).
         weights: ``(num_probes, m)`` quadrature weights.
+
+    Example:
+        >>> import torch
+        >>> density = SpectralDensity(torch.tensor([[1.0, 2.0]]), torch.tensor([[0.5, 0.5]]))
+        >>> density.smoothed(torch.tensor([1.0, 2.0]), sigma=0.1).shape
+        torch.Size([2])
     """
 
     nodes: Tensor
@@ -109,10 +129,17 @@ class SpectralDensity:
         """
         if not isinstance(grid, Tensor) or grid.ndim != 1 or not grid.is_floating_point():
             raise ValueError("`grid` must be a 1-D floating-point tensor.")
-        if not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma > 0):
-            raise ValueError(f"`sigma` must be a positive finite number, got {sigma!r}.")
+        check_positive_finite("sigma", sigma)
         nodes = self.nodes.reshape(-1).to(dtype=grid.dtype, device=grid.device)
         weights = self.weights.reshape(-1).to(dtype=grid.dtype, device=grid.device)
         z = (grid[:, None] - nodes[None, :]) / sigma
         kernel = torch.exp(-0.5 * z**2) / (sigma * math.sqrt(2.0 * math.pi))
         return kernel @ weights
+
+
+# renamed classes: the old name still imports, with a DeprecationWarning
+_RENAMED = {"LanczosResult": "Eigenpairs", "SVDResult": "SVDFactors"}
+
+
+def __getattr__(name: str) -> Any:
+    return renamed_attribute(__name__, name, _RENAMED)

@@ -1,34 +1,5 @@
 """Spectral density by stochastic Lanczos quadrature (Golub & Meurant; Ubaru, Chen & Saad 2017; Ghorbani,
 Krishnan & Xiao 2019).
-
-The spectral density of a symmetric ``A ∈ R^{dim×dim}`` with eigenpairs ``(λ_l, u_l)`` is
-``φ(t) = (1/dim) Σ_l δ(t − λ_l)``. For a probe ``v`` with ``‖v‖ = 1`` the measure
-``μ_v = Σ_l (u_lᵀ v)² δ(t − λ_l)`` has ``E[μ_v] = φ`` when ``v = z/√dim`` with ``z`` Rademacher. ``m`` Lanczos
-steps from ``v`` give ``T_m = S diag(θ) Sᵀ``, and the Gauss quadrature rule with nodes ``θ_i`` and weights
-``S_{1,i}²`` integrates every polynomial of degree ``<= 2m − 1`` exactly against ``μ_v``::
-
-    Σ_i S_{1,i}² θ_i^p = e_1ᵀ T_m^p e_1 = vᵀ A^p v,   p = 0, …, 2m − 1.
-
-Averaging over ``num_probes`` probes gives ``SpectralDensity(nodes, weights)`` with
-``weights = S_{1,i}² / num_probes`` (all weights sum to one).
-
-The Lanczos steps are those of :func:`~lightning_spectral.linalg.lanczos` (full reorthogonalisation). If a
-probe's Krylov space becomes invariant after ``j < m`` steps (at most ``j`` distinct eigenvalues are seen by
-``v``), the quadrature is already exact for every polynomial; the run continues from a random orthogonal
-vector so that every probe has exactly ``m = min(num_steps, dim)`` nodes, and those extra nodes carry zero
-weight. ``num_steps`` above ``dim`` is clamped to ``dim``.
-
-Probes. Unless ``probes`` is given, the probes are ``rademacher((num_probes, dim))`` drawn first from
-``generator``, so the same seed reproduces them.
-
-Example::
-
-    >>> import torch
-    >>> A = torch.diag(torch.linspace(-1.0, 1.0, 100, dtype=torch.float64))
-    >>> density = slq_density(lambda v: A @ v, dim=100, num_probes=2, num_steps=10, dtype=torch.float64,
-    ...                       generator=torch.Generator().manual_seed(0))
-    >>> density.nodes.shape, round(float(density.weights.sum()), 12)
-    (torch.Size([2, 10]), 1.0)
 """
 
 from __future__ import annotations
@@ -36,9 +7,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._checks import check_int, resolve_dtype_device
-from ._matvec import Matvec, check_matvec
+from lightning_spectral._internal.validation import check_int, resolve_dtype_device
+
+from ._matvec import Matvec
 from .lanczos import _lanczos_tridiagonal, small_eigh
+from .operator import LinearOperator, resolve_operator
 from .probes import rademacher
 from .results import SpectralDensity
 
@@ -46,8 +19,8 @@ __all__ = ["gaussian_smoothed_density", "slq_density"]
 
 
 def slq_density(
-    matvec: Matvec,
-    dim: int,
+    matvec: Matvec | LinearOperator | Tensor,
+    dim: int | None = None,
     *,
     num_probes: int = 4,
     num_steps: int = 30,
@@ -56,25 +29,41 @@ def slq_density(
     generator: torch.Generator | None = None,
     probes: Tensor | None = None,
 ) -> SpectralDensity:
-    """Stochastic Lanczos quadrature estimate of the spectral density of ``v ↦ matvec(v)``.
+    r"""Stochastic Lanczos quadrature estimate of the spectral density of ``v ↦ matvec(v)``.
+
+    Each probe ``z`` (normalized) runs ``m`` Lanczos steps; the eigenpairs ``(θ_i, s_i)`` of the tridiagonal
+    ``T_m`` give the nodes and weights of a Gauss quadrature of the probe's spectral measure:
+
+    .. math::
+
+        \phi(t) \approx \frac{1}{n_{\text{probes}}} \sum_{z} \sum_{i=1}^{m} (s_i)_1^2 \, \delta(t - \theta_i).
+
 
     Args:
-        matvec: ``v ↦ A v`` for a symmetric ``A`` on 1-D tensors of length ``dim``.
-        dim: size of ``A`` (``>= 1``).
+        matvec: ``v ↦ A v`` for a symmetric ``A`` on 1-D tensors of length ``dim``: a function, a
+            :class:`~lightning_spectral.linalg.LinearOperator` or a dense matrix.
+        dim: size of ``A`` (``>= 1``); required for a function, read from an operator or matrix.
         num_probes: number of Rademacher probes (``>= 1``).
         num_steps: Lanczos steps per probe (``>= 1``, clamped to ``dim``); nodes per probe.
         dtype: working dtype (default ``torch.get_default_dtype()``; ``probes.dtype`` if given).
         device: working device (default CPU; ``probes.device`` if given).
         generator: source of the probes and of restart vectors; ``None`` uses the global torch RNG.
         probes: optional ``(num_probes, dim)`` non-zero probe vectors to use instead of Rademacher ones
-            (each is normalised).
+            (each is normalized).
 
     Returns:
         :class:`SpectralDensity` with ``nodes`` and ``weights`` of shape ``(num_probes, min(num_steps, dim))``.
         Uses ``num_probes · min(num_steps, dim)`` products.
+
+    Example:
+        >>> import torch
+        >>> A = torch.diag(torch.linspace(-1.0, 1.0, 100, dtype=torch.float64))
+        >>> density = slq_density(lambda v: A @ v, dim=100, num_probes=2, num_steps=10, dtype=torch.float64,
+        ...                       generator=torch.Generator().manual_seed(0))
+        >>> density.nodes.shape, round(float(density.weights.sum()), 12)
+        (torch.Size([2, 10]), 1.0)
     """
-    check_matvec(matvec)
-    check_int("dim", dim, 1)
+    matvec, dim, dtype, device = resolve_operator(matvec, dim, dtype, device)
     check_int("num_probes", num_probes, 1)
     check_int("num_steps", num_steps, 1)
     if probes is None:
@@ -111,6 +100,21 @@ def gaussian_smoothed_density(density: SpectralDensity, grid: Tensor, sigma: flo
     """``density`` convolved with a Gaussian of width ``sigma`` and evaluated on ``grid`` (for plotting).
 
     Same as :meth:`SpectralDensity.smoothed`: ``φ_σ(t) = Σ w · exp(−(t − θ)²/(2σ²)) / (σ√(2π))``.
+
+    Args:
+        density: the point masses (:class:`SpectralDensity`).
+        grid: 1-D tensor of the points ``t`` at which to evaluate.
+        sigma: the Gaussian's standard deviation (``> 0``).
+
+    Returns:
+        1-D tensor ``φ_σ(grid)``, integrating to the total weight (one for :func:`slq_density`'s output).
+
+    Example:
+        >>> import torch
+        >>> density = SpectralDensity(torch.tensor([[0.0]]), torch.tensor([[1.0]]))
+        >>> grid = torch.linspace(-1.0, 1.0, 2001)
+        >>> round(float(gaussian_smoothed_density(density, grid, 0.1).sum() * (grid[1] - grid[0])), 4)
+        1.0
     """
     if not isinstance(density, SpectralDensity):
         raise TypeError(f"`density` must be a SpectralDensity, got {type(density).__name__}.")

@@ -1,45 +1,4 @@
-"""Stochastic trace estimation from matrix-vector products: Hutchinson and Hutch++.
-
-Hutchinson (1990). For Rademacher probes ``z_1, …, z_n`` (``E[z zᵀ] = I``)::
-
-    tr(A) ≈ (1/n) Σ_i z_iᵀ A z_i,     standard error = s / √n,
-
-with ``s`` the sample standard deviation of the ``z_iᵀ A z_i``. The estimate is unbiased; its variance is
-``2(‖A‖_F² − Σ_i A_ii²)/n`` for symmetric ``A``.
-
-Hutch++ (Meyer, Musco, Musco & Woodruff 2021). Spend a third of the budget ``m`` on a sketch of the top of
-the spectrum, a third on its exact trace and a third on Hutchinson for the rest::
-
-    S: dim×s Gaussian (s = ⌊m/3⌋),  Q = qr(A S),
-    tr(A) ≈ tr(Qᵀ A Q) + (1/h) Σ_i g_iᵀ (I − QQᵀ) A (I − QQᵀ) g_i,   h = m − 2s Rademacher probes g_i.
-
-The projection removes the large eigenvalues that dominate Hutchinson's variance: for PSD ``A`` the relative
-error falls from ``O(1/√m)`` (Hutchinson) to ``O(1/m)``. The estimator is unbiased for every ``Q``, because
-``tr(QᵀAQ) + tr((I − QQᵀ)A(I − QQᵀ)) = tr(A)`` and the probes ``g_i`` are independent of ``Q``. The reported ``std_error`` is the *conditional* standard error given
-``Q`` (the sample standard deviation of the Hutchinson part over ``√h``); ``tr(QᵀAQ)`` is computed exactly.
-
-Budgets that cover the space. A trace is exact after ``dim`` products with the basis vectors ``e_i``.
-``hutchpp_trace`` uses that (``std_error = 0``) whenever ``num_matvecs >= dim``, which includes every case
-where the sketch alone (``⌊m/3⌋ >= dim``) would span the space. ``hutchinson_trace`` stays the plain
-stochastic estimator for every budget.
-
-``matvec`` maps a 1-D tensor of length ``dim`` to a 1-D tensor of length ``dim`` (same dtype and device). Both
-estimators are unbiased for any square matrix; the variance statements above assume a symmetric (for
-Hutch++'s bound, PSD) one.
-
-Example::
-
-    >>> import torch
-    >>> A = torch.ones(10, 10, dtype=torch.float64)  # tr(A) = 10, rank one
-    >>> est = hutchinson_trace(lambda v: A @ v, dim=10, num_matvecs=50, dtype=torch.float64,
-    ...                        generator=torch.Generator().manual_seed(0))
-    >>> abs(est.estimate - 10.0) < 3 * est.std_error
-    True
-    >>> est = hutchpp_trace(lambda v: A @ v, dim=10, num_matvecs=9, dtype=torch.float64,
-    ...                     generator=torch.Generator().manual_seed(0))
-    >>> round(est.estimate, 9), est.std_error < 1e-12  # the rank-one sketch captures A exactly
-    (10.0, True)
-"""
+"""Stochastic trace estimation from matrix-vector products: Hutchinson and Hutch++."""
 
 from __future__ import annotations
 
@@ -48,8 +7,10 @@ import math
 import torch
 from torch import Tensor
 
-from ._checks import check_int, resolve_dtype_device
-from ._matvec import Matvec, apply_matvec, check_matvec
+from lightning_spectral._internal.validation import ArgumentTypeError, check_int, resolve_dtype_device
+
+from ._matvec import Matvec, apply_matvec
+from .operator import LinearOperator, resolve_operator
 from .orthonormalize import orthonormalize
 from .probes import rademacher
 from .results import TraceEstimate
@@ -62,8 +23,16 @@ def mean_and_std_error(samples: Tensor) -> tuple[float, float]:
 
     With a single sample the standard error is unknown and returned as ``nan``.
 
-    Example::
+    Args:
+        samples: 1-D tensor of samples.
 
+    Returns:
+        ``(mean, std_error)`` as Python floats.
+
+    Raises:
+        ValueError: ``samples`` is not a non-empty 1-D tensor.
+
+    Example:
         >>> import torch
         >>> mean_and_std_error(torch.tensor([1.0, 3.0]))
         (2.0, 1.0)
@@ -78,17 +47,18 @@ def mean_and_std_error(samples: Tensor) -> tuple[float, float]:
 
 
 def _check_args(
-    matvec: Matvec,
-    dim: int,
-    num_matvecs: int,
+    operator: Matvec | LinearOperator | Tensor,
+    dim: int | None,
+    num_matvecs: int | None,
     minimum: int,
     dtype: torch.dtype | None,
     device: torch.device | str | None,
-) -> tuple[torch.dtype, torch.device]:
-    check_matvec(matvec)
-    check_int("dim", dim, 1)
-    check_int("num_matvecs", num_matvecs, minimum)
-    return resolve_dtype_device(dtype, device)
+) -> tuple[Matvec, int, int, torch.dtype, torch.device]:
+    matvec, dim, dtype, device = resolve_operator(operator, dim, dtype, device)
+    if num_matvecs is None:
+        raise ArgumentTypeError("missing the argument `num_matvecs` (the product budget).")
+    num_matvecs = check_int("num_matvecs", num_matvecs, minimum)
+    return (matvec, dim, num_matvecs, *resolve_dtype_device(dtype, device))
 
 
 def _basis_vector(dim: int, i: int, dtype: torch.dtype, device: torch.device) -> Tensor:
@@ -102,19 +72,29 @@ def _quadratic_form(matvec: Matvec, v: Tensor) -> Tensor:
 
 
 def hutchinson_trace(
-    matvec: Matvec,
-    dim: int,
-    num_matvecs: int,
+    matvec: Matvec | LinearOperator | Tensor,
+    dim: int | None = None,
+    num_matvecs: int | None = None,
     *,
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
     generator: torch.Generator | None = None,
 ) -> TraceEstimate:
-    """Hutchinson's estimate of ``tr(A)`` from ``num_matvecs`` Rademacher probes (see module docstring).
+    r"""Hutchinson's estimate of ``tr(A)`` from ``num_matvecs`` Rademacher probes.
+
+    For Rademacher probes ``z_1, …, z_n`` (``E[z zᵀ] = I``) the unbiased estimate and its standard error are
+
+    .. math::
+
+        \operatorname{tr}(A) \approx \frac{1}{n} \sum_{i=1}^n z_i^\top A z_i,
+        \qquad \text{std\_error} = s / \sqrt{n},
+
+    with ``s`` the sample standard deviation of the ``z_iᵀ A z_i``.
 
     Args:
-        matvec: ``v ↦ A v`` on 1-D tensors of length ``dim``.
-        dim: size of ``A`` (``>= 1``).
+        matvec: ``v ↦ A v`` on 1-D tensors of length ``dim``: a function, a
+            :class:`~lightning_spectral.linalg.LinearOperator` or a dense matrix.
+        dim: size of ``A`` (``>= 1``); required for a function, read from an operator or matrix.
         num_matvecs: number of probes (``>= 1``; with one probe ``std_error`` is ``nan``).
         dtype: probe dtype (default ``torch.get_default_dtype()``).
         device: probe device (default CPU).
@@ -122,8 +102,16 @@ def hutchinson_trace(
 
     Returns:
         :class:`TraceEstimate` ``(estimate, std_error = s/√n, num_matvecs)``.
+
+    Example:
+        >>> import torch
+        >>> A = torch.ones(10, 10, dtype=torch.float64)  # tr(A) = 10, rank one
+        >>> est = hutchinson_trace(lambda v: A @ v, dim=10, num_matvecs=50, dtype=torch.float64,
+        ...                        generator=torch.Generator().manual_seed(0))
+        >>> abs(est.estimate - 10.0) < 3 * est.std_error
+        True
     """
-    dtype, device = _check_args(matvec, dim, num_matvecs, 1, dtype, device)
+    matvec, dim, num_matvecs, dtype, device = _check_args(matvec, dim, num_matvecs, 1, dtype, device)
     samples = torch.stack(
         [
             _quadratic_form(matvec, rademacher(dim, dtype=dtype, device=device, generator=generator))
@@ -135,23 +123,31 @@ def hutchinson_trace(
 
 
 def hutchpp_trace(
-    matvec: Matvec,
-    dim: int,
-    num_matvecs: int,
+    matvec: Matvec | LinearOperator | Tensor,
+    dim: int | None = None,
+    num_matvecs: int | None = None,
     *,
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
     generator: torch.Generator | None = None,
 ) -> TraceEstimate:
-    """Hutch++ estimate of ``tr(A)`` for symmetric ``A`` with a budget of ``num_matvecs`` products.
+    r"""Hutch++ estimate of ``tr(A)`` for symmetric ``A`` with a budget of ``num_matvecs`` products.
 
-    The budget is split as ``s = ⌊m/3⌋`` sketch columns, ``s`` products for ``tr(QᵀAQ)`` and ``m − 2s``
-    Hutchinson probes on the deflated operator (see module docstring). If ``num_matvecs >= dim`` the trace
-    is computed exactly from ``dim`` products with the basis vectors and ``std_error`` is ``0.0``.
+    The budget ``m`` is split as ``s = ⌊m/3⌋`` sketch columns (``Q = qr(A S)``, ``S`` Gaussian), ``s``
+    products for ``tr(QᵀAQ)`` and ``h = m − 2s`` Rademacher probes ``g_i`` on the deflated operator
+    (Meyer, Musco, Musco & Woodruff 2021):
+
+    .. math::
+
+        \operatorname{tr}(A) \approx \operatorname{tr}(Q^\top A Q)
+        + \frac{1}{h} \sum_{i=1}^h g_i^\top (I - QQ^\top) A (I - QQ^\top) g_i.
+
+    If ``num_matvecs >= dim`` the trace is computed exactly from ``dim`` products with the basis vectors and ``std_error`` is ``0.0``.
 
     Args:
-        matvec: ``v ↦ A v`` on 1-D tensors of length ``dim``.
-        dim: size of ``A`` (``>= 1``).
+        matvec: ``v ↦ A v`` on 1-D tensors of length ``dim``: a function, a
+            :class:`~lightning_spectral.linalg.LinearOperator` or a dense matrix.
+        dim: size of ``A`` (``>= 1``); required for a function, read from an operator or matrix.
         num_matvecs: product budget (``>= 3``); with ``m − 2s = 1`` Hutchinson probe ``std_error`` is ``nan``.
         dtype: probe dtype (default ``torch.get_default_dtype()``).
         device: probe device (default CPU).
@@ -160,8 +156,16 @@ def hutchpp_trace(
     Returns:
         :class:`TraceEstimate` whose ``std_error`` is the standard error of the Hutchinson part given ``Q``
         and whose ``num_matvecs`` is the number of products actually made.
+
+    Example:
+        >>> import torch
+        >>> A = torch.ones(10, 10, dtype=torch.float64)  # tr(A) = 10, rank one
+        >>> est = hutchpp_trace(lambda v: A @ v, dim=10, num_matvecs=9, dtype=torch.float64,
+        ...                     generator=torch.Generator().manual_seed(0))
+        >>> round(est.estimate, 9), est.std_error < 1e-12  # the rank-one sketch captures A exactly
+        (10.0, True)
     """
-    dtype, device = _check_args(matvec, dim, num_matvecs, 3, dtype, device)
+    matvec, dim, num_matvecs, dtype, device = _check_args(matvec, dim, num_matvecs, 3, dtype, device)
     if num_matvecs >= dim:
         diagonal = torch.stack(
             [apply_matvec(matvec, _basis_vector(dim, i, dtype, device))[i] for i in range(dim)]

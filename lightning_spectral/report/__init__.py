@@ -1,17 +1,4 @@
-"""Offline reports: compare runs from their TensorBoard event files in one static HTML page of figures.
-
-The command line is ``lightning-spectral report RUN_DIR [RUN_DIR ...] -o OUT``; the Python form is
-:func:`build_report`. Reading is in :mod:`~lightning_spectral.report.reader`, the figures in
-:mod:`~lightning_spectral.report.figures` (built by section in ``curvature_figures``, ``kernel_figures``,
-``weight_figures``), the page in :mod:`~lightning_spectral.report.page`.
-
-Example::
-
-    from lightning_spectral.report import build_report
-
-    page = build_report(["lightning_logs/version_0", "lightning_logs/version_1"], "report", steps=[0, 300])
-    print(page)  # report/index.html, next to one PNG per figure
-"""
+"""Offline reports: compare runs from their TensorBoard event files in one static HTML page of figures."""
 
 from __future__ import annotations
 
@@ -31,8 +18,8 @@ __all__ = ["ReportError", "RunData", "build_report", "read_runs"]
 
 
 def build_report(
-    run_dirs: Sequence[str | os.PathLike],
-    out_dir: str | os.PathLike,
+    run_dirs: Sequence[str | os.PathLike[str]],
+    out_dir: str | os.PathLike[str],
     *,
     steps: Sequence[int] | None = None,
     progress: bool = True,
@@ -54,6 +41,16 @@ def build_report(
     Raises:
         ReportError: a folder is missing, has no event files, or its event files hold no ``spectral/`` tag; a
             checkpoint cannot be read.
+
+    Returns:
+        The path of ``index.html``.
+
+    Example::
+
+        from lightning_spectral.report import build_report
+
+        page = build_report(["lightning_logs/version_0", "lightning_logs/version_1"], "report", steps=[0, 300])
+        print(page)  # report/index.html, next to one PNG per figure
     """
     runs = read_runs(list(run_dirs), progress=sys.stderr if progress else None)
     out = Path(out_dir)
@@ -65,10 +62,15 @@ def build_report(
     panels = []
     for figure in figures:
         figure.figure.savefig(out / f"{figure.name}.png", dpi=DPI, facecolor="white")
-        size = tuple(int(round(v)) for v in figure.figure.get_size_inches() * DPI)
+        width, height = (int(round(v)) for v in figure.figure.get_size_inches() * DPI)
         panels.append(
             Panel(
-                figure.name, figure.section, figure.title, figure.caption, [(f"{figure.name}.png", "")], size
+                figure.name,
+                figure.section,
+                figure.title,
+                figure.caption,
+                [(f"{figure.name}.png", "")],
+                (width, height),
             )
         )
     density = density_images(runs, steps)

@@ -2,21 +2,6 @@
 the final checkpoint, index by index, at every saved step (Yunis et al. 2024, whose figures are drawn from
 checkpoints this way).
 
-A run's checkpoints are the Lightning ``*.ckpt`` files anywhere below its folder (``ModelCheckpoint`` with
-``save_top_k=-1`` and ``every_n_train_steps`` keeps one per step); each one's step is its ``global_step``, a
-step saved twice (``last.ckpt``) is read once, and the last step is the reference (or any checkpoint file of
-the same model). The weight matrices are the
-floating-point ``state_dict`` entries of two or more dimensions whose name ends in ``weight`` (``weight``,
-``in_proj_weight``, ``weight_ih_l0``, ...), a kernel flattened to ``(out, in·∏k)`` as the monitor does, and an
-attention ``in_proj_weight`` ``(3E, E)`` split into ``.q/.k/.v``; the names are the monitor's. Recurrent weights
-are kept whole (a state dict does not say how many gates they hold).
-
-Per matrix and step, from full SVDs in float64 (``r = min(m, n)``): the agreement diagonal
-``|⟨u_i, u_final,i⟩ ⟨v_i, v_final,i⟩|`` for ``i ≤ r``
-(:func:`~lightning_spectral.functional.weights.singular_dynamics.singular_vector_agreement`), its score (mean of the
-first 10) and ``effective_rank / r``. Checkpoints are read one at a time (memory: two state dicts), at the
-cost of a full SVD of every matrix of every checkpoint.
-
 Example::
 
     dynamics = checkpoint_dynamics("lightning_logs/version_0")
@@ -28,6 +13,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -63,14 +49,14 @@ class CheckpointDynamics:
     files: list[Path] = field(default_factory=list)
 
 
-def _load(path: Path) -> dict:
+def _load(path: Path) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # an unpickling refusal or a damaged file: name the file
         raise ReportError(f"{path}: cannot read this checkpoint ({type(error).__name__}: {error})") from error
 
 
-def find_checkpoints(run_dir: str | os.PathLike) -> list[tuple[int, Path]]:
+def find_checkpoints(run_dir: str | os.PathLike[str]) -> list[tuple[int, Path]]:
     """``(global_step, path)`` of the Lightning checkpoints below ``run_dir``, by step, one per step."""
     by_step: dict[int, Path] = {}
     for path in sorted(Path(run_dir).rglob("*.ckpt"), key=lambda p: (p.name == "last.ckpt", str(p))):
@@ -101,9 +87,9 @@ def state_dict_matrices(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.
 
 
 def checkpoint_dynamics(
-    run_dir: str | os.PathLike,
+    run_dir: str | os.PathLike[str],
     *,
-    reference: str | os.PathLike | None = None,
+    reference: str | os.PathLike[str] | None = None,
     max_index: int | None = None,
 ) -> CheckpointDynamics | None:
     """Agreement with the final (or a ``reference``) checkpoint of every saved step of the run in ``run_dir``.
@@ -131,8 +117,8 @@ def checkpoint_dynamics(
         name: thin_singular_vectors(matrix)
         for name, matrix in state_dict_matrices(_load(reference_file)["state_dict"]).items()
     }
-    rows: dict[str, list] = {name: [] for name in reference_svd}
-    ratios: dict[str, list] = {name: [] for name in reference_svd}
+    rows: dict[str, list[np.ndarray]] = {name: [] for name in reference_svd}
+    ratios: dict[str, list[float]] = {name: [] for name in reference_svd}
     steps, files = [], []
     for step, path in found:
         matrices = state_dict_matrices(_load(path)["state_dict"])

@@ -1,9 +1,11 @@
 """The report's curvature figures: the top Hessian eigenvalues and the batch sharpness against the step with
-each run's stability limit, and the Hessian density images."""
+each run's stability limit, and the Hessian density images.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -28,17 +30,22 @@ from lightning_spectral.report.figure_style import (
 )
 from lightning_spectral.report.reader import Image, RunData, Series
 
-LIMIT_STYLE = dict(linewidth=5, alpha=0.25, solid_capstyle="butt")
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.typing import LineStyleType
+
+LIMIT_STYLE: dict[str, Any] = dict(linewidth=5, alpha=0.25, solid_capstyle="butt")
 #: Adaptive-optimizer runs (Adam family, NAdam, RMSprop, Adagrad, Adadelta) log the preconditioned sharpness λ_1(D⁻¹H); their ``eos_ratio`` divides it, not λ_1 of H.
 PRECONDITIONED = HESSIAN + "preconditioned_lambda_1"
-PRECONDITIONED_STYLE = (0, (1, 1))
+PRECONDITIONED_STYLE: LineStyleType = (0, (1, 1))
 
 
 def stability_limit(run: RunData) -> Series | None:
     """The optimizer's stability limit ``λ_crit`` at each measurement, as ``s / eos_ratio`` for the sharpness
     ``s`` that ``eos_ratio`` divides: ``λ_1`` under SGD (``λ_crit = 2/η``, ``(2+2β)/η`` with momentum), the
     preconditioned ``λ_1(D⁻¹H)`` under the Adam family (``λ_crit = (2+2β₁)/((1−β₁)η)``), NAdam (its schedule's
-    limit), RMSprop (``(2+2μ)/η``), Adagrad and Adadelta (``2/η``)."""
+    limit), RMSprop (``(2+2μ)/η``), Adagrad and Adadelta (``2/η``).
+    """
     sharpness_tag = PRECONDITIONED if PRECONDITIONED in run.scalars else HESSIAN + "lambda_1"
     lam, ratio = run.scalars.get(sharpness_tag), run.scalars.get(HESSIAN + "eos_ratio")
     if lam is None or ratio is None:
@@ -52,7 +59,8 @@ def stability_limit(run: RunData) -> Series | None:
 
 def hessian_eigenvalues(runs: Sequence[RunData], colors: dict[str, str]) -> ReportFigure | None:
     """``λ_1 .. λ_k`` against step (line style per index) with each run's stability limit ``λ_crit``, and
-    ``eos_ratio = λ_1 / limit`` below it with the edge at 1."""
+    ``eos_ratio = λ_1 / limit`` below it with the edge at 1.
+    """
     shown = [run for run in runs if eigen_tags(run, HESSIAN + "lambda_")]
     if not shown:
         return None
@@ -80,7 +88,7 @@ def hessian_eigenvalues(runs: Sequence[RunData], colors: dict[str, str]) -> Repo
     run_legend(figure, shown, colors, extra)
     caption = (
         "The largest eigenvalues λ_1 ≥ … ≥ λ_k of the loss Hessian ∇²L at each measurement (line style: index, "
-        "colour: run). The wide faint line is the run's stability limit λ_crit = λ_1/eos_ratio: 2/η for plain "
+        "color: run). The wide faint line is the run's stability limit λ_crit = λ_1/eos_ratio: 2/η for plain "
         "SGD ((2+2β)/η with momentum β). Gradient descent on a quadratic of curvature λ multiplies the error "
         "along that direction by 1 − ηλ each step, so it is stable iff λ < 2/η: λ_1 reaching the line is the "
         "edge of stability (Cohen et al. 2021). Under adaptive optimizers the dotted line is the preconditioned "
@@ -141,7 +149,7 @@ def density_images(
     ]
 
 
-def _curvature_axes(runs: Sequence[RunData], ratio_tag: str) -> tuple[Figure, object, object | None]:
+def _curvature_axes(runs: Sequence[RunData], ratio_tag: str) -> tuple[Figure, Axes, Axes | None]:
     """A value panel, and below it a ratio panel when any run logged ``ratio_tag`` (else ``None``)."""
     if not any(ratio_tag in run.scalars for run in runs):
         return (*single_axes(), None)
@@ -150,7 +158,9 @@ def _curvature_axes(runs: Sequence[RunData], ratio_tag: str) -> tuple[Figure, ob
     return figure, top, bottom
 
 
-def _limits(ax, runs: Sequence[RunData], colors: dict[str, str], values: list) -> list[Line2D]:
+def _limits(
+    ax: Axes, runs: Sequence[RunData], colors: dict[str, str], values: list[np.ndarray]
+) -> list[Line2D]:
     """Draw each run's stability limit (added to ``values``); the legend entry, if any was drawn."""
     drawn = False
     for run in runs:
@@ -164,7 +174,9 @@ def _limits(ax, runs: Sequence[RunData], colors: dict[str, str], values: list) -
     return [Line2D([], [], color="0.4", label=label, **LIMIT_STYLE)] if drawn else []
 
 
-def _ratio_panel(ax, runs: Sequence[RunData], colors: dict[str, str], tag: str, ylabel: str) -> list[Line2D]:
+def _ratio_panel(
+    ax: Axes | None, runs: Sequence[RunData], colors: dict[str, str], tag: str, ylabel: str
+) -> list[Line2D]:
     """Each run's ``tag`` against step on ``ax`` with the edge at 1 (nothing when ``ax`` is ``None``)."""
     if ax is None:
         return []

@@ -1,6 +1,7 @@
 """The report's checkpoint figures (:mod:`~lightning_spectral.report.checkpoints`): per run, the agreement of
 every weight matrix with the final checkpoint as an index × step heatmap, and the layer × step map of the
-agreement score (Yunis et al. 2024)."""
+agreement score (Yunis et al. 2024).
+"""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ def agreement_heatmaps(run_name: str, number: int, dynamics: CheckpointDynamics)
         mesh = ax.pcolormesh(edges, np.arange(table.shape[0] + 1) + 0.5, table, norm=norm, cmap="magma")
         ax.set_ylim(table.shape[0] + 0.5, 0.5)
         ax.set_title(layer, fontsize=10)
+    assert mesh is not None  # a panel per layer, and there is one at least
     figure.colorbar(
         mesh, ax=axes, label=r"$|\langle u_i, u_i^{final}\rangle\langle v_i, v_i^{final}\rangle|$", shrink=0.9
     )
@@ -66,6 +68,7 @@ def agreement_map(named: Sequence[tuple[str, CheckpointDynamics]]) -> ReportFigu
         ax.set_yticks(range(len(layers)), layers, fontsize=8)
         ax.set_ylim(len(layers) - 0.5, -0.5)
         ax.set_title(run_name, fontsize=10)
+    assert mesh is not None  # a panel per run, and there is one at least
     figure.colorbar(mesh, ax=axes, label="agreement score (first 10)", shrink=0.9)
     figure.supxlabel(STEP_LABEL)
     caption = (

@@ -1,10 +1,4 @@
-"""Drawing pieces shared by the report's figures: the figure record, run colours, axes and legends.
-
-Figures are plain :class:`matplotlib.figure.Figure` objects (no pyplot, no global state), drawn with the Agg
-canvas when saved. Every run has one colour in every figure (:func:`run_colors`); a y axis is logarithmic
-where its values span two decades or more (:func:`wants_log`); the legend sits right of the axes, one entry
-per run and then the line styles (:func:`run_legend`, :func:`style_entries`).
-"""
+"""Drawing pieces shared by the report's figures: the figure record, run colors, axes and legends."""
 
 from __future__ import annotations
 
@@ -12,17 +6,23 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from lightning_spectral.report.reader import RunData, Series, nearest
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.typing import LineStyleType
+    from numpy.typing import ArrayLike
+
+from lightning_spectral.report.reader import RunData, Series, _Stepped, nearest
 
 STEP_LABEL = "optimizer step"
 WIDTH_IN = 10.0
 DPI = 100
-EIGEN_STYLES = ("-", "--", ":", (0, (5, 1, 1, 1)), (0, (1, 3)))
+EIGEN_STYLES: tuple[LineStyleType, ...] = ("-", "--", ":", (0, (5, 1, 1, 1)), (0, (1, 3)))
 HESSIAN = "spectral/hessian/"
 NTK = "spectral/ntk/"
 WEIGHTS = "spectral/weights/"
@@ -46,7 +46,7 @@ def titled(figure: Figure, name: str, section: str, title: str, caption: str) ->
 
 
 def run_colors(runs: Sequence[RunData]) -> dict[str, str]:
-    """A distinct colour per run name (Tableau 10, then Tableau 20), the same in every figure.
+    """A distinct color per run name (Tableau 10, then Tableau 20), the same in every figure.
 
     >>> from pathlib import Path
     >>> run_colors([RunData("a", Path("a"), []), RunData("b", Path("b"), [])])
@@ -55,11 +55,12 @@ def run_colors(runs: Sequence[RunData]) -> dict[str, str]:
     from matplotlib import colormaps
     from matplotlib.colors import to_hex
 
-    palette = [to_hex(c) for c in colormaps["tab10"].colors + colormaps["tab20"].colors[1::2]]
+    # (matplotlib types the registry's entries as Colormap: tab10 and tab20 are ListedColormaps, with `colors`)
+    palette = [to_hex(c) for c in colormaps["tab10"].colors + colormaps["tab20"].colors[1::2]]  # type: ignore[attr-defined]
     return {run.name: palette[i % len(palette)] for i, run in enumerate(runs)}
 
 
-def wants_log(*arrays, decades: float = 2.0) -> bool:
+def wants_log(*arrays: ArrayLike, decades: float = 2.0) -> bool:
     """Whether values are all positive and span at least ``decades`` powers of ten.
 
     >>> wants_log([1.0, 50.0], [2000.0]), wants_log([1.0, 50.0]), wants_log([-1.0, 1000.0])
@@ -74,7 +75,7 @@ def wants_log(*arrays, decades: float = 2.0) -> bool:
 
 def legend_labels(figure: Figure) -> list[str]:
     """The texts of every legend of ``figure`` and the titles of its panels, in drawing order."""
-    legends = list(figure.legends) + [ax.get_legend() for ax in figure.axes if ax.get_legend()]
+    legends = list(figure.legends) + [legend for ax in figure.axes if (legend := ax.get_legend()) is not None]
     titles = [ax.get_title() for ax in figure.axes if ax.get_title()]
     return [t.get_text() for legend in legends for t in legend.get_texts()] + titles
 
@@ -86,7 +87,7 @@ def eigen_tags(run: RunData, prefix: str) -> list[tuple[int, str]]:
     return sorted(found)
 
 
-def chosen_at_steps(items: Sequence, steps: Sequence[int] | None) -> list:
+def chosen_at_steps(items: Sequence[_Stepped], steps: Sequence[int] | None) -> list[_Stepped]:
     """The items nearest to ``steps`` (once each, by step), or the last one."""
     if not items:
         return []
@@ -97,12 +98,13 @@ def chosen_at_steps(items: Sequence, steps: Sequence[int] | None) -> list:
     )
 
 
-def single_axes() -> tuple[Figure, object]:
+def single_axes() -> tuple[Figure, Axes]:
+    """A report-wide figure with one axes."""
     figure = Figure(figsize=(WIDTH_IN, 4.4), dpi=DPI, layout="constrained")
     return figure, figure.subplots()
 
 
-def grid_axes(panels: int, panel_height: float = 2.6, sharex: bool = True) -> tuple[Figure, list]:
+def grid_axes(panels: int, panel_height: float = 2.6, sharex: bool = True) -> tuple[Figure, list[Axes]]:
     """A figure with ``panels`` axes in up to three columns (sharing the x axis); spare axes removed."""
     columns = min(panels, 3)
     rows = math.ceil(panels / columns)
@@ -113,7 +115,9 @@ def grid_axes(panels: int, panel_height: float = 2.6, sharex: bool = True) -> tu
     return figure, axes[:panels]
 
 
-def plot_series(ax, series: Series, color: str, linestyle="-", marker="auto") -> None:
+def plot_series(
+    ax: Axes, series: Series, color: str, linestyle: LineStyleType = "-", marker: str | None = "auto"
+) -> None:
     """One run's series, with point markers when measurements are sparse."""
     if marker == "auto":
         marker = "o" if len(series.steps) <= 60 else None
@@ -128,7 +132,9 @@ def plot_series(ax, series: Series, color: str, linestyle="-", marker="auto") ->
     )
 
 
-def style_axes(ax, values: list, ylabel: str | None, xlabel: str | None = STEP_LABEL) -> None:
+def style_axes(
+    ax: Axes, values: Sequence[ArrayLike], ylabel: str | None, xlabel: str | None = STEP_LABEL
+) -> None:
     """Log y where the values span two decades; grid; labels."""
     if wants_log(*values):
         ax.set_yscale("log")
@@ -139,22 +145,24 @@ def style_axes(ax, values: list, ylabel: str | None, xlabel: str | None = STEP_L
         ax.set_ylabel(ylabel)
 
 
-def run_legend(figure: Figure, runs: Sequence[RunData], colors: dict[str, str], extra: Sequence = ()) -> None:
-    """A legend right of the axes: one entry per run (its colour), then ``extra`` entries."""
+def run_legend(
+    figure: Figure, runs: Sequence[RunData], colors: dict[str, str], extra: Sequence[Line2D] = ()
+) -> None:
+    """A legend right of the axes: one entry per run (its color), then ``extra`` entries."""
     handles = [Line2D([], [], color=colors[run.name], linewidth=2, label=run.name) for run in runs] + list(
         extra
     )
     figure.legend(handles=handles, loc="outside right upper", frameon=False)
 
 
-def style_entries(styles: Sequence[tuple[str, object]]) -> list[Line2D]:
-    """Legend entries ``(label, line style)`` in grey: the style stands for a quantity, the colour for a run."""
+def style_entries(styles: Sequence[tuple[str, LineStyleType]]) -> list[Line2D]:
+    """Legend entries ``(label, line style)`` in gray: the style stands for a quantity, the color for a run."""
     return [Line2D([], [], color="0.2", linestyle=style, label=label) for label, style in styles]
 
 
-def edge_line(ax, label: str) -> Line2D:
+def edge_line(ax: Axes, label: str) -> Line2D:
     """A black dashed line at 1 on ``ax``; its legend entry."""
-    style = dict(color="black", linestyle="--", linewidth=1.2)
+    style: dict[str, Any] = dict(color="black", linestyle="--", linewidth=1.2)
     ax.axhline(1.0, **style)
     return Line2D([], [], label=label, **style)
 

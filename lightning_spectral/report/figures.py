@@ -1,23 +1,17 @@
-"""The report's matplotlib figures, in page order: one per metric, every run overlaid in its own colour.
-
-Each builder takes the runs and their colours and returns a
-:class:`~lightning_spectral.report.figure_style.ReportFigure`, or ``None`` when no run logged the metric; the
-builders live by section (:mod:`~lightning_spectral.report.curvature_figures`,
-:mod:`~lightning_spectral.report.kernel_figures`, :mod:`~lightning_spectral.report.weight_figures`), the
-shared drawing pieces in :mod:`~lightning_spectral.report.figure_style`. :func:`make_figures` builds all of
-them for a set of runs.
+r"""The report's matplotlib figures, in page order: one per metric, every run overlaid in its own color.
 
 Example::
 
     colors = run_colors(runs)
     figures, notes = make_figures(runs, colors, steps=[0, 300])
     figures[0].figure.savefig(f"{figures[0].name}.png")
-    legend_labels(figures[0].figure)     # ['lr0.05', 'lr0.2', '$\\lambda_1$', ..., 'stability limit $2/\\eta$']
+    legend_labels(figures[0].figure)     # ['lr0.05', 'lr0.2', '$\lambda_1$', ..., 'stability limit $2/\eta$']
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 
 from lightning_spectral.report.curvature_figures import (
     batch_sharpness,
@@ -54,7 +48,7 @@ def make_figures(
     runs: Sequence[RunData], colors: dict[str, str], steps: Sequence[int] | None = None
 ) -> tuple[list[ReportFigure], list[str]]:
     """Every figure the runs have data for, in page order, and a note for each metric no run logged."""
-    wanted = [
+    wanted: list[tuple[str, Callable[[], ReportFigure | None]]] = [
         ("Hessian λ_1..λ_k (HessianEigenMonitor)", lambda: hessian_eigenvalues(runs, colors)),
         (
             "batch sharpness (HessianEigenMonitor, compute_batch_sharpness=True)",
@@ -68,7 +62,7 @@ def make_figures(
         ),
     ]
     wanted += [
-        (f"per-layer {m} (WeightSpectrumMonitor)", lambda m=m: layer_metric(runs, colors, m))
+        (f"per-layer {m} (WeightSpectrumMonitor)", functools.partial(layer_metric, runs, colors, m))
         for m in LAYER_METRICS
     ]
     wanted.append(
@@ -78,7 +72,7 @@ def make_figures(
         )
     )
     wanted += [
-        (f"singular values of {layer}", lambda layer=layer: singular_value_heatmap(runs, layer))
+        (f"singular values of {layer}", functools.partial(singular_value_heatmap, runs, layer))
         for layer in extreme_layers(runs, layer_names(runs, "sigma_1"), "sigma_max", SINGULAR_VALUE_LAYERS)
     ]
     figures, notes = [], []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from matplotlib.lines import Line2D
@@ -20,8 +21,15 @@ from lightning_spectral.report.figure_style import (
 )
 from lightning_spectral.report.reader import RunData, Series
 
+if TYPE_CHECKING:
+    from matplotlib.typing import LineStyleType
+
 #: The NTK alignments (``spectral/ntk/<form>``) and their line styles in :func:`ntk_alignment`.
-ALIGNMENT_STYLES = {"alignment": "-", "alignment_centered": "--", "alignment_offdiagonal": ":"}
+ALIGNMENT_STYLES: dict[str, LineStyleType] = {
+    "alignment": "-",
+    "alignment_centered": "--",
+    "alignment_offdiagonal": ":",
+}
 
 
 def ntk_trace(runs: Sequence[RunData], colors: dict[str, str]) -> ReportFigure | None:
@@ -44,7 +52,7 @@ def ntk_trace(runs: Sequence[RunData], colors: dict[str, str]) -> ReportFigure |
 
 
 def ntk_alignment(runs: Sequence[RunData], colors: dict[str, str]) -> ReportFigure | None:
-    """The NTK-label alignments each run logged against step: one colour per run, one style per form."""
+    """The NTK-label alignments each run logged against step: one color per run, one style per form."""
     figure, ax = single_axes()
     shown, forms = [], []
     for run in runs:
@@ -67,7 +75,7 @@ def ntk_alignment(runs: Sequence[RunData], colors: dict[str, str]) -> ReportFigu
     )
     caption = (
         "alignment = ⟨Θ, yyᵀ⟩_F/(‖Θ‖_F‖yyᵀ‖_F) (Cristianini et al. 2002); alignment_centered: both kernels "
-        "centred (Cortes et al. 2012); alignment_offdiagonal: the correlation, over pairs of distinct "
+        "centered (Cortes et al. 2012); alignment_offdiagonal: the correlation, over pairs of distinct "
         "examples, of the output-traced kernel Σ_k Θ_(i,k),(j,k) with ⟨y_i, y_j⟩ (same label or not). A rise "
         "means the kernel adapts to the labels: the lazy → rich transition (Kumar et al. 2024)."
     )

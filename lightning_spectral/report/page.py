@@ -1,8 +1,5 @@
 """The report's HTML page: static, self-contained, no JavaScript and no external resources.
 
-Images are referenced by relative file name (they sit next to the page); styles are inline; fonts are the
-reader's own system fonts.
-
 Example::
 
     panel = Panel("ntk_trace", "Kernel", "NTK trace", "tr Θ on the measurement batch.", [("ntk_trace.png", "")])

@@ -1,17 +1,4 @@
-"""Read the ``spectral/`` scalars, histograms and images of runs back from their TensorBoard event files.
-
-A run is a folder with event files anywhere below it (a Lightning ``lightning_logs/version_0``, or its
-parent). All its event files are merged into one :class:`RunData`; where two files hold the same tag at the
-same step, the later file (by the creation time in its name) wins, as when a run is resumed. A folder whose
-later sub-folder starts again at or before an earlier one's first step holds separate runs, not a resumed one
-(a resumed run continues from its checkpoint's step): that is warned about, naming the sub-folders to report
-one by one.
-
-Example::
-
-    runs = read_runs(["runs/lr0.05", "runs/lr0.2"], progress=sys.stderr)  # a line per event file
-    steps, values = runs[0].scalars["spectral/hessian/lambda_1"]
-"""
+"""Read the ``spectral/`` scalars, histograms and images of runs back from their TensorBoard event files."""
 
 from __future__ import annotations
 
@@ -19,10 +6,10 @@ import os
 import time
 import warnings
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, Protocol, TextIO, TypeVar
 
 import numpy as np
 
@@ -41,7 +28,7 @@ class Series:
     steps: np.ndarray
     values: np.ndarray
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[np.ndarray]:
         return iter((self.steps, self.values))
 
 
@@ -64,7 +51,21 @@ class Image:
 
 @dataclass
 class RunData:
-    """Everything under ``spectral/`` that one run logged."""
+    """Everything under ``spectral/`` that one run logged.
+
+    Attributes:
+        name: the run's display name.
+        path: its folder.
+        event_files: the TensorBoard event files read.
+        scalars: ``tag -> (steps, values)``.
+        histograms: ``tag -> histograms by step``.
+        images: ``tag -> images by step``.
+
+    Example::
+
+        (run,) = read_runs(["lightning_logs/version_0"])
+        first_step, last_step = run.steps
+    """
 
     name: str
     path: Path
@@ -81,7 +82,7 @@ class RunData:
         return min(firsts), max(lasts)
 
 
-def unique_run_names(paths: Sequence[str | os.PathLike]) -> list[str]:
+def unique_run_names(paths: Sequence[str | os.PathLike[str]]) -> list[str]:
     """Each folder's name, with parent folders prepended where names collide, then ``" (2)"``, ... .
 
     >>> unique_run_names(["/logs/a/version_0", "/logs/b/version_0", "/logs/lr0.1"])
@@ -109,7 +110,7 @@ def unique_run_names(paths: Sequence[str | os.PathLike]) -> list[str]:
     return unique
 
 
-def find_event_files(run_dir: str | os.PathLike) -> list[Path]:
+def find_event_files(run_dir: str | os.PathLike[str]) -> list[Path]:
     """The TensorBoard event files anywhere below ``run_dir``, oldest first (by the time in their name)."""
 
     def created(path: Path) -> tuple[float, str]:
@@ -120,7 +121,7 @@ def find_event_files(run_dir: str | os.PathLike) -> list[Path]:
 
 
 def read_scalars(
-    run_dir: str | os.PathLike, *, keep_repeats: bool = False
+    run_dir: str | os.PathLike[str], *, keep_repeats: bool = False
 ) -> dict[str, list[tuple[int, float]]]:
     """Every scalar series of the event files below ``run_dir``, ``{tag: [(step, value), ...]}`` by step (a
     later file's value wins at a step logged twice); ``FileNotFoundError`` if there is no event file.
@@ -144,7 +145,15 @@ def read_scalars(
     return {tag: sorted(dict(events).items()) for tag, events in series.items()}  # in file order: later wins
 
 
-def nearest(items: Sequence, step: int):
+class _HasStep(Protocol):
+    @property
+    def step(self) -> int: ...
+
+
+_Stepped = TypeVar("_Stepped", bound=_HasStep)
+
+
+def nearest(items: Sequence[_Stepped], step: int) -> _Stepped:
     """The item of ``items`` (each with a ``.step``) logged nearest to ``step``, the earlier one on a tie.
 
     >>> nearest([Image(0, b""), Image(10, b""), Image(20, b"")], 16).step
@@ -153,7 +162,7 @@ def nearest(items: Sequence, step: int):
     return min(items, key=lambda item: (abs(item.step - step), item.step))
 
 
-def read_run(run_dir: str | os.PathLike, name: str, *, progress: TextIO | None = None) -> RunData:
+def read_run(run_dir: str | os.PathLike[str], name: str, *, progress: TextIO | None = None) -> RunData:
     """Read every ``spectral/`` tag of the event files below ``run_dir``; :class:`ReportError` if none."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -234,15 +243,31 @@ def _warn_if_restarted(path: Path, first_steps: dict[Path, int]) -> None:
             return
 
 
-def read_runs(run_dirs: Sequence[str | os.PathLike], *, progress: TextIO | None = None) -> list[RunData]:
-    """:func:`read_run` of each folder, named by :func:`unique_run_names`; progress lines to ``progress``."""
+def read_runs(run_dirs: Sequence[str | os.PathLike[str]], *, progress: TextIO | None = None) -> list[RunData]:
+    """:func:`read_run` of each folder, named by :func:`unique_run_names`; progress lines to ``progress``.
+
+    Args:
+        run_dirs: one folder per run, with TensorBoard event files anywhere below it.
+        progress: a stream for one line per event file (``None``: quiet).
+
+    Returns:
+        One :class:`RunData` per folder, in order.
+
+    Raises:
+        ReportError: no folder given, or a folder that is missing, has no event files or no ``spectral/`` tag.
+
+    Example::
+
+        runs = read_runs(["runs/lr0.05", "runs/lr0.2"], progress=sys.stderr)  # a line per event file
+        steps, values = runs[0].scalars["spectral/hessian/lambda_1"]
+    """
     if not run_dirs:
         raise ReportError("no run folder given")
     names = unique_run_names(run_dirs)
     return [read_run(run_dir, name, progress=progress) for run_dir, name in zip(run_dirs, names)]
 
 
-def _histogram(step: int, value) -> Histogram:
+def _histogram(step: int, value: Any) -> Histogram:  # (TensorBoard's HistogramValue protobuf, untyped)
     """TensorBoard's ``HistogramValue`` (bucket right limits; the first bucket starts at ``min``)."""
     limits = np.asarray(value.bucket_limit, dtype=float)
     counts = np.asarray(value.bucket, dtype=float)

@@ -1,12 +1,5 @@
 """The report's weight figures: per-layer σ_max / stable rank / effective rank curves, singular-value
 histograms, and a heatmap of each layer's top singular values over time.
-
-Real models have 150+ weight matrices with long names, so the per-layer figures scale: up to
-:data:`GRID_LAYERS` layers get one panel each (titles shortened by :func:`short_name`); more get one heatmap
-(a row per layer, a column per measurement, one panel per run) of at most :data:`HEATMAP_ROWS` layers, the most
-extreme ones at the last measurement (largest σ_max, smallest ranks), named in the caption; the singular-value
-histograms and the per-layer σ_1..σ_k heatmaps show the :data:`GRID_LAYERS` / :data:`SINGULAR_VALUE_LAYERS`
-layers of largest σ_max.
 """
 
 from __future__ import annotations
@@ -104,7 +97,8 @@ def last_values(runs: Sequence[RunData], layers: Sequence[str], metric: str) -> 
 
 def extreme_layers(runs: Sequence[RunData], layers: Sequence[str], metric: str, count: int) -> list[str]:
     """The ``count`` layers whose last ``metric`` is most extreme (:data:`_EXTREME`), in logging order; all of
-    them when they are no more than ``count``."""
+    them when they are no more than ``count``.
+    """
     if len(layers) <= count:
         return list(layers)
     ends = last_values(runs, layers, metric)
@@ -116,7 +110,8 @@ def extreme_layers(runs: Sequence[RunData], layers: Sequence[str], metric: str, 
 
 def layer_metric(runs: Sequence[RunData], colors: dict[str, str], metric: str) -> ReportFigure | None:
     """One panel per weight matrix of ``spectral/weights/<name>/<metric>`` against step, runs overlaid; above
-    :data:`GRID_LAYERS` layers a heatmap instead (:func:`layer_heatmap`)."""
+    :data:`GRID_LAYERS` layers a heatmap instead (:func:`layer_heatmap`).
+    """
     layers = layer_names(runs, metric)
     if not layers:
         return None
@@ -143,7 +138,8 @@ def layer_metric(runs: Sequence[RunData], colors: dict[str, str], metric: str) -
 
 def layer_heatmap(runs: Sequence[RunData], metric: str, layers: Sequence[str]) -> ReportFigure:
     """``metric`` of up to :data:`HEATMAP_ROWS` layers (rows, logging order) at each measurement (columns), one
-    panel per run on one colour scale: the legible form of a per-layer metric for a model with many layers."""
+    panel per run on one color scale: the legible form of a per-layer metric for a model with many layers.
+    """
     ylabel, title = LAYER_METRICS[metric]
     chosen = extreme_layers(runs, layers, metric, HEATMAP_ROWS)
     tables = []
@@ -174,6 +170,7 @@ def layer_heatmap(runs: Sequence[RunData], metric: str, layers: Sequence[str]) -
         ax.set_title(run.name, fontsize=10)
         ax.tick_params(axis="x", labelsize=8)
     axes[0].set_yticks(np.arange(len(chosen)), [short_name(layer) for layer in chosen], fontsize=7)
+    assert mesh is not None  # a panel per table, and there is one at least
     figure.colorbar(mesh, ax=list(axes), label=ylabel, shrink=0.9)
     figure.supxlabel(STEP_LABEL)
     which = (
@@ -184,7 +181,7 @@ def layer_heatmap(runs: Sequence[RunData], metric: str, layers: Sequence[str]) -
     )
     caption = (
         f"{_CAPTIONS[metric]} One row per layer ({which}; long names shortened in the middle), one column "
-        "per measurement, one panel per run on one colour scale."
+        "per measurement, one panel per run on one color scale."
     )
     return titled(figure, f"weights_{metric}", "Weights", title, caption)
 
@@ -200,7 +197,7 @@ _CAPTIONS = {
 
 
 def singular_value_heatmap(runs: Sequence[RunData], layer: str) -> ReportFigure | None:
-    """``σ_1 .. σ_k`` of one weight matrix over time as a heatmap, one panel per run, one colour scale."""
+    """``σ_1 .. σ_k`` of one weight matrix over time as a heatmap, one panel per run, one color scale."""
     tables = []
     for run in runs:
         tags = eigen_tags(run, f"{WEIGHTS}{layer}/sigma_")
@@ -228,11 +225,12 @@ def singular_value_heatmap(runs: Sequence[RunData], layer: str) -> ReportFigure 
         ticks = np.unique(np.linspace(1, grid.shape[0], min(grid.shape[0], 6)).round().astype(int))
         ax.set_yticks(ticks, [rf"$\sigma_{{{t}}}$" for t in ticks])
         ax.set_title(run.name, fontsize=10)
+    assert mesh is not None  # a panel per table, and there is one at least
     figure.colorbar(mesh, ax=axes, label=r"singular value $\sigma_i$", shrink=0.9)
     figure.supxlabel(STEP_LABEL)
     caption = (
         f"σ_1 ≥ … ≥ σ_k of {layer} (rows, largest on top) at each measurement (columns), one panel per run "
-        "on one colour scale: which directions of the layer grow, and when."
+        "on one color scale: which directions of the layer grow, and when."
     )
     return titled(
         figure,

@@ -11,16 +11,12 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 from spectral_testing.log_readers import read_tensorboard_scalars
 from spectral_testing.models import TinyClassifier, trainer_kwargs
+from spectral_testing.problems import squared_error
 from spectral_testing.references import dense_hessian
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_spectral.callbacks import HessianEigenMonitor
-
-
-def squared_error(forward, batch):
-    x, y = batch
-    return ((forward(x) - y) ** 2).mean()
 
 
 class TinyRegressor(pl.LightningModule):
@@ -110,10 +106,10 @@ def test_logged_eigenvalues_match_the_dense_hessian(tmp_path, use_bn):
         k=3,
         every_n_steps=2,
         tol=1e-6,
-        max_iter=49,
+        max_matvecs=49,
         batch=batch,
         compute_trace=True,
-        trace_matvecs=64,
+        trace_num_matvecs=64,
         compute_density=True,
         strict=True,
     )
@@ -358,7 +354,7 @@ def test_sgd_gets_no_preconditioned_sharpness_and_it_can_be_switched_off(tmp_pat
 
 def test_eos_ratio_follows_sgds_dampening_and_weight_decay_and_is_not_logged_when_maximizing(tmp_path):
     """``λ_max / ((2 + 2β)/(η(1 − d)) − w)`` (the limits themselves are checked against torch's SGD in
-    tests/functional/test_edge_of_stability.py)."""
+    tests/functional/hessian/test_edge_of_stability.py)."""
     model = TinyRegressor(optimizer="sgd-damped-decayed")
     _, scalars = fit(tmp_path / "damped", HessianEigenMonitor(every_n_steps=2, strict=True), model)
     lambda_1, ratio = (scalars[f"spectral/hessian/{key}"][-1][1] for key in ("lambda_1", "eos_ratio"))
@@ -427,12 +423,12 @@ def test_manual_optimization_needs_a_loss_fn(tmp_path):
     "kwargs, argument",
     [
         ({"k": 0}, "k"),
-        ({"k": 5, "max_iter": 3}, "max_iter"),
+        ({"k": 5, "max_matvecs": 3}, "max_matvecs"),
         ({"tol": 0.0}, "tol"),
         ({"which": "BE"}, "which"),
         ({"measurement_mode": "test"}, "measurement_mode"),
         ({"hvp_method": "fd"}, "hvp_method"),
-        ({"trace_matvecs": 2}, "trace_matvecs"),
+        ({"trace_num_matvecs": 2}, "trace_num_matvecs"),
         ({"compute_trace": "yes"}, "compute_trace"),
         ({"loss_fn": 3}, "loss_fn"),
     ],

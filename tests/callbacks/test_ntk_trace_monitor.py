@@ -7,57 +7,12 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import TensorBoardLogger
 from spectral_testing.log_readers import read_tensorboard_scalars
-from spectral_testing.models import trainer_kwargs
+from spectral_testing.models import Regressor, trainer_kwargs
 from spectral_testing.references import explicit_jacobian
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_spectral.callbacks import NTKTraceMonitor
 from lightning_spectral.functional import sgd_stability
-
-
-class Regressor(pl.LightningModule):
-    """A tanh MLP with MSE loss (nn.MSELoss convention), plain SGD; the S-EOS setting."""
-
-    def __init__(
-        self,
-        lr=0.05,
-        batch_size=8,
-        momentum=0.0,
-        num_examples=64,
-        use_bn=False,
-        nesterov=False,
-        adam=False,
-        weight_decay=0.0,
-    ):
-        super().__init__()
-        self.save_hyperparameters()
-        layers = [nn.Linear(5, 16)] + ([nn.BatchNorm1d(16)] if use_bn else []) + [nn.Tanh(), nn.Linear(16, 2)]
-        self.net = nn.Sequential(*layers)
-
-    def forward(self, x):
-        return self.net(x)
-
-    def training_step(self, batch, batch_idx):
-        x, y = batch
-        return nn.functional.mse_loss(self(x), y)
-
-    def configure_optimizers(self):
-        if self.hparams.adam:
-            return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
-        return torch.optim.SGD(
-            self.parameters(),
-            lr=self.hparams.lr,
-            momentum=self.hparams.momentum,
-            nesterov=self.hparams.nesterov,
-            weight_decay=self.hparams.weight_decay,
-        )
-
-    def train_dataloader(self):
-        g = torch.Generator().manual_seed(0)
-        x = torch.randn(self.hparams.num_examples, 5, generator=g)
-        y = torch.stack([x[:, 0] * x[:, 1], x[:, 2].sin()], dim=1)
-        return DataLoader(TensorDataset(x, y), batch_size=self.hparams.batch_size, shuffle=True)
 
 
 def exact_monitor(batch, **options) -> NTKTraceMonitor:
@@ -333,3 +288,57 @@ def test_params_restrict_the_kernel_to_a_parameter_subset(tmp_path):
 def test_constructor_validation(kwargs, argument):
     with pytest.raises(ValueError, match=argument):
         NTKTraceMonitor(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "selection", [{"include": "net.2"}, {"exclude": ["net.0.*"]}, {"include": "net.*", "exclude": "net.0"}]
+)
+def test_include_and_exclude_select_like_params(tmp_path, selection):
+    """``include=`` (the newer name of ``params=``) and ``exclude=`` follow the one matching rule (globs or module
+    prefixes): every selection of the read-out layer gives the exact trace of its kernel ``J_S J_Sᵀ``."""
+    g = torch.Generator().manual_seed(2)
+    x, y = torch.randn(6, 5, generator=g), torch.randn(6, 2, generator=g)
+    pl.seed_everything(0)
+    model = Regressor()
+    J = explicit_jacobian(model, x, names=["net.2.weight", "net.2.bias"]).double()
+    trainer = pl.Trainer(
+        callbacks=[exact_monitor((x, y), every_n_steps=100, **selection)],
+        **trainer_kwargs(tmp_path, max_steps=1, max_epochs=1),
+    )
+    trainer.fit(model)
+    assert float(trainer.callback_metrics["spectral/ntk/trace"]) == pytest.approx(
+        torch.trace(J @ J.T).item(), rel=1e-5
+    )
+
+
+def test_selection_arguments_are_checked():
+    with pytest.raises(ValueError, match="Pass `include` or its older name `params`, not both"):
+        NTKTraceMonitor(params="net.2.*", include="net.2.*")
+    with pytest.raises(ValueError, match="`exclude` must be None"):
+        NTKTraceMonitor(exclude=[])
+    with pytest.raises(ValueError, match=r"`exclude` pattern 'net.9' matches no parameter"):
+        pl.Trainer(
+            callbacks=[NTKTraceMonitor(exclude="net.9", batch=(torch.randn(4, 5), torch.randn(4, 2)))],
+            max_steps=1,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        ).fit(Regressor())
+
+
+def test_input_fn_must_keep_to_one_kind_of_inputs():
+    """``input_fn`` returns a tensor for every batch or a mapping for every batch: a batch that breaks the kind
+    of the first one is a TypeError naming ``input_fn`` (not a shape error deep in the kernel)."""
+    from lightning_spectral.callbacks._internal.batch_parts import model_call
+
+    model = nn.Linear(3, 2)
+    x = torch.randn(4, 3)
+    as_tensor, _ = model_call(model, x, lambda b: b if isinstance(b, torch.Tensor) else [b], None)
+    assert torch.equal(as_tensor(x), x)
+    with pytest.raises(TypeError, match="input_fn.*list"):
+        as_tensor("not a tensor")
+    as_mapping, _ = model_call(model, x, lambda b: {"input": b} if isinstance(b, torch.Tensor) else b, None)
+    assert as_mapping(x).shape == (4, 3)
+    with pytest.raises(TypeError, match="input_fn.*str"):
+        as_mapping("not a mapping")

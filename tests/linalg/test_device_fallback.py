@@ -48,7 +48,7 @@ def test_randomized_svd_falls_back_and_gives_the_same_numbers(device_without_lin
     sigma = 0.25 ** torch.arange(40, dtype=torch.float64)  # fast decay: the sketch is exact to rounding
     A = torch.randn(60, 40, generator=g, dtype=torch.float64) * sigma
     reference = torch.linalg.svdvals(A)[:4]  # svdvals is not patched
-    result = randomized_svd(A, 4, n_iter=2, generator=torch.Generator().manual_seed(1))
+    result = randomized_svd(A, 4, num_power_iterations=2, generator=torch.Generator().manual_seed(1))
     calls = device_without_linalg
     assert calls["refused"] >= 2 and calls["cpu"] == calls["refused"]  # every factorization fell back
     torch.testing.assert_close(result.S, reference, rtol=1e-8, atol=0)

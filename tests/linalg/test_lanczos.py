@@ -1,31 +1,25 @@
-"""lanczos against torch.linalg.eigh on symmetric matrices with known spectra ``Q diag(λ) Qᵀ``."""
+"""lanczos against torch.linalg.eigh on symmetric matrices with known spectra ``Q diag(λ) Qᵀ``.
+
+The small tridiagonal eigenproblems of Lanczos and SLQ are solved in torch's thread pool, never NumPy's (#26).
+"""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from spectral_testing.problems import CountingMatvec
 
-from lightning_spectral.linalg import lanczos
+from lightning_spectral.linalg import lanczos, slq_density
+from lightning_spectral.linalg.lanczos import small_eigh
 
 F64 = torch.float64
 
 
 def _gen(seed: int = 1) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
-
-
-class CountingMatvec:
-    """``v ↦ A v`` that counts its calls (to check ``num_matvecs``)."""
-
-    def __init__(self, A: torch.Tensor) -> None:
-        self.A = A
-        self.calls = 0
-
-    def __call__(self, v: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
-        return self.A @ v
 
 
 def _explicit_residuals(A: torch.Tensor, theta: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
@@ -51,7 +45,7 @@ def test_extreme_eigenpairs_float64(symmetric_with_eigenvalues, which):
     A = symmetric_with_eigenvalues(MIXED_SPECTRUM, seed=1)
     matvec = CountingMatvec(A)
     k = 4
-    result = lanczos(matvec, 100, k, max_iter=90, tol=1e-10, which=which, dtype=F64, generator=_gen())
+    result = lanczos(matvec, 100, k, max_matvecs=90, tol=1e-10, which=which, dtype=F64, generator=_gen())
     assert result.converged
     assert result.num_matvecs == matvec.calls <= 90
     expected = torch.tensor(EXPECTED[which], dtype=F64)
@@ -71,7 +65,7 @@ def test_near_degenerate_top_eigenvalues(symmetric_with_eigenvalues):
     top = torch.tensor([10.0, 10.0 - 1e-3, 10.0 - 2e-3], dtype=F64)
     spectrum = torch.cat([top, torch.linspace(0.0, 5.0, 117, dtype=F64)])
     A = symmetric_with_eigenvalues(spectrum, seed=2)
-    result = lanczos(lambda v: A @ v, 120, 3, max_iter=120, tol=1e-10, dtype=F64, generator=_gen())
+    result = lanczos(lambda v: A @ v, 120, 3, max_matvecs=120, tol=1e-10, dtype=F64, generator=_gen())
     assert result.converged
     torch.testing.assert_close(result.eigenvalues, top, rtol=1e-10, atol=0)
     # The eigenvectors of the cluster are resolved individually (gap 1e-3 >> residual 1e-9).
@@ -145,7 +139,7 @@ def test_a_slowly_decaying_float32_tail_is_not_taken_for_an_invariant_space():
     s = 1.0 / torch.arange(1, 201, dtype=torch.float32)
     W = (U * s) @ V.T
     result = lanczos(
-        lambda v: W.T @ (W @ v), 200, 37, tol=1e-3, max_iter=200, dtype=torch.float32, generator=_gen()
+        lambda v: W.T @ (W @ v), 200, 37, tol=1e-3, max_matvecs=200, dtype=torch.float32, generator=_gen()
     )
     assert result.converged and result.num_matvecs <= 80
     torch.testing.assert_close(result.eigenvalues, s[:37] ** 2, rtol=1e-3, atol=0)
@@ -207,7 +201,7 @@ def test_residual_estimates_match_explicit_residuals(symmetric_with_eigenvalues)
     """Stop early (unconverged) and compare |β_{j+1} s_{j,i}| with ‖A v_i − θ_i v_i‖."""
     dim = 150
     A = symmetric_with_eigenvalues(torch.linspace(0.0, 1.0, dim, dtype=F64) ** 2, seed=6)
-    result = lanczos(lambda v: A @ v, dim, 5, max_iter=15, tol=1e-12, dtype=F64, generator=_gen())
+    result = lanczos(lambda v: A @ v, dim, 5, max_matvecs=15, tol=1e-12, dtype=F64, generator=_gen())
     assert not result.converged and result.num_matvecs == 15
     explicit = _explicit_residuals(A, result.eigenvalues, result.eigenvectors)
     assert float(explicit.min()) > 1e-6  # genuinely unconverged, so the comparison is meaningful
@@ -219,7 +213,7 @@ def test_residual_estimates_match_explicit_residuals(symmetric_with_eigenvalues)
 
 def test_unconverged_flag_reports_residuals_above_tolerance(symmetric_with_eigenvalues):
     A = symmetric_with_eigenvalues(torch.linspace(1.0, 2.0, 80, dtype=F64), seed=7)
-    result = lanczos(lambda v: A @ v, 80, 3, max_iter=6, tol=1e-8, dtype=F64, generator=_gen())
+    result = lanczos(lambda v: A @ v, 80, 3, max_matvecs=6, tol=1e-8, dtype=F64, generator=_gen())
     assert not result.converged
     assert bool((result.residuals > 1e-8 * result.eigenvalues.abs()).any())
 
@@ -250,7 +244,7 @@ def test_warm_start_at_an_exact_eigenvector_checks_the_complement(symmetric_with
     dim = 100
     A = symmetric_with_eigenvalues(WARM_SPECTRUM, seed=8)
     v0 = torch.linalg.eigh(A).eigenvectors[:, index].clone()
-    result = lanczos(lambda v: A @ v, dim, 1, v0=v0, max_iter=dim, generator=_gen())
+    result = lanczos(lambda v: A @ v, dim, 1, v0=v0, max_matvecs=dim, generator=_gen())
     assert result.converged
     torch.testing.assert_close(result.eigenvalues, torch.tensor([10.0], dtype=F64), rtol=1e-10, atol=0)
     assert result.num_matvecs < dim
@@ -275,7 +269,7 @@ def test_hessian_vector_product_with_autograd_graph():
         return out
 
     hessian = torch.autograd.functional.hessian(loss, theta0)
-    result = lanczos(hvp, 15, 2, which="LM", max_iter=15, tol=1e-10, dtype=F64, generator=_gen())
+    result = lanczos(hvp, 15, 2, which="LM", max_matvecs=15, tol=1e-10, dtype=F64, generator=_gen())
     assert not result.eigenvalues.requires_grad and not result.eigenvectors.requires_grad
     expected = _wanted(torch.linalg.eigvalsh(hessian), 2, "LM")
     torch.testing.assert_close(result.eigenvalues, expected, rtol=1e-10, atol=1e-12)
@@ -294,17 +288,17 @@ def test_float32_with_looser_tolerance(symmetric_with_eigenvalues):
 
 def test_max_iter_is_clamped_to_dim_and_default_budget(symmetric_with_eigenvalues):
     A = symmetric_with_eigenvalues(torch.arange(1.0, 11.0, dtype=F64), seed=10)
-    result = lanczos(lambda v: A @ v, 10, 2, max_iter=1000, dtype=F64, generator=_gen())
+    result = lanczos(lambda v: A @ v, 10, 2, max_matvecs=1000, dtype=F64, generator=_gen())
     assert result.num_matvecs <= 10 and result.converged
     big = symmetric_with_eigenvalues(torch.linspace(0.0, 1.0, 300, dtype=F64), seed=11)
     slow = lanczos(lambda v: big @ v, 300, 2, tol=1e-14, dtype=F64, generator=_gen())
-    assert slow.num_matvecs == 40  # default max_iter = min(dim, max(2k + 20, 40))
+    assert slow.num_matvecs == 40  # default max_matvecs = min(dim, max(2k + 20, 40))
 
 
 def test_generator_reproducibility_and_copy_protection(symmetric_with_eigenvalues):
     A = symmetric_with_eigenvalues(torch.linspace(0.0, 1.0, 50, dtype=F64), seed=12)
-    a = lanczos(lambda v: A @ v, 50, 2, max_iter=10, dtype=F64, generator=_gen(4))
-    b = lanczos(lambda v: A @ v, 50, 2, max_iter=10, dtype=F64, generator=_gen(4))
+    a = lanczos(lambda v: A @ v, 50, 2, max_matvecs=10, dtype=F64, generator=_gen(4))
+    b = lanczos(lambda v: A @ v, 50, 2, max_matvecs=10, dtype=F64, generator=_gen(4))
     assert torch.equal(a.eigenvalues, b.eigenvalues)
 
     def destructive(v: torch.Tensor) -> torch.Tensor:
@@ -312,7 +306,7 @@ def test_generator_reproducibility_and_copy_protection(symmetric_with_eigenvalue
         v.zero_()  # must not corrupt the Lanczos basis
         return out
 
-    c = lanczos(destructive, 50, 2, max_iter=10, dtype=F64, generator=_gen(4))
+    c = lanczos(destructive, 50, 2, max_matvecs=10, dtype=F64, generator=_gen(4))
     assert torch.equal(a.eigenvalues, c.eigenvalues)
 
 
@@ -322,8 +316,8 @@ def test_generator_reproducibility_and_copy_protection(symmetric_with_eigenvalue
         ({"k": 0}, ValueError, r"`k` must be >= 1"),
         ({"k": 11}, ValueError, r"`k` must satisfy 1 <= k <= dim = 10"),
         ({"k": 1.5}, TypeError, r"`k` must be an int"),
-        ({"k": 3, "max_iter": 2}, ValueError, r"`max_iter` must be >= k = 3"),
-        ({"k": 1, "max_iter": 0}, ValueError, r"`max_iter` must be >= 1"),
+        ({"k": 3, "max_matvecs": 2}, ValueError, r"`max_matvecs` must be >= k = 3"),
+        ({"k": 1, "max_matvecs": 0}, ValueError, r"`max_matvecs` must be >= 1"),
         ({"k": 1, "tol": 0.0}, ValueError, r"`tol` must be a positive finite number"),
         ({"k": 1, "tol": float("nan")}, ValueError, r"`tol`"),
         ({"k": 1, "which": "BE"}, ValueError, r"`which` must be one of \('LA', 'SA', 'LM'\)"),
@@ -367,10 +361,10 @@ def _wanted(true: torch.Tensor, k: int, which: str) -> torch.Tensor:
     which=st.sampled_from(["LA", "SA", "LM"]),
     seed=st.integers(0, 2**16),
     levels=st.one_of(st.none(), st.integers(1, 6)),
-    max_iter=st.one_of(st.none(), st.integers(6, 40)),
+    max_matvecs=st.one_of(st.none(), st.integers(6, 40)),
 )
 def test_property_ritz_pairs_are_honest(
-    symmetric_with_eigenvalues, dim, k_fraction, which, seed, levels, max_iter
+    symmetric_with_eigenvalues, dim, k_fraction, which, seed, levels, max_matvecs
 ):
     """Random Gaussian spectra, either with distinct eigenvalues (``levels=None``) or drawn from a few
     ``levels`` (so eigenvalues repeat). Whatever the budget, the returned pairs must be honest: residual
@@ -378,17 +372,24 @@ def test_property_ritz_pairs_are_honest(
     (symmetric Bauer–Fike bound), the vectors are orthonormal and the order is the requested one. When the
     run converged on distinct eigenvalues, the pairs are the wanted ones."""
     k = 1 + int(k_fraction * (min(dim, 6) - 1))
-    max_iter = None if max_iter is None else max(k, max_iter)
+    max_matvecs = None if max_matvecs is None else max(k, max_matvecs)
     gaussian = torch.randn(dim if levels is None else levels, generator=_gen(seed), dtype=F64)
     spectrum = (
         gaussian if levels is None else gaussian[torch.randint(0, levels, (dim,), generator=_gen(seed + 1))]
     )
     A = symmetric_with_eigenvalues(spectrum, seed=seed)
     result = lanczos(
-        lambda v: A @ v, dim, k, max_iter=max_iter, tol=1e-10, which=which, dtype=F64, generator=_gen(seed)
+        lambda v: A @ v,
+        dim,
+        k,
+        max_matvecs=max_matvecs,
+        tol=1e-10,
+        which=which,
+        dtype=F64,
+        generator=_gen(seed),
     )
 
-    budget = min(dim, max(2 * k + 20, 40) if max_iter is None else max_iter)
+    budget = min(dim, max(2 * k + 20, 40) if max_matvecs is None else max_matvecs)
     assert (
         result.eigenvalues.shape == (k,)
         and result.eigenvectors.shape == (dim, k)
@@ -481,3 +482,44 @@ def test_second_gram_schmidt_pass_runs_when_the_first_cancels_most_of_the_vector
     state = _lanczos_tridiagonal(lambda v: A @ v + scale * u * (weights @ v), start, 30)
     V = state.basis[: state.num_steps].mT
     _assert_orthonormal(V, 50 * torch.finfo(F64).eps)
+
+
+# ----------------------------------------------------------------------------------------------- small_eigh
+def _tridiagonal(n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    alphas, betas = rng.normal(size=n), rng.uniform(0.1, 1.0, size=n - 1)
+    return np.diag(alphas) + np.diag(betas, 1) + np.diag(betas, -1)
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 64])
+def test_small_eigh_is_an_eigendecomposition(n):
+    T = _tridiagonal(n, seed=n)
+    theta, S = small_eigh(T)
+    assert theta.dtype == S.dtype == np.float64 and theta.shape == (n,) and S.shape == (n, n)
+    assert np.all(np.diff(theta) >= 0)  # ascending, like numpy.linalg.eigh
+    np.testing.assert_allclose(theta, np.linalg.eigvalsh(T), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(S.T @ S, np.eye(n), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(T @ S, S * theta, rtol=0, atol=1e-12)
+    values, none = small_eigh(T, eigenvectors=False)
+    assert none is None
+    np.testing.assert_allclose(values, theta, rtol=0, atol=1e-12)
+
+
+def test_lanczos_and_slq_do_not_call_numpy_lapack(monkeypatch):
+    """NumPy's bundled OpenBLAS keeps its own thread pool, which stalls against torch's (issue #26)."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("numpy.linalg was called inside a Lanczos loop")
+
+    for name in ("eigh", "eigvalsh", "eig", "svd", "qr", "solve"):
+        monkeypatch.setattr(np.linalg, name, refuse)
+    generator = torch.Generator().manual_seed(0)
+    Q, _ = torch.linalg.qr(torch.randn(60, 60, dtype=torch.float64, generator=generator))
+    eigenvalues = torch.cat([torch.tensor([9.0, 9.0, 7.0]), torch.linspace(-1.0, 1.0, 57)]).double()
+    A = Q @ torch.diag(eigenvalues) @ Q.T
+    result = lanczos(lambda v: A @ v, 60, 3, max_matvecs=60, dtype=torch.float64, generator=generator)
+    torch.testing.assert_close(result.eigenvalues, eigenvalues[:3], rtol=0, atol=1e-8)
+    density = slq_density(
+        lambda v: A @ v, 60, num_probes=2, num_steps=10, dtype=torch.float64, generator=generator
+    )
+    assert density.nodes.shape == (2, 10)

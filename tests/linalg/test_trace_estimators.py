@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from test_lanczos import CountingMatvec, _gen
+from spectral_testing.problems import CountingMatvec, seeded
 
 from lightning_spectral.linalg import hutchinson_trace, hutchpp_trace, mean_and_std_error, rademacher
 
@@ -32,7 +32,7 @@ def test_unbiased_over_many_seeds(indefinite, name):
     A, trace = indefinite
     estimates = torch.tensor(
         [
-            ESTIMATORS[name](lambda v: A @ v, 60, 15, dtype=F64, generator=_gen(s)).estimate
+            ESTIMATORS[name](lambda v: A @ v, 60, 15, dtype=F64, generator=seeded(s)).estimate
             for s in range(300)
         ],
         dtype=F64,
@@ -48,7 +48,7 @@ def test_std_error_is_honest(indefinite, name, num_matvecs):
     spread of the estimates across seeds."""
     A, trace = indefinite
     results = [
-        ESTIMATORS[name](lambda v: A @ v, 60, num_matvecs, dtype=F64, generator=_gen(s)) for s in range(200)
+        ESTIMATORS[name](lambda v: A @ v, 60, num_matvecs, dtype=F64, generator=seeded(s)) for s in range(200)
     ]
     estimates = torch.tensor([r.estimate for r in results], dtype=F64)
     std_errors = torch.tensor([r.std_error for r in results], dtype=F64)
@@ -72,7 +72,7 @@ def test_hutchpp_has_lower_variance_on_a_low_rank_dominated_matrix(symmetric_wit
     def spread(estimator) -> float:
         estimates = torch.tensor(
             [
-                estimator(lambda v: A @ v, dim, budget, dtype=F64, generator=_gen(s)).estimate
+                estimator(lambda v: A @ v, dim, budget, dtype=F64, generator=seeded(s)).estimate
                 for s in range(100)
             ],
             dtype=F64,
@@ -89,7 +89,7 @@ def test_hutchpp_has_lower_variance_on_a_low_rank_dominated_matrix(symmetric_wit
 def test_hutchpp_is_exact_when_the_budget_covers_the_space(indefinite):
     A, trace = indefinite
     matvec = CountingMatvec(A)
-    result = hutchpp_trace(matvec, 60, 60, dtype=F64, generator=_gen(0))
+    result = hutchpp_trace(matvec, 60, 60, dtype=F64, generator=seeded(0))
     assert result.std_error == 0.0
     assert result.num_matvecs == matvec.calls == 60
     assert result.estimate == pytest.approx(trace, rel=1e-13)
@@ -101,7 +101,7 @@ def test_hutchpp_sketch_of_a_low_rank_matrix_is_exact(symmetric_with_eigenvalues
     """rank(A) = 3 <= sketch size 4: QQᵀ captures range(A), the deflated part is zero."""
     spectrum = torch.cat([torch.tensor([5.0, -2.0, 1.0], dtype=F64), torch.zeros(47, dtype=F64)])
     A = symmetric_with_eigenvalues(spectrum, seed=3)
-    result = hutchpp_trace(lambda v: A @ v, 50, 12, dtype=F64, generator=_gen(0))
+    result = hutchpp_trace(lambda v: A @ v, 50, 12, dtype=F64, generator=seeded(0))
     assert result.estimate == pytest.approx(4.0, abs=1e-12)
     assert result.std_error < 1e-12
 
@@ -109,7 +109,7 @@ def test_hutchpp_sketch_of_a_low_rank_matrix_is_exact(symmetric_with_eigenvalues
 def test_hutchinson_is_exact_on_diagonal_matrices():
     """Rademacher probes have z_i² = 1, so zᵀ D z = tr(D) for every probe."""
     d = torch.linspace(-3.0, 7.0, 25, dtype=F64)
-    result = hutchinson_trace(lambda v: d * v, 25, 5, dtype=F64, generator=_gen(0))
+    result = hutchinson_trace(lambda v: d * v, 25, 5, dtype=F64, generator=seeded(0))
     assert result.estimate == pytest.approx(float(d.sum()), rel=1e-14)
     assert result.std_error == pytest.approx(0.0, abs=1e-14)
 
@@ -119,15 +119,15 @@ def test_matvec_accounting(indefinite, budget):
     A, _ = indefinite
     for estimator in (hutchinson_trace, hutchpp_trace):
         matvec = CountingMatvec(A)
-        result = estimator(matvec, 60, budget, dtype=F64, generator=_gen(0))
+        result = estimator(matvec, 60, budget, dtype=F64, generator=seeded(0))
         assert result.num_matvecs == matvec.calls == budget
-    single = hutchpp_trace(lambda v: A @ v, 60, 3, dtype=F64, generator=_gen(0))
+    single = hutchpp_trace(lambda v: A @ v, 60, 3, dtype=F64, generator=seeded(0))
     assert math.isnan(single.std_error)  # one Hutchinson probe: no standard error
 
 
 def test_single_probe_hutchinson_has_nan_std_error(indefinite):
     A, _ = indefinite
-    result = hutchinson_trace(lambda v: A @ v, 60, 1, dtype=F64, generator=_gen(0))
+    result = hutchinson_trace(lambda v: A @ v, 60, 1, dtype=F64, generator=seeded(0))
     assert math.isfinite(result.estimate) and math.isnan(result.std_error) and result.num_matvecs == 1
 
 
@@ -155,11 +155,11 @@ def test_mean_and_std_error():
 
 
 def test_rademacher():
-    z = rademacher((4, 1000), dtype=F64, generator=_gen(0))
+    z = rademacher((4, 1000), dtype=F64, generator=seeded(0))
     assert z.shape == (4, 1000) and z.dtype == F64
     assert set(z.unique().tolist()) == {-1.0, 1.0}
     assert abs(float(z.mean())) < 0.1  # 4000 fair signs: standard deviation 0.016
-    assert torch.equal(z, rademacher((4, 1000), dtype=F64, generator=_gen(0)))
+    assert torch.equal(z, rademacher((4, 1000), dtype=F64, generator=seeded(0)))
     assert rademacher(3).dtype == torch.get_default_dtype()
     with pytest.raises(ValueError, match=r"`shape`"):
         rademacher((2, -1))

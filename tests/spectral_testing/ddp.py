@@ -3,14 +3,19 @@ which a pytest process cannot survive, so DDP fits run as scripts)."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import socket
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
+
+DISTRIBUTED = Path(__file__).resolve().parents[1] / "distributed"
+"""``tests/distributed/``: the two-process scripts (run by path) and their tests."""
 
 
 def free_port() -> int:
@@ -39,3 +44,11 @@ def run_ddp_script(script: Path, *args: str, timeout: float = 180) -> subprocess
         output, _ = process.communicate()
         pytest.fail(f"the DDP run did not finish in {timeout:.0f} s (ranks out of step?):\n{output[-3000:]}")
     return subprocess.CompletedProcess(process.args, process.returncode, output, None)
+
+
+def load_script(script: Path) -> ModuleType:
+    """The ``script`` imported as a module (its models and constants; its ``__main__`` part does not run)."""
+    spec = importlib.util.spec_from_file_location(script.stem, script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

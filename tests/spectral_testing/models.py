@@ -59,6 +59,50 @@ class TinyClassifier(pl.LightningModule):
         return DataLoader(data, batch_size=self.hparams.batch_size, shuffle=self.hparams.shuffle)
 
 
+class Regressor(pl.LightningModule):
+    """A tanh MLP with MSE loss (nn.MSELoss convention), plain SGD; the S-EOS setting."""
+
+    def __init__(
+        self,
+        lr=0.05,
+        batch_size=8,
+        momentum=0.0,
+        num_examples=64,
+        use_bn=False,
+        nesterov=False,
+        adam=False,
+        weight_decay=0.0,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        layers = [nn.Linear(5, 16)] + ([nn.BatchNorm1d(16)] if use_bn else []) + [nn.Tanh(), nn.Linear(16, 2)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.net(x)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return nn.functional.mse_loss(self(x), y)
+
+    def configure_optimizers(self):
+        if self.hparams.adam:
+            return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+        return torch.optim.SGD(
+            self.parameters(),
+            lr=self.hparams.lr,
+            momentum=self.hparams.momentum,
+            nesterov=self.hparams.nesterov,
+            weight_decay=self.hparams.weight_decay,
+        )
+
+    def train_dataloader(self):
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(self.hparams.num_examples, 5, generator=g)
+        y = torch.stack([x[:, 0] * x[:, 1], x[:, 2].sin()], dim=1)
+        return DataLoader(TensorDataset(x, y), batch_size=self.hparams.batch_size, shuffle=True)
+
+
 class LossRecorder(pl.Callback):
     """Records every training loss as the training loop produced it (outside any monitor)."""
 

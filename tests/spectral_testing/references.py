@@ -81,3 +81,15 @@ def assert_top_hessian_eigenvalues(model, reference, loss_fn, batch, reference_b
         generator=torch.Generator().manual_seed(0),
     )
     torch.testing.assert_close(result.eigenvalues.double(), exact.flip(0)[:k], rtol=1e-4, atol=1e-6)
+
+
+def autograd_jacobian(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+    """Rows ``∂ out[i, k] / ∂θ`` (example-major), one ``torch.autograd.grad`` call per row."""
+    params = list(model.parameters())
+    outputs = model(inputs)
+    rows = []
+    for i in range(outputs.shape[0]):
+        for k in range(outputs.shape[1]):
+            grads = torch.autograd.grad(outputs[i, k], params, retain_graph=True)
+            rows.append(torch.cat([g.reshape(-1) for g in grads]))
+    return torch.stack(rows)

@@ -1,5 +1,6 @@
-"""The ``Trainer`` of the two-process CPU scripts (``tests/callbacks/*_script.py``): the tests' quiet CPU
-settings (:func:`spectral_testing.models.trainer_kwargs`) on 2 processes.
+"""The ``Trainer`` of the two-process CPU scripts (``tests/distributed/*_script.py`` and
+``tests/callbacks/ddp_early_stopping_script.py``): the tests' quiet CPU settings
+(:func:`spectral_testing.models.trainer_kwargs`) on 2 processes.
 
 The scripts run as their own programs (a distributed strategy relaunches ``sys.argv``), so they put ``tests/``
 on ``sys.path`` themselves before importing this module (pytest has it there through ``pythonpath``).

@@ -1,50 +1,21 @@
-"""The automatic schedule: the monitors of one ``Trainer`` that were given no schedule share one time budget.
-
-A monitor constructed with neither ``every_n_steps`` nor ``every_n_epochs`` joins its ``Trainer``'s
-:class:`AutoSchedule`. All its members measure on the same steps, and together they spend at most
-``auto_schedule_budget`` (default 5 %) of the training time measuring: three monitors share 5 %, they do not get
-15 %. The plan, in units of training steps (``r``: the cost of one round of the members' measurements, ``s``: a
-training step, both measured with the rank-0 clock; ``N``: ``trainer.estimated_stepping_batches``; ``σ``: the
-measuring time spent so far, all in training steps):
-
-- step 0 (the initial model) is measured, which gives the first costs;
-- **dense early**: at the powers of two ``2, 4, 8, ...`` (a fit's first step is not timed: it also starts the
-  data loader and the optimizer) the plan is made from the latest costs (:func:`plan_period`) and holds until
-  the costs drift. It picks the smallest period ``P`` of the 1-2-5 sequence (1, 2, 5, 10, 20, 50, ...)
-  with at least two regular rounds up to ``N`` that fit in what is left of the budget ``b·N − σ`` together
-  with *all* the powers of two from 2 below ``P`` (as ``every_n_steps=P, log_spacing=True``); where none does, the regular
-  rounds get half of what is left and the largest powers of two below ``P`` the rest;
-- **regular**: once no early step remains, ``P`` is fixed (the period is *chosen*): a rank-zero line says it,
-  and it goes into the run config (``spectral/<monitor>/every_n_steps``, ``early_steps``) and the checkpoint.
-  It is re-chosen only when the cost ratio ``r`` has drifted by a factor :data:`DRIFT` from its value at the
-  choice, or when a round would overrun the whole run's budget.
-
-With costs that stay as measured the total measuring time stays within the budget (the early rounds use the
-estimates of that moment, hence "plus about one measurement"). A run of unknown length (``max_steps=-1`` and
-``max_epochs=-1``) gets ``P = r / b`` rounded up and no early steps. Under DDP rank 0 decides at every decision
-point (the early powers of two, then the multiples of ``P``) and broadcasts its decision, so every rank measures
-on the same steps. A resumed run keeps its period (state in the checkpoint of each member).
-
-Example (the planner alone)::
-
-    >>> plan_period(budget=0.05, total_steps=2000, step=2, spent=8.0, round_cost=8.0)
-    (1000, (2, 4, 8, 16, 32, 64, 128, 256, 512))
-    >>> plan_period(budget=0.05, total_steps=2000, step=2, spent=20.0, round_cost=12.0)
-    (1000, (64, 128, 256, 512))
-    >>> plan_period(budget=0.05, total_steps=10_000, step=2, spent=0.2, round_cost=0.2)
-    (5, (2, 4))
-"""
+"""The automatic schedule: the monitors of one ``Trainer`` that were given no schedule share one time budget."""
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 import time
 import weakref
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
+
+if TYPE_CHECKING:
+    import pytorch_lightning as pl
+
+    from lightning_spectral.callbacks.base import SpectralMonitor
 
 __all__ = ["DEFAULT_BUDGET", "DRIFT", "AutoSchedule", "plan_period", "round_up_125"]
 
@@ -67,7 +38,7 @@ def round_up_125(x: float) -> int:
     return 10 * decade  # pragma: no cover (the loop ends at 10)
 
 
-def _periods(limit: int):
+def _periods(limit: int) -> Iterator[int]:
     """The 1-2-5 sequence up to and including its first number above ``limit``."""
     period = 1
     while True:
@@ -86,7 +57,7 @@ def plan_period(
     round_cost: float,
     early: bool = True,
 ) -> tuple[int, tuple[int, ...]]:
-    """The period and the early steps that spend what is left of the budget (module docstring).
+    """The period and the early steps that spend what is left of the budget.
 
     Args:
         budget: the fraction of the training time the members may spend measuring.
@@ -99,6 +70,14 @@ def plan_period(
     Returns:
         ``(period, early_steps)``: the 1-2-5 period, and the powers of two in ``[step, period)`` to measure
         as well. A period above ``N`` means no further measurement in this fit.
+
+    Example:
+        >>> plan_period(budget=0.05, total_steps=2000, step=2, spent=8.0, round_cost=8.0)
+        (1000, (2, 4, 8, 16, 32, 64, 128, 256, 512))
+        >>> plan_period(budget=0.05, total_steps=2000, step=2, spent=20.0, round_cost=12.0)
+        (1000, (64, 128, 256, 512))
+        >>> plan_period(budget=0.05, total_steps=10_000, step=2, spent=0.2, round_cost=0.2)
+        (5, (2, 4))
     """
     if math.isinf(total_steps):
         return round_up_125(round_cost / budget), ()
@@ -129,11 +108,11 @@ def plan_period(
     return periods[-1], ()
 
 
-_GROUPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_GROUPS: weakref.WeakKeyDictionary[pl.Trainer, AutoSchedule] = weakref.WeakKeyDictionary()
 
 
 class AutoSchedule:
-    """One ``Trainer``'s automatic schedule, shared by its members (module docstring).
+    """One ``Trainer``'s automatic schedule, shared by its members (see the module's science notes).
 
     Args:
         budget: the fraction of the training time all members together may spend measuring, in (0, 1).
@@ -143,7 +122,7 @@ class AutoSchedule:
     def __init__(self, budget: float, clock: Callable[[], float] = time.perf_counter) -> None:
         self.budget = budget
         self.clock = clock
-        self.members: list[Any] = []
+        self.members: list[SpectralMonitor] = []
         # the schedule (checkpointed)
         self.period: int | None = None
         self.early = True  # still in the early phase (the period not yet chosen)
@@ -153,7 +132,7 @@ class AutoSchedule:
         self.ratio_at_choice: float | None = None  # round cost over step time when the period was chosen
         self.measure_seconds = 0.0  # all fits
         self.costs: dict[
-            str, list[list]
+            str, list[list[Any]]
         ] = {}  # per member: [seconds, first of its fit] of recent measurements
         self._earlier_train_seconds = 0.0
         self._earlier_steps = 0
@@ -176,7 +155,7 @@ class AutoSchedule:
 
     # ------------------------------------------------------------------ membership
     @classmethod
-    def join(cls, trainer: Any, member: Any, budget: float) -> AutoSchedule:
+    def join(cls, trainer: pl.Trainer, member: SpectralMonitor, budget: float) -> AutoSchedule:
         """The trainer's schedule (created by its first member); the smallest budget of its members wins."""
         group = _GROUPS.get(trainer)
         if group is None:
@@ -193,7 +172,7 @@ class AutoSchedule:
         return group
 
     # ------------------------------------------------------------------ the clock
-    def start(self, trainer: Any) -> None:
+    def start(self, trainer: pl.Trainer) -> None:
         """Called by every member at train start; the first call of a fit starts the clock."""
         if self._started_at is not None and self._checked_step == trainer.global_step:
             return
@@ -227,7 +206,8 @@ class AutoSchedule:
 
     def train_seconds(self) -> float:
         """Training wall time so far (all fits): this fit's time since train start less the measurements (the
-        members' and those of the trainer's monitors on an explicit schedule)."""
+        members' and those of the trainer's monitors on an explicit schedule).
+        """
         if self._started_at is None:
             return self._earlier_train_seconds
         measured = self.measure_seconds - self._measure_at_start + self._other_seconds
@@ -235,13 +215,13 @@ class AutoSchedule:
         return self._earlier_train_seconds + max(this_fit, 0.0)
 
     @staticmethod
-    def add_other_measurement(trainer: Any, seconds: float) -> None:
+    def add_other_measurement(trainer: pl.Trainer, seconds: float) -> None:
         """A measurement of a monitor on an explicit schedule: not training time for the trainer's schedule."""
         group = _GROUPS.get(trainer)
         if group is not None and group._started_at is not None:
             group._other_seconds += seconds
 
-    def add_measurement(self, member: Any, seconds: float, first_of_fit: bool) -> None:
+    def add_measurement(self, member: SpectralMonitor, seconds: float, first_of_fit: bool) -> None:
         """Account one member's measurement of ``seconds`` (``first_of_fit``: it carried one-off costs)."""
         self.measure_seconds += seconds
         costs = self.costs.setdefault(member.state_key, [])
@@ -251,7 +231,8 @@ class AutoSchedule:
     def round_seconds(self) -> float | None:
         """The estimated cost of one round: the sum over the active members of the median of their last three
         measurements, a fit's first left out where later ones exist (its one-off costs: a cold start, the
-        first call of a kernel); ``None`` while a member has not measured yet."""
+        first call of a kernel); ``None`` while a member has not measured yet.
+        """
         total = 0.0
         for member in self.members:
             if member._disabled:
@@ -265,7 +246,8 @@ class AutoSchedule:
 
     def _timed(self, step: int) -> tuple[float, int]:
         """Training seconds and steps that time a step: every fit's first step is left out (it also starts the
-        data loader and the optimizer's state)."""
+        data loader and the optimizer's state).
+        """
         seconds, steps = self._earlier_timed
         if self._timing_origin is not None:
             seconds += self.train_seconds() - self._timing_origin[0]
@@ -278,9 +260,10 @@ class AutoSchedule:
         return seconds / steps if steps > 0 else None
 
     # ------------------------------------------------------------------ the decisions
-    def due(self, trainer: Any, step: int) -> bool:
+    def due(self, trainer: pl.Trainer, step: int) -> bool:
         """Whether the members measure at ``step`` (the global step at a batch end); decided once per step, by
-        rank 0 at a decision point (broadcast), without any communication between decision points."""
+        rank 0 at a decision point (broadcast), without any communication between decision points.
+        """
         if step <= self._checked_step:
             return self._measure_now and step == self._checked_step
         previous, self._checked_step = self._checked_step, step
@@ -293,6 +276,7 @@ class AutoSchedule:
         decision = self._decide(step, trainer) if trainer.global_rank == 0 else None
         if trainer.world_size > 1:
             decision = trainer.strategy.broadcast(decision, src=0)
+        assert decision is not None  # rank 0 decided, and every other rank received its decision
         measure, state = decision
         was_chosen = not self.early and self.period is not None
         self.period, self.early, self.ratio_at_choice = state["period"], state["early"], state["ratio"]
@@ -307,17 +291,19 @@ class AutoSchedule:
 
     def _decision_point(self, previous: int, step: int) -> int | None:
         """A decision step in ``(previous, step]``: a power of two in the early phase, a multiple of the period
-        after it (the global step moves by more than one per batch under manual optimization)."""
+        after it (the global step moves by more than one per batch under manual optimization).
+        """
         if self.early:
             return next((2**j for j in range(step.bit_length() + 1) if previous < 2**j <= step), None)
         if self.period is None or step // self.period <= previous // self.period:
             return None
         return step
 
-    def _decide(self, step: int, trainer: Any) -> tuple[bool, dict[str, Any]]:
+    def _decide(self, step: int, trainer: pl.Trainer) -> tuple[bool, dict[str, Any]]:
         """Rank 0: whether to measure at ``step``, and the schedule from here on. The plan of the early phase
-        (made at its first decision) holds unless the cost ratio drifted or a round would overrun the budget."""
-        state = {
+        (made at its first decision) holds unless the cost ratio drifted or a round would overrun the budget.
+        """
+        state: dict[str, Any] = {
             "period": self.period,
             "planned": list(self.planned_early),
             "early": self.early,
@@ -331,15 +317,20 @@ class AutoSchedule:
             return False, state  # no training step timed yet (a fit's first is not): wait for one
         ratio = round_seconds / step_seconds
         spent = self.measure_seconds / step_seconds
-        plan = dict(
-            budget=self.budget, total_steps=self.total_steps, step=step, spent=spent, round_cost=ratio
+        plan = functools.partial(
+            plan_period,
+            budget=self.budget,
+            total_steps=self.total_steps,
+            step=step,
+            spent=spent,
+            round_cost=ratio,
         )
         planned_ratio = self.ratio_at_choice
         drifted = planned_ratio is not None and max(ratio / planned_ratio, planned_ratio / ratio) >= DRIFT
         overrun = spent + ratio > self.budget * self.total_steps
         if self.early:
             if self.period is None or drifted or overrun:
-                period, early = plan_period(**plan)
+                period, early = plan()
                 state.update(period=period, planned=list(early), ratio=ratio)
             period, early = state["period"], state["planned"]
             measure = step in early or step % period == 0
@@ -349,12 +340,14 @@ class AutoSchedule:
                 state["projected"] = self._projected(spent, ratio, period, rest, step)
             return measure, state
         if drifted or overrun:
-            period, _ = plan_period(**plan, early=False)
+            period, _ = plan(early=False)
             state.update(period=period, ratio=ratio, chosen=True)
             state["projected"] = self._projected(spent, ratio, period, (), step)
         return step % state["period"] == 0, state
 
-    def _projected(self, spent: float, ratio: float, period: int, early: tuple[int, ...], step: int) -> dict:
+    def _projected(
+        self, spent: float, ratio: float, period: int, early: Sequence[int], step: int
+    ) -> dict[str, float]:
         """The overhead the plan makes (measuring over training time at the fit's end), for the log line."""
         state = {"ratio": ratio}
         if math.isinf(self.total_steps):
@@ -365,7 +358,7 @@ class AutoSchedule:
             state["overhead"] = (spent + ratio * rounds) / max(last, 1)
         return state
 
-    def _announce_choice(self, trainer: Any, state: dict[str, Any], again: bool) -> None:
+    def _announce_choice(self, trainer: pl.Trainer, state: dict[str, Any], again: bool) -> None:
         from lightning_spectral.callbacks._internal.metric_logging import log_config
 
         period = state["period"]

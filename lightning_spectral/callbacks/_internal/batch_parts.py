@@ -1,11 +1,4 @@
-"""Take the inputs and the targets out of a training batch, as the NTK monitor needs them.
-
-The default follows the most common batch layouts: a tensor (inputs only), a tuple/list ``(inputs, targets,
-...)``, a mapping with one of the keys ``"input"``, ``"inputs"``, ``"x"`` (and ``"target"``, ``"targets"``,
-``"label"``, ``"labels"``, ``"y"``), or any other mapping (a Hugging Face batch): its entries that the model's
-``forward`` takes, label entries left out, passed as keyword arguments (:func:`model_call`; rules in
-:mod:`lightning_spectral.functional._common.model_io`). Anything else needs the monitor's ``input_fn`` / ``target_fn``.
-"""
+"""Take the inputs and the targets out of a training batch, as the NTK monitor needs them."""
 
 from __future__ import annotations
 
@@ -23,13 +16,15 @@ from lightning_spectral.functional._common.model_io import (
 )
 
 BatchFn = Callable[[Any], torch.Tensor]
+#: A user's ``input_fn``: ``batch -> inputs``, a tensor (positional) or a mapping of tensors (keyword arguments).
+InputFn = Callable[[Any], torch.Tensor | Mapping[str, torch.Tensor]]
 OutputFn = Callable[[nn.Module, Any], torch.Tensor]
 
 _INPUT_KEYS = ("input", "inputs", "x")
 _TARGET_KEYS = ("target", "targets", "label", "labels", "y")
 
 
-def _from_mapping(batch: Mapping, keys: Sequence[str], what: str, argument: str) -> torch.Tensor:
+def _from_mapping(batch: Mapping[str, Any], keys: Sequence[str], what: str, argument: str) -> torch.Tensor:
     for key in keys:
         if key in batch:
             return batch[key]
@@ -37,7 +32,7 @@ def _from_mapping(batch: Mapping, keys: Sequence[str], what: str, argument: str)
 
 
 def default_inputs(batch: Any) -> torch.Tensor:
-    """The model inputs of ``batch`` (see the module docstring for the layouts understood)."""
+    """The model inputs of ``batch`` (see the module's science notes for the layouts understood)."""
     if isinstance(batch, torch.Tensor):
         return batch
     if isinstance(batch, Mapping):
@@ -78,12 +73,12 @@ def _masked(outputs: torch.Tensor, inputs: Mapping[str, torch.Tensor]) -> torch.
 
 
 def model_call(
-    pl_module: nn.Module, batch: Any, input_fn: BatchFn | None, output_fn: OutputFn | None
+    pl_module: nn.Module, batch: Any, input_fn: InputFn | None, output_fn: OutputFn | None
 ) -> tuple[BatchFn, OutputFn]:
     """The ``(input_fn, output_fn)`` pair the NTK estimators take (``batch -> tensor``, ``(module, tensor) ->
     outputs``) for the user's ``input_fn`` / ``output_fn`` (either may be ``None``) and a sample ``batch``.
 
-    Default inputs: as in the module docstring. Default outputs: the measured module
+    Default inputs: as in the module's science notes. Default outputs: the measured module
     (:func:`~lightning_spectral.functional._common.model_io.measured_module`: ``pl_module`` or the one model it wraps)
     called on the inputs, positionally or as keyword arguments, and reduced to its logits
     (:func:`~lightning_spectral.functional._common.model_io.model_logits`); keyword inputs with an ``attention_mask``
@@ -97,7 +92,15 @@ def model_call(
     if not isinstance(raw, Mapping):
 
         def tensor_inputs(b: Any) -> torch.Tensor:
-            return input_fn(b) if input_fn is not None else default_inputs(b)
+            if input_fn is None:
+                return default_inputs(b)
+            inputs = input_fn(b)
+            if not isinstance(inputs, torch.Tensor):
+                raise TypeError(
+                    f"`input_fn` returned a tensor for the first measurement batch and a {type(inputs).__name__} "
+                    "for another: it must return a tensor for every batch, or a mapping of tensors for every batch."
+                )
+            return inputs
 
         if output_fn is not None:
             return tensor_inputs, lambda m, x: model_logits(output_fn(m, x), x.shape[0])
@@ -106,6 +109,11 @@ def model_call(
 
     def packed_inputs(b: Any) -> torch.Tensor:
         chosen = input_fn(b) if input_fn is not None else {key: b[key] for key in layout.keys}
+        if not isinstance(chosen, Mapping):
+            raise TypeError(
+                f"`input_fn` returned a mapping for the first measurement batch and a {type(chosen).__name__} for "
+                "another: it must return a tensor for every batch, or a mapping of tensors for every batch."
+            )
         return layout.pack(chosen)
 
     if output_fn is not None:

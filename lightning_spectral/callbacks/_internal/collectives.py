@@ -1,44 +1,19 @@
-"""The collective operations of one measurement under data parallelism, safe against a failing rank.
-
-Under DDP every rank measures its own shard of the measurement batch (Lightning shards the training data, and
-the measurement batch is drawn from it), and the monitors combine the ranks' pieces with the strategy's
-collectives: the mean of Hessian-vector products and gradients (so Lanczos sees the Hessian of the loss on the
-union of the shards and runs identically on every rank), the sum of NTK traces, a broadcast of rank 0's
-weight spectra (weights are replicated), an all-gather of inputs where the union itself is needed. Under a
-strategy that shards the parameters as ``DTensor`` (Lightning's ``ModelParallelStrategy``: FSDP2's
-``fully_shard``, tensor parallelism) the weight monitor gathers one weight matrix at a time
-(:meth:`MeasurementCollectives.full_tensor`), and the Hessian and NTK monitors gather every parameter for the
-length of a measurement (:mod:`lightning_spectral.callbacks._internal.gathered_parameters`), then reduce as under DDP.
-
-Collectives must match across ranks: a rank that raises in the middle of a measurement would leave the others
-waiting in their next collective until the process group times out. The protocol here prevents that:
-
-- every collective is preceded by a one-element all-reduce (sum) of a failure flag;
-- a rank whose measurement raises contributes to one flag all-reduce (from its error handler) and leaves;
-- a rank that sees a non-zero flag raises :class:`PeerMeasurementFailed` without any further collective
-  (:class:`PeerNonFinite` when the other ranks only met NaN / inf, so that every rank logs NaN alike);
-- every measurement ends with a flag all-reduce (:meth:`MeasurementCollectives.finish`), so a failure after
-  the last data collective is seen too.
-
-So all ranks leave a measurement together: all with values, or all with an error (the original one on the
-failing rank, :class:`PeerMeasurementFailed` on the others). With one process every method is the identity
-and no collective runs.
-
-Example (inside a monitor's ``measure``)::
-
-    local_sum = torch.tensor([loss_sum, count])
-    total = self.collectives.sum(local_sum)  # the same tensor on every rank
-"""
+"""The collective operations of one measurement under data parallelism, safe against a failing rank."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from torch import Tensor
+from typing_extensions import TypeIs
 
 from lightning_spectral.linalg import NonFiniteError
+
+if TYPE_CHECKING:
+    import pytorch_lightning as pl
+    from torch.distributed.tensor import DTensor
 
 __all__ = [
     "MeasurementCollectives",
@@ -54,9 +29,10 @@ _ERROR_FLAG = 1024.0
 T = TypeVar("T")
 
 
-def is_distributed_tensor(tensor: Any) -> bool:
+def is_distributed_tensor(tensor: Any) -> TypeIs[DTensor]:
     """Whether ``tensor`` is a ``torch.distributed.tensor.DTensor`` (how FSDP2's ``fully_shard`` and tensor
-    parallelism hold parameters); ``False`` where torch has no distributed support."""
+    parallelism hold parameters); ``False`` where torch has no distributed support.
+    """
     if not torch.distributed.is_available():
         return False
     from torch.distributed.tensor import DTensor
@@ -66,7 +42,8 @@ def is_distributed_tensor(tensor: Any) -> bool:
 
 def has_distributed_parameters(module: torch.nn.Module | Iterable[Tensor]) -> bool:
     """Whether any parameter of ``module`` (or of an iterable of parameters) is a ``DTensor`` (the same answer
-    on every rank)."""
+    on every rank).
+    """
     parameters = module.parameters() if isinstance(module, torch.nn.Module) else module
     return any(is_distributed_tensor(p) for p in parameters)
 
@@ -77,17 +54,25 @@ class PeerMeasurementFailed(RuntimeError):
 
 class PeerNonFinite(PeerMeasurementFailed, NonFiniteError):
     """Raised on the ranks whose measurement went fine when another rank met non-finite numbers (and no rank
-    failed otherwise): every rank then logs NaN, as the rank that met them does."""
+    failed otherwise): every rank then logs NaN, as the rank that met them does.
+    """
 
 
 class MeasurementCollectives:
-    """Failure-aware collectives of one measurement (see the module docstring); identity on one process.
+    """Failure-aware collectives of one measurement (see the module's science notes); identity on one process.
 
     Args:
         trainer: the running trainer; its ``strategy`` performs the collectives.
+
+    Example::
+
+        def measure(self, trainer, pl_module, batches):
+            local = torch.tensor([partial_trace, num_examples], dtype=torch.float64)
+            total = self.collectives.sum(local)  # a rank that failed makes this raise on the others
+            return {"trace": float(total[0])}
     """
 
-    def __init__(self, trainer: Any) -> None:
+    def __init__(self, trainer: pl.Trainer) -> None:
         self._strategy = trainer.strategy
         self.world_size = int(trainer.world_size)
         self.rank = int(trainer.global_rank)
@@ -134,7 +119,14 @@ class MeasurementCollectives:
 
     def gather(self, tensor: Tensor) -> Tensor:
         """The ranks' tensors concatenated along the first dimension, in rank order, on every rank. Every rank
-        must pass the same shape (Lightning's distributed sampler gives every rank equally many examples)."""
+        must pass the same shape (Lightning's distributed sampler gives every rank equally many examples).
+
+        Args:
+            tensor: this rank's part.
+
+        Returns:
+            The concatenation over the ranks.
+        """
         if not self.distributed:
             return tensor
         self._check_peers()
@@ -144,7 +136,14 @@ class MeasurementCollectives:
     def full_tensor(self, tensor: Tensor) -> Tensor:
         """The whole of a parameter that a sharding strategy (FSDP2, tensor parallel) holds as a ``DTensor``:
         every rank must call this for the same tensors in the same order (an all-gather over the tensor's
-        device mesh; local for a replicated one). Any other tensor is returned as it is, with no collective."""
+        device mesh; local for a replicated one). Any other tensor is returned as it is, with no collective.
+
+        Args:
+            tensor: a parameter (a ``DTensor`` under FSDP2) or any tensor.
+
+        Returns:
+            The whole tensor.
+        """
         if not is_distributed_tensor(tensor):
             return tensor
         if self.distributed:
@@ -153,7 +152,11 @@ class MeasurementCollectives:
 
     def report_failure(self, non_finite: bool = False) -> None:
         """Called by the failing rank's error handler: lets the other ranks' next collective raise
-        (:class:`PeerNonFinite` if every failing rank only met non-finite numbers)."""
+        (:class:`PeerNonFinite` if every failing rank only met non-finite numbers).
+
+        Args:
+            non_finite: whether this rank's failure was non-finite numbers only.
+        """
         if self.distributed:
             self._flag_sum(1.0 if non_finite else _ERROR_FLAG)
 

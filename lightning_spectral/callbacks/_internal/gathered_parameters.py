@@ -1,30 +1,4 @@
-"""A sharded (FSDP2) module seen as a plain module with whole parameters, for the length of one measurement.
-
-Under Lightning's ``ModelParallelStrategy`` with ``fully_shard`` every parameter is a ``DTensor`` shard and the
-``FSDPModule`` forward hooks all-gather them around each forward (and reduce-scatter gradients after
-``backward``). The Hessian and NTK measurements differentiate the loss / outputs with respect to whole parameters
-(``torch.func.functional_call``, ``torch.autograd.grad``), which the hooks' swapping of parameter tensors in and
-out of the modules would break. :func:`gathered_parameters` therefore, on entry,
-
-- gathers each ``DTensor`` parameter whole (:meth:`MeasurementCollectives.full_tensor`: one all-gather over its
-  mesh, every rank in the same module order; a tied parameter once) into a plain ``nn.Parameter`` with the same
-  ``requires_grad`` and registers it in place of the shard;
-- sets the ``FSDPModule`` forward hooks aside, so that a forward is the module's own code on those tensors
-  (no all-gather, no reshard, no gradient reduce-scatter, no FSDP mixed-precision casts: the measurement runs
-  in the parameters' dtype);
-
-and on exit puts the original ``DTensor`` objects and the hooks back (the same objects, in the same order), so
-the optimizer, FSDP's bookkeeping and the next training step see exactly what they saw before. Nothing is
-written into the shards or their ``.grad``.
-
-Every rank then holds the whole model, as under DDP, and the data-parallel reductions of the DDP path (the mean
-of Hessian-vector products over the ranks' batch shards, the sum of NTK traces) apply unchanged: the numbers
-equal those of the same fit under ``strategy="ddp"``. The cost is the memory of the gathered parameters (one
-unsharded copy of the model per rank) on top of the shards, plus the measurement's own (the Lanczos vectors
-are whole-parameter vectors, as under DDP). Tensor parallelism (a mesh with a ``tensor_parallel_size`` above 1)
-is refused by the monitors: its ranks share a batch, so the data-parallel reductions over all ranks would
-count each batch shard several times.
-"""
+"""A sharded (FSDP2) module seen as a plain module with whole parameters, for the length of one measurement."""
 
 from __future__ import annotations
 
@@ -45,7 +19,7 @@ def _fsdp_hook_handles(module: nn.Module) -> list[Any]:
     if get_state is None:
         return []
     state = get_state()
-    handles = []
+    handles: list[Any] = []
     for handle in (
         getattr(state, "_pre_forward_hook_handle", None),
         getattr(state, "_post_forward_hook_handle", None),
@@ -58,7 +32,7 @@ def _fsdp_hook_handles(module: nn.Module) -> list[Any]:
 def gathered_parameters(
     module: nn.Module, full_tensor: Callable[[Tensor], Tensor]
 ) -> Iterator[dict[int, Tensor]]:
-    """Whole plain parameters and no FSDP forward hooks in ``module`` for the body (see the module docstring).
+    """Whole plain parameters and no FSDP forward hooks in ``module`` for the body (see the module's science notes).
 
     Args:
         module: the (partly) ``fully_shard``-ed module.
@@ -69,10 +43,12 @@ def gathered_parameters(
         ``{id(gathered parameter): original DTensor parameter}``, to map measured parameters back to those the
         optimizer holds.
     """
-    swapped: list[tuple[nn.Module, str, Tensor]] = []
+    swapped: list[tuple[nn.Module, str, nn.Parameter]] = []
     gathered: dict[int, nn.Parameter] = {}
     originals: dict[int, Tensor] = {}
-    hook_dicts: dict[int, tuple[dict, dict]] = {}  # each hook dict once, as it was (a group shares a state)
+    hook_dicts: dict[
+        int, tuple[dict[Any, Any], dict[Any, Any]]
+    ] = {}  # each hook dict once, as it was (a group shares a state)
     try:
         for submodule in module.modules():
             for handle in _fsdp_hook_handles(submodule):

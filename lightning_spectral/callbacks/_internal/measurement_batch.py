@@ -1,30 +1,18 @@
-"""The fixed measurement batch: drawn once at fit start so successive measurements are comparable.
-
-Spectra of a loss Hessian or an NTK depend on the data they are measured on. Measuring every time on the
-same batch(es) makes a curve over training steps show the model changing, not the batch. The batch is drawn
-from a fresh iterator over the training dataloader, under a fixed seed and with the global random state
-restored afterwards, so drawing it changes nothing in the training run and a resumed run draws the same
-batch again (same dataset, same seed). Two things a ``DataLoader`` keeps between iterations are kept out of it
-too: the state of its own ``generator`` (``DataLoader(generator=g)``, which its ``RandomSampler`` and the
-workers' base seed draw from) is restored, and a loader with ``persistent_workers=True`` — which keeps its
-worker iterator and hands it to the next ``iter()``, so a batch drawn here would be missing from the first
-epoch — is read through a worker-less twin over the same dataset, sampler and ``collate_fn``. Under DDP each
-rank draws from its own shard, as Lightning shards it.
-Each batch then takes the way a training batch takes (:func:`to_module_device`): the precision plugin's input
-conversion (``precision="bf16-true"`` / ``"16-true"`` / ``"64-true"`` cast floating tensors to the model's
-dtype), ``on_before_batch_transfer``, the transfer to the device and ``on_after_batch_transfer``.
-"""
+"""The fixed measurement batch: drawn once at fit start so successive measurements are comparable."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
-from lightning_spectral.callbacks._internal.training_state_guard import preserved_rng_state
+from lightning_spectral._internal.rng import preserved_rng_state
+
+if TYPE_CHECKING:
+    import pytorch_lightning as pl
 
 
 def _loaders(dataloader: Any) -> list[Any]:
@@ -65,7 +53,8 @@ def _preserved_generators(generators: list[torch.Generator]) -> Iterator[None]:
 
 def _without_persistent_workers(loader: Any) -> Any:
     """``loader`` itself, or, for a ``DataLoader`` with ``persistent_workers=True``, a twin in the main process
-    over the same dataset, sampler(s) and ``collate_fn`` (the original's kept iterator is never touched)."""
+    over the same dataset, sampler(s) and ``collate_fn`` (the original's kept iterator is never touched).
+    """
     if not (isinstance(loader, DataLoader) and loader.persistent_workers):
         return loader
     common = {"collate_fn": loader.collate_fn, "generator": loader.generator}
@@ -76,9 +65,10 @@ def _without_persistent_workers(loader: Any) -> Any:
     return DataLoader(loader.dataset, batch_size=None, sampler=loader.sampler, **common)
 
 
-def _iterable_train_data(trainer: Any) -> tuple[Any, bool, list[torch.Generator]]:
+def _iterable_train_data(trainer: pl.Trainer) -> tuple[Any, bool, list[torch.Generator]]:
     """The training data to iterate, whether it is a ``CombinedLoader`` (which yields index triples), and the
-    generators iterating it draws from."""
+    generators iterating it draws from.
+    """
     dataloader = trainer.train_dataloader
     if dataloader is None:
         raise RuntimeError(
@@ -97,10 +87,10 @@ def _iterable_train_data(trainer: Any) -> tuple[Any, bool, list[torch.Generator]
     return CombinedLoader(dataloader, mode="max_size_cycle"), True, generators
 
 
-def draw_measurement_batches(trainer: Any, num_batches: int, seed: int) -> list[Any]:
+def draw_measurement_batches(trainer: pl.Trainer, num_batches: int, seed: int) -> list[Any]:
     """Draw ``num_batches`` batches from the training data under ``seed``; the global RNG is left unchanged."""
     data, yields_index_triples, generators = _iterable_train_data(trainer)
-    batches = []
+    batches: list[Any] = []
     with preserved_rng_state(), _preserved_generators(generators):
         torch.manual_seed(seed)
         iterator = iter(data)
@@ -116,11 +106,12 @@ def draw_measurement_batches(trainer: Any, num_batches: int, seed: int) -> list[
     return [to_module_device(trainer, batch) for batch in batches]
 
 
-def to_module_device(trainer: Any, batch: Any) -> Any:
+def to_module_device(trainer: pl.Trainer, batch: Any) -> Any:
     """A batch as the train dataloader yields it, turned into what ``training_step`` receives, in the steps and
     order of Lightning's training loop: ``precision_plugin.convert_input``, the module's (and datamodule's)
     ``on_before_batch_transfer``, then ``strategy.batch_to_device`` (``transfer_batch_to_device`` and
-    ``on_after_batch_transfer``). The global random state is left as it was (hooks may augment at random)."""
+    ``on_after_batch_transfer``). The global random state is left as it was (hooks may augment at random).
+    """
     with preserved_rng_state():
         batch = trainer.precision_plugin.convert_input(batch)
         before_transfer = getattr(trainer.lightning_module, "_on_before_batch_transfer", None)

@@ -1,22 +1,21 @@
-"""Send monitor values to every logger of a trainer, and to ``trainer.callback_metrics``.
-
-Scalars go to **all** of ``trainer.loggers`` (TensorBoard, W&B, CSV, MLflow, ...) through the generic
-``Logger.log_metrics(metrics, step=trainer.global_step)``, from global rank zero only, exactly like
-Lightning's ``LearningRateMonitor``. They are also written into ``trainer.callback_metrics`` on every rank,
-as tensors, so the stock ``EarlyStopping`` and ``ModelCheckpoint`` can monitor a key such as
-``spectral/hessian/lambda_1``.
-
-Histograms and figures go only to the loggers that have a native form for them (TensorBoard's
-``add_histogram``/``add_figure``, W&B's ``wandb.Histogram``/``wandb.Image``); other loggers skip them silently.
-Loggers are recognised by class name so both ``pytorch_lightning`` and ``lightning.pytorch`` loggers work.
-"""
+"""Send monitor values to every logger of a trainer, and to ``trainer.callback_metrics``."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
+
+if TYPE_CHECKING:
+    import pytorch_lightning as pl
+
+
+def _loggers(trainer: pl.Trainer) -> list[Any]:
+    """``trainer.loggers``, used by duck typing: a ``lightning.pytorch`` trainer holds that distribution's loggers,
+    and the TensorBoard / W&B ones are told apart by class name (:func:`_logger_kind`).
+    """
+    return list(trainer.loggers)
 
 
 def _logger_kind(logger: Any) -> str:
@@ -28,7 +27,7 @@ def _logger_kind(logger: Any) -> str:
     return "other"
 
 
-def log_scalars(trainer: Any, metrics: Mapping[str, float], step: int) -> None:
+def log_scalars(trainer: pl.Trainer, metrics: Mapping[str, float], step: int) -> None:
     """Log ``metrics`` to every logger (rank zero) and put them in ``trainer.callback_metrics`` (all ranks)."""
     if not metrics:
         return
@@ -36,11 +35,11 @@ def log_scalars(trainer: Any, metrics: Mapping[str, float], step: int) -> None:
     for key, value in values.items():
         trainer.callback_metrics[key] = torch.tensor(value)
     if trainer.is_global_zero:
-        for logger in trainer.loggers:
+        for logger in _loggers(trainer):
             logger.log_metrics(values, step=step)
 
 
-def declare_metrics(trainer: Any, summaries: Mapping[str, str]) -> None:
+def declare_metrics(trainer: pl.Trainer, summaries: Mapping[str, str]) -> None:
     """Declare ``{key: summary}`` to the W&B loggers (rank zero), once per key, before the key is first logged.
 
     Each key gets ``trainer/global_step`` as its step metric and a run summary (``"max"``, ``"min"``,
@@ -51,7 +50,7 @@ def declare_metrics(trainer: Any, summaries: Mapping[str, str]) -> None:
     """
     if not trainer.is_global_zero or not summaries:
         return
-    for logger in trainer.loggers:
+    for logger in _loggers(trainer):
         if _logger_kind(logger) == "wandb":
             for key, summary in summaries.items():
                 logger.experiment.define_metric(
@@ -59,40 +58,41 @@ def declare_metrics(trainer: Any, summaries: Mapping[str, str]) -> None:
                 )
 
 
-def log_config(trainer: Any, config: Mapping[str, Any]) -> None:
+def log_config(trainer: pl.Trainer, config: Mapping[str, Any]) -> None:
     """Write a monitor's configuration into every logger's run config / hyperparameters (rank zero)."""
     if trainer.is_global_zero and config:
-        for logger in trainer.loggers:
+        for logger in _loggers(trainer):
             logger.log_hyperparams(dict(config))
 
 
-def log_histogram(trainer: Any, key: str, values: torch.Tensor, step: int) -> None:
+def log_histogram(trainer: pl.Trainer, key: str, values: torch.Tensor, step: int) -> None:
     """Log a histogram of ``values`` to the loggers that support histograms (rank zero only)."""
     if not trainer.is_global_zero:
         return
     data = values.detach().float().cpu()
-    for logger in trainer.loggers:
+    for logger in _loggers(trainer):
         kind = _logger_kind(logger)
         if kind == "tensorboard":
             logger.experiment.add_histogram(key, data, global_step=step)
         elif kind == "wandb":
             import wandb
 
-            logger.log_metrics({key: wandb.Histogram(data.numpy())}, step=step)
+            # wandb annotates `sequence` as a Sequence; it takes NumPy arrays (np.histogram's input)
+            logger.log_metrics({key: wandb.Histogram(cast("Sequence[Any]", data.numpy()))}, step=step)
 
 
-def log_table(trainer: Any, key: str, columns: list[str], rows: list[list[Any]]) -> None:
+def log_table(trainer: pl.Trainer, key: str, columns: list[str], rows: list[list[Any]]) -> None:
     """Log a table to the loggers that hold tables (W&B ``wandb.Table``; rank zero only)."""
     if trainer.is_global_zero and rows:
-        for logger in trainer.loggers:
+        for logger in _loggers(trainer):
             if _logger_kind(logger) == "wandb":
                 logger.log_table(key=key, columns=columns, data=rows)
 
 
-def log_figure(trainer: Any, key: str, figure: Any, step: int) -> None:
+def log_figure(trainer: pl.Trainer, key: str, figure: Any, step: int) -> None:
     """Log a matplotlib figure to the loggers that support images (rank zero only); the figure is closed."""
     if trainer.is_global_zero:
-        for logger in trainer.loggers:
+        for logger in _loggers(trainer):
             kind = _logger_kind(logger)
             if kind == "tensorboard":
                 logger.experiment.add_figure(key, figure, global_step=step, close=False)

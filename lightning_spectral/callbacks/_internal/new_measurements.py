@@ -1,15 +1,5 @@
 """Which values of the watched ``callback_metrics`` keys are new since the last look.
 
-Values stay in ``trainer.callback_metrics`` until overwritten, so a callback that judges measurements (e.g.
-:class:`~lightning_spectral.callbacks.SpectralEarlyStopping`) must tell a new measurement from one it has
-seen. A key under the ``spectral/<monitor>/`` prefix of a
-:class:`~lightning_spectral.callbacks.SpectralMonitor` of the trainer (``owned_prefixes``) is new when a new
-object was written (each measurement writes a fresh tensor, so equal values at consecutive measurements still
-count); any other key (e.g. from ``self.log``, which can re-wrap an unchanged value) is new when its value
-changed since the last look. The last value of each key and its step are checkpointed (``state_dict``); the
-object identities are not, so after a resume only the very measurement looked at last (same step, same
-value) is not new.
-
 Example::
 
     >>> import torch
@@ -62,7 +52,7 @@ class NewMeasurements:
 
     Attributes:
         pattern: the watched key or pattern.
-        owned_prefixes: metric prefixes of the trainer's monitors (new = a new object, see the module docs).
+        owned_prefixes: metric prefixes of the trainer's monitors (new = a new object, see the module's science notes).
         last: ``key -> (global_step, value)`` of the last new value of each key (checkpointed).
         matched_any: whether any key of ``callback_metrics`` has matched ``pattern`` so far.
     """
@@ -101,7 +91,7 @@ class NewMeasurements:
             self._objects[key] = obj
         return new
 
-    def state_dict(self) -> dict[str, list]:
+    def state_dict(self) -> dict[str, list[Any]]:
         """``{key: [step, value]}`` of the last new values."""
         return {key: [step, value] for key, (step, value) in self.last.items()}
 

@@ -5,14 +5,18 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import torch
 from torch import Tensor
 
 from lightning_spectral.functional.hessian.edge_of_stability import stability_limit
 
+if TYPE_CHECKING:
+    import pytorch_lightning as pl
 
-def first_optimizer(trainer: Any) -> Any:
+
+def first_optimizer(trainer: pl.Trainer) -> torch.optim.Optimizer | None:
     """The trainer's first optimizer (the one the stability limits are read from), ``None`` without one."""
     optimizers = getattr(trainer, "optimizers", None) or []
     return optimizers[0] if optimizers else None
@@ -51,7 +55,7 @@ def _sgd_group_settings(group: dict[str, Any]) -> SGDSettings:
     )
 
 
-def outside_first_optimizer(trainer: Any, parameters: Sequence[Tensor]) -> int:
+def outside_first_optimizer(trainer: pl.Trainer, parameters: Sequence[Tensor]) -> int:
     """How many of ``parameters`` no param group of the first optimizer holds (all of them without one)."""
     optimizer = first_optimizer(trainer)
     if optimizer is None:
@@ -61,7 +65,7 @@ def outside_first_optimizer(trainer: Any, parameters: Sequence[Tensor]) -> int:
 
 
 def resolved_sgd_settings(
-    trainer: Any, parameters: Sequence[Tensor] | None = None
+    trainer: pl.Trainer, parameters: Sequence[Tensor] | None = None
 ) -> tuple[SGDSettings | None, str]:
     """The settings with which the first optimizer, if it is ``torch.optim.SGD``, steps ``parameters`` (default:
     every parameter it holds), and why there are none when no single setting applies: SGD groups that differ,
@@ -80,7 +84,9 @@ def resolved_sgd_settings(
     if optimizer is None:
         return None, ""
     outside = 0 if parameters is None else outside_first_optimizer(trainer, parameters)
-    if outside:  # whatever the optimizer: its limits (SGD's or a preconditioned one) are read from the first
+    if (
+        outside and parameters is not None
+    ):  # whatever the optimizer: its limits (SGD's or a preconditioned one) are read from the first
         return None, f"{outside} of the {len(parameters)} measured parameters are not in the first optimizer"
     if "SGD" not in {cls.__name__ for cls in type(optimizer).__mro__}:
         return None, ""
@@ -102,13 +108,13 @@ def resolved_sgd_settings(
     return settings[0], ""
 
 
-def learning_rate(trainer: Any) -> float | None:
+def learning_rate(trainer: pl.Trainer) -> float | None:
     """The first optimizer's first param group's current learning rate (``None`` without an optimizer)."""
     optimizer = first_optimizer(trainer)
     return float(optimizer.param_groups[0]["lr"]) if optimizer is not None else None
 
 
-def training_batch_size(trainer: Any) -> int | None:
+def training_batch_size(trainer: pl.Trainer) -> int | None:
     """The batch size of the training dataloader (``None`` when it cannot be told, e.g. a custom iterable)."""
     dataloader = trainer.train_dataloader
     batch_size = getattr(dataloader, "batch_size", None)

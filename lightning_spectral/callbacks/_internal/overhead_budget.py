@@ -1,20 +1,5 @@
 """A monitor's time budget: measurements are skipped while they cost more than a fraction of training time.
 
-With ``max_overhead = f`` a scheduled measurement is taken only if, at that moment,
-
-    t_measure  ≤  f · t_train,
-
-``t_measure`` the wall time this monitor has spent measuring so far (the measurements and their logging) and
-``t_train`` the wall time of the fit so far minus ``t_measure`` (time since ``on_train_start``, summed over
-resumed fits). Each monitor has its own budget; another monitor's time counts as training time here.
-
-So the overhead ``t_measure / t_train`` stays at most ``f`` plus one measurement: a measurement is started only
-when the budget is not yet spent, and the schedule resumes as soon as training has caught up. The measurement at
-train start is always taken (nothing is spent yet), which on short runs is the whole overhead. The schedule
-(``every_n_steps`` ...) still says *where* measurements may happen; the budget only drops some of them, so
-the logged steps are a subset of the scheduled ones, and every process of a DDP run drops the same ones (rank
-0 decides).
-
 Example::
 
     >>> clock = iter([0.0, 0.0, 1.0, 10.0]).__next__
@@ -39,7 +24,7 @@ __all__ = ["OverheadBudget"]
 
 
 class OverheadBudget:
-    """Wall-time accounting of one monitor (module docstring).
+    """Wall-time accounting of one monitor (see the module's science notes).
 
     Args:
         max_overhead: the fraction ``f`` of training time the monitor may spend measuring, ``0 < f < 1``.
@@ -64,7 +49,8 @@ class OverheadBudget:
 
     def train_seconds(self) -> float:
         """Training wall time so far: this fit's time since :meth:`start` less its measurements, plus the
-        earlier fits' training time."""
+        earlier fits' training time.
+        """
         if self._started_at is None:
             return self._earlier_fits_seconds
         this_fit = self.clock() - self._started_at - (self.measure_seconds - self._measure_seconds_at_start)
@@ -72,7 +58,8 @@ class OverheadBudget:
 
     def allows(self, step: int) -> bool:
         """Whether the measurement scheduled at ``step`` may start now (``t_measure ≤ f · t_train``); counts
-        the refusals (a step refused before, as a resumed fit's first step can be, is not counted again)."""
+        the refusals (a step refused before, as a resumed fit's first step can be, is not counted again).
+        """
         allowed = self.measure_seconds <= self.max_overhead * self.train_seconds()
         if not allowed:
             self.skip(step)

@@ -1,12 +1,5 @@
 """The ``params=`` argument of a monitor, checked against the model at setup.
 
-A monitor that measures a subset of the parameters (names, globs or module prefixes; see
-:func:`~lightning_spectral.functional._common.parameter_selection.select_parameters`) checks its patterns once the
-model is known: a pattern that matches no parameter stops the run at setup with a ``ValueError`` naming the
-pattern and the closest parameter names (a typo must not silently measure something else). The weight monitor's
-``include`` / ``exclude`` globs get the same check against its weight matrices
-(:func:`check_patterns_match`).
-
 Example::
 
     >>> import torch
@@ -22,18 +15,33 @@ Example::
 from __future__ import annotations
 
 import difflib
-import fnmatch
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from torch import nn
 
-from lightning_spectral.functional._common.parameter_selection import unmatched_patterns
+from lightning_spectral.functional._common.parameter_selection import (
+    name_matches,
+    select_parameters,
+    unmatched_patterns,
+)
 
-__all__ = ["check_param_spec", "check_patterns_match", "check_weight_patterns", "checked_param_patterns"]
+if TYPE_CHECKING:
+    from lightning_spectral.functional.weights.matrices import ConvMode
+
+__all__ = [
+    "check_param_spec",
+    "check_patterns_match",
+    "check_weight_patterns",
+    "checked_param_patterns",
+    "include_argument",
+]
 
 
-def check_param_spec(params: object) -> None:
-    """At construction: ``params`` must be ``None``, a non-empty string, or a non-empty list/tuple of them."""
+def check_param_spec(params: object, argument: str = "params") -> None:
+    """At construction: ``params`` (the argument ``argument``) must be ``None``, a non-empty string, or a
+    non-empty list/tuple of them.
+    """
     patterns = [params] if isinstance(params, str) else params
     if params is None:
         return
@@ -43,14 +51,17 @@ def check_param_spec(params: object) -> None:
         or not all(isinstance(p, str) and p for p in patterns)
     ):
         raise ValueError(
-            "`params` must be None (every trainable parameter), a name / glob / module prefix, or a non-empty "
-            f"list of them, got {params!r}."
+            f"`{argument}` must be None (every trainable parameter), a name / glob / module prefix, or a "
+            f"non-empty list of them, got {params!r}."
         )
 
 
-def check_patterns_match(unmatched: Sequence[tuple[str, str]], names: Sequence[str], monitor: str) -> None:
+def check_patterns_match(
+    unmatched: Sequence[tuple[str, str]], names: Sequence[str], monitor: str, *, weights: bool = False
+) -> None:
     """Raise ``ValueError`` naming each ``(argument, pattern)`` of ``unmatched`` and, for the first, the closest
-    of ``names`` (:func:`difflib.get_close_matches`); nothing when ``unmatched`` is empty."""
+    of ``names`` (:func:`difflib.get_close_matches`); nothing when ``unmatched`` is empty.
+    """
     if not unmatched:
         return
     argument, pattern = unmatched[0]
@@ -58,22 +69,42 @@ def check_patterns_match(unmatched: Sequence[tuple[str, str]], names: Sequence[s
     others = "".join(f", `{a}` pattern {p!r}" for a, p in unmatched[1:])
     raise ValueError(
         f"{monitor}: `{argument}` pattern {pattern!r}{others} matches no "
-        f"{'parameter' if argument == 'params' else 'weight matrix'} of the model; closest names: "
+        f"{'weight matrix' if weights else 'parameter'} of the model; closest names: "
         f"{', '.join(repr(name) for name in closest) or 'none (the model has none)'}."
     )
 
 
+def include_argument(
+    params: str | Sequence[str] | None, include: str | Sequence[str] | None
+) -> tuple[str, str | Sequence[str] | None]:
+    """The monitor's ``include`` patterns and the name they were given under: ``params`` is the older name of
+    ``include`` (both accepted; passing both is a ``ValueError``).
+    """
+    if params is not None and include is not None:
+        raise ValueError("Pass `include` or its older name `params`, not both.")
+    return ("params", params) if params is not None else ("include", include)
+
+
 def checked_param_patterns(
-    model: nn.Module, params: str | Sequence[str] | None, monitor: str
+    model: nn.Module,
+    params: str | Sequence[str] | None,
+    monitor: str,
+    *,
+    exclude: str | Sequence[str] | None = None,
+    argument: str = "params",
 ) -> str | list[str] | None:
-    """``params`` as a list (a string stays a string, ``None`` passes through: every trainable parameter);
-    ``ValueError`` at the first pattern that matches no parameter of ``model`` (:func:`check_patterns_match`)."""
-    unmatched = unmatched_patterns(model, params)
-    check_patterns_match(
-        [("params", pattern) for pattern in unmatched],
-        [name for name, _ in model.named_parameters()],
-        monitor,
-    )
+    """The parameter selection of a monitor, checked against ``model``: ``ValueError`` at the first pattern of
+    ``params`` (given as ``argument``) or ``exclude`` that matches no parameter (:func:`check_patterns_match`).
+
+    Returns ``params`` as a list (a string stays a string, ``None`` passes through: every trainable parameter);
+    with ``exclude`` the explicit names that remain (what the functional estimators take as ``params``).
+    """
+    names = [name for name, _ in model.named_parameters()]
+    unmatched = [(argument, pattern) for pattern in unmatched_patterns(model, params)]
+    unmatched += [("exclude", pattern) for pattern in unmatched_patterns(model, exclude)]
+    check_patterns_match(unmatched, names, monitor)
+    if exclude is not None:
+        return list(select_parameters(model, params, exclude=exclude))
     return params if params is None or isinstance(params, str) else list(params)
 
 
@@ -81,12 +112,13 @@ def check_weight_patterns(
     model: nn.Module,
     include: str | Sequence[str] | None,
     exclude: str | Sequence[str] | None,
-    conv_mode: str,
+    conv_mode: ConvMode,
     monitor: str,
 ) -> None:
     """``ValueError`` for an ``include`` / ``exclude`` glob that matches no weight matrix of ``model``, by its
     reported name or its parameter name (the matching of
-    :func:`~lightning_spectral.functional.weights.matrices.weight_matrices`)."""
+    :func:`~lightning_spectral.functional.weights.matrices.weight_matrices`).
+    """
     if include is None and exclude is None:
         return
     from lightning_spectral.functional.weights.matrices import weight_matrices
@@ -97,6 +129,6 @@ def check_weight_patterns(
         (argument, pattern)
         for argument, patterns in (("include", include), ("exclude", exclude))
         for pattern in ([patterns] if isinstance(patterns, str) else list(patterns or []))
-        if not any(fnmatch.fnmatchcase(name, pattern) for name in names)
+        if not any(name_matches(name, pattern) for name in names)
     ]
-    check_patterns_match(unmatched, names, monitor)
+    check_patterns_match(unmatched, names, monitor, weights=True)

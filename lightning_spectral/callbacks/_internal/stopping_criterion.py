@@ -1,26 +1,6 @@
 """The firing rule of :class:`~lightning_spectral.callbacks.SpectralEarlyStopping`: which quantity of a
 measured value is compared with the threshold, and which of a batch of new measurements fires.
 
-**The compared quantity** ``q`` of a measured value ``v`` (``relative_to``):
-
-- ``None``: ``q = v``.
-- ``"lr"``: ``q = v / L``, where ``L`` is the optimizer's stability limit
-  (:func:`~lightning_spectral.functional.hessian.edge_of_stability.stability_limit`): ``L = 2/η`` for plain SGD,
-  ``(2 + 2β)/η`` with heavy-ball momentum β, ``(2 + 2β)/(η(1 + 2β))`` with Nesterov momentum (with
-  ``dampening`` d the step is ``η(1 − d)``; coupled ``weight_decay`` w lowers the limit by w), so
-  ``q = η·λ_max/2`` for plain SGD and ``q > 1`` means λ_max is past the edge of stability. For optimizers
-  other than ``torch.optim.SGD`` (Adam, RMSprop, ...) ``q = η·v/2`` with the first param group's learning
-  rate: only a heuristic there, since adaptive optimizers are stable relative to the *preconditioned*
-  sharpness, not λ_max of the raw Hessian (under Adam / AdamW / RMSprop the Hessian monitor's ``eos_ratio`` is the
-  preconditioned ratio: watch it with ``relative_to=None``). The learning rate is read at every evaluation (schedulers are
-  followed); ``η = 0`` gives ``q = 0``. The threshold defaults to 1.
-- ``"previous"``: ``q = v / v_prev`` with ``v_prev`` the previous measurement of the same key; a measurement
-  whose previous value is missing, non-finite or ``≤ 0`` cannot fire (there is no scale to compare with).
-
-A measurement *fires* when ``q > threshold`` (``mode="above"``) or ``q < threshold`` (``mode="below"``).
-
-A NaN/Inf value is its own verdict (``NOT_FINITE``) when ``check_finite`` is set, and is skipped otherwise.
-
 Example::
 
     >>> rule = StoppingCriterion("spectral/x", threshold=2.0, relative_to="previous")
@@ -35,11 +15,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Literal, get_args
 
 from pytorch_lightning.utilities import rank_zero_warn
 
 from lightning_spectral.callbacks._internal.optimizer_info import learning_rate, resolved_sgd_settings
+
+if TYPE_CHECKING:
+    import pytorch_lightning as pl
 
 __all__ = [
     "FIRED",
@@ -50,20 +33,24 @@ __all__ = [
     "StoppingCriterion",
 ]
 
-MODES = ("above", "below")
-RELATIVE_TO = (None, "lr", "previous")
+#: On which side of the threshold the criterion fires.
+StopMode = Literal["above", "below"]
+MODES: tuple[StopMode, ...] = get_args(StopMode)
+#: What a value is compared relative to (``None``: itself).
+RelativeTo = Literal["lr", "previous"]
+RELATIVE_TO: tuple[RelativeTo | None, ...] = (None, *get_args(RelativeTo))
 #: Verdicts on a batch of new measurements, in increasing strength.
 NOT_FIRED, FIRED, NOT_FINITE = 0, 1, 2
 
 
 @dataclass(frozen=True)
 class StoppingCriterion:
-    """The rule (module docstring); the arguments mean what they mean for ``SpectralEarlyStopping``."""
+    """The rule (see the module's science notes); the arguments mean what they mean for ``SpectralEarlyStopping``."""
 
     monitor: str
     threshold: float
-    relative_to: str | None = None
-    mode: str = "above"
+    relative_to: RelativeTo | None = None
+    mode: StopMode = "above"
     check_finite: bool = True
 
     @property
@@ -76,7 +63,7 @@ class StoppingCriterion:
         }[self.relative_to]
         return f"{quantity} {'>' if self.mode == 'above' else '<'} {self.threshold:g}"
 
-    def quantity(self, trainer: Any, value: float, previous: float | None) -> tuple[float | None, str]:
+    def quantity(self, trainer: pl.Trainer, value: float, previous: float | None) -> tuple[float | None, str]:
         """The compared quantity ``q`` (``None``: this measurement cannot fire) and what it is, in words."""
         if self.relative_to is None:
             return value, ""
@@ -104,7 +91,7 @@ class StoppingCriterion:
             return None, ""
         return lr * value / 2, f"lr·value/2 with lr={lr:g} (not SGD: the plain-SGD limit 2/lr)"
 
-    def judge(self, trainer: Any, new: Sequence[tuple[str, float, float | None]]) -> tuple[int, str]:
+    def judge(self, trainer: pl.Trainer, new: Sequence[tuple[str, float, float | None]]) -> tuple[int, str]:
         """This rank's verdict on its new measurements and a description of the most extreme firing one."""
         comparison = ">" if self.mode == "above" else "<"
         worst: tuple[float, str] | None = None
@@ -114,8 +101,7 @@ class StoppingCriterion:
                     return NOT_FINITE, f"`{key}` = {value} is not finite"
                 continue
             q, how = self.quantity(trainer, value, previous)
-            fires = q is not None and (q > self.threshold if self.mode == "above" else q < self.threshold)
-            if not fires:
+            if q is None or not (q > self.threshold if self.mode == "above" else q < self.threshold):
                 continue
             described = f"`{key}` = {value:.6g}" + (f", {how} = {q:.4g}" if how else "")
             described += f" {comparison} {self.threshold:g}"

@@ -1,23 +1,20 @@
-"""The loss a curvature measurement differentiates: the module's own ``training_step``, or the user's.
-
-By default the measured loss is what ``pl_module.training_step(batch, 0)`` returns — a tensor, or a dict
-with a ``"loss"`` entry — so the Hessian is that of exactly the objective being trained. It is called inside
-the monitors' guard, with ``LightningModule.log`` silenced, so the measurement never pollutes the user's
-logged metrics. Modules with manual optimization step their optimizers inside ``training_step``; for them a
-``loss_fn(pl_module, batch)`` must be given.
-"""
+"""The loss a curvature measurement differentiates: the module's own ``training_step``, or the user's."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
+from typing_extensions import override
+
+if TYPE_CHECKING:
+    import pytorch_lightning as pl
 
 LossFn = Callable[[Any, Any], torch.Tensor]
 
 
-def training_step_loss(pl_module: Any, batch: Any) -> torch.Tensor:
+def training_step_loss(pl_module: pl.LightningModule, batch: Any) -> torch.Tensor:
     """``pl_module.training_step(batch, 0)`` reduced to its scalar loss tensor."""
     output = pl_module.training_step(batch, 0)
     if isinstance(output, Mapping):
@@ -30,7 +27,7 @@ def training_step_loss(pl_module: Any, batch: Any) -> torch.Tensor:
     return output.reshape(())
 
 
-def resolve_loss_fn(pl_module: Any, loss_fn: LossFn | None) -> LossFn:
+def resolve_loss_fn(pl_module: pl.LightningModule, loss_fn: LossFn | None) -> LossFn:
     """The user's ``loss_fn``, or :func:`training_step_loss` when the module uses automatic optimization."""
     if loss_fn is not None:
         return loss_fn
@@ -73,18 +70,26 @@ class _LossCalls(torch.overrides.TorchFunctionMode):
         super().__init__()
         self.names: list[str] = []
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):
+    @override
+    def __torch_function__(
+        self,
+        func: Callable[..., Any],
+        types: Collection[type],
+        args: Sequence[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> Any:
         name = getattr(func, "__name__", "")
         if name == "mse_loss" or name in NON_MSE_LOSSES:
             self.names.append(name)
         return func(*args, **(kwargs or {}))
 
 
-def loss_functions_called(pl_module: Any, batch: Any) -> list[str]:
+def loss_functions_called(pl_module: pl.LightningModule, batch: Any) -> list[str]:
     """The ``torch.nn.functional`` loss functions (``mse_loss`` and :data:`NON_MSE_LOSSES`) that
     ``pl_module.training_step(batch, 0)`` calls, in order, once each; with gradients off. Call it inside the
     monitors' guard (logging silenced, random state restored). A loss written out by hand (``((f - y) ** 2)
-    .mean()``) calls none of them."""
+    .mean()``) calls none of them.
+    """
     from lightning_spectral._internal.eager_execution import compiled_code_runs_eagerly
 
     recorder = _LossCalls()

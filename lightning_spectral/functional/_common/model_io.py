@@ -1,21 +1,5 @@
 """How the NTK estimators call a model the way users write it: keyword inputs, wrapped models, logits.
 
-Three rules, shared by the NTK monitor and usable with the functional estimators:
-
-- **The measured module** (:func:`measured_module`): a module whose class defines ``forward`` is called
-  itself; one without (a ``LightningModule`` whose ``training_step`` calls ``self.model(**batch)``) is called
-  through its only child module that holds parameters. Parameter names stay those of the outer module.
-- **The outputs** (:func:`model_logits`): a tensor is taken as it is; a mapping (a Hugging Face ``ModelOutput``,
-  a dict) gives its ``"logits"`` entry, or else its first floating-point tensor whose first dimension is the
-  batch size, other than ``"loss"``; a tuple / list gives its first floating-point tensor whose first
-  dimension is the batch size (so a leading scalar loss is skipped).
-- **Keyword inputs** (:func:`keyword_inputs`, :class:`PackedInputs`): a mapping batch passes the entries the
-  module's ``forward`` accepts as keyword arguments (every tensor entry when it takes ``**kwargs``), never the
-  label entries :data:`LABEL_KEYS`. The estimators take one tensor whose first dimension indexes the examples,
-  so the entries are packed, each flattened per example and stored as float64 (exact for integer ids below
-  2⁵³ and for every float32 / bfloat16 / float16 value), into one ``(B, D)`` tensor, and unpacked (original
-  shapes and dtypes) inside the model call, where ``torch.func.vmap`` may have split the batch.
-
 Example::
 
     >>> import torch
@@ -31,6 +15,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -64,15 +49,16 @@ def forward_owner(module: nn.Module) -> type:
 
 def _has_own_forward(module: nn.Module) -> bool:
     """Whether ``forward`` is more than a placeholder: ``nn.Module``'s (which raises "missing the required
-    forward function") or ``LightningModule``'s (which calls it), recognised by class name for either
-    Lightning distribution."""
+    forward function") or ``LightningModule``'s (which calls it), recognized by class name for either
+    Lightning distribution.
+    """
     owner = forward_owner(module)
     return owner is not nn.Module and owner.__name__ != "LightningModule"
 
 
 def measured_module(module: nn.Module) -> tuple[str, nn.Module]:
     """``("", module)`` if its class defines ``forward``, else ``(name, child)`` for its only child module
-    holding parameters (see the module docstring).
+    holding parameters (see the module's science notes).
 
     Raises:
         ValueError: no ``forward`` and not exactly one child with parameters (names ``output_fn``).
@@ -93,7 +79,7 @@ def measured_module(module: nn.Module) -> tuple[str, nn.Module]:
 
 
 def model_logits(output: object, batch_size: int) -> Tensor:
-    """The outputs the NTK is taken of, from what a model returns (rule in the module docstring).
+    """The outputs the NTK is taken of, from what a model returns (rule in the module's science notes).
 
     Raises:
         ValueError: no such tensor; the message names ``output_fn`` and the key looked for.
@@ -130,7 +116,7 @@ def model_logits(output: object, batch_size: int) -> Tensor:
     )
 
 
-def keyword_inputs(batch: Mapping, module: nn.Module) -> dict[str, Tensor]:
+def keyword_inputs(batch: Mapping[str, Any], module: nn.Module) -> dict[str, Tensor]:
     """The entries of ``batch`` that ``module``'s ``forward`` takes as keyword arguments (every tensor entry
     when it takes ``**kwargs``), label entries (:data:`LABEL_KEYS`) and non-tensors left out.
 

@@ -1,18 +1,5 @@
 """Which parameters of a model an estimator differentiates, and how they map to one flat vector.
 
-Curvature estimators (the Hessian operator, the NTK) work with ``θ ∈ R^P``, the selected parameters of a
-model concatenated into one vector. This module holds the two pieces of plumbing they share:
-
-- :func:`select_parameters` picks the parameters by name: ``None`` means every parameter with
-  ``requires_grad=True`` (frozen ones excluded); otherwise a name or a list of names / :mod:`fnmatch` globs
-  / module prefixes, matched against ``model.named_parameters()``. A pattern also matches a name with its
-  ``_orig_mod`` components removed (:func:`uncompiled_name`), so ``"net.0.*"`` selects the parameters of
-  ``net = torch.compile(...)``, which PyTorch names ``net._orig_mod.0.*``.
-- :class:`ParameterLayout` records the names, shapes, dtype and device of the selected tensors and converts
-  between ``{name: tensor}`` and the flat vector: :meth:`~ParameterLayout.flatten` concatenates the tensors
-  (each flattened row-major, in the layout's order), :meth:`~ParameterLayout.unflatten` splits a flat vector
-  back into views of the original shapes.
-
 Example::
 
     >>> import torch
@@ -38,7 +25,14 @@ from torch import Tensor, nn
 
 ParamSpec = str | Sequence[str] | None
 
-__all__ = ["ParamSpec", "ParameterLayout", "select_parameters", "uncompiled_name", "unmatched_patterns"]
+__all__ = [
+    "ParamSpec",
+    "ParameterLayout",
+    "name_matches",
+    "select_parameters",
+    "uncompiled_name",
+    "unmatched_patterns",
+]
 
 #: The attribute under which ``torch.compile``'s wrapper module (``OptimizedModule``) holds the original module.
 COMPILED_WRAPPER_ATTRIBUTE = "_orig_mod"
@@ -46,16 +40,33 @@ COMPILED_WRAPPER_ATTRIBUTE = "_orig_mod"
 
 def uncompiled_name(name: str) -> str:
     """``name`` as the model names it without ``torch.compile``: the ``_orig_mod`` components that
-    compiled submodules add are removed (``"net._orig_mod.0.weight"`` → ``"net.0.weight"``)."""
+    compiled submodules add are removed (``"net._orig_mod.0.weight"`` → ``"net.0.weight"``).
+    """
     parts = name.split(".")
     if COMPILED_WRAPPER_ATTRIBUTE not in parts:
         return name
     return ".".join(part for part in parts if part != COMPILED_WRAPPER_ATTRIBUTE)
 
 
-def _matches(name: str, pattern: str) -> bool:
-    """``name`` (or its :func:`uncompiled_name`) matches a glob, or lies below the module prefix ``pattern``
-    (``"net.0"`` → ``net.0.weight``)."""
+def name_matches(name: str, pattern: str) -> bool:
+    """Whether ``name`` matches ``pattern`` by the one matching rule of every parameter selection.
+
+    ``name`` (or its :func:`uncompiled_name`) matches the :mod:`fnmatch` glob ``pattern`` (case sensitive), or
+    lies below the module prefix ``pattern`` (``"net.0"`` → ``net.0.weight``). The rule of the Hessian's and
+    the NTK's ``params``/``include``/``exclude``, and of the weight monitor's ``include``/``exclude`` (there
+    against a matrix's reported name and its parameter name).
+
+    Args:
+        name: a parameter (or weight-matrix) name.
+        pattern: a name, glob or module prefix.
+
+    Returns:
+        Whether it matches.
+
+    Example:
+        >>> name_matches("net.0.weight", "net.0"), name_matches("net.0.weight", "*.bias")
+        (True, False)
+    """
     prefix = pattern.rstrip(".") + "."
     return any(
         fnmatch.fnmatchcase(candidate, pattern) or candidate.startswith(prefix)
@@ -63,7 +74,9 @@ def _matches(name: str, pattern: str) -> bool:
     )
 
 
-def select_parameters(model: nn.Module, params: ParamSpec = None) -> dict[str, nn.Parameter]:
+def select_parameters(
+    model: nn.Module, params: ParamSpec = None, *, exclude: ParamSpec = None
+) -> dict[str, nn.Parameter]:
     """The selected parameters of ``model`` as ``{name: parameter}``, in ``named_parameters()`` order.
 
     Args:
@@ -73,13 +86,15 @@ def select_parameters(model: nn.Module, params: ParamSpec = None) -> dict[str, n
             ``"*.weight"``) / module prefixes (``"encoder.0"`` selects ``encoder.0.weight`` and
             ``encoder.0.bias``); naming a frozen parameter selects it. Every pattern must match at least one
             parameter.
+        exclude: a name / glob / module prefix or a sequence of them: parameters matching one are dropped from
+            the selection (after ``params``); every pattern must match at least one parameter.
 
     Returns:
         The live parameters (not copies): callers must not modify them. Tied parameters appear once, under
         their first name (as in ``named_parameters()``).
 
     Raises:
-        TypeError: ``params`` is not ``None``, a string or a sequence of strings.
+        TypeError: ``params`` or ``exclude`` is not ``None``, a string or a sequence of strings.
         ValueError: a pattern matches no parameter, nothing is selected, or a selected parameter is not
             floating point.
     """
@@ -93,40 +108,52 @@ def select_parameters(model: nn.Module, params: ParamSpec = None) -> dict[str, n
                 "`params`: the model has no parameter with requires_grad=True; name the parameters to use."
             )
     else:
-        patterns = [params] if isinstance(params, str) else params
-        if (
-            not isinstance(patterns, Sequence)
-            or len(patterns) == 0
-            or not all(isinstance(pattern, str) for pattern in patterns)
-        ):
-            raise TypeError(
-                f"`params` must be None, a string or a non-empty sequence of strings, got {params!r}."
-            )
-        chosen: set[str] = set()
-        for pattern in patterns:
-            hits = [name for name in named if _matches(name, pattern)]
-            if not hits:
-                available = ", ".join(list(named)[:12]) + (", ..." if len(named) > 12 else "")
-                raise ValueError(
-                    f"`params`: pattern {pattern!r} matches no parameter name (names, globs such as "
-                    f"'layer.*' or module prefixes are allowed); parameters: {available}."
-                )
-            chosen.update(hits)
+        chosen = _matching_names(named, params, "params")
         selected = [name for name in named if name in chosen]
+    if exclude is not None:
+        dropped = _matching_names(named, exclude, "exclude")
+        selected = [name for name in selected if name not in dropped]
+        if not selected:
+            raise ValueError("`exclude`: every selected parameter is excluded; nothing is left to measure.")
     for name in selected:
         if not named[name].is_floating_point():
             raise ValueError(f"`params`: parameter {name!r} is not floating point ({named[name].dtype}).")
     return {name: named[name] for name in selected}
 
 
+def _matching_names(named: Mapping[str, Tensor], spec: ParamSpec, argument: str) -> set[str]:
+    """The names of ``named`` matched by the pattern(s) ``spec``; ``ValueError`` for a pattern matching none."""
+    patterns = [spec] if isinstance(spec, str) else spec
+    if (
+        not isinstance(patterns, Sequence)
+        or len(patterns) == 0
+        or not all(isinstance(pattern, str) for pattern in patterns)
+    ):
+        raise TypeError(
+            f"`{argument}` must be None, a string or a non-empty sequence of strings, got {spec!r}."
+        )
+    chosen: set[str] = set()
+    for pattern in patterns:
+        hits = [name for name in named if name_matches(name, pattern)]
+        if not hits:
+            available = ", ".join(list(named)[:12]) + (", ..." if len(named) > 12 else "")
+            raise ValueError(
+                f"`{argument}`: pattern {pattern!r} matches no parameter name (names, globs such as "
+                f"'layer.*' or module prefixes are allowed); parameters: {available}."
+            )
+        chosen.update(hits)
+    return chosen
+
+
 def unmatched_patterns(model: nn.Module, params: ParamSpec) -> list[str]:
     """The patterns of ``params`` (a name / glob / module prefix or a sequence of them) that match no
-    parameter of ``model`` (``[]`` for ``None``). Callbacks use it to warn at setup, naming the patterns."""
+    parameter of ``model`` (``[]`` for ``None``). Callbacks use it to warn at setup, naming the patterns.
+    """
     if params is None:
         return []
     patterns = [params] if isinstance(params, str) else list(params)
     names = [name for name, _ in model.named_parameters()]
-    return [pattern for pattern in patterns if not any(_matches(name, pattern) for name in names)]
+    return [pattern for pattern in patterns if not any(name_matches(name, pattern) for name in names)]
 
 
 @dataclass(frozen=True)
@@ -179,7 +206,8 @@ class ParameterLayout:
     def flatten(self, tensors: Mapping[str, Tensor] | Sequence[Tensor]) -> Tensor:
         """One 1-D tensor of length :attr:`dim`: the tensors (a mapping holding every name of the layout, or a
         sequence in layout order) flattened row-major and concatenated. A ``None`` entry (an unused
-        parameter's gradient) counts as zeros."""
+        parameter's gradient) counts as zeros.
+        """
         if isinstance(tensors, Mapping):
             missing = [name for name in self.names if name not in tensors]
             if missing:
@@ -206,5 +234,5 @@ class ParameterLayout:
         if not isinstance(flat, Tensor) or flat.shape != (self.dim,):
             shape = tuple(flat.shape) if isinstance(flat, Tensor) else type(flat).__name__
             raise ValueError(f"`flat` must be a 1-D tensor of length {self.dim}, got {shape}.")
-        pieces = torch.split(flat, self.numels)
+        pieces = torch.split(flat, list(self.numels))
         return {name: piece.view(shape) for name, piece, shape in zip(self.names, pieces, self.shapes)}

@@ -1,6 +1,10 @@
 """Curvature: the loss Hessian's spectrum, its trace and density, batch sharpness, and the edge-of-stability
-limits of plain and adaptive optimizers."""
+limits of plain and adaptive optimizers.
+"""
 
+from typing import Any
+
+from lightning_spectral._internal.deprecation import renamed_attribute
 from lightning_spectral.functional.hessian.adaptive_preconditioners import (
     PreconditionedStep,
     adam_preconditioner,
@@ -14,7 +18,7 @@ from lightning_spectral.functional.hessian.edge_of_stability import edge_of_stab
 from lightning_spectral.functional.hessian.hvp_graph import HVPGraph
 from lightning_spectral.functional.hessian.operator import HessianOperator
 from lightning_spectral.functional.hessian.spectrum import (
-    HessianEigenResult,
+    HessianEigenpairs,
     hessian_density,
     hessian_eigenvalues,
     hessian_trace,
@@ -23,7 +27,7 @@ from lightning_spectral.functional.hessian.spectrum import (
 __all__ = [
     "BatchSharpness",
     "HVPGraph",
-    "HessianEigenResult",
+    "HessianEigenpairs",
     "HessianOperator",
     "PreconditionedStep",
     "adam_preconditioner",
@@ -38,3 +42,11 @@ __all__ = [
     "rmsprop_preconditioner",
     "stability_limit",
 ]
+
+
+# renamed classes: the old name still imports, with a DeprecationWarning
+_RENAMED = {"HessianEigenResult": "HessianEigenpairs"}
+
+
+def __getattr__(name: str) -> Any:
+    return renamed_attribute(__name__, name, _RENAMED)

@@ -1,73 +1,4 @@
-"""Adaptive optimizers' diagonal preconditioners and their stability limits: the adaptive edge of stability.
-
-An adaptive optimizer steps along a preconditioned gradient, ``θ ← θ − η D⁻¹(…)``, so its stability on a
-quadratic with Hessian ``H`` is set by the eigenvalues of the *preconditioned Hessian* ``D⁻¹H``, not of ``H``
-(Cohen et al. 2022, "Adaptive Gradient Methods at the Edge of Stability"). With ``D`` held fixed:
-
-- **Adam / AdamW** step ``θ ← θ − η m̂_t / (√v̂_t + ε)`` with ``m_t = β₁ m_{t−1} + (1 − β₁) g_t``,
-  ``v_t = β₂ v_{t−1} + (1 − β₂) g_t²``, ``m̂ = m / (1 − β₁ᵗ)``, ``v̂ = v / (1 − β₂ᵗ)`` (``amsgrad=True``: the
-  running maximum of ``v``). That is ``θ ← θ − η D_t⁻¹ m_t`` with ``D_t = (1 − β₁ᵗ)·diag(√v̂_t + ε)``: heavy-ball
-  momentum β₁ with step ``η(1 − β₁)`` on ``D⁻¹H``, stable iff every eigenvalue of ``D⁻¹H`` is below
-
-      (2 + 2β₁) / ((1 − β₁) η)        (38/η for β₁ = 0.9).
-
-- **Adamax** steps ``θ ← θ − η m_t / ((1 − β₁ᵗ) u_t)`` with ``u_t = max(β₂ u_{t−1}, |g_t| + ε)`` (the
-  exponentially weighted infinity norm): ``D_t = (1 − β₁ᵗ)·diag(u_t)``, Adam's momentum, Adam's limit.
-- **RAdam** steps like Adam with the step size multiplied by the variance rectification
-  ``r_t = √((ρ_t − 4)(ρ_t − 2)ρ_∞ / ((ρ_∞ − 4)(ρ_∞ − 2)ρ_t))`` once ``ρ_t = ρ_∞ − 2tβ₂ᵗ/(1 − β₂ᵗ) > 5``
-  (``ρ_∞ = 2/(1 − β₂) − 1``), and with ``ε`` added to ``√v`` before the bias correction:
-  ``D_t = (1 − β₁ᵗ)/r_t · diag(√v̂_t + ε/√(1 − β₂ᵗ))``; before that (the first few steps) it is SGD with Adam's
-  momentum, ``D_t = (1 − β₁ᵗ)·I``. Adam's limit.
-- **Adagrad** steps ``θ ← θ − η_t g_t / (√s_t + ε)`` with ``s_t = s_0 + Σ g²`` and
-  ``η_t = η / (1 + (t − 1)·lr_decay)``, no momentum: ``D = (1 + t·lr_decay)·diag(√s_t + ε)`` (the decay of the
-  next step folded in), stable below ``2/η``.
-- **NAdam** (Dozat's Nesterov-accelerated Adam, torch's form) steps ``θ ← θ − η (c₁ g_t + c₂ m_t) / (√v̂_t + ε)``
-  with Adam's moments, ``c₁ = (1 − μ_t)/(1 − Π_t)``, ``c₂ = μ_{t+1}/(1 − Π_t μ_{t+1})``, the momentum schedule
-  ``μ_t = β₁(1 − ½·0.96^{tψ})`` (``ψ`` = ``momentum_decay``) and ``Π_t = μ_1⋯μ_t``. With ``D = diag(√v̂ + ε)``,
-  along an eigenvector of ``D⁻¹H`` with eigenvalue ``a`` the pair ``(θ, m)`` follows
-  ``[[1 − (c₁ + c₂(1 − β₁))ηa, −c₂β₁η], [(1 − β₁)a, β₁]]``, whose determinant is ``β₁(1 − c₁ηa)`` and trace
-  ``1 + β₁ − (c₁ + c₂(1 − β₁))ηa``; the Jury conditions leave ``a < 2(1 + β₁) / (η(c₁(1 + β₁) + c₂(1 − β₁)))``,
-  with the coefficients of the step just taken. Once ``μ → β₁`` (``tψ`` large) this is
-  ``(2 + 2β₁)/((1 − β₁)(1 + 2β₁)η)`` (13.6/η at β₁ = 0.9), Nesterov's limit on Adam's step; before, it moves
-  with the schedule.
-- **Adadelta** steps ``θ ← θ − η √(u + ε)/√(v_t + ε) · g_t`` with ``v_t = ρ v + (1 − ρ) g_t²`` and ``u`` the running
-  average of the squared updates, no momentum: ``D = diag(√(v + ε)/√(u + ε))`` from the stored averages (the
-  next step's, up to its own gradient's share of ``v``, as for Adam's ``v̂``), stable below ``2/η``.
-- **RMSprop** steps ``θ ← θ − η b_t`` with ``b_t = μ b_{t−1} + g_t / (√v_t + ε)`` (``μ = 0``: no momentum),
-  ``v_t = α v_{t−1} + (1 − α) g_t²`` (``centered=True``: ``v − ḡ²`` with ``ḡ`` the running mean of ``g``), no
-  bias correction. ``D = diag(√v + ε)``, classical heavy-ball momentum μ with step η on ``D⁻¹H``: stable below
-  ``(2 + 2μ)/η`` (``2/η`` without momentum), the limit of
-  :func:`~lightning_spectral.functional.hessian.edge_of_stability.stability_limit`.
-
-``maximize=True`` ascends the loss; no preconditioner is returned for it.
-
-Cohen et al. observe that under full-batch training the *preconditioned sharpness* ``λ_1(D⁻¹H)`` rises to the
-limit and hovers there, while the preconditioner keeps adapting (λ_max of ``H`` itself keeps rising). Weight
-decay: coupled L2 (``weight_decay`` of Adam, Adamax, RAdam, NAdam, RMSprop, Adagrad, Adadelta) adds ``w`` to the
-gradient's curvature, so the step sees ``D⁻¹(H + W)`` with ``W = diag(w)`` per parameter group
-(:attr:`PreconditionedStep.weight_decay`); decoupled decay (AdamW, ``decoupled_weight_decay=True``) multiplies
-the parameters by ``c = 1 − ηw`` before the step, and the same Jury conditions (``1 + T + det`` now
-``(1 + c)(1 + β₁) − …``) lower every Adam-family and NAdam limit by the factor ``(1 + c)/2 = 1 − ηw/2``, with the
-first param group's ``w`` (``5·10⁻⁵`` at ``η = 10⁻³``, ``w = 0.1``; groups that decay differently shift their own
-coordinates' limit by at most ``η·Δw/2``). Param groups with
-their own step size ``η_g`` are folded into ``D`` (``η_g D⁻¹ = η_0 (η_0/η_g · D)⁻¹``, ``η_0`` the first group's
-step size, the one the limit is stated with; ``+inf`` for a group with ``η_g = 0``, which does not move);
-groups whose momentum (β₁, μ) differs have no single limit, and no preconditioner is returned for them (nor,
-under NAdam, for parameters whose step counts differ: the limit depends on the step through its momentum
-schedule).
-
-Example::
-
-    >>> round(adam_stability_limit(lr=0.01, beta1=0.9), 6)  # 38/η
-    3800.0
-    >>> w = torch.nn.Parameter(torch.ones(3))
-    >>> optimizer = torch.optim.Adam([w], lr=0.1)
-    >>> adam_preconditioner(optimizer, [w]) is None  # no step taken yet: no moment estimates
-    True
-    >>> w.grad = torch.tensor([1.0, 2.0, 4.0]); optimizer.step()
-    >>> adam_preconditioner(optimizer, [w])  # after one step: (1 − β₁)(|g| + ε)
-    tensor([0.1000, 0.2000, 0.4000])
-"""
+"""Adaptive optimizers' diagonal preconditioners and their stability limits: the adaptive edge of stability."""
 
 from __future__ import annotations
 
@@ -79,6 +10,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
+from lightning_spectral._internal.validation import check_positive_finite
 from lightning_spectral.functional.hessian.edge_of_stability import stability_limit
 
 __all__ = [
@@ -114,9 +46,27 @@ def is_rmsprop(optimizer: object) -> bool:
 
 
 def adam_stability_limit(lr: float, beta1: float) -> float:
-    """``(2 + 2β₁) / ((1 − β₁)·lr)``: Adam's largest stable eigenvalue of ``D⁻¹H`` (module docstring)."""
-    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-        raise ValueError(f"`lr` must be a positive finite number, got {lr!r}.")
+    r"""Adam's largest stable eigenvalue of the preconditioned Hessian ``D⁻¹H`` (Cohen et al. 2022).
+
+    .. math::
+
+        \lambda_{\text{crit}} = \frac{2 + 2\beta_1}{(1 - \beta_1)\,\eta}
+
+    Args:
+        lr: the step size ``η`` (``> 0``).
+        beta1: Adam's ``β₁`` in ``[0, 1)``.
+
+    Returns:
+        The limit ``λ_crit``.
+
+    Raises:
+        ValueError: ``lr`` or ``beta1`` out of range.
+
+    Example:
+        >>> round(adam_stability_limit(lr=0.01, beta1=0.9), 6)  # 38/η
+        3800.0
+    """
+    check_positive_finite("lr", lr)
     if not (isinstance(beta1, (int, float)) and 0.0 <= beta1 < 1.0):
         raise ValueError(f"`beta1` must be a number in [0, 1), got {beta1!r}.")
     return (2.0 + 2.0 * beta1) / ((1.0 - beta1) * lr)
@@ -180,8 +130,32 @@ def _nadam_schedule(state: dict[str, Any], group: dict[str, Any]) -> tuple[float
 def nadam_stability_limit(
     lr: float, beta1: float, momentum_decay: float, step: float, mu_product: float
 ) -> float:
-    """NAdam's largest stable eigenvalue of ``D⁻¹H`` after ``step`` steps, ``mu_product`` = ``Π_t`` (module
-    docstring): ``2(1 + β₁) / (η(c₁(1 + β₁) + c₂(1 − β₁)))``."""
+    r"""NAdam's largest stable eigenvalue of ``D⁻¹H`` after ``step`` steps.
+
+    With NAdam's momentum schedule ``μ_t = β₁(1 − 0.96^{tψ}/2)`` (``ψ`` = ``momentum_decay``),
+    ``c₁ = (1 − μ_t)/(1 − Π_t)`` and ``c₂ = μ_{t+1}/(1 − Π_t μ_{t+1})``:
+
+    .. math::
+
+        \lambda_{\text{crit}} = \frac{2(1 + \beta_1)}{\eta\,\big(c_1 (1 + \beta_1) + c_2 (1 - \beta_1)\big)}
+
+    Args:
+        lr: the step size ``η`` (``> 0``).
+        beta1: ``β₁`` in ``[0, 1)``.
+        momentum_decay: NAdam's ``momentum_decay`` ``ψ``.
+        step: the step count ``t``.
+        mu_product: ``Π_t``, the product of the ``μ`` so far (NAdam's ``mu_product`` state).
+
+    Returns:
+        The limit ``λ_crit``.
+
+    Raises:
+        ValueError: ``lr`` or ``beta1`` out of range.
+
+    Example:
+        >>> round(nadam_stability_limit(0.01, 0.9, 0.004, step=1000.0, mu_product=0.0), 1)
+        392.6
+    """
     adam_stability_limit(lr, beta1)  # validates lr and β₁
     mu = beta1 * (1.0 - 0.5 * 0.96 ** (step * momentum_decay))
     mu_next = beta1 * (1.0 - 0.5 * 0.96 ** ((step + 1.0) * momentum_decay))
@@ -242,13 +216,16 @@ def _preconditioner(
     with the groups' step sizes folded in, the ``limit_key`` they share, and each coordinate's coupled
     ``weight_decay`` (``None`` if 0 everywhere; groups with ``decoupled_weight_decay`` count 0, their decay is
     in the limit); ``None`` if a piece is undefined, a group maximizes, or the parameters' ``limit_key``
-    (momentum, schedule) differ."""
+    (momentum, schedule) differ.
+    """
     groups = {id(p): group for group in optimizer.param_groups for p in group["params"]}
     reference_lr = float(optimizer.param_groups[0]["lr"])
     pieces, decays, keys = [], [], set()
     for parameter in parameters:
         state, group = optimizer.state.get(parameter), groups.get(id(parameter))
-        piece = diagonal(state, group) if state and group is not None and not group.get("maximize") else None
+        if not state or group is None or group.get("maximize"):
+            return None
+        piece = diagonal(state, group)
         if piece is None:
             return None
         keys.add(limit_key(state, group))
@@ -267,11 +244,27 @@ def _preconditioner(
 def adam_preconditioner(optimizer: torch.optim.Optimizer, parameters: Sequence[Tensor]) -> Tensor | None:
     """The diagonal of Adam's ``D_t = (1 − β₁ᵗ)·diag(√v̂_t + ε)`` over ``parameters``, flattened and concatenated
     in their order, as float32 (float64 parameters: float64) on the parameters' device; param groups' step
-    sizes folded in (module docstring).
+    sizes folded in (see the module's science notes).
 
     ``None`` when it is not defined: ``optimizer`` is not Adam/AdamW (see :func:`is_adam`), a parameter has no
     moment estimates yet (no step taken, or not in the optimizer), or the parameters' groups have different
     ``β₁``.
+
+    Args:
+        optimizer: the optimizer that trains ``parameters``.
+        parameters: the parameters, in the order of the Hessian's flat vector.
+
+    Returns:
+        The ``(P,)`` diagonal of ``D_t``, or ``None`` where it is not defined.
+
+    Example:
+        >>> w = torch.nn.Parameter(torch.ones(3))
+        >>> optimizer = torch.optim.Adam([w], lr=0.1)
+        >>> adam_preconditioner(optimizer, [w]) is None  # no step taken yet: no moment estimates
+        True
+        >>> w.grad = torch.tensor([1.0, 2.0, 4.0]); optimizer.step()
+        >>> adam_preconditioner(optimizer, [w])  # after one step: (1 − β₁)(|g| + ε)
+        tensor([0.1000, 0.2000, 0.4000])
     """
     if not is_adam(optimizer):
         return None
@@ -282,7 +275,22 @@ def adam_preconditioner(optimizer: torch.optim.Optimizer, parameters: Sequence[T
 def rmsprop_preconditioner(optimizer: torch.optim.Optimizer, parameters: Sequence[Tensor]) -> Tensor | None:
     """The diagonal of RMSprop's ``D = diag(√v + ε)`` (``centered=True``: ``√(v − ḡ²) + ε``) over
     ``parameters``, like :func:`adam_preconditioner`; ``None`` for other optimizers, before the first step, or
-    for groups with different ``momentum``."""
+    for groups with different ``momentum``.
+
+    Args:
+        optimizer: the optimizer that trains ``parameters``.
+        parameters: the parameters, in the order of the Hessian's flat vector.
+
+    Returns:
+        The ``(P,)`` diagonal of ``D``, or ``None`` where it is not defined.
+
+    Example:
+        >>> w = torch.nn.Parameter(torch.ones(2))
+        >>> optimizer = torch.optim.RMSprop([w], lr=0.1, alpha=0.0, eps=0.0)
+        >>> w.grad = torch.tensor([3.0, 4.0]); optimizer.step()
+        >>> rmsprop_preconditioner(optimizer, [w])  # √v = |g| after one step with alpha = 0
+        tensor([3., 4.])
+    """
     if not is_rmsprop(optimizer):
         return None
     found = _preconditioner(optimizer, parameters, _rmsprop_diagonal, _rmsprop_momentum)
@@ -293,7 +301,19 @@ def rmsprop_preconditioner(optimizer: torch.optim.Optimizer, parameters: Sequenc
 class PreconditionedStep:
     """An adaptive optimizer's diagonal preconditioner ``D`` (over some parameters), its coupled weight decay
     ``w`` per coordinate (``None`` without; the step sees ``D⁻¹(H + diag(w))``) and the stability limit of that
-    matrix's eigenvalues at the current step size (decoupled decay folded in)."""
+    matrix's eigenvalues at the current step size (decoupled decay folded in).
+
+    Attributes:
+        optimizer: the optimizer's class name.
+        diagonal: ``(P,)`` the diagonal of ``D``.
+        limit: the largest stable eigenvalue of ``D⁻¹(H + diag(w))`` at the current step size.
+        weight_decay: ``(P,)`` coupled weight decay per coordinate, or ``None``.
+
+    Example::
+
+        step = adaptive_preconditioning(optimizer, params)
+        step.optimizer, step.limit  # e.g. ('Adam', 3800.0)
+    """
 
     optimizer: str
     diagonal: Tensor
@@ -303,7 +323,8 @@ class PreconditionedStep:
 
 def _decoupled_factor(group: dict[str, Any]) -> float:
     """``(1 + c)/2 = 1 − ηw/2``: what decoupled decay (``c = 1 − ηw``) does to an Adam-family or NAdam limit
-    (1 for groups without it: RMSprop, Adagrad and Adadelta have none)."""
+    (1 for groups without it: RMSprop, Adagrad and Adadelta have none).
+    """
     if not group.get("decoupled_weight_decay"):
         return 1.0
     return 1.0 - float(group["lr"]) * float(group.get("weight_decay", 0.0)) / 2.0
@@ -312,7 +333,8 @@ def _decoupled_factor(group: dict[str, Any]) -> float:
 @dataclass(frozen=True)
 class _Rule:
     """How one optimizer is read: the classes it covers, its ``D``, what its limit depends on, and the limit
-    ``(η, limit_key) -> λ`` before decoupled decay."""
+    ``(η, limit_key) -> λ`` before decoupled decay.
+    """
 
     classes: tuple[str, ...]
     diagonal: _Diagonal
@@ -346,7 +368,21 @@ def adaptive_preconditioning(
     (``(2 + 2β₁)/((1 − β₁)η)``), NAdam (its schedule's limit), both times ``1 − ηw/2`` under decoupled decay,
     RMSprop (``(2 + 2μ)/η``), Adagrad and Adadelta (``2/η``), ``η`` from the first param group (module
     docstring); ``None`` for other optimizers or where the preconditioner is not defined (see
-    :func:`adam_preconditioner`)."""
+    :func:`adam_preconditioner`).
+
+    Args:
+        optimizer: the optimizer that trains ``parameters``.
+        parameters: the parameters, in the order of the Hessian's flat vector.
+
+    Returns:
+        A :class:`PreconditionedStep`, or ``None`` for other optimizers or an undefined preconditioner.
+
+    Example::
+
+        step = adaptive_preconditioning(optimizer, list(model.parameters()))
+        result = hessian_eigenvalues(model, loss_fn, batch, preconditioner=step.diagonal)
+        ratio = result.eigenvalues[0].item() / step.limit  # >= 1: past the adaptive edge of stability
+    """
     name = next((name for name, rule in _RULES.items() if _is_a(optimizer, rule.classes)), None)
     if name is None:
         return None

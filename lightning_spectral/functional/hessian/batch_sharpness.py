@@ -1,32 +1,4 @@
-"""Batch sharpness: the curvature of each mini-batch loss along its own gradient (Andreyev & Beneventano 2024).
-
-Under mini-batch SGD with step ``η`` the top eigenvalue of the full-batch Hessian usually stays below
-``2/η``. What rises to ``2/η`` and hovers there -- the *edge of stochastic stability* -- is the batch
-sharpness (A. Andreyev, P. Beneventano, "Edge of Stochastic Stability: Revisiting the Edge of Stability for
-SGD", arXiv:2412.20553, Definition 3, Eq. (3)):
-
-    BatchSharpness(θ) = E_B [ ∇L_B(θ)ᵀ ∇²L_B(θ) ∇L_B(θ) / ‖∇L_B(θ)‖² ]
-
-the expectation over mini-batches ``B`` (of the training batch size) of the Rayleigh quotient of the
-mini-batch Hessian ``H_B`` at the mini-batch gradient ``g_B`` -- the expectation is *outside* the ratio (the
-authors' reference code computes ``E[g_BᵀH_Bg_B] / E[‖g_B‖²]`` only as an exploratory variant). It is
-estimated by the mean over the given batches, with its standard error; each batch costs one gradient and
-one Hessian-vector product. Each Rayleigh quotient lies in ``[λ_min(H_B), λ_max(H_B)]``.
-
-A batch whose gradient is exactly zero has no direction: its value is ``nan`` and it is left out of the mean
-(``nan`` if every batch is). With a ``reduce_fn`` (all-reduce mean in data-parallel training) ``g_B`` and
-``H_B g_B`` are those of the union of the processes' batches, the batch SGD actually steps on.
-
-Example::
-
-    >>> import torch
-    >>> model = torch.nn.Linear(3, 1)
-    >>> batches = [(torch.randn(4, 3), torch.randn(4, 1)) for _ in range(3)]
-    >>> loss_fn = lambda m, b: ((m(b[0]) - b[1]) ** 2).mean()
-    >>> result = batch_sharpness(model, loss_fn, batches)
-    >>> len(result.per_batch), result.num_hvps
-    (3, 3)
-"""
+"""Batch sharpness: the curvature of each mini-batch loss along its own gradient (Andreyev & Beneventano 2024)."""
 
 from __future__ import annotations
 
@@ -37,11 +9,13 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from lightning_spectral._internal.validation import check_choice
 from lightning_spectral.functional._common.parameter_selection import ParamSpec
 from lightning_spectral.functional.hessian.operator import (
     HVP_METHODS,
     SOLVER_HVP_METHOD,
     HessianOperator,
+    HVPMethod,
     LossFn,
 )
 from lightning_spectral.linalg import mean_and_std_error
@@ -57,6 +31,11 @@ class BatchSharpness(NamedTuple):
         std_error: its standard error ``s/√n`` (``nan`` with fewer than two usable batches).
         per_batch: ``g_Bᵀ H_B g_B / ‖g_B‖²`` for each batch, in order (``nan`` for a zero gradient).
         num_hvps: Hessian-vector products spent (one per batch).
+
+    Example:
+        >>> result = BatchSharpness(value=2.0, std_error=0.5, per_batch=[1.5, 2.5], num_hvps=2)
+        >>> result.value, len(result.per_batch)
+        (2.0, 2)
     """
 
     value: float
@@ -69,7 +48,8 @@ def batch_rayleigh_quotients(operator: HessianOperator, gradients: list[Tensor] 
     """``g_bᵀ H_b g_b / ‖g_b‖²`` for each batch ``b`` of ``operator`` (one single-batch product each; ``nan``
     for ``g_b = 0``). ``gradients``: ``operator.batch_gradients()``, which with double backward, taken before
     the operator's first product, come out of the graphs the products use -- so a caller that needs the
-    operator's eigenvalues too (the Hessian monitor) pays for the gradients once; ``None``: evaluated here."""
+    operator's eigenvalues too (the Hessian monitor) pays for the gradients once; ``None``: evaluated here.
+    """
     if gradients is None:
         gradients = operator.batch_gradients()
     quotients = []
@@ -98,10 +78,16 @@ def batch_sharpness(
     batches: list[Any],
     *,
     params: ParamSpec = None,
-    hvp_method: str = SOLVER_HVP_METHOD,
+    hvp_method: HVPMethod = SOLVER_HVP_METHOD,
     reduce_fn: Callable[[Tensor], Tensor] | None = None,
 ) -> BatchSharpness:
-    """``mean_B g_Bᵀ H_B g_B / ‖g_B‖²`` over ``batches`` (module docstring).
+    r"""The curvature of each mini-batch loss along its own gradient, averaged (Andreyev & Beneventano 2024).
+
+    .. math::
+
+        \text{batch sharpness} = \operatorname{mean}_B \frac{g_B^\top H_B g_B}{\|g_B\|^2},
+
+    ``g_B`` and ``H_B`` the gradient and Hessian of the loss on mini-batch ``B``.
 
     Args:
         model: the network (left untouched).
@@ -115,14 +101,26 @@ def batch_sharpness(
 
     Returns:
         :class:`BatchSharpness`.
+
+    Raises:
+        TypeError: ``batches`` is not a list.
+        ValueError: ``batches`` is empty or ``hvp_method`` is not one of the methods.
+
+    Example:
+        >>> import torch
+        >>> model = torch.nn.Linear(3, 1)
+        >>> batches = [(torch.randn(4, 3), torch.randn(4, 1)) for _ in range(3)]
+        >>> loss_fn = lambda m, b: ((m(b[0]) - b[1]) ** 2).mean()
+        >>> result = batch_sharpness(model, loss_fn, batches)
+        >>> len(result.per_batch), result.num_hvps
+        (3, 3)
     """
     if not isinstance(batches, list):
         hint = " (wrap one batch as [batch])" if isinstance(batches, tuple) else ""
         raise TypeError(f"`batches` must be a list of mini-batches, got {type(batches).__name__}{hint}.")
     if not batches:
         raise ValueError("`batches` must hold at least one mini-batch, got an empty list.")
-    if hvp_method not in HVP_METHODS:
-        raise ValueError(f"`hvp_method` must be one of {HVP_METHODS}, got {hvp_method!r}.")
+    check_choice("hvp_method", hvp_method, HVP_METHODS)
     quotients = []
     method = hvp_method
     for batch in batches:  # one operator per batch: one gradient graph alive at a time

@@ -1,37 +1,10 @@
-"""The edge-of-stability ratio of (heavy-ball / Nesterov) gradient descent.
-
-Gradient descent with step size η on a quadratic with curvature λ is stable iff ``η·λ < 2``: the iterate
-along the top Hessian eigenvector is multiplied by ``1 − ηλ`` each step. Cohen et al. (2021, "Gradient
-Descent on Neural Networks Typically Occurs at the Edge of Stability") observed that full-batch GD drives
-the top eigenvalue λ_max up to this limit ``2/η`` and then hovers there. With momentum β the limits are
-(Cohen et al., Appendix; the stability region of the heavy-ball / Nesterov recurrences):
-
-- heavy ball:  ``λ_max < (2 + 2β) / η``
-- Nesterov:    ``λ_max < (2 + 2β) / (η (1 + 2β))``
-
-``torch.optim.SGD``'s other two settings move the limit too (both derived from its update ``b ← β b +
-(1 − d)(g + w θ)``, ``θ ← θ − η b``, and checked against the optimizer in the tests):
-
-- ``dampening`` ``d`` scales the step on the momentum buffer: heavy ball with step ``η (1 − d)``, limit
-  ``(2 + 2β) / (η (1 − d))`` (infinite at ``d = 1``, where the buffer no longer takes in gradients; torch
-  ignores ``d`` without momentum and forbids it with Nesterov);
-- coupled ``weight_decay`` ``w`` adds ``w`` to every eigenvalue of the Hessian the step sees (``H + w I``),
-  so the limit on ``λ_max`` of the loss Hessian is the limit above minus ``w``.
-
-The ratio returned here is ``λ_max / limit``, so it equals ``η·λ_max/2`` for plain SGD and is ``≥ 1``
-beyond the stability limit, for every one of these optimizers.
-
-Example::
-
-    >>> edge_of_stability_ratio(lambda_max=40.0, lr=0.05)
-    1.0
-    >>> round(edge_of_stability_ratio(lambda_max=40.0, lr=0.05, momentum=0.9), 6)  # limit (2+1.8)/0.05 = 76
-    0.526316
-"""
+"""The edge-of-stability ratio of (heavy-ball / Nesterov) gradient descent."""
 
 from __future__ import annotations
 
 import math
+
+from lightning_spectral._internal.validation import check_positive_finite
 
 
 def buffer_step(lr: float, momentum: float, dampening: float) -> float:
@@ -46,10 +19,39 @@ def stability_limit(
     dampening: float = 0.0,
     weight_decay: float = 0.0,
 ) -> float:
-    """The largest stable curvature ``λ`` of the loss Hessian for ``torch.optim.SGD`` with these settings (module
-    docstring); ``inf`` when nothing is limited (``dampening = 1`` with momentum)."""
-    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-        raise ValueError(f"`lr` must be a positive finite number, got {lr!r}.")
+    r"""The largest stable curvature ``λ`` of the loss Hessian for ``torch.optim.SGD`` with these settings.
+
+    Gradient descent with heavy-ball momentum ``μ``, dampening ``τ`` and coupled weight decay ``w`` is stable
+    along an eigenvector of curvature ``λ`` while ``λ`` is below
+
+    .. math::
+
+        \lambda_{\text{crit}} = \frac{2 + 2\mu}{\eta (1 - \tau)} - w
+        \quad\text{(Nesterov: } \frac{2 + 2\mu}{\eta (1 - \tau)(1 + 2\mu)} - w\text{)},
+
+    ``2/η`` for plain SGD (Cohen et al. 2021); ``inf`` when nothing is limited (``τ = 1`` with momentum).
+
+    Args:
+        lr: the step size ``η`` (``> 0``).
+        momentum: ``μ`` in ``[0, 1)``.
+        nesterov: Nesterov momentum (needs ``dampening = 0``).
+        dampening: ``τ`` in ``[0, 1]``.
+        weight_decay: coupled L2 weight decay ``w >= 0``.
+
+    Returns:
+        The limit ``λ_crit``.
+
+    Raises:
+        ValueError: an argument out of range, Nesterov with dampening, or a weight decay at least the
+            step's limit.
+
+    Example:
+        >>> stability_limit(lr=0.1)
+        20.0
+        >>> round(stability_limit(lr=0.1, momentum=0.9), 6)
+        38.0
+    """
+    check_positive_finite("lr", lr)
     if not (isinstance(momentum, (int, float)) and 0.0 <= momentum < 1.0):
         raise ValueError(f"`momentum` must be a number in [0, 1), got {momentum!r}.")
     if not (isinstance(dampening, (int, float)) and 0.0 <= dampening <= 1.0):
@@ -82,5 +84,26 @@ def edge_of_stability_ratio(
     dampening: float = 0.0,
     weight_decay: float = 0.0,
 ) -> float:
-    """``λ_max`` divided by the stability limit: ``lr·λ_max/2`` for plain SGD, ``≥ 1`` means unstable."""
+    """``λ_max`` divided by :func:`stability_limit`: ``lr·λ_max/2`` for plain SGD, ``≥ 1`` means unstable.
+
+    Args:
+        lambda_max: the top eigenvalue of the loss Hessian.
+        lr: the step size ``η`` (``> 0``).
+        momentum: ``μ`` in ``[0, 1)``.
+        nesterov: Nesterov momentum (needs ``dampening = 0``).
+        dampening: ``τ`` in ``[0, 1]``.
+        weight_decay: coupled L2 weight decay ``w >= 0``.
+
+    Returns:
+        ``λ_max / λ_crit`` (``0.0`` when nothing is limited).
+
+    Raises:
+        ValueError: as :func:`stability_limit`.
+
+    Example:
+        >>> edge_of_stability_ratio(lambda_max=40.0, lr=0.05)
+        1.0
+        >>> round(edge_of_stability_ratio(lambda_max=40.0, lr=0.05, momentum=0.9), 6)  # limit (2+1.8)/0.05 = 76
+        0.526316
+    """
     return float(lambda_max) / stability_limit(lr, momentum, nesterov, dampening, weight_decay)

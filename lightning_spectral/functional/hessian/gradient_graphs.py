@@ -1,16 +1,6 @@
 """The double-backward cache of a Hessian operator: every batch's gradient graph, built once, and products
 through it.
 
-For ``L_b(θ)`` the loss of batch ``b``, ``∇L_b`` is built with ``create_graph=True`` and only the autograd
-edges of its pieces that depend on θ are kept (not the gradient values: the products need the graph, and
-dropping the values saves one parameter-sized vector per batch). A Hessian-vector product is then one
-vector-Jacobian product through those edges with ``v`` as their output gradient,
-
-    Σ_b H_b v = Σ_b J_{∇L_b}ᵀ v        (each H_b symmetric),
-
-without forming ``∇L_b ⊙ v``; the edges of one batch alone give ``H_b v``. Used by
-:class:`~lightning_spectral.functional.HessianOperator` (``method="double_backward"``).
-
 Example::
 
     >>> import torch
@@ -36,7 +26,8 @@ __all__ = ["GradientGraphs"]
 class GradientGraphs:
     """The differentiable aliases of θ, each batch's loss, the autograd edges of every batch's gradient pieces
     that depend on θ (with the index of their parameter; batch ``b``'s are ``edges[edge_ends[b - 1]:
-    edge_ends[b]]``) and, if asked for, each batch's flat gradient."""
+    edge_ends[b]]``) and, if asked for, each batch's flat gradient.
+    """
 
     leaves: tuple[Tensor, ...]
     losses: list[Tensor]
@@ -56,7 +47,8 @@ class GradientGraphs:
     ) -> GradientGraphs:
         """Per batch ``index < num_batches`` the gradient of ``loss_of(params, index)`` at ``point``, built with
         ``create_graph=True`` and kept as edges; with ``keep_gradient=True`` each batch's gradient, flattened by
-        ``flatten``, is kept as well."""
+        ``flatten``, is kept as well.
+        """
         # Aliases of the point (no new memory) that autograd can differentiate; shared by all batches.
         leaves = {key: p.detach().requires_grad_(True) for key, p in point.items()}
         losses, edges, tangent_indices, edge_ends = [], [], [], []
@@ -83,7 +75,8 @@ class GradientGraphs:
     ) -> list[Tensor] | None:
         """``Σ_b H_b v`` (or ``H_batch v``) per parameter for ``v`` given per parameter (``tangent``), by one
         backward pass through the kept gradients of those batches; ``None`` when none of them depends on θ
-        (the Hessian is zero). ``retain_graph=False`` consumes the graphs."""
+        (the Hessian is zero). ``retain_graph=False`` consumes the graphs.
+        """
         ends = self.edge_ends
         first, end = (0, ends[-1]) if batch is None else (ends[batch - 1] if batch else 0, ends[batch])
         if first == end:

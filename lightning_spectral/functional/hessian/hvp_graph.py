@@ -1,44 +1,5 @@
 """Hessian-vector products replayed as CUDA graphs, captured once and reused by every later operator of the same
 shape.
-
-On a GPU the product of a small or medium model is bound by kernel launches, not arithmetic: a
-double-backward HVP of a 32k-parameter MLP is a few µs of arithmetic spread over ~100 kernels, each launched
-from Python through autograd. A CUDA graph (:class:`torch.cuda.CUDAGraph`) records those launches once and
-replays them with one call. :class:`HVPGraph` captures one product -- the whole product: the loss, its gradient
-and the second differentiation (forward-over-reverse, or the gradient built with ``create_graph=True`` and
-differentiated again) -- on *static* copies of the operator's parameters, buffers, batch and vector. A later
-product, of the same operator or of any later :class:`~lightning_spectral.functional.HessianOperator` with the
-same structure, copies its tensors into the static ones and replays. A monitor that measures every few hundred
-steps on a fixed batch pays the capture once per fit.
-
-Same structure (the *signature*, compared before every replay): the same model object and ``loss_fn``, the
-same selected parameter names, shapes and dtypes, the same frozen parameters and buffers, the same batch
-structure (tensor shapes, dtypes and devices; other leaves equal), the same train/eval flag of every module,
-the same resolved HVP method, and the same float32 precision, cuDNN, determinism and autocast settings. When
-the signature changes the product is captured again (at most ``max_graphs`` captures are kept, least recently
-used first out).
-
-What a graph cannot see. A replay runs the kernels the capture recorded; Python code in the model or the loss
-does not run again. A ``forward`` whose control flow depends on Python state outside the signature (an epoch
-counter, a Python random number, a flag set by a callback) would replay the branch taken at capture (a branch
-on a tensor's value needs a host synchronisation, which fails the capture: detected, see below): use graphs only for losses that are a function of the parameters, buffers and batch tensors. Two
-cases are detected and answered with eager products (with a warning, once per signature; the numbers are the
-eager ones): a loss that draws random numbers (dropout in train mode: each replay would draw a new mask,
-while the operator is the Hessian with one fixed mask), detected from the RNG states around the warm-up
-product, and a loss that cannot be captured (a host synchronisation such as ``.item()``, CPU tensors). Every
-capture is checked: its first replay must equal the eager warm-up product to ``100·ε`` relative.
-
-Memory. Each kept capture holds its static inputs (one copy of parameters, buffers and batches) and the graph's
-private memory pool (the activations of one product) until :meth:`HVPGraph.release` or until the object is
-dropped.
-
-Example (on a GPU)::
-
-    graph = HVPGraph()
-    for step in range(...):
-        ...  # train
-        operator = HessianOperator(model, loss_fn, batch, method="double_backward", hvp_graph=graph)
-        result = hessian_eigenvalues(operator=operator, k=1)  # the first call captures, later ones replay
 """
 
 from __future__ import annotations
@@ -51,14 +12,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from lightning_spectral._internal.full_precision import _matmul_precision, precision_switches
+from lightning_spectral._internal.rng import capture_rng_state
+from lightning_spectral._internal.validation import check_int
 from lightning_spectral.functional.hessian.replayed_randomness import NoReplay
 
 if TYPE_CHECKING:
-    from lightning_spectral.functional.hessian.operator import HessianOperator
+    from lightning_spectral.functional.hessian.operator import HessianOperator, HVPMethod
 
 __all__ = ["HVPGraph"]
 
@@ -67,24 +30,24 @@ __all__ = ["HVPGraph"]
 class _Capture:
     """One captured product: the operator twin whose tensors are the static inputs, the graph and its output."""
 
-    method: str
+    method: HVPMethod
     twin: HessianOperator
     static_inputs: list[Tensor]
     static_v: Tensor
     static_out: Tensor
     graph: Any  # torch.cuda.CUDAGraph
-    model: weakref.ref
+    model: weakref.ref[nn.Module]
     loss_fn: Any
-    loaded_for: weakref.ref | None = None
+    loaded_for: weakref.ref[HessianOperator] | None = None
 
 
-def _describe_leaf(leaf: Any) -> tuple:
+def _describe_leaf(leaf: Any) -> tuple[Any, ...]:
     if isinstance(leaf, Tensor):
         return ("tensor", tuple(leaf.shape), leaf.dtype, leaf.device)
     return ("value", type(leaf).__qualname__, repr(leaf))
 
 
-def _precision_settings() -> tuple:
+def _precision_settings() -> tuple[Any, ...]:
     """The global switches that change which kernels a product runs."""
     switches = precision_switches()
     legacy = () if switches else (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
@@ -109,20 +72,22 @@ def _autocast_enabled() -> bool:
 
 def _tensors_of(operator: HessianOperator) -> tuple[list[Tensor], Any]:
     """The operator's inputs a capture copies: point, frozen parameters, buffers, then the batches' tensors
-    (and the batches' structure)."""
+    (and the batches' structure).
+    """
     leaves, spec = tree_flatten(operator._batches)
     tensors = [*operator._point.values(), *operator._constants.values(), *operator._buffers.values()]
     return tensors + [leaf for leaf in leaves if isinstance(leaf, Tensor)], (leaves, spec)
 
 
-def _signature(operator: HessianOperator) -> tuple:
+def _signature(operator: HessianOperator) -> tuple[Any, ...]:
     """What a capture must match: the operator's structure (computed once per operator) and the state that can
-    change between its products (train/eval flags, precision settings)."""
+    change between its products (train/eval flags, precision settings).
+    """
     structure = operator.__dict__.get("_graph_structure")
     if structure is None:
         leaves, spec = tree_flatten(operator._batches)
 
-        def shapes(tensors: dict[str, Tensor]) -> tuple:
+        def shapes(tensors: dict[str, Tensor]) -> tuple[Any, ...]:
             return tuple((name, tuple(t.shape), t.dtype, t.device) for name, t in tensors.items())
 
         structure = (
@@ -144,7 +109,8 @@ def _reset_generator_after_failed_capture(device: torch.device) -> None:
     """A capture registers the default CUDA generator and marks its state as capturing; a capture that fails
     ends without unmarking it (torch 2.11-2.13), after which every eager random draw on that device (dropout in
     the next training step) raises "Offset increment outside graph capture". A clone of the state is unmarked:
-    put it in place (the seed and offset are restored by the caller)."""
+    put it in place (the seed and offset are restored by the caller).
+    """
     generator = torch.cuda.default_generators[
         device.index if device.index is not None else torch.cuda.current_device()
     ]
@@ -153,7 +119,7 @@ def _reset_generator_after_failed_capture(device: torch.device) -> None:
 
 
 class HVPGraph:
-    """A cache of Hessian-vector products captured as CUDA graphs (see the module docstring).
+    """A cache of Hessian-vector products captured as CUDA graphs (see the module's science notes).
 
     Pass one to :class:`~lightning_spectral.functional.HessianOperator` (``hvp_graph=``) and the operator to the
     estimators (``hessian_eigenvalues(operator=...)``, ``hessian_trace``, ``hessian_density``), or let
@@ -168,30 +134,53 @@ class HVPGraph:
         num_captures: captures taken so far.
         num_replays: products served by a replay.
         disabled: signature → why it is answered with eager products (the reasons also go to a warning).
+
+    Raises:
+        ValueError: ``max_graphs`` is not a positive integer.
+
+    Example::
+
+        graph = HVPGraph()
+        op = HessianOperator(model.cuda(), loss_fn, batch, method="double_backward", hvp_graph=graph)
+        result = hessian_eigenvalues(operator=op, k=3)  # the products after the first replay one capture
+        graph.num_captures, graph.num_replays
     """
 
     def __init__(self, max_graphs: int = 2) -> None:
-        if isinstance(max_graphs, bool) or not isinstance(max_graphs, int) or max_graphs < 1:
-            raise ValueError(f"`max_graphs` must be an int >= 1, got {max_graphs!r}.")
-        self.max_graphs = max_graphs
+        self.max_graphs = check_int("max_graphs", max_graphs, 1)
         self.num_captures = 0
         self.num_replays = 0
-        self.disabled: dict[tuple, str] = {}
-        self._captures: OrderedDict[tuple, _Capture] = OrderedDict()
+        self.disabled: dict[tuple[Any, ...], str] = {}
+        self._captures: OrderedDict[tuple[Any, ...], _Capture] = OrderedDict()
 
     def release(self) -> None:
         """Drop every capture (static tensors and graph memory); later products capture again."""
         self._captures.clear()
 
     # ------------------------------------------------------------------ used by HessianOperator
-    def resolved_method(self, operator: HessianOperator) -> str | None:
-        """The HVP method a capture of this operator's signature resolved ``"auto"`` to, if there is one."""
+    def resolved_method(self, operator: HessianOperator) -> HVPMethod | None:
+        """The HVP method a capture of this operator's signature resolved ``"auto"`` to, if there is one.
+
+        Args:
+            operator: the operator asking.
+
+        Returns:
+            The method, or ``None`` without such a capture.
+        """
         capture = self._captures.get(_signature(operator))
         return None if capture is None else capture.method
 
     def product(self, operator: HessianOperator, v: Tensor) -> Tensor | None:
         """``Σ_b H_b v`` (not yet averaged or reduced) by a replay, or ``None`` if this operator's products must
-        be eager: not on CUDA, ``"auto"`` not resolved yet, or the signature disabled."""
+        be eager: not on CUDA, ``"auto"`` not resolved yet, or the signature disabled.
+
+        Args:
+            operator: the operator whose product is asked for.
+            v: ``(P,)`` vector.
+
+        Returns:
+            ``(P,)`` the summed product, or ``None``.
+        """
         if operator.device.type != "cuda" or operator.method == "auto":
             return None
         signature = _signature(operator)
@@ -223,7 +212,7 @@ class HVPGraph:
     def _same_objects(capture: _Capture, operator: HessianOperator) -> bool:
         return capture.model() is operator._module.model and capture.loss_fn is operator._module._loss_fn[0]
 
-    def _disable(self, signature: tuple, reason: str) -> None:
+    def _disable(self, signature: tuple[Any, ...], reason: str) -> None:
         self.disabled[signature] = reason
         warnings.warn(
             f"HVPGraph: Hessian-vector products of this loss are not replayed as a CUDA graph ({reason}); they are "
@@ -231,7 +220,7 @@ class HVPGraph:
             stacklevel=4,
         )
 
-    def _capture(self, operator: HessianOperator, signature: tuple) -> _Capture | None:
+    def _capture(self, operator: HessianOperator, signature: tuple[Any, ...]) -> _Capture | None:
         device = operator.device
         tensors, (leaves, spec) = _tensors_of(operator)
         with torch.no_grad():
@@ -255,20 +244,16 @@ class HVPGraph:
         generator = torch.Generator().manual_seed(0)
         static_v = torch.randn(operator.dim, generator=generator, dtype=operator.dtype).to(device)
 
-        cpu_state = torch.get_rng_state()
-        cuda_state = torch.cuda.get_rng_state(device)
+        rng_state = capture_rng_state(device)
         stream = torch.cuda.Stream(device)
         stream.wait_stream(torch.cuda.current_stream(device))
         try:
             with torch.cuda.stream(stream):
                 eager = twin._hvp_unshared(static_v)
-                if not (
-                    torch.equal(torch.get_rng_state(), cpu_state)
-                    and torch.equal(torch.cuda.get_rng_state(device), cuda_state)
-                ):
+                if not capture_rng_state(device).same_torch_state(rng_state):
                     self._disable(signature, "the loss draws random numbers, e.g. dropout in train mode")
                     return None
-                eager = twin._hvp_unshared(static_v)  # a second warm-up: lazy initialisations on this stream
+                eager = twin._hvp_unshared(static_v)  # a second warm-up: lazy initializations on this stream
             torch.cuda.current_stream(device).wait_stream(stream)
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph, stream=stream, capture_error_mode="thread_local"):
@@ -282,8 +267,7 @@ class HVPGraph:
             self._disable(signature, f"capture failed: {type(error).__name__}: {first_line}")
             return None
         finally:
-            torch.set_rng_state(cpu_state)
-            torch.cuda.set_rng_state(cuda_state, device)
+            rng_state.restore()
         if not difference <= 100 * torch.finfo(operator.dtype).eps * scale:
             self._disable(signature, f"the replay differs from the eager product by {difference / scale:.1e}")
             return None

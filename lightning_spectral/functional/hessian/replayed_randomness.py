@@ -1,9 +1,6 @@
 """The global random state replayed for every evaluation of a batch, so that an operator built from a random loss
 (dropout in train mode) is one fixed function of the parameters and consumes no randomness.
 
-:class:`ReplayedRandomness` gives batch ``i`` the same CPU and accelerator RNG state at every evaluation and
-restores the caller's state afterwards; :class:`NoReplay` is its stand-in where nothing may be replayed.
-
 Example::
 
     >>> import torch
@@ -22,7 +19,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
-from torch import Tensor
+
+from lightning_spectral._internal.rng import RNGState, capture_rng_state
 
 __all__ = ["NoReplay", "ReplayedRandomness"]
 
@@ -36,26 +34,13 @@ class ReplayedRandomness:
     """
 
     def __init__(self, device: torch.device, num_batches: int) -> None:
-        module = None if device.type == "cpu" else getattr(torch, device.type, None)
-        has_rng = module is not None and hasattr(module, "get_rng_state") and hasattr(module, "set_rng_state")
-        self._accelerator = module if has_rng else None
         self._device = device
-        self._states: list[tuple[Tensor, Tensor | None] | None] = [self._capture()] + [None] * (
-            num_batches - 1
-        )
-
-    def _capture(self) -> tuple[Tensor, Tensor | None]:
-        accelerator = self._accelerator.get_rng_state(self._device) if self._accelerator else None
-        return torch.get_rng_state(), accelerator
-
-    def _restore(self, state: tuple[Tensor, Tensor | None]) -> None:
-        torch.set_rng_state(state[0])
-        if self._accelerator is not None:
-            self._accelerator.set_rng_state(state[1], self._device)
+        self._states: list[RNGState | None] = [capture_rng_state(device)] + [None] * (num_batches - 1)
 
     def prime(self, index: int, evaluate: Callable[[int], object]) -> None:
         """Make batch ``index``'s state known: the batches before it not evaluated yet are, in order, by
-        ``evaluate(i)`` under their replayed state (a product through batch ``index`` alone can come first)."""
+        ``evaluate(i)`` under their replayed state (a product through batch ``index`` alone can come first).
+        """
         for earlier in range(index):
             if self._states[earlier + 1] is None:
                 with self.replay(earlier):
@@ -63,26 +48,30 @@ class ReplayedRandomness:
 
     @contextmanager
     def replay(self, index: int) -> Iterator[None]:
+        """Run the body under batch ``index``'s random state; the caller's state is restored afterwards."""
         state = self._states[index]
         if state is None:  # callers evaluate the batches before it first (see prime)
             raise RuntimeError(f"batch {index} evaluated before batch {index - 1}.")
-        saved = self._capture()
-        self._restore(state)
+        saved = capture_rng_state(self._device)
+        state.restore()
         try:
             yield
             if index + 1 < len(self._states) and self._states[index + 1] is None:
-                self._states[index + 1] = self._capture()
+                self._states[index + 1] = capture_rng_state(self._device)
         finally:
-            self._restore(saved)
+            saved.restore()
 
 
 class NoReplay:
     """Replays nothing: the stand-in inside a CUDA-graph capture, which refuses losses that draw random numbers
-    (:mod:`~lightning_spectral.functional.hessian.hvp_graph`)."""
+    (:mod:`~lightning_spectral.functional.hessian.hvp_graph`).
+    """
 
     def prime(self, index: int, evaluate: Callable[[int], object]) -> None:
+        """Nothing to prime."""
         return None
 
     @contextmanager
     def replay(self, index: int) -> Iterator[None]:
+        """Run the body as it is."""
         yield

@@ -1,49 +1,21 @@
-"""Extreme eigenvalues, trace and spectral density of a loss Hessian, from exact Hessian-vector products.
-
-- :func:`hessian_eigenvalues`: the ``k`` extreme eigenpairs by Lanczos
-  (:func:`lightning_spectral.linalg.lanczos`) on a
-  :class:`~lightning_spectral.functional.hessian.operator.HessianOperator`. With ``which="LA"`` they are
-  ``λ_1 ≥ λ_2 ≥ … ≥ λ_k``, the top of the spectrum; ``λ_1 = λ_max`` is the *sharpness*, which under
-  full-batch gradient descent with step ``η`` rises (progressive sharpening) until it hovers at ``2/η``
-  (the edge of stability, Cohen et al. 2021). ``which="SA"`` gives the most negative eigenvalues (saddle
-  directions), ``"LM"`` the largest in magnitude. Each pair comes with its residual ``‖Hv − λv‖``.
-- :func:`hessian_trace`: ``tr H = Σ_i λ_i`` by Hutch++ (default) or Hutchinson, with a standard error.
-- :func:`hessian_density`: the eigenvalue density ``φ(t) = (1/P) Σ_i δ(t − λ_i)`` by stochastic Lanczos
-  quadrature, as nodes ``θ`` and weights ``w`` (all weights sum to one) with
-  ``E[Σ w f(θ)] = (1/P) Σ_i f(λ_i)`` for every polynomial ``f`` of degree ``< 2·num_steps``.
-
-Each takes ``(model, loss_fn, batch)`` (one batch; see ``HessianOperator`` for ``params`` and ``hvp_method``,
-whose default here is double backward: these estimators take many products, each cheapest through one kept
-gradient graph)
-or a ready ``operator=`` instead, to average several batches (:meth:`HessianOperator.from_batches`), to use a
-distributed ``reduce_fn``, or to share one operator (and its cached gradient graphs) between estimators.
-Randomness (start vector, probes) comes only from ``generator``; ``None`` uses the global torch RNG. A
-generator must live on the parameters' device.
-
-Example::
-
-    >>> import torch
-    >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
-    >>> batch = (torch.randn(32, 4), torch.randn(32, 1))
-    >>> loss_fn = lambda m, b: ((m(b[0]) - b[1]) ** 2).mean()
-    >>> result = hessian_eigenvalues(model, loss_fn, batch, k=2, generator=torch.Generator().manual_seed(0))
-    >>> result.eigenvalues.shape, bool(result.eigenvalues[0] >= result.eigenvalues[1])
-    (torch.Size([2]), True)
-"""
+"""Extreme eigenvalues, trace and spectral density of a loss Hessian, from exact Hessian-vector products."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple, get_args
 
 import torch
 from torch import Tensor, nn
 
+from lightning_spectral._internal.deprecation import renamed_attribute, renamed_keywords
+from lightning_spectral._internal.validation import check_choice, check_int
 from lightning_spectral.functional._common.parameter_selection import ParamSpec
 from lightning_spectral.functional.hessian.operator import (
     HVP_METHODS,
     SOLVER_HVP_METHOD,
     HessianOperator,
+    HVPMethod,
     LossFn,
 )
 from lightning_spectral.linalg import (
@@ -58,12 +30,15 @@ from lightning_spectral.linalg import (
     slq_density,
 )
 
-TRACE_METHODS = ("hutchpp", "hutchinson")
+#: The stochastic trace estimator of :func:`hessian_trace`.
+TraceMethod = Literal["hutchpp", "hutchinson"]
+TRACE_METHODS: tuple[TraceMethod, ...] = get_args(TraceMethod)
 
 __all__ = [
     "TRACE_METHODS",
+    "TraceMethod",
     "WHICH",
-    "HessianEigenResult",
+    "HessianEigenpairs",
     "hessian_density",
     "hessian_eigenvalues",
     "hessian_trace",
@@ -71,7 +46,7 @@ __all__ = [
 ]
 
 
-class HessianEigenResult(NamedTuple):
+class HessianEigenpairs(NamedTuple):
     """The result of :func:`hessian_eigenvalues`.
 
     Attributes:
@@ -82,6 +57,15 @@ class HessianEigenResult(NamedTuple):
         residuals: ``(k,)`` residual norms ``‖H v_i − λ_i v_i‖`` (Lanczos estimates).
         num_hvps: operator products spent (each is one Hessian-vector product per batch of the operator).
         converged: whether every residual met ``tol``.
+
+    Example:
+        >>> import torch
+        >>> model = torch.nn.Linear(2, 1)
+        >>> batch = (torch.eye(2), torch.zeros(2, 1))
+        >>> eigenvalues, eigenvectors, residuals, num_hvps, converged = hessian_eigenvalues(
+        ...     model, lambda m, b: ((m(b[0]) - b[1]) ** 2).mean(), batch, k=1)
+        >>> eigenvectors.shape, converged
+        (torch.Size([3, 1]), True)
     """
 
     eigenvalues: Tensor
@@ -97,10 +81,11 @@ def _resolve_operator(
     loss_fn: LossFn | None,
     batch: Any,
     params: ParamSpec,
-    hvp_method: str | None,
+    hvp_method: HVPMethod | None,
 ) -> HessianOperator:
     """``operator`` if given (then ``model``, ``loss_fn``, ``batch``, ``params`` and ``hvp_method`` must be
-    left out), else a new operator on the one ``batch`` (``hvp_method=None``: :data:`SOLVER_HVP_METHOD`)."""
+    left out), else a new operator on the one ``batch`` (``hvp_method=None``: :data:`SOLVER_HVP_METHOD`).
+    """
     if hvp_method is not None and hvp_method not in HVP_METHODS:
         raise ValueError(f"`hvp_method` must be one of {HVP_METHODS}, got {hvp_method!r}.")
     if operator is not None:
@@ -147,6 +132,7 @@ def warm_start_vector(
     return guarded_start(warm, generator)
 
 
+@renamed_keywords(max_iter="max_matvecs")
 def hessian_eigenvalues(
     model: nn.Module | None = None,
     loss_fn: LossFn | None = None,
@@ -155,29 +141,41 @@ def hessian_eigenvalues(
     *,
     which: Which = "LA",
     tol: float = 1e-3,
-    max_iter: int = 50,
+    max_matvecs: int = 50,
     v0: Tensor | None = None,
     params: ParamSpec = None,
-    hvp_method: str | None = None,
+    hvp_method: HVPMethod | None = None,
     generator: torch.Generator | None = None,
     operator: HessianOperator | None = None,
     preconditioner: Tensor | None = None,
     weight_decay: float | Tensor | None = None,
-) -> HessianEigenResult:
-    """The ``k`` extreme eigenpairs of the loss Hessian by Lanczos with full reorthogonalisation.
+) -> HessianEigenpairs:
+    r"""The ``k`` extreme eigenpairs of the loss Hessian by Lanczos with full reorthogonalization.
+
+    The Hessian of ``L(θ) = loss_fn(model, batch)`` over the selected parameters ``θ ∈ R^P`` is never formed:
+    Lanczos (:func:`~lightning_spectral.linalg.lanczos`) needs only the products ``v ↦ ∇²L(θ) v``. With a
+    preconditioner ``D`` and coupled weight decay ``w`` the operator is
+
+    .. math::
+
+        D^{-1/2} \big(\nabla^2 L(\theta) + \operatorname{diag}(w)\big) D^{-1/2},
+
+    which has the eigenvalues of ``D⁻¹(H + diag(w))``.
 
     Args:
-        model, loss_fn, batch: the loss ``loss_fn(model, batch)`` (or pass ``operator``).
+        model: the network (left untouched; or pass ``operator``).
+        loss_fn: ``loss_fn(model, batch) -> scalar tensor``.
+        batch: one batch, passed to ``loss_fn`` as it is.
         k: number of eigenpairs, ``1 <= k <= P``.
         which: ``"LA"`` largest algebraic (default), ``"SA"`` smallest algebraic, ``"LM"`` largest magnitude.
         tol: stop when every residual ``‖Hv − λv‖ <= tol·|λ|`` (or at the rounding level).
-        max_iter: at most this many Hessian-vector products (``>= k``; clamped to ``P``).
+        max_matvecs: at most this many Hessian-vector products (``>= k``; clamped to ``P``).
         v0: warm start, ``(P,)`` or ``(P, j)`` previous eigenvectors (see :func:`warm_start_vector`);
             default a Gaussian vector from ``generator``.
         params: parameter selection of the operator built here (see :class:`HessianOperator`).
         hvp_method: its HVP method, ``"double_backward"`` (default: the gradient graph is built once and every
-            product is one more backward pass through it, 2–3× faster than forward-over-reverse on CPU and on
-            an eager GPU in ``benchmarks/RESULTS.md``), ``"forward_over_reverse"`` (keeps no graph between
+            product is one more backward pass through it; faster than forward-over-reverse in the benchmarks),
+            ``"forward_over_reverse"`` (keeps no graph between
             products) or ``"auto"`` (the operator's default: forward-over-reverse where :mod:`torch.func` can
             transform the loss).
         generator: source of the start (and restart) vectors; ``None`` uses the global torch RNG.
@@ -195,19 +193,30 @@ def hessian_eigenvalues(
             (:attr:`~lightning_spectral.functional.PreconditionedStep.weight_decay`). Default ``None``: none.
 
     Returns:
-        :class:`HessianEigenResult`.
+        :class:`HessianEigenpairs`.
+
+    Raises:
+        ValueError: ``which``, ``k``, ``max_matvecs``, ``tol``, ``v0``, ``preconditioner``, ``weight_decay``
+            or ``hvp_method`` out of range; ``operator`` given together with ``model``/``loss_fn``/``batch``.
+        TypeError: ``operator`` is not a :class:`HessianOperator`.
+        NonFiniteError: a Hessian-vector product is NaN or infinite.
+
+    Example:
+        >>> import torch
+        >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+        >>> batch = (torch.randn(32, 4), torch.randn(32, 1))
+        >>> loss_fn = lambda m, b: ((m(b[0]) - b[1]) ** 2).mean()
+        >>> result = hessian_eigenvalues(model, loss_fn, batch, k=2, generator=torch.Generator().manual_seed(0))
+        >>> result.eigenvalues.shape, bool(result.eigenvalues[0] >= result.eigenvalues[1])
+        (torch.Size([2]), True)
     """
-    if which not in WHICH:
-        raise ValueError(f"`which` must be one of {WHICH}, got {which!r}.")
+    check_choice("which", which, WHICH)
     op = _resolve_operator(operator, model, loss_fn, batch, params, hvp_method)
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= op.dim:
+    check_int("k", k, 1, maximum=op.dim)  # at most the parameter count
+    if isinstance(max_matvecs, int) and not isinstance(max_matvecs, bool) and max_matvecs < k:
         raise ValueError(
-            f"`k` must be an integer with 1 <= k <= dim = {op.dim} (the parameter count), got {k!r}."
-        )
-    if isinstance(max_iter, int) and not isinstance(max_iter, bool) and max_iter < k:
-        raise ValueError(
-            f"`max_iter` must be >= k = {k} (Lanczos takes at least k products), got {max_iter}; its default is "
-            "50, so pass a larger `max_iter` for k > 50."
+            f"`max_matvecs` must be >= k = {k} (Lanczos takes at least k products), got {max_matvecs}; its default is "
+            "50, so pass a larger `max_matvecs` for k > 50."
         )
     start = None if v0 is None else warm_start_vector(v0, op, generator)
     matvec = _shifted(op, preconditioner, weight_decay)
@@ -216,7 +225,7 @@ def hessian_eigenvalues(
         matvec,
         op.dim,
         k,
-        max_iter=max_iter,
+        max_matvecs=max_matvecs,
         tol=tol,
         v0=start,
         which=which,
@@ -224,7 +233,7 @@ def hessian_eigenvalues(
         device=op.device,
         generator=generator,
     )
-    return HessianEigenResult(
+    return HessianEigenpairs(
         result.eigenvalues, result.eigenvectors, result.residuals, op.num_matvecs - before, result.converged
     )
 
@@ -233,7 +242,8 @@ def _shifted(
     op: HessianOperator, preconditioner: Tensor | None, weight_decay: float | Tensor | None
 ) -> Callable[[Tensor], Tensor]:
     """``v ↦ D^{-1/2} (H + W) D^{-1/2} v`` (``D = I`` without a preconditioner, ``W = diag(weight_decay)``), similar
-    to ``D⁻¹(H + W)``; an entry ``D = +inf`` zeroes its row and column (a coordinate the optimizer does not move)."""
+    to ``D⁻¹(H + W)``; an entry ``D = +inf`` zeroes its row and column (a coordinate the optimizer does not move).
+    """
     d = None if preconditioner is None else _checked_preconditioner(op, preconditioner)
     w = None if weight_decay is None else _checked_weight_decay(op, weight_decay)
     if d is None and w is None:
@@ -289,24 +299,49 @@ def hessian_trace(
     batch: Any = None,
     *,
     num_matvecs: int = 30,
-    method: str = "hutchpp",
+    method: TraceMethod = "hutchpp",
     params: ParamSpec = None,
-    hvp_method: str | None = None,
+    hvp_method: HVPMethod | None = None,
     generator: torch.Generator | None = None,
     operator: HessianOperator | None = None,
 ) -> TraceEstimate:
     """``tr H`` from ``num_matvecs`` Hessian-vector products.
 
-    ``method="hutchpp"`` (default, ``num_matvecs >= 3``): Hutch++, exact once ``num_matvecs >= P``;
-    ``"hutchinson"``: the plain Rademacher estimator ``(1/n) Σ zᵀHz``. Both are unbiased and return a
-    :class:`~lightning_spectral.linalg.TraceEstimate` ``(estimate, std_error, num_matvecs)``. The other
-    arguments are as in :func:`hessian_eigenvalues`.
+    ``method="hutchpp"`` (default, ``num_matvecs >= 3``): Hutch++
+    (:func:`~lightning_spectral.linalg.hutchpp_trace`), exact once ``num_matvecs >= P``; ``"hutchinson"``:
+    the plain Rademacher estimator (:func:`~lightning_spectral.linalg.hutchinson_trace`). Both are unbiased.
+
+    Args:
+        model: the network (or pass ``operator``).
+        loss_fn: ``loss_fn(model, batch) -> scalar tensor``.
+        batch: one batch, passed to ``loss_fn`` as it is.
+        num_matvecs: the product budget.
+        method: ``"hutchpp"`` or ``"hutchinson"``.
+        params: parameter selection, as in :func:`hessian_eigenvalues`.
+        hvp_method: the HVP method, as in :func:`hessian_eigenvalues`.
+        generator: source of the probes; ``None`` uses the global torch RNG.
+        operator: a ready :class:`HessianOperator` instead of ``model``/``loss_fn``/``batch``/``params``.
+
+    Returns:
+        :class:`~lightning_spectral.linalg.TraceEstimate` ``(estimate, std_error, num_matvecs)``.
+
+    Raises:
+        ValueError: ``method`` or ``num_matvecs`` out of range (and as :func:`hessian_eigenvalues`).
+
+    Example:
+        >>> import torch
+        >>> model = torch.nn.Linear(3, 1)
+        >>> batch = (torch.randn(16, 3), torch.randn(16, 1))
+        >>> loss_fn = lambda m, b: ((m(b[0]) - b[1]) ** 2).mean()
+        >>> estimate = hessian_trace(model, loss_fn, batch, num_matvecs=4)  # >= P = 4: exact
+        >>> dense = HessianOperator(model, loss_fn, batch).to_dense()
+        >>> abs(estimate.estimate - dense.trace().item()) < 1e-4, estimate.std_error
+        (True, 0.0)
     """
-    if method not in TRACE_METHODS:
-        raise ValueError(f"`method` must be one of {TRACE_METHODS}, got {method!r}.")
+    check_choice("method", method, TRACE_METHODS)
     op = _resolve_operator(operator, model, loss_fn, batch, params, hvp_method)
     estimator = hutchpp_trace if method == "hutchpp" else hutchinson_trace
-    return estimator(op.matvec, op.dim, num_matvecs, dtype=op.dtype, device=op.device, generator=generator)
+    return estimator(op, num_matvecs=num_matvecs, generator=generator)
 
 
 def hessian_density(
@@ -317,7 +352,7 @@ def hessian_density(
     num_probes: int = 4,
     num_steps: int = 30,
     params: ParamSpec = None,
-    hvp_method: str | None = None,
+    hvp_method: HVPMethod | None = None,
     generator: torch.Generator | None = None,
     operator: HessianOperator | None = None,
 ) -> SpectralDensity:
@@ -327,14 +362,41 @@ def hessian_density(
     steps (and products) each. Returns a :class:`~lightning_spectral.linalg.SpectralDensity` with nodes and
     weights of shape ``(num_probes, m)``, all weights summing to one. The quadrature reproduces the moments
     of each probe exactly: ``Σ w θ^p = mean_z zᵀ H^p z / P`` for ``p < 2m``, so the first moment is
-    Hutchinson's estimate of ``tr(H)/P``. Other arguments as in :func:`hessian_eigenvalues`."""
+    Hutchinson's estimate of ``tr(H)/P``.
+
+    Args:
+        model: the network (or pass ``operator``).
+        loss_fn: ``loss_fn(model, batch) -> scalar tensor``.
+        batch: one batch, passed to ``loss_fn`` as it is.
+        num_probes: number of Rademacher probes (``>= 1``).
+        num_steps: Lanczos steps per probe (``>= 1``, clamped to ``P``).
+        params: parameter selection, as in :func:`hessian_eigenvalues`.
+        hvp_method: the HVP method, as in :func:`hessian_eigenvalues`.
+        generator: source of the probes; ``None`` uses the global torch RNG.
+        operator: a ready :class:`HessianOperator` instead of ``model``/``loss_fn``/``batch``/``params``.
+
+    Returns:
+        :class:`~lightning_spectral.linalg.SpectralDensity`.
+
+    Raises:
+        ValueError: ``num_probes`` or ``num_steps`` out of range (and as :func:`hessian_eigenvalues`).
+
+    Example:
+        >>> import torch
+        >>> model = torch.nn.Linear(3, 1)
+        >>> batch = (torch.randn(16, 3), torch.randn(16, 1))
+        >>> loss_fn = lambda m, b: ((m(b[0]) - b[1]) ** 2).mean()
+        >>> density = hessian_density(model, loss_fn, batch, num_probes=2, num_steps=4)
+        >>> density.nodes.shape, round(float(density.weights.sum()), 6)
+        (torch.Size([2, 4]), 1.0)
+    """
     op = _resolve_operator(operator, model, loss_fn, batch, params, hvp_method)
-    return slq_density(
-        op.matvec,
-        op.dim,
-        num_probes=num_probes,
-        num_steps=num_steps,
-        dtype=op.dtype,
-        device=op.device,
-        generator=generator,
-    )
+    return slq_density(op, num_probes=num_probes, num_steps=num_steps, generator=generator)
+
+
+# renamed classes: the old name still imports, with a DeprecationWarning
+_RENAMED = {"HessianEigenResult": "HessianEigenpairs"}
+
+
+def __getattr__(name: str) -> Any:
+    return renamed_attribute(__name__, name, _RENAMED)

@@ -1,5 +1,6 @@
 """Kernel: the empirical neural tangent kernel (trace, top eigenvalue, the matrix, alignments) and the
-stochastic edge-of-stability indicator built from it."""
+stochastic edge-of-stability indicator built from it.
+"""
 
 from lightning_spectral.functional.ntk.alignment import (
     kernel_alignments,

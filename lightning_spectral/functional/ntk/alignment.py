@@ -1,57 +1,11 @@
-"""Kernel-target alignment of the empirical NTK with the labels.
-
-Cristianini, Shawe-Taylor, Elisseeff & Kandola (2002, "On kernel-target alignment") define the alignment of
-a kernel matrix ``Θ`` with a target vector ``y`` as the cosine between ``Θ`` and ``y yᵀ`` in the Frobenius
-inner product:
-
-    A(Θ, y) = ⟨Θ, y yᵀ⟩_F / (‖Θ‖_F ‖y yᵀ‖_F) = yᵀ Θ y / (‖Θ‖_F ‖y‖²).
-
-For a PSD ``Θ`` it lies in ``[0, 1]`` and equals 1 exactly when ``Θ = c·y yᵀ`` with ``c > 0``. Applied to the
-NTK it measures how much of the kernel's "energy" points along the labels; its rise during training tracks
-the lazy → rich transition (Baratin et al. 2021; Kumar et al. 2024, "Grokking as the transition from lazy to
-rich training dynamics").
-
-``centered=True`` gives the centred alignment of Cortes, Mohri & Rostamizadeh (2012): ``Θ`` and ``y yᵀ`` are
-replaced by ``H Θ H`` and ``H y yᵀ H`` with ``H = I − 11ᵀ/N`` (``N`` = number of rows), which removes the
-constant offset that inflates the plain alignment of, e.g., one-hot targets. For the NTK of a batch the rows
-are the ``B·K`` (example, output) pairs, example-major, and ``H`` centres over all of them.
-
-``offdiagonal`` (:func:`offdiagonal_alignment`) compares examples with each other only. It reduces the NTK to
-the ``B × B`` output-traced kernel ``Θ̄_ij = Σ_k Θ_(i,k),(j,k) = Σ_k ⟨∂f_k(x_i)/∂θ, ∂f_k(x_j)/∂θ⟩`` and the
-targets to their Gram matrix ``G_ij = ⟨y_i, y_j⟩`` (for one-hot labels ``G_ij = 1`` when ``x_i`` and ``x_j``
-share a label, else 0), and takes the Pearson correlation of the two over the pairs ``i ≠ j``:
-
-    A_off = Σ_{i≠j} (Θ̄_ij − m_Θ)(G_ij − m_G) / ( sqrt(Σ_{i≠j} (Θ̄_ij − m_Θ)²) · sqrt(Σ_{i≠j} (G_ij − m_G)²) ),
-
-``m_Θ``, ``m_G`` the means over those pairs; ``A_off ∈ [−1, 1]``, positive when examples that share a label
-have more similar gradients than examples that do not. Why leave out the diagonal: ``Θ̄_ii`` is an example's
-own squared gradient norm and ``G_ii = ‖y_i‖²``, the same for every one-hot label, so with many classes (few
-label-sharing pairs in a batch) the plain alignment mostly measures how diagonal-dominant ``Θ`` is - it falls
-as the kernel gets low-rank, whatever the labels - while how the kernel relates *different* examples is what
-kernel regression generalises with. Undefined (``ValueError``) when ``G`` or ``Θ̄`` is constant over the
-pairs ``i ≠ j``, e.g. a batch whose labels are all distinct: measure it on a batch with repeated labels.
-
-Targets for :func:`ntk_alignment`: integer class indices of shape ``(B,)`` are one-hot encoded to ``K``
-columns (``K`` = outputs per example, e.g. the number of logits); any floating tensor with ``B·K`` entries
-(``(B, K)``, or ``(B,)`` when ``K = 1``) is used as given, flattened example-major like the outputs.
-
-Example::
-
-    >>> import torch
-    >>> y = torch.tensor([1.0, -1.0, 2.0])
-    >>> kernel_target_alignment(3.0 * torch.outer(y, y), y)
-    1.0
-    >>> labels = torch.tensor([1.0, 1.0, -1.0, -1.0])  # one output per example: Θ̄ = Θ
-    >>> kernel = torch.eye(4) + torch.block_diag(torch.ones(2, 2), torch.ones(2, 2))
-    >>> round(offdiagonal_alignment(kernel, labels, num_examples=4), 12)
-    1.0
-"""
+"""Kernel-target alignment of the empirical NTK with the labels."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
 
+from lightning_spectral._internal.validation import check_int
 from lightning_spectral.functional.ntk.kernel_matrix import ntk_matrix
 from lightning_spectral.functional.ntk.model_jacobian import OutputFn, ParamSpec
 
@@ -73,11 +27,31 @@ def _center(kernel: Tensor) -> Tensor:
 
 
 def kernel_target_alignment(kernel: Tensor, targets: Tensor, *, centered: bool = False) -> float:
-    """``⟨Θ, y yᵀ⟩_F / (‖Θ‖_F ‖y yᵀ‖_F)`` for a square ``kernel`` ``(N, N)`` and ``targets`` with ``N``
-    entries (flattened); centred (Cortes et al. 2012) when ``centered=True``. Computed in float64.
+    r"""The kernel-target alignment of Cristianini et al. (2002), in float64.
 
-    Raises ``ValueError`` for a non-square kernel, mismatched sizes, or a zero kernel / target (the
-    alignment is then undefined).
+    .. math::
+
+        A(\Theta, y) = \frac{\langle \Theta, y y^\top \rangle_F}{\|\Theta\|_F \, \|y y^\top\|_F}
+
+    With ``centered=True`` (Cortes, Mohri & Rostamizadeh 2012) ``Θ`` and ``y yᵀ`` are replaced by ``HΘH`` and
+    ``H y yᵀ H``, ``H = I − 11ᵀ/N``.
+
+    Args:
+        kernel: ``(N, N)`` kernel matrix.
+        targets: ``N`` target entries (flattened).
+        centered: center both matrices first.
+
+    Returns:
+        The alignment, in ``[0, 1]`` for a PSD kernel.
+
+    Raises:
+        ValueError: a non-square kernel, mismatched sizes, or a zero kernel or target (undefined).
+
+    Example:
+        >>> import torch
+        >>> y = torch.tensor([1.0, -1.0, 2.0])
+        >>> kernel_target_alignment(3.0 * torch.outer(y, y), y)
+        1.0
     """
     if not isinstance(kernel, Tensor) or kernel.dim() != 2 or kernel.shape[0] != kernel.shape[1]:
         raise ValueError(
@@ -111,18 +85,15 @@ def kernel_target_alignment(kernel: Tensor, targets: Tensor, *, centered: bool =
 CONSTANT_RTOL = 1e-12
 
 
-def _centred(values: Tensor) -> Tensor | None:
+def _centered(values: Tensor) -> Tensor | None:
     """``values − mean``, or ``None`` where the values are constant (up to ``CONSTANT_RTOL``)."""
-    centred = values - values.mean()
-    spread = torch.linalg.vector_norm(centred)
-    return None if spread <= CONSTANT_RTOL * torch.linalg.vector_norm(values) else centred / spread
+    centered = values - values.mean()
+    spread = torch.linalg.vector_norm(centered)
+    return None if spread <= CONSTANT_RTOL * torch.linalg.vector_norm(values) else centered / spread
 
 
 def _check_offdiagonal_args(kernel: Tensor, targets: Tensor, num_examples: int) -> None:
-    if isinstance(num_examples, bool) or not isinstance(num_examples, int) or num_examples < 3:
-        raise ValueError(
-            f"`num_examples` must be an integer >= 3 (the correlation needs several pairs), got {num_examples!r}."
-        )
+    check_int("num_examples", num_examples, 3)  # the correlation needs several pairs
     if (
         not isinstance(kernel, Tensor)
         or kernel.dim() != 2
@@ -143,32 +114,55 @@ def _check_offdiagonal_args(kernel: Tensor, targets: Tensor, num_examples: int) 
 def _offdiagonal_parts(
     kernel: Tensor, targets: Tensor, num_examples: int
 ) -> tuple[Tensor | None, Tensor | None]:
-    """The centred, normalised entries ``i ≠ j`` of the output-traced kernel and of the targets' Gram matrix
-    (``None`` for a part that is constant there), float64."""
+    """The centered, normalized entries ``i ≠ j`` of the output-traced kernel and of the targets' Gram matrix
+    (``None`` for a part that is constant there), float64.
+    """
     num_outputs = kernel.shape[0] // num_examples
     theta = kernel.detach().to(torch.float64).reshape(num_examples, num_outputs, num_examples, num_outputs)
     traced = torch.einsum("ikjk->ij", theta)
     y = targets.detach().to(device=traced.device, dtype=torch.float64).reshape(num_examples, num_outputs)
     distinct = ~torch.eye(num_examples, dtype=torch.bool, device=traced.device)
-    return _centred(traced[distinct]), _centred((y @ y.T)[distinct])
+    return _centered(traced[distinct]), _centered((y @ y.T)[distinct])
 
 
 def offdiagonal_alignment(kernel: Tensor, targets: Tensor, num_examples: int) -> float:
-    """Pearson correlation over the pairs of distinct examples ``i ≠ j`` between the output-traced kernel
-    ``Θ̄_ij = Σ_k Θ_(i,k),(j,k)`` and the targets' Gram matrix ``⟨y_i, y_j⟩`` (module docstring), in float64.
+    r"""Pearson correlation over the pairs of distinct examples ``i ≠ j`` between the output-traced kernel
+    ``Θ̄_ij = Σ_k Θ_(i,k),(j,k)`` and the targets' Gram matrix ``⟨y_i, y_j⟩`` (see the module's science notes), in float64.
 
     ``kernel`` is the ``(B·K, B·K)`` NTK (rows example-major, ``B = num_examples``), ``targets`` the matching
-    ``B·K`` target entries (:func:`ntk_targets`). Raises ``ValueError`` for fewer than 3 examples, mismatched
-    sizes, or a kernel or Gram matrix that is constant over the pairs (undefined).
+    ``B·K`` target entries (:func:`ntk_targets`).
+
+    .. math::
+
+        A_{\text{off}} = \operatorname{corr}_{i \ne j}\big(\bar\Theta_{ij}, \langle y_i, y_j \rangle\big)
+
+    Args:
+        kernel: the ``(B·K, B·K)`` NTK.
+        targets: the ``B·K`` target entries.
+        num_examples: ``B`` (``>= 3``).
+
+    Returns:
+        The correlation, in ``[-1, 1]``.
+
+    Raises:
+        ValueError: fewer than 3 examples, mismatched sizes, or a kernel or Gram matrix that is constant over
+            the pairs (undefined).
+
+    Example:
+        >>> import torch
+        >>> labels = torch.tensor([1.0, 1.0, -1.0, -1.0])  # one output per example: Θ̄ = Θ
+        >>> kernel = torch.eye(4) + torch.block_diag(torch.ones(2, 2), torch.ones(2, 2))
+        >>> round(offdiagonal_alignment(kernel, labels, num_examples=4), 12)
+        1.0
     """
     _check_offdiagonal_args(kernel, targets, num_examples)
     traced, gram = _offdiagonal_parts(kernel, targets, num_examples)
-    for name, part in (("kernel", traced), ("targets' Gram matrix", gram)):
-        if part is None:
-            raise ValueError(
-                f"the {name} is constant over the pairs of distinct examples: the off-diagonal alignment is "
-                "undefined (for class labels: use a batch in which some, not all, examples share a label)."
-            )
+    if traced is None or gram is None:
+        name = "kernel" if traced is None else "targets' Gram matrix"
+        raise ValueError(
+            f"the {name} is constant over the pairs of distinct examples: the off-diagonal alignment is "
+            "undefined (for class labels: use a batch in which some, not all, examples share a label)."
+        )
     return float((traced * gram).sum())
 
 
@@ -176,7 +170,22 @@ def kernel_alignments(kernel: Tensor, targets: Tensor, num_examples: int) -> dic
     """Every alignment of :data:`ALIGNMENT_FORMS` that is defined here, from one kernel: ``alignment``
     always; ``alignment_centered`` unless the targets are constant; ``alignment_offdiagonal`` for
     ``num_examples >= 3`` unless the kernel or the targets' Gram matrix is constant over the pairs of distinct
-    examples (e.g. all labels different). ``kernel`` and ``targets`` as in :func:`offdiagonal_alignment`."""
+    examples (e.g. all labels different).
+
+    Args:
+        kernel: the ``(B·K, B·K)`` NTK, as in :func:`offdiagonal_alignment`.
+        targets: the ``B·K`` target entries.
+        num_examples: ``B``.
+
+    Returns:
+        ``{form: alignment}`` for the defined forms.
+
+    Example:
+        >>> import torch
+        >>> y = torch.tensor([1.0, -1.0, 2.0])
+        >>> sorted(kernel_alignments(torch.outer(y, y), y, num_examples=3))
+        ['alignment', 'alignment_centered', 'alignment_offdiagonal']
+    """
     y = targets.detach().reshape(-1).to(torch.float64)
     values = {"alignment": kernel_target_alignment(kernel, y)}
     if float(torch.linalg.vector_norm(y - y.mean())) > 0:
@@ -190,7 +199,7 @@ def kernel_alignments(kernel: Tensor, targets: Tensor, num_examples: int) -> dic
 
 
 def ntk_targets(targets: Tensor, num_examples: int, num_outputs: int) -> Tensor:
-    """The target vector ``y ∈ R^{B·K}`` matched to the NTK rows (see the module docstring)."""
+    """The target vector ``y ∈ R^{B·K}`` matched to the NTK rows (see the module's science notes)."""
     if not isinstance(targets, Tensor):
         raise TypeError(f"`targets` must be a torch.Tensor, got {type(targets)}.")
     if not targets.is_floating_point():
@@ -226,12 +235,37 @@ def ntk_alignment(
 ) -> float:
     """Kernel-target alignment of the empirical NTK of ``inputs`` (:func:`ntk_matrix`, so ``B·K`` is
     limited to ``NTK_MATRIX_MAX_ROWS``) with ``targets`` (class indices are one-hot encoded, see the module
-    docstring); centred when ``centered=True``; between distinct examples (:func:`offdiagonal_alignment`,
-    itself centred) when ``offdiagonal=True``."""
+    docstring); centered when ``centered=True``; between distinct examples (:func:`offdiagonal_alignment`,
+    itself centered) when ``offdiagonal=True``.
+
+    Args:
+        model: the network; BatchNorm and dropout in eval mode. Left untouched.
+        inputs: a tensor whose first dimension indexes the ``B`` examples.
+        targets: ``(B,)`` class indices (one-hot encoded to ``K`` outputs) or ``(B, K)`` regression targets.
+        output_fn: ``output_fn(model, inputs)`` returns the outputs (default ``model(inputs)``).
+        params: parameter names / globs (default: all with ``requires_grad=True``).
+        centered: the centered alignment (:func:`kernel_target_alignment`).
+        offdiagonal: the alignment between distinct examples (:func:`offdiagonal_alignment`).
+        chunk_size: examples per Jacobian block, as in :func:`ntk_matrix`.
+
+    Returns:
+        The alignment.
+
+    Raises:
+        ValueError: ``B·K`` above ``NTK_MATRIX_MAX_ROWS``, targets that do not match the outputs, or an
+            undefined alignment.
+
+    Example:
+        >>> import torch
+        >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+        >>> alignment = ntk_alignment(model, torch.randn(6, 4), torch.tensor([0, 1, 2, 0, 1, 2]))
+        >>> 0.0 <= alignment <= 1.0
+        True
+    """
     if centered and offdiagonal:
         raise ValueError(
             "`centered` and `offdiagonal` exclude each other (the off-diagonal alignment is a correlation, "
-            "centred already): pass at most one."
+            "centered already): pass at most one."
         )
     kernel = ntk_matrix(model, inputs, output_fn=output_fn, params=params, chunk_size=chunk_size)
     num_examples = inputs.shape[0]

@@ -1,28 +1,4 @@
-"""Top eigenvalues of the empirical NTK by Lanczos on NTK-vector products, never forming the matrix.
-
-The NTK of a batch, ``Θ = J Jᵀ`` (``(B·K) × (B·K)``, example-major rows; see
-:mod:`lightning_spectral.functional.ntk.kernel_matrix`), is applied to a vector ``v ∈ R^{B·K}`` as ``J (Jᵀ v)``: a
-VJP (one backward pass) gives ``u = Jᵀ v ∈ R^P`` and a JVP (one forward-mode pass) gives ``J u``. Lanczos
-(``lightning_spectral.linalg.lanczos``, ``which="LA"``) on these products returns the ``k`` largest
-eigenvalues of Θ; memory is ``O(P + B·K·(Lanczos steps))``, so it works where :func:`ntk_matrix` is too big.
-
-Relation to the Gauss–Newton sharpness of the MSE loss. With ``L = (1/(2B)) Σ_i ‖f(x_i) − y_i‖²`` the
-Gauss–Newton matrix is ``G = JᵀJ / B``, whose non-zero eigenvalues are those of ``Θ / B``:
-
-    λ_max(G) = λ_max(Θ) / B.
-
-For ``torch.nn.MSELoss()`` (mean over the ``B·K`` entries, no ½) ``G = 2 JᵀJ / (B·K)`` and
-``λ_max(G) = 2 λ_max(Θ) / (B·K)``. For the MSE loss the Hessian is ``G`` plus a term weighted by the
-residuals, so at (or near) interpolation ``λ_max(G)`` is the sharpness that full-batch GD drives to ``2/η``.
-
-Example::
-
-    >>> import torch
-    >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
-    >>> result = ntk_lambda_max(model, torch.randn(16, 4), k=2, generator=torch.Generator().manual_seed(0))
-    >>> result.eigenvalues.shape
-    torch.Size([2])
-"""
+"""Top eigenvalues of the empirical NTK by Lanczos on NTK-vector products, never forming the matrix."""
 
 from __future__ import annotations
 
@@ -32,6 +8,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from lightning_spectral._internal.deprecation import renamed_keywords
+from lightning_spectral._internal.validation import check_int
 from lightning_spectral.functional.ntk.model_jacobian import (
     OutputFn,
     ParamSpec,
@@ -39,14 +17,15 @@ from lightning_spectral.functional.ntk.model_jacobian import (
     ntk_products,
     validate_inputs,
 )
-from lightning_spectral.linalg import LanczosResult, guarded_start, lanczos
+from lightning_spectral.linalg import Eigenpairs, guarded_start, lanczos
 
 __all__ = ["NTKOperator", "ntk_lambda_max", "ntk_operator"]
 
 
 class NTKOperator(NamedTuple):
     """``matvec`` maps a flat ``v ∈ R^dim`` (``dim = B·K``, example-major) to ``Θ v``; ``dtype`` and
-    ``device`` are those of the model outputs."""
+    ``device`` are those of the model outputs.
+    """
 
     matvec: Callable[[Tensor], Tensor]
     dim: int
@@ -59,59 +38,90 @@ def ntk_operator(
 ) -> NTKOperator:
     """The map ``v ↦ Θ v = J (Jᵀ v)`` (one VJP, then one JVP) for the current parameters of ``model``, which
     is checked and left untouched as in :func:`ntk_lambda_max`. One forward pass is done here (and kept
-    for the VJPs); each product then costs a backward and a forward-mode pass."""
+    for the VJPs); each product then costs a backward and a forward-mode pass.
+
+    Args:
+        model: the network; BatchNorm and dropout in eval mode. Left untouched.
+        inputs: a tensor whose first dimension indexes the ``B`` examples.
+        output_fn: ``output_fn(model, inputs)`` returns the outputs (default ``model(inputs)``).
+        params: parameter names / globs (default: all with ``requires_grad=True``).
+
+    Returns:
+        An operator with ``matvec``, ``dim`` (``B·K``), ``dtype`` and ``device``.
+
+    Raises:
+        ValueError: a model in train mode with BatchNorm or dropout, or ``params`` matching nothing.
+
+    Example:
+        >>> import torch
+        >>> model = torch.nn.Linear(3, 2)
+        >>> operator = ntk_operator(model, torch.randn(4, 3))
+        >>> operator.dim, operator.matvec(torch.ones(operator.dim)).shape
+        (8, torch.Size([8]))
+    """
     validate_inputs(inputs)
     fm = make_functional_model(model, output_fn=output_fn, params=params)
     outputs, _, matvec = ntk_products(fm, inputs)
     return NTKOperator(matvec=matvec, dim=outputs.numel(), dtype=outputs.dtype, device=outputs.device)
 
 
+@renamed_keywords(max_iter="max_matvecs")
 def ntk_lambda_max(
     model: nn.Module,
     inputs: Tensor,
     *,
     k: int = 1,
     tol: float = 1e-6,
-    max_iter: int | None = None,
+    max_matvecs: int | None = None,
     v0: Tensor | None = None,
     output_fn: OutputFn | None = None,
     params: ParamSpec = None,
     generator: torch.Generator | None = None,
-) -> LanczosResult:
+) -> Eigenpairs:
     """The ``k`` largest eigenvalues of the empirical NTK ``Θ = J Jᵀ`` of ``inputs``, by Lanczos.
 
     Args:
         model: the network; BatchNorm and dropout must be in eval mode. Left untouched.
         inputs: a tensor whose first dimension indexes the ``B`` examples.
         k: number of top eigenvalues (``1 ≤ k ≤ B·K``).
-        tol, max_iter, v0: passed to ``lightning_spectral.linalg.lanczos`` (``v0`` a start vector of length
-            ``B·K``, e.g. the previous call's top eigenvector, to warm-start a monitor).
+        tol: relative residual tolerance of :func:`~lightning_spectral.linalg.lanczos`.
+        max_matvecs: at most this many NTK-vector products (default as in
+            :func:`~lightning_spectral.linalg.lanczos`).
+        v0: a start vector of length ``B·K``, e.g. the previous call's top eigenvector, to warm-start a
+            monitor.
         output_fn: ``output_fn(model, inputs)`` returns the outputs (default ``model(inputs)``).
         params: parameter names / globs (default: all with ``requires_grad=True``).
         generator: random source of the Lanczos start vector; ``None`` uses the global torch RNG.
 
     Returns:
-        ``LanczosResult``: ``eigenvalues`` ``(k,)`` descending, ``eigenvectors`` ``(B·K, k)`` in the
+        ``Eigenpairs``: ``eigenvalues`` ``(k,)`` descending, ``eigenvectors`` ``(B·K, k)`` in the
         example-major output space, ``residuals``, ``num_matvecs`` (each one VJP + one JVP) and
         ``converged``. Divide by ``B`` for the Gauss–Newton sharpness of ``(1/(2B)) Σ‖f − y‖²`` (see the
-        module docstring).
+        module's science notes).
+
+    Raises:
+        ValueError: ``k`` out of range, a model in train mode with BatchNorm or dropout (and as
+            :func:`~lightning_spectral.linalg.lanczos`).
+
+    Example:
+        >>> import torch
+        >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+        >>> result = ntk_lambda_max(model, torch.randn(16, 4), k=2, generator=torch.Generator().manual_seed(0))
+        >>> result.eigenvalues.shape
+        torch.Size([2])
     """
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"`k` must be a positive integer, got {k!r}.")
+    check_int("k", k, 1)
     operator = ntk_operator(model, inputs, output_fn=output_fn, params=params)
     if k > operator.dim:
         raise ValueError(f"`k` must be at most B·K = {operator.dim}, got {k}.")
     return lanczos(
-        operator.matvec,
-        operator.dim,
-        k,
-        max_iter=max_iter,
+        operator,
+        k=k,
+        max_matvecs=max_matvecs,
         tol=tol,
         v0=None
         if v0 is None
         else guarded_start(v0.to(dtype=operator.dtype, device=operator.device), generator),
         which="LA",
-        dtype=operator.dtype,
-        device=operator.device,
         generator=generator,
     )

@@ -1,37 +1,4 @@
-"""The explicit empirical NTK matrix of a small batch.
-
-``Θ = J Jᵀ ∈ R^{(B·K) × (B·K)}`` with ``J = ∂f/∂θ`` the Jacobian of the flattened outputs. Ordering is
-example-major: row / column ``i·K + k`` is output ``k`` of example ``i``, so
-``Θ.reshape(B, K, B, K)[i, k, j, l] = ⟨∂f_k(x_i)/∂θ, ∂f_l(x_j)/∂θ⟩``. The matrix is exact (up to
-rounding), exactly symmetric (the computed product is symmetrised) and positive semi-definite; its trace is
-:func:`~lightning_spectral.functional.ntk.trace.ntk_trace` with ``method="exact"``.
-
-Two ways of computing it, chosen by ``chunk_size`` (examples per Jacobian block):
-
-- one block (``chunk_size ≥ B``): the per-example Jacobians of the whole batch (``vmap`` over examples of
-  ``jacrev``) form ``J`` (``B·K × P`` entries), and ``Θ = J Jᵀ``;
-- several blocks: for each block ``a`` of examples, its Jacobian rows ``J_a`` (``chunk_size·K × P``) are
-  pushed forward through the whole batch with vectorised JVPs, giving the columns ``Θ[:, a] = J J_aᵀ``.
-  Memory ``O(chunk_size·K·(P + B·K))`` instead of ``O(B·K·P)``, at the price of ``B·K`` forward-mode passes
-  over the batch.
-
-Models that ``torch.func`` cannot transform that way get the same numbers more slowly: where ``vmap`` cannot
-batch the model over examples (``nn.LSTM``, ``nn.GRU``, a custom ``autograd.Function`` without a vmap rule) the
-Jacobian rows are taken one example at a time by autograd (with a warning), and where the vectorised JVPs fail
-(no forward-mode derivative) each column ``J t`` is taken by two reverse passes (``J t = ∂/∂u ⟨Jᵀu, t⟩``).
-
-The default ``chunk_size`` keeps about ``MATRIX_JACOBIAN_BUDGET = 2**26`` Jacobian entries in a block
-(``max(1, 2**26 // (K·P))``). Only small batches are accepted: ``B·K ≤ NTK_MATRIX_MAX_ROWS = 4096``
-(``ValueError`` above); use :func:`~lightning_spectral.functional.ntk.trace.ntk_trace` or
-:func:`~lightning_spectral.functional.ntk.eigenvalues.ntk_lambda_max` for larger ones.
-
-Example::
-
-    >>> import torch
-    >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
-    >>> ntk_matrix(model, torch.randn(5, 4)).shape
-    torch.Size([15, 15])
-"""
+"""The explicit empirical NTK matrix of a small batch."""
 
 from __future__ import annotations
 
@@ -39,6 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_spectral._internal.anomaly_mode import anomaly_detection_paused
+from lightning_spectral._internal.validation import check_int
 from lightning_spectral.functional.ntk.model_jacobian import (
     FORWARD_MODE_ERRORS,
     FunctionalModel,
@@ -62,7 +30,8 @@ MATRIX_JACOBIAN_BUDGET = 2**26
 def per_example_jacobian(fm: FunctionalModel, inputs: Tensor) -> Tensor:
     """The Jacobian rows of ``inputs``: a ``(B·K, P)`` tensor, example-major rows, parameters in the order of
     ``fm.names``, each flattened row-major. ``vmap`` over examples of ``jacrev``; where ``vmap`` cannot batch the
-    model over examples (``nn.LSTM``, ``nn.GRU``), one autograd pass per example, with a warning."""
+    model over examples (``nn.LSTM``, ``nn.GRU``), one autograd pass per example, with a warning.
+    """
     try:
         with anomaly_detection_paused():
             jacobians = torch.func.vmap(torch.func.jacrev(fm.example_outputs), in_dims=(None, 0))(
@@ -79,7 +48,8 @@ def per_example_jacobian(fm: FunctionalModel, inputs: Tensor) -> Tensor:
 
 def _single_example_jacobian(fm: FunctionalModel, example: Tensor) -> Tensor:
     """The ``(K, P)`` Jacobian of one example (a batch of one) by plain autograd: one forward pass, one
-    backward pass vectorised over the ``K`` output directions."""
+    backward pass vectorized over the ``K`` output directions.
+    """
     params = {name: p.detach().requires_grad_(True) for name, p in fm.params.items()}
     with torch.enable_grad(), anomaly_detection_paused():
         outputs = fm.batch_outputs(params, example)  # (1, K)
@@ -113,15 +83,21 @@ def ntk_matrix(
         inputs: a tensor whose first dimension indexes the ``B`` examples.
         output_fn: ``output_fn(model, inputs)`` returns the outputs (default ``model(inputs)``).
         params: parameter names / globs (default: all with ``requires_grad=True``).
-        chunk_size: examples per Jacobian block (see the module docstring).
+        chunk_size: examples per Jacobian block (see the module's science notes).
 
     Raises:
         ValueError: if ``B·K > NTK_MATRIX_MAX_ROWS`` (argument ``inputs``), or ``chunk_size < 1``.
+
+    Returns:
+        ``(B·K, B·K)`` symmetric PSD tensor, ``Θ[(i, k), (j, l)] = ⟨∂f_k(x_i)/∂θ, ∂f_l(x_j)/∂θ⟩``.
+
+    Example:
+        >>> import torch
+        >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+        >>> ntk_matrix(model, torch.randn(5, 4)).shape
+        torch.Size([15, 15])
     """
-    if chunk_size is not None and (
-        isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
-    ):
-        raise ValueError(f"`chunk_size` must be a positive integer or None, got {chunk_size!r}.")
+    check_int("chunk_size", chunk_size, 1, optional=True)
     batch = validate_inputs(inputs)
     fm = make_functional_model(model, output_fn=output_fn, params=params)
     with torch.no_grad():

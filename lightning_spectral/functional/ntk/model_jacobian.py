@@ -1,20 +1,5 @@
 """A model's outputs as a pure function of (a subset of) its parameters: the plumbing of the NTK estimators.
 
-Every NTK quantity in this package is built from the Jacobian ``J = ∂f/∂θ`` of the flattened model outputs
-``f(θ) ∈ R^{B·K}`` (``B`` examples, ``K`` outputs per example, example-major: row ``i·K + k`` is output
-``k`` of example ``i``) with respect to the selected parameters ``θ ∈ R^P``. This module turns an
-``nn.Module`` into that function with :func:`torch.func.functional_call`, so that :mod:`torch.func`
-transforms (``vmap``, ``jacrev``, ``vjp``, ``jvp``) can differentiate it without touching the module:
-parameters are passed in as detached tensors, so ``.grad`` is never written, ``requires_grad`` flags are
-never changed, buffers are read but never updated, and the train/eval mode is left as it is.
-
-Examples are assumed independent: ``f(x_i)`` may depend on ``x_i`` only. That is what makes per-example
-Jacobians (``vmap`` over examples) equal to the rows of the whole-batch Jacobian. BatchNorm in train mode
-couples the examples of a batch (and writes its running statistics), and dropout in train mode makes ``f``
-random, so :func:`make_functional_model` refuses a model with either in training mode: call
-``model.eval()`` first (the NTK callback does). The model's forward must also be traceable by
-:mod:`torch.func` (no ``.item()`` or Python branching on tensor values, no in-place writes to its inputs).
-
 Example::
 
     >>> import torch
@@ -34,13 +19,14 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+from typing_extensions import override
 
 from lightning_spectral._internal.differentiable_kernels import differentiable_kernels, has_recurrent_layers
 from lightning_spectral._internal.eager_execution import compiled_code_runs_eagerly
 from lightning_spectral.functional._common.model_io import model_logits
-from lightning_spectral.functional._common.parameter_selection import ParamSpec
 from lightning_spectral.functional._common.parameter_selection import (
-    select_parameters as select_live_parameters,
+    ParamSpec,
+    select_parameters,
 )
 
 OutputFn = Callable[[nn.Module, Tensor], Tensor]
@@ -54,7 +40,6 @@ __all__ = [
     "make_functional_model",
     "ntk_products",
     "push_forward_by_reverse_mode",
-    "select_parameters",
     "validate_inputs",
     "warn_per_example_loop",
 ]
@@ -72,25 +57,21 @@ class _OutputModule(nn.Module):
         self.model = model
         self.output_fn = output_fn
 
+    @override
     def forward(self, inputs: Tensor) -> Tensor:
         return self.output_fn(self.model, inputs)
-
-
-def select_parameters(model: nn.Module, params: ParamSpec = None) -> dict[str, Tensor]:
-    """The parameters the Jacobian is taken with respect to, as ``{name: detached tensor}`` (selection rules:
-    :func:`lightning_spectral.functional._common.parameter_selection.select_parameters`)."""
-    return {name: p.detach() for name, p in select_live_parameters(model, params).items()}
 
 
 def check_examples_independent(model: nn.Module) -> None:
     """Raise ``ValueError`` if a module in ``model`` couples examples or is random: BatchNorm or dropout in
     training mode, or BatchNorm with ``track_running_stats=False`` (batch statistics even in eval mode).
-    Call ``model.eval()`` first. Functional dropout / normalisation inside ``forward`` cannot be detected."""
+    Call ``model.eval()`` first. Functional dropout / normalization inside ``forward`` cannot be detected.
+    """
     offenders = []
     for name, module in model.named_modules():
         label = f"{name or type(model).__name__} ({type(module).__name__})"
         if isinstance(module, nn.modules.batchnorm._BatchNorm) and not module.track_running_stats:
-            offenders.append(label + " without running statistics, normalising by batch statistics")
+            offenders.append(label + " without running statistics, normalizing by batch statistics")
         elif module.training and isinstance(
             module, (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd)
         ):
@@ -128,7 +109,7 @@ class FunctionalModel:
     one and returns its ``K`` outputs.
     """
 
-    module: nn.Module
+    module: _OutputModule
     names: tuple[str, ...]
     params: dict[str, Tensor]
     constants: dict[str, Tensor]
@@ -171,11 +152,12 @@ class FunctionalModel:
 def make_functional_model(
     model: nn.Module, *, output_fn: OutputFn | None = None, params: ParamSpec = None
 ) -> FunctionalModel:
-    """Build the :class:`FunctionalModel` of ``model`` (see the module docstring).
+    """Build the :class:`FunctionalModel` of ``model`` (see the module's science notes).
 
     ``output_fn(model, inputs)`` chooses the output (default ``model(inputs)``, reduced to its logits when it is
     a ``ModelOutput``, dict or tuple: :func:`~lightning_spectral.functional._common.model_io.model_logits`); ``params`` selects the
-    parameters (see :func:`select_parameters`). Raises ``ValueError`` for BatchNorm / dropout in train mode.
+    parameters (see
+    :func:`~lightning_spectral.functional._common.parameter_selection.select_parameters`). Raises ``ValueError`` for BatchNorm / dropout in train mode.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"`model` must be a torch.nn.Module, got {type(model)}.")
@@ -184,7 +166,7 @@ def make_functional_model(
             f"`output_fn` must be a callable (model, inputs) -> Tensor or None, got {output_fn!r}."
         )
     check_examples_independent(model)
-    selected = select_parameters(model, params)
+    selected = {name: p.detach() for name, p in select_parameters(model, params).items()}
     constants = {"model." + name: p.detach() for name, p in model.named_parameters() if name not in selected}
     module = _OutputModule(model, output_fn if output_fn is not None else _default_output_fn)
     return FunctionalModel(
@@ -210,7 +192,8 @@ def ntk_products(
         return fm.batch_outputs(p, inputs)
 
     try:
-        outputs, vjp_fn = torch.func.vjp(batch_outputs, fm.params)
+        # (torch annotates vjp's result as a 2- or, with has_aux, 3-tuple)
+        outputs, vjp_fn = torch.func.vjp(batch_outputs, fm.params)[:2]
     except FORWARD_MODE_ERRORS:  # e.g. saved-tensor hooks (activation checkpointing): plain autograd
         outputs, vjp_fn = _vjp_by_autograd(batch_outputs, fm.params)
     reverse_push_forward: Callable[[dict[str, Tensor]], Tensor] | None = None
@@ -293,7 +276,8 @@ def push_forward_by_reverse_mode(
 
 def warn_per_example_loop(what: str, error: BaseException) -> None:
     """Say that ``what`` (per-example gradients or Jacobians) fell back from ``vmap`` over examples to a loop over
-    them (Python's default warning filter shows an identical message once)."""
+    them (Python's default warning filter shows an identical message once).
+    """
     warnings.warn(
         f"{what}: torch.func.vmap cannot batch this model over examples "
         f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); computing them with "

@@ -1,41 +1,5 @@
 """Per-example squared gradient norms of weighted model outputs, layer by layer where the algebra allows.
 
-For a batch ``x_1..x_B`` with outputs ``f(x_i) ∈ R^K``, selected parameters ``θ`` and cotangents
-``c ∈ R^{N×B×K}``, :func:`per_example_squared_gradient_norms` returns the ``N × B`` matrix
-
-    s[n, i] = ‖∂/∂θ Σ_k c[n, i, k] · f_k(x_i)‖².
-
-With one-hot cotangents (``N = K``, ``c[k, i] = e_k``) the sum of ``s`` is the NTK trace
-``Σ_i Σ_k ‖∂f_k(x_i)/∂θ‖²``; with Rademacher cotangents each row sum is a per-example Hutchinson sample of it.
-
-Two paths, combined:
-
-- **Layer-wise** (Goodfellow 2015, "Efficient per-example gradient computations"; the "ghost norm" of
-  Li et al. 2022): a layer ``z_t = W a_t + b`` (``t`` over the ``T`` positions one example has: 1 for an MLP,
-  the output pixels for a convolution) gives example ``i`` the weight gradient ``G_i = Σ_t δ_{i,t} a_{i,t}ᵀ``
-  with ``δ = ∂(c·f)/∂z``, so
-
-      ‖G_i‖_F² = Σ_{t,s} (δ_i δ_iᵀ)_{ts} (a_i a_iᵀ)_{ts}   (= ‖δ_i‖² ‖a_i‖² when T = 1),   ‖∂b‖² = ‖Σ_t δ_{i,t}‖².
-
-  One backward pass of the whole batch per cotangent (``N`` passes, vectorised with
-  ``torch.autograd.grad(..., is_grads_batched=True)``) yields every ``δ`` at once; the norms then cost
-  ``O(B·T·(in + out))`` per layer (``O(B·T²)`` for the Gram form, or the per-example gradient itself when
-  ``T² > in·out``) instead of a backward pass per example. Covered: ``nn.Linear``, ``nn.Conv1d`` and
-  ``nn.Conv2d`` (``groups=1``, zero padding given as numbers; a convolution is a linear layer on the unfolded
-  input patches), with their forward not overridden, called exactly once per forward pass, with the batch
-  dimension first in their input and output, and whose weight is not tied to another module.
-- **Generic**: every other selected parameter (normalisation layers, embeddings, custom parameters, layers
-  called twice): ``torch.func.vmap`` over examples of ``torch.func.grad``, ``chunk_size`` examples at a time.
-
-Check: the layer-wise path assumes that row ``i`` of a covered layer's input and output belongs to example
-``i`` and that the layer's weights reach the outputs only through that call. Both are verified on the first
-and last example, whose norms are recomputed over all parameters by plain autograd on each example alone (a
-batch of one); on a mismatch (beyond ``√eps`` relative) every norm is recomputed by the generic path and one
-warning names the layers. Both assumptions are properties of the architecture, not of the weights: with a
-:class:`LayerwiseChecks` passed along, a set-up that has passed once (same layers and parameter objects, same
-input shape) is not checked again -- what a monitor measuring one model on its fixed batch uses (on a small
-measurement batch the check costs about half as much as the norms themselves).
-
 Example::
 
     >>> import torch
@@ -55,6 +19,7 @@ import dataclasses
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any, TypeGuard
 
 import torch
 import torch.nn.functional as F
@@ -66,10 +31,11 @@ from lightning_spectral.functional.ntk.model_jacobian import FunctionalModel, wa
 __all__ = ["VECTORIZED_BUDGET", "LayerwiseChecks", "per_example_squared_gradient_norms"]
 
 VECTORIZED_BUDGET = 2**24
-"""Entries held at once by one vectorised step: ``chunk·P`` per-example gradient entries (generic path) or
+"""Entries held at once by one vectorized step: ``chunk·P`` per-example gradient entries (generic path) or
 ``cotangents·Σ|z|`` layer-output gradient entries (layer-wise path)."""
 
 _LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d)
+_CoveredModule = nn.Linear | nn.Conv1d | nn.Conv2d
 
 
 @dataclass
@@ -77,14 +43,16 @@ class _Layer:
     """A covered layer: its module, the selected names of its weight / bias, what one forward call saw."""
 
     name: str
-    module: nn.Module
+    module: _CoveredModule
     weight: str | None
     bias: str | None
     inputs: list[Tensor] = field(default_factory=list)
     outputs: list[Tensor] = field(default_factory=list)
     _patches: Tensor | None = None
 
-    def hook(self, module: nn.Module, args: tuple, kwargs: dict, output: Tensor) -> Tensor:
+    def hook(
+        self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Tensor
+    ) -> Tensor:
         # Linear / Conv take one input, positionally or as ``input=``
         self.inputs.append((args[0] if args else kwargs["input"]).detach())
         self.outputs.append(output)
@@ -102,6 +70,11 @@ class _Layer:
         m = self.module
         if isinstance(m, nn.Linear):
             return a.reshape(a.shape[0], -1, a.shape[-1])
+        kernel: tuple[int, ...]
+        dilation: tuple[int, ...]
+        padding: tuple[int, ...]
+        stride: tuple[int, ...]
+        assert not isinstance(m.padding, str)  # string padding is not covered (_eligible)
         if isinstance(m, nn.Conv1d):
             a = a.unsqueeze(2)
             kernel, dilation = (1, m.kernel_size[0]), (1, m.dilation[0])
@@ -137,7 +110,7 @@ class _Layer:
 
 
 class LayerwiseChecks:
-    """The layer-wise set-ups that have passed the per-example check (module docstring, *Check*), so that
+    """The layer-wise set-ups that have passed the per-example check (module's science notes, *Check*), so that
     repeated calls on one model check once.
 
     A set-up is keyed by the covered layers (names, module and parameter objects), the parameters left to the
@@ -153,27 +126,38 @@ class LayerwiseChecks:
     """
 
     def __init__(self) -> None:
-        self._passed: set[tuple] = set()
+        self._passed: set[tuple[Any, ...]] = set()
 
     def __len__(self) -> int:
         return len(self._passed)
 
-    def __contains__(self, key: tuple) -> bool:
+    def __contains__(self, key: object) -> bool:
         return key in self._passed
 
-    def add(self, key: tuple) -> None:
+    def add(self, key: tuple[Any, ...]) -> None:
         """Remember a set-up (a :meth:`key`) that has passed the check."""
         self._passed.add(key)
 
     def clear(self) -> None:
+        """Forget every set-up that passed: the next evaluation of each is checked again."""
         self._passed.clear()
 
     @staticmethod
-    def key(fm: FunctionalModel, layers: list[_Layer], rest: list[str], inputs: Tensor) -> tuple:
+    def key(fm: FunctionalModel, layers: list[_Layer], rest: list[str], inputs: Tensor) -> tuple[Any, ...]:
         """The set-up: each covered layer's name, module object, selected parameter names and the parameter
         objects behind them (registered ones, so never a temporary), the generic path's names, the inputs'
-        shape, dtype and device."""
-        named = dict(fm.module.model.named_parameters(remove_duplicate=False))
+        shape, dtype and device.
+
+        Args:
+            fm: the functional model.
+            layers: the layers of the layer-wise path.
+            rest: the parameter names of the generic path.
+            inputs: the batch.
+
+        Returns:
+            A hashable key.
+        """
+        named: dict[str | None, Tensor] = dict(fm.module.model.named_parameters(remove_duplicate=False))
         covered = tuple(
             (
                 layer.name,
@@ -188,7 +172,7 @@ class LayerwiseChecks:
         return covered, tuple(rest), tuple(inputs.shape), inputs.dtype, inputs.device
 
 
-def _eligible(module: nn.Module) -> bool:
+def _eligible(module: nn.Module) -> TypeGuard[_CoveredModule]:
     if not isinstance(module, _LAYER_TYPES):
         return False
     base = next(t for t in _LAYER_TYPES if isinstance(module, t))
@@ -281,8 +265,9 @@ def _cotangent_column(cotangents: Tensor | None, example: int, like: Tensor) -> 
 
 def _single_example_norms(fm: FunctionalModel, example: Tensor, cotangents: Tensor) -> Tensor:
     """``(N,)`` squared norms for one example (a batch of one) by plain autograd: one forward pass, then
-    backward passes vectorised over the cotangents (at most about ``VECTORIZED_BUDGET / P`` at a time).
-    Independent of the layer-wise algebra and of ``torch.func``: the check's reference."""
+    backward passes vectorized over the cotangents (at most about ``VECTORIZED_BUDGET / P`` at a time).
+    Independent of the layer-wise algebra and of ``torch.func``: the check's reference.
+    """
     params = {n: p.detach().requires_grad_(True) for n, p in fm.params.items()}
     with torch.enable_grad():
         outputs = fm.batch_outputs(params, example)
@@ -300,13 +285,15 @@ def _single_example_norms(fm: FunctionalModel, example: Tensor, cotangents: Tens
                 allow_unused=True,
             )
         # (N, *shape) per cotangent; a 0-dim parameter's is (N,)
-        norms.append(sum(g.pow(2).reshape(g.shape[0], -1).sum(1) for g in grads if g is not None))
+        squares = [g.pow(2).reshape(g.shape[0], -1).sum(1) for g in grads if g is not None]
+        norms.append(sum(squares[1:], squares[0]))
     return torch.cat(norms)
 
 
 def _layer_norms(layers: list[_Layer], outputs: Tensor, cotangents: Tensor | None) -> Tensor:
     """``(N, B)`` squared norms over the covered layers: the gradients ``δ = ∂(c_n · f)/∂z`` of every layer
-    output ``z`` for a chunk of cotangents come from one vectorised backward pass."""
+    output ``z`` for a chunk of cotangents come from one vectorized backward pass.
+    """
     layer_outputs = [layer.outputs[0] for layer in layers]
     count = outputs.shape[1] if cotangents is None else cotangents.shape[0]
     chunk = max(1, VECTORIZED_BUDGET // max(1, sum(z.numel() for z in layer_outputs)))
@@ -333,7 +320,7 @@ def per_example_squared_gradient_norms(
     chunk_size: int | None = None,
     checks: LayerwiseChecks | None = None,
 ) -> Tensor:
-    """``s[n, i] = ‖∂/∂θ Σ_k cotangents[n, i, k] f_k(x_i)‖²`` as an ``(N, B)`` tensor (see the module doc).
+    """``s[n, i] = ‖∂/∂θ Σ_k cotangents[n, i, k] f_k(x_i)‖²`` as an ``(N, B)`` tensor (see the module's science notes).
 
     Args:
         fm: the model as a function of its selected parameters
@@ -342,7 +329,7 @@ def per_example_squared_gradient_norms(
         cotangents: ``(N, B, K)`` weights of the outputs (``K`` = outputs per example, flattened), or
             ``None`` for the one-hot cotangents ``c[k, i] = e_k`` (``N = K``; the rows are then
             ``‖∂f_k(x_i)/∂θ‖²``, summing to the NTK trace), generated chunk by chunk.
-        chunk_size: examples per vectorised chunk of the generic path (default: about
+        chunk_size: examples per vectorized chunk of the generic path (default: about
             ``VECTORIZED_BUDGET / P`` examples).
         checks: a :class:`LayerwiseChecks`: the per-example check of the layer-wise path is skipped for a
             set-up that has passed it before (default: checked on every call).
@@ -397,7 +384,7 @@ def per_example_squared_gradient_norms(
     if not names:
         return total
     key = None if checks is None else LayerwiseChecks.key(fm, layers, rest, inputs)
-    if key is not None and key in checks:
+    if checks is not None and key in checks:
         return total
 
     ends = sorted({0, batch - 1})
@@ -414,6 +401,6 @@ def per_example_squared_gradient_norms(
             stacklevel=2,
         )
         return _generic_norms(fm, list(fm.names), inputs, cotangents, like, chunk_size)
-    if key is not None:
+    if checks is not None and key is not None:
         checks.add(key)
     return total

@@ -1,103 +1,4 @@
-"""The stochastic edge of stability of SGD (Agarwala & Pennington 2024, arXiv:2404.19261).
-
-Full-batch gradient descent on a quadratic is stable iff ``η λ_max < 2`` (the edge of stability, Cohen et al.
-2021). Agarwala & Pennington show that mini-batch SGD has a second, *stochastic* edge of stability (S-EOS),
-set by the norm ``𝒦`` of the "noise kernel" of the second-moment dynamics; at small batch sizes it is
-governed by the trace of the NTK rather than by its top eigenvalue. The criterion below is re-derived in
-their setting, with every normalisation stated, and checked in the tests against the second-moment
-recursion it comes from and against simulated SGD on both sides of the edge.
-
-Setting (assumptions). A linearised model ``f(θ) = f(θ₀) + J (θ − θ₀)`` (the NTK regime) on ``D`` training
-examples with ``K`` outputs each; residuals ``z = f − y ∈ R^N``, ``N = D·K``; the MSE mini-batch loss
-``L_S = (1/(2B)) Σ_{i∈S} ‖f(x_i) − y_i‖²``; plain SGD with learning rate ``η``; each example in the batch
-independently with probability ``β = B/D``. With ``Θ = J Jᵀ`` (``N × N``) and ``Θ̂ = Θ / D`` (the
-Gauss–Newton matrix ``JᵀJ/D`` of the full-batch loss has the same non-zero eigenvalues):
-
-    z_{t+1} = (I − (η/β) Θ̂ P_t) z_t,        P_t = diag of the Bernoulli(β) inclusion of each example,
-    E z_{t+1} = (I − η Θ̂) E z_t                                  → stable iff η λ_max(Θ̂) < 2,
-    M_{t+1} = (I − ηΘ̂) M_t (I − ηΘ̂) + η² (1/β − 1) Θ̂ bdiag(M_t) Θ̂,     M_t = E[z_t z_tᵀ].
-
-In high dimension, with eigenvectors of Θ̂ delocalised over the examples (the random-rotation model),
-``bdiag(M) ≈ (tr M / N) I``, and the diagonal ``m_α`` of ``M`` in the eigenbasis of Θ̂ (eigenvalues ``λ_α``)
-follows a diagonal-plus-rank-one non-negative linear map
-
-    m_α ← (1 − ηλ_α)² m_α + (η² (1/β − 1) / N) λ_α² Σ_γ m_γ.
-
-When every ``|1 − ηλ_α| < 1`` its spectral radius is below 1 iff the noise-kernel norm
-
-    𝒦 = ((1 − β)/(β N)) Σ_α ηλ_α / (2 − ηλ_α) = ((1 − B/D)/(B·K)) Σ_α ηλ_α / (2 − ηλ_α)
-
-is below 1. **The S-EOS is 𝒦 = 1**; SGD (in this model) is stable iff ``ηλ_max(Θ̂) < 2`` and ``𝒦 < 1``.
-For ``ηλ_max ≪ 2`` every term is ``≈ ηλ_α/2``, so ``𝒦 ≈ (1 − B/D) η tr(Θ̂) / (2BK)`` with
-``tr(Θ̂) = tr(Θ)/D`` the mean per-example NTK trace: the trace, divided by the batch size, sets the edge.
-Because ``x/2 ≤ x/(2 − x) ≤ x/(2 − ηλ_max)`` on ``[0, ηλ_max]``, the trace and ``λ_max`` alone bound it:
-
-    𝒦_lower = (1 − B/D) η tr(Θ̂) / (2BK)  ≤  𝒦  ≤  𝒦_lower · 2 / (2 − ηλ_max(Θ̂)) = 𝒦_upper.
-
-In practice Θ̂ is estimated on a measurement batch of ``n`` examples: ``Θ̂ ≈ Θ_n / n`` (``ntk_num_examples
-= n``). ``tr(Θ_n)/n`` is an unbiased estimate of the mean per-example trace, so ``𝒦_lower`` is unbiased. The
-eigenvalues of ``Θ_n / n`` are not: when ``n·K`` is below the rank of the training-set NTK, its spectrum
-is compressed into ``n·K`` eigenvalues (one example with ``K = 1`` gives the single eigenvalue ``‖J_1‖²``),
-so ``λ_max`` and the exact 𝒦 are biased upwards for small ``n``, like any mini-batch sharpness. Measure
-them on a batch large enough for ``λ_max(Θ_n/n)`` to have settled. ``dataset_size=None`` means ``D ≫ B``
-(``1 − B/D = 1``).
-
-**Momentum** (an extension derived here in the same model; the paper treats plain SGD). ``torch.optim.SGD``
-with momentum μ (buffer ``b ← μb + (1 − d)g``, step ``θ ← θ − ηb``; Nesterov: ``θ ← θ − η(g + μb)``) moves
-each eigenmode's residual and buffer ``s = (z_α, u_α)`` by ``s ← A_α s + e·n_α``, with ``n_α`` the mode's
-gradient noise (variance ``((1/β − 1)/N) λ_α² Σ_γ E z_γ²`` as above):
-
-    heavy ball (dampening d):  A = [[1 − η'λ, −ημ], [(1 − d)λ, μ]],  e = (−η', 1 − d),  η' = η(1 − d)
-    Nesterov:                  A = [[1 − η(1 + μ)λ, −ημ²], [λ, μ]],  e = (−η(1 + μ), 1)
-
-(without momentum torch ignores ``d``: ``A = 1 − ηλ``, ``e = −η``). The second moments ``S_α = E[s sᵀ]`` follow
-``S_α ← A_α S_α A_αᵀ + ((1/β − 1)/N) λ_α² (Σ_γ (S_γ)_zz) e eᵀ``: a linear map that keeps covariance matrices
-positive semi-definite, block-diagonal plus a rank-one coupling through ``Σ_γ (S_γ)_zz``. For such a map the
-spectral radius is below 1 iff every ``A_α`` is stable (the optimizer's mean limit,
-:func:`~lightning_spectral.functional.hessian.edge_of_stability.stability_limit`) and the coupling's loop gain at 1 is
-below 1, which is
-
-    𝒦 = ((1 − B/D)/(B·K)) Σ_α λ_α² p_α,       p_α = (X_α)_zz,  X_α = A_α X_α A_αᵀ + e eᵀ
-
-(``p_α``: the summed square of the residual a unit noise kick leaves behind). Without momentum
-``λ² p = ηλ/(2 − ηλ)``, the formula above; with heavy-ball momentum ``λ² p = η'λ(1 + μ)/((1 − μ)(2(1 + μ) −
-η'λ))`` (the variance of an AR(2) process). For small steps every variant gives ``𝒦 ≈ (1 − B/D) η_eff
-tr(Θ̂)/(2BK)`` with the effective step ``η_eff = η'/(1 − μ)``. The bounds from the trace and ``λ_max`` use the
-range of ``g(λ) = λ p(λ)`` on ``[0, λ_max]`` (``𝒦 = ((1 − B/D)/(BK)) Σ_α λ_α g(λ_α)``): ``g`` increases for heavy
-ball (bounds ``g(0) = η_eff/2`` and ``g(λ_max)``), while under Nesterov it first dips (to 0.47·g(0) at
-μ = 0.9), which the lower bound follows: ``g`` is a linear over a quadratic polynomial in λ, so its extrema on
-the interval are at its ends or at a root of a quadratic equation.
-Checked in the tests: the spectral radius of the full second-moment map is 1 where 𝒦 = 1 (heavy ball,
-dampening, Nesterov), and simulated momentum SGD on the linear model decays below the edge and grows above
-it.
-
-**Coupled weight decay** (``weight_decay`` w of ``torch.optim.SGD``, an extension derived here): the step adds
-``wθ`` to the gradient, ``ŵ = w / loss_scale`` in the units of Θ̂. Around the regularised minimum the
-deviation's component along the row space of ``J`` moves its residual ``u = Jδ`` by ``u ← (I − ηŵ − (η/β) Θ̂
-P_t) u`` (the remainder only decays by ``1 − ηŵ``; the gradient noise at the minimum is additive and does not
-move the edge): every mode's mean sees the curvature ``λ + ŵ``, its noise still ``λ²``. So the mean is stable
-iff ``λ̂_max + ŵ`` is below the optimizer's limit, and ``𝒦 = ((1 − B/D)/(BK)) Σ_α λ_α² p(λ_α + ŵ)`` with ``p``
-as above (plain SGD: ``ηλ²/((λ + ŵ)(2 − η(λ + ŵ)))``). Writing ``λ²p(λ + ŵ) = ψ(λ) g(λ + ŵ)``, ``ψ(λ) =
-λ²/(λ + ŵ)`` convex, the bounds from the trace over the ``m = n·K`` eigenvalues of Θ̂ become
-``𝒦 ≥ ((1 − B/D)/(BK)) min g · tr(Θ̂)²/(tr(Θ̂) + mŵ)`` (Jensen) and ``𝒦 ≤ ((1 − B/D)/(BK)) max g · tr(Θ̂) ·
-λ̂_max/(λ̂_max + ŵ)``, extrema of ``g`` over ``[ŵ, λ̂_max + ŵ]``; for ``ŵ = 0`` the bounds above. For small steps
-the lower bound is the undecayed one times ``1/(1 + ŵ/λ̄)`` (``λ̄ = tr(Θ̂)/m``, the mean eigenvalue); decay damps
-the noise of flat modes but, under plain SGD, raises that of modes past half the limit (``p(x)`` grows with
-``x`` beyond ``ηx = 1``). Checked in the tests against torch.optim.SGD's kick response with ``weight_decay``, the
-second-moment map, and SGD simulated by torch.optim.SGD in parameter space (``width > D``) on both sides of the
-decayed edge.
-
-Loss normalisation: ``lr`` is the step size on ``(1/(2B)) Σ_i ‖f(x_i) − y_i‖²``. For a loss ``c`` times that,
-pass ``loss_scale=c``: ``torch.nn.MSELoss()`` (mean over the ``B·K`` entries, no ½) is ``loss_scale = 2/K``.
-The effective step ``η = lr · loss_scale`` enters every formula.
-
-Example::
-
-    >>> s = sgd_stability(lr=0.5, batch_size=1, ntk_num_examples=2, num_outputs=2,
-    ...                   ntk_eigenvalues=torch.tensor([4.0, 2.0, 1.0, 0.0]))
-    >>> round(s.noise_kernel_norm, 6), s.noise_kernel_norm_lower, s.noise_kernel_norm_upper  # 𝒦 = 31/42
-    (0.738095, 0.4375, 0.875)
-"""
+"""The stochastic edge of stability of SGD (Agarwala & Pennington 2024, arXiv:2404.19261)."""
 
 from __future__ import annotations
 
@@ -107,6 +8,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from lightning_spectral._internal.validation import (
+    check_int,
+    check_non_negative_finite,
+    check_positive_finite,
+)
 from lightning_spectral.functional.hessian.edge_of_stability import buffer_step, stability_limit
 
 __all__ = ["SGDStability", "sgd_stability"]
@@ -114,7 +20,7 @@ __all__ = ["SGDStability", "sgd_stability"]
 
 @dataclass(frozen=True)
 class SGDStability:
-    """The S-EOS indicator and the full-batch edge-of-stability ratio (see the module docstring).
+    """The S-EOS indicator and the full-batch edge-of-stability ratio (see the module's science notes).
 
     ``noise_kernel_norm`` is 𝒦 (``None`` when only the trace and ``λ_max`` were given); the bounds always
     hold (``noise_kernel_norm_upper`` is ``inf`` once the mean is past its limit, ``ηλ_max ≥ 2`` without
@@ -123,6 +29,18 @@ class SGDStability:
     (:func:`~lightning_spectral.functional.hessian.edge_of_stability.stability_limit`; ``ηλ_max(Θ̂)/2`` without
     momentum). ``stable`` is True when ``ratio < 1`` and 𝒦 (or, without the spectrum, its upper bound)
     ``< 1``; False when ``ratio ≥ 1`` or 𝒦 (or its lower bound) ``≥ 1``; ``None`` when the bounds straddle 1.
+
+    Attributes:
+        noise_kernel_norm: 𝒦, or ``None`` without the spectrum.
+        noise_kernel_norm_lower: the lower bound on 𝒦 from the trace.
+        noise_kernel_norm_upper: the upper bound from the trace and ``λ_max`` (``inf`` past the mean's limit).
+        edge_of_stability_ratio: ``λ_max(Θ̂)`` over the optimizer's limit.
+        stable: ``True``, ``False``, or ``None`` when the bounds straddle 1.
+
+    Example:
+        >>> s = sgd_stability(lr=0.1, batch_size=4, ntk_num_examples=8, ntk_trace=16.0, ntk_lambda_max=4.0)
+        >>> s.noise_kernel_norm is None, s.stable
+        (True, True)
     """
 
     noise_kernel_norm: float | None
@@ -135,7 +53,8 @@ class SGDStability:
 @dataclass(frozen=True)
 class _SGDVariant:
     """The optimizer's step: ``η`` (loss scale included), momentum μ, Nesterov, dampening d, coupled weight decay
-    ``ŵ`` (in the units of Θ̂)."""
+    ``ŵ`` (in the units of Θ̂).
+    """
 
     eta: float
     momentum: float
@@ -149,8 +68,9 @@ class _SGDVariant:
         return buffer_step(self.eta, self.momentum, self.dampening)
 
     def noise_response(self, lam: Tensor) -> Tensor:
-        """``λ² p(λ + ŵ) = λ · (λ/(λ + ŵ)) · g(λ + ŵ)`` (module docstring), float64, for ``λ + ŵ`` below the mean
-        limit (``λ g(λ)`` without decay)."""
+        """``λ² p(λ + ŵ) = λ · (λ/(λ + ŵ)) · g(λ + ŵ)`` (see the module's science notes), float64, for ``λ + ŵ`` below the mean
+        limit (``λ g(λ)`` without decay).
+        """
         total = lam + self.decay
         share = torch.where(total > 0, lam / total.clamp_min(torch.finfo(total.dtype).tiny), 0.0)
         return lam * share * self.gain(total)
@@ -161,7 +81,8 @@ class _SGDVariant:
 
         The residual follows an ARMA(2, 1) process ``z' = φ₁z + φ₂z₋ + c(n + ϑn₋)`` whose variance per unit
         noise variance is ``c²((1 + ϑ²)(1 − φ₂) + 2φ₁ϑ) / ((1 + φ₂)(1 − φ₂ − φ₁)(1 − φ₂ + φ₁))``; its factor
-        ``1 − φ₂ − φ₁ = η'λ`` cancels against ``λ``, so ``g(0) = η_eff/2`` needs no special case."""
+        ``1 − φ₂ − φ₁ = η'λ`` cancels against ``λ``, so ``g(0) = η_eff/2`` needs no special case.
+        """
         mu, eta = self.momentum, self.step
         if not self.nesterov:  # heavy ball: φ₁ = 1 + μ − η'λ, φ₂ = −μ, c = −η', ϑ = 0
             return eta * (1.0 + mu), 1.0, 0.0, 1.0 - mu, 0.0, 2.0 * (1.0 + mu), eta
@@ -181,7 +102,8 @@ class _SGDVariant:
         is ``inf``: ``upper`` is the mean limit, where ``g`` diverges). ``g`` is a linear over a quadratic
         polynomial, so its extrema lie at the ends or where ``a₁q(λ) − (a₀ + a₁λ)q'(λ) = 0``, ``q`` the
         denominator: ``−a₁q₂λ² − 2a₀q₂λ + (a₁q₀ − a₀q₁) = 0`` (for heavy ball ``a₁ = q₂ = 0`` and ``g``
-        increases)."""
+        increases).
+        """
         _, a0, a1, b0, b1, c0, c1 = self.gain_coefficients
         q0, q1, q2 = b0 * c0, b1 * c0 - b0 * c1, -b1 * c1
         a, b, c = -a1 * q2, -2.0 * a0 * q2, a1 * q0 - a0 * q1
@@ -199,34 +121,11 @@ class _SGDVariant:
         return float(values.min()), float(values.max()) if closed else math.inf
 
 
-def _positive(value: object, name: str) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise ValueError(f"`{name}` must be a positive finite number, got {value!r}.")
-    return float(value)
-
-
-def _positive_int(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
-    return value
-
-
 def _non_negative(value: object, name: str) -> float:
+    """A non-negative finite number, also given as a one-element tensor (a measured trace)."""
     if isinstance(value, Tensor) and value.numel() == 1:
         value = value.item()
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or value < 0
-    ):
-        raise ValueError(f"`{name}` must be a non-negative finite number, got {value!r}.")
-    return float(value)
+    return check_non_negative_finite(name, value)
 
 
 def sgd_stability(
@@ -245,18 +144,58 @@ def sgd_stability(
     dampening: float = 0.0,
     weight_decay: float = 0.0,
 ) -> SGDStability:
-    """The S-EOS noise-kernel norm 𝒦 of SGD with step ``lr`` and batch size ``batch_size``.
+    r"""The S-EOS noise-kernel norm 𝒦 of SGD with step ``lr`` and batch size ``batch_size``.
 
     Give either ``ntk_eigenvalues`` (eigenvalues of the raw NTK ``Θ = J Jᵀ`` of ``ntk_num_examples``
     examples; zeros may be left out; exact 𝒦) or both ``ntk_trace`` and ``ntk_lambda_max`` of that same raw
     NTK (bounds on 𝒦 only), as returned by ``ntk_trace(...).trace`` and ``ntk_lambda_max``. ``num_outputs``
     is ``K``, ``dataset_size`` the training-set size ``D`` (``None``: ``D ≫ B``), ``loss_scale`` the factor
-    between the loss and ``(1/(2B)) Σ‖f − y‖²`` (``2/K`` for ``torch.nn.MSELoss()``). See the module docstring
-    for the formula and its assumptions. ``momentum``, ``nesterov``, ``dampening`` and ``weight_decay`` are those
-    of ``torch.optim.SGD`` (module docstring, *Momentum* and *Coupled weight decay*).
+    between the loss and ``(1/(2B)) Σ‖f − y‖²`` (``2/K`` for ``torch.nn.MSELoss()``). See the module's science notes
+    With ``Θ̂ = Θ/n`` (``n`` = ``ntk_num_examples``) of eigenvalues ``λ_α``, batch size ``B``, dataset size
+    ``D`` and ``K`` outputs, the noise-kernel norm of plain SGD on ``(1/(2B)) Σ‖f − y‖²`` in the linearized
+    (NTK) model is
+
+    .. math::
+
+        \mathcal{K} = \frac{1 - B/D}{B K} \sum_\alpha \frac{\eta\lambda_\alpha}{2 - \eta\lambda_\alpha},
+        \qquad
+        \frac{(1 - B/D)\,\eta \operatorname{tr}\hat\Theta}{2 B K} \le \mathcal{K}
+        \le \frac{(1 - B/D)\,\eta \operatorname{tr}\hat\Theta}{B K (2 - \eta\lambda_{\max})},
+
+    and SGD is stable while ``ηλ_max(Θ̂) < 2`` and ``𝒦 < 1`` (the S-EOS is ``𝒦 = 1``). Momentum, dampening
+    and coupled weight decay change the limits as for ``torch.optim.SGD``; the derivation and its
+    assumptions are on the science pages.
+
+    Args:
+        lr: the step size ``η`` (``> 0``).
+        batch_size: ``B``.
+        ntk_num_examples: ``n``, the examples of the measured NTK.
+        num_outputs: ``K``.
+        ntk_eigenvalues: eigenvalues of the raw NTK ``Θ`` (zeros may be left out): the exact 𝒦.
+        ntk_trace: ``tr Θ`` (with ``ntk_lambda_max``: the bounds only).
+        ntk_lambda_max: ``λ_max(Θ)``.
+        dataset_size: ``D`` (``None``: ``D ≫ B``).
+        loss_scale: the loss over ``(1/(2B)) Σ‖f − y‖²`` (``2/K`` for ``torch.nn.MSELoss()``).
+        momentum: ``torch.optim.SGD``'s ``momentum``.
+        nesterov: ``torch.optim.SGD``'s ``nesterov``.
+        dampening: ``torch.optim.SGD``'s ``dampening``.
+        weight_decay: ``torch.optim.SGD``'s ``weight_decay`` (coupled).
+
+    Returns:
+        :class:`SGDStability`.
+
+    Raises:
+        ValueError: an argument out of range, neither the eigenvalues nor the trace given, or a
+            ``dataset_size`` below ``batch_size``.
+
+    Example:
+        >>> s = sgd_stability(lr=0.5, batch_size=1, ntk_num_examples=2, num_outputs=2,
+        ...                   ntk_eigenvalues=torch.tensor([4.0, 2.0, 1.0, 0.0]))
+        >>> round(s.noise_kernel_norm, 6), s.noise_kernel_norm_lower, s.noise_kernel_norm_upper  # 𝒦 = 31/42
+        (0.738095, 0.4375, 0.875)
     """
-    scale_of_loss = _positive(loss_scale, "loss_scale")
-    eta = _positive(lr, "lr") * scale_of_loss
+    scale_of_loss = check_positive_finite("loss_scale", loss_scale)
+    eta = check_positive_finite("lr", lr) * scale_of_loss
     decay = _non_negative(weight_decay, "weight_decay") / scale_of_loss  # ŵ, in the units of Θ̂
     curvature_limit = stability_limit(eta, momentum, nesterov, dampening)  # validates the three
     if decay >= curvature_limit:
@@ -266,10 +205,10 @@ def sgd_stability(
         )
     limit = curvature_limit - decay  # the mean's limit on λ̂
     variant = _SGDVariant(eta, float(momentum), bool(nesterov), float(dampening), decay)
-    batch = _positive_int(batch_size, "batch_size")
-    n = _positive_int(ntk_num_examples, "ntk_num_examples")
-    k = _positive_int(num_outputs, "num_outputs")
-    if dataset_size is not None and (_positive_int(dataset_size, "dataset_size") < batch):
+    batch = check_int("batch_size", batch_size, 1)
+    n = check_int("ntk_num_examples", ntk_num_examples, 1)
+    k = check_int("num_outputs", num_outputs, 1)
+    if dataset_size is not None and (check_int("dataset_size", dataset_size, 1) < batch):
         raise ValueError(f"`dataset_size` must be at least `batch_size` = {batch}, got {dataset_size!r}.")
     keep = 1.0 - (batch / dataset_size if dataset_size is not None else 0.0)  # 1 − β
 

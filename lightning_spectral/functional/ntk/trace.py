@@ -1,62 +1,15 @@
-"""The trace of the empirical neural tangent kernel of a batch, exactly or by randomized trace estimation.
-
-For outputs ``f(x) ∈ R^K`` and parameters ``θ ∈ R^P`` the empirical NTK of a batch ``x_1..x_B`` is the
-``(B·K) × (B·K)`` matrix ``Θ = J Jᵀ`` with ``J = ∂f/∂θ`` (rows example-major). Its trace is
-
-    tr Θ = Σ_i Σ_k ‖∂f_k(x_i)/∂θ‖² = ‖J‖_F²,
-
-a sum over the batch (not a mean; divide by ``num_examples`` for the per-example NTK trace). It sets the
-stochastic edge of stability of small-batch SGD (Agarwala & Pennington 2024, arXiv:2404.19261; see
-:mod:`lightning_spectral.functional.ntk.sgd_stability`). Methods:
-
-- ``"exact"``: ``Σ_i Σ_k ‖∂f_k(x_i)/∂θ‖²`` from
-  :func:`lightning_spectral.functional.ntk.per_example_gradient_norms.per_example_squared_gradient_norms` with
-  one-hot cotangents: for ``nn.Linear`` / ``nn.Conv1d`` / ``nn.Conv2d`` layers one vectorised backward pass of
-  the whole batch per output ``k`` (``K`` passes, not ``B·K``) and the per-example norms by the layer-wise
-  identity ``‖Σ_t δ_t a_tᵀ‖² = Σ_{t,s} (δ_t·δ_s)(a_t·a_s)``, without forming per-example gradients; every other
-  parameter by ``torch.func.vmap`` over examples of per-example gradients, ``chunk_size`` examples at a time
-  (default about ``VECTORIZED_BUDGET / P``). ``std_error`` is 0.
-- ``"hutchinson"``: per-example Hutchinson. For Rademacher ``v ∈ {±1}^{B×K}``,
-  ``Σ_i ‖J_iᵀ v_i‖²`` (``J_i = ∂f(x_i)/∂θ``, ``K × P``) has expectation ``Σ_i tr(J_i J_iᵀ) = tr Θ``; each probe
-  costs one backward pass of the batch (the per-example norms come from the same layer-wise identity).
-  Its variance, ``2 Σ_i Σ_{k≠l} (J_i J_iᵀ)_{kl}²`` per probe, involves only the NTK blocks of single examples,
-  where the plain estimator ``‖Jᵀv‖²`` also carries every cross-example entry ``2 Σ_{(i,k)≠(j,l)} Θ²``
-  — the dominant part for a batch whose examples share a kernel direction. The estimate is the mean of the
-  ``num_probes`` samples and ``std_error`` their standard error
-  (``lightning_spectral.linalg.mean_and_std_error``).
-- ``"hutchpp"``: Hutch++ (Meyer, Musco, Musco & Woodruff 2021, ``lightning_spectral.linalg.hutchpp_trace``)
-  on the whole-batch operator ``v ↦ J (Jᵀ v)`` (a VJP, then a JVP), with ``num_probes`` operator products.
-  Lower variance than plain Hutchinson when a few NTK eigenvalues dominate, at two passes per product; needs
-  forward-mode AD support for every operation of the model.
-- ``"auto"``: ``"exact"`` when ``K ≤ num_probes`` (the exact trace then costs no more passes than the
-  estimate) or ``B·K ≤ AUTO_EXACT_MAX_ROWS = 128``, else ``"hutchinson"``; for ``K > AUTO_FEW_PROBES_OUTPUTS``
-  (a sequence model's ``T·V`` logits per example: a GPT-2 vocabulary gives millions) with at most
-  ``AUTO_FEW_PROBES = 2`` probes, whose probes alone (``num_probes·B·K`` entries) would otherwise cost more than
-  the passes. ``method_used`` says which ran; ``std_error`` says what the fewer probes cost in accuracy.
-
-Distributed use: ``reduce_fn`` receives a float64 tensor ``[trace, std_error², num_examples]`` of this
-process's batch and must return the element-wise sum over processes (an all-reduce-sum). Traces add over
-disjoint batches (the trace of the NTK of the union of the batches involves only its diagonal entries, which
-each process computes for its own examples), and so do the variances of independent estimates. The tensor
-lives on the device of the model's parameters, as a NCCL all-reduce needs.
-
-Example::
-
-    >>> import torch
-    >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
-    >>> result = ntk_trace(model, torch.randn(16, 4), method="exact")
-    >>> result.method_used, result.num_examples, result.num_outputs, result.std_error
-    ('exact', 16, 3, 0.0)
-"""
+"""The trace of the empirical neural tangent kernel of a batch, exactly or by randomized trace estimation."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor, nn
 
+from lightning_spectral._internal.validation import check_choice, check_int
 from lightning_spectral.functional.ntk.model_jacobian import (
     OutputFn,
     ParamSpec,
@@ -89,13 +42,28 @@ AUTO_FEW_PROBES_OUTPUTS = 2**16
 AUTO_FEW_PROBES = 2
 """The probes of ``method="auto"`` for sequence-sized outputs (2: the least that gives a standard error)."""
 
-_METHODS = ("auto", "exact", "hutchinson", "hutchpp")
+#: How :func:`ntk_trace` computes the trace: exactly, by Hutchinson or Hutch++ probes, or chosen by size.
+NTKTraceMethod = Literal["auto", "exact", "hutchinson", "hutchpp"]
+_METHODS: tuple[NTKTraceMethod, ...] = get_args(NTKTraceMethod)
 
 
 @dataclass(frozen=True)
 class NTKTrace:
     """``trace`` = ``Σ_i Σ_k ‖∂f_k(x_i)/∂θ‖²`` over the batch (over all processes when ``reduce_fn`` is
-    given), its ``std_error`` (0 for the exact method), the method that ran, ``B`` and ``K``."""
+    given), its ``std_error`` (0 for the exact method), the method that ran, ``B`` and ``K``.
+
+    Attributes:
+        trace: ``tr Θ``.
+        std_error: its standard error (``0.0`` for the exact method).
+        method_used: ``"exact"``, ``"hutchinson"`` or ``"hutchpp"``.
+        num_examples: ``B``.
+        num_outputs: ``K``.
+
+    Example:
+        >>> result = NTKTrace(trace=12.0, std_error=0.0, method_used="exact", num_examples=4, num_outputs=3)
+        >>> result.trace / result.num_examples  # the mean per-example trace
+        3.0
+    """
 
     trace: float
     std_error: float
@@ -104,18 +72,11 @@ class NTKTrace:
     num_outputs: int
 
 
-def _check_positive_int(value: object, name: str, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
-
-
 def ntk_trace(
     model: nn.Module,
     inputs: Tensor,
     *,
-    method: str = "auto",
+    method: NTKTraceMethod = "auto",
     num_probes: int = 8,
     output_fn: OutputFn | None = None,
     chunk_size: int | None = None,
@@ -124,7 +85,15 @@ def ntk_trace(
     reduce_fn: Callable[[Tensor], Tensor] | None = None,
     layerwise_checks: LayerwiseChecks | None = None,
 ) -> NTKTrace:
-    """Trace of the empirical NTK ``Θ = J Jᵀ`` of the batch ``inputs`` (see the module docstring).
+    r"""Trace of the empirical NTK ``Θ = J Jᵀ`` of the batch ``inputs``.
+
+    .. math::
+
+        \operatorname{tr}\Theta = \sum_{i=1}^{B} \sum_{k=1}^{K} \Big\| \frac{\partial f_k(x_i)}{\partial\theta} \Big\|^2
+
+    ``"exact"`` sums the per-example squared gradient norms (layer by layer where the algebra allows),
+    ``"hutchinson"`` and ``"hutchpp"`` estimate it from Rademacher probes of the outputs, ``"auto"`` takes the
+    exact method when ``K <= num_probes``.
 
     Args:
         model: the network; BatchNorm and dropout must be in eval mode (``ValueError`` otherwise). Its
@@ -136,8 +105,8 @@ def ntk_trace(
             sketch); ignored by ``"exact"``.
         output_fn: ``output_fn(model, inputs)`` returns the outputs (default ``model(inputs)``, the logits for
             a classifier); its first dimension must be ``B``, the rest is flattened to ``K``.
-        chunk_size: examples per vectorised chunk of per-example gradients, for the parameters outside
-            linear and convolution layers (default: see module doc).
+        chunk_size: examples per vectorized chunk of per-example gradients, for the parameters outside
+            linear and convolution layers (default: see the module's science notes).
         params: parameter names / globs (default: all with ``requires_grad=True``).
         generator: random source of the probes; ``None`` uses the global torch RNG.
         reduce_fn: all-reduce-sum over processes of ``[trace, std_error², num_examples]`` (float64).
@@ -147,16 +116,27 @@ def ntk_trace(
 
     Returns:
         :class:`NTKTrace`.
+
+    Raises:
+        ValueError: ``method``, ``num_probes`` or ``chunk_size`` out of range, or a model in train mode with
+            BatchNorm or dropout.
+        TypeError: ``reduce_fn`` is not callable.
+
+    Example:
+        >>> import torch
+        >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+        >>> result = ntk_trace(model, torch.randn(16, 4), method="exact")
+        >>> result.method_used, result.num_examples, result.num_outputs, result.std_error
+        ('exact', 16, 3, 0.0)
     """
-    if method not in _METHODS:
-        raise ValueError(f"`method` must be one of {_METHODS}, got {method!r}.")
-    _check_positive_int(num_probes, "num_probes")
+    check_choice("method", method, _METHODS)
+    check_int("num_probes", num_probes, 1)
     if method == "hutchpp" and num_probes < 3:
         raise ValueError(
             "`num_probes` must be at least 3 for method='hutchpp' (sketch, exact part, probes), "
             f"got {num_probes}."
         )
-    _check_positive_int(chunk_size, "chunk_size", allow_none=True)
+    check_int("chunk_size", chunk_size, 1, optional=True)
     if reduce_fn is not None and not callable(reduce_fn):
         raise TypeError(f"`reduce_fn` must be a callable Tensor -> Tensor or None, got {reduce_fn!r}.")
     num_examples = validate_inputs(inputs)

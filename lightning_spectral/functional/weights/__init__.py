@@ -1,5 +1,6 @@
 """Weights: the singular-value spectra of a model's weight matrices, their heavy-tail exponents, and how the
-singular vectors move during training."""
+singular vectors move during training.
+"""
 
 from lightning_spectral.functional.weights.farms import FarmsFit, farms_alpha
 from lightning_spectral.functional.weights.matrices import WeightMatrix, weight_matrices

@@ -1,91 +1,37 @@
-"""FARMS: the power-law exponent of a weight matrix's ESD without aspect-ratio bias.
-
-The heavy-tail exponent ``alpha`` of :func:`~lightning_spectral.functional.weights.power_law.power_law_alpha` depends on
-the shape of the matrix, not only on how heavy-tailed its spectrum is: the eigenvalues of ``WᵀW`` for an
-i.i.d. ``m×n`` matrix follow the Marchenko–Pastur law of ratio ``min(m,n)/max(m,n)``, whose edge sharpens as
-the matrix gets longer, and the fitted ``alpha`` grows with it (measured on i.i.d. Gaussian matrices in
-``benchmarks/RESULTS.md``, section *FARMS*). Comparing layers of different shapes, or assigning layer-wise learning rates or pruning ratios
-from those numbers, inherits the bias.
-
-FARMS (Fixed-Aspect-Ratio Matrix Subsampling; Hu, Goel, Killiakov & Yang, "Eigenspectrum Analysis of Neural
-Networks without Aspect Ratio Bias", ICML 2025) fits the power law to the *average ESD of submatrices of one
-fixed aspect ratio* instead. As in the authors' code (their ``fixed_sampling``, which the configurations of
-their image-classification and LLM-pruning experiments select):
-
-* **Submatrices.** Every submatrix is a contiguous block of ``s × ⌊q·s⌋`` entries, ``q = aspect_ratio``
-  (default 1: square), its long side along the weight's long side. ``s = min(submatrix_size, min(m, n),
-  ⌊max(m, n)/q⌋)``: the authors use ``s = 100`` (image classification) and ``s = 2000`` (LLaMA pruning), both
-  with ``q = 1``; a matrix smaller than that gives smaller blocks (of the same aspect ratio).
-* **Sampling.** A grid of ``num_windows`` block positions per dimension (default 9 as in their image
-  classification runs; at most ``num_windows²`` submatrices), evenly spaced from the first to the last
-  position and rounded (theirs uses a floor-rounded step, so its last block may stop short of the edge);
-  positions that coincide (a dimension no longer than the block) are kept once. Blocks overlap when the
-  weight is shorter than ``num_windows·s`` along a dimension.
-* **Average ESD.** The eigenvalues ``σ²`` of every submatrix are pooled into one sample: with equally many
-  eigenvalues per submatrix, the pooled empirical distribution *is* the average of the submatrices' ESDs.
-* **Fit.** The maximum-likelihood exponent ``1 + t/Σ ln(λ/x_min)`` of the pooled sample. ``xmin="median"``
-  (default) puts ``x_min`` at the median pooled eigenvalue, as the authors' runs do (``xmin_pos = 2``): the
-  tail is then the upper half of the average ESD, a stable choice that measures the shape of the bulk's
-  upper edge. ``xmin="ks"`` searches ``x_min`` instead, with ``fit="default"`` (this package's KS fit) or
-  ``fit="weightwatcher"`` (WeightWatcher's; see :mod:`~lightning_spectral.functional.weights.power_law`). On spectra
-  without a power-law tail (a random matrix) the KS search picks an arbitrary far tail of the thousands of
-  pooled eigenvalues and is very noisy (``benchmarks/RESULTS.md``); ``fit`` also chooses the eigenvalue cut
-  (relative numerical-rank floor, or WeightWatcher's absolute ``1e-5``) for both ``xmin`` rules.
-
-**Planted exponents.** A block of a matrix with i.i.d. heavy-tailed entries (``P(|w| > x) ~ x^{-μ}``) has
-the same ESD tail ``α = 1 + μ/2`` as the whole, and FARMS recovers it (``tests/functional/test_farms.py``,
-aspect ratios 1 and 4, ``xmin="ks"``). A matrix whose *singular values alone* are planted (Haar singular
-vectors, ``λ`` Pareto) is different: a block mixes them, and its tail is steeper than the planted one.
-
-**Standard error.** The pooled eigenvalues are not independent draws: a random matrix's eigenvalues repel
-each other (more regular than a sample), the blocks of one matrix share its structure, and overlapping blocks
-share entries. So the fit's asymptotic ``(α−1)/√t`` over the pooled tail is no error bar (it overstates the
-spread of ``α`` over seeds several times on i.i.d. Gaussian matrices). ``alpha_std_error``
-is instead the delete-one-submatrix jackknife of the maximum-likelihood exponent at the fitted ``x_min``:
-``α_(−k) = 1 + (T − t_k)/(L − L_k)`` with ``t_k`` the tail eigenvalues of submatrix ``k`` and
-``L_k = Σ ln(λ/x_min)`` over them, ``SE² = (K−1)/K · Σ_k (α_(−k) − ᾱ)²``: the variability between blocks.
-For disjoint blocks it is somewhat below the spread over seeds (``tests/functional/test_farms.py`` bounds
-the ratio): it leaves out the variability of ``x_min`` itself, and with heavily
-overlapping blocks it is smaller still. With a single submatrix (the weight no larger than one block) it is
-the fit's asymptotic error.
-
-**Cost.** One batched ``torch.linalg.svdvals`` of at most ``num_windows²`` blocks of ``s×⌊q·s⌋``
-(``O(num_windows²·q·s³)``, on the weight's device, in chunks of at most ``max_batch_numel`` stacked entries),
-then the fit on the CPU over ``num_windows²·s`` pooled eigenvalues (8100 for the defaults): ``O(K·s)`` for
-``xmin="median"``, ``O((num_windows²·s)²)`` for the KS search. ``num_windows`` bounds both; measured in
-``benchmarks/RESULTS.md``.
-
-Example::
-
-    >>> g = torch.Generator().manual_seed(0)
-    >>> wide = torch.randn(100, 800, generator=g) / 800**0.5
-    >>> result = farms_alpha(wide, submatrix_size=50, num_windows=4)
-    >>> result.num_submatrices, result.submatrix_shape
-    (16, (50, 50))
-"""
+"""FARMS: the power-law exponent of a weight matrix's ESD without aspect-ratio bias."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor
 
-from lightning_spectral._internal.validation import check_int
+from lightning_spectral._internal.validation import check_choice, check_int
 from lightning_spectral.functional.weights.power_law import (
     DEFAULT_MIN_TAIL,
     FITS,
     WEIGHTWATCHER_EVALS_THRESH,
     PowerLawFit,
+    PowerLawFitKind,
     power_law_alpha,
 )
 from lightning_spectral.linalg.device_fallback import on_cpu_if_unsupported
 
-__all__ = ["DEFAULT_NUM_WINDOWS", "DEFAULT_SUBMATRIX_SIZE", "FARMS_XMIN", "FarmsFit", "farms_alpha"]
+__all__ = [
+    "DEFAULT_NUM_WINDOWS",
+    "DEFAULT_SUBMATRIX_SIZE",
+    "FARMS_XMIN",
+    "FarmsFit",
+    "FarmsXmin",
+    "farms_alpha",
+]
 
 #: Allowed values of ``xmin``: the authors' median rule, or the KS search of the chosen ``fit``.
-FARMS_XMIN = ("median", "ks")
+FarmsXmin = Literal["median", "ks"]
+FARMS_XMIN: tuple[FarmsXmin, ...] = get_args(FarmsXmin)
 
 #: Default side of the (square) submatrices: the authors' image-classification setting.
 DEFAULT_SUBMATRIX_SIZE = 100
@@ -101,10 +47,17 @@ class FarmsFit:
 
     Attributes:
         alpha: the power-law exponent of the pooled ESD of the submatrices.
-        alpha_std_error: its delete-one-submatrix jackknife standard error (module docstring).
+        alpha_std_error: its delete-one-submatrix jackknife standard error.
         power_law: the fit behind ``alpha`` (``x_min``, KS distance, pooled tail size, asymptotic error).
         num_submatrices: number of submatrices sampled.
         submatrix_shape: their shape ``(rows, cols)`` in the weight's orientation.
+
+    Example:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> wide = torch.randn(100, 800, generator=g) / 800**0.5
+        >>> result = farms_alpha(wide, submatrix_size=50, num_windows=4)
+        >>> result.num_submatrices, result.submatrix_shape
+        (16, (50, 50))
     """
 
     alpha: float
@@ -150,12 +103,16 @@ def farms_alpha(
     submatrix_size: int = DEFAULT_SUBMATRIX_SIZE,
     aspect_ratio: float = 1.0,
     num_windows: int = DEFAULT_NUM_WINDOWS,
-    xmin: str = "median",
-    fit: str = "default",
+    xmin: FarmsXmin = "median",
+    fit: PowerLawFitKind = "default",
     min_tail: int = DEFAULT_MIN_TAIL,
     max_batch_numel: int = _DEFAULT_MAX_BATCH_NUMEL,
 ) -> FarmsFit | None:
-    """The FARMS power-law exponent of ``weight``'s ESD (module docstring), with its standard error.
+    """The FARMS power-law exponent of ``weight``'s ESD, with its standard error.
+
+    FARMS (Fixed-Aspect-Ratio Matrix Subsampling) fits the power law (:func:`power_law_alpha`) to the pooled
+    eigenvalues of ``WᵀW``'s overlapping ``s × aspect_ratio·s`` submatrices, so that the exponent is not
+    biased by the weight's own aspect ratio.
 
     Args:
         weight: ``(m, n)`` real floating-point matrix, any device (not modified; decomposed in float32, or
@@ -200,10 +157,8 @@ def farms_alpha(
         or not (1.0 <= aspect_ratio < math.inf)
     ):
         raise ValueError(f"`aspect_ratio` must be a finite number >= 1, got {aspect_ratio!r}.")
-    if fit not in FITS:
-        raise ValueError(f"`fit` must be one of {FITS}, got {fit!r}.")
-    if xmin not in FARMS_XMIN:
-        raise ValueError(f"`xmin` must be one of {FARMS_XMIN}, got {xmin!r}.")
+    check_choice("fit", fit, FITS)
+    check_choice("xmin", xmin, FARMS_XMIN)
     if not bool(torch.isfinite(weight).all()):
         raise ValueError("`weight` contains non-finite values (NaN or inf).")
 

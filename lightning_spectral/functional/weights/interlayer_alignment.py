@@ -1,19 +1,5 @@
 """Which weight matrices of a model are consecutive, and how well their singular bases line up.
 
-The alignment of a pair is the diagonal of ``|V_{l+1}ᵀ U_l|`` (Yunis et al. 2024; definitions in
-:mod:`~lightning_spectral.functional.weights.singular_dynamics`), computed from the top-``k`` singular vectors the
-weight monitor has anyway, and summarised by the mean of its first 10 entries.
-
-**Pairs.** :func:`consecutive_pairs` guesses them from the order of :func:`weight_matrices`: two matrices next
-to each other, both of an ``nn.Linear``, a convolution or (as the earlier one) an ``nn.Embedding``, of
-different parameters, where the earlier one's output dimension equals the later one's input dimension (a
-flattened convolution's input is ``in·∏kernel``, so only ``1×1`` or ``conv_mode="per_position"`` kernels chain).
-Registration order is not computation order in general (residual branches, a head defined before the body):
-pass explicit pairs for anything that is not a plain stack. Attention and recurrent matrices break the chain;
-each ``nn.MultiheadAttention`` gets its own pairs (:func:`attention_alignment`): per head, the query and key
-maps on their common output (head) side, ``|U_{q,h}ᵀ U_{k,h}|`` (queries and keys meet in ``q_hᵀ k_h``), and the
-value map into the output projection, ``|V_oᵀ U_v|``.
-
 Example::
 
     >>> model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
@@ -26,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -67,7 +54,7 @@ def _output_dim(matrix: WeightMatrix) -> int:
 
 
 def consecutive_pairs(matrices: Sequence[WeightMatrix]) -> list[AlignmentPair]:
-    """Neighbouring matrices that chain (module docstring), in order."""
+    """Neighbouring matrices that chain (see the module's science notes), in order."""
     pairs = []
     for a, b in zip(matrices, matrices[1:]):
         earlier_ok = a.module_type in _CHAINABLE or a.module_type in ("Embedding", "EmbeddingBag")
@@ -104,7 +91,7 @@ def _attention_blocks(module: nn.MultiheadAttention) -> tuple[Tensor, Tensor, Te
 
 
 def attention_alignment(
-    module: nn.MultiheadAttention, name: str, k: int, **spectra_options
+    module: nn.MultiheadAttention, name: str, k: int, **spectra_options: Any
 ) -> dict[str, Tensor]:
     """Per-head query/key and value→output alignment diagonals of one attention module.
 
@@ -137,7 +124,9 @@ def attention_alignment(
     return {pair: diagonal.to("cpu", torch.float64) for pair, diagonal in result.items()}
 
 
-def attention_modules(model: nn.Module, matrices: Sequence[WeightMatrix]) -> list[tuple[str, nn.Module]]:
+def attention_modules(
+    model: nn.Module, matrices: Sequence[WeightMatrix]
+) -> list[tuple[str, nn.MultiheadAttention]]:
     """The ``nn.MultiheadAttention`` modules of ``model`` whose projection weights are among ``matrices``."""
     selected = {m.parameter_name for m in matrices}
     found = []

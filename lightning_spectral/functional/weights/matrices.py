@@ -1,91 +1,27 @@
-"""Which parameters of a model are weight matrices, and how each one becomes a 2-D matrix.
-
-:func:`weight_matrices` walks a model and returns one :class:`WeightMatrix` per weight matrix of the layers
-below. Each matrix is a *view* of the parameter's storage (``param.detach()`` reshaped or sliced, no copy),
-so it follows in-place optimizer updates and costs no memory; ``.clone()`` it to keep a snapshot. Only the
-weights of parametrized modules (``torch.nn.utils.parametrize``, e.g. ``weight_norm``/``spectral_norm``)
-are computed tensors: the parametrization is evaluated under ``no_grad`` with the parametrization modules
-temporarily in eval mode, so a spectral-norm power iteration does not advance.
-
-Layers and orientation (``m × n``: the matrix maps an ``n``-vector to an ``m``-vector):
-
-===========================  ==================================================================================
-``nn.Linear`` (and subclass)  ``weight`` ``(out_features, in_features)`` as is (``out_proj`` of attention too).
-``nn.Conv1d/2d/3d``           kernel ``(out, in/groups, *k)``. ``conv_mode="flatten"`` (default): one
-                              ``(out, in/groups·∏k)`` matrix, the im2col map from a receptive field to the
-                              output channels. ``conv_mode="per_position"``: one ``(out, in/groups)`` matrix per
-                              kernel position, named ``<name>[i]``, ``<name>[i,j]``, ``<name>[i,j,l]`` (the
-                              per-tap channel mixing that WeightWatcher analyses). For ``groups > 1`` the rows of
-                              all groups are stacked (each row block is one group's filters).
-``nn.ConvTranspose1d/2d/3d``  kernel ``(in, out/groups, *k)`` is reshaped the same way, giving
-                              ``(in, out/groups·∏k)`` (or ``(in, out/groups)`` per position): the rows index
-                              *input* channels, i.e. this is the transpose of the map input → output. Singular
-                              values are the same either way; left and right singular vectors swap roles.
-``nn.Embedding(Bag)``         ``(num_embeddings, embedding_dim)``: one row per token.
-``nn.MultiheadAttention``     ``in_proj_weight`` ``(3E, E)`` is split into its query, key and value row blocks,
-                              named ``<name>.in_proj_weight.q/.k/.v`` (each ``(E, E)``); with ``kdim``/``vdim``
-                              different from ``embed_dim`` the separate ``q_proj_weight`` ``(E, E)``,
-                              ``k_proj_weight`` ``(E, kdim)``, ``v_proj_weight`` ``(E, vdim)`` are used as they
-                              are. ``out_proj`` is an ``nn.Linear`` and reported as such; ``bias_k``/``bias_v``
-                              are biases, not matrices, and skipped.
-Hugging Face ``Conv1D``       ``weight`` ``(in, out)`` (GPT-2's ``c_attn``, ``c_proj``, ``c_fc``: a linear layer
-                              that stores its weight transposed) as its transpose ``(out, in)``, oriented like
-                              ``nn.Linear``; recognised by class name (``Conv1D`` with ``nf``), no import of
-                              ``transformers``. GPT-2's fused ``c_attn`` (query, key, value) is reported whole.
-``nn.LSTM/GRU/RNN`` (+Cell)   ``weight_ih_l*`` ``(G·H, in)`` and ``weight_hh_l*`` ``(G·H, H or proj)`` (also
-                              ``_reverse``) are split into their ``G`` gate row blocks, in PyTorch's order:
-                              LSTM ``.i .f .g .o`` (input, forget, cell, output), GRU ``.r .z .n`` (reset,
-                              update, new); the plain RNN has one block and is not split. The LSTM projection
-                              ``weight_hr_l*`` ``(proj, H)`` is not split. Cells: ``weight_ih``, ``weight_hh``.
-===========================  ==================================================================================
-
-Splitting fused matrices is what one wants for spectra: the query and key maps, or the forget and input gates,
-are different linear maps whose spectra evolve differently; the fused matrix mixes them.
-``split_fused=False`` reports ``in_proj_weight`` and the RNN matrices whole.
-
-Everything else (norm-layer scales, biases, ``nn.Bilinear``'s 3-D weight, parameters of custom modules,
-uninitialised lazy parameters) is not reported; pass any tensor to
-:func:`lightning_spectral.functional.weights.spectrum.weight_spectrum` directly to analyse it anyway.
-
-Selection: ``include``/``exclude`` are ``fnmatch`` globs (case sensitive) matched against both the reported name
-(``attn.in_proj_weight.q``, ``conv.weight[0,1]``) and the parameter name (``attn.in_proj_weight``,
-``conv.weight``); ``include`` keeps matrices matching any of its patterns, then ``exclude`` drops those
-matching any of its patterns. Note that ``[...]`` is a character class in ``fnmatch``: to pick one kernel
-position write ``conv.weight[[]0,1]``. A pattern that matches no weight matrix of the model triggers a
-``UserWarning`` naming it (usually a typo). Frozen parameters are reported unless ``trainable_only=True``. A
-parameter shared by several modules (tied embeddings) is reported once, under the first selected name in
-``model.named_modules()`` order. Names are those of the uncompiled model: a submodule wrapped by
-``torch.compile`` reports ``net.0.weight``, not PyTorch's ``net._orig_mod.0.weight``
-(:func:`~lightning_spectral.functional._common.parameter_selection.uncompiled_name`), so compiled and eager runs log
-the same keys.
-
-Example::
-
-    >>> model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.Linear(8 * 30 * 30, 10))
-    >>> [(w.name, tuple(w.matrix.shape)) for w in weight_matrices(model)]
-    [('0.weight', (8, 27)), ('2.weight', (10, 7200))]
-"""
+"""Which parameters of a model are weight matrices, and how each one becomes a 2-D matrix."""
 
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import itertools
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Literal, cast, get_args
 
 import torch
 from torch import Tensor, nn
 from torch.nn.parameter import is_lazy
 from torch.nn.utils import parametrize
 
-from lightning_spectral.functional._common.parameter_selection import uncompiled_name
+from lightning_spectral._internal.validation import check_choice
+from lightning_spectral.functional._common.parameter_selection import name_matches, uncompiled_name
 
-__all__ = ["CONV_MODES", "WeightMatrix", "weight_matrices"]
+__all__ = ["CONV_MODES", "ConvMode", "WeightMatrix", "weight_matrices"]
 
 #: Allowed values of ``conv_mode``.
-CONV_MODES = ("flatten", "per_position")
+ConvMode = Literal["flatten", "per_position"]
+CONV_MODES: tuple[ConvMode, ...] = get_args(ConvMode)
 
 _CONV_TYPES: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _CONV_TRANSPOSE_TYPES: tuple[type[nn.Module], ...] = (
@@ -136,6 +72,12 @@ class WeightMatrix:
         module_type: the ``torch.nn`` layer class it belongs to, e.g. ``"Linear"``, ``"Conv2d"``, ``"LSTM"``.
         shape_note: how the parameter was turned into this matrix, in words.
         parameter_name: dotted name of the parameter (of the module attribute for parametrized weights).
+
+    Example:
+        >>> from torch import nn
+        >>> (w,) = weight_matrices(nn.Linear(3, 2))
+        >>> w.name, tuple(w.matrix.shape), w.module_type
+        ('weight', (2, 3), 'Linear')
     """
 
     name: str
@@ -179,7 +121,7 @@ def _weight_attributes(module: nn.Module, kind: type[nn.Module]) -> list[str]:
         if module.in_proj_weight is not None:
             return ["in_proj_weight"]
         return ["q_proj_weight", "k_proj_weight", "v_proj_weight"]
-    if kind in (nn.LSTM, nn.GRU, nn.RNN):
+    if kind in (nn.LSTM, nn.GRU, nn.RNN) and isinstance(module, nn.RNNBase):
         suffixes = ["", "_reverse"] if module.bidirectional else [""]
         names = []
         for layer, suffix in itertools.product(range(module.num_layers), suffixes):
@@ -195,7 +137,7 @@ def _weight_attributes(module: nn.Module, kind: type[nn.Module]) -> list[str]:
 @contextlib.contextmanager
 def _parametrizations_in_eval_mode(module: nn.Module) -> Iterator[None]:
     """Evaluate parametrizations without their training-mode side effects; restores every mode flag."""
-    holder = module.parametrizations
+    holder = cast(nn.ModuleDict, module.parametrizations)  # torch types a submodule as `Tensor | Module`
     modes = [(m, m.training) for m in holder.modules()]
     holder.eval()
     try:
@@ -211,7 +153,8 @@ def _resolve(module: nn.Module, attr: str) -> tuple[Tensor, tuple[int, ...], boo
     For a parametrized attribute the key is made of the ids of the parametrization's original parameters.
     """
     if parametrize.is_parametrized(module, attr):
-        originals = list(module.parametrizations[attr].parameters())
+        parametrizations = cast(nn.ModuleDict, module.parametrizations)  # torch: `Tensor | Module`
+        originals = list(parametrizations[attr].parameters())
         with torch.no_grad(), _parametrizations_in_eval_mode(module):
             tensor = getattr(module, attr)
         return tensor.detach(), tuple(id(p) for p in originals), any(p.requires_grad for p in originals)
@@ -226,7 +169,7 @@ def _position_suffix(index: tuple[int, ...]) -> str:
 
 
 def _conv_matrices(
-    name: str, kernel: Tensor, kind: type[nn.Module], conv_mode: str
+    name: str, kernel: Tensor, kind: type[nn.Module], conv_mode: ConvMode
 ) -> Iterator[tuple[str, Tensor, str]]:
     rows, cols = ("in", "out/groups") if kind in _CONV_TRANSPOSE_TYPES else ("out", "in/groups")
     note_tail = " (rows: input channels, the transpose of input -> output)" if rows == "in" else ""
@@ -240,7 +183,8 @@ def _conv_matrices(
         note = (
             f"kernel {tuple(kernel.shape)} at position {_position_suffix(index)}: ({rows}, {cols}){note_tail}"
         )
-        yield name + _position_suffix(index), kernel[(slice(None), slice(None), *index)], note
+        position: tuple[slice | int, ...] = (slice(None), slice(None), *index)
+        yield name + _position_suffix(index), kernel[position], note
 
 
 def _split_rows(
@@ -254,7 +198,7 @@ def _split_rows(
 
 
 def _module_matrices(
-    kind: type[nn.Module], attr: str, name: str, weight: Tensor, conv_mode: str, split: bool
+    kind: type[nn.Module], attr: str, name: str, weight: Tensor, conv_mode: ConvMode, split: bool
 ) -> Iterator[tuple[str, Tensor, str]]:
     """(reported name, matrix, shape note) for one weight attribute of a supported module."""
     if kind in _CONV_TYPES or kind in _CONV_TRANSPOSE_TYPES:
@@ -269,20 +213,20 @@ def _module_matrices(
         yield name, weight, f"{attr} {tuple(weight.shape)} as is"
 
 
-def _candidates(model: nn.Module, conv_mode: str, split: bool) -> Iterator[_Candidate]:
+def _candidates(model: nn.Module, conv_mode: ConvMode, split: bool) -> Iterator[_Candidate]:
     for module_name, module in model.named_modules():
         kind = _module_type(module)
         transposed = kind is None and _is_transposed_linear(module)
         if kind is None and not transposed:
             continue
-        for attr in ["weight"] if transposed else _weight_attributes(module, kind):
+        for attr in ["weight"] if kind is None else _weight_attributes(module, kind):
             resolved = _resolve(module, attr)
             if resolved is None:
                 continue
             weight, key, trainable = resolved
             parameter_name = uncompiled_name(f"{module_name}.{attr}" if module_name else attr)
             computed = parametrize.is_parametrized(module, attr)
-            if transposed:
+            if kind is None:  # transposed
                 type_name = type(module).__name__
                 note = f"{attr} {tuple(weight.shape)} (in, out) transposed to (out, in)"
                 matrices: Iterable[tuple[str, Tensor, str]] = [(parameter_name, weight.mT, note)]
@@ -307,7 +251,7 @@ def _patterns(value: str | Iterable[str] | None, argument: str) -> list[str] | N
 
 
 def _matches(pattern: str, matrix: WeightMatrix) -> bool:
-    return fnmatch.fnmatchcase(matrix.name, pattern) or fnmatch.fnmatchcase(matrix.parameter_name, pattern)
+    return name_matches(matrix.name, pattern) or name_matches(matrix.parameter_name, pattern)
 
 
 def weight_matrices(
@@ -316,10 +260,15 @@ def weight_matrices(
     include: str | Iterable[str] | None = None,
     exclude: str | Iterable[str] | None = None,
     trainable_only: bool = False,
-    conv_mode: str = "flatten",
+    conv_mode: ConvMode = "flatten",
     split_fused: bool = True,
 ) -> list[WeightMatrix]:
-    """The weight matrices of ``model`` (see the module docstring for layers, orientation and naming).
+    """The weight matrices of ``model``, each as the 2-D matrix a spectrum is taken of.
+
+    ``nn.Linear`` and Hugging Face's ``Conv1D`` give ``(out, in)``; a convolution's ``(out, in/groups, *k)``
+    kernel is flattened to ``(out, in/groups·∏k)`` (``conv_mode="flatten"``) or split into one
+    ``(out, in/groups)`` matrix per kernel position; fused attention and recurrent weights are split into
+    their blocks (``split_fused``). Embeddings are ``(num_embeddings, dim)``.
 
     Args:
         model: any ``nn.Module``; the root's own weights are named without a prefix (``"weight"``).
@@ -335,11 +284,15 @@ def weight_matrices(
     Raises:
         TypeError: ``model`` is not an ``nn.Module``, or ``include``/``exclude`` are not glob strings.
         ValueError: ``conv_mode`` is not one of :data:`CONV_MODES`.
+
+    Example:
+        >>> model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.Linear(8 * 30 * 30, 10))
+        >>> [(w.name, tuple(w.matrix.shape)) for w in weight_matrices(model)]
+        [('0.weight', (8, 27)), ('2.weight', (10, 7200))]
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"`model` must be a torch.nn.Module, got {type(model).__name__}.")
-    if conv_mode not in CONV_MODES:
-        raise ValueError(f"`conv_mode` must be one of {CONV_MODES}, got {conv_mode!r}.")
+    check_choice("conv_mode", conv_mode, CONV_MODES)
     include_patterns = _patterns(include, "include")
     exclude_patterns = _patterns(exclude, "exclude")
 

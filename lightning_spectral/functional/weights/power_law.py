@@ -1,83 +1,30 @@
-"""Maximum-likelihood power-law fit to the tail of a weight matrix's eigenvalue spectrum.
-
-Martin & Mahoney ("Implicit Self-Regularization in Deep Neural Networks", 2021; the WeightWatcher tool) fit
-a power law ``ρ(λ) ∝ λ^{-α}`` to the tail of the empirical spectral density (ESD) of the correlation matrix
-``WᵀW`` of a layer; its eigenvalues are the squared singular values ``λ_i = σ_i²``. Well-trained layers show
-``α`` roughly in ``[2, 6]``; smaller ``α`` means a heavier tail (more strongly correlated weights). Scaling
-``W`` (or normalising ``WᵀW`` by a dimension) scales every ``λ_i`` by the same factor and leaves ``α``
-unchanged, except where an *absolute* eigenvalue cut applies (``fit="weightwatcher"`` below).
-
-Two fits are offered, selected by ``fit`` (:data:`FITS`):
-
-``fit="default"`` follows Clauset, Shalizi & Newman (2009, "Power-law distributions in empirical data"):
-
-* For a given lower cut-off ``x_min`` the continuous power law ``p(x) = (α−1)/x_min · (x/x_min)^{-α}`` on
-  ``x ≥ x_min`` has the maximum-likelihood exponent (their eq. 3.1) over the ``t`` eigenvalues ``≥ x_min``::
-
-      α̂ = 1 + t / Σ_{λ_i ≥ x_min} ln(λ_i / x_min),     standard error (α̂ − 1) / √t.
-
-* ``x_min`` is chosen (``xmin="ks"``) as the candidate that minimises the two-sided Kolmogorov–Smirnov
-  distance between the tail's empirical CDF and the fitted model CDF ``F(x) = 1 − (x/x_min)^{1−α̂}``::
-
-      D = max_{x ≥ x_min} |F_emp(x) − F(x)|   (both sides of every step of F_emp).
-
-  Every distinct eigenvalue that leaves at least ``min_tail`` (default 10) eigenvalues in the tail is a
-  candidate. All candidates are evaluated at once as a ``(candidates × eigenvalues)`` array in float64, in
-  blocks of about 4M entries, so the cost is ``O(r²)`` for ``r`` eigenvalues (0.13 s for ``r = 4096``, 0.5 s
-  for ``r = 8192`` on a 2-core CPU). Ties in ``D`` go to the smaller ``x_min`` (the longer tail).
-* Eigenvalues at or below the numerical-rank floor ``λ_max·(r·eps)²`` (singular values below
-  ``r·eps·σ_max``, the cut-off of ``torch.linalg.matrix_rank``; ``eps`` of the input dtype) are dropped: they
-  are rounding noise of a rank-deficient matrix, and ``ln 0`` is undefined. The cut is relative, so ``α``
-  does not depend on the scale of ``W``.
-
-``fit="weightwatcher"`` reproduces the fit of WeightWatcher 0.7.7 (``WW_powerlaw.WWFit``, its default
-``analyze()`` path, read from its source), where it differs on purpose from the default:
-
-* its cut is absolute: eigenvalues ``≤ 1e-5`` are dropped (:data:`WEIGHTWATCHER_EVALS_THRESH`), whatever the
-  scale of ``W`` (a layer whose ``σ²`` all lie below ``1e-5`` is not fitted); no normalisation of ``WᵀW``
-  (WeightWatcher's ``normalize`` option has been a no-op since 0.6.5);
-* every sorted eigenvalue but the largest is a candidate ``x_min`` (tails down to 2 eigenvalues; repeated
-  values are separate candidates), ``min_tail`` is not used;
-* its KS distance is one-sided, measured at the lower end of each step only:
-  ``D = max_j |F(x_j) − j/t|``, ``j = 0 … t−1``; a candidate with ``α̂ ≤ 1`` gets ``D = 1``;
-* with fewer than 20 usable eigenvalues it switches to its small-sample fit: tails of at least 8, the
-  bias-corrected ``α̂ = 1 + (t−1)/Σ ln(λ/x_min)``, and ``x_min`` minimising ``D − 0.868/√t``;
-* a spectrum of fewer than 8 eigenvalues (its ``min_evals``, counted before the cut) is not fitted.
-
-Short tails make the exponent noisy (its standard error ``(α̂−1)/√t`` is large at ``t = 2``) and can pick a
-handful of outliers as "the tail", which is why the default keeps ``min_tail`` eigenvalues and both sides of
-the KS steps; use ``"weightwatcher"`` to compare numbers with that tool (``benchmarks/RESULTS.md`` reports the
-agreement on random matrices).
-
-A spectrum with fewer than ``min_tail`` (default :data:`DEFAULT_MIN_TAIL` ``= 10``) usable eigenvalues, i.e. a
-matrix whose smaller side is below ``min_tail``, gives ``None`` under the default fit: it is skipped, not
-reported.
-
-Example::
-
-    >>> g = torch.Generator().manual_seed(0)
-    >>> pareto = (1 - torch.rand(5000, generator=g, dtype=torch.float64)) ** (-1 / 1.5)  # alpha = 2.5
-    >>> fit = power_law_alpha(pareto, xmin=1.0)
-    >>> round(fit.alpha, 1), fit.num_tail
-    (2.5, 5000)
-    >>> round(power_law_alpha(pareto, fit="weightwatcher").alpha, 1)
-    2.5
-"""
+"""Maximum-likelihood power-law fit to the tail of a weight matrix's eigenvalue spectrum."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor
 
-__all__ = ["DEFAULT_MIN_TAIL", "FITS", "WEIGHTWATCHER_EVALS_THRESH", "PowerLawFit", "power_law_alpha"]
+from lightning_spectral._internal.validation import check_choice, check_int
+
+__all__ = [
+    "DEFAULT_MIN_TAIL",
+    "FITS",
+    "WEIGHTWATCHER_EVALS_THRESH",
+    "PowerLawFit",
+    "PowerLawFitKind",
+    "power_law_alpha",
+]
 
 #: Smallest number of eigenvalues a tail (and hence a spectrum) must hold for the default fit.
 DEFAULT_MIN_TAIL = 10
 #: Allowed values of ``fit``.
-FITS = ("default", "weightwatcher")
+PowerLawFitKind = Literal["default", "weightwatcher"]
+FITS: tuple[PowerLawFitKind, ...] = get_args(PowerLawFitKind)
 #: WeightWatcher's absolute eigenvalue cut (``EVALS_THRESH``): eigenvalues ``<=`` it are dropped.
 WEIGHTWATCHER_EVALS_THRESH = 1e-5
 # WeightWatcher's smallest fitted spectrum (DEFAULT_MIN_EVALS), its small-sample switch (SMALL_N_CUTOFF) and
@@ -86,7 +33,7 @@ _WW_MIN_EVALS = 8
 _WW_SMALL_N = 20
 _WW_SMALL_N_MIN_TAIL = 8
 
-# Entries of one (candidates x eigenvalues) block of the vectorised KS search (float64: 32 MB per temporary).
+# Entries of one (candidates x eigenvalues) block of the vectorized KS search (float64: 32 MB per temporary).
 _KS_BLOCK_ENTRIES = 1 << 22
 
 
@@ -101,6 +48,12 @@ class PowerLawFit:
             default fit, WeightWatcher's one-sided one for ``fit="weightwatcher"``).
         num_tail: number of eigenvalues ``≥ x_min`` used in the fit.
         alpha_std_error: ``(α̂ − 1)/√num_tail``, the asymptotic standard error of ``α̂``.
+
+    Example:
+        >>> import torch
+        >>> fit = power_law_alpha(torch.tensor([1.0, 2.0, 4.0, 8.0, 16.0], dtype=torch.float64), xmin=1.0, min_tail=5)
+        >>> fit.num_tail, fit.xmin
+        (5, 1.0)
     """
 
     alpha: float
@@ -160,21 +113,30 @@ def _ks_distances(
 def power_law_alpha(
     eigenvalues: Tensor,
     *,
-    xmin: str | float | None = "ks",
+    xmin: Literal["ks"] | float | None = "ks",
     min_tail: int = DEFAULT_MIN_TAIL,
-    fit: str = "default",
+    fit: PowerLawFitKind = "default",
 ) -> PowerLawFit | None:
-    """Fit ``ρ(λ) ∝ λ^{-α}`` to the tail of ``eigenvalues`` by maximum likelihood (see the module docstring).
+    r"""Fit ``ρ(λ) ∝ λ^{-α}`` to the tail of ``eigenvalues`` by maximum likelihood (Clauset et al. 2009).
+
+    For the ``t`` eigenvalues ``λ_i ≥ x_min`` of the tail the estimate and its asymptotic standard error are
+
+    .. math::
+
+        \hat\alpha = 1 + t \Big/ \sum_{i=1}^{t} \ln\frac{\lambda_i}{x_{\min}},
+        \qquad \sigma_{\hat\alpha} = \frac{\hat\alpha - 1}{\sqrt{t}},
+
+    with ``x_min`` the candidate that minimizes the Kolmogorov–Smirnov distance (``xmin="ks"``).
 
     Args:
         eigenvalues: 1-D tensor of the eigenvalues of ``WᵀW`` (``σ_i²``), any order, any device; the fit runs
             in float64 on the CPU (a few thousand numbers).
-        xmin: ``"ks"`` (default) chooses ``x_min`` by minimising the KS distance; a positive number fixes it
+        xmin: ``"ks"`` (default) chooses ``x_min`` by minimizing the KS distance; a positive number fixes it
             (the tail is every eigenvalue ``≥ xmin``); ``None`` fits the whole usable spectrum
             (``x_min`` = the smallest usable eigenvalue).
         min_tail: smallest tail size accepted (``≥ 2``); also the smallest spectrum that is fitted at all.
             Not used by ``fit="weightwatcher"``, which has its own rules.
-        fit: ``"default"`` (Clauset et al. with the safeguards of the module docstring) or
+        fit: ``"default"`` (Clauset et al. with the safeguards of the module's science notes) or
             ``"weightwatcher"`` (WeightWatcher 0.7.7's fit: absolute ``1e-5`` cut, tails down to 2, one-sided
             KS; needs ``xmin="ks"``).
 
@@ -186,13 +148,21 @@ def power_law_alpha(
     Raises:
         ValueError: ``eigenvalues`` not 1-D / not floating point / not finite; bad ``xmin``, ``min_tail`` or
             ``fit`` (or a fixed ``xmin`` with ``fit="weightwatcher"``).
+
+    Example:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> pareto = (1 - torch.rand(5000, generator=g, dtype=torch.float64)) ** (-1 / 1.5)  # alpha = 2.5
+        >>> fit = power_law_alpha(pareto, xmin=1.0)
+        >>> round(fit.alpha, 1), fit.num_tail
+        (2.5, 5000)
+        >>> round(power_law_alpha(pareto, fit="weightwatcher").alpha, 1)
+        2.5
     """
     if not isinstance(eigenvalues, Tensor) or eigenvalues.ndim != 1 or not eigenvalues.is_floating_point():
         raise ValueError("`eigenvalues` must be a 1-D floating-point tensor.")
     if not bool(torch.isfinite(eigenvalues).all()):
         raise ValueError("`eigenvalues` must be finite (got NaN or inf).")
-    if isinstance(min_tail, bool) or not isinstance(min_tail, int) or min_tail < 2:
-        raise ValueError(f"`min_tail` must be an integer >= 2, got {min_tail!r}.")
+    check_int("min_tail", min_tail, 2)
     fixed_xmin: float | None = None
     if isinstance(xmin, str):
         if xmin != "ks":
@@ -201,8 +171,7 @@ def power_law_alpha(
         if isinstance(xmin, bool) or not isinstance(xmin, (int, float)) or not (0 < xmin < math.inf):
             raise ValueError(f"`xmin` must be 'ks', a positive number or None, got {xmin!r}.")
         fixed_xmin = float(xmin)
-    if fit not in FITS:
-        raise ValueError(f"`fit` must be one of {FITS}, got {fit!r}.")
+    check_choice("fit", fit, FITS)
     if fit == "weightwatcher":
         if xmin != "ks":
             raise ValueError(
@@ -260,7 +229,7 @@ def power_law_alpha(
 
 
 def _weightwatcher_fit(eigenvalues: Tensor) -> PowerLawFit | None:
-    """WeightWatcher 0.7.7's power-law fit (``fit="weightwatcher"``, rules in the module docstring)."""
+    """WeightWatcher 0.7.7's power-law fit (``fit="weightwatcher"``, rules in the module's science notes)."""
     if eigenvalues.numel() < _WW_MIN_EVALS:
         return None
     values = eigenvalues.detach().to(device="cpu", dtype=torch.float64)
@@ -292,10 +261,13 @@ def _weightwatcher_fit(eigenvalues: Tensor) -> PowerLawFit | None:
 def _weightwatcher_small_n_fit(
     x: Tensor, log_x: Tensor, tail_sizes: Tensor, log_excess: Tensor
 ) -> PowerLawFit | None:
-    """WeightWatcher's fit for fewer than 20 eigenvalues: tails of at least 8, the bias-corrected exponent
+    """WeightWatcher's fit for fewer than 20 eigenvalues.
+
+    Tails of at least 8, the bias-corrected exponent
     ``1 + (t−1)/Σ ln(λ/x_min)``, the candidate of smallest one-sided ``D``; when no tail qualifies, the whole
     spectrum with that exponent. (Its source also scores ``D − 0.868/√t``, but the ``x_min`` and ``α`` it
-    returns are then overwritten by those of the smallest ``D``: the latter is what it reports.)"""
+    returns are then overwritten by those of the smallest ``D``: the latter is what it reports.)
+    """
     bias_corrected = 1.0 + (tail_sizes - 1.0) / log_excess
     admissible = (tail_sizes >= _WW_SMALL_N_MIN_TAIL) & (log_excess > 1e-12) & (bias_corrected > 1.0)
     candidates = torch.nonzero(admissible).squeeze(1)

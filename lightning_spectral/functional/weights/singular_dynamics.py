@@ -1,42 +1,14 @@
 """Singular-vector dynamics as Yunis et al. (2024, "Approaching Deep Learning through the Spectral Dynamics of
 Weights") measure them: agreement of singular vectors across time, index by index, and alignment between
 consecutive layers.
-
-**Agreement.** For two measurements of one matrix, ``W = U Σ Vᵀ`` and a reference ``W_ref = U_ref Σ_ref
-V_refᵀ`` (the final checkpoint, or the previous measurement), the agreement of index ``i`` is the ``i``-th
-diagonal entry of ``|(Uᵀ U_ref) ⊙ (Vᵀ V_ref)|``::
-
-    agreement_i = |⟨u_i, u_ref,i⟩ · ⟨v_i, v_ref,i⟩|
-
-1 when the ``i``-th singular pair (left *and* right vector) is unchanged, 0 when either vector turned
-orthogonal to its reference, and invariant to the joint sign flip ``(u_i, v_i) → (−u_i, −v_i)`` of an SVD.
-Unlike a subspace angle it sees a swap of two singular values (``u_1 ↔ u_2``: agreement 0 at both indices)
-and a rotation of the right vectors alone. The layer's score is the mean of the first :data:`AGREEMENT_TOP`
-(10) entries (fewer when fewer are known). Where two singular values are (nearly) equal their vectors are
-not defined individually, and agreement at those indices is noise.
-
-**Inter-layer alignment.** For consecutive weight matrices ``W_l`` (output side ``U_l``) and ``W_{l+1}``
-(input side ``V_{l+1}``), the diagonal of ``|V_{l+1}ᵀ U_l|``: how well the ``i``-th output direction of a
-layer feeds the ``i``-th input direction of the next (1: the layers' singular bases line up, as the balanced
-deep-linear theory predicts). In attention, the query and key maps are compared per head on their output
-(head) side, ``|U_{q,h}ᵀ U_{k,h}|``, and the value map feeds the output projection, ``|V_oᵀ U_v|``. The score
-is again the mean of the first 10 diagonal entries. An embedding table ``(num_embeddings, dim)`` is read as
-``x ↦ Wᵀ x`` (one row per token): its output side is its right singular vectors.
-
-Example::
-
-    >>> U, V = torch.eye(3)[:, :2], torch.eye(3)[:, :2]
-    >>> swapped = U[:, [1, 0]]  # σ_1 and σ_2 trade places
-    >>> singular_vector_agreement(swapped, V[:, [1, 0]], U, V).tolist()
-    [0.0, 0.0]
-    >>> singular_vector_agreement(U, -V, -U, V).tolist()  # joint sign flips do not count
-    [1.0, 1.0]
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
+
+from lightning_spectral._internal.validation import check_int
 
 __all__ = [
     "AGREEMENT_TOP",
@@ -75,6 +47,14 @@ def singular_vector_agreement(U: Tensor, V: Tensor, U_ref: Tensor, V_ref: Tensor
     Raises:
         TypeError: an argument is not a tensor.
         ValueError: the shapes do not match (rows of ``U``/``U_ref``, ``V``/``V_ref``; equal ``k`` per side).
+
+    Example:
+        >>> U, V = torch.eye(3)[:, :2], torch.eye(3)[:, :2]
+        >>> swapped = U[:, [1, 0]]  # σ_1 and σ_2 trade places
+        >>> singular_vector_agreement(swapped, V[:, [1, 0]], U, V).tolist()
+        [0.0, 0.0]
+        >>> singular_vector_agreement(U, -V, -U, V).tolist()  # joint sign flips do not count
+        [1.0, 1.0]
     """
     U, V, U_ref, V_ref = (
         _check_vectors(n, x) for n, x in zip(("U", "V", "U_ref", "V_ref"), (U, V, U_ref, V_ref))
@@ -120,13 +100,23 @@ def alignment_diagonal(outputs: Tensor, inputs: Tensor) -> Tensor:
 def agreement_score(diagonal: Tensor, top: int = AGREEMENT_TOP) -> float:
     """Mean of the first ``min(top, len)`` entries of a 1-D agreement or alignment diagonal (NaN if empty).
 
-    >>> agreement_score(torch.tensor([1.0, 0.5, 0.0]), top=2)
-    0.75
+    Args:
+        diagonal: 1-D tensor, e.g. from :func:`singular_vector_agreement`.
+        top: how many leading entries to average (``>= 1``).
+
+    Returns:
+        The mean, ``nan`` for an empty diagonal.
+
+    Raises:
+        ValueError: ``diagonal`` is not a 1-D tensor, or ``top`` is not a positive integer.
+
+    Example:
+        >>> agreement_score(torch.tensor([1.0, 0.5, 0.0]), top=2)
+        0.75
     """
     if not isinstance(diagonal, Tensor) or diagonal.ndim != 1:
         raise ValueError("`diagonal` must be a 1-D tensor.")
-    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
-        raise ValueError(f"`top` must be a positive integer, got {top!r}.")
+    check_int("top", top, 1)
     head = diagonal[:top]
     return float(head.double().mean()) if head.numel() else float("nan")
 

@@ -1,40 +1,11 @@
 """Checking a truncated SVD by its residuals, and refining it by Lanczos where the check fails.
 
-A randomized SVD (Halko, Martinsson & Tropp) is accurate when the singular values decay past the sketch size;
-on a flat spectrum — a freshly initialised layer has a Marchenko–Pastur spectrum whose top is nearly flat —
-a few power iterations leave the top singular values several percent low (measured: 6–10 % for Gaussian
-256² … 4096² matrices with ``k = 5``, ``oversample = 10``, ``n_iter = 2``). A demanding user needs to know
-the numbers are right whatever the spectrum, so every randomized result is checked:
-
-For a computed triplet ``(σ̃_i, u_i, v_i)`` (unit vectors) the residual
-
-    ρ_i = sqrt(‖W v_i − σ̃_i u_i‖² + ‖Wᵀ u_i − σ̃_i v_i‖²)
-
-bounds its error: some singular value ``σ_j`` of ``W`` lies within ``ρ_i / √2`` of ``σ̃_i`` (the symmetric
-dilation ``[[0, W], [Wᵀ, 0]]`` has eigenvalue residual ``ρ_i/√2`` at ``(u_i, v_i)/√2``). The relative residual
-is ``max_i ρ_i / σ̃_i``; computing it costs two products of ``W`` with ``k`` vectors.
-
-Where it exceeds ``tol`` the top ``k`` are recomputed by Lanczos (:func:`lightning_spectral.linalg.lanczos`)
-on the smaller Gram matrix, ``WᵀW`` (``n ≤ m``) or ``WWᵀ``, started from the randomized subspace plus a
-Gaussian vector and converging ``k + GUARD_PAIRS`` pairs (a single-vector Krylov method that converged only
-``k`` pairs can have skipped one, on flat spectra), to a relative eigen-residual
-``ε = tol·REFINED_TOL_FACTOR``: with ``θ = σ²``, ``‖WᵀW v − θ v‖ ≤ ε·θ`` gives ``u = Wv/σ``,
-``W v − σ u = 0`` and ``‖Wᵀ u − σ v‖ ≤ ε·σ``, so the refined triplets pass the same check with room. Krylov
-subspaces converge far faster than power iterations on flat spectra (1024² Gaussian: 70 products, 5e-6
-error, 33 ms on one CPU thread). Lanczos runs in the weight's dtype, then (if its result fails the check:
-the Gram matrix squares the dynamic range, which float32 cannot always resolve) in float64; if it does not
-converge within its budget or still fails the check, the dense SVD is used. Small matrices
-(``min(m, n) <= DENSE_MAX_DIM = 128``) go to the dense SVD directly: on the flat spectra that fail the check,
-Lanczos needs a good fraction of ``min(m, n)`` products there, each with a fixed per-step cost, and was
-measured 1.5–7× slower than the dense SVD for Gaussian 64² … 128×1024 (whole checked call, one CPU thread,
-torch 2.13), 1.3× slower at 256², 1.9× faster at 256×2048.
-
 Example::
 
     >>> import torch
     >>> from lightning_spectral.linalg import randomized_svd
     >>> W = torch.randn(300, 200, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    >>> U, S, Vh = randomized_svd(W[None], 5, n_iter=0)
+    >>> U, S, Vh = randomized_svd(W[None], 5, num_power_iterations=0)
     >>> bool(relative_residuals(W[None], U, S, Vh)[0] > 1e-3)  # a flat spectrum: the sketch is off
     True
     >>> U, S, Vh, residual, refined = refine_truncated_svd(W[None], U, S, Vh, tol=1e-3)
@@ -75,12 +46,13 @@ LANCZOS_MAX_ITER = 500
 
 DENSE_MAX_DIM = 128
 """A failing result of a matrix with ``min(m, n) <= DENSE_MAX_DIM`` is recomputed by the dense SVD, not by
-Lanczos (module docstring)."""
+Lanczos (see the module's science notes)."""
 
 
 def relative_residuals(stack: Tensor, U: Tensor, S: Tensor, Vh: Tensor) -> Tensor:
     """``(B,)``: ``max_i ρ_i / σ̃_i`` of each matrix of ``stack`` (``(B, m, n)``) for the triplets
-    ``U (B, m, k)``, ``S (B, k)``, ``Vh (B, k, n)`` (0 where ``ρ_i = 0``, ``inf`` where only ``σ̃_i = 0``)."""
+    ``U (B, m, k)``, ``S (B, k)``, ``Vh (B, k, n)`` (0 where ``ρ_i = 0``, ``inf`` where only ``σ̃_i = 0``).
+    """
     V = Vh.mT
     left = stack @ V - U * S[:, None, :]
     right = stack.mT @ U - V * S[:, None, :]
@@ -93,7 +65,8 @@ def _lanczos_triplets(
     W: Tensor, k: int, tol: float, start: Tensor, generator: torch.Generator | None
 ) -> tuple[Tensor, Tensor, Tensor] | None:
     """Top-``k`` ``(U (m, k), S (k,), Vh (k, n))`` of ``W`` by Lanczos on its smaller Gram matrix, or
-    ``None`` if Lanczos did not converge. ``start`` is a vector on the Gram side (length ``min(m, n)``)."""
+    ``None`` if Lanczos did not converge. ``start`` is a vector on the Gram side (length ``min(m, n)``).
+    """
     tall = W.shape[0] >= W.shape[1]
     A = W if tall else W.mT  # A has the fewer columns: the Gram matrix AᵀA is the smaller one
     dim = A.shape[1]
@@ -105,7 +78,7 @@ def _lanczos_triplets(
         dim,
         min(dim, k + GUARD_PAIRS),  # guard pairs: the k-th must have converged with others beyond it
         tol=tol,
-        max_iter=min(dim, max(LANCZOS_MAX_ITER, 2 * (k + GUARD_PAIRS))),
+        max_matvecs=min(dim, max(LANCZOS_MAX_ITER, 2 * (k + GUARD_PAIRS))),
         v0=start,
         dtype=W.dtype,
         device=W.device,
@@ -130,7 +103,7 @@ def refine_truncated_svd(
     generator: torch.Generator | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, list[bool]]:
     """Check the truncated SVDs ``(U, S, Vh)`` of ``stack`` (``(B, m, n)``) and recompute those whose
-    relative residual exceeds ``tol`` (module docstring). Returns ``(U, S, Vh, residuals (B,), refined)``
+    relative residual exceeds ``tol`` (see the module's science notes). Returns ``(U, S, Vh, residuals (B,), refined)``
     with ``refined[b]`` telling whether matrix ``b`` was recomputed (new tensors; the inputs are not changed).
     """
     residuals = relative_residuals(stack, U, S, Vh)
@@ -151,9 +124,9 @@ def refine_truncated_svd(
         for dtype in dtypes if min(W.shape) > DENSE_MAX_DIM else []:
             found = _lanczos_triplets(W.to(dtype), k, tol * REFINED_TOL_FACTOR, warm.to(dtype), generator)
             if found is not None:
-                found = tuple(t.to(W.dtype) for t in found)
-                if relative_residuals(W[None], found[0][None], found[1][None], found[2][None])[0] <= tol:
-                    triplets = found
+                u, s, vh = (t.to(W.dtype) for t in found)
+                if relative_residuals(W[None], u[None], s[None], vh[None])[0] <= tol:
+                    triplets = u, s, vh
                     break
         if triplets is None:  # not converged, or not good enough: the dense SVD is always right
             full_U, full_S, full_Vh = on_cpu_if_unsupported(thin_svd, W)

@@ -1,14 +1,6 @@
 """The scalar metrics of one matrix computed from its singular values (definitions: the docstring of
 :mod:`lightning_spectral.functional.weights.spectrum`).
 
-``stable_rank = ‖W‖_F² / σ_1²``; ``effective_rank = exp(H(p))``, ``p_i = σ_i / Σ_j σ_j`` (Roy & Vetterli 2007),
-with an unknown tail of known mass spread evenly when only the top ``k`` values are known;
-``condition_number = σ_1 / σ_k``; ``alpha`` the power-law exponent of the tail of ``σ²`` (fitted only from
-all the values). The rank measures of Yunis et al. (2024), from all ``r = min(m, n)`` values:
-``effective_rank_ratio = effective_rank / r`` and ``stable_rank_ratio = stable_rank / r`` (in ``(0, 1]``),
-``mass90_count`` the fewest leading values holding 90 % of ``Σσ`` (:func:`mass_count`) and ``gini`` the Gini
-coefficient of the values (:func:`gini_coefficient`).
-
 Example::
 
     >>> import torch
@@ -19,13 +11,14 @@ Example::
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from lightning_spectral.functional.weights.power_law import power_law_alpha
 
-__all__ = ["MASS_FRACTION", "effective_rank", "gini_coefficient", "mass_count", "summarise_singular_values"]
+__all__ = ["MASS_FRACTION", "effective_rank", "gini_coefficient", "mass_count", "summarize_singular_values"]
 
 #: ``mass90_count`` counts the leading singular values holding this fraction of ``Σσ``.
 MASS_FRACTION = 0.9
@@ -80,14 +73,14 @@ def gini_coefficient(values: Tensor) -> float:
     return float((weights * x).sum()) / (r * total)
 
 
-def summarise_singular_values(
+def summarize_singular_values(
     values: Tensor,
     k: int,
     shape: tuple[int, int],
     frobenius: float,
     full: bool,
     min_tail: int,
-) -> dict[str, object]:
+) -> dict[str, Any]:
     """Scalar metrics of one matrix from its (all or top-k) singular values (CPU, compute dtype).
 
     The sums run in float64; the power-law fit gets the eigenvalues in the compute dtype so that its
