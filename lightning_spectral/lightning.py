@@ -10,6 +10,8 @@ Example::
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 try:
     import lightning.pytorch as _lightning_pytorch
 except ImportError as error:  # pragma: no cover - exercised only without the `lightning` package
@@ -20,8 +22,10 @@ except ImportError as error:  # pragma: no cover - exercised only without the `l
 
 from lightning_spectral import callbacks as _callbacks
 
+_C = TypeVar("_C")
 
-def _for_unified_lightning(cls: type) -> type:
+
+def _for_unified_lightning(cls: type[_C]) -> type[_C]:
     """``cls`` with ``lightning.pytorch.Callback`` as a second base (same name, docs and behavior)."""
     return type(
         cls.__name__, (cls, _lightning_pytorch.Callback), {"__module__": __name__, "__doc__": cls.__doc__}
