@@ -23,7 +23,22 @@ extra products: ``‖A V_j s_i − θ_i V_j s_i‖ = |β_{j+1}| · |s_{j,i}|`` (
 
 Convergence. A Ritz pair is converged when its residual estimate is ``<= max(tol·|θ_i|, noise)``, where
 ``noise = min(10·sqrt(dim)·ε, sqrt(ε))·‖T_j‖`` is the rounding level below which residuals cannot be
-resolved (``ε`` the machine epsilon of the working dtype). Convergence is checked after every step once
+resolved (``ε`` the machine epsilon of the working dtype).
+
+Eigenvalue tolerance (``eigenvalue_tol``, optional). When only the eigenvalues must be accurate, a pair is also
+converged when an a-posteriori bound on the *eigenvalue* error is ``<= eigenvalue_tol·|θ_i|``. For a symmetric
+``A``, a Rayleigh quotient ``θ`` with residual ``r`` and an eigenvalue ``λ`` that is the only one of ``A`` within
+``δ`` of ``θ`` satisfy ``|θ − λ| <= r²/δ`` (Kato 1949, Temple 1929; Parlett, *The Symmetric Eigenvalue Problem*,
+1998, ch. 11; Bai et al., *Templates for the Solution of Algebraic Eigenvalue Problems*, 2000, §4.8), besides
+``|θ − λ| <= r``: the error is *quadratic* in the residual, so a residual near ``sqrt(eigenvalue_tol·|θ|·δ)``
+suffices where the residual test asks ``tol·|θ|``. The gap ``δ`` is estimated from the neighbouring Ritz
+values, each moved towards ``θ_i`` by its own residual (an eigenvalue lies within ``r_j`` of every ``θ_j``):
+``δ_i = min_{j≠i} (|θ_i − θ_j| − r_j)``, and the bound ``min(r_i, r_i²/δ_i)`` is used only when ``δ_i > r_i``.
+This is the usual gap estimate of Lanczos codes, not a certificate: it assumes the Ritz values already separate
+the wanted eigenvalue from its neighbours (no eigenvalue unseen by the Krylov space lies closer); a nearly
+repeated eigenvalue gives a Ritz value close by (small ``δ``) and keeps the iteration going, and an eigenvalue
+the start vector has no component along stays unseen here as with every test. The invariance and restart logic
+below uses the residual test alone. Convergence is checked after every step once
 ``j >= k``, and beyond 32 steps every ``⌊j/16⌋`` steps (at most ~6% extra products; the small ``eigh``
 starts to cost more than a cheap product there).
 
@@ -291,6 +306,30 @@ def _ritz(state: _LanczosState, T: np.ndarray | None = None) -> tuple[np.ndarray
     return theta, S, residuals
 
 
+def eigenvalue_error_bounds(theta: np.ndarray, residuals: np.ndarray) -> np.ndarray:
+    """Gap-based bounds ``min(r_i, r_i²/δ_i)`` on the eigenvalue errors of Ritz pairs (module docstring,
+    *Eigenvalue tolerance*): ``δ_i = min_{j≠i} (|θ_i − θ_j| − r_j)``; where ``δ_i <= r_i`` (or no other Ritz
+    value exists) the bound is ``r_i`` alone.
+
+    Args:
+        theta: Ritz values ``(j,)``.
+        residuals: their residual norms ``(j,)``.
+
+    Returns:
+        ``(j,)`` float64 bounds.
+    """
+    theta = np.asarray(theta, dtype=np.float64)
+    residuals = np.asarray(residuals, dtype=np.float64)
+    if theta.size < 2:
+        return residuals.copy()
+    distances = np.abs(theta[:, None] - theta[None, :]) - residuals[None, :]
+    np.fill_diagonal(distances, np.inf)
+    gaps = distances.min(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        quadratic = np.where(gaps > residuals, residuals**2 / gaps, np.inf)
+    return np.minimum(residuals, quadratic)
+
+
 def _resolve_start(
     dim: int,
     v0: Tensor | None,
@@ -326,6 +365,7 @@ def lanczos(
     tol: float = 1e-6,
     v0: Tensor | None = None,
     which: Which = "LA",
+    eigenvalue_tol: float | None = None,
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
     generator: torch.Generator | None = None,
@@ -345,6 +385,10 @@ def lanczos(
             its dtype and device are used. Default: a Gaussian vector from ``generator``.
         which: ``"LA"`` largest algebraic (descending), ``"SA"`` smallest algebraic (ascending) or ``"LM"``
             largest magnitude (descending ``|θ|``).
+        eigenvalue_tol: optional relative tolerance ``> 0`` on the eigenvalues alone: pair ``i`` is also
+            converged when its gap-based error bound ``min(r_i, r_i²/δ_i) <= eigenvalue_tol·|θ_i|`` (module
+            docstring, *Eigenvalue tolerance*). Far fewer products when eigenvectors need not be accurate to
+            ``tol``. Default ``None``: the residual test alone.
         dtype: working dtype when ``v0`` is not given (default ``torch.get_default_dtype()``).
         device: working device when ``v0`` is not given (default CPU).
         generator: source of the start and restart vectors; ``None`` uses the global torch RNG. Must live
@@ -370,11 +414,25 @@ def lanczos(
         raise ValueError(f"`tol` must be a positive finite number, got {tol!r}.")
     if which not in WHICH:
         raise ValueError(f"`which` must be one of {WHICH}, got {which!r}.")
+    if eigenvalue_tol is not None and (
+        isinstance(eigenvalue_tol, bool)
+        or not isinstance(eigenvalue_tol, numbers.Real)
+        or not (math.isfinite(eigenvalue_tol) and eigenvalue_tol > 0)
+    ):
+        raise ValueError(f"`eigenvalue_tol` must be None or a positive finite number, got {eigenvalue_tol!r}.")
     start = _resolve_start(dim, v0, dtype, device, generator)
     noise = _noise_level(dim, start.dtype)
 
     def thresholds(values: np.ndarray, scale: float) -> np.ndarray:
         return np.maximum(tol * np.abs(values), noise * scale)
+
+    def converged_pairs(theta: np.ndarray, residuals: np.ndarray, index: np.ndarray, scale: float) -> np.ndarray:
+        """Whether the pairs ``index`` passed the residual test or, with ``eigenvalue_tol``, the gap bound."""
+        done = residuals[index] <= thresholds(theta[index], scale)
+        if eigenvalue_tol is None:
+            return done
+        bounds = eigenvalue_error_bounds(theta, residuals)[index]
+        return done | (bounds <= eigenvalue_tol * np.abs(theta[index]))
 
     def policy(state: _LanczosState) -> _Action:
         j = state.num_steps
@@ -385,22 +443,22 @@ def lanczos(
         theta, S, residuals = _ritz(state, T)
         scale = max(float(np.abs(theta).max()), state.anorm)
         wanted = _order(theta, which)[:k]
-        wanted_converged = bool((residuals[wanted] <= thresholds(theta[wanted], scale)).all())
+        wanted_converged = bool(converged_pairs(theta, residuals, wanted, scale).all())
         first = state.block_start
         if first == 0:  # one block: its Ritz pairs and residuals are the ones above
             block_theta, block_residuals = theta, residuals
         else:
             block_theta, block_S = small_eigh(T[first:, first:])
             block_residuals = abs(state.betas[-1]) * np.abs(block_S[-1])
-        block_converged = block_residuals <= thresholds(block_theta, scale)
         best = int(_order(block_theta, which)[0])
+        block_converged = converged_pairs(block_theta, block_residuals, np.array([best]), scale)[0]
         # Invariant means at the rounding level, not merely within `tol`: a warm start close to the top
         # eigenvector converges in a step or two and must not trigger a search of the complement.
         block_invariant = state.breakdown or bool((block_residuals <= noise * scale).all())
         if not block_invariant:
             # The block's own extreme Ritz pair must have converged too: for the first block it is among the
             # wanted ones; after a restart it is the evidence that the complement holds nothing more wanted.
-            if not (wanted_converged and bool(block_converged[best])):
+            if not (wanted_converged and bool(block_converged)):
                 return _Action.CONTINUE
             if first > 0 and _another_copy(theta, wanted, T[:first, :first], float(block_theta[best]), scale):
                 # a repeated eigenvalue: further copies lie beyond this block, found once it is invariant
@@ -432,7 +490,7 @@ def lanczos(
     theta, S, residuals = _ritz(state)
     scale = max(float(np.abs(theta).max()), state.anorm)
     wanted = _order(theta, which)[:k]
-    converged = bool((residuals[wanted] <= thresholds(theta[wanted], scale)).all())
+    converged = bool(converged_pairs(theta, residuals, wanted, scale).all())
     j = state.num_steps
 
     def working(values: np.ndarray) -> Tensor:
