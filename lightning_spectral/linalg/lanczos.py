@@ -419,14 +419,18 @@ def lanczos(
         or not isinstance(eigenvalue_tol, numbers.Real)
         or not (math.isfinite(eigenvalue_tol) and eigenvalue_tol > 0)
     ):
-        raise ValueError(f"`eigenvalue_tol` must be None or a positive finite number, got {eigenvalue_tol!r}.")
+        raise ValueError(
+            f"`eigenvalue_tol` must be None or a positive finite number, got {eigenvalue_tol!r}."
+        )
     start = _resolve_start(dim, v0, dtype, device, generator)
     noise = _noise_level(dim, start.dtype)
 
     def thresholds(values: np.ndarray, scale: float) -> np.ndarray:
         return np.maximum(tol * np.abs(values), noise * scale)
 
-    def converged_pairs(theta: np.ndarray, residuals: np.ndarray, index: np.ndarray, scale: float) -> np.ndarray:
+    def converged_pairs(
+        theta: np.ndarray, residuals: np.ndarray, index: np.ndarray, scale: float
+    ) -> np.ndarray:
         """Whether the pairs ``index`` passed the residual test or, with ``eigenvalue_tol``, the gap bound."""
         done = residuals[index] <= thresholds(theta[index], scale)
         if eigenvalue_tol is None:
