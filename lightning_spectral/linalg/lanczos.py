@@ -414,14 +414,15 @@ def lanczos(
         raise ValueError(f"`tol` must be a positive finite number, got {tol!r}.")
     if which not in WHICH:
         raise ValueError(f"`which` must be one of {WHICH}, got {which!r}.")
-    if eigenvalue_tol is not None and (
-        isinstance(eigenvalue_tol, bool)
-        or not isinstance(eigenvalue_tol, numbers.Real)
-        or not (math.isfinite(eigenvalue_tol) and eigenvalue_tol > 0)
-    ):
-        raise ValueError(
-            f"`eigenvalue_tol` must be None or a positive finite number, got {eigenvalue_tol!r}."
-        )
+    if eigenvalue_tol is not None:
+        if isinstance(eigenvalue_tol, bool) or not isinstance(eigenvalue_tol, numbers.Real):
+            raise TypeError(
+                f"`eigenvalue_tol` must be None or a number, got {type(eigenvalue_tol).__name__}."
+            )
+        if not (math.isfinite(eigenvalue_tol) and eigenvalue_tol > 0):
+            raise ValueError(
+                f"`eigenvalue_tol` must be None or a positive finite number, got {eigenvalue_tol!r}."
+            )
     start = _resolve_start(dim, v0, dtype, device, generator)
     noise = _noise_level(dim, start.dtype)
 

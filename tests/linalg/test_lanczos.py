@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -481,3 +482,83 @@ def test_second_gram_schmidt_pass_runs_when_the_first_cancels_most_of_the_vector
     state = _lanczos_tridiagonal(lambda v: A @ v + scale * u * (weights @ v), start, 30)
     V = state.basis[: state.num_steps].mT
     _assert_orthonormal(V, 50 * torch.finfo(F64).eps)
+
+
+# --------------------------------------------------------------------------- eigenvalue_tol (gap-based stopping)
+def test_eigenvalue_error_bounds_are_quadratic_where_the_gap_is_clear_and_the_residual_where_it_is_not():
+    from lightning_spectral.linalg.lanczos import eigenvalue_error_bounds
+
+    theta = np.array([2.0, 1.0, 0.0])
+    residuals = np.array([0.1, 0.2, 0.3])
+    # θ_1: nearest other Ritz value moved by its residual: min(2 - 1 - 0.2, 2 - 0 - 0.3) = 0.8
+    np.testing.assert_allclose(eigenvalue_error_bounds(theta, residuals)[0], 0.1**2 / 0.8, rtol=1e-15)
+    # a neighbour within the residuals: no gap is known, the bound is the residual itself
+    np.testing.assert_allclose(
+        eigenvalue_error_bounds(np.array([1.0, 0.999]), np.array([1e-3, 1e-3])), [1e-3] * 2
+    )
+    # a single Ritz value: the residual
+    np.testing.assert_allclose(eigenvalue_error_bounds(np.array([3.0]), np.array([0.5])), [0.5])
+
+
+SEPARATED = torch.cat([torch.tensor([10.0, 9.0], dtype=F64), torch.linspace(0.0, 5.0, 198, dtype=F64)])
+
+
+@pytest.mark.parametrize("k", [1, 2])
+@pytest.mark.parametrize("eigenvalue_tol", [1e-3, 1e-8])
+def test_eigenvalue_tol_keeps_the_eigenvalues_within_it_with_fewer_products(
+    symmetric_with_eigenvalues, k, eigenvalue_tol
+):
+    """Against the exact spectrum: every returned eigenvalue within ``eigenvalue_tol`` (relative), and fewer
+    products than the residual test that gives the same guarantee (``|θ − λ| <= r``, so ``tol=eigenvalue_tol``)."""
+    A = symmetric_with_eigenvalues(SEPARATED, seed=3)
+    exact = SEPARATED[:k]
+    quadratic = lanczos(
+        lambda v: A @ v,
+        200,
+        k,
+        max_iter=200,
+        tol=1e-14,
+        eigenvalue_tol=eigenvalue_tol,
+        dtype=F64,
+        generator=_gen(),
+    )
+    residual = lanczos(lambda v: A @ v, 200, k, max_iter=200, tol=eigenvalue_tol, dtype=F64, generator=_gen())
+    assert quadratic.converged and residual.converged
+    assert bool(((quadratic.eigenvalues - exact).abs() <= eigenvalue_tol * exact).all()), (
+        quadratic.eigenvalues
+    )
+    assert quadratic.num_matvecs < residual.num_matvecs
+
+
+@pytest.mark.parametrize("gap", [1e-3, 1e-6])
+def test_eigenvalue_tol_stays_honest_when_the_top_gap_is_nearly_degenerate(symmetric_with_eigenvalues, gap):
+    """λ_1 = 1 and λ_2 = 1 − gap over a bulk in [0, 0.5]: while the two are not resolved the Ritz values lie close
+    together, no gap is known and the bound is the residual, so the iteration does not stop early."""
+    spectrum = torch.cat(
+        [torch.tensor([1.0, 1.0 - gap], dtype=F64), torch.linspace(0.0, 0.5, 148, dtype=F64)]
+    )
+    A = symmetric_with_eigenvalues(spectrum, seed=5)
+    for eigenvalue_tol in (1e-4, 1e-7, 1e-10):
+        result = lanczos(
+            lambda v: A @ v,
+            150,
+            2,
+            max_iter=150,
+            tol=1e-14,
+            eigenvalue_tol=eigenvalue_tol,
+            dtype=F64,
+            generator=_gen(),
+        )
+        assert result.converged
+        error = (result.eigenvalues - spectrum[:2]).abs()
+        assert bool((error <= eigenvalue_tol * spectrum[:2]).all()), (gap, eigenvalue_tol, error)
+
+
+@pytest.mark.parametrize(
+    "value, error",
+    [(0.0, ValueError), (-1e-3, ValueError), (float("inf"), ValueError), (float("nan"), ValueError)]
+    + [(True, TypeError), ("1e-3", TypeError)],
+)
+def test_invalid_eigenvalue_tol(value, error):
+    with pytest.raises(error, match=r"`eigenvalue_tol` must be None or a"):
+        lanczos(lambda v: v, 10, 1, eigenvalue_tol=value)
