@@ -160,14 +160,14 @@ class Lambda1Recorder(pl.Callback):
     """After the monitors' hooks: ``(step, λ_1)`` whenever the Hessian monitor has measured."""
 
     def __init__(self, monitor: HessianEigenMonitor) -> None:
-        self.monitor, self.count, self.curve = monitor, 0, []
+        self.monitor, self.count, self.curve, self.num_hvps = monitor, 0, [], []
 
     def _after(self, trainer) -> None:
         if self.monitor.num_measurements > self.count:
             self.count = self.monitor.num_measurements
-            self.curve.append(
-                (trainer.global_step, float(trainer.callback_metrics["spectral/hessian/lambda_1"]))
-            )
+            metrics = trainer.callback_metrics
+            self.curve.append((trainer.global_step, float(metrics["spectral/hessian/lambda_1"])))
+            self.num_hvps.append(int(metrics["spectral/hessian/num_hvps"]))
 
     def on_train_start(self, trainer, pl_module):
         self._after(trainer)
@@ -186,6 +186,7 @@ class LongRun:
     idle_seconds: float = 0.0  # the three monitors' per-step path when not measuring (Lightning's dispatch)
     hook_seconds: float = 0.0  # all the time spent inside the monitors' own Lightning hooks
     measure_seconds: dict[str, float] = field(default_factory=dict)  # per monitor, per measurement
+    num_hvps: list[int] = field(default_factory=list)  # λ's Hessian-vector products at each measurement
 
 
 #: The callback hooks Lightning calls on every training step (automatic optimization).
@@ -264,6 +265,7 @@ def fit(workload: Workload, data: TensorDataset, monitors: list) -> LongRun:
         idle_step_seconds(trainer, monitors) if monitors else 0.0,
         sum(c.seconds for c in hooks),
         {type(m).__name__: m._measure_seconds / max(m.num_measurements, 1) for m in monitors},
+        recorder[0].num_hvps if recorder else [],
     )
 
 
@@ -343,6 +345,7 @@ def run_workload(workload: Workload, repeats: int, log: Callable[[str], None]) -
         "idle_us": statistics.median(m.idle_seconds for m in monitored) * 1e6,
         "hook_share": statistics.median(m.hook_seconds for m in monitored) / t_base,
         "step_ms": t_base / workload.steps * 1e3,
+        "num_hvps": monitored[0].num_hvps,
         "round_steps": {
             name: statistics.median(m.measure_seconds[name] for m in monitored) / (t_base / workload.steps)
             for name in monitored[0].measure_seconds
