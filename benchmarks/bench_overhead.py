@@ -434,7 +434,12 @@ monitors together, through Lightning's own dispatch, on a step where nothing is 
 Reading. The automatic schedule spends what the budget allows: after the initial model's round (always
 taken) it plans the rest of the run from the measured cost of a round and of a step, so a round that costs
 more than about a fifth of the whole budget (5 % of the run's steps) leaves room for fewer than 5 measurements,
-and on a fast model the initial round alone can exceed 5 %. The fit times of this shared 2-core machine vary
+and on a fast model the initial round alone can exceed 5 %. Five measurements in 1,000 steps at 5 % need a round
+of at most 10 training steps; the cost column says how far each monitor is from that. The Hessian monitor
+dominates: λ_1's Lanczos products (each one backward pass through the kept gradient graph, about 1.3–1.9
+training steps apiece) and, under an adaptive optimizer (the transformer's AdamW), a second Lanczos run on the
+training-mode loss for `preconditioned_lambda_1` (about half of that monitor's time there: cProfile of one round,
+not in this table); the batch sharpness (one gradient and one product) and the batch draw are small. The fit times of this shared 2-core machine vary
 by ±20 % from run to run, so the overhead columns carry that noise; the hook-time column (every second spent
 inside the three monitors' own hooks: measurements, batch draws, per-step checks, over the median fit time
 without them) is free of it, and is what the budget bounds (the rank-zero line at each fit's end gives the
