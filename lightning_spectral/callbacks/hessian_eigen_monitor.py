@@ -59,6 +59,8 @@ from lightning_spectral.functional.hessian.spectrum import hessian_density, hess
 from lightning_spectral.linalg import WHICH, Which
 
 MEASUREMENT_MODES = ("eval", "train")
+#: The default residual tolerance; ``eigenvalue_tol`` applies only at this ``tol`` or a looser one.
+DEFAULT_TOL = 1e-3
 
 
 class HessianEigenMonitor(SpectralMonitor):
@@ -76,7 +78,8 @@ class HessianEigenMonitor(SpectralMonitor):
             :func:`~lightning_spectral.linalg.lanczos`): the eigenvalue error is quadratic in the residual, so this
             takes fewer products than the residual test while the logged eigenvalues keep this accuracy (the
             eigenvectors, used only as the next warm start, are less accurate). Default ``1e-4``; ``None``: the
-            residual test alone.
+            residual test alone. Applied only while ``tol`` is at least its default ``1e-3``: a tighter ``tol``
+            asks for accurate eigenpairs, and gets the residual test alone.
         max_iter: at most this many Hessian-vector products per eigenvalue solve.
         which: ``"LA"`` (largest, default), ``"SA"`` (most negative) or ``"LM"`` (largest magnitude).
         num_batches: measurement batches drawn at fit start; the Hessian is their average (more faithful
@@ -135,7 +138,7 @@ class HessianEigenMonitor(SpectralMonitor):
         every_n_epochs: int | None = None,
         log_spacing: bool = False,
         at_train_start: bool = True,
-        tol: float = 1e-3,
+        tol: float = DEFAULT_TOL,
         eigenvalue_tol: float | None = 1e-4,
         max_iter: int = 50,
         which: Which = "LA",
@@ -259,7 +262,7 @@ class HessianEigenMonitor(SpectralMonitor):
             k=min(self.k, operator.dim),
             which=self.which,
             tol=self.tol,
-            eigenvalue_tol=self.eigenvalue_tol,
+            eigenvalue_tol=self._eigenvalue_tol(),
             max_iter=self.max_iter,
             v0=previous,
             generator=generator,
@@ -329,6 +332,10 @@ class HessianEigenMonitor(SpectralMonitor):
             )
         return values
 
+    def _eigenvalue_tol(self) -> float | None:
+        """``eigenvalue_tol``, unless a ``tol`` tighter than the default asks for accurate eigenpairs."""
+        return self.eigenvalue_tol if self.tol >= DEFAULT_TOL else None
+
     def _operator(self, pl_module: Any, loss_fn: LossFn, batches: list[Any]) -> HessianOperator:
         """The Hessian operator of the measurement batches' average loss, in the module's current mode."""
         return HessianOperator.from_batches(
@@ -380,7 +387,7 @@ class HessianEigenMonitor(SpectralMonitor):
         result = hessian_eigenvalues(
             k=1,
             tol=self.tol,
-            eigenvalue_tol=self.eigenvalue_tol,
+            eigenvalue_tol=self._eigenvalue_tol(),
             max_iter=self.max_iter,
             v0=previous,
             generator=generator,
