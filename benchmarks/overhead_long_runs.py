@@ -12,10 +12,14 @@ Workloads (all generated or shipped with scikit-learn, no download; CPU, one tor
   momentum 0.9), 1,000 steps.
 
 For each: ``repeats`` pairs of fits without and with the three monitors, alternating (the overhead is the median
-fit time with them over the median without, minus one), the measurements each monitor made, and a dense
-reference of the same run: ``HessianEigenMonitor(every_n_steps=10)`` (monitors do not change training, so it
-sees the same models), against which the default schedule's λ_1 curve (linear between its measurements) is
-compared at the reference's steps.
+fit time with them over the median without, minus one), the measurements each monitor made, the cost of one
+measurement of each in training steps, and a dense reference of the same run: a cold Lanczos solve at tol 1e-6
+every 10 steps (``HessianEigenMonitor(every_n_steps=10, tol=1e-6, eigenvalue_tol=None, warm_start=False)``;
+monitors do not change training, so it sees the same models), against which the default schedule's λ_1 curve
+(linear between its measurements) is compared at the reference's steps. The per-step path of the three monitors
+when they do not measure is timed as Lightning runs it: the six per-step hooks of each (``on_train_batch_start``
+... ``on_train_batch_end``) called through Lightning's own dispatch (``trainer.profiler.profile`` around each,
+named by the callback's ``state_key``) after the fit, on a step that measures nothing.
 """
 
 from __future__ import annotations
@@ -156,38 +160,20 @@ class Lambda1Recorder(pl.Callback):
     """After the monitors' hooks: ``(step, λ_1)`` whenever the Hessian monitor has measured."""
 
     def __init__(self, monitor: HessianEigenMonitor) -> None:
-        self.monitor, self.count, self.curve = monitor, 0, []
+        self.monitor, self.count, self.curve, self.num_hvps = monitor, 0, [], []
 
     def _after(self, trainer) -> None:
         if self.monitor.num_measurements > self.count:
             self.count = self.monitor.num_measurements
-            self.curve.append(
-                (trainer.global_step, float(trainer.callback_metrics["spectral/hessian/lambda_1"]))
-            )
+            metrics = trainer.callback_metrics
+            self.curve.append((trainer.global_step, float(metrics["spectral/hessian/lambda_1"])))
+            self.num_hvps.append(int(metrics["spectral/hessian/num_hvps"]))
 
     def on_train_start(self, trainer, pl_module):
         self._after(trainer)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         self._after(trainer)
-
-
-class IdleHookClock:
-    """The time of a monitor's ``on_train_batch_end`` calls that did not measure (its per-step path)."""
-
-    def __init__(self, monitor) -> None:
-        self.seconds: list[float] = []
-        hook = monitor.on_train_batch_end
-
-        def timed(*args, **kwargs):
-            count = monitor.num_measurements
-            start = time.perf_counter()
-            hook(*args, **kwargs)
-            elapsed = time.perf_counter() - start
-            if monitor.num_measurements == count:
-                self.seconds.append(elapsed)
-
-        monitor.on_train_batch_end = timed
 
 
 @dataclass
@@ -197,8 +183,48 @@ class LongRun:
     curve: list[tuple[int, float]] = field(default_factory=list)
     period: int | None = None
     early: list[int] = field(default_factory=list)
-    idle_seconds: float = 0.0  # median over steps of the three monitors' per-step path when not measuring
+    idle_seconds: float = 0.0  # the three monitors' per-step path when not measuring (Lightning's dispatch)
     hook_seconds: float = 0.0  # all the time spent inside the monitors' own Lightning hooks
+    measure_seconds: dict[str, float] = field(default_factory=dict)  # per monitor, per measurement
+    num_hvps: list[int] = field(default_factory=list)  # λ's Hessian-vector products at each measurement
+
+
+#: The callback hooks Lightning calls on every training step (automatic optimization).
+PER_STEP_HOOKS = (
+    "on_train_batch_start",
+    "on_before_backward",
+    "on_after_backward",
+    "on_before_optimizer_step",
+    "on_before_zero_grad",
+    "on_train_batch_end",
+)
+
+
+def idle_step_seconds(trainer: pl.Trainer, monitors: list, repeats: int = 2000) -> float:
+    """Seconds per training step of the monitors' per-step hooks, dispatched as Lightning does
+    (``trainer.profiler.profile`` named by ``state_key`` around each call), on a step that measures nothing (the
+    trainer's last step, already seen by the monitors)."""
+    module, optimizer = trainer.lightning_module, trainer.optimizers[0]
+    loss = torch.zeros(())
+    arguments = {
+        "on_train_batch_start": (None, 0),
+        "on_before_backward": (loss,),
+        "on_after_backward": (),
+        "on_before_optimizer_step": (optimizer,),
+        "on_before_zero_grad": (optimizer,),
+        "on_train_batch_end": (None, None, 0),
+    }
+    counts = [m.num_measurements for m in monitors]
+    start = time.perf_counter()
+    for _ in range(repeats):
+        for hook in PER_STEP_HOOKS:
+            for callback in monitors:
+                with trainer.profiler.profile(f"[Callback]{callback.state_key}.{hook}"):
+                    getattr(callback, hook)(trainer, module, *arguments[hook])
+    seconds = (time.perf_counter() - start) / repeats
+    if [m.num_measurements for m in monitors] != counts:
+        raise RuntimeError("a monitor measured during the per-step timing")
+    return seconds
 
 
 def fit(workload: Workload, data: TensorDataset, monitors: list) -> LongRun:
@@ -209,7 +235,6 @@ def fit(workload: Workload, data: TensorDataset, monitors: list) -> LongRun:
     )
     hessian = next((m for m in monitors if isinstance(m, HessianEigenMonitor)), None)
     recorder = [Lambda1Recorder(hessian)] if hessian is not None else []
-    idle = [IdleHookClock(m) for m in monitors]
     from benchmarks.bench_overhead import HookClock
 
     hooks = [HookClock(m) for m in monitors]
@@ -237,8 +262,23 @@ def fit(workload: Workload, data: TensorDataset, monitors: list) -> LongRun:
         recorder[0].curve if recorder else [],
         schedule.period if schedule else None,
         list(schedule.early_steps) if schedule else [],
-        sum(statistics.median(c.seconds) for c in idle if c.seconds),
+        idle_step_seconds(trainer, monitors) if monitors else 0.0,
         sum(c.seconds for c in hooks),
+        {type(m).__name__: m._measure_seconds / max(m.num_measurements, 1) for m in monitors},
+        recorder[0].num_hvps if recorder else [],
+    )
+
+
+def reference_monitor() -> HessianEigenMonitor:
+    """The dense reference: a cold Lanczos solve at tol 1e-6 every 10 steps (λ_1 only)."""
+    return HessianEigenMonitor(
+        every_n_steps=10,
+        tol=1e-6,
+        eigenvalue_tol=None,
+        max_matvecs=300,
+        warm_start=False,
+        compute_batch_sharpness=False,
+        compute_preconditioned=False,
     )
 
 
@@ -282,7 +322,7 @@ def run_workload(workload: Workload, repeats: int, log: Callable[[str], None]) -
             f"[overhead-long] {workload.name} round {r + 1}/{repeats}: {base[-1].seconds:.1f} s without, "
             f"{monitored[-1].seconds:.1f} s with (every {monitored[-1].period}, early {monitored[-1].early})"
         )
-    dense = fit(workload, data, [HessianEigenMonitor(every_n_steps=10)])
+    dense = fit(workload, data, [reference_monitor()])
     t_base = statistics.median(r.seconds for r in base)
     t_mon = statistics.median(r.seconds for r in monitored)
     paired = statistics.median(m.seconds / b.seconds - 1 for m, b in zip(monitored, base))
@@ -305,4 +345,9 @@ def run_workload(workload: Workload, repeats: int, log: Callable[[str], None]) -
         "idle_us": statistics.median(m.idle_seconds for m in monitored) * 1e6,
         "hook_share": statistics.median(m.hook_seconds for m in monitored) / t_base,
         "step_ms": t_base / workload.steps * 1e3,
+        "num_hvps": monitored[0].num_hvps,
+        "round_steps": {
+            name: statistics.median(m.measure_seconds[name] for m in monitored) / (t_base / workload.steps)
+            for name in monitored[0].measure_seconds
+        },
     }

@@ -374,8 +374,14 @@ class SpectralMonitor(Callback):
     @property
     @override
     def state_key(self) -> str:
-        # the monitor's identity, not its settings: a resumed run whose schedule changed still gets its state
-        return self._generate_state_key(name=self.name or self.monitor_name)
+        # the monitor's identity, not its settings: a resumed run whose schedule changed still gets its state.
+        # Cached: Lightning reads it around every hook call of every callback (its profiler's action name), and
+        # building it (a dict's repr) would cost each monitor microseconds on every training step.
+        name = self.name or self.monitor_name
+        cached = self.__dict__.get("_cached_state_key")
+        if cached is None or cached[0] != name:
+            cached = self._cached_state_key = (name, self._generate_state_key(name=name))
+        return cached[1]
 
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:

@@ -370,3 +370,14 @@ def test_tensor_parallel_meshes_are_refused_by_the_data_parallel_monitors():
         check_data_parallel_mesh(strategy, "HessianEigenMonitor")
     strategy._device_mesh = Mesh((2, 1))
     check_data_parallel_mesh(strategy, "HessianEigenMonitor")  # fine
+
+
+def test_state_key_is_cached_and_follows_the_name():
+    """Lightning reads ``state_key`` around every hook call; it is built once, and again only if ``name`` changes."""
+    from lightning_spectral.callbacks import HessianEigenMonitor
+
+    monitor = HessianEigenMonitor()
+    assert monitor.state_key == "HessianEigenMonitor{'name': 'hessian'}"
+    assert monitor.state_key is monitor.state_key  # the cached string, not a new one per call
+    monitor.name = "head"
+    assert monitor.state_key == "HessianEigenMonitor{'name': 'head'}"

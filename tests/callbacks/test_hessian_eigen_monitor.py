@@ -452,3 +452,39 @@ def test_params_patterns_that_match_nothing_raise_at_setup(tmp_path):
             callbacks=[HessianEigenMonitor(params="nothing*")], **trainer_kwargs(tmp_path, max_steps=2)
         )
         trainer.fit(TinyClassifier())
+
+
+def test_the_default_gap_based_stop_takes_fewer_products_and_keeps_lambda_within_eigenvalue_tol(tmp_path):
+    """The default (``tol=1e-3``, ``eigenvalue_tol=1e-4``) against the residual test alone on the same run
+    (monitors do not change training: the same models): λ_1 within 1e-4 of the dense Hessian's at every
+    measurement, for fewer products in all; a ``tol`` tighter than the default keeps the residual test."""
+    g = torch.Generator().manual_seed(3)
+    batch = (torch.randn(10, 3, generator=g), torch.randn(10, 1, generator=g))
+    models, runs = [], {}
+    for name, options in {
+        "default": {},
+        "residual": {"eigenvalue_tol": None},
+        "tight": {"tol": 1e-4},
+    }.items():
+
+        class Recorded(TinyRegressor):
+            def on_train_batch_end(self, outputs, batch_, batch_idx):  # the model the monitor measures next
+                if self.trainer.global_step % 2 == 0:
+                    models.append(
+                        (self.trainer.global_step, dense_hessian(self.eval(), squared_error, batch))
+                    )
+                    self.train()
+
+        monitor = HessianEigenMonitor(every_n_steps=2, batch=batch, strict=True, **options)
+        _, scalars = fit(tmp_path / name, monitor, Recorded() if name == "default" else TinyRegressor())
+        runs[name] = scalars
+    exact = {step: torch.linalg.eigvalsh(H.double())[-1].item() for step, H in models}
+    assert sorted(exact) == [2, 4]
+    for step, value in runs["default"]["spectral/hessian/lambda_1"][1:]:
+        assert value == pytest.approx(exact[step], rel=1e-4), step
+    hvps = {name: sum(v for _, v in run["spectral/hessian/num_hvps"]) for name, run in runs.items()}
+    assert hvps["default"] < hvps["residual"], hvps
+    # the tighter tol: the residual test alone (the gap-based stop would leave residuals far above it)
+    tight = dict(runs["tight"]["spectral/hessian/lambda_1"])
+    for step, residual in runs["tight"]["spectral/hessian/residual_max"]:
+        assert residual <= 1e-4 * abs(tight[step]) * 1.01, (step, residual)

@@ -82,7 +82,7 @@ def _functional_calls():
         "ntk_trace": (lambda **kw: ntk_trace(model, x, **kw), ("method", "num_probes", "chunk_size")),
         "hessian_eigenvalues": (
             lambda **kw: hessian_eigenvalues(model, loss, (x, y), **kw),
-            ("k", "tol", "max_matvecs", "which"),
+            ("k", "tol", "max_matvecs", "which", "eigenvalue_tol"),
         ),
     }
 

@@ -523,3 +523,83 @@ def test_lanczos_and_slq_do_not_call_numpy_lapack(monkeypatch):
         lambda v: A @ v, 60, num_probes=2, num_steps=10, dtype=torch.float64, generator=generator
     )
     assert density.nodes.shape == (2, 10)
+
+
+# --------------------------------------------------------------------------- eigenvalue_tol (gap-based stopping)
+def test_eigenvalue_error_bounds_are_quadratic_where_the_gap_is_clear_and_the_residual_where_it_is_not():
+    from lightning_spectral.linalg.lanczos import eigenvalue_error_bounds
+
+    theta = np.array([2.0, 1.0, 0.0])
+    residuals = np.array([0.1, 0.2, 0.3])
+    # θ_1: nearest other Ritz value moved by its residual: min(2 - 1 - 0.2, 2 - 0 - 0.3) = 0.8
+    np.testing.assert_allclose(eigenvalue_error_bounds(theta, residuals)[0], 0.1**2 / 0.8, rtol=1e-15)
+    # a neighbour within the residuals: no gap is known, the bound is the residual itself
+    np.testing.assert_allclose(
+        eigenvalue_error_bounds(np.array([1.0, 0.999]), np.array([1e-3, 1e-3])), [1e-3] * 2
+    )
+    # a single Ritz value: the residual
+    np.testing.assert_allclose(eigenvalue_error_bounds(np.array([3.0]), np.array([0.5])), [0.5])
+
+
+SEPARATED = torch.cat([torch.tensor([10.0, 9.0], dtype=F64), torch.linspace(0.0, 5.0, 198, dtype=F64)])
+
+
+def _eigenvalue_tol_run(A: torch.Tensor, k: int, eigenvalue_tol: float):
+    """Lanczos with the gap-based rule alone (the residual test at 1e-14 never fires first), float64."""
+    dim = A.shape[0]
+    return lanczos(
+        lambda v: A @ v,
+        dim,
+        k,
+        max_matvecs=dim,
+        tol=1e-14,
+        eigenvalue_tol=eigenvalue_tol,
+        dtype=F64,
+        generator=_gen(),
+    )
+
+
+@pytest.mark.parametrize("k", [1, 2])
+@pytest.mark.parametrize("eigenvalue_tol", [1e-3, 1e-8])
+def test_eigenvalue_tol_keeps_the_eigenvalues_within_it_with_fewer_products(
+    symmetric_with_eigenvalues, k, eigenvalue_tol
+):
+    """Against the exact spectrum: every returned eigenvalue within ``eigenvalue_tol`` (relative), and fewer
+    products than the residual test that gives the same guarantee (``|θ − λ| <= r``, so ``tol=eigenvalue_tol``)."""
+    A = symmetric_with_eigenvalues(SEPARATED, seed=3)
+    exact = SEPARATED[:k]
+    quadratic = _eigenvalue_tol_run(A, k, eigenvalue_tol)
+    residual = lanczos(
+        lambda v: A @ v, 200, k, max_matvecs=200, tol=eigenvalue_tol, dtype=F64, generator=_gen()
+    )
+    assert quadratic.converged and residual.converged
+    assert bool(((quadratic.eigenvalues - exact).abs() <= eigenvalue_tol * exact).all()), (
+        quadratic.eigenvalues
+    )
+    assert quadratic.num_matvecs < residual.num_matvecs
+
+
+@pytest.mark.parametrize("gap", [1e-3, 1e-6])
+def test_eigenvalue_tol_stays_honest_when_the_top_gap_is_nearly_degenerate(symmetric_with_eigenvalues, gap):
+    """λ_1 = 1 and λ_2 = 1 − gap over a bulk in [0, 0.95]: while the two are not resolved the Ritz values lie close
+    together, no gap is known and the bound is the residual, so the iteration does not stop early. (A bound that
+    took the gap from the spread of the Ritz values instead of the nearest one is off by up to 500× here.)"""
+    spectrum = torch.cat(
+        [torch.tensor([1.0, 1.0 - gap], dtype=F64), torch.linspace(0.0, 0.95, 298, dtype=F64)]
+    )
+    A = symmetric_with_eigenvalues(spectrum, seed=5)
+    for eigenvalue_tol in (1e-4, 1e-7, 1e-10):
+        result = _eigenvalue_tol_run(A, 2, eigenvalue_tol)
+        assert result.converged
+        error = (result.eigenvalues - spectrum[:2]).abs()
+        assert bool((error <= eigenvalue_tol * spectrum[:2]).all()), (gap, eigenvalue_tol, error)
+
+
+@pytest.mark.parametrize(
+    "value, error",
+    [(0.0, ValueError), (-1e-3, ValueError), (float("inf"), ValueError), (float("nan"), ValueError)]
+    + [(True, TypeError), ("1e-3", TypeError)],
+)
+def test_invalid_eigenvalue_tol(value, error):
+    with pytest.raises(error, match=r"`eigenvalue_tol` must be a positive finite number"):
+        lanczos(lambda v: v, 10, 1, eigenvalue_tol=value)

@@ -59,10 +59,29 @@ def declare_metrics(trainer: pl.Trainer, summaries: Mapping[str, str]) -> None:
 
 
 def log_config(trainer: pl.Trainer, config: Mapping[str, Any]) -> None:
-    """Write a monitor's configuration into every logger's run config / hyperparameters (rank zero)."""
+    """Write a monitor's configuration into every logger's run config / hyperparameters (rank zero).
+
+    A TensorBoard logger writes its ``hparams.yaml`` once (at the first save, when the file does not exist yet),
+    so a value written later (the automatic schedule's chosen ``every_n_steps``) would stay out of the file: the
+    file is rewritten here from the logger's merged hyperparameters when it already exists.
+    """
     if trainer.is_global_zero and config:
         for logger in _loggers(trainer):
             logger.log_hyperparams(dict(config))
+            if _logger_kind(logger) == "tensorboard":
+                _rewrite_hparams_file(logger)
+
+
+def _rewrite_hparams_file(logger: Any) -> None:
+    """Rewrite a TensorBoard logger's existing ``hparams.yaml`` from its current ``hparams``."""
+    import os
+
+    from lightning_fabric.utilities.cloud_io import get_filesystem
+    from pytorch_lightning.core.saving import save_hparams_to_yaml
+
+    path = os.path.join(logger.log_dir, getattr(logger, "NAME_HPARAMS_FILE", "hparams.yaml"))
+    if get_filesystem(path).isfile(path):
+        save_hparams_to_yaml(path, logger.hparams)
 
 
 def log_histogram(trainer: pl.Trainer, key: str, values: torch.Tensor, step: int) -> None:

@@ -149,6 +149,7 @@ def hessian_eigenvalues(
     operator: HessianOperator | None = None,
     preconditioner: Tensor | None = None,
     weight_decay: float | Tensor | None = None,
+    eigenvalue_tol: float | None = None,
 ) -> HessianEigenpairs:
     r"""The ``k`` extreme eigenpairs of the loss Hessian by Lanczos with full reorthogonalization.
 
@@ -169,6 +170,10 @@ def hessian_eigenvalues(
         k: number of eigenpairs, ``1 <= k <= P``.
         which: ``"LA"`` largest algebraic (default), ``"SA"`` smallest algebraic, ``"LM"`` largest magnitude.
         tol: stop when every residual ``‖Hv − λv‖ <= tol·|λ|`` (or at the rounding level).
+        eigenvalue_tol: also stop when every eigenvalue's gap-based error bound ``min(r, r²/δ)`` is
+            ``<= eigenvalue_tol·|λ|`` (``r`` the residual, ``δ`` the gap to the neighbouring Ritz values; see
+            :func:`~lightning_spectral.linalg.lanczos`): the eigenvalues to that accuracy with far fewer products
+            than the residual test asks, the eigenvectors less accurate. Default ``None``: the residual test alone.
         max_matvecs: at most this many Hessian-vector products (``>= k``; clamped to ``P``).
         v0: warm start, ``(P,)`` or ``(P, j)`` previous eigenvectors (see :func:`warm_start_vector`);
             default a Gaussian vector from ``generator``.
@@ -229,6 +234,7 @@ def hessian_eigenvalues(
         tol=tol,
         v0=start,
         which=which,
+        eigenvalue_tol=eigenvalue_tol,
         dtype=op.dtype,
         device=op.device,
         generator=generator,

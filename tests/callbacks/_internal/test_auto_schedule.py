@@ -242,3 +242,17 @@ def test_a_two_process_ddp_fit_measures_on_the_same_steps_on_both_ranks(tmp_path
     assert process.returncode == 0, process.stdout[-3000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert ranks[0] == ranks[1] == {"steps": [0, 2, 4, 8, 10, 20, 30, 40], "period": 10, "global_step": 40}
+
+
+def test_tensorboard_hparams_file_gets_the_chosen_period(tmp_path):
+    """TensorBoard writes ``hparams.yaml`` once, at fit start (``every_n_steps: auto``); the chosen period must
+    reach the file too, so that the run can be repeated from it (``every_n_steps=<period>``)."""
+    clock = HandClock()
+    (monitor,) = costly(clock, 0.75)
+    logger = pl.loggers.TensorBoardLogger(tmp_path, name="tb")
+    fit(tmp_path, [monitor], clock, logger=logger)
+    hparams = yaml.safe_load((tmp_path / "tb" / "version_0" / "hparams.yaml").read_text())
+    assert monitor.auto_schedule.period == 50
+    assert hparams["spectral/costly0/every_n_steps"] == 50
+    assert hparams["spectral/costly0/early_steps"] == "2,4,8,16,32"
+    assert hparams["spectral/costly0/auto_schedule_budget"] == DEFAULT_BUDGET

@@ -325,3 +325,29 @@ def test_model_state_is_untouched():
 def test_validation(call, error, match):
     with pytest.raises(error, match=match):
         call(mlp(), regression_batch())
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("eigenvalue_tol", [1e-3, 1e-6])
+def test_eigenvalue_tol_against_eigvalsh_of_the_full_hessian(case, eigenvalue_tol):
+    """The gap-based stopping rule on real Hessians: each of the top 3 eigenvalues within ``eigenvalue_tol``
+    (relative) of the dense reference, at no more products than the residual test with the same guarantee."""
+    make_model, loss_fn, make_batch = CASES[case]
+    model, batch = make_model(), make_batch()
+    exact = torch.linalg.eigvalsh(dense_hessian(model, loss_fn, batch)).flip(0)[:3]
+    operator = HessianOperator(model, loss_fn, batch, method="double_backward")
+    quadratic = hessian_eigenvalues(
+        k=3,
+        tol=1e-12,
+        eigenvalue_tol=eigenvalue_tol,
+        max_iter=operator.dim,
+        operator=operator,
+        generator=seeded(0),
+    )
+    residual = hessian_eigenvalues(
+        k=3, tol=eigenvalue_tol, max_iter=operator.dim, operator=operator, generator=seeded(0)
+    )
+    assert quadratic.converged and residual.converged
+    error = (quadratic.eigenvalues - exact).abs()
+    assert bool((error <= eigenvalue_tol * exact.abs()).all()), (error / exact.abs(), quadratic.num_hvps)
+    assert quadratic.num_hvps <= residual.num_hvps
