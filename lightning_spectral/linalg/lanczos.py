@@ -85,7 +85,7 @@ from torch import Tensor
 
 from ._checks import NonFiniteError, check_int, resolve_dtype_device
 from ._matvec import Matvec, apply_matvec, check_matvec
-from .orthonormalize import project_out
+from ._inner_products import InnerProducts, ShardSum
 from .results import LanczosResult
 
 __all__ = ["WHICH", "Which", "lanczos"]
@@ -200,6 +200,7 @@ def _lanczos_tridiagonal(
     *,
     generator: torch.Generator | None = None,
     policy: Callable[[_LanczosState], _Action] | None = None,
+    inner: InnerProducts | None = None,
 ) -> _LanczosState:
     """Run up to ``max_steps`` Lanczos steps with full reorthogonalisation from ``v0`` (the one implementation
     of the recurrence in this package; used by :func:`lanczos` and :func:`~lightning_spectral.linalg.slq_density`).
@@ -208,12 +209,15 @@ def _lanczos_tridiagonal(
     continue the recurrence or restart. The run restarts -- from a Gaussian vector drawn from ``generator``
     and orthogonalised against the basis, with the coupling to the previous block set to zero -- when the
     policy asks for it or when ``β`` is at the rounding level (``state.breakdown``), where ``w/β`` would be
-    noise. ``max_steps`` is clamped to ``dim``.
+    noise. ``max_steps`` is clamped to ``dim``. ``inner``: the inner products of sharded vectors
+    (:mod:`~lightning_spectral.linalg._inner_products`; ``v0`` is then this process's shard).
     """
-    dim = v0.shape[0]
+    inner = InnerProducts() if inner is None else inner
+    local_dim = v0.shape[0]
+    dim = inner.size(local_dim)
     max_steps = min(max_steps, dim)
-    basis = torch.empty(max_steps, dim, dtype=v0.dtype, device=v0.device)
-    basis[0] = v0 / torch.linalg.vector_norm(v0)
+    basis = torch.empty(max_steps, local_dim, dtype=v0.dtype, device=v0.device)
+    basis[0] = v0 / inner.norm(v0)
     state = _LanczosState(basis=basis)
     noise = _noise_level(dim, v0.dtype)
     invariance = _invariance_level(dim, v0.dtype)
@@ -221,21 +225,21 @@ def _lanczos_tridiagonal(
     for j in range(max_steps):
         q = basis[j]
         w = apply_matvec(matvec, q)
-        alpha = torch.dot(q, w)
-        w_norm = torch.linalg.vector_norm(w)
+        alpha = inner.dot(q, w)
+        w_norm = inner.norm(w)
         # The three-term recurrence removes the large components exactly; one Gram-Schmidt pass against the
         # whole basis then removes what rounding left, and a second pass runs only if that one cancelled
         # more than 1 - 1/√2 of the norm (the DGKS criterion, as in ARPACK).
         w = torch.addcmul(w, alpha, q, value=-1.0)  # out of place: `w` may be storage the matvec owns
         if j > 0 and (j - 1) not in state.restarts:
             w.add_(basis[j - 1], alpha=-state.betas[-1])
-        local_norm = torch.linalg.vector_norm(w)
-        w = project_out(w, basis[: j + 1].mT, passes=1)
-        beta = torch.linalg.vector_norm(w)
+        local_norm = inner.norm(w)
+        w = inner.project_out(w, basis[: j + 1].mT, passes=1)
+        beta = inner.norm(w)
         alpha_f, beta_f, w_norm_f, local_f = torch.stack([alpha, beta, w_norm, local_norm]).tolist()
         if beta_f < _DGKS * local_f:
-            w = project_out(w, basis[: j + 1].mT, passes=1)
-            beta_f = float(torch.linalg.vector_norm(w))
+            w = inner.project_out(w, basis[: j + 1].mT, passes=1)
+            beta_f = float(inner.norm(w))
         if not (math.isfinite(alpha_f) and math.isfinite(beta_f) and math.isfinite(w_norm_f)):
             raise NonFiniteError(f"`matvec` returned non-finite values at Lanczos step {j + 1}.")
         state.anorm = max(state.anorm, w_norm_f, abs(alpha_f))
@@ -249,9 +253,9 @@ def _lanczos_tridiagonal(
         if action is _Action.STOP:
             break
         if action is _Action.RESTART or state.breakdown:
-            fresh = torch.randn(dim, dtype=v0.dtype, device=v0.device, generator=generator)
-            fresh = project_out(fresh, basis[: j + 1].mT)
-            fresh_norm = torch.linalg.vector_norm(fresh)
+            fresh = torch.randn(local_dim, dtype=v0.dtype, device=v0.device, generator=generator)
+            fresh = inner.project_out(fresh, basis[: j + 1].mT)
+            fresh_norm = inner.norm(fresh)
             if not float(fresh_norm) > 0.0:  # pragma: no cover - j + 1 < dim leaves a non-trivial complement
                 raise RuntimeError("Lanczos restart vector vanished after orthogonalisation.")
             basis[j + 1] = fresh / fresh_norm
@@ -297,6 +301,7 @@ def _resolve_start(
     dtype: torch.dtype | None,
     device: torch.device | str | None,
     generator: torch.Generator | None,
+    inner: InnerProducts,
 ) -> Tensor:
     """The starting vector: ``v0`` (validated) or a Gaussian vector in ``dtype`` on ``device``."""
     if v0 is None:
@@ -311,7 +316,7 @@ def _resolve_start(
         raise ValueError(f"`dtype` ({dtype}) conflicts with `v0.dtype` ({v0.dtype}); pass one of them.")
     if device is not None and torch.device(device) != v0.device:
         raise ValueError(f"`device` ({device}) conflicts with `v0.device` ({v0.device}); pass one of them.")
-    norm = float(torch.linalg.vector_norm(v0))
+    norm = float(inner.norm(v0))
     if not (math.isfinite(norm) and norm > 0.0):
         raise ValueError("`v0` must be a finite, non-zero vector.")
     return v0.detach()
@@ -329,6 +334,7 @@ def lanczos(
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
     generator: torch.Generator | None = None,
+    shard_sum: ShardSum | None = None,
 ) -> LanczosResult:
     """``k`` extreme eigenpairs of the symmetric operator ``v ↦ matvec(v)`` (see the module docstring).
 
@@ -349,13 +355,19 @@ def lanczos(
         device: working device when ``v0`` is not given (default CPU).
         generator: source of the start and restart vectors; ``None`` uses the global torch RNG. Must live
             on the working device.
+        shard_sum: for an operator whose vectors are sharded over processes: the all-reduce sum of a tensor of
+            partial inner products (:mod:`~lightning_spectral.linalg._inner_products`); ``dim``, ``v0`` and
+            ``matvec``'s vectors are then this process's shard, ``k`` and ``max_iter`` refer to the whole
+            operator, and the eigenvectors returned are this process's rows. Default ``None``: whole vectors.
 
     Returns:
         :class:`LanczosResult` with eigenvalues ``(k,)``, orthonormal eigenvectors ``(dim, k)`` and residual
         estimates ``(k,)`` in the working dtype, the number of products and whether all ``k`` converged.
     """
     check_matvec(matvec)
-    dim = check_int("dim", dim, 1)
+    inner = InnerProducts(shard_sum)
+    local_dim = check_int("dim", dim, 0 if inner.sharded else 1)
+    dim = inner.size(local_dim)
     k = check_int("k", k, 1)
     if k > dim:
         raise ValueError(f"`k` must satisfy 1 <= k <= dim = {dim}, got {k}.")
@@ -370,7 +382,7 @@ def lanczos(
         raise ValueError(f"`tol` must be a positive finite number, got {tol!r}.")
     if which not in WHICH:
         raise ValueError(f"`which` must be one of {WHICH}, got {which!r}.")
-    start = _resolve_start(dim, v0, dtype, device, generator)
+    start = _resolve_start(local_dim, v0, dtype, device, generator, inner)
     noise = _noise_level(dim, start.dtype)
 
     def thresholds(values: np.ndarray, scale: float) -> np.ndarray:
@@ -428,7 +440,7 @@ def lanczos(
         repeats = bool((np.abs(earlier - value) <= margin).any())
         return repeats and _better(value, kth, max(tol * abs(kth), margin), which)
 
-    state = _lanczos_tridiagonal(matvec, start, max_iter, generator=generator, policy=policy)
+    state = _lanczos_tridiagonal(matvec, start, max_iter, generator=generator, policy=policy, inner=inner)
     theta, S, residuals = _ritz(state)
     scale = max(float(np.abs(theta).max()), state.anorm)
     wanted = _order(theta, which)[:k]

@@ -37,6 +37,7 @@ import torch
 from torch import Tensor
 
 from ._checks import check_int, resolve_dtype_device
+from ._inner_products import InnerProducts, ShardSum
 from ._matvec import Matvec, check_matvec
 from .lanczos import _lanczos_tridiagonal, small_eigh
 from .probes import rademacher
@@ -55,6 +56,7 @@ def slq_density(
     device: torch.device | str | None = None,
     generator: torch.Generator | None = None,
     probes: Tensor | None = None,
+    shard_sum: ShardSum | None = None,
 ) -> SpectralDensity:
     """Stochastic Lanczos quadrature estimate of the spectral density of ``v ↦ matvec(v)``.
 
@@ -68,13 +70,16 @@ def slq_density(
         generator: source of the probes and of restart vectors; ``None`` uses the global torch RNG.
         probes: optional ``(num_probes, dim)`` non-zero probe vectors to use instead of Rademacher ones
             (each is normalised).
+        shard_sum: for vectors sharded over processes, the all-reduce sum of partial inner products (see
+            :func:`~lightning_spectral.linalg.lanczos`): ``dim`` and the probes are then this process's shard.
 
     Returns:
         :class:`SpectralDensity` with ``nodes`` and ``weights`` of shape ``(num_probes, min(num_steps, dim))``.
         Uses ``num_probes · min(num_steps, dim)`` products.
     """
     check_matvec(matvec)
-    check_int("dim", dim, 1)
+    inner = InnerProducts(shard_sum)
+    check_int("dim", dim, 0 if inner.sharded else 1)
     check_int("num_probes", num_probes, 1)
     check_int("num_steps", num_steps, 1)
     if probes is None:
@@ -92,13 +97,14 @@ def slq_density(
             raise ValueError(f"`dtype` ({dtype}) conflicts with `probes.dtype` ({probes.dtype}).")
         if device is not None and torch.device(device) != probes.device:
             raise ValueError(f"`device` ({device}) conflicts with `probes.device` ({probes.device}).")
-        if not bool((torch.linalg.vector_norm(probes, dim=1) > 0).all()) or not bool(probes.isfinite().all()):
+        norms = inner.total(probes.square().sum(dim=1)) if inner.sharded else torch.linalg.vector_norm(probes, dim=1)
+        if not bool((norms > 0).all()) or not bool(probes.isfinite().all()):
             raise ValueError("`probes` must be finite and every probe must be non-zero.")
         probes = probes.detach()
 
     all_nodes, all_weights = [], []
     for probe in probes:
-        state = _lanczos_tridiagonal(matvec, probe, num_steps, generator=generator)
+        state = _lanczos_tridiagonal(matvec, probe, num_steps, generator=generator, inner=inner)
         theta, S = (torch.from_numpy(x) for x in small_eigh(state.tridiagonal()))
         all_nodes.append(theta)
         all_weights.append(S[0] ** 2 / num_probes)

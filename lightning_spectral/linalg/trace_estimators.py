@@ -49,8 +49,8 @@ import torch
 from torch import Tensor
 
 from ._checks import check_int, resolve_dtype_device
+from ._inner_products import InnerProducts, ShardSum
 from ._matvec import Matvec, apply_matvec, check_matvec
-from .orthonormalize import orthonormalize
 from .probes import rademacher
 from .results import TraceEstimate
 
@@ -84,9 +84,10 @@ def _check_args(
     minimum: int,
     dtype: torch.dtype | None,
     device: torch.device | str | None,
+    inner: InnerProducts,
 ) -> tuple[torch.dtype, torch.device]:
     check_matvec(matvec)
-    check_int("dim", dim, 1)
+    check_int("dim", dim, 0 if inner.sharded else 1)
     check_int("num_matvecs", num_matvecs, minimum)
     return resolve_dtype_device(dtype, device)
 
@@ -97,8 +98,8 @@ def _basis_vector(dim: int, i: int, dtype: torch.dtype, device: torch.device) ->
     return e
 
 
-def _quadratic_form(matvec: Matvec, v: Tensor) -> Tensor:
-    return torch.dot(v, apply_matvec(matvec, v))
+def _quadratic_form(matvec: Matvec, v: Tensor, inner: InnerProducts) -> Tensor:
+    return inner.dot(v, apply_matvec(matvec, v))
 
 
 def hutchinson_trace(
@@ -109,6 +110,7 @@ def hutchinson_trace(
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
     generator: torch.Generator | None = None,
+    shard_sum: ShardSum | None = None,
 ) -> TraceEstimate:
     """Hutchinson's estimate of ``tr(A)`` from ``num_matvecs`` Rademacher probes (see module docstring).
 
@@ -119,14 +121,18 @@ def hutchinson_trace(
         dtype: probe dtype (default ``torch.get_default_dtype()``).
         device: probe device (default CPU).
         generator: source of the probes; ``None`` uses the global torch RNG. Must live on ``device``.
+        shard_sum: for vectors sharded over processes, the all-reduce sum of partial inner products
+            (:func:`~lightning_spectral.linalg.lanczos`); ``dim`` is then this process's shard length, and each
+            process must draw its probes from a generator of its own.
 
     Returns:
         :class:`TraceEstimate` ``(estimate, std_error = s/√n, num_matvecs)``.
     """
-    dtype, device = _check_args(matvec, dim, num_matvecs, 1, dtype, device)
+    inner = InnerProducts(shard_sum)
+    dtype, device = _check_args(matvec, dim, num_matvecs, 1, dtype, device, inner)
     samples = torch.stack(
         [
-            _quadratic_form(matvec, rademacher(dim, dtype=dtype, device=device, generator=generator))
+            _quadratic_form(matvec, rademacher(dim, dtype=dtype, device=device, generator=generator), inner)
             for _ in range(num_matvecs)
         ]
     )
@@ -142,6 +148,7 @@ def hutchpp_trace(
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
     generator: torch.Generator | None = None,
+    shard_sum: ShardSum | None = None,
 ) -> TraceEstimate:
     """Hutch++ estimate of ``tr(A)`` for symmetric ``A`` with a budget of ``num_matvecs`` products.
 
@@ -156,13 +163,18 @@ def hutchpp_trace(
         dtype: probe dtype (default ``torch.get_default_dtype()``).
         device: probe device (default CPU).
         generator: source of the sketch and probes; ``None`` uses the global torch RNG.
+        shard_sum: for vectors sharded over processes, the all-reduce sum of partial inner products
+            (:func:`~lightning_spectral.linalg.lanczos`; ``dim`` is this process's shard length, each process
+            draws from a generator of its own). The sketch is orthonormalised by Gram-Schmidt over the shards,
+            and the exact shortcut for ``num_matvecs >= dim`` is not taken (the estimate stays stochastic).
 
     Returns:
         :class:`TraceEstimate` whose ``std_error`` is the standard error of the Hutchinson part given ``Q``
         and whose ``num_matvecs`` is the number of products actually made.
     """
-    dtype, device = _check_args(matvec, dim, num_matvecs, 3, dtype, device)
-    if num_matvecs >= dim:
+    inner = InnerProducts(shard_sum)
+    dtype, device = _check_args(matvec, dim, num_matvecs, 3, dtype, device, inner)
+    if not inner.sharded and num_matvecs >= dim:
         diagonal = torch.stack(
             [apply_matvec(matvec, _basis_vector(dim, i, dtype, device))[i] for i in range(dim)]
         )
@@ -175,13 +187,13 @@ def hutchpp_trace(
     # A to the few Hutchinson probes; a Gaussian sketch loses no direction with probability one.
     S = torch.randn((sketch_size, dim), dtype=dtype, device=device, generator=generator)
     AS = torch.stack([apply_matvec(matvec, s) for s in S], dim=1)  # (dim, sketch_size)
-    Q = orthonormalize(AS)
+    Q = inner.orthonormalize(AS)
     AQ = torch.stack([apply_matvec(matvec, Q[:, i].contiguous()) for i in range(sketch_size)], dim=1)
-    top = float((Q * AQ).sum().to(torch.float64))
+    top = float(inner.total((Q * AQ).sum()).to(torch.float64))
     samples = []
     for _ in range(num_probes):
         g = rademacher(dim, dtype=dtype, device=device, generator=generator)
-        g = g - Q @ (Q.mT @ g)
-        samples.append(_quadratic_form(matvec, g))
+        g = g - Q @ inner.total(Q.mT @ g)
+        samples.append(_quadratic_form(matvec, g, inner))
     rest, std_error = mean_and_std_error(torch.stack(samples))
     return TraceEstimate(top + rest, std_error, int(2 * sketch_size + num_probes))
