@@ -84,8 +84,8 @@ import torch
 from torch import Tensor
 
 from ._checks import NonFiniteError, check_int, resolve_dtype_device
-from ._matvec import Matvec, apply_matvec, check_matvec
 from ._inner_products import InnerProducts, ShardSum
+from ._matvec import Matvec, apply_matvec, check_matvec
 from .results import LanczosResult
 
 __all__ = ["WHICH", "Which", "lanczos"]

@@ -97,7 +97,11 @@ def slq_density(
             raise ValueError(f"`dtype` ({dtype}) conflicts with `probes.dtype` ({probes.dtype}).")
         if device is not None and torch.device(device) != probes.device:
             raise ValueError(f"`device` ({device}) conflicts with `probes.device` ({probes.device}).")
-        norms = inner.total(probes.square().sum(dim=1)) if inner.sharded else torch.linalg.vector_norm(probes, dim=1)
+        norms = (
+            inner.total(probes.square().sum(dim=1))
+            if inner.sharded
+            else torch.linalg.vector_norm(probes, dim=1)
+        )
         if not bool((norms > 0).all()) or not bool(probes.isfinite().all()):
             raise ValueError("`probes` must be finite and every probe must be non-zero.")
         probes = probes.detach()

@@ -73,7 +73,9 @@ def test_lanczos_on_shards_equals_lanczos_on_whole_vectors(which):
 def test_lanczos_on_shards_finds_a_repeated_eigenvalue_through_restarts():
     """A rank-2 operator whose top eigenvalue is double: found through an invariant subspace and a restart, whose
     random vector each rank draws from its own generator."""
-    basis = torch.linalg.qr(torch.randn(DIM, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1)))
+    basis = torch.linalg.qr(
+        torch.randn(DIM, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    )
     Q = basis.Q
     A = Q @ torch.diag(torch.tensor([5.0, 5.0, 1.0], dtype=torch.float64)) @ Q.T
 
