@@ -153,7 +153,12 @@ class HessianOperator:
         fallback_reason: why ``"auto"`` fell back to double backward (``None`` if it did not).
         num_matvecs: products computed so far.
         num_batch_matvecs: single-batch products (:meth:`batch_matvec`) computed so far.
+        size: ``P`` as well (the operator's size; a sharded operator's :attr:`dim` is its shard's length).
+        shard_sum: ``None``: the vectors are whole (see
+            :class:`~lightning_spectral.functional.hessian.finite_difference.FiniteDifferenceHessian` for sharded ones).
     """
+
+    shard_sum = None
 
     def __init__(
         self,
@@ -222,6 +227,7 @@ class HessianOperator:
         self.layout = ParameterLayout.from_tensors(selected)
         self.names = self.layout.names
         self.dim = self.layout.dim
+        self.size = self.dim
         self.dtype, self.device = self.layout.dtype, self.layout.device
         self.num_batches = len(batches)
         self.method = method

@@ -40,6 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_spectral.functional._common.parameter_selection import ParamSpec
+from lightning_spectral.functional.hessian.finite_difference import FiniteDifferenceHessian
 from lightning_spectral.functional.hessian.operator import (
     HVP_METHODS,
     SOLVER_HVP_METHOD,
@@ -91,21 +92,26 @@ class HessianEigenResult(NamedTuple):
     converged: bool
 
 
+Operator = HessianOperator | FiniteDifferenceHessian
+
+
 def _resolve_operator(
-    operator: HessianOperator | None,
+    operator: Operator | None,
     model: nn.Module | None,
     loss_fn: LossFn | None,
     batch: Any,
     params: ParamSpec,
     hvp_method: str | None,
-) -> HessianOperator:
+) -> Operator:
     """``operator`` if given (then ``model``, ``loss_fn``, ``batch``, ``params`` and ``hvp_method`` must be
     left out), else a new operator on the one ``batch`` (``hvp_method=None``: :data:`SOLVER_HVP_METHOD`)."""
     if hvp_method is not None and hvp_method not in HVP_METHODS:
         raise ValueError(f"`hvp_method` must be one of {HVP_METHODS}, got {hvp_method!r}.")
     if operator is not None:
-        if not isinstance(operator, HessianOperator):
-            raise TypeError(f"`operator` must be a HessianOperator, got {type(operator).__name__}.")
+        if not isinstance(operator, (HessianOperator, FiniteDifferenceHessian)):
+            raise TypeError(
+                f"`operator` must be a HessianOperator or a FiniteDifferenceHessian, got {type(operator).__name__}."
+            )
         given = [
             name
             for name, value in (("model", model), ("loss_fn", loss_fn), ("batch", batch))
@@ -125,9 +131,7 @@ def _resolve_operator(
     return HessianOperator(model, loss_fn, batch, params=params, method=method, copy_params=False)
 
 
-def warm_start_vector(
-    v0: Tensor, operator: HessianOperator, generator: torch.Generator | None = None
-) -> Tensor:
+def warm_start_vector(v0: Tensor, operator: Operator, generator: torch.Generator | None = None) -> Tensor:
     """The single Lanczos start vector made from a warm start ``v0``, in the operator's dtype and device.
 
     ``v0`` is a flat vector ``(P,)`` (e.g. the previous top eigenvector) or a block ``(P, j)`` of previous
@@ -144,7 +148,7 @@ def warm_start_vector(
     warm = v0.sum(dim=1) if v0.ndim == 2 else v0
     if not (bool(torch.isfinite(warm).all()) and float(warm.norm()) > 0):
         raise ValueError("`v0` must be a finite warm start whose columns do not sum to zero.")
-    return guarded_start(warm, generator)
+    return guarded_start(warm, generator, shard_sum=operator.shard_sum)
 
 
 def hessian_eigenvalues(
@@ -160,7 +164,7 @@ def hessian_eigenvalues(
     params: ParamSpec = None,
     hvp_method: str | None = None,
     generator: torch.Generator | None = None,
-    operator: HessianOperator | None = None,
+    operator: Operator | None = None,
     preconditioner: Tensor | None = None,
     weight_decay: float | Tensor | None = None,
 ) -> HessianEigenResult:
@@ -181,7 +185,9 @@ def hessian_eigenvalues(
             products) or ``"auto"`` (the operator's default: forward-over-reverse where :mod:`torch.func` can
             transform the loss).
         generator: source of the start (and restart) vectors; ``None`` uses the global torch RNG.
-        operator: a ready :class:`HessianOperator` instead of ``model``/``loss_fn``/``batch``/``params``.
+        operator: a ready :class:`HessianOperator` instead of ``model``/``loss_fn``/``batch``/``params``, or a
+            :class:`~lightning_spectral.functional.hessian.finite_difference.FiniteDifferenceHessian` (products by
+            central differences on sharded vectors; ``v0`` and the eigenvectors are then this rank's shards).
         preconditioner: a positive vector ``d`` of length ``P`` (``+inf`` entries allowed: coordinates that do
             not move), the diagonal of an optimizer's preconditioner ``D`` (the step is ``−η D⁻¹ m``; Adam's:
             :func:`~lightning_spectral.functional.adaptive_preconditioning`). The eigenvalues are then those of the
@@ -200,9 +206,9 @@ def hessian_eigenvalues(
     if which not in WHICH:
         raise ValueError(f"`which` must be one of {WHICH}, got {which!r}.")
     op = _resolve_operator(operator, model, loss_fn, batch, params, hvp_method)
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= op.dim:
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= op.size:
         raise ValueError(
-            f"`k` must be an integer with 1 <= k <= dim = {op.dim} (the parameter count), got {k!r}."
+            f"`k` must be an integer with 1 <= k <= dim = {op.size} (the parameter count), got {k!r}."
         )
     if isinstance(max_iter, int) and not isinstance(max_iter, bool) and max_iter < k:
         raise ValueError(
@@ -223,6 +229,7 @@ def hessian_eigenvalues(
         dtype=op.dtype,
         device=op.device,
         generator=generator,
+        shard_sum=op.shard_sum,
     )
     return HessianEigenResult(
         result.eigenvalues, result.eigenvectors, result.residuals, op.num_matvecs - before, result.converged
@@ -293,7 +300,7 @@ def hessian_trace(
     params: ParamSpec = None,
     hvp_method: str | None = None,
     generator: torch.Generator | None = None,
-    operator: HessianOperator | None = None,
+    operator: Operator | None = None,
 ) -> TraceEstimate:
     """``tr H`` from ``num_matvecs`` Hessian-vector products.
 
@@ -306,7 +313,15 @@ def hessian_trace(
         raise ValueError(f"`method` must be one of {TRACE_METHODS}, got {method!r}.")
     op = _resolve_operator(operator, model, loss_fn, batch, params, hvp_method)
     estimator = hutchpp_trace if method == "hutchpp" else hutchinson_trace
-    return estimator(op.matvec, op.dim, num_matvecs, dtype=op.dtype, device=op.device, generator=generator)
+    return estimator(
+        op.matvec,
+        op.dim,
+        num_matvecs,
+        dtype=op.dtype,
+        device=op.device,
+        generator=generator,
+        shard_sum=op.shard_sum,
+    )
 
 
 def hessian_density(
@@ -319,7 +334,7 @@ def hessian_density(
     params: ParamSpec = None,
     hvp_method: str | None = None,
     generator: torch.Generator | None = None,
-    operator: HessianOperator | None = None,
+    operator: Operator | None = None,
 ) -> SpectralDensity:
     """The Hessian eigenvalue density by stochastic Lanczos quadrature.
 
@@ -337,4 +352,5 @@ def hessian_density(
         dtype=op.dtype,
         device=op.device,
         generator=generator,
+        shard_sum=op.shard_sum,
     )
