@@ -33,6 +33,10 @@ stochastic edge of stability of small-batch SGD (Agarwala & Pennington 2024, arX
   (a sequence model's ``T·V`` logits per example: a GPT-2 vocabulary gives millions) with at most
   ``AUTO_FEW_PROBES = 2`` probes, whose probes alone (``num_probes·B·K`` entries) would otherwise cost more than
   the passes. ``method_used`` says which ran; ``std_error`` says what the fewer probes cost in accuracy.
+- ``"output_probes"``: ``E_u ‖Jᵀu‖²`` over whole-batch Rademacher probes, one backward pass of the model's own
+  per probe (:mod:`lightning_spectral.functional.ntk.output_probes`): needs neither per-example gradients nor
+  :mod:`torch.func`, so it runs through any strategy's forward and backward (FSDP2 without gathering), at a
+  higher variance (every cross-example entry of the kernel); never chosen by ``"auto"`` here.
 
 Distributed use: ``reduce_fn`` receives a float64 tensor ``[trace, std_error², num_examples]`` of this
 process's batch and must return the element-wise sum over processes (an all-reduce-sum). Traces add over
@@ -62,6 +66,7 @@ from lightning_spectral.functional.ntk.model_jacobian import (
     ParamSpec,
     make_functional_model,
     ntk_products,
+    select_parameters,
     validate_inputs,
 )
 from lightning_spectral.functional.ntk.per_example_gradient_norms import (
@@ -89,7 +94,7 @@ AUTO_FEW_PROBES_OUTPUTS = 2**16
 AUTO_FEW_PROBES = 2
 """The probes of ``method="auto"`` for sequence-sized outputs (2: the least that gives a standard error)."""
 
-_METHODS = ("auto", "exact", "hutchinson", "hutchpp")
+_METHODS = ("auto", "exact", "hutchinson", "hutchpp", "output_probes")
 
 
 @dataclass(frozen=True)
@@ -160,6 +165,15 @@ def ntk_trace(
     if reduce_fn is not None and not callable(reduce_fn):
         raise TypeError(f"`reduce_fn` must be a callable Tensor -> Tensor or None, got {reduce_fn!r}.")
     num_examples = validate_inputs(inputs)
+    if method == "output_probes":
+        from lightning_spectral.functional.ntk.output_probes import output_probe_trace
+
+        probed = output_probe_trace(
+            model, inputs, num_probes=num_probes, output_fn=output_fn, params=params, generator=generator
+        )
+        local = (probed.trace, probed.std_error**2, num_examples)
+        device = next(iter(select_parameters(model, params).values())).device
+        return _reduced(local, device, reduce_fn, "output_probes", probed.num_outputs)
     fm = make_functional_model(model, output_fn=output_fn, params=params)
     with torch.no_grad():
         num_outputs = fm.example_outputs(fm.params, inputs[0]).numel()
@@ -197,12 +211,19 @@ def ntk_trace(
         )
         trace = torch.tensor(estimate.estimate, dtype=torch.float64)
         variance = estimate.std_error**2
-    method_used = method
-
     device = next(iter(fm.params.values())).device
-    pieces = torch.tensor(
-        [float(trace), float(variance), float(num_examples)], dtype=torch.float64, device=device
-    )
+    return _reduced((float(trace), float(variance), num_examples), device, reduce_fn, method, num_outputs)
+
+
+def _reduced(
+    local: tuple[float, float, int],
+    device: torch.device,
+    reduce_fn: Callable[[Tensor], Tensor] | None,
+    method_used: str,
+    num_outputs: int,
+) -> NTKTrace:
+    """The :class:`NTKTrace` of this process's ``(trace, variance, num_examples)`` summed by ``reduce_fn``."""
+    pieces = torch.tensor([float(v) for v in local], dtype=torch.float64, device=device)
     if reduce_fn is not None:
         pieces = reduce_fn(pieces)
         if not isinstance(pieces, Tensor) or pieces.shape != (3,):
