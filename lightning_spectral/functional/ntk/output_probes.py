@@ -111,18 +111,17 @@ def output_probe_trace(
     total = shard_sum or (lambda partial: partial)
     shards = LocalShards.of(model, params)
     samples = []
-    num_outputs = None
+    shapes: list[torch.Size] = []
+
+    def loss() -> Tensor:
+        out = _outputs(model, inputs, output_fn)
+        shapes.append(out.shape)
+        return (
+            out * rademacher(tuple(out.shape), dtype=out.dtype, device=out.device, generator=generator)
+        ).sum()
+
     for _ in range(num_probes):
-        probe: list[Tensor] = []
-
-        def loss() -> Tensor:
-            out = _outputs(model, inputs, output_fn)
-            u = rademacher(tuple(out.shape), dtype=out.dtype, device=out.device, generator=generator)
-            probe.append(u)
-            return (out * u).sum()
-
         gradients = module_gradients(model, loss, shards.parameters)
-        num_outputs = probe[0].shape[1]
         squared = sum(
             (g.detach().to(torch.float64).square().sum() for g in gradients if g is not None),
             torch.zeros((), dtype=torch.float64, device=shards.layout.device),
@@ -137,5 +136,5 @@ def output_probe_trace(
         std_error=std_error,
         method_used="output_probes",
         num_examples=round(float(reduced[-1])),
-        num_outputs=int(num_outputs),
+        num_outputs=int(shapes[0][1]),
     )
