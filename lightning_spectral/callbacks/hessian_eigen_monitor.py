@@ -14,7 +14,9 @@ al. 2022;
 :mod:`lightning_spectral.functional.hessian.adaptive_preconditioners`). Numerics: :mod:`lightning_spectral.functional`.
 
 Distributed: under DDP the products / traces are reduced over the ranks' shards; under ``ModelParallelStrategy``
-(FSDP2) the same runs on the gathered parameters (:mod:`~lightning_spectral.callbacks._internal.gathered_parameters`).
+(FSDP2) the same runs on the gathered parameters (:mod:`~lightning_spectral.callbacks._internal.gathered_parameters`),
+or, for a model that does not fit gathered, on the shards with finite-difference products
+(``sharded_products``; :mod:`~lightning_spectral.functional.hessian.finite_difference`).
 
 Example::
 
@@ -38,7 +40,11 @@ from lightning_spectral._internal.validation import (
     check_int,
     check_open_unit_interval,
 )
-from lightning_spectral.callbacks._internal.collectives import has_distributed_parameters
+from lightning_spectral.callbacks._internal.collectives import (
+    MeasurementCollectives,
+    has_distributed_parameters,
+)
+from lightning_spectral.callbacks._internal.gathered_parameters import fits_gathered
 from lightning_spectral.callbacks._internal.optimizer_info import first_optimizer, resolved_sgd_settings
 from lightning_spectral.callbacks._internal.parameter_patterns import check_param_spec, checked_param_patterns
 from lightning_spectral.callbacks._internal.training_loss import LossFn, resolve_loss_fn
@@ -53,12 +59,14 @@ from lightning_spectral.functional.hessian.batch_sharpness import (
     batch_sharpness,
     summarized,
 )
+from lightning_spectral.functional.hessian.finite_difference import FiniteDifferenceHessian
 from lightning_spectral.functional.hessian.hvp_graph import HVPGraph
 from lightning_spectral.functional.hessian.operator import HVP_METHODS, HessianOperator
 from lightning_spectral.functional.hessian.spectrum import hessian_density, hessian_eigenvalues, hessian_trace
 from lightning_spectral.linalg import WHICH, Which
 
 MEASUREMENT_MODES = ("eval", "train")
+SHARDED_PRODUCTS = ("auto", "gather", "finite_difference")
 
 
 class HessianEigenMonitor(SpectralMonitor):
@@ -105,6 +113,20 @@ class HessianEigenMonitor(SpectralMonitor):
             are a function of parameters, buffers and batch tensors only (Python control flow is frozen at
             capture); losses that draw random numbers or cannot be captured are measured eagerly, with a
             warning. Default off; no effect on other devices.
+        sharded_products: how a model whose parameters are sharded ``DTensor`` s (``ModelParallelStrategy``,
+            FSDP2's ``fully_shard``) is measured. ``"gather"``: the parameters are gathered whole on every rank
+            for the measurement and the exact products of ``hvp_method`` run as under DDP (memory: one unsharded
+            copy of the model, whole-parameter Lanczos vectors, the gradient graph). ``"finite_difference"``:
+            nothing is gathered; each product is the central difference of two gradients through the strategy's
+            own sharded forward and backward, on vectors sharded like the parameters, with Lanczos' inner
+            products all-reduced (:class:`~lightning_spectral.functional.hessian.finite_difference.FiniteDifferenceHessian`;
+            two forward/backward passes per batch per product; ``hvp_method`` and ``cuda_graphs`` do not apply;
+            accuracy about ``1e-5`` relative in float32 and ``1e-10`` in float64, so a ``tol`` below it is not
+            met: figures in ``benchmarks/RESULTS.md``). ``"auto"`` (default): ``"gather"`` when the parameters fit
+            gathered -- the whole parameters plus ``max_iter + 4`` whole vectors of the measured ones within half
+            the memory available on every rank's device
+            (:func:`~lightning_spectral.callbacks._internal.gathered_parameters.fits_gathered`) -- else
+            ``"finite_difference"``; decided at the first measurement of each fit. No effect on other models.
         batch, seed, strict, max_overhead, name, auto_schedule_budget: see :class:`~lightning_spectral.callbacks.SpectralMonitor`.
     """
 
@@ -146,6 +168,7 @@ class HessianEigenMonitor(SpectralMonitor):
         measurement_mode: str = "eval",
         hvp_method: str = "double_backward",
         cuda_graphs: bool = False,
+        sharded_products: str = "auto",
         batch: Any = None,
         seed: int = 0,
         strict: bool = False,
@@ -180,6 +203,7 @@ class HessianEigenMonitor(SpectralMonitor):
         check_choice("which", which, WHICH)
         check_choice("measurement_mode", measurement_mode, MEASUREMENT_MODES)
         check_choice("hvp_method", hvp_method, HVP_METHODS)
+        check_choice("sharded_products", sharded_products, SHARDED_PRODUCTS)
         check_callable("loss_fn", loss_fn)
         check_param_spec(params)
         check_bool("compute_trace", compute_trace)
@@ -205,6 +229,8 @@ class HessianEigenMonitor(SpectralMonitor):
         self.measurement_mode = measurement_mode
         self.hvp_method = hvp_method
         self.cuda_graphs = cuda_graphs
+        self.sharded_products = sharded_products
+        self._gathers: bool | None = None  # the resolved sharded_products of this fit (True: gather)
         self._hvp_graph = HVPGraph() if cuda_graphs else None
         self._eigenvectors: torch.Tensor | None = None
         self._preconditioned_vector: torch.Tensor | None = None
@@ -216,6 +242,17 @@ class HessianEigenMonitor(SpectralMonitor):
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
         self._params = checked_param_patterns(pl_module, self.params, type(self).__name__)
+        self._gathers = None
+
+    def gathers_parameters(self, pl_module: Any, collectives: MeasurementCollectives) -> bool:
+        """``sharded_products`` resolved (``"auto"``: once per fit, the same on every rank)."""
+        if self._gathers is None:
+            if self.sharded_products == "auto":
+                measured = sum(p.numel() for p in select_parameters(pl_module, self._params).values())
+                self._gathers = fits_gathered(pl_module, measured, self.max_iter + 4, collectives)
+            else:
+                self._gathers = self.sharded_products == "gather"
+        return self._gathers
 
     @override
     def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
@@ -234,19 +271,26 @@ class HessianEigenMonitor(SpectralMonitor):
     def measure(self, trainer: Any, pl_module: Any, batches: list[Any]) -> Mapping[str, float]:
         pl_module.train(self.measurement_mode == "train")
         loss_fn = resolve_loss_fn(pl_module, self.loss_fn)
-        operator = self._operator(pl_module, loss_fn, batches)
+        sharded = has_distributed_parameters(pl_module)  # not gathered: finite differences on the shards
+        operator = (
+            self._sharded_operator(pl_module, loss_fn, batches)
+            if sharded
+            else self._operator(pl_module, loss_fn, batches)
+        )
         # The batch sharpness is the mean over the measurement batches of g_bᵀH_bg_b/‖g_b‖²: the gradients come
         # with the graphs the products build, if asked for before the first product, and each H_b g_b is a pass
         # through batch b's graph (not with CUDA-graph replays, which build no graphs: then separate operators).
         gradients = (
-            operator.batch_gradients() if self.compute_batch_sharpness and self._hvp_graph is None else None
+            operator.batch_gradients()
+            if self.compute_batch_sharpness and (self._hvp_graph is None or sharded)
+            else None
         )
-        generator = self.make_generator(operator.device)
+        generator = self.make_generator(operator.device, per_rank=sharded)
         previous = self._eigenvectors if self.warm_start else None
         if previous is not None and previous.shape[0] != operator.dim:
             previous = None
         result = hessian_eigenvalues(
-            k=min(self.k, operator.dim),
+            k=min(self.k, operator.size),
             which=self.which,
             tol=self.tol,
             max_iter=self.max_iter,
@@ -329,6 +373,15 @@ class HessianEigenMonitor(SpectralMonitor):
             reduce_fn=self.collectives.mean,  # DDP: the Hessian of the loss on the union of the shards
             copy_params=False,  # used and dropped within this hook: nothing steps the model meanwhile
             hvp_graph=self._hvp_graph,
+        )
+
+    def _sharded_operator(
+        self, pl_module: Any, loss_fn: LossFn, batches: list[Any]
+    ) -> FiniteDifferenceHessian:
+        """Finite-difference products through the sharded module: FSDP2's reduce-scatter averages the ranks'
+        gradients (the Hessian of the mean loss of the ranks' shards, as under DDP); inner products all-reduced."""
+        return FiniteDifferenceHessian(
+            pl_module, loss_fn, batches, params=self._params, shard_sum=self.collectives.sum
         )
 
     def _preconditioned_sharpness(

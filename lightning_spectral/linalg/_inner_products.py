@@ -58,11 +58,12 @@ class InnerProducts:
             raise ValueError("`shard_sum` must return a tensor of its argument's shape.")
         return total
 
-    def size(self, dim: int) -> int:
-        """The operator's size: ``dim`` for whole vectors, the sum of the shards' lengths otherwise."""
+    def size(self, dim: int, device: torch.device | str | None = None) -> int:
+        """The operator's size: ``dim`` for whole vectors, the sum of the shards' lengths otherwise (reduced on
+        ``device``, the vectors' device: a NCCL all-reduce needs a CUDA tensor)."""
         if self.shard_sum is None:
             return dim
-        return int(self.total(torch.tensor([float(dim)], dtype=torch.float64)).round())
+        return int(self.total(torch.tensor([float(dim)], dtype=torch.float64, device=device)).round())
 
     def dot(self, a: Tensor, b: Tensor) -> Tensor:
         return self.total(torch.dot(a, b))

@@ -214,7 +214,7 @@ def _lanczos_tridiagonal(
     """
     inner = InnerProducts() if inner is None else inner
     local_dim = v0.shape[0]
-    dim = inner.size(local_dim)
+    dim = inner.size(local_dim, v0.device)
     max_steps = min(max_steps, dim)
     basis = torch.empty(max_steps, local_dim, dtype=v0.dtype, device=v0.device)
     basis[0] = v0 / inner.norm(v0)
@@ -367,7 +367,8 @@ def lanczos(
     check_matvec(matvec)
     inner = InnerProducts(shard_sum)
     local_dim = check_int("dim", dim, 0 if inner.sharded else 1)
-    dim = inner.size(local_dim)
+    start = _resolve_start(local_dim, v0, dtype, device, generator, inner)
+    dim = inner.size(local_dim, start.device)
     k = check_int("k", k, 1)
     if k > dim:
         raise ValueError(f"`k` must satisfy 1 <= k <= dim = {dim}, got {k}.")
@@ -382,7 +383,6 @@ def lanczos(
         raise ValueError(f"`tol` must be a positive finite number, got {tol!r}.")
     if which not in WHICH:
         raise ValueError(f"`which` must be one of {WHICH}, got {which!r}.")
-    start = _resolve_start(local_dim, v0, dtype, device, generator, inner)
     noise = _noise_level(dim, start.dtype)
 
     def thresholds(values: np.ndarray, scale: float) -> np.ndarray:

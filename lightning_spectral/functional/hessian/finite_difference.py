@@ -129,8 +129,8 @@ class FiniteDifferenceHessian:
         self.layout = self.shards.layout
         self.names = self.layout.names
         self.dim = self.layout.dim
-        self.size = self._inner.size(self.dim)
         self.dtype, self.device = self.layout.dtype, self.layout.device
+        self.size = self._inner.size(self.dim, self.device)
         self.num_batches = len(batches)
         self.num_matvecs = 0
         self.num_batch_matvecs = 0
