@@ -235,8 +235,8 @@ class NTKTraceMonitor(SpectralMonitor):
                 f"(sharded_products='sharded', no gathering) does not have: use method='output_probes' (or 'auto', "
                 "which picks it there), or sharded_products='gather' for every method."
             )
-        asked = [name for name, on in (("compute_lambda_max", lambda_max), ("compute_alignment", alignment),
-                                       ("compute_spectrum", spectrum)) if on]  # fmt: skip
+        asked = [f"`{name}`" for name, on in (("compute_lambda_max", lambda_max), ("compute_alignment", alignment),
+                                              ("compute_spectrum", spectrum)) if on]  # fmt: skip
         if asked:
             raise ValueError(
                 f"{', '.join(asked)} need the whole Jacobian (kernel products or the kernel matrix), which the "

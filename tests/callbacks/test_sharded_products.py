@@ -1,0 +1,57 @@
+"""``sharded_products`` (how a sharded FSDP2 model is measured): validated arguments, the NTK monitor's precise
+refusals of what the sharded path cannot measure, and the "auto" rule (gather when the parameters fit) on its
+exact boundary. The sharded measurements themselves run in the two-process FSDP2 tests
+(``test_fsdp2_monitors.py``)."""
+
+from __future__ import annotations
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from lightning_spectral.callbacks import HessianEigenMonitor, NTKTraceMonitor
+from lightning_spectral.callbacks._internal.collectives import MeasurementCollectives
+from lightning_spectral.callbacks._internal.gathered_parameters import (
+    GATHER_MEMORY_FRACTION,
+    available_memory,
+    fits_gathered,
+)
+
+
+def test_sharded_products_is_validated_naming_the_allowed_values():
+    with pytest.raises(ValueError, match="`sharded_products`.*'auto', 'gather', 'finite_difference'"):
+        HessianEigenMonitor(sharded_products="sharded")
+    with pytest.raises(ValueError, match="`sharded_products`.*'auto', 'gather', 'sharded'"):
+        NTKTraceMonitor(sharded_products="finite_difference")
+    assert HessianEigenMonitor(sharded_products="finite_difference").sharded_products == "finite_difference"
+    assert NTKTraceMonitor(sharded_products="sharded", method="output_probes").method == "output_probes"
+
+
+@pytest.mark.parametrize("method", ["exact", "hutchinson", "hutchpp"])
+def test_an_ntk_method_that_needs_whole_parameters_names_the_one_that_runs_sharded(method):
+    with pytest.raises(
+        ValueError, match=f"`method`='{method}'.*method='output_probes'.*sharded_products='gather'"
+    ):
+        NTKTraceMonitor(sharded_products="sharded", method=method)
+
+
+@pytest.mark.parametrize("option", ["compute_lambda_max", "compute_alignment", "compute_spectrum"])
+def test_kernel_quantities_on_the_sharded_path_are_refused_naming_gather(option):
+    with pytest.raises(ValueError, match=f"`{option}`.*sharded_products='gather'"):
+        NTKTraceMonitor(sharded_products="sharded", **{option: True})
+
+
+def test_auto_gathers_exactly_when_the_estimate_fits_in_half_the_available_memory(tmp_path):
+    """Linear(10, 10) in float32: 440 bytes whole; with 4 whole vectors of the 110 measured parameters the
+    estimate is 440 + 4·440 = 2200 bytes, which fits when half the available memory is at least that."""
+    trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, default_root_dir=tmp_path)
+    collectives = MeasurementCollectives(trainer)
+    model = nn.Linear(10, 10)
+    needed = 2200
+    assert GATHER_MEMORY_FRACTION == 0.5
+    assert fits_gathered(model, 110, 4, collectives, available=lambda device: 2 * needed)
+    assert not fits_gathered(model, 110, 4, collectives, available=lambda device: 2 * needed - 1)
+    assert fits_gathered(model.double(), 110, 4, collectives, available=lambda device: 4 * needed)
+    assert not fits_gathered(model.double(), 110, 4, collectives, available=lambda device: 4 * needed - 1)
+    assert available_memory(torch.device("cpu")) > 0
