@@ -104,7 +104,8 @@ def check_strategy_supported(strategy: Any, monitor: str, supports_dtensor_param
     if supports_dtensor_parameters:
         alternative = (
             "Use ModelParallelStrategy (FSDP2's fully_shard in configure_model), whose DTensor parameters this "
-            "monitor gathers, or strategy='ddp'"
+            "monitor measures (gathered, or -- HessianEigenMonitor and NTKTraceMonitor with `sharded_products` -- "
+            "on the shards, for models that do not fit gathered), or strategy='ddp'"
         )
     else:
         alternative = "Use strategy='ddp' (or 'ddp_spawn') for runs you monitor"

@@ -121,8 +121,8 @@ class HessianEigenMonitor(SpectralMonitor):
             own sharded forward and backward, on vectors sharded like the parameters, with Lanczos' inner
             products all-reduced (:class:`~lightning_spectral.functional.hessian.finite_difference.FiniteDifferenceHessian`;
             two forward/backward passes per batch per product; ``hvp_method`` and ``cuda_graphs`` do not apply;
-            accuracy about ``1e-5`` relative in float32 and ``1e-10`` in float64, so a ``tol`` below it is not
-            met: figures in ``benchmarks/RESULTS.md``). ``"auto"`` (default): ``"gather"`` when the parameters fit
+            relative accuracy of order ``u^(2/3)``, ``u`` the unit roundoff of the parameters' dtype, so a ``tol``
+            below it is not met: figures in ``benchmarks/RESULTS.md``, ``fd-hessian-accuracy``). ``"auto"`` (default): ``"gather"`` when the parameters fit
             gathered -- the whole parameters plus ``max_iter + 4`` whole vectors of the measured ones within half
             the memory available on every rank's device
             (:func:`~lightning_spectral.callbacks._internal.gathered_parameters.fits_gathered`) -- else
