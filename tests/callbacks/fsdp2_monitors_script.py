@@ -74,22 +74,21 @@ class Regressor(pl.LightningModule):
         return DataLoader(TensorDataset(x, y), batch_size=BATCH_SIZE)
 
 
+#: The Hessian monitor's settings on both paths.
+HESSIAN = dict(
+    k=2, tol=1e-6, max_iter=40, num_batches=2, compute_trace=True, compute_density=True, strict=True
+)
+
+
 def sharded_monitors(every: int = 1) -> list:
     """The monitors on the sharded path (no gathering), each metric under its own name."""
     return [
         HessianEigenMonitor(
-            k=2,
-            tol=1e-6,
-            max_iter=40,
             every_n_steps=every,
-            num_batches=2,
-            compute_trace=True,
             trace_matvecs=60,
-            compute_density=True,
-            compute_batch_sharpness=True,
             sharded_products="finite_difference",
             name="hessian_sharded",
-            strict=True,
+            **HESSIAN,
         ),
         NTKTraceMonitor(
             every_n_steps=every, num_probes=64, sharded_products="sharded", name="ntk_sharded", strict=True
@@ -99,18 +98,7 @@ def sharded_monitors(every: int = 1) -> list:
 
 def monitors(every: int = 1) -> list:
     return [
-        HessianEigenMonitor(
-            k=2,
-            tol=1e-6,
-            max_iter=40,
-            every_n_steps=every,
-            num_batches=2,
-            compute_trace=True,
-            trace_matvecs=12,
-            compute_density=True,
-            compute_batch_sharpness=True,
-            strict=True,
-        ),
+        HessianEigenMonitor(every_n_steps=every, trace_matvecs=12, **HESSIAN),
         NTKTraceMonitor(every_n_steps=every, method="exact", compute_lambda_max=True, strict=True),
         NTKTraceMonitor(every_n_steps=every, method="hutchinson", name="ntk_probes", strict=True),
         # the exact Hessian trace (trace_matvecs >= P = 86: Hutch++ takes the e_i products), the reference of

@@ -60,7 +60,7 @@ from torch import Tensor, nn
 
 from lightning_spectral.functional._common.module_gradients import LocalShards, module_gradients
 from lightning_spectral.functional._common.parameter_selection import ParamSpec
-from lightning_spectral.functional.hessian.operator import LossFn, _LossOfModel
+from lightning_spectral.functional.hessian.operator import HessianOperator, LossFn, _LossOfModel
 from lightning_spectral.functional.hessian.replayed_randomness import ReplayedRandomness
 from lightning_spectral.linalg._inner_products import InnerProducts, ShardSum
 
@@ -166,15 +166,7 @@ class FiniteDifferenceHessian:
     def _reduced(self, tensor: Tensor) -> Tensor:
         return tensor if self._reduce is None else self._reduce(tensor).detach()
 
-    def _checked(self, v: Tensor) -> Tensor:
-        if not isinstance(v, Tensor) or v.shape != (self.dim,):
-            shape = tuple(v.shape) if isinstance(v, Tensor) else type(v).__name__
-            raise ValueError(f"`v` must be a 1-D tensor of this rank's length dim = {self.dim}, got {shape}.")
-        if v.dtype != self.dtype or v.device != self.device:
-            raise ValueError(
-                f"`v` must have the parameters' dtype {self.dtype} on {self.device}, got {v.dtype} on {v.device}."
-            )
-        return v.detach()
+    _checked = HessianOperator._checked  # `v`: (dim,) in the parameters' dtype and device (dim: this rank's)
 
     def _product(self, v: Tensor, batch: int | None) -> Tensor:
         v = self._checked(v)
