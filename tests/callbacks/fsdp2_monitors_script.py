@@ -80,27 +80,37 @@ HESSIAN = dict(
 )
 
 
-def sharded_monitors(every: int = 1) -> list:
-    """The monitors on the sharded path (no gathering), each metric under its own name."""
+def sharded_monitors(every: int = 1, suffix: str = "_sharded") -> list:
+    """The monitors on the sharded path (no gathering), logging under ``spectral/hessian<suffix>/`` and
+    ``spectral/ntk<suffix>/`` (``suffix=""``: the default names, which the stopping presets read)."""
     return [
         HessianEigenMonitor(
             every_n_steps=every,
             trace_matvecs=60,
             sharded_products="finite_difference",
-            name="hessian_sharded",
+            name=f"hessian{suffix}" if suffix else None,
             **HESSIAN,
         ),
         NTKTraceMonitor(
-            every_n_steps=every, num_probes=64, sharded_products="sharded", name="ntk_sharded", strict=True
+            every_n_steps=every,
+            num_probes=64,
+            sharded_products="sharded",
+            name=f"ntk{suffix}" if suffix else None,
+            strict=True,
         ),
     ]
 
 
-def monitors(every: int = 1) -> list:
+def monitors(every: int = 1, suffix: str = "") -> list:
+    """The monitors on the gathered path (``sharded_products="auto"``: this model fits), logging under
+    ``spectral/<name><suffix>/``."""
+    named = (lambda name: f"{name}{suffix}") if suffix else (lambda name: None)
     return [
-        HessianEigenMonitor(every_n_steps=every, trace_matvecs=12, **HESSIAN),
-        NTKTraceMonitor(every_n_steps=every, method="exact", compute_lambda_max=True, strict=True),
-        NTKTraceMonitor(every_n_steps=every, method="hutchinson", name="ntk_probes", strict=True),
+        HessianEigenMonitor(every_n_steps=every, trace_matvecs=12, name=named("hessian"), **HESSIAN),
+        NTKTraceMonitor(
+            every_n_steps=every, method="exact", compute_lambda_max=True, name=named("ntk"), strict=True
+        ),
+        NTKTraceMonitor(every_n_steps=every, method="hutchinson", name=f"ntk_probes{suffix}", strict=True),
         # the exact Hessian trace (trace_matvecs >= P = 86: Hutch++ takes the e_i products), the reference of
         # the sharded path's stochastic one
         HessianEigenMonitor(
@@ -109,7 +119,7 @@ def monitors(every: int = 1) -> list:
             compute_trace=True,
             trace_matvecs=100,
             compute_batch_sharpness=False,
-            name="hessian_exact_trace",
+            name=f"hessian_exact_trace{suffix}",
             strict=True,
         ),  # fmt: skip
     ]
@@ -177,7 +187,8 @@ def main(mode: str, out_dir: str) -> None:
                 SpectralEarlyStopping.stochastic_edge_of_stability(threshold=1e6),
                 SpectralEarlyStopping.sharpness_spike(factor=1e6),
             ]
-            callbacks = [*monitors(), *sharded_monitors(), *stoppers, record]
+            # the stopping presets read the sharded path's metrics (its monitors under the default names)
+            callbacks = [*monitors(suffix="_gathered"), *sharded_monitors(suffix=""), *stoppers, record]
         trainer = two_process_trainer(out_dir, callbacks, strategy=fsdp2(), max_steps=2 * MAX_STEPS)
         trainer.fit(Regressor(lr=0.2))
     elif mode == "fail":

@@ -82,7 +82,7 @@ def test_the_loss_curve_under_fsdp2_is_unchanged_by_the_monitors(tmp_path):
     measured = run("losses", tmp_path / "measured")
     bare = run("losses-bare", tmp_path / "bare")
     for rank in (0, 1):
-        for path in ("", "_sharded"):  # both paths measured in the same fit
+        for path in ("", "_gathered"):  # both paths in the same fit (the sharded one under the default names)
             assert f"spectral/hessian{path}/eos_ratio" in measured[rank]["metrics"]  # lr > 0: the SGD limit
             assert f"spectral/ntk{path}/sgd_stability" in measured[rank]["metrics"]
         assert (
