@@ -5,6 +5,7 @@ is importable from here and from its domain."""
 
 from lightning_spectral.functional.hessian import (
     BatchSharpness,
+    FiniteDifferenceHessian,
     HessianEigenResult,
     HessianOperator,
     HVPGraph,
@@ -33,6 +34,7 @@ from lightning_spectral.functional.ntk import (
     ntk_operator,
     ntk_trace,
     offdiagonal_alignment,
+    output_probe_trace,
     sgd_stability,
 )
 from lightning_spectral.functional.weights import (
@@ -52,6 +54,7 @@ from lightning_spectral.functional.weights import (
 __all__ = [
     "BatchSharpness",
     "FarmsFit",
+    "FiniteDifferenceHessian",
     "HessianEigenResult",
     "HessianOperator",
     "HVPGraph",
@@ -81,6 +84,7 @@ __all__ = [
     "ntk_operator",
     "ntk_trace",
     "offdiagonal_alignment",
+    "output_probe_trace",
     "power_law_alpha",
     "rmsprop_preconditioner",
     "sgd_stability",
