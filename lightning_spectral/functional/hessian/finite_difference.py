@@ -29,6 +29,13 @@ in train mode) are restored after every evaluation; random layers replay one ran
 ``θ − εv`` see the same dropout masks. Memory beyond a training step: the copy of the local shards and a few
 shard-sized vectors.
 
+Why not an exact product on the shards. FSDP2 all-gathers a layer's parameters into plain unsharded tensors
+outside autograd (the graph starts at those, not at the shards) and reduce-scatters their gradients in hooks
+after the backward, outside the graph, while resharding frees the unsharded tensors after each use. A double
+backward (or forward-over-reverse) needs the unsharded parameters of every layer alive for the second pass and
+the reduction inside the graph: the whole unsharded model on each rank, which is the gathered path
+(``sharded_products="gather"``), not a sharded one.
+
 Distributed: under FSDP2 the reduce-scatter averages the ranks' gradients, so the product is that of the Hessian
 of the mean of the ranks' losses (the convention of the DDP path), with no further reduction; ``shard_sum``
 (the all-reduce sum over the ranks) gives the norms of ``θ`` and ``v`` and, passed on to
