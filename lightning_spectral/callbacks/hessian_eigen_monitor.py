@@ -122,9 +122,9 @@ class HessianEigenMonitor(SpectralMonitor):
             products all-reduced (:class:`~lightning_spectral.functional.hessian.finite_difference.FiniteDifferenceHessian`;
             two forward/backward passes per batch per product; ``hvp_method`` and ``cuda_graphs`` do not apply;
             relative accuracy of order ``u^(2/3)``, ``u`` the unit roundoff of the parameters' dtype, so a ``tol``
-            below it is not met: figures in ``benchmarks/RESULTS.md``, ``fd-hessian-accuracy``). ``"auto"`` (default): ``"gather"`` when the parameters fit
-            gathered -- the whole parameters plus ``max_iter + 4`` whole vectors of the measured ones within half
-            the memory available on every rank's device
+            below it is not met: figures in ``benchmarks/RESULTS.md``, ``fd-hessian-accuracy``). ``"auto"``
+            (default): ``"gather"`` when the parameters fit gathered -- the whole parameters plus ``max_iter + 4``
+            whole vectors of the measured ones within half the memory available on every rank's device
             (:func:`~lightning_spectral.callbacks._internal.gathered_parameters.fits_gathered`) -- else
             ``"finite_difference"``; decided at the first measurement of each fit. No effect on other models.
         batch, seed, strict, max_overhead, name, auto_schedule_budget: see :class:`~lightning_spectral.callbacks.SpectralMonitor`.
