@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 import pytorch_lightning as pl
 import torch
+from spectral_testing.models import TinyClassifier, trainer_kwargs
 from torch import nn
 
 from lightning_spectral.callbacks import HessianEigenMonitor, NTKTraceMonitor
@@ -55,3 +56,26 @@ def test_auto_gathers_exactly_when_the_estimate_fits_in_half_the_available_memor
     assert fits_gathered(model.double(), 110, 4, collectives, available=lambda device: 4 * needed)
     assert not fits_gathered(model.double(), 110, 4, collectives, available=lambda device: 4 * needed - 1)
     assert available_memory(torch.device("cpu")) > 0
+
+
+def test_sharded_products_has_no_effect_on_a_model_that_is_not_sharded(tmp_path):
+    """One process, plain parameters: the sharded path never runs (the exact products, the per-example NTK),
+    whatever ``sharded_products`` says; the NTK's ``output_probes`` runs there too, through the module's backward."""
+
+    def fit(*monitors):
+        trainer = pl.Trainer(**trainer_kwargs(tmp_path, max_steps=1, callbacks=list(monitors)))
+        torch.manual_seed(0)
+        trainer.fit(TinyClassifier(shuffle=False))
+        return {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("spectral/")}
+
+    settings = dict(every_n_steps=1, strict=True)
+    default = fit(HessianEigenMonitor(**settings), NTKTraceMonitor(**settings))
+    chosen = fit(
+        HessianEigenMonitor(sharded_products="finite_difference", **settings),
+        NTKTraceMonitor(sharded_products="sharded", **settings),  # "auto" then resolves as on any plain model
+        NTKTraceMonitor(method="output_probes", num_probes=2, name="ntk_probes", **settings),
+    )
+    for key in ("spectral/hessian/lambda_1", "spectral/hessian/batch_sharpness", "spectral/ntk/trace"):
+        assert chosen[key] == default[key], key
+    assert "spectral/ntk/trace_std_error" not in chosen  # the exact per-example trace ran, not output probes
+    assert chosen["spectral/ntk_probes/trace_std_error"] > 0
