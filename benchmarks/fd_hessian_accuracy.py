@@ -123,12 +123,16 @@ Setting: see the module docstring (central differences ``(g(θ+εv) − g(θ−�
 
 {markdown_table(header, rows)}
 
-Reading: the products reach about ``u^(2/3)`` relative (``1e-5``–``1e-4`` in float32, ``1e-10``–``1e-9`` in float64)
-where the loss is smooth; λ_1 and λ_2 carry the same order of error. A ReLU network's gradient has kinks: a step
-that crosses one for some example changes that example's contribution, and the error grows with the share of
-examples whose pre-activations lie within ``ε‖v‖`` of zero. Lanczos' ``tol`` below the products' accuracy cannot
-be met (the run stops at ``max_iter``, with the eigenvalues still at that accuracy). In the two-process FSDP2
-test (float32, tanh MLP) λ_1, λ_2 and the batch sharpness agree with DDP's exact products within about 2e-5.
+Reading: on a smooth loss (the tanh MLP) the products reach about ``u^(2/3)`` relative and λ_1, λ_2 carry the
+same order of error; a Lanczos ``tol`` below that cannot be met (the run stops at ``max_iter``, the eigenvalues
+still at that accuracy). In the two-process FSDP2 test (float32, tanh MLP) λ_1, λ_2 and the batch sharpness agree
+with DDP's exact products within about 2e-5. **ReLU networks are piecewise linear**: a step ``±εv`` that moves
+some example's pre-activation across zero changes the gradient by a jump, and the difference quotient carries
+``jump/2ε``, errors of order one. In float32 (``ε‖v‖ = u^(1/3)(1 + ‖θ‖)`` ≈ 0.03 here) random vectors already
+cross kinks (product errors above 1, λ errors of 4–9 %); in float64 random vectors did not, but the basis vectors
+(asymmetry column) and the thousands of products of these Lanczos runs did (the CNN's λ_1 off by a factor 6). The
+finite-difference path is for smooth activations (tanh, GELU, SiLU, softplus); the monitor warns on ReLU-family
+modules, and `sharded_products="gather"` (exact products) is the way for a ReLU model that fits gathered.
 """
     write_section("fd-hessian-accuracy", body)
     print(body)

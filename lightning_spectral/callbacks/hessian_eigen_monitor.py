@@ -67,6 +67,11 @@ from lightning_spectral.linalg import WHICH, Which
 
 MEASUREMENT_MODES = ("eval", "train")
 SHARDED_PRODUCTS = ("auto", "gather", "finite_difference")
+#: Layers whose kinks make finite-difference Hessian products unreliable (the sharded path warns on them).
+PIECEWISE_LINEAR = (
+    torch.nn.ReLU, torch.nn.ReLU6, torch.nn.LeakyReLU, torch.nn.PReLU, torch.nn.RReLU, torch.nn.Hardtanh,
+    torch.nn.Hardswish, torch.nn.Hardsigmoid, torch.nn.MaxPool1d, torch.nn.MaxPool2d, torch.nn.MaxPool3d,
+)  # fmt: skip
 
 
 class HessianEigenMonitor(SpectralMonitor):
@@ -122,7 +127,8 @@ class HessianEigenMonitor(SpectralMonitor):
             products all-reduced (:class:`~lightning_spectral.functional.hessian.finite_difference.FiniteDifferenceHessian`;
             two forward/backward passes per batch per product; ``hvp_method`` and ``cuda_graphs`` do not apply;
             relative accuracy of order ``u^(2/3)``, ``u`` the unit roundoff of the parameters' dtype, so a ``tol``
-            below it is not met: figures in ``benchmarks/RESULTS.md``, ``fd-hessian-accuracy``). ``"auto"``
+            below it is not met, on smooth activations only: a ReLU-family network's kinks make the differences
+            unreliable, warned once; figures in ``benchmarks/RESULTS.md``, ``fd-hessian-accuracy``). ``"auto"``
             (default): ``"gather"`` when the parameters fit gathered -- the whole parameters plus ``max_iter + 4``
             whole vectors of the measured ones within half the memory available on every rank's device
             (:func:`~lightning_spectral.callbacks._internal.gathered_parameters.fits_gathered`) -- else
@@ -237,6 +243,7 @@ class HessianEigenMonitor(SpectralMonitor):
         self._params = params
         self._warned_no_limit = False
         self._warned_sharded_moments = False
+        self._warned_kinks = False
 
     @override
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
@@ -380,6 +387,15 @@ class HessianEigenMonitor(SpectralMonitor):
     ) -> FiniteDifferenceHessian:
         """Finite-difference products through the sharded module: FSDP2's reduce-scatter averages the ranks'
         gradients (the Hessian of the mean loss of the ranks' shards, as under DDP); inner products all-reduced."""
+        kinked = sorted({type(m).__name__ for m in pl_module.modules() if isinstance(m, PIECEWISE_LINEAR)})
+        if kinked and not self._warned_kinks:
+            self._warned_kinks = True
+            rank_zero_warn(
+                f"HessianEigenMonitor: sharded_products='finite_difference' on a model with {', '.join(kinked)}: "
+                "finite differences of the gradient cross the kinks of piecewise-linear layers, which can make the "
+                "products wrong by orders of magnitude (benchmarks/RESULTS.md, fd-hessian-accuracy). The path is "
+                "meant for smooth activations; use sharded_products='gather' (exact products) if the model fits."
+            )
         return FiniteDifferenceHessian(
             pl_module, loss_fn, batches, params=self._params, shard_sum=self.collectives.sum
         )

@@ -79,3 +79,27 @@ def test_sharded_products_has_no_effect_on_a_model_that_is_not_sharded(tmp_path)
         assert chosen[key] == default[key], key
     assert "spectral/ntk/trace_std_error" not in chosen  # the exact per-example trace ran, not output probes
     assert chosen["spectral/ntk_probes/trace_std_error"] > 0
+
+
+def test_the_finite_difference_path_warns_once_on_piecewise_linear_layers(tmp_path):
+    """ReLU kinks make central differences of the gradient unreliable (RESULTS.md, fd-hessian-accuracy): the
+    sharded path's operator is built with a warning naming the layers, once; a smooth model builds it silently."""
+    import warnings
+
+    trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, default_root_dir=tmp_path)
+    batches = [(torch.randn(4, 3), torch.randn(4, 1))]
+
+    def loss_fn(model, batch):
+        return ((model(batch[0]) - batch[1]) ** 2).mean()
+
+    monitor = HessianEigenMonitor(sharded_products="finite_difference")
+    monitor._collectives = MeasurementCollectives(trainer)  # as inside a measurement
+    relu = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 1))
+    with pytest.warns(UserWarning, match=r"model with ReLU: finite differences .* sharded_products='gather'"):
+        monitor._sharded_operator(relu, loss_fn, batches)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        monitor._sharded_operator(relu, loss_fn, batches)  # once
+        smooth = HessianEigenMonitor(sharded_products="finite_difference")
+        smooth._collectives = monitor._collectives
+        smooth._sharded_operator(nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1)), loss_fn, batches)

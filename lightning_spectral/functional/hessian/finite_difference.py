@@ -21,6 +21,15 @@ exact Hessian's eigenvalues, in float32 and float64) is measured in ``benchmarks
 (``fd-hessian-accuracy``) and tested (``tests/functional/test_finite_difference_hessian.py``). The products are
 symmetric only to that accuracy, so Lanczos' eigenvalues carry it too; tolerances below it cannot be met.
 
+Smooth losses only. The error terms above assume a loss three times differentiable along ``v``. A piecewise-linear
+network (ReLU, LeakyReLU, hard-tanh, max-pooling) has a gradient with jumps where a pre-activation crosses a
+kink: when ``θ ± εv`` lands on the other side of one for some example, the difference quotient gains that
+example's jump divided by ``2ε``, an error of order one or larger however small the true curvature. The chance
+grows with ``ε`` and with the number of pre-activations near zero, so float32 (the larger ``ε``) is hit first.
+Use this operator on smooth activations (tanh, GELU, SiLU, softplus); for a piecewise-linear model the exact
+products of :class:`~lightning_spectral.functional.hessian.operator.HessianOperator` on whole parameters are
+the way.
+
 The parameters are moved in place (the local shards, which the next forward's all-gather reads) and restored
 bit-exactly from a copy of the shards after every product; ``.grad`` is set aside and put back by identity
 (:func:`~lightning_spectral.functional._common.module_gradients.module_gradients`); buffers (BatchNorm statistics
