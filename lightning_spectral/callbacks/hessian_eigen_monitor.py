@@ -296,6 +296,10 @@ class HessianEigenMonitor(SpectralMonitor):
         previous = self._eigenvectors if self.warm_start else None
         if previous is not None and previous.shape[0] != operator.dim:
             previous = None
+        if sharded:  # every rank warm-starts or none does (a rank's stored shard may not fit after a resume)
+            missing = torch.tensor([float(previous is None)], dtype=torch.float64, device=operator.device)
+            if float(self.collectives.sum(missing)[0]) > 0:
+                previous = None
         result = hessian_eigenvalues(
             k=min(self.k, operator.size),
             which=self.which,

@@ -146,7 +146,10 @@ def warm_start_vector(v0: Tensor, operator: Operator, generator: torch.Generator
         raise ValueError(f"`v0` must have shape ({operator.dim},) or ({operator.dim}, j), got {shape}.")
     v0 = v0.detach().to(dtype=operator.dtype, device=operator.device)
     warm = v0.sum(dim=1) if v0.ndim == 2 else v0
-    if not (bool(torch.isfinite(warm).all()) and float(warm.norm()) > 0):
+    # over every shard for a sharded operator: each rank decides the same
+    checks = torch.stack([(~torch.isfinite(warm)).sum().double(), warm.double().square().sum()])
+    nonfinite, squared = (checks if operator.shard_sum is None else operator.shard_sum(checks)).tolist()
+    if nonfinite > 0 or not squared > 0:
         raise ValueError("`v0` must be a finite warm start whose columns do not sum to zero.")
     return guarded_start(warm, generator, shard_sum=operator.shard_sum)
 
