@@ -8,8 +8,10 @@ Run from the repository root (a few minutes on 2 cores; writes the ``fsdp2-memor
 Each strategy runs in its own two-process fit (``--worker <strategy> <json>``, relaunched by Lightning for
 rank 1): an MLP 256→W→W→W→10 (W = 2048, float32, each Linear and the module ``fully_shard``-ed under FSDP2),
 SGD, batches of 64 random examples, 3 steps; ``HessianEigenMonitor(k=1, max_matvecs=20, tol=1e-12,
-compute_batch_sharpness=False)`` (at most 20 double-backward products, the default ``hvp_method``; the
-number run is in the table) at steps 1 and 2.
+compute_batch_sharpness=False)`` (at most 20 products; the number run is in the table) at steps 1 and 2: under
+FSDP2 once with ``sharded_products="gather"`` (double-backward products on the gathered parameters, the default
+``hvp_method``) and once with ``sharded_products="finite_difference"`` (central differences of two gradients
+through FSDP2's sharded forward/backward, Lanczos vectors sharded), under DDP with double-backward products.
 Peak: the RSS high-water mark (``VmHWM``, reset through ``/proc/self/clear_refs`` just before) above the RSS
 just before, around each training step (``on_train_batch_start`` → ``on_train_batch_end``: forward, backward,
 optimizer step) and around each measurement; the largest over steps 2–3 and over the two measurements.
@@ -38,6 +40,11 @@ from lightning_spectral.callbacks import HessianEigenMonitor
 
 WIDTH, BATCH, STEPS = 2048, 64, 3
 COMMAND = "python -m benchmarks.bench_fsdp2_memory"
+LABELS = {
+    "fsdp2": "FSDP2, sharded_products='gather'",
+    "fsdp2-sharded": "FSDP2, sharded_products='finite_difference'",
+    "ddp": "ddp",
+}
 
 
 class MLP(pl.LightningModule):
@@ -104,10 +111,10 @@ class StepPeaks(pl.Callback):
 
 
 class MeasuredHessian(HessianEigenMonitor):
-    def __init__(self) -> None:
+    def __init__(self, sharded_products: str = "gather") -> None:
         super().__init__(
             k=1, max_matvecs=20, tol=1e-12, every_n_steps=1, at_train_start=False, compute_batch_sharpness=False,
-            compute_preconditioned=False, strict=True,
+            compute_preconditioned=False, strict=True, sharded_products=sharded_products,
         )  # fmt: skip
         self.peaks: list[float] = []
 
@@ -146,10 +153,11 @@ def worker(strategy_name: str, path: str) -> None:
 
     strategy = (
         ModelParallelStrategy(data_parallel_size=2, tensor_parallel_size=1)
-        if strategy_name == "fsdp2"
+        if strategy_name.startswith("fsdp2")
         else "ddp"
     )
-    steps, monitor = StepPeaks(), MeasuredHessian()
+    sharded_products = "finite_difference" if strategy_name == "fsdp2-sharded" else "gather"
+    steps, monitor = StepPeaks(), MeasuredHessian(sharded_products)
     trainer = pl.Trainer(
         accelerator="cpu", devices=2, strategy=strategy, max_steps=STEPS, logger=False, enable_progress_bar=False,
         enable_model_summary=False, enable_checkpointing=False, callbacks=[steps, monitor, Save(path, steps, monitor)],
@@ -165,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
 
     rows = []
     with tempfile.TemporaryDirectory() as folder:
-        for strategy in ("fsdp2", "ddp"):
+        for strategy in ("fsdp2", "fsdp2-sharded", "ddp"):
             with socket.socket() as sock:
                 sock.bind(("127.0.0.1", 0))
                 port = sock.getsockname()[1]
@@ -181,7 +189,7 @@ def main(argv: list[str] | None = None) -> None:
                 r = json.loads(Path(f"{path}.rank{rank}").read_text())
                 rows.append(
                     [
-                        "ModelParallelStrategy (FSDP2)" if strategy == "fsdp2" else "ddp",
+                        LABELS[strategy],
                         rank,
                         f"{r['num_parameters']:,}",
                         r["parameters_local_mib"],
@@ -193,24 +201,26 @@ def main(argv: list[str] | None = None) -> None:
                     ]
                 )
     header = [
-        "strategy", "rank", "P", "parameters held [MiB]", "whole parameters [MiB]", "step peak [MiB]",
-        "Hessian measurement peak [MiB]", "measurement / step", "HVPs",
+        "strategy (FSDP2: ModelParallelStrategy)", "rank", "P", "parameters held [MiB]", "whole parameters [MiB]",
+        "step peak [MiB]", "Hessian measurement peak [MiB]", "measurement / step", "HVPs",
     ]  # fmt: skip
     body = f"""## FSDP2: peak memory of a sharded Hessian measurement (`benchmarks/bench_fsdp2_memory.py`)
 
 Command: `{COMMAND}` (interpreter `{sys.executable}`). Machine: {machine_description()}; 1 torch thread per rank,
 2 CPU processes (gloo). Setting: see the module docstring (MLP 256→{WIDTH}→{WIDTH}→{WIDTH}→10, batch {BATCH} per rank,
-λ_1 by double-backward products on the gathered parameters). Peaks are RSS high-water marks above the RSS
-before the phase (freed memory returned to the OS first; step: forward, backward, SGD step).
+λ_1 by at most 20 products: gathered double backward, or finite differences on the shards). Peaks are RSS
+high-water marks above the RSS before the phase (freed memory returned to the OS first; step: forward, backward,
+SGD step).
 
 {markdown_table(header, rows)}
 
-Reading: the measurement gathers the whole parameters on every rank (one unsharded copy on top of the shards) and
-then costs what it costs under DDP (the gradient graph of double backward, Lanczos' basis of whole-parameter
-vectors): its peak is that of the DDP measurement, set by the whole model, not by the shard. (The FSDP2 step's
-peak is above DDP's here: its all-gather and reduce-scatter buffers, on a model small for sharding.) A model
-whose parameters do not fit gathered on one rank cannot be measured this way (the sharded finite-difference
-path is not built, see the README).
+Reading: `gather` gathers the whole parameters on every rank (one unsharded copy on top of the shards) and then
+costs what the measurement costs under DDP (the gradient graph of double backward, Lanczos' basis of
+whole-parameter vectors): its peak is set by the whole model, not by the shard. `finite_difference` gathers
+nothing: each product is two of FSDP2's own forward/backward passes, and its extra memory is a copy of the local
+shards, Lanczos' basis of shard-sized vectors and a few shard-sized vectors, so its peak is that of a training
+step plus shard-sized vectors, for a model of any size. (The FSDP2 step's peak is above DDP's here: its all-gather
+and reduce-scatter buffers, on a model small for sharding.)
 """
     write_section("fsdp2-memory", body)
     print(body)

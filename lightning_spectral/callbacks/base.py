@@ -82,7 +82,8 @@ def check_strategy_supported(strategy: Any, monitor: str, supports_dtensor_param
     if supports_dtensor_parameters:
         alternative = (
             "Use ModelParallelStrategy (FSDP2's fully_shard in configure_model), whose DTensor parameters this "
-            "monitor gathers, or strategy='ddp'"
+            "monitor measures (gathered, or -- HessianEigenMonitor and NTKTraceMonitor with `sharded_products` -- "
+            "on the shards, for models that do not fit gathered), or strategy='ddp'"
         )
     else:
         alternative = "Use strategy='ddp' (or 'ddp_spawn') for runs you monitor"
@@ -331,10 +332,14 @@ class SpectralMonitor(Callback):
         """How many measurements this monitor has completed (across resumes)."""
         return self._num_measurements
 
-    def make_generator(self, device: torch.device | str) -> torch.Generator:
-        """A generator of the monitor's own, seeded by ``seed`` and the measurement count (reproducible)."""
+    def make_generator(self, device: torch.device | str, per_rank: bool = False) -> torch.Generator:
+        """A generator of the monitor's own, seeded by ``seed`` and the measurement count (reproducible); with
+        ``per_rank`` also by the global rank, for the shards of a random vector that each rank draws (sharded
+        vectors: equal draws on every rank would make the shards repeat one another).
+        """
         generator = torch.Generator(device=torch.device(device))
-        generator.manual_seed(self.seed * 1_000_003 + self._num_measurements)
+        rank = self._collectives.rank if per_rank and self._collectives is not None else 0
+        generator.manual_seed(self.seed * 1_000_003 + self._num_measurements + rank * 7_919)
         return generator
 
     def log_histogram(self, trainer: pl.Trainer, name: str, values: torch.Tensor) -> None:
@@ -572,7 +577,15 @@ class SpectralMonitor(Callback):
         """
         if not (self.measures_gathered_parameters and has_distributed_parameters(pl_module)):
             return contextlib.nullcontext()
+        if not self.gathers_parameters(pl_module, collectives):
+            return contextlib.nullcontext()  # the sharded path: measure() meets the DTensor shards
         return self._gathered(pl_module, collectives)
+
+    def gathers_parameters(self, pl_module: Any, collectives: MeasurementCollectives) -> bool:
+        """Whether a measurement of a sharded (``DTensor``) model runs on the gathered parameters (default) or
+        on the shards (a subclass with a sharded path, deciding the same on every rank).
+        """
+        return True
 
     @contextlib.contextmanager
     def _gathered(self, pl_module: pl.LightningModule, collectives: MeasurementCollectives) -> Iterator[None]:

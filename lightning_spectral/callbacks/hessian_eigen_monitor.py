@@ -19,7 +19,11 @@ from lightning_spectral._internal.validation import (
     check_int,
     check_open_unit_interval,
 )
-from lightning_spectral.callbacks._internal.collectives import has_distributed_parameters
+from lightning_spectral.callbacks._internal.collectives import (
+    MeasurementCollectives,
+    has_distributed_parameters,
+)
+from lightning_spectral.callbacks._internal.gathered_parameters import fits_gathered
 from lightning_spectral.callbacks._internal.optimizer_info import first_optimizer, resolved_sgd_settings
 from lightning_spectral.callbacks._internal.parameter_patterns import (
     check_param_spec,
@@ -38,6 +42,7 @@ from lightning_spectral.functional.hessian.batch_sharpness import (
     batch_sharpness,
     summarized,
 )
+from lightning_spectral.functional.hessian.finite_difference import FiniteDifferenceHessian
 from lightning_spectral.functional.hessian.hvp_graph import HVPGraph
 from lightning_spectral.functional.hessian.operator import HVP_METHODS, HessianOperator, HVPMethod
 from lightning_spectral.functional.hessian.spectrum import hessian_density, hessian_eigenvalues, hessian_trace
@@ -48,6 +53,12 @@ MeasurementMode = Literal["eval", "train"]
 MEASUREMENT_MODES: tuple[MeasurementMode, ...] = get_args(MeasurementMode)
 #: The default residual tolerance; ``eigenvalue_tol`` applies only at this ``tol`` or a looser one.
 DEFAULT_TOL = 1e-3
+SHARDED_PRODUCTS = ("auto", "gather", "finite_difference")
+#: Layers whose kinks make finite-difference Hessian products unreliable (the sharded path warns on them).
+PIECEWISE_LINEAR = (
+    torch.nn.ReLU, torch.nn.ReLU6, torch.nn.LeakyReLU, torch.nn.PReLU, torch.nn.RReLU, torch.nn.Hardtanh,
+    torch.nn.Hardswish, torch.nn.Hardsigmoid, torch.nn.MaxPool1d, torch.nn.MaxPool2d, torch.nn.MaxPool3d,
+)  # fmt: skip
 
 
 class HessianEigenMonitor(SpectralMonitor):
@@ -67,7 +78,9 @@ class HessianEigenMonitor(SpectralMonitor):
     :mod:`lightning_spectral.functional.hessian.adaptive_preconditioners`). Numerics: :mod:`lightning_spectral.functional`.
 
     Distributed: under DDP the products / traces are reduced over the ranks' shards; under ``ModelParallelStrategy``
-    (FSDP2) the same runs on the gathered parameters (:mod:`~lightning_spectral.callbacks._internal.gathered_parameters`).
+    (FSDP2) the same runs on the gathered parameters (:mod:`~lightning_spectral.callbacks._internal.gathered_parameters`),
+    or, for a model that does not fit gathered, on the shards with finite-difference products
+    (``sharded_products``; :mod:`~lightning_spectral.functional.hessian.finite_difference`).
 
     Args:
         k: how many eigenvalues (``lambda_1 .. lambda_k``).
@@ -121,6 +134,21 @@ class HessianEigenMonitor(SpectralMonitor):
             are a function of parameters, buffers and batch tensors only (Python control flow is frozen at
             capture); losses that draw random numbers or cannot be captured are measured eagerly, with a
             warning. Default off; no effect on other devices.
+        sharded_products: how a model whose parameters are sharded ``DTensor`` s (``ModelParallelStrategy``,
+            FSDP2's ``fully_shard``) is measured. ``"gather"``: the parameters are gathered whole on every rank
+            for the measurement and the exact products of ``hvp_method`` run as under DDP (memory: one unsharded
+            copy of the model, whole-parameter Lanczos vectors, the gradient graph). ``"finite_difference"``:
+            nothing is gathered; each product is the central difference of two gradients through the strategy's
+            own sharded forward and backward, on vectors sharded like the parameters, with Lanczos' inner
+            products all-reduced (:class:`~lightning_spectral.functional.hessian.finite_difference.FiniteDifferenceHessian`;
+            two forward/backward passes per batch per product; ``hvp_method`` and ``cuda_graphs`` do not apply;
+            relative accuracy of order ``u^(2/3)``, ``u`` the unit roundoff of the parameters' dtype, so a ``tol``
+            below it is not met, on smooth activations only: a ReLU-family network's kinks make the differences
+            unreliable, warned once; figures in ``benchmarks/RESULTS.md``, ``fd-hessian-accuracy``). ``"auto"``
+            (default): ``"gather"`` when the parameters fit gathered -- the whole parameters plus ``max_matvecs + 4``
+            whole vectors of the measured ones within half the memory available on every rank's device
+            (:func:`~lightning_spectral.callbacks._internal.gathered_parameters.fits_gathered`) -- else
+            ``"finite_difference"``; decided at the first measurement of each fit. No effect on other models.
         batch, seed, strict, max_overhead, name, auto_schedule_budget: see :class:`~lightning_spectral.callbacks.SpectralMonitor`.
 
     Raises:
@@ -178,6 +206,7 @@ class HessianEigenMonitor(SpectralMonitor):
         measurement_mode: MeasurementMode = "eval",
         hvp_method: HVPMethod = "double_backward",
         cuda_graphs: bool = False,
+        sharded_products: str = "auto",
         batch: Any = None,
         seed: int = 0,
         strict: bool = False,
@@ -214,6 +243,7 @@ class HessianEigenMonitor(SpectralMonitor):
         check_choice("which", which, WHICH)
         check_choice("measurement_mode", measurement_mode, MEASUREMENT_MODES)
         check_choice("hvp_method", hvp_method, HVP_METHODS)
+        check_choice("sharded_products", sharded_products, SHARDED_PRODUCTS)
         check_callable("loss_fn", loss_fn)
         check_param_spec(params)
         check_param_spec(include, "include")
@@ -245,12 +275,15 @@ class HessianEigenMonitor(SpectralMonitor):
         self.measurement_mode = measurement_mode
         self.hvp_method = hvp_method
         self.cuda_graphs = cuda_graphs
+        self.sharded_products = sharded_products
+        self._gathers: bool | None = None  # the resolved sharded_products of this fit (True: gather)
         self._hvp_graph = HVPGraph() if cuda_graphs else None
         self._eigenvectors: torch.Tensor | None = None
         self._preconditioned_vector: torch.Tensor | None = None
         self._params = include
         self._warned_no_limit = False
         self._warned_sharded_moments = False
+        self._warned_kinks = False
 
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -262,6 +295,18 @@ class HessianEigenMonitor(SpectralMonitor):
             exclude=self.exclude,
             argument=self._include_argument,
         )
+        self._gathers = None
+
+    @override
+    def gathers_parameters(self, pl_module: pl.LightningModule, collectives: MeasurementCollectives) -> bool:
+        """``sharded_products`` resolved (``"auto"``: once per fit, the same on every rank)."""
+        if self._gathers is None:
+            if self.sharded_products == "auto":
+                measured = sum(p.numel() for p in select_parameters(pl_module, self._params).values())
+                self._gathers = fits_gathered(pl_module, measured, self.max_matvecs + 4, collectives)
+            else:
+                self._gathers = self.sharded_products == "gather"
+        return self._gathers
 
     @override
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -285,19 +330,30 @@ class HessianEigenMonitor(SpectralMonitor):
     ) -> Mapping[str, float]:
         pl_module.train(self.measurement_mode == "train")
         loss_fn = resolve_loss_fn(pl_module, self.loss_fn)
-        operator = self._operator(pl_module, loss_fn, batches)
+        sharded = has_distributed_parameters(pl_module)  # not gathered: finite differences on the shards
+        operator = (
+            self._sharded_operator(pl_module, loss_fn, batches)
+            if sharded
+            else self._operator(pl_module, loss_fn, batches)
+        )
         # The batch sharpness is the mean over the measurement batches of g_bᵀH_bg_b/‖g_b‖²: the gradients come
         # with the graphs the products build, if asked for before the first product, and each H_b g_b is a pass
         # through batch b's graph (not with CUDA-graph replays, which build no graphs: then separate operators).
         gradients = (
-            operator.batch_gradients() if self.compute_batch_sharpness and self._hvp_graph is None else None
+            operator.batch_gradients()
+            if self.compute_batch_sharpness and (self._hvp_graph is None or sharded)
+            else None
         )
-        generator = self.make_generator(operator.device)
+        generator = self.make_generator(operator.device, per_rank=sharded)
         previous = self._eigenvectors if self.warm_start else None
         if previous is not None and previous.shape[0] != operator.dim:
             previous = None
+        if sharded:  # every rank warm-starts or none does (a rank's stored shard may not fit after a resume)
+            missing = torch.tensor([float(previous is None)], dtype=torch.float64, device=operator.device)
+            if float(self.collectives.sum(missing)[0]) > 0:
+                previous = None
         result = hessian_eigenvalues(
-            k=min(self.k, operator.dim),
+            k=min(self.k, operator.size),
             which=self.which,
             tol=self.tol,
             eigenvalue_tol=self._eigenvalue_tol(),
@@ -389,6 +445,25 @@ class HessianEigenMonitor(SpectralMonitor):
             hvp_graph=self._hvp_graph,
         )
 
+    def _sharded_operator(
+        self, pl_module: Any, loss_fn: LossFn, batches: list[Any]
+    ) -> FiniteDifferenceHessian:
+        """Finite-difference products through the sharded module: FSDP2's reduce-scatter averages the ranks'
+        gradients (the Hessian of the mean loss of the ranks' shards, as under DDP); inner products all-reduced.
+        """
+        kinked = sorted({type(m).__name__ for m in pl_module.modules() if isinstance(m, PIECEWISE_LINEAR)})
+        if kinked and not self._warned_kinks:
+            self._warned_kinks = True
+            rank_zero_warn(
+                f"HessianEigenMonitor: sharded_products='finite_difference' on a model with {', '.join(kinked)}: "
+                "finite differences of the gradient cross the kinks of piecewise-linear layers, which can make the "
+                "products wrong by orders of magnitude (benchmarks/RESULTS.md, fd-hessian-accuracy). The path is "
+                "meant for smooth activations; use sharded_products='gather' (exact products) if the model fits."
+            )
+        return FiniteDifferenceHessian(
+            pl_module, loss_fn, batches, params=self._params, shard_sum=self.collectives.sum
+        )
+
     def _preconditioned_sharpness(
         self,
         trainer: pl.Trainer,
@@ -396,7 +471,7 @@ class HessianEigenMonitor(SpectralMonitor):
         loss_fn: LossFn,
         batches: list[Any],
         parameters: list[torch.Tensor],
-        operator: HessianOperator | None,
+        operator: HessianOperator | FiniteDifferenceHessian | None,
         generator: torch.Generator,
     ) -> dict[str, float]:
         """``preconditioned_lambda_1`` and its ``eos_ratio`` under Adam / AdamW / Adamax / RAdam / NAdam / RMSprop / Adagrad / Adadelta once it has stepped, on the

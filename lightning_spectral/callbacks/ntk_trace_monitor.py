@@ -29,6 +29,11 @@ from lightning_spectral.callbacks._internal.batch_parts import (
     default_targets,
     model_call,
 )
+from lightning_spectral.callbacks._internal.collectives import (
+    MeasurementCollectives,
+    has_distributed_parameters,
+)
+from lightning_spectral.callbacks._internal.gathered_parameters import fits_gathered
 from lightning_spectral.callbacks._internal.optimizer_info import resolved_sgd_settings, training_batch_size
 from lightning_spectral.callbacks._internal.parameter_patterns import (
     check_param_spec,
@@ -41,11 +46,15 @@ from lightning_spectral.functional._common.parameter_selection import select_par
 from lightning_spectral.functional.ntk.alignment import kernel_alignments, ntk_targets
 from lightning_spectral.functional.ntk.eigenvalues import ntk_lambda_max
 from lightning_spectral.functional.ntk.kernel_matrix import ntk_matrix
+from lightning_spectral.functional.ntk.output_probes import output_probe_trace
 from lightning_spectral.functional.ntk.per_example_gradient_norms import LayerwiseChecks
 from lightning_spectral.functional.ntk.sgd_stability import sgd_stability
 from lightning_spectral.functional.ntk.trace import NTKTraceMethod, ntk_trace
 
 NTK_METHODS: tuple[NTKTraceMethod, ...] = get_args(NTKTraceMethod)
+SHARDED_PRODUCTS = ("auto", "gather", "sharded")
+#: The methods that run on a sharded model without gathering it.
+SHARDED_METHODS = ("auto", "output_probes")
 
 
 class NTKTraceMonitor(SpectralMonitor):
@@ -62,7 +71,9 @@ class NTKTraceMonitor(SpectralMonitor):
     interact, so BatchNorm uses its running statistics and dropout is off).
 
     Distributed: under DDP the products / traces are reduced over the ranks' shards; under ``ModelParallelStrategy``
-    (FSDP2) the same runs on the gathered parameters (:mod:`~lightning_spectral.callbacks._internal.gathered_parameters`).
+    (FSDP2) the same runs on the gathered parameters (:mod:`~lightning_spectral.callbacks._internal.gathered_parameters`),
+    or, for a model that does not fit gathered, the trace comes from output-space probes through the sharded module
+    (``sharded_products``; :mod:`~lightning_spectral.functional.ntk.output_probes`).
 
     Args:
         every_n_steps: measure every n optimizer steps; default: the automatic schedule.
@@ -71,7 +82,10 @@ class NTKTraceMonitor(SpectralMonitor):
         at_train_start: measure the initial model.
         method: ``"auto"`` (exact when ``K ≤ num_probes`` or ``B·K ≤ 128``, else Hutchinson, with at most 2
             probes above 65,536 outputs per example), ``"exact"``,
-            ``"hutchinson"``, ``"hutchpp"`` (see :func:`lightning_spectral.functional.ntk.trace`).
+            ``"hutchinson"``, ``"hutchpp"`` (see :func:`lightning_spectral.functional.ntk.trace`), or
+            ``"output_probes"`` (``E‖Jᵀu‖²`` with whole-batch probes, one backward pass of the model's own per
+            probe: :mod:`lightning_spectral.functional.ntk.output_probes`). On the sharded path
+            (``sharded_products``) only ``"output_probes"`` runs, and ``"auto"`` picks it.
         num_probes: probes of the stochastic methods.
         compute_alignment: log the kernel-target alignment ``⟨Θ, yyᵀ⟩_F / (‖Θ‖_F ‖yyᵀ‖_F)`` and its centered
             form ``alignment_centered`` (both kernels centered, ``HΘH`` with ``H = I − 11ᵀ/N``; Cortes et al.
@@ -108,6 +122,16 @@ class NTKTraceMonitor(SpectralMonitor):
             the read-out alone). A pattern that matches no parameter raises ``ValueError`` at setup, naming it
             and the closest parameter names.
         exclude: names / globs / module prefixes of parameters left out of the selection, checked the same way.
+        sharded_products: how a model whose parameters are sharded ``DTensor`` s (``ModelParallelStrategy``,
+            FSDP2's ``fully_shard``) is measured. ``"gather"``: the parameters are gathered whole on every rank
+            for the measurement and every method runs as under DDP. ``"sharded"``: nothing is gathered; the trace
+            comes from output-space probes through the strategy's own forward and backward (``method`` ``"auto"``
+            or ``"output_probes"``; the others need per-example gradients of whole parameters, and
+            ``compute_lambda_max`` / ``compute_alignment`` / ``compute_spectrum`` need the whole Jacobian: refused
+            with ``ValueError``). ``"auto"`` (default): ``"gather"`` when the whole parameters (plus two whole
+            vectors) take at most half the memory available on every rank's device
+            (:func:`~lightning_spectral.callbacks._internal.gathered_parameters.fits_gathered`), else
+            ``"sharded"``; decided at the first measurement of each fit. No effect on other models.
         batch, num_batches, seed, strict, max_overhead, name, auto_schedule_budget: see :class:`~lightning_spectral.callbacks.SpectralMonitor`.
 
     Raises:
@@ -145,6 +169,7 @@ class NTKTraceMonitor(SpectralMonitor):
         params: str | Sequence[str] | None = None,
         include: str | Sequence[str] | None = None,
         exclude: str | Sequence[str] | None = None,
+        sharded_products: str = "auto",
         batch: Any = None,
         num_batches: int = 1,
         seed: int = 0,
@@ -167,6 +192,9 @@ class NTKTraceMonitor(SpectralMonitor):
             auto_schedule_budget=auto_schedule_budget,
         )
         check_choice("method", method, NTK_METHODS)
+        check_choice("sharded_products", sharded_products, SHARDED_PRODUCTS)
+        if sharded_products == "sharded":
+            self._check_sharded(method, compute_lambda_max, compute_alignment, compute_spectrum)
         check_int("num_probes", num_probes, 3 if method == "hutchpp" else 1)
         check_bool("compute_alignment", compute_alignment)
         check_bool("compute_lambda_max", compute_lambda_max)
@@ -183,6 +211,8 @@ class NTKTraceMonitor(SpectralMonitor):
         check_param_spec(exclude, "exclude")
         self._include_argument, include = include_argument(params, include)
         self.method = method
+        self.sharded_products = sharded_products
+        self._gathers: bool | None = None  # the resolved sharded_products of this fit (True: gather)
         self.num_probes = num_probes
         self.compute_alignment = compute_alignment
         self.compute_lambda_max = compute_lambda_max
@@ -218,6 +248,40 @@ class NTKTraceMonitor(SpectralMonitor):
         )
         self._layerwise_checks.clear()  # a new fit may bring a new model
         self._model_call = None
+        self._gathers = None
+
+    @staticmethod
+    def _check_sharded(method: str, lambda_max: bool, alignment: bool, spectrum: bool) -> None:
+        """``ValueError`` for what the sharded path (no gathering) cannot measure, naming what can."""
+        if method not in SHARDED_METHODS:
+            raise ValueError(
+                f"`method`={method!r} needs per-example gradients of the whole parameters, which the sharded path "
+                f"(sharded_products='sharded', no gathering) does not have: use method='output_probes' (or 'auto', "
+                "which picks it there), or sharded_products='gather' for every method."
+            )
+        asked = [f"`{name}`" for name, on in (("compute_lambda_max", lambda_max), ("compute_alignment", alignment),
+                                              ("compute_spectrum", spectrum)) if on]  # fmt: skip
+        if asked:
+            raise ValueError(
+                f"{', '.join(asked)} need the whole Jacobian (kernel products or the kernel matrix), which the "
+                "sharded path (no gathering) does not have: pass sharded_products='gather', or leave them off "
+                "(the trace and sgd_stability are measured on the shards)."
+            )
+
+    @override
+    def gathers_parameters(self, pl_module: pl.LightningModule, collectives: MeasurementCollectives) -> bool:
+        """``sharded_products`` resolved (``"auto"``: once per fit, the same on every rank)."""
+        if self._gathers is None:
+            if self.sharded_products == "auto":
+                measured = sum(p.numel() for p in select_parameters(pl_module, self._params).values())
+                self._gathers = fits_gathered(pl_module, measured, 2, collectives)
+                if not self._gathers:
+                    self._check_sharded(
+                        self.method, self.compute_lambda_max, self.compute_alignment, self.compute_spectrum
+                    )
+            else:
+                self._gathers = self.sharded_products == "gather"
+        return self._gathers
 
     @override
     def measure(
@@ -229,6 +293,29 @@ class NTKTraceMonitor(SpectralMonitor):
         input_fn, output_fn = self._model_call
         inputs = concatenated(batches, input_fn)
         device = next(pl_module.parameters()).device
+        if has_distributed_parameters(pl_module):  # the sharded path (not gathered): output-space probes
+            result = output_probe_trace(
+                pl_module,
+                inputs,
+                num_probes=self.num_probes,
+                output_fn=output_fn,
+                params=self._params,
+                generator=self.make_generator(device, per_rank=True),
+                shard_sum=self.collectives.sum,
+                gradient_scale=float(
+                    self.collectives.world_size
+                ),  # FSDP2's reduce-scatter averages the ranks
+            )
+            values = {"trace": result.trace, "trace_per_example": result.trace / result.num_examples}
+            values["trace_std_error"] = result.std_error
+            values.update(
+                self._stability(
+                    trainer, pl_module, result.trace, None, result.num_examples, result.num_outputs, None
+                )
+            )
+            if "sgd_stability" in values:
+                self._check_mse(pl_module, batches[0])
+            return values
         result = ntk_trace(
             pl_module,
             inputs,

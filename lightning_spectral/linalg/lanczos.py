@@ -22,9 +22,9 @@ from lightning_spectral._internal.validation import (
     resolve_dtype_device,
 )
 
+from ._inner_products import InnerProducts, ShardSum
 from ._matvec import Matvec, apply_matvec
 from .operator import LinearOperator, resolve_operator
-from .orthonormalize import project_out
 from .results import Eigenpairs
 
 __all__ = ["WHICH", "Which", "lanczos"]
@@ -145,6 +145,7 @@ def _lanczos_tridiagonal(
     *,
     generator: torch.Generator | None = None,
     policy: Callable[[_LanczosState], _Action] | None = None,
+    inner: InnerProducts | None = None,
 ) -> _LanczosState:
     """Run up to ``max_steps`` Lanczos steps with full reorthogonalization from ``v0`` (the one implementation
     of the recurrence in this package; used by :func:`lanczos` and :func:`~lightning_spectral.linalg.slq_density`).
@@ -153,12 +154,15 @@ def _lanczos_tridiagonal(
     continue the recurrence or restart. The run restarts -- from a Gaussian vector drawn from ``generator``
     and orthogonalized against the basis, with the coupling to the previous block set to zero -- when the
     policy asks for it or when ``β`` is at the rounding level (``state.breakdown``), where ``w/β`` would be
-    noise. ``max_steps`` is clamped to ``dim``.
+    noise. ``max_steps`` is clamped to ``dim``. ``inner``: the inner products of sharded vectors
+    (:mod:`~lightning_spectral.linalg._inner_products`; ``v0`` is then this process's shard).
     """
-    dim = v0.shape[0]
+    inner = InnerProducts() if inner is None else inner
+    local_dim = v0.shape[0]
+    dim = inner.size(local_dim, v0.device)
     max_steps = min(max_steps, dim)
-    basis = torch.empty(max_steps, dim, dtype=v0.dtype, device=v0.device)
-    basis[0] = v0 / torch.linalg.vector_norm(v0)
+    basis = torch.empty(max_steps, local_dim, dtype=v0.dtype, device=v0.device)
+    basis[0] = v0 / inner.norm(v0)
     state = _LanczosState(basis=basis)
     noise = _noise_level(dim, v0.dtype)
     invariance = _invariance_level(dim, v0.dtype)
@@ -166,21 +170,21 @@ def _lanczos_tridiagonal(
     for j in range(max_steps):
         q = basis[j]
         w = apply_matvec(matvec, q)
-        alpha = torch.dot(q, w)
-        w_norm = torch.linalg.vector_norm(w)
+        alpha = inner.dot(q, w)
+        w_norm = inner.norm(w)
         # The three-term recurrence removes the large components exactly; one Gram-Schmidt pass against the
         # whole basis then removes what rounding left, and a second pass runs only if that one canceled
         # more than 1 - 1/√2 of the norm (the DGKS criterion, as in ARPACK).
         w = torch.addcmul(w, alpha, q, value=-1.0)  # out of place: `w` may be storage the matvec owns
         if j > 0 and (j - 1) not in state.restarts:
             w.add_(basis[j - 1], alpha=-state.betas[-1])
-        local_norm = torch.linalg.vector_norm(w)
-        w = project_out(w, basis[: j + 1].mT, num_passes=1)
-        beta = torch.linalg.vector_norm(w)
+        local_norm = inner.norm(w)
+        w = inner.project_out(w, basis[: j + 1].mT, num_passes=1)
+        beta = inner.norm(w)
         alpha_f, beta_f, w_norm_f, local_f = torch.stack([alpha, beta, w_norm, local_norm]).tolist()
         if beta_f < _DGKS * local_f:
-            w = project_out(w, basis[: j + 1].mT, num_passes=1)
-            beta_f = float(torch.linalg.vector_norm(w))
+            w = inner.project_out(w, basis[: j + 1].mT, num_passes=1)
+            beta_f = float(inner.norm(w))
         if not (math.isfinite(alpha_f) and math.isfinite(beta_f) and math.isfinite(w_norm_f)):
             raise NonFiniteError(f"`matvec` returned non-finite values at Lanczos step {j + 1}.")
         state.anorm = max(state.anorm, w_norm_f, abs(alpha_f))
@@ -194,9 +198,9 @@ def _lanczos_tridiagonal(
         if action is _Action.STOP:
             break
         if action is _Action.RESTART or state.breakdown:
-            fresh = torch.randn(dim, dtype=v0.dtype, device=v0.device, generator=generator)
-            fresh = project_out(fresh, basis[: j + 1].mT)
-            fresh_norm = torch.linalg.vector_norm(fresh)
+            fresh = torch.randn(local_dim, dtype=v0.dtype, device=v0.device, generator=generator)
+            fresh = inner.project_out(fresh, basis[: j + 1].mT)
+            fresh_norm = inner.norm(fresh)
             if not float(fresh_norm) > 0.0:  # pragma: no cover - j + 1 < dim leaves a non-trivial complement
                 raise RuntimeError("Lanczos restart vector vanished after orthogonalization.")
             basis[j + 1] = fresh / fresh_norm
@@ -267,6 +271,7 @@ def _resolve_start(
     dtype: torch.dtype | None,
     device: torch.device | str | None,
     generator: torch.Generator | None,
+    inner: InnerProducts,
 ) -> Tensor:
     """The starting vector: ``v0`` (validated) or a Gaussian vector in ``dtype`` on ``device``."""
     if v0 is None:
@@ -281,7 +286,7 @@ def _resolve_start(
         raise ValueError(f"`dtype` ({dtype}) conflicts with `v0.dtype` ({v0.dtype}); pass one of them.")
     if device is not None and torch.device(device) != v0.device:
         raise ValueError(f"`device` ({device}) conflicts with `v0.device` ({v0.device}); pass one of them.")
-    norm = float(torch.linalg.vector_norm(v0))
+    norm = float(inner.norm(v0))
     if not (math.isfinite(norm) and norm > 0.0):
         raise ValueError("`v0` must be a finite, non-zero vector.")
     return v0.detach()
@@ -301,6 +306,7 @@ def lanczos(
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
     generator: torch.Generator | None = None,
+    shard_sum: ShardSum | None = None,
 ) -> Eigenpairs:
     r"""``k`` extreme eigenpairs of the symmetric operator ``v ↦ matvec(v)``.
 
@@ -350,6 +356,10 @@ def lanczos(
         device: working device when ``v0`` is not given (default CPU).
         generator: source of the start and restart vectors; ``None`` uses the global torch RNG. Must live
             on the working device.
+        shard_sum: for an operator whose vectors are sharded over processes: the all-reduce sum of a tensor of
+            partial inner products (:mod:`~lightning_spectral.linalg._inner_products`); ``dim``, ``v0`` and
+            ``matvec``'s vectors are then this process's shard, ``k`` and ``max_matvecs`` refer to the whole
+            operator, and the eigenvectors returned are this process's rows. Default ``None``: whole vectors.
 
     Returns:
         :class:`Eigenpairs` with eigenvalues ``(k,)``, orthonormal eigenvectors ``(dim, k)`` and residual
@@ -367,9 +377,15 @@ def lanczos(
         >>> [round(x, 6) for x in res.eigenvalues.tolist()], res.converged
         ([100.0, 99.0], True)
     """
-    matvec, dim, dtype, device = resolve_operator(matvec, dim, dtype, device)
+    matvec, dim, dtype, device = resolve_operator(
+        matvec, dim, dtype, device, allow_empty=shard_sum is not None
+    )
     if k is None:
         raise ArgumentTypeError("lanczos() missing the argument `k` (the number of eigenpairs).")
+    inner = InnerProducts(shard_sum)
+    local_dim = dim
+    start = _resolve_start(local_dim, v0, dtype, device, generator, inner)
+    dim = inner.size(local_dim, start.device)
     k = check_int("k", k, 1)
     if k > dim:
         raise ValueError(f"`k` must satisfy 1 <= k <= dim = {dim}, got {k}.")
@@ -384,7 +400,6 @@ def lanczos(
     check_choice("which", which, WHICH)
     if eigenvalue_tol is not None:
         check_positive_finite("eigenvalue_tol", eigenvalue_tol)
-    start = _resolve_start(dim, v0, dtype, device, generator)
     noise = _noise_level(dim, start.dtype)
 
     def thresholds(values: np.ndarray, scale: float) -> np.ndarray:
@@ -453,7 +468,7 @@ def lanczos(
         repeats = bool((np.abs(earlier - value) <= margin).any())
         return repeats and _better(value, kth, max(tol * abs(kth), margin), which)
 
-    state = _lanczos_tridiagonal(matvec, start, max_matvecs, generator=generator, policy=policy)
+    state = _lanczos_tridiagonal(matvec, start, max_matvecs, generator=generator, policy=policy, inner=inner)
     theta, S, residuals = _ritz(state)
     scale = max(float(np.abs(theta).max()), state.anorm)
     wanted = _order(theta, which)[:k]

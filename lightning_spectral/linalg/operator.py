@@ -92,6 +92,8 @@ def resolve_operator(
     dim: int | None,
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
+    *,
+    allow_empty: bool = False,
 ) -> ResolvedOperator:
     """The product function, size, dtype and device of ``operator``.
 
@@ -100,6 +102,7 @@ def resolve_operator(
         dim: the size; required for a function, optional otherwise (must then agree with the operator).
         dtype: the working dtype; defaults to the operator's (a function: ``None``, the routine's default).
         device: the working device; defaults to the operator's.
+        allow_empty: a ``dim`` of 0 is allowed (a process's empty shard of a sharded operator).
 
     Returns:
         A :class:`ResolvedOperator`.
@@ -129,7 +132,7 @@ def resolve_operator(
                 "`dim` is required when `matvec` is a function (pass an operator with `dim`, `dtype`, `device` "
                 "and `matvec`, or a dense matrix, to leave it out)."
             )
-        return ResolvedOperator(operator, check_int("dim", dim, 1), dtype, device)
+        return ResolvedOperator(operator, check_int("dim", dim, 0 if allow_empty else 1), dtype, device)
     if dim is not None and check_int("dim", dim, 1) != size:
         raise ValueError(f"`dim` ({dim}) disagrees with the operator's size ({size}).")
     return ResolvedOperator(

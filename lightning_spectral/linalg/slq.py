@@ -9,6 +9,7 @@ from torch import Tensor
 
 from lightning_spectral._internal.validation import check_int, resolve_dtype_device
 
+from ._inner_products import InnerProducts, ShardSum
 from ._matvec import Matvec
 from .lanczos import _lanczos_tridiagonal, small_eigh
 from .operator import LinearOperator, resolve_operator
@@ -28,6 +29,7 @@ def slq_density(
     device: torch.device | str | None = None,
     generator: torch.Generator | None = None,
     probes: Tensor | None = None,
+    shard_sum: ShardSum | None = None,
 ) -> SpectralDensity:
     r"""Stochastic Lanczos quadrature estimate of the spectral density of ``v ↦ matvec(v)``.
 
@@ -50,6 +52,8 @@ def slq_density(
         generator: source of the probes and of restart vectors; ``None`` uses the global torch RNG.
         probes: optional ``(num_probes, dim)`` non-zero probe vectors to use instead of Rademacher ones
             (each is normalized).
+        shard_sum: for vectors sharded over processes, the all-reduce sum of partial inner products (see
+            :func:`~lightning_spectral.linalg.lanczos`): ``dim`` and the probes are then this process's shard.
 
     Returns:
         :class:`SpectralDensity` with ``nodes`` and ``weights`` of shape ``(num_probes, min(num_steps, dim))``.
@@ -63,7 +67,10 @@ def slq_density(
         >>> density.nodes.shape, round(float(density.weights.sum()), 12)
         (torch.Size([2, 10]), 1.0)
     """
-    matvec, dim, dtype, device = resolve_operator(matvec, dim, dtype, device)
+    matvec, dim, dtype, device = resolve_operator(
+        matvec, dim, dtype, device, allow_empty=shard_sum is not None
+    )
+    inner = InnerProducts(shard_sum)
     check_int("num_probes", num_probes, 1)
     check_int("num_steps", num_steps, 1)
     if probes is None:
@@ -81,13 +88,18 @@ def slq_density(
             raise ValueError(f"`dtype` ({dtype}) conflicts with `probes.dtype` ({probes.dtype}).")
         if device is not None and torch.device(device) != probes.device:
             raise ValueError(f"`device` ({device}) conflicts with `probes.device` ({probes.device}).")
-        if not bool((torch.linalg.vector_norm(probes, dim=1) > 0).all()) or not bool(probes.isfinite().all()):
+        norms = (
+            inner.total(probes.square().sum(dim=1))
+            if inner.sharded
+            else torch.linalg.vector_norm(probes, dim=1)
+        )
+        if not bool((norms > 0).all()) or not bool(probes.isfinite().all()):
             raise ValueError("`probes` must be finite and every probe must be non-zero.")
         probes = probes.detach()
 
     all_nodes, all_weights = [], []
     for probe in probes:
-        state = _lanczos_tridiagonal(matvec, probe, num_steps, generator=generator)
+        state = _lanczos_tridiagonal(matvec, probe, num_steps, generator=generator, inner=inner)
         theta, S = (torch.from_numpy(x) for x in small_eigh(state.tridiagonal()))
         all_nodes.append(theta)
         all_weights.append(S[0] ** 2 / num_probes)

@@ -9,9 +9,9 @@ from torch import Tensor
 
 from lightning_spectral._internal.validation import ArgumentTypeError, check_int, resolve_dtype_device
 
+from ._inner_products import InnerProducts, ShardSum
 from ._matvec import Matvec, apply_matvec
 from .operator import LinearOperator, resolve_operator
-from .orthonormalize import orthonormalize
 from .probes import rademacher
 from .results import TraceEstimate
 
@@ -53,8 +53,9 @@ def _check_args(
     minimum: int,
     dtype: torch.dtype | None,
     device: torch.device | str | None,
+    inner: InnerProducts,
 ) -> tuple[Matvec, int, int, torch.dtype, torch.device]:
-    matvec, dim, dtype, device = resolve_operator(operator, dim, dtype, device)
+    matvec, dim, dtype, device = resolve_operator(operator, dim, dtype, device, allow_empty=inner.sharded)
     if num_matvecs is None:
         raise ArgumentTypeError("missing the argument `num_matvecs` (the product budget).")
     num_matvecs = check_int("num_matvecs", num_matvecs, minimum)
@@ -67,8 +68,8 @@ def _basis_vector(dim: int, i: int, dtype: torch.dtype, device: torch.device) ->
     return e
 
 
-def _quadratic_form(matvec: Matvec, v: Tensor) -> Tensor:
-    return torch.dot(v, apply_matvec(matvec, v))
+def _quadratic_form(matvec: Matvec, v: Tensor, inner: InnerProducts) -> Tensor:
+    return inner.dot(v, apply_matvec(matvec, v))
 
 
 def hutchinson_trace(
@@ -79,6 +80,7 @@ def hutchinson_trace(
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
     generator: torch.Generator | None = None,
+    shard_sum: ShardSum | None = None,
 ) -> TraceEstimate:
     r"""Hutchinson's estimate of ``tr(A)`` from ``num_matvecs`` Rademacher probes.
 
@@ -99,6 +101,9 @@ def hutchinson_trace(
         dtype: probe dtype (default ``torch.get_default_dtype()``).
         device: probe device (default CPU).
         generator: source of the probes; ``None`` uses the global torch RNG. Must live on ``device``.
+        shard_sum: for vectors sharded over processes, the all-reduce sum of partial inner products
+            (:func:`~lightning_spectral.linalg.lanczos`); ``dim`` is then this process's shard length, and each
+            process must draw its probes from a generator of its own.
 
     Returns:
         :class:`TraceEstimate` ``(estimate, std_error = s/√n, num_matvecs)``.
@@ -111,10 +116,11 @@ def hutchinson_trace(
         >>> abs(est.estimate - 10.0) < 3 * est.std_error
         True
     """
-    matvec, dim, num_matvecs, dtype, device = _check_args(matvec, dim, num_matvecs, 1, dtype, device)
+    inner = InnerProducts(shard_sum)
+    matvec, dim, num_matvecs, dtype, device = _check_args(matvec, dim, num_matvecs, 1, dtype, device, inner)
     samples = torch.stack(
         [
-            _quadratic_form(matvec, rademacher(dim, dtype=dtype, device=device, generator=generator))
+            _quadratic_form(matvec, rademacher(dim, dtype=dtype, device=device, generator=generator), inner)
             for _ in range(num_matvecs)
         ]
     )
@@ -130,6 +136,7 @@ def hutchpp_trace(
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
     generator: torch.Generator | None = None,
+    shard_sum: ShardSum | None = None,
 ) -> TraceEstimate:
     r"""Hutch++ estimate of ``tr(A)`` for symmetric ``A`` with a budget of ``num_matvecs`` products.
 
@@ -152,6 +159,10 @@ def hutchpp_trace(
         dtype: probe dtype (default ``torch.get_default_dtype()``).
         device: probe device (default CPU).
         generator: source of the sketch and probes; ``None`` uses the global torch RNG.
+        shard_sum: for vectors sharded over processes, the all-reduce sum of partial inner products
+            (:func:`~lightning_spectral.linalg.lanczos`; ``dim`` is this process's shard length, each process
+            draws from a generator of its own). The sketch is orthonormalised by Gram-Schmidt over the shards,
+            and the exact shortcut for ``num_matvecs >= dim`` is not taken (the estimate stays stochastic).
 
     Returns:
         :class:`TraceEstimate` whose ``std_error`` is the standard error of the Hutchinson part given ``Q``
@@ -165,8 +176,9 @@ def hutchpp_trace(
         >>> round(est.estimate, 9), est.std_error < 1e-12  # the rank-one sketch captures A exactly
         (10.0, True)
     """
-    matvec, dim, num_matvecs, dtype, device = _check_args(matvec, dim, num_matvecs, 3, dtype, device)
-    if num_matvecs >= dim:
+    inner = InnerProducts(shard_sum)
+    matvec, dim, num_matvecs, dtype, device = _check_args(matvec, dim, num_matvecs, 3, dtype, device, inner)
+    if not inner.sharded and num_matvecs >= dim:
         diagonal = torch.stack(
             [apply_matvec(matvec, _basis_vector(dim, i, dtype, device))[i] for i in range(dim)]
         )
@@ -179,13 +191,13 @@ def hutchpp_trace(
     # A to the few Hutchinson probes; a Gaussian sketch loses no direction with probability one.
     S = torch.randn((sketch_size, dim), dtype=dtype, device=device, generator=generator)
     AS = torch.stack([apply_matvec(matvec, s) for s in S], dim=1)  # (dim, sketch_size)
-    Q = orthonormalize(AS)
+    Q = inner.orthonormalize(AS)
     AQ = torch.stack([apply_matvec(matvec, Q[:, i].contiguous()) for i in range(sketch_size)], dim=1)
-    top = float((Q * AQ).sum().to(torch.float64))
+    top = float(inner.total((Q * AQ).sum()).to(torch.float64))
     samples = []
     for _ in range(num_probes):
         g = rademacher(dim, dtype=dtype, device=device, generator=generator)
-        g = g - Q @ (Q.mT @ g)
-        samples.append(_quadratic_form(matvec, g))
+        g = g - Q @ inner.total(Q.mT @ g)
+        samples.append(_quadratic_form(matvec, g, inner))
     rest, std_error = mean_and_std_error(torch.stack(samples))
     return TraceEstimate(top + rest, std_error, int(2 * sketch_size + num_probes))

@@ -4,12 +4,14 @@ test_fsdp2_monitors.py as a script: ``python fsdp2_monitors_script.py <mode> <ou
 
 - ``ddp`` / ``fsdp2``: learning rate 0 (the weights stay those of the seed), every monitor at steps 0..2 on
   each rank's shard of the measurement batches; each rank writes its ``spectral/`` callback metrics
-  (``rank<r>.json``) and its losses.
-- ``losses`` / ``losses-bare``: ``fsdp2`` at learning rate 0.2, with every monitor and the stopping presets
-  measuring every step / without any: each rank writes its loss curve (``rank<r>.json``).
+  (``rank<r>.json``) and its losses. ``fsdp2`` also runs the sharded path's monitors (``*_sharded``: nothing
+  gathered, finite-difference Hessian products on the shards, the NTK trace from output-space probes).
+- ``losses`` / ``losses-bare``: ``fsdp2`` at learning rate 0.2, with every monitor (both paths) and the stopping
+  presets measuring every step / without any: each rank writes its loss curve (``rank<r>.json``).
 - ``fail``: the Hessian monitor's loss raises on rank 1 at its third evaluation (inside Lanczos, between two
-  all-reduced products), ``strict=False``: both ranks must leave the measurement, disable the monitor and train
-  to the end.
+  all-reduced products), and on the sharded path rank 1 raises right after its third finite-difference product
+  (after the strategy's forward/backward passes, before the next all-reduced inner product); ``strict=False``:
+  both ranks must leave each measurement, disable both monitors and train to the end.
 """
 
 from __future__ import annotations
@@ -72,23 +74,74 @@ class Regressor(pl.LightningModule):
         return DataLoader(TensorDataset(x, y), batch_size=BATCH_SIZE)
 
 
-def monitors(every: int = 1) -> list:
+#: The Hessian monitor's settings on both paths.
+HESSIAN = dict(
+    k=2, tol=1e-6, max_matvecs=40, num_batches=2, compute_trace=True, compute_density=True, strict=True
+)
+
+
+def sharded_monitors(every: int = 1, suffix: str = "_sharded") -> list:
+    """The monitors on the sharded path (no gathering), logging under ``spectral/hessian<suffix>/`` and
+    ``spectral/ntk<suffix>/`` (``suffix=""``: the default names, which the stopping presets read)."""
     return [
         HessianEigenMonitor(
-            k=2,
-            tol=1e-6,
-            max_matvecs=40,
+            every_n_steps=every,
+            trace_num_matvecs=60,
+            sharded_products="finite_difference",
+            name=f"hessian{suffix}" if suffix else None,
+            **HESSIAN,
+        ),
+        NTKTraceMonitor(
+            every_n_steps=every,
+            num_probes=64,
+            sharded_products="sharded",
+            name=f"ntk{suffix}" if suffix else None,
+            strict=True,
+        ),
+    ]
+
+
+def monitors(every: int = 1, suffix: str = "") -> list:
+    """The monitors on the gathered path (``sharded_products="auto"``: this model fits), logging under
+    ``spectral/<name><suffix>/``."""
+    named = (lambda name: f"{name}{suffix}") if suffix else (lambda name: None)
+    return [
+        HessianEigenMonitor(every_n_steps=every, trace_num_matvecs=12, name=named("hessian"), **HESSIAN),
+        NTKTraceMonitor(
+            every_n_steps=every, method="exact", compute_lambda_max=True, name=named("ntk"), strict=True
+        ),
+        NTKTraceMonitor(every_n_steps=every, method="hutchinson", name=f"ntk_probes{suffix}", strict=True),
+        # the exact Hessian trace (trace_num_matvecs >= P = 86: Hutch++ takes the e_i products), the reference of
+        # the sharded path's stochastic one
+        HessianEigenMonitor(
             every_n_steps=every,
             num_batches=2,
             compute_trace=True,
-            trace_num_matvecs=12,
-            compute_density=True,
-            compute_batch_sharpness=True,
+            trace_num_matvecs=100,
+            compute_batch_sharpness=False,
+            name=f"hessian_exact_trace{suffix}",
             strict=True,
-        ),
-        NTKTraceMonitor(every_n_steps=every, method="exact", compute_lambda_max=True, strict=True),
-        NTKTraceMonitor(every_n_steps=every, method="hutchinson", name="ntk_probes", strict=True),
+        ),  # fmt: skip
     ]
+
+
+class FailingProducts(HessianEigenMonitor):
+    """On rank 1 the third finite-difference product raises after it is taken (a failure between the strategy's
+    collectives and the next all-reduced inner product)."""
+
+    def _sharded_operator(self, *args):
+        operator = super()._sharded_operator(*args)
+        product, count = operator.matvec, [0]
+
+        def matvec(v):
+            out = product(v)
+            count[0] += 1
+            if torch.distributed.get_rank() == 1 and count[0] >= 3:
+                raise ValueError("injected failure on rank 1")
+            return out
+
+        operator.matvec = matvec
+        return operator
 
 
 class Record(pl.Callback):
@@ -121,7 +174,10 @@ def main(mode: str, out_dir: str) -> None:
     record = Record(out_dir)
     if mode in ("ddp", "fsdp2"):
         strategy = "ddp" if mode == "ddp" else fsdp2()
-        trainer = two_process_trainer(out_dir, [*monitors(), record], strategy=strategy, max_steps=MAX_STEPS)
+        sharded = sharded_monitors() if mode == "fsdp2" else []
+        trainer = two_process_trainer(
+            out_dir, [*monitors(), *sharded, record], strategy=strategy, max_steps=MAX_STEPS
+        )
         trainer.fit(Regressor(lr=0.0))
     elif mode in ("losses", "losses-bare"):
         callbacks = [record]
@@ -131,7 +187,8 @@ def main(mode: str, out_dir: str) -> None:
                 SpectralEarlyStopping.stochastic_edge_of_stability(threshold=1e6),
                 SpectralEarlyStopping.sharpness_spike(factor=1e6),
             ]
-            callbacks = [*monitors(), *stoppers, record]
+            # the stopping presets read the sharded path's metrics (its monitors under the default names)
+            callbacks = [*monitors(suffix="_gathered"), *sharded_monitors(suffix=""), *stoppers, record]
         trainer = two_process_trainer(out_dir, callbacks, strategy=fsdp2(), max_steps=2 * MAX_STEPS)
         trainer.fit(Regressor(lr=0.2))
     elif mode == "fail":
@@ -143,9 +200,14 @@ def main(mode: str, out_dir: str) -> None:
             compute_batch_sharpness=False,
             strict=False,
         )
-        trainer = two_process_trainer(out_dir, [monitor, record], strategy=fsdp2(), max_steps=MAX_STEPS)
+        sharded = FailingProducts(k=1, every_n_steps=1, compute_batch_sharpness=False,
+                                  sharded_products="finite_difference", name="hessian_sharded")  # fmt: skip
+        trainer = two_process_trainer(
+            out_dir, [monitor, sharded, record], strategy=fsdp2(), max_steps=MAX_STEPS
+        )
         trainer.fit(Regressor(lr=0.2))
-        Path(out_dir, f"disabled{trainer.global_rank}.json").write_text(json.dumps(monitor._disabled))
+        disabled = [monitor._disabled, sharded._disabled]
+        Path(out_dir, f"disabled{trainer.global_rank}.json").write_text(json.dumps(disabled))
     else:
         raise ValueError(f"unknown mode {mode!r}")
 

@@ -3,24 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import torch
 from torch import Tensor
-from typing_extensions import TypeIs
 
+from lightning_spectral.functional._common.module_gradients import is_sharded_tensor
 from lightning_spectral.linalg import NonFiniteError
 
 if TYPE_CHECKING:
     import pytorch_lightning as pl
-    from torch.distributed.tensor import DTensor
 
 __all__ = [
     "MeasurementCollectives",
     "PeerMeasurementFailed",
     "PeerNonFinite",
     "has_distributed_parameters",
-    "is_distributed_tensor",
 ]
 
 _ERROR_FLAG = 1024.0
@@ -29,23 +27,12 @@ _ERROR_FLAG = 1024.0
 T = TypeVar("T")
 
 
-def is_distributed_tensor(tensor: Any) -> TypeIs[DTensor]:
-    """Whether ``tensor`` is a ``torch.distributed.tensor.DTensor`` (how FSDP2's ``fully_shard`` and tensor
-    parallelism hold parameters); ``False`` where torch has no distributed support.
-    """
-    if not torch.distributed.is_available():
-        return False
-    from torch.distributed.tensor import DTensor
-
-    return isinstance(tensor, DTensor)
-
-
 def has_distributed_parameters(module: torch.nn.Module | Iterable[Tensor]) -> bool:
     """Whether any parameter of ``module`` (or of an iterable of parameters) is a ``DTensor`` (the same answer
     on every rank).
     """
     parameters = module.parameters() if isinstance(module, torch.nn.Module) else module
-    return any(is_distributed_tensor(p) for p in parameters)
+    return any(is_sharded_tensor(p) for p in parameters)
 
 
 class PeerMeasurementFailed(RuntimeError):
@@ -144,7 +131,7 @@ class MeasurementCollectives:
         Returns:
             The whole tensor.
         """
-        if not is_distributed_tensor(tensor):
+        if not is_sharded_tensor(tensor):
             return tensor
         if self.distributed:
             self._check_peers()

@@ -6,11 +6,59 @@ import contextlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
-from lightning_spectral.callbacks._internal.collectives import is_distributed_tensor
+from lightning_spectral.callbacks._internal.collectives import MeasurementCollectives
+from lightning_spectral.functional._common.module_gradients import is_sharded_tensor
 
-__all__ = ["gathered_parameters"]
+__all__ = ["GATHER_MEMORY_FRACTION", "available_memory", "fits_gathered", "gathered_parameters"]
+
+GATHER_MEMORY_FRACTION = 0.5
+"""``sharded_products="auto"`` gathers when the gathered measurement's estimate is at most this fraction of the
+memory available on every rank's device (:func:`fits_gathered`)."""
+
+
+def available_memory(device: torch.device) -> int:
+    """Bytes available now on ``device``: the free memory of a CUDA device (``torch.cuda.mem_get_info``), the
+    host's ``MemAvailable`` (``/proc/meminfo``) otherwise, or the free physical pages where that is missing.
+    """
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import os
+
+    return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+
+
+def fits_gathered(
+    module: nn.Module,
+    measured_numel: int,
+    vectors: int,
+    collectives: MeasurementCollectives,
+    available: Callable[[torch.device], int] = available_memory,
+) -> bool:
+    """Whether the parameters *fit gathered*: on every rank, the whole (unsharded) parameters of ``module``
+    plus ``vectors`` whole vectors of the ``measured_numel`` measured parameters (a Lanczos basis and its
+    products), in the parameters' dtype, take at most :data:`GATHER_MEMORY_FRACTION` of the memory ``available``
+    on the rank's device now (the rest is left to the gradient graph of the measurement, which is about a
+    training step's activations, and to everything else). Decided with one all-reduce, the same on every rank
+    (any rank that does not fit sends every rank to the sharded path).
+    """
+    parameters = list(module.parameters())
+    whole = sum(p.numel() * p.element_size() for p in parameters)  # a DTensor's numel is the whole tensor's
+    itemsize = parameters[0].element_size() if parameters else 4
+    needed = whole + vectors * measured_numel * itemsize
+    device = parameters[0].device if parameters else torch.device("cpu")
+    misses = 0.0 if needed <= GATHER_MEMORY_FRACTION * available(device) else 1.0
+    total = collectives.sum(torch.tensor([misses], dtype=torch.float64, device=device))
+    return float(total[0]) == 0.0
 
 
 def _fsdp_hook_handles(module: nn.Module) -> list[Any]:
@@ -57,7 +105,7 @@ def gathered_parameters(
                     hook_dicts.setdefault(id(hooks), (hooks, dict(hooks)))
                     hooks.pop(handle.id, None)
             for name, parameter in list(submodule._parameters.items()):
-                if parameter is None or not is_distributed_tensor(parameter):
+                if parameter is None or not is_sharded_tensor(parameter):
                     continue
                 whole = gathered.get(id(parameter))
                 if whole is None:

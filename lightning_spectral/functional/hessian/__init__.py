@@ -15,6 +15,7 @@ from lightning_spectral.functional.hessian.adaptive_preconditioners import (
 )
 from lightning_spectral.functional.hessian.batch_sharpness import BatchSharpness, batch_sharpness
 from lightning_spectral.functional.hessian.edge_of_stability import edge_of_stability_ratio, stability_limit
+from lightning_spectral.functional.hessian.finite_difference import FiniteDifferenceHessian
 from lightning_spectral.functional.hessian.hvp_graph import HVPGraph
 from lightning_spectral.functional.hessian.operator import HessianOperator
 from lightning_spectral.functional.hessian.spectrum import (
@@ -26,6 +27,7 @@ from lightning_spectral.functional.hessian.spectrum import (
 
 __all__ = [
     "BatchSharpness",
+    "FiniteDifferenceHessian",
     "HVPGraph",
     "HessianEigenpairs",
     "HessianOperator",

@@ -44,22 +44,27 @@ class BatchSharpness(NamedTuple):
     num_hvps: int
 
 
-def batch_rayleigh_quotients(operator: HessianOperator, gradients: list[Tensor] | None = None) -> list[float]:
+def batch_rayleigh_quotients(operator: Any, gradients: list[Tensor] | None = None) -> list[float]:
     """``g_bᵀ H_b g_b / ‖g_b‖²`` for each batch ``b`` of ``operator`` (one single-batch product each; ``nan``
     for ``g_b = 0``). ``gradients``: ``operator.batch_gradients()``, which with double backward, taken before
     the operator's first product, come out of the graphs the products use -- so a caller that needs the
     operator's eigenvalues too (the Hessian monitor) pays for the gradients once; ``None``: evaluated here.
+    ``operator``: a :class:`HessianOperator` or a
+    :class:`~lightning_spectral.functional.hessian.finite_difference.FiniteDifferenceHessian`, whose sharded
+    gradients' norms and quotients are summed over the shards (its ``shard_sum``; every rank takes the same
+    products).
     """
     if gradients is None:
         gradients = operator.batch_gradients()
+    total = operator.shard_sum or (lambda partial: partial)
     quotients = []
     for index, gradient in enumerate(gradients):
-        squared_norm = float(gradient.double().square().sum())
+        squared_norm = float(total(gradient.double().square().sum()))
         if squared_norm == 0.0:
             quotients.append(math.nan)
             continue
         product = operator.batch_matvec(index, gradient)
-        quotients.append(float(torch.dot(gradient.double(), product.double())) / squared_norm)
+        quotients.append(float(total(torch.dot(gradient.double(), product.double()))) / squared_norm)
     return quotients
 
 

@@ -35,6 +35,18 @@ _TRANSFORM_ERRORS = (RuntimeError, NotImplementedError)
 __all__ = ["HVP_METHODS", "HVPMethod", "HessianOperator", "LossFn"]
 
 
+def checked_vector(v: object, dim: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """``v`` detached, after checking it is a ``(dim,)`` tensor of ``dtype`` on ``device`` (``ValueError``)."""
+    if not isinstance(v, Tensor) or v.shape != (dim,):
+        shape = tuple(v.shape) if isinstance(v, Tensor) else type(v).__name__
+        raise ValueError(f"`v` must be a 1-D tensor of length dim = {dim}, got {shape}.")
+    if v.dtype != dtype or v.device != device:
+        raise ValueError(
+            f"`v` must have the parameters' dtype {dtype} on {device}, got {v.dtype} on {v.device}."
+        )
+    return v.detach()
+
+
 class _LossOfModel(nn.Module):
     """``forward(batch) = loss_fn(model, batch)``: functional_call swaps the model's tensors for the call."""
 
@@ -92,6 +104,9 @@ class HessianOperator:
         fallback_reason: why ``"auto"`` fell back to double backward (``None`` if it did not).
         num_matvecs: products computed so far.
         num_batch_matvecs: single-batch products (:meth:`batch_matvec`) computed so far.
+        size: ``P`` as well (the operator's size; a sharded operator's :attr:`dim` is its shard's length).
+        shard_sum: ``None``: the vectors are whole (see
+            :class:`~lightning_spectral.functional.hessian.finite_difference.FiniteDifferenceHessian` for sharded ones).
 
     Raises:
         TypeError: an argument of the wrong type (``model`` not a module, ``loss_fn`` or ``reduce_fn`` not
@@ -113,6 +128,8 @@ class HessianOperator:
 
     #: The operator's structure, set by :mod:`~lightning_spectral.functional.hessian.hvp_graph` once it is known.
     _graph_structure: tuple[Any, ...]
+
+    shard_sum = None
 
     def __init__(
         self,
@@ -200,6 +217,7 @@ class HessianOperator:
         self.layout = ParameterLayout.from_tensors(selected)
         self.names = self.layout.names
         self.dim = self.layout.dim
+        self.size = self.dim
         self.dtype, self.device = self.layout.dtype, self.layout.device
         self.num_batches = len(batches)
         self.method = method
@@ -305,14 +323,7 @@ class HessianOperator:
 
     # ------------------------------------------------------------------ public API
     def _checked(self, v: Tensor) -> Tensor:
-        if not isinstance(v, Tensor) or v.shape != (self.dim,):
-            shape = tuple(v.shape) if isinstance(v, Tensor) else type(v).__name__
-            raise ValueError(f"`v` must be a 1-D tensor of length dim = {self.dim}, got {shape}.")
-        if v.dtype != self.dtype or v.device != self.device:
-            raise ValueError(
-                f"`v` must have the parameters' dtype {self.dtype} on {self.device}, got {v.dtype} on {v.device}."
-            )
-        return v.detach()
+        return checked_vector(v, self.dim, self.dtype, self.device)
 
     def _eager_product(self, v: Tensor, batch: int | None) -> Tensor:
         """``Σ_b H_b v`` (``batch=None``) or ``H_batch v``, unscaled, by the method in use (``"auto"`` resolved

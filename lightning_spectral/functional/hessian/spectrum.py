@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from lightning_spectral._internal.deprecation import renamed_attribute, renamed_keywords
 from lightning_spectral._internal.validation import check_choice, check_int
 from lightning_spectral.functional._common.parameter_selection import ParamSpec
+from lightning_spectral.functional.hessian.finite_difference import FiniteDifferenceHessian
 from lightning_spectral.functional.hessian.operator import (
     HVP_METHODS,
     SOLVER_HVP_METHOD,
@@ -75,22 +76,27 @@ class HessianEigenpairs(NamedTuple):
     converged: bool
 
 
+Operator = HessianOperator | FiniteDifferenceHessian
+
+
 def _resolve_operator(
-    operator: HessianOperator | None,
+    operator: Operator | None,
     model: nn.Module | None,
     loss_fn: LossFn | None,
     batch: Any,
     params: ParamSpec,
     hvp_method: HVPMethod | None,
-) -> HessianOperator:
+) -> Operator:
     """``operator`` if given (then ``model``, ``loss_fn``, ``batch``, ``params`` and ``hvp_method`` must be
     left out), else a new operator on the one ``batch`` (``hvp_method=None``: :data:`SOLVER_HVP_METHOD`).
     """
     if hvp_method is not None and hvp_method not in HVP_METHODS:
         raise ValueError(f"`hvp_method` must be one of {HVP_METHODS}, got {hvp_method!r}.")
     if operator is not None:
-        if not isinstance(operator, HessianOperator):
-            raise TypeError(f"`operator` must be a HessianOperator, got {type(operator).__name__}.")
+        if not isinstance(operator, (HessianOperator, FiniteDifferenceHessian)):
+            raise TypeError(
+                f"`operator` must be a HessianOperator or a FiniteDifferenceHessian, got {type(operator).__name__}."
+            )
         given = [
             name
             for name, value in (("model", model), ("loss_fn", loss_fn), ("batch", batch))
@@ -110,9 +116,7 @@ def _resolve_operator(
     return HessianOperator(model, loss_fn, batch, params=params, method=method, copy_params=False)
 
 
-def warm_start_vector(
-    v0: Tensor, operator: HessianOperator, generator: torch.Generator | None = None
-) -> Tensor:
+def warm_start_vector(v0: Tensor, operator: Operator, generator: torch.Generator | None = None) -> Tensor:
     """The single Lanczos start vector made from a warm start ``v0``, in the operator's dtype and device.
 
     ``v0`` is a flat vector ``(P,)`` (e.g. the previous top eigenvector) or a block ``(P, j)`` of previous
@@ -127,9 +131,12 @@ def warm_start_vector(
         raise ValueError(f"`v0` must have shape ({operator.dim},) or ({operator.dim}, j), got {shape}.")
     v0 = v0.detach().to(dtype=operator.dtype, device=operator.device)
     warm = v0.sum(dim=1) if v0.ndim == 2 else v0
-    if not (bool(torch.isfinite(warm).all()) and float(warm.norm()) > 0):
+    # over every shard for a sharded operator: each rank decides the same
+    checks = torch.stack([(~torch.isfinite(warm)).sum().double(), warm.double().square().sum()])
+    nonfinite, squared = (checks if operator.shard_sum is None else operator.shard_sum(checks)).tolist()
+    if nonfinite > 0 or not squared > 0:
         raise ValueError("`v0` must be a finite warm start whose columns do not sum to zero.")
-    return guarded_start(warm, generator)
+    return guarded_start(warm, generator, shard_sum=operator.shard_sum)
 
 
 @renamed_keywords(max_iter="max_matvecs")
@@ -146,7 +153,7 @@ def hessian_eigenvalues(
     params: ParamSpec = None,
     hvp_method: HVPMethod | None = None,
     generator: torch.Generator | None = None,
-    operator: HessianOperator | None = None,
+    operator: Operator | None = None,
     preconditioner: Tensor | None = None,
     weight_decay: float | Tensor | None = None,
     eigenvalue_tol: float | None = None,
@@ -184,7 +191,9 @@ def hessian_eigenvalues(
             products) or ``"auto"`` (the operator's default: forward-over-reverse where :mod:`torch.func` can
             transform the loss).
         generator: source of the start (and restart) vectors; ``None`` uses the global torch RNG.
-        operator: a ready :class:`HessianOperator` instead of ``model``/``loss_fn``/``batch``/``params``.
+        operator: a ready :class:`HessianOperator` instead of ``model``/``loss_fn``/``batch``/``params``, or a
+            :class:`~lightning_spectral.functional.hessian.finite_difference.FiniteDifferenceHessian` (products by
+            central differences on sharded vectors; ``v0`` and the eigenvectors are then this rank's shards).
         preconditioner: a positive vector ``d`` of length ``P`` (``+inf`` entries allowed: coordinates that do
             not move), the diagonal of an optimizer's preconditioner ``D`` (the step is ``−η D⁻¹ m``; Adam's:
             :func:`~lightning_spectral.functional.adaptive_preconditioning`). The eigenvalues are then those of the
@@ -217,7 +226,7 @@ def hessian_eigenvalues(
     """
     check_choice("which", which, WHICH)
     op = _resolve_operator(operator, model, loss_fn, batch, params, hvp_method)
-    check_int("k", k, 1, maximum=op.dim)  # at most the parameter count
+    check_int("k", k, 1, maximum=op.size)  # at most the parameter count
     if isinstance(max_matvecs, int) and not isinstance(max_matvecs, bool) and max_matvecs < k:
         raise ValueError(
             f"`max_matvecs` must be >= k = {k} (Lanczos takes at least k products), got {max_matvecs}; its default is "
@@ -238,6 +247,7 @@ def hessian_eigenvalues(
         dtype=op.dtype,
         device=op.device,
         generator=generator,
+        shard_sum=op.shard_sum,
     )
     return HessianEigenpairs(
         result.eigenvalues, result.eigenvectors, result.residuals, op.num_matvecs - before, result.converged
@@ -245,7 +255,7 @@ def hessian_eigenvalues(
 
 
 def _shifted(
-    op: HessianOperator, preconditioner: Tensor | None, weight_decay: float | Tensor | None
+    op: Operator, preconditioner: Tensor | None, weight_decay: float | Tensor | None
 ) -> Callable[[Tensor], Tensor]:
     """``v ↦ D^{-1/2} (H + W) D^{-1/2} v`` (``D = I`` without a preconditioner, ``W = diag(weight_decay)``), similar
     to ``D⁻¹(H + W)``; an entry ``D = +inf`` zeroes its row and column (a coordinate the optimizer does not move).
@@ -264,7 +274,7 @@ def _shifted(
     return matvec
 
 
-def _checked_preconditioner(op: HessianOperator, preconditioner: object) -> Tensor:
+def _checked_preconditioner(op: Operator, preconditioner: object) -> Tensor:
     """``preconditioner`` as a positive ``(P,)`` tensor in the operator's dtype and device (``+inf`` allowed)."""
     if not isinstance(preconditioner, Tensor) or preconditioner.shape != (op.dim,):
         shape = (
@@ -282,7 +292,7 @@ def _checked_preconditioner(op: HessianOperator, preconditioner: object) -> Tens
     return d
 
 
-def _checked_weight_decay(op: HessianOperator, weight_decay: object) -> Tensor:
+def _checked_weight_decay(op: Operator, weight_decay: object) -> Tensor:
     """``weight_decay`` (a number or a ``(P,)`` tensor) as a finite, non-negative ``(P,)`` tensor."""
     if isinstance(weight_decay, Tensor):
         if weight_decay.shape != (op.dim,):
@@ -309,7 +319,7 @@ def hessian_trace(
     params: ParamSpec = None,
     hvp_method: HVPMethod | None = None,
     generator: torch.Generator | None = None,
-    operator: HessianOperator | None = None,
+    operator: Operator | None = None,
 ) -> TraceEstimate:
     """``tr H`` from ``num_matvecs`` Hessian-vector products.
 
@@ -347,7 +357,7 @@ def hessian_trace(
     check_choice("method", method, TRACE_METHODS)
     op = _resolve_operator(operator, model, loss_fn, batch, params, hvp_method)
     estimator = hutchpp_trace if method == "hutchpp" else hutchinson_trace
-    return estimator(op, num_matvecs=num_matvecs, generator=generator)
+    return estimator(op, num_matvecs=num_matvecs, generator=generator, shard_sum=op.shard_sum)
 
 
 def hessian_density(
@@ -360,7 +370,7 @@ def hessian_density(
     params: ParamSpec = None,
     hvp_method: HVPMethod | None = None,
     generator: torch.Generator | None = None,
-    operator: HessianOperator | None = None,
+    operator: Operator | None = None,
 ) -> SpectralDensity:
     """The Hessian eigenvalue density by stochastic Lanczos quadrature.
 
@@ -397,7 +407,9 @@ def hessian_density(
         (torch.Size([2, 4]), 1.0)
     """
     op = _resolve_operator(operator, model, loss_fn, batch, params, hvp_method)
-    return slq_density(op, num_probes=num_probes, num_steps=num_steps, generator=generator)
+    return slq_density(
+        op, num_probes=num_probes, num_steps=num_steps, generator=generator, shard_sum=op.shard_sum
+    )
 
 
 # renamed classes: the old name still imports, with a DeprecationWarning

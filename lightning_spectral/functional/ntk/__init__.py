@@ -10,6 +10,7 @@ from lightning_spectral.functional.ntk.alignment import (
 )
 from lightning_spectral.functional.ntk.eigenvalues import ntk_lambda_max, ntk_operator
 from lightning_spectral.functional.ntk.kernel_matrix import ntk_matrix
+from lightning_spectral.functional.ntk.output_probes import output_probe_trace
 from lightning_spectral.functional.ntk.per_example_gradient_norms import LayerwiseChecks
 from lightning_spectral.functional.ntk.sgd_stability import SGDStability, sgd_stability
 from lightning_spectral.functional.ntk.trace import NTKTrace, ntk_trace
@@ -26,5 +27,6 @@ __all__ = [
     "ntk_operator",
     "ntk_trace",
     "offdiagonal_alignment",
+    "output_probe_trace",
     "sgd_stability",
 ]

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_spectral._internal.validation import check_choice, check_int
+from lightning_spectral.functional._common.parameter_selection import select_parameters
 from lightning_spectral.functional.ntk.model_jacobian import (
     OutputFn,
     ParamSpec,
@@ -42,8 +43,9 @@ AUTO_FEW_PROBES_OUTPUTS = 2**16
 AUTO_FEW_PROBES = 2
 """The probes of ``method="auto"`` for sequence-sized outputs (2: the least that gives a standard error)."""
 
-#: How :func:`ntk_trace` computes the trace: exactly, by Hutchinson or Hutch++ probes, or chosen by size.
-NTKTraceMethod = Literal["auto", "exact", "hutchinson", "hutchpp"]
+#: How :func:`ntk_trace` computes the trace: exactly, by Hutchinson or Hutch++ probes, by output-space probes
+#: through the model's own backward (any strategy), or chosen by size.
+NTKTraceMethod = Literal["auto", "exact", "hutchinson", "hutchpp", "output_probes"]
 _METHODS: tuple[NTKTraceMethod, ...] = get_args(NTKTraceMethod)
 
 
@@ -55,7 +57,7 @@ class NTKTrace:
     Attributes:
         trace: ``tr Θ``.
         std_error: its standard error (``0.0`` for the exact method).
-        method_used: ``"exact"``, ``"hutchinson"`` or ``"hutchpp"``.
+        method_used: ``"exact"``, ``"hutchinson"``, ``"hutchpp"`` or ``"output_probes"``.
         num_examples: ``B``.
         num_outputs: ``K``.
 
@@ -93,13 +95,17 @@ def ntk_trace(
 
     ``"exact"`` sums the per-example squared gradient norms (layer by layer where the algebra allows),
     ``"hutchinson"`` and ``"hutchpp"`` estimate it from Rademacher probes of the outputs, ``"auto"`` takes the
-    exact method when ``K <= num_probes``.
+    exact method when ``K <= num_probes``. ``"output_probes"`` estimates ``E_u ‖Jᵀu‖²`` over whole-batch
+    Rademacher probes ``u``, one backward pass of the model's own per probe
+    (:func:`~lightning_spectral.functional.ntk.output_probes.output_probe_trace`): it needs neither per-example
+    gradients nor :mod:`torch.func`, so it runs through any strategy's forward and backward (FSDP2 without
+    gathering), at a higher variance (every cross-example entry of the kernel); ``"auto"`` never picks it.
 
     Args:
         model: the network; BatchNorm and dropout must be in eval mode (``ValueError`` otherwise). Its
             parameters, gradients, buffers, mode and ``requires_grad`` flags are left untouched.
         inputs: a tensor whose first dimension indexes the ``B`` examples.
-        method: ``"auto"``, ``"exact"``, ``"hutchinson"`` or ``"hutchpp"``.
+        method: ``"auto"``, ``"exact"``, ``"hutchinson"``, ``"hutchpp"`` or ``"output_probes"``.
         num_probes: Rademacher probes (Hutchinson; with 1 probe ``std_error`` is nan) or operator products
             (Hutch++, at least 3; its ``std_error`` is the standard error of its Hutchinson part given the
             sketch); ignored by ``"exact"``.
@@ -140,6 +146,15 @@ def ntk_trace(
     if reduce_fn is not None and not callable(reduce_fn):
         raise TypeError(f"`reduce_fn` must be a callable Tensor -> Tensor or None, got {reduce_fn!r}.")
     num_examples = validate_inputs(inputs)
+    if method == "output_probes":
+        from lightning_spectral.functional.ntk.output_probes import output_probe_trace
+
+        probed = output_probe_trace(
+            model, inputs, num_probes=num_probes, output_fn=output_fn, params=params, generator=generator
+        )
+        local = (probed.trace, probed.std_error**2, num_examples)
+        device = next(iter(select_parameters(model, params).values())).device
+        return _reduced(local, device, reduce_fn, "output_probes", probed.num_outputs)
     fm = make_functional_model(model, output_fn=output_fn, params=params)
     with torch.no_grad():
         num_outputs = fm.example_outputs(fm.params, inputs[0]).numel()
@@ -177,12 +192,19 @@ def ntk_trace(
         )
         trace = torch.tensor(estimate.estimate, dtype=torch.float64)
         variance = estimate.std_error**2
-    method_used = method
-
     device = next(iter(fm.params.values())).device
-    pieces = torch.tensor(
-        [float(trace), float(variance), float(num_examples)], dtype=torch.float64, device=device
-    )
+    return _reduced((float(trace), float(variance), num_examples), device, reduce_fn, method, num_outputs)
+
+
+def _reduced(
+    local: tuple[float, float, int],
+    device: torch.device,
+    reduce_fn: Callable[[Tensor], Tensor] | None,
+    method_used: str,
+    num_outputs: int,
+) -> NTKTrace:
+    """The :class:`NTKTrace` of this process's ``(trace, variance, num_examples)`` summed by ``reduce_fn``."""
+    pieces = torch.tensor([float(v) for v in local], dtype=torch.float64, device=device)
     if reduce_fn is not None:
         pieces = reduce_fn(pieces)
         if not isinstance(pieces, Tensor) or pieces.shape != (3,):

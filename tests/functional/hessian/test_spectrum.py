@@ -340,12 +340,12 @@ def test_eigenvalue_tol_against_eigvalsh_of_the_full_hessian(case, eigenvalue_to
         k=3,
         tol=1e-12,
         eigenvalue_tol=eigenvalue_tol,
-        max_iter=operator.dim,
+        max_matvecs=operator.dim,
         operator=operator,
         generator=seeded(0),
     )
     residual = hessian_eigenvalues(
-        k=3, tol=eigenvalue_tol, max_iter=operator.dim, operator=operator, generator=seeded(0)
+        k=3, tol=eigenvalue_tol, max_matvecs=operator.dim, operator=operator, generator=seeded(0)
     )
     assert quadratic.converged and residual.converged
     error = (quadratic.eigenvalues - exact).abs()
