@@ -66,7 +66,7 @@ def _native_recurrence() -> Iterator[None]:
 def differentiable_kernels(recurrent: bool = False) -> Iterator[None]:
     """Scaled-dot-product attention on its math backend and no multi-head attention fast path inside the body;
     with ``recurrent=True`` (a model with RNN layers, see :func:`has_recurrent_layers`) oneDNN and cuDNN off
-    as well (see the module's science notes). Every setting is restored on exit.
+    as well (see the docs' implementation notes). Every setting is restored on exit.
     """
     with _math_backend(), _no_mha_fastpath(), _native_recurrence() if recurrent else contextlib.nullcontext():
         yield

@@ -27,7 +27,7 @@ def eager_stance_available() -> bool:
 
 @contextlib.contextmanager
 def compiled_code_runs_eagerly() -> Iterator[None]:
-    """Run code compiled by ``torch.compile`` eagerly in the body (see the module's science notes); restore the stance on exit."""
+    """Run code compiled by ``torch.compile`` eagerly in the body (see the docs' implementation notes); restore the stance on exit."""
     if "torch._dynamo" not in sys.modules or not eager_stance_available():  # nothing compiled / no stance
         yield
         return

@@ -26,7 +26,7 @@ def _on_cpu(tensor: Tensor) -> bool:
 
 def on_cpu_if_unsupported(op: Callable[..., T], *tensors: Tensor) -> T:
     """``op(*tensors)`` on the tensors' device, or on CPU copies if that device raises ``NotImplementedError``
-    (see the module's science notes). ``op`` returns a tensor or a tuple of tensors.
+    (see the docs' implementation notes). ``op`` returns a tensor or a tuple of tensors.
     """
     try:
         return op(*tensors)

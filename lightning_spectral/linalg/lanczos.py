@@ -37,7 +37,7 @@ _DGKS = 1.0 / math.sqrt(2.0)
 
 
 def _noise_level(dim: int, dtype: torch.dtype) -> float:
-    """Relative rounding level of a length-``dim`` computation in ``dtype`` (see the module's science notes)."""
+    """Relative rounding level of a length-``dim`` computation in ``dtype`` (see the docs' implementation notes)."""
     eps = torch.finfo(dtype).eps
     return min(10.0 * math.sqrt(dim) * eps, math.sqrt(eps))
 
@@ -319,7 +319,7 @@ def lanczos(
         \|A V_j s_i - \theta_i V_j s_i\| = |\beta_{j+1}| \, |s_{j,i}|
 
     is at most ``max(tol·|θ_i|, noise)``. An invariant Krylov space restarts the iteration from a vector
-    orthogonal to the basis, so repeated eigenvalues are found (see the science notes for the rules).
+    orthogonal to the basis, so repeated eigenvalues are found (see the docs' implementation notes for the rules).
 
     With ``eigenvalue_tol`` a pair is also converged when an a-posteriori bound on its *eigenvalue* error is
     small enough. For a Rayleigh quotient ``θ`` with residual ``r`` and an eigenvalue ``λ`` that is the only one

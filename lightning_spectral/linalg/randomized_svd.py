@@ -60,7 +60,7 @@ def randomized_svd(
         :class:`SVDFactors` ``(U (..., m, k), S (..., k) descending, Vh (..., k, n))`` in ``A``'s dtype
         (float32 for float16/bfloat16 input) with
         ``U diag(S) Vh ≈`` the best rank-``k`` approximation of ``A``. If ``l >= min(m, n)`` the result is
-        the exact truncated SVD from ``torch.linalg.svd`` (see the module's science notes).
+        the exact truncated SVD from ``torch.linalg.svd`` (see the docs' implementation notes).
 
     Example:
         >>> import torch

@@ -112,7 +112,7 @@ _GROUPS: weakref.WeakKeyDictionary[pl.Trainer, AutoSchedule] = weakref.WeakKeyDi
 
 
 class AutoSchedule:
-    """One ``Trainer``'s automatic schedule, shared by its members (see the module's science notes).
+    """One ``Trainer``'s automatic schedule, shared by its members (see the docs' implementation notes).
 
     Args:
         budget: the fraction of the training time all members together may spend measuring, in (0, 1).

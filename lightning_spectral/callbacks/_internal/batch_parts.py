@@ -32,7 +32,7 @@ def _from_mapping(batch: Mapping[str, Any], keys: Sequence[str], what: str, argu
 
 
 def default_inputs(batch: Any) -> torch.Tensor:
-    """The model inputs of ``batch`` (see the module's science notes for the layouts understood)."""
+    """The model inputs of ``batch`` (see the docs' implementation notes for the layouts understood)."""
     if isinstance(batch, torch.Tensor):
         return batch
     if isinstance(batch, Mapping):
@@ -78,7 +78,7 @@ def model_call(
     """The ``(input_fn, output_fn)`` pair the NTK estimators take (``batch -> tensor``, ``(module, tensor) ->
     outputs``) for the user's ``input_fn`` / ``output_fn`` (either may be ``None``) and a sample ``batch``.
 
-    Default inputs: as in the module's science notes. Default outputs: the measured module
+    Default inputs: as in the docs' implementation notes. Default outputs: the measured module
     (:func:`~lightning_spectral.functional._common.model_io.measured_module`: ``pl_module`` or the one model it wraps)
     called on the inputs, positionally or as keyword arguments, and reduced to its logits
     (:func:`~lightning_spectral.functional._common.model_io.model_logits`); keyword inputs with an ``attention_mask``

@@ -46,7 +46,7 @@ class PeerNonFinite(PeerMeasurementFailed, NonFiniteError):
 
 
 class MeasurementCollectives:
-    """Failure-aware collectives of one measurement (see the module's science notes); identity on one process.
+    """Failure-aware collectives of one measurement (see the docs' implementation notes); identity on one process.
 
     Args:
         trainer: the running trainer; its ``strategy`` performs the collectives.

@@ -80,7 +80,7 @@ def _fsdp_hook_handles(module: nn.Module) -> list[Any]:
 def gathered_parameters(
     module: nn.Module, full_tensor: Callable[[Tensor], Tensor]
 ) -> Iterator[dict[int, Tensor]]:
-    """Whole plain parameters and no FSDP forward hooks in ``module`` for the body (see the module's science notes).
+    """Whole plain parameters and no FSDP forward hooks in ``module`` for the body (see the docs' implementation notes).
 
     Args:
         module: the (partly) ``fully_shard``-ed module.

@@ -52,7 +52,7 @@ class NewMeasurements:
 
     Attributes:
         pattern: the watched key or pattern.
-        owned_prefixes: metric prefixes of the trainer's monitors (new = a new object, see the module's science notes).
+        owned_prefixes: metric prefixes of the trainer's monitors (new = a new object, see the docs' implementation notes).
         last: ``key -> (global_step, value)`` of the last new value of each key (checkpointed).
         matched_any: whether any key of ``callback_metrics`` has matched ``pattern`` so far.
     """

@@ -24,7 +24,7 @@ __all__ = ["OverheadBudget"]
 
 
 class OverheadBudget:
-    """Wall-time accounting of one monitor (see the module's science notes).
+    """Wall-time accounting of one monitor (see the docs' implementation notes).
 
     Args:
         max_overhead: the fraction ``f`` of training time the monitor may spend measuring, ``0 < f < 1``.

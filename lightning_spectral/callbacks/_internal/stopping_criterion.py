@@ -45,7 +45,7 @@ NOT_FIRED, FIRED, NOT_FINITE = 0, 1, 2
 
 @dataclass(frozen=True)
 class StoppingCriterion:
-    """The rule (see the module's science notes); the arguments mean what they mean for ``SpectralEarlyStopping``."""
+    """The rule (see the docs' implementation notes); the arguments mean what they mean for ``SpectralEarlyStopping``."""
 
     monitor: str
     threshold: float

@@ -58,7 +58,7 @@ def _has_own_forward(module: nn.Module) -> bool:
 
 def measured_module(module: nn.Module) -> tuple[str, nn.Module]:
     """``("", module)`` if its class defines ``forward``, else ``(name, child)`` for its only child module
-    holding parameters (see the module's science notes).
+    holding parameters (see the docs' implementation notes).
 
     Raises:
         ValueError: no ``forward`` and not exactly one child with parameters (names ``output_fn``).
@@ -79,7 +79,7 @@ def measured_module(module: nn.Module) -> tuple[str, nn.Module]:
 
 
 def model_logits(output: object, batch_size: int) -> Tensor:
-    """The outputs the NTK is taken of, from what a model returns (rule in the module's science notes).
+    """The outputs the NTK is taken of, from what a model returns (rule in the docs' implementation notes).
 
     Raises:
         ValueError: no such tensor; the message names ``output_fn`` and the key looked for.

@@ -244,7 +244,7 @@ def _preconditioner(
 def adam_preconditioner(optimizer: torch.optim.Optimizer, parameters: Sequence[Tensor]) -> Tensor | None:
     """The diagonal of Adam's ``D_t = (1 − β₁ᵗ)·diag(√v̂_t + ε)`` over ``parameters``, flattened and concatenated
     in their order, as float32 (float64 parameters: float64) on the parameters' device; param groups' step
-    sizes folded in (see the module's science notes).
+    sizes folded in (see the docs' implementation notes).
 
     ``None`` when it is not defined: ``optimizer`` is not Adam/AdamW (see :func:`is_adam`), a parameter has no
     moment estimates yet (no step taken, or not in the optimizer), or the parameters' groups have different

@@ -119,7 +119,7 @@ def _reset_generator_after_failed_capture(device: torch.device) -> None:
 
 
 class HVPGraph:
-    """A cache of Hessian-vector products captured as CUDA graphs (see the module's science notes).
+    """A cache of Hessian-vector products captured as CUDA graphs (see the docs' implementation notes).
 
     Pass one to :class:`~lightning_spectral.functional.HessianOperator` (``hvp_graph=``) and the operator to the
     estimators (``hessian_eigenvalues(operator=...)``, ``hessian_trace``, ``hessian_density``), or let

@@ -71,7 +71,7 @@ class HessianOperator:
     """``v ↦ ∇²L(θ) v`` for ``L = loss_fn(model, batch)`` (averaged over batches with :meth:`from_batches`).
 
     Args:
-        model: the network; never modified (see the module's science notes).
+        model: the network; never modified (see the docs' implementation notes).
         loss_fn: ``loss_fn(model, batch) -> scalar tensor``, called with ``model`` itself while its
             parameters and buffers are temporarily replaced by the operator's copies
             (:func:`torch.func.functional_call`).
@@ -81,7 +81,7 @@ class HessianOperator:
             :func:`~lightning_spectral.functional._common.parameter_selection.select_parameters`): names, globs or
             module prefixes; default every parameter with ``requires_grad=True`` (frozen ones excluded).
             The selected parameters must share one dtype and device.
-        method: ``"auto"``, ``"forward_over_reverse"`` or ``"double_backward"`` (see the module's science notes).
+        method: ``"auto"``, ``"forward_over_reverse"`` or ``"double_backward"`` (see the docs' implementation notes).
         reduce_fn: applied to every product (single-batch ones too) and to the losses and gradients
             (:meth:`loss_and_gradient`, :meth:`batch_gradients`) before they are returned, e.g. an all-reduce mean
             across processes; default none.

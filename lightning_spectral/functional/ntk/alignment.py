@@ -127,7 +127,7 @@ def _offdiagonal_parts(
 
 def offdiagonal_alignment(kernel: Tensor, targets: Tensor, num_examples: int) -> float:
     r"""Pearson correlation over the pairs of distinct examples ``i ≠ j`` between the output-traced kernel
-    ``Θ̄_ij = Σ_k Θ_(i,k),(j,k)`` and the targets' Gram matrix ``⟨y_i, y_j⟩`` (see the module's science notes), in float64.
+    ``Θ̄_ij = Σ_k Θ_(i,k),(j,k)`` and the targets' Gram matrix ``⟨y_i, y_j⟩`` (see the docs' implementation notes), in float64.
 
     ``kernel`` is the ``(B·K, B·K)`` NTK (rows example-major, ``B = num_examples``), ``targets`` the matching
     ``B·K`` target entries (:func:`ntk_targets`).
@@ -199,7 +199,7 @@ def kernel_alignments(kernel: Tensor, targets: Tensor, num_examples: int) -> dic
 
 
 def ntk_targets(targets: Tensor, num_examples: int, num_outputs: int) -> Tensor:
-    """The target vector ``y ∈ R^{B·K}`` matched to the NTK rows (see the module's science notes)."""
+    """The target vector ``y ∈ R^{B·K}`` matched to the NTK rows (see the docs' implementation notes)."""
     if not isinstance(targets, Tensor):
         raise TypeError(f"`targets` must be a torch.Tensor, got {type(targets)}.")
     if not targets.is_floating_point():

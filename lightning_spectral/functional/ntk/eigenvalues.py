@@ -97,7 +97,7 @@ def ntk_lambda_max(
         ``Eigenpairs``: ``eigenvalues`` ``(k,)`` descending, ``eigenvectors`` ``(B·K, k)`` in the
         example-major output space, ``residuals``, ``num_matvecs`` (each one VJP + one JVP) and
         ``converged``. Divide by ``B`` for the Gauss–Newton sharpness of ``(1/(2B)) Σ‖f − y‖²`` (see the
-        module's science notes).
+        the docs' implementation notes).
 
     Raises:
         ValueError: ``k`` out of range, a model in train mode with BatchNorm or dropout (and as

@@ -83,7 +83,7 @@ def ntk_matrix(
         inputs: a tensor whose first dimension indexes the ``B`` examples.
         output_fn: ``output_fn(model, inputs)`` returns the outputs (default ``model(inputs)``).
         params: parameter names / globs (default: all with ``requires_grad=True``).
-        chunk_size: examples per Jacobian block (see the module's science notes).
+        chunk_size: examples per Jacobian block (see the docs' implementation notes).
 
     Raises:
         ValueError: if ``B·K > NTK_MATRIX_MAX_ROWS`` (argument ``inputs``), or ``chunk_size < 1``.

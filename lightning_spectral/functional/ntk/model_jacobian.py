@@ -152,7 +152,7 @@ class FunctionalModel:
 def make_functional_model(
     model: nn.Module, *, output_fn: OutputFn | None = None, params: ParamSpec = None
 ) -> FunctionalModel:
-    """Build the :class:`FunctionalModel` of ``model`` (see the module's science notes).
+    """Build the :class:`FunctionalModel` of ``model`` (see the docs' implementation notes).
 
     ``output_fn(model, inputs)`` chooses the output (default ``model(inputs)``, reduced to its logits when it is
     a ``ModelOutput``, dict or tuple: :func:`~lightning_spectral.functional._common.model_io.model_logits`); ``params`` selects the

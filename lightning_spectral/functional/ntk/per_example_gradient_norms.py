@@ -110,7 +110,7 @@ class _Layer:
 
 
 class LayerwiseChecks:
-    """The layer-wise set-ups that have passed the per-example check (module's science notes, *Check*), so that
+    """The layer-wise set-ups that have passed the per-example check (the docs' implementation notes, *Check*), so that
     repeated calls on one model check once.
 
     A set-up is keyed by the covered layers (names, module and parameter objects), the parameters left to the
@@ -320,7 +320,7 @@ def per_example_squared_gradient_norms(
     chunk_size: int | None = None,
     checks: LayerwiseChecks | None = None,
 ) -> Tensor:
-    """``s[n, i] = ‖∂/∂θ Σ_k cotangents[n, i, k] f_k(x_i)‖²`` as an ``(N, B)`` tensor (see the module's science notes).
+    """``s[n, i] = ‖∂/∂θ Σ_k cotangents[n, i, k] f_k(x_i)‖²`` as an ``(N, B)`` tensor (see the docs' implementation notes).
 
     Args:
         fm: the model as a function of its selected parameters

@@ -20,7 +20,7 @@ __all__ = ["SGDStability", "sgd_stability"]
 
 @dataclass(frozen=True)
 class SGDStability:
-    """The S-EOS indicator and the full-batch edge-of-stability ratio (see the module's science notes).
+    """The S-EOS indicator and the full-batch edge-of-stability ratio (see the docs' implementation notes).
 
     ``noise_kernel_norm`` is 𝒦 (``None`` when only the trace and ``λ_max`` were given); the bounds always
     hold (``noise_kernel_norm_upper`` is ``inf`` once the mean is past its limit, ``ηλ_max ≥ 2`` without
@@ -68,7 +68,7 @@ class _SGDVariant:
         return buffer_step(self.eta, self.momentum, self.dampening)
 
     def noise_response(self, lam: Tensor) -> Tensor:
-        """``λ² p(λ + ŵ) = λ · (λ/(λ + ŵ)) · g(λ + ŵ)`` (see the module's science notes), float64, for ``λ + ŵ`` below the mean
+        """``λ² p(λ + ŵ) = λ · (λ/(λ + ŵ)) · g(λ + ŵ)`` (see the docs' implementation notes), float64, for ``λ + ŵ`` below the mean
         limit (``λ g(λ)`` without decay).
         """
         total = lam + self.decay
@@ -150,7 +150,7 @@ def sgd_stability(
     examples; zeros may be left out; exact 𝒦) or both ``ntk_trace`` and ``ntk_lambda_max`` of that same raw
     NTK (bounds on 𝒦 only), as returned by ``ntk_trace(...).trace`` and ``ntk_lambda_max``. ``num_outputs``
     is ``K``, ``dataset_size`` the training-set size ``D`` (``None``: ``D ≫ B``), ``loss_scale`` the factor
-    between the loss and ``(1/(2B)) Σ‖f − y‖²`` (``2/K`` for ``torch.nn.MSELoss()``). See the module's science notes
+    between the loss and ``(1/(2B)) Σ‖f − y‖²`` (``2/K`` for ``torch.nn.MSELoss()``). See the docs' implementation notes
     With ``Θ̂ = Θ/n`` (``n`` = ``ntk_num_examples``) of eigenvalues ``λ_α``, batch size ``B``, dataset size
     ``D`` and ``K`` outputs, the noise-kernel norm of plain SGD on ``(1/(2B)) Σ‖f − y‖²`` in the linearized
     (NTK) model is

@@ -112,7 +112,7 @@ def ntk_trace(
         output_fn: ``output_fn(model, inputs)`` returns the outputs (default ``model(inputs)``, the logits for
             a classifier); its first dimension must be ``B``, the rest is flattened to ``K``.
         chunk_size: examples per vectorized chunk of per-example gradients, for the parameters outside
-            linear and convolution layers (default: see the module's science notes).
+            linear and convolution layers (default: see the docs' implementation notes).
         params: parameter names / globs (default: all with ``requires_grad=True``).
         generator: random source of the probes; ``None`` uses the global torch RNG.
         reduce_fn: all-reduce-sum over processes of ``[trace, std_error², num_examples]`` (float64).

@@ -54,7 +54,7 @@ def _output_dim(matrix: WeightMatrix) -> int:
 
 
 def consecutive_pairs(matrices: Sequence[WeightMatrix]) -> list[AlignmentPair]:
-    """Neighbouring matrices that chain (see the module's science notes), in order."""
+    """Neighbouring matrices that chain (see the docs' implementation notes), in order."""
     pairs = []
     for a, b in zip(matrices, matrices[1:]):
         earlier_ok = a.module_type in _CHAINABLE or a.module_type in ("Embedding", "EmbeddingBag")

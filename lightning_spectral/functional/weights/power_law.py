@@ -136,7 +136,7 @@ def power_law_alpha(
             (``x_min`` = the smallest usable eigenvalue).
         min_tail: smallest tail size accepted (``≥ 2``); also the smallest spectrum that is fitted at all.
             Not used by ``fit="weightwatcher"``, which has its own rules.
-        fit: ``"default"`` (Clauset et al. with the safeguards of the module's science notes) or
+        fit: ``"default"`` (Clauset et al. with the safeguards of the docs' implementation notes) or
             ``"weightwatcher"`` (WeightWatcher 0.7.7's fit: absolute ``1e-5`` cut, tails down to 2, one-sided
             KS; needs ``xmin="ks"``).
 
@@ -229,7 +229,7 @@ def power_law_alpha(
 
 
 def _weightwatcher_fit(eigenvalues: Tensor) -> PowerLawFit | None:
-    """WeightWatcher 0.7.7's power-law fit (``fit="weightwatcher"``, rules in the module's science notes)."""
+    """WeightWatcher 0.7.7's power-law fit (``fit="weightwatcher"``, rules in the docs' implementation notes)."""
     if eigenvalues.numel() < _WW_MIN_EVALS:
         return None
     values = eigenvalues.detach().to(device="cpu", dtype=torch.float64)

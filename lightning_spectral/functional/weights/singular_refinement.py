@@ -46,7 +46,7 @@ LANCZOS_MAX_ITER = 500
 
 DENSE_MAX_DIM = 128
 """A failing result of a matrix with ``min(m, n) <= DENSE_MAX_DIM`` is recomputed by the dense SVD, not by
-Lanczos (see the module's science notes)."""
+Lanczos (see the docs' implementation notes)."""
 
 
 def relative_residuals(stack: Tensor, U: Tensor, S: Tensor, Vh: Tensor) -> Tensor:
@@ -103,7 +103,7 @@ def refine_truncated_svd(
     generator: torch.Generator | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, list[bool]]:
     """Check the truncated SVDs ``(U, S, Vh)`` of ``stack`` (``(B, m, n)``) and recompute those whose
-    relative residual exceeds ``tol`` (see the module's science notes). Returns ``(U, S, Vh, residuals (B,), refined)``
+    relative residual exceeds ``tol`` (see the docs' implementation notes). Returns ``(U, S, Vh, residuals (B,), refined)``
     with ``refined[b]`` telling whether matrix ``b`` was recomputed (new tensors; the inputs are not changed).
     """
     residuals = relative_residuals(stack, U, S, Vh)
