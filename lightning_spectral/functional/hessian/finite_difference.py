@@ -114,8 +114,11 @@ class FiniteDifferenceHessian:
     Attributes:
         dim: the length of this rank's vectors (its local shards).
         size: ``P``, the operator's size (the sum of the ranks' ``dim``).
-        dtype, device: those of the parameters.
-        num_batches, num_matvecs, num_batch_matvecs: as in ``HessianOperator``.
+        dtype: the parameters' dtype.
+        device: the parameters' device.
+        num_batches: the number of batches averaged.
+        num_matvecs: products computed so far.
+        num_batch_matvecs: single-batch products computed so far.
         method: ``"finite_difference"``.
     """
 
