@@ -39,17 +39,9 @@ source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 exclude_patterns = ["_build", "_*"]
 templates_path = ["_templates"]
 
-# The public packages of the API reference (the `_internal` packages are not public and not documented).
-API_PACKAGES = [
-    "lightning_spectral",
-    "lightning_spectral.callbacks",
-    "lightning_spectral.functional",
-    "lightning_spectral.functional.hessian",
-    "lightning_spectral.functional.ntk",
-    "lightning_spectral.functional.weights",
-    "lightning_spectral.linalg",
-    "lightning_spectral.report",
-]
+from lightning_spectral._internal.public_api import PUBLIC_PACKAGES  # noqa: E402
+
+API_PACKAGES = list(PUBLIC_PACKAGES)  # the API reference's packages
 
 
 def api_pages() -> tuple[dict[str, list[str]], dict[str, list[str]]]:

@@ -19,20 +19,12 @@ import numpy as np
 import pytest
 from spectral_testing.chromium import chromium, require_chromium
 
+from lightning_spectral._internal.public_api import PUBLIC_PACKAGES
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 
-# The public packages whose ``__all__`` the API reference documents (``_internal`` packages are not public).
-PACKAGES = [
-    "lightning_spectral",
-    "lightning_spectral.callbacks",
-    "lightning_spectral.functional",
-    "lightning_spectral.functional.hessian",
-    "lightning_spectral.functional.ntk",
-    "lightning_spectral.functional.weights",
-    "lightning_spectral.linalg",
-    "lightning_spectral.report",
-]
+PACKAGES = list(PUBLIC_PACKAGES)
 
 
 @pytest.fixture(scope="session")

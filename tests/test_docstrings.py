@@ -12,16 +12,9 @@ import textwrap
 
 import pytest
 
-PACKAGES = [
-    "lightning_spectral",
-    "lightning_spectral.callbacks",
-    "lightning_spectral.functional",
-    "lightning_spectral.functional.hessian",
-    "lightning_spectral.functional.ntk",
-    "lightning_spectral.functional.weights",
-    "lightning_spectral.linalg",
-    "lightning_spectral.report",
-]
+from lightning_spectral._internal.public_api import PUBLIC_PACKAGES
+
+PACKAGES = list(PUBLIC_PACKAGES)
 
 
 def _public_objects() -> dict[str, object]:

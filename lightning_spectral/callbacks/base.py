@@ -336,6 +336,13 @@ class SpectralMonitor(Callback):
         """A generator of the monitor's own, seeded by ``seed`` and the measurement count (reproducible); with
         ``per_rank`` also by the global rank, for the shards of a random vector that each rank draws (sharded
         vectors: equal draws on every rank would make the shards repeat one another).
+
+        Args:
+            device: the generator's device (that of the vectors it draws).
+            per_rank: also seed by the global rank.
+
+        Returns:
+            A seeded ``torch.Generator``.
         """
         generator = torch.Generator(device=torch.device(device))
         rank = self._collectives.rank if per_rank and self._collectives is not None else 0
@@ -581,9 +588,16 @@ class SpectralMonitor(Callback):
             return contextlib.nullcontext()  # the sharded path: measure() meets the DTensor shards
         return self._gathered(pl_module, collectives)
 
-    def gathers_parameters(self, pl_module: Any, collectives: MeasurementCollectives) -> bool:
+    def gathers_parameters(self, pl_module: pl.LightningModule, collectives: MeasurementCollectives) -> bool:
         """Whether a measurement of a sharded (``DTensor``) model runs on the gathered parameters (default) or
         on the shards (a subclass with a sharded path, deciding the same on every rank).
+
+        Args:
+            pl_module: the module measured.
+            collectives: the measurement's collectives (for a decision every rank must share).
+
+        Returns:
+            ``True`` to gather the parameters for the measurement.
         """
         return True
 

@@ -3,18 +3,7 @@
 :func:`~lightning_spectral.linalg.hutchinson_trace`, :func:`~lightning_spectral.linalg.hutchpp_trace`) need to
 run on vectors that no process holds whole.
 
-``shard_sum`` (a keyword of those routines): ``None`` (default) -- every vector is whole on this process. Or a
-callable that returns the element-wise sum over the processes of a small tensor of *partial* inner products
-(an all-reduce sum, e.g. ``torch.distributed.all_reduce``): every process then holds one shard of every vector
-(its ``dim`` entries, the lengths may differ between processes, the operator's size is their sum), each dot
-product ``aᵀb = Σ_r a_rᵀ b_r`` is the sum of the shards' local dot products, a norm its square root, and a
-projection ``V (Vᵀ w)`` reduces the ``j`` coefficients ``Vᵀ w`` once. Every process must call the routine with
-the same arguments apart from its shard (the reductions are collectives, so every process takes the same
-steps: the decisions depend on reduced scalars only) and draw random vectors from a generator of its own
-(seeded differently per process): equal draws would make the shards of a random vector repeat each other,
-which biases a Hutchinson estimate by the coupling between the shards.
-
-Without ``shard_sum`` the routines compute exactly what they computed before the hook (the same torch calls).
+The derivation and design notes are on the docs site (implementation notes).
 """
 
 from __future__ import annotations

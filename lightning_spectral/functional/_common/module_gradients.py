@@ -1,27 +1,6 @@
 """Gradients through a module's own ``backward``, for parameters that may be sharded (FSDP2 ``DTensor``).
 
-The estimators elsewhere differentiate a model through :func:`torch.func.functional_call` on whole parameter
-tensors. A model sharded with FSDP2's ``fully_shard`` (each parameter a ``DTensor`` shard; the forward hooks
-all-gather the layers one at a time, the backward hooks reduce-scatter their gradients into the shards'
-``.grad``) can only be differentiated whole by gathering it. Without gathering, what it offers is its own
-forward and backward: :func:`module_gradients` runs ``loss.backward()`` through them and reads each selected
-parameter's *local* gradient (the rank's shard of the gradient; the whole gradient for a plain tensor), then
-puts back every parameter's ``.grad`` as it was (the same tensor objects: the caller's gradients are never
-accumulated into or replaced). Under FSDP2 the reduce-scatter *averages* the ranks' gradients (the gradient of
-the mean of the ranks' losses, as DDP's all-reduce); the caller's estimator must scale accordingly.
-
-:class:`LocalShards` holds the selected parameters' local tensors (``DTensor.to_local()``, views of the storage
-the FSDP all-gather reads) as one flat vector per rank: the layout of sharded vectors, of length the sum of the
-local shard sizes (which may differ between ranks: FSDP2 pads uneven dim-0 splits).
-
-Example::
-
-    >>> import torch
-    >>> model = torch.nn.Linear(3, 1)
-    >>> shards = LocalShards.of(model)
-    >>> loss = lambda: model(torch.ones(2, 3)).sum()
-    >>> shards.layout.flatten(module_gradients(model, loss, shards.parameters)).shape, model.weight.grad
-    (torch.Size([4]), None)
+The derivation and design notes are on the docs site (implementation notes).
 """
 
 from __future__ import annotations

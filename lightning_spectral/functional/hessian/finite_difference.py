@@ -1,68 +1,6 @@
 """Hessian-vector products by central differences of gradients, for models no rank can hold whole.
 
-A model sharded with FSDP2 (``fully_shard``: every parameter a ``DTensor`` shard) that does not fit gathered on
-one rank cannot be differentiated twice through :func:`torch.func.functional_call`; what it offers is its own
-sharded forward and backward (gradients reduce-scattered into the shards). :class:`FiniteDifferenceHessian` builds
-the products from those alone, on vectors sharded like the parameters (each rank holds its local shards)::
-
-    H v ≈ (g(θ + εv) − g(θ − εv)) / (2ε),    g = ∇L, two gradients per product (per batch),
-
-the central difference of the gradient along ``v``. Its error is ``ε²/6 · ∇³L[v, v, ·] + O(ε⁴)`` (truncation)
-plus ``≈ u·‖g‖/ε`` (the rounding of the two gradients, ``u`` the unit roundoff of the parameters' dtype);
-balancing the two gives ``ε ∝ u^{1/3}`` and a relative error ``O(u^{2/3})``. The step is
-
-    ε = u^{1/3} · (1 + ‖θ‖) / ‖v‖,
-
-the rule for central differences of Nocedal & Wright (*Numerical Optimization*, 2nd ed., 2006, §8.1:
-``h ≈ u^{1/3}`` relative to the scale of ``θ``), with ``‖θ‖`` the norm of the selected parameters and ``‖v‖``
-that of the vector (both over all shards): the perturbation ``εv`` has norm ``u^{1/3}(1 + ‖θ‖)``, so its
-rounding in ``θ ± εv`` stays at ``u^{2/3}`` relative. The accuracy reached (against the exact product and the
-exact Hessian's eigenvalues, in float32 and float64) is measured in ``benchmarks/RESULTS.md``
-(``fd-hessian-accuracy``) and tested (``tests/functional/test_finite_difference_hessian.py``). The products are
-symmetric only to that accuracy, so Lanczos' eigenvalues carry it too; tolerances below it cannot be met.
-
-Smooth losses only. The error terms above assume a loss three times differentiable along ``v``. A piecewise-linear
-network (ReLU, LeakyReLU, hard-tanh, max-pooling) has a gradient with jumps where a pre-activation crosses a
-kink: when ``θ ± εv`` lands on the other side of one for some example, the difference quotient gains that
-example's jump divided by ``2ε``, an error of order one or larger however small the true curvature. The chance
-grows with ``ε`` and with the number of pre-activations near zero, so float32 (the larger ``ε``) is hit first.
-Use this operator on smooth activations (tanh, GELU, SiLU, softplus); for a piecewise-linear model the exact
-products of :class:`~lightning_spectral.functional.hessian.operator.HessianOperator` on whole parameters are
-the way.
-
-The parameters are moved in place (the local shards, which the next forward's all-gather reads) and restored
-bit-exactly from a copy of the shards after every product; ``.grad`` is set aside and put back by identity
-(:func:`~lightning_spectral.functional._common.module_gradients.module_gradients`); buffers (BatchNorm statistics
-in train mode) are restored after every evaluation; random layers replay one random state per batch
-(:class:`~lightning_spectral.functional.hessian.replayed_randomness.ReplayedRandomness`), so ``θ + εv`` and
-``θ − εv`` see the same dropout masks. Memory beyond a training step: the copy of the local shards and a few
-shard-sized vectors.
-
-Why not an exact product on the shards. FSDP2 all-gathers a layer's parameters into plain unsharded tensors
-outside autograd (the graph starts at those, not at the shards) and reduce-scatters their gradients in hooks
-after the backward, outside the graph, while resharding frees the unsharded tensors after each use. A double
-backward (or forward-over-reverse) needs the unsharded parameters of every layer alive for the second pass and
-the reduction inside the graph: the whole unsharded model on each rank, which is the gathered path
-(``sharded_products="gather"``), not a sharded one.
-
-Distributed: under FSDP2 the reduce-scatter averages the ranks' gradients, so the product is that of the Hessian
-of the mean of the ranks' losses (the convention of the DDP path), with no further reduction; ``shard_sum``
-(the all-reduce sum over the ranks) gives the norms of ``θ`` and ``v`` and, passed on to
-:mod:`lightning_spectral.linalg` through :attr:`FiniteDifferenceHessian.shard_sum`, Lanczos' inner products.
-On a plain model in data-parallel training pass ``reduce_fn`` (an all-reduce mean of the gradients) instead.
-
-Example::
-
-    >>> import torch
-    >>> from lightning_spectral.functional.hessian.operator import HessianOperator
-    >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1)).double()
-    >>> batch = (torch.randn(8, 3, dtype=torch.float64), torch.randn(8, 1, dtype=torch.float64))
-    >>> loss_fn = lambda m, b: ((m(b[0]) - b[1]) ** 2).mean()
-    >>> op = FiniteDifferenceHessian(model, loss_fn, [batch])
-    >>> exact = HessianOperator(model, loss_fn, batch).to_dense()
-    >>> v = torch.randn(op.dim, dtype=torch.float64)
-    >>> bool(torch.allclose(op.matvec(v), exact @ v, rtol=1e-7, atol=1e-8))
-    True
+The derivation and design notes are on the docs site (implementation notes).
 """
 
 from __future__ import annotations
@@ -120,6 +58,18 @@ class FiniteDifferenceHessian:
         num_matvecs: products computed so far.
         num_batch_matvecs: single-batch products computed so far.
         method: ``"finite_difference"``.
+
+    Example:
+        >>> import torch
+        >>> from lightning_spectral.functional.hessian.operator import HessianOperator
+        >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1)).double()
+        >>> batch = (torch.randn(8, 3, dtype=torch.float64), torch.randn(8, 1, dtype=torch.float64))
+        >>> loss_fn = lambda m, b: ((m(b[0]) - b[1]) ** 2).mean()
+        >>> op = FiniteDifferenceHessian(model, loss_fn, [batch])
+        >>> exact = HessianOperator(model, loss_fn, batch).to_dense()
+        >>> v = torch.randn(op.dim, dtype=torch.float64)
+        >>> bool(torch.allclose(op.matvec(v), exact @ v, rtol=1e-7, atol=1e-8))
+        True
     """
 
     method = "finite_difference"

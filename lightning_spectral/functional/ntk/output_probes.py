@@ -1,33 +1,6 @@
 """The NTK trace from output-space probes through the model's own backward: ``tr(J Jᵀ) = E_u ‖Jᵀu‖²``.
 
-For the outputs ``f ∈ R^{B·K}`` of a batch and Rademacher ``u ∈ {±1}^{B·K}`` (``E[u uᵀ] = I``),
-``E ‖Jᵀu‖² = tr(J Jᵀ) = Σ_i Σ_k ‖∂f_k(x_i)/∂θ‖²``, the trace of the empirical NTK of the batch (Hutchinson 1990
-applied to ``Θ = J Jᵀ``). ``Jᵀu`` is the gradient of the scalar ``uᵀ f(θ)``: **one backward pass per probe**,
-through the model's own forward and backward hooks -- so it runs where nothing else can: on a model sharded
-with FSDP2 (``fully_shard``), whose gradient arrives as each rank's shard (reduce-scattered), without gathering
-the parameters (:func:`~lightning_spectral.functional._common.module_gradients.module_gradients`). The estimate
-is the mean of the ``num_probes`` samples ``‖Jᵀu_j‖²`` with their standard error.
-
-Its variance per probe is ``2 Σ_{(i,k)≠(j,l)} Θ_{ik,jl}²``: every off-diagonal entry of the kernel, across
-examples too, where the per-example estimator of :func:`~lightning_spectral.functional.ntk.trace.ntk_trace`
-(``method="hutchinson"``) carries only the blocks of single examples -- more probes for the same error on a
-batch whose examples share kernel directions; but it needs no per-example gradients (no whole parameters).
-
-Sharded over ranks (FSDP2, each rank a shard of the batch): the union batch's outputs are the ranks' outputs
-stacked, ``u`` is the ranks' probes stacked (each rank draws its own: a generator per rank), and
-``Jᵀu = Σ_r J_rᵀ u_r``. FSDP2's reduce-scatter *averages* the ranks' gradients, so each rank holds its shard of
-``(1/N) Σ_r J_rᵀ u_r``: ``gradient_scale=N`` (the number of ranks averaged) undoes that, and ``shard_sum``
-(the all-reduce sum) adds the shards' squared norms and the ranks' example counts. The result is the trace of
-the kernel of the union batch, the quantity ``strategy="ddp"`` sums from the ranks' exact traces.
-
-Example::
-
-    >>> import torch
-    >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
-    >>> estimate = output_probe_trace(model, torch.randn(16, 4), num_probes=4,
-    ...                               generator=torch.Generator().manual_seed(0))
-    >>> estimate.method_used, estimate.num_examples, estimate.num_outputs
-    ('output_probes', 16, 3)
+The derivation and design notes are on the docs site (implementation notes).
 """
 
 from __future__ import annotations
@@ -99,6 +72,14 @@ def output_probe_trace(
     Returns:
         :class:`~lightning_spectral.functional.ntk.trace.NTKTrace` with ``method_used="output_probes"``,
         ``num_examples`` the union batch's.
+
+    Example:
+        >>> import torch
+        >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+        >>> estimate = output_probe_trace(model, torch.randn(16, 4), num_probes=4,
+        ...                               generator=torch.Generator().manual_seed(0))
+        >>> estimate.method_used, estimate.num_examples, estimate.num_outputs
+        ('output_probes', 16, 3)
     """
     check_int("num_probes", num_probes, 1)
     if not (isinstance(gradient_scale, (int, float)) and not isinstance(gradient_scale, bool)) or not (
