@@ -152,10 +152,7 @@ def test_bad_arguments_are_rejected():
 
 
 # ----------------------------------------------------------------------------------------- full-batch NAdam
-pytest.importorskip("sklearn", reason="the example trains on scikit-learn's digits (the `dev` extra)")
-
-
-LR, STEPS, EVERY = 0.002, 400, 50
+NADAM_LR, NADAM_STEPS, NADAM_EVERY = 0.002, 400, 50
 
 
 def test_full_batch_nadam_hovers_at_its_own_limit(tmp_path):
@@ -166,16 +163,20 @@ def test_full_batch_nadam_hovers_at_its_own_limit(tmp_path):
             return torch.optim.NAdam(self.parameters(), lr=self.hparams.lr)
 
     torch.manual_seed(0)
-    model = NAdamMLP(LR, hidden=64, num_examples=1000, batch_size=None, optimizer="adam")
+    model = NAdamMLP(NADAM_LR, hidden=64, num_examples=1000, batch_size=None, optimizer="adam")
     monitor = HessianEigenMonitor(
-        every_n_steps=EVERY, batch=model.data, compute_batch_sharpness=False, strict=True
+        every_n_steps=NADAM_EVERY, batch=model.data, compute_batch_sharpness=False, strict=True
     )
-    run_dir = logged_fit(model, callbacks=[monitor], log_dir=tmp_path, name="nadam", max_steps=STEPS)
+    run_dir = logged_fit(model, callbacks=[monitor], log_dir=tmp_path, name="nadam", max_steps=NADAM_STEPS)
     scalars = read_tensorboard_scalars(run_dir)
     ratios = dict(scalars["spectral/hessian/eos_ratio"])
     sharpness = dict(scalars["spectral/hessian/preconditioned_lambda_1"])
-    assert sorted(ratios) == list(range(EVERY, STEPS + 1, EVERY))  # none at step 0: no moments yet
-    settled = [ratios[step] for step in range(200, STEPS + 1, EVERY)]
+    # none at step 0: no moments yet
+    assert sorted(ratios) == list(range(NADAM_EVERY, NADAM_STEPS + 1, NADAM_EVERY))
+    settled = [ratios[step] for step in range(200, NADAM_STEPS + 1, NADAM_EVERY)]
     assert all(0.95 < ratio < 1.2 for ratio in settled), settled
     # Adam's limit would read the same sharpness as far below its edge.
-    assert all(sharpness[step] / adam_stability_limit(LR, 0.9) < 0.2 for step in range(200, STEPS + 1, EVERY))
+    assert all(
+        sharpness[step] / adam_stability_limit(NADAM_LR, 0.9) < 0.2
+        for step in range(200, NADAM_STEPS + 1, NADAM_EVERY)
+    )
