@@ -242,7 +242,7 @@ def graphs_note(runs: dict[str, list[Run]]) -> str:
         return ""
     return (
         f" On CUDA a last configuration, `{GRAPHS}` alone, replays the Hessian-vector products of its second and"
-        " later measurements from the CUDA graph its first one captured (README, *Curvature*)."
+        " later measurements from the CUDA graph its first one captured (docs/hessian-eigen-monitor.md)."
     )
 
 
@@ -480,7 +480,7 @@ enable_model_summary=False)`; only `trainer.fit` is timed, a fresh model and loa
 run. The single monitors and "all three, every_n_steps=100" measure at steps 0, 100 and 200 (one
 measurement batch of {BATCH_SIZE} images; the Hessian monitor includes its default batch sharpness); each run
 checks that every monitor made those measurements. The last configuration constructs the three with no
-arguments: the automatic schedule, one shared budget of 5 % (README, *How much it costs*). The last configuration gives each of the three monitors
+arguments: the automatic schedule, one shared budget of 5 % (docs/monitors.md, *The automatic schedule*). The last configuration gives each of the three monitors
 a time budget, `max_overhead={BUDGET}` (measurements at the scheduled steps are skipped while a monitor's
 measuring time exceeds {BUDGET:.1%} of the training time so far; the one at train start is always taken), so
 its measurement count is what the budget let through (median over rounds). One warm-up round, then

@@ -11,7 +11,7 @@ bfloat16 and float16: the model and inputs rounded to the half dtype are the *st
 reference, (b) in the half dtype's own arithmetic, and (c) through
 :func:`~lightning_spectral.callbacks._internal.half_precision_upcast.float32_half_precision_tensors`, as the monitors
 measure. It also prints how far the rounding itself moved the float32 model's values. The numbers quoted in
-the README (*True precisions*) and in the module docstring of ``half_precision_upcast`` come from this script.
+the docs page docs/models.md (*True precisions*) and in the module docstring of ``half_precision_upcast`` come from this script.
 """
 
 from __future__ import annotations

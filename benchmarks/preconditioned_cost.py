@@ -8,8 +8,8 @@ The overhead benchmark's CNN and data (``benchmarks/bench_overhead.py``: 38k par
 epoch = 225 steps, one torch thread) trained with ``torch.optim.Adam(lr=1e-3)`` and
 ``HessianEigenMonitor(every_n_steps=25)``, with ``compute_preconditioned`` off and on, alternately for 5 rounds.
 Prints the median time per measurement spent in the monitor's hooks (the step-0 measurement, which has no Adam
-moments yet and so no preconditioned run, included). The numbers quoted in the README
-(``preconditioned_lambda_1``) come from this script.
+moments yet and so no preconditioned run, included). The numbers in ``benchmarks/RESULTS.md``
+(*Preconditioned sharpness*, linked from docs/hessian-eigen-monitor.md) come from this script.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ random images with random labels; the top-3 eigenvalues of the cross-entropy Hes
 switch set to ``"tf32"`` (TF32 matrix products and cuDNN convolutions), once as it is and once inside
 :func:`~lightning_spectral._internal.full_precision.full_float32_precision`, for both HVP methods. Prints the relative
 errors against the reference. On a CPU the switches change nothing (the rows agree). The numbers quoted in
-``benchmarks/RESULTS.md`` (section *CUDA*) and the README come from this script on an NVIDIA H200.
+``benchmarks/RESULTS.md`` (section *CUDA*) and docs/models.md (*TF32*) come from this script on an NVIDIA H200.
 """
 
 from __future__ import annotations
