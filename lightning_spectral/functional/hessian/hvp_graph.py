@@ -140,8 +140,8 @@ class HVPGraph:
 
     Example::
 
-        graph = HVPGraph()
-        op = HessianOperator(model.cuda(), loss_fn, batch, method="double_backward", hvp_graph=graph)
+        graph = HVPGraph()  # model and batch on a CUDA device (graphs capture CUDA work only)
+        op = HessianOperator(model, loss_fn, batch, method="double_backward", hvp_graph=graph)
         result = hessian_eigenvalues(operator=op, k=3)  # the products after the first replay one capture
         graph.num_captures, graph.num_replays
     """
